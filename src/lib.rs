@@ -4,6 +4,10 @@
 //! `names`, `sizes`, `token`, `api`, `fleet`, `bootstrap`, `plan`) does no I/O;
 //! the edges (`client`, `emulator`, `apply`, `cli`) do.
 
+pub mod api;
+pub mod client;
 pub mod names;
 pub mod secret;
+pub mod shellwords;
 pub mod sizes;
+pub mod token;

@@ -94,13 +94,27 @@ mod tests {
 
     #[test]
     fn rejects_each_rule() {
-        assert!(matches!(check_vm_name("abcd"), Err(NameError::Length { len: 4, .. })));
-        assert!(matches!(check_vm_name(&"a".repeat(65)), Err(NameError::Length { .. })));
-        for bad in ["1abcd", "abc--d", "abcd-", "-abcd", "Abcde", "ab_cd", "abc.d", "abcdé"] {
-            assert!(matches!(check_vm_name(bad), Err(NameError::Syntax { .. })), "{bad}");
+        assert!(matches!(
+            check_vm_name("abcd"),
+            Err(NameError::Length { len: 4, .. })
+        ));
+        assert!(matches!(
+            check_vm_name(&"a".repeat(65)),
+            Err(NameError::Length { .. })
+        ));
+        for bad in [
+            "1abcd", "abc--d", "abcd-", "-abcd", "Abcde", "ab_cd", "abc.d", "abcdé",
+        ] {
+            assert!(
+                matches!(check_vm_name(bad), Err(NameError::Syntax { .. })),
+                "{bad}"
+            );
         }
         for refused in REFUSED_NAMES.iter().filter(|n| n.len() >= MIN_LEN) {
-            assert!(matches!(check_vm_name(refused), Err(NameError::Refused { .. })), "{refused}");
+            assert!(
+                matches!(check_vm_name(refused), Err(NameError::Refused { .. })),
+                "{refused}"
+            );
         }
     }
 

@@ -1,0 +1,396 @@
+//! The HTTP edge to exe.dev: `POST /exec` with a bearer token.
+//!
+//! Everything about the contract (commands, quoting, reply shapes, status
+//! meanings, retry rules) comes from [`crate::api`]; this module only moves
+//! bytes, applies the retry policy, and paces requests with a [`RateGate`]
+//! shared by every task using the client, so that one task's 429 slows all
+//! of them down.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::error::{ApiError, ErrorKind};
+use crate::api::retry::{self, Decision, RetryPolicy};
+use crate::api::types::*;
+use crate::api::{Command, NewVm};
+use crate::secret::Secret;
+
+/// Default endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://exe.dev/exec";
+
+/// Paces request starts for every task sharing a client: additive speed-up
+/// on success, multiplicative slow-down and a global pause on 429.
+#[derive(Debug)]
+pub struct RateGate {
+    state: Mutex<GateState>,
+    floor: Duration,
+}
+
+#[derive(Debug)]
+struct GateState {
+    interval: Duration,
+    next_slot: Instant,
+}
+
+impl RateGate {
+    /// `max_rate`: requests per second never exceeded (None: no cap until
+    /// exe.dev answers 429).
+    pub fn new(max_rate: Option<f64>) -> Self {
+        let floor = max_rate
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r))
+            .unwrap_or(Duration::ZERO);
+        RateGate {
+            state: Mutex::new(GateState {
+                interval: floor,
+                next_slot: Instant::now(),
+            }),
+            floor,
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn acquire(&self) {
+        let start = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let start = s.next_slot.max(now);
+            s.next_slot = start + s.interval;
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+
+    /// A 429: halve the rate for everyone and pause until `retry_after`.
+    pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.interval = (s.interval * 2).clamp(Duration::from_millis(20), Duration::from_secs(5));
+        let pause = retry_after.unwrap_or(s.interval);
+        s.next_slot = s.next_slot.max(Instant::now() + pause);
+    }
+
+    /// A success: speed up a little, never past the configured cap.
+    pub fn on_success(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.interval > self.floor {
+            s.interval = s.interval.mul_f64(0.97).max(self.floor);
+        }
+    }
+
+    /// Current spacing between request starts.
+    pub fn interval(&self) -> Duration {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .interval
+    }
+}
+
+/// How a client behaves beyond its endpoint and token.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    pub policy: RetryPolicy,
+    /// Requests per second never exceeded.
+    pub max_rate: Option<f64>,
+}
+
+/// An `/exec` client. Cheap to clone; clones share the rate gate.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Secret,
+    policy: RetryPolicy,
+    gate: Arc<RateGate>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of `rm` for one VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmOutcome {
+    Deleted,
+    /// exe.dev says it does not exist (200 with `failed`, or 422 "not found").
+    NotFound,
+}
+
+impl Client {
+    pub fn new(
+        endpoint: impl Into<String>,
+        token: Secret,
+        options: ClientOptions,
+    ) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(options.policy.request_timeout)
+            .user_agent(concat!("exedev-k8s/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError {
+                kind: ErrorKind::ConnectFailed,
+                command: "(client setup)".into(),
+                command_name: String::new(),
+                message: e.to_string(),
+            })?;
+        Ok(Client {
+            http,
+            endpoint: endpoint.into(),
+            token,
+            policy: options.policy,
+            gate: Arc::new(RateGate::new(options.max_rate)),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The gate shared by this client's clones.
+    pub fn gate(&self) -> &RateGate {
+        &self.gate
+    }
+
+    /// Sends a command with the retry policy and returns its JSON reply.
+    pub async fn exec(&self, cmd: &Command) -> Result<Value, ApiError> {
+        let class = retry::class_of(cmd);
+        let body = cmd.body().map_err(|e| ApiError {
+            kind: ErrorKind::Invalid(e),
+            command: cmd.display(),
+            command_name: cmd.name().into(),
+            message: String::new(),
+        })?;
+        let attempt = || self.send_once(cmd, &body);
+        attempt
+            .retry(self.policy.backoff(class))
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(retry::decide(class, e), Decision::Retry(_)))
+            .adjust(|e, d| match (retry::decide(class, e), d) {
+                (Decision::Retry(Some(after)), Some(d)) => Some(after.max(d)),
+                _ => d,
+            })
+            .await
+    }
+
+    async fn send_once(&self, cmd: &Command, body: &str) -> Result<Value, ApiError> {
+        self.gate.acquire().await;
+        let fail = |kind: ErrorKind, message: String| ApiError {
+            kind,
+            command: cmd.display(),
+            command_name: cmd.name().into(),
+            message,
+        };
+        let resp = self
+            .http
+            .post(&self.endpoint)
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| fail(transport_kind(&e), transport_message(&e)))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| fail(ErrorKind::ConnectionLost, transport_message(&e)))?;
+        if status == 429 {
+            self.gate.on_rate_limited(retry_after);
+        }
+        if status != 200 {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+            return Err(fail(
+                ApiError::kind_for_status(status, retry_after),
+                message,
+            ));
+        }
+        self.gate.on_success();
+        // exe.dev may write several JSON values (an error, then a result).
+        let values: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail(ErrorKind::BadReply, format!("reply is not JSON: {e}")))?;
+        let error = values
+            .iter()
+            .find_map(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
+        let result = values.into_iter().rev().find(|v| v.get("error").is_none());
+        match (result, error) {
+            (Some(v), None) => Ok(v),
+            (Some(v), Some(_)) if cmd.name() == "rm" => Ok(v),
+            (_, Some(msg)) => Err(fail(ErrorKind::ErrorIn200, msg)),
+            (None, None) => Err(fail(ErrorKind::BadReply, "empty reply".into())),
+        }
+    }
+
+    async fn typed<T: DeserializeOwned>(&self, cmd: Command) -> Result<T, ApiError> {
+        let v = self.exec(&cmd).await?;
+        serde_json::from_value(v).map_err(|e| ApiError {
+            kind: ErrorKind::BadReply,
+            command: cmd.display(),
+            command_name: cmd.name().into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `ls [pattern]`.
+    pub async fn ls(&self, pattern: Option<&str>) -> Result<Vec<VmInfo>, ApiError> {
+        let r: LsReply = self
+            .typed(Command::Ls {
+                pattern: pattern.map(str::to_string),
+            })
+            .await?;
+        Ok(r.vms)
+    }
+
+    /// `new`. On an unknown outcome (see `api::retry::outcome_unknown`) the
+    /// caller must re-read `ls` instead of calling this again.
+    pub async fn new_vm(&self, spec: NewVm) -> Result<NewReply, ApiError> {
+        self.typed(Command::New(Box::new(spec))).await
+    }
+
+    /// `rm <vm>`; a VM that is already gone is [`RmOutcome::NotFound`].
+    pub async fn rm(&self, vm: &str) -> Result<RmOutcome, ApiError> {
+        match self
+            .typed::<RmReply>(Command::Rm {
+                vms: vec![vm.to_string()],
+            })
+            .await
+        {
+            Ok(r) if r.deleted.iter().any(|d| d == vm) => Ok(RmOutcome::Deleted),
+            Ok(r) if r.failed.iter().any(|d| d == vm) => Ok(RmOutcome::NotFound),
+            Ok(_) => Ok(RmOutcome::Deleted),
+            Err(e) if e.is_not_found() => Ok(RmOutcome::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `resize <vm>`.
+    pub async fn resize(
+        &self,
+        vm: &str,
+        cpu: Option<u32>,
+        memory: Option<String>,
+        disk: Option<String>,
+    ) -> Result<Value, ApiError> {
+        self.exec(&Command::Resize {
+            vm: vm.into(),
+            cpu,
+            memory,
+            disk,
+        })
+        .await
+    }
+
+    /// `tag <vm> <tags>`.
+    pub async fn tag(&self, vm: &str, tags: Vec<String>) -> Result<Value, ApiError> {
+        self.exec(&Command::Tag {
+            vm: vm.into(),
+            tags,
+        })
+        .await
+    }
+
+    /// `tag -d <vm> <tags>`.
+    pub async fn untag(&self, vm: &str, tags: Vec<String>) -> Result<Value, ApiError> {
+        self.exec(&Command::Untag {
+            vm: vm.into(),
+            tags,
+        })
+        .await
+    }
+
+    /// `comment <vm> <text>`.
+    pub async fn comment(&self, vm: &str, text: &str) -> Result<Value, ApiError> {
+        self.exec(&Command::Comment {
+            vm: vm.into(),
+            text: text.into(),
+        })
+        .await
+    }
+
+    /// `share show <vm>`.
+    pub async fn share_show(&self, vm: &str) -> Result<ShareInfo, ApiError> {
+        self.typed(Command::ShareShow { vm: vm.into() }).await
+    }
+
+    /// `share port <vm> <port>`.
+    pub async fn share_port(&self, vm: &str, port: u16) -> Result<ShareUpdate, ApiError> {
+        self.typed(Command::SharePort {
+            vm: vm.into(),
+            port,
+        })
+        .await
+    }
+
+    /// `share set-public|set-private <vm>`.
+    pub async fn share_visibility(&self, vm: &str, public: bool) -> Result<ShareUpdate, ApiError> {
+        let vm = vm.to_string();
+        self.typed(if public {
+            Command::SharePublic { vm }
+        } else {
+            Command::SharePrivate { vm }
+        })
+        .await
+    }
+
+    /// `whoami`.
+    pub async fn whoami(&self) -> Result<WhoamiReply, ApiError> {
+        self.typed(Command::Whoami).await
+    }
+
+    /// `ssh-key list`.
+    pub async fn ssh_key_list(&self) -> Result<SshKeyList, ApiError> {
+        self.typed(Command::SshKeyList).await
+    }
+
+    /// `exe0-to-exe1 [--vm] <exe0>`.
+    pub async fn exe0_to_exe1(&self, vm: Option<&str>, token: &Secret) -> Result<Secret, ApiError> {
+        let r: Exe1Reply = self
+            .typed(Command::Exe0ToExe1 {
+                vm: vm.map(str::to_string),
+                token: token.clone(),
+            })
+            .await?;
+        Ok(Secret::new(r.token))
+    }
+}
+
+fn transport_kind(e: &reqwest::Error) -> ErrorKind {
+    if e.is_connect() {
+        ErrorKind::ConnectFailed
+    } else {
+        ErrorKind::ConnectionLost
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut msg = if e.is_timeout() {
+        "request timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
