@@ -5,7 +5,9 @@
 //! the edges (`client`, `emulator`, `apply`, `cli`) do.
 
 pub mod api;
+pub mod cli;
 pub mod client;
+pub mod credentials;
 pub mod names;
 pub mod secret;
 pub mod shellwords;

@@ -1,0 +1,32 @@
+//! `exedev-k8s exec -- WORDS...`: the raw escape hatch.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{ApiArgs, CliResult, fail};
+use crate::api::Command;
+use crate::api::command::lookup;
+use crate::client::ClientOptions;
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The lobby command, one argument per word (quoted for you).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub words: Vec<String>,
+}
+
+pub async fn run(args: ExecArgs) -> CliResult {
+    let Some((spec, _)) = lookup(&args.words) else {
+        return Err(fail(format!(
+            "unknown lobby command `{}`; see `exedev-k8s exec -- help`",
+            args.words.join(" ")
+        )));
+    };
+    let client = args.api.client(&[spec.name], ClientOptions::default())?;
+    let reply = client.exec(&Command::Raw(args.words)).await?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(ExitCode::SUCCESS)
+}

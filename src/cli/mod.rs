@@ -1,0 +1,126 @@
+//! The terminal edge: argument parsing, dispatch, exit codes.
+//!
+//! Every subcommand returns a [`CliResult`]; `main` prints the error (which
+//! already names the thing and says what to do) and exits 1.
+
+mod exec_cmd;
+mod token_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, ClientOptions, DEFAULT_ENDPOINT};
+use crate::credentials::Credentials;
+
+/// A user-facing failure: the message is complete (what, why, what to do).
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    /// Exit code: 1 for errors.
+    pub code: u8,
+}
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError {
+            message: e.to_string(),
+            code: 1,
+        }
+    }
+}
+
+pub type CliResult<T = ExitCode> = Result<T, CliError>;
+
+/// Build a CliError from a message.
+pub fn fail(message: impl Into<String>) -> CliError {
+    CliError {
+        message: message.into(),
+        code: 1,
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "exedev-k8s",
+    version,
+    about = "Declarative k3s fleets on exe.dev VMs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// How to reach exe.dev, shared by every subcommand that calls it.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The /exec endpoint (the built-in emulator prints its own).
+    #[arg(long, env = "EXE_DEV_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    pub endpoint: String,
+    /// An exe0/exe1 API token.
+    #[arg(long, env = "EXE_DEV_API_KEY", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// An SSH private key registered with exe.dev: tokens are minted from it
+    /// on the fly with only the commands needed and a 1 h expiry.
+    #[arg(long, env = "EXE_DEV_SSH_KEY", global = true)]
+    pub ssh_key: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    pub fn credentials(&self) -> CliResult<Credentials> {
+        if let Some(t) = &self.token {
+            return Ok(Credentials::Token(crate::secret::Secret::new(t.trim())));
+        }
+        if let Some(k) = &self.ssh_key {
+            return Ok(Credentials::SshKey(k.clone()));
+        }
+        Err(fail(
+            "no exe.dev credentials: pass --token (or set EXE_DEV_API_KEY), or --ssh-key PATH (or EXE_DEV_SSH_KEY) to mint tokens from a registered SSH key",
+        ))
+    }
+
+    /// A client whose token grants `cmds`.
+    pub fn client(&self, cmds: &[&str], options: ClientOptions) -> CliResult<Client> {
+        let token = self.credentials()?.token_for(cmds)?;
+        Ok(Client::new(self.endpoint.clone(), token, options)?)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Mint and inspect exe.dev API tokens.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCmd),
+    /// Send one raw lobby command and print its JSON reply.
+    Exec(exec_cmd::ExecArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Cmd::Token(t) => token_cmd::run(t),
+        Cmd::Exec(a) => exec_cmd::run(a).await,
+    }
+}

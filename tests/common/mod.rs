@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests: SSH keys made with the real
+//! `ssh-keygen`, and the path of the built binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Generates a key with `ssh-keygen -t KIND` (extra args e.g. `-b 256`).
+pub fn keygen(dir: &Path, name: &str, kind: &str, extra: &[&str], passphrase: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", passphrase, "-C", name, "-f"])
+        .arg(&path)
+        .args(extra)
+        .status()
+        .expect("ssh-keygen must be installed (openssh-client)");
+    assert!(status.success(), "ssh-keygen -t {kind} failed");
+    path
+}
+
+/// Splits an exe0 token into (payload bytes, armored SSH signature).
+pub fn token_parts(token: &str) -> (Vec<u8>, String) {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let mut parts = token.trim().split('.');
+    assert_eq!(parts.next(), Some("exe0"));
+    let payload = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+    let blob = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+    let b64 = STANDARD.encode(blob);
+    let mut armored = String::from("-----BEGIN SSH SIGNATURE-----\n");
+    for chunk in b64.as_bytes().chunks(70) {
+        armored.push_str(std::str::from_utf8(chunk).unwrap());
+        armored.push('\n');
+    }
+    armored.push_str("-----END SSH SIGNATURE-----\n");
+    (payload, armored)
+}
+
+/// `ssh-keygen -Y check-novalidate`: does the signature verify?
+pub fn ssh_keygen_verifies(dir: &Path, payload: &[u8], armored: &str, namespace: &str) -> bool {
+    let sig = dir.join("check.sig");
+    std::fs::write(&sig, armored).unwrap();
+    let mut child = Command::new("ssh-keygen")
+        .args(["-Y", "check-novalidate", "-n", namespace, "-s"])
+        .arg(&sig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    child.wait().unwrap().success()
+}
+
+/// Signs `payload` with the real `ssh-keygen -Y sign`; returns the armor.
+pub fn ssh_keygen_sign(key: &Path, payload: &[u8], namespace: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", namespace, "-f"])
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
