@@ -65,8 +65,11 @@ const TEMPLATES: [(&str, &str); 5] = [
 /// settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptKind {
+    /// First server: `cluster-init: true`, and the only one given manifests.
     ServerInit,
+    /// Further server: joins the first with the same critical settings.
     ServerJoin,
+    /// Worker: `k3s agent`, no server-only keys in its config.
     Agent,
 }
 
@@ -98,7 +101,9 @@ impl ScriptKind {
 /// compared on rerun; a channel install is left alone once k3s runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum K3sRelease {
+    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`: reinstalled on mismatch.
     Version(String),
+    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`: installed once, upgraded elsewhere.
     Channel(String),
 }
 
@@ -106,7 +111,10 @@ pub enum K3sRelease {
 /// that `{:?}` of an input (in logs, errors, plans) never shows them.
 #[derive(Debug, Clone)]
 pub struct BootstrapInput {
+    /// Decides the template and the k3s role.
     pub kind: ScriptKind,
+    /// Cluster name, recorded in the script header and the marker so a
+    /// person on the VM can tell which fleet owns it.
     pub cluster: String,
     /// VM name; also the Tailscale host name and the k3s node name.
     pub node_name: String,
@@ -115,8 +123,14 @@ pub struct BootstrapInput {
     pub tailnet: String,
     /// VM name of the first server, which every other node joins.
     pub first_server: String,
+    /// Which k3s the installer fetches; part of the fingerprint, so a new
+    /// version means new VMs.
     pub release: K3sRelease,
+    /// k3s cluster token, identical on every node; generated up front so
+    /// join scripts can be written before the first server exists.
     pub token: Secret,
+    /// Tailscale auth key k3s uses (`vpn-auth`) to put the node on the
+    /// tailnet, the only network exe.dev VMs share.
     pub tailscale_auth_key: Secret,
     /// Applied by k3s at registration only.
     pub labels: BTreeMap<String, String>,
@@ -136,6 +150,7 @@ pub struct BootstrapInput {
 /// Why a script could not be rendered. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
+    /// The embedded templates failed to parse or render: a bug, not bad input.
     #[error("bootstrap template error: {0}")]
     Template(String),
     #[error(
@@ -144,15 +159,27 @@ pub enum BootstrapError {
          apply large manifests after the cluster is up instead of through the bootstrap, \
          or shorten labels, taints and arguments"
     )]
+    /// exe.dev would refuse the script; says where the bytes went.
     TooLarge {
+        /// Node whose script is too big.
         node: String,
+        /// Rendered script size in bytes.
         size: usize,
+        /// [`MAX_SETUP_SCRIPT_BYTES`].
         limit: usize,
+        /// Bytes spent on manifests, the usual culprit.
         manifest_bytes: usize,
+        /// Bytes spent on labels, taints and extra arguments.
         label_bytes: usize,
     },
+    /// A value the script cannot carry safely; secret values are not shown.
     #[error("invalid {field}: {reason}")]
-    InvalidValue { field: String, reason: String },
+    InvalidValue {
+        /// Which input field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Renders the setup script for one node. Fails on an invalid value (NUL

@@ -337,7 +337,7 @@ cat "$STUB_DIR/fake-installer" > "$out"
 const FAKE_INSTALLER: &str = r#"echo "installer INSTALL_K3S_VERSION=${INSTALL_K3S_VERSION:-} INSTALL_K3S_CHANNEL=${INSTALL_K3S_CHANNEL:-}" >> "$STUB_LOG"
 for a in "$@"; do printf 'installer-arg %s\n' "$a" >> "$STUB_LOG"; done
 printf '%s\n' "${INSTALL_K3S_VERSION:-v1.30.0+k3s1}" > "$STUB_STATE/k3s-version"
-: > "$STUB_STATE/active"
+if [ -z "${STUB_NEVER_ACTIVE:-}" ]; then : > "$STUB_STATE/active"; fi
 "#;
 
 const STUB_K3S: &str = r#"#!/bin/sh
@@ -375,6 +375,7 @@ impl Sandbox {
             ("systemctl", STUB_SYSTEMCTL),
             ("tailscale", STUB_OK),
             ("logger", STUB_OK),
+            ("sleep", STUB_OK),
         ] {
             let p = stubs.join(name);
             std::fs::write(&p, body).expect("write stub");
@@ -393,7 +394,7 @@ impl Sandbox {
         std::fs::read_to_string(self.base.join("log")).expect("read log")
     }
 
-    fn run(&self, script: &str, curl_fails: bool) -> Output {
+    fn run(&self, script: &str, env: &[(&str, &str)]) -> Output {
         let path = write_script(&self.base, script);
         let path_var = format!(
             "{}:{}",
@@ -409,10 +410,9 @@ impl Sandbox {
             .env("STUB_STATE", self.base.join("state"))
             .env("STUB_DIR", self.base.join("stubs"))
             .env("TMPDIR", self.base.join("tmp"))
-            .env_remove("STUB_CURL_FAIL");
-        if curl_fails {
-            cmd.env("STUB_CURL_FAIL", "1");
-        }
+            .env_remove("STUB_CURL_FAIL")
+            .env_remove("STUB_NEVER_ACTIVE")
+            .envs(env.iter().copied());
         cmd.output().expect("run script")
     }
 
@@ -447,7 +447,7 @@ fn runs_with_stubs_and_a_rerun_changes_nothing() {
         let i = input(kind);
         let script = render(&i).expect("renders");
         let sb = Sandbox::new();
-        let out = sb.run(&script, false);
+        let out = sb.run(&script, &[]);
         assert_ok(&out);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("exedev-k8s: step: write /etc/rancher/k3s/config.yaml"));
@@ -534,7 +534,7 @@ fn runs_with_stubs_and_a_rerun_changes_nothing() {
         let before_cfg = snapshot(&cfg_path);
         let before_manifest = manifest.exists().then(|| snapshot(&manifest));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let out = sb.run(&script, false);
+        let out = sb.run(&script, &[]);
         assert_ok(&out);
         let log2 = sb.log();
         let new_lines = &log2[log.len()..];
@@ -560,7 +560,7 @@ fn channel_install_passes_the_channel() {
     let mut i = input(ScriptKind::ServerJoin);
     i.release = K3sRelease::Channel("v1.31".to_string());
     let sb = Sandbox::new();
-    assert_ok(&sb.run(&render(&i).expect("renders"), false));
+    assert_ok(&sb.run(&render(&i).expect("renders"), &[]));
     let log = sb.log();
     assert!(
         log.contains("installer INSTALL_K3S_VERSION= INSTALL_K3S_CHANNEL=v1.31"),
@@ -574,10 +574,10 @@ fn channel_install_passes_the_channel() {
 fn changed_config_restarts_without_reinstalling() {
     let sb = Sandbox::new();
     let mut i = input(ScriptKind::Agent);
-    assert_ok(&sb.run(&render(&i).expect("renders"), false));
+    assert_ok(&sb.run(&render(&i).expect("renders"), &[]));
     i.taints.push("extra=1:NoExecute".to_string());
     let before = sb.log();
-    assert_ok(&sb.run(&render(&i).expect("renders"), false));
+    assert_ok(&sb.run(&render(&i).expect("renders"), &[]));
     let new_lines = sb.log()[before.len()..].to_string();
     assert!(!new_lines.contains("installer"), "{new_lines}");
     assert!(
@@ -591,7 +591,7 @@ fn changed_config_restarts_without_reinstalling() {
 fn failing_step_is_named_and_leaves_no_marker() {
     let script = render(&input(ScriptKind::ServerInit)).expect("renders");
     let sb = Sandbox::new();
-    let out = sb.run(&script, true);
+    let out = sb.run(&script, &[("STUB_CURL_FAIL", "1")]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -626,12 +626,28 @@ fn injection_attempts_are_inert() {
     let script = render(&i).expect("renders");
     shellcheck(&script, "injection attempts");
     let sb = Sandbox::new();
-    assert_ok(&sb.run(&script, false));
+    assert_ok(&sb.run(&script, &[]));
     assert!(!sb.base.join("pwned").exists());
     assert!(!sb.base.join("root").join("pwned").exists());
     let cfg = sb.config();
     assert_eq!(cfg.node_taint, attempts);
     assert_eq!(cfg.node_name, attempts[0]);
+}
+
+#[test]
+fn unit_that_never_starts_fails_the_wait_step() {
+    let script = render(&input(ScriptKind::Agent)).expect("renders");
+    let sb = Sandbox::new();
+    let out = sb.run(&script, &[("STUB_NEVER_ACTIVE", "1")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FAILED at step: wait for k3s-agent to be active"),
+        "{stderr}"
+    );
+    let polls = sb.log().matches("systemctl is-active").count();
+    assert!((60..=62).contains(&polls), "{polls} polls");
+    assert!(!sb.root(MARKER_PATH).exists());
 }
 
 fn nasty() -> impl Strategy<Value = String> {
@@ -660,7 +676,7 @@ proptest! {
         prop_assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
         let sb = Sandbox::new();
-        let out = sb.run(&script, false);
+        let out = sb.run(&script, &[]);
         prop_assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let cfg = sb.config();
         prop_assert_eq!(&cfg.node_name, &node);
