@@ -5,9 +5,11 @@
 //! the edges (`client`, `emulator`, `apply`, `cli`) do.
 
 pub mod api;
+pub mod bootstrap;
 pub mod cli;
 pub mod client;
 pub mod credentials;
+pub mod fleet;
 pub mod names;
 pub mod secret;
 pub mod shellwords;

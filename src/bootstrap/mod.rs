@@ -1,0 +1,501 @@
+//! Renders the exe.dev setup scripts that turn a fresh exeuntu VM into a k3s
+//! node.
+//!
+//! exe.dev runs a VM's setup script as user `exedev` after `new` returns and
+//! again at every boot, keeps at most 10 KiB of it, and stores it
+//! world-readable. So the scripts rendered here are idempotent (compare
+//! before writing, install k3s only when missing or at another version), fail
+//! loudly naming the step, write a marker last, and are size-checked before
+//! any VM is created. Everything the node needs travels inside the script:
+//! exe.dev's `--env` is not visible to it.
+//!
+//! The templates live in `templates/` and are embedded with `include_str!`,
+//! so the binary works from any directory. Every interpolated value is
+//! shell-quoted by the `shquote` filter; `/etc/rancher/k3s/config.yaml` is
+//! rendered first (values through `yamlstr`) and embedded as one quoted
+//! string, so no value can break out of the script or the YAML.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tera::{Context, Kwargs, State, Tera};
+
+use crate::secret::Secret;
+
+/// exe.dev refuses setup scripts larger than this; checked at render time so
+/// a plan fails before any VM exists rather than half-way through a fleet.
+pub const MAX_SETUP_SCRIPT_BYTES: usize = 10 * 1024;
+
+/// Where the script writes its marker; the orchestrator polls for it to know
+/// the setup script ran to its end.
+pub const MARKER_PATH: &str = "/var/lib/exedev-k8s/bootstrap-done";
+
+/// k3s's config file; the installer never rewrites it, unlike its arguments.
+pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+
+const MANIFEST_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
+
+const TEMPLATES: [(&str, &str); 5] = [
+    (
+        "common.sh.tera",
+        include_str!("../../templates/common.sh.tera"),
+    ),
+    (
+        "server-init.sh.tera",
+        include_str!("../../templates/server-init.sh.tera"),
+    ),
+    (
+        "server-join.sh.tera",
+        include_str!("../../templates/server-join.sh.tera"),
+    ),
+    (
+        "agent.sh.tera",
+        include_str!("../../templates/agent.sh.tera"),
+    ),
+    (
+        "config.yaml.tera",
+        include_str!("../../templates/config.yaml.tera"),
+    ),
+];
+
+/// Which script a node gets: the first server creates the cluster (embedded
+/// etcd), later servers and agents join it, and each needs different k3s
+/// settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptKind {
+    /// First server: `cluster-init: true`, and the only one given manifests.
+    ServerInit,
+    /// Further server: joins the first with the same critical settings.
+    ServerJoin,
+    /// Worker: `k3s agent`, no server-only keys in its config.
+    Agent,
+}
+
+impl ScriptKind {
+    fn template(self) -> &'static str {
+        match self {
+            ScriptKind::ServerInit => "server-init.sh.tera",
+            ScriptKind::ServerJoin => "server-join.sh.tera",
+            ScriptKind::Agent => "agent.sh.tera",
+        }
+    }
+
+    /// Name used in logs and in the marker file.
+    fn label(self) -> &'static str {
+        match self {
+            ScriptKind::ServerInit => "server-init",
+            ScriptKind::ServerJoin => "server-join",
+            ScriptKind::Agent => "agent",
+        }
+    }
+
+    fn is_server(self) -> bool {
+        !matches!(self, ScriptKind::Agent)
+    }
+}
+
+/// Which k3s to install: a pinned version gives reproducible nodes, a
+/// channel (`stable`, `v1.31`) follows upstream. Only a pinned version is
+/// compared on rerun; a channel install is left alone once k3s runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum K3sRelease {
+    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`: reinstalled on mismatch.
+    Version(String),
+    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`: installed once, upgraded elsewhere.
+    Channel(String),
+}
+
+/// Everything one node's setup script depends on. Secrets are [`Secret`]s so
+/// that `{:?}` of an input (in logs, errors, plans) never shows them.
+#[derive(Debug, Clone)]
+pub struct BootstrapInput {
+    /// Decides the template and the k3s role.
+    pub kind: ScriptKind,
+    /// Cluster name, recorded in the script header and the marker so a
+    /// person on the VM can tell which fleet owns it.
+    pub cluster: String,
+    /// VM name; also the Tailscale host name and the k3s node name.
+    pub node_name: String,
+    /// MagicDNS suffix, e.g. `tail1234.ts.net`: nodes reach each other as
+    /// `<vm>.<tailnet>` since exe.dev VMs share no network.
+    pub tailnet: String,
+    /// VM name of the first server, which every other node joins.
+    pub first_server: String,
+    /// Which k3s the installer fetches; part of the fingerprint, so a new
+    /// version means new VMs.
+    pub release: K3sRelease,
+    /// k3s cluster token, identical on every node; generated up front so
+    /// join scripts can be written before the first server exists.
+    pub token: Secret,
+    /// Tailscale auth key k3s uses (`vpn-auth`) to put the node on the
+    /// tailnet, the only network exe.dev VMs share.
+    pub tailscale_auth_key: Secret,
+    /// Applied by k3s at registration only.
+    pub labels: BTreeMap<String, String>,
+    /// `key=value:Effect`, applied at registration only.
+    pub taints: Vec<String>,
+    /// Extra `k3s server` arguments, one argv element each.
+    pub server_args: Vec<String>,
+    /// Extra `k3s agent` arguments, one argv element each.
+    pub agent_args: Vec<String>,
+    /// Components to disable; must be identical on every server.
+    pub disable: Vec<String>,
+    /// `(name, YAML)` written to k3s's auto-apply directory on the first
+    /// server only.
+    pub manifests: Vec<(String, String)>,
+}
+
+/// Why a script could not be rendered. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The embedded templates failed to parse or render: a bug, not bad input.
+    #[error("bootstrap template error: {0}")]
+    Template(String),
+    #[error(
+        "setup script for node {node:?} is {size} bytes, over exe.dev's limit of {limit} bytes; \
+         manifests take {manifest_bytes} bytes and labels/taints/args {label_bytes} bytes: \
+         apply large manifests after the cluster is up instead of through the bootstrap, \
+         or shorten labels, taints and arguments"
+    )]
+    /// exe.dev would refuse the script; says where the bytes went.
+    TooLarge {
+        /// Node whose script is too big.
+        node: String,
+        /// Rendered script size in bytes.
+        size: usize,
+        /// [`MAX_SETUP_SCRIPT_BYTES`].
+        limit: usize,
+        /// Bytes spent on manifests, the usual culprit.
+        manifest_bytes: usize,
+        /// Bytes spent on labels, taints and extra arguments.
+        label_bytes: usize,
+    },
+    /// A value the script cannot carry safely; secret values are not shown.
+    #[error("invalid {field}: {reason}")]
+    InvalidValue {
+        /// Which input field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Renders the setup script for one node. Fails on an invalid value (NUL
+/// anywhere, a newline in a single-line field, a manifest name that is not a
+/// plain file name) and on a script over [`MAX_SETUP_SCRIPT_BYTES`].
+pub fn render(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    validate(input)?;
+    let script = render_unchecked(input)?;
+    if script.len() > MAX_SETUP_SCRIPT_BYTES {
+        let manifest_bytes = input.manifests.iter().map(|(n, c)| n.len() + c.len()).sum();
+        let label_bytes = input
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .chain(input.taints.iter().map(String::len))
+            .chain(input.server_args.iter().map(String::len))
+            .chain(input.agent_args.iter().map(String::len))
+            .sum();
+        return Err(BootstrapError::TooLarge {
+            node: input.node_name.clone(),
+            size: script.len(),
+            limit: MAX_SETUP_SCRIPT_BYTES,
+            manifest_bytes,
+            label_bytes,
+        });
+    }
+    Ok(script)
+}
+
+/// Short identity of what a node's script does, secrets left out: stored with
+/// a VM so a later run can tell the VM was built from other settings and must
+/// be replaced, while rotating nothing but a secret does not churn VMs.
+pub fn fingerprint(input: &BootstrapInput) -> String {
+    let mut redacted = input.clone();
+    redacted.token = Secret::new("<token>");
+    redacted.tailscale_auth_key = Secret::new("<tailscale-auth-key>");
+    let text = match render_unchecked(&redacted) {
+        Ok(script) => script,
+        // Invalid input never reaches a VM; still give it a stable value.
+        Err(_) => format!("invalid:{redacted:?}"),
+    };
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(12);
+    for byte in digest.iter().take(6) {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// POSIX single-quoting: the result is one shell word whose value is `s`,
+/// whatever `s` contains (NUL excepted, which [`render`] refuses).
+fn shquote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A double-quoted YAML scalar whose value is `s`: escapes backslash, quote
+/// and everything YAML does not allow printed or could read as a line break.
+fn yamlstr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || ('\u{7f}'..='\u{9f}').contains(&c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn tera() -> Result<Tera, BootstrapError> {
+    let mut tera = Tera::new();
+    // Shell and YAML, not HTML: escaping is done by the filters below.
+    tera.autoescape_on(Vec::<&str>::new());
+    tera.register_filter("shquote", |v: &str, _: Kwargs, _: &State| shquote(v));
+    tera.register_filter("yamlstr", |v: &str, _: Kwargs, _: &State| yamlstr(v));
+    tera.add_raw_templates(TEMPLATES).map_err(template_error)?;
+    Ok(tera)
+}
+
+fn template_error(e: tera::Error) -> BootstrapError {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let _ = write!(msg, ": {s}");
+        source = s.source();
+    }
+    BootstrapError::Template(msg)
+}
+
+#[derive(Serialize)]
+struct ManifestCtx<'a> {
+    path: String,
+    content: &'a str,
+}
+
+fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    let tera = tera()?;
+    let kind = input.kind;
+    let labels: Vec<String> = input
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let tls_san = format!("{}.{}", input.node_name, input.tailnet);
+    let server_url = format!("https://{}.{}:6443", input.first_server, input.tailnet);
+
+    let mut cfg = Context::new();
+    cfg.insert("token", input.token.expose());
+    cfg.insert("node_name", &input.node_name);
+    cfg.insert(
+        "vpn_auth",
+        &format!(
+            "name=tailscale,joinKey={}",
+            input.tailscale_auth_key.expose()
+        ),
+    );
+    cfg.insert("cluster_init", &(kind == ScriptKind::ServerInit));
+    cfg.insert("server_url", &server_url);
+    cfg.insert("labels", &labels);
+    cfg.insert("taints", &input.taints);
+    cfg.insert("is_server", &kind.is_server());
+    cfg.insert("tls_san", &tls_san);
+    cfg.insert("disable", &input.disable);
+    let mut config_yaml = tera
+        .render("config.yaml.tera", &cfg)
+        .map_err(template_error)?;
+    if !config_yaml.ends_with('\n') {
+        config_yaml.push('\n');
+    }
+
+    let (version, channel) = match &input.release {
+        K3sRelease::Version(v) => (v.as_str(), ""),
+        K3sRelease::Channel(c) => ("", c.as_str()),
+    };
+    let mut install_args = Vec::new();
+    if kind.is_server() {
+        install_args.push("server".to_string());
+        install_args.extend(input.server_args.iter().cloned());
+    } else {
+        install_args.push("agent".to_string());
+        install_args.extend(input.agent_args.iter().cloned());
+    }
+    let manifests: Vec<ManifestCtx<'_>> = if kind == ScriptKind::ServerInit {
+        input
+            .manifests
+            .iter()
+            .map(|(name, content)| ManifestCtx {
+                path: format!("{MANIFEST_DIR}/exedev-k8s-{name}.yaml"),
+                content,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let release_line = if version.is_empty() {
+        format!("k3s-channel: {channel}")
+    } else {
+        format!("k3s-version: {version}")
+    };
+    let marker = format!(
+        "role: {}\nnode: {}\ncluster: {}\n{release_line}\n",
+        kind.label(),
+        input.node_name,
+        input.cluster
+    );
+
+    let mut ctx = Context::new();
+    ctx.insert("kind", kind.label());
+    ctx.insert("node_name", &input.node_name);
+    ctx.insert("cluster", &input.cluster);
+    ctx.insert("unit", if kind.is_server() { "k3s" } else { "k3s-agent" });
+    ctx.insert("version", version);
+    ctx.insert("channel", channel);
+    ctx.insert("install_args", &install_args);
+    ctx.insert("config_yaml", &config_yaml);
+    ctx.insert("marker", &marker);
+    ctx.insert("manifests", &manifests);
+    let mut script = tera.render(kind.template(), &ctx).map_err(template_error)?;
+    if !script.ends_with('\n') {
+        script.push('\n');
+    }
+    Ok(script)
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> BootstrapError {
+    BootstrapError::InvalidValue {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A value that becomes one line of config.yaml, one argv element or part of
+/// a path: NUL cannot be passed through bash at all, a newline would be
+/// quoted safely but is never what the user meant.
+fn single_line(field: &str, value: &str, secret: bool) -> Result<(), BootstrapError> {
+    let shown = |v: &str| {
+        if secret {
+            String::new()
+        } else {
+            format!(" (got {v:?})")
+        }
+    };
+    if value.contains('\0') {
+        return Err(invalid(
+            field,
+            format!("contains a NUL character{}", shown(value)),
+        ));
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(invalid(
+            field,
+            format!("must be a single line{}", shown(value)),
+        ));
+    }
+    Ok(())
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), BootstrapError> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+fn validate(input: &BootstrapInput) -> Result<(), BootstrapError> {
+    for (field, value) in [
+        ("cluster", &input.cluster),
+        ("node_name", &input.node_name),
+        ("tailnet", &input.tailnet),
+        ("first_server", &input.first_server),
+    ] {
+        non_empty(field, value)?;
+        single_line(field, value, false)?;
+    }
+    let release = match &input.release {
+        K3sRelease::Version(v) => v,
+        K3sRelease::Channel(c) => c,
+    };
+    non_empty("k3s release", release)?;
+    single_line("k3s release", release, false)?;
+    for (field, secret) in [
+        ("token", &input.token),
+        ("tailscale_auth_key", &input.tailscale_auth_key),
+    ] {
+        non_empty(field, secret.expose())?;
+        single_line(field, secret.expose(), true)?;
+    }
+    if input.tailscale_auth_key.expose().contains(',') {
+        return Err(invalid(
+            "tailscale_auth_key",
+            "must not contain ',' (it is one field of k3s's vpn-auth list)",
+        ));
+    }
+    for (k, v) in &input.labels {
+        non_empty("label key", k)?;
+        single_line("label key", k, false)?;
+        if k.contains('=') {
+            return Err(invalid(
+                "label key",
+                format!("must not contain '=' (got {k:?})"),
+            ));
+        }
+        single_line(&format!("value of label {k:?}"), v, false)?;
+    }
+    for (field, list) in [
+        ("taint", &input.taints),
+        ("server arg", &input.server_args),
+        ("agent arg", &input.agent_args),
+        ("disable entry", &input.disable),
+    ] {
+        for value in list {
+            single_line(field, value, false)?;
+        }
+    }
+    for (name, content) in &input.manifests {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(invalid(
+                "manifest name",
+                format!("{name:?} must be a plain file name: letters, digits, '-', '_', '.'"),
+            ));
+        }
+        if content.contains('\0') {
+            return Err(invalid(
+                format!("manifest {name:?}"),
+                "contains a NUL character",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
