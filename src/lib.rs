@@ -4,6 +4,7 @@
 //! `names`, `sizes`, `token`, `api`, `fleet`, `bootstrap`, `plan`) does no I/O;
 //! the edges (`client`, `emulator`, `apply`, `cli`) do.
 
+pub mod fleet;
 pub mod names;
 pub mod secret;
 pub mod sizes;
