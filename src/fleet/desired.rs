@@ -111,7 +111,7 @@ pub fn role_tag(role: Role) -> String {
 /// change or remove the VM.
 pub fn owns(cluster: &str, tags: &[String]) -> bool {
     let tag = ownership_tag(cluster);
-    tags.iter().any(|t| *t == tag)
+    tags.contains(&tag)
 }
 
 /// The node label pair `exedev-k8s.io/fleet={cluster}`.
@@ -240,4 +240,231 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::parse;
+    use crate::names::check_vm_name;
+    use proptest::prelude::*;
+
+    fn fleet(yaml_tail: &str) -> Fleet {
+        let yaml = format!(
+            "apiVersion: exedev-k8s/v1
+kind: Fleet
+metadata:
+  name: demo
+k3s:
+  channel: stable
+network:
+  tailscale:
+    tailnet: tail1234.ts.net
+    authKey: {{env: TS_AUTHKEY}}
+{yaml_tail}"
+        );
+        match parse(&yaml, "t.yaml") {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn gb(n: u64) -> ByteSize {
+        ByteSize(n << 30)
+    }
+
+    #[test]
+    fn minimal_fleet_is_one_schedulable_server_with_defaults() {
+        let vms = desired_vms(&fleet(""));
+        assert_eq!(vms.len(), 1);
+        let vm = &vms[0];
+        assert_eq!(vm.name, "demo-cp-1");
+        assert_eq!(vm.role, Role::Server);
+        assert_eq!((vm.pool.as_str(), vm.index), ("cp", 1));
+        assert!(vm.is_first_server());
+        assert_eq!(vm.image, "exeuntu");
+        assert_eq!((vm.cpu, vm.memory, vm.disk), (2, gb(4), gb(20)));
+        assert_eq!(
+            vm.tags,
+            ["exk8s-fleet-demo", "exk8s-pool-cp", "exk8s-role-server"]
+        );
+        assert_eq!(
+            vm.labels,
+            BTreeMap::from([
+                ("exedev-k8s.io/fleet".to_string(), "demo".to_string()),
+                ("exedev-k8s.io/pool".to_string(), "cp".to_string()),
+            ])
+        );
+        assert!(vm.taints.is_empty());
+        assert_eq!(vm.share, None);
+    }
+
+    #[test]
+    fn order_names_roles_and_indices() {
+        let f = fleet(
+            "controlPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n  - name: db\n    count: 1\n  - name: idle\n    count: 0\n",
+        );
+        let got: Vec<(String, Role, String, u32)> = desired_vms(&f)
+            .into_iter()
+            .map(|v| (v.name, v.role, v.pool, v.index))
+            .collect();
+        let want = [
+            ("demo-cp-1", Role::Server, "cp", 1),
+            ("demo-cp-2", Role::Server, "cp", 2),
+            ("demo-cp-3", Role::Server, "cp", 3),
+            ("demo-web-1", Role::Agent, "web", 1),
+            ("demo-web-2", Role::Agent, "web", 2),
+            ("demo-db-1", Role::Agent, "db", 1),
+        ]
+        .map(|(n, r, p, i)| (n.to_string(), r, p.to_string(), i));
+        assert_eq!(got, want);
+        let vms = desired_vms(&f);
+        assert_eq!(
+            vms.iter().filter(|v| v.is_first_server()).count(),
+            1,
+            "exactly one first server"
+        );
+    }
+
+    #[test]
+    fn tags_merge_user_and_ownership_sorted_deduped() {
+        let f = fleet(
+            "defaults:\n  tags: [team-a, shared]\ncontrolPlane:\n  tags: [shared, cp-extra]\npools:\n  - name: gpu\n    count: 1\n    tags: [gpu, team-a]\n",
+        );
+        let vms = desired_vms(&f);
+        assert_eq!(
+            vms[0].tags,
+            [
+                "cp-extra",
+                "exk8s-fleet-demo",
+                "exk8s-pool-cp",
+                "exk8s-role-server",
+                "shared",
+                "team-a"
+            ]
+        );
+        assert_eq!(
+            vms[1].tags,
+            [
+                "exk8s-fleet-demo",
+                "exk8s-pool-gpu",
+                "exk8s-role-agent",
+                "gpu",
+                "shared",
+                "team-a"
+            ]
+        );
+        assert!(owns("demo", &vms[1].tags));
+        assert!(!owns("demo2", &vms[1].tags));
+        assert!(!owns("dem", &vms[1].tags));
+    }
+
+    #[test]
+    fn labels_and_taints() {
+        let f = fleet(
+            "controlPlane:\n  schedulable: false\n  labels: {tier: control}\n  taints: [\"a=b:NoExecute\"]\npools:\n  - name: gpu\n    count: 1\n    labels: {node.kubernetes.io/role: gpu}\n    taints: [\"dedicated=gpu:NoSchedule\"]\n",
+        );
+        let vms = desired_vms(&f);
+        assert_eq!(vms[0].taints, ["a=b:NoExecute", CONTROL_PLANE_TAINT]);
+        assert_eq!(
+            vms[0].labels.get("tier").map(String::as_str),
+            Some("control")
+        );
+        assert_eq!(vms[1].taints, ["dedicated=gpu:NoSchedule"]);
+        assert_eq!(
+            vms[1].labels,
+            BTreeMap::from([
+                ("exedev-k8s.io/fleet".to_string(), "demo".to_string()),
+                ("exedev-k8s.io/pool".to_string(), "gpu".to_string()),
+                ("node.kubernetes.io/role".to_string(), "gpu".to_string()),
+            ])
+        );
+        // Schedulable servers get no taint of ours.
+        let vms = desired_vms(&fleet("controlPlane:\n  count: 3\n"));
+        assert!(vms.iter().all(|v| v.taints.is_empty()));
+    }
+
+    #[test]
+    fn size_image_and_share_overrides() {
+        let f = fleet(
+            "defaults:\n  image: ubuntu\n  cpu: 4\n  memory: 8GB\n  disk: 40GB\ncontrolPlane:\n  memory: 16GB\n  share: {port: 6443}\npools:\n  - name: big\n    count: 1\n    image: exeuntu-gpu\n    cpu: 16\n    disk: 1TB\n    share: {port: 8080, public: true}\n  - name: plain\n    count: 1\n",
+        );
+        let vms = desired_vms(&f);
+        let brief: Vec<_> = vms
+            .iter()
+            .map(|v| (v.image.as_str(), v.cpu, v.memory, v.disk, v.share))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (
+                    "ubuntu",
+                    4,
+                    gb(16),
+                    gb(40),
+                    Some(ShareSpec {
+                        port: 6443,
+                        public: false
+                    })
+                ),
+                (
+                    "exeuntu-gpu",
+                    16,
+                    gb(8),
+                    gb(1024),
+                    Some(ShareSpec {
+                        port: 8080,
+                        public: true
+                    })
+                ),
+                ("ubuntu", 4, gb(8), gb(40), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn ownership_helpers() {
+        assert_eq!(ownership_tag("prod"), "exk8s-fleet-prod");
+        assert_eq!(pool_tag("gpu"), "exk8s-pool-gpu");
+        assert_eq!(role_tag(Role::Server), "exk8s-role-server");
+        assert_eq!(role_tag(Role::Agent), "exk8s-role-agent");
+        assert!(owns("prod", &["x".into(), "exk8s-fleet-prod".into()]));
+        assert!(!owns("prod", &["exk8s-fleet-prod2".into()]));
+        assert!(!owns("prod", &[]));
+    }
+
+    fn pool_name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?".prop_filter("cp is reserved", |n| n != "cp")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn valid_fleets_yield_unique_acceptable_vm_names(
+            cluster in "[a-z][a-z0-9]{0,12}(-[a-z0-9]{1,6})?",
+            cp in prop::sample::select(vec![1u32, 3, 5]),
+            pools in prop::collection::btree_map(pool_name(), 0u32..=12, 0..5),
+        ) {
+            let mut yaml = format!(
+                "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: {cluster}\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\ncontrolPlane:\n  count: {cp}\npools:{}\n",
+                if pools.is_empty() { " []" } else { "" }
+            );
+            for (name, count) in &pools {
+                yaml.push_str(&format!("  - name: {name}\n    count: {count}\n"));
+            }
+            let f = match parse(&yaml, "p.yaml") {
+                Ok(f) => f,
+                Err(e) => return Err(TestCaseError::fail(format!("{e}\n{yaml}"))),
+            };
+            let vms = desired_vms(&f);
+            let expected = cp + pools.values().sum::<u32>();
+            prop_assert_eq!(vms.len() as u32, expected);
+            let mut names = std::collections::BTreeSet::new();
+            for vm in &vms {
+                prop_assert_eq!(check_vm_name(&vm.name), Ok(()));
+                prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
+                prop_assert!(owns(&cluster, &vm.tags));
+            }
+        }
+    }
 }

@@ -70,7 +70,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
     if let Some(count) = &cp.count
         && ![1, 3, 5].contains(&count.value)
     {
-        let msg = if count.value % 2 == 0 && count.value > 0 {
+        let msg = if count.value.is_multiple_of(2) && count.value > 0 {
             format!(
                 "control plane count {} is even: an even number of etcd members breaks quorum as soon as half of them are down, with no gain over {}",
                 count.value,
