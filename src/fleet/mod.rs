@@ -119,6 +119,10 @@ mod tests {
             "unknown keys are refused"
         );
         assert!(text.contains("\"env\"") && text.contains("\"file\""));
+        assert_eq!(schema["properties"]["apiVersion"]["const"], API_VERSION);
+        assert_eq!(schema["properties"]["kind"]["const"], KIND);
+        let secret = &schema["$defs"]["SecretRef"]["anyOf"];
+        assert_eq!(secret[0]["additionalProperties"], false, "{secret}");
     }
 
     #[test]

@@ -41,10 +41,10 @@ pub const DEFAULT_DISK: &str = "20GB";
 #[schemars(title = "exedev-k8s fleet file")]
 pub struct Fleet {
     /// Format version; must be `exedev-k8s/v1`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("const" = "exedev-k8s/v1"))]
     pub api_version: Spanned<String>,
     /// Document kind; must be `Fleet`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("const" = "Fleet"))]
     pub kind: Spanned<String>,
     /// Identity of the cluster.
     pub metadata: Metadata,
@@ -60,7 +60,7 @@ pub struct Fleet {
     #[serde(default)]
     pub control_plane: ControlPlane,
     /// Groups of k3s agents (workers), created in file order.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub pools: Vec<Pool>,
 }
 
@@ -230,6 +230,14 @@ impl ControlPlane {
     }
 }
 
+/// Reads `pools:` with nothing after it (every pool commented out) as an
+/// empty list rather than a type error.
+fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 fn default_true() -> bool {
     true
 }
@@ -355,7 +363,8 @@ impl fmt::Debug for SecretRef {
 
 /// The schema's view of a secret reference: exactly one of `env` or `file`.
 #[derive(JsonSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
+#[schemars(rename = "SecretRef")]
 #[allow(dead_code)] // only used to describe the format in the JSON schema
 enum SecretRefSchema {
     /// Read the secret from this environment variable.

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde_saphyr::{DefaultMessageFormatter, DuplicateKeyPolicy, MessageFormatter};
+use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, UserMessageFormatter};
 
 use super::error::{FleetError, FleetErrors};
 use super::model::Fleet;
@@ -49,7 +49,7 @@ fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
     while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
         inner = error;
     }
-    let message = DefaultMessageFormatter.format_message(inner).into_owned();
+    let message = UserMessageFormatter.format_message(inner).into_owned();
     let hint = match inner {
         E::SerdeUnknownField { .. } | E::SerdeUnknownVariant { .. } => {
             "remove this key or fix its spelling; `exedev-k8s schema` prints every allowed key"

@@ -627,6 +627,8 @@ network:
     #[test]
     fn base_is_valid() {
         assert!(parse(BASE, "fleet.yaml").is_ok());
+        // Every pool commented out leaves `pools:` empty: no pools, no error.
+        assert!(parse(&with("pools:\n#  - name: web\n#    count: 1\n"), "f").is_ok());
     }
 
     #[test]
