@@ -1,0 +1,470 @@
+//! The VMs a fleet asks for, and the tags and labels that mark them as ours.
+//!
+//! The plan compares [`desired_vms`] with what exe.dev reports. Ownership is
+//! decided only by [`ownership_tag`] / [`owns`]: a VM without the fleet's
+//! ownership tag is never changed or removed, whatever its name.
+
+use std::collections::BTreeMap;
+
+use super::model::{
+    DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, Fleet, Labels, Share, Spanned,
+};
+use crate::sizes::ByteSize;
+
+/// Pool name of the control plane, in VM names, tags and labels.
+pub const CONTROL_PLANE_POOL: &str = "cp";
+/// Prefix of every tag the tool sets; users may not use it, so a user tag can
+/// never fake ownership.
+pub const RESERVED_TAG_PREFIX: &str = "exk8s-";
+/// Prefix of every label the tool sets on nodes; reserved for the tool.
+pub const RESERVED_LABEL_PREFIX: &str = "exedev-k8s.io/";
+/// Node label naming the fleet a node belongs to.
+pub const FLEET_LABEL_KEY: &str = "exedev-k8s.io/fleet";
+/// Node label naming the pool a node belongs to.
+pub const POOL_LABEL_KEY: &str = "exedev-k8s.io/pool";
+/// Taint put on servers when `controlPlane.schedulable` is false.
+pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane=true:NoSchedule";
+
+/// What a VM runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// `k3s server` (control plane and etcd).
+    Server,
+    /// `k3s agent` (worker).
+    Agent,
+}
+
+impl Role {
+    /// The word used in tags and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// exe.dev HTTPS proxy settings of one VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareSpec {
+    /// VM port exposed through the proxy.
+    pub port: u16,
+    /// Reachable without an exe.dev login.
+    pub public: bool,
+}
+
+/// One VM the fleet asks for, with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVm {
+    /// exe.dev VM name: `{cluster}-cp-{i}` or `{cluster}-{pool}-{i}`.
+    pub name: String,
+    /// Server or agent.
+    pub role: Role,
+    /// Pool name; `cp` for the control plane.
+    pub pool: String,
+    /// 1-based index within the pool.
+    pub index: u32,
+    /// exe.dev image.
+    pub image: String,
+    /// vCPUs.
+    pub cpu: u32,
+    /// Memory.
+    pub memory: ByteSize,
+    /// Disk.
+    pub disk: ByteSize,
+    /// exe.dev tags: user tags plus ownership tags, sorted and deduplicated.
+    pub tags: Vec<String>,
+    /// Kubernetes node labels: user labels plus the tool's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Kubernetes node taints, `key[=value]:Effect`.
+    pub taints: Vec<String>,
+    /// exe.dev HTTPS proxy, if any.
+    pub share: Option<ShareSpec>,
+}
+
+impl DesiredVm {
+    /// The server that initialises the cluster (`--cluster-init`) and that
+    /// the others join: control plane index 1.
+    pub fn is_first_server(&self) -> bool {
+        self.pool == CONTROL_PLANE_POOL && self.index == 1
+    }
+}
+
+/// THE ownership tag: only VMs carrying `exk8s-fleet-{cluster}` are ever
+/// changed or removed by this tool for that fleet.
+pub fn ownership_tag(cluster: &str) -> String {
+    format!("{RESERVED_TAG_PREFIX}fleet-{cluster}")
+}
+
+/// Tag naming a VM's pool (`exk8s-pool-{pool}`), so that `ls` output can be
+/// grouped without parsing VM names.
+pub fn pool_tag(pool: &str) -> String {
+    format!("{RESERVED_TAG_PREFIX}pool-{pool}")
+}
+
+/// Tag naming a VM's role (`exk8s-role-server` / `exk8s-role-agent`).
+pub fn role_tag(role: Role) -> String {
+    format!("{RESERVED_TAG_PREFIX}role-{}", role.as_str())
+}
+
+/// True when `tags` hold the ownership tag of `cluster`, i.e. this fleet may
+/// change or remove the VM.
+pub fn owns(cluster: &str, tags: &[String]) -> bool {
+    let tag = ownership_tag(cluster);
+    tags.contains(&tag)
+}
+
+/// The node label pair `exedev-k8s.io/fleet={cluster}`.
+pub fn fleet_label(cluster: &str) -> (String, String) {
+    (FLEET_LABEL_KEY.to_string(), cluster.to_string())
+}
+
+/// The node label pair `exedev-k8s.io/pool={pool}`.
+pub fn pool_label(pool: &str) -> (String, String) {
+    (POOL_LABEL_KEY.to_string(), pool.to_string())
+}
+
+/// A VM's name: `{cluster}-{pool}-{index}` (pool `cp` for servers).
+pub fn vm_name(cluster: &str, pool: &str, index: u32) -> String {
+    format!("{cluster}-{pool}-{index}")
+}
+
+struct Group<'a> {
+    pool: &'a str,
+    role: Role,
+    count: u32,
+    image: &'a Option<Spanned<String>>,
+    cpu: &'a Option<Spanned<u32>>,
+    memory: &'a Option<Spanned<String>>,
+    disk: &'a Option<Spanned<String>>,
+    labels: &'a Labels,
+    taints: Vec<String>,
+    tags: &'a [Spanned<String>],
+    share: &'a Option<Share>,
+}
+
+/// Every VM the fleet asks for, in a stable order: servers first (index 1
+/// up), then the pools in file order. Expects a fleet returned by
+/// [`super::parse`] or [`super::load`] (validated); values that validation
+/// would have refused fall back to the built-in defaults.
+pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
+    let cluster = fleet.metadata.name.value.as_str();
+    let d = &fleet.defaults;
+    let cp = &fleet.control_plane;
+    let mut cp_taints: Vec<String> = cp.taints.iter().map(|t| t.value.clone()).collect();
+    if !cp.schedulable && !cp_taints.iter().any(|t| t == CONTROL_PLANE_TAINT) {
+        cp_taints.push(CONTROL_PLANE_TAINT.to_string());
+    }
+    let mut groups = vec![Group {
+        pool: CONTROL_PLANE_POOL,
+        role: Role::Server,
+        count: cp.count(),
+        image: &cp.image,
+        cpu: &cp.cpu,
+        memory: &cp.memory,
+        disk: &cp.disk,
+        labels: &cp.labels,
+        taints: cp_taints,
+        tags: &cp.tags,
+        share: &cp.share,
+    }];
+    groups.extend(fleet.pools.iter().map(|p| Group {
+        pool: &p.name.value,
+        role: Role::Agent,
+        count: p.count.value,
+        image: &p.image,
+        cpu: &p.cpu,
+        memory: &p.memory,
+        disk: &p.disk,
+        labels: &p.labels,
+        taints: p.taints.iter().map(|t| t.value.clone()).collect(),
+        tags: &p.tags,
+        share: &p.share,
+    }));
+
+    let default_size = |s: &str| ByteSize::parse(s).unwrap_or(ByteSize(0));
+    let size = |own: &Option<Spanned<String>>, def: &Option<Spanned<String>>, fallback: &str| {
+        own.as_ref()
+            .or(def.as_ref())
+            .and_then(|s| ByteSize::parse(&s.value).ok())
+            .unwrap_or_else(|| default_size(fallback))
+    };
+
+    let mut out = Vec::new();
+    for g in groups {
+        let image = g
+            .image
+            .as_ref()
+            .or(d.image.as_ref())
+            .map_or(DEFAULT_IMAGE, |s| s.value.as_str())
+            .to_string();
+        let cpu = g
+            .cpu
+            .as_ref()
+            .or(d.cpu.as_ref())
+            .map_or(DEFAULT_CPU, |c| c.value);
+        let memory = size(g.memory, &d.memory, DEFAULT_MEMORY);
+        let disk = size(g.disk, &d.disk, DEFAULT_DISK);
+        let mut tags: Vec<String> = d
+            .tags
+            .iter()
+            .chain(g.tags)
+            .map(|t| t.value.clone())
+            .chain([ownership_tag(cluster), pool_tag(g.pool), role_tag(g.role)])
+            .collect();
+        tags.sort();
+        tags.dedup();
+        let mut labels = g.labels.to_map();
+        labels.extend([fleet_label(cluster), pool_label(g.pool)]);
+        let share = g.share.as_ref().and_then(|s| {
+            u16::try_from(s.port.value).ok().map(|port| ShareSpec {
+                port,
+                public: s.public,
+            })
+        });
+        for index in 1..=g.count {
+            out.push(DesiredVm {
+                name: vm_name(cluster, g.pool, index),
+                role: g.role,
+                pool: g.pool.to_string(),
+                index,
+                image: image.clone(),
+                cpu,
+                memory,
+                disk,
+                tags: tags.clone(),
+                labels: labels.clone(),
+                taints: g.taints.clone(),
+                share,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::parse;
+    use crate::names::check_vm_name;
+    use proptest::prelude::*;
+
+    fn fleet(yaml_tail: &str) -> Fleet {
+        let yaml = format!(
+            "apiVersion: exedev-k8s/v1
+kind: Fleet
+metadata:
+  name: demo
+k3s:
+  channel: stable
+network:
+  tailscale:
+    tailnet: tail1234.ts.net
+    authKey: {{env: TS_AUTHKEY}}
+{yaml_tail}"
+        );
+        match parse(&yaml, "t.yaml") {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn gb(n: u64) -> ByteSize {
+        ByteSize(n << 30)
+    }
+
+    #[test]
+    fn minimal_fleet_is_one_schedulable_server_with_defaults() {
+        let vms = desired_vms(&fleet(""));
+        assert_eq!(vms.len(), 1);
+        let vm = &vms[0];
+        assert_eq!(vm.name, "demo-cp-1");
+        assert_eq!(vm.role, Role::Server);
+        assert_eq!((vm.pool.as_str(), vm.index), ("cp", 1));
+        assert!(vm.is_first_server());
+        assert_eq!(vm.image, "exeuntu");
+        assert_eq!((vm.cpu, vm.memory, vm.disk), (2, gb(4), gb(20)));
+        assert_eq!(
+            vm.tags,
+            ["exk8s-fleet-demo", "exk8s-pool-cp", "exk8s-role-server"]
+        );
+        assert_eq!(
+            vm.labels,
+            BTreeMap::from([
+                ("exedev-k8s.io/fleet".to_string(), "demo".to_string()),
+                ("exedev-k8s.io/pool".to_string(), "cp".to_string()),
+            ])
+        );
+        assert!(vm.taints.is_empty());
+        assert_eq!(vm.share, None);
+    }
+
+    #[test]
+    fn order_names_roles_and_indices() {
+        let f = fleet(
+            "controlPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n  - name: db\n    count: 1\n  - name: idle\n    count: 0\n",
+        );
+        let got: Vec<(String, Role, String, u32)> = desired_vms(&f)
+            .into_iter()
+            .map(|v| (v.name, v.role, v.pool, v.index))
+            .collect();
+        let want = [
+            ("demo-cp-1", Role::Server, "cp", 1),
+            ("demo-cp-2", Role::Server, "cp", 2),
+            ("demo-cp-3", Role::Server, "cp", 3),
+            ("demo-web-1", Role::Agent, "web", 1),
+            ("demo-web-2", Role::Agent, "web", 2),
+            ("demo-db-1", Role::Agent, "db", 1),
+        ]
+        .map(|(n, r, p, i)| (n.to_string(), r, p.to_string(), i));
+        assert_eq!(got, want);
+        let vms = desired_vms(&f);
+        assert_eq!(
+            vms.iter().filter(|v| v.is_first_server()).count(),
+            1,
+            "exactly one first server"
+        );
+    }
+
+    #[test]
+    fn tags_merge_user_and_ownership_sorted_deduped() {
+        let f = fleet(
+            "defaults:\n  tags: [team-a, shared]\ncontrolPlane:\n  tags: [shared, cp-extra]\npools:\n  - name: gpu\n    count: 1\n    tags: [gpu, team-a]\n",
+        );
+        let vms = desired_vms(&f);
+        assert_eq!(
+            vms[0].tags,
+            [
+                "cp-extra",
+                "exk8s-fleet-demo",
+                "exk8s-pool-cp",
+                "exk8s-role-server",
+                "shared",
+                "team-a"
+            ]
+        );
+        assert_eq!(
+            vms[1].tags,
+            [
+                "exk8s-fleet-demo",
+                "exk8s-pool-gpu",
+                "exk8s-role-agent",
+                "gpu",
+                "shared",
+                "team-a"
+            ]
+        );
+        assert!(owns("demo", &vms[1].tags));
+        assert!(!owns("demo2", &vms[1].tags));
+        assert!(!owns("dem", &vms[1].tags));
+    }
+
+    #[test]
+    fn labels_and_taints() {
+        let f = fleet(
+            "controlPlane:\n  schedulable: false\n  labels: {tier: control}\n  taints: [\"a=b:NoExecute\"]\npools:\n  - name: gpu\n    count: 1\n    labels: {node.kubernetes.io/role: gpu}\n    taints: [\"dedicated=gpu:NoSchedule\"]\n",
+        );
+        let vms = desired_vms(&f);
+        assert_eq!(vms[0].taints, ["a=b:NoExecute", CONTROL_PLANE_TAINT]);
+        assert_eq!(
+            vms[0].labels.get("tier").map(String::as_str),
+            Some("control")
+        );
+        assert_eq!(vms[1].taints, ["dedicated=gpu:NoSchedule"]);
+        assert_eq!(
+            vms[1].labels,
+            BTreeMap::from([
+                ("exedev-k8s.io/fleet".to_string(), "demo".to_string()),
+                ("exedev-k8s.io/pool".to_string(), "gpu".to_string()),
+                ("node.kubernetes.io/role".to_string(), "gpu".to_string()),
+            ])
+        );
+        // Schedulable servers get no taint of ours.
+        let vms = desired_vms(&fleet("controlPlane:\n  count: 3\n"));
+        assert!(vms.iter().all(|v| v.taints.is_empty()));
+    }
+
+    #[test]
+    fn size_image_and_share_overrides() {
+        let f = fleet(
+            "defaults:\n  image: ubuntu\n  cpu: 4\n  memory: 8GB\n  disk: 40GB\ncontrolPlane:\n  memory: 16GB\n  share: {port: 6443}\npools:\n  - name: big\n    count: 1\n    image: exeuntu-gpu\n    cpu: 16\n    disk: 1TB\n    share: {port: 8080, public: true}\n  - name: plain\n    count: 1\n",
+        );
+        let vms = desired_vms(&f);
+        let brief: Vec<_> = vms
+            .iter()
+            .map(|v| (v.image.as_str(), v.cpu, v.memory, v.disk, v.share))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (
+                    "ubuntu",
+                    4,
+                    gb(16),
+                    gb(40),
+                    Some(ShareSpec {
+                        port: 6443,
+                        public: false
+                    })
+                ),
+                (
+                    "exeuntu-gpu",
+                    16,
+                    gb(8),
+                    gb(1024),
+                    Some(ShareSpec {
+                        port: 8080,
+                        public: true
+                    })
+                ),
+                ("ubuntu", 4, gb(8), gb(40), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn ownership_helpers() {
+        assert_eq!(ownership_tag("prod"), "exk8s-fleet-prod");
+        assert_eq!(pool_tag("gpu"), "exk8s-pool-gpu");
+        assert_eq!(role_tag(Role::Server), "exk8s-role-server");
+        assert_eq!(role_tag(Role::Agent), "exk8s-role-agent");
+        assert!(owns("prod", &["x".into(), "exk8s-fleet-prod".into()]));
+        assert!(!owns("prod", &["exk8s-fleet-prod2".into()]));
+        assert!(!owns("prod", &[]));
+    }
+
+    fn pool_name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?".prop_filter("cp is reserved", |n| n != "cp")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn valid_fleets_yield_unique_acceptable_vm_names(
+            cluster in "[a-z][a-z0-9]{0,12}(-[a-z0-9]{1,6})?",
+            cp in prop::sample::select(vec![1u32, 3, 5]),
+            pools in prop::collection::btree_map(pool_name(), 0u32..=12, 0..5),
+        ) {
+            let mut yaml = format!(
+                "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: {cluster}\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\ncontrolPlane:\n  count: {cp}\npools:{}\n",
+                if pools.is_empty() { " []" } else { "" }
+            );
+            for (name, count) in &pools {
+                yaml.push_str(&format!("  - name: {name}\n    count: {count}\n"));
+            }
+            let f = match parse(&yaml, "p.yaml") {
+                Ok(f) => f,
+                Err(e) => return Err(TestCaseError::fail(format!("{e}\n{yaml}"))),
+            };
+            let vms = desired_vms(&f);
+            let expected = cp + pools.values().sum::<u32>();
+            prop_assert_eq!(vms.len() as u32, expected);
+            let mut names = std::collections::BTreeSet::new();
+            for vm in &vms {
+                prop_assert_eq!(check_vm_name(&vm.name), Ok(()));
+                prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
+                prop_assert!(owns(&cluster, &vm.tags));
+            }
+        }
+    }
+}

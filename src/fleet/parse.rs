@@ -1,0 +1,90 @@
+//! Reading a fleet file: YAML to [`Fleet`], then validation.
+
+use std::path::Path;
+
+use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, UserMessageFormatter};
+
+use super::error::{FleetError, FleetErrors};
+use super::model::Fleet;
+use super::validate::validate;
+
+/// Reads and validates the fleet file at `path`. Errors name the file as the
+/// user wrote it, so they can be clicked in a terminal.
+pub fn load(path: &Path) -> Result<Fleet, FleetErrors> {
+    let file_name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| FleetError {
+        file: file_name.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the fleet file: {e}"),
+        hint: Some("check the path given with --file".to_string()),
+    })?;
+    parse(&source, &file_name)
+}
+
+/// Parses and validates a fleet file's text. `file_name` is only used in
+/// error messages. Returns every validation error found, not just the first;
+/// a YAML or type error stops reading, so it comes alone.
+pub fn parse(source: &str, file_name: &str) -> Result<Fleet, FleetErrors> {
+    let options = serde_saphyr::options! {
+        duplicate_keys: DuplicateKeyPolicy::Error,
+        with_snippet: false,
+    };
+    let fleet: Fleet = serde_saphyr::from_str_with_options(source, options)
+        .map_err(|e| FleetErrors::from(yaml_error(&e, file_name)))?;
+    let errors = validate(&fleet, file_name);
+    if errors.is_empty() {
+        Ok(fleet)
+    } else {
+        Err(FleetErrors(errors))
+    }
+}
+
+/// Turns serde-saphyr's error into a [`FleetError`], with a hint chosen from
+/// the kind of mistake.
+fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
+    use serde_saphyr::Error as E;
+    let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let mut inner = err;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let message = UserMessageFormatter.format_message(inner).into_owned();
+    let hint = match inner {
+        E::SerdeUnknownField { .. } | E::SerdeUnknownVariant { .. } => {
+            "remove this key or fix its spelling; `exedev-k8s schema` prints every allowed key"
+        }
+        E::DuplicateMappingKey { .. } => "keep only one of the repeated keys",
+        E::SerdeMissingField { .. } => "add the missing key to this mapping",
+        E::InvalidBooleanStrict { .. } => "write true or false",
+        E::InvalidScalar { ty, .. } if ty.contains("bool") => "write true or false",
+        E::InvalidScalar { ty, .. } if ty.starts_with('u') || ty.starts_with('i') => {
+            "write a whole number here"
+        }
+        E::Unexpected { expected, .. } if expected.contains("sequence") => {
+            "write a list here, e.g. [a, b] or one `- item` per line"
+        }
+        E::Unexpected { expected, .. } if expected.contains("mapping") => {
+            "write a mapping here (key: value)"
+        }
+        E::Unexpected { .. }
+        | E::InvalidScalar { .. }
+        | E::NullIntoString { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. }
+        | E::SerdeInvalidLength { .. } => {
+            "write a value of the expected type here; `exedev-k8s schema` describes every key"
+        }
+        E::Message { msg, .. } if msg.contains("secret reference") => {
+            "write {env: NAME} or {file: path}"
+        }
+        _ => "fix the YAML syntax here (indentation, colons, quotes, brackets)",
+    };
+    FleetError {
+        file: file_name.to_string(),
+        line,
+        column,
+        message,
+        hint: Some(hint.to_string()),
+    }
+}
