@@ -148,7 +148,8 @@ async fn sends_quoted_body_with_bearer_token() {
 
 #[tokio::test]
 async fn every_status_maps_to_its_kind_and_advice() {
-    let cases: [(u16, fn(&ErrorKind) -> bool, &str); 10] = [
+    type Case = (u16, fn(&ErrorKind) -> bool, &'static str);
+    let cases: [Case; 10] = [
         (400, |k| *k == ErrorKind::BadRequest, "parse"),
         (401, |k| *k == ErrorKind::Unauthorized, "ssh-key list"),
         (403, |k| *k == ErrorKind::Forbidden, "\"ls\""),
