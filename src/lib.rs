@@ -11,6 +11,7 @@ pub mod client;
 pub mod credentials;
 pub mod fleet;
 pub mod names;
+pub mod plan;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;

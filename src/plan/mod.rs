@@ -1,0 +1,181 @@
+//! The plan: desired state (from the fleet) against observed state (from
+//! `ls` and `share show`), as an ordered list of changes with reasons.
+//!
+//! Pure: [`diff`] takes values and returns values. Rendering (human,
+//! markdown, JSON) is in [`render`]; the saved plan file in [`file`].
+
+mod diff;
+pub mod file;
+pub mod render;
+pub mod spec;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::types::{ShareInfo, VmInfo};
+
+pub use diff::{PlanError, PlanOptions, diff};
+
+/// Version of the JSON plan schema; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What happens to one VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    /// Terraform-style marker.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+}
+
+/// One in-place operation of an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Resize {
+        cpu: Option<u32>,
+        memory: Option<String>,
+        disk: Option<String>,
+    },
+    AddTags {
+        tags: Vec<String>,
+    },
+    RemoveTags {
+        tags: Vec<String>,
+    },
+    SharePort {
+        port: u16,
+    },
+    ShareVisibility {
+        public: bool,
+    },
+}
+
+/// One attribute's before → after, for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub name: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// One VM's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub action: Action,
+    pub vm: String,
+    pub pool: String,
+    pub role: String,
+    pub reasons: Vec<String>,
+    pub attributes: Vec<AttrChange>,
+    /// In-place operations (updates, and share settings after a create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<Op>,
+}
+
+/// Counts per action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: u32,
+    pub update: u32,
+    pub replace: u32,
+    pub delete: u32,
+}
+
+impl Summary {
+    pub fn total(&self) -> u32 {
+        self.create + self.update + self.replace + self.delete
+    }
+}
+
+/// A reviewed, saveable plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub fleet: String,
+    /// `apply` or `destroy`.
+    pub mode: String,
+    /// In the order apply carries them out.
+    pub changes: Vec<Change>,
+    pub summary: Summary,
+    /// Things a reviewer should know that are not changes.
+    pub warnings: Vec<String>,
+    /// Fingerprint of the fleet file the plan was made from.
+    pub fleet_fingerprint: String,
+    /// Fingerprint of the observed state the plan was made against.
+    pub observed_fingerprint: String,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// What exe.dev reports: every VM from `ls`, and `share show` for those the
+/// fleet manages the proxy of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub vms: Vec<VmInfo>,
+    pub shares: BTreeMap<String, ShareInfo>,
+}
+
+impl Observed {
+    /// Stable fingerprint of everything a plan depends on (not of `status`,
+    /// which changes as VMs boot, nor of VMs another fleet owns).
+    pub fn fingerprint(&self, cluster: &str) -> String {
+        let prefix = format!("{cluster}-");
+        let mut lines: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|v| crate::fleet::owns(cluster, &v.tags) || v.vm_name.starts_with(&prefix))
+            .map(|v| {
+                let mut tags = v.tags.clone();
+                tags.sort();
+                format!(
+                    "{}|{}|{}|{}|{}|{}|{}|{}",
+                    v.vm_name,
+                    v.image,
+                    v.comment,
+                    tags.join(","),
+                    v.allocated_cpus,
+                    v.memory_capacity_bytes,
+                    v.disk_capacity_bytes,
+                    self.shares
+                        .get(&v.vm_name)
+                        .map(|s| format!("{}:{:?}", s.port, s.status))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        lines.sort();
+        hex12(lines.join("\n").as_bytes())
+    }
+}
+
+/// First 12 hex digits of SHA-256.
+pub fn hex12(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! What exactly each desired VM is given: its bootstrap input (and script
+//! fingerprint), its exe.dev `new` flags and its ownership comment.
+//!
+//! Pure: secrets come in as values ([`ClusterSecrets`]); the plan uses
+//! placeholders, since fingerprints leave secrets out.
+
+use sha2::{Digest, Sha256};
+
+use crate::api::NewVm;
+use crate::bootstrap::{self, BootstrapError, BootstrapInput, K3sRelease, ScriptKind};
+use crate::fleet::{DesiredVm, Fleet, Role};
+use crate::secret::Secret;
+
+/// The two secrets every setup script carries.
+#[derive(Debug, Clone)]
+pub struct ClusterSecrets {
+    pub k3s_token: Secret,
+    pub tailscale_auth_key: Secret,
+}
+
+impl ClusterSecrets {
+    /// Stand-ins as long as real secrets, for plan-time rendering and size
+    /// checks; never sent anywhere.
+    pub fn placeholders() -> Self {
+        ClusterSecrets {
+            k3s_token: Secret::new("K".repeat(96)),
+            tailscale_auth_key: Secret::new("T".repeat(96)),
+        }
+    }
+}
+
+/// Prefix of the comment that fingerprints a VM's immutable spec.
+pub const COMMENT_PREFIX: &str = "exedev-k8s spec=";
+
+/// The kubernetes manifests the first server auto-applies (`manifests/`).
+pub const MANIFESTS: &[(&str, &str)] = &[];
+
+/// Builds the bootstrap input of one VM. `join_via` overrides the server a
+/// non-first server joins (used when the first server is being replaced
+/// while others keep the cluster alive).
+pub fn bootstrap_input(
+    fleet: &Fleet,
+    vm: &DesiredVm,
+    secrets: &ClusterSecrets,
+    join_via: Option<&str>,
+) -> BootstrapInput {
+    let cluster = fleet.metadata.name.value.clone();
+    let first = crate::fleet::vm_name(&cluster, crate::fleet::CONTROL_PLANE_POOL, 1);
+    let kind = match (vm.role, vm.is_first_server(), join_via) {
+        (Role::Agent, _, _) => ScriptKind::Agent,
+        (Role::Server, true, None) => ScriptKind::ServerInit,
+        (Role::Server, _, _) => ScriptKind::ServerJoin,
+    };
+    let k3s = &fleet.k3s.value;
+    let release = match (&k3s.version, &k3s.channel) {
+        (Some(v), _) => K3sRelease::Version(v.value.clone()),
+        (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
+        (None, None) => K3sRelease::Channel("stable".into()),
+    };
+    BootstrapInput {
+        kind,
+        cluster,
+        node_name: vm.name.clone(),
+        tailnet: fleet.network.tailscale.tailnet.value.clone(),
+        first_server: join_via.map(str::to_string).unwrap_or(first),
+        release,
+        token: secrets.k3s_token.clone(),
+        tailscale_auth_key: secrets.tailscale_auth_key.clone(),
+        labels: vm.labels.clone(),
+        taints: vm.taints.clone(),
+        server_args: k3s.server_args.iter().map(|a| a.value.clone()).collect(),
+        agent_args: k3s.agent_args.iter().map(|a| a.value.clone()).collect(),
+        disable: k3s.disable.iter().map(|a| a.value.clone()).collect(),
+        manifests: if kind == ScriptKind::ServerInit {
+            MANIFESTS
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The immutable part of a VM's spec, fingerprinted: image and bootstrap
+/// script (as its normal role renders it, secrets excluded). A VM whose
+/// comment carries another fingerprint must be replaced.
+pub fn spec_fingerprint(fleet: &Fleet, vm: &DesiredVm) -> String {
+    let input = bootstrap_input(fleet, vm, &ClusterSecrets::placeholders(), None);
+    let script = bootstrap::fingerprint(&input);
+    let digest = Sha256::digest(format!("image={}\nscript={script}", vm.image).as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The comment a VM carries: `exedev-k8s spec=<fingerprint>`.
+pub fn comment_for(fingerprint: &str) -> String {
+    format!("{COMMENT_PREFIX}{fingerprint}")
+}
+
+/// The fingerprint in a VM's comment, if it has one.
+pub fn fingerprint_in(comment: &str) -> Option<&str> {
+    comment
+        .strip_prefix(COMMENT_PREFIX)
+        .map(|s| s.split_whitespace().next().unwrap_or(""))
+}
+
+/// Renders the real setup script (with the secrets) and the `new` flags.
+pub fn new_vm(
+    fleet: &Fleet,
+    vm: &DesiredVm,
+    secrets: &ClusterSecrets,
+    join_via: Option<&str>,
+) -> Result<NewVm, BootstrapError> {
+    let script = bootstrap::render(&bootstrap_input(fleet, vm, secrets, join_via))?;
+    Ok(NewVm {
+        name: Some(vm.name.clone()),
+        image: Some(vm.image.clone()),
+        cpu: Some(vm.cpu),
+        memory: Some(vm.memory.to_string()),
+        disk: Some(vm.disk.to_string()),
+        tags: vm.tags.clone(),
+        env: Vec::new(),
+        setup_script: Some(Secret::new(script)),
+        command: None,
+        comment: Some(comment_for(&spec_fingerprint(fleet, vm))),
+        no_email: true,
+    })
+}
+
+/// Checks at plan time that every VM's script renders and fits in 10 KiB.
+pub fn check_scripts(fleet: &Fleet, vms: &[DesiredVm]) -> Result<(), BootstrapError> {
+    for vm in vms {
+        bootstrap::render(&bootstrap_input(
+            fleet,
+            vm,
+            &ClusterSecrets::placeholders(),
+            None,
+        ))?;
+    }
+    Ok(())
+}

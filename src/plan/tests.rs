@@ -1,0 +1,430 @@
+//! Diff rules, exhaustively, on hand-made observed states.
+
+use super::spec::{comment_for, spec_fingerprint};
+use super::*;
+use crate::api::types::{ShareInfo, Visibility, VmInfo};
+use crate::fleet::{self, DesiredVm, Fleet};
+
+const GIB: u64 = 1 << 30;
+
+fn fleet(extra_pools: &str) -> Fleet {
+    let src = format!(
+        "apiVersion: exedev-k8s/v1
+kind: Fleet
+metadata:
+  name: demo
+k3s:
+  version: v1.31.4+k3s1
+network:
+  tailscale:
+    tailnet: tail1234.ts.net
+    authKey: {{env: TS_AUTHKEY}}
+controlPlane:
+  count: 3
+pools:
+  - name: web
+    count: 2
+    share: {{port: 8080, public: true}}
+{extra_pools}"
+    );
+    match fleet::parse(&src, "fleet.yaml") {
+        Ok(f) => f,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The VM exe.dev would report for a desired VM created by this tool.
+fn observed_vm(f: &Fleet, d: &DesiredVm) -> VmInfo {
+    VmInfo {
+        vm_name: d.name.clone(),
+        status: "running".into(),
+        image: d.image.clone(),
+        comment: comment_for(&spec_fingerprint(f, d)),
+        tags: d.tags.clone(),
+        allocated_cpus: d.cpu,
+        // exe.dev reports sizes in no stable unit: use decimal GB here.
+        memory_capacity_bytes: d.memory.0 / GIB * 1_000_000_000,
+        disk_capacity_bytes: d.disk.0 / GIB * 1_000_000_000,
+        ..Default::default()
+    }
+}
+
+fn in_sync(f: &Fleet) -> Observed {
+    let desired = fleet::desired_vms(f);
+    let mut o = Observed {
+        vms: desired.iter().map(|d| observed_vm(f, d)).collect(),
+        ..Default::default()
+    };
+    for d in desired.iter().filter(|d| d.share.is_some()) {
+        let s = d.share.unwrap_or(fleet::ShareSpec {
+            port: 0,
+            public: false,
+        });
+        o.shares.insert(
+            d.name.clone(),
+            ShareInfo {
+                vm_name: d.name.clone(),
+                status: Visibility::from_public(s.public),
+                port: s.port,
+                url: String::new(),
+                users: None,
+                links: None,
+            },
+        );
+    }
+    o
+}
+
+fn plan(f: &Fleet, o: &Observed) -> Plan {
+    diff(f, "fp", o, &PlanOptions::default()).unwrap()
+}
+
+fn actions(p: &Plan) -> Vec<(Action, &str)> {
+    p.changes
+        .iter()
+        .map(|c| (c.action, c.vm.as_str()))
+        .collect()
+}
+
+#[test]
+fn empty_account_creates_everything_servers_first() {
+    let f = fleet("");
+    let p = plan(&f, &Observed::default());
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Create, "demo-cp-1"),
+            (Action::Create, "demo-cp-2"),
+            (Action::Create, "demo-cp-3"),
+            (Action::Create, "demo-web-1"),
+            (Action::Create, "demo-web-2"),
+        ]
+    );
+    assert_eq!(
+        p.summary,
+        Summary {
+            create: 5,
+            update: 0,
+            replace: 0,
+            delete: 0
+        }
+    );
+    assert_eq!(
+        p.changes[3].ops,
+        [
+            Op::SharePort { port: 8080 },
+            Op::ShareVisibility { public: true }
+        ]
+    );
+}
+
+#[test]
+fn in_sync_means_no_changes_despite_gb_gib_noise() {
+    let f = fleet("");
+    let p = plan(&f, &in_sync(&f));
+    assert!(!p.has_changes(), "{:#?}", p.changes);
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn resize_tags_and_share_are_updates() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms[3].allocated_cpus = 1;
+    o.vms[3].disk_capacity_bytes = 10 * GIB;
+    o.vms[3].tags.retain(|t| !t.starts_with("exk8s-role"));
+    o.vms[3].tags.push("exk8s-pool-old".into());
+    o.vms[3].tags.push("someone-elses".into());
+    o.shares.get_mut("demo-web-2").unwrap().port = 8000;
+    o.shares.get_mut("demo-web-2").unwrap().status = Visibility::Private;
+    let p = plan(&f, &o);
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Update, "demo-web-1"),
+            (Action::Update, "demo-web-2")
+        ]
+    );
+    assert_eq!(
+        p.changes[0].ops,
+        [
+            Op::Resize {
+                cpu: Some(2),
+                memory: None,
+                disk: Some("20GB".into())
+            },
+            Op::AddTags {
+                tags: vec!["exk8s-role-agent".into()]
+            },
+            Op::RemoveTags {
+                tags: vec!["exk8s-pool-old".into()]
+            },
+        ],
+        "a tag the tool did not set is never removed"
+    );
+    assert_eq!(
+        p.changes[1].ops,
+        [
+            Op::SharePort { port: 8080 },
+            Op::ShareVisibility { public: true }
+        ]
+    );
+}
+
+#[test]
+fn immutable_changes_replace() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms[3].image = "ubuntu:24.04".into();
+    o.vms[4].comment = "exedev-k8s spec=000000000000".into();
+    o.vms[1].disk_capacity_bytes = 100 * GIB;
+    let p = plan(&f, &o);
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Replace, "demo-cp-2"),
+            (Action::Replace, "demo-web-1"),
+            (Action::Replace, "demo-web-2")
+        ]
+    );
+    assert!(p.changes[0].reasons[0].contains("disk shrinks"));
+    assert!(p.changes[1].reasons[0].contains("image changed"));
+    assert!(p.changes[2].reasons[0].contains("bootstrap settings changed"));
+}
+
+#[test]
+fn changing_k3s_settings_changes_every_fingerprint() {
+    let f = fleet("");
+    let o = in_sync(&f);
+    let g = fleet("  - name: extra\n    count: 0\n");
+    assert!(!plan(&g, &o).has_changes(), "an empty pool changes no VM");
+    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.32.0+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\ncontrolPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n    share: {port: 8080, public: true}\n";
+    let h = fleet::parse(src, "f.yaml").unwrap();
+    let p = diff(
+        &h,
+        "fp",
+        &o,
+        &PlanOptions {
+            members_removed: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(p.summary.replace, 5);
+}
+
+#[test]
+fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    let extra = DesiredVm {
+        name: "demo-web-3".into(),
+        index: 3,
+        ..fleet::desired_vms(&f)[3].clone()
+    };
+    o.vms.push(observed_vm(&f, &extra));
+    let mut gone = observed_vm(
+        &f,
+        &DesiredVm {
+            name: "demo-batch-1".into(),
+            pool: "batch".into(),
+            ..extra.clone()
+        },
+    );
+    gone.tags = vec![
+        fleet::ownership_tag("demo"),
+        fleet::pool_tag("batch"),
+        fleet::role_tag(fleet::Role::Agent),
+    ];
+    o.vms.push(gone);
+    o.vms.retain(|v| v.vm_name != "demo-web-1");
+    let p = plan(&f, &o);
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Create, "demo-web-1"),
+            (Action::Delete, "demo-web-3"),
+            (Action::Delete, "demo-batch-1")
+        ]
+    );
+    assert_eq!(p.changes[1].reasons, ["pool \"web\" shrank to 2"]);
+    assert_eq!(
+        p.changes[2].reasons,
+        ["pool \"batch\" is no longer in the fleet"]
+    );
+}
+
+#[test]
+fn unowned_vms_are_never_touched_and_collisions_are_errors() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    let mut stranger = o.vms[4].clone();
+    stranger.vm_name = "demo-web-9".into();
+    stranger.tags = vec!["mine".into()];
+    o.vms.push(stranger);
+    let p = plan(&f, &o);
+    assert!(!p.has_changes());
+    assert!(p.warnings[0].contains("demo-web-9") && p.warnings[0].contains("not owned"));
+
+    o.vms[4].tags = vec!["mine".into()];
+    match diff(&f, "fp", &o, &PlanOptions::default()) {
+        Err(PlanError::Collision { vm, .. }) => assert_eq!(vm, "demo-web-2"),
+        other => panic!("{other:?}"),
+    }
+    let d = diff(
+        &f,
+        "fp",
+        &o,
+        &PlanOptions {
+            destroy: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        d.changes
+            .iter()
+            .all(|c| c.vm != "demo-web-2" && c.vm != "demo-web-9")
+    );
+}
+
+#[test]
+fn destroy_deletes_everything_owned_highest_index_first() {
+    let f = fleet("");
+    let p = diff(
+        &f,
+        "fp",
+        &in_sync(&f),
+        &PlanOptions {
+            destroy: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Delete, "demo-cp-3"),
+            (Action::Delete, "demo-cp-2"),
+            (Action::Delete, "demo-cp-1"),
+            (Action::Delete, "demo-web-2"),
+            (Action::Delete, "demo-web-1"),
+        ]
+    );
+    assert_eq!(p.mode, "destroy");
+}
+
+#[test]
+fn quorum_is_protected_without_member_removal() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms[0].image = "other".into();
+    o.vms[1].image = "other".into();
+    match diff(&f, "fp", &o, &PlanOptions::default()) {
+        Err(PlanError::Quorum {
+            down: 2,
+            existing: 3,
+            quorum: 2,
+            max: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let one = diff(
+        &f,
+        "fp",
+        &o,
+        &PlanOptions {
+            targets: vec!["demo-cp-2".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(actions(&one), [(Action::Replace, "demo-cp-2")]);
+    assert!(
+        diff(
+            &f,
+            "fp",
+            &o,
+            &PlanOptions {
+                members_removed: true,
+                ..Default::default()
+            }
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn targets_narrow_and_unknown_targets_fail() {
+    let f = fleet("");
+    let p = diff(
+        &f,
+        "fp",
+        &Observed::default(),
+        &PlanOptions {
+            targets: vec!["web".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Create, "demo-web-1"),
+            (Action::Create, "demo-web-2")
+        ]
+    );
+    assert!(matches!(
+        diff(
+            &f,
+            "fp",
+            &Observed::default(),
+            &PlanOptions {
+                targets: vec!["nope".into()],
+                ..Default::default()
+            }
+        ),
+        Err(PlanError::UnknownTarget(_))
+    ));
+}
+
+#[test]
+fn observed_fingerprint_ignores_status_and_other_fleets() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    let before = o.fingerprint("demo");
+    o.vms[0].status = "starting".into();
+    o.vms.push(VmInfo {
+        vm_name: "other-cp-1".into(),
+        tags: vec![fleet::ownership_tag("other")],
+        ..Default::default()
+    });
+    assert_eq!(o.fingerprint("demo"), before);
+    o.vms[1].allocated_cpus = 9;
+    assert_ne!(o.fingerprint("demo"), before);
+}
+
+#[test]
+fn renders_every_format() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms[3].allocated_cpus = 1;
+    o.vms[4].image = "ubuntu".into();
+    o.vms.remove(2);
+    let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
+    let text = render::human(&p, false);
+    assert!(
+        text.contains("+ demo-cp-3")
+            && text.contains("~ demo-web-1")
+            && text.contains("-/+ demo-web-2")
+    );
+    assert!(text.contains("cpu            1 → 2"));
+    assert!(!text.contains('\x1b'));
+    assert!(render::human(&p, true).contains("\x1b[32m+"));
+    let md = render::markdown(&p);
+    assert!(md.contains("| ➕ create | `demo-cp-3` |"));
+    let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["summary"]["create"], 1);
+    assert_eq!(v["changes"][0]["action"], "create");
+}
