@@ -5,14 +5,18 @@
 //! the edges (`client`, `emulator`, `apply`, `cli`) do.
 
 pub mod api;
+pub mod apply;
 pub mod bootstrap;
 pub mod cli;
 pub mod client;
+pub mod cluster_secrets;
 pub mod credentials;
 pub mod fleet;
 pub mod names;
+pub mod observe;
 pub mod plan;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;
 pub mod token;
+pub mod ui;

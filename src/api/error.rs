@@ -76,6 +76,17 @@ impl ApiError {
         })
     }
 
+    /// A short name of what went wrong: `HTTP 504`, `connection lost`.
+    pub fn kind_name(&self) -> String {
+        match (&self.kind, self.status()) {
+            (_, Some(s)) => format!("HTTP {s}"),
+            (ErrorKind::ConnectFailed, _) => "connection refused".into(),
+            (ErrorKind::ConnectionLost, _) => "connection lost".into(),
+            (ErrorKind::BadReply, _) => "bad reply".into(),
+            _ => "invalid command".into(),
+        }
+    }
+
     /// Maps a status code to its kind.
     pub fn kind_for_status(status: u16, retry_after: Option<Duration>) -> ErrorKind {
         match status {

@@ -4,6 +4,7 @@
 //! already names the thing and says what to do) and exits 1.
 
 mod exec_cmd;
+mod fleet_cmds;
 mod token_cmd;
 
 use std::path::PathBuf;
@@ -94,6 +95,16 @@ pub enum Cmd {
     Token(token_cmd::TokenCmd),
     /// Send one raw lobby command and print its JSON reply.
     Exec(exec_cmd::ExecArgs),
+    /// Check a fleet file: every error with file:line:column.
+    Validate(fleet_cmds::FleetArg),
+    /// Print the fleet file's JSON Schema (for editors).
+    Schema(fleet_cmds::SchemaArgs),
+    /// Show what apply would change.
+    Plan(fleet_cmds::PlanArgs),
+    /// Make exe.dev match the fleet (or carry out a saved plan).
+    Apply(fleet_cmds::ApplyArgs),
+    /// Delete every VM the fleet owns.
+    Destroy(fleet_cmds::DestroyArgs),
 }
 
 /// Entry point of the binary.
@@ -122,5 +133,10 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Cmd::Token(t) => token_cmd::run(t),
         Cmd::Exec(a) => exec_cmd::run(a).await,
+        Cmd::Validate(a) => fleet_cmds::validate(a),
+        Cmd::Schema(a) => fleet_cmds::schema(a),
+        Cmd::Plan(a) => fleet_cmds::plan_cmd(a).await,
+        Cmd::Apply(a) => fleet_cmds::apply_cmd(a).await,
+        Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
     }
 }

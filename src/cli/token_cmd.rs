@@ -39,6 +39,9 @@ pub struct MintArgs {
     /// Scope the token to one VM's HTTPS proxy (namespace v0@VM.exe.xyz).
     #[arg(long)]
     pub vm: Option<String>,
+    /// Grant exactly the commands plan, apply and destroy of this fleet need.
+    #[arg(long, conflicts_with = "cmds", value_name = "FLEET")]
+    pub for_fleet: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -78,21 +81,6 @@ pub fn parse_time(flag: &str, value: &str, now: i64) -> CliResult<i64> {
     )))
 }
 
-/// Commands every fleet operation needs (plan, apply, destroy).
-#[allow(dead_code)] // used by `token mint --for-fleet` once the fleet module lands
-pub const FLEET_CMDS: &[&str] = &[
-    "ls",
-    "new",
-    "rm",
-    "resize",
-    "tag",
-    "comment",
-    "share show",
-    "share port",
-    "share set-public",
-    "share set-private",
-];
-
 fn mint(a: MintArgs) -> CliResult {
     let now = now_unix();
     let exp = parse_time("exp", &a.exp, now)?;
@@ -111,12 +99,23 @@ fn mint(a: MintArgs) -> CliResult {
             Some(serde_json::from_str(c).map_err(|e| fail(format!("--ctx is not JSON: {e}")))?)
         }
     };
-    let cmds = a.cmds.map(|c| {
-        c.into_iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let cmds = match (&a.for_fleet, a.cmds) {
+        (Some(path), _) => {
+            super::fleet_cmds::load_fleet(path)?;
+            Some(
+                super::fleet_cmds::APPLY_CMDS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            )
+        }
+        (None, c) => c.map(|c| {
+            c.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
+    };
     let perms = Permissions {
         exp: Some(exp),
         nbf,

@@ -447,6 +447,8 @@ pub fn diff(
         changes,
         summary,
         warnings,
+        fleet_file: String::new(),
+        targets: opts.targets.clone(),
         fleet_fingerprint: fleet_fingerprint.to_string(),
         observed_fingerprint: observed.fingerprint(&cluster),
     })

@@ -115,6 +115,12 @@ pub struct Plan {
     pub summary: Summary,
     /// Things a reviewer should know that are not changes.
     pub warnings: Vec<String>,
+    /// The fleet file the plan was made from, as given.
+    #[serde(default)]
+    pub fleet_file: String,
+    /// `--target` values the plan was narrowed by.
+    #[serde(default)]
+    pub targets: Vec<String>,
     /// Fingerprint of the fleet file the plan was made from.
     pub fleet_fingerprint: String,
     /// Fingerprint of the observed state the plan was made against.

@@ -1,0 +1,433 @@
+//! Carries a plan out against exe.dev: servers first and one at a time,
+//! agents in parallel (bounded), every `new` whose outcome is unknown settled
+//! by re-reading `ls` instead of re-sending blindly.
+//!
+//! The executor reports through [`Event`]s; the terminal edge turns them into
+//! progress bars, plain lines or JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::api::retry::outcome_unknown;
+use crate::client::{Client, RmOutcome};
+use crate::fleet::{self, DesiredVm, Fleet, Role};
+use crate::plan::spec::{self, ClusterSecrets};
+use crate::plan::{Action, Change, Op, Plan};
+
+/// What happened to one VM, as it happens.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Start {
+        vm: String,
+        action: Action,
+    },
+    Step {
+        vm: String,
+        step: String,
+    },
+    Done {
+        vm: String,
+        action: Action,
+        seconds: f64,
+    },
+    Failed {
+        vm: String,
+        action: Action,
+        error: String,
+    },
+    Skipped {
+        vm: String,
+        action: Action,
+        reason: String,
+    },
+}
+
+/// Receives events; must be cheap and thread-safe.
+pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// How apply runs.
+#[derive(Clone)]
+pub struct ApplyOptions {
+    /// Agents changed at once.
+    pub parallelism: usize,
+    /// How long to wait for a server to be `running` before the next.
+    pub server_boot_timeout: Duration,
+    /// Reads of `ls` before concluding an unknown `new` did not happen.
+    pub settle_reads: u32,
+    pub settle_delay: Duration,
+    /// Set to stop starting new work (Ctrl-C).
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            parallelism: 16,
+            server_boot_timeout: Duration::from_secs(300),
+            settle_reads: 3,
+            settle_delay: Duration::from_millis(700),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Default, Serialize)]
+pub struct ApplyReport {
+    pub done: Vec<(String, Action)>,
+    pub failed: Vec<(String, Action, String)>,
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+}
+
+impl ApplyReport {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// Why one VM's change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Script(#[from] crate::bootstrap::BootstrapError),
+    #[error("{0}")]
+    Other(String),
+}
+
+struct Ctx<'a> {
+    client: &'a Client,
+    fleet: &'a Fleet,
+    secrets: &'a ClusterSecrets,
+    desired: BTreeMap<String, DesiredVm>,
+    opts: &'a ApplyOptions,
+    report: &'a Reporter,
+    /// Owned servers that stay up during this apply (join targets).
+    stable_servers: Vec<String>,
+}
+
+/// Runs `plan`. Never touches a VM the plan does not name.
+pub async fn apply(
+    client: &Client,
+    fleet: &Fleet,
+    plan: &Plan,
+    secrets: &ClusterSecrets,
+    observed_servers: &[String],
+    opts: &ApplyOptions,
+    report: Reporter,
+) -> ApplyReport {
+    let started = Instant::now();
+    let leaving: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
+        .map(|c| c.vm.as_str())
+        .collect();
+    let ctx = Ctx {
+        client,
+        fleet,
+        secrets,
+        desired: fleet::desired_vms(fleet)
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect(),
+        opts,
+        report: &report,
+        stable_servers: observed_servers
+            .iter()
+            .filter(|s| !leaving.contains(&s.as_str()))
+            .cloned()
+            .collect(),
+    };
+    let mut out = ApplyReport::default();
+    let (servers, agents): (Vec<&Change>, Vec<&Change>) = plan
+        .changes
+        .iter()
+        .partition(|c| c.role == Role::Server.as_str());
+
+    // Servers: strictly one at a time, each running before the next.
+    let mut server_failed = false;
+    for c in servers {
+        if opts.cancel.load(Ordering::Relaxed) || server_failed {
+            let reason = if server_failed {
+                "an earlier server change failed"
+            } else {
+                "interrupted"
+            };
+            report(Event::Skipped {
+                vm: c.vm.clone(),
+                action: c.action,
+                reason: reason.into(),
+            });
+            out.skipped.push(c.vm.clone());
+            continue;
+        }
+        match run_one(&ctx, c, true).await {
+            Ok(()) => out.done.push((c.vm.clone(), c.action)),
+            Err(e) => {
+                server_failed = true;
+                out.failed.push((c.vm.clone(), c.action, e.to_string()));
+            }
+        }
+    }
+
+    // Agents: in parallel, bounded; they retry joining until a server answers.
+    let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
+    let results = futures_join(agents.iter().map(|c| {
+        let sem = sem.clone();
+        let ctx = &ctx;
+        async move {
+            let _permit = sem.acquire().await;
+            if ctx.opts.cancel.load(Ordering::Relaxed) {
+                (report_skip(ctx, c), c)
+            } else {
+                (Some(run_one(ctx, c, false).await), c)
+            }
+        }
+    }))
+    .await;
+    for (r, c) in results {
+        match r {
+            Some(Ok(())) => out.done.push((c.vm.clone(), c.action)),
+            Some(Err(e)) => out.failed.push((c.vm.clone(), c.action, e.to_string())),
+            None => out.skipped.push(c.vm.clone()),
+        }
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    out
+}
+
+fn report_skip(ctx: &Ctx<'_>, c: &Change) -> Option<Result<(), StepError>> {
+    (ctx.report)(Event::Skipped {
+        vm: c.vm.clone(),
+        action: c.action,
+        reason: "interrupted".into(),
+    });
+    None
+}
+
+/// Joins futures concurrently on this task (no 'static bound needed).
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futs.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => outputs[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepError> {
+    let t = Instant::now();
+    (ctx.report)(Event::Start {
+        vm: c.vm.clone(),
+        action: c.action,
+    });
+    let result = async {
+        match c.action {
+            Action::Create => create(ctx, c, is_server).await,
+            Action::Update => run_ops(ctx, &c.vm, &c.ops).await,
+            Action::Delete => delete(ctx, &c.vm).await,
+            Action::Replace => {
+                delete(ctx, &c.vm).await?;
+                create(ctx, c, is_server).await
+            }
+        }
+    }
+    .await;
+    match &result {
+        Ok(()) => (ctx.report)(Event::Done {
+            vm: c.vm.clone(),
+            action: c.action,
+            seconds: t.elapsed().as_secs_f64(),
+        }),
+        Err(e) => (ctx.report)(Event::Failed {
+            vm: c.vm.clone(),
+            action: c.action,
+            error: e.to_string(),
+        }),
+    }
+    result
+}
+
+fn step(ctx: &Ctx<'_>, vm: &str, s: impl Into<String>) {
+    (ctx.report)(Event::Step {
+        vm: vm.into(),
+        step: s.into(),
+    });
+}
+
+async fn create(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepError> {
+    let d = ctx.desired.get(&c.vm).ok_or_else(|| {
+        StepError::Other(format!(
+            "{} is not in the fleet any more; re-run plan",
+            c.vm
+        ))
+    })?;
+    // A replacement first server joins the servers that kept the cluster
+    // alive instead of initialising a second cluster.
+    let join_via = if d.is_first_server() {
+        ctx.stable_servers
+            .iter()
+            .find(|s| **s != d.name)
+            .map(String::as_str)
+    } else {
+        None
+    };
+    let spec = spec::new_vm(ctx.fleet, d, ctx.secrets, join_via)?;
+    step(ctx, &c.vm, "new");
+    match ctx.client.new_vm(spec.clone()).await {
+        Ok(_) => {}
+        Err(e) if outcome_unknown(&e) => {
+            step(
+                ctx,
+                &c.vm,
+                format!("outcome unknown ({}): re-reading ls", e.kind_name()),
+            );
+            settle_new(ctx, &c.vm, spec).await?;
+        }
+        Err(e) if e.message.contains("not available") && owned_exists(ctx, &c.vm).await? => {
+            // A previous, interrupted run created it: converge, don't duplicate.
+            step(ctx, &c.vm, "already created by an earlier run");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if is_server {
+        wait_running(ctx, &c.vm).await?;
+    }
+    run_ops(ctx, &c.vm, &c.ops).await
+}
+
+/// After a `new` with unknown outcome: look before re-sending.
+async fn settle_new(ctx: &Ctx<'_>, vm: &str, spec: crate::api::NewVm) -> Result<(), StepError> {
+    for _ in 0..ctx.opts.settle_reads.max(1) {
+        if owned_exists(ctx, vm).await? {
+            step(ctx, vm, "settled: the VM exists");
+            return Ok(());
+        }
+        tokio::time::sleep(ctx.opts.settle_delay).await;
+    }
+    step(ctx, vm, "settled: the VM does not exist; sending new again");
+    match ctx.client.new_vm(spec.clone()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.message.contains("not available") && owned_exists(ctx, vm).await? => Ok(()),
+        Err(e) if outcome_unknown(&e) => {
+            if owned_exists(ctx, vm).await? {
+                Ok(())
+            } else {
+                Err(StepError::Other(format!(
+                    "`new --name={vm}` failed twice with an unknown outcome and the VM is not listed; re-run apply to converge ({e})"
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `vm` exists and carries this fleet's ownership tag. A VM of that
+/// name without the tag is an error: never adopted.
+async fn owned_exists(ctx: &Ctx<'_>, vm: &str) -> Result<bool, StepError> {
+    let vms = ctx.client.ls(Some(vm)).await?;
+    let cluster = &ctx.fleet.metadata.name.value;
+    match vms.iter().find(|v| v.vm_name == vm) {
+        None => Ok(false),
+        Some(v) if fleet::owns(cluster, &v.tags) => Ok(true),
+        Some(_) => Err(StepError::Other(format!(
+            "{vm} exists but is not owned by fleet {cluster:?}; refusing to touch it"
+        ))),
+    }
+}
+
+async fn wait_running(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
+    step(ctx, vm, "waiting for running");
+    let deadline = Instant::now() + ctx.opts.server_boot_timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let vms = ctx.client.ls(Some(vm)).await?;
+        if vms.iter().any(|v| v.vm_name == vm && v.is_running()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(StepError::Other(format!(
+                "{vm} was not running after {:?}; check it with `exedev-k8s exec -- ls {vm}` and re-run apply",
+                ctx.opts.server_boot_timeout
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(3));
+    }
+}
+
+async fn delete(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
+    step(ctx, vm, "rm");
+    match ctx.client.rm(vm).await {
+        Ok(RmOutcome::Deleted | RmOutcome::NotFound) => Ok(()),
+        Err(e) if outcome_unknown(&e) => {
+            step(ctx, vm, "outcome unknown: re-reading ls");
+            if owned_exists(ctx, vm).await? {
+                ctx.client.rm(vm).await?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run_ops(ctx: &Ctx<'_>, vm: &str, ops: &[Op]) -> Result<(), StepError> {
+    for op in ops {
+        match op {
+            Op::Resize { cpu, memory, disk } => {
+                step(ctx, vm, "resize");
+                ctx.client
+                    .resize(vm, *cpu, memory.clone(), disk.clone())
+                    .await?;
+            }
+            Op::AddTags { tags } => {
+                step(ctx, vm, "tag");
+                ctx.client.tag(vm, tags.clone()).await?;
+            }
+            Op::RemoveTags { tags } => {
+                step(ctx, vm, "tag -d");
+                ctx.client.untag(vm, tags.clone()).await?;
+            }
+            Op::SharePort { port } => {
+                step(ctx, vm, format!("share port {port}"));
+                ctx.client.share_port(vm, *port).await?;
+            }
+            Op::ShareVisibility { public } => {
+                step(
+                    ctx,
+                    vm,
+                    if *public {
+                        "share set-public"
+                    } else {
+                        "share set-private"
+                    },
+                );
+                ctx.client.share_visibility(vm, *public).await?;
+            }
+        }
+    }
+    Ok(())
+}

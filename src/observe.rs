@@ -1,0 +1,51 @@
+//! Reads the live state a plan needs: one `ls`, plus `share show` only for
+//! the owned VMs whose proxy settings the fleet manages (concurrently,
+//! bounded).
+
+use std::collections::BTreeMap;
+
+use crate::api::ApiError;
+use crate::client::Client;
+use crate::fleet::{self, Fleet};
+use crate::plan::Observed;
+
+/// How many `share show` calls may run at once.
+const SHARE_SHOW_CONCURRENCY: usize = 8;
+
+/// One `ls`, then the `share show` calls the diff needs.
+pub async fn observe(client: &Client, fleet: &Fleet) -> Result<Observed, ApiError> {
+    let cluster = &fleet.metadata.name.value;
+    let vms = client.ls(None).await?;
+    let managed: Vec<String> = fleet::desired_vms(fleet)
+        .into_iter()
+        .filter(|d| d.share.is_some())
+        .filter(|d| {
+            vms.iter()
+                .any(|v| v.vm_name == d.name && fleet::owns(cluster, &v.tags) && v.is_running())
+        })
+        .map(|d| d.name)
+        .collect();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(SHARE_SHOW_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in managed {
+        let client = client.clone();
+        let sem = sem.clone();
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (name.clone(), client.share_show(&name).await)
+        });
+    }
+    let mut shares = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((name, result)) = joined else { continue };
+        match result {
+            Ok(info) => {
+                shares.insert(name, info);
+            }
+            // A VM that cannot answer yet is planned as "share unknown".
+            Err(e) if e.is_vm_not_ready() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Observed { vms, shares })
+}
