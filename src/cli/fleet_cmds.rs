@@ -252,7 +252,13 @@ async fn execute(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let secrets = cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), p.mode != "destroy")?;
+    // Only new VMs carry secrets; deleting and updating needs none.
+    let creates = p.changes.iter().any(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace));
+    let secrets = if creates {
+        cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), true)?
+    } else {
+        plan::spec::ClusterSecrets::placeholders()
+    };
     let opts = ApplyOptions {
         parallelism,
         cancel: interrupt_flag(),
