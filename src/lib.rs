@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod client;
+pub mod emulator;
 pub mod names;
 pub mod secret;
 pub mod shellwords;
