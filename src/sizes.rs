@@ -59,7 +59,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (mult, unit) in [(TIB, "TB"), (GIB, "GB"), (MIB, "MB"), (KIB, "KB")] {
-            if b >= mult && b % mult == 0 {
+            if b >= mult && b.is_multiple_of(mult) {
                 return write!(f, "{}{unit}", b / mult);
             }
         }

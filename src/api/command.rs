@@ -325,10 +325,10 @@ pub fn parse(words: &[String]) -> Result<Invocation, ParseError> {
         }
         inv.flags.push((name.to_string(), value));
     }
-    if !inv.help {
-        if inv.args.len() < spec.min_args || spec.max_args.is_some_and(|m| inv.args.len() > m) {
-            return Err(ParseError::Usage(format!("usage: {}", spec.usage)));
-        }
+    if !inv.help
+        && (inv.args.len() < spec.min_args || spec.max_args.is_some_and(|m| inv.args.len() > m))
+    {
+        return Err(ParseError::Usage(format!("usage: {}", spec.usage)));
     }
     Ok(inv)
 }
@@ -659,12 +659,11 @@ mod tests {
         let t = parse(&words("tag -d vm-one t1 t2")).unwrap();
         assert!(t.has("d"));
         assert_eq!(t.args, ["vm-one", "t1", "t2"]);
-        assert_eq!(
+        assert!(
             parse(&words("new --bogus"))
                 .unwrap_err()
                 .to_string()
-                .contains("bogus"),
-            true
+                .contains("bogus")
         );
         assert!(matches!(
             parse(&words("new --name")),

@@ -134,7 +134,6 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::NewVm;
 
     fn e(kind: ErrorKind, msg: &str) -> ApiError {
         ApiError {
@@ -209,7 +208,7 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(
-            class_of(&Command::New(Box::new(NewVm::default()))),
+            class_of(&Command::New(Box::default())),
             RetryClass::NotIdempotent
         );
         assert_eq!(
