@@ -824,16 +824,16 @@ async fn injected_faults_are_seeded_and_504_and_drops_take_effect() {
         );
     }
 
-    // Through the crate's client: a drop is ConnectionLost (outcome
-    // unknown), never a success.
+    // Through the crate's client: a drop (the connection closes before any
+    // status line) is ConnectionLost, outcome unknown, never a success.
     let (emu, _k, tok) = emu_with(|c| {
         c.fault_rate = 1.0;
         c.seed = 42;
     })
     .await;
-    let c = client(&emu, &tok, 0);
     for (i, (status, _)) in a.iter().enumerate() {
-        let e = c
+        // A fresh client each time: a 429 pauses a client's shared gate.
+        let e = client(&emu, &tok, 0)
             .new_vm(NewVm {
                 name: Some(format!("fault-vm-{i}")),
                 ..Default::default()

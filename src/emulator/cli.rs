@@ -110,3 +110,57 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
     }
     super::serve(config, listener).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        emulator: EmulatorArgs,
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(
+            &keys,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFzNBdLFXP3myWKDgP/k9v8hWEBcc9t9kgAIM28Qux2 api\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--listen",
+            "127.0.0.1:9",
+            "--authorized-keys",
+            keys.to_str().unwrap(),
+            "--rate-limit",
+            "2.5",
+            "--boot-ms",
+            "10",
+            "--fault-rate",
+            "0.1",
+            "--rm-missing-422",
+        ])
+        .unwrap();
+        let c = cli.emulator.config().unwrap();
+        assert_eq!(c.authorized_keys.len(), 1);
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                per_second: 2.5,
+                burst: 3
+            })
+        );
+        assert_eq!(c.boot, Duration::from_millis(10));
+        assert_eq!(c.deadline, Duration::from_secs(30));
+        assert!(c.strict.rm_missing_422 && !c.strict.refuse_digit_suffix);
+        assert!(
+            Cli::try_parse_from(["emulator"]).is_err(),
+            "keys are required"
+        );
+    }
+}

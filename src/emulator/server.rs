@@ -279,7 +279,7 @@ async fn inspect(
     if method != Method::GET {
         return json_response(Reply::error(405, "method not allowed"));
     }
-    if !peer.ip().is_loopback() {
+    if !may_inspect(peer.ip()) {
         return json_response(Reply::error(403, "forbidden"));
     }
     let now = now_ms();
@@ -307,6 +307,16 @@ async fn inspect(
     json_response(Reply { status: 200, body })
 }
 
+/// Only loopback peers may read the state: it holds setup scripts.
+fn may_inspect(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
 /// A response body whose first poll fails, so hyper aborts the connection.
 struct FailingBody;
 
@@ -322,5 +332,39 @@ impl HttpBody for FailingBody {
             std::io::ErrorKind::ConnectionAborted,
             "emulator: injected connection drop",
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspection_is_loopback_only() {
+        for ok in ["127.0.0.1", "127.5.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(may_inspect(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["10.0.0.1", "192.168.1.2", "::ffff:10.0.0.1", "fe80::1"] {
+            assert!(!may_inspect(no.parse().unwrap()), "{no}");
+        }
+    }
+
+    #[test]
+    fn body_errors() {
+        assert_eq!(split_body(b"ls 'x").unwrap_err(), "invalid command syntax");
+        assert_eq!(split_body(b"ls x\\").unwrap_err(), "invalid command syntax");
+        assert_eq!(
+            split_body(&[0xff, 0xfe]).unwrap_err(),
+            "invalid command syntax"
+        );
+        assert_eq!(
+            split_body(b"ls\0").unwrap_err(),
+            "request body must not contain null bytes"
+        );
+        assert_eq!(
+            split_body(b" \n ").unwrap_err(),
+            "missing command in request body"
+        );
+        assert_eq!(split_body(b"ls 'a b'").unwrap(), ["ls", "a b"]);
     }
 }
