@@ -585,7 +585,7 @@ async fn commands_and_reply_shapes() {
         "{\"error\":\"VM \\\"web-b\\\" not found\"}\n{\"deleted\":[],\"failed\":[\"web-b\"]}\n"
     );
     assert_eq!(c.rm("web-b").await.unwrap(), RmOutcome::NotFound);
-    let r = raw(&emu.url, t, "rm web-a plain-vm").await;
+    let r = raw(&emu.url, t, "rm web-a plain-vm web-a").await;
     assert_eq!(
         r.body,
         "{\"deleted\":[\"web-a\",\"plain-vm\"],\"failed\":[]}\n"

@@ -333,6 +333,9 @@ fn build_vm(inv: &Invocation, store: &Store, ctx: &mut Ctx<'_>) -> Result<VmReco
 fn rm(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
     let mut result = RmReply::default();
     for vm in &inv.args {
+        if result.deleted.contains(vm) {
+            continue;
+        }
         if store.state.vms.remove(vm).is_some() {
             result.deleted.push(vm.clone());
         } else if !result.failed.contains(vm) {
