@@ -1,8 +1,9 @@
 //! exedev-k8s: a declarative k3s fleet on exe.dev VMs.
 //!
 //! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
-//! `names`, `sizes`, `token`, `api`, `fleet`, `bootstrap`, `plan`) does no I/O;
-//! the edges (`client`, `emulator`, `apply`, `cli`) do.
+//! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
+//! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
+//! `cluster_secrets`, `credentials`, `ui`, `cli`) do.
 
 pub mod api;
 pub mod apply;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster_secrets;
 pub mod credentials;
+pub mod emulator;
 pub mod fleet;
 pub mod names;
 pub mod observe;

@@ -1,0 +1,166 @@
+//! The `exedev-k8s emulator` subcommand: flags and the serve loop, so that
+//! a fleet run (or a person with curl) can talk to an emulator in another
+//! process exactly as to exe.dev.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{EmulatorConfig, EmulatorError, RateLimit, StrictOptions};
+use crate::token::keys::load_public_keys;
+
+/// Flags of `exedev-k8s emulator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// State file; loaded on start, saved after every change.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// authorized_keys or .pub file of keys allowed to sign tokens (repeatable).
+    #[arg(long = "authorized-keys", required = true)]
+    pub authorized_keys: Vec<PathBuf>,
+    /// Per-key rate limit in requests per second (off by default).
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
+    /// Burst size for the rate limit (default: the rate, at least 1).
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// Per-command deadline in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub deadline_ms: u64,
+    /// How long a new VM stays `starting`, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub boot_ms: u64,
+    /// Probability of an injected fault per request (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Mean added latency in milliseconds (±50% jitter).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Seed for faults, jitter and random names.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Append one JSON line per request to this file.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// What `whoami` reports.
+    #[arg(long, default_value = "dev@example.com")]
+    pub email: String,
+    /// `rm` of an absent VM answers 422 instead of 200 with an error line.
+    #[arg(long)]
+    pub rm_missing_422: bool,
+    /// Refuse VM names ending in `-<digits>`.
+    #[arg(long)]
+    pub refuse_digit_suffix: bool,
+    /// Hide new VMs from `ls` for this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub ls_lag_ms: u64,
+}
+
+impl EmulatorArgs {
+    /// The configuration these flags describe (reads the key files).
+    pub fn config(&self) -> Result<EmulatorConfig, EmulatorError> {
+        let mut keys = Vec::new();
+        for path in &self.authorized_keys {
+            keys.extend(load_public_keys(path).map_err(|e| EmulatorError::Config(e.to_string()))?);
+        }
+        if keys.is_empty() {
+            return Err(EmulatorError::Config(
+                "no public keys in the --authorized-keys files".into(),
+            ));
+        }
+        let rate_limit = self.rate_limit.map(|per_second| RateLimit {
+            per_second,
+            burst: self
+                .burst
+                .unwrap_or_else(|| per_second.ceil().max(1.0) as u32),
+        });
+        Ok(EmulatorConfig {
+            authorized_keys: keys,
+            state_file: self.state.clone(),
+            rate_limit,
+            deadline: Duration::from_millis(self.deadline_ms),
+            boot: Duration::from_millis(self.boot_ms),
+            fault_rate: self.fault_rate,
+            latency: Duration::from_millis(self.latency_ms),
+            seed: self.seed,
+            log_file: self.log.clone(),
+            strict: StrictOptions {
+                rm_missing_422: self.rm_missing_422,
+                refuse_digit_suffix: self.refuse_digit_suffix,
+                ls_lag: Duration::from_millis(self.ls_lag_ms),
+            },
+            user_email: self.email.clone(),
+        })
+    }
+}
+
+/// Binds, prints `http://ADDR/exec` as the first line of stdout (so a
+/// script can read the port), and serves until Ctrl-C.
+pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
+    let config = opts.config()?;
+    let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "http://{addr}/exec")?;
+        out.flush()?;
+    }
+    super::serve(config, listener).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        emulator: EmulatorArgs,
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(
+            &keys,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFzNBdLFXP3myWKDgP/k9v8hWEBcc9t9kgAIM28Qux2 api\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--listen",
+            "127.0.0.1:9",
+            "--authorized-keys",
+            keys.to_str().unwrap(),
+            "--rate-limit",
+            "2.5",
+            "--boot-ms",
+            "10",
+            "--fault-rate",
+            "0.1",
+            "--rm-missing-422",
+        ])
+        .unwrap();
+        let c = cli.emulator.config().unwrap();
+        assert_eq!(c.authorized_keys.len(), 1);
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                per_second: 2.5,
+                burst: 3
+            })
+        );
+        assert_eq!(c.boot, Duration::from_millis(10));
+        assert_eq!(c.deadline, Duration::from_secs(30));
+        assert!(c.strict.rm_missing_422 && !c.strict.refuse_digit_suffix);
+        assert!(
+            Cli::try_parse_from(["emulator"]).is_err(),
+            "keys are required"
+        );
+    }
+}

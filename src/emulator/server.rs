@@ -1,0 +1,370 @@
+//! The HTTP side: routes, the transport rules of `POST /exec` in the order
+//! documented in the module above, fault and latency injection, the request
+//! log, and the loopback-only inspection endpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use crate::api::MAX_BODY_BYTES;
+use crate::api::command::{ParseError, lookup, parse};
+use crate::shellwords::{self, WordsError};
+
+use super::Shared;
+use super::auth::{self, AuthFailure};
+use super::commands::{self, Ctx, Reply, json_line};
+use super::faults::Fault;
+use super::log::{RequestRecord, STATUS_DROPPED, redact_words};
+use super::state::now_ms;
+
+/// Serves until `shutdown` resolves.
+pub(crate) async fn serve_until(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/exec", any(exec))
+        .route("/_emulator/state", any(inspect))
+        .fallback(not_found)
+        .with_state(shared);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// What the handler decided.
+enum Outcome {
+    Reply {
+        reply: Reply,
+        headers: Vec<(header::HeaderName, HeaderValue)>,
+    },
+    /// Drop the connection instead of replying.
+    Drop,
+}
+
+impl Outcome {
+    fn plain(reply: Reply) -> Self {
+        Outcome::Reply {
+            reply,
+            headers: Vec::new(),
+        }
+    }
+    fn error(status: u16, message: &str) -> Self {
+        Outcome::plain(Reply::error(status, message))
+    }
+    fn unauthorized(f: AuthFailure) -> Self {
+        Outcome::Reply {
+            reply: Reply::error(401, f.message()),
+            headers: vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+        }
+    }
+    fn rate_limited(retry_after_secs: u64) -> Self {
+        Outcome::Reply {
+            reply: Reply::error(429, "rate limit exceeded"),
+            headers: vec![(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))],
+        }
+    }
+}
+
+fn json_response(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    json_response(Reply::error(404, "not found"))
+}
+
+async fn exec(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut record = RequestRecord {
+        unix_ms: now_ms(),
+        key_fingerprint: None,
+        words: Vec::new(),
+        command: None,
+        status: STATUS_DROPPED,
+    };
+    let outcome = handle(&shared, method, &headers, body, &mut record).await;
+    let response = match outcome {
+        Outcome::Reply { reply, headers } => {
+            record.status = reply.status;
+            let mut resp = json_response(reply);
+            resp.headers_mut().extend(headers);
+            resp
+        }
+        Outcome::Drop => {
+            record.status = STATUS_DROPPED;
+            // A body that fails makes hyper abort the connection: the client
+            // sees a transport error, never a complete reply.
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::new(FailingBody),
+            )
+                .into_response()
+        }
+    };
+    shared.log.push(record);
+    response
+}
+
+async fn handle(
+    shared: &Shared,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+    record: &mut RequestRecord,
+) -> Outcome {
+    // 405
+    if method != Method::POST {
+        return Outcome::error(405, "method not allowed");
+    }
+    // 413, before authentication: an oversized body is never read whole.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Outcome::error(413, "request body exceeds 64KB limit");
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return Outcome::error(413, "request body exceeds 64KB limit");
+    };
+    // 401
+    let token = match auth::bearer(headers) {
+        Ok(t) => t,
+        Err(f) => return Outcome::unauthorized(f),
+    };
+    let handle = token
+        .starts_with("exe1.")
+        .then(|| shared.world().store.state.exe1.get(token).cloned())
+        .flatten();
+    let now_s = (now_ms() / 1000) as i64;
+    let who = match auth::authenticate(
+        token,
+        handle.as_ref(),
+        &shared.config.authorized_keys,
+        now_s,
+    ) {
+        Ok(a) => a,
+        Err(f) => return Outcome::unauthorized(f),
+    };
+    record.key_fingerprint = Some(who.fingerprint.clone());
+    // 429
+    let limited = shared
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(&who.fingerprint, Instant::now());
+    if let Err(wait) = limited {
+        return Outcome::rate_limited(wait.as_secs().max(1));
+    }
+    // 400
+    let words = match split_body(&bytes) {
+        Ok(w) => w,
+        Err(message) => return Outcome::error(400, message),
+    };
+    record.words = redact_words(&words);
+    // 404, then 403
+    let Some((spec, _)) = lookup(&words) else {
+        return Outcome::error(404, "unknown command");
+    };
+    record.command = Some(spec.name.to_string());
+    if !who.permissions.allows(spec.name) {
+        return Outcome::error(403, "command not allowed by token permissions");
+    }
+    // Injected failures that happen before the command runs.
+    let (fault, latency) = {
+        let mut f = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+        (f.next_fault(), f.next_latency())
+    };
+    match fault {
+        Some(Fault::RateLimited) => return Outcome::rate_limited(1),
+        Some(Fault::Internal) => return Outcome::error(500, "internal error"),
+        _ => {}
+    }
+    // 422 / 200: the command runs.
+    let reply = match parse(&words) {
+        Err(ParseError::Unknown) => Reply::error(404, "unknown command"),
+        Err(ParseError::Usage(msg)) => Reply::error(422, &msg),
+        Ok(inv) => {
+            let mut world = shared.world();
+            let world = &mut *world;
+            let mut ctx = Ctx {
+                config: &shared.config,
+                fingerprint: &who.fingerprint,
+                now_ms: now_ms(),
+                rng: &mut world.rng,
+            };
+            let reply = commands::run(&inv, &mut world.store, &mut ctx);
+            match commands::mutates(inv.name) && !inv.help {
+                true => match world.store.save() {
+                    Ok(()) => reply,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        Reply::error(500, "internal error")
+                    }
+                },
+                false => reply,
+            }
+        }
+    };
+    // Latency and the deadline: past it, the command has still happened.
+    let deadline = shared.config.deadline;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency.min(deadline)).await;
+    }
+    if latency > deadline {
+        return Outcome::error(504, "command timed out");
+    }
+    match fault {
+        Some(Fault::TimeoutAfterEffect) => Outcome::error(504, "command timed out"),
+        Some(Fault::DropAfterEffect) => Outcome::Drop,
+        _ => Outcome::plain(reply),
+    }
+}
+
+/// Splits a body into words, with exe.dev's 400 messages.
+fn split_body(bytes: &[u8]) -> Result<Vec<String>, &'static str> {
+    if bytes.contains(&0) {
+        return Err("request body must not contain null bytes");
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "invalid command syntax")?;
+    if text.trim().is_empty() {
+        return Err("missing command in request body");
+    }
+    let words = shellwords::split(text).map_err(|e| match e {
+        WordsError::Nul => "request body must not contain null bytes",
+        WordsError::UnbalancedQuote | WordsError::TrailingBackslash => "invalid command syntax",
+    })?;
+    if words.is_empty() {
+        return Err("missing command in request body");
+    }
+    Ok(words)
+}
+
+/// `GET /_emulator/state`: the full state (setup scripts, env, proxy
+/// settings, computed status) for tests and debugging; loopback peers only,
+/// since it shows what a fleet tool sent, secrets included. exe1 handles
+/// are counted, never shown.
+async fn inspect(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+) -> Response {
+    if method != Method::GET {
+        return json_response(Reply::error(405, "method not allowed"));
+    }
+    if !may_inspect(peer.ip()) {
+        return json_response(Reply::error(403, "forbidden"));
+    }
+    let now = now_ms();
+    let world = shared.world();
+    let vms: Vec<Value> = world
+        .store
+        .state
+        .vms
+        .values()
+        .map(|vm| {
+            let mut v = serde_json::to_value(vm).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert(
+                    "status".into(),
+                    Value::String(vm.status(shared.config.boot, now)),
+                );
+            }
+            v
+        })
+        .collect();
+    let body = json_line(&json!({
+        "vms": vms,
+        "exe1_handles": world.store.state.exe1.len(),
+    }));
+    json_response(Reply { status: 200, body })
+}
+
+/// Only loopback peers may read the state: it holds setup scripts.
+fn may_inspect(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
+}
+
+/// A response body whose first poll fails, so hyper aborts the connection.
+struct FailingBody;
+
+impl HttpBody for FailingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "emulator: injected connection drop",
+        ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspection_is_loopback_only() {
+        for ok in ["127.0.0.1", "127.5.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(may_inspect(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["10.0.0.1", "192.168.1.2", "::ffff:10.0.0.1", "fe80::1"] {
+            assert!(!may_inspect(no.parse().unwrap()), "{no}");
+        }
+    }
+
+    #[test]
+    fn body_errors() {
+        assert_eq!(split_body(b"ls 'x").unwrap_err(), "invalid command syntax");
+        assert_eq!(split_body(b"ls x\\").unwrap_err(), "invalid command syntax");
+        assert_eq!(
+            split_body(&[0xff, 0xfe]).unwrap_err(),
+            "invalid command syntax"
+        );
+        assert_eq!(
+            split_body(b"ls\0").unwrap_err(),
+            "request body must not contain null bytes"
+        );
+        assert_eq!(
+            split_body(b" \n ").unwrap_err(),
+            "missing command in request body"
+        );
+        assert_eq!(split_body(b"ls 'a b'").unwrap(), ["ls", "a b"]);
+    }
+}
