@@ -277,7 +277,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
 /// Order in which apply carries changes out: servers before agents; within
 /// servers creates and replaces in index order before deletions (highest
 /// index first), so capacity is added before it is removed.
-fn order_key(c: &Change) -> (u8, u8, i64, String) {
+fn order_key(c: &Change) -> (u8, u8, String, i64, String) {
     let server = c.role == Role::Server.as_str();
     let index: i64 =
         c.vm.rsplit('-')
@@ -288,6 +288,7 @@ fn order_key(c: &Change) -> (u8, u8, i64, String) {
     (
         if server { 0 } else { 1 },
         u8::from(deleting),
+        c.pool.clone(),
         if deleting { -index } else { index },
         c.vm.clone(),
     )
