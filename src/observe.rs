@@ -12,10 +12,21 @@ use crate::plan::Observed;
 /// How many `share show` calls may run at once.
 const SHARE_SHOW_CONCURRENCY: usize = 8;
 
-/// One `ls`, then the `share show` calls the diff needs.
-pub async fn observe(client: &Client, fleet: &Fleet) -> Result<Observed, ApiError> {
+/// One `ls`, then the `share show` calls the diff needs (none when
+/// `with_shares` is false: a teardown does not look at proxy settings).
+pub async fn observe(
+    client: &Client,
+    fleet: &Fleet,
+    with_shares: bool,
+) -> Result<Observed, ApiError> {
     let cluster = &fleet.metadata.name.value;
     let vms = client.ls(None).await?;
+    if !with_shares {
+        return Ok(Observed {
+            vms,
+            shares: BTreeMap::new(),
+        });
+    }
     let managed: Vec<String> = fleet::desired_vms(fleet)
         .into_iter()
         .filter(|d| d.share.is_some())

@@ -174,7 +174,7 @@ async fn make_plan(
     file: &Path,
     opts: &PlanOptions,
 ) -> CliResult<(Plan, Observed)> {
-    let observed = observe(client, fleet).await?;
+    let observed = observe(client, fleet, !opts.destroy).await?;
     let mut p = plan::diff(fleet, fp, &observed, opts)?;
     p.fleet_file = file.display().to_string();
     Ok((p, observed))
@@ -253,7 +253,10 @@ async fn execute(
         return Ok(ExitCode::SUCCESS);
     }
     // Only new VMs carry secrets; deleting and updating needs none.
-    let creates = p.changes.iter().any(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace));
+    let creates = p
+        .changes
+        .iter()
+        .any(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace));
     let secrets = if creates {
         cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), true)?
     } else {

@@ -139,7 +139,11 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
         attributes.push(attr("image", Some(o.image.clone()), Some(d.image.clone())));
     }
     let have_fp = fingerprint_in(&o.comment).unwrap_or("none");
-    if have_fp != want_fp {
+    // With the observed image, would the fingerprint match? Then only the
+    // image changed and the script reason would be noise.
+    let script_same =
+        !o.image.is_empty() && spec::spec_fingerprint_with_image(fleet, d, &o.image) == have_fp;
+    if have_fp != want_fp && !script_same {
         reasons.push(format!(
             "bootstrap settings changed (spec {have_fp} → {want_fp}): k3s version, args, labels, taints or network"
         ));
@@ -238,7 +242,10 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
     if !remove.is_empty() {
         ops.push(Op::RemoveTags { tags: remove });
     }
-    if let Some(want) = d.share {
+    // A booting VM cannot answer `share show`: its proxy settings are
+    // unknown, not wrong (the plan already warns that it is not running).
+    let share_known = observed.shares.contains_key(&d.name) || o.is_running();
+    if let Some(want) = d.share.filter(|_| share_known) {
         let have = observed.shares.get(&d.name);
         let have_port = have.map(|s| s.port);
         let have_public = have.map(|s| s.status == Visibility::Public);

@@ -142,8 +142,11 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Stable fingerprint of everything a plan depends on (not of `status`,
-    /// which changes as VMs boot, nor of VMs another fleet owns).
+    /// Stable fingerprint of the VMs a plan depends on: names, images,
+    /// comments, tags and sizes of this fleet's VMs (and of any VM using its
+    /// name prefix). Not `status`, which changes as VMs boot, nor proxy
+    /// settings, which `share show` cannot read while a VM boots and which
+    /// apply sets idempotently anyway.
     pub fn fingerprint(&self, cluster: &str) -> String {
         let prefix = format!("{cluster}-");
         let mut lines: Vec<String> = self
@@ -154,7 +157,7 @@ impl Observed {
                 let mut tags = v.tags.clone();
                 tags.sort();
                 format!(
-                    "{}|{}|{}|{}|{}|{}|{}|{}",
+                    "{}|{}|{}|{}|{}|{}|{}",
                     v.vm_name,
                     v.image,
                     v.comment,
@@ -162,10 +165,6 @@ impl Observed {
                     v.allocated_cpus,
                     v.memory_capacity_bytes,
                     v.disk_capacity_bytes,
-                    self.shares
-                        .get(&v.vm_name)
-                        .map(|s| format!("{}:{:?}", s.port, s.status))
-                        .unwrap_or_default()
                 )
             })
             .collect();

@@ -86,9 +86,15 @@ pub fn bootstrap_input(
 /// script (as its normal role renders it, secrets excluded). A VM whose
 /// comment carries another fingerprint must be replaced.
 pub fn spec_fingerprint(fleet: &Fleet, vm: &DesiredVm) -> String {
+    spec_fingerprint_with_image(fleet, vm, &vm.image)
+}
+
+/// The fingerprint `vm` would have with another image: tells a script change
+/// apart from an image change when explaining a replacement.
+pub fn spec_fingerprint_with_image(fleet: &Fleet, vm: &DesiredVm, image: &str) -> String {
     let input = bootstrap_input(fleet, vm, &ClusterSecrets::placeholders(), None);
     let script = bootstrap::fingerprint(&input);
-    let digest = Sha256::digest(format!("image={}\nscript={script}", vm.image).as_bytes());
+    let digest = Sha256::digest(format!("image={image}\nscript={script}").as_bytes());
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 

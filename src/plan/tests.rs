@@ -243,13 +243,13 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
         actions(&p),
         [
             (Action::Create, "demo-web-1"),
-            (Action::Delete, "demo-web-3"),
-            (Action::Delete, "demo-batch-1")
+            (Action::Delete, "demo-batch-1"),
+            (Action::Delete, "demo-web-3")
         ]
     );
-    assert_eq!(p.changes[1].reasons, ["pool \"web\" shrank to 2"]);
+    assert_eq!(p.changes[2].reasons, ["pool \"web\" shrank to 2"]);
     assert_eq!(
-        p.changes[2].reasons,
+        p.changes[1].reasons,
         ["pool \"batch\" is no longer in the fleet"]
     );
 }
@@ -394,6 +394,7 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
     let mut o = in_sync(&f);
     let before = o.fingerprint("demo");
     o.vms[0].status = "starting".into();
+    o.shares.clear();
     o.vms.push(VmInfo {
         vm_name: "other-cp-1".into(),
         tags: vec![fleet::ownership_tag("other")],
