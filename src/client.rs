@@ -22,8 +22,13 @@ use crate::secret::Secret;
 /// Default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://exe.dev/exec";
 
-/// Paces request starts for every task sharing a client: additive speed-up
-/// on success, multiplicative slow-down and a global pause on 429.
+/// Paces request starts for every task sharing a client, so that one task's
+/// 429 slows every task down.
+///
+/// AIMD on the spacing between request starts: a 429 widens it by a quarter
+/// (at most once per spacing window, so a burst of 429s from concurrent
+/// requests counts once) and pauses everyone until `Retry-After`; each
+/// success narrows it by 1%, probing back towards the limit.
 #[derive(Debug)]
 pub struct RateGate {
     state: Mutex<GateState>,
@@ -34,7 +39,12 @@ pub struct RateGate {
 struct GateState {
     interval: Duration,
     next_slot: Instant,
+    last_backoff: Option<Instant>,
 }
+
+/// Spacing adopted at the first 429 when no cap was configured (20 req/s).
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 impl RateGate {
     /// `max_rate`: requests per second never exceeded (None: no cap until
@@ -48,6 +58,7 @@ impl RateGate {
             state: Mutex::new(GateState {
                 interval: floor,
                 next_slot: Instant::now(),
+                last_backoff: None,
             }),
             floor,
         }
@@ -65,19 +76,30 @@ impl RateGate {
         tokio::time::sleep_until(start.into()).await;
     }
 
-    /// A 429: halve the rate for everyone and pause until `retry_after`.
+    /// A 429: slow everyone down and pause until `retry_after`.
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.interval = (s.interval * 2).clamp(Duration::from_millis(20), Duration::from_secs(5));
+        let now = Instant::now();
+        let window = s.interval.max(FIRST_BACKOFF) * 4;
+        if s.last_backoff
+            .is_none_or(|t| now.duration_since(t) >= window)
+        {
+            s.interval = if s.interval.is_zero() {
+                FIRST_BACKOFF
+            } else {
+                s.interval.mul_f64(1.25).min(MAX_INTERVAL)
+            };
+            s.last_backoff = Some(now);
+        }
         let pause = retry_after.unwrap_or(s.interval);
-        s.next_slot = s.next_slot.max(Instant::now() + pause);
+        s.next_slot = s.next_slot.max(now + pause);
     }
 
     /// A success: speed up a little, never past the configured cap.
     pub fn on_success(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.interval > self.floor {
-            s.interval = s.interval.mul_f64(0.97).max(self.floor);
+            s.interval = s.interval.mul_f64(0.99).max(self.floor);
         }
     }
 

@@ -97,6 +97,13 @@ pub fn quote(word: &str) -> Result<String, WordsError> {
     {
         return Ok(word.to_string());
     }
+    Ok(single_quote(word))
+}
+
+/// Always single-quotes (`it's` → `'it'\''s'`): what setup scripts use, so
+/// that every interpolated value is visibly one literal word. Callers refuse
+/// NUL first (a shell cannot carry it).
+pub fn single_quote(word: &str) -> String {
     let mut out = String::with_capacity(word.len() + 2);
     out.push('\'');
     for c in word.chars() {
@@ -107,7 +114,7 @@ pub fn quote(word: &str) -> Result<String, WordsError> {
         }
     }
     out.push('\'');
-    Ok(out)
+    out
 }
 
 /// Quotes and joins words into one command line.

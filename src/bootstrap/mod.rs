@@ -229,22 +229,6 @@ pub fn fingerprint(input: &BootstrapInput) -> String {
     hex
 }
 
-/// POSIX single-quoting: the result is one shell word whose value is `s`,
-/// whatever `s` contains (NUL excepted, which [`render`] refuses).
-fn shquote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
-}
-
 /// A double-quoted YAML scalar whose value is `s`: escapes backslash, quote
 /// and everything YAML does not allow printed or could read as a line break.
 fn yamlstr(s: &str) -> String {
@@ -270,11 +254,22 @@ fn yamlstr(s: &str) -> String {
     out
 }
 
-fn tera() -> Result<Tera, BootstrapError> {
+/// The parsed templates, built once per process: parsing them on every render
+/// dominated plan time for large fleets.
+fn tera() -> Result<&'static Tera, BootstrapError> {
+    static TERA: std::sync::OnceLock<Result<Tera, String>> = std::sync::OnceLock::new();
+    TERA.get_or_init(|| build_tera().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| BootstrapError::Template(e.clone()))
+}
+
+fn build_tera() -> Result<Tera, BootstrapError> {
     let mut tera = Tera::new();
     // Shell and YAML, not HTML: escaping is done by the filters below.
     tera.autoescape_on(Vec::<&str>::new());
-    tera.register_filter("shquote", |v: &str, _: Kwargs, _: &State| shquote(v));
+    tera.register_filter("shquote", |v: &str, _: Kwargs, _: &State| {
+        crate::shellwords::single_quote(v)
+    });
     tera.register_filter("yamlstr", |v: &str, _: Kwargs, _: &State| yamlstr(v));
     tera.add_raw_templates(TEMPLATES).map_err(template_error)?;
     Ok(tera)

@@ -211,8 +211,8 @@ fn fingerprint_ignores_secrets_and_tracks_everything_else() {
 
 #[test]
 fn shquote_and_yamlstr_escape() {
-    assert_eq!(shquote("it's"), "'it'\\''s'");
-    assert_eq!(shquote(""), "''");
+    assert_eq!(crate::shellwords::single_quote("it's"), "'it'\\''s'");
+    assert_eq!(crate::shellwords::single_quote(""), "''");
     assert_eq!(yamlstr("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     assert_eq!(yamlstr("\u{1}\u{85}"), "\"\\x01\\x85\"");
 }
