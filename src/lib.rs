@@ -3,7 +3,7 @@
 //! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
 //! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
-//! `cluster_secrets`, `credentials`, `ui`, `cli`) do.
+//! `cluster_secrets`, `credentials`, `probe`, `ui`, `cli`) do.
 
 pub mod api;
 pub mod apply;
@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod probe;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;

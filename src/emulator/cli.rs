@@ -57,6 +57,25 @@ pub struct EmulatorArgs {
     /// Hide new VMs from `ls` for this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub ls_lag_ms: u64,
+    /// Server standing behind a VM's HTTPS proxy, as VM=URL
+    /// (`web-one=http://127.0.0.1:8000`); repeatable.
+    #[arg(long = "proxy-backend", value_name = "VM=URL", value_parser = parse_backend)]
+    pub proxy_backends: Vec<(String, String)>,
+}
+
+/// Reads `VM=URL`: emulated VMs run nothing, so the URL of a real server
+/// must be given; only plain `http://` is forwarded to.
+fn parse_backend(s: &str) -> Result<(String, String), String> {
+    let (vm, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not VM=URL"))?;
+    if vm.is_empty() {
+        return Err(format!("{s:?} names no VM"));
+    }
+    if !url.starts_with("http://") {
+        return Err(format!("backend {url:?} must be an http:// URL"));
+    }
+    Ok((vm.to_string(), url.to_string()))
 }
 
 impl EmulatorArgs {
@@ -93,6 +112,7 @@ impl EmulatorArgs {
                 ls_lag: Duration::from_millis(self.ls_lag_ms),
             },
             user_email: self.email.clone(),
+            proxy_backends: self.proxy_backends.iter().cloned().collect(),
         })
     }
 }
@@ -144,6 +164,10 @@ mod tests {
             "--fault-rate",
             "0.1",
             "--rm-missing-422",
+            "--proxy-backend",
+            "web-one=http://127.0.0.1:8000",
+            "--proxy-backend",
+            "web-two=http://127.0.0.1:8001/",
         ])
         .unwrap();
         let c = cli.emulator.config().unwrap();
@@ -158,6 +182,10 @@ mod tests {
         assert_eq!(c.boot, Duration::from_millis(10));
         assert_eq!(c.deadline, Duration::from_secs(30));
         assert!(c.strict.rm_missing_422 && !c.strict.refuse_digit_suffix);
+        assert_eq!(c.proxy_backends.len(), 2);
+        assert_eq!(c.proxy_backends["web-one"], "http://127.0.0.1:8000");
+        assert!(parse_backend("web-one").is_err());
+        assert!(parse_backend("web-one=https://x").is_err());
         assert!(
             Cli::try_parse_from(["emulator"]).is_err(),
             "keys are required"

@@ -15,15 +15,21 @@
 //! permissions → injected 429/500 (nothing ran) → 422 usage or command
 //! failure / 200 → latency, deadline 504 (the command has taken effect) →
 //! injected 504 or dropped connection (the command has taken effect).
+//!
+//! The same listener also stands in for each VM's HTTPS proxy
+//! (`https://<vm>.exe.xyz/`, chosen by the `Host` header or the
+//! `/_proxy/<vm>/` path prefix); see `proxy.rs` for its rules.
 
 mod auth;
 mod cli;
 mod commands;
 mod faults;
 mod log;
+mod proxy;
 mod server;
 mod state;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,6 +44,7 @@ pub use cli::{EmulatorArgs, run_cli};
 pub use commands::{glob_match, user_id};
 pub use faults::Fault;
 pub use log::{RequestRecord, STATUS_DROPPED, redact_words};
+pub use proxy::{LOGIN_URL, MAX_PROXY_BODY, vm_from_host};
 pub use state::{EmulatorState, Exe1Handle, ShareSettings, VmRecord, default_port};
 
 /// Switches for facts tagged [?] in the API notes: the default is what
@@ -78,8 +85,12 @@ pub struct EmulatorConfig {
     /// JSON-lines request log file.
     pub log_file: Option<PathBuf>,
     pub strict: StrictOptions,
-    /// What `whoami` reports.
+    /// What `whoami` reports, and the `X-ExeDev-Email` the proxy vouches for.
     pub user_email: String,
+    /// What stands behind each VM's HTTPS proxy: VM name → base URL
+    /// (`http://127.0.0.1:PORT`), the stand-in for the VM's shared port,
+    /// since emulated VMs run no servers.
+    pub proxy_backends: BTreeMap<String, String>,
 }
 
 impl Default for EmulatorConfig {
@@ -96,6 +107,7 @@ impl Default for EmulatorConfig {
             log_file: None,
             strict: StrictOptions::default(),
             user_email: "dev@example.com".into(),
+            proxy_backends: BTreeMap::new(),
         }
     }
 }
@@ -127,6 +139,11 @@ pub(crate) struct Shared {
     pub limiter: Mutex<auth::RateLimiter>,
     pub faults: Mutex<faults::FaultInjector>,
     pub log: log::RequestLog,
+    /// Proxy backends by VM; starts as the config's and tests add more.
+    pub proxy_backends: Mutex<BTreeMap<String, String>>,
+    /// Forwards proxied requests: no redirects followed (the client must
+    /// see them), no system proxy, the command deadline as timeout.
+    pub proxy_http: reqwest::Client,
 }
 
 impl Shared {
@@ -146,7 +163,15 @@ impl Shared {
             )));
         }
         let store = state::Store::open(config.state_file.clone())?;
+        let proxy_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(config.deadline)
+            .build()
+            .map_err(|e| EmulatorError::Config(format!("proxy HTTP client: {e}")))?;
         Ok(Arc::new(Shared {
+            proxy_backends: Mutex::new(config.proxy_backends.clone()),
+            proxy_http,
             world: Mutex::new(World {
                 store,
                 rng: StdRng::seed_from_u64(config.seed.wrapping_add(1)),
@@ -209,6 +234,17 @@ impl RunningEmulator {
         let mut world = self.shared.world();
         world.store.state.vms.insert(vm.name.clone(), vm);
         world.store.save()
+    }
+
+    /// Puts a server behind `vm`'s HTTPS proxy (`url` like
+    /// `http://127.0.0.1:PORT`), replacing any earlier one; tests start a
+    /// server and register it here since emulated VMs run nothing.
+    pub fn set_proxy_backend(&self, vm: &str, url: &str) {
+        self.shared
+            .proxy_backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.to_string(), url.to_string());
     }
 
     /// Stops serving, waiting briefly for in-flight requests.

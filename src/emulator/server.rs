@@ -21,12 +21,12 @@ use crate::api::MAX_BODY_BYTES;
 use crate::api::command::{ParseError, lookup, parse};
 use crate::shellwords::{self, WordsError};
 
-use super::Shared;
 use super::auth::{self, AuthFailure};
 use super::commands::{self, Ctx, Reply, json_line};
 use super::faults::Fault;
 use super::log::{RequestRecord, STATUS_DROPPED, redact_words};
 use super::state::now_ms;
+use super::{Shared, proxy};
 
 /// Serves until `shutdown` resolves.
 pub(crate) async fn serve_until(
@@ -37,7 +37,12 @@ pub(crate) async fn serve_until(
     let app = Router::new()
         .route("/exec", any(exec))
         .route("/_emulator/state", any(inspect))
+        .route("/_proxy/{*rest}", any(proxy::by_path))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            proxy::route_by_host,
+        ))
         .with_state(shared);
     axum::serve(
         listener,

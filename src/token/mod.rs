@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
-pub use permissions::{PermissionError, Permissions};
+pub use permissions::{PermissionError, Permissions, raw_field};
 
 use crate::secret::Secret;
 

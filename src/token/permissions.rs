@@ -233,9 +233,119 @@ impl<'de> Deserialize<'de> for Strict {
     }
 }
 
+/// The exact text of top-level field `name` in a permission JSON object
+/// (`None` when absent or when the bytes are not an object).
+///
+/// `ctx` reaches a VM's server verbatim (`X-ExeDev-Token-Ctx`): decoding it
+/// and serializing it again could change key order, number spelling or
+/// escapes, and the VM may compare the signed bytes. Meant for payloads that
+/// [`Permissions::parse`] accepted (no duplicate keys, valid JSON).
+pub fn raw_field<'a>(payload: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b'}' => return None,
+            b',' => i = skip_ws(b, i + 1),
+            _ => {}
+        }
+        let key_end = end_of_string(b, i)?;
+        let key: String = serde_json::from_str(text.get(i..key_end)?).ok()?;
+        i = skip_ws(b, key_end);
+        if *b.get(i)? != b':' {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let end = end_of_value(b, i)?;
+        if key == name {
+            return text.get(i..end);
+        }
+        i = end;
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// One past the closing quote of the string starting at `i`.
+fn end_of_string(b: &[u8], i: usize) -> Option<usize> {
+    if *b.get(i)? != b'"' {
+        return None;
+    }
+    let mut j = i + 1;
+    loop {
+        match b.get(j)? {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+}
+
+/// One past the end of the JSON value starting at `i`.
+fn end_of_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => end_of_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match b.get(j)? {
+                    b'"' => {
+                        j = end_of_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while let Some(c) = b.get(j) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    break;
+                }
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_field_is_verbatim() {
+        let p = br#"{"exp":2000000000, "ctx" : {"b":1.50,"a":["x}","\""]},"nbf":1000000000}"#;
+        assert_eq!(raw_field(p, "ctx"), Some(r#"{"b":1.50,"a":["x}","\""]}"#));
+        assert_eq!(raw_field(p, "exp"), Some("2000000000"));
+        assert_eq!(raw_field(p, "nbf"), Some("1000000000"));
+        assert_eq!(raw_field(p, "cmds"), None);
+        assert_eq!(raw_field(br#"{"c\u0074x":"v"}"#, "ctx"), Some(r#""v""#));
+        assert_eq!(raw_field(b"[1]", "ctx"), None);
+        assert_eq!(raw_field(br#"{"ctx":"#, "ctx"), None);
+        assert_eq!(raw_field(b"{}", "ctx"), None);
+    }
 
     fn parse(s: &str) -> Result<Permissions, PermissionError> {
         Permissions::parse(s.as_bytes())
