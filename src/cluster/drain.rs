@@ -212,6 +212,8 @@ pub async fn drain(
     let mut deleted = BTreeSet::new();
     let mut refused: BTreeMap<PodRef, String> = BTreeMap::new();
     let mut skipped = BTreeMap::new();
+    // Every pod gets at least one eviction attempt, however short the timeout.
+    let mut attempted = false;
     loop {
         let pods = pods_on(client, node).await?;
         for p in &pods {
@@ -232,7 +234,7 @@ pub async fn drain(
             });
         }
         let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if attempted && now >= deadline {
             if opts.force {
                 for (_, r) in &targets {
                     delete_pod(client, r, Some(0)).await?;
@@ -292,6 +294,7 @@ pub async fn drain(
                 }
             }
         }
+        attempted = true;
         let now = tokio::time::Instant::now();
         tokio::time::sleep(opts.poll.min(deadline.saturating_duration_since(now))).await;
     }

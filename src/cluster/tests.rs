@@ -688,6 +688,17 @@ current-context: demo
     }
     let client = ok(connect(&path, None).await);
     assert_eq!(client.default_namespace(), "default");
+    // TLS: building a rustls client must not depend on a process-wide
+    // crypto provider having been installed by someone else.
+    let tls = dir.path().join("tls");
+    let tls_yaml = yaml.replace(
+        "{server: 'http://127.0.0.1:9'}",
+        "{server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}",
+    );
+    if let Err(e) = std::fs::write(&tls, tls_yaml) {
+        panic!("{e}");
+    }
+    ok(connect(&tls, None).await);
     ok(connect(&path, Some("demo")).await);
 
     let e = err(connect(&path, Some("prod")).await).to_string();
@@ -698,4 +709,23 @@ current-context: demo
     let e = err(connect(&missing, None).await).to_string();
     assert!(e.contains(&missing.display().to_string()), "{e}");
     assert!(e.contains("check the path"), "{e}");
+}
+
+#[tokio::test]
+async fn even_a_zero_timeout_tries_evictions_and_force_then_deletes_stragglers() {
+    let (client, fake) = serve(drain_fake(&[]));
+    let report = ok(drain(&client, "n1", fast(0, true)).await);
+    assert_eq!(evictions(&fake).len(), 1, "one eviction attempt");
+    assert_eq!(report.evicted.len(), 1);
+    // Still terminating at the deadline: deleted with no grace period.
+    assert_eq!(report.deleted.len(), 1);
+    let f = lock(&fake);
+    let delete = f.requests.iter().find(|r| r.method == Method::DELETE);
+    assert!(
+        delete.is_some_and(
+            |r| r.query.contains("gracePeriodSeconds=0") || r.body["gracePeriodSeconds"] == 0
+        ),
+        "{:?}",
+        f.requests
+    );
 }
