@@ -3,13 +3,14 @@
 //! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
 //! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
-//! `cluster_secrets`, `credentials`, `probe`, `ui`, `cli`) do.
+//! `cluster_secrets`, `cluster`, `credentials`, `probe`, `ui`, `cli`) do.
 
 pub mod api;
 pub mod apply;
 pub mod bootstrap;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod cluster_secrets;
 pub mod credentials;
 pub mod emulator;

@@ -1,0 +1,700 @@
+//! Which expected nodes are Ready, which drifted from the fleet's labels and
+//! taints, and the calls that observe and correct that.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+
+use super::error::{ClusterError, describe, status_code};
+use crate::fleet::{DesiredVm, FLEET_LABEL_KEY, Role};
+
+/// Field manager of every server-side apply the tool makes, so its fields
+/// can be told apart from (and never clobber) other managers' fields.
+pub const FIELD_MANAGER: &str = "exedev-k8s";
+
+/// What the tool needs to know about one Node, flattened from the API object
+/// so that the decision logic can be tested with plain values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// Node name; equals the VM name (k3s `--node-name`).
+    pub name: String,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+    /// Reason of the `Ready` condition (e.g. `KubeletNotReady`).
+    pub ready_reason: Option<String>,
+    /// Message of the `Ready` condition: the kubelet's own diagnosis.
+    pub ready_message: Option<String>,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+    /// All taints, `key[=value]:Effect`.
+    pub taints: Vec<String>,
+    /// `status.nodeInfo.kubeletVersion`, e.g. `v1.33.1+k3s1`.
+    pub kubelet_version: Option<String>,
+    /// Cordoned.
+    pub unschedulable: bool,
+}
+
+impl From<&Node> for NodeView {
+    fn from(node: &Node) -> Self {
+        let status = node.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        let spec = node.spec.as_ref();
+        NodeView {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            ready: ready.is_some_and(|c| c.status == "True"),
+            ready_reason: ready.and_then(|c| c.reason.clone()),
+            ready_message: ready.and_then(|c| c.message.clone()),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec
+                .and_then(|s| s.taints.as_ref())
+                .map(|ts| ts.iter().map(taint_string).collect())
+                .unwrap_or_default(),
+            kubelet_version: status
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.kubelet_version.clone()),
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        }
+    }
+}
+
+/// A taint as the fleet file writes it: `key=value:Effect`, or `key:Effect`
+/// when the value is empty.
+pub fn taint_string(t: &Taint) -> String {
+    match t.value.as_deref() {
+        Some(v) if !v.is_empty() => format!("{}={}:{}", t.key, v, t.effect),
+        _ => format!("{}:{}", t.key, t.effect),
+    }
+}
+
+/// Parses `key[=value]:Effect`; `None` if there is no effect.
+fn parse_taint(s: &str) -> Option<Taint> {
+    let (kv, effect) = s.rsplit_once(':')?;
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    if key.is_empty() || effect.is_empty() {
+        return None;
+    }
+    Some(Taint {
+        key: key.to_string(),
+        value: (!value.is_empty()).then(|| value.to_string()),
+        effect: effect.to_string(),
+        time_added: None,
+    })
+}
+
+/// Canonical form of a fleet taint string (`a=:X` and `a:X` are one taint).
+fn canonical_taint(s: &str) -> String {
+    parse_taint(s).map_or_else(|| s.to_string(), |t| taint_string(&t))
+}
+
+/// Taints Kubernetes itself sets and removes (not-ready, unreachable,
+/// unschedulable, disk-pressure, cloud-provider uninitialized...): never
+/// drift, never touched by the tool.
+pub fn is_system_taint(taint_or_key: &str) -> bool {
+    taint_or_key.starts_with("node.kubernetes.io/")
+        || taint_or_key.starts_with("node.cloudprovider.kubernetes.io/")
+}
+
+/// A label whose value differs from the fleet's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongLabel {
+    /// Label key.
+    pub key: String,
+    /// The fleet's value.
+    pub want: String,
+    /// The node's value.
+    pub got: String,
+}
+
+/// How a Ready node differs from the fleet's labels and taints. Labels the
+/// fleet does not mention are not drift (k3s and others add their own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// Fleet labels absent from the node.
+    pub missing_labels: BTreeMap<String, String>,
+    /// Fleet labels with another value on the node.
+    pub wrong_labels: Vec<WrongLabel>,
+    /// Fleet taints absent from the node.
+    pub missing_taints: Vec<String>,
+    /// Node taints that are neither the fleet's nor Kubernetes' own
+    /// ([`is_system_taint`]).
+    pub extra_taints: Vec<String>,
+}
+
+impl Drift {
+    /// No difference at all.
+    pub fn is_empty(&self) -> bool {
+        self.missing_labels.is_empty()
+            && self.wrong_labels.is_empty()
+            && self.missing_taints.is_empty()
+            && self.extra_taints.is_empty()
+    }
+}
+
+/// The state of one expected node, most urgent first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeState {
+    /// Registered, `Ready=True`, labels and taints as the fleet says.
+    Ready,
+    /// No Node object with the VM's name: k3s never registered.
+    NotRegistered,
+    /// Registered but `Ready` is not `True`.
+    NotReady {
+        /// The condition's reason.
+        reason: Option<String>,
+        /// The condition's message.
+        message: Option<String>,
+    },
+    /// `Ready=True`, but labels or taints differ from the fleet
+    /// (fix with [`apply_labels_taints`]).
+    Drift(Drift),
+}
+
+impl NodeState {
+    /// The node is Ready (drifted or not): it can run pods.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, NodeState::Ready | NodeState::Drift(_))
+    }
+}
+
+/// One expected node's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReadiness {
+    /// Node (= VM) name.
+    pub name: String,
+    /// Server or agent: decides which k3s unit to look at.
+    pub role: Role,
+    /// The verdict.
+    pub state: NodeState,
+}
+
+impl NodeReadiness {
+    /// One line: the node, its state and the likely cause with where to look.
+    pub fn explain(&self) -> String {
+        let unit = match self.role {
+            Role::Server => "k3s",
+            Role::Agent => "k3s-agent",
+        };
+        let name = &self.name;
+        match &self.state {
+            NodeState::Ready => format!("{name}: Ready"),
+            NodeState::NotRegistered => format!(
+                "{name}: not registered; the setup script or the Tailscale join likely failed: on the VM check `journalctl -u exe.dev-setup`, whether /var/lib/exedev-k8s/bootstrap-done exists, then `journalctl -u {unit}`"
+            ),
+            NodeState::NotReady { reason, message } => {
+                let why = match (reason, message) {
+                    (Some(r), Some(m)) => format!("{r}: {m}"),
+                    (Some(r), None) => r.clone(),
+                    (None, Some(m)) => m.clone(),
+                    (None, None) => "no Ready condition yet".to_string(),
+                };
+                format!(
+                    "{name}: registered but not Ready ({why}); usually the kubelet or the CNI (flannel over Tailscale): check `journalctl -u {unit}` on the VM"
+                )
+            }
+            NodeState::Drift(d) => {
+                let mut parts = Vec::new();
+                if !d.missing_labels.is_empty() {
+                    let l: Vec<String> = d
+                        .missing_labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    parts.push(format!("missing labels {}", l.join(", ")));
+                }
+                for w in &d.wrong_labels {
+                    parts.push(format!("label {}={} (want {})", w.key, w.got, w.want));
+                }
+                if !d.missing_taints.is_empty() {
+                    parts.push(format!("missing taints {}", d.missing_taints.join(", ")));
+                }
+                if !d.extra_taints.is_empty() {
+                    parts.push(format!("extra taints {}", d.extra_taints.join(", ")));
+                }
+                format!("{name}: Ready, but {}", parts.join("; "))
+            }
+        }
+    }
+}
+
+/// A node the cluster has and the fleet does not ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnexpectedNode {
+    /// Node name.
+    pub name: String,
+    /// Its `exedev-k8s.io/fleet` label, if any: a node of a VM this fleet
+    /// used to have, or of another fleet, or joined by hand.
+    pub fleet: Option<String>,
+}
+
+/// Readiness of every expected node, and the nodes nobody expected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// One entry per expected VM, in fleet order.
+    pub nodes: Vec<NodeReadiness>,
+    /// Nodes on the cluster that are not in the fleet, by name.
+    pub unexpected: Vec<UnexpectedNode>,
+}
+
+impl Readiness {
+    /// Every expected node is Ready (drift allowed: it is fixed separately).
+    pub fn all_ready(&self) -> bool {
+        self.nodes.iter().all(|n| n.state.is_ready())
+    }
+
+    /// Expected nodes that are not Ready.
+    pub fn stragglers(&self) -> Vec<&NodeReadiness> {
+        self.nodes.iter().filter(|n| !n.state.is_ready()).collect()
+    }
+
+    /// Ready nodes whose labels or taints differ from the fleet.
+    pub fn drifted(&self) -> Vec<&NodeReadiness> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.state, NodeState::Drift(_)))
+            .collect()
+    }
+
+    /// How many expected nodes are Ready.
+    pub fn ready_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.state.is_ready()).count()
+    }
+}
+
+fn drift(vm: &DesiredVm, node: &NodeView) -> Drift {
+    let mut d = Drift::default();
+    for (k, want) in &vm.labels {
+        match node.labels.get(k) {
+            None => {
+                d.missing_labels.insert(k.clone(), want.clone());
+            }
+            Some(got) if got != want => d.wrong_labels.push(WrongLabel {
+                key: k.clone(),
+                want: want.clone(),
+                got: got.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    let want: BTreeSet<String> = vm.taints.iter().map(|t| canonical_taint(t)).collect();
+    let have: BTreeSet<String> = node.taints.iter().map(|t| canonical_taint(t)).collect();
+    d.missing_taints = want.difference(&have).cloned().collect();
+    d.extra_taints = have
+        .difference(&want)
+        .filter(|t| !is_system_taint(t))
+        .cloned()
+        .collect();
+    d
+}
+
+/// Compares the nodes the cluster reports with the VMs the fleet expects.
+/// Pure: the node name is the VM name.
+pub fn readiness(expected: &[DesiredVm], nodes: &[NodeView]) -> Readiness {
+    let by_name: BTreeMap<&str, &NodeView> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let verdicts = expected
+        .iter()
+        .map(|vm| {
+            let state = match by_name.get(vm.name.as_str()) {
+                None => NodeState::NotRegistered,
+                Some(n) if !n.ready => NodeState::NotReady {
+                    reason: n.ready_reason.clone(),
+                    message: n.ready_message.clone(),
+                },
+                Some(n) => {
+                    let d = drift(vm, n);
+                    if d.is_empty() {
+                        NodeState::Ready
+                    } else {
+                        NodeState::Drift(d)
+                    }
+                }
+            };
+            NodeReadiness {
+                name: vm.name.clone(),
+                role: vm.role,
+                state,
+            }
+        })
+        .collect();
+    let names: BTreeSet<&str> = expected.iter().map(|v| v.name.as_str()).collect();
+    let mut unexpected: Vec<UnexpectedNode> = nodes
+        .iter()
+        .filter(|n| !names.contains(n.name.as_str()))
+        .map(|n| UnexpectedNode {
+            name: n.name.clone(),
+            fleet: n.labels.get(FLEET_LABEL_KEY).cloned(),
+        })
+        .collect();
+    unexpected.sort_by(|a, b| a.name.cmp(&b.name));
+    Readiness {
+        nodes: verdicts,
+        unexpected,
+    }
+}
+
+/// Every Node on the cluster, flattened.
+pub async fn list_nodes(client: &kube::Client) -> Result<Vec<NodeView>, ClusterError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ClusterError::api("listing nodes", e))?;
+    Ok(list.items.iter().map(NodeView::from).collect())
+}
+
+/// Errors that polling cannot outwait: the credentials are wrong.
+fn is_permanent(e: &kube::Error) -> bool {
+    matches!(status_code(e), Some(401 | 403))
+}
+
+/// Polls the node list until every expected node is Ready, calling
+/// `on_progress` after each successful poll. Failed polls (API server not up
+/// yet, connection refused) are retried until `timeout`, except refused
+/// credentials. On timeout the error names each straggler and its likely
+/// cause.
+pub async fn wait_ready(
+    client: &kube::Client,
+    expected: &[DesiredVm],
+    timeout: Duration,
+    poll: Duration,
+    on_progress: impl Fn(&Readiness),
+) -> Result<Readiness, ClusterError> {
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let mut last = readiness(expected, &[]);
+    loop {
+        let last_error = match list_nodes(client).await {
+            Ok(nodes) => {
+                last = readiness(expected, &nodes);
+                on_progress(&last);
+                if last.all_ready() {
+                    return Ok(last);
+                }
+                None
+            }
+            Err(ClusterError::Api { source, .. }) if is_permanent(&source) => {
+                return Err(ClusterError::api("listing nodes", source));
+            }
+            Err(ClusterError::Api { source, .. }) => Some(describe(&source)),
+            Err(other) => return Err(other),
+        };
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ClusterError::NotReady {
+                waited: now - start,
+                stragglers: last.stragglers().into_iter().cloned().collect(),
+                last_error,
+            });
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+/// Server-side applies the fleet's labels and taints to the VM's node under
+/// field manager [`FIELD_MANAGER`] (forced: the fleet is the authority for
+/// these keys).
+///
+/// Labels are a map, so only the fleet's keys are sent and other managers'
+/// labels stay; a label the fleet stops listing is removed by the apply
+/// itself, because this manager owned it. Node taints are an *atomic* list
+/// for server-side apply, so the whole list is sent: the fleet's taints plus
+/// the node's current Kubernetes-managed ones ([`is_system_taint`]). Other
+/// taints are drift ([`Drift::extra_taints`]) and are removed; they are
+/// returned so the caller can say so.
+pub async fn apply_labels_taints(
+    client: &kube::Client,
+    vm: &DesiredVm,
+) -> Result<Vec<String>, ClusterError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let node = api
+        .get(&vm.name)
+        .await
+        .map_err(|e| ClusterError::api(format!("reading node {}", vm.name), e))?;
+    let current: Vec<Taint> = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    let (body, removed) = labels_taints_patch(vm, &current)?;
+    api.patch(
+        &vm.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| ClusterError::api(format!("applying labels and taints to node {}", vm.name), e))?;
+    Ok(removed)
+}
+
+/// The apply configuration for [`apply_labels_taints`], and the taints it
+/// removes. Pure.
+fn labels_taints_patch(
+    vm: &DesiredVm,
+    current: &[Taint],
+) -> Result<(serde_json::Value, Vec<String>), ClusterError> {
+    let mut taints: Vec<Taint> = Vec::new();
+    for t in &vm.taints {
+        let parsed = parse_taint(t).ok_or_else(|| ClusterError::InvalidTaint {
+            node: vm.name.clone(),
+            taint: t.clone(),
+        })?;
+        if !taints
+            .iter()
+            .any(|x| x.key == parsed.key && x.effect == parsed.effect)
+        {
+            taints.push(parsed);
+        }
+    }
+    let mut removed = Vec::new();
+    for t in current {
+        let ours = taints
+            .iter()
+            .any(|x| x.key == t.key && x.effect == t.effect);
+        if ours {
+            continue;
+        }
+        if is_system_taint(&t.key) {
+            taints.push(t.clone());
+        } else {
+            removed.push(taint_string(t));
+        }
+    }
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": vm.name, "labels": vm.labels },
+        "spec": { "taints": taints },
+    });
+    Ok((body, removed))
+}
+
+#[cfg(test)]
+mod pure_tests {
+    use super::*;
+    use crate::fleet::Role;
+    use crate::sizes::ByteSize;
+
+    pub(crate) fn vm(
+        name: &str,
+        role: Role,
+        labels: &[(&str, &str)],
+        taints: &[&str],
+    ) -> DesiredVm {
+        DesiredVm {
+            name: name.to_string(),
+            role,
+            pool: "p".to_string(),
+            index: 1,
+            image: "exeuntu".to_string(),
+            cpu: 2,
+            memory: ByteSize(0),
+            disk: ByteSize(0),
+            tags: vec![],
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            taints: taints.iter().map(|t| t.to_string()).collect(),
+            share: None,
+        }
+    }
+
+    fn node(name: &str, ready: bool, labels: &[(&str, &str)], taints: &[&str]) -> NodeView {
+        NodeView {
+            name: name.to_string(),
+            ready,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            taints: taints.iter().map(|t| t.to_string()).collect(),
+            ..NodeView::default()
+        }
+    }
+
+    #[test]
+    fn taint_strings_round_trip() {
+        for s in [
+            "a=b:NoSchedule",
+            "x.io/k:NoExecute",
+            "k=v=w:PreferNoSchedule",
+        ] {
+            let t = parse_taint(s).map(|t| taint_string(&t));
+            assert_eq!(t.as_deref(), Some(s));
+        }
+        assert_eq!(canonical_taint("a=:NoSchedule"), "a:NoSchedule");
+        assert_eq!(parse_taint("nocolon"), None);
+        assert_eq!(parse_taint(":NoSchedule"), None);
+    }
+
+    #[test]
+    fn readiness_states_in_order_of_urgency() {
+        let expected = [
+            vm("c-cp-1", Role::Server, &[("exedev-k8s.io/fleet", "c")], &[]),
+            vm(
+                "c-web-1",
+                Role::Agent,
+                &[("tier", "web")],
+                &["dedicated=web:NoSchedule"],
+            ),
+            vm("c-web-2", Role::Agent, &[], &[]),
+            vm(
+                "c-db-1",
+                Role::Agent,
+                &[("tier", "db"), ("disk", "ssd")],
+                &["db:NoSchedule"],
+            ),
+        ];
+        let mut not_ready = node("c-web-1", false, &[], &[]);
+        not_ready.ready_reason = Some("KubeletNotReady".into());
+        not_ready.ready_message = Some("cni plugin not initialized".into());
+        let nodes = [
+            node(
+                "c-cp-1",
+                true,
+                &[
+                    ("exedev-k8s.io/fleet", "c"),
+                    ("node-role.kubernetes.io/master", "true"),
+                ],
+                &["node.kubernetes.io/unschedulable:NoSchedule"],
+            ),
+            not_ready,
+            node(
+                "c-db-1",
+                true,
+                &[("tier", "web")],
+                &[
+                    "manual=x:NoExecute",
+                    "node.kubernetes.io/not-ready:NoExecute",
+                ],
+            ),
+            node("stray", true, &[("exedev-k8s.io/fleet", "old")], &[]),
+            node("a-hand-joined", true, &[], &[]),
+        ];
+        let r = readiness(&expected, &nodes);
+        let states: Vec<(&str, &NodeState)> = r
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), &n.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("c-cp-1", &NodeState::Ready),
+                (
+                    "c-web-1",
+                    &NodeState::NotReady {
+                        reason: Some("KubeletNotReady".into()),
+                        message: Some("cni plugin not initialized".into())
+                    }
+                ),
+                ("c-web-2", &NodeState::NotRegistered),
+                (
+                    "c-db-1",
+                    &NodeState::Drift(Drift {
+                        missing_labels: BTreeMap::from([("disk".into(), "ssd".into())]),
+                        wrong_labels: vec![WrongLabel {
+                            key: "tier".into(),
+                            want: "db".into(),
+                            got: "web".into()
+                        }],
+                        missing_taints: vec!["db:NoSchedule".into()],
+                        extra_taints: vec!["manual=x:NoExecute".into()],
+                    })
+                ),
+            ]
+        );
+        assert_eq!(
+            r.unexpected,
+            [
+                UnexpectedNode {
+                    name: "a-hand-joined".into(),
+                    fleet: None
+                },
+                UnexpectedNode {
+                    name: "stray".into(),
+                    fleet: Some("old".into())
+                },
+            ]
+        );
+        assert!(!r.all_ready());
+        assert_eq!(r.ready_count(), 2);
+        let stragglers: Vec<&str> = r.stragglers().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(stragglers, ["c-web-1", "c-web-2"]);
+        assert_eq!(r.drifted().len(), 1);
+    }
+
+    #[test]
+    fn explanations_point_at_the_likely_cause() {
+        let nr = NodeReadiness {
+            name: "c-web-2".into(),
+            role: Role::Agent,
+            state: NodeState::NotRegistered,
+        };
+        let e = nr.explain();
+        assert!(e.contains("journalctl -u exe.dev-setup"), "{e}");
+        assert!(e.contains("/var/lib/exedev-k8s/bootstrap-done"), "{e}");
+        assert!(e.contains("k3s-agent"), "{e}");
+        let nr = NodeReadiness {
+            name: "c-cp-1".into(),
+            role: Role::Server,
+            state: NodeState::NotReady {
+                reason: Some("KubeletNotReady".into()),
+                message: Some("cni plugin not initialized".into()),
+            },
+        };
+        let e = nr.explain();
+        assert!(
+            e.contains("KubeletNotReady: cni plugin not initialized"),
+            "{e}"
+        );
+        assert!(e.contains("journalctl -u k3s`"), "{e}");
+    }
+
+    #[test]
+    fn empty_fleet_and_cluster_is_ready() {
+        let r = readiness(&[], &[]);
+        assert!(r.all_ready());
+        assert!(r.unexpected.is_empty());
+    }
+
+    #[test]
+    fn patch_keeps_system_taints_and_drops_foreign_ones() {
+        let v = vm(
+            "n1",
+            Role::Agent,
+            &[("exedev-k8s.io/fleet", "c"), ("tier", "web")],
+            &["dedicated=web:NoSchedule"],
+        );
+        let current = [
+            parse_taint("node.kubernetes.io/unschedulable:NoSchedule"),
+            parse_taint("manual=x:NoExecute"),
+            parse_taint("dedicated=old:NoSchedule"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        let (body, removed) = match labels_taints_patch(&v, &current) {
+            Ok(x) => x,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(removed, ["manual=x:NoExecute"]);
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": "n1", "labels": {"exedev-k8s.io/fleet": "c", "tier": "web"}},
+                "spec": {"taints": [
+                    {"key": "dedicated", "value": "web", "effect": "NoSchedule"},
+                    {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
+                ]},
+            })
+        );
+        let bad = vm("n1", Role::Agent, &[], &["nope"]);
+        assert!(matches!(
+            labels_taints_patch(&bad, &[]),
+            Err(ClusterError::InvalidTaint { .. })
+        ));
+    }
+}
