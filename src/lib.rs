@@ -22,5 +22,6 @@ pub mod probe;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;
+pub mod status;
 pub mod token;
 pub mod ui;

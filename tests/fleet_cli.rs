@@ -191,8 +191,12 @@ fn plan_snapshots_cover_every_action_and_format() {
     ]);
     insta::assert_snapshot!("destroy_markdown", destroy);
 
+    // Without the Kubernetes API, removals need --skip-drain.
+    let out = env.run(&["apply", "-f", "changed.yaml", "--yes"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("--skip-drain"));
+    assert_eq!(env.emu().count("rm"), 0);
     // Apply converges; the next plan is empty.
-    env.ok(&["apply", "-f", "changed.yaml", "--yes"]);
+    env.ok(&["apply", "-f", "changed.yaml", "--yes", "--skip-drain"]);
     assert!(
         env.ok(&["plan", "-f", "changed.yaml"])
             .contains("No changes")
@@ -294,7 +298,7 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
 
     // Fresh: carried out without a prompt (it was reviewed).
     env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
-    env.ok(&["apply", "plan.json"]);
+    env.ok(&["apply", "plan.json", "--skip-drain"]);
     assert_eq!(env.vm_names(), BASE_VMS);
 }
 
@@ -351,7 +355,7 @@ fn secrets_reach_the_setup_script_and_nothing_else() {
         &["plan", "-f", "base.yaml", "--json"][..],
         &["plan", "-f", "base.yaml", "--format", "markdown"][..],
         &["apply", "p.json", "--json"][..],
-        &["apply", "-f", "changed.yaml", "--yes"][..],
+        &["apply", "-f", "changed.yaml", "--yes", "--skip-drain"][..],
     ] {
         let out = env.run(args);
         all.push_str(&text(&out.stdout));
@@ -521,7 +525,7 @@ fn applies_converge_under_injected_faults() {
         env.plant("bystander", &["exk8s-fleet-other"]);
         let mut converged = false;
         for _ in 0..12 {
-            let out = env.run(&["apply", "-f", "changed.yaml", "--yes"]);
+            let out = env.run(&["apply", "-f", "changed.yaml", "--yes", "--skip-drain"]);
             let plan = env.run(&["plan", "-f", "changed.yaml", "--detailed-exitcode"]);
             if out.status.success() && plan.status.code() == Some(0) {
                 converged = true;

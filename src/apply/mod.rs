@@ -51,9 +51,24 @@ pub enum Event {
 /// Receives events; must be cheap and thread-safe.
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
 
+/// Takes a node out of the cluster before its VM is removed (cordon, drain,
+/// delete the Node and so its etcd member); supplied by the CLI when the
+/// Kubernetes API is reachable.
+pub type NodeRemover = Arc<
+    dyn Fn(
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// How apply runs.
 #[derive(Clone)]
 pub struct ApplyOptions {
+    /// Drains and deletes a node before its VM is deleted or replaced (not
+    /// used by destroy: nothing would be left to move pods to).
+    pub remover: Option<NodeRemover>,
     /// Agents changed at once.
     pub parallelism: usize,
     /// How long to wait for a server to be `running` before the next.
@@ -68,6 +83,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
+            remover: None,
             parallelism: 16,
             server_boot_timeout: Duration::from_secs(300),
             settle_reads: 3,
@@ -248,8 +264,12 @@ async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepE
         match c.action {
             Action::Create => create(ctx, c, is_server).await,
             Action::Update => run_ops(ctx, &c.vm, &c.ops).await,
-            Action::Delete => delete(ctx, &c.vm).await,
+            Action::Delete => {
+                remove_node(ctx, &c.vm).await?;
+                delete(ctx, &c.vm).await
+            }
             Action::Replace => {
+                remove_node(ctx, &c.vm).await?;
                 delete(ctx, &c.vm).await?;
                 create(ctx, c, is_server).await
             }
@@ -269,6 +289,22 @@ async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepE
         }),
     }
     result
+}
+
+/// Cordons, drains and deletes the VM's Node when a remover is configured;
+/// a failure stops the change before any VM is touched.
+async fn remove_node(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
+    let Some(remover) = &ctx.opts.remover else {
+        return Ok(());
+    };
+    step(ctx, vm, "cordon + drain + delete node");
+    let outcome = remover(vm.to_string()).await.map_err(|e| {
+        StepError::Other(format!(
+            "{vm}: could not take the node out of the cluster, so its VM was left alone: {e}"
+        ))
+    })?;
+    step(ctx, vm, outcome);
+    Ok(())
 }
 
 fn step(ctx: &Ctx<'_>, vm: &str, s: impl Into<String>) {

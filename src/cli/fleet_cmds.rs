@@ -75,6 +75,8 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +103,57 @@ pub struct ApplyArgs {
     /// Print progress as JSON lines.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// After applying, wait until every VM is a Ready Node with the fleet's
+    /// labels and taints (and correct drifted ones).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Delete or replace VMs without draining their nodes first (when the
+    /// Kubernetes API cannot be reached).
+    #[arg(long)]
+    pub skip_drain: bool,
+    /// Delete pods whose eviction a PodDisruptionBudget refuses.
+    #[arg(long)]
+    pub force_drain: bool,
+    /// How long a drain may take before it fails (or, with --force-drain,
+    /// deletes what is left).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
+}
+
+/// How to reach the cluster's Kubernetes API.
+#[derive(Args, Debug, Clone)]
+pub struct KubeArgs {
+    /// Kubeconfig to use (default: the one `exedev-k8s kubeconfig` stored
+    /// under .exedev-k8s/<fleet>/).
+    #[arg(long, env = "EXEDEV_K8S_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub fleet: FleetArg,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Wait until every VM is a Ready Node with the fleet's labels and taints.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Do not probe the VMs' HTTPS proxies.
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 #[derive(Args, Debug)]
@@ -183,12 +236,26 @@ async fn make_plan(
 pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
     let client = a.api.client(PLAN_CMDS, options(None))?;
+    let has_kubeconfig = a.kube.kubeconfig.is_some()
+        || cluster_secrets::state_dir(&fleet_dir(&a.fleet.file), &fleet.metadata.name.value)
+            .join("kubeconfig")
+            .exists();
+    let kube = if has_kubeconfig && !a.destroy {
+        kube_for(&fleet, &a.fleet.file, &a.kube).await.map(|_| ())
+    } else {
+        Err("no kubeconfig: run `exedev-k8s kubeconfig -f FLEET` or pass --kubeconfig".to_string())
+    };
     let opts = PlanOptions {
         targets: a.targets,
         destroy: a.destroy,
-        members_removed: false,
+        members_removed: kube.is_ok(),
     };
-    let (p, _) = make_plan(&client, &fleet, &fp, &a.fleet.file, &opts).await?;
+    let (mut p, _) = make_plan(&client, &fleet, &fp, &a.fleet.file, &opts).await?;
+    if needs_drain(&p)
+        && let Err(why) = &kube
+    {
+        p.warnings.push(drain_warning(why));
+    }
     let format = if a.json { Format::Json } else { a.format };
     match format {
         Format::Human => print!("{}", render::human(&p, ui::colour_enabled())),
@@ -210,6 +277,119 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A client for the fleet's Kubernetes API, checked by listing nodes within
+/// a few seconds. Err says why not, for the plan's warning.
+pub async fn kube_for(
+    fleet: &Fleet,
+    fleet_path: &Path,
+    kube: &KubeArgs,
+) -> Result<kube::Client, String> {
+    let path = match &kube.kubeconfig {
+        Some(p) => p.clone(),
+        None => cluster_secrets::state_dir(&fleet_dir(fleet_path), &fleet.metadata.name.value)
+            .join("kubeconfig"),
+    };
+    if !path.exists() {
+        return Err(format!(
+            "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
+            path.display(),
+            fleet_path.display()
+        ));
+    }
+    let client = crate::cluster::connect(&path, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(8),
+        crate::cluster::list_nodes(&client),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the API in {} did not answer within 8 s (is this machine on the tailnet?)",
+            path.display()
+        )),
+    }
+}
+
+fn needs_drain(p: &Plan) -> bool {
+    p.mode == "apply"
+        && p.changes
+            .iter()
+            .any(|c| matches!(c.action, plan::Action::Delete | plan::Action::Replace))
+}
+
+fn drain_warning(why: &str) -> String {
+    format!(
+        "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted or replaced; apply needs --skip-drain to go ahead"
+    )
+}
+
+fn remover(client: kube::Client, opts: crate::cluster::DrainOptions) -> apply::NodeRemover {
+    Arc::new(move |vm: String| {
+        let client = client.clone();
+        Box::pin(async move {
+            match crate::cluster::remove_node(&client, &vm, opts).await {
+                Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
+                    "node removed ({} pods evicted, {} deleted)",
+                    r.evicted.len(),
+                    r.deleted.len()
+                )),
+                Ok(crate::cluster::RemoveOutcome::AlreadyGone) => Ok("no node to remove".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
+}
+
+/// Waits for readiness, then corrects label/taint drift by server-side apply.
+async fn wait_and_fix(
+    client: &kube::Client,
+    fleet: &Fleet,
+    timeout: std::time::Duration,
+    json: bool,
+) -> CliResult<()> {
+    let desired = fleet::desired_vms(fleet);
+    let progress = |r: &crate::cluster::Readiness| {
+        if !json {
+            eprintln!("  {}/{} nodes Ready", r.ready_count(), desired.len());
+        }
+    };
+    let readiness = crate::cluster::wait_ready(
+        client,
+        &desired,
+        timeout,
+        std::time::Duration::from_secs(5),
+        progress,
+    )
+    .await?;
+    for n in readiness.drifted() {
+        if let Some(vm) = desired.iter().find(|d| d.name == n.name) {
+            let removed = crate::cluster::apply_labels_taints(client, vm).await?;
+            if !json {
+                println!(
+                    "corrected labels/taints of {}{}",
+                    n.name,
+                    if removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (removed taints: {})", removed.join(", "))
+                    }
+                );
+            }
+        }
+    }
+    if !json {
+        println!(
+            "All {} nodes Ready with the fleet's labels and taints.",
+            desired.len()
+        );
+    }
+    Ok(())
 }
 
 fn interrupt_flag() -> Arc<AtomicBool> {
@@ -237,15 +417,26 @@ fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
         .collect()
 }
 
+/// How `execute` runs, beyond what it runs on.
+struct Exec {
+    parallelism: usize,
+    json: bool,
+    remover: Option<apply::NodeRemover>,
+}
+
 async fn execute(
     client: &Client,
     fleet: &Fleet,
     fleet_path: &Path,
     p: &Plan,
     observed: &Observed,
-    parallelism: usize,
-    json: bool,
+    exec: Exec,
 ) -> CliResult {
+    let Exec {
+        parallelism,
+        json,
+        remover,
+    } = exec;
     if !p.has_changes() {
         if !json {
             println!("Nothing to do.");
@@ -265,6 +456,7 @@ async fn execute(
     let opts = ApplyOptions {
         parallelism,
         cancel: interrupt_flag(),
+        remover,
         ..ApplyOptions::default()
     };
     let reporter = ui::reporter(ui::ProgressMode::pick(json), p.changes.len());
@@ -330,41 +522,55 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let (fleet, fp) = load_fleet(&fleet_path)?;
     let client = a.api.client(APPLY_CMDS, options(a.max_rate))?;
-    match saved {
+    // The Kubernetes API, when a kubeconfig is at hand: drains before
+    // removals, readiness after.
+    let has_kubeconfig = a.kube.kubeconfig.is_some()
+        || cluster_secrets::state_dir(&fleet_dir(&fleet_path), &fleet.metadata.name.value)
+            .join("kubeconfig")
+            .exists();
+    let kube = if has_kubeconfig || a.wait {
+        kube_for(&fleet, &fleet_path, &a.kube).await
+    } else {
+        Err("no kubeconfig: run `exedev-k8s kubeconfig -f FLEET` or pass --kubeconfig".to_string())
+    };
+    let drain_opts = crate::cluster::DrainOptions {
+        timeout: a.drain_timeout,
+        force: a.force_drain,
+        ..Default::default()
+    };
+    let (p, observed) = match saved {
         Some(saved) => {
-            if saved.mode != "apply" && saved.mode != "destroy" {
-                return Err(fail("unknown plan mode"));
-            }
             if saved.mode == "destroy" && fleet.metadata.protect {
                 return Err(fail(protect_message(&fleet)));
             }
             let opts = PlanOptions {
                 targets: saved.targets.clone(),
                 destroy: saved.mode == "destroy",
-                members_removed: false,
+                members_removed: kube.is_ok(),
             };
             let (fresh, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
             plan::file::check_fresh(&saved, &fresh)?;
-            execute(
-                &client,
-                &fleet,
-                &fleet_path,
-                &saved,
-                &observed,
-                a.parallelism,
-                a.json,
-            )
-            .await
+            (saved, observed)
         }
         None => {
             let opts = PlanOptions {
                 targets: a.targets,
                 destroy: false,
-                members_removed: false,
+                members_removed: kube.is_ok(),
             };
-            let (p, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
+            let (mut p, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
+            if needs_drain(&p)
+                && let Err(why) = &kube
+            {
+                p.warnings.push(drain_warning(why));
+            }
             if !a.json {
                 print!("{}", render::human(&p, ui::colour_enabled()));
+            }
+            if needs_drain(&p) && kube.is_err() && !a.skip_drain {
+                return Err(fail(
+                    "refusing to delete or replace VMs whose nodes cannot be drained: pass --skip-drain to go ahead anyway, or make the Kubernetes API reachable (--kubeconfig)",
+                ));
             }
             if p.has_changes()
                 && !a.yes
@@ -372,18 +578,108 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             {
                 return Err(fail("apply cancelled"));
             }
-            execute(
-                &client,
-                &fleet,
-                &fleet_path,
-                &p,
-                &observed,
-                a.parallelism,
-                a.json,
-            )
-            .await
+            (p, observed)
+        }
+    };
+    if needs_drain(&p) && kube.is_err() && !a.skip_drain {
+        return Err(fail(drain_warning(
+            kube.as_ref().err().map(String::as_str).unwrap_or(""),
+        )));
+    }
+    let remover = match (&kube, needs_drain(&p) && !a.skip_drain) {
+        (Ok(k), true) => Some(remover(k.clone(), drain_opts)),
+        _ => None,
+    };
+    let code = execute(
+        &client,
+        &fleet,
+        &fleet_path,
+        &p,
+        &observed,
+        Exec {
+            parallelism: a.parallelism,
+            json: a.json,
+            remover,
+        },
+    )
+    .await?;
+    if a.wait {
+        match &kube {
+            Ok(k) => wait_and_fix(k, &fleet, a.timeout, a.json).await?,
+            Err(why) => return Err(fail(format!("cannot --wait: {why}"))),
         }
     }
+    Ok(code)
+}
+
+pub async fn status_cmd(a: StatusArgs) -> CliResult {
+    let (fleet, _) = load_fleet(&a.fleet.file)?;
+    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let observed = observe(&client, &fleet, true).await?;
+    let desired = fleet::desired_vms(&fleet);
+    let kube = kube_for(&fleet, &a.fleet.file, &a.kube).await;
+    if a.wait {
+        match &kube {
+            Ok(k) => wait_and_fix(k, &fleet, a.timeout, a.json).await?,
+            Err(why) => return Err(fail(format!("cannot --wait: {why}"))),
+        }
+    }
+    let nodes = match &kube {
+        Ok(k) => Some(crate::cluster::list_nodes(k).await?),
+        Err(_) => None,
+    };
+    let readiness = nodes
+        .as_ref()
+        .map(|n| crate::cluster::readiness(&desired, n));
+    let probes = if a.no_probe {
+        Vec::new()
+    } else {
+        let base = a
+            .api
+            .endpoint
+            .trim_end_matches('/')
+            .trim_end_matches("/exec")
+            .to_string();
+        let emulated = a.api.endpoint != crate::client::DEFAULT_ENDPOINT;
+        let targets: Vec<crate::probe::ProbeTarget> = desired
+            .iter()
+            .filter_map(|d| d.share.map(|s| (d, s)))
+            .filter(|(d, _)| observed.vms.iter().any(|v| v.vm_name == d.name))
+            .map(|(d, s)| {
+                if emulated {
+                    crate::probe::ProbeTarget::emulated(&d.name, s.public, &base)
+                } else {
+                    crate::probe::ProbeTarget::new(&d.name, s.public)
+                }
+            })
+            .collect();
+        let key = match &a.api.ssh_key {
+            Some(k) => Some(crate::token::keys::load_private_key(k)?),
+            None => None,
+        };
+        crate::probe::probe_all(&targets, key.as_ref(), 8).await
+    };
+    let st = crate::status::join(
+        &fleet.metadata.name.value,
+        &desired,
+        &observed.vms,
+        &observed.shares,
+        nodes.as_deref().zip(readiness.as_ref()),
+        &probes,
+    );
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", crate::status::render(&st));
+        if let Err(why) = &kube {
+            println!("(Kubernetes API: {why})");
+        }
+    }
+    Ok(if st.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn protect_message(fleet: &Fleet) -> String {
@@ -420,8 +716,11 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         &a.fleet.file,
         &p,
         &observed,
-        a.parallelism,
-        a.json,
+        Exec {
+            parallelism: a.parallelism,
+            json: a.json,
+            remover: None,
+        },
     )
     .await?;
     if a.purge_secrets

@@ -105,6 +105,8 @@ pub enum Cmd {
     Apply(fleet_cmds::ApplyArgs),
     /// Delete every VM the fleet owns.
     Destroy(fleet_cmds::DestroyArgs),
+    /// One table of exe.dev VMs, Kubernetes Nodes and proxy probes.
+    Status(fleet_cmds::StatusArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
     Emulator(crate::emulator::EmulatorArgs),
 }
@@ -140,6 +142,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Plan(a) => fleet_cmds::plan_cmd(a).await,
         Cmd::Apply(a) => fleet_cmds::apply_cmd(a).await,
         Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
+        Cmd::Status(a) => fleet_cmds::status_cmd(a).await,
         Cmd::Emulator(a) => {
             crate::emulator::run_cli(a).await?;
             Ok(ExitCode::SUCCESS)
