@@ -84,13 +84,15 @@ pub fn join(
         let mut problems = Vec::new();
         let node_view = nodes.and_then(|(ns, _)| ns.iter().find(|n| n.name == name));
         let verdict = nodes.and_then(|(_, r)| r.nodes.iter().find(|n| n.name == name));
-        if d.is_none() {
-            problems.push("not in the fleet (apply would delete it)".into());
-        }
-        match vm {
-            None => problems.push("no VM on exe.dev".into()),
-            Some(v) if !v.is_running() => problems.push(format!("VM is {}", v.status)),
+        match (d, vm) {
+            (None, Some(_)) => problems.push("not in the fleet (apply would delete it)".into()),
+            (Some(_), None) => problems.push("no VM on exe.dev".into()),
             _ => {}
+        }
+        if let Some(v) = vm
+            && !v.is_running()
+        {
+            problems.push(format!("VM is {}", v.status));
         }
         let (node, drift) = match (nodes.is_some(), verdict, node_view) {
             (false, _, _) => (None, Vec::new()),

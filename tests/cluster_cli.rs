@@ -1,0 +1,431 @@
+//! The binary against the emulator AND a fake Kubernetes API on 127.0.0.1:
+//! removals cordon, drain and delete the Node before `rm`; `apply --wait`
+//! waits for Ready and corrects drift by server-side apply; `status` joins
+//! VMs, Nodes and proxy probes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Json};
+use axum::routing::{any, get, post};
+use exedev_k8s::api::command::CATALOGUE;
+use exedev_k8s::emulator::{self, EmulatorConfig, RunningEmulator};
+use exedev_k8s::fleet;
+use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
+use serde_json::{Value, json};
+use ssh_key::{Algorithm, PrivateKey};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[derive(Default)]
+struct Kube {
+    nodes: BTreeMap<String, Value>,
+    pods: Vec<Value>,
+    /// (unix ms, method, path, content type)
+    log: Vec<(u64, String, String, String)>,
+}
+
+type Shared = Arc<Mutex<Kube>>;
+
+fn node(d: &fleet::DesiredVm, ready: bool) -> Value {
+    let taints: Vec<Value> = d
+        .taints
+        .iter()
+        .map(|t| {
+            let (kv, effect) = t.rsplit_once(':').unwrap();
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            json!({"key": k, "value": v, "effect": effect})
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": d.name, "labels": d.labels},
+        "spec": {"taints": taints},
+        "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}, "reason": "KubeletReady"}],
+                   "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1"}}
+    })
+}
+
+async fn record(s: &Shared, method: &Method, path: &str, headers: &HeaderMap) {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    s.lock()
+        .unwrap()
+        .log
+        .push((now_ms(), method.to_string(), path.to_string(), ct));
+}
+
+async fn list_nodes(State(s): State<Shared>, headers: HeaderMap) -> Json<Value> {
+    record(&s, &Method::GET, "/api/v1/nodes", &headers).await;
+    let items: Vec<Value> = s.lock().unwrap().nodes.values().cloned().collect();
+    Json(json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items}))
+}
+
+async fn one_node(
+    State(s): State<Shared>,
+    UrlPath(name): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    record(&s, &method, &format!("/api/v1/nodes/{name}"), &headers).await;
+    let mut k = s.lock().unwrap();
+    let Some(n) = k.nodes.get_mut(&name) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}))).into_response();
+    };
+    match method {
+        Method::GET => Json(n.clone()).into_response(),
+        Method::PATCH => {
+            let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let Some(labels) = patch["metadata"]["labels"].as_object() {
+                for (k2, v) in labels {
+                    n["metadata"]["labels"][k2] = v.clone();
+                }
+            }
+            if !patch["spec"]["taints"].is_null() {
+                n["spec"]["taints"] = patch["spec"]["taints"].clone();
+            }
+            if let Some(u) = patch["spec"]["unschedulable"].as_bool() {
+                n["spec"]["unschedulable"] = json!(u);
+            }
+            Json(n.clone()).into_response()
+        }
+        Method::DELETE => {
+            let gone = k.nodes.remove(&name).unwrap_or(Value::Null);
+            Json(gone).into_response()
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+async fn list_pods(
+    State(s): State<Shared>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Json<Value> {
+    record(&s, &Method::GET, "/api/v1/pods", &headers).await;
+    let q = q.unwrap_or_default();
+    let items: Vec<Value> = s
+        .lock()
+        .unwrap()
+        .pods
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| q.contains(&format!("spec.nodeName%3D{n}")))
+        })
+        .cloned()
+        .collect();
+    Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+}
+
+async fn evict(
+    State(s): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    record(
+        &s,
+        &Method::POST,
+        &format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"),
+        &headers,
+    )
+    .await;
+    s.lock()
+        .unwrap()
+        .pods
+        .retain(|p| p["metadata"]["name"] != name.as_str());
+    (
+        StatusCode::CREATED,
+        Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201})),
+    )
+        .into_response()
+}
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    emu: Option<RunningEmulator>,
+    kube: Shared,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
+        let cfg = EmulatorConfig {
+            authorized_keys: vec![key.public_key().clone()],
+            boot: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let emu = rt.block_on(emulator::start(cfg)).unwrap();
+        let perms = Permissions {
+            cmds: Some(CATALOGUE.iter().map(|c| c.name.to_string()).collect()),
+            ..Default::default()
+        };
+        let token = token::mint(&key, &perms, API_NAMESPACE)
+            .unwrap()
+            .expose()
+            .to_string();
+        let kube: Shared = Arc::default();
+        let app = Router::new()
+            .route("/api/v1/nodes", get(list_nodes))
+            .route("/api/v1/nodes/{name}", any(one_node))
+            .route("/api/v1/pods", get(list_pods))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/eviction", post(evict))
+            .with_state(kube.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["base.yaml", "changed.yaml"] {
+            std::fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fleets")
+                    .join(f),
+                dir.path().join(f),
+            )
+            .unwrap();
+        }
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: acme\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: acme\n  context:\n    cluster: acme\n    user: acme\ncurrent-context: acme\nusers:\n- name: acme\n  user:\n    token: fake\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        Env {
+            rt,
+            emu: Some(emu),
+            kube,
+            token,
+            dir,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("EXE_DEV_ENDPOINT", &self.emu.as_ref().unwrap().url)
+            .env("EXE_DEV_API_KEY", &self.token)
+            .env("TS_AUTHKEY", "tskey-x")
+            .env("EXEDEV_K8S_KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Registers a Ready node for every VM of `fleet_file`, as k3s would.
+    fn register(&self, fleet_file: &str) {
+        let f = fleet::load(&self.dir.path().join(fleet_file)).unwrap();
+        let mut k = self.kube.lock().unwrap();
+        for d in fleet::desired_vms(&f) {
+            k.nodes
+                .entry(d.name.clone())
+                .or_insert_with(|| node(&d, true));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(e) = self.emu.take() {
+            self.rt.block_on(e.shutdown());
+        }
+    }
+}
+
+#[test]
+fn removals_drain_and_delete_the_node_before_rm() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    env.register("base.yaml");
+    env.kube.lock().unwrap().pods.push(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-abc", "namespace": "default", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1", "controller": true}]},
+        "spec": {"nodeName": "acme-batch-2"}
+    }));
+    // The plan knows the API is reachable: no --skip-drain warning.
+    let plan = env.ok(&["plan", "-f", "changed.yaml"]);
+    assert!(!plan.contains("--skip-drain"), "{plan}");
+    env.ok(&["apply", "-f", "changed.yaml", "--yes"]);
+
+    let k = env.kube.lock().unwrap();
+    let emu = env.emu.as_ref().unwrap();
+    for vm in ["acme-batch-2", "acme-gpu-1"] {
+        let cordon = k
+            .log
+            .iter()
+            .find(|(_, m, p, _)| m == "PATCH" && p.ends_with(vm))
+            .expect("cordoned");
+        let deleted = k
+            .log
+            .iter()
+            .find(|(_, m, p, _)| m == "DELETE" && p.ends_with(vm))
+            .expect("node deleted");
+        let rm = emu
+            .requests()
+            .into_iter()
+            .find(|r| r.command.as_deref() == Some("rm") && r.words.iter().any(|w| w == vm))
+            .expect("rm sent");
+        assert!(
+            cordon.0 <= deleted.0 && deleted.0 <= rm.unix_ms,
+            "{vm}: cordon, delete node, then rm"
+        );
+    }
+    assert!(
+        k.log
+            .iter()
+            .any(|(_, m, p, _)| m == "POST" && p.ends_with("web-abc/eviction")),
+        "pod evicted"
+    );
+    assert!(k.pods.is_empty());
+}
+
+#[test]
+fn apply_wait_waits_for_ready_and_corrects_drift() {
+    let env = Env::new();
+    // k3s registers the nodes a moment after the VMs exist, one of them
+    // with a label missing.
+    let kube = env.kube.clone();
+    let f = fleet::load(&env.dir.path().join("base.yaml")).unwrap();
+    let desired = fleet::desired_vms(&f);
+    env.rt.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut k = kube.lock().unwrap();
+        for d in &desired {
+            let mut n = node(d, true);
+            if d.name == "acme-web-1" {
+                n["metadata"]["labels"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("exedev-k8s.io/pool");
+            }
+            k.nodes.insert(d.name.clone(), n);
+        }
+    });
+    let out = env.ok(&[
+        "apply",
+        "-f",
+        "base.yaml",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(
+        out.contains("corrected labels/taints of acme-web-1"),
+        "{out}"
+    );
+    assert!(out.contains("All 9 nodes Ready"), "{out}");
+    let k = env.kube.lock().unwrap();
+    let ssa = k
+        .log
+        .iter()
+        .find(|(_, m, p, ct)| {
+            m == "PATCH" && p.ends_with("acme-web-1") && ct.contains("apply-patch")
+        })
+        .expect("server-side apply");
+    assert!(ssa.3.contains("application/apply-patch+yaml"));
+    assert_eq!(
+        k.nodes["acme-web-1"]["metadata"]["labels"]["exedev-k8s.io/pool"],
+        "web"
+    );
+}
+
+#[test]
+fn apply_wait_times_out_naming_stragglers() {
+    let env = Env::new();
+    let out = env.run(&[
+        "apply",
+        "-f",
+        "base.yaml",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "2s",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("acme-cp-1") && err.contains("not registered") && err.contains("journalctl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_joins_vms_nodes_and_probes() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    env.register("base.yaml");
+    env.kube
+        .lock()
+        .unwrap()
+        .nodes
+        .get_mut("acme-batch-1")
+        .unwrap()["status"]["conditions"][0]["status"] = json!("False");
+    env.kube.lock().unwrap().nodes.insert("acme-ghost-1".into(), json!({"metadata": {"name": "acme-ghost-1", "labels": {"exedev-k8s.io/fleet": "acme"}}, "status": {}}));
+    let out = env.run(&["status", "-f", "base.yaml", "--json", "--no-probe"]);
+    assert_eq!(out.status.code(), Some(2), "unhealthy => exit 2");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cluster_api"], true);
+    let row = |n: &str| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("acme-cp-1")["node"], "Ready");
+    assert_eq!(row("acme-cp-1")["k3s_version"], "v1.31.4+k3s1");
+    assert_eq!(row("acme-batch-1")["node"], "NotReady");
+    assert_eq!(row("acme-ghost-1")["problems"].as_array().unwrap().len(), 1);
+    assert!(
+        row("acme-ghost-1")["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("Node without a VM")
+    );
+    assert_eq!(row("acme-web-1")["proxy"], "8080 private");
+    let text = env.run(&["status", "-f", "base.yaml"]);
+    let t = String::from_utf8_lossy(&text.stdout);
+    // Private proxies answer the key-less probe with exe.dev's login redirect.
+    assert!(t.lines().any(|l| l.starts_with("acme-web-1") && l.contains("307")), "{t}");
+    assert!(
+        t.contains("acme-web-2") && t.contains("Problems:") && t.contains("acme-batch-1"),
+        "{t}"
+    );
+}
