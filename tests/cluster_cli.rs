@@ -423,7 +423,11 @@ fn status_joins_vms_nodes_and_probes() {
     let text = env.run(&["status", "-f", "base.yaml"]);
     let t = String::from_utf8_lossy(&text.stdout);
     // Private proxies answer the key-less probe with exe.dev's login redirect.
-    assert!(t.lines().any(|l| l.starts_with("acme-web-1") && l.contains("307")), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("acme-web-1") && l.contains("307")),
+        "{t}"
+    );
     assert!(
         t.contains("acme-web-2") && t.contains("Problems:") && t.contains("acme-batch-1"),
         "{t}"
