@@ -1,0 +1,121 @@
+//! `exedev-k8s emulator` as a user runs it (a separate process printing its
+//! URL, persisting state across restarts), `exec` against it, and `schema`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+}
+
+/// Starts the emulator and returns it with the URL it printed first.
+fn start(dir: &std::path::Path) -> (Child, String) {
+    let mut child = bin()
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--boot-ms",
+            "20",
+            "--state",
+        ])
+        .arg(dir.join("state.json"))
+        .arg("--authorized-keys")
+        .arg(dir.join("k.pub"))
+        .arg("--log")
+        .arg(dir.join("requests.jsonl"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("http://127.0.0.1:") && line.trim_end().ends_with("/exec"),
+        "{line}"
+    );
+    (child, line.trim().to_string())
+}
+
+fn exec(url: &str, key: &std::path::Path, words: &[&str]) -> std::process::Output {
+    bin()
+        .args(["exec", "--endpoint", url, "--ssh-key"])
+        .arg(key)
+        .arg("--")
+        .args(words)
+        .env_remove("EXE_DEV_API_KEY")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn emulator_process_serves_exec_and_persists_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::keygen(dir.path(), "k", "ed25519", &[], "");
+    let (mut emu, url) = start(dir.path());
+    let out = exec(&url, &key, &["new", "--name=persist-me", "--tag=keep"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["ssh_dest"], "persist-me.exe.xyz");
+
+    // A failing command: non-zero exit, status and advice named.
+    let out = exec(&url, &key, &["new", "--name=persist-me"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("422") && err.contains("not available") && err.contains("advice"),
+        "{err}"
+    );
+    let out = exec(&url, &key, &["frobnicate"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("unknown lobby command")
+    );
+
+    emu.kill().unwrap();
+    let _ = emu.wait();
+    let (mut emu, url) = start(dir.path());
+    let out = exec(&url, &key, &["ls"]);
+    let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ls["vms"][0]["vm_name"], "persist-me");
+    assert_eq!(ls["vms"][0]["tags"][0], "keep");
+    emu.kill().unwrap();
+    let _ = emu.wait();
+
+    // The request log has one JSON line per request and no token.
+    let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        3,
+        "new, new (422), ls: the unknown command never left the CLI"
+    );
+    assert!(!log.contains("exe0."));
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["status"].is_u64());
+    }
+}
+
+#[test]
+fn schema_describes_the_fleet_file() {
+    let out = bin().arg("schema").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    for field in [
+        "apiVersion",
+        "controlPlane",
+        "pools",
+        "share",
+        "authKey",
+        "tailnet",
+    ] {
+        assert!(text.contains(field), "schema lacks {field}");
+    }
+}
