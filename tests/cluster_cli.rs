@@ -3,8 +3,9 @@
 //! waits for Ready and corrects drift by server-side apply; `status` joins
 //! VMs, Nodes and proxy probes.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,12 +15,9 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{any, get, post};
-use exedev_k8s::api::command::CATALOGUE;
-use exedev_k8s::emulator::{self, EmulatorConfig, RunningEmulator};
+use exedev_k8s::emulator::RunningEmulator;
 use exedev_k8s::fleet;
-use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
 use serde_json::{Value, json};
-use ssh_key::{Algorithm, PrivateKey};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -167,26 +165,12 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
-        let cfg = EmulatorConfig {
-            authorized_keys: vec![key.public_key().clone()],
-            boot: Duration::from_millis(50),
-            ..Default::default()
-        };
-        let emu = rt.block_on(emulator::start(cfg)).unwrap();
-        let perms = Permissions {
-            cmds: Some(CATALOGUE.iter().map(|c| c.name.to_string()).collect()),
-            ..Default::default()
-        };
-        let token = token::mint(&key, &perms, API_NAMESPACE)
-            .unwrap()
-            .expose()
-            .to_string();
+        let common::Harness {
+            rt,
+            emu,
+            token,
+            dir,
+        } = common::harness(|_| {});
         let kube: Shared = Arc::default();
         let app = Router::new()
             .route("/api/v1/nodes", get(list_nodes))
@@ -199,16 +183,6 @@ impl Env {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         rt.spawn(async move { axum::serve(listener, app).await });
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["base.yaml", "changed.yaml"] {
-            std::fs::copy(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fleets")
-                    .join(f),
-                dir.path().join(f),
-            )
-            .unwrap();
-        }
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: acme\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: acme\n  context:\n    cluster: acme\n    user: acme\ncurrent-context: acme\nusers:\n- name: acme\n  user:\n    token: fake\n"
         );

@@ -73,3 +73,60 @@ pub fn ssh_keygen_sign(key: &Path, payload: &[u8], namespace: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// An in-process emulator on its own runtime, a token granting every
+/// command, and a work dir holding copies of `tests/fleets/*.yaml`.
+pub struct Harness {
+    pub rt: tokio::runtime::Runtime,
+    pub emu: exedev_k8s::emulator::RunningEmulator,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) -> Harness {
+    use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key =
+        ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap();
+    let mut cfg = exedev_k8s::emulator::EmulatorConfig {
+        authorized_keys: vec![key.public_key().clone()],
+        boot: std::time::Duration::from_millis(60),
+        ..Default::default()
+    };
+    tweak(&mut cfg);
+    let emu = rt.block_on(exedev_k8s::emulator::start(cfg)).unwrap();
+    let perms = Permissions {
+        cmds: Some(
+            exedev_k8s::api::command::CATALOGUE
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let token = token::mint(&key, &perms, API_NAMESPACE)
+        .unwrap()
+        .expose()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["base.yaml", "changed.yaml"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fleets")
+                .join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    Harness {
+        rt,
+        emu,
+        token,
+        dir,
+    }
+}
