@@ -560,3 +560,38 @@ fn interrupted_apply_converges_on_rerun() {
     assert_eq!(env.vm_names(), BASE_VMS);
     assert!(env.ok(&["plan", "-f", "base.yaml"]).contains("No changes"));
 }
+
+/// Ctrl-C stops starting new work, lets changes in flight finish, reports
+/// what was skipped, and a re-run converges.
+#[test]
+fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
+    let env = Env::new(|c| c.latency = Duration::from_millis(120));
+    let child = env
+        .cmd(&["apply", "-f", "base.yaml", "--yes", "--parallelism", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if env.vm_names().len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        all.contains("interrupted") && all.contains("skipped"),
+        "{all}"
+    );
+    let partial = env.vm_names().len();
+    assert!(partial < 9, "stopped early: {partial}");
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    assert_eq!(env.vm_names(), BASE_VMS);
+}

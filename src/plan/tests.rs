@@ -429,3 +429,20 @@ fn renders_every_format() {
     assert_eq!(v["summary"]["create"], 1);
     assert_eq!(v["changes"][0]["action"], "create");
 }
+
+#[test]
+fn a_replacement_first_server_joins_the_survivors_instead_of_initialising() {
+    let f = fleet("");
+    let cp1 = fleet::desired_vms(&f).remove(0);
+    let secrets = spec::ClusterSecrets::placeholders();
+    let init = spec::new_vm(&f, &cp1, &secrets, None).unwrap();
+    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp-2")).unwrap();
+    let script = |n: &crate::api::NewVm| n.setup_script.as_ref().unwrap().expose().to_string();
+    assert!(script(&init).contains("cluster-init"));
+    assert!(!script(&join).contains("cluster-init"));
+    assert!(script(&join).contains("demo-cp-2.tail1234.ts.net:6443"));
+    assert_eq!(
+        init.comment, join.comment,
+        "same spec: no perpetual replace"
+    );
+}
