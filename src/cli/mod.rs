@@ -5,6 +5,7 @@
 
 mod exec_cmd;
 mod fleet_cmds;
+mod kubeconfig_cmd;
 mod token_cmd;
 
 use std::path::PathBuf;
@@ -105,6 +106,8 @@ pub enum Cmd {
     Apply(fleet_cmds::ApplyArgs),
     /// Delete every VM the fleet owns.
     Destroy(fleet_cmds::DestroyArgs),
+    /// Fetch the cluster's kubeconfig from the first server over SSH.
+    Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
     Emulator(crate::emulator::EmulatorArgs),
 }
@@ -140,6 +143,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Plan(a) => fleet_cmds::plan_cmd(a).await,
         Cmd::Apply(a) => fleet_cmds::apply_cmd(a).await,
         Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
+        Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Emulator(a) => {
             crate::emulator::run_cli(a).await?;
             Ok(ExitCode::SUCCESS)
