@@ -3,7 +3,8 @@
 //! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
 //! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
-//! `cluster_secrets`, `cluster`, `credentials`, `probe`, `ui`, `cli`) do.
+//! `cluster_secrets`, `cluster`, `ssh`, `kubeaccess`, `credentials`, `probe`,
+//! `ui`, `cli`) do.
 
 pub mod api;
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod cluster_secrets;
 pub mod credentials;
 pub mod emulator;
 pub mod fleet;
+pub mod kubeaccess;
 pub mod names;
 pub mod observe;
 pub mod plan;
@@ -22,6 +24,7 @@ pub mod probe;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;
+pub mod ssh;
 pub mod status;
 pub mod token;
 pub mod ui;

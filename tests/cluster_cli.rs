@@ -173,6 +173,20 @@ impl Env {
         } = common::harness(|_| {});
         let kube: Shared = Arc::default();
         let app = Router::new()
+            .route(
+                "/version",
+                get(|| async { Json(json!({"major": "1", "minor": "31", "gitVersion": "v1.31.4+k3s1", "platform": "linux/amd64"})) }),
+            )
+            .route(
+                "/api/v1/namespaces/exedev-k8s-system",
+                get(|| async { Json(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "exedev-k8s-system"}})) }),
+            )
+            .route(
+                "/api/v1/namespaces/exedev-k8s-system/configmaps/exedev-k8s-fleet",
+                get(|| async {
+                    Json(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "exedev-k8s-fleet", "namespace": "exedev-k8s-system"}}))
+                }),
+            )
             .route("/api/v1/nodes", get(list_nodes))
             .route("/api/v1/nodes/{name}", any(one_node))
             .route("/api/v1/pods", get(list_pods))
@@ -323,6 +337,7 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         "{out}"
     );
     assert!(out.contains("All 9 nodes Ready"), "{out}");
+    assert!(out.contains("manifests present"), "{out}");
     let k = env.kube.lock().unwrap();
     let ssa = k
         .log

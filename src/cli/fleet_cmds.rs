@@ -132,6 +132,10 @@ pub struct KubeArgs {
     /// under .exedev-k8s/<fleet>/).
     #[arg(long, env = "EXEDEV_K8S_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Reach the API through an SSH tunnel to the first server (when this
+    /// machine is not on the tailnet).
+    #[arg(long)]
+    pub via_ssh_tunnel: bool,
 }
 
 #[derive(Args, Debug)]
@@ -236,14 +240,18 @@ async fn make_plan(
 pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
     let client = a.api.client(PLAN_CMDS, options(None))?;
-    let has_kubeconfig = a.kube.kubeconfig.is_some()
-        || cluster_secrets::state_dir(&fleet_dir(&a.fleet.file), &fleet.metadata.name.value)
-            .join("kubeconfig")
-            .exists();
-    let kube = if has_kubeconfig && !a.destroy {
-        kube_for(&fleet, &a.fleet.file, &a.kube).await.map(|_| ())
+    let kube = if a.destroy {
+        Err(String::new())
     } else {
-        Err("no kubeconfig: run `exedev-k8s kubeconfig -f FLEET` or pass --kubeconfig".to_string())
+        let (k, _tunnel) = kube_for(
+            &fleet,
+            &a.fleet.file,
+            &a.kube,
+            a.api.ssh_key.as_deref(),
+            false,
+        )
+        .await;
+        k.map(|_| ())
     };
     let opts = PlanOptions {
         targets: a.targets,
@@ -279,40 +287,41 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     })
 }
 
-/// A client for the fleet's Kubernetes API, checked by listing nodes within
-/// a few seconds. Err says why not, for the plan's warning.
+/// A client for the fleet's Kubernetes API (and the SSH tunnel it runs
+/// through, to keep alive while the client is used). Without `fetch`, only a
+/// kubeconfig at hand is used; with it, a missing one is fetched from the
+/// first server over SSH. Err says why not, for the plan's warning.
 pub async fn kube_for(
     fleet: &Fleet,
     fleet_path: &Path,
     kube: &KubeArgs,
-) -> Result<kube::Client, String> {
-    let path = match &kube.kubeconfig {
-        Some(p) => p.clone(),
-        None => cluster_secrets::state_dir(&fleet_dir(fleet_path), &fleet.metadata.name.value)
-            .join("kubeconfig"),
-    };
-    if !path.exists() {
-        return Err(format!(
-            "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
-            path.display(),
-            fleet_path.display()
-        ));
+    ssh_key: Option<&Path>,
+    fetch: bool,
+) -> (Result<kube::Client, String>, Option<crate::ssh::Tunnel>) {
+    let dir = fleet_dir(fleet_path);
+    let stored = crate::kubeaccess::kubeconfig_path(&dir, &fleet.metadata.name.value);
+    if !fetch && kube.kubeconfig.is_none() && !stored.exists() {
+        return (
+            Err(format!(
+                "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
+                stored.display(),
+                fleet_path.display()
+            )),
+            None,
+        );
     }
-    let client = crate::cluster::connect(&path, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(8),
-        crate::cluster::list_nodes(&client),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(client),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "the API in {} did not answer within 8 s (is this machine on the tailnet?)",
-            path.display()
-        )),
+    let ssh = crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf));
+    let connect = crate::kubeaccess::kube_client(
+        fleet,
+        &dir,
+        kube.kubeconfig.as_deref(),
+        kube.via_ssh_tunnel,
+        &ssh,
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(60), connect).await {
+        Ok(Ok((client, tunnel))) => (Ok(client), tunnel),
+        Ok(Err(e)) => (Err(e.to_string()), None),
+        Err(_) => (Err("the Kubernetes API did not answer within 60 s (is this machine on the tailnet? try --via-ssh-tunnel)".into()), None),
     }
 }
 
@@ -383,9 +392,25 @@ async fn wait_and_fix(
             }
         }
     }
+    // The manifests the first server auto-applies (manifests/) must show up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let missing = crate::kubeaccess::verify_manifests(client).await?;
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(format!(
+                "the cluster lacks {} although every node is Ready: k3s applies /var/lib/rancher/k3s/server/manifests/ on {} at start; check `journalctl -u k3s` there",
+                missing.join(", "),
+                crate::kubeaccess::first_server(fleet)
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
     if !json {
         println!(
-            "All {} nodes Ready with the fleet's labels and taints.",
+            "All {} nodes Ready with the fleet's labels and taints; manifests present.",
             desired.len()
         );
     }
@@ -522,17 +547,16 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let (fleet, fp) = load_fleet(&fleet_path)?;
     let client = a.api.client(APPLY_CMDS, options(a.max_rate))?;
-    // The Kubernetes API, when a kubeconfig is at hand: drains before
-    // removals, readiness after.
-    let has_kubeconfig = a.kube.kubeconfig.is_some()
-        || cluster_secrets::state_dir(&fleet_dir(&fleet_path), &fleet.metadata.name.value)
-            .join("kubeconfig")
-            .exists();
-    let kube = if has_kubeconfig || a.wait {
-        kube_for(&fleet, &fleet_path, &a.kube).await
-    } else {
-        Err("no kubeconfig: run `exedev-k8s kubeconfig -f FLEET` or pass --kubeconfig".to_string())
-    };
+    // The Kubernetes API, when a kubeconfig is at hand (or, with --wait,
+    // fetched over SSH): drains before removals, readiness after.
+    let (kube, _tunnel) = kube_for(
+        &fleet,
+        &fleet_path,
+        &a.kube,
+        a.api.ssh_key.as_deref(),
+        a.wait,
+    )
+    .await;
     let drain_opts = crate::cluster::DrainOptions {
         timeout: a.drain_timeout,
         force: a.force_drain,
@@ -617,7 +641,14 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
     let client = a.api.client(PLAN_CMDS, options(None))?;
     let observed = observe(&client, &fleet, true).await?;
     let desired = fleet::desired_vms(&fleet);
-    let kube = kube_for(&fleet, &a.fleet.file, &a.kube).await;
+    let (kube, _tunnel) = kube_for(
+        &fleet,
+        &a.fleet.file,
+        &a.kube,
+        a.api.ssh_key.as_deref(),
+        a.wait,
+    )
+    .await;
     if a.wait {
         match &kube {
             Ok(k) => wait_and_fix(k, &fleet, a.timeout, a.json).await?,

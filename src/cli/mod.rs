@@ -5,6 +5,7 @@
 
 mod exec_cmd;
 mod fleet_cmds;
+mod kubeconfig_cmd;
 mod token_cmd;
 
 use std::path::PathBuf;
@@ -107,6 +108,8 @@ pub enum Cmd {
     Destroy(fleet_cmds::DestroyArgs),
     /// One table of exe.dev VMs, Kubernetes Nodes and proxy probes.
     Status(fleet_cmds::StatusArgs),
+    /// Fetch the cluster's kubeconfig from the first server over SSH.
+    Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
     Emulator(crate::emulator::EmulatorArgs),
 }
@@ -143,6 +146,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Apply(a) => fleet_cmds::apply_cmd(a).await,
         Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
         Cmd::Status(a) => fleet_cmds::status_cmd(a).await,
+        Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Emulator(a) => {
             crate::emulator::run_cli(a).await?;
             Ok(ExitCode::SUCCESS)

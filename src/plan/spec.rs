@@ -33,7 +33,10 @@ impl ClusterSecrets {
 pub const COMMENT_PREFIX: &str = "exedev-k8s spec=";
 
 /// The kubernetes manifests the first server auto-applies (`manifests/`).
-pub const MANIFESTS: &[(&str, &str)] = &[];
+pub const MANIFESTS: &[(&str, &str)] = &[(
+    "system",
+    include_str!("../../manifests/exedev-k8s-system.yaml"),
+)];
 
 /// Builds the bootstrap input of one VM. `join_via` overrides the server a
 /// non-first server joins (used when the first server is being replaced

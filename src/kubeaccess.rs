@@ -1,0 +1,402 @@
+//! Getting a working Kubernetes client for a fleet without the operator
+//! copying files around: a kubeconfig given explicitly, else the one stored
+//! beside the fleet file, else k3s's own fetched from the first server over
+//! SSH (and stored, mode 0600). The API is reached over Tailscale (the
+//! server URL is `https://<first>.<tailnet>:6443`), or, for machines not on
+//! the tailnet, through an SSH tunnel to the first server's `127.0.0.1:6443`
+//! (k3s's certificate carries `127.0.0.1` as a SAN, so TLS still verifies).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::cluster::{ClusterError, kubeconfig_rewrite};
+use crate::cluster_secrets::{self, SecretsError};
+use crate::fleet::{self, Fleet};
+use crate::ssh::{self, SshError, SshOptions, Tunnel};
+
+/// Where k3s writes its admin kubeconfig on a server.
+pub const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+/// The API server's address as seen from a server VM itself.
+pub const LOCAL_API: &str = "127.0.0.1:6443";
+/// Namespace created by `manifests/exedev-k8s-system.yaml`.
+pub const SYSTEM_NAMESPACE: &str = "exedev-k8s-system";
+/// ConfigMap (in [`SYSTEM_NAMESPACE`]) created by the same manifest.
+pub const FLEET_CONFIGMAP: &str = "exedev-k8s-fleet";
+
+/// Why no client could be had, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeAccessError {
+    /// Fetching the kubeconfig or opening the tunnel failed.
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    /// The kubeconfig is malformed or lacks what is needed.
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
+    /// Storing the kubeconfig failed.
+    #[error("{0}")]
+    Store(#[from] SecretsError),
+    /// A kubeconfig could not be turned into a client.
+    #[error("cannot use the kubeconfig from {source_name}: {reason}\n  {hint}")]
+    Kubeconfig {
+        /// Where it came from (a path, or "the first server").
+        source_name: String,
+        /// What went wrong.
+        reason: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The API server did not answer.
+    #[error("cannot reach the Kubernetes API at {url}: {reason}\n  {hint}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// kube's error.
+        reason: String,
+        /// What to do.
+        hint: String,
+    },
+    /// An API call failed.
+    #[error("{action}: {source}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// kube's error.
+        source: kube::Error,
+    },
+}
+
+/// The fleet's first server (`<cluster>-cp-1`): the one that holds the
+/// admin kubeconfig from the start and that tunnels go to.
+pub fn first_server(fleet: &Fleet) -> String {
+    fleet::vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1)
+}
+
+/// The API server URL over the tailnet: what a stored kubeconfig points at.
+pub fn server_url(fleet: &Fleet) -> String {
+    format!(
+        "https://{}.{}:6443",
+        first_server(fleet),
+        fleet.network.tailscale.tailnet.value
+    )
+}
+
+/// Where the fleet's kubeconfig is stored: `.exedev-k8s/<cluster>/kubeconfig`
+/// beside the fleet file, next to the k3s token (same trust level: both are
+/// cluster admin).
+pub fn kubeconfig_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
+    cluster_secrets::state_dir(fleet_dir, cluster).join("kubeconfig")
+}
+
+/// Fetches k3s's kubeconfig from the first server over SSH and rewrites it
+/// for use off the VM: server [`server_url`], every `default` name the
+/// fleet's name. Returns YAML holding the admin client key: never print it.
+pub async fn fetch_kubeconfig(fleet: &Fleet, ssh: &SshOptions) -> Result<String, KubeAccessError> {
+    let vm = first_server(fleet);
+    let raw = ssh::run(&vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
+    Ok(kubeconfig_rewrite(
+        &raw,
+        &fleet.metadata.name.value,
+        &server_url(fleet),
+    )?)
+}
+
+/// A client for the fleet's cluster, checked with one request (the server
+/// version). The kubeconfig is `kubeconfig` if given, else the stored one,
+/// else fetched over SSH and stored. With `via_tunnel`, the API is reached
+/// through an SSH tunnel to the first server, which the caller must keep
+/// alive (the returned [`Tunnel`]) as long as it uses the client.
+pub async fn kube_client(
+    fleet: &Fleet,
+    fleet_dir: &Path,
+    kubeconfig: Option<&Path>,
+    via_tunnel: bool,
+    ssh: &SshOptions,
+) -> Result<(kube::Client, Option<Tunnel>), KubeAccessError> {
+    let cluster = fleet.metadata.name.value.as_str();
+    let stored = kubeconfig_path(fleet_dir, cluster);
+    let (kc, source_name) = match kubeconfig {
+        Some(path) => (read_kubeconfig(path)?, path.display().to_string()),
+        None if stored.exists() => (read_kubeconfig(&stored)?, stored.display().to_string()),
+        None => {
+            let yaml = fetch_kubeconfig(fleet, ssh).await?;
+            cluster_secrets::write_private(&stored, &yaml)?;
+            let kc = Kubeconfig::from_yaml(&yaml).map_err(|e| KubeAccessError::Kubeconfig {
+                source_name: format!(
+                    "{} (fetched from {})",
+                    stored.display(),
+                    first_server(fleet)
+                ),
+                reason: e.to_string(),
+                hint: format!("delete it and check {K3S_KUBECONFIG} on the first server"),
+            })?;
+            (kc, stored.display().to_string())
+        }
+    };
+    let tunnel = if via_tunnel {
+        Some(ssh::tunnel(&first_server(fleet), LOCAL_API, ssh).await?)
+    } else {
+        None
+    };
+    let override_url = tunnel
+        .as_ref()
+        .map(|t| format!("https://127.0.0.1:{}", t.local_port));
+    let client = client_from_kubeconfig(kc, cluster, override_url.as_deref(), &source_name).await?;
+    let url = override_url.unwrap_or_else(|| "the kubeconfig's server".to_string());
+    if let Err(e) = client.apiserver_version().await {
+        let hint = if via_tunnel {
+            format!(
+                "the tunnel to {} is up but k3s did not answer: check `systemctl status k3s` on it",
+                first_server(fleet)
+            )
+        } else {
+            format!(
+                "check that Tailscale is up on this machine and joined to {} (`tailscale status`), or pass --via-ssh-tunnel to go through SSH; pass --kubeconfig to use another file",
+                fleet.network.tailscale.tailnet.value
+            )
+        };
+        return Err(KubeAccessError::Unreachable {
+            url: format!("{url} ({source_name})"),
+            reason: e.to_string(),
+            hint,
+        });
+    }
+    Ok((client, tunnel))
+}
+
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
+    Kubeconfig::read_from(path).map_err(|e| KubeAccessError::Kubeconfig {
+        source_name: path.display().to_string(),
+        reason: e.to_string(),
+        hint: "check the path, or delete the stored file to fetch it again from the first server"
+            .to_string(),
+    })
+}
+
+/// Builds a client from a parsed kubeconfig (see [`config_from_kubeconfig`]).
+/// Nothing is sent.
+pub async fn client_from_kubeconfig(
+    kc: Kubeconfig,
+    cluster: &str,
+    server: Option<&str>,
+    source_name: &str,
+) -> Result<kube::Client, KubeAccessError> {
+    let config = config_from_kubeconfig(kc, cluster, server, source_name).await?;
+    kube::Client::try_from(config).map_err(|e| KubeAccessError::Kubeconfig {
+        source_name: source_name.to_string(),
+        reason: e.to_string(),
+        hint: "check the certificate and key data; delete the stored kubeconfig to fetch it again"
+            .to_string(),
+    })
+}
+
+/// The client configuration of a parsed kubeconfig: the context named after
+/// the fleet if there is one (a merged `~/.kube/config` may point
+/// elsewhere), else `current-context`; with `server`, the cluster URL is
+/// replaced (TLS then checks that URL's host: `127.0.0.1` is in k3s's
+/// certificate).
+pub async fn config_from_kubeconfig(
+    kc: Kubeconfig,
+    cluster: &str,
+    server: Option<&str>,
+    source_name: &str,
+) -> Result<kube::Config, KubeAccessError> {
+    let fail = |reason: String, hint: &str| KubeAccessError::Kubeconfig {
+        source_name: source_name.to_string(),
+        reason,
+        hint: hint.to_string(),
+    };
+    let context = kc
+        .contexts
+        .iter()
+        .any(|c| c.name == cluster)
+        .then(|| cluster.to_string());
+    let options = KubeConfigOptions {
+        context,
+        ..KubeConfigOptions::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .map_err(|e| {
+            fail(
+                e.to_string(),
+                "it needs a context (named after the fleet, or current-context), its cluster and its user",
+            )
+        })?;
+    if let Some(url) = server {
+        config.cluster_url = url
+            .parse()
+            .map_err(|e| fail(format!("bad server URL {url:?}: {e}"), "this is a bug"))?;
+    }
+    config.connect_timeout = Some(Duration::from_secs(10));
+    Ok(config)
+}
+
+/// Which objects of the bundled manifests (`manifests/`) are missing from
+/// the cluster, as `Kind namespace/name`: k3s applies them on its own, so
+/// this is how the tool learns whether that happened.
+pub async fn verify_manifests(client: &kube::Client) -> Result<Vec<String>, KubeAccessError> {
+    let api_err = |action: &str| {
+        let action = action.to_string();
+        move |source| KubeAccessError::Api { action, source }
+    };
+    let mut missing = Vec::new();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces
+        .get_opt(SYSTEM_NAMESPACE)
+        .await
+        .map_err(api_err("reading namespace exedev-k8s-system"))?
+        .is_none()
+    {
+        missing.push(format!("Namespace {SYSTEM_NAMESPACE}"));
+    }
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    if configmaps
+        .get_opt(FLEET_CONFIGMAP)
+        .await
+        .map_err(api_err(
+            "reading configmap exedev-k8s-system/exedev-k8s-fleet",
+        ))?
+        .is_none()
+    {
+        missing.push(format!("ConfigMap {SYSTEM_NAMESPACE}/{FLEET_CONFIGMAP}"));
+    }
+    Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::json;
+    use tower_test::mock;
+
+    fn fake(existing: &'static [&'static str]) -> kube::Client {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let path = req.uri().path().to_string();
+                let found = existing.iter().any(|p| *p == path);
+                let (code, body) = if found {
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    let kind = if path.contains("configmaps") {
+                        "ConfigMap"
+                    } else {
+                        "Namespace"
+                    };
+                    (
+                        200,
+                        json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}}),
+                    )
+                } else {
+                    (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                 "status": "Failure", "reason": "NotFound", "message": "not found", "code": 404}),
+                    )
+                };
+                let resp = Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string().into_bytes()));
+                match resp {
+                    Ok(r) => send.send_response(r),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        kube::Client::new(svc, "default")
+    }
+
+    const NS: &str = "/api/v1/namespaces/exedev-k8s-system";
+    const CM: &str = "/api/v1/namespaces/exedev-k8s-system/configmaps/exedev-k8s-fleet";
+
+    #[tokio::test]
+    async fn verify_reports_nothing_when_all_exist() {
+        let missing = verify_manifests(&fake(&[NS, CM])).await;
+        assert!(matches!(missing.as_deref(), Ok([])), "{missing:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_names_each_missing_object() {
+        match verify_manifests(&fake(&[NS])).await {
+            Ok(m) => assert_eq!(m, ["ConfigMap exedev-k8s-system/exedev-k8s-fleet"]),
+            Err(e) => panic!("{e}"),
+        }
+        match verify_manifests(&fake(&[])).await {
+            Ok(m) => assert_eq!(
+                m,
+                [
+                    "Namespace exedev-k8s-system",
+                    "ConfigMap exedev-k8s-system/exedev-k8s-fleet"
+                ]
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_bundled_manifest_defines_what_verify_checks() {
+        let m = include_str!("../manifests/exedev-k8s-system.yaml");
+        assert!(m.contains("kind: Namespace"));
+        assert!(m.contains("kind: ConfigMap"));
+        assert!(m.contains(&format!("name: {SYSTEM_NAMESPACE}")));
+        assert!(m.contains(&format!("name: {FLEET_CONFIGMAP}")));
+    }
+
+    #[tokio::test]
+    async fn tunnel_url_replaces_the_server() {
+        let yaml = "apiVersion: v1
+kind: Config
+clusters:
+- name: demo
+  cluster: {server: 'https://demo-cp-1.t.ts.net:6443', insecure-skip-tls-verify: true}
+- name: prod
+  cluster: {server: 'https://prod:6443'}
+users:
+- name: demo
+  user: {token: abc}
+contexts:
+- name: prod
+  context: {cluster: prod, user: demo}
+- name: demo
+  context: {cluster: demo, user: demo}
+current-context: prod
+";
+        let kc = match Kubeconfig::from_yaml(yaml) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
+        };
+        // Picks the fleet's context over current-context.
+        let c = match config_from_kubeconfig(kc.clone(), "demo", None, "test").await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            c.cluster_url.to_string(),
+            "https://demo-cp-1.t.ts.net:6443/"
+        );
+        let c = match config_from_kubeconfig(
+            kc.clone(),
+            "demo",
+            Some("https://127.0.0.1:40000"),
+            "test",
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.cluster_url.to_string(), "https://127.0.0.1:40000/");
+        // Without a context of the fleet's name, current-context.
+        let c = match config_from_kubeconfig(kc, "other", None, "test").await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.cluster_url.to_string(), "https://prod:6443/");
+    }
+}

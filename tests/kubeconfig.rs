@@ -1,0 +1,235 @@
+//! `exedev-k8s kubeconfig` against a stub `ssh` (EXEDEV_K8S_SSH): a shell
+//! script that records its arguments and prints a k3s kubeconfig, or fails
+//! with ssh's connection-failure code 255.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const K3S_YAML: &str = "apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJkekNDQVIyZ0F3SUJBZ0lCQURBS0JnZ3Foa2pPUFFRREFqQWpNU0V3SHdZRFZRUUREQmhyTTNNdGMyVnkK
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+kind: Config
+preferences: {}
+users:
+- name: default
+  user:
+    client-certificate-data: Q0xJRU5UQ0VSVERBVEE=
+    client-key-data: U0VDUkVUQ0xJRU5US0VZREFUQQ==
+";
+
+const CLIENT_KEY: &str = "U0VDUkVUQ0xJRU5US0VZREFUQQ==";
+
+const FLEET: &str = "apiVersion: exedev-k8s/v1
+kind: Fleet
+metadata:
+  name: demo
+k3s:
+  channel: stable
+network:
+  tailscale:
+    tailnet: tail1234.ts.net
+    authKey: {env: TS_AUTHKEY}
+controlPlane:
+  count: 1
+";
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// A fleet file and a stub ssh that fails with 255 `failures` times
+    /// (counted in a file), then prints the k3s kubeconfig.
+    fn new(failures: u32) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("fleet.yaml"), FLEET).expect("fleet");
+        std::fs::write(dir.path().join("k3s.yaml"), K3S_YAML).expect("fixture");
+        let d = dir.path().display();
+        let stub = format!(
+            "#!/bin/sh\n\
+             printf '%s\\n' \"$@\" >> '{d}/argv'\n\
+             echo --- >> '{d}/argv'\n\
+             n=$(cat '{d}/count' 2>/dev/null || echo 0)\n\
+             echo $((n + 1)) > '{d}/count'\n\
+             if [ \"$n\" -lt {failures} ]; then\n\
+               echo 'kex_exchange_identification: Connection closed by remote host' >&2\n\
+               exit 255\n\
+             fi\n\
+             cat '{d}/k3s.yaml'\n"
+        );
+        let path = dir.path().join("ssh-stub");
+        std::fs::write(&path, stub).expect("stub");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Env { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+            .arg("kubeconfig")
+            .arg("-f")
+            .arg(self.path("fleet.yaml"))
+            .args(["--ssh-retry-delay", "10ms"])
+            .args(extra)
+            .env("EXEDEV_K8S_SSH", self.path("ssh-stub"))
+            .env("TMPDIR", self.dir.path())
+            .env_remove("EXE_DEV_SSH_KEY")
+            .output()
+            .expect("run the binary")
+    }
+
+    fn argv(&self) -> String {
+        std::fs::read_to_string(self.path("argv")).unwrap_or_default()
+    }
+
+    fn calls(&self) -> usize {
+        self.argv().matches("---\n").count()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("written").permissions().mode() & 0o777
+}
+
+fn kubeconfig(p: &Path) -> kube::config::Kubeconfig {
+    kube::config::Kubeconfig::read_from(p).expect("a valid kubeconfig")
+}
+
+#[test]
+fn fetches_rewrites_and_stores_privately() {
+    let env = Env::new(0);
+    let out = env.run(&[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    let argv = env.argv();
+    assert!(argv.contains("HostKeyAlias=exe.dev\n"), "{argv}");
+    assert!(argv.contains("BatchMode=yes\n"), "{argv}");
+    assert!(argv.contains("ControlMaster=auto\n"), "{argv}");
+    assert!(argv.contains("ControlPath="), "{argv}");
+    assert!(argv.contains("\ndemo-cp-1.exe.xyz\n"), "{argv}");
+    assert!(
+        argv.contains("sudo -n cat /etc/rancher/k3s/k3s.yaml"),
+        "{argv}"
+    );
+    assert!(!argv.contains("\n-i\n"), "no key given: {argv}");
+
+    let stored = env.path(".exedev-k8s/demo/kubeconfig");
+    assert_eq!(mode(&stored), 0o600);
+    let k = kubeconfig(&stored);
+    assert_eq!(k.current_context.as_deref(), Some("demo"));
+    assert_eq!(k.clusters[0].name, "demo");
+    assert_eq!(k.auth_infos[0].name, "demo");
+    assert_eq!(k.contexts[0].name, "demo");
+    assert_eq!(
+        k.clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.server.as_deref()),
+        Some("https://demo-cp-1.tail1234.ts.net:6443")
+    );
+    let raw = std::fs::read_to_string(&stored).expect("read");
+    assert!(raw.contains(CLIENT_KEY), "the key is kept: {raw}");
+
+    assert!(stdout.contains(&stored.display().to_string()), "{stdout}");
+    assert!(!stdout.contains(CLIENT_KEY) && !stderr.contains(CLIENT_KEY));
+    assert!(!stdout.contains("client-key-data"), "{stdout}");
+}
+
+#[test]
+fn out_with_merge_keeps_other_clusters() {
+    let env = Env::new(0);
+    let target = env.path("kube/config");
+    std::fs::create_dir_all(env.path("kube")).expect("dir");
+    std::fs::write(
+        &target,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster: {server: 'https://prod:6443'}\nusers:\n- name: prod\n  user: {token: abc}\ncontexts:\n- name: prod\n  context: {cluster: prod, user: prod}\ncurrent-context: prod\n",
+    )
+    .expect("existing");
+    let key = env.path("id_test");
+    let out = env.run(&[
+        "--out",
+        &target.display().to_string(),
+        "--merge",
+        "--ssh-key",
+        &key.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(env.argv().contains(&format!("\n-i\n{}\n", key.display())));
+    assert_eq!(mode(&target), 0o600);
+    let k = kubeconfig(&target);
+    let names: Vec<&str> = k.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["prod", "demo"]);
+    assert_eq!(k.current_context.as_deref(), Some("demo"));
+    assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());
+    assert!(!text(&out.stdout).contains(CLIENT_KEY));
+
+    // Without --merge, --out overwrites.
+    let out = env.run(&["--out", &target.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<String> = kubeconfig(&target)
+        .clusters
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["demo"]);
+}
+
+#[test]
+fn connection_failures_are_retried() {
+    let env = Env::new(2);
+    let out = env.run(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.calls(), 3);
+    assert!(env.path(".exedev-k8s/demo/kubeconfig").exists());
+}
+
+#[test]
+fn persistent_connection_failure_names_the_vm_and_what_to_do() {
+    let env = Env::new(1000);
+    let out = env.run(&["--ssh-retries", "2"]);
+    assert!(!out.status.success());
+    assert_eq!(env.calls(), 3);
+    let err = text(&out.stderr);
+    assert!(err.contains("demo-cp-1.exe.xyz"), "{err}");
+    assert!(err.contains("255"), "{err}");
+    assert!(err.contains("Connection closed by remote host"), "{err}");
+    assert!(err.contains("registered with exe.dev"), "{err}");
+    assert!(err.contains("running"), "{err}");
+    assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());
+}
+
+#[test]
+fn a_failing_remote_command_is_not_retried() {
+    let env = Env::new(0);
+    let stub = format!(
+        "#!/bin/sh\necho --- >> '{}/argv'\necho 'sudo: a password is required' >&2\nexit 1\n",
+        env.dir.path().display()
+    );
+    std::fs::write(env.path("ssh-stub"), stub).expect("stub");
+    let out = env.run(&[]);
+    assert!(!out.status.success());
+    assert_eq!(env.calls(), 1);
+    let err = text(&out.stderr);
+    assert!(err.contains("demo-cp-1"), "{err}");
+    assert!(err.contains("exit code 1"), "{err}");
+    assert!(err.contains("sudo: a password is required"), "{err}");
+}
