@@ -189,7 +189,8 @@ pub fn load_fleet(path: &Path) -> CliResult<(Fleet, String)> {
     Ok((fleet, plan::hex12(&bytes)))
 }
 
-fn fleet_dir(path: &Path) -> PathBuf {
+/// The directory a fleet file's relative paths and local state hang off.
+pub(crate) fn fleet_dir(path: &Path) -> PathBuf {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)

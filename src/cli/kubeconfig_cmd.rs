@@ -43,13 +43,6 @@ pub struct KubeconfigArgs {
     pub ssh_retry_delay: std::time::Duration,
 }
 
-fn fleet_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 /// Writes a file the user named, mode 0600, atomically, without changing
 /// the permissions of its directory (which `write_private` tightens: right
 /// for our state directory, not for `~` or `~/.kube`).
@@ -97,7 +90,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
     let target = a
         .out
         .clone()
-        .unwrap_or_else(|| kubeconfig_path(&fleet_dir(&a.file), &cluster));
+        .unwrap_or_else(|| kubeconfig_path(&super::fleet_cmds::fleet_dir(&a.file), &cluster));
     let content = if a.merge {
         let existing = match std::fs::read_to_string(&target) {
             Ok(s) => s,
