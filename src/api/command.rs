@@ -595,23 +595,45 @@ impl Command {
                 token: Secret::new("<token>"),
             }
             .words(),
-            Command::Raw(words) => words
-                .iter()
-                .map(|w| {
-                    if w.starts_with("exe0.") || w.starts_with("exe1.") {
-                        "<token>".to_string()
-                    } else if let Some(v) = w.strip_prefix("--setup-script=") {
-                        format!("--setup-script=<{} bytes>", v.len())
-                    } else {
-                        w.clone()
-                    }
-                })
-                .collect(),
+            Command::Raw(words) => redact_words(words),
             other => other.words(),
         };
         let words: Vec<String> = redacted.into_iter().filter(|w| w != "--json").collect();
         shellwords::join(&words).unwrap_or_else(|_| words.join(" "))
     }
+}
+
+/// Replaces secrets in command words: setup-script and registry-auth
+/// values (inline or as the next word) and any exe0/exe1 token.
+pub fn redact_words(words: &[String]) -> Vec<String> {
+    const SECRET_FLAGS: &[&str] = &["setup-script", "registry-auth"];
+    let mut out = Vec::with_capacity(words.len());
+    let mut hide_next = false;
+    for w in words {
+        if hide_next {
+            hide_next = false;
+            out.push(format!("<{} bytes redacted>", w.len()));
+            continue;
+        }
+        if w.starts_with("exe0.") || w.starts_with("exe1.") {
+            out.push("<token>".to_string());
+            continue;
+        }
+        let flag = w.trim_start_matches('-');
+        if w.starts_with('-') {
+            if let Some((name, value)) = flag.split_once('=')
+                && SECRET_FLAGS.contains(&name)
+            {
+                out.push(format!("--{name}=<{} bytes redacted>", value.len()));
+                continue;
+            }
+            if SECRET_FLAGS.contains(&flag) {
+                hide_next = true;
+            }
+        }
+        out.push(w.clone());
+    }
+    out
 }
 
 /// Appends positional arguments, preceded by `--` when one of them starts
@@ -732,6 +754,14 @@ mod tests {
         assert!(!c.display().contains("sekrit"));
         assert!(!format!("{c:?}").contains("sekrit"));
         let r = Command::Raw(vec!["exe0-to-exe1".into(), "exe0.sekrit.sig".into()]);
+        assert!(!r.display().contains("sekrit"));
+        let r = Command::Raw(vec![
+            "new".into(),
+            "--setup-script".into(),
+            "TS=sekrit".into(),
+        ]);
+        assert!(!r.display().contains("sekrit"), "{}", r.display());
+        let r = Command::Raw(vec!["new".into(), "--setup-script=TS=sekrit".into()]);
         assert!(!r.display().contains("sekrit"));
     }
 

@@ -3,6 +3,7 @@
 //! commands a tool sent and what came back, without the log itself leaking
 //! setup scripts or tokens.
 
+pub use crate::api::command::redact_words;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -27,39 +28,6 @@ pub struct RequestRecord {
     pub command: Option<String>,
     /// The HTTP status sent, or [`STATUS_DROPPED`].
     pub status: u16,
-}
-
-/// Replaces secrets in command words: setup-script and registry-auth
-/// values (inline or as the next word) and any exe0/exe1 token.
-pub fn redact_words(words: &[String]) -> Vec<String> {
-    const SECRET_FLAGS: &[&str] = &["setup-script", "registry-auth"];
-    let mut out = Vec::with_capacity(words.len());
-    let mut hide_next = false;
-    for w in words {
-        if hide_next {
-            hide_next = false;
-            out.push(format!("<{} bytes redacted>", w.len()));
-            continue;
-        }
-        if w.starts_with("exe0.") || w.starts_with("exe1.") {
-            out.push("<token>".to_string());
-            continue;
-        }
-        let flag = w.trim_start_matches('-');
-        if w.starts_with('-') {
-            if let Some((name, value)) = flag.split_once('=')
-                && SECRET_FLAGS.contains(&name)
-            {
-                out.push(format!("--{name}=<{} bytes redacted>", value.len()));
-                continue;
-            }
-            if SECRET_FLAGS.contains(&flag) {
-                hide_next = true;
-            }
-        }
-        out.push(w.clone());
-    }
-    out
 }
 
 /// The in-memory log plus its optional JSON-lines file.
