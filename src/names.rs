@@ -80,6 +80,19 @@ fn matches_pattern(name: &str) -> bool {
     !prev_hyphen
 }
 
+/// Longest exe.dev tag this tool writes or accepts.
+pub const MAX_TAG_LEN: usize = 63;
+
+/// exe.dev tag syntax as this project reads it: `[a-z0-9][a-z0-9-]{0,62}`.
+/// The fleet validator and the emulator's `new --tag`/`tag` both use it.
+pub fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=MAX_TAG_LEN).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +129,18 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn tags() {
+        assert!(is_tag("team-a") && is_tag("9x") && is_tag(&"a".repeat(63)));
+        assert!(
+            !is_tag("")
+                && !is_tag("-a")
+                && !is_tag("A")
+                && !is_tag("a b")
+                && !is_tag(&"a".repeat(64))
+        );
     }
 
     proptest! {

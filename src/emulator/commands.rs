@@ -178,15 +178,11 @@ fn ls(inv: &Invocation, store: &Store, ctx: &Ctx<'_>) -> Reply {
 }
 
 fn check_tag(tag: &str) -> Result<(), Reply> {
-    let mut bytes = tag.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if first_ok && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if crate::names::is_tag(tag) {
         Ok(())
     } else {
         Err(fail(format!(
-            "invalid tag {tag:?}: tags must match [a-z0-9][a-z0-9-]*"
+            "invalid tag {tag:?}: tags must match [a-z0-9][a-z0-9-]{{0,62}}"
         )))
     }
 }

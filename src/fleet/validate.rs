@@ -408,14 +408,7 @@ fn check_node_group(
     }
 }
 
-/// exe.dev tag syntax: `[a-z0-9][a-z0-9-]{0,62}`.
-pub(crate) fn is_tag(s: &str) -> bool {
-    let b = s.as_bytes();
-    (1..=63).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
+pub(crate) use crate::names::is_tag;
 
 fn check_labels(cx: &mut Ctx, labels: &Labels) {
     for (key, value) in &labels.0 {
