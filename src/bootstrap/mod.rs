@@ -65,7 +65,7 @@ const TEMPLATES: [(&str, &str); 5] = [
 /// settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptKind {
-    /// First server: `cluster-init: true`, and the only one given manifests.
+    /// First server of a new cluster: `cluster-init: true`.
     ServerInit,
     /// Further server: joins the first with the same critical settings.
     ServerJoin,
@@ -338,7 +338,7 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
         install_args.push("agent".to_string());
         install_args.extend(input.agent_args.iter().cloned());
     }
-    let manifests: Vec<ManifestCtx<'_>> = if kind == ScriptKind::ServerInit {
+    let manifests: Vec<ManifestCtx<'_>> = if kind.is_server() {
         input
             .manifests
             .iter()

@@ -96,8 +96,10 @@ fn each_kind_renders_under_the_size_limit() {
         );
         assert!(script.contains("set -Eeuo pipefail"));
         assert!(script.contains(MARKER_PATH));
+        // Servers write the manifests they are given (the plan gives them to
+        // the first server only); agents never do.
         let has_manifest = script.contains("exedev-k8s-namespace.yaml");
-        assert_eq!(has_manifest, kind == ScriptKind::ServerInit, "{kind:?}");
+        assert_eq!(has_manifest, kind != ScriptKind::Agent, "{kind:?}");
     }
 }
 
@@ -355,6 +357,7 @@ if [ "$1" = "is-active" ]; then
   [ -f "$STUB_STATE/active" ] && exit 0
   exit 3
 fi
+if [ "$1" = "start" ] || [ "$1" = "restart" ]; then : > "$STUB_STATE/active"; fi
 exit 0
 "#;
 
@@ -508,9 +511,9 @@ fn runs_with_stubs_and_a_rerun_changes_nothing() {
             assert_eq!(cfg.write_kubeconfig_mode, None);
         }
 
-        // Manifests on the first server only, byte for byte.
+        // Manifests on servers given them, byte for byte; never on agents.
         let manifest = sb.root(&format!("{MANIFEST_DIR}/exedev-k8s-namespace.yaml"));
-        if kind == ScriptKind::ServerInit {
+        if kind != ScriptKind::Agent {
             let (content, _, mode) = snapshot(&manifest);
             assert_eq!(content, i.manifests[0].1.as_bytes());
             assert_eq!(mode, 0o600);
@@ -632,6 +635,35 @@ fn injection_attempts_are_inert() {
     let cfg = sb.config();
     assert_eq!(cfg.node_taint, attempts);
     assert_eq!(cfg.node_name, attempts[0]);
+}
+
+/// At boot exe.dev re-runs the script while k3s is still `activating`: the
+/// installed version decides, so the installer never runs again (it would
+/// silently upgrade a channel-following node); the unit is just started.
+#[test]
+fn a_rerun_at_boot_starts_the_unit_and_never_reinstalls() {
+    for release in [
+        K3sRelease::Version("v1.31.4+k3s1".into()),
+        K3sRelease::Channel("stable".into()),
+    ] {
+        let sb = Sandbox::new();
+        let mut i = input(ScriptKind::Agent);
+        i.release = release;
+        let script = render(&i).expect("renders");
+        assert_ok(&sb.run(&script, &[]));
+        std::fs::remove_file(sb.base.join("state/active")).expect("was active");
+        let before = sb.log();
+        assert_ok(&sb.run(&script, &[]));
+        let new_lines = sb.log()[before.len()..].to_string();
+        assert!(
+            !new_lines.contains("installer") && !new_lines.contains("curl"),
+            "{new_lines}"
+        );
+        assert!(
+            new_lines.contains("systemctl start --no-block k3s-agent"),
+            "{new_lines}"
+        );
+    }
 }
 
 #[test]

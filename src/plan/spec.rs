@@ -74,7 +74,9 @@ pub fn bootstrap_input(
         server_args: k3s.server_args.iter().map(|a| a.value.clone()).collect(),
         agent_args: k3s.agent_args.iter().map(|a| a.value.clone()).collect(),
         disable: k3s.disable.iter().map(|a| a.value.clone()).collect(),
-        manifests: if kind == ScriptKind::ServerInit {
+        // The first server carries the manifests, also when it is a
+        // replacement that joins the surviving servers.
+        manifests: if vm.is_first_server() {
             MANIFESTS
                 .iter()
                 .map(|(n, c)| (n.to_string(), c.to_string()))
