@@ -254,7 +254,9 @@ impl Client {
         let result = values.into_iter().rev().find(|v| v.get("error").is_none());
         match (result, error) {
             (Some(v), None) => Ok(v),
-            (Some(v), Some(_)) if cmd.name() == "rm" => Ok(v),
+            // exe.dev's `rm` of a missing VM writes an error line, then the
+            // result; any other error next to a result is a real failure.
+            (Some(v), Some(msg)) if cmd.name() == "rm" && msg.contains("not found") => Ok(v),
             (_, Some(msg)) => Err(fail(ErrorKind::ErrorIn200, msg)),
             (None, None) => Err(fail(ErrorKind::BadReply, "empty reply".into())),
         }

@@ -8,8 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::secret::Secret;
 use crate::token::{self, Permissions, TokenError};
 
-/// Lifetime of tokens minted on the fly for one operation.
+/// Lifetime of tokens minted on the fly for a quick operation (plan,
+/// status, exec).
 pub const ON_THE_FLY_TTL: Duration = Duration::from_secs(3600);
+/// Lifetime for apply and destroy, which may wait on drains, boots and
+/// readiness for a long time: still short, but longer than any sane run.
+pub const LONG_OPERATION_TTL: Duration = Duration::from_secs(4 * 3600);
 
 /// The user's credentials, as configured.
 #[derive(Debug, Clone)]
@@ -22,7 +26,7 @@ impl Credentials {
     /// A token good for `cmds`. A given token is used as is (exe.dev will
     /// answer 403 naming a missing command); a key mints a least-privilege
     /// token that expires in an hour.
-    pub fn token_for(&self, cmds: &[&str]) -> Result<Secret, TokenError> {
+    pub fn token_for(&self, cmds: &[&str], ttl: Duration) -> Result<Secret, TokenError> {
         match self {
             Credentials::Token(t) => Ok(t.clone()),
             Credentials::SshKey(path) => {
@@ -31,7 +35,7 @@ impl Credentials {
                 cmds.sort();
                 cmds.dedup();
                 let perms = Permissions {
-                    exp: Some(now_unix() + ON_THE_FLY_TTL.as_secs() as i64),
+                    exp: Some(now_unix() + ttl.as_secs() as i64),
                     nbf: None,
                     cmds: Some(cmds),
                     ctx: None,

@@ -159,6 +159,9 @@ struct Env {
     rt: tokio::runtime::Runtime,
     emu: Option<RunningEmulator>,
     kube: Shared,
+    /// While set, every running VM of the fleets registers a Ready node with
+    /// the fleet's labels and taints, as k3s would once its script ran.
+    auto_register: Arc<std::sync::atomic::AtomicBool>,
     token: String,
     dir: tempfile::TempDir,
 }
@@ -201,10 +204,50 @@ impl Env {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: acme\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: acme\n  context:\n    cluster: acme\n    user: acme\ncurrent-context: acme\nusers:\n- name: acme\n  user:\n    token: fake\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        let auto_register = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut desired = Vec::new();
+        for f in ["base.yaml", "changed.yaml"] {
+            desired.extend(fleet::desired_vms(
+                &fleet::load(&dir.path().join(f)).unwrap(),
+            ));
+        }
+        let (state_url, k, on) = (
+            format!("{}/_emulator/state", emu.base_url),
+            kube.clone(),
+            auto_register.clone(),
+        );
+        rt.spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                if !on.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(resp) = http.get(&state_url).send().await else {
+                    continue;
+                };
+                let Ok(state) = resp.json::<Value>().await else {
+                    continue;
+                };
+                let Some(vms) = state["vms"].as_array() else {
+                    continue;
+                };
+                let mut k = k.lock().unwrap();
+                for vm in vms.iter().filter(|vm| vm["status"] == "running") {
+                    let name = vm["name"].as_str().unwrap_or_default();
+                    if let Some(d) = desired.iter().find(|d| d.name == name) {
+                        k.nodes
+                            .entry(name.to_string())
+                            .or_insert_with(|| node(d, true));
+                    }
+                }
+            }
+        });
         Env {
             rt,
             emu: Some(emu),
             kube,
+            auto_register,
             token,
             dir,
         }
@@ -304,6 +347,8 @@ fn removals_drain_and_delete_the_node_before_rm() {
 #[test]
 fn apply_wait_waits_for_ready_and_corrects_drift() {
     let env = Env::new();
+    env.auto_register
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     // k3s registers the nodes a moment after the VMs exist, one of them
     // with a label missing.
     let kube = env.kube.clone();
@@ -356,6 +401,8 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
 #[test]
 fn apply_wait_times_out_naming_stragglers() {
     let env = Env::new();
+    env.auto_register
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let out = env.run(&[
         "apply",
         "-f",
@@ -366,11 +413,53 @@ fn apply_wait_times_out_naming_stragglers() {
         "2s",
     ]);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("acme-cp-1") && err.contains("not registered") && err.contains("journalctl"),
-        "{err}"
+        all.contains("acme-cp-1") && all.contains("not registered") && all.contains("journalctl"),
+        "{all}"
     );
+    // Servers change strictly one at a time: cp-2 is never created while
+    // cp-1 is not a Ready node.
+    assert!(
+        !env.emu
+            .as_ref()
+            .unwrap()
+            .state()
+            .vms
+            .contains_key("acme-cp-2")
+    );
+}
+
+/// A new server is only started once the previous one is a Ready node.
+#[test]
+fn servers_join_one_at_a_time() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let emu = env.emu.as_ref().unwrap();
+    let news: Vec<u64> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.command.as_deref() == Some("new") && r.words.iter().any(|w| w.contains("acme-cp-"))
+        })
+        .map(|r| r.unix_ms)
+        .collect();
+    assert_eq!(news.len(), 3);
+    let k = env.kube.lock().unwrap();
+    let node_reads: Vec<u64> = k
+        .log
+        .iter()
+        .filter(|(_, m, p, _)| m == "GET" && p == "/api/v1/nodes")
+        .map(|l| l.0)
+        .collect();
+    // Between consecutive server creations the tool looked at the nodes.
+    for w in news.windows(2) {
+        assert!(
+            node_reads.iter().any(|t| *t > w[0] && *t < w[1]),
+            "no readiness check between server creations"
+        );
+    }
 }
 
 #[test]

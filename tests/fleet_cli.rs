@@ -269,9 +269,43 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     );
     std::fs::write(env.path("base.yaml"), f).unwrap();
 
+    // A hand-edited plan (a delete slipped in) is refused.
+    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("plan.json")).unwrap()).unwrap();
+    v["changes"][0]["action"] = "delete".into();
+    std::fs::write(env.path("plan.json"), v.to_string()).unwrap();
+    let out = env.run(&["apply", "plan.json", "--skip-drain"]);
+    assert!(
+        text(&out.stderr).contains("was the file edited"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.emu().count("rm"), 0);
+
     // Fresh: carried out without a prompt (it was reviewed).
     env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    // The fleet already owns a VM: no k3s token is invented for it (a new
+    // one would keep every new node out of the existing cluster).
+    let out = env.run(&["apply", "plan.json", "--skip-drain"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("no k3s token"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.emu().count("new"), 0);
+    std::fs::create_dir_all(env.path(".exedev-k8s/acme")).unwrap();
+    std::fs::write(
+        env.path(".exedev-k8s/acme/k3s-token"),
+        "existing-cluster-token\n",
+    )
+    .unwrap();
     env.ok(&["apply", "plan.json", "--skip-drain"]);
+    let script = env.emu().state().vms["acme-cp-1"]
+        .setup_script
+        .clone()
+        .unwrap();
+    assert!(script.contains("existing-cluster-token"));
     assert_eq!(env.vm_names(), BASE_VMS);
 }
 

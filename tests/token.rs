@@ -252,7 +252,9 @@ fn secrets_never_in_debug_or_errors() {
     use exedev_k8s::secret::Secret;
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "k", "ed25519", &[], "");
-    let tok = Credentials::SshKey(key.clone()).token_for(&["ls"]).unwrap();
+    let tok = Credentials::SshKey(key.clone())
+        .token_for(&["ls"], exedev_k8s::credentials::ON_THE_FLY_TTL)
+        .unwrap();
     let creds = Credentials::Token(tok.clone());
     assert!(!format!("{creds:?}").contains(tok.expose()));
     let client = Client::new(

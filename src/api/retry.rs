@@ -76,8 +76,6 @@ pub fn decide(class: RetryClass, err: &ApiError) -> Decision {
         (ErrorKind::Internal | ErrorKind::ConnectionLost | ErrorKind::Timeout, _) => {
             Decision::Retry(None)
         }
-        (ErrorKind::OtherStatus(502 | 503), RetryClass::NotIdempotent) => Decision::Unknown,
-        (ErrorKind::OtherStatus(502 | 503), _) => Decision::Retry(None),
         (ErrorKind::CommandFailed, RetryClass::Share) if err.is_vm_not_ready() => {
             Decision::Retry(None)
         }
@@ -171,9 +169,18 @@ mod tests {
         );
         assert_eq!(decide(NotIdempotent, &e(ErrorKind::Internal, "")), Unknown);
         assert_eq!(decide(Read, &e(ErrorKind::Internal, "")), Retry(None));
+        // 502 and 503 arrive as Internal (every 5xx but 504 does).
+        assert_eq!(ApiError::kind_for_status(503, None), ErrorKind::Internal);
         assert_eq!(
-            decide(IdempotentWrite, &e(ErrorKind::OtherStatus(503), "")),
+            decide(
+                IdempotentWrite,
+                &e(ApiError::kind_for_status(502, None), "")
+            ),
             Retry(None)
+        );
+        assert_eq!(
+            decide(NotIdempotent, &e(ApiError::kind_for_status(503, None), "")),
+            Unknown
         );
         assert_eq!(decide(Read, &e(ErrorKind::ConnectionLost, "")), Retry(None));
         assert_eq!(

@@ -63,9 +63,16 @@ pub type NodeRemover = Arc<
         + Sync,
 >;
 
+/// Waits until a server just created or resized is a Ready member of the
+/// cluster, so that servers change strictly one at a time (etcd joins one
+/// learner at a time; a restart must not overlap another).
+pub type ServerReady = NodeRemover;
+
 /// How apply runs.
 #[derive(Clone)]
 pub struct ApplyOptions {
+    /// Waits for a server's Node to be Ready before the next server change.
+    pub server_ready: Option<ServerReady>,
     /// Drains and deletes a node before its VM is deleted or replaced (not
     /// used by destroy: nothing would be left to move pods to).
     pub remover: Option<NodeRemover>,
@@ -83,6 +90,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
+            server_ready: None,
             remover: None,
             parallelism: 16,
             server_boot_timeout: Duration::from_secs(300),
@@ -127,7 +135,9 @@ struct Ctx<'a> {
     opts: &'a ApplyOptions,
     report: &'a Reporter,
     /// Owned servers that stay up during this apply (join targets).
-    stable_servers: Vec<String>,
+    /// Owned servers that exist right now (join targets): starts as the
+    /// observed servers, loses each one deleted, gains each one created.
+    alive_servers: std::sync::Mutex<Vec<String>>,
 }
 
 /// Runs `plan`. Never touches a VM the plan does not name.
@@ -141,12 +151,6 @@ pub async fn apply(
     report: Reporter,
 ) -> ApplyReport {
     let started = Instant::now();
-    let leaving: Vec<&str> = plan
-        .changes
-        .iter()
-        .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
-        .map(|c| c.vm.as_str())
-        .collect();
     let ctx = Ctx {
         client,
         fleet,
@@ -157,11 +161,7 @@ pub async fn apply(
             .collect(),
         opts,
         report: &report,
-        stable_servers: observed_servers
-            .iter()
-            .filter(|s| !leaving.contains(&s.as_str()))
-            .cloned()
-            .collect(),
+        alive_servers: std::sync::Mutex::new(observed_servers.to_vec()),
     };
     let mut out = ApplyReport::default();
     let (servers, agents): (Vec<&Change>, Vec<&Change>) = plan
@@ -262,8 +262,17 @@ async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepE
     });
     let result = async {
         match c.action {
-            Action::Create => create(ctx, c, is_server).await,
-            Action::Update => run_ops(ctx, &c.vm, &c.ops).await,
+            Action::Create => create(ctx, c, is_server, true).await,
+            Action::Update => {
+                run_ops(ctx, &c.vm, &c.ops).await?;
+                // A resize restarts the VM: a server must be back before the
+                // next server changes.
+                if is_server && c.ops.iter().any(|o| matches!(o, Op::Resize { .. })) {
+                    wait_running(ctx, &c.vm).await?;
+                    server_ready(ctx, &c.vm).await?;
+                }
+                Ok(())
+            }
             Action::Delete => {
                 remove_node(ctx, &c.vm).await?;
                 delete(ctx, &c.vm).await
@@ -271,7 +280,8 @@ async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepE
             Action::Replace => {
                 remove_node(ctx, &c.vm).await?;
                 delete(ctx, &c.vm).await?;
-                create(ctx, c, is_server).await
+                // Just deleted: a "name not available" now is not ours.
+                create(ctx, c, is_server, false).await
             }
         }
     }
@@ -314,24 +324,46 @@ fn step(ctx: &Ctx<'_>, vm: &str, s: impl Into<String>) {
     });
 }
 
-async fn create(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepError> {
+async fn server_ready(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
+    let Some(wait) = &ctx.opts.server_ready else {
+        return Ok(());
+    };
+    step(ctx, vm, "waiting for the node to be Ready");
+    let outcome = wait(vm.to_string())
+        .await
+        .map_err(|e| StepError::Other(format!("{vm} did not become a Ready node: {e}")))?;
+    step(ctx, vm, outcome);
+    Ok(())
+}
+
+/// `adopt_existing`: a "name not available" answer counts as done when the
+/// VM carries our ownership tag (an interrupted earlier run created it);
+/// never for a replacement, whose old VM was just deleted.
+async fn create(
+    ctx: &Ctx<'_>,
+    c: &Change,
+    is_server: bool,
+    adopt_existing: bool,
+) -> Result<(), StepError> {
     let d = ctx.desired.get(&c.vm).ok_or_else(|| {
         StepError::Other(format!(
             "{} is not in the fleet any more; re-run plan",
             c.vm
         ))
     })?;
-    // A replacement first server joins the servers that kept the cluster
-    // alive instead of initialising a second cluster.
+    // A (re)created first server joins a server that still holds the
+    // cluster instead of initialising a second, empty cluster.
     let join_via = if d.is_first_server() {
-        ctx.stable_servers
+        ctx.alive_servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|s| **s != d.name)
-            .map(String::as_str)
+            .cloned()
     } else {
         None
     };
-    let spec = spec::new_vm(ctx.fleet, d, ctx.secrets, join_via)?;
+    let spec = spec::new_vm(ctx.fleet, d, ctx.secrets, join_via.as_deref())?;
     step(ctx, &c.vm, "new");
     match ctx.client.new_vm(spec.clone()).await {
         Ok(_) => {}
@@ -343,7 +375,11 @@ async fn create(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepEr
             );
             settle_new(ctx, &c.vm, spec).await?;
         }
-        Err(e) if e.message.contains("not available") && owned_exists(ctx, &c.vm).await? => {
+        Err(e)
+            if adopt_existing
+                && e.message.contains("not available")
+                && owned_exists(ctx, &c.vm).await? =>
+        {
             // A previous, interrupted run created it: converge, don't duplicate.
             step(ctx, &c.vm, "already created by an earlier run");
         }
@@ -351,6 +387,11 @@ async fn create(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepEr
     }
     if is_server {
         wait_running(ctx, &c.vm).await?;
+        server_ready(ctx, &c.vm).await?;
+        ctx.alive_servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(c.vm.clone());
     }
     run_ops(ctx, &c.vm, &c.ops).await
 }
@@ -418,16 +459,20 @@ async fn wait_running(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
 async fn delete(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
     step(ctx, vm, "rm");
     match ctx.client.rm(vm).await {
-        Ok(RmOutcome::Deleted | RmOutcome::NotFound) => Ok(()),
+        Ok(RmOutcome::Deleted | RmOutcome::NotFound) => {}
         Err(e) if outcome_unknown(&e) => {
             step(ctx, vm, "outcome unknown: re-reading ls");
             if owned_exists(ctx, vm).await? {
                 ctx.client.rm(vm).await?;
             }
-            Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    ctx.alive_servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|s| s != vm);
+    Ok(())
 }
 
 async fn run_ops(ctx: &Ctx<'_>, vm: &str, ops: &[Op]) -> Result<(), StepError> {

@@ -25,7 +25,6 @@ pub const APPLY_CMDS: &[&str] = &[
     "rm",
     "resize",
     "tag",
-    "comment",
     "share show",
     "share port",
     "share set-public",
@@ -418,6 +417,8 @@ async fn wait_and_fix(
     Ok(())
 }
 
+/// First Ctrl-C: stop starting work, let changes in flight finish. Second:
+/// exit at once (130), as a shell user expects.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
@@ -425,11 +426,40 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         if tokio::signal::ctrl_c().await.is_ok() {
             f.store(true, Ordering::Relaxed);
             eprintln!(
-                "\ninterrupted: finishing changes in flight, starting no new ones; re-run apply to converge"
+                "\ninterrupted: finishing changes in flight, starting no new ones; re-run apply to converge (Ctrl-C again to quit now)"
             );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted twice: quitting; re-run apply to converge");
+                std::process::exit(130);
+            }
         }
     });
     flag
+}
+
+/// Waits for one server's Node to be Ready (the fleet's expectations for it).
+fn ready_waiter(
+    client: kube::Client,
+    fleet: &Fleet,
+    timeout: std::time::Duration,
+) -> apply::ServerReady {
+    let desired = fleet::desired_vms(fleet);
+    Arc::new(move |vm: String| {
+        let client = client.clone();
+        let expected: Vec<_> = desired.iter().filter(|d| d.name == vm).cloned().collect();
+        Box::pin(async move {
+            crate::cluster::wait_ready(
+                &client,
+                &expected,
+                timeout,
+                std::time::Duration::from_secs(3),
+                |_| {},
+            )
+            .await
+            .map(|_| "node Ready".to_string())
+            .map_err(|e| e.to_string())
+        })
+    })
 }
 
 fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
@@ -448,6 +478,7 @@ struct Exec {
     parallelism: usize,
     json: bool,
     remover: Option<apply::NodeRemover>,
+    server_ready: Option<apply::ServerReady>,
 }
 
 async fn execute(
@@ -462,6 +493,7 @@ async fn execute(
         parallelism,
         json,
         remover,
+        server_ready,
     } = exec;
     if !p.has_changes() {
         if !json {
@@ -474,15 +506,47 @@ async fn execute(
         .changes
         .iter()
         .any(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace));
+    // A k3s token is generated only for a brand-new cluster: a fresh token
+    // for an existing one would keep every new node out of it.
+    let new_cluster = !observed
+        .vms
+        .iter()
+        .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
     let secrets = if creates {
-        cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), true)?
+        cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?
     } else {
         plan::spec::ClusterSecrets::placeholders()
     };
+    // Render every script with the real secrets (and the first server in
+    // both its forms) before the first call: a script over 10 KiB must stop
+    // the apply before any VM exists, not halfway.
+    let desired = fleet::desired_vms(fleet);
+    for c in p
+        .changes
+        .iter()
+        .filter(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace))
+    {
+        if let Some(d) = desired.iter().find(|d| d.name == c.vm) {
+            plan::spec::new_vm(fleet, d, &secrets, None)?;
+            if d.is_first_server() {
+                plan::spec::new_vm(
+                    fleet,
+                    d,
+                    &secrets,
+                    Some(&crate::fleet::vm_name(
+                        &fleet.metadata.name.value,
+                        crate::fleet::CONTROL_PLANE_POOL,
+                        2,
+                    )),
+                )?;
+            }
+        }
+    }
     let opts = ApplyOptions {
         parallelism,
         cancel: interrupt_flag(),
         remover,
+        server_ready,
         ..ApplyOptions::default()
     };
     let reporter = ui::reporter(ui::ProgressMode::pick(json), p.changes.len());
@@ -547,7 +611,11 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         }
     };
     let (fleet, fp) = load_fleet(&fleet_path)?;
-    let client = a.api.client(APPLY_CMDS, options(a.max_rate))?;
+    let client = a.api.client_with_ttl(
+        APPLY_CMDS,
+        options(a.max_rate),
+        crate::credentials::LONG_OPERATION_TTL,
+    )?;
     // The Kubernetes API, when a kubeconfig is at hand (or, with --wait,
     // fetched over SSH): drains before removals, readiness after.
     let (kube, _tunnel) = kube_for(
@@ -571,7 +639,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             let opts = PlanOptions {
                 targets: saved.targets.clone(),
                 destroy: saved.mode == "destroy",
-                members_removed: kube.is_ok(),
+                members_removed: kube.is_ok() && !a.skip_drain,
             };
             let (fresh, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
             plan::file::check_fresh(&saved, &fresh)?;
@@ -581,7 +649,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             let opts = PlanOptions {
                 targets: a.targets,
                 destroy: false,
-                members_removed: kube.is_ok(),
+                members_removed: kube.is_ok() && !a.skip_drain,
             };
             let (mut p, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
             if needs_drain(&p)
@@ -615,6 +683,12 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         (Ok(k), true) => Some(remover(k.clone(), drain_opts)),
         _ => None,
     };
+    // With the API at hand, each new or restarted server must be a Ready
+    // node before the next server changes.
+    let server_ready = match (&kube, a.skip_drain) {
+        (Ok(k), false) => Some(ready_waiter(k.clone(), &fleet, a.timeout)),
+        _ => None,
+    };
     let code = execute(
         &client,
         &fleet,
@@ -625,6 +699,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             parallelism: a.parallelism,
             json: a.json,
             remover,
+            server_ready,
         },
     )
     .await?;
@@ -726,7 +801,11 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
     if fleet.metadata.protect {
         return Err(fail(protect_message(&fleet)));
     }
-    let client = a.api.client(DESTROY_CMDS, options(None))?;
+    let client = a.api.client_with_ttl(
+        DESTROY_CMDS,
+        options(None),
+        crate::credentials::LONG_OPERATION_TTL,
+    )?;
     let opts = PlanOptions {
         targets: Vec::new(),
         destroy: true,
@@ -752,6 +831,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
             parallelism: a.parallelism,
             json: a.json,
             remover: None,
+            server_ready: None,
         },
     )
     .await?;

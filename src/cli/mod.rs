@@ -84,7 +84,17 @@ impl ApiArgs {
 
     /// A client whose token grants `cmds`.
     pub fn client(&self, cmds: &[&str], options: ClientOptions) -> CliResult<Client> {
-        let token = self.credentials()?.token_for(cmds)?;
+        self.client_with_ttl(cmds, options, crate::credentials::ON_THE_FLY_TTL)
+    }
+
+    /// A client whose (minted) token lives `ttl`.
+    pub fn client_with_ttl(
+        &self,
+        cmds: &[&str],
+        options: ClientOptions,
+        ttl: std::time::Duration,
+    ) -> CliResult<Client> {
+        let token = self.credentials()?.token_for(cmds, ttl)?;
         Ok(Client::new(self.endpoint.clone(), token, options)?)
     }
 }

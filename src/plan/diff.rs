@@ -17,7 +17,10 @@ pub struct PlanOptions {
     /// Plan the teardown of every VM the fleet owns.
     pub destroy: bool,
     /// Whether apply removes a server's Node (and etcd member) before
-    /// deleting its VM. Without it, removing servers can lose etcd quorum.
+    /// deleting its VM and waits for each new or restarted server to be a
+    /// Ready node before the next: then server changes roll one at a time.
+    /// Without it, taking servers down can lose etcd quorum, so a plan may
+    /// take down at most `existing - quorum` of them.
     pub members_removed: bool,
 }
 
@@ -401,22 +404,35 @@ pub fn diff(
 
     changes.sort_by_key(order_key);
 
+    // Servers taken down by this plan: deleted, replaced, or restarted by a
+    // resize.
     let existing_servers = owned.iter().filter(|v| role_of(v) == Role::Server).count();
-    let servers_down = changes
-        .iter()
-        .filter(|c| {
-            c.role == Role::Server.as_str() && matches!(c.action, Action::Delete | Action::Replace)
-        })
-        .count();
-    if !opts.destroy && !opts.members_removed && existing_servers > 0 && servers_down > 0 {
+    let server_down = |c: &Change| {
+        c.role == Role::Server.as_str()
+            && (matches!(c.action, Action::Delete | Action::Replace)
+                || c.ops.iter().any(|o| matches!(o, Op::Resize { .. })))
+    };
+    let servers_down = changes.iter().filter(|c| server_down(c)).count();
+    let replacing_the_only_server = existing_servers == 1
+        && changes
+            .iter()
+            .any(|c| c.role == Role::Server.as_str() && c.action == Action::Replace);
+    if !opts.destroy && replacing_the_only_server {
+        warnings.push(format!(
+            "{} replaces the only server: the cluster's etcd data is lost; take an etcd snapshot first",
+            changes
+                .iter()
+                .find(|c| c.role == Role::Server.as_str() && c.action == Action::Replace)
+                .map(|c| c.vm.as_str())
+                .unwrap_or("this plan")
+        ));
+    }
+    // With members removed and each server waited for, changes roll one at
+    // a time; without, at most `existing - quorum` servers may go down.
+    if !opts.destroy && !opts.members_removed && existing_servers > 1 && servers_down > 0 {
         let quorum = existing_servers / 2 + 1;
         let max = existing_servers - quorum;
-        if existing_servers == 1 {
-            warnings.push(format!(
-                "{} replaces the only server: the cluster's etcd data is lost; take an etcd snapshot first",
-                changes.iter().find(|c| c.role == "server").map(|c| c.vm.as_str()).unwrap_or("this plan")
-            ));
-        } else if servers_down > max {
+        if servers_down > max {
             return Err(PlanError::Quorum {
                 down: servers_down,
                 existing: existing_servers,

@@ -33,6 +33,10 @@ pub enum PlanFileError {
         "the plan is stale: the VMs on exe.dev changed since it was made (plan {planned}, now {now}); run `plan --out` again and review it"
     )]
     ObservedChanged { planned: String, now: String },
+    #[error(
+        "the plan's changes are not what the fleet and exe.dev call for now (was the file edited?); run `plan --out` again and review it"
+    )]
+    ChangesDiffer,
     #[error("the plan is for fleet {planned:?} but the fleet file is {now:?}")]
     WrongFleet { planned: String, now: String },
 }
@@ -93,6 +97,9 @@ pub fn check_fresh(saved: &Plan, fresh: &Plan) -> Result<(), PlanFileError> {
             planned: saved.observed_fingerprint.clone(),
             now: fresh.observed_fingerprint.clone(),
         });
+    }
+    if saved.changes != fresh.changes {
+        return Err(PlanFileError::ChangesDiffer);
     }
     Ok(())
 }

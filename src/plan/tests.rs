@@ -446,3 +446,41 @@ fn a_replacement_first_server_joins_the_survivors_instead_of_initialising() {
         "same spec: no perpetual replace"
     );
 }
+
+#[test]
+fn server_resizes_count_as_downtime_and_the_only_server_warning_always_shows() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    for v in o.vms.iter_mut().take(3) {
+        v.allocated_cpus = 1; // all three servers would restart
+    }
+    assert!(matches!(
+        diff(&f, "fp", &o, &PlanOptions::default()),
+        Err(PlanError::Quorum {
+            down: 3,
+            existing: 3,
+            ..
+        })
+    ));
+    let rolling = PlanOptions {
+        members_removed: true,
+        ..Default::default()
+    };
+    assert_eq!(diff(&f, "fp", &o, &rolling).unwrap().summary.update, 3);
+
+    let single = fleet::parse(
+        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\n",
+        "f.yaml",
+    )
+    .unwrap();
+    let mut o = in_sync(&single);
+    o.vms[0].image = "other".into();
+    for opts in [PlanOptions::default(), rolling] {
+        let p = diff(&single, "fp", &o, &opts).unwrap();
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("only server") && w.contains("etcd data is lost"))
+        );
+    }
+}
