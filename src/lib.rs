@@ -4,7 +4,7 @@
 //! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
 //! `cluster_secrets`, `cluster`, `ssh`, `kubeaccess`, `credentials`, `probe`,
-//! `ui`, `cli`) do.
+//! `ui`, `cli`, and the emulator's VM `world`) do.
 
 pub mod api;
 pub mod apply;
@@ -28,3 +28,4 @@ pub mod ssh;
 pub mod status;
 pub mod token;
 pub mod ui;
+pub mod world;

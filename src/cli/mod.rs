@@ -126,6 +126,13 @@ pub enum Cmd {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The VM world's stand-ins (`exedev-k8s __world <command>`): run inside
+    // emulated VMs, never by a user; they take their own arguments.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crate::world::standin::HIDDEN_COMMAND) {
+        let code = crate::world::standin::main(args[2..].to_vec());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

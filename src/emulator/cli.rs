@@ -61,6 +61,8 @@ pub struct EmulatorArgs {
     /// (`web-one=http://127.0.0.1:8000`); repeatable.
     #[arg(long = "proxy-backend", value_name = "VM=URL", value_parser = parse_backend)]
     pub proxy_backends: Vec<(String, String)>,
+    #[command(flatten)]
+    pub world: crate::world::cli::WorldArgs,
 }
 
 /// Reads `VM=URL`: emulated VMs run nothing, so the URL of a real server
@@ -113,22 +115,30 @@ impl EmulatorArgs {
             },
             user_email: self.email.clone(),
             proxy_backends: self.proxy_backends.iter().cloned().collect(),
+            world: self
+                .world
+                .config(self.state.as_ref())
+                .map_err(EmulatorError::Config)?,
         })
     }
 }
 
 /// Binds, prints `http://ADDR/exec` as the first line of stdout (so a
-/// script can read the port), and serves until Ctrl-C.
+/// script can read the port), and serves until Ctrl-C. With the VM world,
+/// a second line `EXEDEV_K8S_SSH=PATH` names the `ssh` stand-in to export.
 pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
     let config = opts.config()?;
     let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
     let addr = listener.local_addr()?;
-    {
+    super::serve(config, listener, move |ssh| {
         let mut out = std::io::stdout().lock();
         writeln!(out, "http://{addr}/exec")?;
-        out.flush()?;
-    }
-    super::serve(config, listener).await
+        if let Some(p) = ssh {
+            writeln!(out, "{}={}", crate::ssh::SSH_PROGRAM_ENV, p.display())?;
+        }
+        out.flush()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -68,6 +68,21 @@ fn not_found(vm: &str) -> Reply {
     fail(format!("VM {vm:?} not found"))
 }
 
+/// What happened to a VM, for the VM world (which runs setup scripts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEvent {
+    /// `new` succeeded: the VM boots, then its setup script runs.
+    Created {
+        name: String,
+        image: String,
+        script: Option<String>,
+    },
+    /// `resize` restarted the VM (its setup script runs again).
+    Restarted { name: String },
+    /// `rm` deleted it, disk included.
+    Removed { name: String },
+}
+
 /// What a command may use besides the state.
 pub struct Ctx<'a> {
     pub config: &'a EmulatorConfig,
@@ -76,6 +91,8 @@ pub struct Ctx<'a> {
     pub now_ms: u64,
     /// Seeded generator for random VM names.
     pub rng: &'a mut StdRng,
+    /// VM lifecycle events of this command, handed to the world after it.
+    pub events: Vec<VmEvent>,
 }
 
 /// Whether a command changes the state (and so must be saved).
@@ -249,6 +266,11 @@ fn new(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
                 ssh_port: 22,
                 https_url: format!("https://{name}.exe.xyz"),
             };
+            ctx.events.push(VmEvent::Created {
+                name: name.clone(),
+                image: vm.image.clone(),
+                script: vm.setup_script.clone(),
+            });
             store.state.vms.insert(name, vm);
             Reply::ok(&reply)
         }
@@ -326,13 +348,14 @@ fn build_vm(inv: &Invocation, store: &Store, ctx: &mut Ctx<'_>) -> Result<VmReco
     Ok(vm)
 }
 
-fn rm(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
+fn rm(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
     let mut result = RmReply::default();
     for vm in &inv.args {
         if result.deleted.contains(vm) {
             continue;
         }
         if store.state.vms.remove(vm).is_some() {
+            ctx.events.push(VmEvent::Removed { name: vm.clone() });
             result.deleted.push(vm.clone());
         } else if !result.failed.contains(vm) {
             result.failed.push(vm.clone());
@@ -362,7 +385,7 @@ fn vm_mut<'s>(store: &'s mut Store, name: &str) -> Result<&'s mut VmRecord, Repl
     store.state.vms.get_mut(name).ok_or_else(|| not_found(name))
 }
 
-fn resize(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
+fn resize(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
     let name = &inv.args[0];
     let result = (|| {
         let cpu = inv.flag("cpu").map(parse_cpu).transpose()?;
@@ -393,6 +416,7 @@ fn resize(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
         vm.disk_bytes = disk.unwrap_or(vm.disk_bytes);
         // A resize restarts the VM (and re-runs its setup script).
         vm.boot_started_ms = ctx.now_ms;
+        ctx.events.push(VmEvent::Restarted { name: name.clone() });
         Ok(Reply::ok(&vm.info(ctx.config.boot, ctx.now_ms)))
     })();
     result.unwrap_or_else(|r| r)
