@@ -764,7 +764,9 @@ impl Model {
         Ok(())
     }
 
-    fn alive_voters(&self, cid: &str) -> (usize, usize) {
+    /// Voting members whose k3s runs, and all voting members; `me` (a VM
+    /// whose process is being advanced, so not in its slot) counts as alive.
+    fn alive_voters(&self, cid: &str, me: Option<&str>) -> (usize, usize) {
         let Some(c) = self.clusters.get(cid) else {
             return (0, 0);
         };
@@ -772,11 +774,12 @@ impl Model {
         let alive = voters
             .iter()
             .filter(|m| {
-                self.vms.get(&m.vm).is_some_and(|v| {
-                    v.units
-                        .values()
-                        .any(|u| u.k3s.as_ref().is_some_and(|p| p.holds_etcd(cid)))
-                })
+                Some(m.vm.as_str()) == me
+                    || self.vms.get(&m.vm).is_some_and(|v| {
+                        v.units
+                            .values()
+                            .any(|u| u.k3s.as_ref().is_some_and(|p| p.holds_etcd(cid)))
+                    })
             })
             .count();
         (alive, voters.len())
@@ -791,7 +794,7 @@ impl Model {
         {
             return true;
         }
-        let (alive, voters) = self.alive_voters(cid);
+        let (alive, voters) = self.alive_voters(cid, None);
         voters > 0 && alive > voters / 2
     }
 
@@ -807,7 +810,7 @@ impl Model {
             && let Some(cid) = p.cluster.clone()
         {
             // A member restarting on its own data.
-            let (alive, voters) = self.alive_voters(&cid);
+            let (alive, voters) = self.alive_voters(&cid, Some(vm));
             if voters > 0 && alive > voters / 2 {
                 p.phase = Phase::Booting {
                     ready_at: now + self.timings.server_ready_ms,
