@@ -130,3 +130,5 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
         dir,
     }
 }
+
+pub mod world;
