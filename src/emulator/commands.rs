@@ -78,20 +78,10 @@ pub struct Ctx<'a> {
     pub rng: &'a mut StdRng,
 }
 
-/// Whether a command changes the state (and so must be saved).
+/// Whether a command changes the state (and so must be saved): the
+/// catalogue's `mutates`.
 pub fn mutates(name: &str) -> bool {
-    matches!(
-        name,
-        "new"
-            | "rm"
-            | "resize"
-            | "tag"
-            | "comment"
-            | "share port"
-            | "share set-public"
-            | "share set-private"
-            | "exe0-to-exe1"
-    )
+    crate::api::command::spec(name).is_some_and(|s| s.mutates)
 }
 
 /// Runs a parsed, permitted invocation.
