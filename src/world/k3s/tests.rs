@@ -79,14 +79,11 @@ impl Sim {
 
     fn effects(&mut self, fx: Vec<Effect>) {
         for e in fx {
-            match e {
-                Effect::RestartUnit { vm, unit } => {
-                    let mut i = self.inputs[&(vm.clone(), unit.clone())].clone();
-                    i.has_data_dir = self.m.vms[&vm].server_data.is_some();
-                    let fx = self.m.start_k3s(&vm, &unit, Ok(i), self.now);
-                    self.effects(fx);
-                }
-                _ => {}
+            if let Effect::RestartUnit { vm, unit } = e {
+                let mut i = self.inputs[&(vm.clone(), unit.clone())].clone();
+                i.has_data_dir = self.m.vms[&vm].server_data.is_some();
+                let fx = self.m.start_k3s(&vm, &unit, Ok(i), self.now);
+                self.effects(fx);
             }
         }
     }
