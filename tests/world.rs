@@ -181,7 +181,7 @@ fn agents_are_refused_for_wrong_tokens_forbidden_labels_newer_kubelets_and_unres
             agent(
                 url,
                 AGENT_TOKEN,
-                "node-label:\n  - node.kubernetes.io/role=worker",
+                "node-label:\n  - node.kubernetes.io/role=worker\nnode-taint:\n  - dedicated=web:NoSchedule",
                 "",
             ),
             None,
@@ -218,6 +218,10 @@ fn agents_are_refused_for_wrong_tokens_forbidden_labels_newer_kubelets_and_unres
     }
     let w = h.world_of("ta-label-good");
     assert_eq!(w["k3s"]["labels"]["node.kubernetes.io/role"], "worker");
+    assert_eq!(
+        w["k3s"]["taints"],
+        serde_json::json!(["dedicated=web:NoSchedule"])
+    );
     assert_eq!(h.world_of("ta-skew-good")["k3s"]["version"], "v1.30.8+k3s1");
 }
 
@@ -254,6 +258,18 @@ fn servers_are_refused_for_agent_tokens_config_mismatches_and_etcd_off_the_tailn
     );
     assert_fails(&h, "ts-agent-token", "agent token cannot join a server");
     assert_fails(&h, "ts-mismatch", "critical configuration value mismatch");
+    // Wrong: a join URL whose VM is on the tailnet but runs no k3s server
+    // (k3s retries; a bounded wait gives up).
+    h.new_vm(
+        "ts-not-up",
+        &agent(
+            "https://ts-mismatch.tail1234.ts.net:6443",
+            AGENT_TOKEN,
+            "",
+            "",
+        ),
+    );
+    assert_fails(&h, "ts-not-up", "connection refused");
     // Wrong: no node-ip, so etcd advertises the VM's own address, which no
     // other VM reaches: the learner never catches up.
     h.new_vm(
@@ -512,4 +528,66 @@ fn tailnet_names_addresses_logout_and_ephemeral_devices() {
         .collect();
     assert!(!names.contains(&"tl-ephem".to_string()), "{names:?}");
     assert!(names.contains(&"tl-drop".to_string()) && names.contains(&"tl-drop-1".to_string()));
+}
+
+#[test]
+fn the_state_shows_each_vms_world_and_the_tailnet() {
+    let h = harness(|_| {});
+    h.new_vm("st-server", &first_server(""));
+    let (status, body) = h.exec(&["new", "--name", "st-bare", "--json"]);
+    assert_eq!(status, 200, "{body}");
+    assert_succeeds(&h, "st-server");
+    let s = h.state();
+    let vm = |name: &str| {
+        s["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let w = &vm("st-server")["world"];
+    for (section, keys) in [
+        ("tailscale", &["hostname", "ip", "online"][..]),
+        ("setup", &["runs", "exit_code", "log_tail"][..]),
+        (
+            "k3s",
+            &[
+                "role",
+                "ready",
+                "version",
+                "etcd_member",
+                "etcd_peer_ip",
+                "labels",
+                "taints",
+            ][..],
+        ),
+    ] {
+        for k in keys {
+            assert!(
+                w[section].get(*k).is_some(),
+                "world.{section}.{k} missing: {w:#}"
+            );
+        }
+    }
+    assert_eq!(w["tailscale"]["online"], true);
+    assert_eq!(w["setup"]["runs"], 1);
+    assert_eq!(w["k3s"]["ready"], true);
+    assert_eq!(w["k3s"]["etcd_member"], true);
+    assert!(
+        w["setup"]["log_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "k3s active")
+    );
+    // A VM without a script runs nothing and has no device.
+    let bare = &vm("st-bare")["world"];
+    assert_eq!(bare["setup"]["runs"], 0);
+    assert!(bare["k3s"].is_null());
+    assert_eq!(bare["tailscale"]["online"], false);
+    let devices = s["tailnet"]["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["dns_name"], "st-server.tail1234.ts.net");
 }

@@ -201,5 +201,66 @@ mod tests {
             Cli::try_parse_from(["emulator"]).is_err(),
             "keys are required"
         );
+        assert!(c.world.is_none(), "no world without --run-setup-scripts");
+    }
+
+    #[test]
+    fn world_flags_need_the_world_and_become_its_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(
+            &keys,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFzNBdLFXP3myWKDgP/k9v8hWEBcc9t9kgAIM28Qux2 api\n",
+        )
+        .unwrap();
+        let k = keys.to_str().unwrap();
+        assert!(
+            Cli::try_parse_from(["emulator", "--authorized-keys", k, "--join-ms", "5"]).is_err(),
+            "world flags need --run-setup-scripts"
+        );
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--authorized-keys",
+            k,
+            "--state",
+            "/tmp/emu.json",
+            "--run-setup-scripts",
+            "--join-ms",
+            "5",
+            "--tailscale-key",
+            "tskey-auth-a:reusable,tag=k8s",
+            "--k3s-channel",
+            "stable=v1.32.1+k3s1",
+            "--fault-download-failures",
+            "2",
+            "--fault-server-never-ready",
+            "demo-cp*",
+            "--fault-tailscale-key-invalid",
+            "--fault-reboot-mid-setup",
+            "demo-web1",
+        ])
+        .unwrap();
+        let w = cli.emulator.config().unwrap().world.unwrap();
+        assert_eq!(w.timings.join_ms, 5);
+        assert_eq!(w.tailnet.keys[0].tags, ["tag:k8s"]);
+        assert!(w.tailnet.refuse_all_keys);
+        assert_eq!(w.channels["stable"], "v1.32.1+k3s1");
+        assert_eq!(w.faults.download_failures, 2);
+        assert_eq!(w.faults.server_never_ready, ["demo-cp*"]);
+        assert_eq!(w.faults.reboot_mid_setup, ["demo-web1"]);
+        assert_eq!(
+            w.dir.as_deref(),
+            Some(std::path::Path::new("/tmp/emu.json.world"))
+        );
+        let bad = Cli::try_parse_from([
+            "emulator",
+            "--authorized-keys",
+            k,
+            "--run-setup-scripts",
+            "--k3s-channel",
+            "stable=latest",
+        ])
+        .unwrap();
+        assert!(bad.emulator.config().is_err());
     }
 }
