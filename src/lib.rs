@@ -29,3 +29,4 @@ pub mod ssh;
 pub mod status;
 pub mod token;
 pub mod ui;
+pub mod workspace;
