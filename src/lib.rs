@@ -18,6 +18,7 @@ pub mod emulator;
 pub mod fleet;
 pub mod kubeaccess;
 pub mod names;
+pub mod node_labels;
 pub mod observe;
 pub mod plan;
 pub mod probe;
