@@ -103,9 +103,10 @@ pub fn resolve(
     let mut tokens = Vec::new();
     for (reference, stored) in [(&k3s.token, SERVER_TOKEN), (&k3s.agent_token, AGENT_TOKEN)] {
         tokens.push(match reference {
-            Some(r) => r.value.resolve(fleet_dir).map_err(|e| {
-                SecretsError::Reference(format!("k3s.{}: {e}", stored.field))
-            })?,
+            Some(r) => r
+                .value
+                .resolve(fleet_dir)
+                .map_err(|e| SecretsError::Reference(format!("k3s.{}: {e}", stored.field)))?,
             None => stored_token(fleet_dir, cluster, &stored, generate)?,
         });
     }
@@ -252,7 +253,10 @@ mod tests {
 
         std::fs::write(dir.path().join("agent.token"), "server-secret\n").unwrap();
         let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
-        assert!(e.contains("agentToken") && !e.contains("server-secret"), "{e}");
+        assert!(
+            e.contains("agentToken") && !e.contains("server-secret"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -264,7 +268,10 @@ mod tests {
         let f = crate::fleet::parse(src, "f.yaml").unwrap();
         let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
         assert!(e.contains("no k3s agent token"), "{e}");
-        assert!(e.contains("k3s-agent-token") && e.contains("k3s.agentToken"), "{e}");
+        assert!(
+            e.contains("k3s-agent-token") && e.contains("k3s.agentToken"),
+            "{e}"
+        );
         assert!(e.contains("{env: K3S_AGENT_TOKEN}"), "{e}");
         // A new cluster gets one generated next to the server token.
         let s = resolve(&f, dir.path(), true).unwrap();

@@ -22,6 +22,7 @@ pub mod node_labels;
 pub mod observe;
 pub mod plan;
 pub mod probe;
+pub mod remote;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;

@@ -261,6 +261,7 @@ impl Env {
             .env("EXE_DEV_API_KEY", &self.token)
             .env("TS_AUTHKEY", "tskey-x")
             .env("EXEDEV_K8S_KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("EXEDEV_K8S_SSH", self.dir.path().join("ssh-stub"))
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()

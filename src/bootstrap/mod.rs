@@ -19,7 +19,7 @@
 
 mod state;
 
-pub use state::{BootstrapPhase, BootstrapReport, report_command};
+pub use state::{BootstrapPhase, BootstrapReport, format_log, report_command};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

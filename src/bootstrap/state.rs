@@ -72,9 +72,7 @@ impl BootstrapReport {
     /// recognisable reads as [`BootstrapPhase::Running`] at an unknown step
     /// (a script killed while writing it).
     pub fn parse(output: &str) -> BootstrapReport {
-        let (state_text, log) = output
-            .split_once(LOG_SEPARATOR)
-            .unwrap_or((output, ""));
+        let (state_text, log) = output.split_once(LOG_SEPARATOR).unwrap_or((output, ""));
         let field = |name: &str| {
             state_text.lines().find_map(|l| {
                 l.strip_prefix(name)
@@ -101,6 +99,19 @@ impl BootstrapReport {
             .collect();
         BootstrapReport { phase, log_tail }
     }
+}
+
+/// Log lines indented under an error or a status problem.
+pub fn format_log(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("; last log lines:");
+    for l in lines {
+        out.push_str("\n    | ");
+        out.push_str(l);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,6 +148,15 @@ mod tests {
             assert_eq!(r.phase, want, "{state:?}");
             assert_eq!(r.log_tail, ["line 1", "line 2"]);
         }
+    }
+
+    #[test]
+    fn log_lines_are_indented_under_the_message() {
+        assert_eq!(format_log(&[]), "");
+        assert_eq!(
+            format_log(&["a".into(), "b".into()]),
+            "; last log lines:\n    | a\n    | b"
+        );
     }
 
     #[test]

@@ -746,7 +746,10 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
         let state = String::from_utf8_lossy(&state).to_string();
         assert!(state.contains(&format!("node: {}", i.node_name)), "{state}");
         let vm_log = sb.vm_log();
-        assert!(vm_log.contains("exedev-k8s: step: join the tailnet"), "{vm_log}");
+        assert!(
+            vm_log.contains("exedev-k8s: step: join the tailnet"),
+            "{vm_log}"
+        );
         assert!(vm_log.contains("bootstrap done"), "{vm_log}");
         let stdout = String::from_utf8_lossy(&out.stdout);
         for s in [SERVER_TOKEN, AGENT_TOKEN, TS_KEY] {
@@ -906,7 +909,10 @@ fn installer_failures_are_retried_with_backoff() {
         sleeps.starts_with(&["sleep 5", "sleep 10", "sleep 20"]),
         "{sleeps:?}"
     );
-    assert!(sb.vm_log().contains("installing k3s failed (attempt 1 of 5)"));
+    assert!(
+        sb.vm_log()
+            .contains("installing k3s failed (attempt 1 of 5)")
+    );
     assert_eq!(sb.vm_state().phase, BootstrapPhase::Done);
 }
 

@@ -387,7 +387,7 @@ async fn wait_ready_timeout_names_each_straggler_and_its_cause() {
     assert!(msg.starts_with("2 node(s) not Ready after"), "{msg}");
     assert!(msg.contains("c-web-1: registered but not Ready (KubeletNotReady: container runtime network not ready"), "{msg}");
     assert!(msg.contains("c-web-2: not registered"), "{msg}");
-    assert!(msg.contains("journalctl -u exe.dev-setup"), "{msg}");
+    assert!(msg.contains("exedev-k8s-bootstrap.log"), "{msg}");
     assert!(!msg.contains("c-cp-1"), "{msg}");
 }
 
