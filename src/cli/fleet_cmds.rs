@@ -538,26 +538,6 @@ fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
     })
 }
 
-/// The server the API is reached through during an apply: the lowest-named
-/// running server this plan does not delete, replace or resize, so a
-/// rolling server change never pulls the API from under the tool.
-fn api_server_for(fleet: &Fleet, p: &Plan, observed: &Observed) -> Option<String> {
-    let changing: Vec<&str> = p
-        .changes
-        .iter()
-        .filter(|c| c.role == Role::Server.as_str())
-        .filter(|c| {
-            matches!(c.action, plan::Action::Delete | plan::Action::Replace)
-                || c.ops.iter().any(|o| matches!(o, plan::Op::Resize { .. }))
-        })
-        .map(|c| c.vm.as_str())
-        .collect();
-    owned_servers(fleet, observed)
-        .into_iter()
-        .filter(|s| !changing.contains(&s.as_str()))
-        .min()
-}
-
 /// The fleet's servers that exist and run: the join targets at the start
 /// of an apply.
 fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
@@ -785,7 +765,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         )));
     }
     // Rolling server changes talk to a server they leave alone.
-    let lazy = Arc::new(match api_server_for(&fleet, &p, &observed) {
+    let lazy = Arc::new(match p.api_server(&owned_servers(&fleet, &observed)) {
         Some(via) if via != lazy.via() => {
             lazy_kube(&fleet, &fleet_path, &a.kube, ssh_key.as_deref(), Some(&via))
         }
