@@ -112,12 +112,12 @@ fn text(out: &Output) -> String {
 }
 
 const AGENTS: [&str; 6] = [
-    "acme-web-1",
-    "acme-web-2",
-    "acme-web-3",
-    "acme-batch-1",
-    "acme-batch-2",
-    "acme-gpu-1",
+    "acme-web1",
+    "acme-web2",
+    "acme-web3",
+    "acme-batch1",
+    "acme-batch2",
+    "acme-gpu1",
 ];
 
 #[test]
@@ -125,10 +125,10 @@ fn first_apply_orders_servers_by_bootstrap_and_overlaps_agents() {
     let env = Env::new();
     // cp-2's bootstrap runs until the test says otherwise.
     env.bootstrap(
-        "acme-cp-2",
+        "acme-cp2",
         "state: running\nstep: join the tailnet\n--- exedev-k8s bootstrap log ---\n",
     );
-    let path = env.path("bootstrap-acme-cp-2");
+    let path = env.path("bootstrap-acme-cp2");
     let flip = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(2500));
         let done = std::time::SystemTime::now()
@@ -150,13 +150,13 @@ fn first_apply_orders_servers_by_bootstrap_and_overlaps_agents() {
             .map(|(t, _, _)| *t)
             .unwrap_or_else(|| panic!("{vm}'s bootstrap state never read"))
     };
-    let cp1_ready = first_done_read("acme-cp-1");
+    let cp1_ready = first_done_read("acme-cp1");
     let (cp2, cp3) = (
-        env.new_at("acme-cp-2").unwrap(),
-        env.new_at("acme-cp-3").unwrap(),
+        env.new_at("acme-cp2").unwrap(),
+        env.new_at("acme-cp3").unwrap(),
     );
     // Each further server only once the previous one's bootstrap is done.
-    assert!(env.new_at("acme-cp-1").unwrap() < cp1_ready && cp1_ready < cp2);
+    assert!(env.new_at("acme-cp1").unwrap() < cp1_ready && cp1_ready < cp2);
     assert!(cp3 > cp2_done, "cp-3 created while cp-2 was still joining");
     // Agents: not before the first server is ready, and while cp-2 joins.
     let agents: Vec<u64> = AGENTS.iter().map(|a| env.new_at(a).unwrap()).collect();
@@ -176,9 +176,9 @@ fn first_apply_orders_servers_by_bootstrap_and_overlaps_agents() {
     );
     // Every joiner contacts a server that was up when it was created.
     let state = env.emu().state();
-    for vm in ["acme-cp-2", "acme-cp-3", "acme-web-1"] {
+    for vm in ["acme-cp2", "acme-cp3", "acme-web1"] {
         let script = state.vms[vm].setup_script.clone().unwrap();
-        assert!(script.contains("JOIN='acme-cp-1.tail1234.ts.net'"), "{vm}");
+        assert!(script.contains("JOIN='acme-cp1.tail1234.ts.net'"), "{vm}");
     }
 }
 
@@ -186,18 +186,18 @@ fn first_apply_orders_servers_by_bootstrap_and_overlaps_agents() {
 fn a_failed_first_server_stops_the_apply_with_its_step_and_log() {
     let env = Env::new();
     env.bootstrap(
-        "acme-cp-1",
+        "acme-cp1",
         "state: failed\nstep: join the tailnet\n--- exedev-k8s bootstrap log ---\nbackend error: invalid key \"tskey-...\"\n",
     );
     let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
     assert!(!out.status.success());
     let all = text(&out);
     assert!(
-        all.contains("the setup script of acme-cp-1 failed at step \"join the tailnet\""),
+        all.contains("the setup script of acme-cp1 failed at step \"join the tailnet\""),
         "{all}"
     );
     assert!(all.contains("backend error: invalid key"), "{all}");
-    assert!(env.new_at("acme-cp-2").is_none());
+    assert!(env.new_at("acme-cp2").is_none());
     for a in AGENTS {
         assert!(
             env.new_at(a).is_none(),
@@ -236,7 +236,7 @@ fn vms_leave_the_tailnet_before_rm_and_a_failed_logout_never_blocks() {
     let env = Env::new();
     let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
-    std::fs::write(env.path("logout-fail-acme-gpu-1"), "").unwrap();
+    std::fs::write(env.path("logout-fail-acme-gpu1"), "").unwrap();
     let out = env.run(&["destroy", "-f", "base.yaml", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(env.emu().state().vms.is_empty());
@@ -257,7 +257,7 @@ fn vms_leave_the_tailnet_before_rm_and_a_failed_logout_never_blocks() {
     let all = text(&out);
     assert!(
         all.contains("could not log the Tailscale device out")
-            && all.contains("remove device acme-gpu-1"),
+            && all.contains("remove device acme-gpu1"),
         "{all}"
     );
 }
@@ -271,11 +271,11 @@ fn status_shows_each_vms_bootstrap_with_the_failing_step() {
             .success()
     );
     env.bootstrap(
-        "acme-web-2",
+        "acme-web2",
         "state: failed\nstep: run the k3s installer\n--- exedev-k8s bootstrap log ---\n[ERROR] Download failed\n",
     );
     env.bootstrap(
-        "acme-batch-1",
+        "acme-batch1",
         "state: running\nstep: wait for k3s-agent to be active\n",
     );
     let out = env.run(&["status", "-f", "base.yaml", "--json", "--no-probe"]);
@@ -290,23 +290,23 @@ fn status_shows_each_vms_bootstrap_with_the_failing_step() {
             .unwrap()
             .clone()
     };
-    assert_eq!(row("acme-cp-1")["bootstrap"], "done");
+    assert_eq!(row("acme-cp1")["bootstrap"], "done");
     assert_eq!(
-        row("acme-web-2")["bootstrap"],
+        row("acme-web2")["bootstrap"],
         "failed (run the k3s installer)"
     );
     assert_eq!(
-        row("acme-web-2")["bootstrap_log"][0],
+        row("acme-web2")["bootstrap_log"][0],
         "[ERROR] Download failed"
     );
     assert_eq!(
-        row("acme-batch-1")["bootstrap"],
+        row("acme-batch1")["bootstrap"],
         "running (wait for k3s-agent to be active)"
     );
     let text_out = env.run(&["status", "-f", "base.yaml", "--no-probe"]);
     let t = String::from_utf8_lossy(&text_out.stdout);
     assert!(
-        t.contains("acme-web-2: bootstrap failed at step \"run the k3s installer\"; last log lines:\n    | [ERROR] Download failed"),
+        t.contains("acme-web2: bootstrap failed at step \"run the k3s installer\"; last log lines:\n    | [ERROR] Download failed"),
         "{t}"
     );
     // Every running VM was read, over bounded fan-out.

@@ -313,7 +313,7 @@ fn removals_drain_and_delete_the_node_before_rm() {
     env.kube.lock().unwrap().pods.push(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web-abc", "namespace": "default", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1", "controller": true}]},
-        "spec": {"nodeName": "acme-batch-2"}
+        "spec": {"nodeName": "acme-batch2"}
     }));
     // The plan knows the API is reachable: no --skip-drain warning.
     let plan = env.ok(&["plan", "-f", "changed.yaml"]);
@@ -322,7 +322,7 @@ fn removals_drain_and_delete_the_node_before_rm() {
 
     let k = env.kube.lock().unwrap();
     let emu = env.emu.as_ref().unwrap();
-    for vm in ["acme-batch-2", "acme-gpu-1"] {
+    for vm in ["acme-batch2", "acme-gpu1"] {
         let cordon = k
             .log
             .iter()
@@ -367,7 +367,7 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         let mut k = kube.lock().unwrap();
         for d in &desired {
             let mut n = node(d, true);
-            if d.name == "acme-web-1" {
+            if d.name == "acme-web1" {
                 n["metadata"]["labels"]
                     .as_object_mut()
                     .unwrap()
@@ -386,7 +386,7 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         "60s",
     ]);
     assert!(
-        out.contains("corrected labels/taints of acme-web-1"),
+        out.contains("corrected labels/taints of acme-web1"),
         "{out}"
     );
     assert!(out.contains("All 9 nodes Ready"), "{out}");
@@ -396,12 +396,12 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         .log
         .iter()
         .find(|(_, m, p, ct)| {
-            m == "PATCH" && p.ends_with("acme-web-1") && ct.contains("apply-patch")
+            m == "PATCH" && p.ends_with("acme-web1") && ct.contains("apply-patch")
         })
         .expect("server-side apply");
     assert!(ssa.3.contains("application/apply-patch+yaml"));
     assert_eq!(
-        k.nodes["acme-web-1"]["metadata"]["labels"]["exedev-k8s.io/pool"],
+        k.nodes["acme-web1"]["metadata"]["labels"]["exedev-k8s.io/pool"],
         "web"
     );
 }
@@ -424,7 +424,7 @@ fn apply_wait_times_out_naming_stragglers() {
     let all =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        all.contains("acme-cp-1") && all.contains("not registered") && all.contains("journalctl"),
+        all.contains("acme-cp1") && all.contains("not registered") && all.contains("journalctl"),
         "{all}"
     );
     // Servers change strictly one at a time: cp-2 is never created while
@@ -435,7 +435,7 @@ fn apply_wait_times_out_naming_stragglers() {
             .unwrap()
             .state()
             .vms
-            .contains_key("acme-cp-2")
+            .contains_key("acme-cp2")
     );
 }
 
@@ -449,7 +449,7 @@ fn servers_join_one_at_a_time() {
         .requests()
         .into_iter()
         .filter(|r| {
-            r.command.as_deref() == Some("new") && r.words.iter().any(|w| w.contains("acme-cp-"))
+            r.command.as_deref() == Some("new") && r.words.iter().any(|w| w.contains("acme-cp"))
         })
         .map(|r| r.unix_ms)
         .collect();
@@ -479,9 +479,9 @@ fn status_joins_vms_nodes_and_probes() {
         .lock()
         .unwrap()
         .nodes
-        .get_mut("acme-batch-1")
+        .get_mut("acme-batch1")
         .unwrap()["status"]["conditions"][0]["status"] = json!("False");
-    env.kube.lock().unwrap().nodes.insert("acme-ghost-1".into(), json!({"metadata": {"name": "acme-ghost-1", "labels": {"exedev-k8s.io/fleet": "acme"}}, "status": {}}));
+    env.kube.lock().unwrap().nodes.insert("acme-ghost1".into(), json!({"metadata": {"name": "acme-ghost1", "labels": {"exedev-k8s.io/fleet": "acme"}}, "status": {}}));
     let out = env.run(&["status", "-f", "base.yaml", "--json", "--no-probe"]);
     assert_eq!(out.status.code(), Some(2), "unhealthy => exit 2");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -495,27 +495,27 @@ fn status_joins_vms_nodes_and_probes() {
             .unwrap()
             .clone()
     };
-    assert_eq!(row("acme-cp-1")["node"], "Ready");
-    assert_eq!(row("acme-cp-1")["k3s_version"], "v1.31.4+k3s1");
-    assert_eq!(row("acme-batch-1")["node"], "NotReady");
-    assert_eq!(row("acme-ghost-1")["problems"].as_array().unwrap().len(), 1);
+    assert_eq!(row("acme-cp1")["node"], "Ready");
+    assert_eq!(row("acme-cp1")["k3s_version"], "v1.31.4+k3s1");
+    assert_eq!(row("acme-batch1")["node"], "NotReady");
+    assert_eq!(row("acme-ghost1")["problems"].as_array().unwrap().len(), 1);
     assert!(
-        row("acme-ghost-1")["problems"][0]
+        row("acme-ghost1")["problems"][0]
             .as_str()
             .unwrap()
             .contains("Node without a VM")
     );
-    assert_eq!(row("acme-web-1")["proxy"], "8080 private");
+    assert_eq!(row("acme-web1")["proxy"], "8080 private");
     let text = env.run(&["status", "-f", "base.yaml"]);
     let t = String::from_utf8_lossy(&text.stdout);
     // Private proxies answer the key-less probe with exe.dev's login redirect.
     assert!(
         t.lines()
-            .any(|l| l.starts_with("acme-web-1") && l.contains("307")),
+            .any(|l| l.starts_with("acme-web1") && l.contains("307")),
         "{t}"
     );
     assert!(
-        t.contains("acme-web-2") && t.contains("Problems:") && t.contains("acme-batch-1"),
+        t.contains("acme-web2") && t.contains("Problems:") && t.contains("acme-batch1"),
         "{t}"
     );
 }
@@ -538,7 +538,7 @@ fn role_labels_are_pending_until_applied_through_the_api() {
     env.register("roles.yaml");
     // Never at registration: not in any setup script's config.
     let state = env.emu.as_ref().unwrap().state();
-    let script = state.vms["acme-web-1"].setup_script.clone().unwrap();
+    let script = state.vms["acme-web1"].setup_script.clone().unwrap();
     assert!(!script.contains("node-role.kubernetes.io/worker"));
 
     let out = env.run(&["status", "-f", "roles.yaml", "--json", "--no-probe"]);
@@ -548,7 +548,7 @@ fn role_labels_are_pending_until_applied_through_the_api() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["name"] == "acme-web-1")
+        .find(|r| r["name"] == "acme-web1")
         .unwrap()
         .clone();
     assert_eq!(
@@ -572,15 +572,18 @@ fn role_labels_are_pending_until_applied_through_the_api() {
         "30s",
         "--no-probe",
     ]);
-    assert!(out.contains("corrected labels/taints of acme-web-1"), "{out}");
+    assert!(
+        out.contains("corrected labels/taints of acme-web1"),
+        "{out}"
+    );
     let k = env.kube.lock().unwrap();
-    for vm in ["acme-web-1", "acme-web-2", "acme-web-3"] {
+    for vm in ["acme-web1", "acme-web2", "acme-web3"] {
         assert_eq!(
             k.nodes[vm]["metadata"]["labels"]["node-role.kubernetes.io/worker"],
             "true"
         );
     }
     assert!(
-        k.nodes["acme-batch-1"]["metadata"]["labels"]["node-role.kubernetes.io/worker"].is_null()
+        k.nodes["acme-batch1"]["metadata"]["labels"]["node-role.kubernetes.io/worker"].is_null()
     );
 }

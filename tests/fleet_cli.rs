@@ -109,15 +109,15 @@ fn assert_no_secret(what: &str, s: &str) {
 }
 
 const BASE_VMS: [&str; 9] = [
-    "acme-batch-1",
-    "acme-batch-2",
-    "acme-cp-1",
-    "acme-cp-2",
-    "acme-cp-3",
-    "acme-gpu-1",
-    "acme-web-1",
-    "acme-web-2",
-    "acme-web-3",
+    "acme-batch1",
+    "acme-batch2",
+    "acme-cp1",
+    "acme-cp2",
+    "acme-cp3",
+    "acme-gpu1",
+    "acme-web1",
+    "acme-web2",
+    "acme-web3",
 ];
 
 #[test]
@@ -176,11 +176,11 @@ fn plan_snapshots_cover_every_action_and_format() {
             .contains("No changes")
     );
     let st = env.emu().state();
-    assert_eq!(st.vms["acme-web-1"].cpus, 4);
-    assert!(st.vms["acme-web-2"].share.public);
-    assert_eq!(st.vms["acme-gpu-1"].image, "ubuntu:24.04");
-    assert!(!st.vms.contains_key("acme-batch-2"));
-    assert!(st.vms.contains_key("acme-db-1"));
+    assert_eq!(st.vms["acme-web1"].cpus, 4);
+    assert!(st.vms["acme-web2"].share.public);
+    assert_eq!(st.vms["acme-gpu1"].image, "ubuntu:24.04");
+    assert!(!st.vms.contains_key("acme-batch2"));
+    assert!(st.vms.contains_key("acme-db1"));
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
 
     // exe.dev changed since: refused, nothing created.
     env.plant(
-        "acme-web-1",
+        "acme-web1",
         &["exk8s-fleet-acme", "exk8s-pool-web", "exk8s-role-agent"],
     );
     let out = env.run(&["apply", "plan.json"]);
@@ -315,13 +315,13 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     )
     .unwrap();
     env.ok(&["apply", "plan.json", "--skip-drain"]);
-    let script = env.emu().state().vms["acme-cp-1"]
+    let script = env.emu().state().vms["acme-cp1"]
         .setup_script
         .clone()
         .unwrap();
     assert!(script.contains("existing-cluster-token"));
     assert!(script.contains("existing-agent-token"));
-    let agent = env.emu().state().vms["acme-web-1"]
+    let agent = env.emu().state().vms["acme-web1"]
         .setup_script
         .clone()
         .unwrap();
@@ -333,14 +333,14 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
 #[test]
 fn unowned_vms_survive_apply_and_destroy_and_collisions_are_refused() {
     let env = Env::new(|_| {});
-    env.plant("acme-web-2", &["someone"]);
-    env.plant("acme-old-1", &["exk8s-fleet-other"]);
+    env.plant("acme-web2", &["someone"]);
+    env.plant("acme-old1", &["exk8s-fleet-other"]);
     env.plant("bystander", &[]);
     let out = env.run(&["plan", "-f", "base.yaml"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("acme-web-2") && err.contains("not owned") && err.contains("never takes over"),
+        err.contains("acme-web2") && err.contains("not owned") && err.contains("never takes over"),
         "{err}"
     );
     let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
@@ -355,23 +355,22 @@ fn unowned_vms_survive_apply_and_destroy_and_collisions_are_refused() {
             Default::default(),
         )
         .unwrap();
-        c.rm("acme-web-2").await
+        c.rm("acme-web2").await
     });
     assert!(removed.is_ok());
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
     env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
-    assert_eq!(env.vm_names(), ["acme-old-1", "bystander"]);
+    assert_eq!(env.vm_names(), ["acme-old1", "bystander"]);
     let rms: Vec<_> = env
         .emu()
         .requests()
         .into_iter()
         .filter(|r| r.command.as_deref() == Some("rm"))
         .collect();
-    assert!(rms.iter().all(|r| {
-        !r.words
-            .iter()
-            .any(|w| w == "acme-old-1" || w == "bystander")
-    }));
+    assert!(
+        rms.iter()
+            .all(|r| { !r.words.iter().any(|w| w == "acme-old1" || w == "bystander") })
+    );
 }
 
 #[test]
@@ -399,7 +398,7 @@ fn secrets_reach_the_setup_script_and_nothing_else() {
         .collect();
     assert_no_secret("request log", &log);
     let st = env.emu().state();
-    let script = st.vms["acme-cp-1"].setup_script.clone().unwrap();
+    let script = st.vms["acme-cp1"].setup_script.clone().unwrap();
     let k3s = std::fs::read_to_string(env.path(".exedev-k8s/acme/k3s-token")).unwrap();
     assert!(
         script.contains(TS_KEY) && script.contains(k3s.trim()),
@@ -408,11 +407,11 @@ fn secrets_reach_the_setup_script_and_nothing_else() {
     assert_no_secret("output", &all.replace(k3s.trim(), "SECRETTOKEN"));
     assert!(script.contains("cluster-init"));
     assert!(
-        st.vms["acme-cp-2"]
+        st.vms["acme-cp2"]
             .setup_script
             .as_ref()
             .unwrap()
-            .contains("acme-cp-1.tail1234.ts.net:6443")
+            .contains("acme-cp1.tail1234.ts.net:6443")
     );
 }
 
@@ -439,10 +438,10 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     }
     let script = |vm: &str| env.emu().state().vms[vm].setup_script.clone().unwrap();
     // Servers hold both tokens; agents only the agent token.
-    assert!(script("acme-cp-1").contains(stored.trim()));
-    assert!(script("acme-cp-1").contains(stored_agent.trim()));
-    assert!(script("acme-web-1").contains(stored_agent.trim()));
-    assert!(!script("acme-web-1").contains(stored.trim()));
+    assert!(script("acme-cp1").contains(stored.trim()));
+    assert!(script("acme-cp1").contains(stored_agent.trim()));
+    assert!(script("acme-web1").contains(stored_agent.trim()));
+    assert!(!script("acme-web1").contains(stored.trim()));
     env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
     assert!(tok.exists(), "kept: needed to restore etcd snapshots");
     env.ok(&["destroy", "-f", "base.yaml", "--yes", "--purge-secrets"]);
@@ -553,7 +552,7 @@ fn applies_converge_under_injected_faults() {
             c.fault_rate = 0.2;
             c.seed = seed;
         });
-        env.plant("acme-zzz-1", &["not-ours"]);
+        env.plant("acme-zzz1", &["not-ours"]);
         env.plant("bystander", &["exk8s-fleet-other"]);
         let mut converged = false;
         for _ in 0..12 {
@@ -566,24 +565,24 @@ fn applies_converge_under_injected_faults() {
         }
         assert!(converged, "seed {seed} did not converge");
         let mut want: Vec<String> = [
-            "acme-batch-1",
-            "acme-cp-1",
-            "acme-cp-2",
-            "acme-cp-3",
-            "acme-db-1",
-            "acme-gpu-1",
-            "acme-web-1",
-            "acme-web-2",
-            "acme-web-3",
+            "acme-batch1",
+            "acme-cp1",
+            "acme-cp2",
+            "acme-cp3",
+            "acme-db1",
+            "acme-gpu1",
+            "acme-web1",
+            "acme-web2",
+            "acme-web3",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        want.extend(["acme-zzz-1".to_string(), "bystander".to_string()]);
+        want.extend(["acme-zzz1".to_string(), "bystander".to_string()]);
         want.sort();
         assert_eq!(env.vm_names(), want, "seed {seed}");
         let st = env.emu().state();
-        assert_eq!(st.vms["acme-zzz-1"].tags, ["not-ours"]);
+        assert_eq!(st.vms["acme-zzz1"].tags, ["not-ours"]);
         assert!(
             env.emu()
                 .requests()

@@ -125,7 +125,7 @@ fn fetches_rewrites_and_stores_privately() {
     assert!(argv.contains("BatchMode=yes\n"), "{argv}");
     assert!(argv.contains("ControlMaster=auto\n"), "{argv}");
     assert!(argv.contains("ControlPath="), "{argv}");
-    assert!(argv.contains("\ndemo-cp-1.exe.xyz\n"), "{argv}");
+    assert!(argv.contains("\ndemo-cp1.exe.xyz\n"), "{argv}");
     assert!(
         argv.contains("sudo -n cat /etc/rancher/k3s/k3s.yaml"),
         "{argv}"
@@ -144,7 +144,7 @@ fn fetches_rewrites_and_stores_privately() {
             .cluster
             .as_ref()
             .and_then(|c| c.server.as_deref()),
-        Some("https://demo-cp-1.tail1234.ts.net:6443")
+        Some("https://demo-cp1.tail1234.ts.net:6443")
     );
     let raw = std::fs::read_to_string(&stored).expect("read");
     assert!(raw.contains(CLIENT_KEY), "the key is kept: {raw}");
@@ -209,7 +209,7 @@ fn persistent_connection_failure_names_the_vm_and_what_to_do() {
     assert!(!out.status.success());
     assert_eq!(env.calls(), 3);
     let err = text(&out.stderr);
-    assert!(err.contains("demo-cp-1.exe.xyz"), "{err}");
+    assert!(err.contains("demo-cp1.exe.xyz"), "{err}");
     assert!(err.contains("255"), "{err}");
     assert!(err.contains("Connection closed by remote host"), "{err}");
     assert!(err.contains("registered with exe.dev"), "{err}");
@@ -229,7 +229,7 @@ fn a_failing_remote_command_is_not_retried() {
     assert!(!out.status.success());
     assert_eq!(env.calls(), 1);
     let err = text(&out.stderr);
-    assert!(err.contains("demo-cp-1"), "{err}");
+    assert!(err.contains("demo-cp1"), "{err}");
     assert!(err.contains("exit code 1"), "{err}");
     assert!(err.contains("sudo: a password is required"), "{err}");
 }

@@ -223,15 +223,25 @@ fn ha_cluster_forms_over_the_tailnet() {
     std::fs::write(d.join("fleet.yaml"), fleet).expect("write fleet");
     let tunnel = std::env::var_os("EXEDEV_K8S_LIVE_TUNNEL").is_some();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut apply = vec!["apply", "-f", "fleet.yaml", "--yes", "--wait", "--timeout", "30m"];
+        let mut apply = vec![
+            "apply",
+            "-f",
+            "fleet.yaml",
+            "--yes",
+            "--wait",
+            "--timeout",
+            "30m",
+        ];
         if tunnel {
             apply.push("--via-ssh-tunnel");
         }
         run(d, &apply);
         let servers: Vec<String> = (1..=3)
-            .map(|i| exedev_k8s::fleet::vm_name(&cluster, exedev_k8s::fleet::CONTROL_PLANE_POOL, i))
+            .map(|i| {
+                exedev_k8s::names::fleet_vm_name(&cluster, exedev_k8s::fleet::CONTROL_PLANE_POOL, i)
+            })
             .collect();
-        let agent = exedev_k8s::fleet::vm_name(&cluster, "work", 1);
+        let agent = exedev_k8s::names::fleet_vm_name(&cluster, "work", 1);
 
         // Three etcd members, each peering over its tailnet address. (etcd's
         // JSON gateway with the client certificate k3s keeps under
@@ -259,7 +269,10 @@ fn ha_cluster_forms_over_the_tailnet() {
                 .rsplit_once(':')
                 .map(|(h, _)| h)
                 .unwrap_or_default();
-            assert!(is_tailnet_ip(host), "etcd peer {p} is not a tailnet address");
+            assert!(
+                is_tailnet_ip(host),
+                "etcd peer {p} is not a tailnet address"
+            );
         }
 
         // Every Node Ready, with the role label applied through the API.
@@ -281,7 +294,10 @@ fn ha_cluster_forms_over_the_tailnet() {
                 .find(|a| a["type"] == "InternalIP")
                 .and_then(|a| a["address"].as_str())
                 .unwrap_or_default();
-            assert!(is_tailnet_ip(ip), "node InternalIP {ip} is not a tailnet address");
+            assert!(
+                is_tailnet_ip(ip),
+                "node InternalIP {ip} is not a tailnet address"
+            );
         }
         let agent_node = items
             .iter()

@@ -703,7 +703,7 @@ mod tests {
     #[test]
     fn builder_and_parser_agree() {
         let cmd = Command::New(Box::new(NewVm {
-            name: Some("demo-cp-1".into()),
+            name: Some("demo-cp1".into()),
             cpu: Some(2),
             memory: Some("4GB".into()),
             tags: vec!["exk8s-fleet-demo".into(), "team a".into()],
@@ -714,7 +714,7 @@ mod tests {
         }));
         let inv = parse(&shellwords::split(&cmd.body().unwrap()).unwrap()).unwrap();
         assert_eq!(inv.name, "new");
-        assert_eq!(inv.flag("name"), Some("demo-cp-1"));
+        assert_eq!(inv.flag("name"), Some("demo-cp1"));
         assert_eq!(inv.flag_all("tag"), ["exk8s-fleet-demo", "team a"]);
         assert_eq!(
             inv.flag("setup-script"),

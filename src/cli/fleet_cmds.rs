@@ -613,7 +613,7 @@ async fn execute(
                     fleet,
                     d,
                     &secrets,
-                    Some(&crate::fleet::vm_name(
+                    Some(&crate::names::fleet_vm_name(
                         &fleet.metadata.name.value,
                         crate::fleet::CONTROL_PLANE_POOL,
                         2,

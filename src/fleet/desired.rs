@@ -60,7 +60,8 @@ pub struct ShareSpec {
 /// One VM the fleet asks for, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredVm {
-    /// exe.dev VM name: `{cluster}-cp-{i}` or `{cluster}-{pool}-{i}`.
+    /// exe.dev VM name: `{cluster}-cp{i}` or `{cluster}-{pool}{i}`
+    /// (`crate::names::fleet_vm_name`).
     pub name: String,
     /// Server or agent.
     pub role: Role,
@@ -126,11 +127,6 @@ pub fn fleet_label(cluster: &str) -> (String, String) {
 /// The node label pair `exedev-k8s.io/pool={pool}`.
 pub fn pool_label(pool: &str) -> (String, String) {
     (POOL_LABEL_KEY.to_string(), pool.to_string())
-}
-
-/// A VM's name: `{cluster}-{pool}-{index}` (pool `cp` for servers).
-pub fn vm_name(cluster: &str, pool: &str, index: u32) -> String {
-    format!("{cluster}-{pool}-{index}")
 }
 
 struct Group<'a> {
@@ -228,7 +224,7 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
         });
         for index in 1..=g.count {
             out.push(DesiredVm {
-                name: vm_name(cluster, g.pool, index),
+                name: crate::names::fleet_vm_name(cluster, g.pool, index),
                 role: g.role,
                 pool: g.pool.to_string(),
                 index,
@@ -250,7 +246,7 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
 mod tests {
     use super::*;
     use crate::fleet::parse;
-    use crate::names::check_vm_name;
+    use crate::names::check_portable_vm_name;
     use proptest::prelude::*;
 
     fn fleet(yaml_tail: &str) -> Fleet {
@@ -282,7 +278,7 @@ network:
         let vms = desired_vms(&fleet(""));
         assert_eq!(vms.len(), 1);
         let vm = &vms[0];
-        assert_eq!(vm.name, "demo-cp-1");
+        assert_eq!(vm.name, "demo-cp1");
         assert_eq!(vm.role, Role::Server);
         assert_eq!((vm.pool.as_str(), vm.index), ("cp", 1));
         assert!(vm.is_first_server());
@@ -313,12 +309,12 @@ network:
             .map(|v| (v.name, v.role, v.pool, v.index))
             .collect();
         let want = [
-            ("demo-cp-1", Role::Server, "cp", 1),
-            ("demo-cp-2", Role::Server, "cp", 2),
-            ("demo-cp-3", Role::Server, "cp", 3),
-            ("demo-web-1", Role::Agent, "web", 1),
-            ("demo-web-2", Role::Agent, "web", 2),
-            ("demo-db-1", Role::Agent, "db", 1),
+            ("demo-cp1", Role::Server, "cp", 1),
+            ("demo-cp2", Role::Server, "cp", 2),
+            ("demo-cp3", Role::Server, "cp", 3),
+            ("demo-web1", Role::Agent, "web", 1),
+            ("demo-web2", Role::Agent, "web", 2),
+            ("demo-db1", Role::Agent, "db", 1),
         ]
         .map(|(n, r, p, i)| (n.to_string(), r, p.to_string(), i));
         assert_eq!(got, want);
@@ -438,14 +434,14 @@ network:
     }
 
     fn pool_name() -> impl Strategy<Value = String> {
-        "[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?".prop_filter("cp is reserved", |n| n != "cp")
+        "[a-z]([a-z0-9]{0,6}[a-z])?".prop_filter("cp is reserved", |n| n != "cp")
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn valid_fleets_yield_unique_acceptable_vm_names(
-            cluster in "[a-z][a-z0-9]{0,12}(-[a-z0-9]{1,6})?",
+            cluster in "[a-z][a-z0-9]{2,12}(-[a-z0-9]{1,6})?",
             cp in prop::sample::select(vec![1u32, 3, 5]),
             pools in prop::collection::btree_map(pool_name(), 0u32..=12, 0..5),
         ) {
@@ -465,7 +461,7 @@ network:
             prop_assert_eq!(vms.len() as u32, expected);
             let mut names = std::collections::BTreeSet::new();
             for vm in &vms {
-                prop_assert_eq!(check_vm_name(&vm.name), Ok(()));
+                prop_assert_eq!(check_portable_vm_name(&vm.name), Ok(()));
                 prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
                 prop_assert!(owns(&cluster, &vm.tags));
             }

@@ -93,11 +93,11 @@ fn empty_account_creates_everything_servers_first() {
     assert_eq!(
         actions(&p),
         [
-            (Action::Create, "demo-cp-1"),
-            (Action::Create, "demo-cp-2"),
-            (Action::Create, "demo-cp-3"),
-            (Action::Create, "demo-web-1"),
-            (Action::Create, "demo-web-2"),
+            (Action::Create, "demo-cp1"),
+            (Action::Create, "demo-cp2"),
+            (Action::Create, "demo-cp3"),
+            (Action::Create, "demo-web1"),
+            (Action::Create, "demo-web2"),
         ]
     );
     assert_eq!(
@@ -135,15 +135,12 @@ fn resize_tags_and_share_are_updates() {
     o.vms[3].tags.retain(|t| !t.starts_with("exk8s-role"));
     o.vms[3].tags.push("exk8s-pool-old".into());
     o.vms[3].tags.push("someone-elses".into());
-    o.shares.get_mut("demo-web-2").unwrap().port = 8000;
-    o.shares.get_mut("demo-web-2").unwrap().status = Visibility::Private;
+    o.shares.get_mut("demo-web2").unwrap().port = 8000;
+    o.shares.get_mut("demo-web2").unwrap().status = Visibility::Private;
     let p = plan(&f, &o);
     assert_eq!(
         actions(&p),
-        [
-            (Action::Update, "demo-web-1"),
-            (Action::Update, "demo-web-2")
-        ]
+        [(Action::Update, "demo-web1"), (Action::Update, "demo-web2")]
     );
     assert_eq!(
         p.changes[0].ops,
@@ -182,9 +179,9 @@ fn immutable_changes_replace() {
     assert_eq!(
         actions(&p),
         [
-            (Action::Replace, "demo-cp-2"),
-            (Action::Replace, "demo-web-1"),
-            (Action::Replace, "demo-web-2")
+            (Action::Replace, "demo-cp2"),
+            (Action::Replace, "demo-web1"),
+            (Action::Replace, "demo-web2")
         ]
     );
     assert!(p.changes[0].reasons[0].contains("disk shrinks"));
@@ -231,7 +228,11 @@ fn the_api_is_reached_through_a_server_the_plan_leaves_alone() {
     // The first server is being replaced: talk to the second.
     o.vms[0].comment = comment_for("000000000000");
     let p = diff(&f, "fp", &o, &opts).unwrap();
-    assert!(p.changes.iter().any(|c| c.vm == servers[0] && c.action == Action::Replace));
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.vm == servers[0] && c.action == Action::Replace)
+    );
     assert_eq!(p.api_server(&servers).as_ref(), Some(&servers[1]));
     // ... and the second resized too: the third.
     o.vms[1].allocated_cpus = 1;
@@ -246,7 +247,7 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
     let f = fleet("");
     let mut o = in_sync(&f);
     let extra = DesiredVm {
-        name: "demo-web-3".into(),
+        name: "demo-web3".into(),
         index: 3,
         ..fleet::desired_vms(&f)[3].clone()
     };
@@ -254,7 +255,7 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
     let mut gone = observed_vm(
         &f,
         &DesiredVm {
-            name: "demo-batch-1".into(),
+            name: "demo-batch1".into(),
             pool: "batch".into(),
             ..extra.clone()
         },
@@ -265,14 +266,14 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
         fleet::role_tag(fleet::Role::Agent),
     ];
     o.vms.push(gone);
-    o.vms.retain(|v| v.vm_name != "demo-web-1");
+    o.vms.retain(|v| v.vm_name != "demo-web1");
     let p = plan(&f, &o);
     assert_eq!(
         actions(&p),
         [
-            (Action::Create, "demo-web-1"),
-            (Action::Delete, "demo-batch-1"),
-            (Action::Delete, "demo-web-3")
+            (Action::Create, "demo-web1"),
+            (Action::Delete, "demo-batch1"),
+            (Action::Delete, "demo-web3")
         ]
     );
     assert_eq!(p.changes[2].reasons, ["pool \"web\" shrank to 2"]);
@@ -287,16 +288,16 @@ fn unowned_vms_are_never_touched_and_collisions_are_errors() {
     let f = fleet("");
     let mut o = in_sync(&f);
     let mut stranger = o.vms[4].clone();
-    stranger.vm_name = "demo-web-9".into();
+    stranger.vm_name = "demo-web9".into();
     stranger.tags = vec!["mine".into()];
     o.vms.push(stranger);
     let p = plan(&f, &o);
     assert!(!p.has_changes());
-    assert!(p.warnings[0].contains("demo-web-9") && p.warnings[0].contains("not owned"));
+    assert!(p.warnings[0].contains("demo-web9") && p.warnings[0].contains("not owned"));
 
     o.vms[4].tags = vec!["mine".into()];
     match diff(&f, "fp", &o, &PlanOptions::default()) {
-        Err(PlanError::Collision { vm, .. }) => assert_eq!(vm, "demo-web-2"),
+        Err(PlanError::Collision { vm, .. }) => assert_eq!(vm, "demo-web2"),
         other => panic!("{other:?}"),
     }
     let d = diff(
@@ -312,7 +313,7 @@ fn unowned_vms_are_never_touched_and_collisions_are_errors() {
     assert!(
         d.changes
             .iter()
-            .all(|c| c.vm != "demo-web-2" && c.vm != "demo-web-9")
+            .all(|c| c.vm != "demo-web2" && c.vm != "demo-web9")
     );
 }
 
@@ -332,11 +333,11 @@ fn destroy_deletes_everything_owned_highest_index_first() {
     assert_eq!(
         actions(&p),
         [
-            (Action::Delete, "demo-cp-3"),
-            (Action::Delete, "demo-cp-2"),
-            (Action::Delete, "demo-cp-1"),
-            (Action::Delete, "demo-web-2"),
-            (Action::Delete, "demo-web-1"),
+            (Action::Delete, "demo-cp3"),
+            (Action::Delete, "demo-cp2"),
+            (Action::Delete, "demo-cp1"),
+            (Action::Delete, "demo-web2"),
+            (Action::Delete, "demo-web1"),
         ]
     );
     assert_eq!(p.mode, "destroy");
@@ -362,12 +363,12 @@ fn quorum_is_protected_without_member_removal() {
         "fp",
         &o,
         &PlanOptions {
-            targets: vec!["demo-cp-2".into()],
+            targets: vec!["demo-cp2".into()],
             ..Default::default()
         },
     )
     .unwrap();
-    assert_eq!(actions(&one), [(Action::Replace, "demo-cp-2")]);
+    assert_eq!(actions(&one), [(Action::Replace, "demo-cp2")]);
     assert!(
         diff(
             &f,
@@ -397,10 +398,7 @@ fn targets_narrow_and_unknown_targets_fail() {
     .unwrap();
     assert_eq!(
         actions(&p),
-        [
-            (Action::Create, "demo-web-1"),
-            (Action::Create, "demo-web-2")
-        ]
+        [(Action::Create, "demo-web1"), (Action::Create, "demo-web2")]
     );
     assert!(matches!(
         diff(
@@ -424,7 +422,7 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
     o.vms[0].status = "starting".into();
     o.shares.clear();
     o.vms.push(VmInfo {
-        vm_name: "other-cp-1".into(),
+        vm_name: "other-cp1".into(),
         tags: vec![fleet::ownership_tag("other")],
         ..Default::default()
     });
@@ -443,15 +441,15 @@ fn renders_every_format() {
     let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
     let text = render::human(&p, false);
     assert!(
-        text.contains("+ demo-cp-3")
-            && text.contains("~ demo-web-1")
-            && text.contains("-/+ demo-web-2")
+        text.contains("+ demo-cp3")
+            && text.contains("~ demo-web1")
+            && text.contains("-/+ demo-web2")
     );
     assert!(text.contains("cpu            1 → 2"));
     assert!(!text.contains('\x1b'));
     assert!(render::human(&p, true).contains("\x1b[32m+"));
     let md = render::markdown(&p);
-    assert!(md.contains("| ➕ create | `demo-cp-3` |"));
+    assert!(md.contains("| ➕ create | `demo-cp3` |"));
     let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
     assert_eq!(v["format_version"], 1);
     assert_eq!(v["summary"]["create"], 1);
@@ -464,11 +462,11 @@ fn a_replacement_first_server_joins_the_survivors_instead_of_initialising() {
     let cp1 = fleet::desired_vms(&f).remove(0);
     let secrets = spec::ClusterSecrets::placeholders();
     let init = spec::new_vm(&f, &cp1, &secrets, None).unwrap();
-    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp-2")).unwrap();
+    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp2")).unwrap();
     let script = |n: &crate::api::NewVm| n.setup_script.as_ref().unwrap().expose().to_string();
     assert!(script(&init).contains("cluster-init"));
     assert!(!script(&join).contains("cluster-init"));
-    assert!(script(&join).contains("demo-cp-2.tail1234.ts.net:6443"));
+    assert!(script(&join).contains("demo-cp2.tail1234.ts.net:6443"));
     assert_eq!(
         init.comment, join.comment,
         "same spec: no perpetual replace"
