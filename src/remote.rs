@@ -74,6 +74,15 @@ pub enum BootstrapWaitError {
         /// The last log lines, formatted (empty when none).
         log: String,
     },
+    /// SSH itself cannot work (no ssh program, key refused, host key
+    /// mismatch): waiting would not help.
+    #[error("cannot read the bootstrap state of {vm}: {reason}")]
+    Ssh {
+        /// The VM.
+        vm: String,
+        /// The SSH error, with what to do.
+        reason: String,
+    },
     /// The deadline passed.
     #[error(
         "the setup script of {vm} did not finish within {waited}s (last seen: {last}); check it with `exedev-k8s status` or on the VM in /var/log/exedev-k8s-bootstrap.log"
@@ -114,6 +123,12 @@ pub async fn wait_bootstrapped(
                 }
                 other => format!("bootstrap {}", other.summary()),
             },
+            Err(e) if ssh_cannot_work(&e) => {
+                return Err(BootstrapWaitError::Ssh {
+                    vm: vm.to_string(),
+                    reason: e.to_string(),
+                });
+            }
             Err(e) => format!("cannot SSH yet: {}", first_line(&e.to_string())),
         };
         if seen != last {
@@ -129,6 +144,20 @@ pub async fn wait_bootstrapped(
             });
         }
         tokio::time::sleep(poll.min(timeout - waited)).await;
+    }
+}
+
+/// SSH failures no amount of waiting fixes: a VM that is still booting
+/// refuses or drops connections, it does not reject the key.
+fn ssh_cannot_work(e: &SshError) -> bool {
+    match e {
+        SshError::Spawn { .. } | SshError::BadWord { .. } | SshError::Local { .. } => true,
+        SshError::Connect { stderr, .. } => {
+            stderr.contains("Permission denied")
+                || stderr.contains("Host key verification failed")
+                || stderr.contains("IDENTIFICATION HAS CHANGED")
+        }
+        _ => false,
     }
 }
 
@@ -160,4 +189,34 @@ pub fn quick(mut opts: SshOptions) -> SshOptions {
     opts.retry_delay = Duration::from_millis(500);
     opts.connect_timeout = Duration::from_secs(10);
     opts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_stop_the_wait() {
+        let connect = |stderr: &str| SshError::Connect {
+            vm: "v".into(),
+            attempts: 2,
+            stderr: stderr.into(),
+        };
+        assert!(ssh_cannot_work(&connect(
+            "exedev@v.exe.xyz: Permission denied (publickey)."
+        )));
+        assert!(ssh_cannot_work(&connect("Host key verification failed.")));
+        assert!(!ssh_cannot_work(&connect(
+            "Connection closed by 1.2.3.4 port 22"
+        )));
+        assert!(!ssh_cannot_work(&connect(
+            "Connection timed out during banner exchange"
+        )));
+        assert!(!ssh_cannot_work(&SshError::Remote {
+            vm: "v".into(),
+            command: "sh".into(),
+            code: 1,
+            stderr: String::new(),
+        }));
+    }
 }

@@ -208,6 +208,27 @@ fn a_failed_first_server_stops_the_apply_with_its_step_and_log() {
 }
 
 #[test]
+fn a_refused_ssh_key_stops_the_wait_at_once() {
+    let env = Env::new();
+    std::fs::write(env.path("ssh-denied"), "").unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited on a refused key"
+    );
+    let all = text(&out);
+    assert!(
+        all.contains("cannot read the bootstrap state of acme-cp1")
+            && all.contains("Permission denied"),
+        "{all}"
+    );
+    assert!(all.contains("registered with exe.dev"), "{all}");
+    assert!(env.new_at("acme-cp2").is_none());
+}
+
+#[test]
 fn apply_wait_on_a_new_cluster_creates_it_before_it_needs_the_api() {
     let env = Env::new();
     let out = env.run(&[

@@ -54,15 +54,20 @@ pub struct BootstrapReport {
     pub log_tail: Vec<String>,
 }
 
+/// Where Linux keeps the current boot's id: the script records it with each
+/// state, so a `done` written before a reboot is told apart.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
 /// The remote command (words for `ssh::run`) that prints the state file (or
-/// `state: absent`) and the last `log_lines` lines of the log. Needs no
-/// sudo: both files are world-readable and hold no secret.
+/// `state: absent`), the current boot id and the last `log_lines` lines of
+/// the log. Needs no sudo: both files are world-readable and hold no
+/// secret.
 pub fn report_command(log_lines: usize) -> Vec<String> {
     vec![
         "sh".to_string(),
         "-c".to_string(),
         format!(
-            "cat {STATE_PATH} 2>/dev/null || echo 'state: absent'; echo '{LOG_SEPARATOR}'; tail -n {log_lines} {LOG_PATH} 2>/dev/null || true"
+            "cat {STATE_PATH} 2>/dev/null || echo 'state: absent'; echo \"current-boot: $(cat {BOOT_ID} 2>/dev/null)\"; echo '{LOG_SEPARATOR}'; tail -n {log_lines} {LOG_PATH} 2>/dev/null || true"
         ),
     ]
 }
@@ -70,7 +75,9 @@ pub fn report_command(log_lines: usize) -> Vec<String> {
 impl BootstrapReport {
     /// Parses [`report_command`]'s output; a state file that says nothing
     /// recognisable reads as [`BootstrapPhase::Running`] at an unknown step
-    /// (a script killed while writing it).
+    /// (a script killed while writing it). A `done` recorded in an earlier
+    /// boot than the current one (the VM restarted and exe.dev has not rerun
+    /// the script yet) is not done.
     pub fn parse(output: &str) -> BootstrapReport {
         let (state_text, log) = output.split_once(LOG_SEPARATOR).unwrap_or((output, ""));
         let field = |name: &str| {
@@ -81,8 +88,14 @@ impl BootstrapReport {
             })
         };
         let step = field("step").filter(|s| !s.is_empty());
+        let boot = field("boot").filter(|s| !s.is_empty());
+        let current = field("current-boot").filter(|s| !s.is_empty());
+        let earlier_boot = matches!((&boot, &current), (Some(b), Some(c)) if b != c);
         let phase = match field("state").as_deref() {
             Some("absent") => BootstrapPhase::NotStarted,
+            Some("done") if earlier_boot => BootstrapPhase::Running {
+                step: "restarted; the setup script has not rerun yet".to_string(),
+            },
             Some("done") => BootstrapPhase::Done,
             Some("failed") => BootstrapPhase::Failed {
                 step: step.unwrap_or_else(|| "unknown step".to_string()),
@@ -148,6 +161,20 @@ mod tests {
             assert_eq!(r.phase, want, "{state:?}");
             assert_eq!(r.log_tail, ["line 1", "line 2"]);
         }
+    }
+
+    #[test]
+    fn a_done_from_an_earlier_boot_is_not_done() {
+        let stale = format!("state: done\nstep: \nboot: aaa\ncurrent-boot: bbb\n{LOG_SEPARATOR}\n");
+        assert!(matches!(
+            BootstrapReport::parse(&stale).phase,
+            BootstrapPhase::Running { .. }
+        ));
+        let fresh = format!("state: done\nstep: \nboot: bbb\ncurrent-boot: bbb\n{LOG_SEPARATOR}\n");
+        assert_eq!(BootstrapReport::parse(&fresh).phase, BootstrapPhase::Done);
+        // Without boot ids (no /proc): the state is taken as written.
+        let bare = format!("state: done\nstep: \ncurrent-boot: \n{LOG_SEPARATOR}\n");
+        assert_eq!(BootstrapReport::parse(&bare).phase, BootstrapPhase::Done);
     }
 
     #[test]

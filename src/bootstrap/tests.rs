@@ -745,6 +745,9 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
         assert_eq!(mode, 0o644);
         let state = String::from_utf8_lossy(&state).to_string();
         assert!(state.contains(&format!("node: {}", i.node_name)), "{state}");
+        if let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+            assert!(state.contains(&format!("boot: {}", boot.trim())), "{state}");
+        }
         let vm_log = sb.vm_log();
         assert!(
             vm_log.contains("exedev-k8s: step: join the tailnet"),

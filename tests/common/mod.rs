@@ -135,7 +135,8 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
 /// Stand-in for `ssh` (`EXEDEV_K8S_SSH`) while the emulator's VMs run no
 /// setup scripts: it answers like a VM whose bootstrap finished (or, when
 /// `bootstrap-<vm>` exists in its directory, with that file's content) and
-/// accepts `tailscale logout` (unless `logout-fail-<vm>` exists). Every call
+/// accepts `tailscale logout` (unless `logout-fail-<vm>` exists); with
+/// `ssh-denied` present it refuses every connection (exit 255). Every call
 /// is logged to `ssh-calls.log` as `<unix ms> <vm> <remote command>`.
 pub const SSH_STUB: &str = r#"#!/bin/sh
 dir=$(dirname "$0")
@@ -144,6 +145,7 @@ for a in "$@"; do
   case "$a" in *.exe.xyz) host=${a%.exe.xyz} ;; esac
 done
 printf '%s %s %s\n' "$(date +%s%3N)" "$host" "$*" >> "$dir/ssh-calls.log"
+if [ -f "$dir/ssh-denied" ]; then echo "exedev@$host.exe.xyz: Permission denied (publickey)." >&2; exit 255; fi
 case "$*" in
   *bootstrap-state*)
     if [ -f "$dir/bootstrap-$host" ]; then cat "$dir/bootstrap-$host"; exit 0; fi
