@@ -492,8 +492,14 @@ const STUB_TAILSCALE: &str = r#"#!/bin/sh
 printf '%s\n' "tailscale $*" >> "$STUB_LOG"
 case "$1" in
   status)
-    [ -f "$STUB_STATE/tailscaled" ] || { echo "failed to connect to local tailscaled" >&2; exit 1; } ;;
+    [ -f "$STUB_STATE/tailscaled" ] || { echo "failed to connect to local tailscaled" >&2; exit 1; }
+    if [ -f "$STUB_STATE/ts-ip" ]; then s=Running; elif [ -f "$STUB_STATE/ts-starting" ]; then s=Starting; else s=NeedsLogin; fi
+    printf '{\n  "Version": "1.80.0",\n  "BackendState": "%s"\n}\n' "$s" ;;
   ip)
+    # Starting with a saved login: the address appears after a few polls.
+    if [ -f "$STUB_STATE/ts-starting" ] && ! fails ts-starting; then
+      rm -f "$STUB_STATE/ts-starting"; echo "100.64.0.7" > "$STUB_STATE/ts-ip"
+    fi
     [ -f "$STUB_STATE/ts-ip" ] || { echo "no current Tailscale IPs; state: NeedsLogin" >&2; exit 1; }
     cat "$STUB_STATE/ts-ip" ;;
   up)
@@ -856,6 +862,25 @@ fn a_rerun_never_reinstalls_upgrades_or_downgrades() {
             assert!(sb.vm_log().contains("k3s v1.32.2+k3s1 is installed: kept"));
         }
     }
+}
+
+/// At boot tailscaled may still be starting with its saved login: the
+/// script waits for the address instead of joining (and registering) again.
+#[test]
+fn a_reboot_waits_for_the_saved_tailscale_login() {
+    let script = render(&input(ScriptKind::Agent)).expect("renders");
+    let sb = Sandbox::new();
+    assert_ok(&sb.run(&script, &[]));
+    sb.unset("ts-ip");
+    sb.unset("active");
+    sb.set("ts-starting", "");
+    sb.set("ts-starting-fails", "3");
+    let before = sb.log();
+    assert_ok(&sb.run(&script, &[]));
+    let calls = sb.calls_since(&before);
+    assert!(!calls.contains("tailscale up"), "{calls}");
+    assert!(calls.matches("tailscale ip -4").count() >= 4, "{calls}");
+    assert_eq!(sb.vm_state().phase, BootstrapPhase::Done);
 }
 
 #[test]
