@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod emulator;
 pub mod fleet;
 pub mod kubeaccess;
+pub mod limits;
 pub mod names;
 pub mod node_labels;
 pub mod observe;
