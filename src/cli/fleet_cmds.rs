@@ -310,6 +310,19 @@ pub async fn kube_for(
             None,
         );
     }
+    // A kubeconfig the user brings is used as it is, as kubectl would use
+    // it: say so when it would run programs on this machine.
+    if let Some(path) = &kube.kubeconfig {
+        let raw = std::fs::read_to_string(path).unwrap_or_default();
+        let plugins = crate::cluster::credential_plugins(&raw);
+        if !plugins.is_empty() {
+            eprintln!(
+                "warning: --kubeconfig {}: its credential plugins will run on this machine, as kubectl would run them ({}); exedev-k8s never runs plugins from kubeconfigs it fetches or stores itself",
+                crate::text::one_line(&path.display().to_string()),
+                plugins.join(", ")
+            );
+        }
+    }
     let ssh = crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf));
     let connect = crate::kubeaccess::kube_client(
         fleet,

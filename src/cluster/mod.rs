@@ -20,7 +20,10 @@ pub use drain::{
     drain, pods_to_evict, remove_node, skip_reason,
 };
 pub use error::ClusterError;
-pub use kubeconfig::{kubeconfig_rewrite, merge_kubeconfig};
+pub use kubeconfig::{
+    ClientAuth, SafeKubeconfig, credential_plugins, kubeconfig_rewrite, merge_kubeconfig,
+    yaml_error_without_content,
+};
 pub use nodes::{
     Drift, FIELD_MANAGER, NodeReadiness, NodeState, NodeView, Readiness, UnexpectedNode,
     WrongLabel, apply_labels_taints, is_system_taint, list_nodes, readiness, taint_string,
