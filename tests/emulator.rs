@@ -842,7 +842,7 @@ async fn injected_faults_are_seeded_and_504_and_drops_take_effect() {
             .unwrap_err();
         let expected = match status {
             429 => matches!(e.kind, ErrorKind::RateLimited { .. }),
-            500 => e.kind == ErrorKind::Internal,
+            500 => e.kind == ErrorKind::Internal(500),
             504 => e.kind == ErrorKind::Timeout,
             _ => e.kind == ErrorKind::ConnectionLost,
         };
