@@ -486,11 +486,18 @@ mod tests {
                 Err(e) => assert!(e.contains(why), "{bad}: {e}"),
             }
         }
-        let e = Client::new("http://exe.dev/exec", Secret::new("exe0.x.y"), ClientOptions::default())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("http://exe.dev/exec") && e.contains("https://"), "{e}");
+        let e = Client::new(
+            "http://exe.dev/exec",
+            Secret::new("exe0.x.y"),
+            ClientOptions::default(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.contains("http://exe.dev/exec") && e.contains("https://"),
+            "{e}"
+        );
         assert!(!e.contains("exe0.x.y"), "{e}");
     }
 }

@@ -95,7 +95,10 @@ pub fn kubeconfig_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
 /// its CA and client credentials ([`SafeKubeconfig`]): whatever else the
 /// file holds (an `exec` plugin planted by root on the VM, file paths, a
 /// proxy) is refused, never run. Holds the admin client key: never print it.
-pub async fn fetch_safe(fleet: &Fleet, ssh: &SshOptions) -> Result<SafeKubeconfig, KubeAccessError> {
+pub async fn fetch_safe(
+    fleet: &Fleet,
+    ssh: &SshOptions,
+) -> Result<SafeKubeconfig, KubeAccessError> {
     let vm = first_server(fleet);
     let raw = ssh::run(&vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
     SafeKubeconfig::parse(&raw, &format!("{K3S_KUBECONFIG} on {vm}")).map_err(|e| {
@@ -194,10 +197,12 @@ fn read_users_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
 /// but a file on disk, so read back through the same [`SafeKubeconfig`] as a
 /// fetched one, and pointed at the fleet's server whatever it says.
 fn read_stored(fleet: &Fleet, path: &Path) -> Result<Kubeconfig, KubeAccessError> {
-    let fail = |reason: String| KubeAccessError::Kubeconfig {
+    let fail = |reason: String| {
+        KubeAccessError::Kubeconfig {
         source_name: path.display().to_string(),
         reason,
         hint: "exedev-k8s writes only certificate data there: delete the file and run `exedev-k8s kubeconfig -f FLEET` to fetch it again".to_string(),
+    }
     };
     let raw = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let cluster = &fleet.metadata.name.value;

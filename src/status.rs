@@ -55,9 +55,11 @@ pub fn join(
     nodes: Option<(&[NodeView], &Readiness)>,
     probes: &[ProbeResult],
 ) -> Status {
+    // Owned VMs, and those carrying the fleet's tag without the other
+    // marks of ownership (shown, with why plan and apply leave them alone).
     let owned: Vec<&VmInfo> = vms
         .iter()
-        .filter(|v| fleet::owns(cluster, &v.tags))
+        .filter(|v| fleet::has_ownership_tag(cluster, &v.tags))
         .collect();
     let mut names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
     for v in &owned {
@@ -84,7 +86,18 @@ pub fn join(
         let mut problems = Vec::new();
         let node_view = nodes.and_then(|(ns, _)| ns.iter().find(|n| n.name == name));
         let verdict = nodes.and_then(|(_, r)| r.nodes.iter().find(|n| n.name == name));
+        let partial =
+            vm.and_then(
+                |v| match fleet::ownership(cluster, &v.vm_name, &v.tags, &v.comment) {
+                    fleet::Ownership::Partial { lacks } => Some(lacks.join(" and ")),
+                    _ => None,
+                },
+            );
         match (d, vm) {
+            _ if partial.is_some() => problems.push(format!(
+                "carries the fleet's ownership tag but lacks {}: plan and apply leave it alone",
+                partial.clone().unwrap_or_default()
+            )),
             (None, Some(_)) => problems.push("not in the fleet (apply would delete it)".into()),
             (Some(_), None) => problems.push("no VM on exe.dev".into()),
             _ => {}
@@ -280,6 +293,7 @@ mod tests {
             vm_name: d.name.clone(),
             status: "running".into(),
             tags: d.tags.clone(),
+            comment: format!("{}abc", fleet::SPEC_COMMENT_PREFIX),
             allocated_cpus: 2,
             ..Default::default()
         }

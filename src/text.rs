@@ -94,8 +94,8 @@ pub fn md_text(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '|' | '!' | '~' | '{'
-            | '}' | '+' | '=' | '"' | '$' | '^' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '|' | '!' | '~' | '{' | '}'
+            | '+' | '=' | '"' | '$' | '^' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -111,11 +111,7 @@ pub fn md_text(s: &str) -> String {
 /// splits table cells on it even inside code spans).
 pub fn md_code(s: &str) -> String {
     let flat = one_line(s).replace('|', "\\|");
-    let longest = flat
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = flat.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest + 1);
     let pad = if flat.starts_with('`') || flat.ends_with('`') || flat.is_empty() {
         " "
@@ -129,11 +125,7 @@ pub fn md_code(s: &str) -> String {
 /// than the longest run of backticks in it (at least three), so no line of
 /// `body` can close the block early.
 pub fn md_fence(body: &str) -> String {
-    let longest = body
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     "`".repeat((longest + 1).max(3))
 }
 

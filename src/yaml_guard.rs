@@ -84,10 +84,20 @@ mod tests {
     #[test]
     fn every_refused_tag_and_character_is_located() {
         let cases: &[(&str, usize, usize, Problem)] = &[
-            ("image: !!binary aGk=\n", 1, 17, Problem::Tag("!!binary".into())),
+            (
+                "image: !!binary aGk=\n",
+                1,
+                17,
+                Problem::Tag("!!binary".into()),
+            ),
             ("a:\n  b: !foo x\n", 2, 11, Problem::Tag("!foo".into())),
             ("a: !!set {x: null}\n", 1, 10, Problem::Tag("!!set".into())),
-            ("a: !!timestamp 2001-12-14\n", 1, 16, Problem::Tag("!!timestamp".into())),
+            (
+                "a: !!timestamp 2001-12-14\n",
+                1,
+                16,
+                Problem::Tag("!!timestamp".into()),
+            ),
             ("x: \"a\\e[31mb\"\n", 1, 4, Problem::Control(0x1b)),
             ("x:\n  - \"a\\rb\"\n", 2, 5, Problem::Control(0x0d)),
             ("x: \"tab\\there\"\n", 1, 4, Problem::Control(0x09)),

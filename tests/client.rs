@@ -461,7 +461,11 @@ fn a_plain_http_endpoint_off_loopback_is_refused() {
     assert!(shown.contains("http://exe.example.com/exec"), "{shown}");
     assert!(shown.contains("--endpoint"), "says what to do: {shown}");
     assert!(!shown.contains("SEKRIT"), "{shown}");
-    for ok in ["http://127.0.0.1:1/exec", "http://[::1]:1/exec", "http://localhost:1/exec"] {
+    for ok in [
+        "http://127.0.0.1:1/exec",
+        "http://[::1]:1/exec",
+        "http://localhost:1/exec",
+    ] {
         assert!(Client::new(ok, Secret::new("t"), ClientOptions::default()).is_ok());
     }
 }

@@ -82,8 +82,13 @@ impl Env {
     }
 
     fn plant(&self, name: &str, tags: &[&str]) {
+        self.plant_with_comment(name, tags, "");
+    }
+
+    fn plant_with_comment(&self, name: &str, tags: &[&str], comment: &str) {
         let mut vm = VmRecord::new(name);
         vm.tags = tags.iter().map(|t| t.to_string()).collect();
+        vm.comment = comment.to_string();
         self.emu().insert_vm(vm).unwrap();
     }
 }
@@ -244,9 +249,10 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     assert_no_secret("plan file", &saved);
 
     // exe.dev changed since: refused, nothing created.
-    env.plant(
+    env.plant_with_comment(
         "acme-web-1",
         &["exk8s-fleet-acme", "exk8s-pool-web", "exk8s-role-agent"],
+        "exedev-k8s spec=000000000000",
     );
     let out = env.run(&["apply", "plan.json"]);
     assert!(!out.status.success());
@@ -307,6 +313,82 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
         .unwrap();
     assert!(script.contains("existing-cluster-token"));
     assert_eq!(env.vm_names(), BASE_VMS);
+}
+
+/// Owned means the ownership tag, a name the fleet generates and the spec
+/// comment: a VM tagged by mistake (`precious-db`), or carrying the tag
+/// under a fleet-like name without the comment, is reported and survives
+/// apply and destroy.
+#[test]
+fn a_tag_alone_never_makes_a_vm_the_fleets() {
+    let env = Env::new(|_| {});
+    env.plant("precious-db", &["exk8s-fleet-acme"]);
+    env.plant(
+        "acme-batch-7",
+        &["exk8s-fleet-acme", "exk8s-pool-batch", "exk8s-role-agent"],
+    );
+    let plan = env.ok(&["plan", "-f", "base.yaml"]);
+    assert!(
+        plan.contains("precious-db carries fleet \"acme\"'s ownership tag but lacks a name fleet \"acme\" generates and the spec comment"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(
+            "acme-batch-7 carries fleet \"acme\"'s ownership tag but lacks the spec comment"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("9 to create, 0 to update, 0 to replace, 0 to delete"),
+        "{plan}"
+    );
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let destroy = env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
+    assert!(destroy.contains("precious-db carries"), "{destroy}");
+    assert_eq!(env.vm_names(), ["acme-batch-7", "precious-db"]);
+    assert!(env.emu().requests().iter().all(|r| {
+        !r.words
+            .iter()
+            .any(|w| w == "precious-db" || w == "acme-batch-7")
+            || r.command.as_deref() == Some("ls")
+    }));
+
+    // Under a desired name, a tagged VM without the comment is a collision.
+    env.plant("acme-cp-1", &["exk8s-fleet-acme"]);
+    let out = env.run(&["plan", "-f", "base.yaml"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"acme-cp-1\" exists but is not owned"),
+        "{err}"
+    );
+    assert!(err.contains("lacks the spec comment"), "{err}");
+}
+
+/// Fleets whose names prefix each other (`acme`, `acme-eu`) never see each
+/// other's VMs: no warnings about them, and a plan saved for one stays
+/// fresh while the other applies.
+#[test]
+fn fleets_whose_names_prefix_each_other_do_not_interfere() {
+    let env = Env::new(|_| {});
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    std::fs::write(
+        env.path("eu.yaml"),
+        base.replace("name: acme", "name: acme-eu"),
+    )
+    .unwrap();
+    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    env.ok(&["apply", "-f", "eu.yaml", "--yes"]);
+    let plan = env.ok(&["plan", "-f", "base.yaml"]);
+    assert!(!plan.contains("acme-eu"), "{plan}");
+    assert!(!plan.contains("Warnings"), "{plan}");
+    env.ok(&["apply", "plan.json"]);
+    assert_eq!(env.vm_names().len(), 18);
+    let eu = env.ok(&["plan", "-f", "eu.yaml"]);
+    assert!(
+        eu.contains("No changes") && !eu.contains("Warnings"),
+        "{eu}"
+    );
 }
 
 #[test]

@@ -325,12 +325,17 @@ mod with_the_emulator {
         let env = Env::new(0);
         let stored = env.path(".exedev-k8s/demo/kubeconfig");
         std::fs::create_dir_all(env.path(".exedev-k8s/demo")).expect("dir");
-        let poison = poisoned(&env).replace("name: default", "name: demo").replace(
-            "cluster: default\n    user: default",
-            "cluster: demo\n    user: demo",
-        );
-        std::fs::write(&stored, poison.replace("current-context: default", "current-context: demo"))
-            .expect("plant");
+        let poison = poisoned(&env)
+            .replace("name: default", "name: demo")
+            .replace(
+                "cluster: default\n    user: default",
+                "cluster: demo\n    user: demo",
+            );
+        std::fs::write(
+            &stored,
+            poison.replace("current-context: default", "current-context: demo"),
+        )
+        .expect("plant");
         let out = cli(&h, &env, &["apply", "--yes", "--wait", "--timeout", "5s"]);
         let err = text(&out.stderr);
         assert!(!out.status.success(), "{err}");

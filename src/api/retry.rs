@@ -167,10 +167,16 @@ mod tests {
             decide(NotIdempotent, &e(ErrorKind::ConnectionLost, "")),
             Unknown
         );
-        assert_eq!(decide(NotIdempotent, &e(ErrorKind::Internal(500), "")), Unknown);
+        assert_eq!(
+            decide(NotIdempotent, &e(ErrorKind::Internal(500), "")),
+            Unknown
+        );
         assert_eq!(decide(Read, &e(ErrorKind::Internal(500), "")), Retry(None));
         // 502 and 503 arrive as Internal (every 5xx but 504 does).
-        assert_eq!(ApiError::kind_for_status(503, None), ErrorKind::Internal(503));
+        assert_eq!(
+            ApiError::kind_for_status(503, None),
+            ErrorKind::Internal(503)
+        );
         assert_eq!(
             decide(
                 IdempotentWrite,

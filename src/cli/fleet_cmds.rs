@@ -481,7 +481,7 @@ fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
     observed
         .vms
         .iter()
-        .filter(|v| fleet::owns(cluster, &v.tags) && v.tags.contains(&tag))
+        .filter(|v| plan::owned(cluster, v) && v.tags.contains(&tag))
         .map(|v| v.vm_name.clone())
         .collect()
 }
@@ -524,7 +524,7 @@ async fn execute(
     let new_cluster = !observed
         .vms
         .iter()
-        .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
+        .any(|v| plan::owned(&fleet.metadata.name.value, v));
     let secrets = if creates {
         cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?
     } else {

@@ -52,7 +52,9 @@ fn why_refused(field: &str) -> &'static str {
         "proxy-url" => "a proxy would send the cluster's traffic elsewhere",
         "insecure-skip-tls-verify" => "it turns off TLS verification",
         "username" | "password" => "basic authentication is not something k3s writes",
-        "as" | "as-uid" | "as-groups" | "as-user-extra" => "impersonation is not something k3s writes",
+        "as" | "as-uid" | "as-groups" | "as-user-extra" => {
+            "impersonation is not something k3s writes"
+        }
         _ => "it is not one of the fields this tool keeps",
     }
 }
@@ -124,8 +126,12 @@ fn parse(raw: &str, what: &str) -> Result<Map<String, Value>, ClusterError> {
         return Ok(Map::new());
     }
     let options = serde_saphyr::options! { with_snippet: false };
-    let v: Value = serde_saphyr::from_str_with_options(raw, options)
-        .map_err(|e| invalid(what, format!("not YAML: {}", yaml_error_without_content(&e))))?;
+    let v: Value = serde_saphyr::from_str_with_options(raw, options).map_err(|e| {
+        invalid(
+            what,
+            format!("not YAML: {}", yaml_error_without_content(&e)),
+        )
+    })?;
     match v {
         Value::Object(m) => Ok(m),
         Value::Null => Ok(Map::new()),
@@ -133,7 +139,11 @@ fn parse(raw: &str, what: &str) -> Result<Map<String, Value>, ClusterError> {
     }
 }
 
-fn object<'a>(v: &'a Value, path: &str, what: &str) -> Result<&'a Map<String, Value>, ClusterError> {
+fn object<'a>(
+    v: &'a Value,
+    path: &str,
+    what: &str,
+) -> Result<&'a Map<String, Value>, ClusterError> {
     v.as_object()
         .ok_or_else(|| invalid(what, format!("`{path}` is not a mapping")))
 }
@@ -159,7 +169,11 @@ fn only(
     }
 }
 
-fn list<'a>(doc: &'a Map<String, Value>, section: &str, what: &str) -> Result<&'a [Value], ClusterError> {
+fn list<'a>(
+    doc: &'a Map<String, Value>,
+    section: &str,
+    what: &str,
+) -> Result<&'a [Value], ClusterError> {
     match doc.get(section) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
@@ -167,7 +181,12 @@ fn list<'a>(doc: &'a Map<String, Value>, section: &str, what: &str) -> Result<&'
     }
 }
 
-fn string<'a>(m: &'a Map<String, Value>, key: &str, path: &str, what: &str) -> Result<Option<&'a str>, ClusterError> {
+fn string<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+    what: &str,
+) -> Result<Option<&'a str>, ClusterError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -199,12 +218,18 @@ fn pick<'a>(
         ([one], _) => Ok(*one),
         ([], Some(n)) => Err(invalid(
             what,
-            format!("no entry of `{section}` is named {:?}", crate::text::one_line(n)),
+            format!(
+                "no entry of `{section}` is named {:?}",
+                crate::text::one_line(n)
+            ),
         )),
         ([], None) => Err(invalid(what, format!("`{section}` is empty"))),
         (_, Some(n)) => Err(invalid(
             what,
-            format!("several entries of `{section}` are named {:?}", crate::text::one_line(n)),
+            format!(
+                "several entries of `{section}` are named {:?}",
+                crate::text::one_line(n)
+            ),
         )),
         (_, None) => Err(invalid(
             what,
@@ -273,7 +298,10 @@ impl SafeKubeconfig {
         let empty = Value::Object(Map::new());
         let cpath = format!("clusters[{ci}].cluster");
         let cluster = object(
-            cluster.get("cluster").filter(|v| !v.is_null()).unwrap_or(&empty),
+            cluster
+                .get("cluster")
+                .filter(|v| !v.is_null())
+                .unwrap_or(&empty),
             &cpath,
             what,
         )?;
@@ -302,12 +330,17 @@ impl SafeKubeconfig {
                 ClientAuth::Token(Secret::new(t))
             }
             (None, None, Some(_)) => {
-                return Err(invalid(what, format!("`{upath}.token` is empty or holds spaces")));
+                return Err(invalid(
+                    what,
+                    format!("`{upath}.token` is empty or holds spaces"),
+                ));
             }
             (None, None, None) => {
                 return Err(invalid(
                     what,
-                    format!("`{upath}` has no credentials (client-certificate-data and client-key-data, or token)"),
+                    format!(
+                        "`{upath}` has no credentials (client-certificate-data and client-key-data, or token)"
+                    ),
                 ));
             }
             (_, _, Some(_)) => {
@@ -359,7 +392,9 @@ impl SafeKubeconfig {
         });
         match doc {
             Value::Object(m) => to_yaml(&m),
-            _ => Err(ClusterError::InvalidKubeconfig("cannot build the kubeconfig".into())),
+            _ => Err(ClusterError::InvalidKubeconfig(
+                "cannot build the kubeconfig".into(),
+            )),
         }
     }
 
@@ -455,8 +490,12 @@ fn parse_user(raw: &str, what: &str) -> Result<Map<String, Value>, ClusterError>
         return Ok(Map::new());
     }
     let options = serde_saphyr::options! { with_snippet: false };
-    let v: Value = serde_saphyr::from_str_with_options(raw, options)
-        .map_err(|e| invalid(what, format!("not YAML: {}", yaml_error_without_content(&e))))?;
+    let v: Value = serde_saphyr::from_str_with_options(raw, options).map_err(|e| {
+        invalid(
+            what,
+            format!("not YAML: {}", yaml_error_without_content(&e)),
+        )
+    })?;
     match v {
         Value::Object(m) => Ok(m),
         Value::Null => Ok(Map::new()),
@@ -479,11 +518,11 @@ pub fn credential_plugins(raw: &str) -> Vec<String> {
     for u in users {
         let name = u.get("name").and_then(Value::as_str).unwrap_or("?");
         for field in ["exec", "auth-provider"] {
-            if u.get("user").and_then(|b| b.get(field)).is_some_and(|v| !v.is_null()) {
-                out.push(format!(
-                    "user {:?}: {field}",
-                    crate::text::one_line(name)
-                ));
+            if u.get("user")
+                .and_then(|b| b.get(field))
+                .is_some_and(|v| !v.is_null())
+            {
+                out.push(format!("user {:?}: {field}", crate::text::one_line(name)));
             }
         }
     }
@@ -587,8 +626,14 @@ users:
                 .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
                 .unwrap_or_default()
         );
-        assert_eq!(after["users"][0]["user"]["client-certificate-data"], "Q0VSVA==");
-        assert_eq!(after["users"][0]["user"]["client-key-data"], "S0VZU0VDUkVUS0VZ");
+        assert_eq!(
+            after["users"][0]["user"]["client-certificate-data"],
+            "Q0VSVA=="
+        );
+        assert_eq!(
+            after["users"][0]["user"]["client-key-data"],
+            "S0VZU0VDUkVUS0VZ"
+        );
     }
 
     #[test]
@@ -603,7 +648,10 @@ users:
             ),
             "k3s",
         ));
-        assert_eq!(token.auth, ClientAuth::Token(Secret::new("K10abc::server:def")));
+        assert_eq!(
+            token.auth,
+            ClientAuth::Token(Secret::new("K10abc::server:def"))
+        );
         let out = ok(token.to_yaml("demo", "https://x:6443"));
         assert_eq!(ok(SafeKubeconfig::parse(&out, "stored")), token);
         let k = ok(token.to_kube("demo", "https://x:6443"));
@@ -618,22 +666,102 @@ users:
         let cluster = "    server: https://127.0.0.1:6443\n";
         let cases: &[(&str, &str, &str, &str)] = &[
             // (after, inserted, expected path, expected reason)
-            (user, "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [-c, 'id > PWNED']\n", "users[0].user.exec", "runs a program"),
-            (user, "    auth-provider:\n      name: oidc\n      config: {client-secret: HIDDEN-VALUE}\n", "users[0].user.auth-provider", "runs code"),
-            (user, "    client-certificate: /home/me/cert.pem\n", "users[0].user.client-certificate", "file path"),
-            (user, "    client-key: /home/me/HIDDEN-VALUE.pem\n", "users[0].user.client-key", "file path"),
-            (user, "    tokenFile: /var/run/HIDDEN-VALUE\n", "users[0].user.tokenFile", "file path"),
-            (user, "    username: admin\n    password: HIDDEN-VALUE\n", "users[0].user.", "basic authentication"),
-            (user, "    as: system:admin\n", "users[0].user.as", "impersonation"),
-            (user, "    extensions: []\n", "users[0].user.extensions", "not one of the fields"),
-            (cluster, "    certificate-authority: /etc/HIDDEN-VALUE.crt\n", "clusters[0].cluster.certificate-authority", "file path"),
-            (cluster, "    proxy-url: http://HIDDEN-VALUE:3128\n", "clusters[0].cluster.proxy-url", "elsewhere"),
-            (cluster, "    insecure-skip-tls-verify: true\n", "clusters[0].cluster.insecure-skip-tls-verify", "TLS verification"),
-            (cluster, "    tls-server-name: HIDDEN-VALUE\n", "clusters[0].cluster.tls-server-name", "not one of the fields"),
-            ("    user: default\n", "    namespace: HIDDEN-VALUE\n", "contexts[0].context.namespace", "not one of the fields"),
-            (cluster, "  extensions: [HIDDEN-VALUE]\n", "clusters[0].extensions", "not one of the fields"),
-            ("kind: Config\n", "proxy: HIDDEN-VALUE\n", "`proxy`", "not one of the fields"),
-            ("kind: Config\n", "extensions: [{name: x, extension: HIDDEN-VALUE}]\n", "`extensions`", "not one of the fields"),
+            (
+                user,
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [-c, 'id > PWNED']\n",
+                "users[0].user.exec",
+                "runs a program",
+            ),
+            (
+                user,
+                "    auth-provider:\n      name: oidc\n      config: {client-secret: HIDDEN-VALUE}\n",
+                "users[0].user.auth-provider",
+                "runs code",
+            ),
+            (
+                user,
+                "    client-certificate: /home/me/cert.pem\n",
+                "users[0].user.client-certificate",
+                "file path",
+            ),
+            (
+                user,
+                "    client-key: /home/me/HIDDEN-VALUE.pem\n",
+                "users[0].user.client-key",
+                "file path",
+            ),
+            (
+                user,
+                "    tokenFile: /var/run/HIDDEN-VALUE\n",
+                "users[0].user.tokenFile",
+                "file path",
+            ),
+            (
+                user,
+                "    username: admin\n    password: HIDDEN-VALUE\n",
+                "users[0].user.",
+                "basic authentication",
+            ),
+            (
+                user,
+                "    as: system:admin\n",
+                "users[0].user.as",
+                "impersonation",
+            ),
+            (
+                user,
+                "    extensions: []\n",
+                "users[0].user.extensions",
+                "not one of the fields",
+            ),
+            (
+                cluster,
+                "    certificate-authority: /etc/HIDDEN-VALUE.crt\n",
+                "clusters[0].cluster.certificate-authority",
+                "file path",
+            ),
+            (
+                cluster,
+                "    proxy-url: http://HIDDEN-VALUE:3128\n",
+                "clusters[0].cluster.proxy-url",
+                "elsewhere",
+            ),
+            (
+                cluster,
+                "    insecure-skip-tls-verify: true\n",
+                "clusters[0].cluster.insecure-skip-tls-verify",
+                "TLS verification",
+            ),
+            (
+                cluster,
+                "    tls-server-name: HIDDEN-VALUE\n",
+                "clusters[0].cluster.tls-server-name",
+                "not one of the fields",
+            ),
+            (
+                "    user: default\n",
+                "    namespace: HIDDEN-VALUE\n",
+                "contexts[0].context.namespace",
+                "not one of the fields",
+            ),
+            (
+                cluster,
+                "  extensions: [HIDDEN-VALUE]\n",
+                "clusters[0].extensions",
+                "not one of the fields",
+            ),
+            (
+                "kind: Config\n",
+                "proxy: HIDDEN-VALUE\n",
+                "`proxy`",
+                "not one of the fields",
+            ),
+            (
+                "kind: Config\n",
+                "extensions: [{name: x, extension: HIDDEN-VALUE}]\n",
+                "`extensions`",
+                "not one of the fields",
+            ),
         ];
         for (after, insert, path, reason) in cases {
             assert!(K3S.contains(after), "{after}");
@@ -644,7 +772,10 @@ users:
             assert!(!e.contains("HIDDEN-VALUE") && !e.contains("PWNED"), "{e}");
             assert!(!e.contains("S0VZU0VDUkVUS0VZ"), "no key data: {e}");
         }
-        assert!(refused(&K3S.replace("preferences: {}", "preferences: {colors: true}")).contains("`preferences` is refused"));
+        assert!(
+            refused(&K3S.replace("preferences: {}", "preferences: {colors: true}"))
+                .contains("`preferences` is refused")
+        );
     }
 
     #[test]
@@ -685,13 +816,19 @@ users:
         );
         let e = refused(&broken);
         assert!(e.contains("line "), "{e}");
-        assert!(!e.contains("S0VZU0VDUkVUS0VZ") && !e.contains("SEKRIT"), "{e}");
+        assert!(
+            !e.contains("S0VZU0VDUkVUS0VZ") && !e.contains("SEKRIT"),
+            "{e}"
+        );
         let e = match merge_kubeconfig(&broken, "") {
             Ok(_) => panic!("merged a broken file"),
             Err(e) => e.to_string(),
         };
         assert!(e.contains("line "), "{e}");
-        assert!(!e.contains("S0VZU0VDUkVUS0VZ") && !e.contains("SEKRIT"), "{e}");
+        assert!(
+            !e.contains("S0VZU0VDUkVUS0VZ") && !e.contains("SEKRIT"),
+            "{e}"
+        );
         let typed = "users:\n- name: x\n  user: {client-key-data: [S0VZU0VDUkVUS0VZ]}\n";
         assert!(!refused(typed).contains("S0VZU0VDUkVUS0VZ"));
     }

@@ -1,8 +1,11 @@
 //! The VMs a fleet asks for, and the tags and labels that mark them as ours.
 //!
 //! The plan compares [`desired_vms`] with what exe.dev reports. Ownership is
-//! decided only by [`ownership_tag`] / [`owns`]: a VM without the fleet's
-//! ownership tag is never changed or removed, whatever its name.
+//! decided only by [`ownership`]: the fleet's ownership tag, a name the
+//! fleet generates ([`parse_vm_name`]) and the spec comment the tool writes
+//! ([`SPEC_COMMENT_PREFIX`]), all three. A VM with less is reported, never
+//! changed or removed: a tag is one `exedev-k8s exec -- tag` away from any
+//! VM, and `precious-db` tagged by mistake must survive the next apply.
 
 use std::collections::BTreeMap;
 
@@ -90,11 +93,21 @@ impl DesiredVm {
     }
 }
 
-/// THE ownership tag: only VMs carrying `exk8s-fleet-{cluster}` are ever
-/// changed or removed by this tool for that fleet.
+/// The ownership tag `exk8s-fleet-{cluster}`: one of the three marks of a
+/// VM the fleet owns (see [`ownership`]).
 pub fn ownership_tag(cluster: &str) -> String {
     format!("{RESERVED_TAG_PREFIX}fleet-{cluster}")
 }
+
+/// Prefix of every fleet's ownership tag.
+pub fn ownership_tag_prefix() -> String {
+    format!("{RESERVED_TAG_PREFIX}fleet-")
+}
+
+/// Prefix of the comment every VM the tool creates carries,
+/// `exedev-k8s spec=<fingerprint>` (see `plan::spec`): one of the three
+/// marks of ownership.
+pub const SPEC_COMMENT_PREFIX: &str = "exedev-k8s spec=";
 
 /// Tag naming a VM's pool (`exk8s-pool-{pool}`), so that `ls` output can be
 /// grouped without parsing VM names.
@@ -107,11 +120,66 @@ pub fn role_tag(role: Role) -> String {
     format!("{RESERVED_TAG_PREFIX}role-{}", role.as_str())
 }
 
-/// True when `tags` hold the ownership tag of `cluster`, i.e. this fleet may
-/// change or remove the VM.
-pub fn owns(cluster: &str, tags: &[String]) -> bool {
+/// True when `tags` hold the ownership tag of `cluster`: necessary for
+/// ownership, not sufficient (see [`ownership`]).
+pub fn has_ownership_tag(cluster: &str, tags: &[String]) -> bool {
     let tag = ownership_tag(cluster);
     tags.contains(&tag)
+}
+
+/// How a VM stands to a fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// The ownership tag, a name the fleet generates and the spec comment:
+    /// the fleet may change or remove it.
+    Owned,
+    /// Some marks but not all; `lacks` says which are missing, for the
+    /// report ("a name fleet \"own\" generates", "the spec comment ...").
+    /// Never changed or removed.
+    Partial { lacks: Vec<String> },
+    /// None of this fleet's marks' essentials: not the fleet's at all.
+    NotOwned,
+}
+
+/// Whether fleet `cluster` owns the VM `name` with `tags` and `comment`:
+/// [`Ownership::Owned`] needs all three marks; a VM carrying the ownership
+/// tag without the others is [`Ownership::Partial`]; a VM without the tag
+/// is [`Ownership::NotOwned`] whatever its name.
+pub fn ownership(cluster: &str, name: &str, tags: &[String], comment: &str) -> Ownership {
+    let mut lacks = Vec::new();
+    if !has_ownership_tag(cluster, tags) {
+        return Ownership::NotOwned;
+    }
+    if parse_vm_name(cluster, name).is_none() {
+        lacks.push(format!("a name fleet {cluster:?} generates"));
+    }
+    if !comment.starts_with(SPEC_COMMENT_PREFIX) {
+        lacks.push(format!("the spec comment ({SPEC_COMMENT_PREFIX}...)"));
+    }
+    if lacks.is_empty() {
+        Ownership::Owned
+    } else {
+        Ownership::Partial { lacks }
+    }
+}
+
+/// True when fleet `cluster` owns the VM (see [`ownership`]): the only VMs
+/// it may change or remove.
+pub fn owns(cluster: &str, name: &str, tags: &[String], comment: &str) -> bool {
+    ownership(cluster, name, tags, comment) == Ownership::Owned
+}
+
+/// Whether a VM is any business of fleet `cluster`: it carries the fleet's
+/// ownership tag, or its name is one the fleet could generate and it
+/// carries no other fleet's ownership tag. Fleets whose names prefix each
+/// other (`prod`, `prod-eu`) thus never see each other's VMs: `prod-eu-cp-1`
+/// parses as pool `eu-cp` of `prod`, but carries `exk8s-fleet-prod-eu`.
+pub fn concerns(cluster: &str, name: &str, tags: &[String]) -> bool {
+    let own = ownership_tag(cluster);
+    let prefix = ownership_tag_prefix();
+    tags.contains(&own)
+        || (parse_vm_name(cluster, name).is_some()
+            && !tags.iter().any(|t| t.starts_with(&prefix) && *t != own))
 }
 
 /// The node label pair `exedev-k8s.io/fleet={cluster}`.
@@ -127,6 +195,35 @@ pub fn pool_label(pool: &str) -> (String, String) {
 /// A VM's name: `{cluster}-{pool}-{index}` (pool `cp` for servers).
 pub fn vm_name(cluster: &str, pool: &str, index: u32) -> String {
     format!("{cluster}-{pool}-{index}")
+}
+
+/// The pool and index a VM name of fleet `cluster` stands for, when the
+/// fleet could have generated it ([`vm_name`] backwards): `{cluster}-` then
+/// a pool name (the validator's syntax) then `-{index}`, index from 1
+/// without leading zeros. The one place that knows the scheme backwards.
+pub fn parse_vm_name(cluster: &str, name: &str) -> Option<(String, u32)> {
+    let rest = name.strip_prefix(cluster)?.strip_prefix('-')?;
+    let (pool, index) = rest.rsplit_once('-')?;
+    let index_ok =
+        !index.is_empty() && !index.starts_with('0') && index.bytes().all(|b| b.is_ascii_digit());
+    if !index_ok || !is_name_segment(pool) {
+        return None;
+    }
+    Some((pool.to_string(), index.parse().ok()?))
+}
+
+/// A cluster or pool name: a lowercase letter, then lowercase letters,
+/// digits and single inner hyphens.
+pub(super) fn is_name_segment(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some(first) = b.first() else {
+        return false;
+    };
+    first.is_ascii_lowercase()
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 struct Group<'a> {
@@ -354,9 +451,9 @@ network:
                 "team-a"
             ]
         );
-        assert!(owns("demo", &vms[1].tags));
-        assert!(!owns("demo2", &vms[1].tags));
-        assert!(!owns("dem", &vms[1].tags));
+        assert!(has_ownership_tag("demo", &vms[1].tags));
+        assert!(!has_ownership_tag("demo2", &vms[1].tags));
+        assert!(!has_ownership_tag("dem", &vms[1].tags));
     }
 
     #[test]
@@ -428,9 +525,127 @@ network:
         assert_eq!(pool_tag("gpu"), "exk8s-pool-gpu");
         assert_eq!(role_tag(Role::Server), "exk8s-role-server");
         assert_eq!(role_tag(Role::Agent), "exk8s-role-agent");
-        assert!(owns("prod", &["x".into(), "exk8s-fleet-prod".into()]));
-        assert!(!owns("prod", &["exk8s-fleet-prod2".into()]));
-        assert!(!owns("prod", &[]));
+        assert!(has_ownership_tag(
+            "prod",
+            &["x".into(), "exk8s-fleet-prod".into()]
+        ));
+        assert!(!has_ownership_tag("prod", &["exk8s-fleet-prod2".into()]));
+        assert!(!has_ownership_tag("prod", &[]));
+    }
+
+    /// Owned means the tag, a name the fleet generates and the spec
+    /// comment; anything less is partial (reported) or not owned at all.
+    #[test]
+    fn ownership_needs_all_three_marks() {
+        let tag = vec![ownership_tag("own"), "team".to_string()];
+        let spec = format!("{SPEC_COMMENT_PREFIX}0123456789ab");
+        let partial = |lacks: &[&str]| Ownership::Partial {
+            lacks: lacks.iter().map(|s| s.to_string()).collect(),
+        };
+        let cases: &[(&str, &[String], &str, Ownership)] = &[
+            ("own-cp-1", &tag, &spec, Ownership::Owned),
+            ("own-web-12", &tag, &spec, Ownership::Owned),
+            ("own-eu-web-3", &tag, &spec, Ownership::Owned),
+            // The case: tagged by mistake, any name.
+            (
+                "precious-db",
+                &tag,
+                "",
+                partial(&[
+                    "a name fleet \"own\" generates",
+                    "the spec comment (exedev-k8s spec=...)",
+                ]),
+            ),
+            (
+                "precious-db",
+                &tag,
+                &spec,
+                partial(&["a name fleet \"own\" generates"]),
+            ),
+            (
+                "own-web-1",
+                &tag,
+                "my notes",
+                partial(&["the spec comment (exedev-k8s spec=...)"]),
+            ),
+            (
+                "own-web-01",
+                &tag,
+                &spec,
+                partial(&["a name fleet \"own\" generates"]),
+            ),
+            (
+                "own-web-0",
+                &tag,
+                &spec,
+                partial(&["a name fleet \"own\" generates"]),
+            ),
+            (
+                "own-web",
+                &tag,
+                &spec,
+                partial(&["a name fleet \"own\" generates"]),
+            ),
+            (
+                "own--1",
+                &tag,
+                &spec,
+                partial(&["a name fleet \"own\" generates"]),
+            ),
+            (
+                "owner-web-1",
+                &tag,
+                &spec,
+                partial(&["a name fleet \"own\" generates"]),
+            ),
+            ("own-web-1", &[], &spec, Ownership::NotOwned),
+            (
+                "own-web-1",
+                &["exk8s-fleet-own2".to_string()],
+                &spec,
+                Ownership::NotOwned,
+            ),
+        ];
+        for (name, tags, comment, want) in cases {
+            assert_eq!(
+                &ownership("own", name, tags, comment),
+                want,
+                "{name} {tags:?} {comment:?}"
+            );
+            assert_eq!(owns("own", name, tags, comment), *want == Ownership::Owned);
+        }
+    }
+
+    #[test]
+    fn names_parse_back_and_other_fleets_are_out_of_scope() {
+        assert_eq!(parse_vm_name("prod", "prod-cp-1"), Some(("cp".into(), 1)));
+        assert_eq!(
+            parse_vm_name("prod", "prod-eu-gpu-12"),
+            Some(("eu-gpu".into(), 12))
+        );
+        for bad in [
+            "prod",
+            "prod-",
+            "prod-cp",
+            "prod-cp-",
+            "prod-cp-x",
+            "prod-cp-01",
+            "prod--1",
+            "prodx-cp-1",
+            "prod-Cp-1",
+            "other-cp-1",
+        ] {
+            assert_eq!(parse_vm_name("prod", bad), None, "{bad}");
+        }
+        let eu = vec![ownership_tag("prod-eu")];
+        // prod-eu's VM parses as pool "eu-cp" of prod, but is prod-eu's.
+        assert!(!concerns("prod", "prod-eu-cp-1", &eu));
+        assert!(concerns("prod-eu", "prod-eu-cp-1", &eu));
+        // Untagged: a name prod could generate concerns prod (a warning).
+        assert!(concerns("prod", "prod-eu-cp-1", &[]));
+        assert!(!concerns("prod", "precious-db", &[]));
+        // Tagged for prod: concerns prod whatever the name (reported).
+        assert!(concerns("prod", "precious-db", &[ownership_tag("prod")]));
     }
 
     fn pool_name() -> impl Strategy<Value = String> {
@@ -463,7 +678,13 @@ network:
             for vm in &vms {
                 prop_assert_eq!(check_vm_name(&vm.name), Ok(()));
                 prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
-                prop_assert!(owns(&cluster, &vm.tags));
+                prop_assert!(has_ownership_tag(&cluster, &vm.tags));
+                prop_assert_eq!(
+                    parse_vm_name(&cluster, &vm.name),
+                    Some((vm.pool.clone(), vm.index))
+                );
+                let comment = format!("{SPEC_COMMENT_PREFIX}x");
+                prop_assert!(owns(&cluster, &vm.name, &vm.tags, &comment));
             }
         }
     }

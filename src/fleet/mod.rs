@@ -11,9 +11,10 @@ mod parse;
 mod validate;
 
 pub use desired::{
-    CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, POOL_LABEL_KEY,
-    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, ShareSpec, desired_vms, fleet_label,
-    ownership_tag, owns, pool_label, pool_tag, role_tag, vm_name,
+    CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, Ownership, POOL_LABEL_KEY,
+    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SPEC_COMMENT_PREFIX, ShareSpec, concerns,
+    desired_vms, fleet_label, has_ownership_tag, ownership, ownership_tag, owns, parse_vm_name,
+    pool_label, pool_tag, role_tag, vm_name,
 };
 pub use error::{FleetError, FleetErrors};
 pub use model::*;

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use serde_saphyr::Spanned;
 
 use super::desired::{
-    CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, ownership_tag, pool_tag,
-    vm_name,
+    CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, is_name_segment, ownership_tag,
+    pool_tag, vm_name,
 };
 use super::error::FleetError;
 use super::model::{API_VERSION, Fleet, KIND, Labels, SecretRef, Share};
@@ -160,18 +160,6 @@ fn check_header(cx: &mut Ctx, fleet: &Fleet) {
 }
 
 /// `^[a-z][a-z0-9]*(-[a-z0-9]+)*$`: the shape of a VM name segment.
-fn is_name_segment(s: &str) -> bool {
-    let b = s.as_bytes();
-    let Some(first) = b.first() else {
-        return false;
-    };
-    first.is_ascii_lowercase()
-        && !s.ends_with('-')
-        && !s.contains("--")
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
 fn check_cluster_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
     if !is_name_segment(&name.value) {
         cx.at(
@@ -634,7 +622,10 @@ network:
             "single-line printable text",
         );
         one(
-            &replace("  channel: stable\n", "  channel: stable\n  serverArgs: [\"--a=1\\r\"]\n"),
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [\"--a=1\\r\"]\n",
+            ),
             7,
             16,
             "control character U+000D",

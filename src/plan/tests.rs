@@ -392,7 +392,7 @@ fn targets_narrow_and_unknown_targets_fail() {
 fn observed_fingerprint_ignores_status_and_other_fleets() {
     let f = fleet("");
     let mut o = in_sync(&f);
-    let before = o.fingerprint("demo");
+    let before = o.fingerprint(&f);
     o.vms[0].status = "starting".into();
     o.shares.clear();
     o.vms.push(VmInfo {
@@ -400,9 +400,9 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
         tags: vec![fleet::ownership_tag("other")],
         ..Default::default()
     });
-    assert_eq!(o.fingerprint("demo"), before);
+    assert_eq!(o.fingerprint(&f), before);
     o.vms[1].allocated_cpus = 9;
-    assert_ne!(o.fingerprint("demo"), before);
+    assert_ne!(o.fingerprint(&f), before);
 }
 
 #[test]
@@ -483,4 +483,91 @@ fn server_resizes_count_as_downtime_and_the_only_server_warning_always_shows() {
                 .any(|w| w.contains("only server") && w.contains("etcd data is lost"))
         );
     }
+}
+
+/// A tag alone is not ownership: `precious-db` tagged for the fleet and a
+/// fleet-named VM without the spec comment are warned about, never
+/// deleted, neither by apply nor by destroy.
+#[test]
+fn a_tag_alone_is_not_ownership() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms.push(VmInfo {
+        vm_name: "precious-db".into(),
+        tags: vec![fleet::ownership_tag("demo")],
+        ..Default::default()
+    });
+    let mut handmade = o.vms[4].clone();
+    handmade.vm_name = "demo-web-7".into();
+    handmade.comment = "made by hand".into();
+    o.vms.push(handmade);
+    for destroy in [false, true] {
+        let p = diff(
+            &f,
+            "fp",
+            &o,
+            &PlanOptions {
+                destroy,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            p.changes
+                .iter()
+                .all(|c| c.vm != "precious-db" && c.vm != "demo-web-7"),
+            "{:?}",
+            actions(&p)
+        );
+        let w = p.warnings.join("\n");
+        assert!(w.contains("precious-db carries fleet \"demo\"'s ownership tag but lacks a name fleet \"demo\" generates"), "{w}");
+        assert!(
+            w.contains(
+                "demo-web-7 carries fleet \"demo\"'s ownership tag but lacks the spec comment"
+            ),
+            "{w}"
+        );
+    }
+    // Under a desired name, the same VM is a collision naming what it lacks.
+    o.vms[4].comment = String::new();
+    match diff(&f, "fp", &o, &PlanOptions::default()) {
+        Err(e @ PlanError::Collision { .. }) => {
+            assert!(e.to_string().contains("\"demo-web-2\""), "{e}");
+            assert!(e.to_string().contains("lacks the spec comment"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Fleet `demo-eu`'s VMs parse as names fleet `demo` could generate (pool
+/// `eu-cp`, `eu-web`), but carry `demo-eu`'s tag: they change neither
+/// `demo`'s plan, nor its warnings, nor its observed fingerprint.
+#[test]
+fn a_fleet_named_with_this_ones_prefix_is_invisible() {
+    let f = fleet("");
+    let o = in_sync(&f);
+    let before = plan(&f, &o);
+    let mut with_eu = o.clone();
+    for name in ["demo-eu-cp-1", "demo-eu-web-1", "demo-eu-web-2"] {
+        with_eu.vms.push(VmInfo {
+            vm_name: name.into(),
+            status: "running".into(),
+            comment: comment_for("0123456789ab"),
+            tags: vec![fleet::ownership_tag("demo-eu")],
+            allocated_cpus: 2,
+            ..Default::default()
+        });
+    }
+    let after = plan(&f, &with_eu);
+    assert_eq!(after.warnings, before.warnings);
+    assert_eq!(after.changes, before.changes);
+    assert_eq!(after.observed_fingerprint, before.observed_fingerprint);
+    // An untagged VM under a name this fleet generates still counts.
+    with_eu.vms.push(VmInfo {
+        vm_name: "demo-eu-web-3".into(),
+        ..Default::default()
+    });
+    let stray = plan(&f, &with_eu);
+    assert_ne!(stray.observed_fingerprint, before.observed_fingerprint);
+    assert!(stray.warnings.iter().any(|w| w.contains("demo-eu-web-3")));
 }
