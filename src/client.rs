@@ -454,6 +454,30 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+fn transport_kind(e: &reqwest::Error) -> ErrorKind {
+    if e.is_connect() {
+        ErrorKind::ConnectFailed
+    } else {
+        ErrorKind::ConnectionLost
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut msg = if e.is_timeout() {
+        "request timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,28 +524,4 @@ mod tests {
         );
         assert!(!e.contains("exe0.x.y"), "{e}");
     }
-}
-
-fn transport_kind(e: &reqwest::Error) -> ErrorKind {
-    if e.is_connect() {
-        ErrorKind::ConnectFailed
-    } else {
-        ErrorKind::ConnectionLost
-    }
-}
-
-fn transport_message(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut msg = if e.is_timeout() {
-        "request timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
