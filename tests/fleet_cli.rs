@@ -289,8 +289,16 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     );
     assert_eq!(env.emu().count("rm"), 0);
 
-    // Fresh: carried out without a prompt (it was reviewed).
+    // Fresh: carried out without a prompt (it was reviewed), but never
+    // narrowed: --target with a saved plan is refused before any call.
     env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    let calls = env.emu().requests().len();
+    let out = env.run(&["apply", "plan.json", "--target", "web", "--skip-drain"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--target cannot be combined with a saved plan"), "{err}");
+    assert!(err.contains("plan -f FLEET --target web --out FILE"), "{err}");
+    assert_eq!(env.emu().requests().len(), calls, "no call");
     // The fleet already owns a VM: no k3s token is invented for it (a new
     // one would keep every new node out of the existing cluster).
     let out = env.run(&["apply", "plan.json", "--skip-drain"]);

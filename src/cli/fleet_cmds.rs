@@ -613,6 +613,15 @@ async fn execute(
 }
 
 pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
+    // A saved plan is exactly what was reviewed: narrowing it here would
+    // carry out something nobody saw (or, before, silently ignore --target).
+    if let (Some(planfile), false) = (&a.planfile, a.targets.is_empty()) {
+        return Err(fail(format!(
+            "--target cannot be combined with a saved plan ({}): a saved plan is carried out exactly as reviewed. Save a narrowed plan with `exedev-k8s plan -f FLEET --target {} --out FILE` and apply that, or drop --target",
+            planfile.display(),
+            a.targets.join(" --target ")
+        )));
+    }
     let saved = a.planfile.as_deref().map(plan::file::load).transpose()?;
     let fleet_path = match (&a.file, &saved) {
         (Some(f), _) => f.clone(),
