@@ -12,6 +12,7 @@ use crate::cluster::{NodeState, NodeView, Readiness};
 use crate::fleet::{self, DesiredVm};
 use crate::probe::ProbeResult;
 use crate::sizes::ByteSize;
+use crate::text::one_line;
 
 /// One row of the status table.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -228,14 +229,15 @@ pub fn render(s: &Status) -> String {
         "{:<22} {:<7} {:<10} {:<14} {:<13} {:<15} {:<14} PROBE",
         "VM", "ROLE", "VM STATUS", "SIZE", "PROXY", "NODE", "K3S"
     );
-    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    // Every cell quotes exe.dev or Kubernetes: no control characters.
+    let dash = |o: &Option<String>| one_line(o.as_deref().unwrap_or("-")).into_owned();
     for r in &s.rows {
         let _ = writeln!(
             out,
             "{:<22} {:<7} {:<10} {:<14} {:<13} {:<15} {:<14} {}",
-            r.name,
+            one_line(&r.name),
             dash(&r.role),
-            r.vm_status.clone().unwrap_or_else(|| "missing".into()),
+            one_line(r.vm_status.as_deref().unwrap_or("missing")),
             dash(&r.size),
             dash(&r.proxy),
             if s.cluster_api {
@@ -256,11 +258,15 @@ pub fn render(s: &Status) -> String {
     let problems: Vec<String> = s
         .rows
         .iter()
-        .flat_map(|r| r.problems.iter().map(move |p| format!("{}: {p}", r.name)))
+        .flat_map(|r| {
+            r.problems
+                .iter()
+                .map(move |p| format!("{}: {}", one_line(&r.name), one_line(p)))
+        })
         .chain(s.rows.iter().flat_map(|r| {
             r.drift
                 .iter()
-                .map(move |d| format!("{}: drift {d}", r.name))
+                .map(move |d| format!("{}: drift {}", one_line(&r.name), one_line(d)))
         }))
         .collect();
     if problems.is_empty() {
@@ -404,5 +410,41 @@ mod tests {
         let s = join("demo", &desired, &vms, &BTreeMap::new(), None, &[]);
         assert!(s.healthy && !s.cluster_api);
         assert!(render(&s).contains("Kubernetes API not reachable"));
+    }
+
+    /// Statuses, names and node versions come from exe.dev and Kubernetes:
+    /// the table shows their control characters as escapes.
+    #[test]
+    fn outside_text_is_escaped_in_the_table() {
+        let f = fleet();
+        let desired = crate::fleet::desired_vms(&f);
+        let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        vms[0].status = "stopped\u{1b}]0;pwned\u{7}".into();
+        let mut nodes: Vec<NodeView> = desired.iter().map(|d| node(d, true)).collect();
+        nodes[1].kubelet_version = Some("v1\u{1b}[2J".into());
+        nodes.push(NodeView {
+            name: "demo-x\u{1b}[31m".into(),
+            ..nodes[0].clone()
+        });
+        nodes[2]
+            .labels
+            .insert("exedev-k8s.io/pool".into(), "evil\u{9b}".into());
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let s = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            Some((&nodes, &readiness)),
+            &[],
+        );
+        let text = render(&s);
+        assert!(
+            !text
+                .chars()
+                .any(|c| crate::text::is_control(c) && c != '\n'),
+            "{text}"
+        );
+        assert!(text.contains("stopped\\u{1b}]0;pwned"), "{text}");
     }
 }

@@ -84,9 +84,9 @@ fn is_control_not_json_whitespace(c: char) -> bool {
 /// Markdown text (a table cell, a list item, a quote): controls escaped,
 /// line breaks flattened, every character markdown or HTML would act on
 /// neutralised. `<` and `>` become entities, so `<!--` cannot open a
-/// comment that hides the rest of a pull-request comment; ASCII punctuation
-/// that starts emphasis, links, code, tables or headings is
-/// backslash-escaped.
+/// comment that hides the rest of a pull-request comment; the punctuation
+/// that starts emphasis, links and images (`[`), code, table cells,
+/// headings, strikethrough or math is backslash-escaped.
 pub fn md_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in one_line(s).chars() {
@@ -94,8 +94,7 @@ pub fn md_text(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '|' | '!' | '~' | '{' | '}'
-            | '+' | '=' | '"' | '$' | '^' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '#' | '|' | '~' | '$' => {
                 out.push('\\');
                 out.push(c);
             }

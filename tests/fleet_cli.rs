@@ -296,8 +296,14 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     let out = env.run(&["apply", "plan.json", "--target", "web", "--skip-drain"]);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("--target cannot be combined with a saved plan"), "{err}");
-    assert!(err.contains("plan -f FLEET --target web --out FILE"), "{err}");
+    assert!(
+        err.contains("--target cannot be combined with a saved plan"),
+        "{err}"
+    );
+    assert!(
+        err.contains("plan -f FLEET --target web --out FILE"),
+        "{err}"
+    );
     assert_eq!(env.emu().requests().len(), calls, "no call");
     // The fleet already owns a VM: no k3s token is invented for it (a new
     // one would keep every new node out of the existing cluster).
@@ -397,6 +403,42 @@ fn fleets_whose_names_prefix_each_other_do_not_interfere() {
         eu.contains("No changes") && !eu.contains("Warnings"),
         "{eu}"
     );
+}
+
+/// A VM's comment and image are whatever anyone with the account wrote:
+/// `plan` shows them escaped in every format.
+#[test]
+fn what_exe_dev_reports_is_escaped_in_every_plan_format() {
+    let env = Env::new(|_| {});
+    let mut vm = VmRecord::new("acme-web-1");
+    vm.tags = ["exk8s-fleet-acme", "exk8s-pool-web", "exk8s-role-agent"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    vm.comment = "exedev-k8s spec=\u{1b}]0;TITLE\u{7}\u{1b}[31m".into();
+    vm.image = "x<!--".into();
+    env.emu().insert_vm(vm).unwrap();
+    let raw_controls = |s: &str| {
+        s.chars()
+            .any(|c| exedev_k8s::text::is_control(c) && c != '\n')
+    };
+    let human = env.ok(&["plan", "-f", "base.yaml"]);
+    assert!(!raw_controls(&human), "{human:?}");
+    assert!(
+        human.contains("spec \\u{1b}]0;TITLE\\u{7}\\u{1b}[31m"),
+        "{human}"
+    );
+    let md = env.ok(&["plan", "-f", "base.yaml", "--format", "markdown"]);
+    assert!(!raw_controls(&md), "{md:?}");
+    let table = md.split("<details>").next().unwrap_or_default();
+    assert!(
+        table.contains("x&lt;!--") && !table.contains("<!--"),
+        "{md}"
+    );
+    let json = env.ok(&["plan", "-f", "base.yaml", "--json"]);
+    assert!(!raw_controls(&json), "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["changes"].to_string().contains("TITLE"));
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub async fn run(args: ExecArgs) -> CliResult {
     };
     let client = args.api.client(&[spec.name], ClientOptions::default())?;
     let reply = client.exec(&Command::Raw(args.words)).await?;
-    println!("{}", serde_json::to_string_pretty(&reply)?);
+    println!(
+        "{}",
+        crate::text::json_safe(&serde_json::to_string_pretty(&reply)?)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -399,7 +399,10 @@ async fn wait_and_fix(
                     if removed.is_empty() {
                         String::new()
                     } else {
-                        format!(" (removed taints: {})", removed.join(", "))
+                        format!(
+                            " (removed taints: {})",
+                            crate::text::one_line(&removed.join(", "))
+                        )
                     }
                 );
             }
@@ -576,7 +579,9 @@ async fn execute(
     if json {
         println!(
             "{}",
-            serde_json::to_string(&serde_json::json!({"event": "summary", "report": report}))?
+            crate::text::json_safe(&serde_json::to_string(
+                &serde_json::json!({"event": "summary", "report": report})
+            )?)
         );
     } else {
         println!(
@@ -592,10 +597,14 @@ async fn execute(
             report.seconds
         );
         for (vm, action, err) in &report.failed {
-            println!("  ✗ {vm} ({action:?}): {err}");
+            println!(
+                "  ✗ {} ({action:?}): {}",
+                crate::text::one_line(vm),
+                crate::text::lines(err)
+            );
         }
         for vm in &report.skipped {
-            println!("  - {vm}: skipped");
+            println!("  - {}: skipped", crate::text::one_line(vm));
         }
     }
     if report.ok() {
@@ -797,11 +806,14 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         &probes,
     );
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        println!(
+            "{}",
+            crate::text::json_safe(&serde_json::to_string_pretty(&st)?)
+        );
     } else {
         print!("{}", crate::status::render(&st));
         if let Err(why) = &kube {
-            println!("(Kubernetes API: {why})");
+            println!("(Kubernetes API: {})", crate::text::lines(why));
         }
     }
     Ok(if st.healthy {

@@ -571,3 +571,86 @@ fn a_fleet_named_with_this_ones_prefix_is_invisible() {
     assert_ne!(stray.observed_fingerprint, before.observed_fingerprint);
     assert!(stray.warnings.iter().any(|w| w.contains("demo-eu-web-3")));
 }
+
+/// What exe.dev reports reaches terminals and pull requests only escaped:
+/// an escape sequence in a comment, `<!--` in an image, backticks and pipes
+/// in a VM name.
+#[test]
+fn outside_text_is_escaped_in_every_format() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms[4].comment = "exedev-k8s spec=\u{1b}]0;TITLE\u{7}\u{1b}[31mRED\u{9b}2J".into();
+    o.vms[3].image = "x<!-- hidden -->`|\u{202e}".into();
+    o.vms.push(VmInfo {
+        vm_name: "demo-web-9".into(),
+        status: "running\u{1b}[2J".into(),
+        tags: vec![fleet::ownership_tag("demo")],
+        comment: "exedev-k8s spec=\u{1b}[31m".into(),
+        image: "a\rb".into(),
+        ..Default::default()
+    });
+    let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
+    let evil = |s: &str| s.chars().any(crate::text::is_control);
+    // The raw plan does carry them: this is what the renderers must handle.
+    assert!(p.changes.iter().any(|c| c.reasons.iter().any(|r| evil(r))));
+
+    let human = render::human(&p, false);
+    assert!(
+        !human
+            .chars()
+            .any(|c| crate::text::is_control(c) && c != '\n'),
+        "{human}"
+    );
+    assert!(
+        human.contains("\\u{1b}]0;TITLE\\u{7}"),
+        "visible, not hidden: {human}"
+    );
+    // With colour, the only escapes are the tool's own SGR codes.
+    let coloured = render::human(&p, true);
+    let stripped = [
+        "\u{1b}[0m",
+        "\u{1b}[32m",
+        "\u{1b}[33m",
+        "\u{1b}[35m",
+        "\u{1b}[31m",
+    ]
+    .iter()
+    .fold(coloured, |s, code| s.replace(code, ""));
+    assert!(
+        !stripped
+            .chars()
+            .any(|c| crate::text::is_control(c) && c != '\n'),
+        "{stripped}"
+    );
+
+    let md = render::markdown(&p);
+    // Outside the fenced block (where nothing is markdown or HTML), no
+    // comment can open; inside, no line can close the fence early.
+    let fence_at = md.find("```diff").unwrap_or(md.len());
+    let (outside, block) = md.split_at(fence_at);
+    assert!(!outside.contains("<!--"), "{md}");
+    let body = &block[7..block[7..].find("```").map_or(block.len(), |i| i + 7)];
+    assert!(
+        body.contains("x<!-- hidden -->"),
+        "literal in the block: {md}"
+    );
+    assert!(
+        !md.chars().any(|c| crate::text::is_control(c) && c != '\n'),
+        "{md}"
+    );
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        // Every table row keeps its five cells: no pipe leaked.
+        let cells = line.replace("\\|", "").matches('|').count();
+        assert_eq!(cells, 6, "{line}");
+    }
+
+    let json = render::json(&p);
+    assert!(
+        !json
+            .chars()
+            .any(|c| crate::text::is_control(c) && !matches!(c, '\n')),
+        "{json}"
+    );
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p, "escaping keeps the values");
+}
