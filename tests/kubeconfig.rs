@@ -380,3 +380,71 @@ mod with_the_emulator {
         assert!(!text(&out.stderr).contains("credential plugins"));
     }
 }
+
+/// `ssh` (and whatever ProxyCommand the user's config runs) sees only the
+/// environment it needs: not the exe.dev token, the key passphrase, the
+/// Tailscale key or the k3s token.
+#[test]
+fn ssh_gets_no_secret_from_the_environment() {
+    let env = Env::new(0);
+    let stub = format!(
+        "#!/bin/sh\nenv > '{d}/env'\ncat '{d}/k3s.yaml'\n",
+        d = env.dir.path().display()
+    );
+    std::fs::write(env.path("ssh-stub"), stub).expect("stub");
+    let out = Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+        .arg("kubeconfig")
+        .arg("-f")
+        .arg(env.path("fleet.yaml"))
+        .env("EXEDEV_K8S_SSH", env.path("ssh-stub"))
+        .env("TMPDIR", env.dir.path())
+        .env("EXE_DEV_API_KEY", "exe0.SECRET-API-KEY.sig")
+        .env("EXE_DEV_SSH_KEY_PASSPHRASE", "SECRET-PASSPHRASE")
+        .env("TS_AUTHKEY", "tskey-auth-SECRET")
+        .env("K3S_TOKEN", "SECRET-K3S-TOKEN")
+        .env("GITHUB_TOKEN", "SECRET-GH")
+        .env("SSH_AUTH_SOCK", "/tmp/agent.sock")
+        .env("LC_ALL", "C")
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = std::fs::read_to_string(env.path("env")).expect("the stub ran");
+    assert!(!seen.contains("SECRET"), "{seen}");
+    for kept in [
+        "PATH=",
+        "HOME=",
+        "SSH_AUTH_SOCK=/tmp/agent.sock",
+        "LC_ALL=C",
+        "TMPDIR=",
+    ] {
+        assert!(seen.lines().any(|l| l.starts_with(kept)), "{kept}: {seen}");
+    }
+}
+
+/// The socket directory under TMPDIR is refused, never taken over or
+/// chmod-ed, when others can reach it.
+#[test]
+fn an_open_control_directory_is_refused_and_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(0);
+    let ctl = env.path("exedev-k8s-ssh-tester");
+    std::fs::create_dir(&ctl).expect("dir");
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+        .arg("kubeconfig")
+        .arg("-f")
+        .arg(env.path("fleet.yaml"))
+        .env("EXEDEV_K8S_SSH", env.path("ssh-stub"))
+        .env("TMPDIR", env.dir.path())
+        .env("USER", "tester")
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&ctl.display().to_string()), "{err}");
+    assert!(err.contains("open to other users (mode 777)"), "{err}");
+    assert_eq!(mode(&ctl), 0o777, "not chmod-ed");
+    assert_eq!(env.calls(), 0, "ssh never ran");
+}
