@@ -441,6 +441,49 @@ fn what_exe_dev_reports_is_escaped_in_every_plan_format() {
     assert!(v["changes"].to_string().contains("TITLE"));
 }
 
+/// Raw `exec` keeps `--env` values and unknown commands' arguments out of
+/// its errors and out of the emulator's log.
+#[test]
+fn raw_exec_never_echoes_env_values_or_unknown_arguments() {
+    let env = Env::new(|_| {});
+    let out = env.run(&[
+        "exec",
+        "--",
+        "new",
+        "--name=vm-one",
+        "--env=API_KEY=hunter2-env-secret",
+        "--env",
+        "DB_PASSWORD=hunter3-env-secret",
+        "--cpu=999",
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("422") && err.contains("--cpu"), "{err}");
+    assert!(err.contains("API_KEY=<18 bytes redacted>"), "{err}");
+    assert!(!err.contains("hunter"), "{err}");
+    let log = format!("{:?}", env.emu().requests());
+    assert!(log.contains("API_KEY=<18 bytes redacted>"), "{log}");
+    assert!(!log.contains("hunter"), "{log}");
+
+    let out = env.run(&[
+        "exec",
+        "--",
+        "frobnicate",
+        "exe0.abc.sig",
+        "hunter4-argument",
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("unknown lobby command `frobnicate <2 more words redacted>`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter") && !err.contains("exe0.abc"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unowned_vms_survive_apply_and_destroy_and_collisions_are_refused() {
     let env = Env::new(|_| {});

@@ -579,7 +579,9 @@ impl Command {
         Ok(body)
     }
 
-    /// A rendering safe to print or log: secrets replaced, long values cut.
+    /// A rendering safe to print or log: secrets replaced (setup scripts,
+    /// `--env` values, tokens: see [`redact_words`]), control characters
+    /// escaped.
     pub fn display(&self) -> String {
         let redacted = match self {
             Command::New(n) => {
@@ -588,47 +590,88 @@ impl Command {
                     .setup_script
                     .as_ref()
                     .map(|_| Secret::new("<setup script>"));
-                Command::New(Box::new(n)).words()
+                redact_words(&Command::New(Box::new(n)).words())
             }
             Command::Exe0ToExe1 { vm, .. } => Command::Exe0ToExe1 {
                 vm: vm.clone(),
                 token: Secret::new("<token>"),
             }
             .words(),
-            Command::Raw(words) => redact_words(words),
-            other => other.words(),
+            other => redact_words(&other.words()),
         };
         let words: Vec<String> = redacted.into_iter().filter(|w| w != "--json").collect();
-        shellwords::join(&words).unwrap_or_else(|_| words.join(" "))
+        let shown = shellwords::join(&words).unwrap_or_else(|_| words.join(" "));
+        crate::text::one_line(&shown).into_owned()
     }
 }
 
-/// Replaces secrets in command words: setup-script and registry-auth
-/// values (inline or as the next word) and any exe0/exe1 token.
+/// Flags whose whole value is secret.
+const SECRET_FLAGS: &[&str] = &["setup-script", "registry-auth"];
+/// Flags whose value is `K=V` with a secret `V` (environment variables are
+/// where API keys and passwords go).
+const SECRET_VALUE_FLAGS: &[&str] = &["env"];
+
+fn hide_value(kv: &str) -> String {
+    match kv.split_once('=') {
+        Some((k, v)) => format!("{k}=<{} bytes redacted>", v.len()),
+        None => format!("<{} bytes redacted>", kv.len()),
+    }
+}
+
+/// Replaces secrets in command words, for error messages and the
+/// emulator's log: setup-script and registry-auth values and `--env`
+/// values (inline or as the next word), any word holding an exe0/exe1
+/// token, and every argument of a command that is not in the catalogue
+/// (its grammar is unknown, so nothing in it can be told safe).
 pub fn redact_words(words: &[String]) -> Vec<String> {
-    const SECRET_FLAGS: &[&str] = &["setup-script", "registry-auth"];
+    if lookup(words).is_none() {
+        let mut out: Vec<String> = words
+            .first()
+            .map(|w| {
+                if w.contains("exe0.") || w.contains("exe1.") {
+                    "<token>".to_string()
+                } else {
+                    w.chars().take(40).collect()
+                }
+            })
+            .into_iter()
+            .collect();
+        if words.len() > 1 {
+            out.push(format!("<{} more words redacted>", words.len() - 1));
+        }
+        return out;
+    }
     let mut out = Vec::with_capacity(words.len());
-    let mut hide_next = false;
+    let mut hide_next: Option<bool> = None;
     for w in words {
-        if hide_next {
-            hide_next = false;
-            out.push(format!("<{} bytes redacted>", w.len()));
+        if let Some(key_value) = hide_next.take() {
+            out.push(if key_value {
+                hide_value(w)
+            } else {
+                format!("<{} bytes redacted>", w.len())
+            });
             continue;
         }
-        if w.starts_with("exe0.") || w.starts_with("exe1.") {
+        if w.contains("exe0.") || w.contains("exe1.") {
             out.push("<token>".to_string());
             continue;
         }
         let flag = w.trim_start_matches('-');
         if w.starts_with('-') {
-            if let Some((name, value)) = flag.split_once('=')
-                && SECRET_FLAGS.contains(&name)
-            {
-                out.push(format!("--{name}=<{} bytes redacted>", value.len()));
-                continue;
+            if let Some((name, value)) = flag.split_once('=') {
+                if SECRET_FLAGS.contains(&name) {
+                    out.push(format!("--{name}=<{} bytes redacted>", value.len()));
+                    continue;
+                }
+                if SECRET_VALUE_FLAGS.contains(&name) {
+                    out.push(format!("--{name}={}", hide_value(value)));
+                    continue;
+                }
             }
             if SECRET_FLAGS.contains(&flag) {
-                hide_next = true;
+                hide_next = Some(false);
+            } else if SECRET_VALUE_FLAGS.contains(&flag) {
+                hide_next = Some(true);
             }
         }
         out.push(w.clone());
@@ -763,6 +806,48 @@ mod tests {
         assert!(!r.display().contains("sekrit"), "{}", r.display());
         let r = Command::Raw(vec!["new".into(), "--setup-script=TS=sekrit".into()]);
         assert!(!r.display().contains("sekrit"));
+    }
+
+    #[test]
+    fn env_values_and_unknown_commands_are_redacted() {
+        let w = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            redact_words(&w(&[
+                "new",
+                "--env=API_KEY=sekrit",
+                "-env",
+                "DB=sekrit2",
+                "--env",
+                "NOVALUE"
+            ])),
+            w(&[
+                "new",
+                "--env=API_KEY=<6 bytes redacted>",
+                "-env",
+                "DB=<7 bytes redacted>",
+                "--env",
+                "<7 bytes redacted>"
+            ])
+        );
+        // Typed `new` with env: the same.
+        let n = Command::New(Box::new(NewVm {
+            name: Some("vm-one".into()),
+            env: vec![("TOKEN".into(), "sekrit".into())],
+            ..Default::default()
+        }));
+        assert!(!n.display().contains("sekrit"), "{}", n.display());
+        assert!(n.display().contains("TOKEN="), "{}", n.display());
+        // Unknown: only the first word survives.
+        assert_eq!(
+            redact_words(&w(&["frobnicate", "--token", "sekrit", "exe0.a.b"])),
+            w(&["frobnicate", "<3 more words redacted>"])
+        );
+        assert_eq!(redact_words(&w(&["exe0.a.b"])), w(&["<token>"]));
+        // A token inside a word.
+        assert_eq!(
+            redact_words(&w(&["exe0-to-exe1", "--vm=x", "tok=exe1.abc"])),
+            w(&["exe0-to-exe1", "--vm=x", "<token>"])
+        );
     }
 
     proptest! {
