@@ -30,6 +30,10 @@ pub enum SecretsError {
         "no k3s token for fleet {cluster:?}: the fleet names none and {path} does not exist. The first apply generates it; if this cluster was created elsewhere, copy that file here or set k3s.token to {{env: K3S_TOKEN}}"
     )]
     Missing { cluster: String, path: String },
+    #[error(
+        "the k3s token file {path} of fleet {cluster:?} is empty. Nothing is generated over it: restore it from the machine the cluster was created from, or set k3s.token to {{env: K3S_TOKEN}}; if the cluster does not exist yet, delete the file and the next apply generates a token"
+    )]
+    Empty { cluster: String, path: String },
 }
 
 /// Directory holding a fleet's local state.
@@ -73,7 +77,12 @@ fn stored_token(fleet_dir: &Path, cluster: &str, generate: bool) -> Result<Secre
     let path = token_path(fleet_dir, cluster);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok(Secret::new(t.trim())),
-        Ok(_) => {}
+        Ok(_) => {
+            return Err(SecretsError::Empty {
+                cluster: cluster.into(),
+                path: path.display().to_string(),
+            });
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(SecretsError::Io {
@@ -172,5 +181,32 @@ mod tests {
         }
         assert!(purge(dir.path(), "demo").unwrap());
         assert!(!purge(dir.path(), "demo").unwrap());
+    }
+
+    /// An empty token file is not a missing one: said so, and never
+    /// silently replaced by a generated token.
+    #[test]
+    fn an_empty_token_file_is_reported_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        std::fs::create_dir_all(state_dir(dir.path(), "demo")).unwrap();
+        std::fs::write(token_path(dir.path(), "demo"), " \n").unwrap();
+        for generate in [false, true] {
+            let e = resolve(&f, dir.path(), generate).unwrap_err();
+            assert!(matches!(e, SecretsError::Empty { .. }), "{e:?}");
+            let shown = e.to_string();
+            assert!(
+                shown.contains("is empty") && shown.contains("k3s-token"),
+                "{shown}"
+            );
+            assert!(!shown.contains("no k3s token"), "{shown}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(token_path(dir.path(), "demo")).unwrap(),
+            " \n",
+            "left as it was"
+        );
     }
 }

@@ -804,3 +804,55 @@ fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
     assert_eq!(env.vm_names(), BASE_VMS);
 }
+
+/// When the first server cannot be created, no agent is created: each
+/// would only retry joining a server that does not exist. Updates and
+/// deletions of agents need no server and still run.
+#[test]
+fn agents_are_not_created_when_the_first_server_fails() {
+    use exedev_k8s::apply::{self, ApplyOptions};
+    use exedev_k8s::plan::{PlanOptions, diff, spec::ClusterSecrets};
+    use std::sync::{Arc, Mutex};
+    let env = Env::new(|_| {});
+    let fleet = exedev_k8s::fleet::load(&env.path("base.yaml")).unwrap();
+    let client = exedev_k8s::client::Client::new(
+        &env.emu().url,
+        exedev_k8s::secret::Secret::new(env.token.clone()),
+        Default::default(),
+    )
+    .unwrap();
+    let observed = env
+        .rt
+        .block_on(exedev_k8s::observe::observe(&client, &fleet, true))
+        .unwrap();
+    let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
+    let never_ready: apply::ServerReady =
+        Arc::new(|vm: String| Box::pin(async move { Err(format!("{vm} never became Ready")) }));
+    let opts = ApplyOptions {
+        server_ready: Some(never_ready),
+        ..ApplyOptions::default()
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let report = env.rt.block_on(apply::apply(
+        &client,
+        &fleet,
+        &plan,
+        &ClusterSecrets::placeholders(),
+        &[],
+        &opts,
+        Arc::new(move |e| seen.lock().unwrap().push(e)),
+    ));
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, "acme-cp-1");
+    assert_eq!(report.skipped.len(), 8, "{report:?}");
+    assert_eq!(env.vm_names(), ["acme-cp-1"], "no agent was created");
+    assert_eq!(env.emu().count("new"), 1);
+    let skipped_agents = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, apply::Event::Skipped { reason, .. } if reason.contains("no server to join")))
+        .count();
+    assert_eq!(skipped_agents, 6);
+}

@@ -171,6 +171,12 @@ pub async fn apply(
 
     // Servers: strictly one at a time, each running before the next.
     let mut server_failed = false;
+    // Agents join the first server: when creating or replacing it failed
+    // (or was skipped), a new agent would only retry joining nothing.
+    let first = fleet::vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1);
+    let mut first_server_missing = false;
+    let makes_first =
+        |c: &Change| c.vm == first && matches!(c.action, Action::Create | Action::Replace);
     for c in servers {
         if opts.cancel.load(Ordering::Relaxed) || server_failed {
             let reason = if server_failed {
@@ -184,12 +190,14 @@ pub async fn apply(
                 reason: reason.into(),
             });
             out.skipped.push(c.vm.clone());
+            first_server_missing |= makes_first(c);
             continue;
         }
         match run_one(&ctx, c, true).await {
             Ok(()) => out.done.push((c.vm.clone(), c.action)),
             Err(e) => {
                 server_failed = true;
+                first_server_missing |= makes_first(c);
                 out.failed.push((c.vm.clone(), c.action, e.to_string()));
             }
         }
@@ -197,13 +205,20 @@ pub async fn apply(
 
     // Agents: in parallel, bounded; they retry joining until a server answers.
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
+    let first = &first;
     let results = futures_join(agents.iter().map(|c| {
         let sem = sem.clone();
         let ctx = &ctx;
         async move {
             let _permit = sem.acquire().await;
             if ctx.opts.cancel.load(Ordering::Relaxed) {
-                (report_skip(ctx, c), c)
+                (report_skip(ctx, c, "interrupted".into()), c)
+            } else if first_server_missing && matches!(c.action, Action::Create | Action::Replace)
+            {
+                let reason = format!(
+                    "the first server {first} was not created, so there is no server to join; re-run apply once it is fixed"
+                );
+                (report_skip(ctx, c, reason), c)
             } else {
                 (Some(run_one(ctx, c, false).await), c)
             }
@@ -221,11 +236,11 @@ pub async fn apply(
     out
 }
 
-fn report_skip(ctx: &Ctx<'_>, c: &Change) -> Option<Result<(), StepError>> {
+fn report_skip(ctx: &Ctx<'_>, c: &Change, reason: String) -> Option<Result<(), StepError>> {
     (ctx.report)(Event::Skipped {
         vm: c.vm.clone(),
         action: c.action,
-        reason: "interrupted".into(),
+        reason,
     });
     None
 }
