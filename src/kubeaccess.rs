@@ -383,6 +383,20 @@ mod tests {
         assert!(m.contains(&format!("name: {FLEET_CONFIGMAP}")));
     }
 
+    /// Building a rustls client must not depend on a process-wide crypto
+    /// provider having been installed by someone else.
+    #[tokio::test]
+    async fn a_tls_client_builds_on_its_own() {
+        let yaml = "apiVersion: v1\nkind: Config\nclusters:\n- name: demo\n  cluster: {server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}\nusers:\n- name: demo\n  user: {token: t}\ncontexts:\n- name: demo\n  context: {cluster: demo, user: demo}\ncurrent-context: demo\n";
+        let kc = match Kubeconfig::from_yaml(yaml) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = client_from_kubeconfig(kc, "demo", None, "test").await {
+            panic!("{e}");
+        }
+    }
+
     #[tokio::test]
     async fn tunnel_url_replaces_the_server() {
         let yaml = "apiVersion: v1

@@ -349,6 +349,34 @@ mod with_the_emulator {
         assert!(!err.contains(CLIENT_KEY));
     }
 
+    /// A broken `--kubeconfig` of the user's is reported with its place,
+    /// never its lines (kube-rs's own parser quotes them).
+    #[test]
+    fn a_broken_users_kubeconfig_is_reported_without_its_content() {
+        let h = common::harness(|_| {});
+        let env = Env::new(0);
+        let mine = env.path("mine.yaml");
+        std::fs::write(
+            &mine,
+            "users:\n- name: prod\n  user:\n    token: SEKRIT-TOKEN-VALUE\n   oops: [\n",
+        )
+        .expect("write");
+        let out = cli(
+            &h,
+            &env,
+            &[
+                "status",
+                "--no-probe",
+                "--kubeconfig",
+                &mine.display().to_string(),
+            ],
+        );
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(all.contains(&mine.display().to_string()), "{all}");
+        assert!(all.contains("line "), "located: {all}");
+        assert!(!all.contains("SEKRIT"), "{all}");
+    }
+
     /// A `--kubeconfig` the user brings is theirs: used as kubectl would,
     /// with a warning that its plugins run.
     #[test]
