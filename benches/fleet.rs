@@ -20,7 +20,7 @@ use ssh_key::{Algorithm, PrivateKey};
 
 fn fleet_yaml(cluster: &str, agents: u32, share_pools: u32) -> String {
     let mut pools = String::new();
-    // Pools hold at most 100 VMs each.
+    // Pools hold at most 100 VMs each; pool names end in a letter (`p0x`).
     let n = agents.div_ceil(100);
     for i in 0..n {
         let count = (agents - i * 100).min(100);
@@ -29,7 +29,7 @@ fn fleet_yaml(cluster: &str, agents: u32, share_pools: u32) -> String {
         } else {
             ""
         };
-        pools.push_str(&format!("  - name: p{i}\n    count: {count}{share}\n"));
+        pools.push_str(&format!("  - name: p{i}x\n    count: {count}{share}\n"));
     }
     format!(
         "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: {cluster}\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: 1\npools:\n{pools}"

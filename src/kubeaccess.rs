@@ -69,10 +69,10 @@ pub enum KubeAccessError {
     },
 }
 
-/// The fleet's first server (`<cluster>-cp-1`): the one that holds the
+/// The fleet's first server (`<cluster>-cp1`): the one that holds the
 /// admin kubeconfig from the start and that tunnels go to.
 pub fn first_server(fleet: &Fleet) -> String {
-    fleet::vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1)
+    crate::names::fleet_vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1)
 }
 
 /// The API server URL over the tailnet: what a stored kubeconfig points at.
@@ -403,7 +403,7 @@ mod tests {
 kind: Config
 clusters:
 - name: demo
-  cluster: {server: 'https://demo-cp-1.t.ts.net:6443', insecure-skip-tls-verify: true}
+  cluster: {server: 'https://demo-cp1.t.ts.net:6443', insecure-skip-tls-verify: true}
 - name: prod
   cluster: {server: 'https://prod:6443'}
 users:
@@ -425,10 +425,7 @@ current-context: prod
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(
-            c.cluster_url.to_string(),
-            "https://demo-cp-1.t.ts.net:6443/"
-        );
+        assert_eq!(c.cluster_url.to_string(), "https://demo-cp1.t.ts.net:6443/");
         let c = match config_from_kubeconfig(
             kc.clone(),
             "demo",

@@ -1,8 +1,23 @@
-//! exe.dev's VM naming rules, in one place.
+//! VM naming, in one place: exe.dev's rules and this tool's scheme.
 //!
 //! The fleet validator, the plan (to refuse a fleet whose computed names
 //! exe.dev would reject) and the emulator (to reject such names with the same
 //! message) all call [`check_vm_name`]; nothing else encodes these rules.
+//!
+//! **exe.dev's rule has two readings.** Its historical code accepts
+//! `^[a-z][a-z0-9]*(-[a-z0-9]+)*$`, but a guide dated 2026-04 reports
+//! `test-123` refused and `test-abc` accepted, and another tool's fixture
+//! records `VM name "test-min-ctl-1" is not available`. Whether a name may
+//! end in `-<digits>` decides whether the first `new` of every apply works,
+//! so every name this tool generates is valid under both readings
+//! ([`check_portable_vm_name`]), and the emulator applies the stricter one by
+//! default.
+//!
+//! **The fleet scheme** is `{cluster}-{pool}{index}` (`prod-cp1`,
+//! `prod-general3`): short, readable, index order visible, never ending in
+//! `-<digits>` because a pool name never ends in a digit. That same rule
+//! makes a name parse back to one (pool, index) only ([`parse_fleet_vm_name`]):
+//! the index is the trailing digit run, the pool what stands before it.
 
 /// Names exe.dev refuses outright even though they match the pattern.
 pub const REFUSED_NAMES: &[&str] = &[
@@ -36,6 +51,8 @@ pub enum NameError {
     Syntax { name: String },
     #[error("VM name {name:?} is reserved by exe.dev; choose another")]
     Refused { name: String },
+    #[error("VM name {name:?} must not end in a hyphen followed by digits")]
+    DigitSuffix { name: String },
 }
 
 /// Checks `name` against exe.dev's documented rules:
@@ -59,6 +76,101 @@ pub fn check_vm_name(name: &str) -> Result<(), NameError> {
         });
     }
     Ok(())
+}
+
+/// True when `name` ends in `-<digits>` (`test-123`): refused under the
+/// stricter reading of exe.dev's rule (see the module comment).
+pub fn ends_in_digit_suffix(name: &str) -> bool {
+    name.rsplit_once('-')
+        .is_some_and(|(_, last)| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// [`check_vm_name`] under both readings of exe.dev's rule: also refuses a
+/// name ending in `-<digits>`. Every name this tool generates passes it.
+pub fn check_portable_vm_name(name: &str) -> Result<(), NameError> {
+    check_vm_name(name)?;
+    if ends_in_digit_suffix(name) {
+        return Err(NameError::DigitSuffix {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A cluster or pool name: a lowercase letter, then lowercase letters, digits
+/// and single inner hyphens (`prod`, `prod-eu1`, `gpu-a`).
+pub fn is_name_segment(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some(first) = b.first() else {
+        return false;
+    };
+    first.is_ascii_lowercase()
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// A pool name the fleet scheme can use: a lowercase letter, then lowercase
+/// letters and digits, ending in a letter (`general`, `gpu`, `x2large`). No
+/// hyphen, so the last hyphen of a VM name always separates the cluster from
+/// the pool, and no final digit, so `{pool}{index}` parses back one way only
+/// (`gpu2` + `1` would read as `gpu` + `21`) and a VM name never ends in
+/// `-<digits>`.
+pub fn is_pool_segment(s: &str) -> bool {
+    let b = s.as_bytes();
+    matches!(b.first(), Some(c) if c.is_ascii_lowercase())
+        && matches!(b.last(), Some(c) if c.is_ascii_lowercase())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// The fleet's name for VM `index` (1-based) of `pool`: `{cluster}-{pool}{index}`.
+pub fn fleet_vm_name(cluster: &str, pool: &str, index: u32) -> String {
+    format!("{cluster}-{pool}{index}")
+}
+
+/// A name of the fleet scheme, read back without knowing the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetVmName<'a> {
+    /// Everything before the last hyphen.
+    pub cluster: &'a str,
+    /// The letters-and-digits run after it, up to the index.
+    pub pool: &'a str,
+    /// The trailing number, 1 or more, without leading zeros.
+    pub index: u32,
+}
+
+/// Reads any VM name of the fleet scheme back into its parts; `None` when the
+/// name is not one the scheme can produce. Unambiguous because pool names
+/// have no hyphen and do not end in a digit.
+pub fn split_fleet_vm_name(name: &str) -> Option<FleetVmName<'_>> {
+    let (cluster, rest) = name.rsplit_once('-')?;
+    let digits_at = rest.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (pool, digits) = rest.split_at(digits_at);
+    if !is_name_segment(cluster)
+        || !is_pool_segment(pool)
+        || digits.is_empty()
+        || digits.starts_with('0')
+    {
+        return None;
+    }
+    let index = digits.parse().ok()?;
+    Some(FleetVmName {
+        cluster,
+        pool,
+        index,
+    })
+}
+
+/// Reads a VM name back into `(pool, index)` when fleet `cluster` generates
+/// it for some pool; `None` for every other name, including the names of a
+/// fleet whose name merely starts with `cluster` (`prod-eu-cp1` is not
+/// `prod`'s).
+pub fn parse_fleet_vm_name<'a>(cluster: &str, name: &'a str) -> Option<(&'a str, u32)> {
+    split_fleet_vm_name(name)
+        .filter(|n| n.cluster == cluster)
+        .map(|n| (n.pool, n.index))
 }
 
 fn matches_pattern(name: &str) -> bool {
@@ -100,7 +212,8 @@ mod tests {
 
     #[test]
     fn accepts_documented_examples() {
-        for ok in ["web-a", "restless", "p1-a-1", "demo-cp-1", "a1234"] {
+        // `p1-a-1` is valid under exe.dev's historical code (the looser reading).
+        for ok in ["web-a", "restless", "p1-a-1", "demo-cp1", "a1234"] {
             assert_eq!(check_vm_name(ok), Ok(()), "{ok}");
         }
     }
@@ -143,7 +256,102 @@ mod tests {
         );
     }
 
+    #[test]
+    fn digit_suffix_is_the_stricter_reading() {
+        assert!(ends_in_digit_suffix("test-123") && ends_in_digit_suffix("p1-a-1"));
+        for ok in ["test-abc", "prod-cp1", "p1-ab", "a1234"] {
+            assert!(!ends_in_digit_suffix(ok), "{ok}");
+            assert_eq!(check_portable_vm_name(ok), Ok(()), "{ok}");
+        }
+        assert!(matches!(
+            check_portable_vm_name("demo-cp-1"),
+            Err(NameError::DigitSuffix { .. })
+        ));
+        // The stricter reading adds a refusal; it never accepts more.
+        assert!(check_portable_vm_name("Bad").is_err());
+    }
+
+    #[test]
+    fn fleet_scheme_examples() {
+        assert_eq!(fleet_vm_name("prod", "cp", 1), "prod-cp1");
+        assert_eq!(
+            fleet_vm_name("prod-eu1", "general", 12),
+            "prod-eu1-general12"
+        );
+        assert_eq!(parse_fleet_vm_name("prod", "prod-cp1"), Some(("cp", 1)));
+        assert_eq!(
+            parse_fleet_vm_name("prod", "prod-x2large10"),
+            Some(("x2large", 10))
+        );
+        assert_eq!(
+            parse_fleet_vm_name("prod-eu1", "prod-eu1-general12"),
+            Some(("general", 12))
+        );
+        for not_ours in [
+            "prod",
+            "prod-",
+            "prod-cp",
+            "prod-cp0",
+            "prod-cp01",
+            "prod-cp-1",
+            "prod-1",
+            "prodx-cp1",
+            "precious-db",
+            "prod-Cp1",
+            "prod-eu-cp1",
+            "prod-gpu-a1",
+        ] {
+            assert_eq!(parse_fleet_vm_name("prod", not_ours), None, "{not_ours}");
+        }
+        assert_eq!(
+            split_fleet_vm_name("prod-eu-cp1"),
+            Some(FleetVmName {
+                cluster: "prod-eu",
+                pool: "cp",
+                index: 1
+            })
+        );
+        assert!(is_pool_segment("x2large") && is_pool_segment("a"));
+        for bad in ["gpu-a", "gpu2", "a-1", "", "2a", "Gpu"] {
+            assert!(!is_pool_segment(bad), "{bad}");
+        }
+    }
+
     proptest! {
+        /// Every name the scheme generates from valid parts is accepted under
+        /// both readings (when long enough) and parses back to its parts
+        /// only.
+        #[test]
+        fn fleet_names_are_portable_and_parse_back(
+            cluster in "[a-z]([a-z0-9]{0,6})(-[a-z0-9]{1,5}){0,2}",
+            pool in "[a-z]([a-z0-9]{0,8}[a-z])?",
+            index in 1u32..100_000,
+        ) {
+            prop_assume!(is_name_segment(&cluster) && is_pool_segment(&pool));
+            let name = fleet_vm_name(&cluster, &pool, index);
+            prop_assert!(!ends_in_digit_suffix(&name));
+            if (MIN_LEN..=MAX_LEN).contains(&name.len()) {
+                prop_assert_eq!(check_portable_vm_name(&name), Ok(()));
+            }
+            prop_assert_eq!(parse_fleet_vm_name(&cluster, &name), Some((pool.as_str(), index)));
+        }
+
+        /// Two different (pool, index) pairs of one fleet never share a name.
+        #[test]
+        fn fleet_names_never_collide(
+            clusters in proptest::collection::vec("[a-z]([a-z0-9]{0,3}(-[a-z0-9]{1,3})?)", 2),
+            pools in proptest::collection::vec("[a-z]([a-z0-9]{0,4}[a-z])?", 2),
+            a in 1u32..1000,
+            b in 1u32..1000,
+        ) {
+            // Across fleets too: a name belongs to one (cluster, pool, index).
+            prop_assume!((&clusters[0], &pools[0], a) != (&clusters[1], &pools[1], b));
+            prop_assert_ne!(
+                fleet_vm_name(&clusters[0], &pools[0], a),
+                fleet_vm_name(&clusters[1], &pools[1], b)
+            );
+        }
+
         #[test]
         fn pattern_matches_reference_regex(s in "[a-z0-9-]{0,12}") {
             // Reference: ^[a-z][a-z0-9]*(-[a-z0-9]+)*$ written out by hand.

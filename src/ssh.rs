@@ -526,18 +526,18 @@ mod tests {
 
     #[test]
     fn args_reuse_connections_and_name_the_vm_last() {
-        let a = ssh_args("demo-cp-1", &opts(None)).join(" ");
+        let a = ssh_args("demo-cp1", &opts(None)).join(" ");
         assert_eq!(
             a,
             "-o HostKeyAlias=exe.dev -o BatchMode=yes -o ConnectTimeout=7 \
              -o ControlMaster=auto -o ControlPath=/tmp/exk8s/%C -o ControlPersist=60 \
-             demo-cp-1.exe.xyz"
+             demo-cp1.exe.xyz"
         );
     }
 
     #[test]
     fn args_with_a_key_use_only_that_key() {
-        let a = ssh_args("demo-cp-1", &opts(Some("/k/id_ed25519")));
+        let a = ssh_args("demo-cp1", &opts(Some("/k/id_ed25519")));
         let tail: Vec<&str> = a.iter().rev().take(5).rev().map(String::as_str).collect();
         assert_eq!(
             tail,
@@ -546,14 +546,14 @@ mod tests {
                 "IdentitiesOnly=yes",
                 "-i",
                 "/k/id_ed25519",
-                "demo-cp-1.exe.xyz"
+                "demo-cp1.exe.xyz"
             ]
         );
     }
 
     #[test]
     fn tunnel_args_forward_locally_without_the_master() {
-        let a = tunnel_args("demo-cp-1", 40123, "127.0.0.1:6443", &opts(None)).join(" ");
+        let a = tunnel_args("demo-cp1", 40123, "127.0.0.1:6443", &opts(None)).join(" ");
         assert!(
             a.starts_with("-N -L 127.0.0.1:40123:127.0.0.1:6443 "),
             "{a}"
@@ -561,7 +561,7 @@ mod tests {
         assert!(a.contains("-o HostKeyAlias=exe.dev"), "{a}");
         assert!(a.contains("-o ControlMaster=no -o ControlPath=none"), "{a}");
         assert!(a.contains("ExitOnForwardFailure=yes"), "{a}");
-        assert!(a.ends_with(" demo-cp-1.exe.xyz"), "{a}");
+        assert!(a.ends_with(" demo-cp1.exe.xyz"), "{a}");
     }
 
     #[test]
@@ -682,12 +682,12 @@ mod tests {
     #[test]
     fn errors_name_the_vm_and_say_what_to_do() {
         let e = SshError::Connect {
-            vm: "demo-cp-1".into(),
+            vm: "demo-cp1".into(),
             attempts: 3,
             stderr: "Connection closed".into(),
         }
         .to_string();
-        assert!(e.contains("demo-cp-1.exe.xyz"), "{e}");
+        assert!(e.contains("demo-cp1.exe.xyz"), "{e}");
         assert!(e.contains("255"), "{e}");
         assert!(e.contains("registered with exe.dev"), "{e}");
         assert!(e.contains("running"), "{e}");

@@ -323,23 +323,23 @@ mod tests {
         let f = fleet();
         let desired = crate::fleet::desired_vms(&f);
         let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
-        vms.remove(2); // demo-web-2 has no VM
+        vms.remove(2); // demo-web2 has no VM
         let mut stray = vm(&desired[0]);
-        stray.vm_name = "demo-web-7".into();
+        stray.vm_name = "demo-web7".into();
         vms.push(stray);
         let mut nodes: Vec<NodeView> = desired.iter().map(|d| node(d, true)).collect();
         nodes[1].ready = false;
         let ghost = NodeView {
-            name: "demo-old-1".into(),
+            name: "demo-old1".into(),
             ..nodes[0].clone()
         };
         nodes.push(ghost);
         let readiness = crate::cluster::readiness(&desired, &nodes);
         let mut shares = BTreeMap::new();
         shares.insert(
-            "demo-web-1".into(),
+            "demo-web1".into(),
             ShareInfo {
-                vm_name: "demo-web-1".into(),
+                vm_name: "demo-web1".into(),
                 status: Visibility::Private,
                 port: 8080,
                 url: String::new(),
@@ -348,7 +348,7 @@ mod tests {
             },
         );
         let probes = vec![ProbeResult {
-            vm: "demo-web-1".into(),
+            vm: "demo-web1".into(),
             status: Some(200),
             latency: Duration::from_millis(12),
             error: None,
@@ -363,34 +363,30 @@ mod tests {
             &probes,
         );
         let row = |n: &str| s.rows.iter().find(|r| r.name == n).unwrap();
+        assert!(row("demo-cp1").problems.is_empty(), "{:?}", row("demo-cp1"));
+        assert_eq!(row("demo-web1").node.as_deref(), Some("NotReady"));
         assert!(
-            row("demo-cp-1").problems.is_empty(),
-            "{:?}",
-            row("demo-cp-1")
-        );
-        assert_eq!(row("demo-web-1").node.as_deref(), Some("NotReady"));
-        assert!(
-            row("demo-web-1")
+            row("demo-web1")
                 .problems
                 .iter()
                 .any(|p| p.contains("fleet wants 8080 public"))
         );
-        assert_eq!(row("demo-web-1").probe.as_deref(), Some("200 in 12 ms"));
+        assert_eq!(row("demo-web1").probe.as_deref(), Some("200 in 12 ms"));
         assert!(
-            row("demo-web-2")
+            row("demo-web2")
                 .problems
                 .iter()
                 .any(|p| p == "no VM on exe.dev")
         );
         assert!(
-            row("demo-web-7")
+            row("demo-web7")
                 .problems
                 .iter()
                 .any(|p| p.contains("not in the fleet"))
         );
-        assert_eq!(row("demo-web-7").node.as_deref(), Some("no node"));
+        assert_eq!(row("demo-web7").node.as_deref(), Some("no node"));
         assert!(
-            row("demo-old-1")
+            row("demo-old1")
                 .problems
                 .iter()
                 .any(|p| p.contains("Node without a VM"))
@@ -398,7 +394,7 @@ mod tests {
         assert!(!s.healthy);
         let text = render(&s);
         assert!(
-            text.contains("demo-web-2") && text.contains("missing") && text.contains("Problems:")
+            text.contains("demo-web2") && text.contains("missing") && text.contains("Problems:")
         );
     }
 

@@ -129,21 +129,21 @@ async fn sends_quoted_body_with_bearer_token() {
         r#"{"vm_name":"x","port":8080,"share":"private","status":"updated"}"#,
     )])
     .await;
-    let r = client(&s.url).share_port("demo-web-1", 8080).await.unwrap();
+    let r = client(&s.url).share_port("demo-web1", 8080).await.unwrap();
     assert_eq!(r.port, 8080);
-    assert_eq!(s.body(0), "share port --json demo-web-1 8080");
+    assert_eq!(s.body(0), "share port --json demo-web1 8080");
     assert_eq!(
         s.bodies.lock().unwrap()[0].1,
         "authorization: Bearer exe0.e30.sig"
     );
     let c = client(&s.url);
     c.exec(&Command::Comment {
-        vm: "demo-web-1".into(),
+        vm: "demo-web1".into(),
         text: "it's $x".into(),
     })
     .await
     .unwrap();
-    assert_eq!(s.body(1), r"comment --json demo-web-1 'it'\''s $x'");
+    assert_eq!(s.body(1), r"comment --json demo-web1 'it'\''s $x'");
 }
 
 #[tokio::test]

@@ -305,7 +305,7 @@ fn removals_drain_and_delete_the_node_before_rm() {
     env.kube.lock().unwrap().pods.push(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web-abc", "namespace": "default", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1", "controller": true}]},
-        "spec": {"nodeName": "acme-batch-2"}
+        "spec": {"nodeName": "acme-batch2"}
     }));
     // The plan knows the API is reachable: no --skip-drain warning.
     let plan = env.ok(&["plan", "-f", "changed.yaml"]);
@@ -314,7 +314,7 @@ fn removals_drain_and_delete_the_node_before_rm() {
 
     let k = env.kube.lock().unwrap();
     let emu = env.emu.as_ref().unwrap();
-    for vm in ["acme-batch-2", "acme-gpu-1"] {
+    for vm in ["acme-batch2", "acme-gpu1"] {
         let cordon = k
             .log
             .iter()
@@ -359,7 +359,7 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         let mut k = kube.lock().unwrap();
         for d in &desired {
             let mut n = node(d, true);
-            if d.name == "acme-web-1" {
+            if d.name == "acme-web1" {
                 n["metadata"]["labels"]
                     .as_object_mut()
                     .unwrap()
@@ -378,7 +378,7 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         "60s",
     ]);
     assert!(
-        out.contains("corrected labels/taints of acme-web-1"),
+        out.contains("corrected labels/taints of acme-web1"),
         "{out}"
     );
     assert!(out.contains("All 9 nodes Ready"), "{out}");
@@ -388,12 +388,12 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
         .log
         .iter()
         .find(|(_, m, p, ct)| {
-            m == "PATCH" && p.ends_with("acme-web-1") && ct.contains("apply-patch")
+            m == "PATCH" && p.ends_with("acme-web1") && ct.contains("apply-patch")
         })
         .expect("server-side apply");
     assert!(ssa.3.contains("application/apply-patch+yaml"));
     assert_eq!(
-        k.nodes["acme-web-1"]["metadata"]["labels"]["exedev-k8s.io/pool"],
+        k.nodes["acme-web1"]["metadata"]["labels"]["exedev-k8s.io/pool"],
         "web"
     );
 }
@@ -416,7 +416,7 @@ fn apply_wait_times_out_naming_stragglers() {
     let all =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        all.contains("acme-cp-1") && all.contains("not registered") && all.contains("journalctl"),
+        all.contains("acme-cp1") && all.contains("not registered") && all.contains("journalctl"),
         "{all}"
     );
     // Servers change strictly one at a time: cp-2 is never created while
@@ -427,7 +427,7 @@ fn apply_wait_times_out_naming_stragglers() {
             .unwrap()
             .state()
             .vms
-            .contains_key("acme-cp-2")
+            .contains_key("acme-cp2")
     );
 }
 
@@ -441,7 +441,7 @@ fn servers_join_one_at_a_time() {
         .requests()
         .into_iter()
         .filter(|r| {
-            r.command.as_deref() == Some("new") && r.words.iter().any(|w| w.contains("acme-cp-"))
+            r.command.as_deref() == Some("new") && r.words.iter().any(|w| w.contains("acme-cp"))
         })
         .map(|r| r.unix_ms)
         .collect();
@@ -471,9 +471,9 @@ fn status_joins_vms_nodes_and_probes() {
         .lock()
         .unwrap()
         .nodes
-        .get_mut("acme-batch-1")
+        .get_mut("acme-batch1")
         .unwrap()["status"]["conditions"][0]["status"] = json!("False");
-    env.kube.lock().unwrap().nodes.insert("acme-ghost-1".into(), json!({"metadata": {"name": "acme-ghost-1", "labels": {"exedev-k8s.io/fleet": "acme"}}, "status": {}}));
+    env.kube.lock().unwrap().nodes.insert("acme-ghost1".into(), json!({"metadata": {"name": "acme-ghost1", "labels": {"exedev-k8s.io/fleet": "acme"}}, "status": {}}));
     let out = env.run(&["status", "-f", "base.yaml", "--json", "--no-probe"]);
     assert_eq!(out.status.code(), Some(2), "unhealthy => exit 2");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -487,27 +487,27 @@ fn status_joins_vms_nodes_and_probes() {
             .unwrap()
             .clone()
     };
-    assert_eq!(row("acme-cp-1")["node"], "Ready");
-    assert_eq!(row("acme-cp-1")["k3s_version"], "v1.31.4+k3s1");
-    assert_eq!(row("acme-batch-1")["node"], "NotReady");
-    assert_eq!(row("acme-ghost-1")["problems"].as_array().unwrap().len(), 1);
+    assert_eq!(row("acme-cp1")["node"], "Ready");
+    assert_eq!(row("acme-cp1")["k3s_version"], "v1.31.4+k3s1");
+    assert_eq!(row("acme-batch1")["node"], "NotReady");
+    assert_eq!(row("acme-ghost1")["problems"].as_array().unwrap().len(), 1);
     assert!(
-        row("acme-ghost-1")["problems"][0]
+        row("acme-ghost1")["problems"][0]
             .as_str()
             .unwrap()
             .contains("Node without a VM")
     );
-    assert_eq!(row("acme-web-1")["proxy"], "8080 private");
+    assert_eq!(row("acme-web1")["proxy"], "8080 private");
     let text = env.run(&["status", "-f", "base.yaml"]);
     let t = String::from_utf8_lossy(&text.stdout);
     // Private proxies answer the key-less probe with exe.dev's login redirect.
     assert!(
         t.lines()
-            .any(|l| l.starts_with("acme-web-1") && l.contains("307")),
+            .any(|l| l.starts_with("acme-web1") && l.contains("307")),
         "{t}"
     );
     assert!(
-        t.contains("acme-web-2") && t.contains("Problems:") && t.contains("acme-batch-1"),
+        t.contains("acme-web2") && t.contains("Problems:") && t.contains("acme-batch1"),
         "{t}"
     );
 }

@@ -599,7 +599,7 @@ async fn strict_options() {
     let (emu, _k, tok) = emu_with(|c| {
         c.strict = StrictOptions {
             rm_missing_422: true,
-            refuse_digit_suffix: true,
+            allow_digit_suffix: true,
             ls_lag: Duration::from_millis(150),
         }
     })
@@ -609,8 +609,9 @@ async fn strict_options() {
     assert_error(&r, 422, "VM \"ghost-vm\" not found");
     let c = client(&emu, &tok, 0);
     assert_eq!(c.rm("ghost-vm").await.unwrap(), RmOutcome::NotFound);
+    // --allow-digit-suffix: exe.dev's historical rule.
     let r = raw(&emu.url, t, "new --name=p1-a-1").await;
-    assert_eq!(r.status, 422);
+    assert_eq!(r.status, 200);
     c.new_vm(NewVm {
         name: Some("lagged".into()),
         ..Default::default()
@@ -622,12 +623,19 @@ async fn strict_options() {
         "hidden right after new"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(c.ls(None).await.unwrap().len(), 1);
+    assert_eq!(c.ls(None).await.unwrap().len(), 2);
     emu.shutdown().await;
 
-    // Default: digit suffixes are fine.
+    // Default: the stricter reading refuses `-<digits>` endings, with the
+    // message the tool's own check gives.
     let (emu, _k, tok) = emu_with(|_| {}).await;
     let r = raw(&emu.url, Some(tok.expose()), "new --name=p1-a-1").await;
+    assert_error(
+        &r,
+        422,
+        "VM name \"p1-a-1\" must not end in a hyphen followed by digits",
+    );
+    let r = raw(&emu.url, Some(tok.expose()), "new --name=p1-a1").await;
     assert_eq!(r.status, 200);
     emu.shutdown().await;
 }
@@ -782,7 +790,7 @@ async fn injected_faults_are_seeded_and_504_and_drops_take_effect() {
         .await;
         let mut outcomes = Vec::new();
         for i in 0..24 {
-            let name = format!("fault-vm-{i}");
+            let name = format!("fault-vm{i}");
             let sent = reqwest::Client::new()
                 .post(&emu.url)
                 .bearer_auth(tok.expose())
@@ -835,7 +843,7 @@ async fn injected_faults_are_seeded_and_504_and_drops_take_effect() {
         // A fresh client each time: a 429 pauses a client's shared gate.
         let e = client(&emu, &tok, 0)
             .new_vm(NewVm {
-                name: Some(format!("fault-vm-{i}")),
+                name: Some(format!("fault-vm{i}")),
                 ..Default::default()
             })
             .await
@@ -900,7 +908,7 @@ async fn state_survives_restart_and_concurrent_news_all_persist() {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
             c.new_vm(NewVm {
-                name: Some(format!("node-{i:02}")),
+                name: Some(format!("node{i:02}")),
                 tags: vec!["fleet".into()],
                 setup_script: Some(Secret::new(format!("echo {i}"))),
                 ..Default::default()
@@ -911,9 +919,9 @@ async fn state_survives_restart_and_concurrent_news_all_persist() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    c.tag("node-00", vec!["extra".into()]).await.unwrap();
+    c.tag("node00", vec!["extra".into()]).await.unwrap();
     wait_boot().await;
-    c.share_port("node-01", 3000).await.unwrap();
+    c.share_port("node01", 3000).await.unwrap();
     let exe1 = c.exe0_to_exe1(None, &tok).await.unwrap();
     let before = emu.state();
     emu.shutdown().await;
@@ -932,9 +940,9 @@ async fn state_survives_restart_and_concurrent_news_all_persist() {
     let vms = c.ls(None).await.unwrap();
     assert_eq!(vms.len(), 20);
     assert_eq!(vms[0].tags, ["fleet", "extra"]);
-    assert_eq!(c.share_show("node-01").await.unwrap().port, 3000);
+    assert_eq!(c.share_show("node01").await.unwrap().port, 3000);
     assert_eq!(
-        emu.state().vms["node-07"].setup_script.as_deref(),
+        emu.state().vms["node07"].setup_script.as_deref(),
         Some("echo 7")
     );
     emu.shutdown().await;
@@ -1002,7 +1010,8 @@ async fn request_log_hides_scripts_and_tokens() {
 
 #[tokio::test]
 async fn inspection_endpoint_shows_full_state_to_loopback() {
-    let (emu, _k, tok) = emu_with(|_| {}).await;
+    // A boot long enough that a loaded machine still sees `starting`.
+    let (emu, _k, tok) = emu_with(|c| c.boot = Duration::from_secs(30)).await;
     let c = client(&emu, &tok, 0);
     c.exec(&Command::New(Box::new(NewVm {
         name: Some("seen-vm".into()),

@@ -127,7 +127,7 @@ fn fetches_rewrites_and_stores_privately() {
     assert!(argv.contains("BatchMode=yes\n"), "{argv}");
     assert!(argv.contains("ControlMaster=auto\n"), "{argv}");
     assert!(argv.contains("ControlPath="), "{argv}");
-    assert!(argv.contains("\ndemo-cp-1.exe.xyz\n"), "{argv}");
+    assert!(argv.contains("\ndemo-cp1.exe.xyz\n"), "{argv}");
     assert!(
         argv.contains("sudo -n cat /etc/rancher/k3s/k3s.yaml"),
         "{argv}"
@@ -146,7 +146,7 @@ fn fetches_rewrites_and_stores_privately() {
             .cluster
             .as_ref()
             .and_then(|c| c.server.as_deref()),
-        Some("https://demo-cp-1.tail1234.ts.net:6443")
+        Some("https://demo-cp1.tail1234.ts.net:6443")
     );
     let raw = std::fs::read_to_string(&stored).expect("read");
     assert!(raw.contains(CLIENT_KEY), "the key is kept: {raw}");
@@ -211,7 +211,7 @@ fn persistent_connection_failure_names_the_vm_and_what_to_do() {
     assert!(!out.status.success());
     assert_eq!(env.calls(), 3);
     let err = text(&out.stderr);
-    assert!(err.contains("demo-cp-1.exe.xyz"), "{err}");
+    assert!(err.contains("demo-cp1.exe.xyz"), "{err}");
     assert!(err.contains("255"), "{err}");
     assert!(err.contains("Connection closed by remote host"), "{err}");
     assert!(err.contains("registered with exe.dev"), "{err}");
@@ -231,7 +231,7 @@ fn a_failing_remote_command_is_not_retried() {
     assert!(!out.status.success());
     assert_eq!(env.calls(), 1);
     let err = text(&out.stderr);
-    assert!(err.contains("demo-cp-1"), "{err}");
+    assert!(err.contains("demo-cp1"), "{err}");
     assert!(err.contains("exit code 1"), "{err}");
     assert!(err.contains("sudo: a password is required"), "{err}");
 }
@@ -260,7 +260,7 @@ fn a_planted_exec_plugin_is_refused_never_stored_and_never_run() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("users[0].user.exec"), "{err}");
     assert!(err.contains("credential plugin"), "{err}");
-    assert!(err.contains("demo-cp-1"), "names the VM: {err}");
+    assert!(err.contains("demo-cp1"), "names the VM: {err}");
     assert!(err.contains("was altered"), "says what it means: {err}");
     assert!(!err.contains(CLIENT_KEY) && !err.contains("PWNED"), "{err}");
     assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());

@@ -44,7 +44,7 @@ async fn tunnel_comes_up_closes_on_drop_and_reports_failure() {
     );
     // SAFETY: the only test in this binary; nothing else reads the env.
     unsafe { std::env::set_var(ssh::SSH_PROGRAM_ENV, &listening) };
-    let t = ssh::tunnel("demo-cp-1", "127.0.0.1:6443", &opts)
+    let t = ssh::tunnel("demo-cp1", "127.0.0.1:6443", &opts)
         .await
         .expect("tunnel up");
     let port = t.local_port;
@@ -59,7 +59,7 @@ async fn tunnel_comes_up_closes_on_drop_and_reports_failure() {
         "{argv}"
     );
     assert!(argv.contains("HostKeyAlias=exe.dev\n"), "{argv}");
-    assert!(argv.ends_with("\ndemo-cp-1.exe.xyz\n"), "{argv}");
+    assert!(argv.ends_with("\ndemo-cp1.exe.xyz\n"), "{argv}");
     drop(t);
     let mut closed = false;
     for _ in 0..50 {
@@ -87,11 +87,11 @@ async fn tunnel_comes_up_closes_on_drop_and_reports_failure() {
     );
     // SAFETY: as above.
     unsafe { std::env::set_var(ssh::SSH_PROGRAM_ENV, &failing) };
-    let err = ssh::tunnel("demo-cp-1", "127.0.0.1:6443", &opts)
+    let err = ssh::tunnel("demo-cp1", "127.0.0.1:6443", &opts)
         .await
         .expect_err("no tunnel")
         .to_string();
-    assert!(err.contains("demo-cp-1.exe.xyz"), "{err}");
+    assert!(err.contains("demo-cp1.exe.xyz"), "{err}");
     assert!(err.contains("255"), "{err}");
     assert!(err.contains("Connection closed by remote host"), "{err}");
     let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();

@@ -170,7 +170,7 @@ mod tests {
     fn err(status: u16) -> ApiError {
         ApiError {
             kind: ApiError::kind_for_status(status, None),
-            command: "share port demo-web-1 8080".into(),
+            command: "share port demo-web1 8080".into(),
             command_name: "share port".into(),
             message: "m".into(),
         }
@@ -190,7 +190,7 @@ mod tests {
             assert_eq!(err(c).status(), Some(c));
             let shown = err(c).to_string();
             assert!(
-                shown.contains(&c.to_string()) && shown.contains("demo-web-1"),
+                shown.contains(&c.to_string()) && shown.contains("demo-web1"),
                 "{shown}"
             );
         }

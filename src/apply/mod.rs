@@ -173,7 +173,8 @@ pub async fn apply(
     let mut server_failed = false;
     // Agents join the first server: when creating or replacing it failed
     // (or was skipped), a new agent would only retry joining nothing.
-    let first = fleet::vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1);
+    let first =
+        crate::names::fleet_vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1);
     let mut first_server_missing = false;
     let makes_first =
         |c: &Change| c.vm == first && matches!(c.action, Action::Create | Action::Replace);

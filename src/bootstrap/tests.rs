@@ -28,12 +28,12 @@ fn input(kind: ScriptKind) -> BootstrapInput {
         kind,
         cluster: "prod".to_string(),
         node_name: match kind {
-            ScriptKind::ServerInit => "prod-server-1".to_string(),
-            ScriptKind::ServerJoin => "prod-server-2".to_string(),
-            ScriptKind::Agent => "prod-workers-1".to_string(),
+            ScriptKind::ServerInit => "prod-server1".to_string(),
+            ScriptKind::ServerJoin => "prod-server2".to_string(),
+            ScriptKind::Agent => "prod-workers1".to_string(),
         },
         tailnet: "tail1234.ts.net".to_string(),
-        first_server: "prod-server-1".to_string(),
+        first_server: "prod-server1".to_string(),
         release: K3sRelease::Version(VERSION.to_string()),
         token: Secret::new(TOKEN),
         tailscale_auth_key: Secret::new(TS_KEY),
@@ -125,7 +125,7 @@ fn many_huge_labels_are_refused_with_the_size() {
     assert!(matches!(err, BootstrapError::TooLarge { size, .. } if size > MAX_SETUP_SCRIPT_BYTES));
     assert!(msg.contains("10240"), "{msg}");
     assert!(msg.contains("shorten labels"), "{msg}");
-    assert!(msg.contains("prod-server-1"), "{msg}");
+    assert!(msg.contains("prod-server1"), "{msg}");
 }
 
 /// A long secret, not the manifests, is named as the cause when it is; the
@@ -520,7 +520,7 @@ fn runs_with_stubs_and_a_rerun_changes_nothing() {
                 assert_eq!(cfg.cluster_init, None);
                 assert_eq!(
                     cfg.server.as_deref(),
-                    Some("https://prod-server-1.tail1234.ts.net:6443")
+                    Some("https://prod-server1.tail1234.ts.net:6443")
                 );
             }
         }

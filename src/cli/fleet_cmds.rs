@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, ValueEnum};
 
 use super::{ApiArgs, CliError, CliResult, fail};
+use crate::api::command::FleetOp;
 use crate::apply::{self, ApplyOptions};
 use crate::client::{Client, ClientOptions};
 use crate::cluster_secrets;
@@ -16,22 +17,10 @@ use crate::observe::observe;
 use crate::plan::{self, Observed, Plan, PlanOptions, render};
 use crate::ui;
 
-/// Commands `plan` needs.
-pub const PLAN_CMDS: &[&str] = &["ls", "share show"];
-/// Commands `apply` needs.
-pub const APPLY_CMDS: &[&str] = &[
-    "ls",
-    "new",
-    "rm",
-    "resize",
-    "tag",
-    "share show",
-    "share port",
-    "share set-public",
-    "share set-private",
-];
-/// Commands `destroy` needs.
-pub const DESTROY_CMDS: &[&str] = &["ls", "rm"];
+/// Commands a fleet operation's token must grant, from the catalogue.
+pub fn cmds(op: FleetOp) -> Vec<&'static str> {
+    crate::api::command::commands_for(op)
+}
 
 #[derive(Args, Debug)]
 pub struct FleetArg {
@@ -239,7 +228,7 @@ async fn make_plan(
 
 pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
-    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let kube = if a.destroy {
         Err(String::new())
     } else {
@@ -549,7 +538,7 @@ async fn execute(
                     fleet,
                     d,
                     &secrets,
-                    Some(&crate::fleet::vm_name(
+                    Some(&crate::names::fleet_vm_name(
                         &fleet.metadata.name.value,
                         crate::fleet::CONTROL_PLANE_POOL,
                         2,
@@ -643,7 +632,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let (fleet, fp) = load_fleet(&fleet_path)?;
     let client = a.api.client_with_ttl(
-        APPLY_CMDS,
+        &cmds(FleetOp::Apply),
         options(a.max_rate),
         crate::credentials::LONG_OPERATION_TTL,
     )?;
@@ -745,7 +734,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
 
 pub async fn status_cmd(a: StatusArgs) -> CliResult {
     let (fleet, _) = load_fleet(&a.fleet.file)?;
-    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let observed = observe(&client, &fleet, true).await?;
     let desired = fleet::desired_vms(&fleet);
     let (kube, _tunnel) = kube_for(
@@ -836,7 +825,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         return Err(fail(protect_message(&fleet)));
     }
     let client = a.api.client_with_ttl(
-        DESTROY_CMDS,
+        &cmds(FleetOp::Destroy),
         options(None),
         crate::credentials::LONG_OPERATION_TTL,
     )?;

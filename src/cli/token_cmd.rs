@@ -103,9 +103,9 @@ fn mint(a: MintArgs) -> CliResult {
         (Some(path), _) => {
             super::fleet_cmds::load_fleet(path)?;
             Some(
-                super::fleet_cmds::APPLY_CMDS
-                    .iter()
-                    .map(|s| s.to_string())
+                super::fleet_cmds::cmds(crate::api::command::FleetOp::Apply)
+                    .into_iter()
+                    .map(str::to_string)
                     .collect(),
             )
         }

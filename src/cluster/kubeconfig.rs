@@ -582,7 +582,7 @@ users:
         let out = ok(kubeconfig_rewrite(
             K3S,
             "demo",
-            "https://demo-cp-1.tail1234.ts.net:6443",
+            "https://demo-cp1.tail1234.ts.net:6443",
         ));
         assert!(
             out.contains("    certificate-authority-data: LS0tLS1CRUdJTi"),
@@ -595,7 +595,7 @@ users:
         let cluster = k.clusters[0].cluster.clone().unwrap_or_default();
         assert_eq!(
             cluster.server.as_deref(),
-            Some("https://demo-cp-1.tail1234.ts.net:6443")
+            Some("https://demo-cp1.tail1234.ts.net:6443")
         );
         assert!(
             cluster

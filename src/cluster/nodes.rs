@@ -530,27 +530,27 @@ mod pure_tests {
     #[test]
     fn readiness_states_in_order_of_urgency() {
         let expected = [
-            vm("c-cp-1", Role::Server, &[("exedev-k8s.io/fleet", "c")], &[]),
+            vm("c-cp1", Role::Server, &[("exedev-k8s.io/fleet", "c")], &[]),
             vm(
-                "c-web-1",
+                "c-web1",
                 Role::Agent,
                 &[("tier", "web")],
                 &["dedicated=web:NoSchedule"],
             ),
-            vm("c-web-2", Role::Agent, &[], &[]),
+            vm("c-web2", Role::Agent, &[], &[]),
             vm(
-                "c-db-1",
+                "c-db1",
                 Role::Agent,
                 &[("tier", "db"), ("disk", "ssd")],
                 &["db:NoSchedule"],
             ),
         ];
-        let mut not_ready = node("c-web-1", false, &[], &[]);
+        let mut not_ready = node("c-web1", false, &[], &[]);
         not_ready.ready_reason = Some("KubeletNotReady".into());
         not_ready.ready_message = Some("cni plugin not initialized".into());
         let nodes = [
             node(
-                "c-cp-1",
+                "c-cp1",
                 true,
                 &[
                     ("exedev-k8s.io/fleet", "c"),
@@ -560,7 +560,7 @@ mod pure_tests {
             ),
             not_ready,
             node(
-                "c-db-1",
+                "c-db1",
                 true,
                 &[("tier", "web")],
                 &[
@@ -580,17 +580,17 @@ mod pure_tests {
         assert_eq!(
             states,
             [
-                ("c-cp-1", &NodeState::Ready),
+                ("c-cp1", &NodeState::Ready),
                 (
-                    "c-web-1",
+                    "c-web1",
                     &NodeState::NotReady {
                         reason: Some("KubeletNotReady".into()),
                         message: Some("cni plugin not initialized".into())
                     }
                 ),
-                ("c-web-2", &NodeState::NotRegistered),
+                ("c-web2", &NodeState::NotRegistered),
                 (
-                    "c-db-1",
+                    "c-db1",
                     &NodeState::Drift(Drift {
                         missing_labels: BTreeMap::from([("disk".into(), "ssd".into())]),
                         wrong_labels: vec![WrongLabel {
@@ -620,14 +620,14 @@ mod pure_tests {
         assert!(!r.all_ready());
         assert_eq!(r.ready_count(), 2);
         let stragglers: Vec<&str> = r.stragglers().iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(stragglers, ["c-web-1", "c-web-2"]);
+        assert_eq!(stragglers, ["c-web1", "c-web2"]);
         assert_eq!(r.drifted().len(), 1);
     }
 
     #[test]
     fn explanations_point_at_the_likely_cause() {
         let nr = NodeReadiness {
-            name: "c-web-2".into(),
+            name: "c-web2".into(),
             role: Role::Agent,
             state: NodeState::NotRegistered,
         };
@@ -636,7 +636,7 @@ mod pure_tests {
         assert!(e.contains("/var/lib/exedev-k8s/bootstrap-done"), "{e}");
         assert!(e.contains("k3s-agent"), "{e}");
         let nr = NodeReadiness {
-            name: "c-cp-1".into(),
+            name: "c-cp1".into(),
             role: Role::Server,
             state: NodeState::NotReady {
                 reason: Some("KubeletNotReady".into()),

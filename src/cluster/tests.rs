@@ -296,13 +296,13 @@ async fn list_nodes_then_readiness() {
     let (client, fake) = serve(Fake {
         node_lists: vec![vec![
             node(
-                "c-cp-1",
+                "c-cp1",
                 true,
                 json!({"exedev-k8s.io/fleet": "c"}),
                 json!([]),
             ),
             node(
-                "c-web-1",
+                "c-web1",
                 false,
                 json!({}),
                 json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]),
@@ -317,8 +317,8 @@ async fn list_nodes_then_readiness() {
     assert!(!nodes[1].ready);
     assert_eq!(nodes[1].taints, ["node.kubernetes.io/not-ready:NoSchedule"]);
     let expected = [
-        vm("c-cp-1", Role::Server, &[("exedev-k8s.io/fleet", "c")], &[]),
-        vm("c-web-1", Role::Agent, &[], &[]),
+        vm("c-cp1", Role::Server, &[("exedev-k8s.io/fleet", "c")], &[]),
+        vm("c-web1", Role::Agent, &[], &[]),
     ];
     let r = readiness(&expected, &nodes);
     assert_eq!(r.nodes[0].state, NodeState::Ready);
@@ -341,15 +341,15 @@ async fn wait_ready_succeeds_after_polls() {
     let (client, _fake) = serve(Fake {
         node_list_failures: vec![503],
         node_lists: vec![
-            vec![node("c-cp-1", false, json!({}), json!([]))],
-            vec![node("c-cp-1", true, json!({}), json!([]))],
+            vec![node("c-cp1", false, json!({}), json!([]))],
+            vec![node("c-cp1", true, json!({}), json!([]))],
         ],
         ..Fake::default()
     });
     let seen = Mutex::new(Vec::new());
     let r = ok(wait_ready(
         &client,
-        &[vm("c-cp-1", Role::Server, &[], &[])],
+        &[vm("c-cp1", Role::Server, &[], &[])],
         Duration::from_secs(5),
         MS * 10,
         |r| {
@@ -367,28 +367,33 @@ async fn wait_ready_succeeds_after_polls() {
 async fn wait_ready_timeout_names_each_straggler_and_its_cause() {
     let (client, _fake) = serve(Fake {
         node_lists: vec![vec![
-            node("c-cp-1", true, json!({}), json!([])),
-            node("c-web-1", false, json!({}), json!([])),
+            node("c-cp1", true, json!({}), json!([])),
+            node("c-web1", false, json!({}), json!([])),
         ]],
         ..Fake::default()
     });
     let expected = [
-        vm("c-cp-1", Role::Server, &[], &[]),
-        vm("c-web-1", Role::Agent, &[], &[]),
-        vm("c-web-2", Role::Agent, &[], &[]),
+        vm("c-cp1", Role::Server, &[], &[]),
+        vm("c-web1", Role::Agent, &[], &[]),
+        vm("c-web2", Role::Agent, &[], &[]),
     ];
     let e = err(wait_ready(&client, &expected, MS * 80, MS * 20, |_| {}).await);
     let ClusterError::NotReady { stragglers, .. } = &e else {
         panic!("{e:?}");
     };
     let names: Vec<&str> = stragglers.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["c-web-1", "c-web-2"]);
+    assert_eq!(names, ["c-web1", "c-web2"]);
     let msg = e.to_string();
     assert!(msg.starts_with("2 node(s) not Ready after"), "{msg}");
-    assert!(msg.contains("c-web-1: registered but not Ready (KubeletNotReady: container runtime network not ready"), "{msg}");
-    assert!(msg.contains("c-web-2: not registered"), "{msg}");
+    assert!(
+        msg.contains(
+            "c-web1: registered but not Ready (KubeletNotReady: container runtime network not ready"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("c-web2: not registered"), "{msg}");
     assert!(msg.contains("journalctl -u exe.dev-setup"), "{msg}");
-    assert!(!msg.contains("c-cp-1"), "{msg}");
+    assert!(!msg.contains("c-cp1"), "{msg}");
 }
 
 #[tokio::test]
@@ -413,9 +418,9 @@ async fn wait_ready_gives_up_at_once_on_refused_credentials() {
 async fn apply_labels_taints_is_a_forced_server_side_apply_of_fleet_fields_only() {
     let (client, fake) = serve(Fake {
         node_lists: vec![vec![node(
-            "c-gpu-1",
+            "c-gpu1",
             true,
-            json!({"exedev-k8s.io/fleet": "c", "k3s.io/hostname": "c-gpu-1", "tier": "old"}),
+            json!({"exedev-k8s.io/fleet": "c", "k3s.io/hostname": "c-gpu1", "tier": "old"}),
             json!([
                 {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule", "timeAdded": "2025-01-01T00:00:00Z"},
                 {"key": "manual", "value": "x", "effect": "NoExecute"},
@@ -424,7 +429,7 @@ async fn apply_labels_taints_is_a_forced_server_side_apply_of_fleet_fields_only(
         ..Fake::default()
     });
     let v = vm(
-        "c-gpu-1",
+        "c-gpu1",
         Role::Agent,
         &[
             ("exedev-k8s.io/fleet", "c"),
@@ -439,7 +444,7 @@ async fn apply_labels_taints_is_a_forced_server_side_apply_of_fleet_fields_only(
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     let patch = &reqs[1];
     assert_eq!(patch.method, Method::PATCH);
-    assert_eq!(patch.path, "/api/v1/nodes/c-gpu-1");
+    assert_eq!(patch.path, "/api/v1/nodes/c-gpu1");
     assert_eq!(patch.content_type, "application/apply-patch+yaml");
     assert!(
         patch.query.contains("fieldManager=exedev-k8s"),
@@ -452,7 +457,7 @@ async fn apply_labels_taints_is_a_forced_server_side_apply_of_fleet_fields_only(
         json!({
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": "c-gpu-1", "labels": {
+            "metadata": {"name": "c-gpu1", "labels": {
                 "exedev-k8s.io/fleet": "c", "exedev-k8s.io/pool": "gpu", "tier": "gpu"}},
             "spec": {"taints": [
                 {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},

@@ -51,9 +51,10 @@ pub struct EmulatorArgs {
     /// `rm` of an absent VM answers 422 instead of 200 with an error line.
     #[arg(long)]
     pub rm_missing_422: bool,
-    /// Refuse VM names ending in `-<digits>`.
+    /// Accept VM names ending in `-<digits>` (exe.dev's historical rule);
+    /// by default they are refused, the stricter reading of exe.dev's rule.
     #[arg(long)]
-    pub refuse_digit_suffix: bool,
+    pub allow_digit_suffix: bool,
     /// Hide new VMs from `ls` for this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub ls_lag_ms: u64,
@@ -108,7 +109,7 @@ impl EmulatorArgs {
             log_file: self.log.clone(),
             strict: StrictOptions {
                 rm_missing_422: self.rm_missing_422,
-                refuse_digit_suffix: self.refuse_digit_suffix,
+                allow_digit_suffix: self.allow_digit_suffix,
                 ls_lag: Duration::from_millis(self.ls_lag_ms),
             },
             user_email: self.email.clone(),
@@ -187,7 +188,7 @@ mod tests {
         );
         assert_eq!(c.boot, Duration::from_millis(10));
         assert_eq!(c.deadline, Duration::from_secs(30));
-        assert!(c.strict.rm_missing_422 && !c.strict.refuse_digit_suffix);
+        assert!(c.strict.rm_missing_422 && !c.strict.allow_digit_suffix);
         assert_eq!(c.proxy_backends.len(), 2);
         assert_eq!(c.proxy_backends["web-one"], "http://127.0.0.1:8000");
         assert!(parse_backend("web-one").is_err());

@@ -19,7 +19,7 @@ use crate::api::types::{
     WhoamiReply,
 };
 use crate::api::{MAX_COMMENT_BYTES, MAX_SETUP_SCRIPT_BYTES, SHARE_PORT_RANGE};
-use crate::names::check_vm_name;
+use crate::names::{check_portable_vm_name, check_vm_name};
 use crate::sizes::ByteSize;
 use crate::token::{API_NAMESPACE, vm_namespace};
 
@@ -78,20 +78,10 @@ pub struct Ctx<'a> {
     pub rng: &'a mut StdRng,
 }
 
-/// Whether a command changes the state (and so must be saved).
+/// Whether a command changes the state (and so must be saved): the
+/// catalogue's `mutates`.
 pub fn mutates(name: &str) -> bool {
-    matches!(
-        name,
-        "new"
-            | "rm"
-            | "resize"
-            | "tag"
-            | "comment"
-            | "share port"
-            | "share set-public"
-            | "share set-private"
-            | "exe0-to-exe1"
-    )
+    crate::api::command::spec(name).is_some_and(|s| s.mutates)
 }
 
 /// Runs a parsed, permitted invocation.
@@ -231,12 +221,6 @@ fn random_name(store: &Store, ctx: &mut Ctx<'_>) -> String {
     format!("vm-{:016x}", ctx.rng.random::<u64>())
 }
 
-/// The [?] rule that names may not end in `-<digits>` (off by default).
-fn ends_in_digit_group(name: &str) -> bool {
-    name.rsplit_once('-')
-        .is_some_and(|(_, last)| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
-}
-
 fn new(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
     match build_vm(inv, store, ctx) {
         Ok(vm) => {
@@ -259,12 +243,12 @@ fn new(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
 fn build_vm(inv: &Invocation, store: &Store, ctx: &mut Ctx<'_>) -> Result<VmRecord, Reply> {
     let name = match inv.flag("name") {
         Some(n) => {
-            check_vm_name(n).map_err(|e| fail(e.to_string()))?;
-            if ctx.config.strict.refuse_digit_suffix && ends_in_digit_group(n) {
-                return Err(fail(format!(
-                    "VM name {n:?} must not end in a hyphen followed by digits"
-                )));
+            if ctx.config.strict.allow_digit_suffix {
+                check_vm_name(n)
+            } else {
+                check_portable_vm_name(n)
             }
+            .map_err(|e| fail(e.to_string()))?;
             n.to_string()
         }
         None => random_name(store, ctx),
@@ -579,6 +563,5 @@ mod tests {
     fn tags_and_suffixes() {
         assert!(check_tag("k8s-1").is_ok());
         assert!(check_tag("-x").is_err() && check_tag("A").is_err() && check_tag("").is_err());
-        assert!(ends_in_digit_group("p1-a-1") && !ends_in_digit_group("p1-a"));
     }
 }

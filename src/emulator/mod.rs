@@ -55,9 +55,11 @@ pub struct StrictOptions {
     /// `rm` of an absent VM answers 422 "VM \"x\" not found" instead of
     /// exe.dev's 200 with an error line followed by `{"deleted":[],"failed":[..]}`.
     pub rm_missing_422: bool,
-    /// Refuse VM names ending in `-<digits>` (a claim seen once, contradicted
-    /// by names like `p1-a-1` working).
-    pub refuse_digit_suffix: bool,
+    /// Accept VM names ending in `-<digits>`, as exe.dev's historical code
+    /// does. Off by default: a 2026-04 guide and another tool's fixture
+    /// report such names refused, so the emulator applies the stricter
+    /// reading (`crate::names::check_portable_vm_name`) unless told not to.
+    pub allow_digit_suffix: bool,
     /// Hide a VM from `ls` for this long after `new` (a just-created VM has
     /// been seen missing from `ls` briefly).
     pub ls_lag: Duration,

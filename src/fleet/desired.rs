@@ -2,7 +2,7 @@
 //!
 //! The plan compares [`desired_vms`] with what exe.dev reports. Ownership is
 //! decided only by [`ownership`]: the fleet's ownership tag, a name the
-//! fleet generates ([`parse_vm_name`]) and the spec comment the tool writes
+//! fleet generates ([`crate::names::parse_fleet_vm_name`]) and the spec comment the tool writes
 //! ([`SPEC_COMMENT_PREFIX`]), all three. A VM with less is reported, never
 //! changed or removed: a tag is one `exedev-k8s exec -- tag` away from any
 //! VM, and `precious-db` tagged by mistake must survive the next apply.
@@ -59,7 +59,8 @@ pub struct ShareSpec {
 /// One VM the fleet asks for, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredVm {
-    /// exe.dev VM name: `{cluster}-cp-{i}` or `{cluster}-{pool}-{i}`.
+    /// exe.dev VM name: `{cluster}-cp{i}` or `{cluster}-{pool}{i}`
+    /// (`crate::names::fleet_vm_name`).
     pub name: String,
     /// Server or agent.
     pub role: Role,
@@ -150,7 +151,7 @@ pub fn ownership(cluster: &str, name: &str, tags: &[String], comment: &str) -> O
     if !has_ownership_tag(cluster, tags) {
         return Ownership::NotOwned;
     }
-    if parse_vm_name(cluster, name).is_none() {
+    if crate::names::parse_fleet_vm_name(cluster, name).is_none() {
         lacks.push(format!("a name fleet {cluster:?} generates"));
     }
     if !comment.starts_with(SPEC_COMMENT_PREFIX) {
@@ -178,7 +179,7 @@ pub fn concerns(cluster: &str, name: &str, tags: &[String]) -> bool {
     let own = ownership_tag(cluster);
     let prefix = ownership_tag_prefix();
     tags.contains(&own)
-        || (parse_vm_name(cluster, name).is_some()
+        || (crate::names::parse_fleet_vm_name(cluster, name).is_some()
             && !tags.iter().any(|t| t.starts_with(&prefix) && *t != own))
 }
 
@@ -190,40 +191,6 @@ pub fn fleet_label(cluster: &str) -> (String, String) {
 /// The node label pair `exedev-k8s.io/pool={pool}`.
 pub fn pool_label(pool: &str) -> (String, String) {
     (POOL_LABEL_KEY.to_string(), pool.to_string())
-}
-
-/// A VM's name: `{cluster}-{pool}-{index}` (pool `cp` for servers).
-pub fn vm_name(cluster: &str, pool: &str, index: u32) -> String {
-    format!("{cluster}-{pool}-{index}")
-}
-
-/// The pool and index a VM name of fleet `cluster` stands for, when the
-/// fleet could have generated it ([`vm_name`] backwards): `{cluster}-` then
-/// a pool name (the validator's syntax) then `-{index}`, index from 1
-/// without leading zeros. The one place that knows the scheme backwards.
-pub fn parse_vm_name(cluster: &str, name: &str) -> Option<(String, u32)> {
-    let rest = name.strip_prefix(cluster)?.strip_prefix('-')?;
-    let (pool, index) = rest.rsplit_once('-')?;
-    let index_ok =
-        !index.is_empty() && !index.starts_with('0') && index.bytes().all(|b| b.is_ascii_digit());
-    if !index_ok || !is_name_segment(pool) {
-        return None;
-    }
-    Some((pool.to_string(), index.parse().ok()?))
-}
-
-/// A cluster or pool name: a lowercase letter, then lowercase letters,
-/// digits and single inner hyphens.
-pub(super) fn is_name_segment(s: &str) -> bool {
-    let b = s.as_bytes();
-    let Some(first) = b.first() else {
-        return false;
-    };
-    first.is_ascii_lowercase()
-        && !s.ends_with('-')
-        && !s.contains("--")
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 struct Group<'a> {
@@ -321,7 +288,7 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
         });
         for index in 1..=g.count {
             out.push(DesiredVm {
-                name: vm_name(cluster, g.pool, index),
+                name: crate::names::fleet_vm_name(cluster, g.pool, index),
                 role: g.role,
                 pool: g.pool.to_string(),
                 index,
@@ -343,7 +310,7 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
 mod tests {
     use super::*;
     use crate::fleet::parse;
-    use crate::names::check_vm_name;
+    use crate::names::check_portable_vm_name;
     use proptest::prelude::*;
 
     fn fleet(yaml_tail: &str) -> Fleet {
@@ -375,7 +342,7 @@ network:
         let vms = desired_vms(&fleet(""));
         assert_eq!(vms.len(), 1);
         let vm = &vms[0];
-        assert_eq!(vm.name, "demo-cp-1");
+        assert_eq!(vm.name, "demo-cp1");
         assert_eq!(vm.role, Role::Server);
         assert_eq!((vm.pool.as_str(), vm.index), ("cp", 1));
         assert!(vm.is_first_server());
@@ -406,12 +373,12 @@ network:
             .map(|v| (v.name, v.role, v.pool, v.index))
             .collect();
         let want = [
-            ("demo-cp-1", Role::Server, "cp", 1),
-            ("demo-cp-2", Role::Server, "cp", 2),
-            ("demo-cp-3", Role::Server, "cp", 3),
-            ("demo-web-1", Role::Agent, "web", 1),
-            ("demo-web-2", Role::Agent, "web", 2),
-            ("demo-db-1", Role::Agent, "db", 1),
+            ("demo-cp1", Role::Server, "cp", 1),
+            ("demo-cp2", Role::Server, "cp", 2),
+            ("demo-cp3", Role::Server, "cp", 3),
+            ("demo-web1", Role::Agent, "web", 1),
+            ("demo-web2", Role::Agent, "web", 2),
+            ("demo-db1", Role::Agent, "db", 1),
         ]
         .map(|(n, r, p, i)| (n.to_string(), r, p.to_string(), i));
         assert_eq!(got, want);
@@ -539,124 +506,83 @@ network:
     fn ownership_needs_all_three_marks() {
         let tag = vec![ownership_tag("own"), "team".to_string()];
         let spec = format!("{SPEC_COMMENT_PREFIX}0123456789ab");
-        let partial = |lacks: &[&str]| Ownership::Partial {
-            lacks: lacks.iter().map(|s| s.to_string()).collect(),
+        let no_name = || Ownership::Partial {
+            lacks: vec!["a name fleet \"own\" generates".to_string()],
         };
-        let cases: &[(&str, &[String], &str, Ownership)] = &[
-            ("own-cp-1", &tag, &spec, Ownership::Owned),
-            ("own-web-12", &tag, &spec, Ownership::Owned),
-            ("own-eu-web-3", &tag, &spec, Ownership::Owned),
+        let no_comment = "the spec comment (exedev-k8s spec=...)".to_string();
+        let cases: Vec<(&str, &[String], &str, Ownership)> = vec![
+            ("own-cp1", &tag, &spec, Ownership::Owned),
+            ("own-web12", &tag, &spec, Ownership::Owned),
             // The case: tagged by mistake, any name.
             (
                 "precious-db",
                 &tag,
                 "",
-                partial(&[
-                    "a name fleet \"own\" generates",
-                    "the spec comment (exedev-k8s spec=...)",
-                ]),
+                Ownership::Partial {
+                    lacks: vec![
+                        "a name fleet \"own\" generates".to_string(),
+                        no_comment.clone(),
+                    ],
+                },
             ),
+            ("precious-db", &tag, &spec, no_name()),
             (
-                "precious-db",
-                &tag,
-                &spec,
-                partial(&["a name fleet \"own\" generates"]),
-            ),
-            (
-                "own-web-1",
+                "own-web1",
                 &tag,
                 "my notes",
-                partial(&["the spec comment (exedev-k8s spec=...)"]),
+                Ownership::Partial {
+                    lacks: vec![no_comment.clone()],
+                },
             ),
-            (
-                "own-web-01",
-                &tag,
-                &spec,
-                partial(&["a name fleet \"own\" generates"]),
-            ),
-            (
-                "own-web-0",
-                &tag,
-                &spec,
-                partial(&["a name fleet \"own\" generates"]),
-            ),
-            (
-                "own-web",
-                &tag,
-                &spec,
-                partial(&["a name fleet \"own\" generates"]),
-            ),
-            (
-                "own--1",
-                &tag,
-                &spec,
-                partial(&["a name fleet \"own\" generates"]),
-            ),
-            (
-                "owner-web-1",
-                &tag,
-                &spec,
-                partial(&["a name fleet \"own\" generates"]),
-            ),
-            ("own-web-1", &[], &spec, Ownership::NotOwned),
-            (
-                "own-web-1",
-                &["exk8s-fleet-own2".to_string()],
-                &spec,
-                Ownership::NotOwned,
-            ),
+            ("own-web01", &tag, &spec, no_name()),
+            ("own-web0", &tag, &spec, no_name()),
+            ("own-web", &tag, &spec, no_name()),
+            ("own-web-1", &tag, &spec, no_name()),
+            ("own-eu-web3", &tag, &spec, no_name()),
+            ("owner-web1", &tag, &spec, no_name()),
+            ("own-web1", &[], &spec, Ownership::NotOwned),
         ];
-        for (name, tags, comment, want) in cases {
+        let other = vec!["exk8s-fleet-own2".to_string()];
+        for (name, tags, comment, want) in cases.into_iter().chain([(
+            "own-web1",
+            other.as_slice(),
+            spec.as_str(),
+            Ownership::NotOwned,
+        )]) {
             assert_eq!(
-                &ownership("own", name, tags, comment),
+                ownership("own", name, tags, comment),
                 want,
                 "{name} {tags:?} {comment:?}"
             );
-            assert_eq!(owns("own", name, tags, comment), *want == Ownership::Owned);
+            assert_eq!(owns("own", name, tags, comment), want == Ownership::Owned);
         }
     }
 
     #[test]
-    fn names_parse_back_and_other_fleets_are_out_of_scope() {
-        assert_eq!(parse_vm_name("prod", "prod-cp-1"), Some(("cp".into(), 1)));
-        assert_eq!(
-            parse_vm_name("prod", "prod-eu-gpu-12"),
-            Some(("eu-gpu".into(), 12))
-        );
-        for bad in [
-            "prod",
-            "prod-",
-            "prod-cp",
-            "prod-cp-",
-            "prod-cp-x",
-            "prod-cp-01",
-            "prod--1",
-            "prodx-cp-1",
-            "prod-Cp-1",
-            "other-cp-1",
-        ] {
-            assert_eq!(parse_vm_name("prod", bad), None, "{bad}");
-        }
+    fn other_fleets_vms_are_out_of_scope() {
         let eu = vec![ownership_tag("prod-eu")];
-        // prod-eu's VM parses as pool "eu-cp" of prod, but is prod-eu's.
-        assert!(!concerns("prod", "prod-eu-cp-1", &eu));
-        assert!(concerns("prod-eu", "prod-eu-cp-1", &eu));
-        // Untagged: a name prod could generate concerns prod (a warning).
-        assert!(concerns("prod", "prod-eu-cp-1", &[]));
+        assert!(!concerns("prod", "prod-eu-cp1", &eu));
+        assert!(concerns("prod-eu", "prod-eu-cp1", &eu));
+        // prod-eu's names are not prod's, tagged or not.
+        assert!(!concerns("prod", "prod-eu-cp1", &[]));
+        // Untagged under a name prod generates: concerns prod (a warning).
+        assert!(concerns("prod", "prod-cp1", &[]));
+        // ...unless another fleet's tag says whose it is.
+        assert!(!concerns("prod", "prod-cp1", &eu));
         assert!(!concerns("prod", "precious-db", &[]));
         // Tagged for prod: concerns prod whatever the name (reported).
         assert!(concerns("prod", "precious-db", &[ownership_tag("prod")]));
     }
 
     fn pool_name() -> impl Strategy<Value = String> {
-        "[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?".prop_filter("cp is reserved", |n| n != "cp")
+        "[a-z]([a-z0-9]{0,6}[a-z])?".prop_filter("cp is reserved", |n| n != "cp")
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn valid_fleets_yield_unique_acceptable_vm_names(
-            cluster in "[a-z][a-z0-9]{0,12}(-[a-z0-9]{1,6})?",
+            cluster in "[a-z][a-z0-9]{2,12}(-[a-z0-9]{1,6})?",
             cp in prop::sample::select(vec![1u32, 3, 5]),
             pools in prop::collection::btree_map(pool_name(), 0u32..=12, 0..5),
         ) {
@@ -676,12 +602,12 @@ network:
             prop_assert_eq!(vms.len() as u32, expected);
             let mut names = std::collections::BTreeSet::new();
             for vm in &vms {
-                prop_assert_eq!(check_vm_name(&vm.name), Ok(()));
+                prop_assert_eq!(check_portable_vm_name(&vm.name), Ok(()));
                 prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
                 prop_assert!(has_ownership_tag(&cluster, &vm.tags));
                 prop_assert_eq!(
-                    parse_vm_name(&cluster, &vm.name),
-                    Some((vm.pool.clone(), vm.index))
+                    crate::names::parse_fleet_vm_name(&cluster, &vm.name),
+                    Some((vm.pool.as_str(), vm.index))
                 );
                 let comment = format!("{SPEC_COMMENT_PREFIX}x");
                 prop_assert!(owns(&cluster, &vm.name, &vm.tags, &comment));

@@ -13,8 +13,8 @@ mod validate;
 pub use desired::{
     CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, Ownership, POOL_LABEL_KEY,
     RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SPEC_COMMENT_PREFIX, ShareSpec, concerns,
-    desired_vms, fleet_label, has_ownership_tag, ownership, ownership_tag, owns, parse_vm_name,
-    pool_label, pool_tag, role_tag, vm_name,
+    desired_vms, fleet_label, has_ownership_tag, ownership, ownership_tag, owns, pool_label,
+    pool_tag, role_tag,
 };
 pub use error::{FleetError, FleetErrors};
 pub use model::*;
@@ -46,7 +46,7 @@ mod tests {
         assert_eq!(f.metadata.name.value, "demo");
         let vms = desired_vms(&f);
         let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["demo-cp-1"]);
+        assert_eq!(names, ["demo-cp1"]);
     }
 
     #[test]
@@ -61,15 +61,15 @@ mod tests {
         assert_eq!(
             names,
             [
-                "prod-cp-1",
-                "prod-cp-2",
-                "prod-cp-3",
-                "prod-general-1",
-                "prod-general-2",
-                "prod-general-3",
-                "prod-gpu-1",
-                "prod-ingress-1",
-                "prod-ingress-2",
+                "prod-cp1",
+                "prod-cp2",
+                "prod-cp3",
+                "prod-general1",
+                "prod-general2",
+                "prod-general3",
+                "prod-gpu1",
+                "prod-ingress1",
+                "prod-ingress2",
             ]
         );
         assert!(vms[..3].iter().all(|v| v.taints == [CONTROL_PLANE_TAINT]));

@@ -9,12 +9,11 @@ use std::collections::BTreeSet;
 use serde_saphyr::Spanned;
 
 use super::desired::{
-    CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, is_name_segment, ownership_tag,
-    pool_tag, vm_name,
+    CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, ownership_tag, pool_tag,
 };
 use super::error::FleetError;
 use super::model::{API_VERSION, Fleet, KIND, Labels, SecretRef, Share};
-use crate::names::check_vm_name;
+use crate::names::{check_portable_vm_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::ByteSize;
 
 /// Components k3s can be told not to deploy (`--disable`).
@@ -159,7 +158,6 @@ fn check_header(cx: &mut Ctx, fleet: &Fleet) {
     }
 }
 
-/// `^[a-z][a-z0-9]*(-[a-z0-9]+)*$`: the shape of a VM name segment.
 fn check_cluster_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
     if !is_name_segment(&name.value) {
         cx.at(
@@ -196,14 +194,18 @@ fn check_pool_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
         );
         return false;
     }
-    if !is_name_segment(&name.value) {
+    if !is_pool_segment(&name.value) {
+        let why = if name.value.contains('-') {
+            "must not contain a hyphen: VM names are {cluster}-{pool}{index}, and the last hyphen separates the cluster from the pool"
+        } else if name.value.ends_with(|c: char| c.is_ascii_digit()) {
+            "must not end in a digit: VM names are {cluster}-{pool}{index}, so a final digit would read as part of the index"
+        } else {
+            "must start with a lowercase letter and contain only lowercase letters and digits"
+        };
         cx.at(
             name,
-            format!(
-                "pool name {:?} must start with a lowercase letter and contain only lowercase letters, digits and single inner hyphens",
-                name.value
-            ),
-            "write a name such as workers or gpu",
+            format!("pool name {:?} {why}", name.value),
+            "write a name such as workers, gpu or x2large",
         );
         return false;
     }
@@ -222,11 +224,12 @@ fn check_pool_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
     true
 }
 
-/// Reports the first computed VM name of a group that exe.dev would refuse.
+/// Reports the first computed VM name of a group that exe.dev would refuse
+/// under either reading of its naming rule (see `crate::names`).
 fn check_vm_names(cx: &mut Ctx, at: &Spanned<String>, cluster: &str, pool: &str, count: u32) {
     for i in 1..=count {
-        let name = vm_name(cluster, pool, i);
-        if let Err(e) = check_vm_name(&name) {
+        let name = fleet_vm_name(cluster, pool, i);
+        if let Err(e) = check_portable_vm_name(&name) {
             cx.at(
                 at,
                 format!("computed VM name {name:?} is not accepted by exe.dev: {e}"),
@@ -782,7 +785,7 @@ network:
                 + &format!("pools:\n  - name: {pool}\n    count: 2\n")),
             12,
             11,
-            &format!("computed VM name \"{cluster}-{pool}-1\""),
+            &format!("computed VM name \"{cluster}-{pool}1\""),
             "shorten",
         );
         let tag_too_long = "b".repeat(55);
@@ -847,6 +850,39 @@ network:
             "pool name \"Web_1\"",
             "workers",
         );
+    }
+
+    /// Pool names that would let two VM names collide, parse two ways or end
+    /// in `-<digits>` are refused where they are written.
+    #[test]
+    fn pool_names_keep_vm_names_unambiguous() {
+        one(
+            &with("pools:\n  - name: gpu2\n    count: 1\n"),
+            12,
+            11,
+            "must not end in a digit",
+            "x2large",
+        );
+        one(
+            &with("pools:\n  - name: gpu-a\n    count: 1\n"),
+            12,
+            11,
+            "must not contain a hyphen",
+            "gpu",
+        );
+        // `demo` + pool `a` gives `demo-a1`: fine; cluster `abc` + pool `d`
+        // gives `abc-d1` (6); cluster `ab` + pool `c` gives `ab-c1` (5);
+        // cluster `a` + pool `b` would give `a-b1`, under exe.dev's minimum.
+        assert!(parse(&with("pools:\n  - name: a\n    count: 1\n"), "f").is_ok());
+        one(
+            &(replace("name: demo", "name: a") + "pools:\n  - name: b\n    count: 1\n"),
+            12,
+            11,
+            "computed VM name \"a-b1\" is not accepted by exe.dev",
+            "shorten",
+        );
+        // The control plane's names are checked too: `a-cp1` is 5 characters.
+        assert!(parse(&replace("name: demo", "name: a"), "f").is_ok());
     }
 
     #[test]

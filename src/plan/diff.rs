@@ -290,11 +290,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
 /// index first), so capacity is added before it is removed.
 fn order_key(c: &Change) -> (u8, u8, String, i64, String) {
     let server = c.role == Role::Server.as_str();
-    let index: i64 =
-        c.vm.rsplit('-')
-            .next()
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(0);
+    let index = crate::names::split_fleet_vm_name(&c.vm).map_or(0, |n| i64::from(n.index));
     let deleting = c.action == Action::Delete;
     (
         if server { 0 } else { 1 },

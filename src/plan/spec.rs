@@ -49,7 +49,7 @@ pub fn bootstrap_input(
     join_via: Option<&str>,
 ) -> BootstrapInput {
     let cluster = fleet.metadata.name.value.clone();
-    let first = crate::fleet::vm_name(&cluster, crate::fleet::CONTROL_PLANE_POOL, 1);
+    let first = crate::names::fleet_vm_name(&cluster, crate::fleet::CONTROL_PLANE_POOL, 1);
     let kind = match (vm.role, vm.is_first_server(), join_via) {
         (Role::Agent, _, _) => ScriptKind::Agent,
         (Role::Server, true, None) => ScriptKind::ServerInit,

@@ -93,11 +93,11 @@ fn empty_account_creates_everything_servers_first() {
     assert_eq!(
         actions(&p),
         [
-            (Action::Create, "demo-cp-1"),
-            (Action::Create, "demo-cp-2"),
-            (Action::Create, "demo-cp-3"),
-            (Action::Create, "demo-web-1"),
-            (Action::Create, "demo-web-2"),
+            (Action::Create, "demo-cp1"),
+            (Action::Create, "demo-cp2"),
+            (Action::Create, "demo-cp3"),
+            (Action::Create, "demo-web1"),
+            (Action::Create, "demo-web2"),
         ]
     );
     assert_eq!(
@@ -135,15 +135,12 @@ fn resize_tags_and_share_are_updates() {
     o.vms[3].tags.retain(|t| !t.starts_with("exk8s-role"));
     o.vms[3].tags.push("exk8s-pool-old".into());
     o.vms[3].tags.push("someone-elses".into());
-    o.shares.get_mut("demo-web-2").unwrap().port = 8000;
-    o.shares.get_mut("demo-web-2").unwrap().status = Visibility::Private;
+    o.shares.get_mut("demo-web2").unwrap().port = 8000;
+    o.shares.get_mut("demo-web2").unwrap().status = Visibility::Private;
     let p = plan(&f, &o);
     assert_eq!(
         actions(&p),
-        [
-            (Action::Update, "demo-web-1"),
-            (Action::Update, "demo-web-2")
-        ]
+        [(Action::Update, "demo-web1"), (Action::Update, "demo-web2")]
     );
     assert_eq!(
         p.changes[0].ops,
@@ -182,9 +179,9 @@ fn immutable_changes_replace() {
     assert_eq!(
         actions(&p),
         [
-            (Action::Replace, "demo-cp-2"),
-            (Action::Replace, "demo-web-1"),
-            (Action::Replace, "demo-web-2")
+            (Action::Replace, "demo-cp2"),
+            (Action::Replace, "demo-web1"),
+            (Action::Replace, "demo-web2")
         ]
     );
     assert!(p.changes[0].reasons[0].contains("disk shrinks"));
@@ -218,7 +215,7 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
     let f = fleet("");
     let mut o = in_sync(&f);
     let extra = DesiredVm {
-        name: "demo-web-3".into(),
+        name: "demo-web3".into(),
         index: 3,
         ..fleet::desired_vms(&f)[3].clone()
     };
@@ -226,7 +223,7 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
     let mut gone = observed_vm(
         &f,
         &DesiredVm {
-            name: "demo-batch-1".into(),
+            name: "demo-batch1".into(),
             pool: "batch".into(),
             ..extra.clone()
         },
@@ -237,14 +234,14 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
         fleet::role_tag(fleet::Role::Agent),
     ];
     o.vms.push(gone);
-    o.vms.retain(|v| v.vm_name != "demo-web-1");
+    o.vms.retain(|v| v.vm_name != "demo-web1");
     let p = plan(&f, &o);
     assert_eq!(
         actions(&p),
         [
-            (Action::Create, "demo-web-1"),
-            (Action::Delete, "demo-batch-1"),
-            (Action::Delete, "demo-web-3")
+            (Action::Create, "demo-web1"),
+            (Action::Delete, "demo-batch1"),
+            (Action::Delete, "demo-web3")
         ]
     );
     assert_eq!(p.changes[2].reasons, ["pool \"web\" shrank to 2"]);
@@ -259,16 +256,16 @@ fn unowned_vms_are_never_touched_and_collisions_are_errors() {
     let f = fleet("");
     let mut o = in_sync(&f);
     let mut stranger = o.vms[4].clone();
-    stranger.vm_name = "demo-web-9".into();
+    stranger.vm_name = "demo-web9".into();
     stranger.tags = vec!["mine".into()];
     o.vms.push(stranger);
     let p = plan(&f, &o);
     assert!(!p.has_changes());
-    assert!(p.warnings[0].contains("demo-web-9") && p.warnings[0].contains("not owned"));
+    assert!(p.warnings[0].contains("demo-web9") && p.warnings[0].contains("not owned"));
 
     o.vms[4].tags = vec!["mine".into()];
     match diff(&f, "fp", &o, &PlanOptions::default()) {
-        Err(PlanError::Collision { vm, .. }) => assert_eq!(vm, "demo-web-2"),
+        Err(PlanError::Collision { vm, .. }) => assert_eq!(vm, "demo-web2"),
         other => panic!("{other:?}"),
     }
     let d = diff(
@@ -284,7 +281,7 @@ fn unowned_vms_are_never_touched_and_collisions_are_errors() {
     assert!(
         d.changes
             .iter()
-            .all(|c| c.vm != "demo-web-2" && c.vm != "demo-web-9")
+            .all(|c| c.vm != "demo-web2" && c.vm != "demo-web9")
     );
 }
 
@@ -304,11 +301,11 @@ fn destroy_deletes_everything_owned_highest_index_first() {
     assert_eq!(
         actions(&p),
         [
-            (Action::Delete, "demo-cp-3"),
-            (Action::Delete, "demo-cp-2"),
-            (Action::Delete, "demo-cp-1"),
-            (Action::Delete, "demo-web-2"),
-            (Action::Delete, "demo-web-1"),
+            (Action::Delete, "demo-cp3"),
+            (Action::Delete, "demo-cp2"),
+            (Action::Delete, "demo-cp1"),
+            (Action::Delete, "demo-web2"),
+            (Action::Delete, "demo-web1"),
         ]
     );
     assert_eq!(p.mode, "destroy");
@@ -334,12 +331,12 @@ fn quorum_is_protected_without_member_removal() {
         "fp",
         &o,
         &PlanOptions {
-            targets: vec!["demo-cp-2".into()],
+            targets: vec!["demo-cp2".into()],
             ..Default::default()
         },
     )
     .unwrap();
-    assert_eq!(actions(&one), [(Action::Replace, "demo-cp-2")]);
+    assert_eq!(actions(&one), [(Action::Replace, "demo-cp2")]);
     assert!(
         diff(
             &f,
@@ -369,10 +366,7 @@ fn targets_narrow_and_unknown_targets_fail() {
     .unwrap();
     assert_eq!(
         actions(&p),
-        [
-            (Action::Create, "demo-web-1"),
-            (Action::Create, "demo-web-2")
-        ]
+        [(Action::Create, "demo-web1"), (Action::Create, "demo-web2")]
     );
     assert!(matches!(
         diff(
@@ -396,7 +390,7 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
     o.vms[0].status = "starting".into();
     o.shares.clear();
     o.vms.push(VmInfo {
-        vm_name: "other-cp-1".into(),
+        vm_name: "other-cp1".into(),
         tags: vec![fleet::ownership_tag("other")],
         ..Default::default()
     });
@@ -415,15 +409,15 @@ fn renders_every_format() {
     let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
     let text = render::human(&p, false);
     assert!(
-        text.contains("+ demo-cp-3")
-            && text.contains("~ demo-web-1")
-            && text.contains("-/+ demo-web-2")
+        text.contains("+ demo-cp3")
+            && text.contains("~ demo-web1")
+            && text.contains("-/+ demo-web2")
     );
     assert!(text.contains("cpu            1 → 2"));
     assert!(!text.contains('\x1b'));
     assert!(render::human(&p, true).contains("\x1b[32m+"));
     let md = render::markdown(&p);
-    assert!(md.contains("| ➕ create | `demo-cp-3` |"));
+    assert!(md.contains("| ➕ create | `demo-cp3` |"));
     let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
     assert_eq!(v["format_version"], 1);
     assert_eq!(v["summary"]["create"], 1);
@@ -436,11 +430,11 @@ fn a_replacement_first_server_joins_the_survivors_instead_of_initialising() {
     let cp1 = fleet::desired_vms(&f).remove(0);
     let secrets = spec::ClusterSecrets::placeholders();
     let init = spec::new_vm(&f, &cp1, &secrets, None).unwrap();
-    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp-2")).unwrap();
+    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp2")).unwrap();
     let script = |n: &crate::api::NewVm| n.setup_script.as_ref().unwrap().expose().to_string();
     assert!(script(&init).contains("cluster-init"));
     assert!(!script(&join).contains("cluster-init"));
-    assert!(script(&join).contains("demo-cp-2.tail1234.ts.net:6443"));
+    assert!(script(&join).contains("demo-cp2.tail1234.ts.net:6443"));
     assert_eq!(
         init.comment, join.comment,
         "same spec: no perpetual replace"
@@ -498,7 +492,7 @@ fn a_tag_alone_is_not_ownership() {
         ..Default::default()
     });
     let mut handmade = o.vms[4].clone();
-    handmade.vm_name = "demo-web-7".into();
+    handmade.vm_name = "demo-web7".into();
     handmade.comment = "made by hand".into();
     o.vms.push(handmade);
     for destroy in [false, true] {
@@ -515,7 +509,7 @@ fn a_tag_alone_is_not_ownership() {
         assert!(
             p.changes
                 .iter()
-                .all(|c| c.vm != "precious-db" && c.vm != "demo-web-7"),
+                .all(|c| c.vm != "precious-db" && c.vm != "demo-web7"),
             "{:?}",
             actions(&p)
         );
@@ -523,7 +517,7 @@ fn a_tag_alone_is_not_ownership() {
         assert!(w.contains("precious-db carries fleet \"demo\"'s ownership tag but lacks a name fleet \"demo\" generates"), "{w}");
         assert!(
             w.contains(
-                "demo-web-7 carries fleet \"demo\"'s ownership tag but lacks the spec comment"
+                "demo-web7 carries fleet \"demo\"'s ownership tag but lacks the spec comment"
             ),
             "{w}"
         );
@@ -532,23 +526,23 @@ fn a_tag_alone_is_not_ownership() {
     o.vms[4].comment = String::new();
     match diff(&f, "fp", &o, &PlanOptions::default()) {
         Err(e @ PlanError::Collision { .. }) => {
-            assert!(e.to_string().contains("\"demo-web-2\""), "{e}");
+            assert!(e.to_string().contains("\"demo-web2\""), "{e}");
             assert!(e.to_string().contains("lacks the spec comment"), "{e}");
         }
         other => panic!("{other:?}"),
     }
 }
 
-/// Fleet `demo-eu`'s VMs parse as names fleet `demo` could generate (pool
-/// `eu-cp`, `eu-web`), but carry `demo-eu`'s tag: they change neither
-/// `demo`'s plan, nor its warnings, nor its observed fingerprint.
+/// Fleet `demo-eu`'s VMs (`demo-eu-cp1`) start with `demo-` but are not
+/// names fleet `demo` generates, and carry `demo-eu`'s tag: they change
+/// neither `demo`'s plan, nor its warnings, nor its observed fingerprint.
 #[test]
 fn a_fleet_named_with_this_ones_prefix_is_invisible() {
     let f = fleet("");
     let o = in_sync(&f);
     let before = plan(&f, &o);
     let mut with_eu = o.clone();
-    for name in ["demo-eu-cp-1", "demo-eu-web-1", "demo-eu-web-2"] {
+    for name in ["demo-eu-cp1", "demo-eu-web1", "demo-eu-web2"] {
         with_eu.vms.push(VmInfo {
             vm_name: name.into(),
             status: "running".into(),
@@ -564,12 +558,12 @@ fn a_fleet_named_with_this_ones_prefix_is_invisible() {
     assert_eq!(after.observed_fingerprint, before.observed_fingerprint);
     // An untagged VM under a name this fleet generates still counts.
     with_eu.vms.push(VmInfo {
-        vm_name: "demo-eu-web-3".into(),
+        vm_name: "demo-web3".into(),
         ..Default::default()
     });
     let stray = plan(&f, &with_eu);
     assert_ne!(stray.observed_fingerprint, before.observed_fingerprint);
-    assert!(stray.warnings.iter().any(|w| w.contains("demo-eu-web-3")));
+    assert!(stray.warnings.iter().any(|w| w.contains("demo-web3")));
 }
 
 /// What exe.dev reports reaches terminals and pull requests only escaped:
@@ -582,7 +576,7 @@ fn outside_text_is_escaped_in_every_format() {
     o.vms[4].comment = "exedev-k8s spec=\u{1b}]0;TITLE\u{7}\u{1b}[31mRED\u{9b}2J".into();
     o.vms[3].image = "x<!-- hidden -->`|\u{202e}".into();
     o.vms.push(VmInfo {
-        vm_name: "demo-web-9".into(),
+        vm_name: "demo-web9".into(),
         status: "running\u{1b}[2J".into(),
         tags: vec![fleet::ownership_tag("demo")],
         comment: "exedev-k8s spec=\u{1b}[31m".into(),
