@@ -162,7 +162,7 @@ mod tests {
         assert!(!m.contains('<') && !m.contains('>'), "{m}");
         assert!(!m.contains('\n'));
         assert!(m.contains("\\|") && m.contains("\\`") && m.contains("\\*"));
-        assert_eq!(md_code("demo-cp-1"), "`demo-cp-1`");
+        assert_eq!(md_code("demo-cp1"), "`demo-cp1`");
         assert_eq!(md_code("a`b"), "``a`b``");
         assert_eq!(md_code("`x"), "`` `x ``");
         assert_eq!(md_code("a|b"), "`a\\|b`");

@@ -244,7 +244,7 @@ impl SafeKubeconfig {
     /// its only cluster and user). Every field outside the kept ones, at any
     /// level, is an error naming it: `exec`, `auth-provider`, file paths,
     /// `proxy-url`, `insecure-skip-tls-verify`, extensions... `what` names
-    /// the source in errors ("the kubeconfig fetched from demo-cp-1").
+    /// the source in errors ("/etc/rancher/k3s/k3s.yaml on demo-cp1").
     pub fn parse(raw: &str, what: &str) -> Result<Self, ClusterError> {
         let doc = parse(raw, what)?;
         only(&doc, TOP_FIELDS, "", what)?;

@@ -138,7 +138,8 @@ pub enum Ownership {
     /// report ("a name fleet \"own\" generates", "the spec comment ...").
     /// Never changed or removed.
     Partial { lacks: Vec<String> },
-    /// None of this fleet's marks' essentials: not the fleet's at all.
+    /// Without the ownership tag: not the fleet's, whatever its name and
+    /// comment (under a desired name, the plan reports a collision).
     NotOwned,
 }
 
@@ -173,8 +174,9 @@ pub fn owns(cluster: &str, name: &str, tags: &[String], comment: &str) -> bool {
 /// Whether a VM is any business of fleet `cluster`: it carries the fleet's
 /// ownership tag, or its name is one the fleet could generate and it
 /// carries no other fleet's ownership tag. Fleets whose names prefix each
-/// other (`prod`, `prod-eu`) thus never see each other's VMs: `prod-eu-cp-1`
-/// parses as pool `eu-cp` of `prod`, but carries `exk8s-fleet-prod-eu`.
+/// other (`prod`, `prod-eu`) never see each other's VMs: `prod-eu-cp1` is
+/// not a name `prod` generates, and a VM under one of `prod`'s names that
+/// carries `exk8s-fleet-prod-eu` is `prod-eu`'s business, not `prod`'s.
 pub fn concerns(cluster: &str, name: &str, tags: &[String]) -> bool {
     let own = ownership_tag(cluster);
     let prefix = ownership_tag_prefix();

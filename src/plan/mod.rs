@@ -145,9 +145,9 @@ pub struct Observed {
 impl Observed {
     /// The VMs a plan of `fleet` looks at at all: those the fleet owns or
     /// could own ([`crate::fleet::concerns`]) and any holding one of its
-    /// desired names (a collision to report). Another fleet's VMs, even
-    /// under a name this one could generate (`prod-eu-cp-1` for `prod`),
-    /// are not among them.
+    /// desired names (a collision to report). Another fleet's VMs
+    /// (`prod-eu-cp1` for `prod`), and VMs carrying another fleet's
+    /// ownership tag, are not among them.
     pub fn in_scope<'a>(&'a self, fleet: &Fleet) -> impl Iterator<Item = &'a VmInfo> + 'a {
         let cluster = fleet.metadata.name.value.clone();
         let desired: std::collections::BTreeSet<String> = crate::fleet::desired_vms(fleet)
