@@ -454,9 +454,10 @@ pub fn diff(
         }
     }
     // VMs in scope the fleet does not own: reported, never touched.
+    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
     for v in scoped
         .iter()
-        .filter(|v| !desired.iter().any(|d| d.name == v.vm_name))
+        .filter(|v| !desired_names.contains(v.vm_name.as_str()))
     {
         match fleet::ownership(&cluster, &v.vm_name, &v.tags, &v.comment) {
             fleet::Ownership::Owned => {}
