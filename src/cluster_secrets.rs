@@ -53,17 +53,11 @@ pub fn resolve(
     fleet_dir: &Path,
     generate: bool,
 ) -> Result<ClusterSecrets, SecretsError> {
-    let tailscale_auth_key = fleet
-        .network
-        .tailscale
-        .auth_key
-        .value
-        .resolve(fleet_dir)
-        .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
+    let tailscale_auth_key =
+        crate::workspace::resolve_secret(&fleet.network.tailscale.auth_key.value, fleet_dir)
+            .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
     let k3s_token = match &fleet.k3s.value.token {
-        Some(r) => r
-            .value
-            .resolve(fleet_dir)
+        Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
         None => stored_token(fleet_dir, &fleet.metadata.name.value, generate)?,
     };

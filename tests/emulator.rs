@@ -340,7 +340,7 @@ printf '%s' "exe0.$PAYLOAD.$SIGBLOB"
     assert!(out.status.success());
     let tok = Secret::new(String::from_utf8(out.stdout).unwrap());
     let pub_path = dir.path().join("exe_dev_api.pub");
-    let keys = exedev_k8s::token::keys::load_public_keys(&pub_path).unwrap();
+    let keys = exedev_k8s::credentials::load_public_keys(&pub_path).unwrap();
     let emu = emulator::start(EmulatorConfig {
         authorized_keys: keys,
         user_email: "ops@example.org".into(),

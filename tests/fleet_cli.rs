@@ -633,7 +633,7 @@ fn forbidden_commands_name_the_missing_grant() {
     let kp = common::keygen(dir.path(), "k", "ed25519", &[], "");
     let env2 = Env::new(|c| {
         c.authorized_keys =
-            exedev_k8s::token::keys::load_public_keys(&kp.with_extension("pub")).unwrap()
+            exedev_k8s::credentials::load_public_keys(&kp.with_extension("pub")).unwrap()
     });
     drop(env);
     let tok = String::from_utf8(
@@ -813,7 +813,9 @@ fn agents_are_not_created_when_the_first_server_fails() {
     use exedev_k8s::plan::{PlanOptions, diff, spec::ClusterSecrets};
     use std::sync::{Arc, Mutex};
     let env = Env::new(|_| {});
-    let fleet = exedev_k8s::fleet::load(&env.path("base.yaml")).unwrap();
+    let fleet = exedev_k8s::workspace::load_fleet(&env.path("base.yaml"))
+        .unwrap()
+        .fleet;
     let client = exedev_k8s::client::Client::new(
         &env.emu().url,
         exedev_k8s::secret::Secret::new(env.token.clone()),

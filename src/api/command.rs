@@ -505,10 +505,10 @@ pub enum Command {
 pub enum CommandError {
     #[error(transparent)]
     Words(#[from] WordsError),
-    #[error("request body is {0} bytes; exe.dev accepts at most 65536")]
+    #[error("request body is {0} bytes; exe.dev accepts at most {MAX_BODY_BYTES}")]
     TooLarge(usize),
     #[error(
-        "setup script is {0} bytes; exe.dev accepts at most 10240: move bulk into a file the script downloads"
+        "setup script is {0} bytes; exe.dev accepts at most {MAX_SETUP_SCRIPT_BYTES}: move bulk into a file the script downloads"
     )]
     SetupScriptTooLarge(usize),
     #[error("comment is {0} bytes; exe.dev accepts at most 200")]

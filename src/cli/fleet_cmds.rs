@@ -170,20 +170,12 @@ pub struct DestroyArgs {
 
 /// Loads and validates a fleet file; on failure prints every error.
 pub fn load_fleet(path: &Path) -> CliResult<(Fleet, String)> {
-    let fleet = fleet::load(path)
+    let loaded = crate::workspace::load_fleet(path)
         .map_err(|e| fail(format!("{} is not a valid fleet:\n{e}", path.display())))?;
-    let bytes =
-        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok((fleet, plan::hex12(&bytes)))
+    Ok((loaded.fleet, loaded.fingerprint))
 }
 
-/// The directory a fleet file's relative paths and local state hang off.
-pub(crate) fn fleet_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
+pub(crate) use crate::workspace::fleet_dir;
 
 pub fn validate(a: FleetArg) -> CliResult {
     let (fleet, _) = load_fleet(&a.file)?;
@@ -260,7 +252,7 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         Format::Markdown => print!("{}", render::markdown(&p)),
     }
     if let Some(out) = &a.out {
-        plan::file::save(&p, out)?;
+        crate::workspace::save_plan(&p, out)?;
         if format == Format::Human {
             println!(
                 "\nSaved the plan to {}: run `exedev-k8s apply {}` to carry it out.",
@@ -620,7 +612,11 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             a.targets.join(" --target ")
         )));
     }
-    let saved = a.planfile.as_deref().map(plan::file::load).transpose()?;
+    let saved = a
+        .planfile
+        .as_deref()
+        .map(crate::workspace::load_plan)
+        .transpose()?;
     let fleet_path = match (&a.file, &saved) {
         (Some(f), _) => f.clone(),
         (None, Some(p)) if !p.fleet_file.is_empty() => PathBuf::from(&p.fleet_file),
@@ -781,7 +777,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
             })
             .collect();
         let key = match &a.api.ssh_key {
-            Some(k) => Some(crate::token::keys::load_private_key(k)?),
+            Some(k) => Some(crate::credentials::load_private_key(k)?),
             None => None,
         };
         crate::probe::probe_all(&targets, key.as_ref(), 8).await

@@ -124,7 +124,7 @@ fn mint(a: MintArgs) -> CliResult {
     };
     // Validate exactly as exe.dev will before signing anything.
     Permissions::parse(perms.to_compact_json().as_bytes())?;
-    let key = token::keys::load_private_key(&a.ssh_key)?;
+    let key = crate::credentials::load_private_key(&a.ssh_key)?;
     let namespace = match &a.vm {
         Some(vm) => {
             crate::names::check_vm_name(vm)?;

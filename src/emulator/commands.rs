@@ -179,7 +179,7 @@ fn check_tag(tag: &str) -> Result<(), Reply> {
 
 fn parse_cpu(v: &str) -> Result<u32, Reply> {
     match v.parse::<u32>() {
-        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        Ok(n) if crate::limits::CPU_RANGE.contains(&n) => Ok(n),
         _ => Err(fail(format!(
             "invalid --cpu {v:?}: must be a whole number from 1 to 64"
         ))),
