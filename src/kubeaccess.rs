@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::cluster::{ClusterError, kubeconfig_rewrite};
+use crate::cluster::{ClusterError, SafeKubeconfig, yaml_error_without_content};
 use crate::cluster_secrets::{self, SecretsError};
 use crate::fleet::{self, Fleet};
 use crate::ssh::{self, SshError, SshOptions, Tunnel};
@@ -77,10 +77,16 @@ pub fn first_server(fleet: &Fleet) -> String {
 
 /// The API server URL over the tailnet: what a stored kubeconfig points at.
 pub fn server_url(fleet: &Fleet) -> String {
+    server_url_of(fleet, &first_server(fleet))
+}
+
+/// The API server URL of one server over the tailnet. Every server's
+/// certificate names every server (`tls-san`), so any of them verifies.
+pub fn server_url_of(fleet: &Fleet, server: &str) -> String {
     format!(
-        "https://{}.{}:6443",
-        first_server(fleet),
-        fleet.network.tailscale.tailnet.value
+        "https://{server}.{}:{}",
+        fleet.network.tailscale.tailnet.value,
+        crate::bootstrap::K3S_PORT
     )
 }
 
@@ -91,66 +97,90 @@ pub fn kubeconfig_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
     cluster_secrets::state_dir(fleet_dir, cluster).join("kubeconfig")
 }
 
-/// Fetches k3s's kubeconfig from the first server over SSH and rewrites it
-/// for use off the VM: server [`server_url`], every `default` name the
-/// fleet's name. Returns YAML holding the admin client key: never print it.
+/// Fetches k3s's kubeconfig from server `vm` over SSH and keeps only its
+/// CA and client credentials ([`SafeKubeconfig`]): whatever else the file
+/// holds (an `exec` plugin planted by root on the VM, file paths, a proxy)
+/// is refused, never run. Holds the admin client key: never print it.
+pub async fn fetch_safe(vm: &str, ssh: &SshOptions) -> Result<SafeKubeconfig, KubeAccessError> {
+    let raw = ssh::run(vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
+    SafeKubeconfig::parse(&raw, &format!("{K3S_KUBECONFIG} on {vm}")).map_err(|e| {
+        KubeAccessError::Kubeconfig {
+            source_name: format!("{vm} ({K3S_KUBECONFIG})"),
+            reason: e.to_string(),
+            hint: format!(
+                "k3s writes only certificate data there: the file on {vm} was altered (root on the VM can do that). Nothing was stored or run; inspect the VM, or recreate it"
+            ),
+        }
+    })
+}
+
+/// The kubeconfig of the first server as the YAML to store: server
+/// [`server_url`], every name the fleet's name.
 pub async fn fetch_kubeconfig(fleet: &Fleet, ssh: &SshOptions) -> Result<String, KubeAccessError> {
-    let vm = first_server(fleet);
-    let raw = ssh::run(&vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
-    Ok(kubeconfig_rewrite(
-        &raw,
-        &fleet.metadata.name.value,
-        &server_url(fleet),
-    )?)
+    fetch_kubeconfig_from(fleet, &first_server(fleet), ssh).await
+}
+
+/// [`fetch_kubeconfig`] from another server (each holds the same admin
+/// credentials); the result still names the first server's URL.
+pub async fn fetch_kubeconfig_from(
+    fleet: &Fleet,
+    vm: &str,
+    ssh: &SshOptions,
+) -> Result<String, KubeAccessError> {
+    Ok(fetch_safe(vm, ssh)
+        .await?
+        .to_yaml(&fleet.metadata.name.value, &server_url(fleet))?)
 }
 
 /// A client for the fleet's cluster, checked with one request (the server
-/// version). The kubeconfig is `kubeconfig` if given, else the stored one,
-/// else fetched over SSH and stored. With `via_tunnel`, the API is reached
-/// through an SSH tunnel to the first server, which the caller must keep
-/// alive (the returned [`Tunnel`]) as long as it uses the client.
+/// version), talking to server `via` (a server that a rolling change leaves
+/// alone). The kubeconfig is `kubeconfig` if given (used as it is: its
+/// credential plugins run, as kubectl would run them), else the stored
+/// one, else fetched from `via` over SSH and stored; those two are read
+/// through [`SafeKubeconfig`] and always point at the fleet's servers. With
+/// `via_tunnel`, the API is reached through an SSH tunnel to `via`, which
+/// the caller must keep alive (the returned [`Tunnel`]) as long as it uses
+/// the client.
 pub async fn kube_client(
     fleet: &Fleet,
     fleet_dir: &Path,
     kubeconfig: Option<&Path>,
     via_tunnel: bool,
+    via: &str,
     ssh: &SshOptions,
 ) -> Result<(kube::Client, Option<Tunnel>), KubeAccessError> {
-    let cluster = fleet.metadata.name.value.as_str();
+    let cluster = &fleet.metadata.name.value;
     let stored = kubeconfig_path(fleet_dir, cluster);
     let (kc, source_name) = match kubeconfig {
-        Some(path) => (read_kubeconfig(path)?, path.display().to_string()),
-        None if stored.exists() => (read_kubeconfig(&stored)?, stored.display().to_string()),
+        Some(path) => (read_users_kubeconfig(path)?, path.display().to_string()),
+        None if stored.exists() => (read_stored(fleet, &stored)?, stored.display().to_string()),
         None => {
-            let yaml = fetch_kubeconfig(fleet, ssh).await?;
-            cluster_secrets::write_private(&stored, &yaml)?;
-            let kc = Kubeconfig::from_yaml(&yaml).map_err(|e| KubeAccessError::Kubeconfig {
-                source_name: format!(
-                    "{} (fetched from {})",
-                    stored.display(),
-                    first_server(fleet)
-                ),
-                reason: e.to_string(),
-                hint: format!("delete it and check {K3S_KUBECONFIG} on the first server"),
-            })?;
-            (kc, stored.display().to_string())
+            let safe = fetch_safe(via, ssh).await?;
+            cluster_secrets::write_private(&stored, &safe.to_yaml(cluster, &server_url(fleet))?)?;
+            (
+                safe.to_kube(cluster, &server_url(fleet))?,
+                stored.display().to_string(),
+            )
         }
     };
     let tunnel = if via_tunnel {
-        Some(ssh::tunnel(&first_server(fleet), LOCAL_API, ssh).await?)
+        Some(ssh::tunnel(via, LOCAL_API, ssh).await?)
     } else {
         None
     };
-    let override_url = tunnel
-        .as_ref()
-        .map(|t| format!("https://127.0.0.1:{}", t.local_port));
+    // Our own kubeconfig names the first server; another `via` is reached
+    // by its own name (a user's kubeconfig is used as given).
+    let override_url = match (&tunnel, kubeconfig) {
+        (Some(t), _) => Some(format!("https://127.0.0.1:{}", t.local_port)),
+        (None, None) if via != first_server(fleet) => Some(server_url_of(fleet, via)),
+        (None, _) => None,
+    };
     let client = client_from_kubeconfig(kc, cluster, override_url.as_deref(), &source_name).await?;
     let url = override_url.unwrap_or_else(|| "the kubeconfig's server".to_string());
     if let Err(e) = client.apiserver_version().await {
         let hint = if via_tunnel {
             format!(
-                "the tunnel to {} is up but k3s did not answer: check `systemctl status k3s` on it",
-                first_server(fleet)
+                "the tunnel to {via} is up but k3s did not answer: check `systemctl status k3s` on it"
             )
         } else {
             format!(
@@ -167,13 +197,114 @@ pub async fn kube_client(
     Ok((client, tunnel))
 }
 
-fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
+/// A client for the fleet's API that connects on first use and keeps the
+/// connection (and its tunnel): `apply` on a new cluster has no API until
+/// the first server's bootstrap is done, so it asks only then, and again
+/// later if that failed.
+pub struct LazyClient {
+    fleet: Fleet,
+    fleet_dir: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    via_tunnel: bool,
+    via: String,
+    ssh: SshOptions,
+    connect_timeout: Duration,
+    cached: tokio::sync::Mutex<Option<(kube::Client, Option<Tunnel>)>>,
+}
+
+impl LazyClient {
+    /// Nothing is contacted yet; `via` is the server to talk to.
+    pub fn new(
+        fleet: &Fleet,
+        fleet_dir: &Path,
+        kubeconfig: Option<&Path>,
+        via_tunnel: bool,
+        via: &str,
+        ssh: &SshOptions,
+    ) -> LazyClient {
+        LazyClient {
+            fleet: fleet.clone(),
+            fleet_dir: fleet_dir.to_path_buf(),
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+            via_tunnel,
+            via: via.to_string(),
+            ssh: ssh.clone(),
+            connect_timeout: Duration::from_secs(60),
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Starts out connected (a client the caller already checked).
+    pub fn connected(self, client: kube::Client, tunnel: Option<Tunnel>) -> LazyClient {
+        LazyClient {
+            cached: tokio::sync::Mutex::new(Some((client, tunnel))),
+            ..self
+        }
+    }
+
+    /// The server this client talks to.
+    pub fn via(&self) -> &str {
+        &self.via
+    }
+
+    /// The client, connecting (and fetching the kubeconfig over SSH if none
+    /// is at hand) when not connected yet. The error is a sentence.
+    pub async fn get(&self) -> Result<kube::Client, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((client, _)) = cached.as_ref() {
+            return Ok(client.clone());
+        }
+        let connect = kube_client(
+            &self.fleet,
+            &self.fleet_dir,
+            self.kubeconfig.as_deref(),
+            self.via_tunnel,
+            &self.via,
+            &self.ssh,
+        );
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok((client, tunnel))) => {
+                *cached = Some((client.clone(), tunnel));
+                Ok(client)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the Kubernetes API did not answer within {} s (is this machine on the tailnet? try --via-ssh-tunnel)",
+                self.connect_timeout.as_secs()
+            )),
+        }
+    }
+}
+
+/// A kubeconfig the user brings: theirs, used as it is (relative file
+/// paths resolved as kubectl does). Errors never quote it.
+fn read_users_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
     Kubeconfig::read_from(path).map_err(|e| KubeAccessError::Kubeconfig {
         source_name: path.display().to_string(),
-        reason: e.to_string(),
-        hint: "check the path, or delete the stored file to fetch it again from the first server"
-            .to_string(),
+        reason: match &e {
+            kube::config::KubeconfigError::Parse(y) => yaml_error_without_content(y),
+            other => other.to_string(),
+        },
+        hint: "check the path and the file".to_string(),
     })
+}
+
+/// The kubeconfig stored under `.exedev-k8s/<fleet>/`: written by this tool,
+/// but a file on disk, so read back through the same [`SafeKubeconfig`] as a
+/// fetched one, and pointed at the fleet's server whatever it says.
+fn read_stored(fleet: &Fleet, path: &Path) -> Result<Kubeconfig, KubeAccessError> {
+    let fail = |reason: String| {
+        KubeAccessError::Kubeconfig {
+        source_name: path.display().to_string(),
+        reason,
+        hint: "exedev-k8s writes only certificate data there: delete the file and run `exedev-k8s kubeconfig -f FLEET` to fetch it again".to_string(),
+    }
+    };
+    let raw = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let cluster = &fleet.metadata.name.value;
+    SafeKubeconfig::parse(&raw, &path.display().to_string())
+        .and_then(|safe| safe.to_kube(cluster, &server_url(fleet)))
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Builds a client from a parsed kubeconfig (see [`config_from_kubeconfig`]).
@@ -346,6 +477,20 @@ mod tests {
         assert!(m.contains("kind: ConfigMap"));
         assert!(m.contains(&format!("name: {SYSTEM_NAMESPACE}")));
         assert!(m.contains(&format!("name: {FLEET_CONFIGMAP}")));
+    }
+
+    /// Building a rustls client must not depend on a process-wide crypto
+    /// provider having been installed by someone else.
+    #[tokio::test]
+    async fn a_tls_client_builds_on_its_own() {
+        let yaml = "apiVersion: v1\nkind: Config\nclusters:\n- name: demo\n  cluster: {server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}\nusers:\n- name: demo\n  user: {token: t}\ncontexts:\n- name: demo\n  context: {cluster: demo, user: demo}\ncurrent-context: demo\n";
+        let kc = match Kubeconfig::from_yaml(yaml) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = client_from_kubeconfig(kc, "demo", None, "test").await {
+            panic!("{e}");
+        }
     }
 
     #[tokio::test]

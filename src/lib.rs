@@ -1,7 +1,8 @@
 //! exedev-k8s: a declarative k3s fleet on exe.dev VMs.
 //!
 //! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
-//! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
+//! `names`, `sizes`, `secret`, `text`, `yaml_guard`, `token`, `api`, `fleet`,
+//! `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
 //! `cluster_secrets`, `cluster`, `ssh`, `kubeaccess`, `credentials`, `probe`,
 //! `ui`, `cli`, and the emulator's VM `world`) do.
@@ -19,14 +20,19 @@ pub mod fleet;
 pub mod kubeaccess;
 pub mod limits;
 pub mod names;
+pub mod node_labels;
 pub mod observe;
 pub mod plan;
 pub mod probe;
+pub mod remote;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;
 pub mod ssh;
 pub mod status;
+pub mod text;
 pub mod token;
 pub mod ui;
+pub mod workspace;
 pub mod world;
+pub mod yaml_guard;

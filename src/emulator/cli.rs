@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{EmulatorConfig, EmulatorError, RateLimit, StrictOptions};
-use crate::token::keys::load_public_keys;
+use crate::credentials::load_public_keys;
 
 /// Flags of `exedev-k8s emulator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -124,22 +124,35 @@ impl EmulatorArgs {
     }
 }
 
-/// Binds, prints `http://ADDR/exec` as the first line of stdout (so a
-/// script can read the port), and serves until Ctrl-C. With the VM world,
-/// a second line `EXEDEV_K8S_SSH=PATH` names the `ssh` stand-in to export.
+/// Loads the state, binds, prints `http://ADDR/exec` as the first line of
+/// stdout (so a script can read the port), and serves until Ctrl-C. The URL
+/// is printed only once the emulator can serve: a script that read it must
+/// never find the emulator gone (a corrupt `--state` fails before). With the
+/// VM world, a second line `EXEDEV_K8S_SSH=PATH` names the `ssh` stand-in to
+/// export.
 pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
-    let config = opts.config()?;
+    let shared = super::Shared::new(opts.config()?)?;
     let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
     let addr = listener.local_addr()?;
-    super::serve(config, listener, move |ssh| {
+    shared.bind_world(addr)?;
+    {
         let mut out = std::io::stdout().lock();
         writeln!(out, "http://{addr}/exec")?;
-        if let Some(p) = ssh {
-            writeln!(out, "{}={}", crate::ssh::SSH_PROGRAM_ENV, p.display())?;
+        if let Some(w) = &shared.vm_world {
+            writeln!(
+                out,
+                "{}={}",
+                crate::ssh::SSH_PROGRAM_ENV,
+                w.ssh_program().display()
+            )?;
         }
-        out.flush()
+        out.flush()?;
+    }
+    super::server::serve_until(shared, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! An emulator of exe.dev's `/exec` API, exact where the contract
-//! (`docs/exedev-api.md`) is exact, so that the whole tool can be tested
+//! (`../shared/reference/exedev-api.md`, beside the repository) is exact, so that the whole tool can be tested
 //! without exe.dev and without the network.
 //!
 //! It reuses the crate's pure core for every rule it enforces: the lexer
@@ -365,22 +365,4 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         stop: Some(stop),
         task: Some(task),
     })
-}
-
-/// Serves on `listener` until Ctrl-C (the CLI's `emulator` subcommand);
-/// `ready` is called once the emulator is set up, with the `ssh` stand-in
-/// when the VM world runs.
-pub async fn serve(
-    config: EmulatorConfig,
-    listener: tokio::net::TcpListener,
-    ready: impl FnOnce(Option<PathBuf>) -> std::io::Result<()>,
-) -> Result<(), EmulatorError> {
-    let shared = Shared::new(config)?;
-    shared.bind_world(listener.local_addr()?)?;
-    ready(shared.vm_world.as_ref().map(|w| w.ssh_program()))?;
-    server::serve_until(shared, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    Ok(())
 }

@@ -1,31 +1,40 @@
 //! Reading a fleet file: YAML to [`Fleet`], then validation.
 
-use std::path::Path;
-
 use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, UserMessageFormatter};
 
 use super::error::{FleetError, FleetErrors};
 use super::model::Fleet;
 use super::validate::validate;
 
-/// Reads and validates the fleet file at `path`. Errors name the file as the
-/// user wrote it, so they can be clicked in a terminal.
-pub fn load(path: &Path) -> Result<Fleet, FleetErrors> {
-    let file_name = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| FleetError {
-        file: file_name.clone(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read the fleet file: {e}"),
-        hint: Some("check the path given with --file".to_string()),
-    })?;
-    parse(&source, &file_name)
-}
-
 /// Parses and validates a fleet file's text. `file_name` is only used in
 /// error messages. Returns every validation error found, not just the first;
 /// a YAML or type error stops reading, so it comes alone.
 pub fn parse(source: &str, file_name: &str) -> Result<Fleet, FleetErrors> {
+    // Tags and control characters first: serde would decode `!!binary`
+    // silently, and a CR or ESC in a value would reach scripts and terminals.
+    let refused: Vec<FleetError> = crate::yaml_guard::check(source)
+        .into_iter()
+        .map(|issue| {
+            let hint = match issue.problem {
+                crate::yaml_guard::Problem::Tag(_) => {
+                    "write the value as plain text, without a tag"
+                }
+                crate::yaml_guard::Problem::Control(_) => {
+                    "remove the character: fleet values are single-line printable text"
+                }
+            };
+            FleetError::at(
+                file_name,
+                issue.line as u64,
+                issue.column as u64,
+                issue.message(),
+                hint,
+            )
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(FleetErrors(refused));
+    }
     let options = serde_saphyr::options! {
         duplicate_keys: DuplicateKeyPolicy::Error,
         with_snippet: false,
