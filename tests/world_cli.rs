@@ -3,8 +3,6 @@
 //! through the `ssh` stand-in, a reboot of every VM changes nothing, and a
 //! removal's drain waits for a PodDisruptionBudget.
 //!
-//! The current scripts do not start tailscaled (issue 10 adds that), so
-//! these worlds run it at boot.
 
 mod common;
 
@@ -88,7 +86,7 @@ fn kube(h: &Harness) -> kube::Client {
 
 #[test]
 fn a_cluster_forms_and_the_cli_sees_it_through_ssh() {
-    let h = harness(|w| w.tailscaled_at_boot = true);
+    let h = harness(|_| {});
     write_fleet(&h, 2);
     up(&h, &["demo-cp1", "demo-web1", "demo-web2"]);
     let out = ok(&cli(
@@ -129,7 +127,7 @@ fn a_cluster_forms_and_the_cli_sees_it_through_ssh() {
 
 #[test]
 fn rebooting_every_vm_changes_nothing() {
-    let h = harness(|w| w.tailscaled_at_boot = true);
+    let h = harness(|_| {});
     write_fleet(&h, 1);
     let vms = ["demo-cp1", "demo-web1"];
     up(&h, &vms);
@@ -179,7 +177,7 @@ fn rebooting_every_vm_changes_nothing() {
 fn a_removal_drains_and_waits_for_a_disruption_budget() {
     use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-    let h = harness(|w| w.tailscaled_at_boot = true);
+    let h = harness(|_| {});
     write_fleet(&h, 2);
     up(&h, &["demo-cp1", "demo-web1", "demo-web2"]);
     let client = kube(&h);
@@ -266,4 +264,44 @@ fn a_removal_drains_and_waits_for_a_disruption_budget() {
             .filter_map(|n| n.metadata.name)
             .collect();
     assert_eq!(names, ["demo-cp1", "demo-web1"]);
+}
+
+fn ha_fleet(agents: u32) -> String {
+    fleet(agents).replace("controlPlane:\n  count: 1\n", "controlPlane:\n  count: 3\n")
+}
+
+#[test]
+fn an_ha_cluster_forms_with_apply_wait() {
+    let h = harness(|_| {});
+    std::fs::write(h.dir.path().join("fleet.yaml"), ha_fleet(2)).unwrap();
+    let started = std::time::Instant::now();
+    let out = cli(
+        &h,
+        &[
+            "apply",
+            "-f",
+            "fleet.yaml",
+            "--yes",
+            "--wait",
+            "--via-ssh-tunnel",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let t = text(&out);
+    eprintln!("{t}\n{:?}", started.elapsed());
+    assert!(out.status.success(), "{t}");
+    for vm in ["demo-cp1", "demo-cp2", "demo-cp3"] {
+        let w = h.world_of(vm);
+        assert_eq!(w["k3s"]["ready"], true, "{vm}: {w:#}");
+        assert_eq!(w["k3s"]["etcd_member"], true);
+        assert_eq!(w["k3s"]["etcd_learner"], false);
+        assert!(
+            w["k3s"]["etcd_peer_ip"]
+                .as_str()
+                .unwrap()
+                .starts_with("100.64."),
+            "{w:#}"
+        );
+    }
 }

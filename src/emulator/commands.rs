@@ -19,7 +19,7 @@ use crate::api::types::{
     WhoamiReply,
 };
 use crate::api::{MAX_COMMENT_BYTES, MAX_SETUP_SCRIPT_BYTES, SHARE_PORT_RANGE};
-use crate::names::{check_portable_vm_name, check_vm_name};
+use crate::names::{check_portable_vm_name, check_vm_name, glob_match};
 use crate::sizes::ByteSize;
 use crate::token::{API_NAMESPACE, vm_namespace};
 
@@ -144,30 +144,6 @@ fn help() -> Reply {
         .map(|s| json!({ "name": s.name, "usage": s.usage, "help": s.help }))
         .collect();
     Reply::ok(&json!({ "commands": commands }))
-}
-
-/// Shell-style glob with `*` and `?` over characters.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 fn ls(inv: &Invocation, store: &Store, ctx: &Ctx<'_>) -> Reply {

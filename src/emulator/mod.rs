@@ -39,15 +39,23 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ssh_key::PublicKey;
 
+pub use crate::names::glob_match;
 pub use auth::{AuthFailure, RateLimit};
 pub use cli::{EmulatorArgs, run_cli};
-pub use commands::{glob_match, user_id};
+pub use commands::user_id;
 pub use faults::Fault;
 pub use log::{RequestRecord, STATUS_DROPPED, redact_words};
 pub use proxy::{LOGIN_URL, MAX_PROXY_BODY, vm_from_host};
 pub use state::{
     DEFAULT_IMAGE, EmulatorState, Exe1Handle, ShareSettings, VmRecord, default_port, now_ms,
 };
+
+/// Whether a VM of this image runs its setup script: exeuntu has the
+/// systemd unit that does; other images silently ignore the script
+/// (exe.dev's documentation).
+pub fn runs_setup(image: &str) -> bool {
+    image == state::DEFAULT_IMAGE
+}
 
 /// Switches for facts tagged [?] in the API notes: the default is what
 /// exe.dev's code does; the switch gives the other reported behaviour, so
@@ -187,11 +195,11 @@ impl Shared {
             .timeout(config.deadline)
             .build()
             .map_err(|e| EmulatorError::Config(format!("proxy HTTP client: {e}")))?;
-        let recovered: Vec<(String, String)> = store
+        let recovered: Vec<(String, bool)> = store
             .state
             .vms
             .values()
-            .map(|v| (v.name.clone(), v.image.clone()))
+            .map(|v| (v.name.clone(), runs_setup(&v.image)))
             .collect();
         let shared = Arc::new(Shared {
             vm_world,
@@ -221,8 +229,8 @@ impl Shared {
                     let _ = world.store.save();
                 }
             }));
-            for (name, image) in recovered {
-                w.vm_recovered(&name, &image);
+            for (name, runs) in recovered {
+                w.vm_recovered(&name, runs);
             }
         }
         Ok(shared)
@@ -239,7 +247,7 @@ impl Shared {
                     name,
                     image,
                     script,
-                } => w.vm_created(&name, &image, script.as_deref()),
+                } => w.vm_created(&name, runs_setup(&image), script.as_deref()),
                 commands::VmEvent::Restarted { name } => w.vm_restarted(&name),
                 commands::VmEvent::Removed { name } => w.vm_removed(&name),
             }

@@ -76,6 +76,10 @@ pub struct WorldArgs {
     /// A setup script running longer is killed and recorded as failed.
     #[arg(long, default_value_t = 120_000, requires = "run_setup_scripts")]
     pub script_timeout_ms: u64,
+    /// Shorten the scripts' own `sleep`s by this factor (0 < f <= 1), for
+    /// fast runs with fast timings; 1 keeps real time.
+    #[arg(long, default_value_t = 1.0, requires = "run_setup_scripts")]
+    pub sleep_scale: f64,
     /// Fault: the first N installer downloads of each VM fail (DNS).
     #[arg(long, default_value_t = 0, requires = "run_setup_scripts")]
     pub fault_download_failures: u32,
@@ -135,6 +139,7 @@ impl WorldArgs {
         };
         c.script_timeout = Duration::from_millis(self.script_timeout_ms);
         c.tailscaled_at_boot = self.tailscaled_at_boot;
+        c.sleep_scale = self.sleep_scale;
         for ch in &self.k3s_channels {
             let (name, v) = ch
                 .split_once('=')

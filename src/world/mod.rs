@@ -12,7 +12,7 @@
 //! fail on exe.dev fails here.
 //!
 //! Layout: [`model`] (the pure state: VMs, units, journal), [`tailnet`],
-//! [`k3s`] with [`k3s_config`] and [`labels`], [`kube`] (objects and the API
+//! [`k3s`] with [`k3s_config`], [`kube`] (objects and the API
 //! listeners), [`vmroot`] and [`sandbox`] (directories and bubblewrap),
 //! [`runner`] (setup scripts), [`applets`] (the emulator side of each
 //! stand-in), [`standin`] (the stand-in processes), [`http`] (the loopback
@@ -25,7 +25,6 @@ pub mod http;
 pub mod k3s;
 pub mod k3s_config;
 pub mod kube;
-pub mod labels;
 pub mod model;
 pub mod protocol;
 pub mod runner;
@@ -107,6 +106,20 @@ pub struct WorldConfig {
     /// k3s release channels (`stable`, `latest`, `v1.31`) and the versions
     /// they point at, as `update.k3s.io` answers.
     pub channels: BTreeMap<String, String>,
+    /// Below 1, a `sleep` stand-in first on the VMs' `PATH` shortens the
+    /// scripts' own waits by this factor (`sleep 5` with 0.02 sleeps 0.1 s),
+    /// so tests with fast world timings do not wait on real seconds. At 1
+    /// (the default) scripts use the host's `sleep`.
+    pub sleep_scale: f64,
+}
+
+/// Milliseconds since the Unix epoch: the world's clock (journal times,
+/// the model's timers).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The version the examples pin.
@@ -129,6 +142,7 @@ impl WorldConfig {
                 ("v1.31".to_string(), DEFAULT_K3S_VERSION.to_string()),
                 ("v1.32".to_string(), "v1.32.1+k3s1".to_string()),
             ]),
+            sleep_scale: 1.0,
         }
     }
 }
@@ -197,14 +211,20 @@ pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<Wor
             let d = std::env::temp_dir().join(format!(
                 "exedev-world-{}-{}",
                 std::process::id(),
-                crate::emulator::now_ms()
+                crate::world::now_ms()
             ));
             (d.clone(), Some(TempDir(d)))
         }
     };
     std::fs::create_dir_all(dir.join("vms"))
         .map_err(|e| WorldError::Setup(format!("cannot create {}: {e}", dir.display())))?;
-    sandbox::write_shims(&dir).map_err(WorldError::Setup)?;
+    if !(config.sleep_scale > 0.0 && config.sleep_scale <= 1.0) {
+        return Err(WorldError::Setup(format!(
+            "sleep scale {} must be above 0 and at most 1",
+            config.sleep_scale
+        )));
+    }
+    sandbox::write_shims(&dir, config.sleep_scale < 1.0).map_err(WorldError::Setup)?;
     let model = Model::new(
         config.timings,
         config.faults.clone(),
@@ -275,7 +295,7 @@ impl Inner {
     }
 
     fn now() -> u64 {
-        crate::emulator::now_ms()
+        crate::world::now_ms()
     }
 
     fn tick(self: &Arc<Self>, n: u64) {
@@ -482,27 +502,28 @@ impl Inner {
     }
 
     /// `new` returned: the VM gets its root now and boots after the boot
-    /// delay (then its setup script runs).
-    pub fn vm_created(self: &Arc<Self>, name: &str, image: &str, script: Option<&str>) {
+    /// delay (then its setup script runs, if its image runs setup scripts:
+    /// the emulator knows which do).
+    pub fn vm_created(self: &Arc<Self>, name: &str, runs_setup: bool, script: Option<&str>) {
         let root = self.root(name);
         if let Err(e) = root.create(name, script) {
             eprintln!("VM world: cannot create the root of {name}: {e}");
         }
-        self.model().add_vm(name, image);
+        self.model().add_vm(name, runs_setup);
         self.schedule_boot(name);
     }
 
     /// A VM found in the emulator's state file at start: it boots again
     /// (its root is kept when the world directory persists; the tailnet
     /// and k3s models start empty: they are not persisted).
-    pub fn vm_recovered(self: &Arc<Self>, name: &str, image: &str) {
+    pub fn vm_recovered(self: &Arc<Self>, name: &str, runs_setup: bool) {
         let root = self.root(name);
         if !root.base().exists()
             && let Err(e) = root.create(name, None)
         {
             eprintln!("VM world: cannot create the root of {name}: {e}");
         }
-        self.model().add_vm(name, image);
+        self.model().add_vm(name, runs_setup);
         self.schedule_boot(name);
     }
 
@@ -577,7 +598,7 @@ impl Inner {
             (boot, enabled, ts)
         };
         let url = self.base_url.get().cloned().unwrap_or_default();
-        if let Err(e) = root.write_meta(name, boot, &url) {
+        if let Err(e) = root.write_meta(name, boot, &url, self.config.sleep_scale) {
             eprintln!("VM world: cannot write the metadata of {name}: {e}");
         }
         if ts_enabled || self.config.tailscaled_at_boot {

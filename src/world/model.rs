@@ -61,7 +61,9 @@ pub struct UnitState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmState {
     pub name: String,
-    pub image: String,
+    /// Its image runs `/exe.dev/setup` (exeuntu does; images without the
+    /// unit ignore the script).
+    pub runs_setup: bool,
     /// Its address on its default interface: only itself can reach it
     /// (exe.dev VMs reach each other only through the overlay).
     pub lan_ip: Ipv4Addr,
@@ -157,7 +159,7 @@ impl Model {
 
     /// A new VM, not yet booted. Replaces a VM of that name (its disk is
     /// gone: a new `new` is a new machine).
-    pub fn add_vm(&mut self, name: &str, image: &str) {
+    pub fn add_vm(&mut self, name: &str, runs_setup: bool) {
         let n = self.next_lan;
         self.next_lan += 1;
         let lan_ip = Ipv4Addr::new(10, 0, (n >> 8) as u8, (n & 0xff) as u8);
@@ -165,7 +167,7 @@ impl Model {
             name.to_string(),
             VmState {
                 name: name.to_string(),
-                image: image.to_string(),
+                runs_setup,
                 lan_ip,
                 boot: 0,
                 up: false,
@@ -337,8 +339,8 @@ mod tests {
             TailnetConfig::default(),
             1,
         );
-        m.add_vm("vm-a", "exeuntu");
-        m.add_vm("vm-b", "exeuntu");
+        m.add_vm("vm-a", true);
+        m.add_vm("vm-b", true);
         m.boot_vm("vm-a", 0);
         m.boot_vm("vm-b", 0);
         let lan_b = m.vms["vm-b"].lan_ip;

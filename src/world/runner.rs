@@ -26,18 +26,14 @@ fn record_line(inner: &Inner, vm: &str, boot: u64, line: String) {
         v.setup.log_tail.remove(0);
     }
     v.setup.log_tail.push(line.clone());
-    v.log(crate::emulator::now_ms(), SETUP_UNIT, "setup", line);
+    v.log(crate::world::now_ms(), SETUP_UNIT, "setup", line);
 }
 
 /// Runs the setup script of `vm` for boot `boot`, if it has one.
 pub async fn run_setup(inner: Arc<Inner>, vm: String, boot: u64) {
     let root = inner.root(&vm);
-    let exeuntu = inner
-        .model()
-        .vms
-        .get(&vm)
-        .is_some_and(|v| v.image == crate::emulator::DEFAULT_IMAGE);
-    if !exeuntu || !root.exists("/exe.dev/setup") {
+    let runs = inner.model().vms.get(&vm).is_some_and(|v| v.runs_setup);
+    if !runs || !root.exists("/exe.dev/setup") {
         return;
     }
     let Some(_permit) = inner.sandbox_permit().await else {
@@ -55,7 +51,7 @@ pub async fn run_setup(inner: Arc<Inner>, vm: String, boot: u64) {
         v.setup.interrupted = false;
         v.setup.log_tail.clear();
         v.log(
-            crate::emulator::now_ms(),
+            crate::world::now_ms(),
             SETUP_UNIT,
             "systemd",
             "Starting exe.dev-setup.service - exe.dev setup script...",
@@ -149,5 +145,5 @@ fn finish(inner: &Inner, vm: &str, boot: u64, code: Option<i32>, timed_out: bool
         }
         None => "exe.dev-setup.service: Main process was killed".to_string(),
     };
-    v.log(crate::emulator::now_ms(), SETUP_UNIT, "systemd", msg);
+    v.log(crate::world::now_ms(), SETUP_UNIT, "systemd", msg);
 }

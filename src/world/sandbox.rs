@@ -25,7 +25,9 @@ pub const META_DIR: &str = "/exedev-world/meta";
 
 /// The stand-ins first on a VM's `PATH`. `k3s` and `kubectl` are not
 /// among them: the k3s installer puts them in `/usr/local/bin`, so a script
-/// sees k3s only once it is installed.
+/// sees k3s only once it is installed. `getent` answers host lookups with
+/// the VM's resolver (MagicDNS on a tailnet node, as tailscaled's
+/// 100.100.100.100 does) and hands every other database to the host's.
 pub const SHIMS: &[&str] = &[
     "sudo",
     "systemctl",
@@ -35,6 +37,7 @@ pub const SHIMS: &[&str] = &[
     "tailscaled",
     "logger",
     "hostname",
+    "getent",
 ];
 
 /// `PATH` of the setup script and of SSH sessions.
@@ -72,11 +75,13 @@ fn write_exec(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
 }
 
-/// Writes the stand-in shims to `<world>/bin`.
-pub fn write_shims(world_dir: &Path) -> Result<(), String> {
+/// Writes the stand-in shims to `<world>/bin` (`sleep` too when the world
+/// scales the scripts' waits).
+pub fn write_shims(world_dir: &Path, scaled_sleep: bool) -> Result<(), String> {
     let dir = world_dir.join("bin");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for name in SHIMS {
+    let sleep: &[&str] = if scaled_sleep { &["sleep"] } else { &[] };
+    for name in SHIMS.iter().chain(sleep) {
         write_exec(
             &dir.join(name),
             &format!("#!/bin/sh\nexec {STANDIN} __world {name} \"$@\"\n"),

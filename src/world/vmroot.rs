@@ -265,11 +265,13 @@ impl VmRoot {
     }
 
     /// What the stand-ins read first: which VM, which boot, the emulator.
-    pub fn write_meta(&self, vm: &str, boot: u64, url: &str) -> io::Result<()> {
+    pub fn write_meta(&self, vm: &str, boot: u64, url: &str, sleep_scale: f64) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(self.meta())?;
         let p = self.meta().join("vm.json");
-        let text = serde_json::json!({"vm": vm, "boot": boot, "url": url}).to_string();
+        let text =
+            serde_json::json!({"vm": vm, "boot": boot, "url": url, "sleep_scale": sleep_scale})
+                .to_string();
         std::fs::write(&p, text)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
     }

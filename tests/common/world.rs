@@ -22,6 +22,7 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
         restart_ms: 200,
     };
     w.script_timeout = Duration::from_secs(30);
+    w.sleep_scale = 0.02;
     tweak(&mut w);
     super::harness(move |c| {
         c.boot = Duration::from_millis(20);

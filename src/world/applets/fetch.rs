@@ -121,9 +121,7 @@ async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
                 match m.vms.get_mut(&req.vm) {
                     Some(v)
                         if !v.rebooted_by_fault
-                            && globs
-                                .iter()
-                                .any(|g| crate::emulator::glob_match(g, &req.vm)) =>
+                            && globs.iter().any(|g| crate::names::glob_match(g, &req.vm)) =>
                     {
                         v.rebooted_by_fault = true;
                         true

@@ -116,7 +116,7 @@ pub fn logger(inner: &Inner, call: &Call) -> Output {
     } else {
         vec![words.join(" ")]
     };
-    let now = crate::emulator::now_ms();
+    let now = crate::world::now_ms();
     let mut m = inner.model();
     if let Some(v) = m.vms.get_mut(&call.vm) {
         for msg in &messages {
@@ -132,6 +132,40 @@ pub fn logger(inner: &Inner, call: &Call) -> Output {
             String::new()
         },
     }
+}
+
+/// `getent hosts|ahosts|ahostsv4 NAME...`: what the VM's resolver answers
+/// (`localhost`, the VM's own name from its `/etc/hosts`, MagicDNS names
+/// when the VM is on the tailnet and MagicDNS is on). Exit code 2 when a
+/// name is not found, as getent's.
+pub fn getent(inner: &Inner, call: &Call) -> Output {
+    let m = inner.model();
+    let db = call.args.first().map(String::as_str).unwrap_or_default();
+    let mut out = String::new();
+    for name in &call.args[1..] {
+        let ip = if name == &call.vm {
+            Some(std::net::Ipv4Addr::new(127, 0, 1, 1))
+        } else {
+            m.resolve(&call.vm, name)
+        };
+        let Some(ip) = ip else {
+            return Output {
+                code: 2,
+                stdout: out,
+                stderr: String::new(),
+            };
+        };
+        match db {
+            "hosts" => out.push_str(&format!("{ip:<15} {name}\n")),
+            _ => {
+                for kind in ["STREAM", "DGRAM", "RAW"] {
+                    let label = if kind == "STREAM" { name.as_str() } else { "" };
+                    out.push_str(&format!("{ip:<15} {kind:<6} {label}\n"));
+                }
+            }
+        }
+    }
+    Output::ok(out)
 }
 
 /// `hostname ARGS...`: the VM's name (exe.dev names the host after the VM).

@@ -491,7 +491,7 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
             };
             match c.api.delete(&objects::NODES, "", name) {
                 Ok(_) => {
-                    let fx = m.node_deleted(&cid, name, crate::emulator::now_ms());
+                    let fx = m.node_deleted(&cid, name, crate::world::now_ms());
                     drop(m);
                     inner.apply_effects(fx);
                     Output::ok(format!("node \"{name}\" deleted\n"))

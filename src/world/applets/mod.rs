@@ -34,6 +34,7 @@ pub async fn call(inner: &Arc<Inner>, call: &Call) -> Output {
         "journalctl" => journal::journalctl(inner, call),
         "logger" => journal::logger(inner, call),
         "hostname" => journal::hostname(inner, call),
+        "getent" => journal::getent(inner, call),
         "tailscale" => tailscale::tailscale(inner, call).await,
         "tailscaled" => {
             inner.sync_tailscale_identity(&call.vm);

@@ -16,6 +16,9 @@ use crate::world::protocol::{Call, Output};
 /// The unit exeuntu ships for Tailscale.
 pub const TAILSCALED: &str = "tailscaled";
 
+/// What `systemctl cat tailscaled` shows (Tailscale's Debian package unit).
+const TAILSCALED_UNIT: &str = "[Unit]\nDescription=Tailscale node agent\nWants=network-pre.target\nAfter=network-pre.target NetworkManager.service systemd-resolved.service\n\n[Service]\nExecStart=/usr/sbin/tailscaled --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=${PORT} $FLAGS\nRestart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n";
+
 fn unit_name(u: &str) -> String {
     u.strip_suffix(".service").unwrap_or(u).to_string()
 }
@@ -113,7 +116,7 @@ async fn start(inner: &Arc<Inner>, call: &Call, unit: &str, block: bool) -> Outp
 }
 
 fn stop(inner: &Arc<Inner>, vm: &str, unit: &str) {
-    let now = crate::emulator::now_ms();
+    let now = crate::world::now_ms();
     if unit == TAILSCALED {
         inner.model().stop_tailscaled(vm, now);
         return;
@@ -336,6 +339,23 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
                 stderr: String::new(),
             }
         }
+        "cat" => {
+            let mut out = String::new();
+            for u in &units {
+                let text = if u == TAILSCALED {
+                    Some(TAILSCALED_UNIT.to_string())
+                } else {
+                    inner
+                        .root(vm)
+                        .read(&format!("/etc/systemd/system/{u}.service"))
+                };
+                match text {
+                    Some(t) => out.push_str(&format!("# /etc/systemd/system/{u}.service\n{t}\n")),
+                    None => return Output::fail(1, format!("No files found for {u}.service.")),
+                }
+            }
+            Output::ok(out)
+        }
         "status" => match units.first() {
             Some(u) => status(inner, vm, u),
             None => Output::fail(1, "systemctl status: which unit?"),
@@ -389,7 +409,7 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
         other => Output::fail(
             1,
             format!(
-                "Unknown command verb '{other}' (the world's systemctl knows start, stop, restart, enable, disable, is-active, is-enabled, is-failed, status, show, daemon-reload)"
+                "Unknown command verb '{other}' (the world's systemctl knows start, stop, restart, enable, disable, is-active, is-enabled, is-failed, status, show, cat, daemon-reload)"
             ),
         ),
     }

@@ -226,7 +226,7 @@ fn status(inner: &Inner, call: &Call, as_json: bool) -> Output {
 }
 
 async fn up(inner: &Arc<Inner>, call: &Call, f: UpFlags, set_only: bool) -> Output {
-    let now = crate::emulator::now_ms();
+    let now = crate::world::now_ms();
     let key = {
         let mut m = inner.model();
         let current = m.device_of(&call.vm).cloned();
@@ -340,7 +340,7 @@ pub async fn tailscale(inner: &Arc<Inner>, call: &Call) -> Output {
             }
             let mut m = inner.model();
             if let Some(id) = m.device_of(&call.vm).map(|d| d.id) {
-                m.tailnet.set_online(id, false, crate::emulator::now_ms());
+                m.tailnet.set_online(id, false, crate::world::now_ms());
             }
             Output::default()
         }
@@ -428,6 +428,6 @@ pub fn tailscaled(inner: &Inner, call: &Call) -> Output {
             "tailscaled: another tailscaled is running: listen unix /run/tailscale/tailscaled.sock: bind: address already in use",
         );
     }
-    m.start_tailscaled(&call.vm, crate::emulator::now_ms());
+    m.start_tailscaled(&call.vm, crate::world::now_ms());
     Output::default()
 }

@@ -31,7 +31,6 @@ use std::net::Ipv4Addr;
 
 use super::k3s_config::{K3sConfig, Role, critical};
 use super::kube::{ApiStore, Pki};
-use super::labels;
 use super::model::{Effect, Model};
 use super::tailnet::Login;
 
@@ -249,6 +248,21 @@ pub fn parse_vpn_auth(s: &str) -> Result<VpnAuth, String> {
     })
 }
 
+/// The kubelet's refusal of `node-label`s it may not set on itself
+/// ([`crate::node_labels`]), as it words it, if any.
+pub fn refused_labels(labels: &[String]) -> Option<String> {
+    let bad: Vec<&str> = labels
+        .iter()
+        .map(|l| l.split_once('=').map_or(l.as_str(), |(k, _)| k))
+        .filter(|k| !crate::node_labels::kubelet_may_set(k))
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: {bad:?}; --node-labels in the 'kubernetes.io' namespace must begin with an allowed prefix (kubelet.kubernetes.io, node.kubernetes.io) or be in the specifically allowed set"
+        )
+    })
+}
+
 fn url_host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.strip_prefix("https://")?;
     let hostport = rest.split('/').next()?;
@@ -453,7 +467,7 @@ impl Model {
                             .faults
                             .server_never_ready
                             .iter()
-                            .any(|g| crate::emulator::glob_match(g, vm));
+                            .any(|g| crate::names::glob_match(g, vm));
                     if never {
                         self.wait(
                             vm,
@@ -607,7 +621,7 @@ impl Model {
         now: u64,
         fx: &mut Vec<Effect>,
     ) {
-        if let Some(e) = labels::refused(&p.cfg.list("node-label")) {
+        if let Some(e) = refused_labels(&p.cfg.list("node-label")) {
             return self.fail(vm, unit, p, now, format!("kubelet exited: {e}"));
         }
         let vpn = match p.cfg.get("vpn-auth").map(parse_vpn_auth).transpose() {

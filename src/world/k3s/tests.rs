@@ -49,7 +49,7 @@ impl Sim {
 
     /// A booted VM, on the tailnet unless `offline`.
     fn vm(&mut self, name: &str, on_tailnet: bool) {
-        self.m.add_vm(name, "exeuntu");
+        self.m.add_vm(name, true);
         self.m.boot_vm(name, self.now);
         if on_tailnet {
             let key = self.m.new_secret("nodekey:");

@@ -392,7 +392,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = crate::emulator::now_ms();
+    let now = crate::world::now_ms();
     // The API answers only while this server's k3s is up with quorum.
     let serving = {
         let m = ctx.inner.model();

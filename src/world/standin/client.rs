@@ -17,6 +17,13 @@ pub struct Meta {
     pub vm: String,
     pub boot: u64,
     pub url: String,
+    /// The world's `sleep` scale (1: real time).
+    #[serde(default = "one")]
+    pub sleep_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Reads the VM's metadata.

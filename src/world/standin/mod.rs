@@ -33,10 +33,12 @@ pub fn main(args: Vec<String>) -> i32 {
         "curl" => curl::run(rest),
         "ssh" => ssh::run(rest),
         "tailscaled" => tailscaled(rest),
+        "sleep" => sleep(rest),
         "tailscale" => forward(name, read_auth_key_file(rest), None),
         "logger" => logger(rest),
         "k3s" | "kubectl" | "crictl" | "ctr" => k3s(name, rest),
         "systemctl" | "journalctl" | "hostname" => forward(name, rest, None),
+        "getent" => getent(rest),
         other => {
             eprintln!("exedev-k8s __world: unknown command {other:?}");
             127
@@ -117,6 +119,44 @@ fn read_auth_key_file(args: Vec<String>) -> Vec<String> {
     out
 }
 
+/// `sleep DURATION...` (`5`, `0.5s`, `2m`, `1h`, `infinity`), shortened by
+/// the world's sleep scale.
+fn sleep(args: Vec<String>) -> i32 {
+    let scale = client::meta().map(|m| m.sleep_scale).unwrap_or(1.0);
+    let mut total = 0.0f64;
+    for a in &args {
+        if a == "infinity" {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        let (num, unit) = match a.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&a[..i], c),
+            _ => (a.as_str(), 's'),
+        };
+        let factor = match unit {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            _ => f64::NAN,
+        };
+        match num.parse::<f64>() {
+            Ok(n) if n >= 0.0 && factor.is_finite() => total += n * factor,
+            _ => {
+                eprintln!("sleep: invalid time interval '{a}'");
+                return 1;
+            }
+        }
+    }
+    if args.is_empty() {
+        eprintln!("sleep: missing operand");
+        return 1;
+    }
+    std::thread::sleep(std::time::Duration::from_secs_f64(total * scale));
+    0
+}
+
 /// tailscaled is a daemon: once registered it stays in the foreground until
 /// killed, as the real one does (run it with `&` or through systemd).
 fn tailscaled(args: Vec<String>) -> i32 {
@@ -133,6 +173,24 @@ fn tailscaled(args: Vec<String>) -> i32 {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
+}
+
+/// Host lookups go to the world's resolver; other databases (`passwd`,
+/// `group`, ...) to the host's getent over the VM's own `/etc`.
+fn getent(args: Vec<String>) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let host_db = matches!(
+        args.first().map(String::as_str),
+        Some("hosts" | "ahosts" | "ahostsv4")
+    );
+    if host_db && args.len() > 1 {
+        return forward("getent", args, None);
+    }
+    let err = std::process::Command::new("/usr/bin/getent")
+        .args(&args)
+        .exec();
+    eprintln!("getent: {err}");
+    1
 }
 
 /// `logger` without a message logs its standard input.
