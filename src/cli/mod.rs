@@ -121,7 +121,7 @@ pub enum Cmd {
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
-    Emulator(crate::emulator::EmulatorArgs),
+    Emulator(Box<crate::emulator::EmulatorArgs>),
 }
 
 /// Entry point of the binary.
@@ -167,7 +167,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Status(a) => fleet_cmds::status_cmd(a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Emulator(a) => {
-            crate::emulator::run_cli(a).await?;
+            crate::emulator::run_cli(*a).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
