@@ -305,3 +305,88 @@ fn an_ha_cluster_forms_with_apply_wait() {
         );
     }
 }
+
+#[test]
+fn replacing_every_server_keeps_quorum() {
+    let h = harness(|_| {});
+    std::fs::write(h.dir.path().join("fleet.yaml"), ha_fleet(1)).unwrap();
+    ok(&cli(&h, &["apply", "-f", "fleet.yaml", "--yes", "--wait", "--via-ssh-tunnel", "--timeout", "60s"]));
+    let before: Vec<String> = ["demo-cp1", "demo-cp2", "demo-cp3"]
+        .iter()
+        .map(|vm| h.world_of(vm)["tailscale"]["ip"].as_str().unwrap().to_string())
+        .collect();
+    // New server arguments: every server's script changes, so every
+    // server is replaced, one at a time.
+    let changed = ha_fleet(1).replace("k3s:\n", "k3s:\n  serverArgs: [\"--etcd-snapshot-retention=7\"]\n");
+    std::fs::write(h.dir.path().join("fleet.yaml"), changed).unwrap();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let base = h.emu.base_url.clone();
+    let w2 = watching.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut worst = usize::MAX;
+        while w2.load(std::sync::atomic::Ordering::Relaxed) {
+            let s: Value = state_blocking(&base);
+            let voters = s["vms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| {
+                    let k = &v["world"]["k3s"];
+                    k["role"] == "server" && k["ready"] == true && k["etcd_member"] == true && k["etcd_learner"] == false
+                })
+                .count();
+            worst = worst.min(voters);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        worst
+    });
+    let out = cli(&h, &["apply", "-f", "fleet.yaml", "--yes", "--via-ssh-tunnel", "--timeout", "60s"]);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let worst = watcher.join().unwrap();
+    let t = ok(&out);
+    assert!(t.contains("3 to replace"), "{t}");
+    assert!(worst >= 2, "etcd kept a quorum of Ready voters (worst: {worst})\n{t}");
+    for (vm, old_ip) in ["demo-cp1", "demo-cp2", "demo-cp3"].iter().zip(&before) {
+        let w = h.world_of(vm);
+        assert_eq!(w["k3s"]["ready"], true, "{vm}: {w:#}");
+        assert_eq!(w["tailscale"]["hostname"], *vm, "the old device was logged out: no -1 name");
+        assert_ne!(w["tailscale"]["ip"], old_ip.as_str(), "{vm} is a new machine");
+        assert_eq!(w["k3s"]["cluster"], "cluster-1", "{vm} joined the same cluster");
+    }
+    let plan = cli(&h, &["plan", "-f", "fleet.yaml", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+}
+
+#[test]
+fn bootstrap_failures_surface_in_status() {
+    for (fault, step) in [
+        ("download", "download the k3s installer"),
+        ("key", "join the tailnet"),
+    ] {
+        let h = harness(|w| match fault {
+            "download" => w.faults.download_failures = 100,
+            _ => w.tailnet.refuse_all_keys = true,
+        });
+        write_fleet(&h, 1);
+        let out = cli(&h, &["apply", "-f", "fleet.yaml", "--yes"]);
+        assert!(!out.status.success(), "{}", text(&out));
+        let w = h.wait_setup("demo-cp1", 1);
+        assert_ne!(w["setup"]["exit_code"], 0);
+        let st = cli(&h, &["status", "-f", "fleet.yaml"]);
+        let t = text(&st);
+        assert_eq!(st.status.code(), Some(2), "{t}");
+        assert!(t.contains("failed") && t.contains(step), "{fault}: status names the step {step:?}:\n{t}");
+    }
+}
+
+/// `GET /_emulator/state` from a plain thread.
+fn state_blocking(base: &str) -> Value {
+    use std::io::{Read, Write};
+    let hostport = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(hostport).unwrap();
+    write!(s, "GET /_emulator/state HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
