@@ -148,8 +148,14 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
         }
         out.flush()?;
     }
-    super::server::serve_until(shared, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C or SIGTERM stop it cleanly (the VM world's temporary
+    // directory is removed when the emulator goes away).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    super::server::serve_until(shared, listener, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     })
     .await?;
     Ok(())
