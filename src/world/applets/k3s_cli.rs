@@ -202,6 +202,7 @@ fn jsonpath(v: &Value, expr: &str) -> String {
 }
 
 fn table(res: &Resource, items: &[Value], wide: bool) -> String {
+    let now = crate::world::now_ms();
     let mut rows: Vec<Vec<String>> = Vec::new();
     match &*res.plural {
         "nodes" => {
@@ -240,7 +241,7 @@ fn table(res: &Resource, items: &[Value], wide: bool) -> String {
                     } else {
                         roles.join(",")
                     },
-                    "1m".into(),
+                    objects::age(n, now),
                     n["status"]["nodeInfo"]["kubeletVersion"]
                         .as_str()
                         .unwrap_or_default()

@@ -184,6 +184,40 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
+/// Milliseconds since the epoch of an RFC 3339 UTC time as [`rfc3339`]
+/// writes it (`2024-01-02T03:04:05Z`).
+pub fn parse_rfc3339(t: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000).ok()
+}
+
+/// kubectl's AGE column: `45s`, `12m`, `5h`, `3d`.
+pub fn age(obj: &Value, now_ms: u64) -> String {
+    let Some(created) = obj["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(parse_rfc3339)
+    else {
+        return "<unknown>".to_string();
+    };
+    let s = now_ms.saturating_sub(created) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 fn taint_json(t: &str) -> Option<Value> {
     let (kv, effect) = t.rsplit_once(':')?;
     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -379,6 +413,13 @@ mod tests {
 
     #[test]
     fn timestamps() {
+        for ms in [0, 951_782_400_000, 1_700_000_000_000, 4_102_444_799_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        let o = json!({"metadata": {"creationTimestamp": rfc3339(1_000_000_000)}});
+        assert_eq!(age(&o, 1_000_030_000), "30s");
+        assert_eq!(age(&o, 1_000_000_000 + 3 * 86_400_000), "3d");
+        assert_eq!(age(&json!({}), 0), "<unknown>");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");

@@ -290,11 +290,7 @@ fn groups() -> Value {
 /// `kubectl get` asks for server-side tables; Nodes and Pods get the
 /// columns kubectl shows, other lists come back as lists.
 fn table(res: &Resource, items: &[Value], now_ms: u64) -> Option<Value> {
-    let age = |o: &Value| {
-        let _ = o;
-        let _ = now_ms;
-        "<unknown>".to_string()
-    };
+    let age = |o: &Value| objects::age(o, now_ms);
     let (columns, rows): (Vec<&str>, Vec<Value>) = match &*res.plural {
         "nodes" => (
             vec!["Name", "Status", "Roles", "Age", "Version"],
