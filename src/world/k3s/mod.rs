@@ -26,11 +26,16 @@
 //! - a server whose config still carries a token rotated away: "bootstrap
 //!   data already found and encrypted with different token".
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+mod cluster;
+mod parse;
+
+pub use cluster::{Cluster, Datastore, Member};
+use parse::url_host_port;
+pub use parse::{Token, VpnAuth, minor_version, parse_token, parse_vpn_auth, refused_labels};
+
 use super::k3s_config::{K3sConfig, Role, critical};
-use super::kube::{ApiStore, Pki};
 use super::model::{Effect, Model};
 use super::tailnet::Login;
 
@@ -44,51 +49,6 @@ pub const DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
 /// The supervisor and API port.
 pub const API_PORT: u16 = 6443;
-
-/// How a cluster stores its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Datastore {
-    /// Embedded etcd (`--cluster-init` on the first server).
-    Etcd,
-    /// A single server without `--cluster-init`: SQLite through kine.
-    Sqlite,
-}
-
-/// One etcd member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub vm: String,
-    pub node_name: String,
-    pub peer_ip: Ipv4Addr,
-    /// `None` once promoted to a voting member.
-    pub learner_since: Option<u64>,
-}
-
-/// One k3s cluster: its secrets, etcd membership and API objects.
-#[derive(Debug)]
-pub struct Cluster {
-    pub id: String,
-    /// The server token's secret part (what `K10...::server:` carries).
-    pub token: String,
-    pub agent_token: Option<String>,
-    pub pki: Pki,
-    pub critical: BTreeMap<&'static str, String>,
-    pub datastore: Datastore,
-    pub members: Vec<Member>,
-    /// The API server version when no server is up (the first server's).
-    pub version: String,
-    pub api: ApiStore,
-}
-
-impl Cluster {
-    fn secure_token(&self, user: &str, secret: &str) -> String {
-        format!("K10{}::{user}:{secret}", self.pki.ca_hash)
-    }
-
-    fn voters(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().filter(|m| m.learner_since.is_none())
-    }
-}
 
 /// Where a unit's process is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,111 +124,6 @@ impl K3sProc {
                 self.phase,
                 Phase::Waiting(_) | Phase::Booting { .. } | Phase::Ready | Phase::Learner
             )
-    }
-}
-
-/// A token as k3s reads it: `K10<ca hash>::<user>:<secret>` or `<secret>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token<'a> {
-    pub ca_hash: Option<&'a str>,
-    pub user: Option<&'a str>,
-    pub secret: &'a str,
-}
-
-/// Parses a k3s token (secure or short form).
-pub fn parse_token(t: &str) -> Token<'_> {
-    if let Some(rest) = t.strip_prefix("K10")
-        && let Some((hash, creds)) = rest.split_once("::")
-    {
-        let (user, secret) = creds
-            .split_once(':')
-            .map_or((None, creds), |(u, s)| (Some(u), s));
-        return Token {
-            ca_hash: Some(hash),
-            user,
-            secret,
-        };
-    }
-    Token {
-        ca_hash: None,
-        user: None,
-        secret: t,
-    }
-}
-
-/// `(major, minor)` of `v1.31.4+k3s1`.
-pub fn minor_version(v: &str) -> Option<(u32, u32)> {
-    let mut parts = v.trim_start_matches('v').split(['.', '+', '-']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-/// `vpn-auth`'s fields (k3s `pkg/vpn`: `name=tailscale,joinKey=...`,
-/// optional `controlServerURL=`, `extraArgs=` passed to `tailscale up`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VpnAuth {
-    pub join_key: String,
-    pub extra_args: Vec<String>,
-}
-
-/// Parses `vpn-auth` as k3s does.
-pub fn parse_vpn_auth(s: &str) -> Result<VpnAuth, String> {
-    let (main, extra) = s.split_once(",extraArgs=").unwrap_or((s, ""));
-    let mut name = None;
-    let mut key = None;
-    for kv in main.split(',') {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        match k {
-            "name" => name = Some(v.to_string()),
-            "joinKey" => key = Some(v.to_string()),
-            "controlServerURL" => {}
-            other => {
-                return Err(format!(
-                    "VPN Error. The passed VPN auth info includes an unknown parameter: {other}"
-                ));
-            }
-        }
-    }
-    match name.as_deref() {
-        Some("tailscale") => {}
-        other => {
-            return Err(format!(
-                "Requested VPN: {} is not supported. We currently only support tailscale",
-                other.unwrap_or("")
-            ));
-        }
-    }
-    let join_key = key
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| "VPN Error. Tailscale requires a JoinKey".to_string())?;
-    Ok(VpnAuth {
-        join_key,
-        extra_args: extra.split_whitespace().map(str::to_string).collect(),
-    })
-}
-
-/// The kubelet's refusal of `node-label`s it may not set on itself
-/// ([`crate::node_labels`]), as it words it, if any.
-pub fn refused_labels(labels: &[String]) -> Option<String> {
-    let bad: Vec<&str> = labels
-        .iter()
-        .map(|l| l.split_once('=').map_or(l.as_str(), |(k, _)| k))
-        .filter(|k| !crate::node_labels::kubelet_may_set(k))
-        .collect();
-    (!bad.is_empty()).then(|| {
-        format!(
-            "unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: {bad:?}; --node-labels in the 'kubernetes.io' namespace must begin with an allowed prefix (kubelet.kubernetes.io, node.kubernetes.io) or be in the specifically allowed set"
-        )
-    })
-}
-
-fn url_host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.strip_prefix("https://")?;
-    let hostport = rest.split('/').next()?;
-    match hostport.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
-        None => Some((hostport.to_string(), 443)),
     }
 }
 
@@ -723,95 +578,6 @@ impl Model {
         }
     }
 
-    fn create_cluster(
-        &mut self,
-        vm: &str,
-        p: &mut K3sProc,
-        datastore: Datastore,
-        token: Option<String>,
-        now: u64,
-        fx: &mut Vec<Effect>,
-    ) -> Result<(), String> {
-        let id = self.new_cluster_id();
-        let secret = match &token {
-            Some(t) => parse_token(t).secret.to_string(),
-            None => self.new_secret(""),
-        };
-        let agent_token = p
-            .cfg
-            .get("agent-token")
-            .map(|t| parse_token(t).secret.to_string());
-        let pki = Pki::new(&id)?;
-        let members = match datastore {
-            Datastore::Etcd => vec![Member {
-                vm: vm.to_string(),
-                node_name: p.node_name.clone(),
-                peer_ip: p.etcd_peer_ip.unwrap_or(Ipv4Addr::LOCALHOST),
-                learner_since: None,
-            }],
-            Datastore::Sqlite => Vec::new(),
-        };
-        let mut api = ApiStore::new(now);
-        api.seed_system(&p.cfg.list("disable"), now);
-        self.clusters.insert(
-            id.clone(),
-            Cluster {
-                id: id.clone(),
-                token: secret,
-                agent_token,
-                pki,
-                critical: critical(&p.cfg),
-                datastore,
-                members,
-                version: p.version.clone(),
-                api,
-            },
-        );
-        p.cluster = Some(id.clone());
-        if let Some(v) = self.vms.get_mut(vm) {
-            v.server_data = Some(id);
-        }
-        fx.push(Effect::MakeDir {
-            vm: vm.to_string(),
-            path: DB_DIR.to_string(),
-        });
-        Ok(())
-    }
-
-    /// Voting members whose k3s runs, and all voting members; `me` (a VM
-    /// whose process is being advanced, so not in its slot) counts as alive.
-    fn alive_voters(&self, cid: &str, me: Option<&str>) -> (usize, usize) {
-        let Some(c) = self.clusters.get(cid) else {
-            return (0, 0);
-        };
-        let voters: Vec<&Member> = c.voters().collect();
-        let alive = voters
-            .iter()
-            .filter(|m| {
-                Some(m.vm.as_str()) == me
-                    || self.vms.get(&m.vm).is_some_and(|v| {
-                        v.units
-                            .values()
-                            .any(|u| u.k3s.as_ref().is_some_and(|p| p.holds_etcd(cid)))
-                    })
-            })
-            .count();
-        (alive, voters.len())
-    }
-
-    /// Whether etcd in `cid` has quorum (SQLite clusters always do).
-    pub fn has_quorum(&self, cid: &str) -> bool {
-        if self
-            .clusters
-            .get(cid)
-            .is_some_and(|c| c.datastore == Datastore::Sqlite)
-        {
-            return true;
-        }
-        let (alive, voters) = self.alive_voters(cid, None);
-        voters > 0 && alive > voters / 2
-    }
-
     fn on_waiting(
         &mut self,
         vm: &str,
@@ -1043,24 +809,6 @@ impl Model {
         p.phase = Phase::Booting { ready_at: now };
     }
 
-    /// The API server version of a cluster: the oldest Ready server's.
-    pub fn api_version(&self, cid: &str) -> String {
-        let mut versions: Vec<&str> = self
-            .vms
-            .values()
-            .flat_map(|v| v.units.values())
-            .filter_map(|u| u.k3s.as_ref())
-            .filter(|p| p.role == Role::Server && p.is_ready() && p.cluster.as_deref() == Some(cid))
-            .map(|p| p.version.as_str())
-            .collect();
-        versions.sort_by_key(|v| minor_version(v));
-        versions
-            .first()
-            .map(|v| v.to_string())
-            .or_else(|| self.clusters.get(cid).map(|c| c.version.clone()))
-            .unwrap_or_default()
-    }
-
     fn become_ready(
         &mut self,
         vm: &str,
@@ -1133,90 +881,6 @@ impl Model {
                 cluster: cid,
             });
         }
-    }
-
-    /// `k3s token rotate`: the cluster's server token becomes `new`; servers
-    /// keep running, and a server restarted with the old token in its
-    /// config is refused ([docs: k3s "token" page], facts "Tokens, again").
-    pub fn rotate_token(
-        &mut self,
-        vm: &str,
-        old: Option<&str>,
-        new: &str,
-    ) -> Result<Vec<Effect>, String> {
-        let cid = self
-            .ready_server(vm)
-            .map(|(_, c)| c.to_string())
-            .ok_or("k3s is not running as a server on this node")?;
-        let c = self.clusters.get_mut(&cid).ok_or("no cluster")?;
-        if let Some(o) = old
-            && parse_token(o).secret != c.token
-        {
-            return Err(
-                "token rotation failed: the existing token does not match (--token)".into(),
-            );
-        }
-        let secret = parse_token(new).secret.to_string();
-        if secret.is_empty() {
-            return Err("--new-token is required".into());
-        }
-        c.token = secret;
-        let token = c.secure_token("server", &c.token);
-        let servers: Vec<String> = c.members.iter().map(|m| m.vm.clone()).collect();
-        Ok(servers
-            .into_iter()
-            .flat_map(|s| {
-                [TOKEN_PATH, "/var/lib/rancher/k3s/server/node-token"].map(|p| Effect::WriteFile {
-                    vm: s.clone(),
-                    path: p.to_string(),
-                    mode: 0o600,
-                    content: format!("{token}\n"),
-                })
-            })
-            .collect())
-    }
-
-    /// A Node was deleted through the API: a server's etcd member goes with
-    /// it ([docs], facts "Kubeconfig, manifests, removal"), and that
-    /// server's etcd stops.
-    pub fn node_deleted(&mut self, cid: &str, node: &str, now: u64) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        let Some(c) = self.clusters.get_mut(cid) else {
-            return fx;
-        };
-        let removed: Vec<Member> = c
-            .members
-            .iter()
-            .filter(|m| m.node_name == node)
-            .cloned()
-            .collect();
-        c.members.retain(|m| m.node_name != node);
-        for m in removed {
-            let units: Vec<String> = self
-                .vms
-                .get(&m.vm)
-                .map(|v| v.units.keys().cloned().collect())
-                .unwrap_or_default();
-            for u in units {
-                let cluster_matches = self
-                    .proc(&m.vm, &u)
-                    .is_some_and(|p| p.cluster.as_deref() == Some(cid) && p.role == Role::Server);
-                if cluster_matches && let Some(mut p) = self.proc_mut(&m.vm, &u).cloned() {
-                    self.fail(
-                        &m.vm,
-                        &u,
-                        &mut p,
-                        now,
-                        "etcd: this member has been removed from the cluster".into(),
-                    );
-                    if let Some(slot) = self.proc_mut(&m.vm, &u) {
-                        *slot = p;
-                    }
-                    fx.push(Effect::ApiDown { vm: m.vm.clone() });
-                }
-            }
-        }
-        fx
     }
 }
 
