@@ -1,19 +1,72 @@
 //! The cluster's secrets on the operator's machine: the k3s token (from the
 //! fleet's reference, or generated on the first apply and kept mode 0600
-//! under `.exedev-k8s/<fleet>/` beside the fleet file) and the Tailscale key
-//! (always a reference).
+//! under `.exedev-k8s/<fleet>/` beside the fleet file), the Tailscale key
+//! and secret k3s flags (always references).
 //!
 //! The k3s token also decrypts etcd bootstrap data: it is needed to restore
 //! snapshots, so it is kept, never printed, and only removed when asked.
+//!
+//! [`references`] is the one list of what a fleet references: [`resolve`]
+//! (apply) reads them, [`check`] (plan) makes sure each would resolve and
+//! reports every one that would not, located, without reading out a value.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetError, FleetErrors, K3sArg, SecretRef, Spanned};
 use crate::plan::spec::ClusterSecrets;
 use crate::secret::Secret;
+
+/// The file name of the stored (generated) k3s token, also its name for
+/// `--skip-secret-check`.
+pub const STORED_TOKEN: &str = "k3s-token";
+
+/// One secret reference of a fleet, and where it is written.
+pub struct SecretUse<'a> {
+    /// The fleet field, e.g. `network.tailscale.authKey` or
+    /// `k3s.serverArgs[2] (--etcd-s3-secret-key)`.
+    pub field: String,
+    /// The reference, with its place in the file.
+    pub reference: &'a Spanned<SecretRef>,
+    /// A secret k3s flag's value (carried in [`ClusterSecrets::args`]).
+    pub is_flag: bool,
+}
+
+/// Every secret reference the fleet makes, in file order of their fields.
+pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
+    let k3s = &fleet.k3s.value;
+    let mut out = Vec::new();
+    if let Some(t) = &k3s.token {
+        out.push(SecretUse {
+            field: "k3s.token".into(),
+            reference: t,
+            is_flag: false,
+        });
+    }
+    for (list, name) in [
+        (&k3s.server_args, "serverArgs"),
+        (&k3s.agent_args, "agentArgs"),
+    ] {
+        for (i, a) in list.iter().enumerate() {
+            if let K3sArg::Secret { flag, secret } = &a.value {
+                out.push(SecretUse {
+                    field: format!("k3s.{name}[{i}] ({})", flag.value),
+                    reference: secret,
+                    is_flag: true,
+                });
+            }
+        }
+    }
+    out.push(SecretUse {
+        field: "network.tailscale.authKey".into(),
+        reference: &fleet.network.tailscale.auth_key,
+        is_flag: false,
+    });
+    out
+}
 
 /// Why secrets could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +116,102 @@ pub fn resolve(
             .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
         None => stored_token(fleet_dir, &fleet.metadata.name.value, generate)?,
     };
+    let mut args = BTreeMap::new();
+    for u in references(fleet).into_iter().filter(|u| u.is_flag) {
+        let value = u
+            .reference
+            .value
+            .resolve(fleet_dir)
+            .map_err(|e| SecretsError::Reference(format!("{}: {e}", u.field)))?;
+        args.insert(u.reference.value.describe(), value);
+    }
     Ok(ClusterSecrets {
         k3s_token,
         tailscale_auth_key,
+        args,
     })
+}
+
+/// What [`check`] looked at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SecretCheck {
+    /// Names (see [`SecretRef::name`], [`STORED_TOKEN`]) found resolvable.
+    pub resolved: Vec<String>,
+    /// Names not looked at because `--skip-secret-check` named them.
+    pub skipped: Vec<String>,
+    /// Names given to skip that the fleet does not use here.
+    pub unknown_skips: Vec<String>,
+}
+
+/// Checks, without keeping or showing any value, that every secret apply
+/// would need resolves: each reference (an environment variable set and
+/// not empty, a file readable and not empty) and, for a cluster that
+/// already exists and names no `k3s.token`, the stored token. References
+/// named in `skip` (by [`SecretRef::name`] or [`STORED_TOKEN`]) are not
+/// looked at. Every failure is reported at once, at its place in `file`.
+pub fn check(
+    fleet: &Fleet,
+    file: &str,
+    fleet_dir: &Path,
+    cluster_exists: bool,
+    skip: &[String],
+) -> Result<SecretCheck, FleetErrors> {
+    let mut report = SecretCheck::default();
+    let mut errors = Vec::new();
+    let mut seen = Vec::new();
+    for u in references(fleet) {
+        let name = u.reference.value.name();
+        seen.push(name.clone());
+        if skip.contains(&name) {
+            if !report.skipped.contains(&name) {
+                report.skipped.push(name);
+            }
+            continue;
+        }
+        match u.reference.value.resolve(fleet_dir) {
+            Ok(_) => report.resolved.push(name),
+            Err(e) => {
+                let loc = u.reference.referenced;
+                errors.push(FleetError {
+                    file: file.to_string(),
+                    line: loc.line(),
+                    column: loc.column(),
+                    message: format!("{}: {}", u.field, e.message),
+                    hint: e.hint,
+                });
+            }
+        }
+    }
+    if fleet.k3s.value.token.is_none() && cluster_exists {
+        seen.push(STORED_TOKEN.to_string());
+        let cluster = &fleet.metadata.name.value;
+        if skip.iter().any(|s| s == STORED_TOKEN) {
+            report.skipped.push(STORED_TOKEN.to_string());
+        } else {
+            match stored_token(fleet_dir, cluster, false) {
+                Ok(_) => report.resolved.push(STORED_TOKEN.to_string()),
+                Err(e) => {
+                    let loc = fleet.k3s.referenced;
+                    errors.push(FleetError::at(
+                        file,
+                        loc.line(),
+                        loc.column(),
+                        format!("k3s.token is not set and the stored token cannot be used: {e}"),
+                        format!(
+                            "in CI, keep the cluster's token as a secret and write token: {{env: K3S_TOKEN}} under k3s; or name {STORED_TOKEN} in --skip-secret-check where it is deliberately absent"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    report.unknown_skips = skip.iter().filter(|s| !seen.contains(s)).cloned().collect();
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(FleetErrors(errors))
+    }
 }
 
 fn stored_token(fleet_dir: &Path, cluster: &str, generate: bool) -> Result<Secret, SecretsError> {

@@ -41,6 +41,8 @@ fn input(kind: ScriptKind) -> BootstrapInput {
         taints: vec!["dedicated=batch:NoSchedule".to_string()],
         server_args: vec!["--kube-apiserver-arg=audit-log-maxage=7".to_string()],
         agent_args: vec!["--kubelet-arg=max-pods=50".to_string()],
+        server_secret_args: Vec::new(),
+        agent_secret_args: Vec::new(),
         disable: vec!["traefik".to_string(), "servicelb".to_string()],
         manifests: vec![(
             "namespace".to_string(),

@@ -42,6 +42,10 @@ pub struct MintArgs {
     /// Grant exactly the commands plan, apply and destroy of this fleet need.
     #[arg(long, conflicts_with = "cmds", value_name = "FLEET")]
     pub for_fleet: Option<PathBuf>,
+    /// With --for-fleet: grant only what `plan` and `status` need (they read,
+    /// never change): the token for a pull-request job.
+    #[arg(long, requires = "for_fleet")]
+    pub read_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -102,12 +106,12 @@ fn mint(a: MintArgs) -> CliResult {
     let cmds = match (&a.for_fleet, a.cmds) {
         (Some(path), _) => {
             super::fleet_cmds::load_fleet(path)?;
-            Some(
+            let grants = if a.read_only {
+                super::fleet_cmds::PLAN_CMDS
+            } else {
                 super::fleet_cmds::APPLY_CMDS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            )
+            };
+            Some(grants.iter().map(|s| s.to_string()).collect())
         }
         (None, c) => c.map(|c| {
             c.into_iter()

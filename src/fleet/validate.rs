@@ -12,7 +12,7 @@ use super::desired::{
     CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, ownership_tag, pool_tag,
 };
 use super::error::FleetError;
-use super::model::{API_VERSION, Fleet, KIND, Labels, SecretRef, Share};
+use super::model::{API_VERSION, Fleet, K3sArg, KIND, Labels, SecretRef, Share};
 use crate::names::{check_portable_vm_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::ByteSize;
 
@@ -274,18 +274,12 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
         );
     }
     for arg in k3s.server_args.iter().chain(&k3s.agent_args) {
-        if !arg.value.starts_with("--") {
-            cx.at(
-                arg,
-                format!("k3s argument {:?} does not start with --", arg.value),
-                "write each flag as its own item, e.g. --kubelet-arg=max-pods=200",
-            );
-        } else if arg.value.contains(['\n', '\0']) {
-            cx.at(
-                arg,
-                "k3s argument contains a newline or NUL character",
-                "write each flag on one line, as its own list item",
-            );
+        match &arg.value {
+            K3sArg::Plain(value) => check_plain_arg(cx, arg, value),
+            K3sArg::Secret { flag, secret } => {
+                check_secret_flag(cx, flag);
+                check_secret(cx, secret, "ETCD_S3_SECRET");
+            }
         }
     }
     for d in &k3s.disable {
@@ -299,6 +293,59 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
     }
     if let Some(token) = &k3s.token {
         check_secret(cx, token, "K3S_TOKEN");
+    }
+}
+
+fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
+    if !value.starts_with("--") {
+        cx.at(
+            arg,
+            format!("k3s argument {value:?} does not start with --"),
+            "write each flag as its own item, e.g. --kubelet-arg=max-pods=200",
+        );
+    } else if value.contains(['\n', '\0']) {
+        cx.at(
+            arg,
+            "k3s argument contains a newline or NUL character",
+            "write each flag on one line, as its own list item",
+        );
+    }
+}
+
+/// Flags whose values exedev-k8s itself writes into config.yaml from
+/// other fields of the fleet: a secret flag of the same name would fight
+/// them. (`bootstrap::render` also refuses any key its config already has.)
+const FLAGS_WITH_OWN_FIELD: &[(&str, &str)] = &[
+    ("--token", "k3s.token"),
+    ("--vpn-auth", "network.tailscale.authKey"),
+];
+
+/// A secret flag becomes a config.yaml key: `--name` exactly, lowercase
+/// letters, digits and inner hyphens (what k3s's flags look like), no value.
+fn check_secret_flag(cx: &mut Ctx, flag: &Spanned<String>) {
+    let name = flag.value.strip_prefix("--").unwrap_or("");
+    let well_formed = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if !well_formed {
+        let why = if flag.value.contains('=') {
+            "has a value: the value is the secret"
+        } else {
+            "is not a k3s flag name"
+        };
+        cx.at(
+            flag,
+            format!("secret flag {:?} {why}", flag.value),
+            "write the flag alone, e.g. flag: --etcd-s3-secret-key, and its value as secret: {env: NAME}",
+        );
+    } else if let Some((_, field)) = FLAGS_WITH_OWN_FIELD.iter().find(|(f, _)| *f == flag.value) {
+        cx.at(
+            flag,
+            format!("{} is set by exedev-k8s from {field}", flag.value),
+            format!("remove this item and set {field} instead"),
+        );
     }
 }
 

@@ -131,6 +131,16 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }
+
+    /// Whether carrying it out starts VMs (creates or replaces): the only
+    /// changes that need the cluster's secrets.
+    pub fn creates_vms(&self) -> bool {
+        self.mode == "apply"
+            && self
+                .changes
+                .iter()
+                .any(|c| matches!(c.action, Action::Create | Action::Replace))
+    }
 }
 
 /// What exe.dev reports: every VM from `ls`, and `share show` for those the

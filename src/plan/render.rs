@@ -93,36 +93,79 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Markdown for a pull-request comment.
-pub fn markdown(plan: &Plan) -> String {
-    let mut out = String::new();
+/// GitHub refuses comments over 65,536 characters; a markdown plan is kept
+/// under this many bytes (bytes ≥ characters), with room to spare for what
+/// a workflow adds around it.
+pub const MARKDOWN_MAX_BYTES: usize = 60_000;
+
+/// The first line of every markdown plan: an HTML comment (invisible once
+/// rendered) naming the fleet, so a workflow can find its earlier comment
+/// and update it instead of adding one per push.
+pub fn markdown_marker(plan: &Plan) -> String {
+    // Fleet names are `[a-z0-9-]` without `--`; a hand-edited plan file
+    // still cannot end the comment early.
+    let name: String = plan
+        .fleet
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "<!-- exedev-k8s plan: fleet {} -->",
+        name.replace("--", "-")
+    )
+}
+
+fn markdown_title(plan: &Plan) -> String {
     let verb = if plan.mode == "destroy" {
         "destroy plan"
     } else {
         "plan"
     };
-    let _ = writeln!(out, "### exedev-k8s {verb}: `{}`\n", plan.fleet);
-    let _ = writeln!(out, "**{}**\n", summary_line(plan));
+    format!(
+        "{}\n### exedev-k8s {verb}: `{}`\n\n**{}**\n",
+        markdown_marker(plan),
+        md_escape(&plan.fleet).replace('`', "'"),
+        summary_line(plan)
+    )
+}
+
+fn action_cell(a: Action) -> &'static str {
+    match a {
+        Action::Create => "➕ create",
+        Action::Update => "🔧 update",
+        Action::Replace => "♻️ replace",
+        Action::Delete => "🗑️ delete",
+    }
+}
+
+fn change_row(c: &Change) -> String {
+    format!(
+        "| {} | `{}` | {} | {} | {} |",
+        action_cell(c.action),
+        c.vm,
+        md_escape(&c.pool),
+        c.role,
+        md_escape(&c.reasons.join("; "))
+    )
+}
+
+/// Markdown for a pull-request comment, whole.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = markdown_title(plan);
+    out.push('\n');
     if !plan.has_changes() {
         let _ = writeln!(out, "No changes: the VMs on exe.dev match the fleet.");
     } else {
         let _ = writeln!(out, "| action | VM | pool | role | why |");
         let _ = writeln!(out, "|---|---|---|---|---|");
         for c in &plan.changes {
-            let action = match c.action {
-                Action::Create => "➕ create",
-                Action::Update => "🔧 update",
-                Action::Replace => "♻️ replace",
-                Action::Delete => "🗑️ delete",
-            };
-            let _ = writeln!(
-                out,
-                "| {action} | `{}` | {} | {} | {} |",
-                c.vm,
-                md_escape(&c.pool),
-                c.role,
-                md_escape(&c.reasons.join("; "))
-            );
+            let _ = writeln!(out, "{}", change_row(c));
         }
         let _ = writeln!(
             out,
@@ -153,6 +196,108 @@ pub fn markdown(plan: &Plan) -> String {
             let _ = writeln!(out, "> {}", md_escape(w));
         }
     }
+    out
+}
+
+/// Markdown for a pull-request comment, at most `max_bytes` long: the whole
+/// plan when it fits, else a summary (counts per pool, warnings, the first
+/// changes in apply order) that says where `full_plan` is.
+pub fn markdown_within(plan: &Plan, max_bytes: usize, full_plan: &str) -> String {
+    let whole = markdown(plan);
+    if whole.len() <= max_bytes {
+        return whole;
+    }
+    let mut out = markdown_title(plan);
+    let _ = writeln!(
+        out,
+        "\n> [!NOTE]\n> Summarised to fit a pull-request comment (the whole plan is {} KB): {}.\n",
+        whole.len().div_ceil(1024),
+        md_escape(full_plan)
+    );
+    // What must still fit after whatever is added: the closing lines.
+    let reserve = full_plan.len() + 256;
+    let fits = |out: &String, add: &str| out.len() + add.len() + 1 + reserve <= max_bytes;
+    let mut omitted_warnings = 0;
+    if !plan.warnings.is_empty() {
+        out.push_str("> [!WARNING]\n");
+        for w in &plan.warnings {
+            let line = format!("> {}", md_escape(w));
+            if fits(&out, &line) {
+                let _ = writeln!(out, "{line}");
+            } else {
+                omitted_warnings += 1;
+            }
+        }
+        out.push('\n');
+    }
+    // Counts per pool and role, in apply order of first appearance.
+    let mut groups: Vec<((&str, &str), [u32; 4])> = Vec::new();
+    for c in &plan.changes {
+        let key = (c.pool.as_str(), c.role.as_str());
+        let i = match groups.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                groups.push((key, [0; 4]));
+                groups.len() - 1
+            }
+        };
+        let column = match c.action {
+            Action::Create => 0,
+            Action::Update => 1,
+            Action::Replace => 2,
+            Action::Delete => 3,
+        };
+        groups[i].1[column] += 1;
+    }
+    out.push_str(
+        "| pool | role | create | update | replace | delete |\n|---|---|---|---|---|---|\n",
+    );
+    let mut omitted_pools = 0;
+    for ((pool, role), n) in &groups {
+        let line = format!(
+            "| {} | {} | {} | {} | {} | {} |",
+            md_escape(pool),
+            md_escape(role),
+            n[0],
+            n[1],
+            n[2],
+            n[3]
+        );
+        if fits(&out, &line) {
+            let _ = writeln!(out, "{line}");
+        } else {
+            omitted_pools += 1;
+        }
+    }
+    let head = "\n| action | VM | pool | role | why |\n|---|---|---|---|---|";
+    let mut shown = 0;
+    if fits(&out, head) {
+        let _ = writeln!(out, "{head}");
+        for c in &plan.changes {
+            let row = change_row(c);
+            if !fits(&out, &row) {
+                break;
+            }
+            let _ = writeln!(out, "{row}");
+            shown += 1;
+        }
+    }
+    let mut left = vec!["the attribute changes".to_string()];
+    if shown < plan.changes.len() {
+        left.push(format!("{} more changes", plan.changes.len() - shown));
+    }
+    if omitted_warnings > 0 {
+        left.push(format!("{omitted_warnings} more warnings"));
+    }
+    if omitted_pools > 0 {
+        left.push(format!("{omitted_pools} more pool rows"));
+    }
+    let _ = writeln!(
+        out,
+        "\n_Not shown here: {}; {}._",
+        left.join(", "),
+        md_escape(full_plan)
+    );
     out
 }
 

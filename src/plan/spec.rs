@@ -4,30 +4,67 @@
 //! Pure: secrets come in as values ([`ClusterSecrets`]); the plan uses
 //! placeholders, since fingerprints leave secrets out.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use crate::api::NewVm;
 use crate::bootstrap::{self, BootstrapError, BootstrapInput, K3sRelease, ScriptKind};
-use crate::fleet::{DesiredVm, Fleet, Role};
+use crate::fleet::{DesiredVm, Fleet, K3sArg, Role, SecretRef, Spanned};
 use crate::secret::Secret;
 
-/// The two secrets every setup script carries.
+/// The secrets setup scripts carry.
 #[derive(Debug, Clone)]
 pub struct ClusterSecrets {
     pub k3s_token: Secret,
     pub tailscale_auth_key: Secret,
+    /// Values of secret k3s flags, by [`SecretRef::describe`] of their
+    /// reference. Empty for placeholders.
+    pub args: BTreeMap<String, Secret>,
 }
+
+/// Stand-in for a secret value at plan time: as long as a real one.
+const PLACEHOLDER_LEN: usize = 96;
 
 impl ClusterSecrets {
     /// Stand-ins as long as real secrets, for plan-time rendering and size
     /// checks; never sent anywhere.
     pub fn placeholders() -> Self {
         ClusterSecrets {
-            k3s_token: Secret::new("K".repeat(96)),
-            tailscale_auth_key: Secret::new("T".repeat(96)),
+            k3s_token: Secret::new("K".repeat(PLACEHOLDER_LEN)),
+            tailscale_auth_key: Secret::new("T".repeat(PLACEHOLDER_LEN)),
+            args: BTreeMap::new(),
         }
     }
+
+    /// The value of a secret flag. `cluster_secrets::resolve` resolves every
+    /// reference of the fleet, so only placeholders lack one (and get a
+    /// stand-in).
+    fn arg(&self, r: &SecretRef) -> Secret {
+        self.args
+            .get(&r.describe())
+            .cloned()
+            .unwrap_or_else(|| Secret::new("S".repeat(PLACEHOLDER_LEN)))
+    }
 }
+
+/// Splits a role's k3s flags into plain ones (argv) and secret ones
+/// (`(--name, value)`, for config.yaml).
+fn split_args(args: &[Spanned<K3sArg>], secrets: &ClusterSecrets) -> SplitArgs {
+    let mut plain = Vec::new();
+    let mut secret = Vec::new();
+    for a in args {
+        match &a.value {
+            K3sArg::Plain(s) => plain.push(s.clone()),
+            K3sArg::Secret { flag, secret: r } => {
+                secret.push((flag.value.clone(), secrets.arg(&r.value)))
+            }
+        }
+    }
+    (plain, secret)
+}
+
+type SplitArgs = (Vec<String>, Vec<(String, Secret)>);
 
 /// Prefix of the comment that fingerprints a VM's immutable spec.
 pub const COMMENT_PREFIX: &str = "exedev-k8s spec=";
@@ -60,6 +97,8 @@ pub fn bootstrap_input(
         (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
         (None, None) => K3sRelease::Channel("stable".into()),
     };
+    let (server_args, server_secret_args) = split_args(&k3s.server_args, secrets);
+    let (agent_args, agent_secret_args) = split_args(&k3s.agent_args, secrets);
     BootstrapInput {
         kind,
         cluster,
@@ -71,8 +110,10 @@ pub fn bootstrap_input(
         tailscale_auth_key: secrets.tailscale_auth_key.clone(),
         labels: vm.labels.clone(),
         taints: vm.taints.clone(),
-        server_args: k3s.server_args.iter().map(|a| a.value.clone()).collect(),
-        agent_args: k3s.agent_args.iter().map(|a| a.value.clone()).collect(),
+        server_args,
+        agent_args,
+        server_secret_args,
+        agent_secret_args,
         disable: k3s.disable.iter().map(|a| a.value.clone()).collect(),
         // The first server carries the manifests, also when it is a
         // replacement that joins the surviving servers.
