@@ -191,14 +191,23 @@ pub fn check(
             match stored_token(fleet_dir, cluster, false) {
                 Ok(_) => report.resolved.push(STORED_TOKEN.to_string()),
                 Err(e) => {
+                    let path = token_path(fleet_dir, cluster);
+                    let why = match e {
+                        SecretsError::Missing { .. } => format!(
+                            "k3s.token is not set and the cluster's stored token {} does not exist (or is empty); the cluster exists, so a new token would keep new nodes out of it",
+                            path.display()
+                        ),
+                        other => format!("k3s.token is not set and {other}"),
+                    };
                     let loc = fleet.k3s.referenced;
                     errors.push(FleetError::at(
                         file,
                         loc.line(),
                         loc.column(),
-                        format!("k3s.token is not set and the stored token cannot be used: {e}"),
+                        why,
                         format!(
-                            "in CI, keep the cluster's token as a secret and write token: {{env: K3S_TOKEN}} under k3s; or name {STORED_TOKEN} in --skip-secret-check where it is deliberately absent"
+                            "copy the token from where the cluster was created to {}, or keep it as a secret and write token: {{env: K3S_TOKEN}} under k3s (the way for CI); a job without it on purpose names {STORED_TOKEN} in --skip-secret-check",
+                            path.display()
                         ),
                     ));
                 }
@@ -290,6 +299,118 @@ pub fn purge(fleet_dir: &Path, cluster: &str) -> Result<bool, SecretsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines 1-16; the references sit on lines 7, 10, 12 and 16.
+    const FLEET: &str = "apiVersion: exedev-k8s/v1
+kind: Fleet
+metadata:
+  name: demo
+k3s:
+  channel: stable
+  token: {file: secrets/k3s}
+  serverArgs:
+    - --etcd-s3
+    - {flag: --etcd-s3-secret-key, secret: {file: secrets/empty}}
+  agentArgs:
+    - {flag: --kubelet-arg, secret: {file: secrets}}
+network:
+  tailscale:
+    tailnet: t.ts.net
+    authKey: {env: EXK8S_TEST_SURELY_UNSET_TS_KEY}
+";
+
+    #[test]
+    fn check_reports_every_unresolvable_reference_at_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "\n").unwrap();
+        let f = crate::fleet::parse(FLEET, "fleet.yaml").unwrap();
+        let err = check(&f, "fleet.yaml", dir.path(), true, &[]).unwrap_err();
+        let places: Vec<(u64, u64)> = err.errors().iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(places, [(7, 10), (10, 44), (12, 37), (16, 14)], "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("fleet.yaml:7:10: k3s.token: cannot read secret file"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k3s.serverArgs[1] (--etcd-s3-secret-key): secret file"),
+            "{text}"
+        );
+        assert!(text.contains("is empty"), "{text}");
+        assert!(text.contains("k3s.agentArgs[0] (--kubelet-arg)"), "{text}");
+        assert!(
+            text.contains("EXK8S_TEST_SURELY_UNSET_TS_KEY is not set"),
+            "{text}"
+        );
+
+        // Resolvable ones pass and are never read out; skipped ones are
+        // named; unknown skip names are reported.
+        std::fs::write(dir.path().join("secrets/k3s"), "k3s-SECRETVALUE\n").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "s3-SECRETVALUE").unwrap();
+        let skip: Vec<String> = ["secrets", "EXK8S_TEST_SURELY_UNSET_TS_KEY", "NOPE"]
+            .map(String::from)
+            .to_vec();
+        let ok = check(&f, "fleet.yaml", dir.path(), true, &skip).unwrap();
+        assert_eq!(ok.resolved, ["secrets/k3s", "secrets/empty"]);
+        assert_eq!(ok.skipped, ["secrets", "EXK8S_TEST_SURELY_UNSET_TS_KEY"]);
+        assert_eq!(ok.unknown_skips, ["NOPE"]);
+        assert!(!format!("{ok:?}").contains("SECRETVALUE"));
+    }
+
+    #[test]
+    fn check_wants_the_stored_token_only_for_an_existing_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ts.key"), "tskey").unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        // A new cluster: the first apply generates it.
+        assert!(check(&f, "f.yaml", dir.path(), false, &[]).is_ok());
+        let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
+        assert_eq!(err.errors().len(), 1);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("f.yaml:6:3: k3s.token is not set"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k3s-token") && text.contains("{env: K3S_TOKEN}"),
+            "{text}"
+        );
+        let skipped = check(&f, "f.yaml", dir.path(), true, &[STORED_TOKEN.into()]).unwrap();
+        assert_eq!(skipped.skipped, [STORED_TOKEN]);
+        write_private(&token_path(dir.path(), "demo"), "stored").unwrap();
+        let ok = check(&f, "f.yaml", dir.path(), true, &[]).unwrap();
+        assert_eq!(ok.resolved, ["ts.key", STORED_TOKEN]);
+    }
+
+    #[test]
+    fn resolve_reads_secret_flags_for_the_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/k3s"), "tok").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "s3-value\n").unwrap();
+        let src = FLEET.replace(
+            "{env: EXK8S_TEST_SURELY_UNSET_TS_KEY}",
+            "{file: secrets/k3s}",
+        );
+        let f = crate::fleet::parse(&src, "f.yaml").unwrap();
+        // secrets/ is a directory: the agent flag cannot be read.
+        let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
+        assert!(
+            e.starts_with("k3s.agentArgs[0] (--kubelet-arg): cannot read"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/k3s"), "tok").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "s3-value\n").unwrap();
+        let src = src.replace("{file: secrets}", "{file: secrets/k3s}");
+        let f = crate::fleet::parse(&src, "f.yaml").unwrap();
+        let s = resolve(&f, dir.path(), false).unwrap();
+        assert_eq!(s.args["file secrets/empty"].expose(), "s3-value");
+        assert_eq!(s.args["file secrets/k3s"].expose(), "tok");
+    }
 
     #[test]
     fn generated_token_is_private_and_stable() {

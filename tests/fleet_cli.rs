@@ -257,8 +257,14 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     );
     assert_eq!(env.emu().count("new"), 0);
 
-    // The fleet changed since: refused.
-    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    // The fleet changed since: refused. (The cluster exists now and its
+    // stored token is not here: plan is told so, see below.)
+    let skip = ["--skip-secret-check", "k3s-token"];
+    env.ok(&[
+        &["plan", "-f", "base.yaml", "--out", "plan.json"][..],
+        &skip,
+    ]
+    .concat());
     let f = std::fs::read_to_string(env.path("base.yaml")).unwrap();
     std::fs::write(env.path("base.yaml"), f.replace("count: 2", "count: 1")).unwrap();
     let out = env.run(&["apply", "plan.json"]);
@@ -270,26 +276,44 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     std::fs::write(env.path("base.yaml"), f).unwrap();
 
     // A hand-edited plan (a delete slipped in) is refused.
-    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    env.ok(&[
+        &["plan", "-f", "base.yaml", "--out", "plan.json"][..],
+        &skip,
+    ]
+    .concat());
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("plan.json")).unwrap()).unwrap();
     v["changes"][0]["action"] = "delete".into();
     std::fs::write(env.path("plan.json"), v.to_string()).unwrap();
     let out = env.run(&["apply", "plan.json", "--skip-drain"]);
     assert!(
-        text(&out.stderr).contains("was the file edited"),
+        text(&out.stderr).contains("was the plan file edited"),
         "{}",
         text(&out.stderr)
     );
     assert_eq!(env.emu().count("rm"), 0);
 
-    // Fresh: carried out without a prompt (it was reviewed).
-    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
     // The fleet already owns a VM: no k3s token is invented for it (a new
-    // one would keep every new node out of the existing cluster).
+    // one would keep every new node out of the existing cluster), and plan
+    // says so already.
+    let out = env.run(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("stored token"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.ok(&[
+        "plan",
+        "-f",
+        "base.yaml",
+        "--out",
+        "plan.json",
+        "--skip-secret-check",
+        "k3s-token",
+    ]);
     let out = env.run(&["apply", "plan.json", "--skip-drain"]);
     assert!(
-        !out.status.success() && text(&out.stderr).contains("no k3s token"),
+        !out.status.success() && text(&out.stderr).contains("stored token"),
         "{}",
         text(&out.stderr)
     );

@@ -1058,6 +1058,84 @@ network:
     }
 
     #[test]
+    fn secret_k3s_flags() {
+        let ok = replace(
+            "  channel: stable\n",
+            "  channel: stable\n  serverArgs:\n    - --etcd-s3\n    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\n  agentArgs:\n    - flag: --kubelet-arg\n      secret: {file: secrets/kubelet}\n",
+        );
+        let f = match parse(&ok, "f") {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        let shown: Vec<String> = f
+            .k3s
+            .value
+            .server_args
+            .iter()
+            .chain(&f.k3s.value.agent_args)
+            .map(|a| a.value.shown())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "--etcd-s3",
+                "--etcd-s3-secret-key=(secret from env ETCD_S3_SECRET)",
+                "--kubelet-arg=(secret from file secrets/kubelet)"
+            ]
+        );
+        // A value in the flag, a literal secret, an unknown key, a missing
+        // key, a flag exedev-k8s sets itself: each where it is written.
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [{flag: --etcd-s3-secret-key=x, secret: {env: S}}]\n",
+            ),
+            7,
+            23,
+            "has a value",
+            "flag: --etcd-s3-secret-key",
+        );
+        let errs = errors(&replace(
+            "  channel: stable\n",
+            "  channel: stable\n  serverArgs: [{flag: --etcd-s3-secret-key, secret: hunter2-value}]\n",
+        ));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!((errs[0].line, errs[0].column), (7, 53));
+        assert!(errs[0].message.contains("never written"));
+        assert!(!format!("{errs:?}").contains("hunter2"));
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [{flag: --a, secret: {env: S}, value: x}]\n",
+            ),
+            7,
+            46,
+            "unknown field",
+            "spelling",
+        );
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [{flag: --a}]\n",
+            ),
+            7,
+            16,
+            "needs both `flag` and `secret`",
+            "",
+        );
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  agentArgs: [{flag: --token, secret: {env: T}}]\n",
+            ),
+            7,
+            22,
+            "set by exedev-k8s from k3s.token",
+            "k3s.token",
+        );
+    }
+
+    #[test]
     fn tags() {
         one(
             &with("defaults:\n  tags: [Team-A]\n"),
