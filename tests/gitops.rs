@@ -449,7 +449,10 @@ fn a_500_vm_markdown_plan_fits_a_comment_and_the_full_plan_is_saved() {
     ]);
     assert!(md.len() < 65_536, "{} bytes", md.len());
     assert!(
-        md.starts_with("<!-- exedev-k8s plan: fleet big -->\n"),
+        md.starts_with(
+            "### exedev-k8s plan: `big`
+"
+        ),
         "{}",
         &md[..200]
     );

@@ -98,29 +98,6 @@ fn md_escape(s: &str) -> String {
 /// a workflow adds around it.
 pub const MARKDOWN_MAX_BYTES: usize = 60_000;
 
-/// The first line of every markdown plan: an HTML comment (invisible once
-/// rendered) naming the fleet, so a workflow can find its earlier comment
-/// and update it instead of adding one per push.
-pub fn markdown_marker(plan: &Plan) -> String {
-    // Fleet names are `[a-z0-9-]` without `--`; a hand-edited plan file
-    // still cannot end the comment early.
-    let name: String = plan
-        .fleet
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!(
-        "<!-- exedev-k8s plan: fleet {} -->",
-        name.replace("--", "-")
-    )
-}
-
 fn markdown_title(plan: &Plan) -> String {
     let verb = if plan.mode == "destroy" {
         "destroy plan"
@@ -128,8 +105,7 @@ fn markdown_title(plan: &Plan) -> String {
         "plan"
     };
     format!(
-        "{}\n### exedev-k8s {verb}: `{}`\n\n**{}**\n",
-        markdown_marker(plan),
+        "### exedev-k8s {verb}: `{}`\n\n**{}**\n",
         md_escape(&plan.fleet).replace('`', "'"),
         summary_line(plan)
     )

@@ -498,11 +498,7 @@ fn markdown_is_summarised_under_the_limit_and_says_where_the_full_plan_is() {
         "see https://ci.example/run/1",
     );
     assert!(md.len() <= render::MARKDOWN_MAX_BYTES, "{}", md.len());
-    assert!(md.starts_with(&render::markdown_marker(&p)), "{md}");
-    assert_eq!(
-        render::markdown_marker(&p),
-        "<!-- exedev-k8s plan: fleet demo -->"
-    );
+    assert!(md.starts_with("### exedev-k8s plan: `demo`\n"), "{md}");
     assert!(md.contains("**505 to create, 0 to update, 0 to replace, 0 to delete**"));
     assert!(md.contains("Summarised to fit a pull-request comment"));
     assert!(md.contains("> an important warning"));
