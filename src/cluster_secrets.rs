@@ -102,26 +102,17 @@ pub fn resolve(
     fleet_dir: &Path,
     generate: bool,
 ) -> Result<ClusterSecrets, SecretsError> {
-    let tailscale_auth_key = fleet
-        .network
-        .tailscale
-        .auth_key
-        .value
-        .resolve(fleet_dir)
-        .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
+    let tailscale_auth_key =
+        crate::workspace::resolve_secret(&fleet.network.tailscale.auth_key.value, fleet_dir)
+            .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
     let k3s_token = match &fleet.k3s.value.token {
-        Some(r) => r
-            .value
-            .resolve(fleet_dir)
+        Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
         None => stored_token(fleet_dir, &fleet.metadata.name.value, generate)?,
     };
     let mut args = BTreeMap::new();
     for u in references(fleet).into_iter().filter(|u| u.is_flag) {
-        let value = u
-            .reference
-            .value
-            .resolve(fleet_dir)
+        let value = crate::workspace::resolve_secret(&u.reference.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("{}: {e}", u.field)))?;
         args.insert(u.reference.value.describe(), value);
     }
@@ -168,7 +159,7 @@ pub fn check(
             }
             continue;
         }
-        match u.reference.value.resolve(fleet_dir) {
+        match crate::workspace::resolve_secret(&u.reference.value, fleet_dir) {
             Ok(_) => report.resolved.push(name),
             Err(e) => {
                 let loc = u.reference.referenced;

@@ -208,7 +208,9 @@ impl Env {
         let mut desired = Vec::new();
         for f in ["base.yaml", "changed.yaml"] {
             desired.extend(fleet::desired_vms(
-                &fleet::load(&dir.path().join(f)).unwrap(),
+                &exedev_k8s::workspace::load_fleet(&dir.path().join(f))
+                    .unwrap()
+                    .fleet,
             ));
         }
         let (state_url, k, on) = (
@@ -279,7 +281,9 @@ impl Env {
 
     /// Registers a Ready node for every VM of `fleet_file`, as k3s would.
     fn register(&self, fleet_file: &str) {
-        let f = fleet::load(&self.dir.path().join(fleet_file)).unwrap();
+        let f = exedev_k8s::workspace::load_fleet(&self.dir.path().join(fleet_file))
+            .unwrap()
+            .fleet;
         let mut k = self.kube.lock().unwrap();
         for d in fleet::desired_vms(&f) {
             k.nodes
@@ -352,7 +356,9 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
     // k3s registers the nodes a moment after the VMs exist, one of them
     // with a label missing.
     let kube = env.kube.clone();
-    let f = fleet::load(&env.dir.path().join("base.yaml")).unwrap();
+    let f = exedev_k8s::workspace::load_fleet(&env.dir.path().join("base.yaml"))
+        .unwrap()
+        .fleet;
     let desired = fleet::desired_vms(&f);
     env.rt.spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;

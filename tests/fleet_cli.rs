@@ -482,7 +482,7 @@ fn forbidden_commands_name_the_missing_grant() {
     let kp = common::keygen(dir.path(), "k", "ed25519", &[], "");
     let env2 = Env::new(|c| {
         c.authorized_keys =
-            exedev_k8s::token::keys::load_public_keys(&kp.with_extension("pub")).unwrap()
+            exedev_k8s::credentials::load_public_keys(&kp.with_extension("pub")).unwrap()
     });
     drop(env);
     let tok = String::from_utf8(

@@ -124,9 +124,11 @@ fn the_tool_is_installed_pinned_and_never_by_bare_name() {
     }
     for path in docs {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for (i, line) in text.lines().enumerate() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
             if let Some(at) = line.find("cargo install") {
-                let rest = &line[at..];
+                // A wrapped command continues on the next line.
+                let rest = format!("{} {}", &line[at..], lines.get(i + 1).unwrap_or(&""));
                 assert!(
                     rest.contains("--path") || (rest.contains("--git") && rest.contains("--rev")),
                     "{}:{}: {line}",

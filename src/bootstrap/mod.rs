@@ -24,9 +24,9 @@ use tera::{Context, Kwargs, State, Tera};
 
 use crate::secret::Secret;
 
-/// exe.dev refuses setup scripts larger than this; checked at render time so
-/// a plan fails before any VM exists rather than half-way through a fleet.
-pub const MAX_SETUP_SCRIPT_BYTES: usize = 10 * 1024;
+// exe.dev refuses setup scripts larger than this; checked at render time so
+// a plan fails before any VM exists rather than half-way through a fleet.
+pub use crate::limits::MAX_SETUP_SCRIPT_BYTES;
 
 /// Where the script writes its marker; the orchestrator polls for it to know
 /// the setup script ran to its end.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, ValueEnum};
 
 use super::{ApiArgs, CliError, CliResult, fail};
+use crate::api::command::FleetOp;
 use crate::apply::{self, ApplyOptions};
 use crate::client::{Client, ClientOptions};
 use crate::cluster_secrets;
@@ -16,23 +17,10 @@ use crate::observe::observe;
 use crate::plan::{self, Observed, Plan, PlanOptions, render};
 use crate::ui;
 
-/// Commands `plan` and `status` need: they only read. Also exactly what
-/// `token mint --for-fleet F --read-only` grants (a pull-request job's token).
-pub const PLAN_CMDS: &[&str] = &["ls", "share show"];
-/// Commands `apply` needs.
-pub const APPLY_CMDS: &[&str] = &[
-    "ls",
-    "new",
-    "rm",
-    "resize",
-    "tag",
-    "share show",
-    "share port",
-    "share set-public",
-    "share set-private",
-];
-/// Commands `destroy` needs.
-pub const DESTROY_CMDS: &[&str] = &["ls", "rm"];
+/// Commands a fleet operation's token must grant, from the catalogue.
+pub fn cmds(op: FleetOp) -> Vec<&'static str> {
+    crate::api::command::commands_for(op)
+}
 
 #[derive(Args, Debug)]
 pub struct FleetArg {
@@ -204,20 +192,12 @@ pub struct DestroyArgs {
 
 /// Loads and validates a fleet file; on failure prints every error.
 pub fn load_fleet(path: &Path) -> CliResult<(Fleet, String)> {
-    let fleet = fleet::load(path)
+    let loaded = crate::workspace::load_fleet(path)
         .map_err(|e| fail(format!("{} is not a valid fleet:\n{e}", path.display())))?;
-    let bytes =
-        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok((fleet, plan::hex12(&bytes)))
+    Ok((loaded.fleet, loaded.fingerprint))
 }
 
-/// The directory a fleet file's relative paths and local state hang off.
-pub(crate) fn fleet_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
+pub(crate) use crate::workspace::fleet_dir;
 
 pub fn validate(a: FleetArg) -> CliResult {
     let (fleet, _) = load_fleet(&a.file)?;
@@ -262,7 +242,7 @@ async fn make_plan(
 
 pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
-    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let kube = if a.destroy {
         Err(String::new())
     } else {
@@ -331,7 +311,7 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         }
     }
     if let Some(out) = &a.out {
-        plan::file::save(&p, out)?;
+        crate::workspace::save_plan(&p, out)?;
         if format == Format::Human {
             println!(
                 "\nSaved the plan to {}: run `exedev-k8s apply {}` to carry it out.",
@@ -350,7 +330,7 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
 /// Prints a saved plan in full, e.g. one downloaded from a CI run whose
 /// pull-request comment was summarised. Reads the file only.
 pub fn show_cmd(a: ShowArgs) -> CliResult {
-    let p = plan::file::load(&a.planfile)?;
+    let p = crate::workspace::load_plan(&a.planfile)?;
     match if a.json { Format::Json } else { a.format } {
         Format::Human => print!("{}", render::human(&p, ui::colour_enabled())),
         Format::Json => println!("{}", render::json(&p)),
@@ -711,7 +691,11 @@ async fn execute(
 }
 
 pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
-    let saved = a.planfile.as_deref().map(plan::file::load).transpose()?;
+    let saved = a
+        .planfile
+        .as_deref()
+        .map(crate::workspace::load_plan)
+        .transpose()?;
     let fleet_path = match (&a.file, &saved) {
         (Some(f), _) => f.clone(),
         (None, Some(p)) if !p.fleet_file.is_empty() => PathBuf::from(&p.fleet_file),
@@ -723,7 +707,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let (fleet, fp) = load_fleet(&fleet_path)?;
     let client = a.api.client_with_ttl(
-        APPLY_CMDS,
+        &cmds(FleetOp::Apply),
         options(a.max_rate),
         crate::credentials::LONG_OPERATION_TTL,
     )?;
@@ -827,7 +811,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
 
 pub async fn status_cmd(a: StatusArgs) -> CliResult {
     let (fleet, _) = load_fleet(&a.fleet.file)?;
-    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let observed = observe(&client, &fleet, true).await?;
     let desired = fleet::desired_vms(&fleet);
     let (kube, _tunnel) = kube_for(
@@ -874,7 +858,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
             })
             .collect();
         let key = match &a.api.ssh_key {
-            Some(k) => Some(crate::token::keys::load_private_key(k)?),
+            Some(k) => Some(crate::credentials::load_private_key(k)?),
             None => None,
         };
         crate::probe::probe_all(&targets, key.as_ref(), 8).await
@@ -915,7 +899,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         return Err(fail(protect_message(&fleet)));
     }
     let client = a.api.client_with_ttl(
-        DESTROY_CMDS,
+        &cmds(FleetOp::Destroy),
         options(None),
         crate::credentials::LONG_OPERATION_TTL,
     )?;

@@ -106,12 +106,17 @@ fn mint(a: MintArgs) -> CliResult {
     let cmds = match (&a.for_fleet, a.cmds) {
         (Some(path), _) => {
             super::fleet_cmds::load_fleet(path)?;
-            let grants = if a.read_only {
-                super::fleet_cmds::PLAN_CMDS
+            let op = if a.read_only {
+                crate::api::command::FleetOp::Plan
             } else {
-                super::fleet_cmds::APPLY_CMDS
+                crate::api::command::FleetOp::Apply
             };
-            Some(grants.iter().map(|s| s.to_string()).collect())
+            Some(
+                super::fleet_cmds::cmds(op)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            )
         }
         (None, c) => c.map(|c| {
             c.into_iter()
@@ -128,7 +133,7 @@ fn mint(a: MintArgs) -> CliResult {
     };
     // Validate exactly as exe.dev will before signing anything.
     Permissions::parse(perms.to_compact_json().as_bytes())?;
-    let key = token::keys::load_private_key(&a.ssh_key)?;
+    let key = crate::credentials::load_private_key(&a.ssh_key)?;
     let namespace = match &a.vm {
         Some(vm) => {
             crate::names::check_vm_name(vm)?;

@@ -10,15 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 pub use serde_saphyr::Spanned;
-
-use super::error::FleetError;
-use crate::secret::Secret;
 
 /// The only `apiVersion` this tool understands; a different value means the
 /// file was written for another tool or a future format.
@@ -526,48 +523,5 @@ impl SecretRef {
             SecretRef::File(path) => path.display().to_string(),
             SecretRef::Literal => String::new(),
         }
-    }
-
-    /// Reads the secret now. Done only when a command needs the value (not
-    /// during validation), so `validate` works without any secrets present.
-    /// Relative file paths are resolved against `base_dir`, the fleet file's
-    /// directory, so the file works from any working directory.
-    pub fn resolve(&self, base_dir: &Path) -> Result<Secret, FleetError> {
-        let value = match self {
-            SecretRef::Env(name) => std::env::var(name).map_err(|_| {
-                FleetError::global(
-                    format!("environment variable {name} is not set (or not UTF-8)"),
-                    format!("export {name}=... before running, or use {{file: path}}"),
-                )
-            })?,
-            SecretRef::File(path) => {
-                let full = base_dir.join(path);
-                std::fs::read_to_string(&full).map_err(|e| {
-                    FleetError::global(
-                        format!("cannot read secret file {}: {e}", full.display()),
-                        "create the file, or fix the path (relative paths start at the fleet file's directory)",
-                    )
-                })?
-            }
-            SecretRef::Literal => {
-                return Err(FleetError::global(
-                    "a literal secret is not allowed in the fleet file",
-                    "write a reference such as {env: TS_AUTHKEY} or {file: secrets/ts.key}",
-                ));
-            }
-        };
-        let trimmed = value.trim_end_matches(['\n', '\r']);
-        if trimmed.is_empty() {
-            let what = match self {
-                SecretRef::Env(name) => format!("environment variable {name}"),
-                SecretRef::File(path) => format!("secret file {}", base_dir.join(path).display()),
-                SecretRef::Literal => "secret".to_string(),
-            };
-            return Err(FleetError::global(
-                format!("{what} is empty"),
-                "put the secret value there",
-            ));
-        }
-        Ok(Secret::new(trimmed))
     }
 }

@@ -28,10 +28,11 @@ pub const DISABLABLE: &[&str] = &[
 pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
 /// Largest pool; a guard against a typo creating hundreds of VMs.
 pub const MAX_POOL_COUNT: u32 = 100;
-/// exe.dev's range of shareable ports.
-pub const SHARE_PORTS: std::ops::RangeInclusive<u32> = 3000..=9999;
-/// vCPUs exe.dev offers per VM.
-pub const CPU_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+pub use crate::limits::CPU_RANGE;
+/// exe.dev's range of shareable ports, widened to the fleet file's integer
+/// type (`crate::limits::SHARE_PORT_RANGE`).
+pub const SHARE_PORTS: std::ops::RangeInclusive<u32> =
+    *crate::limits::SHARE_PORT_RANGE.start() as u32..=*crate::limits::SHARE_PORT_RANGE.end() as u32;
 
 struct Ctx<'a> {
     file: &'a str,

@@ -2,8 +2,6 @@
 //! fingerprints that let apply refuse a plan that has gone stale. Holds no
 //! secret: plans never contain any.
 
-use std::path::Path;
-
 use super::{FORMAT_VERSION, Plan};
 
 /// Why a saved plan cannot be used.
@@ -41,27 +39,23 @@ pub enum PlanFileError {
     WrongFleet { planned: String, now: String },
 }
 
-/// Writes the plan as JSON.
-pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
-    let text = serde_json::to_string_pretty(plan).map_err(|e| PlanFileError::Format {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    std::fs::write(path, text + "\n").map_err(|source| PlanFileError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+/// The plan as saved: pretty JSON and a final newline. `path` names the
+/// file in errors.
+pub fn to_text(plan: &Plan, path: &str) -> Result<String, PlanFileError> {
+    serde_json::to_string_pretty(plan)
+        .map(|t| t + "\n")
+        .map_err(|e| PlanFileError::Format {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
 }
 
-/// Reads a saved plan.
-pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
-    let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read {
-        path: p.clone(),
-        source,
-    })?;
+/// Reads a saved plan's text, refusing another format version first so that
+/// an old file gets "re-run plan", not a field error.
+pub fn from_text(text: &str, path: &str) -> Result<Plan, PlanFileError> {
+    let p = path.to_string();
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| PlanFileError::Format {
+        serde_json::from_str(text).map_err(|e| PlanFileError::Format {
             path: p.clone(),
             detail: e.to_string(),
         })?;
