@@ -201,7 +201,12 @@ fn exit_codes_only_say_changes_when_there_are_changes() {
         }),
         ("panic", {
             let mut c = env.cmd(&["plan", "-f", "base.yaml", "--detailed-exitcode"]);
-            c.env("EXEDEV_K8S_TEST_PANIC", "1");
+            c.env("EXEDEV_K8S_TEST_PANIC", "main");
+            c
+        }),
+        ("panic in a task whose failure is ignored", {
+            let mut c = env.cmd(&["plan", "-f", "base.yaml", "--detailed-exitcode"]);
+            c.env("EXEDEV_K8S_TEST_PANIC", "task");
             c
         }),
         ("missing plan file", env.cmd(&["apply", "nothing.json"])),
@@ -213,7 +218,7 @@ fn exit_codes_only_say_changes_when_there_are_changes() {
     }
     let out = env
         .cmd(&["plan", "-f", "base.yaml"])
-        .env("EXEDEV_K8S_TEST_PANIC", "1")
+        .env("EXEDEV_K8S_TEST_PANIC", "main")
         .output()
         .unwrap();
     assert!(

@@ -129,40 +129,46 @@ pub enum Cmd {
 }
 
 /// Entry point of the binary. A panic is a bug, but it must not read as a
-/// result: it is reported as one and exits [`exit::FAILURE`] (Rust's own
-/// 101 is not a code any pipeline checks for).
+/// result: the panic hook reports it and exits [`exit::FAILURE`] at once,
+/// wherever it happens (also in a spawned task whose failure a caller
+/// might otherwise pass over).
 pub fn main() -> ExitCode {
     exit::install_panic_report();
-    exit::guarded(|| {
-        #[cfg(debug_assertions)]
-        if std::env::var_os(exit::TEST_PANIC_ENV).is_some() {
-            panic!("{} is set (debug builds only)", exit::TEST_PANIC_ENV);
+    #[cfg(debug_assertions)]
+    if std::env::var_os(exit::TEST_PANIC_ENV).is_some_and(|v| v == "main") {
+        panic!("{}=main (debug builds only)", exit::TEST_PANIC_ENV);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::usage_error(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
         }
-        let cli = match Cli::try_parse() {
-            Ok(cli) => cli,
-            Err(e) => return exit::usage_error(&e),
-        };
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::from(exit::FAILURE);
-            }
-        };
-        match runtime.block_on(run(cli)) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {}", e.message);
-                ExitCode::from(e.code)
-            }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
         }
-    })
+    }
 }
 
 async fn run(cli: Cli) -> CliResult {
+    #[cfg(debug_assertions)]
+    if std::env::var_os(exit::TEST_PANIC_ENV).is_some_and(|v| v == "task") {
+        // A panicking task whose JoinError is passed over, as a careless
+        // caller might: the hook still makes the process fail.
+        let _ = tokio::spawn(async { panic!("{}=task", exit::TEST_PANIC_ENV) }).await;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
         Cmd::Token(t) => token_cmd::run(t),
         Cmd::Exec(a) => exec_cmd::run(a).await,
