@@ -1,10 +1,14 @@
-//! The cluster's secrets on the operator's machine: the k3s token (from the
-//! fleet's reference, or generated on the first apply and kept mode 0600
-//! under `.exedev-k8s/<fleet>/` beside the fleet file), the Tailscale key
-//! and secret k3s flags (always references).
+//! The cluster's secrets on the operator's machine: the k3s server token and
+//! the k3s agent token (each from the fleet's reference, or generated on the
+//! first apply of a new cluster and kept mode 0600 under
+//! `.exedev-k8s/<fleet>/` beside the fleet file) and the Tailscale key
+//! (always a reference).
 //!
-//! The k3s token also decrypts etcd bootstrap data: it is needed to restore
-//! snapshots, so it is kept, never printed, and only removed when asked.
+//! The server token also decrypts etcd bootstrap data: it is needed to
+//! restore snapshots, so it is kept, never printed, and only removed when
+//! asked. Agents get only the agent token (k3s `agent-token`), which lets a
+//! node join as an agent and nothing more. Secret k3s flags are references
+//! too.
 //!
 //! [`references`] is the one list of what a fleet references: [`resolve`]
 //! (apply) reads them, [`check`] (plan) makes sure each would resolve and
@@ -20,53 +24,11 @@ use crate::fleet::{Fleet, FleetError, FleetErrors, K3sArg, SecretRef, Spanned};
 use crate::plan::spec::ClusterSecrets;
 use crate::secret::Secret;
 
-/// The file name of the stored (generated) k3s token, also its name for
+/// The stored (generated) server token's file name, also its name for
 /// `--skip-secret-check`.
 pub const STORED_TOKEN: &str = "k3s-token";
-
-/// One secret reference of a fleet, and where it is written.
-pub struct SecretUse<'a> {
-    /// The fleet field, e.g. `network.tailscale.authKey` or
-    /// `k3s.serverArgs[2] (--etcd-s3-secret-key)`.
-    pub field: String,
-    /// The reference, with its place in the file.
-    pub reference: &'a Spanned<SecretRef>,
-    /// A secret k3s flag's value (carried in [`ClusterSecrets::args`]).
-    pub is_flag: bool,
-}
-
-/// Every secret reference the fleet makes, in file order of their fields.
-pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
-    let k3s = &fleet.k3s.value;
-    let mut out = Vec::new();
-    if let Some(t) = &k3s.token {
-        out.push(SecretUse {
-            field: "k3s.token".into(),
-            reference: t,
-            is_flag: false,
-        });
-    }
-    for (list, name) in [
-        (&k3s.server_args, "serverArgs"),
-        (&k3s.agent_args, "agentArgs"),
-    ] {
-        for (i, a) in list.iter().enumerate() {
-            if let K3sArg::Secret { flag, secret } = &a.value {
-                out.push(SecretUse {
-                    field: format!("k3s.{name}[{i}] ({})", flag.value),
-                    reference: secret,
-                    is_flag: true,
-                });
-            }
-        }
-    }
-    out.push(SecretUse {
-        field: "network.tailscale.authKey".into(),
-        reference: &fleet.network.tailscale.auth_key,
-        is_flag: false,
-    });
-    out
-}
+/// The stored agent token's file name and `--skip-secret-check` name.
+pub const STORED_AGENT_TOKEN: &str = "k3s-agent-token";
 
 /// Why secrets could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -80,23 +42,124 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     #[error(
-        "no k3s token for fleet {cluster:?}: the fleet names none and {path} does not exist. The first apply generates it; if this cluster was created elsewhere, copy that file here or set k3s.token to {{env: K3S_TOKEN}}"
+        "no {what} for fleet {cluster:?}: the fleet names none and {path} does not exist. The first apply of a new cluster generates it; if this cluster was created elsewhere, copy that file here or set k3s.{field} to {{env: {env}}}"
     )]
-    Missing { cluster: String, path: String },
+    Missing {
+        what: &'static str,
+        field: &'static str,
+        env: &'static str,
+        cluster: String,
+        path: String,
+    },
+    #[error(
+        "the k3s agent token equals the server token: agents would hold admin-equivalent credentials. Give k3s.agentToken another value"
+    )]
+    SameTokens,
 }
+
+/// A stored, generated secret of a fleet: file name and how errors name it.
+struct Stored {
+    file: &'static str,
+    what: &'static str,
+    field: &'static str,
+    env: &'static str,
+}
+
+const SERVER_TOKEN: Stored = Stored {
+    file: STORED_TOKEN,
+    what: "k3s token",
+    field: "token",
+    env: "K3S_TOKEN",
+};
+
+const AGENT_TOKEN: Stored = Stored {
+    file: STORED_AGENT_TOKEN,
+    what: "k3s agent token",
+    field: "agentToken",
+    env: "K3S_AGENT_TOKEN",
+};
 
 /// Directory holding a fleet's local state.
 pub fn state_dir(fleet_dir: &Path, cluster: &str) -> PathBuf {
     fleet_dir.join(".exedev-k8s").join(cluster)
 }
 
-/// Path of the generated k3s token.
+/// Path of the generated k3s server token.
 pub fn token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
-    state_dir(fleet_dir, cluster).join("k3s-token")
+    state_dir(fleet_dir, cluster).join(SERVER_TOKEN.file)
 }
 
-/// Resolves both secrets. With `generate`, a missing k3s token is created
-/// (48 random alphanumerics) and stored 0600.
+/// Path of the generated k3s agent token, next to the server token.
+pub fn agent_token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
+    state_dir(fleet_dir, cluster).join(AGENT_TOKEN.file)
+}
+
+/// One secret reference of a fleet, and where it is written.
+pub struct SecretUse<'a> {
+    /// The fleet field, e.g. `network.tailscale.authKey` or
+    /// `k3s.serverArgs[2] (--etcd-s3-secret-key)`.
+    pub field: String,
+    /// The reference, with its place in the file.
+    pub reference: &'a Spanned<SecretRef>,
+    /// What the secret is for.
+    pub kind: SecretKind,
+}
+
+/// What a referenced secret is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretKind {
+    /// `k3s.token`.
+    ServerToken,
+    /// `k3s.agentToken`.
+    AgentToken,
+    /// A secret k3s flag's value (carried in [`ClusterSecrets::args`]).
+    Flag,
+    /// `network.tailscale.authKey`.
+    TailscaleKey,
+}
+
+/// Every secret reference the fleet makes, in file order of their fields.
+pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
+    let k3s = &fleet.k3s.value;
+    let mut out = Vec::new();
+    for (r, field, kind) in [
+        (&k3s.token, "k3s.token", SecretKind::ServerToken),
+        (&k3s.agent_token, "k3s.agentToken", SecretKind::AgentToken),
+    ] {
+        if let Some(t) = r {
+            out.push(SecretUse {
+                field: field.into(),
+                reference: t,
+                kind,
+            });
+        }
+    }
+    for (list, name) in [
+        (&k3s.server_args, "serverArgs"),
+        (&k3s.agent_args, "agentArgs"),
+    ] {
+        for (i, a) in list.iter().enumerate() {
+            if let K3sArg::Secret { flag, secret } = &a.value {
+                out.push(SecretUse {
+                    field: format!("k3s.{name}[{i}] ({})", flag.value),
+                    reference: secret,
+                    kind: SecretKind::Flag,
+                });
+            }
+        }
+    }
+    out.push(SecretUse {
+        field: "network.tailscale.authKey".into(),
+        reference: &fleet.network.tailscale.auth_key,
+        kind: SecretKind::TailscaleKey,
+    });
+    out
+}
+
+/// Resolves the secrets. With `generate` (a brand-new cluster only: a fresh
+/// token would keep every new node out of an existing one), a missing k3s
+/// token or agent token is created (48 random alphanumerics) and stored
+/// 0600.
 pub fn resolve(
     fleet: &Fleet,
     fleet_dir: &Path,
@@ -105,19 +168,33 @@ pub fn resolve(
     let tailscale_auth_key =
         crate::workspace::resolve_secret(&fleet.network.tailscale.auth_key.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
-    let k3s_token = match &fleet.k3s.value.token {
-        Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
-            .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
-        None => stored_token(fleet_dir, &fleet.metadata.name.value, generate)?,
-    };
+    let cluster = &fleet.metadata.name.value;
+    let k3s = &fleet.k3s.value;
+    let mut tokens = Vec::new();
+    for (reference, stored) in [(&k3s.token, SERVER_TOKEN), (&k3s.agent_token, AGENT_TOKEN)] {
+        tokens.push(match reference {
+            Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
+                .map_err(|e| SecretsError::Reference(format!("k3s.{}: {e}", stored.field)))?,
+            None => stored_token(fleet_dir, cluster, &stored, generate)?,
+        });
+    }
+    let agent_token = tokens.pop().unwrap_or_default();
+    let k3s_token = tokens.pop().unwrap_or_default();
+    if agent_token == k3s_token {
+        return Err(SecretsError::SameTokens);
+    }
     let mut args = BTreeMap::new();
-    for u in references(fleet).into_iter().filter(|u| u.is_flag) {
+    for u in references(fleet)
+        .into_iter()
+        .filter(|u| u.kind == SecretKind::Flag)
+    {
         let value = crate::workspace::resolve_secret(&u.reference.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("{}: {e}", u.field)))?;
         args.insert(u.reference.value.describe(), value);
     }
     Ok(ClusterSecrets {
         k3s_token,
+        agent_token,
         tailscale_auth_key,
         args,
     })
@@ -134,11 +211,12 @@ pub struct SecretCheck {
     pub unknown_skips: Vec<String>,
 }
 
-/// Checks, without keeping or showing any value, that every secret apply
-/// would need resolves: each reference (an environment variable set and
-/// not empty, a file readable and not empty) and, for a cluster that
-/// already exists and names no `k3s.token`, the stored token. References
-/// named in `skip` (by [`SecretRef::name`] or [`STORED_TOKEN`]) are not
+/// Checks, without showing any value, that every secret apply would need
+/// resolves: each reference (an environment variable set and not empty, a
+/// file readable and not empty); for a cluster that already exists, each
+/// stored token the fleet names no reference for; and that the agent token
+/// differs from the server token. References named in `skip` (by
+/// [`SecretRef::name`], [`STORED_TOKEN`] or [`STORED_AGENT_TOKEN`]) are not
 /// looked at. Every failure is reported at once, at its place in `file`.
 pub fn check(
     fleet: &Fleet,
@@ -150,6 +228,8 @@ pub fn check(
     let mut report = SecretCheck::default();
     let mut errors = Vec::new();
     let mut seen = Vec::new();
+    // The two tokens' values, when both could be read: they must differ.
+    let mut tokens: BTreeMap<SecretKind, Secret> = BTreeMap::new();
     for u in references(fleet) {
         let name = u.reference.value.name();
         seen.push(name.clone());
@@ -160,7 +240,12 @@ pub fn check(
             continue;
         }
         match crate::workspace::resolve_secret(&u.reference.value, fleet_dir) {
-            Ok(_) => report.resolved.push(name),
+            Ok(value) => {
+                if matches!(u.kind, SecretKind::ServerToken | SecretKind::AgentToken) {
+                    tokens.insert(u.kind, value);
+                }
+                report.resolved.push(name);
+            }
             Err(e) => {
                 let loc = u.reference.referenced;
                 errors.push(FleetError {
@@ -173,37 +258,70 @@ pub fn check(
             }
         }
     }
-    if fleet.k3s.value.token.is_none() && cluster_exists {
-        seen.push(STORED_TOKEN.to_string());
-        let cluster = &fleet.metadata.name.value;
-        if skip.iter().any(|s| s == STORED_TOKEN) {
-            report.skipped.push(STORED_TOKEN.to_string());
-        } else {
-            match stored_token(fleet_dir, cluster, false) {
-                Ok(_) => report.resolved.push(STORED_TOKEN.to_string()),
-                Err(e) => {
-                    let path = token_path(fleet_dir, cluster);
-                    let why = match e {
-                        SecretsError::Missing { .. } => format!(
-                            "k3s.token is not set and the cluster's stored token {} does not exist (or is empty); the cluster exists, so a new token would keep new nodes out of it",
-                            path.display()
-                        ),
-                        other => format!("k3s.token is not set and {other}"),
-                    };
-                    let loc = fleet.k3s.referenced;
-                    errors.push(FleetError::at(
-                        file,
-                        loc.line(),
-                        loc.column(),
-                        why,
-                        format!(
-                            "copy the token from where the cluster was created to {}, or keep it as a secret and write token: {{env: K3S_TOKEN}} under k3s (the way for CI); a job without it on purpose names {STORED_TOKEN} in --skip-secret-check",
-                            path.display()
-                        ),
-                    ));
-                }
+    let cluster = &fleet.metadata.name.value;
+    let k3s = &fleet.k3s.value;
+    for (reference, stored, key) in [
+        (&k3s.token, SERVER_TOKEN, SecretKind::ServerToken),
+        (&k3s.agent_token, AGENT_TOKEN, SecretKind::AgentToken),
+    ] {
+        // A new cluster's missing tokens are generated by its first apply.
+        if reference.is_some() || !cluster_exists {
+            continue;
+        }
+        seen.push(stored.file.to_string());
+        if skip.iter().any(|s| s == stored.file) {
+            report.skipped.push(stored.file.to_string());
+            continue;
+        }
+        match stored_token(fleet_dir, cluster, &stored, false) {
+            Ok(value) => {
+                tokens.insert(key, value);
+                report.resolved.push(stored.file.to_string());
+            }
+            Err(e) => {
+                let path = state_dir(fleet_dir, cluster).join(stored.file);
+                let why = match e {
+                    SecretsError::Missing { .. } => format!(
+                        "k3s.{} is not set and the cluster's stored {} {} does not exist (or is empty); the cluster exists, so a new one would keep new nodes out of it",
+                        stored.field,
+                        stored.what,
+                        path.display()
+                    ),
+                    other => format!("k3s.{} is not set and {other}", stored.field),
+                };
+                let loc = fleet.k3s.referenced;
+                errors.push(FleetError::at(
+                    file,
+                    loc.line(),
+                    loc.column(),
+                    why,
+                    format!(
+                        "copy it from where the cluster was created to {}, or keep it as a secret and write {}: {{env: {}}} under k3s (the way for CI); a job without it on purpose names {} in --skip-secret-check",
+                        path.display(),
+                        stored.field,
+                        stored.env,
+                        stored.file
+                    ),
+                ));
             }
         }
+    }
+    if let (Some(server), Some(agent)) = (
+        tokens.get(&SecretKind::ServerToken),
+        tokens.get(&SecretKind::AgentToken),
+    ) && server == agent
+    {
+        let at = k3s
+            .agent_token
+            .as_ref()
+            .map_or(fleet.k3s.referenced, |t| t.referenced);
+        errors.push(FleetError::at(
+            file,
+            at.line(),
+            at.column(),
+            SecretsError::SameTokens.to_string(),
+            "generate a separate random value for k3s.agentToken",
+        ));
     }
     report.unknown_skips = skip.iter().filter(|s| !seen.contains(s)).cloned().collect();
     if errors.is_empty() {
@@ -214,8 +332,13 @@ pub fn check(
     }
 }
 
-fn stored_token(fleet_dir: &Path, cluster: &str, generate: bool) -> Result<Secret, SecretsError> {
-    let path = token_path(fleet_dir, cluster);
+fn stored_token(
+    fleet_dir: &Path,
+    cluster: &str,
+    stored: &Stored,
+    generate: bool,
+) -> Result<Secret, SecretsError> {
+    let path = state_dir(fleet_dir, cluster).join(stored.file);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok(Secret::new(t.trim())),
         Ok(_) => {}
@@ -230,6 +353,9 @@ fn stored_token(fleet_dir: &Path, cluster: &str, generate: bool) -> Result<Secre
     }
     if !generate {
         return Err(SecretsError::Missing {
+            what: stored.what,
+            field: stored.field,
+            env: stored.env,
             cluster: cluster.into(),
             path: path.display().to_string(),
         });
@@ -316,7 +442,8 @@ network:
         std::fs::create_dir(dir.path().join("secrets")).unwrap();
         std::fs::write(dir.path().join("secrets/empty"), "\n").unwrap();
         let f = crate::fleet::parse(FLEET, "fleet.yaml").unwrap();
-        let err = check(&f, "fleet.yaml", dir.path(), true, &[]).unwrap_err();
+        // A new cluster (false): its tokens are generated, not looked for.
+        let err = check(&f, "fleet.yaml", dir.path(), false, &[]).unwrap_err();
         let places: Vec<(u64, u64)> = err.errors().iter().map(|e| (e.line, e.column)).collect();
         assert_eq!(places, [(7, 10), (10, 44), (12, 37), (16, 14)], "{err}");
         let text = err.to_string();
@@ -342,7 +469,7 @@ network:
         let skip: Vec<String> = ["secrets", "EXK8S_TEST_SURELY_UNSET_TS_KEY", "NOPE"]
             .map(String::from)
             .to_vec();
-        let ok = check(&f, "fleet.yaml", dir.path(), true, &skip).unwrap();
+        let ok = check(&f, "fleet.yaml", dir.path(), false, &skip).unwrap();
         assert_eq!(ok.resolved, ["secrets/k3s", "secrets/empty"]);
         assert_eq!(ok.skipped, ["secrets", "EXK8S_TEST_SURELY_UNSET_TS_KEY"]);
         assert_eq!(ok.unknown_skips, ["NOPE"]);
@@ -350,29 +477,47 @@ network:
     }
 
     #[test]
-    fn check_wants_the_stored_token_only_for_an_existing_cluster() {
+    fn check_wants_the_stored_tokens_only_for_an_existing_cluster() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ts.key"), "tskey").unwrap();
         let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         let f = crate::fleet::parse(src, "f.yaml").unwrap();
-        // A new cluster: the first apply generates it.
+        // A new cluster: the first apply generates them.
         assert!(check(&f, "f.yaml", dir.path(), false, &[]).is_ok());
         let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
-        assert_eq!(err.errors().len(), 1);
+        assert_eq!(err.errors().len(), 2, "{err}");
         let text = err.to_string();
         assert!(
             text.starts_with("f.yaml:6:3: k3s.token is not set"),
             "{text}"
         );
         assert!(
+            text.contains("f.yaml:6:3: k3s.agentToken is not set"),
+            "{text}"
+        );
+        assert!(
             text.contains("k3s-token") && text.contains("{env: K3S_TOKEN}"),
             "{text}"
         );
-        let skipped = check(&f, "f.yaml", dir.path(), true, &[STORED_TOKEN.into()]).unwrap();
-        assert_eq!(skipped.skipped, [STORED_TOKEN]);
-        write_private(&token_path(dir.path(), "demo"), "stored").unwrap();
+        assert!(text.contains("{env: K3S_AGENT_TOKEN}"), "{text}");
+        let both = [STORED_TOKEN.to_string(), STORED_AGENT_TOKEN.to_string()];
+        let skipped = check(&f, "f.yaml", dir.path(), true, &both).unwrap();
+        assert_eq!(skipped.skipped, both);
+        write_private(&token_path(dir.path(), "demo"), "SAME-VALUE-xyz").unwrap();
+        write_private(&agent_token_path(dir.path(), "demo"), "SAME-VALUE-xyz").unwrap();
+        let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("agent token equals the server token"),
+            "{err}"
+        );
+        assert!(
+            !format!("{err}{err:?}").contains("SAME-VALUE"),
+            "no value shown"
+        );
+        write_private(&agent_token_path(dir.path(), "demo"), "another").unwrap();
         let ok = check(&f, "f.yaml", dir.path(), true, &[]).unwrap();
-        assert_eq!(ok.resolved, ["ts.key", STORED_TOKEN]);
+        assert_eq!(ok.resolved, ["ts.key", STORED_TOKEN, STORED_AGENT_TOKEN]);
     }
 
     #[test]
@@ -387,7 +532,7 @@ network:
         );
         let f = crate::fleet::parse(&src, "f.yaml").unwrap();
         // secrets/ is a directory: the agent flag cannot be read.
-        let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
+        let e = resolve(&f, dir.path(), true).unwrap_err().to_string();
         assert!(
             e.starts_with("k3s.agentArgs[0] (--kubelet-arg): cannot read"),
             "{e}"
@@ -398,7 +543,7 @@ network:
         std::fs::write(dir.path().join("secrets/empty"), "s3-value\n").unwrap();
         let src = src.replace("{file: secrets}", "{file: secrets/k3s}");
         let f = crate::fleet::parse(&src, "f.yaml").unwrap();
-        let s = resolve(&f, dir.path(), false).unwrap();
+        let s = resolve(&f, dir.path(), true).unwrap();
         assert_eq!(s.args["file secrets/empty"].expose(), "s3-value");
         assert_eq!(s.args["file secrets/k3s"].expose(), "tok");
     }
@@ -416,18 +561,62 @@ network:
         let a = resolve(&f, dir.path(), true).unwrap();
         assert_eq!(a.tailscale_auth_key.expose(), "tskey-auth-xyz");
         assert_eq!(a.k3s_token.expose().len(), 48);
+        assert_eq!(a.agent_token.expose().len(), 48);
+        assert_ne!(a.k3s_token, a.agent_token);
         let b = resolve(&f, dir.path(), false).unwrap();
         assert_eq!(a.k3s_token, b.k3s_token);
+        assert_eq!(a.agent_token, b.agent_token);
         #[cfg(unix)]
-        {
+        for path in [
+            token_path(dir.path(), "demo"),
+            agent_token_path(dir.path(), "demo"),
+        ] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(token_path(dir.path(), "demo"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(purge(dir.path(), "demo").unwrap());
         assert!(!purge(dir.path(), "demo").unwrap());
+    }
+
+    #[test]
+    fn agent_token_comes_from_the_fleet_like_the_server_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\n  agentToken: {file: agent.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
+        std::fs::write(dir.path().join("agent.token"), "agent-secret\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let s = resolve(&f, dir.path(), false).unwrap();
+        assert_eq!(s.k3s_token.expose(), "server-secret");
+        assert_eq!(s.agent_token.expose(), "agent-secret");
+        assert!(!agent_token_path(dir.path(), "demo").exists());
+
+        std::fs::write(dir.path().join("agent.token"), "server-secret\n").unwrap();
+        let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
+        assert!(
+            e.contains("agentToken") && !e.contains("server-secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_existing_cluster_without_an_agent_token_is_told_where_to_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
+        assert!(e.contains("no k3s agent token"), "{e}");
+        assert!(
+            e.contains("k3s-agent-token") && e.contains("k3s.agentToken"),
+            "{e}"
+        );
+        assert!(e.contains("{env: K3S_AGENT_TOKEN}"), "{e}");
+        // A new cluster gets one generated next to the server token.
+        let s = resolve(&f, dir.path(), true).unwrap();
+        assert_eq!(s.k3s_token.expose(), "server-secret");
+        assert!(agent_token_path(dir.path(), "demo").exists());
     }
 }

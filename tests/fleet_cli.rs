@@ -57,6 +57,7 @@ impl Env {
             .env("TS_AUTHKEY", TS_KEY)
             .env("K3S_TOKEN", K3S_TOKEN)
             .env("NO_COLOR", "1")
+            .env("EXEDEV_K8S_SSH", self.dir.path().join("ssh-stub"))
             .env_remove("EXE_DEV_SSH_KEY")
             .stdin(std::process::Stdio::null());
         c
@@ -259,7 +260,7 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
 
     // The fleet changed since: refused. (The cluster exists now and its
     // stored token is not here: plan is told so, see below.)
-    let skip = ["--skip-secret-check", "k3s-token"];
+    let skip = ["--skip-secret-check", "k3s-token,k3s-agent-token"];
     env.ok(&[
         &["plan", "-f", "base.yaml", "--out", "plan.json"][..],
         &skip,
@@ -298,22 +299,20 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     // says so already.
     let out = env.run(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
     assert!(
-        !out.status.success() && text(&out.stderr).contains("stored token"),
+        !out.status.success()
+            && text(&out.stderr).contains("stored k3s token")
+            && text(&out.stderr).contains("stored k3s agent token"),
         "{}",
         text(&out.stderr)
     );
     env.ok(&[
-        "plan",
-        "-f",
-        "base.yaml",
-        "--out",
-        "plan.json",
-        "--skip-secret-check",
-        "k3s-token",
-    ]);
+        &["plan", "-f", "base.yaml", "--out", "plan.json"][..],
+        &skip,
+    ]
+    .concat());
     let out = env.run(&["apply", "plan.json", "--skip-drain"]);
     assert!(
-        !out.status.success() && text(&out.stderr).contains("stored token"),
+        !out.status.success() && text(&out.stderr).contains("stored k3s token"),
         "{}",
         text(&out.stderr)
     );
@@ -324,12 +323,32 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
         "existing-cluster-token\n",
     )
     .unwrap();
+    // Nor an agent token.
+    let out = env.run(&["apply", "plan.json", "--skip-drain"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("stored k3s agent token"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.emu().count("new"), 0);
+    std::fs::write(
+        env.path(".exedev-k8s/acme/k3s-agent-token"),
+        "existing-agent-token\n",
+    )
+    .unwrap();
     env.ok(&["apply", "plan.json", "--skip-drain"]);
     let script = env.emu().state().vms["acme-cp1"]
         .setup_script
         .clone()
         .unwrap();
     assert!(script.contains("existing-cluster-token"));
+    assert!(script.contains("existing-agent-token"));
+    let agent = env.emu().state().vms["acme-web1"]
+        .setup_script
+        .clone()
+        .unwrap();
+    assert!(agent.contains("existing-agent-token"));
+    assert!(!agent.contains("existing-cluster-token"));
     assert_eq!(env.vm_names(), BASE_VMS);
 }
 
@@ -428,23 +447,27 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     );
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
     let tok = env.path(".exedev-k8s/acme/k3s-token");
+    let agent_tok = env.path(".exedev-k8s/acme/k3s-agent-token");
     let stored = std::fs::read_to_string(&tok).unwrap();
+    let stored_agent = std::fs::read_to_string(&agent_tok).unwrap();
+    assert_ne!(stored, stored_agent);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert!(
-        env.emu().state().vms["acme-web1"]
-            .setup_script
-            .as_ref()
-            .unwrap()
-            .contains(stored.trim())
-    );
+    for t in [&tok, &agent_tok] {
+        assert_eq!(
+            std::fs::metadata(t).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let script = |vm: &str| env.emu().state().vms[vm].setup_script.clone().unwrap();
+    // Servers hold both tokens; agents only the agent token.
+    assert!(script("acme-cp1").contains(stored.trim()));
+    assert!(script("acme-cp1").contains(stored_agent.trim()));
+    assert!(script("acme-web1").contains(stored_agent.trim()));
+    assert!(!script("acme-web1").contains(stored.trim()));
     env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
     assert!(tok.exists(), "kept: needed to restore etcd snapshots");
     env.ok(&["destroy", "-f", "base.yaml", "--yes", "--purge-secrets"]);
-    assert!(!tok.exists());
+    assert!(!tok.exists() && !agent_tok.exists());
 }
 
 #[test]

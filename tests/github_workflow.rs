@@ -187,7 +187,12 @@ fn the_pull_request_job_holds_a_read_only_token_and_no_node_secrets() {
         .into_iter()
         .filter(|e| e.contains("secrets."))
         .collect();
-    for s in ["EXE_DEV_API_KEY", "TS_AUTHKEY", "K3S_TOKEN"] {
+    for s in [
+        "EXE_DEV_API_KEY",
+        "TS_AUTHKEY",
+        "K3S_TOKEN",
+        "K3S_AGENT_TOKEN",
+    ] {
         assert!(secrets.iter().any(|e| e.contains(s)), "{s}: {secrets:?}");
     }
     assert!(!secrets.iter().any(|e| e.contains("EXE_DEV_PLAN_TOKEN")));

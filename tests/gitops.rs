@@ -74,6 +74,8 @@ impl Env {
             .env("K3S_TOKEN", K3S_TOKEN)
             .env("ETCD_S3_SECRET", S3_SECRET)
             .env("NO_COLOR", "1")
+            // The emulator's VMs run no scripts: a stand-in answers for them.
+            .env("EXEDEV_K8S_SSH", self.dir.path().join("ssh-stub"))
             .env_remove("EXE_DEV_SSH_KEY")
             .env_remove("EXEDEV_K8S_TEST_PANIC")
             .stdin(std::process::Stdio::null());

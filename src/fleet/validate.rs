@@ -68,7 +68,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
 
     let cp = &fleet.control_plane;
     if let Some(count) = &cp.count
-        && ![1, 3, 5].contains(&count.value)
+        && !super::SERVER_COUNTS.contains(&count.value)
     {
         let msg = if count.value.is_multiple_of(2) && count.value > 0 {
             format!(
@@ -294,6 +294,9 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
     }
     if let Some(token) = &k3s.token {
         check_secret(cx, token, "K3S_TOKEN");
+    }
+    if let Some(token) = &k3s.agent_token {
+        check_secret(cx, token, "K3S_AGENT_TOKEN");
     }
 }
 
