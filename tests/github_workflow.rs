@@ -247,6 +247,8 @@ fn apply_carries_out_the_reviewed_artifact_and_waits_for_the_cluster() {
             .is_some_and(|u| u.starts_with("tailscale/github-action@"))
     }));
     assert!(run.contains("--via-ssh-tunnel"));
+    // Apply talks to the VMs over SSH in both ways.
+    assert!(step(apply, "SSH key for exe.dev")["if"].is_null());
     assert_eq!(apply["concurrency"]["cancel-in-progress"], false);
 }
 
