@@ -32,7 +32,7 @@ pub async fn observe(
         .filter(|d| d.share.is_some())
         .filter(|d| {
             vms.iter()
-                .any(|v| v.vm_name == d.name && fleet::owns(cluster, &v.tags) && v.is_running())
+                .any(|v| v.vm_name == d.name && crate::plan::owned(cluster, v) && v.is_running())
         })
         .map(|d| d.name)
         .collect();

@@ -64,7 +64,7 @@ pub fn reporter(mode: ProgressMode, total: usize) -> Reporter {
     match mode {
         ProgressMode::Json => Arc::new(|e: Event| {
             if let Ok(line) = serde_json::to_string(&e) {
-                println!("{line}");
+                println!("{}", crate::text::json_safe(&line));
             }
         }),
         ProgressMode::Lines => {
@@ -86,7 +86,12 @@ pub fn reporter(mode: ProgressMode, total: usize) -> Reporter {
                         format!("{vm}: {action:?} skipped ({reason})")
                     }
                 };
-                eprintln!("{} [{t:6.1}s] {line}", timestamp());
+                // Steps and errors quote exe.dev: one line, no escapes.
+                eprintln!(
+                    "{} [{t:6.1}s] {}",
+                    timestamp(),
+                    crate::text::one_line(&line)
+                );
             })
         }
         ProgressMode::Bars => {
@@ -111,7 +116,7 @@ pub fn reporter(mode: ProgressMode, total: usize) -> Reporter {
                     | Event::Step { vm, .. }
                     | Event::Done { vm, .. }
                     | Event::Failed { vm, .. }
-                    | Event::Skipped { vm, .. } => vm.clone(),
+                    | Event::Skipped { vm, .. } => crate::text::one_line(vm).into_owned(),
                 };
                 let bar = bars
                     .entry(vm.clone())
@@ -125,7 +130,9 @@ pub fn reporter(mode: ProgressMode, total: usize) -> Reporter {
                     .clone();
                 match e {
                     Event::Start { action, .. } => bar.set_message(format!("{action:?}")),
-                    Event::Step { step, .. } => bar.set_message(step),
+                    Event::Step { step, .. } => {
+                        bar.set_message(crate::text::one_line(&step).into_owned())
+                    }
                     Event::Done {
                         action, seconds, ..
                     } => {
@@ -135,12 +142,15 @@ pub fn reporter(mode: ProgressMode, total: usize) -> Reporter {
                     Event::Failed { action, error, .. } => {
                         bar.finish_with_message(format!(
                             "✗ {action:?}: {}",
-                            error.lines().next().unwrap_or("")
+                            crate::text::one_line(error.lines().next().unwrap_or(""))
                         ));
                         overall.inc(1);
                     }
                     Event::Skipped { reason, .. } => {
-                        bar.finish_with_message(format!("skipped: {reason}"));
+                        bar.finish_with_message(format!(
+                            "skipped: {}",
+                            crate::text::one_line(&reason)
+                        ));
                         overall.inc(1);
                     }
                 }

@@ -421,6 +421,7 @@ fn a_stale_saved_plan_is_refused_with_the_way_to_re_plan() {
     vm.tags = ["exk8s-fleet-acme", "exk8s-pool-web", "exk8s-role-agent"]
         .map(String::from)
         .to_vec();
+    vm.comment = "exedev-k8s spec=000000000000".into();
     env.emu().insert_vm(vm).unwrap();
     let out = env.run(&["apply", "plan.json"]);
     assert_eq!(out.status.code(), Some(1));

@@ -13,7 +13,7 @@ use super::desired::{
 };
 use super::error::FleetError;
 use super::model::{API_VERSION, Fleet, K3sArg, KIND, Labels, SecretRef, Share};
-use crate::names::{check_portable_vm_name, fleet_vm_name, is_name_segment, is_pool_segment};
+use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::ByteSize;
 
 /// Components k3s can be told not to deploy (`--disable`).
@@ -230,7 +230,7 @@ fn check_pool_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
 fn check_vm_names(cx: &mut Ctx, at: &Spanned<String>, cluster: &str, pool: &str, count: u32) {
     for i in 1..=count {
         let name = fleet_vm_name(cluster, pool, i);
-        if let Err(e) = check_portable_vm_name(&name) {
+        if let Err(e) = check_node_name(&name) {
             cx.at(
                 at,
                 format!("computed VM name {name:?} is not accepted by exe.dev: {e}"),
@@ -667,6 +667,47 @@ network:
     }
 
     #[test]
+    fn control_characters_and_tags_are_refused_where_they_are() {
+        one(
+            &with("defaults:\n  image: \"ubuntu\\e]0;TITLE\\a\\e[31m\"\n"),
+            12,
+            10,
+            "control character U+001B",
+            "single-line printable text",
+        );
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [\"--a=1\\r\"]\n",
+            ),
+            7,
+            16,
+            "control character U+000D",
+            "single-line printable text",
+        );
+        // `!!binary` would decode to "ubuntu" silently.
+        one(
+            &with("defaults:\n  image: !!binary dWJ1bnR1\n"),
+            12,
+            19,
+            "YAML tag !!binary",
+            "without a tag",
+        );
+        one(
+            &with("controlPlane:\n  labels: {!foo team: a}\n"),
+            12,
+            17,
+            "YAML tag !foo",
+            "without a tag",
+        );
+        // Every one is reported in one go.
+        let errs = errors(&with(
+            "defaults:\n  image: \"a\\tb\"\n  tags: [\"x\\u202ey\", !!binary eA==]\n",
+        ));
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+    }
+
+    #[test]
     fn yaml_syntax_error() {
         one(
             &replace("kind: Fleet", "kind: \"Fleet"),
@@ -893,6 +934,20 @@ network:
         );
         // The control plane's names are checked too: `a-cp1` is 5 characters.
         assert!(parse(&replace("name: demo", "name: a"), "f").is_ok());
+        // exe.dev takes 64 characters, a DNS label (the Tailscale host name)
+        // 63: `{47 x c}-{13 x p}1` is 63, one more pool letter is 64.
+        let cluster = "c".repeat(47);
+        let ok = replace("name: demo", &format!("name: {cluster}"))
+            + &format!("pools:\n  - name: {}\n    count: 1\n", "p".repeat(14));
+        assert!(parse(&ok, "f").is_ok());
+        one(
+            &(replace("name: demo", &format!("name: {cluster}"))
+                + &format!("pools:\n  - name: {}\n    count: 1\n", "p".repeat(15))),
+            12,
+            11,
+            "a DNS label, which holds at most 63",
+            "shorten",
+        );
     }
 
     #[test]
@@ -1056,8 +1111,8 @@ network:
             ),
             7,
             15,
-            "newline",
-            "one line",
+            "control character U+000A",
+            "single-line",
         );
     }
 
