@@ -382,7 +382,10 @@ struct SecretArgCtx<'a> {
 }
 
 /// Groups secret flags by key, in first-seen order: k3s turns each list item
-/// into one `--key=value` (a repeated flag simply has several items).
+/// into one `--key=value` (a repeated flag simply has several items). The
+/// k3s facts file is silent on how config.yaml maps to flags; this follows
+/// k3s's own reader (`pkg/configfilearg/parser.go`: key `k` with a list
+/// value gives `--k=item` per item, placed before the command-line flags).
 fn secret_arg_keys(args: &[(String, Secret)]) -> Vec<SecretArgCtx<'_>> {
     let mut out: Vec<SecretArgCtx<'_>> = Vec::new();
     for (flag, value) in args {
