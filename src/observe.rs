@@ -25,6 +25,7 @@ pub async fn observe(
         return Ok(Observed {
             vms,
             shares: BTreeMap::new(),
+            nodes: None,
         });
     }
     let managed: Vec<String> = fleet::desired_vms(fleet)
@@ -58,5 +59,9 @@ pub async fn observe(
             Err(e) => return Err(e),
         }
     }
-    Ok(Observed { vms, shares })
+    Ok(Observed {
+        vms,
+        shares,
+        nodes: None,
+    })
 }

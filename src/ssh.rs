@@ -363,6 +363,19 @@ pub fn ensure_control_dir(dir: &Path) -> Result<(), SshError> {
 /// `opts.retries` times with doubling pauses; any other failure is returned
 /// at once, since re-running a command that ran is not ours to decide.
 pub async fn run(vm: &str, remote_command: &[&str], opts: &SshOptions) -> Result<String, SshError> {
+    run_with_input(vm, remote_command, None, opts).await
+}
+
+/// [`run`], with `input` written to the remote command's stdin (a script
+/// for `bash -s`: what it holds never appears on a command line, where
+/// other users of either machine could read it). A connection failure
+/// before the command ran is retried like [`run`]'s.
+pub async fn run_with_input(
+    vm: &str,
+    remote_command: &[&str],
+    input: Option<&crate::secret::Secret>,
+    opts: &SshOptions,
+) -> Result<String, SshError> {
     let command = crate::shellwords::join(remote_command).map_err(|e| SshError::BadWord {
         word: remote_command.join(" "),
         reason: e.to_string(),
@@ -376,16 +389,45 @@ pub async fn run(vm: &str, remote_command: &[&str], opts: &SshOptions) -> Result
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let output = ssh_command(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|source| SshError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
+        let output = match input {
+            None => ssh_command(&program)
+                .args(&args)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .map_err(|source| SshError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?,
+            Some(text) => {
+                let mut child = ssh_command(&program)
+                    .args(&args)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|source| SshError::Spawn {
+                        program: program.clone(),
+                        source,
+                    })?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    use tokio::io::AsyncWriteExt;
+                    // A session that ends early closes stdin: its exit
+                    // status says why.
+                    let _ = stdin.write_all(text.expose().as_bytes()).await;
+                    drop(stdin);
+                }
+                child
+                    .wait_with_output()
+                    .await
+                    .map_err(|source| SshError::Spawn {
+                        program: program.clone(),
+                        source,
+                    })?
+            }
+        };
         match output.status.code() {
             Some(0) => {
                 return String::from_utf8(output.stdout).map_err(|_| SshError::NotUtf8 {

@@ -243,9 +243,12 @@ pub const CATALOGUE: &[CommandSpec] = &[
             "add or remove tags",
         )
     },
+    // Apply records a node's k3s release and settings in its comment after
+    // an in-place change (plan::spec::SpecComment).
     CommandSpec {
         retry: RetryClass::IdempotentWrite,
         mutates: true,
+        needed_by: &[FleetOp::Apply],
         ..read(
             "comment",
             "comment <vm> <text>",
@@ -1056,7 +1059,10 @@ mod tests {
         {
             assert!(apply.contains(&c), "apply's token lacks {c}");
         }
-        assert!(!apply.contains(&"comment"), "apply never sends comment");
+        assert!(
+            apply.contains(&"comment"),
+            "apply records in-place changes in the comment"
+        );
         assert_eq!(
             default_grants(),
             [

@@ -1,7 +1,18 @@
-//! Carries a plan out against exe.dev: servers one at a time (each a ready
-//! member before the next: etcd joins one learner at a time), agents in
-//! parallel (bounded), every `new` whose outcome is unknown settled by
-//! re-reading `ls` instead of re-sending blindly.
+//! Carries a plan out against exe.dev and the cluster: servers one at a
+//! time (each a ready member before the next: etcd joins one learner at a
+//! time), then agents, each pool's disruptive changes (drains, restarts,
+//! replacements, removals) within its `maxUnavailable` ([`crate::rollout`])
+//! and the rest in parallel (bounded); every `new` whose outcome is unknown
+//! settled by re-reading `ls` instead of re-sending blindly.
+//!
+//! An in-place change rolls node by node: cordon and drain (PDBs
+//! respected), change (k3s over SSH: [`crate::upgrade`]; a resize), Ready
+//! again at the plan's release, uncordon, comment updated. An agent
+//! replacement creates its successor (a new index) and waits for it to be
+//! Ready before draining and removing the old VM. A failed disruptive change
+//! stops the roll: nothing disruptive starts after it, the node stays
+//! cordoned, and re-running apply resumes (nodes already at the target are
+//! not planned again).
 //!
 //! On a new cluster, agents start as soon as the first server is ready, in
 //! parallel with the remaining server joins; otherwise after every server
@@ -22,9 +33,11 @@ use serde::Serialize;
 use crate::api::ApiError;
 use crate::api::retry::outcome_unknown;
 use crate::client::{Client, RmOutcome};
-use crate::fleet::{self, DesiredVm, Fleet, Role};
+use crate::fleet::{DesiredVm, Fleet};
 use crate::plan::spec::{self, ClusterSecrets};
-use crate::plan::{Action, Change, Op, Plan};
+use crate::plan::{Action, Change, Op, Plan, placement};
+use crate::rollout::{Budgets, Rollout};
+use crate::secret::Secret;
 
 /// What happened to one VM, as it happens.
 #[derive(Debug, Clone, Serialize)]
@@ -58,34 +71,34 @@ pub enum Event {
 /// Receives events; must be cheap and thread-safe.
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
 
+/// A boxed future, the shape of every hook below.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Something apply does to a node by name, through the Kubernetes API or
+/// SSH; Ok says what was done.
+pub type NodeHook = Arc<dyn Fn(String) -> BoxFuture<Result<String, String>> + Send + Sync>;
+
 /// Takes a node out of the cluster before its VM is removed (cordon, drain,
 /// delete the Node and so its etcd member); supplied by the CLI when the
 /// Kubernetes API is reachable.
-pub type NodeRemover = Arc<
-    dyn Fn(
-            String,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
-        + Send
-        + Sync,
->;
+pub type NodeRemover = NodeHook;
 
 /// Receives progress lines of a long wait (shown as steps of the VM).
 pub type StepSink = Arc<dyn Fn(String) + Send + Sync>;
 
-/// Waits until a server just created or resized is a ready member of the
-/// cluster (its bootstrap done, then its Node Ready when the API is
-/// reachable), so that servers change strictly one at a time (etcd joins one
+/// Waits until a node just created, restarted or changed is Ready: its
+/// bootstrap done for this boot, then (when the API is reachable) its Node
+/// Ready, at the given k3s release when one is given, with the fleet's
+/// labels. Servers change strictly one at a time on it (etcd joins one
 /// learner at a time; a restart must not overlap another).
-pub type ServerReady = Arc<
-    dyn Fn(
-            String,
-            StepSink,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
-        + Send
-        + Sync,
+pub type NodeReady = Arc<
+    dyn Fn(String, Option<String>, StepSink) -> BoxFuture<Result<String, String>> + Send + Sync,
 >;
+
+/// Runs an in-place change script ([`crate::plan::spec::change_script`])
+/// on a node over SSH, bounded ([`crate::upgrade::change_node`]).
+pub type NodeChanger =
+    Arc<dyn Fn(String, Secret) -> BoxFuture<Result<String, String>> + Send + Sync>;
 
 /// Logs a VM's Tailscale device out before the VM is deleted, so its
 /// MagicDNS name is free for a replacement (otherwise the replacement
@@ -96,11 +109,20 @@ pub type DeviceLogout = NodeRemover;
 /// How apply runs.
 #[derive(Clone)]
 pub struct ApplyOptions {
-    /// Waits for a server's Node to be Ready before the next server change.
-    pub server_ready: Option<ServerReady>,
+    /// Waits for a node to be Ready (servers after every change; agents
+    /// after an in-place change and before the VM they replace goes).
+    pub node_ready: Option<NodeReady>,
     /// Drains and deletes a node before its VM is deleted or replaced (not
     /// used by destroy: nothing would be left to move pods to).
     pub remover: Option<NodeRemover>,
+    /// Cordons and drains a node before it restarts in place.
+    pub drainer: Option<NodeHook>,
+    /// Uncordons a node once it is Ready again after an in-place change.
+    pub uncordoner: Option<NodeHook>,
+    /// Sets the fleet's labels and taints on a node through the API.
+    pub labeler: Option<NodeHook>,
+    /// Changes k3s on a node over SSH (needed for in-place k3s changes).
+    pub changer: Option<NodeChanger>,
     /// Logs the VM's Tailscale device out before `rm` (apply and destroy).
     pub logout: Option<DeviceLogout>,
     /// Agents changed at once.
@@ -117,8 +139,12 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
-            server_ready: None,
+            node_ready: None,
             remover: None,
+            drainer: None,
+            uncordoner: None,
+            labeler: None,
+            changer: None,
             logout: None,
             parallelism: 16,
             server_boot_timeout: Duration::from_secs(300),
@@ -159,9 +185,13 @@ struct Ctx<'a> {
     client: &'a Client,
     fleet: &'a Fleet,
     secrets: &'a ClusterSecrets,
-    desired: BTreeMap<String, DesiredVm>,
+    /// The plan's k3s release: what new nodes install and in-place changes
+    /// upgrade to.
+    version: String,
     opts: &'a ApplyOptions,
     report: &'a Reporter,
+    /// Set when a disruptive change failed: the roll stops there.
+    halted: AtomicBool,
     /// Owned servers that are up right now (join targets): starts as the
     /// observed running servers, loses each one deleted, gains each one
     /// created once it is ready.
@@ -176,6 +206,12 @@ impl Ctx<'_> {
         alive.iter().filter(|s| *s != vm).min().cloned()
     }
 
+    fn desired(&self, vm: &str) -> Result<DesiredVm, StepError> {
+        placement::desired_named(self.fleet, vm).ok_or_else(|| {
+            StepError::Other(format!("{vm} is not in the fleet any more; re-run plan"))
+        })
+    }
+
     fn has_alive_server(&self) -> bool {
         !self
             .alive_servers
@@ -185,7 +221,8 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs `plan`. Never touches a VM the plan does not name.
+/// Runs `plan`. Never touches a VM the plan does not name (nor the new
+/// VM of a replacement it names).
 pub async fn apply(
     client: &Client,
     fleet: &Fleet,
@@ -200,32 +237,32 @@ pub async fn apply(
         client,
         fleet,
         secrets,
-        desired: fleet::desired_vms(fleet)
-            .into_iter()
-            .map(|d| (d.name.clone(), d))
-            .collect(),
+        version: plan
+            .release
+            .as_ref()
+            .map(|r| r.version.clone())
+            .unwrap_or_default(),
         opts,
         report: &report,
+        halted: AtomicBool::new(false),
         alive_servers: std::sync::Mutex::new(observed_servers.to_vec()),
     };
-    let (servers, agents): (Vec<&Change>, Vec<&Change>) = plan
-        .changes
-        .iter()
-        .partition(|c| c.role == Role::Server.as_str());
+    let Rollout { servers, agents } = Rollout::of(plan);
+    let budgets = Budgets::of(fleet);
     // A new cluster has no server up yet: its agents can start once the
     // first server is ready, while the other servers join one by one.
     // Otherwise agents wait for every server change (a roll must not move
-    // their join target under them).
+    // their join target under them; servers are upgraded before agents).
     let new_cluster = !ctx.has_alive_server();
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
 
     let servers_done = async {
         let mut out = ApplyReport::default();
-        let mut server_failed = false;
         for c in servers {
-            if opts.cancel.load(Ordering::Relaxed) || server_failed {
-                let reason = if server_failed {
-                    "an earlier server change failed"
+            let halted = ctx.halted.load(Ordering::Relaxed);
+            if opts.cancel.load(Ordering::Relaxed) || halted {
+                let reason = if halted {
+                    "an earlier server change failed: the roll stopped there (re-run apply to resume)"
                 } else {
                     "interrupted"
                 };
@@ -240,7 +277,7 @@ pub async fn apply(
             match run_one(&ctx, c, true).await {
                 Ok(()) => out.done.push((c.vm.clone(), c.action)),
                 Err(e) => {
-                    server_failed = true;
+                    ctx.halted.store(true, Ordering::Relaxed);
                     out.failed.push((c.vm.clone(), c.action, e.to_string()));
                 }
             }
@@ -252,22 +289,52 @@ pub async fn apply(
         out
     };
 
-    // Agents: in parallel, bounded, once the gate opens.
+    // Agents: in parallel (bounded), each pool's disruptive changes within
+    // its budget, once the gate opens.
     let agents_done = async {
         let mut gate = gate_rx.clone();
         let _ = gate.wait_for(|open| *open).await;
         let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
+        let pools: BTreeMap<String, Arc<tokio::sync::Semaphore>> = agents
+            .iter()
+            .map(|c| {
+                (
+                    c.pool.clone(),
+                    Arc::new(tokio::sync::Semaphore::new(budgets.of_pool(&c.pool))),
+                )
+            })
+            .collect();
         futures_join(agents.iter().map(|c| {
             let sem = sem.clone();
+            let pool = pools.get(&c.pool).cloned();
             let ctx = &ctx;
             async move {
+                // The pool's budget first: a waiting change holds no
+                // parallelism slot.
+                let _out_of_service = match (c.disrupts(), pool) {
+                    (true, Some(p)) => p.acquire_owned().await.ok(),
+                    _ => None,
+                };
                 let _permit = sem.acquire().await;
                 if ctx.opts.cancel.load(Ordering::Relaxed) {
                     (report_skip(ctx, c, "interrupted"), c)
+                } else if c.disrupts() && ctx.halted.load(Ordering::Relaxed) {
+                    (
+                        report_skip(
+                            ctx,
+                            c,
+                            "an earlier change failed: the roll stopped there (re-run apply to resume)",
+                        ),
+                        c,
+                    )
                 } else if joins(c) && !ctx.has_alive_server() {
                     (report_skip(ctx, c, "no server is up for it to join"), c)
                 } else {
-                    (Some(run_one(ctx, c, false).await), c)
+                    let r = run_one(ctx, c, false).await;
+                    if r.is_err() && c.disrupts() {
+                        ctx.halted.store(true, Ordering::Relaxed);
+                    }
+                    (Some(r), c)
                 }
             }
         }))
@@ -330,27 +397,27 @@ async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepE
         action: c.action,
     });
     let result = async {
-        match c.action {
-            Action::Create => create(ctx, c, is_server, true).await,
-            Action::Update => {
-                run_ops(ctx, &c.vm, &c.ops).await?;
-                // A resize restarts the VM: a server must be back before the
-                // next server changes.
-                if is_server && c.ops.iter().any(|o| matches!(o, Op::Resize { .. })) {
-                    wait_running(ctx, &c.vm).await?;
-                    server_ready(ctx, &c.vm).await?;
-                }
-                Ok(())
-            }
-            Action::Delete => {
+        match (c.action, &c.replaced_by) {
+            (Action::Create, _) => create(ctx, &c.vm, &c.ops, is_server, true).await,
+            (Action::Update | Action::Upgrade, _) => in_place(ctx, c, is_server).await,
+            (Action::Delete, _) => {
                 remove_node(ctx, &c.vm).await?;
                 delete(ctx, &c.vm).await
             }
-            Action::Replace => {
+            (Action::Replace, Some(new)) => {
+                // Create before destroy: the successor is Ready before the
+                // old node is drained and its VM removed.
+                create(ctx, new, &c.ops, is_server, true).await?;
+                wait_running(ctx, new).await?;
+                node_ready(ctx, new, Some(ctx.version.clone())).await?;
+                remove_node(ctx, &c.vm).await?;
+                delete(ctx, &c.vm).await
+            }
+            (Action::Replace, None) => {
                 remove_node(ctx, &c.vm).await?;
                 delete(ctx, &c.vm).await?;
                 // Just deleted: a "name not available" now is not ours.
-                create(ctx, c, is_server, false).await
+                create(ctx, &c.vm, &c.ops, is_server, false).await
             }
         }
     }
@@ -393,14 +460,17 @@ fn step(ctx: &Ctx<'_>, vm: &str, s: impl Into<String>) {
     });
 }
 
-async fn server_ready(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
-    let Some(wait) = &ctx.opts.server_ready else {
+async fn node_ready(ctx: &Ctx<'_>, vm: &str, version: Option<String>) -> Result<(), StepError> {
+    let Some(wait) = &ctx.opts.node_ready else {
         return Ok(());
     };
     step(
         ctx,
         vm,
-        "waiting for its bootstrap, then for the node to be Ready",
+        match &version {
+            Some(v) => format!("waiting for its node to be Ready at k3s {v}"),
+            None => "waiting for its bootstrap, then for the node to be Ready".to_string(),
+        },
     );
     let report = ctx.report.clone();
     let name = vm.to_string();
@@ -410,10 +480,142 @@ async fn server_ready(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
             step: s,
         })
     });
-    let outcome = wait(vm.to_string(), sink)
+    let outcome = wait(vm.to_string(), version, sink)
         .await
         .map_err(|e| StepError::Other(format!("{vm} did not become a Ready node: {e}")))?;
     step(ctx, vm, outcome);
+    Ok(())
+}
+
+/// Runs an optional hook on a node; its absence is said once as a step.
+async fn hook(
+    ctx: &Ctx<'_>,
+    vm: &str,
+    hook: &Option<NodeHook>,
+    doing: &str,
+    without: &str,
+) -> Result<(), String> {
+    match hook {
+        Some(h) => {
+            step(ctx, vm, doing);
+            let outcome = h(vm.to_string()).await?;
+            step(ctx, vm, outcome);
+        }
+        None => step(ctx, vm, without),
+    }
+    Ok(())
+}
+
+/// An in-place change, node by node: the proxy and tags first (harmless),
+/// then, when the node restarts, cordon and drain, the k3s change over SSH
+/// and/or the resize, Ready again (at the plan's release after a k3s
+/// change), uncordon; labels through the API; the comment last. A failure
+/// after the drain leaves the node cordoned, and says so.
+async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepError> {
+    let d = ctx.desired(&c.vm)?;
+    let vm = c.vm.as_str();
+    let cheap: Vec<Op> = c
+        .ops
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Op::AddTags { .. }
+                    | Op::RemoveTags { .. }
+                    | Op::SharePort { .. }
+                    | Op::ShareVisibility { .. }
+            )
+        })
+        .cloned()
+        .collect();
+    run_ops(ctx, vm, &cheap).await?;
+    let k3s = c.ops.iter().any(Op::changes_k3s);
+    let resize = c.ops.iter().find(|o| matches!(o, Op::Resize { .. }));
+    if c.restart.is_some() {
+        hook(
+            ctx,
+            vm,
+            &ctx.opts.drainer,
+            "cordon + drain",
+            "not drained: the Kubernetes API is not reachable",
+        )
+        .await
+        .map_err(|e| {
+            StepError::Other(format!(
+                "{vm}: could not drain the node, so nothing on it was changed (it may be left cordoned: `kubectl uncordon {vm}`): {e}"
+            ))
+        })?;
+        let changed = async {
+            if k3s {
+                let script = spec::change_script(ctx.fleet, &d, ctx.secrets, &ctx.version)?;
+                let changer = ctx.opts.changer.as_ref().ok_or_else(|| {
+                    StepError::Other(
+                        "in-place k3s changes need SSH to the VM (--ssh-key)".to_string(),
+                    )
+                })?;
+                step(ctx, vm, format!("k3s {} over SSH", ctx.version));
+                let outcome = changer(vm.to_string(), script)
+                    .await
+                    .map_err(StepError::Other)?;
+                step(ctx, vm, outcome);
+            }
+            if let Some(op) = resize {
+                run_ops(ctx, vm, std::slice::from_ref(op)).await?;
+                wait_running(ctx, vm).await?;
+            }
+            node_ready(ctx, vm, k3s.then(|| ctx.version.clone())).await
+        }
+        .await;
+        if let Err(e) = changed {
+            return Err(StepError::Other(format!(
+                "{e}\n  {vm} is left cordoned. Fix the cause, then re-run apply: it resumes here (nodes already changed are not changed again); or `kubectl uncordon {vm}` to put it back as it is"
+            )));
+        }
+        if is_server {
+            let mut alive = ctx.alive_servers.lock().unwrap_or_else(|p| p.into_inner());
+            if !alive.iter().any(|s| s == vm) {
+                alive.push(vm.to_string());
+            }
+        }
+        hook(
+            ctx,
+            vm,
+            &ctx.opts.uncordoner,
+            "uncordon",
+            "not uncordoned: the Kubernetes API is not reachable",
+        )
+        .await
+        .map_err(|e| {
+            StepError::Other(format!(
+                "{vm} is Ready again but still cordoned: {e}; run `kubectl uncordon {vm}`"
+            ))
+        })?;
+    }
+    if c.ops.iter().any(|o| matches!(o, Op::NodeLabels)) {
+        hook(
+            ctx,
+            vm,
+            &ctx.opts.labeler,
+            "labels and taints through the API",
+            "labels and taints not set: the Kubernetes API is not reachable",
+        )
+        .await
+        .map_err(StepError::Other)?;
+    }
+    // The comment records what the node now runs (a k3s change), or what
+    // the plan brought up to date.
+    let comment = if k3s {
+        Some(spec::comment_for(ctx.fleet, &d, Some(&ctx.version)))
+    } else {
+        c.ops.iter().find_map(|o| match o {
+            Op::Comment { comment } => Some(comment.clone()),
+            _ => None,
+        })
+    };
+    if let Some(text) = comment {
+        step(ctx, vm, "comment");
+        ctx.client.comment(vm, &text).await?;
+    }
     Ok(())
 }
 
@@ -422,51 +624,53 @@ async fn server_ready(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
 /// never for a replacement, whose old VM was just deleted.
 async fn create(
     ctx: &Ctx<'_>,
-    c: &Change,
+    name: &str,
+    ops: &[Op],
     is_server: bool,
     adopt_existing: bool,
 ) -> Result<(), StepError> {
-    let d = ctx.desired.get(&c.vm).ok_or_else(|| {
-        StepError::Other(format!(
-            "{} is not in the fleet any more; re-run plan",
-            c.vm
-        ))
-    })?;
+    let d = ctx.desired(name)?;
     // Every joiner contacts a server that is up now. A (re)created first
     // server joins one that still holds the cluster, if any, instead of
     // initialising a second, empty cluster.
     let join_via = ctx.join_target(&d.name);
-    let spec = spec::new_vm(ctx.fleet, d, ctx.secrets, join_via.as_deref())?;
-    step(ctx, &c.vm, "new");
+    let spec = spec::new_vm(
+        ctx.fleet,
+        &d,
+        ctx.secrets,
+        join_via.as_deref(),
+        &ctx.version,
+    )?;
+    step(ctx, name, "new");
     match ctx.client.new_vm(spec.clone()).await {
         Ok(_) => {}
         Err(e) if outcome_unknown(&e) => {
             step(
                 ctx,
-                &c.vm,
+                name,
                 format!("outcome unknown ({}): re-reading ls", e.kind_name()),
             );
-            settle_new(ctx, &c.vm, spec).await?;
+            settle_new(ctx, name, spec).await?;
         }
         Err(e)
             if adopt_existing
                 && e.message.contains("not available")
-                && owned_exists(ctx, &c.vm).await? =>
+                && owned_exists(ctx, name).await? =>
         {
             // A previous, interrupted run created it: converge, don't duplicate.
-            step(ctx, &c.vm, "already created by an earlier run");
+            step(ctx, name, "already created by an earlier run");
         }
         Err(e) => return Err(e.into()),
     }
     if is_server {
-        wait_running(ctx, &c.vm).await?;
-        server_ready(ctx, &c.vm).await?;
+        wait_running(ctx, name).await?;
+        node_ready(ctx, name, Some(ctx.version.clone())).await?;
         ctx.alive_servers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(c.vm.clone());
+            .push(name.to_string());
     }
-    run_ops(ctx, &c.vm, &c.ops).await
+    run_ops(ctx, name, ops).await
 }
 
 /// After a `new` with unknown outcome: look before re-sending.
@@ -600,6 +804,8 @@ async fn run_ops(ctx: &Ctx<'_>, vm: &str, ops: &[Op]) -> Result<(), StepError> {
                 );
                 ctx.client.share_visibility(vm, *public).await?;
             }
+            // Carried out by `in_place`, in their order around a restart.
+            Op::Upgrade { .. } | Op::Reconfigure { .. } | Op::NodeLabels | Op::Comment { .. } => {}
         }
     }
     Ok(())

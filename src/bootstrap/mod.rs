@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tera::{Context, Kwargs, State, Tera};
 
 use crate::secret::Secret;
@@ -46,11 +45,35 @@ pub const LOG_PATH: &str = "/var/log/exedev-k8s-bootstrap.log";
 pub const K3S_PORT: u16 = 6443;
 
 /// k3s's config file; the installer never rewrites it, unlike its arguments.
+/// Written once, at the first boot, and never again by the tool: it holds
+/// the token, which an operator may rotate (facts "Tokens, again").
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
+
+/// The drop-in (k3s reads `config.yaml.d/*.yaml` after config.yaml, a
+/// later key replacing an earlier one) holding the k3s settings the tool
+/// changes in place: `disable` and the secret flags. Written at the first
+/// boot with config.yaml and rewritten only by an in-place change
+/// ([`render_change`]), so config.yaml and its token are never rewritten.
+pub const DROPIN_PATH: &str = "/etc/rancher/k3s/config.yaml.d/exedev-k8s.yaml";
+
+/// Where an in-place change logs (never a secret).
+pub const CHANGE_LOG_PATH: &str = "/var/log/exedev-k8s-change.log";
 
 const MANIFEST_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
 
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 8] = [
+    (
+        "helpers.sh.tera",
+        include_str!("../../templates/helpers.sh.tera"),
+    ),
+    (
+        "node-change.sh.tera",
+        include_str!("../../templates/node-change.sh.tera"),
+    ),
+    (
+        "dropin.yaml.tera",
+        include_str!("../../templates/dropin.yaml.tera"),
+    ),
     (
         "common.sh.tera",
         include_str!("../../templates/common.sh.tera"),
@@ -109,18 +132,6 @@ impl ScriptKind {
     }
 }
 
-/// Which k3s to install when a node has none: a pinned version gives
-/// reproducible nodes, a channel (`stable`, `v1.31`) follows upstream. Used
-/// only for the first install: a node that has k3s keeps it (upgrades happen
-/// in place, never through a boot-time rerun).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum K3sRelease {
-    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`.
-    Version(String),
-    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`.
-    Channel(String),
-}
-
 /// Everything one node's setup script depends on. Secrets are [`Secret`]s so
 /// that `{:?}` of an input (in logs, errors, plans) never shows them.
 #[derive(Debug, Clone)]
@@ -142,8 +153,12 @@ pub struct BootstrapInput {
     /// VM names of every server the fleet may have (`tls-san` of servers),
     /// so a kubeconfig may point at any of them.
     pub server_names: Vec<String>,
-    /// Which k3s the installer fetches when the node has none.
-    pub release: K3sRelease,
+    /// The k3s release the installer fetches: the fleet's, decided at plan
+    /// time (never a channel followed at first boot, which would let a
+    /// later node run a newer kubelet than the servers). Installed only
+    /// when the node has no k3s; upgrades happen in place
+    /// ([`render_change`]), never through a boot-time rerun.
+    pub version: String,
     /// The admin-equivalent server token: servers only, never in an agent's
     /// script.
     pub server_token: Secret,
@@ -286,38 +301,6 @@ pub fn render(input: &BootstrapInput) -> Result<String, BootstrapError> {
     Ok(script)
 }
 
-/// Short identity of what a node's script does, secrets and the join target
-/// left out: stored with a VM so a later run can tell the VM was built from
-/// other settings and must be replaced, while rotating nothing but a secret
-/// does not churn VMs.
-pub fn fingerprint(input: &BootstrapInput) -> String {
-    let mut redacted = input.clone();
-    redacted.server_token = Secret::new("<server-token>");
-    redacted.agent_token = Secret::new("<agent-token>");
-    redacted.tailscale_auth_key = Secret::new("<tailscale-auth-key>");
-    for (_, value) in redacted
-        .server_secret_args
-        .iter_mut()
-        .chain(&mut redacted.agent_secret_args)
-    {
-        *value = Secret::new("<secret>");
-    }
-    // Which live server a joiner contacts is decided at apply time; it says
-    // nothing about what the node is.
-    redacted.join_server = "<join-server>".to_string();
-    let text = match render_unchecked(&redacted) {
-        Ok(script) => script,
-        // Invalid input never reaches a VM; still give it a stable value.
-        Err(_) => format!("invalid:{redacted:?}"),
-    };
-    let digest = Sha256::digest(text.as_bytes());
-    let mut hex = String::with_capacity(12);
-    for byte in digest.iter().take(6) {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
-}
-
 /// A double-quoted YAML scalar whose value is `s`: escapes backslash, quote
 /// and everything YAML does not allow printed or could read as a line break.
 fn yamlstr(s: &str) -> String {
@@ -419,7 +402,15 @@ struct ManifestCtx<'a> {
     content: &'a str,
 }
 
-fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
+/// config.yaml and the drop-in of a node, rendered (values through
+/// `yamlstr`). config.yaml's `tls-san` list comes last on servers: the
+/// script appends the node's Tailscale IPv4 to it, then `node-ip`.
+struct ConfigFiles {
+    config_yaml: String,
+    dropin_yaml: String,
+}
+
+fn render_configs(input: &BootstrapInput) -> Result<ConfigFiles, BootstrapError> {
     let tera = tera()?;
     let kind = input.kind;
     let labels: Vec<String> = input
@@ -431,11 +422,6 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
         .iter()
         .map(|s| format!("{s}.{}", input.tailnet))
         .collect();
-    let join_host = match kind {
-        ScriptKind::ServerInit => String::new(),
-        _ => format!("{}.{}", input.join_server, input.tailnet),
-    };
-
     let mut cfg = Context::new();
     // Least privilege: an agent's script never holds the server token.
     let token = if kind.is_server() {
@@ -447,7 +433,10 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     cfg.insert("agent_token", input.agent_token.expose());
     cfg.insert("node_name", &input.node_name);
     cfg.insert("cluster_init", &(kind == ScriptKind::ServerInit));
-    cfg.insert("server_url", &format!("https://{join_host}:{K3S_PORT}"));
+    cfg.insert(
+        "server_url",
+        &format!("https://{}:{K3S_PORT}", join_host(input)),
+    );
     cfg.insert("labels", &labels);
     cfg.insert("taints", &input.taints);
     cfg.insert("is_server", &kind.is_server());
@@ -458,14 +447,18 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     } else {
         &input.agent_secret_args
     });
-    cfg.insert("secret_args", &Vec::<SecretArgCtx<'_>>::new());
+    cfg.insert("secret_args", &secret_args);
     let mut config_yaml = tera
         .render("config.yaml.tera", &cfg)
         .map_err(template_error)?;
-    // Secret flags come last, and never under a key exedev-k8s already
-    // writes (two values for one key: which wins is k3s's business).
+    if !config_yaml.ends_with('\n') {
+        config_yaml.push('\n');
+    }
+    // Secret flags never take a key exedev-k8s already writes (two values
+    // for one key: which wins is k3s's business).
     let mut own = config_keys(&config_yaml);
     own.extend(SCRIPT_CONFIG_KEYS);
+    own.push("disable");
     if let Some(clash) = secret_args.iter().find(|a| own.contains(&a.key)) {
         return Err(invalid(
             "secret k3s flag",
@@ -475,28 +468,59 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
             ),
         ));
     }
-    if !secret_args.is_empty() {
-        cfg.insert("secret_args", &secret_args);
-        config_yaml = tera
-            .render("config.yaml.tera", &cfg)
+    let has_dropin = !secret_args.is_empty() || (kind.is_server() && !input.disable.is_empty());
+    let dropin_yaml = if has_dropin {
+        let mut d = tera
+            .render("dropin.yaml.tera", &cfg)
             .map_err(template_error)?;
-    }
-    if !config_yaml.ends_with('\n') {
-        config_yaml.push('\n');
-    }
-
-    let (version, channel) = match &input.release {
-        K3sRelease::Version(v) => (v.as_str(), ""),
-        K3sRelease::Channel(c) => ("", c.as_str()),
-    };
-    let mut install_args = Vec::new();
-    if kind.is_server() {
-        install_args.push("server".to_string());
-        install_args.extend(input.server_args.iter().cloned());
+        if !d.ends_with('\n') {
+            d.push('\n');
+        }
+        d
     } else {
-        install_args.push("agent".to_string());
-        install_args.extend(input.agent_args.iter().cloned());
+        String::new()
+    };
+    Ok(ConfigFiles {
+        config_yaml,
+        dropin_yaml,
+    })
+}
+
+/// The host a joiner contacts, `<server>.<tailnet>` (empty for the first
+/// server of a new cluster).
+fn join_host(input: &BootstrapInput) -> String {
+    match input.kind {
+        ScriptKind::ServerInit => String::new(),
+        _ => format!("{}.{}", input.join_server, input.tailnet),
     }
+}
+
+/// `server|agent` and the plain extra flags: the installer's arguments,
+/// which it writes into the unit's `ExecStart`.
+fn install_args(input: &BootstrapInput) -> Vec<String> {
+    let mut args = Vec::new();
+    if input.kind.is_server() {
+        args.push("server".to_string());
+        args.extend(input.server_args.iter().cloned());
+    } else {
+        args.push("agent".to_string());
+        args.extend(input.agent_args.iter().cloned());
+    }
+    args
+}
+
+fn unit(input: &BootstrapInput) -> &'static str {
+    if input.kind.is_server() {
+        "k3s"
+    } else {
+        "k3s-agent"
+    }
+}
+
+fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    let tera = tera()?;
+    let kind = input.kind;
+    let files = render_configs(input)?;
     let manifests: Vec<ManifestCtx<'_>> = if kind.is_server() {
         input
             .manifests
@@ -509,36 +533,68 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     } else {
         Vec::new()
     };
-    let release_line = if version.is_empty() {
-        format!("k3s-channel: {channel}")
-    } else {
-        format!("k3s-version: {version}")
-    };
     // What the state file says besides state and step: no secret.
     let state_tail = format!(
-        "role: {}\nnode: {}\ncluster: {}\n{release_line}\n",
+        "role: {}\nnode: {}\ncluster: {}\nk3s-version: {}\n",
         kind.label(),
         input.node_name,
-        input.cluster
+        input.cluster,
+        input.version
     );
 
     let mut ctx = Context::new();
     ctx.insert("kind", kind.label());
     ctx.insert("node_name", &input.node_name);
     ctx.insert("cluster", &input.cluster);
-    ctx.insert("unit", if kind.is_server() { "k3s" } else { "k3s-agent" });
-    ctx.insert("version", version);
-    ctx.insert("channel", channel);
-    ctx.insert("install_args", &install_args);
+    ctx.insert("unit", unit(input));
+    ctx.insert("version", &input.version);
+    ctx.insert("install_args", &install_args(input));
     ctx.insert("tailscale_auth_key", input.tailscale_auth_key.expose());
-    ctx.insert("join_host", &join_host);
-    ctx.insert("config_yaml", &config_yaml);
+    ctx.insert("join_host", &join_host(input));
+    ctx.insert("config_yaml", &files.config_yaml);
+    ctx.insert("dropin_yaml", &files.dropin_yaml);
+    ctx.insert("dropin_path", DROPIN_PATH);
     ctx.insert("state_tail", &state_tail);
     ctx.insert("log_path", LOG_PATH);
     ctx.insert("state_path", STATE_PATH);
     ctx.insert("is_server", &kind.is_server());
     ctx.insert("manifests", &manifests);
     let mut script = tera.render(kind.template(), &ctx).map_err(template_error)?;
+    if !script.ends_with('\n') {
+        script.push('\n');
+    }
+    Ok(script)
+}
+
+/// The script that changes a running node in place, run over SSH (as the
+/// VM's `exedev` user, like the setup script, its text on stdin: it holds
+/// the secret flag values, which never go on a command line): writes the
+/// drop-in ([`DROPIN_PATH`]; removed when the fleet has nothing for it),
+/// re-runs the k3s installer with `INSTALL_K3S_VERSION` and
+/// `INSTALL_K3S_SKIP_START=true` (facts "The installer": a restart by the
+/// installer would block without a bound) with the node's arguments, which
+/// rewrites the unit, then stops and starts the unit and waits a bounded
+/// time for it to be active (servers: `/readyz` too). It refuses to
+/// downgrade (facts "Versions": a pinned installer run downgrades a node
+/// upgraded by other means) and never touches config.yaml (the token).
+/// Idempotent: re-running it converges on the same node.
+pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    validate(input)?;
+    let tera = tera()?;
+    let files = render_configs(input)?;
+    let mut ctx = Context::new();
+    ctx.insert("node_name", &input.node_name);
+    ctx.insert("cluster", &input.cluster);
+    ctx.insert("unit", unit(input));
+    ctx.insert("version", &input.version);
+    ctx.insert("install_args", &install_args(input));
+    ctx.insert("dropin_yaml", &files.dropin_yaml);
+    ctx.insert("dropin_path", DROPIN_PATH);
+    ctx.insert("log_path", CHANGE_LOG_PATH);
+    ctx.insert("is_server", &input.kind.is_server());
+    let mut script = tera
+        .render("node-change.sh.tera", &ctx)
+        .map_err(template_error)?;
     if !script.ends_with('\n') {
         script.push('\n');
     }
@@ -599,12 +655,15 @@ fn validate(input: &BootstrapInput) -> Result<(), BootstrapError> {
         non_empty("server name", name)?;
         single_line("server name", name, false)?;
     }
-    let release = match &input.release {
-        K3sRelease::Version(v) => v,
-        K3sRelease::Channel(c) => c,
-    };
-    non_empty("k3s release", release)?;
-    single_line("k3s release", release, false)?;
+    if !crate::release::is_release(&input.version) {
+        return Err(invalid(
+            "k3s version",
+            format!(
+                "{:?} is not a k3s release (v1.31.4+k3s1)",
+                crate::text::one_line(&input.version)
+            ),
+        ));
+    }
     for (field, secret) in [
         ("server token", &input.server_token),
         ("agent token", &input.agent_token),

@@ -44,7 +44,7 @@ fn input(kind: ScriptKind) -> BootstrapInput {
         tailnet: "tail1234.ts.net".to_string(),
         join_server: "prod-cp1".to_string(),
         server_names: (1..=5).map(|i| format!("prod-cp{i}")).collect(),
-        release: K3sRelease::Version(VERSION.to_string()),
+        version: VERSION.to_string(),
         server_token: Secret::new(SERVER_TOKEN),
         agent_token: Secret::new(AGENT_TOKEN),
         tailscale_auth_key: Secret::new(TS_KEY),
@@ -149,14 +149,22 @@ fn the_largest_realistic_script_leaves_headroom() {
     assert!(size < MAX_SETUP_SCRIPT_BYTES - 1024, "{size} bytes");
 }
 
+/// Every script pins the fleet's release (decided at plan time): a node
+/// never installs whatever a channel points at when it first boots.
 #[test]
-fn channel_release_uses_install_k3s_channel() {
+fn scripts_pin_the_release_and_never_follow_a_channel() {
+    for kind in KINDS {
+        let script = render(&input(kind)).expect("renders");
+        assert!(script.contains("INSTALL_K3S_VERSION=\"$K3S_VERSION\""));
+        assert!(script.contains(&format!("K3S_VERSION='{VERSION}'")));
+        assert!(!script.contains("INSTALL_K3S_CHANNEL"), "{kind:?}");
+    }
     let mut i = input(ScriptKind::Agent);
-    i.release = K3sRelease::Channel("stable".to_string());
-    let script = render(&i).expect("renders");
-    assert!(script.contains("INSTALL_K3S_CHANNEL=\"$K3S_CHANNEL\""));
-    assert!(script.contains("K3S_CHANNEL='stable'"));
-    assert!(!script.contains("INSTALL_K3S_VERSION"));
+    i.version = "stable".to_string();
+    assert!(matches!(
+        render(&i),
+        Err(BootstrapError::InvalidValue { .. })
+    ));
 }
 
 #[test]
@@ -268,34 +276,6 @@ fn secrets_never_appear_in_debug_state_or_errors() {
 }
 
 #[test]
-fn fingerprint_ignores_secrets_and_join_target_and_tracks_everything_else() {
-    let i = input(ScriptKind::ServerJoin);
-    let fp = fingerprint(&i);
-    assert_eq!(fp.len(), 12);
-    assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
-    assert_eq!(fp, fingerprint(&i.clone()));
-
-    let mut rotated = i.clone();
-    rotated.server_token = Secret::new("another-token");
-    rotated.agent_token = Secret::new("another-agent-token");
-    rotated.tailscale_auth_key = Secret::new("tskey-other");
-    rotated.join_server = "prod-cp3".to_string();
-    assert_eq!(fp, fingerprint(&rotated));
-
-    let mut relabelled = i.clone();
-    relabelled
-        .labels
-        .insert("new".to_string(), "label".to_string());
-    assert_ne!(fp, fingerprint(&relabelled));
-
-    let mut upgraded = i.clone();
-    upgraded.release = K3sRelease::Version("v1.32.0+k3s1".to_string());
-    assert_ne!(fp, fingerprint(&upgraded));
-
-    assert_ne!(fp, fingerprint(&input(ScriptKind::Agent)));
-}
-
-#[test]
 fn shquote_and_yamlstr_escape() {
     assert_eq!(crate::shellwords::single_quote("it's"), "'it'\\''s'");
     assert_eq!(crate::shellwords::single_quote(""), "''");
@@ -365,13 +345,11 @@ fn bash_n(script: &str) -> Output {
 #[test]
 fn bash_n_passes_for_every_kind() {
     for kind in KINDS {
-        for release in [
-            K3sRelease::Version(VERSION.to_string()),
-            K3sRelease::Channel("v1.31".to_string()),
+        for script in [
+            render(&input(kind)).expect("renders"),
+            render_change(&input(kind)).expect("renders"),
         ] {
-            let mut i = input(kind);
-            i.release = release;
-            let out = bash_n(&render(&i).expect("renders"));
+            let out = bash_n(&script);
             assert!(
                 out.status.success(),
                 "{kind:?}: {}",
@@ -411,14 +389,12 @@ fn shellcheck(script: &str, what: &str) {
 #[test]
 fn shellcheck_passes_for_every_kind() {
     for kind in KINDS {
-        for release in [
-            K3sRelease::Version(VERSION.to_string()),
-            K3sRelease::Channel("stable".to_string()),
-        ] {
-            let mut i = input(kind);
-            i.release = release;
-            shellcheck(&render(&i).expect("renders"), &format!("{:?}", i.kind));
-        }
+        let i = input(kind);
+        shellcheck(&render(&i).expect("renders"), &format!("{kind:?}"));
+        shellcheck(
+            &render_change(&i).expect("renders"),
+            &format!("{kind:?} in-place change"),
+        );
     }
 }
 
@@ -745,7 +721,15 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
                 .collect();
             sans.push(TS_IP.to_string());
             assert_eq!(cfg.tls_san, sans);
-            assert_eq!(cfg.disable, ["traefik", "servicelb"]);
+            // `disable` is in the drop-in, which the tool rewrites in
+            // place; config.yaml (the token) is written once.
+            assert!(cfg.disable.is_empty());
+            let (_, _, mode) = snapshot(&sb.root(DROPIN_PATH));
+            assert_eq!(mode, 0o600, "{kind:?}");
+            assert_eq!(
+                dropin_map(&sb)["disable"],
+                serde_json::json!(["traefik", "servicelb"])
+            );
             assert_eq!(cfg.write_kubeconfig_mode.as_deref(), Some("0600"));
             assert!(log.contains("k3s kubectl get --raw /readyz"));
         } else {
@@ -753,6 +737,7 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
             assert_eq!(cfg.agent_token, None);
             assert_eq!(cfg.advertise_address, None);
             assert!(cfg.tls_san.is_empty() && cfg.disable.is_empty());
+            assert!(!sb.root(DROPIN_PATH).exists(), "nothing to change in place");
             assert_eq!(cfg.write_kubeconfig_mode, None);
             let text = std::fs::read_to_string(sb.root(CONFIG_PATH)).expect("config");
             assert!(!text.contains(SERVER_TOKEN));
@@ -858,33 +843,26 @@ fn a_rerun_after_a_token_rotation_keeps_the_rotated_token() {
 /// k3s: at boot the installer never runs again, the unit is just started.
 #[test]
 fn a_rerun_never_reinstalls_upgrades_or_downgrades() {
-    for release in [
-        K3sRelease::Version(VERSION.into()),
-        K3sRelease::Channel("stable".into()),
-    ] {
-        for kind in KINDS {
-            let sb = Sandbox::new();
-            let mut i = input(kind);
-            i.release = release.clone();
-            let script = render(&i).expect("renders");
-            assert_ok(&sb.run(&script, &[]));
-            sb.set("k3s-version", "v1.32.2+k3s1\n");
-            sb.unset("active");
-            let before = sb.log();
-            assert_ok(&sb.run(&script, &[]));
-            let calls = sb.calls_since(&before);
-            assert!(
-                !calls.contains("installer") && !calls.contains("curl"),
-                "{calls}"
-            );
-            assert!(
-                calls.contains(&format!("systemctl start --no-block {}\n", unit(kind))),
-                "{calls}"
-            );
-            let version = std::fs::read_to_string(sb.base.join("state/k3s-version")).expect("v");
-            assert_eq!(version.trim(), "v1.32.2+k3s1");
-            assert!(sb.vm_log().contains("k3s v1.32.2+k3s1 is installed: kept"));
-        }
+    for kind in KINDS {
+        let sb = Sandbox::new();
+        let script = render(&input(kind)).expect("renders");
+        assert_ok(&sb.run(&script, &[]));
+        sb.set("k3s-version", "v1.32.2+k3s1\n");
+        sb.unset("active");
+        let before = sb.log();
+        assert_ok(&sb.run(&script, &[]));
+        let calls = sb.calls_since(&before);
+        assert!(
+            !calls.contains("installer") && !calls.contains("curl"),
+            "{calls}"
+        );
+        assert!(
+            calls.contains(&format!("systemctl start --no-block {}\n", unit(kind))),
+            "{calls}"
+        );
+        let version = std::fs::read_to_string(sb.base.join("state/k3s-version")).expect("v");
+        assert_eq!(version.trim(), "v1.32.2+k3s1");
+        assert!(sb.vm_log().contains("k3s v1.32.2+k3s1 is installed: kept"));
     }
 }
 
@@ -1161,14 +1139,16 @@ fn with_secret_flags(kind: ScriptKind) -> BootstrapInput {
     i
 }
 
-/// config.yaml as a generic map (whatever else the templates write).
-fn config_map(sb: &Sandbox) -> BTreeMap<String, serde_json::Value> {
-    let text = std::fs::read_to_string(sb.root(CONFIG_PATH)).expect("config.yaml written");
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("config.yaml {text:?}: {e}"))
+/// The drop-in as a generic map.
+fn dropin_map(sb: &Sandbox) -> BTreeMap<String, serde_json::Value> {
+    let text = std::fs::read_to_string(sb.root(DROPIN_PATH)).expect("drop-in written");
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("drop-in {text:?}: {e}"))
 }
 
+/// Secret flags go to the drop-in (0600), which an in-place change
+/// rewrites; never to config.yaml, a command line, a log or the output.
 #[test]
-fn secret_flags_reach_config_yaml_and_nothing_else() {
+fn secret_flags_reach_the_drop_in_and_nothing_else() {
     for kind in KINDS {
         let i = with_secret_flags(kind);
         assert!(!format!("{i:?}").contains(S3_SECRET));
@@ -1178,7 +1158,9 @@ fn secret_flags_reach_config_yaml_and_nothing_else() {
         let out = sb.run(&script, &[]);
         assert_ok(&out);
         assert!(!String::from_utf8_lossy(&out.stderr).contains(S3_SECRET));
-        let cfg = config_map(&sb);
+        let config = std::fs::read_to_string(sb.root(CONFIG_PATH)).expect("config");
+        assert!(!config.contains(S3_SECRET) && !config.contains("agent-only"));
+        let cfg = dropin_map(&sb);
         let installer_args: Vec<String> = sb
             .log()
             .lines()
@@ -1202,25 +1184,6 @@ fn secret_flags_reach_config_yaml_and_nothing_else() {
             assert!(!cfg.contains_key("kubelet-arg"), "{cfg:?}");
         }
     }
-}
-
-#[test]
-fn secret_flags_are_fingerprinted_by_name_not_value() {
-    let i = with_secret_flags(ScriptKind::ServerJoin);
-    let fp = fingerprint(&i);
-    let mut rotated = i.clone();
-    rotated.server_secret_args[0].1 = Secret::new("another-value");
-    assert_eq!(
-        fp,
-        fingerprint(&rotated),
-        "rotating a secret replaces nothing"
-    );
-    let mut other_flag = i.clone();
-    other_flag.server_secret_args[0].0 = "--etcd-s3-access-key".to_string();
-    assert_ne!(fp, fingerprint(&other_flag));
-    let mut fewer = i.clone();
-    fewer.server_secret_args.pop();
-    assert_ne!(fp, fingerprint(&fewer));
 }
 
 #[test]
@@ -1251,7 +1214,7 @@ proptest! {
         let sb = Sandbox::new();
         let out = sb.run(&script, &[]);
         prop_assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let cfg = config_map(&sb);
+        let cfg = dropin_map(&sb);
         prop_assert_eq!(&cfg["etcd-s3-secret-key"], &serde_json::json!([value]));
     }
 }

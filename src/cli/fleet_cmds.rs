@@ -76,6 +76,22 @@ pub struct PlanArgs {
     pub full_plan_url: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+}
+
+/// Where a fleet that follows a k3s channel looks it up.
+#[derive(Args, Debug, Clone)]
+pub struct ReleaseArgs {
+    /// k3s's channel server, asked which release `k3s.channel` points at
+    /// when planning (as install.sh's INSTALL_K3S_CHANNEL_URL).
+    #[arg(
+        long,
+        env = "EXEDEV_K8S_CHANNEL_SERVER",
+        value_name = "URL",
+        default_value = crate::release::DEFAULT_CHANNEL_SERVER
+    )]
+    pub channel_server: String,
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +150,8 @@ pub struct ApplyArgs {
     /// deletes what is left).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
 }
 
 /// How to reach the cluster's Kubernetes API.
@@ -206,7 +224,15 @@ pub(crate) use crate::workspace::fleet_dir;
 pub fn validate(a: FleetArg) -> CliResult {
     let (fleet, _) = load_fleet(&a.file)?;
     let vms = fleet::desired_vms(&fleet);
-    plan::spec::check_scripts(&fleet, &vms)?;
+    // A fleet that follows a channel is looked up only when planning; its
+    // scripts are sized here with a release as long as a real one.
+    let version = fleet
+        .k3s
+        .value
+        .version
+        .as_ref()
+        .map_or("v1.31.10+k3s10", |v| v.value.as_str());
+    plan::spec::check_scripts(&fleet, &vms, version)?;
     let servers = vms.iter().filter(|v| v.role == Role::Server).count();
     println!(
         "{} is valid: fleet {:?}, {} VMs ({} servers, {} agents)",
@@ -231,16 +257,57 @@ fn options(max_rate: Option<f64>) -> ClientOptions {
     }
 }
 
-async fn make_plan(
-    client: &Client,
-    fleet: &Fleet,
-    fp: &str,
-    file: &Path,
-    opts: &PlanOptions,
-) -> CliResult<(Plan, Observed)> {
-    let observed = observe(client, fleet, !opts.destroy).await?;
-    let p = plan_from(fleet, fp, file, opts, &observed)?;
-    Ok((p, observed))
+/// The release a plan installs, when the fleet follows a channel: looked
+/// up now (`None`: the fleet pins `k3s.version`).
+async fn release_choice(fleet: &Fleet, args: &ReleaseArgs) -> Option<plan::ReleaseChoice> {
+    let name = fleet.k3s.value.channel.as_ref()?.value.clone();
+    let resolved = crate::channel::resolve(&args.channel_server, &name).await;
+    Some(plan::ReleaseChoice::Channel { name, resolved })
+}
+
+/// A saved plan's release, used as it is (a channel that moved since is not
+/// looked up again: the plan is carried out as reviewed).
+fn saved_release(saved: &Plan) -> Option<plan::ReleaseChoice> {
+    let r = saved.release.as_ref()?;
+    Some(plan::ReleaseChoice::Pinned {
+        release: crate::release::Release::parse(&r.version)?,
+        channel: r.channel.clone(),
+    })
+}
+
+/// What the plan needs from the Nodes, when the API answers.
+async fn observe_nodes(
+    kube: &Result<kube::Client, String>,
+) -> Option<BTreeMap<String, plan::NodeFacts>> {
+    let client = kube.as_ref().ok()?;
+    let nodes = crate::cluster::list_nodes(client).await.ok()?;
+    Some(
+        nodes
+            .into_iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    plan::NodeFacts {
+                        version: n.kubelet_version,
+                        labels: n.labels,
+                        taints: n.taints,
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A refused plan has been shown; nothing is saved or done.
+fn refused(p: &Plan) -> CliError {
+    fail(format!(
+        "the plan is refused, nothing was done:\n  ✗ {}",
+        p.refusals
+            .iter()
+            .map(|r| crate::text::one_line(r).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n  ✗ ")
+    ))
 }
 
 fn plan_from(
@@ -258,26 +325,33 @@ fn plan_from(
 pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
     let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
-    let kube = if a.destroy {
-        Err(String::new())
-    } else {
-        let lazy = lazy_kube(
+    // Kept alive while the plan is made: it may hold the SSH tunnel.
+    let lazy = (!a.destroy).then(|| {
+        lazy_kube(
             &fleet,
             &a.fleet.file,
             &a.kube,
             a.api.ssh_key.as_deref(),
             None,
-        );
-        kube_now(&lazy, &fleet, &a.fleet.file, &a.kube, false)
-            .await
-            .map(|_| ())
+        )
+    });
+    let kube = match &lazy {
+        Some(l) => kube_now(l, &fleet, &a.fleet.file, &a.kube, false).await,
+        None => Err(String::new()),
     };
     let opts = PlanOptions {
         targets: a.targets,
         destroy: a.destroy,
         members_removed: kube.is_ok(),
+        release: if a.destroy {
+            None
+        } else {
+            release_choice(&fleet, &a.release).await
+        },
     };
-    let (mut p, observed) = make_plan(&client, &fleet, &fp, &a.fleet.file, &opts).await?;
+    let mut observed = observe(&client, &fleet, !opts.destroy).await?;
+    observed.nodes = observe_nodes(&kube).await;
+    let mut p = plan_from(&fleet, &fp, &a.fleet.file, &opts, &observed)?;
     if needs_drain(&p)
         && let Err(why) = &kube
     {
@@ -285,7 +359,7 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     }
     // Plan fails where apply would: every secret the changes need must
     // resolve here, unless this job was told it lacks them on purpose.
-    if p.creates_vms() {
+    if p.needs_secrets() && !p.is_refused() {
         let checked = check_secrets(&fleet, &a.fleet.file, &observed, &a.skip_secret_check)?;
         if !checked.skipped.is_empty() {
             eprintln!(
@@ -325,6 +399,9 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
                 render::markdown_within(&p, render::MARKDOWN_MAX_BYTES, &full_plan)
             )
         }
+    }
+    if p.is_refused() {
+        return Err(refused(&p));
     }
     if let Some(out) = &a.out {
         crate::workspace::save_plan(&p, out)?;
@@ -490,10 +567,10 @@ fn remover(
 async fn wait_and_fix(
     client: &kube::Client,
     fleet: &Fleet,
+    desired: &[fleet::DesiredVm],
     timeout: std::time::Duration,
     json: bool,
 ) -> CliResult<()> {
-    let desired = fleet::desired_vms(fleet);
     let progress = |r: &crate::cluster::Readiness| {
         if !json {
             eprintln!("  {}/{} nodes Ready", r.ready_count(), desired.len());
@@ -501,7 +578,7 @@ async fn wait_and_fix(
     };
     let readiness = crate::cluster::wait_ready(
         client,
-        &desired,
+        desired,
         timeout,
         std::time::Duration::from_secs(5),
         progress,
@@ -571,69 +648,6 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
-/// Waits until a server is a ready member: first its setup script's state
-/// over SSH (works before any API exists: the first server of a new
-/// cluster), `done` meaning k3s active and `/readyz` ok on the VM; then,
-/// when the API is reachable, its Node Ready, with the fleet's labels the
-/// kubelet could not set applied through the API.
-fn server_waiter(
-    kube: Arc<crate::kubeaccess::LazyClient>,
-    fleet: &Fleet,
-    ssh_key: Option<&Path>,
-    timeout: std::time::Duration,
-) -> apply::ServerReady {
-    let desired = fleet::desired_vms(fleet);
-    let ssh = crate::remote::quick(crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf)));
-    Arc::new(move |vm: String, steps: apply::StepSink| {
-        let kube = kube.clone();
-        let ssh = ssh.clone();
-        let expected: Vec<_> = desired.iter().filter(|d| d.name == vm).cloned().collect();
-        Box::pin(async move {
-            let start = std::time::Instant::now();
-            crate::remote::wait_bootstrapped(
-                &vm,
-                &ssh,
-                timeout,
-                std::time::Duration::from_secs(3),
-                |s| steps(s.to_string()),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            steps("bootstrap done (k3s active, /readyz ok)".to_string());
-            let client = match kube.get().await {
-                Ok(c) => c,
-                Err(why) => {
-                    return Ok(format!(
-                        "bootstrap done; the Kubernetes API is not reachable from here ({why}): relying on the VM's own readiness checks"
-                    ));
-                }
-            };
-            let left = timeout
-                .saturating_sub(start.elapsed())
-                .max(std::time::Duration::from_secs(30));
-            let r = crate::cluster::wait_ready(
-                &client,
-                &expected,
-                left,
-                std::time::Duration::from_secs(3),
-                |_| {},
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let mut outcome = "node Ready".to_string();
-            for n in r.drifted() {
-                if let Some(d) = expected.iter().find(|d| d.name == n.name) {
-                    crate::cluster::apply_labels_taints(&client, d)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    outcome.push_str("; labels and taints applied through the API");
-                }
-            }
-            Ok(outcome)
-        })
-    })
-}
-
 /// Logs each VM's Tailscale device out over SSH before its `rm`: bounded,
 /// and its failure only reported.
 fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
@@ -663,9 +677,7 @@ fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
 struct Exec {
     parallelism: usize,
     json: bool,
-    remover: Option<apply::NodeRemover>,
-    server_ready: Option<apply::ServerReady>,
-    logout: Option<apply::DeviceLogout>,
+    hooks: ApplyOptions,
 }
 
 async fn execute(
@@ -679,9 +691,7 @@ async fn execute(
     let Exec {
         parallelism,
         json,
-        remover,
-        server_ready,
-        logout,
+        hooks,
     } = exec;
     if !p.has_changes() {
         if !json {
@@ -689,15 +699,15 @@ async fn execute(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // Only new VMs carry secrets; deleting and updating needs none.
-    let creates = p.creates_vms();
-    // A k3s token is generated only for a brand-new cluster: a fresh token
-    // for an existing one would keep every new node out of it.
-    let new_cluster = !observed
-        .vms
-        .iter()
-        .any(|v| plan::owned(&fleet.metadata.name.value, v));
-    let secrets = if creates {
+    // New VMs carry secrets, in-place k3s changes the secret flags' values;
+    // deleting and other updates need none.
+    let secrets = if p.needs_secrets() {
+        // A k3s token is generated only for a brand-new cluster: a fresh
+        // token for an existing one would keep every new node out of it.
+        let new_cluster = !observed
+            .vms
+            .iter()
+            .any(|v| plan::owned(&fleet.metadata.name.value, v));
         // Every missing secret at once, before anything is read for real.
         check_secrets(fleet, fleet_path, observed, &[])?;
         cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?
@@ -707,35 +717,44 @@ async fn execute(
     // Render every script with the real secrets (and the first server in
     // both its forms) before the first call: a script over 10 KiB must stop
     // the apply before any VM exists, not halfway.
-    let desired = fleet::desired_vms(fleet);
-    for c in p
-        .changes
-        .iter()
-        .filter(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace))
-    {
-        if let Some(d) = desired.iter().find(|d| d.name == c.vm) {
-            plan::spec::new_vm(fleet, d, &secrets, None)?;
+    let version = p
+        .release
+        .as_ref()
+        .map(|r| r.version.clone())
+        .unwrap_or_default();
+    for c in &p.changes {
+        let new_vm = match c.action {
+            plan::Action::Create | plan::Action::Replace => {
+                Some(c.replaced_by.as_deref().unwrap_or(&c.vm))
+            }
+            _ => None,
+        };
+        if let Some(d) = new_vm.and_then(|n| plan::placement::desired_named(fleet, n)) {
+            plan::spec::new_vm(fleet, &d, &secrets, None, &version)?;
             if d.is_first_server() {
                 plan::spec::new_vm(
                     fleet,
-                    d,
+                    &d,
                     &secrets,
                     Some(&crate::names::fleet_vm_name(
                         &fleet.metadata.name.value,
                         crate::fleet::CONTROL_PLANE_POOL,
                         2,
                     )),
+                    &version,
                 )?;
             }
+        }
+        if c.ops.iter().any(plan::Op::changes_k3s)
+            && let Some(d) = plan::placement::desired_named(fleet, &c.vm)
+        {
+            plan::spec::change_script(fleet, &d, &secrets, &version)?;
         }
     }
     let opts = ApplyOptions {
         parallelism,
         cancel: interrupt_flag(),
-        remover,
-        server_ready,
-        logout,
-        ..ApplyOptions::default()
+        ..hooks
     };
     let reporter = ui::reporter(ui::ProgressMode::pick(json), p.changes.len());
     let report = apply::apply(
@@ -829,7 +848,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     // (Observed first: only an existing cluster can have a kubeconfig to
     // fetch.)
     let destroy_mode = saved.as_ref().is_some_and(|s| s.mode == "destroy");
-    let observed = observe(&client, &fleet, !destroy_mode).await?;
+    let mut observed = observe(&client, &fleet, !destroy_mode).await?;
     let existing = observed
         .vms
         .iter()
@@ -837,6 +856,9 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     let ssh_key = a.api.ssh_key.clone();
     let lazy = lazy_kube(&fleet, &fleet_path, &a.kube, ssh_key.as_deref(), None);
     let kube = kube_now(&lazy, &fleet, &fleet_path, &a.kube, a.wait && existing).await;
+    if !destroy_mode {
+        observed.nodes = observe_nodes(&kube).await;
+    }
     let drain_opts = crate::cluster::DrainOptions {
         timeout: a.drain_timeout,
         force: a.force_drain,
@@ -847,10 +869,14 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             if saved.mode == "destroy" && fleet.metadata.protect {
                 return Err(fail(protect_message(&fleet)));
             }
+            if saved.is_refused() {
+                return Err(refused(&saved));
+            }
             let opts = PlanOptions {
                 targets: saved.targets.clone(),
                 destroy: saved.mode == "destroy",
                 members_removed: kube.is_ok() && !a.skip_drain,
+                release: saved_release(&saved),
             };
             let fresh = plan_from(&fleet, &fp, &fleet_path, &opts, &observed)?;
             if let Err(e) = plan::file::check_fresh(&saved, &fresh) {
@@ -863,6 +889,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
                 targets: a.targets,
                 destroy: false,
                 members_removed: kube.is_ok() && !a.skip_drain,
+                release: release_choice(&fleet, &a.release).await,
             };
             let mut p = plan_from(&fleet, &fp, &fleet_path, &opts, &observed)?;
             if needs_drain(&p)
@@ -872,6 +899,9 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             }
             if !a.json {
                 print!("{}", render::human(&p, ui::colour_enabled()));
+            }
+            if p.is_refused() {
+                return Err(refused(&p));
             }
             if needs_drain(&p) && kube.is_err() && !a.skip_drain {
                 return Err(fail(
@@ -899,18 +929,33 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         }
         _ => lazy,
     });
+    let api = kube.is_ok() && !a.skip_drain;
     let remover = match (&kube, needs_drain(&p) && !a.skip_drain) {
         (Ok(_), true) => Some(remover(lazy.clone(), drain_opts)),
         _ => None,
     };
-    // Each new or restarted server must be a ready member (bootstrap done,
-    // Node Ready when the API is reachable) before the next server changes.
-    let server_ready = Some(server_waiter(
-        lazy.clone(),
-        &fleet,
-        ssh_key.as_deref(),
-        a.timeout,
-    ));
+    let ssh_key = ssh_key.as_deref();
+    let hooks = ApplyOptions {
+        // Each new, restarted or changed node must be Ready (at the plan's
+        // release after a k3s change) before the next one of its kind.
+        node_ready: Some(crate::node_access::node_ready(
+            lazy.clone(),
+            &fleet,
+            ssh_key,
+            a.timeout,
+        )),
+        remover,
+        drainer: api.then(|| crate::node_access::drainer(lazy.clone(), drain_opts)),
+        uncordoner: kube
+            .is_ok()
+            .then(|| crate::node_access::uncordoner(lazy.clone())),
+        labeler: kube
+            .is_ok()
+            .then(|| crate::node_access::labeler(lazy.clone(), &fleet)),
+        changer: Some(crate::node_access::changer(ssh_key, a.timeout)),
+        logout: Some(device_logout(ssh_key)),
+        ..ApplyOptions::default()
+    };
     let code = execute(
         &client,
         &fleet,
@@ -920,26 +965,40 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         Exec {
             parallelism: a.parallelism,
             json: a.json,
-            remover,
-            server_ready,
-            logout: Some(device_logout(ssh_key.as_deref())),
+            hooks,
         },
     )
     .await?;
     if a.wait {
         match lazy.get().await {
-            Ok(k) => wait_and_fix(&k, &fleet, a.timeout, a.json).await?,
+            Ok(k) => {
+                // Replacements moved agents to new indices: place again.
+                let now = observe(&client, &fleet, false).await?;
+                let desired = placed(&fleet, &now);
+                wait_and_fix(&k, &fleet, &desired, a.timeout, a.json).await?
+            }
             Err(why) => return Err(fail(format!("cannot --wait: {why}"))),
         }
     }
     Ok(code)
 }
 
+/// The fleet's desired VMs on what exe.dev holds ([`plan::placement`]).
+fn placed(fleet: &Fleet, observed: &Observed) -> Vec<fleet::DesiredVm> {
+    let cluster = &fleet.metadata.name.value;
+    let owned: Vec<&crate::api::types::VmInfo> = observed
+        .vms
+        .iter()
+        .filter(|v| plan::owned(cluster, v))
+        .collect();
+    plan::placement::place(fleet, &owned, |_, _| false)
+}
+
 pub async fn status_cmd(a: StatusArgs) -> CliResult {
     let (fleet, _) = load_fleet(&a.fleet.file)?;
     let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let observed = observe(&client, &fleet, true).await?;
-    let desired = fleet::desired_vms(&fleet);
+    let desired = placed(&fleet, &observed);
     let lazy = lazy_kube(
         &fleet,
         &a.fleet.file,
@@ -950,7 +1009,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
     let kube = kube_now(&lazy, &fleet, &a.fleet.file, &a.kube, a.wait).await;
     if a.wait {
         match &kube {
-            Ok(k) => wait_and_fix(k, &fleet, a.timeout, a.json).await?,
+            Ok(k) => wait_and_fix(k, &fleet, &desired, a.timeout, a.json).await?,
             Err(why) => return Err(fail(format!("cannot --wait: {why}"))),
         }
     }
@@ -1054,8 +1113,10 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         targets: Vec::new(),
         destroy: true,
         members_removed: false,
+        release: None,
     };
-    let (p, observed) = make_plan(&client, &fleet, &fp, &a.fleet.file, &opts).await?;
+    let observed = observe(&client, &fleet, false).await?;
+    let p = plan_from(&fleet, &fp, &a.fleet.file, &opts, &observed)?;
     if !a.json {
         print!("{}", render::human(&p, ui::colour_enabled()));
     }
@@ -1074,9 +1135,10 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         Exec {
             parallelism: a.parallelism,
             json: a.json,
-            remover: None,
-            server_ready: None,
-            logout: Some(device_logout(a.api.ssh_key.as_deref())),
+            hooks: ApplyOptions {
+                logout: Some(device_logout(a.api.ssh_key.as_deref())),
+                ..ApplyOptions::default()
+            },
         },
     )
     .await?;

@@ -137,6 +137,15 @@ pub async fn cordon(client: &kube::Client, node: &str) -> Result<(), ClusterErro
     Ok(())
 }
 
+/// Marks the node schedulable again, after an in-place change.
+pub async fn uncordon(client: &kube::Client, node: &str) -> Result<(), ClusterError> {
+    let api: Api<Node> = Api::all(client.clone());
+    api.uncordon(node)
+        .await
+        .map_err(|e| ClusterError::api(format!("uncordoning node {node}"), e))?;
+    Ok(())
+}
+
 enum Evicted {
     Accepted,
     Gone,
@@ -331,6 +340,23 @@ pub enum RemoveOutcome {
     Removed(DrainReport),
     /// There was no such Node (never registered, or removed before).
     AlreadyGone,
+}
+
+/// Cordon and drain, before a node restarts in place (an upgrade, new k3s
+/// arguments, a resize); `None` when there is no such Node.
+pub async fn cordon_and_drain(
+    client: &kube::Client,
+    node: &str,
+    opts: DrainOptions,
+) -> Result<Option<DrainReport>, ClusterError> {
+    match cordon(client, node).await {
+        Ok(()) => {}
+        Err(ClusterError::Api { source, .. }) if status_code(&source) == Some(404) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    }
+    drain(client, node, opts).await.map(Some)
 }
 
 /// Cordon, drain, delete: the whole safe removal of one node, before its VM

@@ -14,8 +14,8 @@ mod quorum;
 mod tests;
 
 pub use drain::{
-    DrainOptions, DrainReport, PodRef, RemoveOutcome, SkipReason, StuckPod, cordon, delete_node,
-    drain, pods_to_evict, remove_node, skip_reason,
+    DrainOptions, DrainReport, PodRef, RemoveOutcome, SkipReason, StuckPod, cordon,
+    cordon_and_drain, delete_node, drain, pods_to_evict, remove_node, skip_reason, uncordon,
 };
 pub use error::ClusterError;
 pub use kubeconfig::{

@@ -86,18 +86,8 @@ fn parse_taint(s: &str) -> Option<Taint> {
     })
 }
 
-/// Canonical form of a fleet taint string (`a=:X` and `a:X` are one taint).
-fn canonical_taint(s: &str) -> String {
-    parse_taint(s).map_or_else(|| s.to_string(), |t| taint_string(&t))
-}
-
-/// Taints Kubernetes itself sets and removes (not-ready, unreachable,
-/// unschedulable, disk-pressure, cloud-provider uninitialized...): never
-/// drift, never touched by the tool.
-pub fn is_system_taint(taint_or_key: &str) -> bool {
-    taint_or_key.starts_with("node.kubernetes.io/")
-        || taint_or_key.starts_with("node.cloudprovider.kubernetes.io/")
-}
+use crate::node_labels::canonical_taint;
+pub use crate::node_labels::is_system_taint;
 
 /// A label whose value differs from the fleet's.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -289,6 +289,19 @@ pub struct Pool {
     /// Expose a port of this pool's VMs through exe.dev's HTTPS proxy.
     #[serde(default)]
     pub share: Option<Share>,
+    /// How many of this pool's agents an apply takes out of service at
+    /// once (drained for an upgrade, a k3s or VM restart, a replacement,
+    /// or a removal). Default 1. Servers always change one at a time.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub max_unavailable: Option<Spanned<u32>>,
+}
+
+impl Pool {
+    /// [`Self::max_unavailable`], 1 when not written.
+    pub fn max_unavailable(&self) -> u32 {
+        self.max_unavailable.as_ref().map_or(1, |m| m.value.max(1))
+    }
 }
 
 /// exe.dev HTTPS proxy settings for a node group.

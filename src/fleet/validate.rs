@@ -116,6 +116,13 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
                 format!("write a count from 0 to {MAX_POOL_COUNT}, or split the pool"),
             );
         }
+        if let Some(m) = pool.max_unavailable.as_ref().filter(|m| m.value == 0) {
+            cx.at(
+                m,
+                "maxUnavailable 0 would never let a node of this pool change",
+                "write 1 (the default: one node at a time) or more",
+            );
+        }
         check_node_group(
             &mut cx,
             &pool.image,
@@ -584,28 +591,11 @@ fn check_share(cx: &mut Ctx, share: &Option<Share>) {
 }
 
 fn is_k3s_version(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else {
-        return false;
-    };
-    let Some((semver, build)) = rest.split_once("+k3s") else {
-        return false;
-    };
-    let parts: Vec<&str> = semver.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| is_digits(p)) && is_digits(build)
+    crate::release::is_release(v)
 }
 
 fn is_k3s_channel(c: &str) -> bool {
-    if matches!(c, "stable" | "latest" | "testing") {
-        return true;
-    }
-    let Some(rest) = c.strip_prefix('v') else {
-        return false;
-    };
-    matches!(rest.split_once('.'), Some((major, minor)) if is_digits(major) && is_digits(minor))
-}
-
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())
+    crate::release::is_channel(c)
 }
 
 #[cfg(test)]

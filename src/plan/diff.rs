@@ -1,12 +1,27 @@
 //! Desired against observed: the heart of `plan`.
+//!
+//! What needs a new VM (image, role, tailnet: [`spec::spec_fingerprint`];
+//! a disk that shrinks) is a replacement: servers in place, one at a time;
+//! agents create-before-destroy under a new index ([`super::placement`]).
+//! Everything else changes in place, attribute by attribute
+//! ([`super::attributes`]): sizes (a VM restart), tags, the proxy, the k3s
+//! release (an upgrade), k3s arguments (a k3s restart), labels and taints
+//! (the API). What k3s refuses (a downgrade, a skipped minor, a kubelet
+//! newer than the servers) and what would lose etcd quorum make the plan
+//! refused: it is still returned, with [`Plan::refusals`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::spec::{self, fingerprint_in};
-use super::{Action, AttrChange, Change, FORMAT_VERSION, Observed, Op, Plan, Summary};
+use super::attributes::{self, Target};
+use super::placement;
+use super::spec::{self, SpecComment};
+use super::{
+    Action, AttrChange, Change, FORMAT_VERSION, Observed, Op, Plan, PlanRelease, Restart, Summary,
+};
 use crate::api::types::{Visibility, VmInfo};
 use crate::bootstrap::BootstrapError;
 use crate::fleet::{self, DesiredVm, Fleet, RESERVED_TAG_PREFIX, Role};
+use crate::release::{self, Release};
 use crate::sizes::{ByteSize, same_size};
 
 /// Options narrowing or changing what is planned.
@@ -22,6 +37,26 @@ pub struct PlanOptions {
     /// Without it, taking servers down can lose etcd quorum, so a plan may
     /// take down at most `existing - quorum` of them.
     pub members_removed: bool,
+    /// The release to install and upgrade to (`None`: the fleet's
+    /// `k3s.version`; a fleet following a channel must give one).
+    pub release: Option<ReleaseChoice>,
+}
+
+/// Where the plan's k3s release comes from, decided before the (pure) diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseChoice {
+    /// `k3s.version`, or the release of a saved plan being applied.
+    Pinned {
+        release: Release,
+        /// The channel a saved plan looked it up from.
+        channel: Option<String>,
+    },
+    /// `k3s.channel`, looked up at plan time; `Err` says why it could not
+    /// be (the plan then keeps the release the fleet's nodes run).
+    Channel {
+        name: String,
+        resolved: Result<Release, String>,
+    },
 }
 
 /// Why no plan can be made.
@@ -40,15 +75,10 @@ pub enum PlanError {
     UnknownTarget(String),
     #[error(transparent)]
     Script(#[from] BootstrapError),
-    #[error(
-        "this plan takes {down} of the {existing} existing servers down, which loses etcd quorum ({quorum} needed). Change at most {max} server(s) per apply (use --target NAME)"
-    )]
-    Quorum {
-        down: usize,
-        existing: usize,
-        quorum: usize,
-        max: usize,
-    },
+    /// No release to install: a channel that cannot be looked up for a
+    /// fleet whose nodes do not agree on one (or have none yet).
+    #[error("{0}")]
+    Release(String),
 }
 
 fn gb(bytes: u64) -> String {
@@ -84,8 +114,9 @@ fn k3s_args_attr(fleet: &Fleet, d: &DesiredVm) -> Option<AttrChange> {
     })
 }
 
-fn create_attrs(fleet: &Fleet, d: &DesiredVm) -> Vec<AttrChange> {
+fn create_attrs(fleet: &Fleet, d: &DesiredVm, release: &Release) -> Vec<AttrChange> {
     let mut a = vec![
+        attr("k3s.version", None, Some(release.to_string())),
         attr("image", None, Some(d.image.clone())),
         attr("cpu", None, Some(d.cpu.to_string())),
         attr("memory", None, Some(d.memory.to_string())),
@@ -145,36 +176,37 @@ fn delete_change(v: &VmInfo, reason: String) -> Change {
             attr("disk", Some(gb(v.disk_capacity_bytes)), None),
         ],
         ops: Vec::new(),
+        restart: None,
+        replaced_by: None,
     }
 }
 
-/// Compares one desired VM with the owned VM of the same name.
-fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Option<Change> {
-    let want_fp = spec::spec_fingerprint(fleet, d);
+/// Why owned VM `o` needs a new VM to become `d`, if it does: another
+/// image, another role or tailnet (scheme-2 fingerprint), a disk that
+/// shrinks. A scheme-1 comment fingerprinted the whole setup script, so
+/// it is not compared: only what exe.dev reports is.
+fn replace_reasons(fleet: &Fleet, d: &DesiredVm, o: &VmInfo) -> (Vec<String>, Vec<AttrChange>) {
     let mut reasons = Vec::new();
     let mut attributes = Vec::new();
     if !o.image.is_empty() && o.image != d.image {
         reasons.push(format!("image changed ({} → {})", o.image, d.image));
         attributes.push(attr("image", Some(o.image.clone()), Some(d.image.clone())));
     }
-    let have_fp = fingerprint_in(&o.comment).unwrap_or("none");
-    // With the observed image, would the fingerprint match? Then only the
-    // image changed and the script reason would be noise.
-    let script_same =
-        !o.image.is_empty() && spec::spec_fingerprint_with_image(fleet, d, &o.image) == have_fp;
-    if have_fp != want_fp && !script_same {
-        reasons.push(format!(
-            "bootstrap settings changed (spec {have_fp} → {want_fp}): k3s version, args, labels, taints or network"
-        ));
-        attributes.push(attr("spec", Some(have_fp.into()), Some(want_fp.clone())));
-        // What the VM was given is not recorded (only its fingerprint).
-        attributes.extend(k3s_args_attr(fleet, d).map(|mut a| {
-            a.before = Some("(not recorded)".into());
-            a
-        }));
+    if let Some(c) = SpecComment::parse(&o.comment).filter(|c| c.scheme >= spec::SPEC_SCHEME) {
+        let want = spec::spec_fingerprint(fleet, d);
+        // With the observed image, would it match? Then only the image
+        // changed and a second reason would be noise.
+        let image_only = !o.image.is_empty()
+            && spec::spec_fingerprint_with_image(fleet, d, &o.image) == c.fingerprint;
+        if c.fingerprint != want && !image_only {
+            reasons.push(format!(
+                "role or tailnet changed (spec {} → {want}): the setup script exe.dev stored joins the tailnet at every boot and cannot be changed",
+                c.fingerprint
+            ));
+            attributes.push(attr("spec", Some(c.fingerprint), Some(want)));
+        }
     }
-    let disk_differs = !same_size(o.disk_capacity_bytes, d.disk.0);
-    if disk_differs && d.disk.0 < o.disk_capacity_bytes {
+    if !same_size(o.disk_capacity_bytes, d.disk.0) && d.disk.0 < o.disk_capacity_bytes {
         reasons.push(format!(
             "disk shrinks ({} → {}); exe.dev disks only grow",
             gb(o.disk_capacity_bytes),
@@ -186,6 +218,20 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
             Some(d.disk.to_string()),
         ));
     }
+    (reasons, attributes)
+}
+
+/// What the plan reads about the cluster for one comparison.
+struct Seen<'a> {
+    observed: &'a Observed,
+    target: &'a Target,
+    refusals: &'a mut Vec<String>,
+    warnings: &'a mut Vec<String>,
+}
+
+/// Compares one desired VM with the owned VM of the same name.
+fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Option<Change> {
+    let (reasons, mut attributes) = replace_reasons(fleet, d, o);
     if !reasons.is_empty() {
         if o.allocated_cpus != d.cpu {
             attributes.push(attr(
@@ -194,6 +240,11 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
                 Some(d.cpu.to_string()),
             ));
         }
+        attributes.push(attr(
+            "k3s.version",
+            attributes::observed_release(o, node_of(seen.observed, &d.name)),
+            Some(seen.target.release.to_string()),
+        ));
         return Some(Change {
             action: Action::Replace,
             vm: d.name.clone(),
@@ -202,13 +253,16 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
             reasons,
             attributes,
             ops: share_ops(d),
+            restart: None,
+            replaced_by: None,
         });
     }
+    let mut reasons = Vec::new();
 
     let mut ops = Vec::new();
     let cpu = (o.allocated_cpus != d.cpu).then_some(d.cpu);
     let memory = (!same_size(o.memory_capacity_bytes, d.memory.0)).then(|| d.memory.to_string());
-    let disk = disk_differs.then(|| d.disk.to_string());
+    let disk = (!same_size(o.disk_capacity_bytes, d.disk.0)).then(|| d.disk.to_string());
     if let Some(c) = cpu {
         attributes.push(attr(
             "cpu",
@@ -231,7 +285,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
         ));
     }
     if cpu.is_some() || memory.is_some() || disk.is_some() {
-        reasons.push("size changed".into());
+        reasons.push("size changed: exe.dev restarts the VM".into());
         ops.push(Op::Resize { cpu, memory, disk });
     }
     let have: BTreeSet<&String> = o.tags.iter().collect();
@@ -268,6 +322,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
     }
     // A booting VM cannot answer `share show`: its proxy settings are
     // unknown, not wrong (the plan already warns that it is not running).
+    let observed = seen.observed;
     let share_known = observed.shares.contains_key(&d.name) || o.is_running();
     if let Some(want) = d.share.filter(|_| share_known) {
         let have = observed.shares.get(&d.name);
@@ -294,31 +349,207 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
             });
         }
     }
-    (!ops.is_empty()).then(|| Change {
-        action: Action::Update,
+    let k3s = attributes::in_place(
+        fleet,
+        d,
+        o,
+        node_of(observed, &d.name),
+        observed.nodes.is_some(),
+        seen.target,
+    );
+    seen.refusals.extend(k3s.refusal);
+    seen.warnings.extend(k3s.warnings);
+    reasons.extend(k3s.reasons);
+    attributes.extend(k3s.attributes);
+    ops.extend(k3s.ops);
+    let upgrade = ops.iter().any(|o| matches!(o, Op::Upgrade { .. }));
+    let restart = if ops.iter().any(|o| matches!(o, Op::Resize { .. })) {
+        Some(Restart::Vm)
+    } else if ops.iter().any(Op::changes_k3s) {
+        Some(Restart::K3s)
+    } else {
+        None
+    };
+    (!ops.is_empty() || !attributes.is_empty()).then(|| Change {
+        action: if upgrade || attributes.iter().any(|a| a.name == "k3s.version") {
+            Action::Upgrade
+        } else {
+            Action::Update
+        },
         vm: d.name.clone(),
         pool: d.pool.clone(),
         role: d.role.as_str().into(),
         reasons,
         attributes,
         ops,
+        restart,
+        replaced_by: None,
     })
 }
 
-/// Order in which apply carries changes out: servers before agents; within
-/// servers creates and replaces in index order before deletions (highest
-/// index first), so capacity is added before it is removed.
+fn node_of<'a>(observed: &'a Observed, name: &str) -> Option<&'a super::NodeFacts> {
+    observed.nodes.as_ref().and_then(|n| n.get(name))
+}
+
+/// Order in which apply carries changes out: servers before agents (facts
+/// "Kubeconfig, manifests, removal, upgrade": servers first); within
+/// servers creates and replaces in index order, then in-place changes from
+/// the highest index down (the first server, which the tool reaches the API
+/// through by default, restarts last), then deletions (highest index
+/// first), so capacity is added before it is removed; agents by pool, in
+/// index order, deletions last.
 fn order_key(c: &Change) -> (u8, u8, String, i64, String) {
     let server = c.role == Role::Server.as_str();
     let index = crate::names::split_fleet_vm_name(&c.vm).map_or(0, |n| i64::from(n.index));
-    let deleting = c.action == Action::Delete;
+    let (class, signed) = match c.action {
+        Action::Create | Action::Replace => (0, index),
+        Action::Update | Action::Upgrade if server => (1, -index),
+        Action::Update | Action::Upgrade => (0, index),
+        Action::Delete => (2, -index),
+    };
     (
         if server { 0 } else { 1 },
-        u8::from(deleting),
+        class,
         c.pool.clone(),
-        if deleting { -index } else { index },
+        signed,
         c.vm.clone(),
     )
+}
+
+/// The release of this plan, and what a reviewer should know about it.
+fn target_release(
+    fleet: &Fleet,
+    opts: &PlanOptions,
+    node_releases: &[(String, Option<String>)],
+    warnings: &mut Vec<String>,
+) -> Result<Target, PlanError> {
+    let pinned = fleet
+        .k3s
+        .value
+        .version
+        .as_ref()
+        .and_then(|v| Release::parse(&v.value));
+    let choice = match (&opts.release, pinned, &fleet.k3s.value.channel) {
+        (Some(c), _, _) => c.clone(),
+        (None, Some(release), _) => ReleaseChoice::Pinned {
+            release,
+            channel: None,
+        },
+        (None, None, Some(ch)) => ReleaseChoice::Channel {
+            name: ch.value.clone(),
+            resolved: Err("it was not looked up".to_string()),
+        },
+        (None, None, None) => {
+            return Err(PlanError::Release(
+                "the fleet names neither k3s.version nor k3s.channel".to_string(),
+            ));
+        }
+    };
+    match choice {
+        ReleaseChoice::Pinned { release, channel } => Ok(Target { release, channel }),
+        ReleaseChoice::Channel {
+            name,
+            resolved: Ok(release),
+        } => Ok(Target {
+            release,
+            channel: Some(name),
+        }),
+        ReleaseChoice::Channel {
+            name,
+            resolved: Err(why),
+        } => {
+            // The fleet's release is what its nodes run, if they agree.
+            let known: BTreeSet<&str> = node_releases
+                .iter()
+                .filter_map(|(_, v)| v.as_deref())
+                .collect();
+            match (
+                known.len(),
+                known.iter().next().and_then(|v| Release::parse(v)),
+            ) {
+                (1, Some(release)) => {
+                    warnings.push(format!(
+                        "could not look up k3s channel {name} ({why}): keeping the fleet's release {release}; new nodes install it too"
+                    ));
+                    Ok(Target {
+                        release,
+                        channel: Some(name),
+                    })
+                }
+                (0, _) => Err(PlanError::Release(format!(
+                    "could not look up k3s channel {name} ({why}), and no node of the fleet records a release to keep: make the channel server reachable (--channel-server or EXEDEV_K8S_CHANNEL_SERVER), or pin k3s.version"
+                ))),
+                _ => Err(PlanError::Release(format!(
+                    "could not look up k3s channel {name} ({why}), and the fleet's nodes run different releases ({}): pin k3s.version to the one to converge on",
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        }
+    }
+}
+
+/// Kubelets must never be newer than the API servers (facts "Versions").
+/// After this plan (narrowed by `--target`, servers may stay behind),
+/// every agent's minor must be at most the oldest server's.
+fn skew_refusals(
+    changes: &[Change],
+    owned: &[&VmInfo],
+    observed: &Observed,
+    target: &Release,
+) -> Vec<String> {
+    let after = |name: &str, v: &VmInfo| -> Option<Release> {
+        match changes.iter().find(|c| c.vm == name) {
+            Some(c) if c.action == Action::Delete => None,
+            Some(c)
+                if matches!(c.action, Action::Replace | Action::Create)
+                    || c.ops.iter().any(|o| matches!(o, Op::Upgrade { .. })) =>
+            {
+                Some(target.clone())
+            }
+            _ => attributes::observed_release(v, node_of(observed, name))
+                .and_then(|r| Release::parse(&r)),
+        }
+    };
+    let mut servers: Vec<(String, Release)> = owned
+        .iter()
+        .filter(|v| role_of(v) == Role::Server)
+        .filter_map(|v| after(&v.vm_name, v).map(|r| (v.vm_name.clone(), r)))
+        .collect();
+    servers.extend(
+        changes
+            .iter()
+            .filter(|c| c.role == Role::Server.as_str() && c.action == Action::Create)
+            .map(|c| (c.vm.clone(), target.clone())),
+    );
+    let Some((oldest_name, oldest)) = servers.into_iter().min_by(|a, b| a.1.cmp(&b.1)) else {
+        return Vec::new();
+    };
+    let mut agents: Vec<(String, Release)> = owned
+        .iter()
+        .filter(|v| role_of(v) == Role::Agent)
+        .filter_map(|v| after(&v.vm_name, v).map(|r| (v.vm_name.clone(), r)))
+        .collect();
+    agents.extend(
+        changes
+            .iter()
+            .filter(|c| c.role == Role::Agent.as_str())
+            .filter_map(|c| match (&c.action, &c.replaced_by) {
+                (Action::Create, _) => Some(c.vm.clone()),
+                (Action::Replace, Some(new)) => Some(new.clone()),
+                _ => None,
+            })
+            .map(|n| (n, target.clone())),
+    );
+    agents
+        .into_iter()
+        .filter(|(_, r)| !release::kubelet_allowed(r, &oldest))
+        .map(|(name, r)| {
+            format!(
+                "{name} would run k3s {r} while server {oldest_name} runs {oldest}: a kubelet may be older than the API servers, never newer. Upgrade the servers first: drop --target, or add --target {}",
+                fleet::CONTROL_PLANE_POOL
+            )
+        })
+        .collect()
 }
 
 /// Computes the plan.
@@ -329,12 +560,6 @@ pub fn diff(
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
     let cluster = fleet.metadata.name.value.clone();
-    let desired = fleet::desired_vms(fleet);
-    let by_name: BTreeMap<&str, &VmInfo> = observed
-        .vms
-        .iter()
-        .map(|v| (v.vm_name.as_str(), v))
-        .collect();
     let scoped: Vec<&VmInfo> = observed.in_scope(fleet).collect();
     let owned: Vec<&VmInfo> = scoped
         .iter()
@@ -343,8 +568,12 @@ pub fn diff(
         .collect();
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
+    let mut refusals = Vec::new();
+    let mut release = None;
+    let desired: Vec<DesiredVm>;
 
     if opts.destroy {
+        desired = Vec::new();
         for v in &owned {
             changes.push(delete_change(
                 v,
@@ -352,8 +581,50 @@ pub fn diff(
             ));
         }
     } else {
-        spec::check_scripts(fleet, &desired)?;
+        let node_releases: Vec<(String, Option<String>)> = owned
+            .iter()
+            .map(|v| {
+                (
+                    v.vm_name.clone(),
+                    attributes::observed_release(v, node_of(observed, &v.vm_name)),
+                )
+            })
+            .collect();
+        let target = target_release(fleet, opts, &node_releases, &mut warnings)?;
+        release = Some(PlanRelease {
+            version: target.release.to_string(),
+            channel: target.channel.clone(),
+        });
+        let version = target.release.to_string();
+        desired = placement::place(fleet, &owned, |d, v| {
+            !replace_reasons(fleet, d, v).0.is_empty()
+        });
+        spec::check_scripts(fleet, &desired, &version)?;
+        let by_name: BTreeMap<&str, &VmInfo> = observed
+            .vms
+            .iter()
+            .map(|v| (v.vm_name.as_str(), v))
+            .collect();
+        // Indices a pool holds or will hold: a replacement takes the
+        // lowest index in none of them.
+        let mut taken: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for name in owned
+            .iter()
+            .map(|v| v.vm_name.as_str())
+            .chain(desired.iter().map(|d| d.name.as_str()))
+            .chain(scoped.iter().map(|v| v.vm_name.as_str()))
+        {
+            if let Some((pool, i)) = crate::names::parse_fleet_vm_name(&cluster, name) {
+                taken.entry(pool.to_string()).or_default().insert(i);
+            }
+        }
         let mut collisions = Vec::new();
+        let mut seen = Seen {
+            observed,
+            target: &target,
+            refusals: &mut refusals,
+            warnings: &mut warnings,
+        };
         for d in &desired {
             match by_name.get(d.name.as_str()) {
                 None => changes.push(Change {
@@ -367,8 +638,10 @@ pub fn diff(
                         d.index,
                         d.pool
                     )],
-                    attributes: create_attrs(fleet, d),
+                    attributes: create_attrs(fleet, d, &target.release),
                     ops: share_ops(d),
+                    restart: None,
+                    replaced_by: None,
                 }),
                 Some(o) if !super::owned(&cluster, o) => {
                     let lacks = match fleet::ownership(&cluster, &o.vm_name, &o.tags, &o.comment) {
@@ -383,9 +656,23 @@ pub fn diff(
                 }
                 Some(o) => {
                     if !o.is_running() {
-                        warnings.push(format!("{} is {:?}, not running", o.vm_name, o.status));
+                        seen.warnings
+                            .push(format!("{} is {:?}, not running", o.vm_name, o.status));
                     }
-                    if let Some(c) = compare(fleet, d, o, observed) {
+                    if let Some(mut c) = compare(fleet, d, o, &mut seen) {
+                        // Agents are replaced create-before-destroy under
+                        // the pool's lowest free index.
+                        if c.action == Action::Replace && d.role == Role::Agent {
+                            let held = taken.entry(d.pool.clone()).or_default();
+                            let i = placement::lowest_free(held);
+                            held.insert(i);
+                            let new = crate::names::fleet_vm_name(&cluster, &d.pool, i);
+                            c.reasons.push(format!(
+                                "create before destroy: {new} is created and Ready before {} is drained and removed",
+                                d.name
+                            ));
+                            c.replaced_by = Some(new);
+                        }
                         changes.push(c);
                     }
                 }
@@ -404,8 +691,11 @@ pub fn diff(
             .filter(|v| !wanted.contains(v.vm_name.as_str()))
         {
             let pool = pool_of(v);
+            let in_fleet = fleet.pools.iter().any(|p| p.name.value == pool)
+                || pool == fleet::CONTROL_PLANE_POOL;
             let reason = match pools.get(pool.as_str()) {
                 Some(n) => format!("pool {pool:?} shrank to {n}"),
+                None if in_fleet => format!("pool {pool:?} shrank to 0"),
                 None if !pool.is_empty() => format!("pool {pool:?} is no longer in the fleet"),
                 None => "not in the fleet".into(),
             };
@@ -426,14 +716,15 @@ pub fn diff(
 
     changes.sort_by_key(order_key);
 
-    // Servers taken down by this plan: deleted, replaced, or restarted by a
-    // resize.
+    if let (Some(r), false) = (&release, opts.destroy)
+        && let Some(target) = Release::parse(&r.version)
+    {
+        refusals.extend(skew_refusals(&changes, &owned, observed, &target));
+    }
+
+    // Servers taken down by this plan: deleted, replaced, or restarted.
     let existing_servers = owned.iter().filter(|v| role_of(v) == Role::Server).count();
-    let server_down = |c: &Change| {
-        c.role == Role::Server.as_str()
-            && (matches!(c.action, Action::Delete | Action::Replace)
-                || c.ops.iter().any(|o| matches!(o, Op::Resize { .. })))
-    };
+    let server_down = |c: &Change| c.role == Role::Server.as_str() && c.disrupts();
     let servers_down = changes.iter().filter(|c| server_down(c)).count();
     let replacing_the_only_server = existing_servers == 1
         && changes
@@ -455,13 +746,18 @@ pub fn diff(
         let quorum = existing_servers / 2 + 1;
         let max = existing_servers - quorum;
         if servers_down > max {
-            return Err(PlanError::Quorum {
-                down: servers_down,
-                existing: existing_servers,
-                quorum,
-                max,
-            });
+            refusals.push(format!(
+                "this plan takes {servers_down} of the {existing_servers} existing servers down without the Kubernetes API to roll them one at a time, which can lose etcd quorum ({quorum} needed). Make the API reachable (exedev-k8s kubeconfig, or --kubeconfig), or change at most {max} server(s) per apply (--target NAME)"
+            ));
         }
+    }
+    refusals.dedup();
+    // One refusal per node says the same thing many times over.
+    const SHOWN_REFUSALS: usize = 5;
+    if refusals.len() > SHOWN_REFUSALS {
+        let more = refusals.len() - SHOWN_REFUSALS;
+        refusals.truncate(SHOWN_REFUSALS);
+        refusals.push(format!("... and {more} more like these"));
     }
 
     let mut summary = Summary::default();
@@ -469,9 +765,15 @@ pub fn diff(
         match c.action {
             Action::Create => summary.create += 1,
             Action::Update => summary.update += 1,
+            Action::Upgrade => summary.upgrade += 1,
             Action::Replace => summary.replace += 1,
             Action::Delete => summary.delete += 1,
         }
+    }
+    if !opts.destroy && observed.nodes.is_none() && !owned.is_empty() {
+        warnings.push(
+            "the Kubernetes API is not reachable: node labels and taints are not compared, and k3s releases are read from the VMs' comments".to_string(),
+        );
     }
     // VMs in scope the fleet does not own: reported, never touched.
     let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
@@ -503,5 +805,7 @@ pub fn diff(
         targets: opts.targets.clone(),
         fleet_fingerprint: fleet_fingerprint.to_string(),
         observed_fingerprint: observed.fingerprint(fleet),
+        release,
+        refusals,
     })
 }

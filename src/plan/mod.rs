@@ -4,8 +4,10 @@
 //! Pure: [`diff`] takes values and returns values. Rendering (human,
 //! markdown, JSON) is in [`render`]; the saved plan file in [`file`].
 
+pub mod attributes;
 mod diff;
 pub mod file;
+pub mod placement;
 pub mod render;
 pub mod spec;
 
@@ -17,17 +19,23 @@ use sha2::{Digest, Sha256};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::fleet::Fleet;
 
-pub use diff::{PlanError, PlanOptions, diff};
+pub use diff::{PlanError, PlanOptions, ReleaseChoice, diff};
 
 /// Version of the JSON plan schema; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the `upgrade` action, `restart`, `replaced_by`, the in-place ops
+/// (`upgrade`, `reconfigure`, `node_labels`, `comment`), the plan's
+/// `release` and `refusals`.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What happens to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
+    /// In place: size, tags, proxy, node labels, k3s arguments, comment.
     Update,
+    /// In place, with a new k3s release (and whatever else changes).
+    Upgrade,
     Replace,
     Delete,
 }
@@ -37,11 +45,22 @@ impl Action {
     pub fn symbol(self) -> &'static str {
         match self {
             Action::Create => "+",
-            Action::Update => "~",
+            Action::Update | Action::Upgrade => "~",
             Action::Replace => "-/+",
             Action::Delete => "-",
         }
     }
+}
+
+/// What an in-place change restarts: the node is cordoned and drained
+/// first, and counts against its pool's `maxUnavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Restart {
+    /// k3s restarts (new release or arguments); the VM keeps running.
+    K3s,
+    /// The VM restarts (a resize).
+    Vm,
 }
 
 /// One in-place operation of an update.
@@ -65,6 +84,34 @@ pub enum Op {
     ShareVisibility {
         public: bool,
     },
+    /// A new k3s release, installed over SSH (the installer re-run with
+    /// `INSTALL_K3S_VERSION`), then k3s restarted.
+    Upgrade {
+        from: String,
+        to: String,
+    },
+    /// New k3s arguments or `disable` (fingerprints, [`spec::config_fingerprint`]),
+    /// written over SSH, then k3s restarted. `before` is `None` when the
+    /// VM's comment recorded none.
+    Reconfigure {
+        before: Option<String>,
+        after: String,
+    },
+    /// The fleet's node labels and taints, set through the API (no
+    /// restart).
+    NodeLabels,
+    /// The VM's comment rewritten to record its spec, release and settings
+    /// ([`spec::SpecComment`]).
+    Comment {
+        comment: String,
+    },
+}
+
+impl Op {
+    /// Whether the op changes k3s on the node (one script run over SSH).
+    pub fn changes_k3s(&self) -> bool {
+        matches!(self, Op::Upgrade { .. } | Op::Reconfigure { .. })
+    }
 }
 
 /// One attribute's before → after, for display.
@@ -87,6 +134,22 @@ pub struct Change {
     /// In-place operations (updates, and share settings after a create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<Op>,
+    /// What an in-place change restarts (absent: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// An agent replaced create-before-destroy: the new VM's name (the
+    /// pool's lowest free index), Ready before `vm` is drained and removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
+}
+
+impl Change {
+    /// Whether carrying it out takes the node out of service for a while
+    /// (drained, restarted, replaced or removed): such changes count
+    /// against the pool's `maxUnavailable`.
+    pub fn disrupts(&self) -> bool {
+        matches!(self.action, Action::Replace | Action::Delete) || self.restart.is_some()
+    }
 }
 
 /// Counts per action.
@@ -94,14 +157,26 @@ pub struct Change {
 pub struct Summary {
     pub create: u32,
     pub update: u32,
+    #[serde(default)]
+    pub upgrade: u32,
     pub replace: u32,
     pub delete: u32,
 }
 
 impl Summary {
     pub fn total(&self) -> u32 {
-        self.create + self.update + self.replace + self.delete
+        self.create + self.update + self.upgrade + self.replace + self.delete
     }
+}
+
+/// The k3s release a plan installs on new nodes and upgrades nodes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRelease {
+    /// e.g. `v1.31.6+k3s1`.
+    pub version: String,
+    /// The channel it was looked up from, when the fleet follows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// A reviewed, saveable plan.
@@ -126,11 +201,37 @@ pub struct Plan {
     pub fleet_fingerprint: String,
     /// Fingerprint of the observed state the plan was made against.
     pub observed_fingerprint: String,
+    /// The release this plan installs and upgrades to (absent for a
+    /// destroy). Apply of a saved plan uses it as it is: a channel that
+    /// moved since is not looked up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<PlanRelease>,
+    /// Why the plan must not be carried out (etcd quorum, a downgrade, a
+    /// skipped minor, version skew), each with what to do instead. A
+    /// refused plan is still shown in full.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<String>,
 }
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Whether the plan was refused ([`Self::refusals`]).
+    pub fn is_refused(&self) -> bool {
+        !self.refusals.is_empty()
+    }
+
+    /// Whether carrying it out needs the cluster's secrets: new VMs carry
+    /// them in their setup scripts; in-place k3s changes write the secret
+    /// flags' values.
+    pub fn needs_secrets(&self) -> bool {
+        self.creates_vms()
+            || self
+                .changes
+                .iter()
+                .any(|c| c.ops.iter().any(Op::changes_k3s))
     }
 
     /// Whether carrying it out starts VMs (creates or replaces): the only
@@ -145,18 +246,17 @@ impl Plan {
 
     /// The server the tool should reach the Kubernetes API through while
     /// carrying this plan out: the lowest-named of `running_servers` that
-    /// the plan does not delete, replace or resize, so a rolling server
+    /// the plan does not delete, replace or restart, so a rolling server
     /// change never pulls the API from under the tool. None when every
-    /// server changes (a single-server cluster).
+    /// server changes (a single-server cluster, an upgrade of every server:
+    /// then the server the tool uses restarts last, and the tool waits for
+    /// it).
     pub fn api_server(&self, running_servers: &[String]) -> Option<String> {
         let changing: Vec<&str> = self
             .changes
             .iter()
             .filter(|c| c.role == crate::fleet::Role::Server.as_str())
-            .filter(|c| {
-                matches!(c.action, Action::Delete | Action::Replace)
-                    || c.ops.iter().any(|o| matches!(o, Op::Resize { .. }))
-            })
+            .filter(|c| c.disrupts())
             .map(|c| c.vm.as_str())
             .collect();
         running_servers
@@ -173,6 +273,21 @@ impl Plan {
 pub struct Observed {
     pub vms: Vec<VmInfo>,
     pub shares: BTreeMap<String, ShareInfo>,
+    /// The cluster's Nodes by name, when the Kubernetes API was reachable
+    /// (`None`: not reachable; versions then come from VM comments, and
+    /// labels and taints cannot be compared).
+    pub nodes: Option<BTreeMap<String, NodeFacts>>,
+}
+
+/// What a plan reads from one Node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// `status.nodeInfo.kubeletVersion`, e.g. `v1.31.4+k3s1`.
+    pub version: Option<String>,
+    /// Every label.
+    pub labels: BTreeMap<String, String>,
+    /// Every taint, `key[=value]:Effect`.
+    pub taints: Vec<String>,
 }
 
 impl Observed {

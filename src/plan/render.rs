@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::{Action, Change, Plan};
+use super::{Action, Change, Plan, Restart};
 use crate::text::{md_code, md_fence, md_text, one_line};
 
 const RESET: &str = "\x1b[0m";
@@ -17,19 +17,45 @@ const RESET: &str = "\x1b[0m";
 fn colour(a: Action) -> &'static str {
     match a {
         Action::Create => "\x1b[32m",
-        Action::Update => "\x1b[33m",
+        Action::Update | Action::Upgrade => "\x1b[33m",
         Action::Replace => "\x1b[35m",
         Action::Delete => "\x1b[31m",
     }
 }
 
-/// "2 to create, 1 to update, 0 to replace, 1 to delete".
+/// "2 to create, 1 to update, 3 to upgrade, 0 to replace, 1 to delete".
 pub fn summary_line(plan: &Plan) -> String {
     let s = plan.summary;
     format!(
-        "{} to create, {} to update, {} to replace, {} to delete",
-        s.create, s.update, s.replace, s.delete
+        "{} to create, {} to update, {} to upgrade, {} to replace, {} to delete",
+        s.create, s.update, s.upgrade, s.replace, s.delete
     )
+}
+
+/// "k3s v1.31.6+k3s1 (channel stable)".
+fn release_line(plan: &Plan) -> Option<String> {
+    plan.release.as_ref().map(|r| match &r.channel {
+        Some(c) => format!(
+            "k3s {} (channel {}, looked up now)",
+            one_line(&r.version),
+            one_line(c)
+        ),
+        None => format!("k3s {}", one_line(&r.version)),
+    })
+}
+
+/// What the change restarts or how it replaces, for its heading.
+fn disruption(c: &Change) -> String {
+    let mut s = String::new();
+    if let Some(new) = &c.replaced_by {
+        s.push_str(&format!(" by {} (create before destroy)", one_line(new)));
+    }
+    match c.restart {
+        Some(Restart::K3s) => s.push_str(" (k3s restarts; drained first)"),
+        Some(Restart::Vm) => s.push_str(" (the VM restarts; drained first)"),
+        None => {}
+    }
+    s
 }
 
 fn value(v: &Option<String>) -> std::borrow::Cow<'_, str> {
@@ -42,12 +68,14 @@ fn heading(c: &Change) -> String {
         Action::Delete => " will be deleted",
         Action::Create => " will be created",
         Action::Update => " will be updated in place",
+        Action::Upgrade => " will be upgraded in place",
     };
     format!(
-        "{} ({}, pool {}){extra}",
+        "{} ({}, pool {}){extra}{}",
         one_line(&c.vm),
         one_line(&c.role),
-        one_line(&c.pool)
+        one_line(&c.pool),
+        disruption(c)
     )
 }
 
@@ -71,6 +99,9 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
         "exedev-k8s {verb} for fleet \"{}\"",
         one_line(&plan.fleet)
     );
+    if let Some(r) = release_line(plan) {
+        let _ = writeln!(out, "{r}");
+    }
     if !plan.has_changes() {
         let _ = writeln!(out, "\nNo changes: the VMs on exe.dev match the fleet.");
     }
@@ -103,6 +134,12 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
         }
     }
     let _ = writeln!(out, "\nPlan: {}.", summary_line(plan));
+    if plan.is_refused() {
+        let _ = writeln!(out, "\nRefused: this plan cannot be applied:");
+        for r in &plan.refusals {
+            let _ = writeln!(out, "  ✗ {}", one_line(r));
+        }
+    }
     out
 }
 
@@ -118,23 +155,45 @@ fn markdown_title(plan: &Plan) -> String {
     } else {
         "plan"
     };
-    format!(
+    let mut out = format!(
         "### exedev-k8s {verb}: {}\n\n**{}**\n",
         md_code(&plan.fleet),
         summary_line(plan)
-    )
+    );
+    if let Some(r) = release_line(plan) {
+        let _ = writeln!(out, "\n{}", md_text(&r));
+    }
+    if plan.is_refused() {
+        let _ = writeln!(
+            out,
+            "\n> [!CAUTION]\n> **Refused: this plan cannot be applied.**"
+        );
+        for r in &plan.refusals {
+            let _ = writeln!(out, "> - {}", md_text(r));
+        }
+    }
+    out
 }
 
 fn change_row(c: &Change) -> String {
     let action = match c.action {
         Action::Create => "➕ create",
         Action::Update => "🔧 update",
+        Action::Upgrade => "⬆️ upgrade",
         Action::Replace => "♻️ replace",
         Action::Delete => "🗑️ delete",
     };
+    let vm = match &c.replaced_by {
+        Some(new) => format!("{} → {}", md_code(&c.vm), md_code(new)),
+        None => md_code(&c.vm),
+    };
+    let restart = match c.restart {
+        Some(Restart::K3s) => " (k3s restarts)",
+        Some(Restart::Vm) => " (VM restarts)",
+        None => "",
+    };
     format!(
-        "| {action} | {} | {} | {} | {} |",
-        md_code(&c.vm),
+        "| {action}{restart} | {vm} | {} | {} | {} |",
         md_text(&c.pool),
         md_text(&c.role),
         md_text(&c.reasons.join("; "))
@@ -223,37 +282,39 @@ pub fn markdown_within(plan: &Plan, max_bytes: usize, full_plan: &str) -> String
         out.push('\n');
     }
     // Counts per pool and role, in apply order of first appearance.
-    let mut groups: Vec<((&str, &str), [u32; 4])> = Vec::new();
+    let mut groups: Vec<((&str, &str), [u32; 5])> = Vec::new();
     for c in &plan.changes {
         let key = (c.pool.as_str(), c.role.as_str());
         let i = match groups.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                groups.push((key, [0; 4]));
+                groups.push((key, [0; 5]));
                 groups.len() - 1
             }
         };
         let column = match c.action {
             Action::Create => 0,
             Action::Update => 1,
-            Action::Replace => 2,
-            Action::Delete => 3,
+            Action::Upgrade => 2,
+            Action::Replace => 3,
+            Action::Delete => 4,
         };
         groups[i].1[column] += 1;
     }
     out.push_str(
-        "| pool | role | create | update | replace | delete |\n|---|---|---|---|---|---|\n",
+        "| pool | role | create | update | upgrade | replace | delete |\n|---|---|---|---|---|---|---|\n",
     );
     let mut omitted_pools = 0;
     for ((pool, role), n) in &groups {
         let line = format!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             md_text(pool),
             md_text(role),
             n[0],
             n[1],
             n[2],
-            n[3]
+            n[3],
+            n[4]
         );
         if fits(&out, &line) {
             let _ = writeln!(out, "{line}");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::api::NewVm;
-use crate::bootstrap::{self, BootstrapError, BootstrapInput, K3sRelease, ScriptKind};
+use crate::bootstrap::{self, BootstrapError, BootstrapInput, ScriptKind};
 use crate::fleet::{DesiredVm, Fleet, K3sArg, Role, SecretRef, Spanned};
 use crate::secret::Secret;
 
@@ -86,12 +86,15 @@ pub const MANIFESTS: &[(&str, &str)] = &[(
 /// Builds the bootstrap input of one VM. `join_via` is the server a joiner
 /// contacts: one that is up at apply time (default: the first server). Given
 /// for the first server, it makes a replacement first server join the
-/// surviving servers instead of initialising a new cluster.
+/// surviving servers instead of initialising a new cluster. `version` is
+/// the fleet's release, decided at plan time: a node never installs
+/// whatever a channel says at its first boot.
 pub fn bootstrap_input(
     fleet: &Fleet,
     vm: &DesiredVm,
     secrets: &ClusterSecrets,
     join_via: Option<&str>,
+    version: &str,
 ) -> BootstrapInput {
     let cluster = fleet.metadata.name.value.clone();
     let first = crate::names::fleet_vm_name(&cluster, crate::fleet::CONTROL_PLANE_POOL, 1);
@@ -101,11 +104,6 @@ pub fn bootstrap_input(
         (Role::Server, _, _) => ScriptKind::ServerJoin,
     };
     let k3s = &fleet.k3s.value;
-    let release = match (&k3s.version, &k3s.channel) {
-        (Some(v), _) => K3sRelease::Version(v.value.clone()),
-        (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
-        (None, None) => K3sRelease::Channel("stable".into()),
-    };
     let (server_args, server_secret_args) = split_args(&k3s.server_args, secrets);
     let (agent_args, agent_secret_args) = split_args(&k3s.agent_args, secrets);
     BootstrapInput {
@@ -115,8 +113,7 @@ pub fn bootstrap_input(
         tailnet: fleet.network.tailscale.tailnet.value.clone(),
         join_server: join_via.map(str::to_string).unwrap_or(first),
         // Every server the fleet could ever have, not just today's count:
-        // scaling 3 -> 5 then needs no new certificate, and the fingerprint
-        // (hence the VMs) does not depend on the server count.
+        // scaling 3 -> 5 then needs no new certificate.
         server_names: (1..=crate::fleet::MAX_SERVERS)
             .map(|i| {
                 crate::names::fleet_vm_name(
@@ -126,7 +123,7 @@ pub fn bootstrap_input(
                 )
             })
             .collect(),
-        release,
+        version: version.to_string(),
         server_token: secrets.k3s_token.clone(),
         agent_token: secrets.agent_token.clone(),
         tailscale_auth_key: secrets.tailscale_auth_key.clone(),
@@ -150,32 +147,140 @@ pub fn bootstrap_input(
     }
 }
 
-/// The immutable part of a VM's spec, fingerprinted: image and bootstrap
-/// script (as its normal role renders it, secrets excluded). A VM whose
-/// comment carries another fingerprint must be replaced.
+/// The scheme of the spec comment this version writes. Scheme 1 (`spec=`
+/// and twelve hex digits, nothing else) fingerprinted the whole setup
+/// script, k3s version and arguments included; scheme 2 fingerprints only
+/// what needs a new VM and records the rest beside it.
+pub const SPEC_SCHEME: u32 = 2;
+
+/// What a VM's comment records: `exedev-k8s spec=2.<fingerprint>
+/// k3s=<release> cfg=<args>.<disable>` (scheme 2), or `exedev-k8s
+/// spec=<fingerprint>` (scheme 1, VMs created before in-place changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecComment {
+    /// 1 or 2.
+    pub scheme: u32,
+    /// The identity fingerprint (what it means depends on the scheme).
+    pub fingerprint: String,
+    /// The k3s release the tool installed or last upgraded the VM to.
+    pub k3s: Option<String>,
+    /// [`config_fingerprint`] of the k3s settings the VM was last given.
+    pub cfg: Option<String>,
+}
+
+impl SpecComment {
+    /// Reads a comment the tool wrote; `None` for any other comment.
+    pub fn parse(comment: &str) -> Option<SpecComment> {
+        let rest = comment.strip_prefix(COMMENT_PREFIX)?;
+        let mut words = rest.split_whitespace();
+        let spec = words.next().unwrap_or("");
+        let (scheme, fingerprint) = match spec.split_once('.') {
+            Some((n, fp)) => (n.parse().ok()?, fp.to_string()),
+            None => (1, spec.to_string()),
+        };
+        let mut out = SpecComment {
+            scheme,
+            fingerprint,
+            k3s: None,
+            cfg: None,
+        };
+        for w in words {
+            match w.split_once('=') {
+                Some(("k3s", v)) => out.k3s = Some(v.to_string()),
+                Some(("cfg", v)) => out.cfg = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// The comment text (at most [`crate::limits::MAX_COMMENT_BYTES`]:
+    /// fingerprints are 12 and 17 characters, releases at most 45).
+    pub fn render(&self) -> String {
+        let mut s = if self.scheme == 1 {
+            format!("{COMMENT_PREFIX}{}", self.fingerprint)
+        } else {
+            format!("{COMMENT_PREFIX}{}.{}", self.scheme, self.fingerprint)
+        };
+        if let Some(v) = &self.k3s {
+            s.push_str(&format!(" k3s={v}"));
+        }
+        if let Some(c) = &self.cfg {
+            s.push_str(&format!(" cfg={c}"));
+        }
+        s
+    }
+}
+
+fn hex12(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex8(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What needs a new VM, fingerprinted (scheme 2): the image, the role and
+/// the tailnet (the setup script stored at `new` joins that tailnet at
+/// every boot and cannot be changed afterwards). Disk shrinks are a diff
+/// rule (exe.dev reports the disk). The k3s release, arguments, labels and
+/// taints are not identity: they change in place.
 pub fn spec_fingerprint(fleet: &Fleet, vm: &DesiredVm) -> String {
     spec_fingerprint_with_image(fleet, vm, &vm.image)
 }
 
-/// The fingerprint `vm` would have with another image: tells a script change
-/// apart from an image change when explaining a replacement.
+/// The fingerprint `vm` would have with another image: tells an image
+/// change apart from a role or tailnet change when explaining a
+/// replacement.
 pub fn spec_fingerprint_with_image(fleet: &Fleet, vm: &DesiredVm, image: &str) -> String {
-    let input = bootstrap_input(fleet, vm, &ClusterSecrets::placeholders(), None);
-    let script = bootstrap::fingerprint(&input);
-    let digest = Sha256::digest(format!("image={image}\nscript={script}").as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    hex12(&format!(
+        "scheme={SPEC_SCHEME}\nimage={image}\nrole={}\ntailnet={}\n",
+        vm.role.as_str(),
+        fleet.network.tailscale.tailnet.value
+    ))
 }
 
-/// The comment a VM carries: `exedev-k8s spec=<fingerprint>`.
-pub fn comment_for(fingerprint: &str) -> String {
-    format!("{COMMENT_PREFIX}{fingerprint}")
+/// The k3s settings a node of `role` is given that change in place, as
+/// shown in plans (a secret flag as where its value comes from, never the
+/// value): its extra arguments, and on servers `disable`.
+pub fn k3s_settings(fleet: &Fleet, role: Role) -> (Vec<String>, Vec<String>) {
+    let k3s = &fleet.k3s.value;
+    let args = match role {
+        Role::Server => &k3s.server_args,
+        Role::Agent => &k3s.agent_args,
+    };
+    let shown = args.iter().map(|a| a.value.shown()).collect();
+    let disable = match role {
+        Role::Server => k3s.disable.iter().map(|d| d.value.clone()).collect(),
+        Role::Agent => Vec::new(),
+    };
+    (shown, disable)
 }
 
-/// The fingerprint in a VM's comment, if it has one.
-pub fn fingerprint_in(comment: &str) -> Option<&str> {
-    comment
-        .strip_prefix(COMMENT_PREFIX)
-        .map(|s| s.split_whitespace().next().unwrap_or(""))
+/// Fingerprint of [`k3s_settings`]: `<arguments>.<disable>`, eight hex
+/// digits each, so a plan can say which of the two changed. Secret values
+/// are left out (a rotated secret flag value is not seen: re-apply it with
+/// a new reference name, or on the node).
+pub fn config_fingerprint(fleet: &Fleet, role: Role) -> String {
+    let (args, disable) = k3s_settings(fleet, role);
+    format!(
+        "{}.{}",
+        hex8(&format!("args\n{}", args.join("\n"))),
+        hex8(&format!("disable\n{}", disable.join("\n")))
+    )
+}
+
+/// The comment a VM carries once it runs `k3s` (unknown: `None`).
+pub fn comment_for(fleet: &Fleet, vm: &DesiredVm, k3s: Option<&str>) -> String {
+    SpecComment {
+        scheme: SPEC_SCHEME,
+        fingerprint: spec_fingerprint(fleet, vm),
+        k3s: k3s.map(str::to_string),
+        cfg: Some(config_fingerprint(fleet, vm.role)),
+    }
+    .render()
 }
 
 /// Renders the real setup script (with the secrets) and the `new` flags.
@@ -184,8 +289,9 @@ pub fn new_vm(
     vm: &DesiredVm,
     secrets: &ClusterSecrets,
     join_via: Option<&str>,
+    version: &str,
 ) -> Result<NewVm, BootstrapError> {
-    let script = bootstrap::render(&bootstrap_input(fleet, vm, secrets, join_via))?;
+    let script = bootstrap::render(&bootstrap_input(fleet, vm, secrets, join_via, version))?;
     Ok(NewVm {
         name: Some(vm.name.clone()),
         image: Some(vm.image.clone()),
@@ -196,19 +302,36 @@ pub fn new_vm(
         env: Vec::new(),
         setup_script: Some(Secret::new(script)),
         command: None,
-        comment: Some(comment_for(&spec_fingerprint(fleet, vm))),
+        comment: Some(comment_for(fleet, vm, Some(version))),
         no_email: true,
     })
 }
 
+/// The script that changes `vm` in place to `version` and the fleet's k3s
+/// settings ([`bootstrap::render_change`]): a [`Secret`], since it carries
+/// the secret flags' values.
+pub fn change_script(
+    fleet: &Fleet,
+    vm: &DesiredVm,
+    secrets: &ClusterSecrets,
+    version: &str,
+) -> Result<Secret, BootstrapError> {
+    bootstrap::render_change(&bootstrap_input(fleet, vm, secrets, None, version)).map(Secret::new)
+}
+
 /// Checks at plan time that every VM's script renders and fits in 10 KiB.
-pub fn check_scripts(fleet: &Fleet, vms: &[DesiredVm]) -> Result<(), BootstrapError> {
+pub fn check_scripts(
+    fleet: &Fleet,
+    vms: &[DesiredVm],
+    version: &str,
+) -> Result<(), BootstrapError> {
     for vm in vms {
         bootstrap::render(&bootstrap_input(
             fleet,
             vm,
             &ClusterSecrets::placeholders(),
             None,
+            version,
         ))?;
     }
     Ok(())

@@ -1,11 +1,12 @@
 //! Diff rules, exhaustively, on hand-made observed states.
 
-use super::spec::{comment_for, spec_fingerprint};
+use super::spec::comment_for;
 use super::*;
 use crate::api::types::{ShareInfo, Visibility, VmInfo};
 use crate::fleet::{self, DesiredVm, Fleet};
 
 const GIB: u64 = 1 << 30;
+const VERSION: &str = "v1.31.4+k3s1";
 
 fn fleet(extra_pools: &str) -> Fleet {
     let src = format!(
@@ -39,7 +40,7 @@ fn observed_vm(f: &Fleet, d: &DesiredVm) -> VmInfo {
         vm_name: d.name.clone(),
         status: "running".into(),
         image: d.image.clone(),
-        comment: comment_for(&spec_fingerprint(f, d)),
+        comment: comment_for(f, d, Some(VERSION)),
         tags: d.tags.clone(),
         allocated_cpus: d.cpu,
         // exe.dev reports sizes in no stable unit: use decimal GB here.
@@ -49,10 +50,27 @@ fn observed_vm(f: &Fleet, d: &DesiredVm) -> VmInfo {
     }
 }
 
+/// Exactly what the fleet asks for, the API reachable and every Node at
+/// [`VERSION`] with the fleet's labels and taints.
 fn in_sync(f: &Fleet) -> Observed {
     let desired = fleet::desired_vms(f);
     let mut o = Observed {
         vms: desired.iter().map(|d| observed_vm(f, d)).collect(),
+        nodes: Some(
+            desired
+                .iter()
+                .map(|d| {
+                    (
+                        d.name.clone(),
+                        NodeFacts {
+                            version: Some(VERSION.to_string()),
+                            labels: d.labels.clone(),
+                            taints: d.taints.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        ),
         ..Default::default()
     };
     for d in desired.iter().filter(|d| d.share.is_some()) {
@@ -105,6 +123,7 @@ fn empty_account_creates_everything_servers_first() {
         Summary {
             create: 5,
             update: 0,
+            upgrade: 0,
             replace: 0,
             delete: 0
         }
@@ -168,12 +187,18 @@ fn resize_tags_and_share_are_updates() {
     );
 }
 
+/// What needs a new VM: another image, another role or tailnet (the
+/// scheme-2 fingerprint), a disk that shrinks. Servers are replaced in
+/// place; agents create-before-destroy under the pool's lowest free index.
 #[test]
 fn immutable_changes_replace() {
     let f = fleet("");
     let mut o = in_sync(&f);
     o.vms[3].image = "ubuntu:24.04".into();
-    o.vms[4].comment = "exedev-k8s spec=000000000000".into();
+    o.vms[4].comment = format!(
+        "exedev-k8s spec=2.000000000000 k3s={VERSION} cfg={}",
+        spec::config_fingerprint(&f, fleet::Role::Agent)
+    );
     o.vms[1].disk_capacity_bytes = 100 * GIB;
     let p = plan(&f, &o);
     assert_eq!(
@@ -185,17 +210,24 @@ fn immutable_changes_replace() {
         ]
     );
     assert!(p.changes[0].reasons[0].contains("disk shrinks"));
+    assert_eq!(p.changes[0].replaced_by, None, "servers keep their names");
     assert!(p.changes[1].reasons[0].contains("image changed"));
-    assert!(p.changes[2].reasons[0].contains("bootstrap settings changed"));
+    assert!(p.changes[2].reasons[0].contains("role or tailnet changed"));
+    assert_eq!(p.changes[1].replaced_by.as_deref(), Some("demo-web3"));
+    assert_eq!(p.changes[2].replaced_by.as_deref(), Some("demo-web4"));
+    assert!(p.changes.iter().all(|c| c.disrupts()));
 }
 
+/// A new release, new arguments, new labels: in place, attribute by
+/// attribute, never a replacement; a scheme-1 VM is not replaced because
+/// the fingerprint's definition changed.
 #[test]
-fn changing_k3s_settings_changes_every_fingerprint() {
+fn version_arguments_and_labels_change_in_place() {
     let f = fleet("");
     let o = in_sync(&f);
     let g = fleet("  - name: extra\n    count: 0\n");
     assert!(!plan(&g, &o).has_changes(), "an empty pool changes no VM");
-    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.32.0+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\ncontrolPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n    share: {port: 8080, public: true}\n";
+    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.32.0+k3s1\n  serverArgs: [--etcd-snapshot-retention=7]\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\ncontrolPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n    labels: {tier: batch}\n    share: {port: 8080, public: true}\n";
     let h = fleet::parse(src, "f.yaml").unwrap();
     let p = diff(
         &h,
@@ -207,7 +239,182 @@ fn changing_k3s_settings_changes_every_fingerprint() {
         },
     )
     .unwrap();
-    assert_eq!(p.summary.replace, 5);
+    assert_eq!((p.summary.replace, p.summary.upgrade), (0, 5));
+    assert!(p.refusals.is_empty(), "{:?}", p.refusals);
+    // Servers first, from the highest index down; agents after.
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Upgrade, "demo-cp3"),
+            (Action::Upgrade, "demo-cp2"),
+            (Action::Upgrade, "demo-cp1"),
+            (Action::Upgrade, "demo-web1"),
+            (Action::Upgrade, "demo-web2"),
+        ]
+    );
+    let cp = &p.changes[0];
+    let names: Vec<&str> = cp.attributes.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["k3s.version", "k3s.serverArgs"]);
+    assert_eq!(cp.attributes[0].before.as_deref(), Some(VERSION));
+    assert_eq!(cp.attributes[0].after.as_deref(), Some("v1.32.0+k3s1"));
+    assert_eq!(cp.restart, Some(Restart::K3s));
+    let web = &p.changes[3];
+    assert!(
+        web.attributes
+            .iter()
+            .any(|a| a.name == "labels.tier" && a.after.as_deref() == Some("batch")),
+        "{:?}",
+        web.attributes
+    );
+    assert!(web.ops.contains(&Op::NodeLabels));
+    assert_eq!(p.release.as_ref().unwrap().version, "v1.32.0+k3s1");
+
+    // Labels alone: no restart, no drain.
+    let labels_only = fleet::parse(
+        &src.replace("v1.32.0+k3s1", VERSION)
+            .replace("  serverArgs: [--etcd-snapshot-retention=7]\n", ""),
+        "f.yaml",
+    )
+    .unwrap();
+    let p = plan(&labels_only, &o);
+    assert_eq!(
+        actions(&p),
+        [(Action::Update, "demo-web1"), (Action::Update, "demo-web2")]
+    );
+    assert!(
+        p.changes
+            .iter()
+            .all(|c| c.restart.is_none() && !c.disrupts())
+    );
+
+    // VMs from before scheme 2: their comment is migrated, nothing more.
+    let mut old = in_sync(&f);
+    for v in &mut old.vms {
+        v.comment = "exedev-k8s spec=0123456789ab".into();
+    }
+    let p = plan(&f, &old);
+    assert_eq!(p.summary.replace, 0);
+    assert_eq!(p.summary.update, 5);
+    assert!(
+        p.changes
+            .iter()
+            .all(|c| matches!(c.ops[..], [Op::Comment { .. }]))
+    );
+}
+
+/// What k3s refuses is refused in the plan, which is still returned whole
+/// (every output format shows it with the refusal).
+#[test]
+fn downgrades_skips_and_skew_are_refused_with_the_plan_shown() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    let refused = |o: &Observed, opts: &PlanOptions| diff(&f, "fp", o, opts).unwrap();
+    for n in o.nodes.as_mut().unwrap().values_mut() {
+        n.version = Some("v1.29.9+k3s1".into());
+    }
+    let p = refused(&o, &PlanOptions::default());
+    assert!(p.is_refused());
+    assert!(
+        p.refusals[0].contains("one minor version at a time"),
+        "{:?}",
+        p.refusals
+    );
+    assert_eq!(p.changes.len(), 5, "the plan is shown whole");
+    let human = render::human(&p, false);
+    assert!(
+        human.contains("Refused: this plan cannot be applied"),
+        "{human}"
+    );
+    assert!(render::markdown(&p).contains("[!CAUTION]"));
+    let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
+    assert!(v["refusals"][0].as_str().unwrap().contains("minor"));
+
+    for n in o.nodes.as_mut().unwrap().values_mut() {
+        n.version = Some("v1.31.6+k3s1".into());
+    }
+    let p = refused(&o, &PlanOptions::default());
+    assert!(p.refusals[0].contains("downgraded"), "{:?}", p.refusals);
+
+    // An upgrade narrowed to the agents would leave them newer than the
+    // servers: refused, saying to upgrade the servers first.
+    let mut o = in_sync(&f);
+    for n in o.nodes.as_mut().unwrap().values_mut() {
+        n.version = Some("v1.30.5+k3s1".into());
+    }
+    let p = refused(
+        &o,
+        &PlanOptions {
+            targets: vec!["web".into()],
+            members_removed: true,
+            ..Default::default()
+        },
+    );
+    assert!(
+        p.refusals
+            .iter()
+            .any(|r| r.contains("never newer") && r.contains("--target cp")),
+        "{:?}",
+        p.refusals
+    );
+    let all = refused(
+        &o,
+        &PlanOptions {
+            members_removed: true,
+            ..Default::default()
+        },
+    );
+    assert!(all.refusals.is_empty(), "{:?}", all.refusals);
+}
+
+/// A fleet that follows a channel takes the release it was looked up to;
+/// when the lookup fails, it keeps the release its nodes agree on.
+#[test]
+fn channels_are_resolved_before_and_kept_when_the_lookup_fails() {
+    let f = fleet("");
+    let o = in_sync(&f);
+    let moved = PlanOptions {
+        members_removed: true,
+        release: Some(ReleaseChoice::Channel {
+            name: "stable".into(),
+            resolved: Ok(crate::release::Release::parse("v1.31.6+k3s1").unwrap()),
+        }),
+        ..Default::default()
+    };
+    let p = diff(&f, "fp", &o, &moved).unwrap();
+    assert_eq!(p.summary.upgrade, 5);
+    assert_eq!(
+        p.release,
+        Some(PlanRelease {
+            version: "v1.31.6+k3s1".into(),
+            channel: Some("stable".into())
+        })
+    );
+    // New nodes install the plan's release, never the channel.
+    let p = diff(&f, "fp", &Observed::default(), &moved).unwrap();
+    let v = p.changes[0]
+        .attributes
+        .iter()
+        .find(|a| a.name == "k3s.version")
+        .unwrap();
+    assert_eq!(v.after.as_deref(), Some("v1.31.6+k3s1"));
+    let down = PlanOptions {
+        release: Some(ReleaseChoice::Channel {
+            name: "stable".into(),
+            resolved: Err("connection refused".into()),
+        }),
+        ..Default::default()
+    };
+    let p = diff(&f, "fp", &o, &down).unwrap();
+    assert!(!p.has_changes());
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("keeping the fleet's release v1.31.4+k3s1"))
+    );
+    assert!(matches!(
+        diff(&f, "fp", &Observed::default(), &down),
+        Err(PlanError::Release(_))
+    ));
 }
 
 #[test]
@@ -226,7 +433,7 @@ fn the_api_is_reached_through_a_server_the_plan_leaves_alone() {
     let p = diff(&f, "fp", &o, &opts).unwrap();
     assert_eq!(p.api_server(&servers).as_ref(), Some(&servers[0]));
     // The first server is being replaced: talk to the second.
-    o.vms[0].comment = comment_for("000000000000");
+    o.vms[0].image = "other".into();
     let p = diff(&f, "fp", &o, &opts).unwrap();
     assert!(
         p.changes
@@ -242,22 +449,30 @@ fn the_api_is_reached_through_a_server_the_plan_leaves_alone() {
     assert_eq!(p.api_server(&servers[..2]), None);
 }
 
+/// A pool holds the indices it has (a create-before-destroy replacement
+/// moved an agent to a new one): held VMs are kept, a shrink removes the
+/// highest index, a grow fills the lowest free one.
 #[test]
-fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
+fn pools_keep_the_indices_they_hold() {
     let f = fleet("");
     let mut o = in_sync(&f);
-    let extra = DesiredVm {
-        name: "demo-web3".into(),
-        index: 3,
+    let web = |i: u32| DesiredVm {
+        name: format!("demo-web{i}"),
+        index: i,
         ..fleet::desired_vms(&f)[3].clone()
     };
-    o.vms.push(observed_vm(&f, &extra));
+    let mut share = o.shares["demo-web1"].clone();
+    share.vm_name = "demo-web3".into();
+    o.shares.insert("demo-web3".into(), share);
+    o.vms.push(observed_vm(&f, &web(3)));
+    let node = o.nodes.as_ref().unwrap()["demo-web1"].clone();
+    o.nodes.as_mut().unwrap().insert("demo-web3".into(), node);
     let mut gone = observed_vm(
         &f,
         &DesiredVm {
             name: "demo-batch1".into(),
             pool: "batch".into(),
-            ..extra.clone()
+            ..web(1)
         },
     );
     gone.tags = vec![
@@ -266,21 +481,27 @@ fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
         fleet::role_tag(fleet::Role::Agent),
     ];
     o.vms.push(gone);
-    o.vms.retain(|v| v.vm_name != "demo-web1");
     let p = plan(&f, &o);
     assert_eq!(
         actions(&p),
         [
-            (Action::Create, "demo-web1"),
             (Action::Delete, "demo-batch1"),
             (Action::Delete, "demo-web3")
         ]
     );
-    assert_eq!(p.changes[2].reasons, ["pool \"web\" shrank to 2"]);
+    assert_eq!(p.changes[1].reasons, ["pool \"web\" shrank to 2"]);
     assert_eq!(
-        p.changes[1].reasons,
+        p.changes[0].reasons,
         ["pool \"batch\" is no longer in the fleet"]
     );
+    // web1 went (replaced by web3): web2 and web3 are the pool now.
+    o.vms
+        .retain(|v| v.vm_name != "demo-web1" && v.vm_name != "demo-batch1");
+    assert!(!plan(&f, &o).has_changes(), "{:?}", actions(&plan(&f, &o)));
+    // Growing to 3 fills the lowest free index.
+    let mut grown = f.clone();
+    grown.pools[0].count.value = 3;
+    assert_eq!(actions(&plan(&grown, &o)), [(Action::Create, "demo-web1")]);
 }
 
 #[test]
@@ -349,15 +570,13 @@ fn quorum_is_protected_without_member_removal() {
     let mut o = in_sync(&f);
     o.vms[0].image = "other".into();
     o.vms[1].image = "other".into();
-    match diff(&f, "fp", &o, &PlanOptions::default()) {
-        Err(PlanError::Quorum {
-            down: 2,
-            existing: 3,
-            quorum: 2,
-            max: 1,
-        }) => {}
-        other => panic!("{other:?}"),
-    }
+    let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
+    assert!(
+        p.refusals[0].contains("takes 2 of the 3 existing servers down")
+            && p.refusals[0].contains("at most 1 server(s)"),
+        "{:?}",
+        p.refusals
+    );
     let one = diff(
         &f,
         "fp",
@@ -369,18 +588,18 @@ fn quorum_is_protected_without_member_removal() {
     )
     .unwrap();
     assert_eq!(actions(&one), [(Action::Replace, "demo-cp2")]);
-    assert!(
-        diff(
-            &f,
-            "fp",
-            &o,
-            &PlanOptions {
-                members_removed: true,
-                ..Default::default()
-            }
-        )
-        .is_ok()
-    );
+    assert!(!one.is_refused());
+    let rolling = diff(
+        &f,
+        "fp",
+        &o,
+        &PlanOptions {
+            members_removed: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!rolling.is_refused());
 }
 
 #[test]
@@ -451,7 +670,7 @@ fn renders_every_format() {
     let md = render::markdown(&p);
     assert!(md.contains("| ➕ create | `demo-cp3` |"));
     let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["summary"]["create"], 1);
     assert_eq!(v["changes"][0]["action"], "create");
 }
@@ -461,8 +680,8 @@ fn a_replacement_first_server_joins_the_survivors_instead_of_initialising() {
     let f = fleet("");
     let cp1 = fleet::desired_vms(&f).remove(0);
     let secrets = spec::ClusterSecrets::placeholders();
-    let init = spec::new_vm(&f, &cp1, &secrets, None).unwrap();
-    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp2")).unwrap();
+    let init = spec::new_vm(&f, &cp1, &secrets, None, VERSION).unwrap();
+    let join = spec::new_vm(&f, &cp1, &secrets, Some("demo-cp2"), VERSION).unwrap();
     let script = |n: &crate::api::NewVm| n.setup_script.as_ref().unwrap().expose().to_string();
     assert!(script(&init).contains("cluster-init"));
     assert!(!script(&join).contains("cluster-init"));
@@ -480,14 +699,13 @@ fn server_resizes_count_as_downtime_and_the_only_server_warning_always_shows() {
     for v in o.vms.iter_mut().take(3) {
         v.allocated_cpus = 1; // all three servers would restart
     }
-    assert!(matches!(
-        diff(&f, "fp", &o, &PlanOptions::default()),
-        Err(PlanError::Quorum {
-            down: 3,
-            existing: 3,
-            ..
-        })
-    ));
+    let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
+    assert!(
+        p.refusals[0].contains("takes 3 of the 3"),
+        "{:?}",
+        p.refusals
+    );
+    assert!(p.changes.iter().all(|c| c.restart == Some(Restart::Vm)));
     let rolling = PlanOptions {
         members_removed: true,
         ..Default::default()
@@ -531,11 +749,14 @@ fn markdown_is_summarised_under_the_limit_and_says_where_the_full_plan_is() {
     );
     assert!(md.len() <= render::MARKDOWN_MAX_BYTES, "{}", md.len());
     assert!(md.starts_with("### exedev-k8s plan: `demo`\n"), "{md}");
-    assert!(md.contains("**505 to create, 0 to update, 0 to replace, 0 to delete**"));
+    assert!(md.contains("**505 to create, 0 to update, 0 to upgrade, 0 to replace, 0 to delete**"));
     assert!(md.contains("Summarised to fit a pull-request comment"));
     assert!(md.contains("> an important warning"));
-    assert!(md.contains("| poola | agent | 100 | 0 | 0 | 0 |"), "{md}");
-    assert!(md.contains("| cp | server | 3 | 0 | 0 | 0 |"), "{md}");
+    assert!(
+        md.contains("| poola | agent | 100 | 0 | 0 | 0 | 0 |"),
+        "{md}"
+    );
+    assert!(md.contains("| cp | server | 3 | 0 | 0 | 0 | 0 |"), "{md}");
     assert!(md.contains("| ➕ create | `demo-cp1` |"), "servers first");
     let tail = md.lines().last().unwrap_or_default();
     assert!(
@@ -574,8 +795,9 @@ fn new_vms_show_their_k3s_flags_with_secrets_redacted() {
         Some("--etcd-s3 --etcd-s3-secret-key=(secret from env ETCD_S3_SECRET)")
     );
     assert_eq!(args("demo-web1"), None, "agents have no extra flags");
-    // Adding a secret flag replaces the servers (its name is in the
-    // fingerprint), and says what they get.
+    // Adding a secret flag changes the servers in place (its reference,
+    // never its value, is in the recorded settings), and says what they
+    // get.
     let without = fleet::parse(
         &src.replace(
             "    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\n",
@@ -585,13 +807,23 @@ fn new_vms_show_their_k3s_flags_with_secrets_redacted() {
     )
     .unwrap();
     let p = plan(&f, &in_sync(&without));
-    assert_eq!(actions(&p), [(Action::Replace, "demo-cp1")]);
+    assert_eq!(actions(&p), [(Action::Update, "demo-cp1")]);
+    assert_eq!(p.changes[0].restart, Some(Restart::K3s));
     let a = p.changes[0]
         .attributes
         .iter()
-        .find(|a| a.name == "k3s args")
+        .find(|a| a.name == "k3s.serverArgs")
         .unwrap();
-    assert_eq!(a.before.as_deref(), Some("(not recorded)"));
+    assert!(
+        a.before
+            .as_deref()
+            .unwrap()
+            .starts_with("(other: recorded ")
+    );
+    assert_eq!(
+        a.after.as_deref(),
+        Some("--etcd-s3 --etcd-s3-secret-key=(secret from env ETCD_S3_SECRET)")
+    );
 }
 
 /// A tag alone is not ownership: `precious-db` tagged for the fleet and a
@@ -661,7 +893,7 @@ fn a_fleet_named_with_this_ones_prefix_is_invisible() {
         with_eu.vms.push(VmInfo {
             vm_name: name.into(),
             status: "running".into(),
-            comment: comment_for("0123456789ab"),
+            comment: "exedev-k8s spec=2.0123456789ab".into(),
             tags: vec![fleet::ownership_tag("demo-eu")],
             allocated_cpus: 2,
             ..Default::default()

@@ -1,8 +1,12 @@
-//! The loopback endpoints the stand-ins call (`POST /_world/...`), and
+//! The loopback endpoints the stand-ins call (`POST /_world/...`),
 //! `GET /_emulator/kubeconfig/<vm>`: a kubeconfig that reaches a server's
 //! API straight from the host (`https://127.0.0.1:<port>`), for users and
-//! tests that are not going through the CLI's SSH path. Loopback peers
-//! only, like `/_emulator/state`.
+//! tests that are not going through the CLI's SSH path, and
+//! `/_emulator/k3s-channels/<channel>`: the k3s channel server as the
+//! tool's `--channel-server` sees it (`GET`: a redirect to the release, as
+//! `update.k3s.io/v1-release/channels/<channel>` answers; `PUT` with a
+//! release as the body: the channel moves, for the VMs' installers too).
+//! Loopback peers only, like `/_emulator/state`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,6 +148,48 @@ async fn kubeconfig(
     }
 }
 
+async fn channel_get(
+    State(w): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+) -> Response {
+    if !loopback(&peer) {
+        return forbidden();
+    }
+    match w.channel(&channel) {
+        Some(v) => (
+            StatusCode::FOUND,
+            [(
+                "location",
+                format!("https://github.com/k3s-io/k3s/releases/tag/{v}"),
+            )],
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "channel not found\n").into_response(),
+    }
+}
+
+async fn channel_put(
+    State(w): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+    body: String,
+) -> Response {
+    if !loopback(&peer) {
+        return forbidden();
+    }
+    let version = body.trim();
+    if !crate::release::is_channel(&channel) || !crate::release::is_release(version) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "PUT /_emulator/k3s-channels/<channel> with a release (v1.31.4+k3s1) as the body\n",
+        )
+            .into_response();
+    }
+    w.set_channel(&channel, version);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 /// The world's routes, to merge into the emulator's router.
 pub fn routes(w: Arc<Inner>) -> Router {
     Router::new()
@@ -152,5 +198,9 @@ pub fn routes(w: Arc<Inner>) -> Router {
         .route(protocol::SSH, post(ssh))
         .route(protocol::CONNECT, post(connect))
         .route("/_emulator/kubeconfig/{vm}", get(kubeconfig))
+        .route(
+            "/_emulator/k3s-channels/{channel}",
+            get(channel_get).put(channel_put),
+        )
         .with_state(w)
 }

@@ -104,7 +104,8 @@ pub struct WorldConfig {
     /// (facts: [?]); by default it does not, so scripts must start it.
     pub tailscaled_at_boot: bool,
     /// k3s release channels (`stable`, `latest`, `v1.31`) and the versions
-    /// they point at, as `update.k3s.io` answers.
+    /// they point at, as `update.k3s.io` answers, at the start (they move
+    /// with `PUT /_emulator/k3s-channels/<channel>`).
     pub channels: BTreeMap<String, String>,
     /// Below 1, a `sleep` stand-in first on the VMs' `PATH` shortens the
     /// scripts' own waits by this factor (`sleep 5` with 0.02 sleeps 0.1 s),
@@ -176,6 +177,8 @@ pub struct Inner {
     tasks: Mutex<BTreeMap<String, Vec<tokio::task::AbortHandle>>>,
     reboot_hook: OnceLock<RebootHook>,
     sandboxes: tokio::sync::Semaphore,
+    /// Where each channel points now.
+    channels: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -241,6 +244,7 @@ pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<Wor
         tasks: Mutex::new(BTreeMap::new()),
         reboot_hook: OnceLock::new(),
         sandboxes: tokio::sync::Semaphore::new(64),
+        channels: Mutex::new(config.channels.clone()),
         config,
     });
     let weak = Arc::downgrade(&inner);
@@ -261,6 +265,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// The release `channel` points at now.
+    pub fn channel(&self, channel: &str) -> Option<String> {
+        lock(&self.channels).get(channel).cloned()
+    }
+
+    /// Moves `channel` to `version` (a new release came out).
+    pub fn set_channel(&self, channel: &str, version: &str) {
+        lock(&self.channels).insert(channel.to_string(), version.to_string());
+    }
+
     /// The model, locked (never held across an await).
     pub fn model(&self) -> MutexGuard<'_, Model> {
         lock(&self.model)

@@ -81,7 +81,7 @@ pub async fn fetch(inner: &Arc<Inner>, req: &Fetch) -> FetchReply {
             let channel = path
                 .strip_prefix("/v1-release/channels/")
                 .unwrap_or_default();
-            match inner.config.channels.get(channel) {
+            match inner.channel(channel) {
                 Some(v) => FetchReply::Response {
                     status: 302,
                     location: Some(format!("https://github.com/k3s-io/k3s/releases/tag/{v}")),

@@ -68,14 +68,18 @@ else
   URL="https://github.com/k3s-io/k3s/releases/download/${VERSION_K3S}"
   info "Downloading hash ${URL}/sha256sum-amd64.txt"
   curl -sfL -o "$TMP_DIR/k3s.hash" "${URL}/sha256sum-amd64.txt" || fatal "Download failed"
-  info "Downloading binary ${URL}/k3s"
-  curl -sfL -o "$TMP_DIR/k3s.bin" "${URL}/k3s" || fatal "Download failed"
   HASH_EXPECTED=$(awk '$2 == "k3s" { print $1 }' "$TMP_DIR/k3s.hash")
-  HASH_BIN=$(sha256sum "$TMP_DIR/k3s.bin" | awk '{ print $1 }')
-  [ "$HASH_EXPECTED" = "$HASH_BIN" ] || fatal "Download sha256 does not match ${HASH_EXPECTED}, got ${HASH_BIN}"
-  chmod 755 "$TMP_DIR/k3s.bin"
-  info "Installing k3s to $BIN_DIR/k3s"
-  $SUDO mv -f "$TMP_DIR/k3s.bin" "$BIN_DIR/k3s"
+  if [ -x "$BIN_DIR/k3s" ] && [ "$(sha256sum "$BIN_DIR/k3s" | awk '{ print $1 }')" = "$HASH_EXPECTED" ]; then
+    info "Skipping binary downloaded, installed k3s matches hash"
+  else
+    info "Downloading binary ${URL}/k3s"
+    curl -sfL -o "$TMP_DIR/k3s.bin" "${URL}/k3s" || fatal "Download failed"
+    HASH_BIN=$(sha256sum "$TMP_DIR/k3s.bin" | awk '{ print $1 }')
+    [ "$HASH_EXPECTED" = "$HASH_BIN" ] || fatal "Download sha256 does not match ${HASH_EXPECTED}, got ${HASH_BIN}"
+    chmod 755 "$TMP_DIR/k3s.bin"
+    info "Installing k3s to $BIN_DIR/k3s"
+    $SUDO mv -f "$TMP_DIR/k3s.bin" "$BIN_DIR/k3s"
+  fi
 fi
 for cmd in kubectl crictl ctr; do
   if [ ! -e "$BIN_DIR/$cmd" ]; then

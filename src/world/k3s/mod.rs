@@ -655,7 +655,16 @@ impl Model {
             _ => {}
         }
         match p.role {
-            Role::Server => self.join_server(vm, unit, p, &cid, now, fx),
+            Role::Server => {
+                // The joiner compares its critical values with those of the
+                // server it contacts (`GET /v1-k3s/config` on its join URL:
+                // k3s pkg/cluster/bootstrap.go compareConfig), which is only
+                // done when it joins: a member restarting on its own data
+                // does not compare, so a value changed on every server one
+                // at a time never trips it.
+                let theirs = self.ready_server(&target).map(|(t, _)| critical(&t.cfg));
+                self.join_server(vm, unit, p, &cid, theirs, now, fx)
+            }
             Role::Agent => {
                 let api = self.api_version(&cid);
                 if let (Some(mine), Some(theirs)) = (minor_version(&p.version), minor_version(&api))
@@ -671,12 +680,14 @@ impl Model {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn join_server(
         &mut self,
         vm: &str,
         unit: &str,
         p: &mut K3sProc,
         cid: &str,
+        theirs: Option<std::collections::BTreeMap<&'static str, String>>,
         now: u64,
         fx: &mut Vec<Effect>,
     ) {
@@ -684,14 +695,15 @@ impl Model {
         if c.datastore == Datastore::Sqlite {
             return self.fail(vm, unit, p, now, "cannot join a server that runs the embedded SQLite datastore: the first server needs --cluster-init for others to join".into());
         }
+        let theirs = theirs.unwrap_or_else(|| c.critical.clone());
         let mine = critical(&p.cfg);
         let mismatched: Vec<String> = mine
             .iter()
-            .filter(|(k, v)| c.critical.get(*k) != Some(*v))
+            .filter(|(k, v)| theirs.get(*k) != Some(*v))
             .map(|(k, v)| {
                 format!(
                     "{k} (this server: {v:?}, cluster: {:?})",
-                    c.critical.get(k).cloned().unwrap_or_default()
+                    theirs.get(k).cloned().unwrap_or_default()
                 )
             })
             .collect();

@@ -1,0 +1,194 @@
+//! The hooks `apply` calls on a node during a rolling change, built on the
+//! Kubernetes API ([`crate::kubeaccess::LazyClient`], [`crate::cluster`])
+//! and SSH ([`crate::remote`], [`crate::upgrade`]): wait until a node is
+//! Ready (bootstrap done for this boot, Node Ready, at an expected k3s
+//! release, with the fleet's labels), cordon and drain, uncordon, set
+//! labels and taints, change k3s in place. An edge.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apply::{NodeChanger, NodeHook, NodeReady, StepSink};
+use crate::cluster::DrainOptions;
+use crate::fleet::Fleet;
+use crate::kubeaccess::LazyClient;
+use crate::secret::Secret;
+
+/// How often readiness is polled once the first quick looks are over.
+const POLL: Duration = Duration::from_secs(3);
+
+fn ssh(ssh_key: Option<&Path>) -> crate::ssh::SshOptions {
+    crate::remote::quick(crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf)))
+}
+
+/// Waits until a node is a ready member: first its setup script's state
+/// over SSH (works before any API exists: the first server of a new
+/// cluster), `done` for this boot meaning k3s active (and `/readyz` ok on
+/// servers); then, when the API is reachable, its Node Ready, at `version`
+/// when given (an in-place upgrade is not done until the kubelet reports
+/// it), with the fleet's labels the kubelet could not set applied through
+/// the API.
+pub fn node_ready(
+    kube: Arc<LazyClient>,
+    fleet: &Fleet,
+    ssh_key: Option<&Path>,
+    timeout: Duration,
+) -> NodeReady {
+    let fleet = fleet.clone();
+    let ssh = ssh(ssh_key);
+    Arc::new(
+        move |vm: String, version: Option<String>, steps: StepSink| {
+            let kube = kube.clone();
+            let ssh = ssh.clone();
+            let expected: Vec<_> = crate::plan::placement::desired_named(&fleet, &vm)
+                .into_iter()
+                .collect();
+            Box::pin(async move {
+                let start = tokio::time::Instant::now();
+                crate::remote::wait_bootstrapped(&vm, &ssh, timeout, POLL, |s| {
+                    steps(s.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                steps("bootstrap done (k3s active)".to_string());
+                let client = match kube.get().await {
+                    Ok(c) => c,
+                    Err(why) => {
+                        return Ok(format!(
+                            "bootstrap done; the Kubernetes API is not reachable from here ({why}): relying on the VM's own readiness checks"
+                        ));
+                    }
+                };
+                let left = |start: tokio::time::Instant| {
+                    timeout
+                        .saturating_sub(start.elapsed())
+                        .max(Duration::from_secs(30))
+                };
+                let r = crate::cluster::wait_ready(&client, &expected, left(start), POLL, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut outcome = "node Ready".to_string();
+                if let Some(want) = &version {
+                    wait_version(&client, &vm, want, left(start)).await?;
+                    outcome = format!("node Ready at k3s {want}");
+                }
+                for n in r.drifted() {
+                    if let Some(d) = expected.iter().find(|d| d.name == n.name) {
+                        crate::cluster::apply_labels_taints(&client, d)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        outcome.push_str("; labels and taints applied through the API");
+                    }
+                }
+                Ok(outcome)
+            })
+        },
+    )
+}
+
+/// Polls until `vm`'s Node is Ready and its kubelet reports `version`.
+async fn wait_version(
+    client: &kube::Client,
+    vm: &str,
+    version: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let seen = match crate::cluster::list_nodes(client).await {
+            Ok(nodes) => match nodes.iter().find(|n| n.name == vm) {
+                Some(n) if n.ready && n.kubelet_version.as_deref() == Some(version) => {
+                    return Ok(());
+                }
+                Some(n) => format!(
+                    "Ready={} at {}",
+                    n.ready,
+                    n.kubelet_version.as_deref().unwrap_or("an unknown release")
+                ),
+                None => "not registered".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "its node was not Ready at k3s {version} within {}s (last seen: {seen}); check `journalctl -u k3s` (servers) or `journalctl -u k3s-agent` on the VM",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(POLL);
+    }
+}
+
+/// Cordons and drains a node (PodDisruptionBudgets respected, bounded by
+/// `opts.timeout`) before it restarts in place. A node that is not
+/// registered has nothing to drain.
+pub fn drainer(kube: Arc<LazyClient>, opts: DrainOptions) -> NodeHook {
+    Arc::new(move |vm: String| {
+        let kube = kube.clone();
+        Box::pin(async move {
+            let client = kube.get().await?;
+            let Some(r) = crate::cluster::cordon_and_drain(&client, &vm, opts)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok("no node to drain".to_string());
+            };
+            Ok(format!(
+                "cordoned and drained ({} pods evicted, {} deleted)",
+                r.evicted.len(),
+                r.deleted.len()
+            ))
+        })
+    })
+}
+
+/// Uncordons a node once it is Ready again.
+pub fn uncordoner(kube: Arc<LazyClient>) -> NodeHook {
+    Arc::new(move |vm: String| {
+        let kube = kube.clone();
+        Box::pin(async move {
+            let client = kube.get().await?;
+            crate::cluster::uncordon(&client, &vm)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok("uncordoned".to_string())
+        })
+    })
+}
+
+/// Sets the fleet's labels and taints on a node by server-side apply.
+pub fn labeler(kube: Arc<LazyClient>, fleet: &Fleet) -> NodeHook {
+    let fleet = fleet.clone();
+    Arc::new(move |vm: String| {
+        let kube = kube.clone();
+        let d = crate::plan::placement::desired_named(&fleet, &vm);
+        Box::pin(async move {
+            let d = d.ok_or_else(|| format!("{vm} is not in the fleet any more"))?;
+            let client = kube.get().await?;
+            let removed = crate::cluster::apply_labels_taints(&client, &d)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(if removed.is_empty() {
+                "labels and taints set".to_string()
+            } else {
+                format!(
+                    "labels and taints set (removed taints: {})",
+                    crate::text::one_line(&removed.join(", "))
+                )
+            })
+        })
+    })
+}
+
+/// Runs an in-place change script on a node over SSH, at most `timeout`.
+pub fn changer(ssh_key: Option<&Path>, timeout: Duration) -> NodeChanger {
+    // A connection that fails is retried once: the script is idempotent.
+    let opts = ssh(ssh_key);
+    Arc::new(move |vm: String, script: Secret| {
+        let opts = opts.clone();
+        Box::pin(async move { crate::upgrade::change_node(&vm, &script, &opts, timeout).await })
+    })
+}

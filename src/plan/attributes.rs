@@ -1,0 +1,426 @@
+//! What changes in place on one node that stays, attribute by attribute:
+//! its k3s release (`~ k3s.version v1.31.4+k3s1 → v1.31.6+k3s1`, an
+//! upgrade), its k3s arguments and `disable` (rewritten over SSH, then a
+//! restart), its labels and taints (through the API, no restart), and the
+//! comment that records them. Sizes, tags and the proxy are
+//! [`super::diff`]'s.
+//!
+//! Where each "before" comes from: the release from the Node's
+//! `kubeletVersion` when the API answers, else from the VM's comment
+//! (`k3s=`); the arguments from the comment's `cfg=` fingerprints (values
+//! are not recorded, so the plan shows what they become); labels and taints
+//! from the Node only (without the API they are not compared, and the plan
+//! says so). Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::spec::{self, SpecComment};
+use super::{AttrChange, NodeFacts, Op};
+use crate::api::types::VmInfo;
+use crate::fleet::{DesiredVm, Fleet, Role};
+use crate::node_labels::{canonical_taint, is_system_taint};
+use crate::release::{self, Release, Step};
+
+/// The release the plan moves every node to, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub release: Release,
+    /// The channel it was looked up from (`None`: `k3s.version`).
+    pub channel: Option<String>,
+}
+
+impl Target {
+    fn source(&self) -> String {
+        match &self.channel {
+            Some(c) => format!("channel {c}"),
+            None => "k3s.version".to_string(),
+        }
+    }
+}
+
+/// One node's in-place changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InPlace {
+    pub reasons: Vec<String>,
+    pub attributes: Vec<AttrChange>,
+    pub ops: Vec<Op>,
+    /// Why the plan must not be carried out (a downgrade, a skipped minor).
+    pub refusal: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange {
+    AttrChange {
+        name: name.into(),
+        before,
+        after,
+    }
+}
+
+/// The release `vm` runs as far as the plan can tell: its Node's
+/// `kubeletVersion` (the truth, when the API answers), else the one its
+/// comment recorded (scheme 2).
+pub fn observed_release(vm: &VmInfo, node: Option<&NodeFacts>) -> Option<String> {
+    node.and_then(|n| n.version.clone()).or_else(|| {
+        SpecComment::parse(&vm.comment)
+            .filter(|c| c.scheme >= 2)
+            .and_then(|c| c.k3s)
+    })
+}
+
+/// The in-place changes of node `d`, observed as VM `o` (and Node `node`
+/// when the API answered: `nodes_known`), towards `target`.
+pub fn in_place(
+    fleet: &Fleet,
+    d: &DesiredVm,
+    o: &VmInfo,
+    node: Option<&NodeFacts>,
+    nodes_known: bool,
+    target: &Target,
+) -> InPlace {
+    let mut out = InPlace::default();
+    let comment = SpecComment::parse(&o.comment);
+    let have = observed_release(o, node);
+    let mut release_after = have.clone();
+    match have.as_deref().map(|h| (h, Release::parse(h))) {
+        None => out.warnings.push(format!(
+            "{}: its k3s release is unknown (no Node in the Kubernetes API{}, and its comment records none): it is not upgraded; make the API reachable (exedev-k8s kubeconfig, or --kubeconfig) and plan again",
+            d.name,
+            if nodes_known { "" } else { ", which is not reachable" }
+        )),
+        Some((h, None)) => out.warnings.push(format!(
+            "{}: it reports k3s {:?}, which is not a release exedev-k8s understands: it is not upgraded",
+            d.name,
+            crate::text::one_line(h)
+        )),
+        Some((h, Some(from))) => match release::upgrade_step(&d.name, &from, &target.release) {
+            Ok(Step::Same) => {}
+            Ok(step) => {
+                let to = target.release.to_string();
+                out.reasons.push(format!(
+                    "k3s {h} → {to} ({}, {}): installed over SSH, then k3s restarts",
+                    target.source(),
+                    if step == Step::Minor {
+                        "next minor"
+                    } else {
+                        "patch"
+                    }
+                ));
+                out.attributes
+                    .push(attr("k3s.version", Some(h.to_string()), Some(to.clone())));
+                out.ops.push(Op::Upgrade {
+                    from: h.to_string(),
+                    to: to.clone(),
+                });
+                release_after = Some(to);
+            }
+            Err(refusal) => {
+                out.attributes.push(attr(
+                    "k3s.version",
+                    Some(h.to_string()),
+                    Some(target.release.to_string()),
+                ));
+                out.refusal = Some(refusal.to_string());
+            }
+        },
+    }
+
+    // Arguments and `disable`: recorded as fingerprints in scheme 2.
+    let want_cfg = spec::config_fingerprint(fleet, d.role);
+    let recorded = comment
+        .as_ref()
+        .filter(|c| c.scheme >= 2)
+        .and_then(|c| c.cfg.clone());
+    if let Some(have_cfg) = recorded.filter(|h| *h != want_cfg) {
+        let (args, disable) = spec::k3s_settings(fleet, d.role);
+        let (have_args, have_dis) = have_cfg.split_once('.').unwrap_or((&have_cfg, ""));
+        let (want_args, want_dis) = want_cfg.split_once('.').unwrap_or((&want_cfg, ""));
+        let shown = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        let was = |h: &str| Some(format!("(other: recorded {h})"));
+        if have_args != want_args {
+            let name = match d.role {
+                Role::Server => "k3s.serverArgs",
+                Role::Agent => "k3s.agentArgs",
+            };
+            out.attributes
+                .push(attr(name, was(have_args), Some(shown(&args))));
+            out.reasons.push(format!(
+                "{name} changed: written over SSH, then k3s restarts"
+            ));
+        }
+        if have_dis != want_dis {
+            out.attributes
+                .push(attr("k3s.disable", was(have_dis), Some(shown(&disable))));
+            out.reasons
+                .push("k3s.disable changed: written over SSH, then k3s restarts".to_string());
+        }
+        out.ops.push(Op::Reconfigure {
+            before: Some(have_cfg.clone()),
+            after: want_cfg.clone(),
+        });
+    }
+
+    if let Some(n) = node {
+        let labels = label_changes(d, n);
+        if !labels.is_empty() {
+            out.reasons.push(
+                "node labels or taints differ from the fleet: set through the API, no restart"
+                    .to_string(),
+            );
+            out.attributes.extend(labels);
+            out.ops.push(Op::NodeLabels);
+        }
+    }
+
+    // The comment records the spec, release and settings; an in-place k3s
+    // change rewrites it when it is done, anything else here.
+    let want_comment = spec::comment_for(fleet, d, release_after.as_deref());
+    let k3s_change = out.ops.iter().any(Op::changes_k3s);
+    if o.comment != want_comment && !k3s_change && out.refusal.is_none() {
+        out.reasons.push(match &comment {
+            Some(c) if c.scheme < spec::SPEC_SCHEME => format!(
+                "created by an earlier exedev-k8s (spec scheme {}): its comment is rewritten in scheme {} (not a replacement; its k3s arguments are taken to be the fleet's)",
+                c.scheme,
+                spec::SPEC_SCHEME
+            ),
+            _ => "its comment is brought up to date (release and settings)".to_string(),
+        });
+        out.attributes.push(attr(
+            "comment",
+            Some(o.comment.clone()),
+            Some(want_comment.clone()),
+        ));
+        out.ops.push(Op::Comment {
+            comment: want_comment,
+        });
+    }
+    out
+}
+
+/// Labels the fleet gives `d` that its Node lacks or has with another
+/// value (`labels.<key>`), and its taints when they differ (Kubernetes'
+/// own taints aside). Labels the fleet does not mention are left alone.
+pub fn label_changes(d: &DesiredVm, node: &NodeFacts) -> Vec<AttrChange> {
+    let mut out = Vec::new();
+    let want: &BTreeMap<String, String> = &d.labels;
+    for (k, v) in want {
+        let have = node.labels.get(k);
+        if have != Some(v) {
+            out.push(attr(&format!("labels.{k}"), have.cloned(), Some(v.clone())));
+        }
+    }
+    let want_t: BTreeSet<String> = d.taints.iter().map(|t| canonical_taint(t)).collect();
+    let have_t: BTreeSet<String> = node
+        .taints
+        .iter()
+        .map(|t| canonical_taint(t))
+        .filter(|t| !is_system_taint(t))
+        .collect();
+    if want_t != have_t {
+        let join = |s: &BTreeSet<String>| {
+            if s.is_empty() {
+                "(none)".to_string()
+            } else {
+                s.iter().cloned().collect::<Vec<_>>().join(",")
+            }
+        };
+        out.push(attr("taints", Some(join(&have_t)), Some(join(&want_t))));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet;
+
+    fn fleet_with(k3s: &str) -> Fleet {
+        let yaml = format!(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n{k3s}network:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\npools:\n  - name: web\n    count: 1\n    labels: {{tier: web}}\n    taints: [\"dedicated=web:NoSchedule\"]\n"
+        );
+        fleet::parse(&yaml, "f.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn target(v: &str) -> Target {
+        Target {
+            release: Release::parse(v).unwrap(),
+            channel: None,
+        }
+    }
+
+    fn observed(f: &Fleet, d: &DesiredVm, k3s: Option<&str>) -> VmInfo {
+        VmInfo {
+            vm_name: d.name.clone(),
+            comment: spec::comment_for(f, d, k3s),
+            ..Default::default()
+        }
+    }
+
+    fn node(version: &str, d: &DesiredVm) -> NodeFacts {
+        NodeFacts {
+            version: Some(version.to_string()),
+            labels: d.labels.clone(),
+            taints: d.taints.clone(),
+        }
+    }
+
+    #[test]
+    fn in_sync_is_nothing() {
+        let f = fleet_with("  version: v1.31.4+k3s1\n");
+        for d in fleet::desired_vms(&f) {
+            let o = observed(&f, &d, Some("v1.31.4+k3s1"));
+            let n = node("v1.31.4+k3s1", &d);
+            let got = in_place(&f, &d, &o, Some(&n), true, &target("v1.31.4+k3s1"));
+            assert_eq!(got, InPlace::default(), "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn a_patch_is_an_upgrade_with_the_api_version_as_before() {
+        let f = fleet_with("  version: v1.31.6+k3s1\n");
+        let d = &fleet::desired_vms(&f)[0];
+        // The comment says v1.31.4, the API v1.31.5 (someone upgraded by
+        // hand): the API wins.
+        let o = observed(&f, d, Some("v1.31.4+k3s1"));
+        let got = in_place(
+            &f,
+            d,
+            &o,
+            Some(&node("v1.31.5+k3s1", d)),
+            true,
+            &target("v1.31.6+k3s1"),
+        );
+        assert_eq!(
+            got.ops,
+            [Op::Upgrade {
+                from: "v1.31.5+k3s1".into(),
+                to: "v1.31.6+k3s1".into()
+            }]
+        );
+        assert_eq!(
+            got.attributes,
+            [attr(
+                "k3s.version",
+                Some("v1.31.5+k3s1".into()),
+                Some("v1.31.6+k3s1".into())
+            )]
+        );
+        assert!(got.reasons[0].contains("patch"), "{:?}", got.reasons);
+        // Without the API, the comment's release is the before.
+        let got = in_place(&f, d, &o, None, false, &target("v1.31.6+k3s1"));
+        assert_eq!(got.attributes[0].before.as_deref(), Some("v1.31.4+k3s1"));
+    }
+
+    #[test]
+    fn downgrades_and_skips_are_refused_with_the_way_out() {
+        let f = fleet_with("  version: v1.31.4+k3s1\n");
+        let d = &fleet::desired_vms(&f)[0];
+        let o = observed(&f, d, Some("v1.31.6+k3s1"));
+        let got = in_place(&f, d, &o, None, false, &target("v1.31.4+k3s1"));
+        assert!(got.refusal.as_deref().unwrap().contains("downgraded"));
+        let o = observed(&f, d, Some("v1.29.1+k3s1"));
+        let got = in_place(&f, d, &o, None, false, &target("v1.31.4+k3s1"));
+        let r = got.refusal.unwrap();
+        assert!(
+            r.contains("one minor version at a time") && r.contains("v1.30"),
+            "{r}"
+        );
+        assert!(got.ops.is_empty(), "nothing to carry out: {:?}", got.ops);
+    }
+
+    #[test]
+    fn arguments_and_disable_are_told_apart() {
+        let old = fleet_with(
+            "  version: v1.31.4+k3s1\n  serverArgs: [\"--etcd-snapshot-retention=5\"]\n",
+        );
+        let new = fleet_with(
+            "  version: v1.31.4+k3s1\n  serverArgs: [\"--etcd-snapshot-retention=7\"]\n",
+        );
+        let d = &fleet::desired_vms(&new)[0];
+        let o = observed(&old, d, Some("v1.31.4+k3s1"));
+        let got = in_place(&new, d, &o, None, false, &target("v1.31.4+k3s1"));
+        let names: Vec<&str> = got.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["k3s.serverArgs"]);
+        assert_eq!(
+            got.attributes[0].after.as_deref(),
+            Some("--etcd-snapshot-retention=7")
+        );
+        assert!(matches!(got.ops[..], [Op::Reconfigure { .. }]));
+        let disabled = fleet_with(
+            "  version: v1.31.4+k3s1\n  serverArgs: [\"--etcd-snapshot-retention=5\"]\n  disable: [traefik]\n",
+        );
+        let got = in_place(&disabled, d, &o, None, false, &target("v1.31.4+k3s1"));
+        let names: Vec<&str> = got.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["k3s.disable"]);
+        // Agents do not care about server arguments.
+        let agent = &fleet::desired_vms(&new)[1];
+        let o = observed(&old, agent, Some("v1.31.4+k3s1"));
+        let got = in_place(&new, agent, &o, None, false, &target("v1.31.4+k3s1"));
+        assert_eq!(got, InPlace::default());
+    }
+
+    #[test]
+    fn labels_and_taints_go_through_the_api_without_a_restart() {
+        let f = fleet_with("  version: v1.31.4+k3s1\n");
+        let d = &fleet::desired_vms(&f)[1];
+        let o = observed(&f, d, Some("v1.31.4+k3s1"));
+        let mut n = node("v1.31.4+k3s1", d);
+        n.labels.insert("tier".into(), "batch".into());
+        n.labels.insert("someone.else/x".into(), "y".into());
+        n.taints = vec![
+            "node.kubernetes.io/unschedulable:NoSchedule".into(),
+            "old=x:NoExecute".into(),
+        ];
+        let got = in_place(&f, d, &o, Some(&n), true, &target("v1.31.4+k3s1"));
+        assert_eq!(
+            got.attributes,
+            [
+                attr("labels.tier", Some("batch".into()), Some("web".into())),
+                attr(
+                    "taints",
+                    Some("old=x:NoExecute".into()),
+                    Some("dedicated=web:NoSchedule".into())
+                ),
+            ]
+        );
+        assert_eq!(got.ops, [Op::NodeLabels]);
+    }
+
+    /// VMs from before scheme 2 are not replaced: their comment is
+    /// rewritten, recording the release the API reports.
+    #[test]
+    fn scheme_one_comments_are_migrated_not_replaced() {
+        let f = fleet_with("  version: v1.31.4+k3s1\n");
+        let d = &fleet::desired_vms(&f)[0];
+        let o = VmInfo {
+            vm_name: d.name.clone(),
+            comment: "exedev-k8s spec=0123456789ab".into(),
+            ..Default::default()
+        };
+        let got = in_place(
+            &f,
+            d,
+            &o,
+            Some(&node("v1.31.4+k3s1", d)),
+            true,
+            &target("v1.31.4+k3s1"),
+        );
+        assert_eq!(
+            got.ops,
+            [Op::Comment {
+                comment: spec::comment_for(&f, d, Some("v1.31.4+k3s1"))
+            }]
+        );
+        assert!(got.reasons[0].contains("scheme 1"), "{:?}", got.reasons);
+        // Without the API its release is unknown: said, not guessed.
+        let got = in_place(&f, d, &o, None, false, &target("v1.31.6+k3s1"));
+        assert!(got.warnings[0].contains("unknown"), "{:?}", got.warnings);
+        assert!(!got.ops.iter().any(Op::changes_k3s));
+    }
+}
