@@ -48,10 +48,7 @@ pub struct Rollout<'a> {
 
 impl<'a> Rollout<'a> {
     pub fn of(plan: &'a Plan) -> Rollout<'a> {
-        let (servers, agents) = plan
-            .changes
-            .iter()
-            .partition(|c| c.role == Role::Server.as_str());
+        let (servers, agents) = plan.changes.iter().partition(|c| c.role == Role::Server);
         Rollout { servers, agents }
     }
 }

@@ -530,7 +530,7 @@ pub async fn kube_now(
 }
 
 fn needs_drain(p: &Plan) -> bool {
-    p.mode == "apply"
+    p.mode == plan::Mode::Apply
         && p.changes
             .iter()
             .any(|c| matches!(c.action, plan::Action::Delete | plan::Action::Replace))
@@ -847,7 +847,9 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     // cluster has none yet: apply connects once its first server is up.
     // (Observed first: only an existing cluster can have a kubeconfig to
     // fetch.)
-    let destroy_mode = saved.as_ref().is_some_and(|s| s.mode == "destroy");
+    let destroy_mode = saved
+        .as_ref()
+        .is_some_and(|s| s.mode == plan::Mode::Destroy);
     let mut observed = observe(&client, &fleet, !destroy_mode).await?;
     let existing = observed
         .vms
@@ -866,7 +868,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let p = match saved {
         Some(saved) => {
-            if saved.mode == "destroy" && fleet.metadata.protect {
+            if saved.mode == plan::Mode::Destroy && fleet.metadata.protect {
                 return Err(fail(protect_message(&fleet)));
             }
             if saved.is_refused() {
@@ -874,7 +876,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             }
             let opts = PlanOptions {
                 targets: saved.targets.clone(),
-                destroy: saved.mode == "destroy",
+                destroy: saved.mode == plan::Mode::Destroy,
                 members_removed: kube.is_ok() && !a.skip_drain,
                 release: saved_release(&saved),
             };

@@ -167,7 +167,7 @@ fn delete_change(v: &VmInfo, reason: String) -> Change {
         action: Action::Delete,
         vm: v.vm_name.clone(),
         pool: pool_of(v),
-        role: role_of(v).as_str().into(),
+        role: role_of(v),
         reasons: vec![reason],
         attributes: vec![
             attr("image", Some(v.image.clone()), None),
@@ -249,7 +249,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
             action: Action::Replace,
             vm: d.name.clone(),
             pool: d.pool.clone(),
-            role: d.role.as_str().into(),
+            role: d.role,
             reasons,
             attributes,
             ops: share_ops(d),
@@ -378,7 +378,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
         },
         vm: d.name.clone(),
         pool: d.pool.clone(),
-        role: d.role.as_str().into(),
+        role: d.role,
         reasons,
         attributes,
         ops,
@@ -399,7 +399,7 @@ fn node_of<'a>(observed: &'a Observed, name: &str) -> Option<&'a super::NodeFact
 /// first), so capacity is added before it is removed; agents by pool, in
 /// index order, deletions last.
 fn order_key(c: &Change) -> (u8, u8, String, i64, String) {
-    let server = c.role == Role::Server.as_str();
+    let server = c.role == Role::Server;
     let index = crate::names::split_fleet_vm_name(&c.vm).map_or(0, |n| i64::from(n.index));
     let (class, signed) = match c.action {
         Action::Create | Action::Replace => (0, index),
@@ -518,7 +518,7 @@ fn skew_refusals(
     servers.extend(
         changes
             .iter()
-            .filter(|c| c.role == Role::Server.as_str() && c.action == Action::Create)
+            .filter(|c| c.role == Role::Server && c.action == Action::Create)
             .map(|c| (c.vm.clone(), target.clone())),
     );
     let Some((oldest_name, oldest)) = servers.into_iter().min_by(|a, b| a.1.cmp(&b.1)) else {
@@ -532,7 +532,7 @@ fn skew_refusals(
     agents.extend(
         changes
             .iter()
-            .filter(|c| c.role == Role::Agent.as_str())
+            .filter(|c| c.role == Role::Agent)
             .filter_map(|c| match (&c.action, &c.replaced_by) {
                 (Action::Create, _) => Some(c.vm.clone()),
                 (Action::Replace, Some(new)) => Some(new.clone()),
@@ -631,7 +631,7 @@ pub fn diff(
                     action: Action::Create,
                     vm: d.name.clone(),
                     pool: d.pool.clone(),
-                    role: d.role.as_str().into(),
+                    role: d.role,
                     reasons: vec![format!(
                         "{} {} of pool {:?} does not exist",
                         d.role.as_str(),
@@ -724,18 +724,18 @@ pub fn diff(
 
     // Servers taken down by this plan: deleted, replaced, or restarted.
     let existing_servers = owned.iter().filter(|v| role_of(v) == Role::Server).count();
-    let server_down = |c: &Change| c.role == Role::Server.as_str() && c.disrupts();
+    let server_down = |c: &Change| c.role == Role::Server && c.disrupts();
     let servers_down = changes.iter().filter(|c| server_down(c)).count();
     let replacing_the_only_server = existing_servers == 1
         && changes
             .iter()
-            .any(|c| c.role == Role::Server.as_str() && c.action == Action::Replace);
+            .any(|c| c.role == Role::Server && c.action == Action::Replace);
     if !opts.destroy && replacing_the_only_server {
         warnings.push(format!(
             "{} replaces the only server: the cluster's etcd data is lost; take an etcd snapshot first",
             changes
                 .iter()
-                .find(|c| c.role == Role::Server.as_str() && c.action == Action::Replace)
+                .find(|c| c.role == Role::Server && c.action == Action::Replace)
                 .map(|c| c.vm.as_str())
                 .unwrap_or("this plan")
         ));
@@ -797,7 +797,11 @@ pub fn diff(
     Ok(Plan {
         format_version: FORMAT_VERSION,
         fleet: cluster.clone(),
-        mode: if opts.destroy { "destroy" } else { "apply" }.into(),
+        mode: if opts.destroy {
+            super::Mode::Destroy
+        } else {
+            super::Mode::Apply
+        },
         changes,
         summary,
         warnings,
