@@ -152,10 +152,10 @@ fn plan_snapshots_cover_every_action_and_format() {
     insta::assert_snapshot!("every_action_human", human);
     let json = env.ok(&["plan", "-f", "changed.yaml", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(
         v["summary"],
-        serde_json::json!({"create": 1, "update": 3, "replace": 1, "delete": 1})
+        serde_json::json!({"create": 1, "update": 3, "upgrade": 0, "replace": 1, "delete": 1})
     );
     insta::assert_snapshot!("every_action_json", json);
     let md = env.ok(&["plan", "-f", "changed.yaml", "--format", "markdown"]);
@@ -183,7 +183,10 @@ fn plan_snapshots_cover_every_action_and_format() {
     let st = env.emu().state();
     assert_eq!(st.vms["acme-web1"].cpus, 4);
     assert!(st.vms["acme-web2"].share.public);
-    assert_eq!(st.vms["acme-gpu1"].image, "ubuntu:24.04");
+    // The agent with a new image was replaced create-before-destroy: its
+    // successor holds the pool's next index.
+    assert!(!st.vms.contains_key("acme-gpu1"));
+    assert_eq!(st.vms["acme-gpu2"].image, "ubuntu:24.04");
     assert!(!st.vms.contains_key("acme-batch2"));
     assert!(st.vms.contains_key("acme-db1"));
 }
@@ -369,7 +372,14 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
         .unwrap();
     assert!(script.contains("existing-cluster-token"));
     assert!(script.contains("existing-agent-token"));
-    let agent = env.emu().state().vms["acme-web1"]
+    // acme-web1 was planted by an earlier exedev-k8s (spec scheme 1): kept,
+    // its comment migrated; acme-web2 is new.
+    assert!(
+        env.emu().state().vms["acme-web1"]
+            .comment
+            .starts_with("exedev-k8s spec=2.")
+    );
+    let agent = env.emu().state().vms["acme-web2"]
         .setup_script
         .clone()
         .unwrap();
@@ -402,7 +412,7 @@ fn a_tag_alone_never_makes_a_vm_the_fleets() {
         "{plan}"
     );
     assert!(
-        plan.contains("9 to create, 0 to update, 0 to replace, 0 to delete"),
+        plan.contains("9 to create, 0 to update, 0 to upgrade, 0 to replace, 0 to delete"),
         "{plan}"
     );
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
@@ -449,8 +459,13 @@ fn fleets_whose_names_prefix_each_other_do_not_interfere() {
     assert_eq!(env.vm_names().len(), 18);
     let eu = env.ok(&["plan", "-f", "eu.yaml"]);
     assert!(
-        eu.contains("No changes") && !eu.contains("Warnings"),
+        eu.contains("No changes") && !eu.contains("acme-cp") && !eu.contains("acme-web"),
         "{eu}"
+    );
+    let warnings = eu.split("Warnings:").nth(1).unwrap_or_default();
+    assert!(
+        !warnings.contains("acme") && warnings.contains("API is not reachable"),
+        "only the note that labels are not compared: {eu}"
     );
 }
 
@@ -465,8 +480,14 @@ fn what_exe_dev_reports_is_escaped_in_every_plan_format() {
         .map(|t| t.to_string())
         .collect();
     vm.comment = "exedev-k8s spec=\u{1b}]0;TITLE\u{7}\u{1b}[31m".into();
-    vm.image = "x<!--".into();
+    let mut other = vm.clone();
     env.emu().insert_vm(vm).unwrap();
+    // A comment is shown when it is rewritten (web1, kept); an image when
+    // it forces a replacement (web2).
+    other.name = "acme-web2".into();
+    other.comment = "exedev-k8s spec=0123456789ab".into();
+    other.image = "x<!--".into();
+    env.emu().insert_vm(other).unwrap();
     // The planted VM makes the cluster exist: its stored tokens belong here.
     for f in ["k3s-token", "k3s-agent-token"] {
         std::fs::create_dir_all(env.path(".exedev-k8s/acme")).unwrap();
@@ -483,7 +504,7 @@ fn what_exe_dev_reports_is_escaped_in_every_plan_format() {
     let human = env.ok(&["plan", "-f", "base.yaml"]);
     assert!(!raw_controls(&human), "{human:?}");
     assert!(
-        human.contains("spec \\u{1b}]0;TITLE\\u{7}\\u{1b}[31m"),
+        human.contains("exedev-k8s spec=\\u{1b}]0;TITLE\\u{7}\\u{1b}[31m"),
         "{human}"
     );
     let md = env.ok(&["plan", "-f", "base.yaml", "--format", "markdown"]);
@@ -889,10 +910,11 @@ fn agents_are_not_created_when_the_first_server_fails() {
         .block_on(exedev_k8s::observe::observe(&client, &fleet, true))
         .unwrap();
     let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
-    let never_ready: apply::ServerReady =
-        Arc::new(|vm: String, _| Box::pin(async move { Err(format!("{vm} never became Ready")) }));
+    let never_ready: apply::NodeReady = Arc::new(|vm: String, _, _| {
+        Box::pin(async move { Err(format!("{vm} never became Ready")) })
+    });
     let opts = ApplyOptions {
-        server_ready: Some(never_ready),
+        node_ready: Some(never_ready),
         ..ApplyOptions::default()
     };
     let events = Arc::new(Mutex::new(Vec::new()));

@@ -34,7 +34,8 @@ fn the_system_manifest_is_bundled_and_fits_in_the_first_server_script() {
     let secrets = ClusterSecrets::placeholders();
     for vm in &vms {
         let script =
-            bootstrap::render(&bootstrap_input(&fleet, vm, &secrets, None)).expect("renders");
+            bootstrap::render(&bootstrap_input(&fleet, vm, &secrets, None, "v1.31.4+k3s1"))
+                .expect("renders");
         assert!(
             script.len() < MAX_SETUP_SCRIPT_BYTES,
             "{}: {} bytes",

@@ -240,11 +240,13 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
                 Some(d.cpu.to_string()),
             ));
         }
-        attributes.push(attr(
-            "k3s.version",
-            attributes::observed_release(o, node_of(seen.observed, &d.name)),
-            Some(seen.target.release.to_string()),
-        ));
+        // The new VM installs the plan's release: shown when it is not the
+        // one the old VM runs.
+        let have = attributes::observed_release(o, node_of(seen.observed, &d.name));
+        let want = seen.target.release.to_string();
+        if have.as_deref() != Some(want.as_str()) {
+            attributes.push(attr("k3s.version", have, Some(want)));
+        }
         return Some(Change {
             action: Action::Replace,
             vm: d.name.clone(),
