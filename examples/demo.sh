@@ -30,11 +30,14 @@ ssh-keygen -q -t ed25519 -N '' -C demo -f "$work/key"
   --authorized-keys "$work/key.pub" --latency-ms 20 --boot-ms 300 \
   --run-setup-scripts --sleep-scale 0.05 >"$work/emu.out" &
 emu_pid=$!
-for _ in $(seq 100); do [ "$(wc -l <"$work/emu.out")" -ge 2 ] && break; sleep 0.05; done
+for _ in $(seq 100); do [ "$(wc -l <"$work/emu.out")" -ge 3 ] && break; sleep 0.05; done
 EXE_DEV_ENDPOINT=$(sed -n 1p "$work/emu.out")
 # The ssh stand-in: `ssh <vm>.exe.xyz` reaches the emulated VM.
 EXEDEV_K8S_SSH=$(sed -n 2p "$work/emu.out" | cut -d= -f2-)
-export EXE_DEV_ENDPOINT EXEDEV_K8S_SSH
+# The k3s channel server the world serves: a fleet that follows a channel
+# is looked up there when planning.
+EXEDEV_K8S_CHANNEL_SERVER=$(sed -n 3p "$work/emu.out" | cut -d= -f2-)
+export EXE_DEV_ENDPOINT EXEDEV_K8S_SSH EXEDEV_K8S_CHANNEL_SERVER
 echo "emulator: $EXE_DEV_ENDPOINT"
 
 # A least-privilege token for this fleet, valid one hour.

@@ -212,14 +212,16 @@ impl Env {
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
         let auto_register = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let mut desired = Vec::new();
-        for f in ["base.yaml", "changed.yaml"] {
-            desired.extend(fleet::desired_vms(
-                &exedev_k8s::workspace::load_fleet(&dir.path().join(f))
+        // Any VM either fleet could have, at any index (a replacement
+        // takes a new one).
+        let fleets: Vec<_> = ["base.yaml", "changed.yaml"]
+            .iter()
+            .map(|f| {
+                exedev_k8s::workspace::load_fleet(&dir.path().join(f))
                     .unwrap()
-                    .fleet,
-            ));
-        }
+                    .fleet
+            })
+            .collect();
         let (state_url, k, on) = (
             format!("{}/_emulator/state", emu.base_url),
             kube.clone(),
@@ -244,10 +246,13 @@ impl Env {
                 let mut k = k.lock().unwrap();
                 for vm in vms.iter().filter(|vm| vm["status"] == "running") {
                     let name = vm["name"].as_str().unwrap_or_default();
-                    if let Some(d) = desired.iter().find(|d| d.name == name) {
+                    let d = fleets
+                        .iter()
+                        .find_map(|f| exedev_k8s::plan::placement::desired_named(f, name));
+                    if let Some(d) = d {
                         k.nodes
                             .entry(name.to_string())
-                            .or_insert_with(|| node(d, true));
+                            .or_insert_with(|| node(&d, true));
                     }
                 }
             }

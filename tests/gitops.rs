@@ -471,7 +471,7 @@ fn a_500_vm_markdown_plan_fits_a_comment_and_the_full_plan_is_saved() {
         "{}",
         &md[..200]
     );
-    assert!(md.contains("**503 to create, 0 to update, 0 to replace, 0 to delete**"));
+    assert!(md.contains("**503 to create, 0 to update, 0 to upgrade, 0 to replace, 0 to delete**"));
     assert!(md.contains("the full plan is saved in `plan.json` (`exedev-k8s show plan.json`)"));
     let url = "https://github.com/o/r/actions/runs/1";
     let md = env.ok(&[

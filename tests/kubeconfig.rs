@@ -35,7 +35,7 @@ kind: Fleet
 metadata:
   name: demo
 k3s:
-  channel: stable
+  version: v1.31.4+k3s1
 network:
   tailscale:
     tailnet: tail1234.ts.net

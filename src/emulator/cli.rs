@@ -129,7 +129,8 @@ impl EmulatorArgs {
 /// is printed only once the emulator can serve: a script that read it must
 /// never find the emulator gone (a corrupt `--state` fails before). With the
 /// VM world, a second line `EXEDEV_K8S_SSH=PATH` names the `ssh` stand-in to
-/// export.
+/// export, and a third `EXEDEV_K8S_CHANNEL_SERVER=URL` the k3s channel
+/// server the world serves.
 pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
     let shared = super::Shared::new(opts.config()?)?;
     let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
@@ -144,6 +145,12 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
                 "{}={}",
                 crate::ssh::SSH_PROGRAM_ENV,
                 w.ssh_program().display()
+            )?;
+            writeln!(
+                out,
+                "{}=http://{addr}{}",
+                crate::channel::ENV,
+                crate::world::http::CHANNELS_PATH
             )?;
         }
         out.flush()?;

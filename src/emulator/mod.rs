@@ -332,6 +332,14 @@ impl RunningEmulator {
         self.world().map(|w| w.ssh_program())
     }
 
+    /// The k3s channel server to put in `EXEDEV_K8S_CHANNEL_SERVER` (VM
+    /// world only): `/_emulator/k3s-channels`, whose channels the VMs'
+    /// installers see too.
+    pub fn channel_server(&self) -> Option<String> {
+        self.world()
+            .map(|_| format!("{}{}", self.base_url, crate::world::http::CHANNELS_PATH))
+    }
+
     /// Stops serving, waiting briefly for in-flight requests.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

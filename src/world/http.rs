@@ -148,6 +148,10 @@ async fn kubeconfig(
     }
 }
 
+/// Where the world serves k3s channels to the host (`GET`/`PUT
+/// <path>/<channel>`).
+pub const CHANNELS_PATH: &str = "/_emulator/k3s-channels";
+
 async fn channel_get(
     State(w): State<Arc<Inner>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -199,7 +203,7 @@ pub fn routes(w: Arc<Inner>) -> Router {
         .route(protocol::CONNECT, post(connect))
         .route("/_emulator/kubeconfig/{vm}", get(kubeconfig))
         .route(
-            "/_emulator/k3s-channels/{channel}",
+            &format!("{CHANNELS_PATH}/{{channel}}"),
             get(channel_get).put(channel_put),
         )
         .with_state(w)
