@@ -17,8 +17,16 @@ use std::time::Duration;
 use crate::secret::Secret;
 use crate::ssh::{self, SshError, SshOptions};
 
-/// Runs `script` on `vm` with `bash -s`, at most `timeout`. Ok says what
-/// was done; Err is a sentence with the step that failed (the script's last
+/// What runs on the VM: read the whole script from stdin first, then run it
+/// with stdin from `/dev/null`. With plain `bash -s`, any command in the
+/// script that reads its stdin (`sudo` relaying it, `kubectl`) would eat
+/// the rest of the script. The script never appears on a command line
+/// (`printf` is a builtin; `<(...)` hands it over on a pipe).
+const RUNNER: &str = r#"script=$(cat) && exec bash <(printf '%s
+' "$script") </dev/null"#;
+
+/// Runs `script` on `vm` ([`RUNNER`]), at most `timeout`. Ok says what was
+/// done; Err is a sentence with the step that failed (the script's last
 /// line) and where its log is.
 pub async fn change_node(
     vm: &str,
@@ -28,7 +36,7 @@ pub async fn change_node(
 ) -> Result<String, String> {
     match tokio::time::timeout(
         timeout,
-        ssh::run_with_input(vm, &["bash", "-s"], Some(script), opts),
+        ssh::run_with_input(vm, &["bash", "-c", RUNNER], Some(script), opts),
     )
     .await
     {

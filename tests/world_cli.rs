@@ -353,11 +353,11 @@ fn replacing_every_server_keeps_quorum() {
                 .to_string()
         })
         .collect();
-    // New server arguments: every server's script changes, so every
-    // server is replaced, one at a time.
+    // A smaller disk (exe.dev disks only grow): every server needs a new
+    // VM, replaced one at a time.
     let changed = ha_fleet(1).replace(
-        "k3s:\n",
-        "k3s:\n  serverArgs: [\"--etcd-snapshot-retention=7\"]\n",
+        "controlPlane:\n  count: 3\n",
+        "controlPlane:\n  count: 3\n  disk: 10GB\n",
     );
     std::fs::write(h.dir.path().join("fleet.yaml"), changed).unwrap();
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -55,6 +55,9 @@ pub struct UnitState {
     pub enabled: bool,
     /// A running k3s under this unit (k3s, k3s-agent).
     pub k3s: Option<K3sProc>,
+    /// How many times a k3s process was started under this unit (boots,
+    /// restarts, systemd's own restarts): tests tell a restart from none.
+    pub starts: u64,
 }
 
 /// One VM as the world sees it.

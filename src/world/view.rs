@@ -75,6 +75,9 @@ pub fn vm(m: &Model, name: &str) -> Value {
             "node_ip": p.node_ip.map(|i| i.to_string()),
             "labels": node.as_ref().map(|n| n["metadata"]["labels"].clone()).unwrap_or(json!({})),
             "taints": taints,
+            "unschedulable": node.as_ref().is_some_and(|n| n["spec"]["unschedulable"] == json!(true)),
+            "kubelet_version": node.as_ref().map(|n| n["status"]["nodeInfo"]["kubeletVersion"].clone()),
+            "starts": v.units.get(unit).map_or(0, |u| u.starts),
         })
     });
     json!({"tailscale": tailscale, "setup": setup, "k3s": k3s.unwrap_or(Value::Null)})

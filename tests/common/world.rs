@@ -53,6 +53,22 @@ impl Harness {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// Moves a k3s channel (`PUT /_emulator/k3s-channels/<channel>`): a new
+    /// release came out.
+    pub fn set_channel(&self, channel: &str, version: &str) {
+        let url = format!("{}/{channel}", self.emu.channel_server().expect("world on"));
+        let status = self.rt.block_on(async {
+            reqwest::Client::new()
+                .put(&url)
+                .body(version.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "{url}: {status}");
+    }
+
     /// `GET /_emulator/state`.
     pub fn state(&self) -> Value {
         self.rt.block_on(async {

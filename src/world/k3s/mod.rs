@@ -248,6 +248,7 @@ impl Model {
             .map(|v| v.units.entry(unit.to_string()).or_default());
         if let Some(s) = slot {
             s.k3s = Some(p);
+            s.starts += 1;
         }
         self.advance(vm, unit, now)
     }
