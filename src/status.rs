@@ -159,6 +159,9 @@ pub fn join(
                 if want.public { "public" } else { "private" }
             ));
         }
+        if d.is_some_and(|d| d.share.is_none()) && share.is_some_and(|s| s.status.is_public()) {
+            problems.push("proxy is public, the fleet shares nothing here (apply makes it private)".into());
+        }
         let probe = probes
             .iter()
             .find(|p| p.vm == name)

@@ -628,3 +628,61 @@ fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
     assert_eq!(env.vm_names(), BASE_VMS);
 }
+
+/// A pool that had `share: {public: true}` loses it: the plan shows its VMs
+/// going private (a `share show` only for the VMs the tool had shared), apply
+/// makes them private and drops the share tag, and later plans read no
+/// `share show` at all.
+#[test]
+fn a_pool_that_loses_its_share_goes_private() {
+    let env = Env::new(|_| {});
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    let public = base.replace(
+        "share: {port: 8080, public: false}",
+        "share: {port: 8080, public: true}",
+    );
+    assert_ne!(public, base);
+    std::fs::write(env.path("shared.yaml"), &public).unwrap();
+    env.ok(&["apply", "-f", "shared.yaml", "--yes"]);
+    let web = ["acme-web1", "acme-web2", "acme-web3"];
+    let st = env.emu().state();
+    for vm in web {
+        assert!(st.vms[vm].share.public, "{vm}");
+        assert!(st.vms[vm].tags.iter().any(|t| t == "exk8s-share"), "{vm}");
+    }
+    assert!(!st.vms["acme-batch1"].tags.iter().any(|t| t == "exk8s-share"));
+
+    let unshared = public.replace("\n    share: {port: 8080, public: true}", "");
+    assert!(!unshared.contains("share:"));
+    std::fs::write(env.path("unshared.yaml"), &unshared).unwrap();
+    let shows = env.emu().count("share show");
+    let out = env.run(&["plan", "-f", "unshared.yaml", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    for vm in web {
+        assert!(
+            plan.contains(&format!("{vm} (agent, pool web) will be updated in place")),
+            "{plan}"
+        );
+    }
+    assert_eq!(plan.matches("share.public   true → false").count(), 3, "{plan}");
+    assert_eq!(plan.matches("proxy no longer shared: made private").count(), 3);
+    assert!(plan.contains("Plan: 0 to create, 3 to update, 0 to replace, 0 to delete."));
+    assert_eq!(
+        env.emu().count("share show") - shows,
+        3,
+        "share show only for the VMs carrying the share tag"
+    );
+
+    env.ok(&["apply", "-f", "unshared.yaml", "--yes"]);
+    let st = env.emu().state();
+    for vm in web {
+        assert!(!st.vms[vm].share.public, "{vm} is still public");
+        assert!(!st.vms[vm].tags.iter().any(|t| t == "exk8s-share"), "{vm}");
+        assert!(st.vms[vm].tags.iter().any(|t| t == "team-a"), "user tags stay");
+    }
+    let shows = env.emu().count("share show");
+    let out = env.run(&["plan", "-f", "unshared.yaml", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(env.emu().count("share show"), shows, "nothing left to read");
+}

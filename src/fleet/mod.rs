@@ -12,7 +12,7 @@ mod validate;
 
 pub use desired::{
     CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, POOL_LABEL_KEY,
-    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, ShareSpec, desired_vms, fleet_label,
+    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SHARE_TAG, ShareSpec, desired_vms, fleet_label,
     ownership_tag, owns, pool_label, pool_tag, role_tag,
 };
 pub use error::{FleetError, FleetErrors};
