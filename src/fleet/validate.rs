@@ -14,7 +14,7 @@ use super::desired::{
 use super::error::FleetError;
 use super::model::{API_VERSION, Fleet, KIND, Labels, SecretRef, Share};
 use crate::names::{check_portable_vm_name, fleet_vm_name, is_name_segment, is_pool_segment};
-use crate::sizes::ByteSize;
+use crate::sizes::{ByteSize, SizeError};
 
 /// Components k3s can be told not to deploy (`--disable`).
 pub const DISABLABLE: &[&str] = &[
@@ -32,6 +32,26 @@ pub const MAX_POOL_COUNT: u32 = 100;
 pub const SHARE_PORTS: std::ops::RangeInclusive<u32> = 3000..=9999;
 /// vCPUs exe.dev offers per VM.
 pub const CPU_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
+/// Server counts etcd can keep quorum with (an even count adds no
+/// tolerance: see the control plane check).
+pub const CONTROL_PLANE_COUNTS: &[u32] = &[1, 3, 5];
+
+/// Smallest memory of a k3s server VM: 2GB. k3s's resource profiling
+/// (docs.k3s.io/reference/resource-profiling, k3s v1.26) measured 1606 MB
+/// for a server with embedded etcd and a small workload, and 1450 MB for a
+/// server with a single agent; below 2GB the API server and etcd are
+/// OOM-killed as soon as anything runs. (k3s-facts.md has no figure.)
+pub const MIN_SERVER_MEMORY: ByteSize = ByteSize(2 << 30);
+/// Smallest memory of a k3s agent VM: 512MB. The same profiling measured
+/// 275 MB for the kubelet and k3s agent alone; 512MB leaves room for the
+/// node's system pods and a first workload.
+pub const MIN_AGENT_MEMORY: ByteSize = ByteSize(512 << 20);
+/// Smallest disk of any node: 5GB, the tool's own floor, not a k3s figure
+/// (k3s documents none): the exe.dev image, the k3s binary (~70 MB), the
+/// images of its packaged components and containerd's image store need a
+/// few GB, and the kubelet starts evicting pods when less than 10-15% of
+/// the disk is free.
+pub const MIN_DISK: ByteSize = ByteSize(5 << 30);
 
 struct Ctx<'a> {
     file: &'a str,
@@ -67,7 +87,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
 
     let cp = &fleet.control_plane;
     if let Some(count) = &cp.count
-        && ![1, 3, 5].contains(&count.value)
+        && !CONTROL_PLANE_COUNTS.contains(&count.value)
     {
         let msg = if count.value.is_multiple_of(2) && count.value > 0 {
             format!(
@@ -137,8 +157,50 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
         }
     }
 
+    check_minimums(&mut cx, fleet);
+
     cx.errors.sort_by_key(|e| (e.line, e.column));
+    // A `defaults` size inherited by several pools is reported once.
+    cx.errors.dedup_by(|a, b| (a.line, a.column, &a.message) == (b.line, b.column, &b.message));
     cx.errors
+}
+
+/// Refuses memory and disk below what a k3s node of its role needs, at the
+/// node where the value is written: the group's own, or the `defaults` one
+/// it inherits.
+fn check_minimums(cx: &mut Ctx, fleet: &Fleet) {
+    let d = &fleet.defaults;
+    let cp = &fleet.control_plane;
+    let mut groups = vec![("controlPlane", "k3s server", MIN_SERVER_MEMORY, &cp.memory, &cp.disk)];
+    for p in &fleet.pools {
+        groups.push(("pool", "k3s agent", MIN_AGENT_MEMORY, &p.memory, &p.disk));
+    }
+    for (group, role, min_memory, memory, disk) in groups {
+        for (what, own, default, min) in [
+            ("memory", memory, &d.memory, min_memory),
+            ("disk", disk, &d.disk, MIN_DISK),
+        ] {
+            let Some(node) = own.as_ref().or(default.as_ref()) else {
+                continue;
+            };
+            let Ok(size) = ByteSize::parse_with_unit(&node.value) else {
+                continue; // reported by check_node_group
+            };
+            if size.0 == 0 || size >= min {
+                continue;
+            }
+            let inherited = if own.is_none() {
+                format!(" ({group} inherits defaults.{what})")
+            } else {
+                String::new()
+            };
+            cx.at(
+                node,
+                format!("{what} {size} is below the {min} a {role} needs{inherited}"),
+                format!("write {what}: {min} or more"),
+            );
+        }
+    }
 }
 
 fn check_header(cx: &mut Ctx, fleet: &Fleet) {
@@ -369,9 +431,14 @@ fn check_node_group(
         );
     }
     for size in [memory, disk].into_iter().flatten() {
-        match ByteSize::parse(&size.value) {
+        match ByteSize::parse_with_unit(&size.value) {
             Ok(b) if b.0 == 0 => cx.at(size, "size is zero", "write a size such as 4GB"),
             Ok(_) => {}
+            Err(e @ SizeError::NoUnit { .. }) => cx.at(
+                size,
+                e.to_string(),
+                "sizes take a unit: B, KB, MB, GB or TB (binary multiples)",
+            ),
             Err(e) => cx.at(
                 size,
                 e.to_string(),
@@ -772,6 +839,75 @@ network:
             10,
             "not supported",
             "1, 3 or 5",
+        );
+    }
+
+    /// `memory: 4096` would be 4 KB: a size must name its unit.
+    #[test]
+    fn sizes_need_a_unit() {
+        one(
+            &with("defaults:\n  memory: 4096\n"),
+            12,
+            11,
+            "has no unit, so it would mean 4096 bytes",
+            "MB, GB",
+        );
+        one(
+            &with("pools:\n  - name: web\n    count: 1\n    disk: 20\n"),
+            14,
+            11,
+            "size 20 has no unit",
+            "unit",
+        );
+    }
+
+    /// Below what k3s needs per role, refused where the value is written;
+    /// an inherited default is reported once, naming the inheritance.
+    #[test]
+    fn sizes_below_a_role_minimum() {
+        one(
+            &with("controlPlane:\n  memory: 1GB\n"),
+            12,
+            11,
+            "memory 1GB is below the 2GB a k3s server needs",
+            "2GB or more",
+        );
+        one(
+            &with("pools:\n  - name: web\n    count: 1\n    memory: 1MB\n"),
+            14,
+            13,
+            "memory 1MB is below the 512MB a k3s agent needs",
+            "512MB or more",
+        );
+        // 1GB is enough for agents, not for the server inheriting it.
+        one(
+            &with("defaults:\n  memory: 1GB\npools:\n  - name: web\n    count: 1\n"),
+            12,
+            11,
+            "below the 2GB a k3s server needs (controlPlane inherits defaults.memory)",
+            "2GB",
+        );
+        // Too small for everyone: once per role, not once per pool.
+        let errs = errors(&with(
+            "defaults:\n  memory: 256MB\npools:\n  - name: a\n    count: 1\n  - name: b\n    count: 1\n",
+        ));
+        let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(msgs[0].contains("k3s server") && msgs[1].contains("k3s agent"));
+        one(
+            &with("controlPlane:\n  disk: 2GB\n"),
+            12,
+            9,
+            "disk 2GB is below the 5GB a k3s server needs",
+            "5GB or more",
+        );
+        // The minimums themselves pass.
+        assert!(
+            parse(
+                &with("controlPlane:\n  memory: 2GB\n  disk: 5GB\npools:\n  - name: web\n    count: 1\n    memory: 512MB\n"),
+                "fleet.yaml"
+            )
+            .is_ok()
         );
     }
 
