@@ -22,6 +22,53 @@ use crate::secret::Secret;
 /// Default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://exe.dev/exec";
 
+/// Reads an `--endpoint` before anything is sent: the `/exec` URL, or a bare
+/// origin (`http://127.0.0.1:8080`, with or without a final `/`) meaning its
+/// `/exec`. A missing scheme or another path is refused with the URL that
+/// was probably meant, instead of surfacing later as a 404 ("unknown
+/// command") or a transport error.
+pub fn parse_endpoint(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let suggest = |rest: &str| {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        let scheme = if host == "localhost" || host.starts_with("127.") || host == "[::1]" {
+            "http"
+        } else {
+            "https"
+        };
+        let origin = rest.split('/').next().unwrap_or_default();
+        format!("{scheme}://{origin}/exec")
+    };
+    if !raw.contains("://") {
+        return Err(format!(
+            "{raw:?} has no scheme (http:// or https://): did you mean {}?",
+            suggest(raw)
+        ));
+    }
+    let mut url =
+        reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{raw:?} has a query or fragment: the endpoint is a plain /exec URL such as {DEFAULT_ENDPOINT}"
+        ));
+    }
+    match url.path() {
+        "" | "/" => url.set_path("/exec"),
+        p if p.ends_with("/exec") => {}
+        p if p.ends_with("/exec/") => {
+            let trimmed = p.trim_end_matches('/').to_string();
+            url.set_path(&trimmed);
+        }
+        p => {
+            let origin = url.origin().ascii_serialization();
+            return Err(format!(
+                "{raw:?} is not an /exec URL (path {p:?}): exe.dev's API is POST {DEFAULT_ENDPOINT}; did you mean {origin}/exec?"
+            ));
+        }
+    }
+    Ok(url.to_string())
+}
+
 /// Paces request starts for every task sharing a client, so that one task's
 /// 429 slows every task down.
 ///
@@ -404,7 +451,8 @@ impl Client {
 }
 
 fn transport_kind(e: &reqwest::Error) -> ErrorKind {
-    if e.is_connect() {
+    // A request that could not be built or connected was never sent.
+    if e.is_connect() || e.is_builder() {
         ErrorKind::ConnectFailed
     } else {
         ErrorKind::ConnectionLost
@@ -425,4 +473,36 @@ fn transport_message(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::parse_endpoint;
+
+    /// A bare origin means its /exec; a missing scheme or another path is
+    /// refused with the URL probably meant.
+    #[test]
+    fn endpoints_are_read_before_anything_is_sent() {
+        for (given, want) in [
+            ("https://exe.dev/exec", "https://exe.dev/exec"),
+            ("http://127.0.0.1:8080/exec", "http://127.0.0.1:8080/exec"),
+            ("http://127.0.0.1:8080/exec/", "http://127.0.0.1:8080/exec"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/exec"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/exec"),
+            (" https://proxy.example/exe/exec ", "https://proxy.example/exe/exec"),
+        ] {
+            assert_eq!(parse_endpoint(given).as_deref(), Ok(want), "{given}");
+        }
+        for (given, says) in [
+            ("127.0.0.1:8080", "did you mean http://127.0.0.1:8080/exec?"),
+            ("localhost:8080/exec", "did you mean http://localhost:8080/exec?"),
+            ("exe.dev", "did you mean https://exe.dev/exec?"),
+            ("http://127.0.0.1:8080/api", "did you mean http://127.0.0.1:8080/exec?"),
+            ("https://exe.dev/exec?x=1", "query or fragment"),
+            ("http://[bad/exec", "is not a URL"),
+        ] {
+            let e = parse_endpoint(given).unwrap_err();
+            assert!(e.contains(says), "{given}: {e}");
+        }
+    }
 }

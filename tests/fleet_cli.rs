@@ -686,3 +686,112 @@ fn a_pool_that_loses_its_share_goes_private() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(env.emu().count("share show"), shows, "nothing left to read");
 }
+
+/// Each mistake a new user makes is named for what it is, before anything
+/// is sent: endpoint without a scheme or with a wrong path, expired vs
+/// garbled token, a past `--exp`, a fleet given as a plan file,
+/// `--parallelism 0`.
+#[test]
+fn mistakes_are_named_before_anything_is_sent() {
+    let env = Env::new(|_| {});
+    let origin = env.emu().url.trim_end_matches("/exec").to_string();
+    let port = origin.rsplit(':').next().unwrap().to_string();
+
+    // A bare origin, with or without a final slash, means its /exec.
+    for endpoint in [format!("{origin}/"), origin.clone()] {
+        let out = env
+            .cmd(&["plan", "-f", "base.yaml"])
+            .env("EXE_DEV_ENDPOINT", &endpoint)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{endpoint}: {}", text(&out.stderr));
+    }
+    let before = env.emu().requests().len();
+    let mut nothing_sent = |args: &[&str], envs: &[(&str, &str)], code: i32, says: &[&str]| {
+        let mut c = env.cmd(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        for s in says {
+            assert!(err.contains(s), "{args:?} lacks {s:?}: {err}");
+        }
+        assert!(!err.contains("may or may not"), "{err}");
+        assert_eq!(env.emu().requests().len(), before, "{args:?} sent a request");
+        err
+    };
+    nothing_sent(
+        &["plan", "-f", "base.yaml"],
+        &[("EXE_DEV_ENDPOINT", &format!("127.0.0.1:{port}"))],
+        2,
+        &["has no scheme", &format!("did you mean http://127.0.0.1:{port}/exec?")],
+    );
+    nothing_sent(
+        &["plan", "-f", "base.yaml", "--endpoint", &format!("{origin}/api/v1")],
+        &[],
+        2,
+        &[&format!("did you mean {origin}/exec?")],
+    );
+
+    // Expired and garbled tokens get different messages, both local.
+    let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
+    let now = exedev_k8s::credentials::now_unix();
+    let expired = exedev_k8s::token::mint(
+        &key,
+        &exedev_k8s::token::Permissions {
+            exp: Some(now - 7200),
+            ..Default::default()
+        },
+        exedev_k8s::token::API_NAMESPACE,
+    )
+    .unwrap();
+    let e1 = nothing_sent(
+        &["plan", "-f", "base.yaml"],
+        &[("EXE_DEV_API_KEY", expired.expose())],
+        1,
+        &["expired 2 hours ago", "token mint"],
+    );
+    let e2 = nothing_sent(
+        &["plan", "-f", "base.yaml"],
+        &[("EXE_DEV_API_KEY", "not-a-token")],
+        1,
+        &["not an exe.dev token"],
+    );
+    assert_ne!(e1, e2);
+    assert_no_secret("token errors", &(e1.clone() + &e2));
+    assert!(!e1.contains(expired.expose()), "the token itself is never shown");
+
+    // A token that is already expired is not minted.
+    let dir = tempfile::tempdir().unwrap();
+    let kp = common::keygen(dir.path(), "k", "ed25519", &[], "");
+    let out = env
+        .cmd(&["token", "mint", "--ssh-key", kp.to_str().unwrap(), "--exp", "2020-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert!(text(&out.stderr).contains("--exp is in the past"), "{}", text(&out.stderr));
+
+    // `apply fleet.yaml` without -f.
+    nothing_sent(
+        &["apply", "base.yaml"],
+        &[],
+        1,
+        &["is a fleet file, not a saved plan", "did you mean `exedev-k8s apply -f base.yaml`?"],
+    );
+    // --parallelism 0 never reaches apply.
+    nothing_sent(
+        &["apply", "-f", "base.yaml", "--yes", "--parallelism", "0"],
+        &[],
+        2,
+        &["invalid value '0' for '--parallelism"],
+    );
+    nothing_sent(
+        &["destroy", "-f", "base.yaml", "--yes", "--parallelism", "0"],
+        &[],
+        2,
+        &["--parallelism"],
+    );
+}

@@ -93,11 +93,11 @@ pub struct ApplyArgs {
     /// Only apply for this VM or pool (repeatable).
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
-    /// How many agents change at once.
-    #[arg(long, default_value_t = 16)]
-    pub parallelism: usize,
+    /// How many agents change at once (1 or more).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallelism: u32,
     /// Never send more than this many requests per second.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate)]
     pub max_rate: Option<f64>,
     /// Print progress as JSON lines.
     #[arg(long)]
@@ -171,12 +171,21 @@ pub struct DestroyArgs {
     /// Also delete the stored k3s token under .exedev-k8s/<fleet>/.
     #[arg(long)]
     pub purge_secrets: bool,
-    /// How many VMs are removed at once.
-    #[arg(long, default_value_t = 16)]
-    pub parallelism: usize,
+    /// How many VMs are removed at once (1 or more).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallelism: u32,
     /// Print progress as JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--max-rate`: a positive number of requests per second (0 would mean no
+/// cap, the opposite of what was asked).
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err("write a positive number of requests per second, e.g. 5 or 0.5".into()),
+    }
 }
 
 /// Loads and validates a fleet file; on failure prints every error.
@@ -696,7 +705,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         &p,
         &observed,
         Exec {
-            parallelism: a.parallelism,
+            parallelism: a.parallelism as usize,
             json: a.json,
             remover,
             server_ready,
@@ -828,7 +837,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         &p,
         &observed,
         Exec {
-            parallelism: a.parallelism,
+            parallelism: a.parallelism as usize,
             json: a.json,
             remover: None,
             server_ready: None,

@@ -57,8 +57,10 @@ pub struct Cli {
 /// How to reach exe.dev, shared by every subcommand that calls it.
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
-    /// The /exec endpoint (the built-in emulator prints its own).
-    #[arg(long, env = "EXE_DEV_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    /// The /exec endpoint (the built-in emulator prints its own); a bare
+    /// origin means its /exec.
+    #[arg(long, env = "EXE_DEV_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true,
+          value_parser = crate::client::parse_endpoint)]
     pub endpoint: String,
     /// An exe0/exe1 API token.
     #[arg(long, env = "EXE_DEV_API_KEY", hide_env_values = true, global = true)]
@@ -72,6 +74,8 @@ pub struct ApiArgs {
 impl ApiArgs {
     pub fn credentials(&self) -> CliResult<Credentials> {
         if let Some(t) = &self.token {
+            crate::credentials::check_given_token(t.trim(), crate::credentials::now_unix())
+                .map_err(fail)?;
             return Ok(Credentials::Token(crate::secret::Secret::new(t.trim())));
         }
         if let Some(k) = &self.ssh_key {

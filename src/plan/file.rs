@@ -22,6 +22,10 @@ pub enum PlanFileError {
     #[error("{path} is not an exedev-k8s plan file: {detail}")]
     Format { path: String, detail: String },
     #[error(
+        "{path} is a fleet file, not a saved plan: did you mean `exedev-k8s apply -f {path}`? (a plan file comes from `plan --out`)"
+    )]
+    FleetNotPlan { path: String },
+    #[error(
         "{path} has plan format {found}; this exedev-k8s reads format {FORMAT_VERSION}: re-run `plan --out`"
     )]
     Version { path: String, found: u32 },
@@ -60,11 +64,18 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
         path: p.clone(),
         source,
     })?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| PlanFileError::Format {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(_) if looks_like_a_fleet(path, &text) => {
+            return Err(PlanFileError::FleetNotPlan { path: p });
+        }
+        Err(e) => {
+            return Err(PlanFileError::Format {
+                path: p,
+                detail: e.to_string(),
+            });
+        }
+    };
     let found = value
         .get("format_version")
         .and_then(|v| v.as_u64())
@@ -76,6 +87,15 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
         path: p,
         detail: e.to_string(),
     })
+}
+
+/// A YAML file, or one that reads like a fleet (`apply fleet.yaml` with the
+/// `-f` forgotten).
+fn looks_like_a_fleet(path: &Path, text: &str) -> bool {
+    let yaml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    yaml || text.lines().any(|l| l.starts_with("apiVersion:") || l.starts_with("kind: Fleet"))
 }
 
 /// Refuses a saved plan whose fleet or observed state no longer matches.
