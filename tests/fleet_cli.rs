@@ -433,8 +433,27 @@ fn protected_fleets_are_never_destroyed() {
     env.ok(&["apply", "-f", "p.yaml", "--yes"]);
     let out = env.run(&["destroy", "-f", "p.yaml", "--yes"]);
     assert!(!out.status.success() && text(&out.stderr).contains("protect"));
-    env.ok(&["plan", "-f", "p.yaml", "--destroy", "--out", "d.json"]);
-    assert!(!env.run(&["apply", "d.json"]).status.success());
+    // Reviewing the teardown is fine, and says apply would refuse it.
+    let shown = env.ok(&["plan", "-f", "p.yaml", "--destroy"]);
+    assert!(shown.contains("apply and destroy refuse"), "{shown}");
+    // Saving it is refused at plan time: nobody could carry it out.
+    let out = env.run(&["plan", "-f", "p.yaml", "--destroy", "--out", "d.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not saving d.json")
+            && text(&out.stderr).contains("apply would refuse"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!env.path("d.json").exists());
+    // A teardown plan saved before the fleet was protected is refused too.
+    env.ok(&["plan", "-f", "base.yaml", "--destroy", "--out", "d.json"]);
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("d.json")).unwrap()).unwrap();
+    saved["fleet_file"] = "p.yaml".into();
+    std::fs::write(env.path("d.json"), saved.to_string()).unwrap();
+    let out = env.run(&["apply", "d.json"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("protected"));
     assert_eq!(env.vm_names().len(), 9);
     assert_eq!(env.emu().count("rm"), 0);
 }
@@ -707,7 +726,7 @@ fn mistakes_are_named_before_anything_is_sent() {
         assert!(out.status.success(), "{endpoint}: {}", text(&out.stderr));
     }
     let before = env.emu().requests().len();
-    let mut nothing_sent = |args: &[&str], envs: &[(&str, &str)], code: i32, says: &[&str]| {
+    let nothing_sent = |args: &[&str], envs: &[(&str, &str)], code: i32, says: &[&str]| {
         let mut c = env.cmd(args);
         for (k, v) in envs {
             c.env(k, v);
@@ -794,4 +813,28 @@ fn mistakes_are_named_before_anything_is_sent() {
         2,
         &["--parallelism"],
     );
+}
+
+/// A saved plan finds its fleet from any directory: the fleet path is kept
+/// relative to the plan file.
+#[test]
+fn saved_plans_apply_from_any_directory() {
+    let env = Env::new(|_| {});
+    std::fs::create_dir_all(env.path("plans")).unwrap();
+    std::fs::create_dir_all(env.path("elsewhere/deeper")).unwrap();
+    env.ok(&["plan", "-f", "base.yaml", "--out", "plans/p.plan"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("plans/p.plan")).unwrap())
+            .unwrap();
+    assert_eq!(saved["fleet_file"], "../base.yaml");
+    let out = env
+        .cmd(&["apply", "../../plans/p.plan"])
+        .current_dir(env.path("elsewhere/deeper"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.vm_names(), BASE_VMS);
+    // The generated k3s token lives beside the fleet, not the working dir.
+    assert!(env.path(".exedev-k8s/acme/k3s-token").exists());
+    assert!(!env.path("elsewhere/deeper/.exedev-k8s").exists());
 }

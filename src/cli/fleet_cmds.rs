@@ -280,6 +280,13 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         Format::Markdown => print!("{}", render::markdown(&p)),
     }
     if let Some(out) = &a.out {
+        if p.mode == "destroy" && fleet.metadata.protect {
+            return Err(fail(format!(
+                "not saving {}: fleet {:?} is protected (metadata.protect: true), so apply would refuse this teardown plan. Set protect: false in the fleet file first if you mean it",
+                out.display(),
+                fleet.metadata.name.value
+            )));
+        }
         plan::file::save(&p, out)?;
         if format == Format::Human {
             println!(

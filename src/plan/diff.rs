@@ -24,6 +24,9 @@ pub struct PlanOptions {
     pub members_removed: bool,
 }
 
+/// The warning of a teardown plan of a protected fleet.
+pub const PROTECTED_WARNING: &str = "the fleet is protected (metadata.protect: true): apply and destroy refuse to carry out this teardown; set protect: false in the fleet file first if you mean it";
+
 /// Why no plan can be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -347,6 +350,9 @@ pub fn diff(
     let mut warnings = Vec::new();
 
     if opts.destroy {
+        if fleet.metadata.protect {
+            warnings.push(PROTECTED_WARNING.into());
+        }
         for v in &owned {
             changes.push(delete_change(
                 v,

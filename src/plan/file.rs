@@ -2,7 +2,7 @@
 //! fingerprints that let apply refuse a plan that has gone stale. Holds no
 //! secret: plans never contain any.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use super::{FORMAT_VERSION, Plan};
 
@@ -45,9 +45,18 @@ pub enum PlanFileError {
     WrongFleet { planned: String, now: String },
 }
 
-/// Writes the plan as JSON.
+/// Writes the plan as JSON. Its `fleet_file` is stored relative to the
+/// plan file's directory, so `apply dir/p.plan` finds the fleet from any
+/// working directory, and a plan kept beside the fleet in a repository keeps
+/// working wherever the repository is checked out.
 pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
-    let text = serde_json::to_string_pretty(plan).map_err(|e| PlanFileError::Format {
+    let mut plan = plan.clone();
+    if !plan.fleet_file.is_empty() {
+        plan.fleet_file = fleet_path_from(path, Path::new(&plan.fleet_file))
+            .display()
+            .to_string();
+    }
+    let text = serde_json::to_string_pretty(&plan).map_err(|e| PlanFileError::Format {
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
@@ -83,10 +92,56 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
     if found != FORMAT_VERSION {
         return Err(PlanFileError::Version { path: p, found });
     }
-    serde_json::from_value(value).map_err(|e| PlanFileError::Format {
+    let mut plan: Plan = serde_json::from_value(value).map_err(|e| PlanFileError::Format {
         path: p,
         detail: e.to_string(),
-    })
+    })?;
+    // Stored relative to the plan file (see `save`): make it usable from here.
+    let stored = Path::new(&plan.fleet_file);
+    if !plan.fleet_file.is_empty() && stored.is_relative() {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            plan.fleet_file = dir.join(stored).display().to_string();
+        }
+    }
+    Ok(plan)
+}
+
+/// `fleet` (relative to the working directory, or absolute) as seen from the
+/// directory of the plan file `plan`.
+fn fleet_path_from(plan: &Path, fleet: &Path) -> PathBuf {
+    let real = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let plan_dir = match plan.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => real(d),
+        None => real(Path::new(".")),
+    };
+    relative_to(&plan_dir, &real(fleet))
+}
+
+/// The path from directory `from` to `to`, both absolute: `../fleet.yaml`.
+pub fn relative_to(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to_parts: Vec<Component> = to.components().collect();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        return to.to_path_buf();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to_parts[common..] {
+        out.push(c.as_os_str());
+    }
+    out
 }
 
 /// A YAML file, or one that reads like a fleet (`apply fleet.yaml` with the
@@ -122,4 +177,53 @@ pub fn check_fresh(saved: &Plan, fresh: &Plan) -> Result<(), PlanFileError> {
         return Err(PlanFileError::ChangesDiffer);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_between_directories() {
+        for (from, to, want) in [
+            ("/w/repo", "/w/repo/fleet.yaml", "fleet.yaml"),
+            ("/w/repo/plans", "/w/repo/fleet.yaml", "../fleet.yaml"),
+            ("/w/repo", "/w/repo/env/prod.yaml", "env/prod.yaml"),
+            ("/tmp/x/y", "/w/fleet.yaml", "../../../w/fleet.yaml"),
+        ] {
+            assert_eq!(relative_to(Path::new(from), Path::new(to)), Path::new(want));
+        }
+    }
+
+    /// Saved from one directory, loaded from another: the fleet path points
+    /// at the same file.
+    #[test]
+    fn the_fleet_path_is_kept_relative_to_the_plan_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("repo/plans")).unwrap();
+        std::fs::write(root.join("repo/fleet.yaml"), "x").unwrap();
+        let plan = Plan {
+            format_version: FORMAT_VERSION,
+            fleet: "demo".into(),
+            mode: "apply".into(),
+            changes: Vec::new(),
+            summary: Default::default(),
+            warnings: Vec::new(),
+            fleet_file: root.join("repo/fleet.yaml").display().to_string(),
+            targets: Vec::new(),
+            fleet_fingerprint: "f".into(),
+            observed_fingerprint: "o".into(),
+        };
+        let file = root.join("repo/plans/p.plan");
+        save(&plan, &file).unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(stored["fleet_file"], "../fleet.yaml");
+        let loaded = load(&file).unwrap();
+        assert_eq!(
+            Path::new(&loaded.fleet_file).canonicalize().unwrap(),
+            root.join("repo/fleet.yaml")
+        );
+    }
 }

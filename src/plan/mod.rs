@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::types::{ShareInfo, VmInfo};
 
-pub use diff::{PlanError, PlanOptions, diff};
+pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, diff};
 
 /// Version of the JSON plan schema; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;

@@ -309,6 +309,22 @@ fn destroy_deletes_everything_owned_highest_index_first() {
         ]
     );
     assert_eq!(p.mode, "destroy");
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn a_teardown_plan_of_a_protected_fleet_says_it_will_be_refused() {
+    let mut f = fleet("");
+    f.metadata.protect = true;
+    let destroy = PlanOptions {
+        destroy: true,
+        ..Default::default()
+    };
+    let p = diff(&f, "fp", &in_sync(&f), &destroy).unwrap();
+    assert_eq!(p.warnings, [PROTECTED_WARNING]);
+    assert!(render::human(&p, false).contains("apply and destroy refuse"));
+    let p = plan(&f, &in_sync(&f));
+    assert!(p.warnings.is_empty(), "only teardowns are refused");
 }
 
 #[test]
