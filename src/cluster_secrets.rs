@@ -32,9 +32,13 @@ pub enum SecretsError {
     Missing { cluster: String, path: String },
 }
 
+/// Name of the directory beside the fleet file holding local state (the
+/// generated k3s token, the kubeconfig).
+pub const STATE_DIR_NAME: &str = ".exedev-k8s";
+
 /// Directory holding a fleet's local state.
 pub fn state_dir(fleet_dir: &Path, cluster: &str) -> PathBuf {
-    fleet_dir.join(".exedev-k8s").join(cluster)
+    fleet_dir.join(STATE_DIR_NAME).join(cluster)
 }
 
 /// Path of the generated k3s token.
@@ -42,13 +46,16 @@ pub fn token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
     state_dir(fleet_dir, cluster).join("k3s-token")
 }
 
+/// Both secrets, and where a k3s token was generated (and stored) by this
+/// call, if one was: the caller tells the user, who must keep it.
+pub struct Resolved {
+    pub secrets: ClusterSecrets,
+    pub generated_token: Option<PathBuf>,
+}
+
 /// Resolves both secrets. With `generate`, a missing k3s token is created
 /// (48 random alphanumerics) and stored 0600.
-pub fn resolve(
-    fleet: &Fleet,
-    fleet_dir: &Path,
-    generate: bool,
-) -> Result<ClusterSecrets, SecretsError> {
+pub fn resolve(fleet: &Fleet, fleet_dir: &Path, generate: bool) -> Result<Resolved, SecretsError> {
     let tailscale_auth_key = fleet
         .network
         .tailscale
@@ -56,23 +63,32 @@ pub fn resolve(
         .value
         .resolve(fleet_dir)
         .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
-    let k3s_token = match &fleet.k3s.value.token {
-        Some(r) => r
-            .value
-            .resolve(fleet_dir)
-            .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
+    let (k3s_token, generated_token) = match &fleet.k3s.value.token {
+        Some(r) => (
+            r.value
+                .resolve(fleet_dir)
+                .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
+            None,
+        ),
         None => stored_token(fleet_dir, &fleet.metadata.name.value, generate)?,
     };
-    Ok(ClusterSecrets {
-        k3s_token,
-        tailscale_auth_key,
+    Ok(Resolved {
+        secrets: ClusterSecrets {
+            k3s_token,
+            tailscale_auth_key,
+        },
+        generated_token,
     })
 }
 
-fn stored_token(fleet_dir: &Path, cluster: &str, generate: bool) -> Result<Secret, SecretsError> {
+fn stored_token(
+    fleet_dir: &Path,
+    cluster: &str,
+    generate: bool,
+) -> Result<(Secret, Option<PathBuf>), SecretsError> {
     let path = token_path(fleet_dir, cluster);
     match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(Secret::new(t.trim())),
+        Ok(t) if !t.trim().is_empty() => return Ok((Secret::new(t.trim()), None)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
@@ -95,7 +111,22 @@ fn stored_token(fleet_dir: &Path, cluster: &str, generate: bool) -> Result<Secre
         .map(char::from)
         .collect();
     write_private(&path, &token)?;
-    Ok(Secret::new(token))
+    Ok((Secret::new(token), Some(path)))
+}
+
+/// Makes the state directory `root` ignored by git (a `.gitignore` holding
+/// `*` inside it), so the k3s token and kubeconfig are never committed with
+/// the fleet file. An existing `.gitignore` is left as the user made it.
+fn ignore_in_git(root: &Path) -> Result<(), SecretsError> {
+    let file = root.join(".gitignore");
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::write(&file, "*\n").map_err(|source| SecretsError::Io {
+        what: "write",
+        path: file.display().to_string(),
+        source,
+    })
 }
 
 /// Writes `content` to `path` with mode 0600 (directory 0700), atomically.
@@ -107,6 +138,13 @@ pub fn write_private(path: &Path, content: &str) -> Result<(), SecretsError> {
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        // Anything written under `.exedev-k8s/` is local state: never in git.
+        if let Some(root) = dir
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == STATE_DIR_NAME))
+        {
+            ignore_in_git(root)?;
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -157,10 +195,17 @@ mod tests {
             Err(SecretsError::Missing { .. })
         ));
         let a = resolve(&f, dir.path(), true).unwrap();
+        assert_eq!(a.generated_token, Some(token_path(dir.path(), "demo")));
+        let a = a.secrets;
         assert_eq!(a.tailscale_auth_key.expose(), "tskey-auth-xyz");
         assert_eq!(a.k3s_token.expose().len(), 48);
-        let b = resolve(&f, dir.path(), false).unwrap();
-        assert_eq!(a.k3s_token, b.k3s_token);
+        let b = resolve(&f, dir.path(), true).unwrap();
+        assert_eq!(b.generated_token, None, "generated once");
+        assert_eq!(a.k3s_token, b.secrets.k3s_token);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".exedev-k8s/.gitignore")).unwrap(),
+            "*\n"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -172,5 +217,22 @@ mod tests {
         }
         assert!(purge(dir.path(), "demo").unwrap());
         assert!(!purge(dir.path(), "demo").unwrap());
+    }
+
+    /// A `.gitignore` the user wrote is kept; files outside the state
+    /// directory get none.
+    #[test]
+    fn the_state_directory_is_git_ignored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(STATE_DIR_NAME);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(".gitignore"), "k3s-token\n").unwrap();
+        write_private(&root.join("demo/kubeconfig"), "x").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join(".gitignore")).unwrap(),
+            "k3s-token\n"
+        );
+        write_private(&dir.path().join("out/kubeconfig"), "x").unwrap();
+        assert!(!dir.path().join("out/.gitignore").exists());
     }
 }

@@ -402,16 +402,50 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
         !f.contains("token:"),
         "base.yaml has no k3s token reference"
     );
-    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let tok = env.path(".exedev-k8s/acme/k3s-token");
+    // Said once, on stderr, with where it is and why to keep it.
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("Generated the k3s token").count(), 1, "{err}");
+    assert!(
+        err.contains("./.exedev-k8s/acme/k3s-token") && err.contains("restoring etcd snapshots"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("Generated the k3s token"));
     let stored = std::fs::read_to_string(&tok).unwrap();
+    assert_no_secret("notice", &err.replace(stored.trim(), "SECRETTOKEN"));
+    assert!(!err.contains(stored.trim()), "the token itself is never printed");
+    // git ignores the whole state directory.
+    assert_eq!(
+        std::fs::read_to_string(env.path(".exedev-k8s/.gitignore")).unwrap(),
+        "*\n"
+    );
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    assert!(
+        git(&["check-ignore", "-q", ".exedev-k8s/acme/k3s-token"]).status.success(),
+        "git must ignore the token"
+    );
+    let status = text(&git(&["status", "--porcelain", "--untracked-files=all"]).stdout);
+    assert!(!status.contains(".exedev-k8s"), "{status}");
+    // Later applies that create VMs use the stored token and say nothing.
+    let out = env.run(&["apply", "-f", "changed.yaml", "--yes", "--skip-drain"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("Generated the k3s token"));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777,
         0o600
     );
     assert!(
-        env.emu().state().vms["acme-web1"]
+        env.emu().state().vms["acme-db1"]
             .setup_script
             .as_ref()
             .unwrap()

@@ -529,7 +529,15 @@ async fn execute(
         .iter()
         .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
     let secrets = if creates {
-        cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?
+        let resolved = cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?;
+        if let Some(path) = &resolved.generated_token {
+            eprintln!(
+                "Generated the k3s token of fleet {:?} and stored it in {} (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need it. In CI, store it as a secret and write k3s.token: {{env: K3S_TOKEN}}.",
+                fleet.metadata.name.value,
+                path.display()
+            );
+        }
+        resolved.secrets
     } else {
         plan::spec::ClusterSecrets::placeholders()
     };
