@@ -45,8 +45,7 @@ pub fn parse_endpoint(raw: &str) -> Result<String, String> {
             suggest(raw)
         ));
     }
-    let mut url =
-        reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    let mut url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
             "{raw:?} has a query or fragment: the endpoint is a plain /exec URL such as {DEFAULT_ENDPOINT}"
@@ -489,15 +488,24 @@ mod endpoint_tests {
             ("http://127.0.0.1:8080/exec/", "http://127.0.0.1:8080/exec"),
             ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/exec"),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080/exec"),
-            (" https://proxy.example/exe/exec ", "https://proxy.example/exe/exec"),
+            (
+                " https://proxy.example/exe/exec ",
+                "https://proxy.example/exe/exec",
+            ),
         ] {
             assert_eq!(parse_endpoint(given).as_deref(), Ok(want), "{given}");
         }
         for (given, says) in [
             ("127.0.0.1:8080", "did you mean http://127.0.0.1:8080/exec?"),
-            ("localhost:8080/exec", "did you mean http://localhost:8080/exec?"),
+            (
+                "localhost:8080/exec",
+                "did you mean http://localhost:8080/exec?",
+            ),
             ("exe.dev", "did you mean https://exe.dev/exec?"),
-            ("http://127.0.0.1:8080/api", "did you mean http://127.0.0.1:8080/exec?"),
+            (
+                "http://127.0.0.1:8080/api",
+                "did you mean http://127.0.0.1:8080/exec?",
+            ),
             ("https://exe.dev/exec?x=1", "query or fragment"),
             ("http://[bad/exec", "is not a URL"),
         ] {

@@ -41,7 +41,9 @@ pub enum SizeError {
     #[error("{input:?} is not a size: write a whole number with a unit, e.g. 4GB, 512MB or 1TB")]
     Invalid { input: String },
     /// A bare number: bytes to exe.dev, almost never what was meant.
-    #[error("size {input} has no unit, so it would mean {input} bytes: write e.g. {input}MB or 4GB")]
+    #[error(
+        "size {input} has no unit, so it would mean {input} bytes: write e.g. {input}MB or 4GB"
+    )]
     NoUnit { input: String },
 }
 
@@ -149,7 +151,10 @@ mod tests {
         ));
         for (unit, mult) in UNITS {
             for written in [unit.to_string(), unit.to_lowercase(), unit.to_uppercase()] {
-                assert_eq!(ByteSize::parse_with_unit(&format!("3{written}")), Ok(ByteSize(3 * mult)));
+                assert_eq!(
+                    ByteSize::parse_with_unit(&format!("3{written}")),
+                    Ok(ByteSize(3 * mult))
+                );
             }
         }
     }

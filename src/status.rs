@@ -160,7 +160,9 @@ pub fn join(
             ));
         }
         if d.is_some_and(|d| d.share.is_none()) && share.is_some_and(|s| s.status.is_public()) {
-            problems.push("proxy is public, the fleet shares nothing here (apply makes it private)".into());
+            problems.push(
+                "proxy is public, the fleet shares nothing here (apply makes it private)".into(),
+            );
         }
         let probe = probes
             .iter()

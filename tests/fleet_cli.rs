@@ -415,7 +415,10 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     assert!(!text(&out.stdout).contains("Generated the k3s token"));
     let stored = std::fs::read_to_string(&tok).unwrap();
     assert_no_secret("notice", &err.replace(stored.trim(), "SECRETTOKEN"));
-    assert!(!err.contains(stored.trim()), "the token itself is never printed");
+    assert!(
+        !err.contains(stored.trim()),
+        "the token itself is never printed"
+    );
     // git ignores the whole state directory.
     assert_eq!(
         std::fs::read_to_string(env.path(".exedev-k8s/.gitignore")).unwrap(),
@@ -430,7 +433,9 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     };
     assert!(git(&["init", "-q"]).status.success());
     assert!(
-        git(&["check-ignore", "-q", ".exedev-k8s/acme/k3s-token"]).status.success(),
+        git(&["check-ignore", "-q", ".exedev-k8s/acme/k3s-token"])
+            .status
+            .success(),
         "git must ignore the token"
     );
     let status = text(&git(&["status", "--porcelain", "--untracked-files=all"]).stdout);
@@ -703,7 +708,12 @@ fn a_pool_that_loses_its_share_goes_private() {
         assert!(st.vms[vm].share.public, "{vm}");
         assert!(st.vms[vm].tags.iter().any(|t| t == "exk8s-share"), "{vm}");
     }
-    assert!(!st.vms["acme-batch1"].tags.iter().any(|t| t == "exk8s-share"));
+    assert!(
+        !st.vms["acme-batch1"]
+            .tags
+            .iter()
+            .any(|t| t == "exk8s-share")
+    );
 
     let unshared = public.replace("\n    share: {port: 8080, public: true}", "");
     assert!(!unshared.contains("share:"));
@@ -718,8 +728,15 @@ fn a_pool_that_loses_its_share_goes_private() {
             "{plan}"
         );
     }
-    assert_eq!(plan.matches("share.public   true → false").count(), 3, "{plan}");
-    assert_eq!(plan.matches("proxy no longer shared: made private").count(), 3);
+    assert_eq!(
+        plan.matches("share.public   true → false").count(),
+        3,
+        "{plan}"
+    );
+    assert_eq!(
+        plan.matches("proxy no longer shared: made private").count(),
+        3
+    );
     assert!(plan.contains("Plan: 0 to create, 3 to update, 0 to replace, 0 to delete."));
     assert_eq!(
         env.emu().count("share show") - shows,
@@ -732,7 +749,10 @@ fn a_pool_that_loses_its_share_goes_private() {
     for vm in web {
         assert!(!st.vms[vm].share.public, "{vm} is still public");
         assert!(!st.vms[vm].tags.iter().any(|t| t == "exk8s-share"), "{vm}");
-        assert!(st.vms[vm].tags.iter().any(|t| t == "team-a"), "user tags stay");
+        assert!(
+            st.vms[vm].tags.iter().any(|t| t == "team-a"),
+            "user tags stay"
+        );
     }
     let shows = env.emu().count("share show");
     let out = env.run(&["plan", "-f", "unshared.yaml", "--detailed-exitcode"]);
@@ -772,17 +792,30 @@ fn mistakes_are_named_before_anything_is_sent() {
             assert!(err.contains(s), "{args:?} lacks {s:?}: {err}");
         }
         assert!(!err.contains("may or may not"), "{err}");
-        assert_eq!(env.emu().requests().len(), before, "{args:?} sent a request");
+        assert_eq!(
+            env.emu().requests().len(),
+            before,
+            "{args:?} sent a request"
+        );
         err
     };
     nothing_sent(
         &["plan", "-f", "base.yaml"],
         &[("EXE_DEV_ENDPOINT", &format!("127.0.0.1:{port}"))],
         2,
-        &["has no scheme", &format!("did you mean http://127.0.0.1:{port}/exec?")],
+        &[
+            "has no scheme",
+            &format!("did you mean http://127.0.0.1:{port}/exec?"),
+        ],
     );
     nothing_sent(
-        &["plan", "-f", "base.yaml", "--endpoint", &format!("{origin}/api/v1")],
+        &[
+            "plan",
+            "-f",
+            "base.yaml",
+            "--endpoint",
+            &format!("{origin}/api/v1"),
+        ],
         &[],
         2,
         &[&format!("did you mean {origin}/exec?")],
@@ -814,25 +847,42 @@ fn mistakes_are_named_before_anything_is_sent() {
     );
     assert_ne!(e1, e2);
     assert_no_secret("token errors", &(e1.clone() + &e2));
-    assert!(!e1.contains(expired.expose()), "the token itself is never shown");
+    assert!(
+        !e1.contains(expired.expose()),
+        "the token itself is never shown"
+    );
 
     // A token that is already expired is not minted.
     let dir = tempfile::tempdir().unwrap();
     let kp = common::keygen(dir.path(), "k", "ed25519", &[], "");
     let out = env
-        .cmd(&["token", "mint", "--ssh-key", kp.to_str().unwrap(), "--exp", "2020-01-01T00:00:00Z"])
+        .cmd(&[
+            "token",
+            "mint",
+            "--ssh-key",
+            kp.to_str().unwrap(),
+            "--exp",
+            "2020-01-01T00:00:00Z",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "no token printed");
-    assert!(text(&out.stderr).contains("--exp is in the past"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--exp is in the past"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // `apply fleet.yaml` without -f.
     nothing_sent(
         &["apply", "base.yaml"],
         &[],
         1,
-        &["is a fleet file, not a saved plan", "did you mean `exedev-k8s apply -f base.yaml`?"],
+        &[
+            "is a fleet file, not a saved plan",
+            "did you mean `exedev-k8s apply -f base.yaml`?",
+        ],
     );
     // --parallelism 0 never reaches apply.
     nothing_sent(
@@ -858,8 +908,7 @@ fn saved_plans_apply_from_any_directory() {
     std::fs::create_dir_all(env.path("elsewhere/deeper")).unwrap();
     env.ok(&["plan", "-f", "base.yaml", "--out", "plans/p.plan"]);
     let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.path("plans/p.plan")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(env.path("plans/p.plan")).unwrap()).unwrap();
     assert_eq!(saved["fleet_file"], "../base.yaml");
     let out = env
         .cmd(&["apply", "../../plans/p.plan"])

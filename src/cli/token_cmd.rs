@@ -210,11 +210,19 @@ fn inspect(a: InspectArgs) -> CliResult {
     println!("namespace:   {namespace}");
     println!("signed by:   {fingerprint} ({})", t.signature.algorithm());
     match exp {
-        Some(e) => println!("expires:     {} ({})", token::format_unix(e), token::relative_time(e - now)),
+        Some(e) => println!(
+            "expires:     {} ({})",
+            token::format_unix(e),
+            token::relative_time(e - now)
+        ),
         None => println!("expires:     never (set --exp: there is no replay protection)"),
     }
     if let Some(n) = nbf {
-        println!("not before:  {} ({})", token::format_unix(n), token::relative_time(n - now));
+        println!(
+            "not before:  {} ({})",
+            token::format_unix(n),
+            token::relative_time(n - now)
+        );
     }
     if let Some(c) = &cmds {
         let default = perms.as_ref().map(|p| p.cmds.is_none()).unwrap_or(false);
@@ -286,7 +294,9 @@ mod tests {
                 .message;
             assert!(e.contains("--exp") && e.contains("past"), "{e}");
         }
-        let e = check_window(now + 60, Some(now + 120), now).unwrap_err().message;
+        let e = check_window(now + 60, Some(now + 120), now)
+            .unwrap_err()
+            .message;
         assert!(e.contains("--nbf") && e.contains("not before --exp"), "{e}");
         assert!(check_window(now + 60, Some(now + 30), now).is_ok());
     }

@@ -8,22 +8,21 @@ mod desired;
 mod error;
 mod model;
 mod parse;
+mod schema;
 mod validate;
 
 pub use desired::{
     CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, POOL_LABEL_KEY,
-    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SHARE_TAG, ShareSpec, desired_vms, fleet_label,
-    ownership_tag, owns, pool_label, pool_tag, role_tag,
+    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SHARE_TAG, ShareSpec, desired_vms,
+    fleet_label, ownership_tag, owns, pool_label, pool_tag, role_tag,
 };
 pub use error::{FleetError, FleetErrors};
 pub use model::*;
 pub use parse::{load, parse};
 
-/// The JSON schema of the fleet file, for editors (YAML language server) and
-/// the `schema` command. Descriptions come from the model's doc comments.
-pub fn json_schema() -> serde_json::Value {
-    schemars::schema_for!(Fleet).to_value()
-}
+#[cfg(test)]
+pub(crate) use schema::pattern_matcher;
+pub use schema::{json_schema, schema_id};
 
 #[cfg(test)]
 mod tests {

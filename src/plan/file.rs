@@ -150,7 +150,9 @@ fn looks_like_a_fleet(path: &Path, text: &str) -> bool {
     let yaml = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    yaml || text.lines().any(|l| l.starts_with("apiVersion:") || l.starts_with("kind: Fleet"))
+    yaml || text
+        .lines()
+        .any(|l| l.starts_with("apiVersion:") || l.starts_with("kind: Fleet"))
 }
 
 /// Refuses a saved plan whose fleet or observed state no longer matches.

@@ -535,7 +535,10 @@ fn a_pool_that_loses_its_share_goes_private_then_loses_the_tag() {
         ],
         "private first: the tag is what makes later plans look"
     );
-    assert!(c.reasons.iter().any(|r| r.contains("made private")), "{c:?}");
+    assert!(
+        c.reasons.iter().any(|r| r.contains("made private")),
+        "{c:?}"
+    );
     assert!(c.attributes.iter().any(|a| a.name == "share.public"
         && a.before.as_deref() == Some("true")
         && a.after.as_deref() == Some("false")));
@@ -573,10 +576,7 @@ fn a_pool_that_loses_its_share_goes_private_then_loses_the_tag() {
     let mut o4 = o.clone();
     o4.shares.clear();
     let p = plan(&unshared(), &o4);
-    assert_eq!(
-        p.changes[0].ops[0],
-        Op::ShareVisibility { public: false }
-    );
+    assert_eq!(p.changes[0].ops[0], Op::ShareVisibility { public: false });
 }
 
 #[test]
@@ -640,5 +640,8 @@ fn check_scripts_on_the_worst_case_matches_checking_every_vm() {
             straddled |= size(&f, "demo-big9") <= limit && size(&f, "demo-big10") > limit;
         }
     }
-    assert!(straddled, "the sweep must reach the limit between big9 and big10");
+    assert!(
+        straddled,
+        "the sweep must reach the limit between big9 and big10"
+    );
 }

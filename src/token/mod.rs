@@ -163,7 +163,12 @@ pub fn format_unix(t: i64) -> String {
 /// ago", "now". Two units at most, rounded to the smaller one, so a token
 /// minted for 30 days reads "in 30 days", not "in 29 days 23 hours".
 pub fn relative_time(delta: i64) -> String {
-    const UNITS: [(u64, &str); 4] = [(86_400, "day"), (3600, "hour"), (60, "minute"), (1, "second")];
+    const UNITS: [(u64, &str); 4] = [
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
     let mut secs = delta.unsigned_abs();
     if secs == 0 {
         return "now".into();
