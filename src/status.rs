@@ -43,6 +43,9 @@ pub struct Status {
     pub rows: Vec<Row>,
     /// Whether the Kubernetes API was reachable.
     pub cluster_api: bool,
+    /// Why not, when it was not (set by the caller that tried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_api_error: Option<String>,
     pub healthy: bool,
 }
 
@@ -208,41 +211,76 @@ pub fn join(
         fleet: cluster.to_string(),
         rows,
         cluster_api: nodes.is_some(),
+        cluster_api_error: None,
         healthy,
     }
 }
 
-/// The table for people.
+/// The table for people: each column as wide as its widest cell, two
+/// spaces apart, so that long VM names or probe results never run into the
+/// next column.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<22} {:<7} {:<10} {:<14} {:<13} {:<15} {:<14} PROBE",
-        "VM", "ROLE", "VM STATUS", "SIZE", "PROXY", "NODE", "K3S"
-    );
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    for r in &s.rows {
-        let _ = writeln!(
-            out,
-            "{:<22} {:<7} {:<10} {:<14} {:<13} {:<15} {:<14} {}",
-            r.name,
-            dash(&r.role),
-            r.vm_status.clone().unwrap_or_else(|| "missing".into()),
-            dash(&r.size),
-            dash(&r.proxy),
-            if s.cluster_api {
-                dash(&r.node)
+    let header = [
+        "VM",
+        "ROLE",
+        "VM STATUS",
+        "SIZE",
+        "PROXY",
+        "NODE",
+        "K3S",
+        "PROBE",
+    ];
+    let rows: Vec<[String; 8]> = s
+        .rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                dash(&r.role),
+                r.vm_status.clone().unwrap_or_else(|| "missing".into()),
+                dash(&r.size),
+                dash(&r.proxy),
+                if s.cluster_api {
+                    dash(&r.node)
+                } else {
+                    "?".into()
+                },
+                dash(&r.k3s_version),
+                dash(&r.probe),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
             } else {
-                "?".into()
-            },
-            dash(&r.k3s_version),
-            dash(&r.probe)
-        );
+                l.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header));
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&cells));
     }
     if !s.cluster_api {
+        let why = s.cluster_api_error.as_deref().unwrap_or(
+            "pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet",
+        );
         let _ = writeln!(
             out,
-            "\nKubernetes API not reachable: node columns unknown (pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet)."
+            "\nKubernetes API not reachable, node columns unknown: {why}"
         );
     }
     let problems: Vec<String> = s
@@ -381,6 +419,58 @@ mod tests {
         assert!(
             text.contains("demo-web2") && text.contains("missing") && text.contains("Problems:")
         );
+    }
+
+    /// Long names and probe results widen their columns instead of running
+    /// into the next; the reason the API is unreachable shows once.
+    #[test]
+    fn columns_fit_their_widest_cell_and_the_api_reason_shows_once() {
+        let f = crate::fleet::parse(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: production-europe-west\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: ingressgateway\n    count: 1\n    share: {port: 8080, public: true}\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        let mut shares = BTreeMap::new();
+        shares.insert(
+            desired[1].name.clone(),
+            ShareInfo {
+                vm_name: desired[1].name.clone(),
+                status: Visibility::Public,
+                port: 8080,
+                url: String::new(),
+                users: None,
+                links: None,
+            },
+        );
+        let probes = vec![ProbeResult {
+            vm: desired[1].name.clone(),
+            status: Some(200),
+            latency: Duration::from_millis(1234),
+            error: None,
+            authenticated: false,
+        }];
+        let mut st = join(
+            "production-europe-west",
+            &desired,
+            &vms,
+            &shares,
+            None,
+            &probes,
+        );
+        st.cluster_api_error = Some("no kubeconfig at .exedev-k8s/p/kubeconfig".into());
+        let text = render(&st);
+        assert_eq!(text.matches("not reachable").count(), 1, "{text}");
+        insta::assert_snapshot!(text, @r"
+        VM                                      ROLE    VM STATUS  SIZE          PROXY        NODE  K3S  PROBE
+        production-europe-west-cp1              server  running    2cpu/0GB/0GB  -            ?     -    -
+        production-europe-west-ingressgateway1  agent   running    2cpu/0GB/0GB  8080 public  ?     -    200 in 1234 ms
+
+        Kubernetes API not reachable, node columns unknown: no kubeconfig at .exedev-k8s/p/kubeconfig
+
+        All 2 VMs healthy.
+        ");
     }
 
     #[test]

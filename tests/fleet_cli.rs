@@ -676,15 +676,104 @@ fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    let all = text(&out.stdout) + &text(&out.stderr);
-    assert!(
-        all.contains("interrupted") && all.contains("skipped"),
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let all = stdout.clone() + &stderr;
+    // The notice shows once, on stderr, with what to do.
+    assert_eq!(
+        stderr
+            .matches("interrupted: finishing the changes in flight")
+            .count(),
+        1,
         "{all}"
     );
+    assert!(stderr.contains("re-run apply to converge"), "{all}");
     let partial = env.vm_names().len();
     assert!(partial < 9, "stopped early: {partial}");
+    // Each skipped VM is named once, in the summary.
+    let skipped: Vec<&str> = BASE_VMS
+        .iter()
+        .copied()
+        .filter(|vm| !env.vm_names().iter().any(|v| v == vm))
+        .collect();
+    assert!(!skipped.is_empty());
+    assert!(stdout.contains("- skipped (interrupted): "), "{all}");
+    // After the plan (which names every VM): progress and summary.
+    let after_plan = stdout[stdout.find("\nPlan: ").unwrap()..].to_string() + &stderr;
+    for vm in &skipped {
+        assert_eq!(
+            after_plan.matches(vm).count(),
+            1,
+            "{vm} named once:\n{after_plan}"
+        );
+    }
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
     assert_eq!(env.vm_names(), BASE_VMS);
+}
+
+/// On a terminal (a pseudo-terminal made by `script`): each finished VM
+/// shows its duration once, and Ctrl-C typed at the keyboard prints its
+/// notice above the progress bars.
+#[test]
+fn progress_on_a_terminal_shows_durations_once_and_the_ctrl_c_notice() {
+    use std::io::Write;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: util-linux `script` is needed for a pseudo-terminal");
+        return;
+    }
+    let env = Env::new(|c| c.latency = Duration::from_millis(120));
+    let bin = env!("CARGO_BIN_EXE_exedev-k8s");
+    let mut cmd = env.cmd(&[]);
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qefc",
+            &format!("'{bin}' apply -f base.yaml --yes --parallelism 1"),
+            "/dev/null",
+        ])
+        .current_dir(env.dir.path())
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("TERM", "xterm")
+        .env("COLUMNS", "160")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = &mut cmd;
+    for _ in 0..500 {
+        if env.vm_names().len() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("interrupted: finishing the changes in flight"),
+        "{screen}"
+    );
+    let finished: Vec<&str> = screen.split("✓ create in ").skip(1).collect();
+    assert!(!finished.is_empty(), "{screen}");
+    for rest in finished {
+        let secs_end = rest.find('s').unwrap();
+        assert!(rest[..secs_end].parse::<f64>().is_ok(), "{rest}");
+        assert!(
+            !rest[secs_end + 1..].starts_with(" ("),
+            "duration shown twice: ✓ create in {}",
+            &rest[..rest.len().min(30)]
+        );
+    }
+    assert!(env.vm_names().len() < 9, "stopped early");
 }
 
 /// A pool that had `share: {public: true}` loses it: the plan shows its VMs
@@ -920,4 +1009,53 @@ fn saved_plans_apply_from_any_directory() {
     // The generated k3s token lives beside the fleet, not the working dir.
     assert!(env.path(".exedev-k8s/acme/k3s-token").exists());
     assert!(!env.path("elsewhere/deeper/.exedev-k8s").exists());
+}
+
+/// `apply --json` and `destroy --json`: every line is one JSON event with a
+/// time; the summary names its operation and lists objects, not tuples.
+/// The human destroy ends with "Destroy complete".
+#[test]
+fn json_events_are_timestamped_and_summaries_name_their_operation() {
+    let env = Env::new(|_| {});
+    let check = |out: &str, operation: &str, done: usize| {
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        for l in &lines {
+            let time = l["time"].as_str().unwrap_or_else(|| panic!("no time: {l}"));
+            assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+            assert!(l["event"].is_string(), "{l}");
+        }
+        let summary = lines.last().unwrap();
+        assert_eq!(summary["event"], "summary");
+        assert_eq!(summary["operation"], operation);
+        assert_eq!(summary["ok"], true);
+        assert!(summary["seconds"].is_f64());
+        let d = summary["done"].as_array().unwrap();
+        assert_eq!(d.len(), done);
+        assert!(
+            d[0]["vm"].is_string() && d[0]["action"].is_string(),
+            "{summary}"
+        );
+        assert_eq!(summary["failed"], serde_json::json!([]));
+        assert_eq!(summary["skipped"], serde_json::json!([]));
+    };
+    check(
+        &env.ok(&["apply", "-f", "base.yaml", "--yes", "--json"]),
+        "apply",
+        9,
+    );
+    check(
+        &env.ok(&["destroy", "-f", "base.yaml", "--yes", "--json"]),
+        "destroy",
+        9,
+    );
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let out = env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
+    assert!(
+        out.contains("\nDestroy complete: 9 done, 0 failed, 0 skipped in "),
+        "{out}"
+    );
+    assert!(!out.contains("Apply"), "{out}");
 }

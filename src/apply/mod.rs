@@ -101,12 +101,35 @@ impl Default for ApplyOptions {
     }
 }
 
+/// A change carried out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Done {
+    pub vm: String,
+    pub action: Action,
+}
+
+/// A change that failed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failed {
+    pub vm: String,
+    pub action: Action,
+    pub error: String,
+}
+
+/// A change not started, and why (interrupted, or an earlier server failed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    pub vm: String,
+    pub action: Action,
+    pub reason: String,
+}
+
 /// The outcome of an apply.
 #[derive(Debug, Default, Serialize)]
 pub struct ApplyReport {
-    pub done: Vec<(String, Action)>,
-    pub failed: Vec<(String, Action, String)>,
-    pub skipped: Vec<String>,
+    pub done: Vec<Done>,
+    pub failed: Vec<Failed>,
+    pub skipped: Vec<Skipped>,
     pub seconds: f64,
 }
 
@@ -183,14 +206,25 @@ pub async fn apply(
                 action: c.action,
                 reason: reason.into(),
             });
-            out.skipped.push(c.vm.clone());
+            out.skipped.push(Skipped {
+                vm: c.vm.clone(),
+                action: c.action,
+                reason: reason.into(),
+            });
             continue;
         }
         match run_one(&ctx, c, true).await {
-            Ok(()) => out.done.push((c.vm.clone(), c.action)),
+            Ok(()) => out.done.push(Done {
+                vm: c.vm.clone(),
+                action: c.action,
+            }),
             Err(e) => {
                 server_failed = true;
-                out.failed.push((c.vm.clone(), c.action, e.to_string()));
+                out.failed.push(Failed {
+                    vm: c.vm.clone(),
+                    action: c.action,
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -212,9 +246,20 @@ pub async fn apply(
     .await;
     for (r, c) in results {
         match r {
-            Some(Ok(())) => out.done.push((c.vm.clone(), c.action)),
-            Some(Err(e)) => out.failed.push((c.vm.clone(), c.action, e.to_string())),
-            None => out.skipped.push(c.vm.clone()),
+            Some(Ok(())) => out.done.push(Done {
+                vm: c.vm.clone(),
+                action: c.action,
+            }),
+            Some(Err(e)) => out.failed.push(Failed {
+                vm: c.vm.clone(),
+                action: c.action,
+                error: e.to_string(),
+            }),
+            None => out.skipped.push(Skipped {
+                vm: c.vm.clone(),
+                action: c.action,
+                reason: "interrupted".into(),
+            }),
         }
     }
     out.seconds = started.elapsed().as_secs_f64();

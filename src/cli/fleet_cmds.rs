@@ -434,18 +434,21 @@ async fn wait_and_fix(
 }
 
 /// First Ctrl-C: stop starting work, let changes in flight finish. Second:
-/// exit at once (130), as a shell user expects.
-fn interrupt_flag() -> Arc<AtomicBool> {
+/// exit at once (130), as a shell user expects. Each says so through
+/// `notify`, which draws above progress bars instead of under them.
+fn interrupt_flag(notify: ui::Notifier, verb: &'static str) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             f.store(true, Ordering::Relaxed);
-            eprintln!(
-                "\ninterrupted: finishing changes in flight, starting no new ones; re-run apply to converge (Ctrl-C again to quit now)"
-            );
+            notify(&format!(
+                "interrupted: finishing the changes in flight, starting no new ones; re-run {verb} to converge (Ctrl-C again to quit now)"
+            ));
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted twice: quitting; re-run apply to converge");
+                notify(&format!(
+                    "interrupted twice: quitting now; re-run {verb} to converge"
+                ));
                 std::process::exit(130);
             }
         }
@@ -491,6 +494,8 @@ fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
 
 /// How `execute` runs, beyond what it runs on.
 struct Exec {
+    /// "apply" or "destroy": what the user ran, in messages.
+    verb: &'static str,
     parallelism: usize,
     json: bool,
     remover: Option<apply::NodeRemover>,
@@ -506,6 +511,7 @@ async fn execute(
     exec: Exec,
 ) -> CliResult {
     let Exec {
+        verb,
         parallelism,
         json,
         remover,
@@ -566,14 +572,14 @@ async fn execute(
             }
         }
     }
+    let progress = ui::Progress::new(ui::ProgressMode::pick(json), p.changes.len());
     let opts = ApplyOptions {
         parallelism,
-        cancel: interrupt_flag(),
+        cancel: interrupt_flag(progress.notifier(), verb),
         remover,
         server_ready,
         ..ApplyOptions::default()
     };
-    let reporter = ui::reporter(ui::ProgressMode::pick(json), p.changes.len());
     let report = apply::apply(
         client,
         fleet,
@@ -581,40 +587,33 @@ async fn execute(
         &secrets,
         &owned_servers(fleet, observed),
         &opts,
-        reporter,
+        progress.reporter(),
     )
     .await;
     if json {
         println!(
             "{}",
-            serde_json::to_string(&serde_json::json!({"event": "summary", "report": report}))?
+            ui::json_event(&serde_json::json!({
+                "event": "summary",
+                "operation": verb,
+                "ok": report.ok(),
+                "seconds": report.seconds,
+                "done": report.done,
+                "failed": report.failed,
+                "skipped": report.skipped,
+            }))
         );
     } else {
-        println!(
-            "\n{}: {} done, {} failed, {} skipped in {:.1}s.",
-            if report.ok() {
-                "Apply complete"
-            } else {
-                "Apply incomplete"
-            },
-            report.done.len(),
-            report.failed.len(),
-            report.skipped.len(),
-            report.seconds
-        );
-        for (vm, action, err) in &report.failed {
-            println!("  ✗ {vm} ({action:?}): {err}");
-        }
-        for vm in &report.skipped {
-            println!("  - {vm}: skipped");
-        }
+        let mut title = verb.to_string();
+        title[..1].make_ascii_uppercase();
+        print!("{}", ui::summary(&title, &report));
     }
     if report.ok() {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError {
             message: format!(
-                "{} change(s) failed and {} were skipped; re-run apply to converge (it re-reads exe.dev first)",
+                "{} change(s) failed and {} were skipped; re-run {verb} to converge (it re-reads exe.dev first)",
                 report.failed.len(),
                 report.skipped.len()
             ),
@@ -720,6 +719,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         &p,
         &observed,
         Exec {
+            verb: "apply",
             parallelism: a.parallelism as usize,
             json: a.json,
             remover,
@@ -790,7 +790,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         };
         crate::probe::probe_all(&targets, key.as_ref(), 8).await
     };
-    let st = crate::status::join(
+    let mut st = crate::status::join(
         &fleet.metadata.name.value,
         &desired,
         &observed.vms,
@@ -798,13 +798,11 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         nodes.as_deref().zip(readiness.as_ref()),
         &probes,
     );
+    st.cluster_api_error = kube.as_ref().err().cloned();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         print!("{}", crate::status::render(&st));
-        if let Err(why) = &kube {
-            println!("(Kubernetes API: {why})");
-        }
     }
     Ok(if st.healthy {
         ExitCode::SUCCESS
@@ -852,6 +850,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         &p,
         &observed,
         Exec {
+            verb: "destroy",
             parallelism: a.parallelism as usize,
             json: a.json,
             remover: None,

@@ -32,6 +32,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// The word, as in plan JSON: `create`, `update`, `replace`, `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+
     /// Terraform-style marker.
     pub fn symbol(self) -> &'static str {
         match self {
