@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, ValueEnum};
 
-use super::{ApiArgs, CliError, CliResult, fail};
+use super::{ApiArgs, CliError, CliResult, fail, write_stdout};
 use crate::apply::{self, ApplyOptions};
 use crate::client::{Client, ClientOptions};
 use crate::cluster_secrets;
@@ -222,7 +222,7 @@ pub fn validate(a: FleetArg) -> CliResult {
 }
 
 pub fn schema(_: SchemaArgs) -> CliResult {
-    println!("{}", serde_json::to_string_pretty(&fleet::json_schema())?);
+    write_stdout(serde_json::to_string_pretty(&fleet::json_schema())? + "\n")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -275,9 +275,9 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     }
     let format = if a.json { Format::Json } else { a.format };
     match format {
-        Format::Human => print!("{}", render::human(&p, ui::colour_enabled())),
-        Format::Json => println!("{}", render::json(&p)),
-        Format::Markdown => print!("{}", render::markdown(&p)),
+        Format::Human => write_stdout(render::human(&p, ui::colour_enabled()))?,
+        Format::Json => write_stdout(render::json(&p) + "\n")?,
+        Format::Markdown => write_stdout(render::markdown(&p))?,
     }
     if let Some(out) = &a.out {
         if p.mode == "destroy" && fleet.metadata.protect {
@@ -800,9 +800,9 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
     );
     st.cluster_api_error = kube.as_ref().err().cloned();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        write_stdout(serde_json::to_string_pretty(&st)? + "\n")?;
     } else {
-        print!("{}", crate::status::render(&st));
+        write_stdout(crate::status::render(&st))?;
     }
     Ok(if st.healthy {
         ExitCode::SUCCESS

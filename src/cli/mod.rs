@@ -3,6 +3,7 @@
 //! Every subcommand returns a [`CliResult`]; `main` prints the error (which
 //! already names the thing and says what to do) and exits 1.
 
+mod docs_cmd;
 mod exec_cmd;
 mod fleet_cmds;
 mod kubeconfig_cmd;
@@ -40,6 +41,19 @@ pub fn fail(message: impl Into<String>) -> CliError {
     CliError {
         message: message.into(),
         code: 1,
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`exedev-k8s plan |
+/// head`) is not an error: the output is simply cut, as with any Unix
+/// tool, instead of a panic.
+pub fn write_stdout(text: impl AsRef<[u8]>) -> CliResult<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_ref()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(fail(format!("cannot write to stdout: {e}"))),
     }
 }
 
@@ -126,15 +140,24 @@ pub enum Cmd {
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
     Emulator(crate::emulator::EmulatorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Print the man page, or write one per command with --dir.
+    Man(docs_cmd::ManArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Every command but the emulator waits on the network, with bounded
+    // concurrency: one thread drives it all (fewer threads and allocator
+    // arenas: less memory and CPU for a large plan). The emulator serves
+    // many clients at once and keeps a thread per core.
+    let mut builder = match cli.command {
+        Cmd::Emulator(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -161,6 +184,8 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
         Cmd::Status(a) => fleet_cmds::status_cmd(a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
+        Cmd::Completions(a) => docs_cmd::completions(a),
+        Cmd::Man(a) => docs_cmd::man(a),
         Cmd::Emulator(a) => {
             crate::emulator::run_cli(a).await?;
             Ok(ExitCode::SUCCESS)
