@@ -1,10 +1,13 @@
-//! The cluster's secrets on the operator's machine: the k3s token (from the
-//! fleet's reference, or generated on the first apply and kept mode 0600
-//! under `.exedev-k8s/<fleet>/` beside the fleet file) and the Tailscale key
+//! The cluster's secrets on the operator's machine: the k3s server token and
+//! the k3s agent token (each from the fleet's reference, or generated on the
+//! first apply of a new cluster and kept mode 0600 under
+//! `.exedev-k8s/<fleet>/` beside the fleet file) and the Tailscale key
 //! (always a reference).
 //!
-//! The k3s token also decrypts etcd bootstrap data: it is needed to restore
-//! snapshots, so it is kept, never printed, and only removed when asked.
+//! The server token also decrypts etcd bootstrap data: it is needed to
+//! restore snapshots, so it is kept, never printed, and only removed when
+//! asked. Agents get only the agent token (k3s `agent-token`), which lets a
+//! node join as an agent and nothing more.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,13 +30,45 @@ pub enum SecretsError {
         source: std::io::Error,
     },
     #[error(
-        "no k3s token for fleet {cluster:?}: the fleet names none and {path} does not exist. The first apply generates it; if this cluster was created elsewhere, copy that file here or set k3s.token to {{env: K3S_TOKEN}}"
+        "no {what} for fleet {cluster:?}: the fleet names none and {path} does not exist. The first apply of a new cluster generates it; if this cluster was created elsewhere, copy that file here or set k3s.{field} to {{env: {env}}}"
     )]
-    Missing { cluster: String, path: String },
+    Missing {
+        what: &'static str,
+        field: &'static str,
+        env: &'static str,
+        cluster: String,
+        path: String,
+    },
+    #[error(
+        "the k3s agent token equals the server token: agents would hold admin-equivalent credentials. Give k3s.agentToken another value"
+    )]
+    SameTokens,
 }
 
+/// A stored, generated secret of a fleet: file name and how errors name it.
+struct Stored {
+    file: &'static str,
+    what: &'static str,
+    field: &'static str,
+    env: &'static str,
+}
+
+const SERVER_TOKEN: Stored = Stored {
+    file: "k3s-token",
+    what: "k3s token",
+    field: "token",
+    env: "K3S_TOKEN",
+};
+
+const AGENT_TOKEN: Stored = Stored {
+    file: "k3s-agent-token",
+    what: "k3s agent token",
+    field: "agentToken",
+    env: "K3S_AGENT_TOKEN",
+};
+
 /// Name of the directory beside the fleet file holding local state (the
-/// generated k3s token, the kubeconfig).
+/// generated tokens, the kubeconfig); git-ignored (see [`write_private`]).
 pub const STATE_DIR_NAME: &str = ".exedev-k8s";
 
 /// Directory holding a fleet's local state.
@@ -41,52 +76,75 @@ pub fn state_dir(fleet_dir: &Path, cluster: &str) -> PathBuf {
     fleet_dir.join(STATE_DIR_NAME).join(cluster)
 }
 
-/// Path of the generated k3s token.
+/// Path of the generated k3s server token.
 pub fn token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
-    state_dir(fleet_dir, cluster).join("k3s-token")
+    state_dir(fleet_dir, cluster).join(SERVER_TOKEN.file)
 }
 
-/// Both secrets, and where a k3s token was generated (and stored) by this
-/// call, if one was: the caller tells the user, who must keep it.
-pub struct Resolved {
-    pub secrets: ClusterSecrets,
-    pub generated_token: Option<PathBuf>,
+/// Path of the generated k3s agent token, next to the server token.
+pub fn agent_token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
+    state_dir(fleet_dir, cluster).join(AGENT_TOKEN.file)
 }
 
-/// Resolves both secrets. With `generate`, a missing k3s token is created
-/// (48 random alphanumerics) and stored 0600.
-pub fn resolve(fleet: &Fleet, fleet_dir: &Path, generate: bool) -> Result<Resolved, SecretsError> {
-    let tailscale_auth_key = fleet
-        .network
-        .tailscale
-        .auth_key
-        .value
-        .resolve(fleet_dir)
-        .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
-    let (k3s_token, generated_token) = match &fleet.k3s.value.token {
-        Some(r) => (
-            r.value
-                .resolve(fleet_dir)
-                .map_err(|e| SecretsError::Reference(format!("k3s.token: {e}")))?,
-            None,
-        ),
-        None => stored_token(fleet_dir, &fleet.metadata.name.value, generate)?,
-    };
-    Ok(Resolved {
-        secrets: ClusterSecrets {
+/// Resolves the secrets. With `generate` (a brand-new cluster only: a fresh
+/// token would keep every new node out of an existing one), a missing k3s
+/// token or agent token is created (48 random alphanumerics) and stored
+/// 0600.
+pub fn resolve(
+    fleet: &Fleet,
+    fleet_dir: &Path,
+    generate: bool,
+) -> Result<ClusterSecrets, SecretsError> {
+    resolve_noting_generated(fleet, fleet_dir, generate).map(|(secrets, _)| secrets)
+}
+
+/// [`resolve`], also returning the files of the tokens this call generated
+/// and stored: the user must be told (once) to keep them.
+pub fn resolve_noting_generated(
+    fleet: &Fleet,
+    fleet_dir: &Path,
+    generate: bool,
+) -> Result<(ClusterSecrets, Vec<PathBuf>), SecretsError> {
+    let tailscale_auth_key =
+        crate::workspace::resolve_secret(&fleet.network.tailscale.auth_key.value, fleet_dir)
+            .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
+    let cluster = &fleet.metadata.name.value;
+    let k3s = &fleet.k3s.value;
+    let mut tokens = Vec::new();
+    let mut generated = Vec::new();
+    for (reference, stored) in [(&k3s.token, SERVER_TOKEN), (&k3s.agent_token, AGENT_TOKEN)] {
+        tokens.push(match reference {
+            Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
+                .map_err(|e| SecretsError::Reference(format!("k3s.{}: {e}", stored.field)))?,
+            None => {
+                let (token, made) = stored_token(fleet_dir, cluster, &stored, generate)?;
+                generated.extend(made);
+                token
+            }
+        });
+    }
+    let agent_token = tokens.pop().unwrap_or_default();
+    let k3s_token = tokens.pop().unwrap_or_default();
+    if agent_token == k3s_token {
+        return Err(SecretsError::SameTokens);
+    }
+    Ok((
+        ClusterSecrets {
             k3s_token,
+            agent_token,
             tailscale_auth_key,
         },
-        generated_token,
-    })
+        generated,
+    ))
 }
 
 fn stored_token(
     fleet_dir: &Path,
     cluster: &str,
+    stored: &Stored,
     generate: bool,
 ) -> Result<(Secret, Option<PathBuf>), SecretsError> {
-    let path = token_path(fleet_dir, cluster);
+    let path = state_dir(fleet_dir, cluster).join(stored.file);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok((Secret::new(t.trim()), None)),
         Ok(_) => {}
@@ -101,6 +159,9 @@ fn stored_token(
     }
     if !generate {
         return Err(SecretsError::Missing {
+            what: stored.what,
+            field: stored.field,
+            env: stored.env,
             cluster: cluster.into(),
             path: path.display().to_string(),
         });
@@ -115,8 +176,8 @@ fn stored_token(
 }
 
 /// Makes the state directory `root` ignored by git (a `.gitignore` holding
-/// `*` inside it), so the k3s token and kubeconfig are never committed with
-/// the fleet file. An existing `.gitignore` is left as the user made it.
+/// `*` inside it), so tokens and kubeconfigs are never committed with the
+/// fleet file. A `.gitignore` the user wrote there is left alone.
 fn ignore_in_git(root: &Path) -> Result<(), SecretsError> {
     let file = root.join(".gitignore");
     if file.exists() {
@@ -184,39 +245,23 @@ pub fn purge(fleet_dir: &Path, cluster: &str) -> Result<bool, SecretsError> {
 mod tests {
     use super::*;
 
+    /// Generated tokens are reported once, when made; later calls read them.
     #[test]
-    fn generated_token_is_private_and_stable() {
+    fn generated_tokens_are_reported_once() {
         let dir = tempfile::tempdir().unwrap();
         let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
         let f = crate::fleet::parse(src, "f.yaml").unwrap();
-        assert!(matches!(
-            resolve(&f, dir.path(), false),
-            Err(SecretsError::Missing { .. })
-        ));
-        let a = resolve(&f, dir.path(), true).unwrap();
-        assert_eq!(a.generated_token, Some(token_path(dir.path(), "demo")));
-        let a = a.secrets;
-        assert_eq!(a.tailscale_auth_key.expose(), "tskey-auth-xyz");
-        assert_eq!(a.k3s_token.expose().len(), 48);
-        let b = resolve(&f, dir.path(), true).unwrap();
-        assert_eq!(b.generated_token, None, "generated once");
-        assert_eq!(a.k3s_token, b.secrets.k3s_token);
+        let (_, made) = resolve_noting_generated(&f, dir.path(), true).unwrap();
         assert_eq!(
-            std::fs::read_to_string(dir.path().join(".exedev-k8s/.gitignore")).unwrap(),
-            "*\n"
+            made,
+            [
+                token_path(dir.path(), "demo"),
+                agent_token_path(dir.path(), "demo")
+            ]
         );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(token_path(dir.path(), "demo"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert!(purge(dir.path(), "demo").unwrap());
-        assert!(!purge(dir.path(), "demo").unwrap());
+        let (_, made) = resolve_noting_generated(&f, dir.path(), true).unwrap();
+        assert!(made.is_empty());
     }
 
     /// A `.gitignore` the user wrote is kept; files outside the state
@@ -234,5 +279,81 @@ mod tests {
         );
         write_private(&dir.path().join("out/kubeconfig"), "x").unwrap();
         assert!(!dir.path().join("out/.gitignore").exists());
+    }
+
+    #[test]
+    fn generated_token_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        assert!(matches!(
+            resolve(&f, dir.path(), false),
+            Err(SecretsError::Missing { .. })
+        ));
+        let a = resolve(&f, dir.path(), true).unwrap();
+        assert_eq!(a.tailscale_auth_key.expose(), "tskey-auth-xyz");
+        assert_eq!(a.k3s_token.expose().len(), 48);
+        assert_eq!(a.agent_token.expose().len(), 48);
+        assert_ne!(a.k3s_token, a.agent_token);
+        let b = resolve(&f, dir.path(), false).unwrap();
+        assert_eq!(a.k3s_token, b.k3s_token);
+        assert_eq!(a.agent_token, b.agent_token);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".exedev-k8s/.gitignore")).unwrap(),
+            "*\n"
+        );
+        #[cfg(unix)]
+        for path in [
+            token_path(dir.path(), "demo"),
+            agent_token_path(dir.path(), "demo"),
+        ] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(purge(dir.path(), "demo").unwrap());
+        assert!(!purge(dir.path(), "demo").unwrap());
+    }
+
+    #[test]
+    fn agent_token_comes_from_the_fleet_like_the_server_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\n  agentToken: {file: agent.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
+        std::fs::write(dir.path().join("agent.token"), "agent-secret\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let s = resolve(&f, dir.path(), false).unwrap();
+        assert_eq!(s.k3s_token.expose(), "server-secret");
+        assert_eq!(s.agent_token.expose(), "agent-secret");
+        assert!(!agent_token_path(dir.path(), "demo").exists());
+
+        std::fs::write(dir.path().join("agent.token"), "server-secret\n").unwrap();
+        let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
+        assert!(
+            e.contains("agentToken") && !e.contains("server-secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_existing_cluster_without_an_agent_token_is_told_where_to_put_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
+        assert!(e.contains("no k3s agent token"), "{e}");
+        assert!(
+            e.contains("k3s-agent-token") && e.contains("k3s.agentToken"),
+            "{e}"
+        );
+        assert!(e.contains("{env: K3S_AGENT_TOKEN}"), "{e}");
+        // A new cluster gets one generated next to the server token.
+        let s = resolve(&f, dir.path(), true).unwrap();
+        assert_eq!(s.k3s_token.expose(), "server-secret");
+        assert!(agent_token_path(dir.path(), "demo").exists());
     }
 }

@@ -2,10 +2,15 @@
 //! or minted on the fly from an SSH key (`--ssh-key`/`EXE_DEV_SSH_KEY`) with
 //! only the commands the current operation needs and a short expiry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ssh_key::{PrivateKey, PublicKey};
+
 use crate::secret::Secret;
+use crate::token::keys::{
+    PASSPHRASE_ENV, decrypt_private_key, parse_private_key, parse_public_keys,
+};
 use crate::token::{self, Permissions, TokenError};
 
 /// Lifetime of tokens minted on the fly for a quick operation (plan,
@@ -30,7 +35,7 @@ impl Credentials {
         match self {
             Credentials::Token(t) => Ok(t.clone()),
             Credentials::SshKey(path) => {
-                let key = token::keys::load_private_key(path)?;
+                let key = load_private_key(path)?;
                 let mut cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
                 cmds.sort();
                 cmds.dedup();
@@ -93,6 +98,47 @@ pub fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Reads a private key file, decrypting it with the passphrase from
+/// [`PASSPHRASE_ENV`] or, on a terminal, a prompt (never off a terminal).
+pub fn load_private_key(path: &Path) -> Result<PrivateKey, TokenError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        TokenError::Key(format!(
+            "cannot read SSH key {}: {e}. Pass the private key file (not the .pub); a key held only \
+             by ssh-agent must be exported to a file or used via `ssh-keygen -Y sign`",
+            path.display()
+        ))
+    })?;
+    let label = path.display().to_string();
+    let key = parse_private_key(&text, &label)?;
+    if !key.is_encrypted() {
+        return Ok(key);
+    }
+    decrypt_private_key(&key, &passphrase_for(path)?, &label)
+}
+
+fn passphrase_for(path: &Path) -> Result<Secret, TokenError> {
+    if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(Secret::new(p));
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let prompt = format!("Passphrase for {}: ", path.display());
+        return rpassword::prompt_password(prompt)
+            .map(Secret::new)
+            .map_err(|e| TokenError::Key(format!("cannot read passphrase: {e}")));
+    }
+    Err(TokenError::Key(format!(
+        "{} is passphrase-protected and there is no terminal to ask on; set {PASSPHRASE_ENV}",
+        path.display()
+    )))
+}
+
+/// Reads public keys from an `authorized_keys` file or a `.pub` file.
+pub fn load_public_keys(path: &Path) -> Result<Vec<PublicKey>, TokenError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TokenError::Key(format!("cannot read {}: {e}", path.display())))?;
+    parse_public_keys(&text).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -77,10 +77,16 @@ pub fn first_server(fleet: &Fleet) -> String {
 
 /// The API server URL over the tailnet: what a stored kubeconfig points at.
 pub fn server_url(fleet: &Fleet) -> String {
+    server_url_of(fleet, &first_server(fleet))
+}
+
+/// The API server URL of one server over the tailnet. Every server's
+/// certificate names every server (`tls-san`), so any of them verifies.
+pub fn server_url_of(fleet: &Fleet, server: &str) -> String {
     format!(
-        "https://{}.{}:6443",
-        first_server(fleet),
-        fleet.network.tailscale.tailnet.value
+        "https://{server}.{}:{}",
+        fleet.network.tailscale.tailnet.value,
+        crate::bootstrap::K3S_PORT
     )
 }
 
@@ -95,8 +101,17 @@ pub fn kubeconfig_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
 /// for use off the VM: server [`server_url`], every `default` name the
 /// fleet's name. Returns YAML holding the admin client key: never print it.
 pub async fn fetch_kubeconfig(fleet: &Fleet, ssh: &SshOptions) -> Result<String, KubeAccessError> {
-    let vm = first_server(fleet);
-    let raw = ssh::run(&vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
+    fetch_kubeconfig_from(fleet, &first_server(fleet), ssh).await
+}
+
+/// [`fetch_kubeconfig`] from another server (each holds the same admin
+/// credentials); the result still names the first server's URL.
+pub async fn fetch_kubeconfig_from(
+    fleet: &Fleet,
+    vm: &str,
+    ssh: &SshOptions,
+) -> Result<String, KubeAccessError> {
+    let raw = ssh::run(vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
     Ok(kubeconfig_rewrite(
         &raw,
         &fleet.metadata.name.value,
@@ -105,15 +120,18 @@ pub async fn fetch_kubeconfig(fleet: &Fleet, ssh: &SshOptions) -> Result<String,
 }
 
 /// A client for the fleet's cluster, checked with one request (the server
-/// version). The kubeconfig is `kubeconfig` if given, else the stored one,
-/// else fetched over SSH and stored. With `via_tunnel`, the API is reached
-/// through an SSH tunnel to the first server, which the caller must keep
-/// alive (the returned [`Tunnel`]) as long as it uses the client.
+/// version), talking to server `via` (a server that a rolling change leaves
+/// alone). The kubeconfig is `kubeconfig` if given (used as it is), else the
+/// stored one, else fetched from `via` over SSH and stored. With
+/// `via_tunnel`, the API is reached through an SSH tunnel to `via`, which
+/// the caller must keep alive (the returned [`Tunnel`]) as long as it uses
+/// the client.
 pub async fn kube_client(
     fleet: &Fleet,
     fleet_dir: &Path,
     kubeconfig: Option<&Path>,
     via_tunnel: bool,
+    via: &str,
     ssh: &SshOptions,
 ) -> Result<(kube::Client, Option<Tunnel>), KubeAccessError> {
     let cluster = fleet.metadata.name.value.as_str();
@@ -122,14 +140,10 @@ pub async fn kube_client(
         Some(path) => (read_kubeconfig(path)?, path.display().to_string()),
         None if stored.exists() => (read_kubeconfig(&stored)?, stored.display().to_string()),
         None => {
-            let yaml = fetch_kubeconfig(fleet, ssh).await?;
+            let yaml = fetch_kubeconfig_from(fleet, via, ssh).await?;
             cluster_secrets::write_private(&stored, &yaml)?;
             let kc = Kubeconfig::from_yaml(&yaml).map_err(|e| KubeAccessError::Kubeconfig {
-                source_name: format!(
-                    "{} (fetched from {})",
-                    stored.display(),
-                    first_server(fleet)
-                ),
+                source_name: format!("{} (fetched from {via})", stored.display()),
                 reason: e.to_string(),
                 hint: format!("delete it and check {K3S_KUBECONFIG} on the first server"),
             })?;
@@ -137,20 +151,23 @@ pub async fn kube_client(
         }
     };
     let tunnel = if via_tunnel {
-        Some(ssh::tunnel(&first_server(fleet), LOCAL_API, ssh).await?)
+        Some(ssh::tunnel(via, LOCAL_API, ssh).await?)
     } else {
         None
     };
-    let override_url = tunnel
-        .as_ref()
-        .map(|t| format!("https://127.0.0.1:{}", t.local_port));
+    // Our own kubeconfig names the first server; another `via` is reached
+    // by its own name (a user's kubeconfig is used as given).
+    let override_url = match (&tunnel, kubeconfig) {
+        (Some(t), _) => Some(format!("https://127.0.0.1:{}", t.local_port)),
+        (None, None) if via != first_server(fleet) => Some(server_url_of(fleet, via)),
+        (None, _) => None,
+    };
     let client = client_from_kubeconfig(kc, cluster, override_url.as_deref(), &source_name).await?;
     let url = override_url.unwrap_or_else(|| "the kubeconfig's server".to_string());
     if let Err(e) = client.apiserver_version().await {
         let hint = if via_tunnel {
             format!(
-                "the tunnel to {} is up but k3s did not answer: check `systemctl status k3s` on it",
-                first_server(fleet)
+                "the tunnel to {via} is up but k3s did not answer: check `systemctl status k3s` on it"
             )
         } else {
             format!(
@@ -165,6 +182,85 @@ pub async fn kube_client(
         });
     }
     Ok((client, tunnel))
+}
+
+/// A client for the fleet's API that connects on first use and keeps the
+/// connection (and its tunnel): `apply` on a new cluster has no API until
+/// the first server's bootstrap is done, so it asks only then, and again
+/// later if that failed.
+pub struct LazyClient {
+    fleet: Fleet,
+    fleet_dir: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    via_tunnel: bool,
+    via: String,
+    ssh: SshOptions,
+    connect_timeout: Duration,
+    cached: tokio::sync::Mutex<Option<(kube::Client, Option<Tunnel>)>>,
+}
+
+impl LazyClient {
+    /// Nothing is contacted yet; `via` is the server to talk to.
+    pub fn new(
+        fleet: &Fleet,
+        fleet_dir: &Path,
+        kubeconfig: Option<&Path>,
+        via_tunnel: bool,
+        via: &str,
+        ssh: &SshOptions,
+    ) -> LazyClient {
+        LazyClient {
+            fleet: fleet.clone(),
+            fleet_dir: fleet_dir.to_path_buf(),
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+            via_tunnel,
+            via: via.to_string(),
+            ssh: ssh.clone(),
+            connect_timeout: Duration::from_secs(60),
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Starts out connected (a client the caller already checked).
+    pub fn connected(self, client: kube::Client, tunnel: Option<Tunnel>) -> LazyClient {
+        LazyClient {
+            cached: tokio::sync::Mutex::new(Some((client, tunnel))),
+            ..self
+        }
+    }
+
+    /// The server this client talks to.
+    pub fn via(&self) -> &str {
+        &self.via
+    }
+
+    /// The client, connecting (and fetching the kubeconfig over SSH if none
+    /// is at hand) when not connected yet. The error is a sentence.
+    pub async fn get(&self) -> Result<kube::Client, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((client, _)) = cached.as_ref() {
+            return Ok(client.clone());
+        }
+        let connect = kube_client(
+            &self.fleet,
+            &self.fleet_dir,
+            self.kubeconfig.as_deref(),
+            self.via_tunnel,
+            &self.via,
+            &self.ssh,
+        );
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok((client, tunnel))) => {
+                *cached = Some((client.clone(), tunnel));
+                Ok(client)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the Kubernetes API did not answer within {} s (is this machine on the tailnet? try --via-ssh-tunnel)",
+                self.connect_timeout.as_secs()
+            )),
+        }
+    }
 }
 
 fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {

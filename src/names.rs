@@ -36,9 +36,9 @@ pub const REFUSED_NAMES: &[&str] = &[
 ];
 
 /// Shortest VM name exe.dev accepts.
-pub const MIN_LEN: usize = 5;
+pub const MIN_LEN: usize = crate::limits::MIN_VM_NAME_LEN;
 /// Longest VM name exe.dev accepts.
-pub const MAX_LEN: usize = 64;
+pub const MAX_LEN: usize = crate::limits::MAX_VM_NAME_LEN;
 
 /// Why a VM name is not acceptable to exe.dev.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -205,8 +205,7 @@ fn matches_pattern(name: &str) -> bool {
     !prev_hyphen
 }
 
-/// Longest exe.dev tag this tool writes or accepts.
-pub const MAX_TAG_LEN: usize = 63;
+pub use crate::limits::MAX_TAG_LEN;
 
 /// exe.dev tag syntax as this project reads it: `[a-z0-9][a-z0-9-]{0,62}`.
 /// The fleet validator and the emulator's `new --tag`/`tag` both use it.

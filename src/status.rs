@@ -1,6 +1,7 @@
-//! `status`: one table joining exe.dev VMs (status, size, proxy) with
-//! Kubernetes Nodes (Ready, version, drift) and proxy probes, flagging what
-//! exists on one side only. Pure: the edges gather, this joins and renders.
+//! `status`: one table joining exe.dev VMs (status, size, proxy), their
+//! bootstrap state (read over SSH), Kubernetes Nodes (Ready, version, drift,
+//! labels pending for the API) and proxy probes, flagging what exists on one
+//! side only. Pure: the edges gather, this joins and renders.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -8,7 +9,8 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::api::types::{ShareInfo, VmInfo};
-use crate::cluster::{NodeState, NodeView, Readiness};
+use crate::bootstrap::{BootstrapPhase, BootstrapReport};
+use crate::cluster::{NodeState, NodeView, Readiness, pending_labels};
 use crate::fleet::{self, DesiredVm};
 use crate::probe::ProbeResult;
 use crate::sizes::ByteSize;
@@ -26,10 +28,19 @@ pub struct Row {
     pub size: Option<String>,
     /// `8080 public`.
     pub proxy: Option<String>,
+    /// How far the setup script got (`done`, `running (step)`, `failed
+    /// (step)`, `not started`), `unknown` when SSH failed, None when not read.
+    pub bootstrap: Option<String>,
+    /// The last lines of the bootstrap log, for a failed bootstrap.
+    pub bootstrap_log: Vec<String>,
     /// Ready / NotReady / not registered / drift, or None without API access.
     pub node: Option<String>,
     pub k3s_version: Option<String>,
     pub drift: Vec<String>,
+    /// Fleet labels only the API may set (`node-role.kubernetes.io/*`...),
+    /// not on the node yet: `apply --wait` / `status --wait` apply them once
+    /// the node is Ready.
+    pub pending_labels: Vec<String>,
     /// `200 in 35 ms`.
     pub probe: Option<String>,
     /// What is wrong, if anything.
@@ -49,7 +60,8 @@ pub struct Status {
     pub healthy: bool,
 }
 
-/// Joins the sides. `nodes`/`readiness` are None when the API is unreachable.
+/// Joins the sides. `nodes`/`readiness` are None when the API is
+/// unreachable; `bootstrap` holds what SSH said per VM (absent: not read).
 pub fn join(
     cluster: &str,
     desired: &[DesiredVm],
@@ -57,6 +69,7 @@ pub fn join(
     shares: &BTreeMap<String, ShareInfo>,
     nodes: Option<(&[NodeView], &Readiness)>,
     probes: &[ProbeResult],
+    bootstrap: &BTreeMap<String, Result<BootstrapReport, String>>,
 ) -> Status {
     let owned: Vec<&VmInfo> = vms
         .iter()
@@ -109,6 +122,22 @@ pub fn join(
                     problems.push(r.explain());
                     (Some("NotReady".to_string()), Vec::new())
                 }
+                NodeState::Drift(dr)
+                    if dr.missing_labels.is_empty()
+                        && dr.wrong_labels.is_empty()
+                        && dr.missing_taints.is_empty()
+                        && dr.extra_taints.is_empty() =>
+                {
+                    problems.push(format!(
+                        "labels pending: {} (only the API may set them: `apply --wait` or `status --wait` applies them)",
+                        dr.pending_labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    (Some("Ready".to_string()), Vec::new())
+                }
                 NodeState::Drift(dr) => {
                     let mut items: Vec<String> = dr
                         .missing_labels
@@ -119,6 +148,11 @@ pub fn join(
                         dr.wrong_labels
                             .iter()
                             .map(|w| format!("~label {}={} (is {})", w.key, w.want, w.got)),
+                    );
+                    items.extend(
+                        dr.pending_labels
+                            .iter()
+                            .map(|(k, v)| format!("+label {k}={v} (API only)")),
                     );
                     items.extend(dr.missing_taints.iter().map(|t| format!("+taint {t}")));
                     items.extend(dr.extra_taints.iter().map(|t| format!("-taint {t}")));
@@ -135,6 +169,40 @@ pub fn join(
             }
             (true, None, None) => (Some("no node".to_string()), Vec::new()),
         };
+        let node_ready = node.as_deref() == Some("Ready");
+        let pending: Vec<String> = match (d, nodes.is_some()) {
+            (Some(d), true) => pending_labels(d, node_view)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut bootstrap_log = Vec::new();
+        let boot = bootstrap.get(&name).map(|r| match r {
+            Ok(report) => {
+                match &report.phase {
+                    BootstrapPhase::Failed { step } => {
+                        problems.push(format!("bootstrap failed at step {step:?}"));
+                        bootstrap_log = report.log_tail.clone();
+                    }
+                    BootstrapPhase::Running { step } if !node_ready => {
+                        problems.push(format!("bootstrap still running: {step}"));
+                    }
+                    BootstrapPhase::NotStarted if !node_ready => problems.push(
+                        "the setup script has not started (no /var/lib/exedev-k8s/bootstrap-state)"
+                            .into(),
+                    ),
+                    _ => {}
+                }
+                report.phase.summary()
+            }
+            Err(e) => {
+                if nodes.is_some() && !node_ready {
+                    problems.push(format!("cannot read the bootstrap state over SSH: {e}"));
+                }
+                "unknown".to_string()
+            }
+        });
         let share = shares.get(&name);
         let proxy = share.map(|s| {
             format!(
@@ -199,9 +267,12 @@ pub fn join(
                 )
             }),
             proxy,
+            bootstrap: boot,
+            bootstrap_log,
             node,
             k3s_version: node_view.and_then(|n| n.kubelet_version.clone()),
             drift,
+            pending_labels: pending,
             probe,
             problems,
         });
@@ -228,20 +299,27 @@ pub fn render(s: &Status) -> String {
         "VM STATUS",
         "SIZE",
         "PROXY",
+        "BOOTSTRAP",
         "NODE",
         "K3S",
         "PROBE",
     ];
-    let rows: Vec<[String; 8]> = s
+    let rows: Vec<[String; 9]> = s
         .rows
         .iter()
         .map(|r| {
+            // The column holds the phase; the step goes below the table.
+            let phase = r
+                .bootstrap
+                .as_deref()
+                .map(|b| b.split(" (").next().unwrap_or(b).to_string());
             [
                 r.name.clone(),
                 dash(&r.role),
                 r.vm_status.clone().unwrap_or_else(|| "missing".into()),
                 dash(&r.size),
                 dash(&r.proxy),
+                dash(&phase),
                 if s.cluster_api {
                     dash(&r.node)
                 } else {
@@ -283,10 +361,33 @@ pub fn render(s: &Status) -> String {
             "\nKubernetes API not reachable, node columns unknown: {why}"
         );
     }
+    let in_progress: Vec<String> = s
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let b = r.bootstrap.as_deref()?;
+            (b != "done").then(|| format!("{}: {b}", r.name))
+        })
+        .collect();
+    if !in_progress.is_empty() {
+        let _ = writeln!(out, "\nBootstrap:");
+        for b in in_progress {
+            let _ = writeln!(out, "  {b}");
+        }
+    }
     let problems: Vec<String> = s
         .rows
         .iter()
-        .flat_map(|r| r.problems.iter().map(move |p| format!("{}: {p}", r.name)))
+        .flat_map(|r| {
+            r.problems.iter().map(move |p| {
+                let log = if p.starts_with("bootstrap failed") {
+                    crate::bootstrap::format_log(&r.bootstrap_log)
+                } else {
+                    String::new()
+                };
+                format!("{}: {p}{log}", r.name)
+            })
+        })
         .chain(s.rows.iter().flat_map(|r| {
             r.drift
                 .iter()
@@ -384,6 +485,7 @@ mod tests {
             &shares,
             Some((&nodes, &readiness)),
             &probes,
+            &BTreeMap::new(),
         );
         let row = |n: &str| s.rows.iter().find(|r| r.name == n).unwrap();
         assert!(row("demo-cp1").problems.is_empty(), "{:?}", row("demo-cp1"));
@@ -458,14 +560,15 @@ mod tests {
             &shares,
             None,
             &probes,
+            &BTreeMap::new(),
         );
         st.cluster_api_error = Some("no kubeconfig at .exedev-k8s/p/kubeconfig".into());
         let text = render(&st);
         assert_eq!(text.matches("not reachable").count(), 1, "{text}");
         insta::assert_snapshot!(text, @r"
-        VM                                      ROLE    VM STATUS  SIZE          PROXY        NODE  K3S  PROBE
-        production-europe-west-cp1              server  running    2cpu/0GB/0GB  -            ?     -    -
-        production-europe-west-ingressgateway1  agent   running    2cpu/0GB/0GB  8080 public  ?     -    200 in 1234 ms
+        VM                                      ROLE    VM STATUS  SIZE          PROXY        BOOTSTRAP  NODE  K3S  PROBE
+        production-europe-west-cp1              server  running    2cpu/0GB/0GB  -            -          ?     -    -
+        production-europe-west-ingressgateway1  agent   running    2cpu/0GB/0GB  8080 public  -          ?     -    200 in 1234 ms
 
         Kubernetes API not reachable, node columns unknown: no kubeconfig at .exedev-k8s/p/kubeconfig
 
@@ -478,8 +581,107 @@ mod tests {
         let f = fleet();
         let desired = crate::fleet::desired_vms(&f);
         let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
-        let s = join("demo", &desired, &vms, &BTreeMap::new(), None, &[]);
+        let s = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            None,
+            &[],
+            &BTreeMap::new(),
+        );
         assert!(s.healthy && !s.cluster_api);
         assert!(render(&s).contains("Kubernetes API not reachable"));
+    }
+
+    #[test]
+    fn bootstrap_states_and_pending_labels_show_with_their_cause() {
+        let f = crate::fleet::parse(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 3\n    labels: {node-role.kubernetes.io/worker: \"true\"}\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        // cp1 Ready; web1 Ready without its role label; web2 and web3 never
+        // registered.
+        let mut nodes = vec![node(&desired[0], true), node(&desired[1], true)];
+        nodes[1].labels.remove("node-role.kubernetes.io/worker");
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let report = |phase, log: &[&str]| {
+            Ok(BootstrapReport {
+                phase,
+                log_tail: log.iter().map(|l| l.to_string()).collect(),
+            })
+        };
+        let bootstrap = BTreeMap::from([
+            ("demo-cp1".to_string(), report(BootstrapPhase::Done, &[])),
+            ("demo-web1".to_string(), report(BootstrapPhase::Done, &[])),
+            (
+                "demo-web2".to_string(),
+                report(
+                    BootstrapPhase::Failed {
+                        step: "join the tailnet".into(),
+                    },
+                    &[
+                        "tailscale up failed (attempt 5 of 5)",
+                        "backend error: invalid key",
+                    ],
+                ),
+            ),
+            (
+                "demo-web3".to_string(),
+                report(
+                    BootstrapPhase::Running {
+                        step: "run the k3s installer".into(),
+                    },
+                    &[],
+                ),
+            ),
+        ]);
+        let s = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            Some((&nodes, &readiness)),
+            &[],
+            &bootstrap,
+        );
+        let row = |n: &str| s.rows.iter().find(|r| r.name == n).unwrap();
+        assert!(row("demo-cp1").problems.is_empty(), "{:?}", row("demo-cp1"));
+        assert_eq!(
+            row("demo-web1").pending_labels,
+            ["node-role.kubernetes.io/worker=true"]
+        );
+        assert!(
+            row("demo-web1")
+                .problems
+                .iter()
+                .any(|p| p.starts_with("labels pending")),
+            "{:?}",
+            row("demo-web1")
+        );
+        assert_eq!(
+            row("demo-web2").bootstrap.as_deref(),
+            Some("failed (join the tailnet)")
+        );
+        assert_eq!(
+            row("demo-web3").bootstrap.as_deref(),
+            Some("running (run the k3s installer)")
+        );
+        assert!(
+            row("demo-web3")
+                .problems
+                .iter()
+                .any(|p| p == "bootstrap still running: run the k3s installer")
+        );
+        let text = render(&s);
+        assert!(text.contains("Bootstrap:\n  demo-web2: failed (join the tailnet)\n  demo-web3: running (run the k3s installer)"), "{text}");
+        assert!(
+            text.contains("demo-web2: bootstrap failed at step \"join the tailnet\"; last log lines:\n    | tailscale up failed (attempt 5 of 5)\n    | backend error: invalid key"),
+            "{text}"
+        );
+        assert!(!s.healthy);
     }
 }

@@ -241,7 +241,7 @@ fn bars(total: usize) -> Progress {
 /// once, grouped by reason.
 pub fn summary(verb: &str, report: &ApplyReport) -> String {
     let mut out = format!(
-        "\n{verb} {}: {} done, {} failed, {} skipped in {:.1}s.\n",
+        "{verb} {}: {} done, {} failed, {} skipped in {:.1}s.\n",
         if report.ok() {
             "complete"
         } else {

@@ -36,7 +36,14 @@ struct Kube {
 
 type Shared = Arc<Mutex<Kube>>;
 
+/// A Node as k3s registers it: the kubelet sets only the labels it may set
+/// on itself (node-role.kubernetes.io/* must come through the API).
 fn node(d: &fleet::DesiredVm, ready: bool) -> Value {
+    let labels: BTreeMap<&String, &String> = d
+        .labels
+        .iter()
+        .filter(|(k, _)| exedev_k8s::node_labels::kubelet_may_set(k))
+        .collect();
     let taints: Vec<Value> = d
         .taints
         .iter()
@@ -48,7 +55,7 @@ fn node(d: &fleet::DesiredVm, ready: bool) -> Value {
         .collect();
     json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": d.name, "labels": d.labels},
+        "metadata": {"name": d.name, "labels": labels},
         "spec": {"taints": taints},
         "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}, "reason": "KubeletReady"}],
                    "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1"}}
@@ -208,7 +215,9 @@ impl Env {
         let mut desired = Vec::new();
         for f in ["base.yaml", "changed.yaml"] {
             desired.extend(fleet::desired_vms(
-                &fleet::load(&dir.path().join(f)).unwrap(),
+                &exedev_k8s::workspace::load_fleet(&dir.path().join(f))
+                    .unwrap()
+                    .fleet,
             ));
         }
         let (state_url, k, on) = (
@@ -261,6 +270,7 @@ impl Env {
             .env("EXE_DEV_API_KEY", &self.token)
             .env("TS_AUTHKEY", "tskey-x")
             .env("EXEDEV_K8S_KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("EXEDEV_K8S_SSH", self.dir.path().join("ssh-stub"))
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
@@ -279,7 +289,9 @@ impl Env {
 
     /// Registers a Ready node for every VM of `fleet_file`, as k3s would.
     fn register(&self, fleet_file: &str) {
-        let f = fleet::load(&self.dir.path().join(fleet_file)).unwrap();
+        let f = exedev_k8s::workspace::load_fleet(&self.dir.path().join(fleet_file))
+            .unwrap()
+            .fleet;
         let mut k = self.kube.lock().unwrap();
         for d in fleet::desired_vms(&f) {
             k.nodes
@@ -352,7 +364,9 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
     // k3s registers the nodes a moment after the VMs exist, one of them
     // with a label missing.
     let kube = env.kube.clone();
-    let f = fleet::load(&env.dir.path().join("base.yaml")).unwrap();
+    let f = exedev_k8s::workspace::load_fleet(&env.dir.path().join("base.yaml"))
+        .unwrap()
+        .fleet;
     let desired = fleet::desired_vms(&f);
     env.rt.spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -509,5 +523,73 @@ fn status_joins_vms_nodes_and_probes() {
     assert!(
         t.contains("acme-web2") && t.contains("Problems:") && t.contains("acme-batch1"),
         "{t}"
+    );
+}
+
+/// `node-role.kubernetes.io/worker` cannot be set by the kubelet: the node
+/// registers without it, `status` reports it pending, `status --wait`
+/// applies it through the API.
+#[test]
+fn role_labels_are_pending_until_applied_through_the_api() {
+    let env = Env::new();
+    let roles = std::fs::read_to_string(env.dir.path().join("base.yaml"))
+        .unwrap()
+        .replace(
+            "  - name: web\n",
+            "  - name: web\n    labels: {node-role.kubernetes.io/worker: \"true\"}\n",
+        );
+    assert!(roles.contains("node-role.kubernetes.io/worker"));
+    std::fs::write(env.dir.path().join("roles.yaml"), roles).unwrap();
+    env.ok(&["apply", "-f", "roles.yaml", "--yes"]);
+    env.register("roles.yaml");
+    // Never at registration: not in any setup script's config.
+    let state = env.emu.as_ref().unwrap().state();
+    let script = state.vms["acme-web1"].setup_script.clone().unwrap();
+    assert!(!script.contains("node-role.kubernetes.io/worker"));
+
+    let out = env.run(&["status", "-f", "roles.yaml", "--json", "--no-probe"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let web1 = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "acme-web1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        web1["pending_labels"],
+        json!(["node-role.kubernetes.io/worker=true"])
+    );
+    assert!(
+        web1["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("labels pending: node-role.kubernetes.io/worker=true"),
+        "{web1}"
+    );
+
+    let out = env.ok(&[
+        "status",
+        "-f",
+        "roles.yaml",
+        "--wait",
+        "--timeout",
+        "30s",
+        "--no-probe",
+    ]);
+    assert!(
+        out.contains("corrected labels/taints of acme-web1"),
+        "{out}"
+    );
+    let k = env.kube.lock().unwrap();
+    for vm in ["acme-web1", "acme-web2", "acme-web3"] {
+        assert_eq!(
+            k.nodes[vm]["metadata"]["labels"]["node-role.kubernetes.io/worker"],
+            "true"
+        );
+    }
+    assert!(
+        k.nodes["acme-batch1"]["metadata"]["labels"]["node-role.kubernetes.io/worker"].is_null()
     );
 }

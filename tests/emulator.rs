@@ -340,7 +340,7 @@ printf '%s' "exe0.$PAYLOAD.$SIGBLOB"
     assert!(out.status.success());
     let tok = Secret::new(String::from_utf8(out.stdout).unwrap());
     let pub_path = dir.path().join("exe_dev_api.pub");
-    let keys = exedev_k8s::token::keys::load_public_keys(&pub_path).unwrap();
+    let keys = exedev_k8s::credentials::load_public_keys(&pub_path).unwrap();
     let emu = emulator::start(EmulatorConfig {
         authorized_keys: keys,
         user_email: "ops@example.org".into(),
@@ -1010,7 +1010,8 @@ async fn request_log_hides_scripts_and_tokens() {
 
 #[tokio::test]
 async fn inspection_endpoint_shows_full_state_to_loopback() {
-    let (emu, _k, tok) = emu_with(|_| {}).await;
+    // A boot long enough that a loaded machine still sees `starting`.
+    let (emu, _k, tok) = emu_with(|c| c.boot = Duration::from_secs(30)).await;
     let c = client(&emu, &tok, 0);
     c.exec(&Command::New(Box::new(NewVm {
         name: Some("seen-vm".into()),

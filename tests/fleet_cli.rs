@@ -57,6 +57,7 @@ impl Env {
             .env("TS_AUTHKEY", TS_KEY)
             .env("K3S_TOKEN", K3S_TOKEN)
             .env("NO_COLOR", "1")
+            .env("EXEDEV_K8S_SSH", self.dir.path().join("ssh-stub"))
             .env_remove("EXE_DEV_SSH_KEY")
             .stdin(std::process::Stdio::null());
         c
@@ -300,12 +301,32 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
         "existing-cluster-token\n",
     )
     .unwrap();
+    // Nor an agent token.
+    let out = env.run(&["apply", "plan.json", "--skip-drain"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("no k3s agent token"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.emu().count("new"), 0);
+    std::fs::write(
+        env.path(".exedev-k8s/acme/k3s-agent-token"),
+        "existing-agent-token\n",
+    )
+    .unwrap();
     env.ok(&["apply", "plan.json", "--skip-drain"]);
     let script = env.emu().state().vms["acme-cp1"]
         .setup_script
         .clone()
         .unwrap();
     assert!(script.contains("existing-cluster-token"));
+    assert!(script.contains("existing-agent-token"));
+    let agent = env.emu().state().vms["acme-web1"]
+        .setup_script
+        .clone()
+        .unwrap();
+    assert!(agent.contains("existing-agent-token"));
+    assert!(!agent.contains("existing-cluster-token"));
     assert_eq!(env.vm_names(), BASE_VMS);
 }
 
@@ -405,19 +426,23 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let tok = env.path(".exedev-k8s/acme/k3s-token");
-    // Said once, on stderr, with where it is and why to keep it.
+    let agent_tok = env.path(".exedev-k8s/acme/k3s-agent-token");
+    let stored = std::fs::read_to_string(&tok).unwrap();
+    let stored_agent = std::fs::read_to_string(&agent_tok).unwrap();
+    assert_ne!(stored, stored_agent);
+    // Said once, on stderr, with where they are and why to keep them.
     let err = text(&out.stderr);
-    assert_eq!(err.matches("Generated the k3s token").count(), 1, "{err}");
+    assert_eq!(err.matches("Generated the k3s tokens").count(), 1, "{err}");
     assert!(
-        err.contains("./.exedev-k8s/acme/k3s-token") && err.contains("restoring etcd snapshots"),
+        err.contains("./.exedev-k8s/acme/k3s-token")
+            && err.contains("./.exedev-k8s/acme/k3s-agent-token")
+            && err.contains("restoring etcd snapshots"),
         "{err}"
     );
-    assert!(!text(&out.stdout).contains("Generated the k3s token"));
-    let stored = std::fs::read_to_string(&tok).unwrap();
-    assert_no_secret("notice", &err.replace(stored.trim(), "SECRETTOKEN"));
+    assert!(!text(&out.stdout).contains("Generated the k3s tokens"));
     assert!(
-        !err.contains(stored.trim()),
-        "the token itself is never printed"
+        !err.contains(stored.trim()) && !err.contains(stored_agent.trim()),
+        "the tokens themselves are never printed"
     );
     // git ignores the whole state directory.
     assert_eq!(
@@ -432,34 +457,39 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
             .unwrap()
     };
     assert!(git(&["init", "-q"]).status.success());
-    assert!(
-        git(&["check-ignore", "-q", ".exedev-k8s/acme/k3s-token"])
-            .status
-            .success(),
-        "git must ignore the token"
-    );
+    for f in [
+        ".exedev-k8s/acme/k3s-token",
+        ".exedev-k8s/acme/k3s-agent-token",
+    ] {
+        assert!(
+            git(&["check-ignore", "-q", f]).status.success(),
+            "git must ignore {f}"
+        );
+    }
     let status = text(&git(&["status", "--porcelain", "--untracked-files=all"]).stdout);
     assert!(!status.contains(".exedev-k8s"), "{status}");
-    // Later applies that create VMs use the stored token and say nothing.
+    use std::os::unix::fs::PermissionsExt;
+    for t in [&tok, &agent_tok] {
+        assert_eq!(
+            std::fs::metadata(t).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let script = |vm: &str| env.emu().state().vms[vm].setup_script.clone().unwrap();
+    // Servers hold both tokens; agents only the agent token.
+    assert!(script("acme-cp1").contains(stored.trim()));
+    assert!(script("acme-cp1").contains(stored_agent.trim()));
+    assert!(script("acme-web1").contains(stored_agent.trim()));
+    assert!(!script("acme-web1").contains(stored.trim()));
+    // Later applies that create VMs use the stored tokens and say nothing.
     let out = env.run(&["apply", "-f", "changed.yaml", "--yes", "--skip-drain"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("Generated the k3s token"));
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert!(
-        env.emu().state().vms["acme-db1"]
-            .setup_script
-            .as_ref()
-            .unwrap()
-            .contains(stored.trim())
-    );
+    assert!(!text(&out.stderr).contains("Generated the k3s"));
+    assert!(script("acme-db1").contains(stored_agent.trim()));
     env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
     assert!(tok.exists(), "kept: needed to restore etcd snapshots");
     env.ok(&["destroy", "-f", "base.yaml", "--yes", "--purge-secrets"]);
-    assert!(!tok.exists());
+    assert!(!tok.exists() && !agent_tok.exists());
 }
 
 #[test]
@@ -516,7 +546,7 @@ fn forbidden_commands_name_the_missing_grant() {
     let kp = common::keygen(dir.path(), "k", "ed25519", &[], "");
     let env2 = Env::new(|c| {
         c.authorized_keys =
-            exedev_k8s::token::keys::load_public_keys(&kp.with_extension("pub")).unwrap()
+            exedev_k8s::credentials::load_public_keys(&kp.with_extension("pub")).unwrap()
     });
     drop(env);
     let tok = String::from_utf8(

@@ -127,7 +127,8 @@ fn ssh_keygen_signed_tokens_verify_in_rust() {
         let armored = ssh_keygen_sign(&key, payload, "v0@exe.dev");
         let tok = token::from_armored(payload, &armored).unwrap();
         let parsed = Exe0Token::parse(tok.expose()).unwrap();
-        let pubkeys = keys::load_public_keys(&key.with_extension("pub")).unwrap();
+        let pubkeys =
+            exedev_k8s::credentials::load_public_keys(&key.with_extension("pub")).unwrap();
         let (fp, perms) = parsed
             .validate("v0@exe.dev", &pubkeys, 2_000_000_000)
             .unwrap();
@@ -135,7 +136,8 @@ fn ssh_keygen_signed_tokens_verify_in_rust() {
         assert!(perms.allows("ls") && !perms.allows("new"));
         assert!(parsed.verify("v0@x.exe.xyz", &pubkeys).is_err());
         let other = keygen(dir.path(), &format!("{kind}-other"), "ed25519", &[], "");
-        let others = keys::load_public_keys(&other.with_extension("pub")).unwrap();
+        let others =
+            exedev_k8s::credentials::load_public_keys(&other.with_extension("pub")).unwrap();
         assert!(matches!(
             parsed.verify("v0@exe.dev", &others),
             Err(token::TokenError::UnknownKey(_))
@@ -230,7 +232,7 @@ fn inspect_shows_permissions_expiry_and_signer() {
     );
 
     // `token mint` refuses a past --exp: sign an expired token directly.
-    let pk = keys::load_private_key(&key).unwrap();
+    let pk = exedev_k8s::credentials::load_private_key(&key).unwrap();
     let perms = token::Permissions {
         exp: Some(946684800),
         ..Default::default()
@@ -277,7 +279,7 @@ fn secrets_never_in_debug_or_errors() {
     let parsed = Exe0Token::parse(tok.expose()).unwrap();
     assert!(!format!("{parsed:?}").contains(&tok.expose()[5..40]));
     let key_text = std::fs::read_to_string(&key).unwrap();
-    let pk = keys::load_private_key(&key).unwrap();
+    let pk = exedev_k8s::credentials::load_private_key(&key).unwrap();
     assert!(!format!("{pk:?}").contains(&key_text[40..80]));
     let s = Secret::new("hunter2");
     assert!(!format!("{s:?}{s}").contains("hunter2"));

@@ -39,28 +39,10 @@ pub enum Decision {
     Unknown,
 }
 
-/// Classifies a command.
+/// Classifies a command by its catalogue entry; an unknown raw command is
+/// never re-sent blindly.
 pub fn class_of(cmd: &Command) -> RetryClass {
-    match cmd {
-        Command::Ls { .. } | Command::ShareShow { .. } | Command::Whoami | Command::SshKeyList => {
-            RetryClass::Read
-        }
-        Command::Exe0ToExe1 { .. } => RetryClass::Read,
-        Command::Tag { .. }
-        | Command::Untag { .. }
-        | Command::Comment { .. }
-        | Command::Resize { .. } => RetryClass::IdempotentWrite,
-        Command::SharePort { .. } | Command::SharePublic { .. } | Command::SharePrivate { .. } => {
-            RetryClass::Share
-        }
-        Command::New(_) | Command::Rm { .. } => RetryClass::NotIdempotent,
-        Command::Raw(words) => match super::command::lookup(words).map(|(s, _)| s.name) {
-            Some("ls" | "share show" | "whoami" | "ssh-key list" | "help") => RetryClass::Read,
-            Some("tag" | "comment" | "resize") => RetryClass::IdempotentWrite,
-            Some("share port" | "share set-public" | "share set-private") => RetryClass::Share,
-            _ => RetryClass::NotIdempotent,
-        },
-    }
+    super::command::spec(cmd.name()).map_or(RetryClass::NotIdempotent, |s| s.retry)
 }
 
 /// Decides what a failure means for a command of `class`.

@@ -1,6 +1,13 @@
-//! Carries a plan out against exe.dev: servers first and one at a time,
-//! agents in parallel (bounded), every `new` whose outcome is unknown settled
-//! by re-reading `ls` instead of re-sending blindly.
+//! Carries a plan out against exe.dev: servers one at a time (each a ready
+//! member before the next: etcd joins one learner at a time), agents in
+//! parallel (bounded), every `new` whose outcome is unknown settled by
+//! re-reading `ls` instead of re-sending blindly.
+//!
+//! On a new cluster, agents start as soon as the first server is ready, in
+//! parallel with the remaining server joins; otherwise after every server
+//! change. Every joiner is pointed at a server that is up at that moment.
+//! Before a VM is deleted its Tailscale device is logged out (bounded, never
+//! blocking), so a replacement gets the same MagicDNS name.
 //!
 //! The executor reports through [`Event`]s; the terminal edge turns them into
 //! progress bars, plain lines or JSON.
@@ -63,10 +70,28 @@ pub type NodeRemover = Arc<
         + Sync,
 >;
 
-/// Waits until a server just created or resized is a Ready member of the
-/// cluster, so that servers change strictly one at a time (etcd joins one
+/// Receives progress lines of a long wait (shown as steps of the VM).
+pub type StepSink = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Waits until a server just created or resized is a ready member of the
+/// cluster (its bootstrap done, then its Node Ready when the API is
+/// reachable), so that servers change strictly one at a time (etcd joins one
 /// learner at a time; a restart must not overlap another).
-pub type ServerReady = NodeRemover;
+pub type ServerReady = Arc<
+    dyn Fn(
+            String,
+            StepSink,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Logs a VM's Tailscale device out before the VM is deleted, so its
+/// MagicDNS name is free for a replacement (otherwise the replacement
+/// becomes `<name>-1` and the old name points at a dead device). Must be
+/// bounded in time; its failure is reported, never fatal.
+pub type DeviceLogout = NodeRemover;
 
 /// How apply runs.
 #[derive(Clone)]
@@ -76,6 +101,8 @@ pub struct ApplyOptions {
     /// Drains and deletes a node before its VM is deleted or replaced (not
     /// used by destroy: nothing would be left to move pods to).
     pub remover: Option<NodeRemover>,
+    /// Logs the VM's Tailscale device out before `rm` (apply and destroy).
+    pub logout: Option<DeviceLogout>,
     /// Agents changed at once.
     pub parallelism: usize,
     /// How long to wait for a server to be `running` before the next.
@@ -92,6 +119,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             server_ready: None,
             remover: None,
+            logout: None,
             parallelism: 16,
             server_boot_timeout: Duration::from_secs(300),
             settle_reads: 3,
@@ -157,10 +185,27 @@ struct Ctx<'a> {
     desired: BTreeMap<String, DesiredVm>,
     opts: &'a ApplyOptions,
     report: &'a Reporter,
-    /// Owned servers that stay up during this apply (join targets).
-    /// Owned servers that exist right now (join targets): starts as the
-    /// observed servers, loses each one deleted, gains each one created.
+    /// Owned servers that are up right now (join targets): starts as the
+    /// observed running servers, loses each one deleted, gains each one
+    /// created once it is ready.
     alive_servers: std::sync::Mutex<Vec<String>>,
+}
+
+impl Ctx<'_> {
+    /// The server a new node joins: the lowest-named server that is up,
+    /// other than the node itself.
+    fn join_target(&self, vm: &str) -> Option<String> {
+        let alive = self.alive_servers.lock().unwrap_or_else(|p| p.into_inner());
+        alive.iter().filter(|s| *s != vm).min().cloned()
+    }
+
+    fn has_alive_server(&self) -> bool {
+        !self
+            .alive_servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
 }
 
 /// Runs `plan`. Never touches a VM the plan does not name.
@@ -186,79 +231,101 @@ pub async fn apply(
         report: &report,
         alive_servers: std::sync::Mutex::new(observed_servers.to_vec()),
     };
-    let mut out = ApplyReport::default();
     let (servers, agents): (Vec<&Change>, Vec<&Change>) = plan
         .changes
         .iter()
         .partition(|c| c.role == Role::Server.as_str());
+    // A new cluster has no server up yet: its agents can start once the
+    // first server is ready, while the other servers join one by one.
+    // Otherwise agents wait for every server change (a roll must not move
+    // their join target under them).
+    let new_cluster = !ctx.has_alive_server();
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
 
-    // Servers: strictly one at a time, each running before the next.
-    let mut server_failed = false;
-    for c in servers {
-        if opts.cancel.load(Ordering::Relaxed) || server_failed {
-            let reason = if server_failed {
-                "an earlier server change failed"
-            } else {
-                "interrupted"
-            };
-            report(Event::Skipped {
-                vm: c.vm.clone(),
-                action: c.action,
-                reason: reason.into(),
-            });
-            out.skipped.push(Skipped {
-                vm: c.vm.clone(),
-                action: c.action,
-                reason: reason.into(),
-            });
-            continue;
-        }
-        match run_one(&ctx, c, true).await {
-            Ok(()) => out.done.push(Done {
-                vm: c.vm.clone(),
-                action: c.action,
-            }),
-            Err(e) => {
-                server_failed = true;
-                out.failed.push(Failed {
+    let servers_done = async {
+        let mut out = ApplyReport::default();
+        let mut server_failed = false;
+        for c in servers {
+            if opts.cancel.load(Ordering::Relaxed) || server_failed {
+                let reason = if server_failed {
+                    "an earlier server change failed"
+                } else {
+                    "interrupted"
+                };
+                report(Event::Skipped {
                     vm: c.vm.clone(),
                     action: c.action,
-                    error: e.to_string(),
+                    reason: reason.into(),
                 });
+                out.skipped.push(Skipped {
+                    vm: c.vm.clone(),
+                    action: c.action,
+                    reason: reason.into(),
+                });
+                continue;
+            }
+            match run_one(&ctx, c, true).await {
+                Ok(()) => out.done.push(Done {
+                    vm: c.vm.clone(),
+                    action: c.action,
+                }),
+                Err(e) => {
+                    server_failed = true;
+                    out.failed.push(Failed {
+                        vm: c.vm.clone(),
+                        action: c.action,
+                        error: e.to_string(),
+                    });
+                }
+            }
+            if new_cluster && ctx.has_alive_server() {
+                let _ = gate_tx.send(true);
             }
         }
-    }
+        let _ = gate_tx.send(true);
+        out
+    };
 
-    // Agents: in parallel, bounded; they retry joining until a server answers.
-    let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
-    let results = futures_join(agents.iter().map(|c| {
-        let sem = sem.clone();
-        let ctx = &ctx;
-        async move {
-            let _permit = sem.acquire().await;
-            if ctx.opts.cancel.load(Ordering::Relaxed) {
-                (report_skip(ctx, c), c)
-            } else {
-                (Some(run_one(ctx, c, false).await), c)
+    // Agents: in parallel, bounded, once the gate opens.
+    let agents_done = async {
+        let mut gate = gate_rx.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
+        futures_join(agents.iter().map(|c| {
+            let sem = sem.clone();
+            let ctx = &ctx;
+            async move {
+                let _permit = sem.acquire().await;
+                if ctx.opts.cancel.load(Ordering::Relaxed) {
+                    (Err(report_skip(ctx, c, "interrupted")), c)
+                } else if joins(c) && !ctx.has_alive_server() {
+                    (
+                        Err(report_skip(ctx, c, "no server is up for it to join")),
+                        c,
+                    )
+                } else {
+                    (Ok(run_one(ctx, c, false).await), c)
+                }
             }
-        }
-    }))
-    .await;
+        }))
+        .await
+    };
+    let (mut out, results) = tokio::join!(servers_done, agents_done);
     for (r, c) in results {
         match r {
-            Some(Ok(())) => out.done.push(Done {
+            Ok(Ok(())) => out.done.push(Done {
                 vm: c.vm.clone(),
                 action: c.action,
             }),
-            Some(Err(e)) => out.failed.push(Failed {
+            Ok(Err(e)) => out.failed.push(Failed {
                 vm: c.vm.clone(),
                 action: c.action,
                 error: e.to_string(),
             }),
-            None => out.skipped.push(Skipped {
+            Err(reason) => out.skipped.push(Skipped {
                 vm: c.vm.clone(),
                 action: c.action,
-                reason: "interrupted".into(),
+                reason,
             }),
         }
     }
@@ -266,13 +333,19 @@ pub async fn apply(
     out
 }
 
-fn report_skip(ctx: &Ctx<'_>, c: &Change) -> Option<Result<(), StepError>> {
+/// Whether carrying out `c` starts a k3s node that must join a server.
+fn joins(c: &Change) -> bool {
+    matches!(c.action, Action::Create | Action::Replace)
+}
+
+/// Reports a skipped change; returns the reason for the summary.
+fn report_skip(ctx: &Ctx<'_>, c: &Change, reason: &str) -> String {
     (ctx.report)(Event::Skipped {
         vm: c.vm.clone(),
         action: c.action,
-        reason: "interrupted".into(),
+        reason: reason.into(),
     });
-    None
+    reason.to_string()
 }
 
 /// Joins futures concurrently on this task (no 'static bound needed).
@@ -373,8 +446,20 @@ async fn server_ready(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
     let Some(wait) = &ctx.opts.server_ready else {
         return Ok(());
     };
-    step(ctx, vm, "waiting for the node to be Ready");
-    let outcome = wait(vm.to_string())
+    step(
+        ctx,
+        vm,
+        "waiting for its bootstrap, then for the node to be Ready",
+    );
+    let report = ctx.report.clone();
+    let name = vm.to_string();
+    let sink: StepSink = Arc::new(move |s: String| {
+        report(Event::Step {
+            vm: name.clone(),
+            step: s,
+        })
+    });
+    let outcome = wait(vm.to_string(), sink)
         .await
         .map_err(|e| StepError::Other(format!("{vm} did not become a Ready node: {e}")))?;
     step(ctx, vm, outcome);
@@ -396,18 +481,10 @@ async fn create(
             c.vm
         ))
     })?;
-    // A (re)created first server joins a server that still holds the
-    // cluster instead of initialising a second, empty cluster.
-    let join_via = if d.is_first_server() {
-        ctx.alive_servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|s| **s != d.name)
-            .cloned()
-    } else {
-        None
-    };
+    // Every joiner contacts a server that is up now. A (re)created first
+    // server joins one that still holds the cluster, if any, instead of
+    // initialising a second, empty cluster.
+    let join_via = ctx.join_target(&d.name);
     let spec = spec::new_vm(ctx.fleet, d, ctx.secrets, join_via.as_deref())?;
     step(ctx, &c.vm, "new");
     match ctx.client.new_vm(spec.clone()).await {
@@ -501,7 +578,30 @@ async fn wait_running(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
     }
 }
 
+/// Logs the VM's Tailscale device out, when configured. Never fails the
+/// change: a VM that cannot be reached (stopped, never joined) is deleted
+/// anyway, and the report says what to clean up by hand.
+async fn logout(ctx: &Ctx<'_>, vm: &str) {
+    let Some(logout) = &ctx.opts.logout else {
+        return;
+    };
+    step(ctx, vm, "tailscale logout");
+    let outcome = match logout(vm.to_string()).await {
+        Ok(done) => done,
+        Err(e) => format!(
+            "could not log the Tailscale device out ({e}); if it joined the tailnet, remove device {vm} in the Tailscale admin console or through its API"
+        ),
+    };
+    step(ctx, vm, outcome);
+}
+
 async fn delete(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
+    // No longer a join target from here on.
+    ctx.alive_servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|s| s != vm);
+    logout(ctx, vm).await;
     step(ctx, vm, "rm");
     match ctx.client.rm(vm).await {
         Ok(RmOutcome::Deleted | RmOutcome::NotFound) => {}
@@ -513,10 +613,6 @@ async fn delete(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
         }
         Err(e) => return Err(e.into()),
     }
-    ctx.alive_servers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|s| s != vm);
     Ok(())
 }
 

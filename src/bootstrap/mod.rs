@@ -1,19 +1,25 @@
 //! Renders the exe.dev setup scripts that turn a fresh exeuntu VM into a k3s
-//! node.
+//! node on the fleet's tailnet.
 //!
 //! exe.dev runs a VM's setup script as user `exedev` after `new` returns and
 //! again at every boot, keeps at most 10 KiB of it, and stores it
-//! world-readable. So the scripts rendered here are idempotent (compare
-//! before writing, install k3s only when missing or at another version), fail
-//! loudly naming the step, write a marker last, and are size-checked before
-//! any VM is created. Everything the node needs travels inside the script:
-//! exe.dev's `--env` is not visible to it.
+//! world-readable. So the scripts rendered here add only what is missing (an
+//! operator's in-place change to the k3s version, arguments or token is never
+//! undone at boot), never block without a bound, log to
+//! [`LOG_PATH`], record running/done/failed and the step in [`STATE_PATH`],
+//! and are size-checked before any VM is created. Everything the node needs
+//! travels inside the script: exe.dev's `--env` is not visible to it. Each
+//! node gets the least it needs: agents carry the agent token only.
 //!
 //! The templates live in `templates/` and are embedded with `include_str!`,
 //! so the binary works from any directory. Every interpolated value is
 //! shell-quoted by the `shquote` filter; `/etc/rancher/k3s/config.yaml` is
 //! rendered first (values through `yamlstr`) and embedded as one quoted
 //! string, so no value can break out of the script or the YAML.
+
+mod state;
+
+pub use state::{BootstrapPhase, BootstrapReport, format_log, report_command};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,13 +30,20 @@ use tera::{Context, Kwargs, State, Tera};
 
 use crate::secret::Secret;
 
-/// exe.dev refuses setup scripts larger than this; checked at render time so
-/// a plan fails before any VM exists rather than half-way through a fleet.
-pub const MAX_SETUP_SCRIPT_BYTES: usize = 10 * 1024;
+// exe.dev refuses setup scripts larger than this; checked at render time so
+// a plan fails before any VM exists rather than half-way through a fleet.
+pub use crate::limits::MAX_SETUP_SCRIPT_BYTES;
 
-/// Where the script writes its marker; the orchestrator polls for it to know
-/// the setup script ran to its end.
-pub const MARKER_PATH: &str = "/var/lib/exedev-k8s/bootstrap-done";
+/// Where the script records how far it got: `state: running|done|failed`
+/// and `step: <step>` (world-readable, never a secret); read over SSH by
+/// `apply` (server ordering) and `status`.
+pub const STATE_PATH: &str = "/var/lib/exedev-k8s/bootstrap-state";
+
+/// Where the script logs everything it does (never a secret).
+pub const LOG_PATH: &str = "/var/log/exedev-k8s-bootstrap.log";
+
+/// k3s's supervisor and API port, the one every joiner contacts.
+pub const K3S_PORT: u16 = 6443;
 
 /// k3s's config file; the installer never rewrites it, unlike its arguments.
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
@@ -82,7 +95,7 @@ impl ScriptKind {
         }
     }
 
-    /// Name used in logs and in the marker file.
+    /// Name used in logs and in the state file.
     fn label(self) -> &'static str {
         match self {
             ScriptKind::ServerInit => "server-init",
@@ -96,14 +109,15 @@ impl ScriptKind {
     }
 }
 
-/// Which k3s to install: a pinned version gives reproducible nodes, a
-/// channel (`stable`, `v1.31`) follows upstream. Only a pinned version is
-/// compared on rerun; a channel install is left alone once k3s runs.
+/// Which k3s to install when a node has none: a pinned version gives
+/// reproducible nodes, a channel (`stable`, `v1.31`) follows upstream. Used
+/// only for the first install: a node that has k3s keeps it (upgrades happen
+/// in place, never through a boot-time rerun).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum K3sRelease {
-    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`: reinstalled on mismatch.
+    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`.
     Version(String),
-    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`: installed once, upgraded elsewhere.
+    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`.
     Channel(String),
 }
 
@@ -113,7 +127,7 @@ pub enum K3sRelease {
 pub struct BootstrapInput {
     /// Decides the template and the k3s role.
     pub kind: ScriptKind,
-    /// Cluster name, recorded in the script header and the marker so a
+    /// Cluster name, recorded in the script header and the state file so a
     /// person on the VM can tell which fleet owns it.
     pub cluster: String,
     /// VM name; also the Tailscale host name and the k3s node name.
@@ -121,18 +135,25 @@ pub struct BootstrapInput {
     /// MagicDNS suffix, e.g. `tail1234.ts.net`: nodes reach each other as
     /// `<vm>.<tailnet>` since exe.dev VMs share no network.
     pub tailnet: String,
-    /// VM name of the first server, which every other node joins.
-    pub first_server: String,
-    /// Which k3s the installer fetches; part of the fingerprint, so a new
-    /// version means new VMs.
+    /// VM name of the server a joiner (further server, agent) contacts: one
+    /// that is up at apply time. Unused by [`ScriptKind::ServerInit`]; not
+    /// part of the fingerprint.
+    pub join_server: String,
+    /// VM names of every server the fleet may have (`tls-san` of servers),
+    /// so a kubeconfig may point at any of them.
+    pub server_names: Vec<String>,
+    /// Which k3s the installer fetches when the node has none.
     pub release: K3sRelease,
-    /// k3s cluster token, identical on every node; generated up front so
-    /// join scripts can be written before the first server exists.
-    pub token: Secret,
-    /// Tailscale auth key k3s uses (`vpn-auth`) to put the node on the
-    /// tailnet, the only network exe.dev VMs share.
+    /// The admin-equivalent server token: servers only, never in an agent's
+    /// script.
+    pub server_token: Secret,
+    /// The agent token: `agent-token` on servers, `token` on agents.
+    pub agent_token: Secret,
+    /// Tailscale auth key for `tailscale up`.
     pub tailscale_auth_key: Secret,
-    /// Applied by k3s at registration only.
+    /// The node's labels. Those a kubelet may set on itself go to
+    /// `node-label`; the others ([`crate::node_labels`]) are applied through
+    /// the API once the Node is Ready.
     pub labels: BTreeMap<String, String>,
     /// `key=value:Effect`, applied at registration only.
     pub taints: Vec<String>,
@@ -145,6 +166,16 @@ pub struct BootstrapInput {
     /// `(name, YAML)` written to k3s's auto-apply directory on the first
     /// server only.
     pub manifests: Vec<(String, String)>,
+}
+
+impl BootstrapInput {
+    /// The labels that go to `node-label` (the kubelet sets them at
+    /// registration); the rest wait for the API.
+    pub fn registration_labels(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.labels
+            .iter()
+            .filter(|(k, _)| crate::node_labels::kubelet_may_set(k))
+    }
 }
 
 /// Why a script could not be rendered. Messages never contain secrets.
@@ -216,13 +247,18 @@ pub(crate) fn render_unchecked_len(input: &BootstrapInput) -> usize {
     render_unchecked(input).map_or(usize::MAX, |s| s.len())
 }
 
-/// Short identity of what a node's script does, secrets left out: stored with
-/// a VM so a later run can tell the VM was built from other settings and must
-/// be replaced, while rotating nothing but a secret does not churn VMs.
+/// Short identity of what a node's script does, secrets and the join target
+/// left out: stored with a VM so a later run can tell the VM was built from
+/// other settings and must be replaced, while rotating nothing but a secret
+/// does not churn VMs.
 pub fn fingerprint(input: &BootstrapInput) -> String {
     let mut redacted = input.clone();
-    redacted.token = Secret::new("<token>");
+    redacted.server_token = Secret::new("<server-token>");
+    redacted.agent_token = Secret::new("<agent-token>");
     redacted.tailscale_auth_key = Secret::new("<tailscale-auth-key>");
+    // Which live server a joiner contacts is decided at apply time; it says
+    // nothing about what the node is.
+    redacted.join_server = "<join-server>".to_string();
     let text = match render_unchecked(&redacted) {
         Ok(script) => script,
         // Invalid input never reaches a VM; still give it a stable value.
@@ -302,25 +338,31 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     let tera = tera()?;
     let kind = input.kind;
     let labels: Vec<String> = input
-        .labels
-        .iter()
+        .registration_labels()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let tls_san = format!("{}.{}", input.node_name, input.tailnet);
-    let server_url = format!("https://{}.{}:6443", input.first_server, input.tailnet);
+    let tls_san: Vec<String> = input
+        .server_names
+        .iter()
+        .map(|s| format!("{s}.{}", input.tailnet))
+        .collect();
+    let join_host = match kind {
+        ScriptKind::ServerInit => String::new(),
+        _ => format!("{}.{}", input.join_server, input.tailnet),
+    };
 
     let mut cfg = Context::new();
-    cfg.insert("token", input.token.expose());
+    // Least privilege: an agent's script never holds the server token.
+    let token = if kind.is_server() {
+        input.server_token.expose()
+    } else {
+        input.agent_token.expose()
+    };
+    cfg.insert("token", token);
+    cfg.insert("agent_token", input.agent_token.expose());
     cfg.insert("node_name", &input.node_name);
-    cfg.insert(
-        "vpn_auth",
-        &format!(
-            "name=tailscale,joinKey={}",
-            input.tailscale_auth_key.expose()
-        ),
-    );
     cfg.insert("cluster_init", &(kind == ScriptKind::ServerInit));
-    cfg.insert("server_url", &server_url);
+    cfg.insert("server_url", &format!("https://{join_host}:{K3S_PORT}"));
     cfg.insert("labels", &labels);
     cfg.insert("taints", &input.taints);
     cfg.insert("is_server", &kind.is_server());
@@ -362,7 +404,8 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     } else {
         format!("k3s-version: {version}")
     };
-    let marker = format!(
+    // What the state file says besides state and step: no secret.
+    let state_tail = format!(
         "role: {}\nnode: {}\ncluster: {}\n{release_line}\n",
         kind.label(),
         input.node_name,
@@ -377,8 +420,13 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     ctx.insert("version", version);
     ctx.insert("channel", channel);
     ctx.insert("install_args", &install_args);
+    ctx.insert("tailscale_auth_key", input.tailscale_auth_key.expose());
+    ctx.insert("join_host", &join_host);
     ctx.insert("config_yaml", &config_yaml);
-    ctx.insert("marker", &marker);
+    ctx.insert("state_tail", &state_tail);
+    ctx.insert("log_path", LOG_PATH);
+    ctx.insert("state_path", STATE_PATH);
+    ctx.insert("is_server", &kind.is_server());
     ctx.insert("manifests", &manifests);
     let mut script = tera.render(kind.template(), &ctx).map_err(template_error)?;
     if !script.ends_with('\n') {
@@ -432,10 +480,14 @@ fn validate(input: &BootstrapInput) -> Result<(), BootstrapError> {
         ("cluster", &input.cluster),
         ("node_name", &input.node_name),
         ("tailnet", &input.tailnet),
-        ("first_server", &input.first_server),
+        ("join_server", &input.join_server),
     ] {
         non_empty(field, value)?;
         single_line(field, value, false)?;
+    }
+    for name in &input.server_names {
+        non_empty("server name", name)?;
+        single_line("server name", name, false)?;
     }
     let release = match &input.release {
         K3sRelease::Version(v) => v,
@@ -444,16 +496,19 @@ fn validate(input: &BootstrapInput) -> Result<(), BootstrapError> {
     non_empty("k3s release", release)?;
     single_line("k3s release", release, false)?;
     for (field, secret) in [
-        ("token", &input.token),
+        ("server token", &input.server_token),
+        ("agent token", &input.agent_token),
         ("tailscale_auth_key", &input.tailscale_auth_key),
     ] {
         non_empty(field, secret.expose())?;
         single_line(field, secret.expose(), true)?;
     }
-    if input.tailscale_auth_key.expose().contains(',') {
+    // The agent token is visible to every agent: if it were the server
+    // token, agents would hold admin-equivalent credentials after all.
+    if input.agent_token == input.server_token {
         return Err(invalid(
-            "tailscale_auth_key",
-            "must not contain ',' (it is one field of k3s's vpn-auth list)",
+            "agent token",
+            "must differ from the server token (agents must never hold the server token)",
         ));
     }
     for (k, v) in &input.labels {

@@ -1,5 +1,6 @@
 //! `validate`, `schema`, `plan`, `apply` and `destroy`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, ValueEnum};
 
 use super::{ApiArgs, CliError, CliResult, fail, write_stdout};
+use crate::api::command::FleetOp;
 use crate::apply::{self, ApplyOptions};
 use crate::client::{Client, ClientOptions};
 use crate::cluster_secrets;
@@ -16,22 +18,10 @@ use crate::observe::observe;
 use crate::plan::{self, Observed, Plan, PlanOptions, render};
 use crate::ui;
 
-/// Commands `plan` needs.
-pub const PLAN_CMDS: &[&str] = &["ls", "share show"];
-/// Commands `apply` needs.
-pub const APPLY_CMDS: &[&str] = &[
-    "ls",
-    "new",
-    "rm",
-    "resize",
-    "tag",
-    "share show",
-    "share port",
-    "share set-public",
-    "share set-private",
-];
-/// Commands `destroy` needs.
-pub const DESTROY_CMDS: &[&str] = &["ls", "rm"];
+/// Commands a fleet operation's token must grant, from the catalogue.
+pub fn cmds(op: FleetOp) -> Vec<&'static str> {
+    crate::api::command::commands_for(op)
+}
 
 #[derive(Args, Debug)]
 pub struct FleetArg {
@@ -157,6 +147,9 @@ pub struct StatusArgs {
     /// Do not probe the VMs' HTTPS proxies.
     #[arg(long)]
     pub no_probe: bool,
+    /// Do not read the VMs' bootstrap state over SSH.
+    #[arg(long)]
+    pub no_ssh: bool,
 }
 
 #[derive(Args, Debug)]
@@ -190,20 +183,12 @@ fn positive_rate(s: &str) -> Result<f64, String> {
 
 /// Loads and validates a fleet file; on failure prints every error.
 pub fn load_fleet(path: &Path) -> CliResult<(Fleet, String)> {
-    let fleet = fleet::load(path)
+    let loaded = crate::workspace::load_fleet(path)
         .map_err(|e| fail(format!("{} is not a valid fleet:\n{e}", path.display())))?;
-    let bytes =
-        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok((fleet, plan::hex12(&bytes)))
+    Ok((loaded.fleet, loaded.fingerprint))
 }
 
-/// The directory a fleet file's relative paths and local state hang off.
-pub(crate) fn fleet_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
+pub(crate) use crate::workspace::fleet_dir;
 
 pub fn validate(a: FleetArg) -> CliResult {
     let (fleet, _) = load_fleet(&a.file)?;
@@ -241,26 +226,38 @@ async fn make_plan(
     opts: &PlanOptions,
 ) -> CliResult<(Plan, Observed)> {
     let observed = observe(client, fleet, !opts.destroy).await?;
-    let mut p = plan::diff(fleet, fp, &observed, opts)?;
-    p.fleet_file = file.display().to_string();
+    let p = plan_from(fleet, fp, file, opts, &observed)?;
     Ok((p, observed))
+}
+
+fn plan_from(
+    fleet: &Fleet,
+    fp: &str,
+    file: &Path,
+    opts: &PlanOptions,
+    observed: &Observed,
+) -> CliResult<Plan> {
+    let mut p = plan::diff(fleet, fp, observed, opts)?;
+    p.fleet_file = file.display().to_string();
+    Ok(p)
 }
 
 pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
-    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let kube = if a.destroy {
         Err(String::new())
     } else {
-        let (k, _tunnel) = kube_for(
+        let lazy = lazy_kube(
             &fleet,
             &a.fleet.file,
             &a.kube,
             a.api.ssh_key.as_deref(),
-            false,
-        )
-        .await;
-        k.map(|_| ())
+            None,
+        );
+        kube_now(&lazy, &fleet, &a.fleet.file, &a.kube, false)
+            .await
+            .map(|_| ())
     };
     let opts = PlanOptions {
         targets: a.targets,
@@ -287,7 +284,7 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
                 fleet.metadata.name.value
             )));
         }
-        plan::file::save(&p, out)?;
+        crate::workspace::save_plan(&p, out)?;
         if format == Format::Human {
             println!(
                 "\nSaved the plan to {}: run `exedev-k8s apply {}` to carry it out.",
@@ -303,42 +300,48 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     })
 }
 
-/// A client for the fleet's Kubernetes API (and the SSH tunnel it runs
-/// through, to keep alive while the client is used). Without `fetch`, only a
-/// kubeconfig at hand is used; with it, a missing one is fetched from the
-/// first server over SSH. Err says why not, for the plan's warning.
-pub async fn kube_for(
+/// How the tool reaches the fleet's Kubernetes API: through server `via`
+/// (default: the first server), connecting on first use. Nothing is
+/// contacted yet.
+pub fn lazy_kube(
     fleet: &Fleet,
     fleet_path: &Path,
     kube: &KubeArgs,
     ssh_key: Option<&Path>,
-    fetch: bool,
-) -> (Result<kube::Client, String>, Option<crate::ssh::Tunnel>) {
-    let dir = fleet_dir(fleet_path);
-    let stored = crate::kubeaccess::kubeconfig_path(&dir, &fleet.metadata.name.value);
-    if !fetch && kube.kubeconfig.is_none() && !stored.exists() {
-        return (
-            Err(format!(
-                "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
-                stored.display(),
-                fleet_path.display()
-            )),
-            None,
-        );
-    }
+    via: Option<&str>,
+) -> crate::kubeaccess::LazyClient {
     let ssh = crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf));
-    let connect = crate::kubeaccess::kube_client(
+    let first = crate::kubeaccess::first_server(fleet);
+    crate::kubeaccess::LazyClient::new(
         fleet,
-        &dir,
+        &fleet_dir(fleet_path),
         kube.kubeconfig.as_deref(),
         kube.via_ssh_tunnel,
+        via.unwrap_or(&first),
         &ssh,
-    );
-    match tokio::time::timeout(std::time::Duration::from_secs(60), connect).await {
-        Ok(Ok((client, tunnel))) => (Ok(client), tunnel),
-        Ok(Err(e)) => (Err(e.to_string()), None),
-        Err(_) => (Err("the Kubernetes API did not answer within 60 s (is this machine on the tailnet? try --via-ssh-tunnel)".into()), None),
+    )
+}
+
+/// The API client now. Without `fetch`, only a kubeconfig at hand is used
+/// (Err says why not, for the plan's warning); with it, a missing one is
+/// fetched over SSH.
+pub async fn kube_now(
+    lazy: &crate::kubeaccess::LazyClient,
+    fleet: &Fleet,
+    fleet_path: &Path,
+    kube: &KubeArgs,
+    fetch: bool,
+) -> Result<kube::Client, String> {
+    let stored =
+        crate::kubeaccess::kubeconfig_path(&fleet_dir(fleet_path), &fleet.metadata.name.value);
+    if !fetch && kube.kubeconfig.is_none() && !stored.exists() {
+        return Err(format!(
+            "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
+            stored.display(),
+            fleet_path.display()
+        ));
     }
+    lazy.get().await
 }
 
 fn needs_drain(p: &Plan) -> bool {
@@ -354,10 +357,14 @@ fn drain_warning(why: &str) -> String {
     )
 }
 
-fn remover(client: kube::Client, opts: crate::cluster::DrainOptions) -> apply::NodeRemover {
+fn remover(
+    kube: Arc<crate::kubeaccess::LazyClient>,
+    opts: crate::cluster::DrainOptions,
+) -> apply::NodeRemover {
     Arc::new(move |vm: String| {
-        let client = client.clone();
+        let kube = kube.clone();
         Box::pin(async move {
+            let client = kube.get().await?;
             match crate::cluster::remove_node(&client, &vm, opts).await {
                 Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
                     "node removed ({} pods evicted, {} deleted)",
@@ -456,38 +463,90 @@ fn interrupt_flag(notify: ui::Notifier, verb: &'static str) -> Arc<AtomicBool> {
     flag
 }
 
-/// Waits for one server's Node to be Ready (the fleet's expectations for it).
-fn ready_waiter(
-    client: kube::Client,
+/// Waits until a server is a ready member: first its setup script's state
+/// over SSH (works before any API exists: the first server of a new
+/// cluster), `done` meaning k3s active and `/readyz` ok on the VM; then,
+/// when the API is reachable, its Node Ready, with the fleet's labels the
+/// kubelet could not set applied through the API.
+fn server_waiter(
+    kube: Arc<crate::kubeaccess::LazyClient>,
     fleet: &Fleet,
+    ssh_key: Option<&Path>,
     timeout: std::time::Duration,
 ) -> apply::ServerReady {
     let desired = fleet::desired_vms(fleet);
-    Arc::new(move |vm: String| {
-        let client = client.clone();
+    let ssh = crate::remote::quick(crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf)));
+    Arc::new(move |vm: String, steps: apply::StepSink| {
+        let kube = kube.clone();
+        let ssh = ssh.clone();
         let expected: Vec<_> = desired.iter().filter(|d| d.name == vm).cloned().collect();
         Box::pin(async move {
-            crate::cluster::wait_ready(
+            let start = std::time::Instant::now();
+            crate::remote::wait_bootstrapped(
+                &vm,
+                &ssh,
+                timeout,
+                std::time::Duration::from_secs(3),
+                |s| steps(s.to_string()),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            steps("bootstrap done (k3s active, /readyz ok)".to_string());
+            let client = match kube.get().await {
+                Ok(c) => c,
+                Err(why) => {
+                    return Ok(format!(
+                        "bootstrap done; the Kubernetes API is not reachable from here ({why}): relying on the VM's own readiness checks"
+                    ));
+                }
+            };
+            let left = timeout
+                .saturating_sub(start.elapsed())
+                .max(std::time::Duration::from_secs(30));
+            let r = crate::cluster::wait_ready(
                 &client,
                 &expected,
-                timeout,
+                left,
                 std::time::Duration::from_secs(3),
                 |_| {},
             )
             .await
-            .map(|_| "node Ready".to_string())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+            let mut outcome = "node Ready".to_string();
+            for n in r.drifted() {
+                if let Some(d) = expected.iter().find(|d| d.name == n.name) {
+                    crate::cluster::apply_labels_taints(&client, d)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    outcome.push_str("; labels and taints applied through the API");
+                }
+            }
+            Ok(outcome)
         })
     })
 }
 
+/// Logs each VM's Tailscale device out over SSH before its `rm`: bounded,
+/// and its failure only reported.
+fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
+    let ssh = crate::remote::quick(crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf)));
+    Arc::new(move |vm: String| {
+        let ssh = ssh.clone();
+        Box::pin(async move {
+            crate::remote::tailscale_logout(&vm, &ssh, std::time::Duration::from_secs(30)).await
+        })
+    })
+}
+
+/// The fleet's servers that exist and run: the join targets at the start
+/// of an apply.
 fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
     let cluster = &fleet.metadata.name.value;
     let tag = fleet::role_tag(Role::Server);
     observed
         .vms
         .iter()
-        .filter(|v| fleet::owns(cluster, &v.tags) && v.tags.contains(&tag))
+        .filter(|v| fleet::owns(cluster, &v.tags) && v.tags.contains(&tag) && v.is_running())
         .map(|v| v.vm_name.clone())
         .collect()
 }
@@ -500,6 +559,7 @@ struct Exec {
     json: bool,
     remover: Option<apply::NodeRemover>,
     server_ready: Option<apply::ServerReady>,
+    logout: Option<apply::DeviceLogout>,
 }
 
 async fn execute(
@@ -516,6 +576,7 @@ async fn execute(
         json,
         remover,
         server_ready,
+        logout,
     } = exec;
     if !p.has_changes() {
         if !json {
@@ -535,15 +596,17 @@ async fn execute(
         .iter()
         .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
     let secrets = if creates {
-        let resolved = cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?;
-        if let Some(path) = &resolved.generated_token {
+        let (secrets, generated) =
+            cluster_secrets::resolve_noting_generated(fleet, &fleet_dir(fleet_path), new_cluster)?;
+        if !generated.is_empty() {
+            let files: Vec<String> = generated.iter().map(|p| p.display().to_string()).collect();
             eprintln!(
-                "Generated the k3s token of fleet {:?} and stored it in {} (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need it. In CI, store it as a secret and write k3s.token: {{env: K3S_TOKEN}}.",
+                "Generated the k3s tokens of fleet {:?} and stored them in {} (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need them. In CI, store them as secrets and write k3s.token: {{env: K3S_TOKEN}} and k3s.agentToken: {{env: K3S_AGENT_TOKEN}}.",
                 fleet.metadata.name.value,
-                path.display()
+                files.join(" and ")
             );
         }
-        resolved.secrets
+        secrets
     } else {
         plan::spec::ClusterSecrets::placeholders()
     };
@@ -578,6 +641,7 @@ async fn execute(
         cancel: interrupt_flag(progress.notifier(), verb),
         remover,
         server_ready,
+        logout,
         ..ApplyOptions::default()
     };
     let report = apply::apply(
@@ -606,7 +670,7 @@ async fn execute(
     } else {
         let mut title = verb.to_string();
         title[..1].make_ascii_uppercase();
-        print!("{}", ui::summary(&title, &report));
+        print!("\n{}", ui::summary(&title, &report));
     }
     if report.ok() {
         Ok(ExitCode::SUCCESS)
@@ -623,7 +687,11 @@ async fn execute(
 }
 
 pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
-    let saved = a.planfile.as_deref().map(plan::file::load).transpose()?;
+    let saved = a
+        .planfile
+        .as_deref()
+        .map(crate::workspace::load_plan)
+        .transpose()?;
     let fleet_path = match (&a.file, &saved) {
         (Some(f), _) => f.clone(),
         (None, Some(p)) if !p.fleet_file.is_empty() => PathBuf::from(&p.fleet_file),
@@ -635,26 +703,30 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let (fleet, fp) = load_fleet(&fleet_path)?;
     let client = a.api.client_with_ttl(
-        APPLY_CMDS,
+        &cmds(FleetOp::Apply),
         options(a.max_rate),
         crate::credentials::LONG_OPERATION_TTL,
     )?;
     // The Kubernetes API, when a kubeconfig is at hand (or, with --wait,
-    // fetched over SSH): drains before removals, readiness after.
-    let (kube, _tunnel) = kube_for(
-        &fleet,
-        &fleet_path,
-        &a.kube,
-        a.api.ssh_key.as_deref(),
-        a.wait,
-    )
-    .await;
+    // fetched over SSH): drains before removals, readiness after. A new
+    // cluster has none yet: apply connects once its first server is up.
+    // (Observed first: only an existing cluster can have a kubeconfig to
+    // fetch.)
+    let destroy_mode = saved.as_ref().is_some_and(|s| s.mode == "destroy");
+    let observed = observe(&client, &fleet, !destroy_mode).await?;
+    let existing = observed
+        .vms
+        .iter()
+        .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
+    let ssh_key = a.api.ssh_key.clone();
+    let lazy = lazy_kube(&fleet, &fleet_path, &a.kube, ssh_key.as_deref(), None);
+    let kube = kube_now(&lazy, &fleet, &fleet_path, &a.kube, a.wait && existing).await;
     let drain_opts = crate::cluster::DrainOptions {
         timeout: a.drain_timeout,
         force: a.force_drain,
         ..Default::default()
     };
-    let (p, observed) = match saved {
+    let p = match saved {
         Some(saved) => {
             if saved.mode == "destroy" && fleet.metadata.protect {
                 return Err(fail(protect_message(&fleet)));
@@ -664,9 +736,9 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
                 destroy: saved.mode == "destroy",
                 members_removed: kube.is_ok() && !a.skip_drain,
             };
-            let (fresh, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
+            let fresh = plan_from(&fleet, &fp, &fleet_path, &opts, &observed)?;
             plan::file::check_fresh(&saved, &fresh)?;
-            (saved, observed)
+            saved
         }
         None => {
             let opts = PlanOptions {
@@ -674,7 +746,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
                 destroy: false,
                 members_removed: kube.is_ok() && !a.skip_drain,
             };
-            let (mut p, observed) = make_plan(&client, &fleet, &fp, &fleet_path, &opts).await?;
+            let mut p = plan_from(&fleet, &fp, &fleet_path, &opts, &observed)?;
             if needs_drain(&p)
                 && let Err(why) = &kube
             {
@@ -694,7 +766,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             {
                 return Err(fail("apply cancelled"));
             }
-            (p, observed)
+            p
         }
     };
     if needs_drain(&p) && kube.is_err() && !a.skip_drain {
@@ -702,16 +774,25 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             kube.as_ref().err().map(String::as_str).unwrap_or(""),
         )));
     }
+    // Rolling server changes talk to a server they leave alone.
+    let lazy = Arc::new(match p.api_server(&owned_servers(&fleet, &observed)) {
+        Some(via) if via != lazy.via() => {
+            lazy_kube(&fleet, &fleet_path, &a.kube, ssh_key.as_deref(), Some(&via))
+        }
+        _ => lazy,
+    });
     let remover = match (&kube, needs_drain(&p) && !a.skip_drain) {
-        (Ok(k), true) => Some(remover(k.clone(), drain_opts)),
+        (Ok(_), true) => Some(remover(lazy.clone(), drain_opts)),
         _ => None,
     };
-    // With the API at hand, each new or restarted server must be a Ready
-    // node before the next server changes.
-    let server_ready = match (&kube, a.skip_drain) {
-        (Ok(k), false) => Some(ready_waiter(k.clone(), &fleet, a.timeout)),
-        _ => None,
-    };
+    // Each new or restarted server must be a ready member (bootstrap done,
+    // Node Ready when the API is reachable) before the next server changes.
+    let server_ready = Some(server_waiter(
+        lazy.clone(),
+        &fleet,
+        ssh_key.as_deref(),
+        a.timeout,
+    ));
     let code = execute(
         &client,
         &fleet,
@@ -724,12 +805,13 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
             json: a.json,
             remover,
             server_ready,
+            logout: Some(device_logout(ssh_key.as_deref())),
         },
     )
     .await?;
     if a.wait {
-        match &kube {
-            Ok(k) => wait_and_fix(k, &fleet, a.timeout, a.json).await?,
+        match lazy.get().await {
+            Ok(k) => wait_and_fix(&k, &fleet, a.timeout, a.json).await?,
             Err(why) => return Err(fail(format!("cannot --wait: {why}"))),
         }
     }
@@ -738,17 +820,17 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
 
 pub async fn status_cmd(a: StatusArgs) -> CliResult {
     let (fleet, _) = load_fleet(&a.fleet.file)?;
-    let client = a.api.client(PLAN_CMDS, options(None))?;
+    let client = a.api.client(&cmds(FleetOp::Plan), options(None))?;
     let observed = observe(&client, &fleet, true).await?;
     let desired = fleet::desired_vms(&fleet);
-    let (kube, _tunnel) = kube_for(
+    let lazy = lazy_kube(
         &fleet,
         &a.fleet.file,
         &a.kube,
         a.api.ssh_key.as_deref(),
-        a.wait,
-    )
-    .await;
+        None,
+    );
+    let kube = kube_now(&lazy, &fleet, &a.fleet.file, &a.kube, a.wait).await;
     if a.wait {
         match &kube {
             Ok(k) => wait_and_fix(k, &fleet, a.timeout, a.json).await?,
@@ -785,10 +867,27 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
             })
             .collect();
         let key = match &a.api.ssh_key {
-            Some(k) => Some(crate::token::keys::load_private_key(k)?),
+            Some(k) => Some(crate::credentials::load_private_key(k)?),
             None => None,
         };
         crate::probe::probe_all(&targets, key.as_ref(), 8).await
+    };
+    // How far each running VM's setup script got, over SSH (bounded
+    // fan-out, one reused connection per VM).
+    let bootstrap = if a.no_ssh {
+        BTreeMap::new()
+    } else {
+        let running: Vec<String> = observed
+            .vms
+            .iter()
+            .filter(|v| fleet::owns(&fleet.metadata.name.value, &v.tags) && v.is_running())
+            .map(|v| v.vm_name.clone())
+            .collect();
+        let ssh = crate::remote::quick(crate::ssh::SshOptions::new(a.api.ssh_key.clone()));
+        crate::remote::read_reports(&running, &ssh, 8, std::time::Duration::from_secs(20))
+            .await
+            .into_iter()
+            .collect()
     };
     let mut st = crate::status::join(
         &fleet.metadata.name.value,
@@ -797,6 +896,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         &observed.shares,
         nodes.as_deref().zip(readiness.as_ref()),
         &probes,
+        &bootstrap,
     );
     st.cluster_api_error = kube.as_ref().err().cloned();
     if a.json {
@@ -824,7 +924,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         return Err(fail(protect_message(&fleet)));
     }
     let client = a.api.client_with_ttl(
-        DESTROY_CMDS,
+        &cmds(FleetOp::Destroy),
         options(None),
         crate::credentials::LONG_OPERATION_TTL,
     )?;
@@ -855,6 +955,7 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
             json: a.json,
             remover: None,
             server_ready: None,
+            logout: Some(device_logout(a.api.ssh_key.as_deref())),
         },
     )
     .await?;

@@ -126,9 +126,9 @@ fn mint(a: MintArgs) -> CliResult {
         (Some(path), _) => {
             super::fleet_cmds::load_fleet(path)?;
             Some(
-                super::fleet_cmds::APPLY_CMDS
-                    .iter()
-                    .map(|s| s.to_string())
+                super::fleet_cmds::cmds(crate::api::command::FleetOp::Apply)
+                    .into_iter()
+                    .map(str::to_string)
                     .collect(),
             )
         }
@@ -147,7 +147,7 @@ fn mint(a: MintArgs) -> CliResult {
     };
     // Validate exactly as exe.dev will before signing anything.
     Permissions::parse(perms.to_compact_json().as_bytes())?;
-    let key = token::keys::load_private_key(&a.ssh_key)?;
+    let key = crate::credentials::load_private_key(&a.ssh_key)?;
     let namespace = match &a.vm {
         Some(vm) => {
             crate::names::check_vm_name(vm)?;

@@ -23,8 +23,8 @@ pub use error::ClusterError;
 pub use kubeconfig::{kubeconfig_rewrite, merge_kubeconfig};
 pub use nodes::{
     Drift, FIELD_MANAGER, NodeReadiness, NodeState, NodeView, Readiness, UnexpectedNode,
-    WrongLabel, apply_labels_taints, is_system_taint, list_nodes, readiness, taint_string,
-    wait_ready,
+    WrongLabel, apply_labels_taints, is_system_taint, list_nodes, pending_labels, readiness,
+    taint_string, wait_ready,
 };
 pub use quorum::{check_server_removal, quorum, servers_removable};
 

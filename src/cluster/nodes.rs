@@ -114,8 +114,12 @@ pub struct WrongLabel {
 /// fleet does not mention are not drift (k3s and others add their own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Drift {
-    /// Fleet labels absent from the node.
+    /// Fleet labels absent from the node that its kubelet could have set.
     pub missing_labels: BTreeMap<String, String>,
+    /// Fleet labels absent from the node that no kubelet may set on itself
+    /// (`node-role.kubernetes.io/*`, ...: [`crate::node_labels`]): never in
+    /// the registration flags, they wait to be applied through the API.
+    pub pending_labels: BTreeMap<String, String>,
     /// Fleet labels with another value on the node.
     pub wrong_labels: Vec<WrongLabel>,
     /// Fleet taints absent from the node.
@@ -129,6 +133,7 @@ impl Drift {
     /// No difference at all.
     pub fn is_empty(&self) -> bool {
         self.missing_labels.is_empty()
+            && self.pending_labels.is_empty()
             && self.wrong_labels.is_empty()
             && self.missing_taints.is_empty()
             && self.extra_taints.is_empty()
@@ -183,7 +188,7 @@ impl NodeReadiness {
         match &self.state {
             NodeState::Ready => format!("{name}: Ready"),
             NodeState::NotRegistered => format!(
-                "{name}: not registered; the setup script or the Tailscale join likely failed: on the VM check `journalctl -u exe.dev-setup`, whether /var/lib/exedev-k8s/bootstrap-done exists, then `journalctl -u {unit}`"
+                "{name}: not registered; the setup script or the Tailscale join likely failed: `exedev-k8s status` shows its step; on the VM see /var/log/exedev-k8s-bootstrap.log and /var/lib/exedev-k8s/bootstrap-state, then `journalctl -u {unit}`"
             ),
             NodeState::NotReady { reason, message } => {
                 let why = match (reason, message) {
@@ -198,6 +203,17 @@ impl NodeReadiness {
             }
             NodeState::Drift(d) => {
                 let mut parts = Vec::new();
+                if !d.pending_labels.is_empty() {
+                    let l: Vec<String> = d
+                        .pending_labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    parts.push(format!(
+                        "labels pending (only the API may set them) {}",
+                        l.join(", ")
+                    ));
+                }
                 if !d.missing_labels.is_empty() {
                     let l: Vec<String> = d
                         .missing_labels
@@ -265,10 +281,25 @@ impl Readiness {
     }
 }
 
+/// The fleet labels of `vm` that only the API can set and that `node`
+/// (absent: not registered yet) does not carry yet. Pure.
+pub fn pending_labels(vm: &DesiredVm, node: Option<&NodeView>) -> BTreeMap<String, String> {
+    vm.labels
+        .iter()
+        .filter(|(k, _)| !crate::node_labels::kubelet_may_set(k))
+        .filter(|(k, _)| node.is_none_or(|n| !n.labels.contains_key(*k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 fn drift(vm: &DesiredVm, node: &NodeView) -> Drift {
-    let mut d = Drift::default();
+    let mut d = Drift {
+        pending_labels: pending_labels(vm, Some(node)),
+        ..Drift::default()
+    };
     for (k, want) in &vm.labels {
         match node.labels.get(k) {
+            None if d.pending_labels.contains_key(k) => {}
             None => {
                 d.missing_labels.insert(k.clone(), want.clone());
             }
@@ -593,6 +624,7 @@ mod pure_tests {
                     "c-db1",
                     &NodeState::Drift(Drift {
                         missing_labels: BTreeMap::from([("disk".into(), "ssd".into())]),
+                        pending_labels: BTreeMap::new(),
                         wrong_labels: vec![WrongLabel {
                             key: "tier".into(),
                             want: "db".into(),
@@ -632,8 +664,8 @@ mod pure_tests {
             state: NodeState::NotRegistered,
         };
         let e = nr.explain();
-        assert!(e.contains("journalctl -u exe.dev-setup"), "{e}");
-        assert!(e.contains("/var/lib/exedev-k8s/bootstrap-done"), "{e}");
+        assert!(e.contains("/var/lib/exedev-k8s/bootstrap-state"), "{e}");
+        assert!(e.contains("/var/log/exedev-k8s-bootstrap.log"), "{e}");
         assert!(e.contains("k3s-agent"), "{e}");
         let nr = NodeReadiness {
             name: "c-cp1".into(),
@@ -649,6 +681,49 @@ mod pure_tests {
             "{e}"
         );
         assert!(e.contains("journalctl -u k3s`"), "{e}");
+    }
+
+    #[test]
+    fn labels_only_the_api_may_set_are_pending_not_missing() {
+        let v = vm(
+            "c-web1",
+            Role::Agent,
+            &[
+                ("tier", "web"),
+                ("node-role.kubernetes.io/worker", "true"),
+                ("node.kubernetes.io/role", "web"),
+            ],
+            &[],
+        );
+        let fresh = node(
+            "c-web1",
+            true,
+            &[("tier", "web"), ("node.kubernetes.io/role", "web")],
+            &[],
+        );
+        let r = readiness(std::slice::from_ref(&v), std::slice::from_ref(&fresh));
+        let NodeState::Drift(d) = &r.nodes[0].state else {
+            panic!("{:?}", r.nodes[0].state);
+        };
+        assert!(d.missing_labels.is_empty());
+        assert_eq!(
+            d.pending_labels,
+            BTreeMap::from([("node-role.kubernetes.io/worker".into(), "true".into())])
+        );
+        assert!(
+            r.nodes[0].explain().contains("labels pending"),
+            "{}",
+            r.nodes[0].explain()
+        );
+        // Not registered yet: every API-only label is pending.
+        assert_eq!(pending_labels(&v, None).len(), 1);
+        // Applied: nothing pending, no drift.
+        let mut applied = fresh.clone();
+        applied
+            .labels
+            .insert("node-role.kubernetes.io/worker".into(), "true".into());
+        assert!(pending_labels(&v, Some(&applied)).is_empty());
+        assert_eq!(readiness(&[v], &[applied]).nodes[0].state, NodeState::Ready);
     }
 
     #[test]

@@ -392,7 +392,7 @@ async fn wait_ready_timeout_names_each_straggler_and_its_cause() {
         "{msg}"
     );
     assert!(msg.contains("c-web2: not registered"), "{msg}");
-    assert!(msg.contains("journalctl -u exe.dev-setup"), "{msg}");
+    assert!(msg.contains("exedev-k8s-bootstrap.log"), "{msg}");
     assert!(!msg.contains("c-cp1"), "{msg}");
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{EmulatorConfig, EmulatorError, RateLimit, StrictOptions};
-use crate::token::keys::load_public_keys;
+use crate::credentials::load_public_keys;
 
 /// Flags of `exedev-k8s emulator`.
 #[derive(Debug, Clone, clap::Args)]

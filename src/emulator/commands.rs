@@ -78,20 +78,10 @@ pub struct Ctx<'a> {
     pub rng: &'a mut StdRng,
 }
 
-/// Whether a command changes the state (and so must be saved).
+/// Whether a command changes the state (and so must be saved): the
+/// catalogue's `mutates`.
 pub fn mutates(name: &str) -> bool {
-    matches!(
-        name,
-        "new"
-            | "rm"
-            | "resize"
-            | "tag"
-            | "comment"
-            | "share port"
-            | "share set-public"
-            | "share set-private"
-            | "exe0-to-exe1"
-    )
+    crate::api::command::spec(name).is_some_and(|s| s.mutates)
 }
 
 /// Runs a parsed, permitted invocation.
@@ -189,7 +179,7 @@ fn check_tag(tag: &str) -> Result<(), Reply> {
 
 fn parse_cpu(v: &str) -> Result<u32, Reply> {
     match v.parse::<u32>() {
-        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        Ok(n) if crate::limits::CPU_RANGE.contains(&n) => Ok(n),
         _ => Err(fail(format!(
             "invalid --cpu {v:?}: must be a whole number from 1 to 64"
         ))),

@@ -1,5 +1,5 @@
 //! An emulator of exe.dev's `/exec` API, exact where the contract
-//! (`docs/exedev-api.md`) is exact, so that the whole tool can be tested
+//! (`../shared/reference/exedev-api.md`, beside the repository) is exact, so that the whole tool can be tested
 //! without exe.dev and without the network.
 //!
 //! It reuses the crate's pure core for every rule it enforces: the lexer

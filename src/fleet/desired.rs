@@ -13,6 +13,10 @@ use crate::sizes::ByteSize;
 
 /// Pool name of the control plane, in VM names, tags and labels.
 pub const CONTROL_PLANE_POOL: &str = "cp";
+/// The server counts a fleet may ask for: odd, for etcd quorum.
+pub const SERVER_COUNTS: &[u32] = &[1, 3, 5];
+/// Most servers a fleet may have.
+pub const MAX_SERVERS: u32 = 5;
 /// Prefix of every tag the tool sets; users may not use it, so a user tag can
 /// never fake ownership.
 pub const RESERVED_TAG_PREFIX: &str = "exk8s-";

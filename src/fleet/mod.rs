@@ -1,8 +1,8 @@
 //! The fleet file: its format, its validation and the VMs it asks for.
 //!
-//! Pure except for [`load`] (reads the fleet file) and
-//! [`SecretRef::resolve`] (reads a referenced secret): everything else works
-//! on strings and values, so the plan and the tests need no disk or network.
+//! Pure: everything works on strings and values, so the plan and the tests
+//! need no disk or network. Reading the file and resolving the secrets it
+//! references happen at the edge (`crate::workspace`).
 
 mod desired;
 mod error;
@@ -12,13 +12,13 @@ mod schema;
 mod validate;
 
 pub use desired::{
-    CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, POOL_LABEL_KEY,
-    RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SHARE_TAG, ShareSpec, desired_vms,
-    fleet_label, ownership_tag, owns, pool_label, pool_tag, role_tag,
+    CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, MAX_SERVERS,
+    POOL_LABEL_KEY, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SERVER_COUNTS, SHARE_TAG,
+    ShareSpec, desired_vms, fleet_label, ownership_tag, owns, pool_label, pool_tag, role_tag,
 };
 pub use error::{FleetError, FleetErrors};
 pub use model::*;
-pub use parse::{load, parse};
+pub use parse::parse;
 
 #[cfg(test)]
 pub(crate) use schema::pattern_matcher;
@@ -28,6 +28,10 @@ pub use schema::{json_schema, schema_id};
 mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
+
+    fn load(path: &Path) -> Result<Fleet, FleetErrors> {
+        crate::workspace::load_fleet(path).map(|l| l.fleet)
+    }
 
     fn example(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -82,19 +86,6 @@ mod tests {
     }
 
     #[test]
-    fn load_reports_missing_file_with_its_name() {
-        let err = match load(Path::new("/nonexistent/fleet.yaml")) {
-            Ok(_) => panic!("expected an error"),
-            Err(e) => e,
-        };
-        assert!(
-            err.to_string()
-                .starts_with("/nonexistent/fleet.yaml: cannot read"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn schema_covers_the_format_with_descriptions() {
         let schema = json_schema();
         let text = schema.to_string();
@@ -143,51 +134,5 @@ mod tests {
         assert!(!format!("{errs:?}{errs}").contains("hunter2"));
         let model: Result<Fleet, _> = serde_saphyr::from_str(&lit);
         assert!(!format!("{model:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn secret_refs_resolve_from_env_and_files() {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("{e}"),
-        };
-        std::fs::create_dir(dir.path().join("secrets")).unwrap_or_default();
-        std::fs::write(dir.path().join("secrets/key"), "tskey-abc\n").unwrap_or_default();
-        let file = SecretRef::File(PathBuf::from("secrets/key"));
-        match file.resolve(dir.path()) {
-            Ok(s) => assert_eq!(s.expose(), "tskey-abc"),
-            Err(e) => panic!("{e}"),
-        }
-        let missing = SecretRef::File(PathBuf::from("secrets/nope"));
-        let err = missing
-            .resolve(dir.path())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("secrets/nope"), "{err}");
-
-        let unset = SecretRef::Env("EXK8S_SURELY_UNSET_VAR_12345".into());
-        let err = unset
-            .resolve(dir.path())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains("EXK8S_SURELY_UNSET_VAR_12345 is not set"),
-            "{err}"
-        );
-        assert!(
-            err.contains("hint: export EXK8S_SURELY_UNSET_VAR_12345="),
-            "{err}"
-        );
-        if std::env::var("PATH").is_ok_and(|p| !p.is_empty()) {
-            assert!(SecretRef::Env("PATH".into()).resolve(dir.path()).is_ok());
-        }
-        let err = SecretRef::Literal
-            .resolve(dir.path())
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("{env: TS_AUTHKEY}"), "{err}");
     }
 }

@@ -1,26 +1,10 @@
 //! Reading a fleet file: YAML to [`Fleet`], then validation.
 
-use std::path::Path;
-
 use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, UserMessageFormatter};
 
 use super::error::{FleetError, FleetErrors};
 use super::model::Fleet;
 use super::validate::validate;
-
-/// Reads and validates the fleet file at `path`. Errors name the file as the
-/// user wrote it, so they can be clicked in a terminal.
-pub fn load(path: &Path) -> Result<Fleet, FleetErrors> {
-    let file_name = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| FleetError {
-        file: file_name.clone(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read the fleet file: {e}"),
-        hint: Some("check the path given with --file".to_string()),
-    })?;
-    parse(&source, &file_name)
-}
 
 /// Parses and validates a fleet file's text. `file_name` is only used in
 /// error messages. Returns every validation error found, not just the first;

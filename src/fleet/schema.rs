@@ -3,7 +3,7 @@
 //! The structure and descriptions come from the model (schemars, doc
 //! comments); the rules come from the constants the validator checks with:
 //! ranges (`CPU_RANGE`, `SHARE_PORTS`, `MAX_POOL_COUNT`), enums
-//! (`CONTROL_PLANE_COUNTS`, `DISABLABLE`, `TAINT_EFFECTS`), name rules
+//! (`SERVER_COUNTS`, `DISABLABLE`, `TAINT_EFFECTS`), name rules
 //! (`names::*_PATTERN`, tag length, reserved prefixes), sizes
 //! (`sizes::UNITS`) and `validate::patterns`, each proven equal to the
 //! validator's function by this module's tests. So an editor refuses what
@@ -13,11 +13,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::desired::{CONTROL_PLANE_POOL, ownership_tag, pool_tag};
+use super::desired::{CONTROL_PLANE_POOL, SERVER_COUNTS, ownership_tag, pool_tag};
 use super::model::{API_VERSION, Fleet};
-use super::validate::{
-    CONTROL_PLANE_COUNTS, CPU_RANGE, DISABLABLE, MAX_POOL_COUNT, SHARE_PORTS, patterns,
-};
+use super::validate::{CPU_RANGE, DISABLABLE, MAX_POOL_COUNT, SHARE_PORTS, patterns};
 use crate::names::{MAX_TAG_LEN, NAME_SEGMENT_PATTERN, POOL_SEGMENT_PATTERN, tag_pattern};
 
 /// The schema's identity: one per fleet format version.
@@ -102,7 +100,7 @@ pub fn json_schema() -> Value {
         }
     }
 
-    let mut counts: Vec<Value> = CONTROL_PLANE_COUNTS.iter().map(|c| json!(c)).collect();
+    let mut counts: Vec<Value> = SERVER_COUNTS.iter().map(|c| json!(c)).collect();
     counts.push(Value::Null);
     prop(&mut schema, "ControlPlane", "count").insert("enum".into(), counts.into());
 

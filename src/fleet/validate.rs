@@ -28,13 +28,11 @@ pub const DISABLABLE: &[&str] = &[
 pub const TAINT_EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
 /// Largest pool; a guard against a typo creating hundreds of VMs.
 pub const MAX_POOL_COUNT: u32 = 100;
-/// exe.dev's range of shareable ports.
-pub const SHARE_PORTS: std::ops::RangeInclusive<u32> = 3000..=9999;
-/// vCPUs exe.dev offers per VM.
-pub const CPU_RANGE: std::ops::RangeInclusive<u32> = 1..=64;
-/// Server counts etcd can keep quorum with (an even count adds no
-/// tolerance: see the control plane check).
-pub const CONTROL_PLANE_COUNTS: &[u32] = &[1, 3, 5];
+pub use crate::limits::CPU_RANGE;
+/// exe.dev's range of shareable ports, widened to the fleet file's integer
+/// type (`crate::limits::SHARE_PORT_RANGE`).
+pub const SHARE_PORTS: std::ops::RangeInclusive<u32> =
+    *crate::limits::SHARE_PORT_RANGE.start() as u32..=*crate::limits::SHARE_PORT_RANGE.end() as u32;
 
 /// Smallest memory of a k3s server VM: 2GB. k3s's resource profiling
 /// (docs.k3s.io/reference/resource-profiling, k3s v1.26) measured 1606 MB
@@ -87,7 +85,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
 
     let cp = &fleet.control_plane;
     if let Some(count) = &cp.count
-        && !CONTROL_PLANE_COUNTS.contains(&count.value)
+        && !super::SERVER_COUNTS.contains(&count.value)
     {
         let msg = if count.value.is_multiple_of(2) && count.value > 0 {
             format!(
@@ -368,6 +366,9 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
     }
     if let Some(token) = &k3s.token {
         check_secret(cx, token, "K3S_TOKEN");
+    }
+    if let Some(token) = &k3s.agent_token {
+        check_secret(cx, token, "K3S_AGENT_TOKEN");
     }
 }
 

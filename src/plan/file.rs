@@ -45,37 +45,24 @@ pub enum PlanFileError {
     WrongFleet { planned: String, now: String },
 }
 
-/// Writes the plan as JSON. Its `fleet_file` is stored relative to the
-/// plan file's directory, so `apply dir/p.plan` finds the fleet from any
-/// working directory, and a plan kept beside the fleet in a repository keeps
-/// working wherever the repository is checked out.
-pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
-    let mut plan = plan.clone();
-    if !plan.fleet_file.is_empty() {
-        plan.fleet_file = fleet_path_from(path, Path::new(&plan.fleet_file))
-            .display()
-            .to_string();
-    }
-    let text = serde_json::to_string_pretty(&plan).map_err(|e| PlanFileError::Format {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    std::fs::write(path, text + "\n").map_err(|source| PlanFileError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+/// The plan as saved: pretty JSON and a final newline. `path` names the
+/// file in errors.
+pub fn to_text(plan: &Plan, path: &str) -> Result<String, PlanFileError> {
+    serde_json::to_string_pretty(plan)
+        .map(|t| t + "\n")
+        .map_err(|e| PlanFileError::Format {
+            path: path.to_string(),
+            detail: e.to_string(),
+        })
 }
 
-/// Reads a saved plan.
-pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
-    let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read {
-        path: p.clone(),
-        source,
-    })?;
-    let value: serde_json::Value = match serde_json::from_str(&text) {
+/// Reads a saved plan's text, refusing another format version first so that
+/// an old file gets "re-run plan", not a field error.
+pub fn from_text(text: &str, path: &str) -> Result<Plan, PlanFileError> {
+    let p = path.to_string();
+    let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) if looks_like_a_fleet(path, &text) => {
+        Err(_) if looks_like_a_fleet(path, text) => {
             return Err(PlanFileError::FleetNotPlan { path: p });
         }
         Err(e) => {
@@ -92,34 +79,42 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
     if found != FORMAT_VERSION {
         return Err(PlanFileError::Version { path: p, found });
     }
-    let mut plan: Plan = serde_json::from_value(value).map_err(|e| PlanFileError::Format {
+    serde_json::from_value(value).map_err(|e| PlanFileError::Format {
         path: p,
         detail: e.to_string(),
-    })?;
-    // Stored relative to the plan file (see `save`): make it usable from here.
-    let stored = Path::new(&plan.fleet_file);
-    if !plan.fleet_file.is_empty() && stored.is_relative() {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            plan.fleet_file = dir.join(stored).display().to_string();
-        }
-    }
-    Ok(plan)
+    })
 }
 
-/// `fleet` (relative to the working directory, or absolute) as seen from the
-/// directory of the plan file `plan`.
-fn fleet_path_from(plan: &Path, fleet: &Path) -> PathBuf {
-    let real = |p: &Path| {
-        std::fs::canonicalize(p)
-            .or_else(|_| std::path::absolute(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    let plan_dir = match plan.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(d) => real(d),
-        None => real(Path::new(".")),
-    };
-    relative_to(&plan_dir, &real(fleet))
+/// A YAML file, or one that reads like a fleet (`apply fleet.yaml` with the
+/// `-f` forgotten).
+fn looks_like_a_fleet(path: &str, text: &str) -> bool {
+    let yaml = Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    yaml || text
+        .lines()
+        .any(|l| l.starts_with("apiVersion:") || l.starts_with("kind: Fleet"))
+}
+
+/// In a saved plan, `fleet_file` is relative to the plan file's directory,
+/// so `apply dir/p.plan` finds the fleet from any working directory and a
+/// plan kept beside its fleet in a repository works wherever that is
+/// checked out. `plan_dir` and `fleet` are absolute (the caller resolves
+/// them on disk).
+pub fn fleet_path_for_saving(plan_dir: &Path, fleet: &Path) -> String {
+    relative_to(plan_dir, fleet).display().to_string()
+}
+
+/// The saved `fleet_file` of a plan read from `plan_path`, as a path usable
+/// from the working directory.
+pub fn fleet_path_after_loading(plan_path: &Path, stored: &str) -> String {
+    let stored_path = Path::new(stored);
+    match plan_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !stored.is_empty() && stored_path.is_relative() => {
+            dir.join(stored_path).display().to_string()
+        }
+        _ => stored.to_string(),
+    }
 }
 
 /// The path from directory `from` to `to`, both absolute: `../fleet.yaml`.
@@ -142,17 +137,6 @@ pub fn relative_to(from: &Path, to: &Path) -> PathBuf {
         out.push(c.as_os_str());
     }
     out
-}
-
-/// A YAML file, or one that reads like a fleet (`apply fleet.yaml` with the
-/// `-f` forgotten).
-fn looks_like_a_fleet(path: &Path, text: &str) -> bool {
-    let yaml = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    yaml || text
-        .lines()
-        .any(|l| l.starts_with("apiVersion:") || l.starts_with("kind: Fleet"))
 }
 
 /// Refuses a saved plan whose fleet or observed state no longer matches.
@@ -195,37 +179,29 @@ mod tests {
         ] {
             assert_eq!(relative_to(Path::new(from), Path::new(to)), Path::new(want));
         }
+        assert_eq!(
+            fleet_path_after_loading(Path::new("plans/p.plan"), "../fleet.yaml"),
+            "plans/../fleet.yaml"
+        );
+        assert_eq!(
+            fleet_path_after_loading(Path::new("p.plan"), "fleet.yaml"),
+            "fleet.yaml"
+        );
+        assert_eq!(
+            fleet_path_after_loading(Path::new("d/p.plan"), "/abs/f.yaml"),
+            "/abs/f.yaml"
+        );
     }
 
-    /// Saved from one directory, loaded from another: the fleet path points
-    /// at the same file.
     #[test]
-    fn the_fleet_path_is_kept_relative_to_the_plan_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("repo/plans")).unwrap();
-        std::fs::write(root.join("repo/fleet.yaml"), "x").unwrap();
-        let plan = Plan {
-            format_version: FORMAT_VERSION,
-            fleet: "demo".into(),
-            mode: "apply".into(),
-            changes: Vec::new(),
-            summary: Default::default(),
-            warnings: Vec::new(),
-            fleet_file: root.join("repo/fleet.yaml").display().to_string(),
-            targets: Vec::new(),
-            fleet_fingerprint: "f".into(),
-            observed_fingerprint: "o".into(),
-        };
-        let file = root.join("repo/plans/p.plan");
-        save(&plan, &file).unwrap();
-        let stored: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        assert_eq!(stored["fleet_file"], "../fleet.yaml");
-        let loaded = load(&file).unwrap();
-        assert_eq!(
-            Path::new(&loaded.fleet_file).canonicalize().unwrap(),
-            root.join("repo/fleet.yaml")
+    fn a_fleet_given_as_a_plan_is_named_for_what_it_is() {
+        let e = from_text("apiVersion: exedev-k8s/v1\nkind: Fleet\n", "fleet.yaml").unwrap_err();
+        assert!(matches!(e, PlanFileError::FleetNotPlan { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("did you mean `exedev-k8s apply -f fleet.yaml`?")
         );
+        let e = from_text("garbage", "p.plan").unwrap_err();
+        assert!(matches!(e, PlanFileError::Format { .. }), "{e}");
     }
 }

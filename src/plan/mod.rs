@@ -141,6 +141,29 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }
+
+    /// The server the tool should reach the Kubernetes API through while
+    /// carrying this plan out: the lowest-named of `running_servers` that
+    /// the plan does not delete, replace or resize, so a rolling server
+    /// change never pulls the API from under the tool. None when every
+    /// server changes (a single-server cluster).
+    pub fn api_server(&self, running_servers: &[String]) -> Option<String> {
+        let changing: Vec<&str> = self
+            .changes
+            .iter()
+            .filter(|c| c.role == crate::fleet::Role::Server.as_str())
+            .filter(|c| {
+                matches!(c.action, Action::Delete | Action::Replace)
+                    || c.ops.iter().any(|o| matches!(o, Op::Resize { .. }))
+            })
+            .map(|c| c.vm.as_str())
+            .collect();
+        running_servers
+            .iter()
+            .filter(|s| !changing.contains(&s.as_str()))
+            .min()
+            .cloned()
+    }
 }
 
 /// What exe.dev reports: every VM from `ls`, and `share show` for those the

@@ -11,10 +11,15 @@ use crate::bootstrap::{self, BootstrapError, BootstrapInput, K3sRelease, ScriptK
 use crate::fleet::{DesiredVm, Fleet, Role};
 use crate::secret::Secret;
 
-/// The two secrets every setup script carries.
+/// The secrets setup scripts carry: servers get the server token, the agent
+/// token and the Tailscale key; agents the agent token and the Tailscale key.
 #[derive(Debug, Clone)]
 pub struct ClusterSecrets {
+    /// Admin-equivalent k3s server token.
     pub k3s_token: Secret,
+    /// k3s agent token: lets agents join, nothing more.
+    pub agent_token: Secret,
+    /// Tailscale auth key for `tailscale up`.
     pub tailscale_auth_key: Secret,
 }
 
@@ -24,6 +29,7 @@ impl ClusterSecrets {
     pub fn placeholders() -> Self {
         ClusterSecrets {
             k3s_token: Secret::new("K".repeat(96)),
+            agent_token: Secret::new("A".repeat(96)),
             tailscale_auth_key: Secret::new("T".repeat(96)),
         }
     }
@@ -38,9 +44,10 @@ pub const MANIFESTS: &[(&str, &str)] = &[(
     include_str!("../../manifests/exedev-k8s-system.yaml"),
 )];
 
-/// Builds the bootstrap input of one VM. `join_via` overrides the server a
-/// non-first server joins (used when the first server is being replaced
-/// while others keep the cluster alive).
+/// Builds the bootstrap input of one VM. `join_via` is the server a joiner
+/// contacts: one that is up at apply time (default: the first server). Given
+/// for the first server, it makes a replacement first server join the
+/// surviving servers instead of initialising a new cluster.
 pub fn bootstrap_input(
     fleet: &Fleet,
     vm: &DesiredVm,
@@ -65,9 +72,22 @@ pub fn bootstrap_input(
         cluster,
         node_name: vm.name.clone(),
         tailnet: fleet.network.tailscale.tailnet.value.clone(),
-        first_server: join_via.map(str::to_string).unwrap_or(first),
+        join_server: join_via.map(str::to_string).unwrap_or(first),
+        // Every server the fleet could ever have, not just today's count:
+        // scaling 3 -> 5 then needs no new certificate, and the fingerprint
+        // (hence the VMs) does not depend on the server count.
+        server_names: (1..=crate::fleet::MAX_SERVERS)
+            .map(|i| {
+                crate::names::fleet_vm_name(
+                    &fleet.metadata.name.value,
+                    crate::fleet::CONTROL_PLANE_POOL,
+                    i,
+                )
+            })
+            .collect(),
         release,
-        token: secrets.k3s_token.clone(),
+        server_token: secrets.k3s_token.clone(),
+        agent_token: secrets.agent_token.clone(),
         tailscale_auth_key: secrets.tailscale_auth_key.clone(),
         labels: vm.labels.clone(),
         taints: vm.taints.clone(),

@@ -211,6 +211,38 @@ fn changing_k3s_settings_changes_every_fingerprint() {
 }
 
 #[test]
+fn the_api_is_reached_through_a_server_the_plan_leaves_alone() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    let servers: Vec<String> = fleet::desired_vms(&f)
+        .iter()
+        .filter(|d| d.role == fleet::Role::Server)
+        .map(|d| d.name.clone())
+        .collect();
+    let opts = PlanOptions {
+        members_removed: true,
+        ..Default::default()
+    };
+    let p = diff(&f, "fp", &o, &opts).unwrap();
+    assert_eq!(p.api_server(&servers).as_ref(), Some(&servers[0]));
+    // The first server is being replaced: talk to the second.
+    o.vms[0].comment = comment_for("000000000000");
+    let p = diff(&f, "fp", &o, &opts).unwrap();
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.vm == servers[0] && c.action == Action::Replace)
+    );
+    assert_eq!(p.api_server(&servers).as_ref(), Some(&servers[1]));
+    // ... and the second resized too: the third.
+    o.vms[1].allocated_cpus = 1;
+    let p = diff(&f, "fp", &o, &opts).unwrap();
+    assert_eq!(p.api_server(&servers).as_ref(), Some(&servers[2]));
+    // Only servers that run count.
+    assert_eq!(p.api_server(&servers[..2]), None);
+}
+
+#[test]
 fn shrinking_deletes_owned_vms_highest_index_first_after_creates() {
     let f = fleet("");
     let mut o = in_sync(&f);

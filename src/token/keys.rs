@@ -5,8 +5,6 @@
 //! a token that fails with a generic 401 is worse than a clear refusal that
 //! names the alternatives.
 
-use std::path::Path;
-
 use ssh_key::{Algorithm, PrivateKey, PublicKey};
 
 use super::TokenError;
@@ -33,62 +31,29 @@ pub fn check_signable(key: &PrivateKey) -> Result<(), TokenError> {
     }
 }
 
-/// Reads a private key file, decrypting it with the passphrase from
-/// [`PASSPHRASE_ENV`] or, on a terminal, a prompt.
-pub fn load_private_key(path: &Path) -> Result<PrivateKey, TokenError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        TokenError::Key(format!(
-            "cannot read SSH key {}: {e}. Pass the private key file (not the .pub); a key held only \
-             by ssh-agent must be exported to a file or used via `ssh-keygen -Y sign`",
-            path.display()
-        ))
-    })?;
+/// Parses an OpenSSH private key's text; `label` (the file) names it in
+/// errors. PEM/PKCS#8 keys are refused with the conversion command.
+pub fn parse_private_key(text: &str, label: &str) -> Result<PrivateKey, TokenError> {
     if text.contains("BEGIN RSA PRIVATE KEY") || text.contains("BEGIN PRIVATE KEY") {
         return Err(TokenError::Key(format!(
-            "{} is a PEM/PKCS#8 key; convert it to OpenSSH format with `ssh-keygen -p -f {}` or use an ed25519 key",
-            path.display(),
-            path.display()
+            "{label} is a PEM/PKCS#8 key; convert it to OpenSSH format with `ssh-keygen -p -f {label}` or use an ed25519 key"
         )));
     }
-    let key = PrivateKey::from_openssh(&text).map_err(|e| {
-        TokenError::Key(format!(
-            "{} is not an OpenSSH private key ({e})",
-            path.display()
-        ))
-    })?;
-    if !key.is_encrypted() {
-        return Ok(key);
-    }
-    let passphrase = passphrase_for(path)?;
+    PrivateKey::from_openssh(text)
+        .map_err(|e| TokenError::Key(format!("{label} is not an OpenSSH private key ({e})")))
+}
+
+/// Decrypts a passphrase-protected key.
+pub fn decrypt_private_key(
+    key: &PrivateKey,
+    passphrase: &Secret,
+    label: &str,
+) -> Result<PrivateKey, TokenError> {
     key.decrypt(passphrase.expose().as_bytes()).map_err(|_| {
         TokenError::Key(format!(
-            "wrong passphrase for {} (from {PASSPHRASE_ENV} or the prompt)",
-            path.display()
+            "wrong passphrase for {label} (from {PASSPHRASE_ENV} or the prompt)"
         ))
     })
-}
-
-fn passphrase_for(path: &Path) -> Result<Secret, TokenError> {
-    if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
-        return Ok(Secret::new(p));
-    }
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        let prompt = format!("Passphrase for {}: ", path.display());
-        return rpassword::prompt_password(prompt)
-            .map(Secret::new)
-            .map_err(|e| TokenError::Key(format!("cannot read passphrase: {e}")));
-    }
-    Err(TokenError::Key(format!(
-        "{} is passphrase-protected and there is no terminal to ask on; set {PASSPHRASE_ENV}",
-        path.display()
-    )))
-}
-
-/// Reads public keys from an `authorized_keys` file or a `.pub` file.
-pub fn load_public_keys(path: &Path) -> Result<Vec<PublicKey>, TokenError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| TokenError::Key(format!("cannot read {}: {e}", path.display())))?;
-    parse_public_keys(&text).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))
 }
 
 /// Parses `authorized_keys` text: one key per line, comments and blank lines

@@ -16,23 +16,13 @@ pub const MIN_TIMESTAMP: i64 = 946_684_800;
 /// Latest timestamp exe.dev accepts for `exp`/`nbf` (2100-01-01 UTC).
 pub const MAX_TIMESTAMP: i64 = 4_102_444_800;
 
-/// Commands a token grants when its permissions carry no `cmds`.
-pub const DEFAULT_CMDS: &[&str] = &[
-    "help",
-    "ls",
-    "new",
-    "whoami",
-    "ssh-key list",
-    "share show",
-    "exe0-to-exe1",
-];
-
 /// Decoded, validated permissions.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Permissions {
     pub exp: Option<i64>,
     pub nbf: Option<i64>,
-    /// `None` means the documented defaults ([`DEFAULT_CMDS`]).
+    /// `None` means the documented defaults (the catalogue's
+    /// `default_grant` entries, `crate::api::command::default_grants`).
     pub cmds: Option<Vec<String>>,
     /// Passed verbatim to VM servers as `X-ExeDev-Token-Ctx`.
     pub ctx: Option<Value>,
@@ -68,7 +58,7 @@ impl Permissions {
     pub fn allowed_cmds(&self) -> Vec<&str> {
         match &self.cmds {
             Some(c) => c.iter().map(String::as_str).collect(),
-            None => DEFAULT_CMDS.to_vec(),
+            None => crate::api::command::default_grants(),
         }
     }
 

@@ -114,6 +114,7 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
         .expose()
         .to_string();
     let dir = tempfile::tempdir().unwrap();
+    write_ssh_stub(dir.path());
     for f in ["base.yaml", "changed.yaml"] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -129,4 +130,42 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
         token,
         dir,
     }
+}
+
+/// Stand-in for `ssh` (`EXEDEV_K8S_SSH`) while the emulator's VMs run no
+/// setup scripts: it answers like a VM whose bootstrap finished (or, when
+/// `bootstrap-<vm>` exists in its directory, with that file's content) and
+/// accepts `tailscale logout` (unless `logout-fail-<vm>` exists); with
+/// `ssh-denied` present it refuses every connection (exit 255). Every call
+/// is logged to `ssh-calls.log` as `<unix ms> <vm> <remote command>`.
+pub const SSH_STUB: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+host=''
+for a in "$@"; do
+  case "$a" in *.exe.xyz) host=${a%.exe.xyz} ;; esac
+done
+printf '%s %s %s\n' "$(date +%s%3N)" "$host" "$*" >> "$dir/ssh-calls.log"
+if [ -f "$dir/ssh-denied" ]; then echo "exedev@$host.exe.xyz: Permission denied (publickey)." >&2; exit 255; fi
+case "$*" in
+  *bootstrap-state*)
+    if [ -f "$dir/bootstrap-$host" ]; then cat "$dir/bootstrap-$host"; exit 0; fi
+    printf 'state: done\nstep: \n--- exedev-k8s bootstrap log ---\nbootstrap done\n' ;;
+  *"tailscale logout"*)
+    if [ -f "$dir/logout-fail-$host" ]; then echo "sudo: tailscale: command not found" >&2; exit 1; fi ;;
+  *) echo "ssh stub: unexpected command: $*" >&2; exit 1 ;;
+esac
+"#;
+
+/// Writes [`SSH_STUB`] as `ssh-stub` in `dir`; returns its path.
+pub fn write_ssh_stub(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("ssh-stub");
+    std::fs::write(&path, SSH_STUB).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The calls the stub saw, one line each.
+pub fn ssh_calls(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("ssh-calls.log")).unwrap_or_default()
 }

@@ -1,0 +1,215 @@
+//! The fleet's files on this machine, read and written here so that the
+//! pure core never touches a disk: the fleet file (read once, parsed and
+//! fingerprinted), saved plans, and the secrets a fleet references.
+
+use std::path::{Path, PathBuf};
+
+use crate::fleet::{self, Fleet, FleetError, FleetErrors, SecretRef};
+use crate::plan::{self, Plan, file::PlanFileError};
+use crate::secret::Secret;
+
+/// A fleet file, parsed and validated, with the fingerprint of its bytes
+/// (saved plans record it to detect an edited file).
+#[derive(Debug, Clone)]
+pub struct LoadedFleet {
+    pub fleet: Fleet,
+    pub fingerprint: String,
+}
+
+/// Reads and validates the fleet file at `path`. Errors name the file as the
+/// user wrote it, so they can be clicked in a terminal.
+pub fn load_fleet(path: &Path) -> Result<LoadedFleet, FleetErrors> {
+    let file_name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| FleetError {
+        file: file_name.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the fleet file: {e}"),
+        hint: Some("check the path given with --file".to_string()),
+    })?;
+    let fleet = fleet::parse(&source, &file_name)?;
+    Ok(LoadedFleet {
+        fleet,
+        fingerprint: plan::hex12(source.as_bytes()),
+    })
+}
+
+/// The directory a fleet file's relative paths and local state hang off.
+pub fn fleet_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Writes a plan for `apply PLANFILE`, its fleet path made relative to the
+/// plan file's directory (see `plan::file::fleet_path_for_saving`).
+pub fn save_plan(p: &Plan, path: &Path) -> Result<(), PlanFileError> {
+    let mut p = p.clone();
+    if !p.fleet_file.is_empty() {
+        let real = |q: &Path| {
+            std::fs::canonicalize(q)
+                .or_else(|_| std::path::absolute(q))
+                .unwrap_or_else(|_| q.to_path_buf())
+        };
+        let plan_dir = real(&fleet_dir(path));
+        p.fleet_file =
+            plan::file::fleet_path_for_saving(&plan_dir, &real(Path::new(&p.fleet_file)));
+    }
+    let text = plan::file::to_text(&p, &path.display().to_string())?;
+    std::fs::write(path, text).map_err(|source| PlanFileError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads a plan saved with `plan --out`.
+pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut p = plan::file::from_text(&text, &path.display().to_string())?;
+    p.fleet_file = plan::file::fleet_path_after_loading(path, &p.fleet_file);
+    Ok(p)
+}
+
+/// Reads a secret the fleet references, now. Done only when a command needs
+/// the value (not during validation), so `validate` works without any
+/// secrets present. Relative file paths are resolved against `base_dir`, the
+/// fleet file's directory, so the file works from any working directory.
+pub fn resolve_secret(r: &SecretRef, base_dir: &Path) -> Result<Secret, FleetError> {
+    let value = match r {
+        SecretRef::Env(name) => std::env::var(name).map_err(|_| {
+            FleetError::global(
+                format!("environment variable {name} is not set (or not UTF-8)"),
+                format!("export {name}=... before running, or use {{file: path}}"),
+            )
+        })?,
+        SecretRef::File(path) => {
+            let full = base_dir.join(path);
+            std::fs::read_to_string(&full).map_err(|e| {
+                FleetError::global(
+                    format!("cannot read secret file {}: {e}", full.display()),
+                    "create the file, or fix the path (relative paths start at the fleet file's directory)",
+                )
+            })?
+        }
+        SecretRef::Literal => {
+            return Err(FleetError::global(
+                "a literal secret is not allowed in the fleet file",
+                "write a reference such as {env: TS_AUTHKEY} or {file: secrets/ts.key}",
+            ));
+        }
+    };
+    let trimmed = value.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        let what = match r {
+            SecretRef::Env(name) => format!("environment variable {name}"),
+            SecretRef::File(path) => format!("secret file {}", base_dir.join(path).display()),
+            SecretRef::Literal => "secret".to_string(),
+        };
+        return Err(FleetError::global(
+            format!("{what} is empty"),
+            "put the secret value there",
+        ));
+    }
+    Ok(Secret::new(trimmed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Saved from one directory, loaded from another: the fleet path points
+    /// at the same file.
+    #[test]
+    fn the_fleet_path_is_kept_relative_to_the_plan_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("repo/plans")).unwrap();
+        std::fs::write(root.join("repo/fleet.yaml"), "x").unwrap();
+        let plan = Plan {
+            format_version: plan::FORMAT_VERSION,
+            fleet: "demo".into(),
+            mode: "apply".into(),
+            changes: Vec::new(),
+            summary: Default::default(),
+            warnings: Vec::new(),
+            fleet_file: root.join("repo/fleet.yaml").display().to_string(),
+            targets: Vec::new(),
+            fleet_fingerprint: "f".into(),
+            observed_fingerprint: "o".into(),
+        };
+        let file = root.join("repo/plans/p.plan");
+        save_plan(&plan, &file).unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(stored["fleet_file"], "../fleet.yaml");
+        let loaded = load_plan(&file).unwrap();
+        assert_eq!(
+            Path::new(&loaded.fleet_file).canonicalize().unwrap(),
+            root.join("repo/fleet.yaml")
+        );
+    }
+
+    #[test]
+    fn secret_refs_resolve_from_env_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/key"), "tskey-abc\n").unwrap();
+        let file = SecretRef::File(PathBuf::from("secrets/key"));
+        assert_eq!(
+            resolve_secret(&file, dir.path()).unwrap().expose(),
+            "tskey-abc"
+        );
+        let missing = SecretRef::File(PathBuf::from("secrets/nope"));
+        let err = resolve_secret(&missing, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets/nope"), "{err}");
+
+        let unset = SecretRef::Env("EXK8S_SURELY_UNSET_VAR_12345".into());
+        let err = resolve_secret(&unset, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("EXK8S_SURELY_UNSET_VAR_12345 is not set"),
+            "{err}"
+        );
+        assert!(
+            err.contains("hint: export EXK8S_SURELY_UNSET_VAR_12345="),
+            "{err}"
+        );
+        if std::env::var("PATH").is_ok_and(|p| !p.is_empty()) {
+            assert!(resolve_secret(&SecretRef::Env("PATH".into()), dir.path()).is_ok());
+        }
+        let err = resolve_secret(&SecretRef::Literal, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{env: TS_AUTHKEY}"), "{err}");
+        std::fs::write(dir.path().join("secrets/empty"), "\n").unwrap();
+        let err = resolve_secret(&SecretRef::File("secrets/empty".into()), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn fleet_files_are_read_once_and_fingerprinted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: K}\n",
+        )
+        .unwrap();
+        let a = load_fleet(&path).unwrap();
+        assert_eq!(a.fleet.metadata.name.value, "demo");
+        assert_eq!(a.fingerprint.len(), 12);
+        let err = load_fleet(&dir.path().join("nope.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.yaml") && err.contains("--file"), "{err}");
+        assert_eq!(fleet_dir(Path::new("f.yaml")), PathBuf::from("."));
+        assert_eq!(fleet_dir(Path::new("a/f.yaml")), PathBuf::from("a"));
+    }
+}
