@@ -217,7 +217,11 @@ async fn plan_1000_process(emu: &emulator::RunningEmulator, token: &str, yaml: &
         _ => "CPU unknown (no /proc)".into(),
     };
     rss_kib.sort_unstable();
-    let rss = match (rss_kib.first(), rss_kib.get(rss_kib.len() / 2), rss_kib.last()) {
+    let rss = match (
+        rss_kib.first(),
+        rss_kib.get(rss_kib.len() / 2),
+        rss_kib.last(),
+    ) {
         (Some(lo), Some(mid), Some(hi)) => format!(
             "peak RSS {:.1} MiB (min {:.1}, max {:.1})",
             *mid as f64 / 1024.0,

@@ -147,7 +147,7 @@ fn plan_snapshots_cover_every_action_and_format() {
     insta::assert_snapshot!("every_action_human", human);
     let json = env.ok(&["plan", "-f", "changed.yaml", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(
         v["summary"],
         serde_json::json!({"create": 1, "update": 3, "replace": 1, "delete": 1})

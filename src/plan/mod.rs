@@ -19,7 +19,8 @@ use crate::api::types::{ShareInfo, VmInfo};
 pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, diff};
 
 /// Version of the JSON plan schema; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: a saved plan's `fleet_file` is relative to the plan file's directory.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What happens to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]

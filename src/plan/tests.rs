@@ -467,7 +467,7 @@ fn renders_every_format() {
     let md = render::markdown(&p);
     assert!(md.contains("| ➕ create | `demo-cp3` |"));
     let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["summary"]["create"], 1);
     assert_eq!(v["changes"][0]["action"], "create");
 }
