@@ -65,6 +65,7 @@ pub fn parse_endpoint(raw: &str) -> Result<String, String> {
             ));
         }
     }
+    check_endpoint(url.as_str()).map_err(|why| format!("{raw:?} {why}"))?;
     Ok(url.to_string())
 }
 
@@ -194,12 +195,23 @@ pub enum RmOutcome {
 }
 
 impl Client {
+    /// A client for `endpoint`, which must be `https://`, or `http://` to a
+    /// loopback host (the emulator): the token and setup scripts never
+    /// travel in clear over a network. Redirects are never followed: a
+    /// redirect would re-send the body (setup scripts carry the k3s token
+    /// and the Tailscale key) and the token to another origin.
     pub fn new(
         endpoint: impl Into<String>,
         token: Secret,
         options: ClientOptions,
     ) -> Result<Self, ApiError> {
         let endpoint = endpoint.into();
+        check_endpoint(&endpoint).map_err(|why| ApiError {
+            kind: ErrorKind::BadEndpoint,
+            command: "(client setup)".into(),
+            command_name: String::new(),
+            message: format!("{:?}: {why}", crate::text::one_line(&endpoint)),
+        })?;
         let mut builder = reqwest::Client::builder();
         if endpoint.starts_with("http://") {
             // Plain http (the emulator on loopback) never does TLS: loading
@@ -208,6 +220,7 @@ impl Client {
             builder = builder.tls_certs_only(std::iter::empty());
         }
         let http = builder
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(options.policy.request_timeout)
             .user_agent(concat!("exedev-k8s/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -280,6 +293,10 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let bytes = resp
             .bytes()
             .await
@@ -287,10 +304,22 @@ impl Client {
         if status == 429 {
             self.gate.on_rate_limited(retry_after);
         }
+        if (300..400).contains(&status) {
+            return Err(fail(
+                ApiError::kind_for_status(status, retry_after),
+                format!(
+                    "{} answered with a redirect to {}, which was not followed",
+                    self.endpoint,
+                    crate::text::one_line(&location.unwrap_or_else(|| "(no Location)".into()))
+                ),
+            ));
+        }
         if status != 200 {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+            // exe.dev's message reaches a terminal: no control characters.
+            let message = crate::text::one_line(&message).into_owned();
             return Err(fail(
                 ApiError::kind_for_status(status, retry_after),
                 message,
@@ -306,6 +335,7 @@ impl Client {
             .iter()
             .find_map(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
         let result = values.into_iter().rev().find(|v| v.get("error").is_none());
+        let error = error.map(|m| crate::text::one_line(&m).into_owned());
         match (result, error) {
             (Some(v), None) => Ok(v),
             // exe.dev's `rm` of a missing VM writes an error line, then the
@@ -449,6 +479,35 @@ impl Client {
     }
 }
 
+/// Whether a token may be sent to `endpoint`: an `https://` URL, or an
+/// `http://` one whose host is loopback (127.0.0.0/8, ::1, localhost).
+/// Says why not.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("is not a URL ({e})"))?;
+    if url.host().is_none() {
+        return Err("names no host".into());
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        "http" => Err(
+            "is plain http to a host that is not loopback: the API token and setup scripts would cross the network unencrypted"
+                .into(),
+        ),
+        other => Err(format!("has scheme {other:?}; only https (or http to loopback) is used")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    // The URL parser already normalised IPv4 forms (`127.1`) to dotted quads.
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn transport_kind(e: &reqwest::Error) -> ErrorKind {
     // A request that could not be built or connected was never sent.
     if e.is_connect() || e.is_builder() {
@@ -512,5 +571,53 @@ mod endpoint_tests {
             let e = parse_endpoint(given).unwrap_err();
             assert!(e.contains(says), "{given}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_https_or_loopback() {
+        for ok in [
+            "https://exe.dev/exec",
+            "https://10.0.0.1:8443/exec",
+            "http://127.0.0.1:4000/exec",
+            "http://127.9.8.7/exec",
+            "http://[::1]:4000/exec",
+            "http://localhost:4000/exec",
+            "http://LOCALHOST/exec",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://exe.dev/exec", "unencrypted"),
+            ("http://10.0.0.1/exec", "unencrypted"),
+            ("http://localhost.evil.com/exec", "unencrypted"),
+            ("http://127.0.0.1.nip.io/exec", "unencrypted"),
+            ("http://[::ffff:10.0.0.1]/exec", "unencrypted"),
+            ("ftp://exe.dev/exec", "scheme \"ftp\""),
+            ("exe.dev/exec", "not a URL"),
+            ("file:///etc/passwd", "no host"),
+        ] {
+            match check_endpoint(bad) {
+                Ok(()) => panic!("{bad} accepted"),
+                Err(e) => assert!(e.contains(why), "{bad}: {e}"),
+            }
+        }
+        let e = Client::new(
+            "http://exe.dev/exec",
+            Secret::new("exe0.x.y"),
+            ClientOptions::default(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.contains("http://exe.dev/exec") && e.contains("https://"),
+            "{e}"
+        );
+        assert!(!e.contains("exe0.x.y"), "{e}");
     }
 }

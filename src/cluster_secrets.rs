@@ -43,6 +43,16 @@ pub enum SecretsError {
         "the k3s agent token equals the server token: agents would hold admin-equivalent credentials. Give k3s.agentToken another value"
     )]
     SameTokens,
+    #[error(
+        "the {what} file {path} of fleet {cluster:?} is empty. Nothing is generated over it: restore it from the machine the cluster was created from, or set k3s.{field} to {{env: {env}}}; if the cluster does not exist yet, delete the file and the next apply generates one"
+    )]
+    Empty {
+        what: &'static str,
+        field: &'static str,
+        env: &'static str,
+        cluster: String,
+        path: String,
+    },
 }
 
 /// A stored, generated secret of a fleet: file name and how errors name it.
@@ -147,7 +157,15 @@ fn stored_token(
     let path = state_dir(fleet_dir, cluster).join(stored.file);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok((Secret::new(t.trim()), None)),
-        Ok(_) => {}
+        Ok(_) => {
+            return Err(SecretsError::Empty {
+                what: stored.what,
+                field: stored.field,
+                env: stored.env,
+                cluster: cluster.into(),
+                path: path.display().to_string(),
+            });
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(SecretsError::Io {
@@ -355,5 +373,32 @@ mod tests {
         let s = resolve(&f, dir.path(), true).unwrap();
         assert_eq!(s.k3s_token.expose(), "server-secret");
         assert!(agent_token_path(dir.path(), "demo").exists());
+    }
+
+    /// An empty token file is not a missing one: said so, and never
+    /// silently replaced by a generated token.
+    #[test]
+    fn an_empty_token_file_is_reported_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        std::fs::create_dir_all(state_dir(dir.path(), "demo")).unwrap();
+        std::fs::write(token_path(dir.path(), "demo"), " \n").unwrap();
+        for generate in [false, true] {
+            let e = resolve(&f, dir.path(), generate).unwrap_err();
+            assert!(matches!(e, SecretsError::Empty { .. }), "{e:?}");
+            let shown = e.to_string();
+            assert!(
+                shown.contains("is empty") && shown.contains("k3s-token"),
+                "{shown}"
+            );
+            assert!(!shown.contains("no k3s token"), "{shown}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(token_path(dir.path(), "demo")).unwrap(),
+            " \n",
+            "left as it was"
+        );
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::cluster::{ClusterError, kubeconfig_rewrite};
+use crate::cluster::{ClusterError, SafeKubeconfig, yaml_error_without_content};
 use crate::cluster_secrets::{self, SecretsError};
 use crate::fleet::{self, Fleet};
 use crate::ssh::{self, SshError, SshOptions, Tunnel};
@@ -97,9 +97,25 @@ pub fn kubeconfig_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
     cluster_secrets::state_dir(fleet_dir, cluster).join("kubeconfig")
 }
 
-/// Fetches k3s's kubeconfig from the first server over SSH and rewrites it
-/// for use off the VM: server [`server_url`], every `default` name the
-/// fleet's name. Returns YAML holding the admin client key: never print it.
+/// Fetches k3s's kubeconfig from server `vm` over SSH and keeps only its
+/// CA and client credentials ([`SafeKubeconfig`]): whatever else the file
+/// holds (an `exec` plugin planted by root on the VM, file paths, a proxy)
+/// is refused, never run. Holds the admin client key: never print it.
+pub async fn fetch_safe(vm: &str, ssh: &SshOptions) -> Result<SafeKubeconfig, KubeAccessError> {
+    let raw = ssh::run(vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
+    SafeKubeconfig::parse(&raw, &format!("{K3S_KUBECONFIG} on {vm}")).map_err(|e| {
+        KubeAccessError::Kubeconfig {
+            source_name: format!("{vm} ({K3S_KUBECONFIG})"),
+            reason: e.to_string(),
+            hint: format!(
+                "k3s writes only certificate data there: the file on {vm} was altered (root on the VM can do that). Nothing was stored or run; inspect the VM, or recreate it"
+            ),
+        }
+    })
+}
+
+/// The kubeconfig of the first server as the YAML to store: server
+/// [`server_url`], every name the fleet's name.
 pub async fn fetch_kubeconfig(fleet: &Fleet, ssh: &SshOptions) -> Result<String, KubeAccessError> {
     fetch_kubeconfig_from(fleet, &first_server(fleet), ssh).await
 }
@@ -111,18 +127,17 @@ pub async fn fetch_kubeconfig_from(
     vm: &str,
     ssh: &SshOptions,
 ) -> Result<String, KubeAccessError> {
-    let raw = ssh::run(vm, &["sudo", "-n", "cat", K3S_KUBECONFIG], ssh).await?;
-    Ok(kubeconfig_rewrite(
-        &raw,
-        &fleet.metadata.name.value,
-        &server_url(fleet),
-    )?)
+    Ok(fetch_safe(vm, ssh)
+        .await?
+        .to_yaml(&fleet.metadata.name.value, &server_url(fleet))?)
 }
 
 /// A client for the fleet's cluster, checked with one request (the server
 /// version), talking to server `via` (a server that a rolling change leaves
-/// alone). The kubeconfig is `kubeconfig` if given (used as it is), else the
-/// stored one, else fetched from `via` over SSH and stored. With
+/// alone). The kubeconfig is `kubeconfig` if given (used as it is: its
+/// credential plugins run, as kubectl would run them), else the stored
+/// one, else fetched from `via` over SSH and stored; those two are read
+/// through [`SafeKubeconfig`] and always point at the fleet's servers. With
 /// `via_tunnel`, the API is reached through an SSH tunnel to `via`, which
 /// the caller must keep alive (the returned [`Tunnel`]) as long as it uses
 /// the client.
@@ -134,20 +149,18 @@ pub async fn kube_client(
     via: &str,
     ssh: &SshOptions,
 ) -> Result<(kube::Client, Option<Tunnel>), KubeAccessError> {
-    let cluster = fleet.metadata.name.value.as_str();
+    let cluster = &fleet.metadata.name.value;
     let stored = kubeconfig_path(fleet_dir, cluster);
     let (kc, source_name) = match kubeconfig {
-        Some(path) => (read_kubeconfig(path)?, path.display().to_string()),
-        None if stored.exists() => (read_kubeconfig(&stored)?, stored.display().to_string()),
+        Some(path) => (read_users_kubeconfig(path)?, path.display().to_string()),
+        None if stored.exists() => (read_stored(fleet, &stored)?, stored.display().to_string()),
         None => {
-            let yaml = fetch_kubeconfig_from(fleet, via, ssh).await?;
-            cluster_secrets::write_private(&stored, &yaml)?;
-            let kc = Kubeconfig::from_yaml(&yaml).map_err(|e| KubeAccessError::Kubeconfig {
-                source_name: format!("{} (fetched from {via})", stored.display()),
-                reason: e.to_string(),
-                hint: format!("delete it and check {K3S_KUBECONFIG} on the first server"),
-            })?;
-            (kc, stored.display().to_string())
+            let safe = fetch_safe(via, ssh).await?;
+            cluster_secrets::write_private(&stored, &safe.to_yaml(cluster, &server_url(fleet))?)?;
+            (
+                safe.to_kube(cluster, &server_url(fleet))?,
+                stored.display().to_string(),
+            )
         }
     };
     let tunnel = if via_tunnel {
@@ -263,13 +276,35 @@ impl LazyClient {
     }
 }
 
-fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
+/// A kubeconfig the user brings: theirs, used as it is (relative file
+/// paths resolved as kubectl does). Errors never quote it.
+fn read_users_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
     Kubeconfig::read_from(path).map_err(|e| KubeAccessError::Kubeconfig {
         source_name: path.display().to_string(),
-        reason: e.to_string(),
-        hint: "check the path, or delete the stored file to fetch it again from the first server"
-            .to_string(),
+        reason: match &e {
+            kube::config::KubeconfigError::Parse(y) => yaml_error_without_content(y),
+            other => other.to_string(),
+        },
+        hint: "check the path and the file".to_string(),
     })
+}
+
+/// The kubeconfig stored under `.exedev-k8s/<fleet>/`: written by this tool,
+/// but a file on disk, so read back through the same [`SafeKubeconfig`] as a
+/// fetched one, and pointed at the fleet's server whatever it says.
+fn read_stored(fleet: &Fleet, path: &Path) -> Result<Kubeconfig, KubeAccessError> {
+    let fail = |reason: String| {
+        KubeAccessError::Kubeconfig {
+        source_name: path.display().to_string(),
+        reason,
+        hint: "exedev-k8s writes only certificate data there: delete the file and run `exedev-k8s kubeconfig -f FLEET` to fetch it again".to_string(),
+    }
+    };
+    let raw = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let cluster = &fleet.metadata.name.value;
+    SafeKubeconfig::parse(&raw, &path.display().to_string())
+        .and_then(|safe| safe.to_kube(cluster, &server_url(fleet)))
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Builds a client from a parsed kubeconfig (see [`config_from_kubeconfig`]).
@@ -442,6 +477,20 @@ mod tests {
         assert!(m.contains("kind: ConfigMap"));
         assert!(m.contains(&format!("name: {SYSTEM_NAMESPACE}")));
         assert!(m.contains(&format!("name: {FLEET_CONFIGMAP}")));
+    }
+
+    /// Building a rustls client must not depend on a process-wide crypto
+    /// provider having been installed by someone else.
+    #[tokio::test]
+    async fn a_tls_client_builds_on_its_own() {
+        let yaml = "apiVersion: v1\nkind: Config\nclusters:\n- name: demo\n  cluster: {server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}\nusers:\n- name: demo\n  user: {token: t}\ncontexts:\n- name: demo\n  context: {cluster: demo, user: demo}\ncurrent-context: demo\n";
+        let kc = match Kubeconfig::from_yaml(yaml) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
+        };
+        if let Err(e) = client_from_kubeconfig(kc, "demo", None, "test").await {
+            panic!("{e}");
+        }
     }
 
     #[tokio::test]

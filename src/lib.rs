@@ -1,7 +1,8 @@
 //! exedev-k8s: a declarative k3s fleet on exe.dev VMs.
 //!
 //! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
-//! `names`, `sizes`, `secret`, `token`, `api`, `fleet`, `bootstrap`, `plan`)
+//! `names`, `sizes`, `secret`, `text`, `yaml_guard`, `token`, `api`, `fleet`,
+//! `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
 //! `cluster_secrets`, `cluster`, `ssh`, `kubeaccess`, `credentials`, `probe`,
 //! `ui`, `cli`) do.
@@ -29,6 +30,8 @@ pub mod shellwords;
 pub mod sizes;
 pub mod ssh;
 pub mod status;
+pub mod text;
 pub mod token;
 pub mod ui;
 pub mod workspace;
+pub mod yaml_guard;

@@ -35,7 +35,7 @@ pub async fn observe(
         .into_iter()
         .filter(|d| {
             by_name.get(d.name.as_str()).is_some_and(|v| {
-                fleet::owns(cluster, &v.tags)
+                crate::plan::owned(cluster, v)
                     && v.is_running()
                     && (d.share.is_some() || v.tags.iter().any(|t| t == fleet::SHARE_TAG))
             })

@@ -9,8 +9,17 @@
 //!
 //! The program run is `$EXEDEV_K8S_SSH` (default `ssh`), so tests can put a
 //! stub script in its place.
+//!
+//! Two things here are security boundaries. The control directory holds
+//! the master sockets, through which anyone who can reach them runs
+//! commands as you on your VMs: it is created 0700 and refused when it is a
+//! symlink, someone else's, or open to others ([`ensure_control_dir`]). And
+//! `ssh` (with the `ProxyCommand`s and `LocalCommand`s of the user's
+//! config) gets only the environment it needs ([`child_env`]): never the
+//! exe.dev token, a key passphrase, the Tailscale key or the k3s token.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -125,6 +134,18 @@ pub enum SshError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The SSH socket directory is not safe to use.
+    #[error(
+        "refusing the SSH socket directory {dir}: it {problem}, so others could use or hijack your SSH connections to the VMs through it.\n  {hint}"
+    )]
+    ControlDir {
+        /// The directory.
+        dir: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do.
+        hint: String,
+    },
     /// The tunnel did not come up.
     #[error(
         "cannot open an SSH tunnel to {vm}.exe.xyz for {remote}: {reason}\n  Check that your SSH key is registered with exe.dev and that VM {vm} is running; without the tunnel, the API is reachable over Tailscale"
@@ -230,20 +251,109 @@ fn last_line(stderr: &[u8]) -> String {
         .to_string()
 }
 
-fn ensure_control_dir(opts: &SshOptions) -> Result<(), SshError> {
-    let local = |source| SshError::Local {
-        what: format!(
-            "cannot create the SSH socket directory {}",
-            opts.control_dir.display()
-        ),
+/// Environment variables `ssh` may see: what it needs to find the user's
+/// config, keys and agent, and to talk to a terminal in the user's
+/// language. Everything else (exe.dev tokens, `EXE_DEV_SSH_KEY_PASSPHRASE`,
+/// `TS_AUTHKEY`, `K3S_TOKEN`, cloud credentials...) stays in this process.
+pub const CHILD_ENV: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "PATH",
+    "SSH_AUTH_SOCK",
+    "TERM",
+    "LANG",
+    "TMPDIR",
+    "DISPLAY",
+    "SSH_ASKPASS",
+];
+
+/// The part of `vars` that [`CHILD_ENV`] (and `LC_*`) lets through.
+pub fn child_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    vars.into_iter()
+        .filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| CHILD_ENV.contains(&k) || k.starts_with("LC_"))
+        })
+        .collect()
+}
+
+/// A `Command` for the ssh program with only [`child_env`] of ours.
+fn ssh_command(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear().envs(child_env(std::env::vars_os()));
+    c
+}
+
+/// This process's effective user id.
+#[cfg(unix)]
+fn euid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Makes sure `dir` is a directory only this user can enter: created 0700
+/// when missing; refused when it is a symlink, not a directory, owned by
+/// another user, or open to group or others. Never chmod-ed: a directory
+/// someone else could open may already hold their sockets.
+pub fn ensure_control_dir(dir: &Path) -> Result<(), SshError> {
+    let shown = dir.display().to_string();
+    let local = |what: &str, source| SshError::Local {
+        what: format!("cannot {what} the SSH socket directory {shown}"),
         source,
     };
-    std::fs::create_dir_all(&opts.control_dir).map_err(local)?;
+    let refuse = |problem: String, hint: String| SshError::ControlDir {
+        dir: shown.clone(),
+        problem,
+        hint,
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                b.mode(0o700);
+            }
+            match b.create(dir) {
+                Ok(()) => {}
+                // Created by someone else since: checked below like any other.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(local("create", e)),
+            }
+        }
+        Err(e) => return Err(local("inspect", e)),
+        Ok(_) => {}
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| local("inspect", e))?;
+    let remove = format!(
+        "If it is yours, remove it (`rm -r {shown}`) and run again; otherwise set TMPDIR to a directory only you can write"
+    );
+    if meta.file_type().is_symlink() {
+        return Err(refuse("is a symbolic link".into(), remove));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into(), remove));
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&opts.control_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(local)?;
+        use std::os::unix::fs::MetadataExt;
+        let me = euid();
+        if meta.uid() != me {
+            return Err(refuse(
+                format!("belongs to uid {}, not to you (uid {me})", meta.uid()),
+                "Set TMPDIR to a directory only you can write, or have its owner remove it".into(),
+            ));
+        }
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(
+                format!("is open to other users (mode {mode:03o})"),
+                format!("If nobody else uses it, `chmod 700 {shown}` or remove it, and run again"),
+            ));
+        }
     }
     Ok(())
 }
@@ -257,7 +367,7 @@ pub async fn run(vm: &str, remote_command: &[&str], opts: &SshOptions) -> Result
         word: remote_command.join(" "),
         reason: e.to_string(),
     })?;
-    ensure_control_dir(opts)?;
+    ensure_control_dir(&opts.control_dir)?;
     let program = program();
     let mut args = ssh_args(vm, opts);
     args.push("--".to_string());
@@ -266,7 +376,7 @@ pub async fn run(vm: &str, remote_command: &[&str], opts: &SshOptions) -> Result
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let output = Command::new(&program)
+        let output = ssh_command(&program)
             .args(&args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -347,7 +457,7 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
     loop {
         attempt += 1;
         let port = free_port()?;
-        let mut child = Command::new(&program)
+        let mut child = ssh_command(&program)
             .args(tunnel_args(vm, port, remote, opts))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -468,6 +578,105 @@ mod tests {
             "Permission denied (publickey)."
         );
         assert_eq!(last_line(b""), "(ssh printed nothing on stderr)");
+    }
+
+    #[test]
+    fn the_child_environment_holds_nothing_secret() {
+        let os = |k: &str, v: &str| (OsString::from(k), OsString::from(v));
+        let env = child_env([
+            os("HOME", "/home/me"),
+            os("PATH", "/usr/bin"),
+            os("SSH_AUTH_SOCK", "/tmp/agent"),
+            os("LC_ALL", "C.UTF-8"),
+            os("LANG", "C"),
+            os("EXE_DEV_API_KEY", "exe0.secret"),
+            os("EXE_DEV_SSH_KEY_PASSPHRASE", "hunter2"),
+            os("TS_AUTHKEY", "tskey-auth-x"),
+            os("K3S_TOKEN", "k3s-x"),
+            os("AWS_SECRET_ACCESS_KEY", "aws-x"),
+            os("LD_PRELOAD", "/tmp/evil.so"),
+            os("SSH_ASKPASS", "/usr/bin/askpass"),
+        ]);
+        let keys: Vec<&str> = env.iter().filter_map(|(k, _)| k.to_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "HOME",
+                "PATH",
+                "SSH_AUTH_SOCK",
+                "LC_ALL",
+                "LANG",
+                "SSH_ASKPASS"
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        /// Only listed names (and LC_*) pass, whatever else is set.
+        #[test]
+        fn nothing_unlisted_passes(name in "[A-Z_][A-Z0-9_]{0,20}") {
+            let passed = !child_env([(OsString::from(&name), OsString::from("v"))]).is_empty();
+            proptest::prop_assert_eq!(
+                passed,
+                CHILD_ENV.contains(&name.as_str()) || name.starts_with("LC_")
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_control_directory_is_ours_and_private_or_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        // Missing: created 0700; then accepted as it is.
+        let dir = base.path().join("ctl");
+        assert!(ensure_control_dir(&dir).is_ok());
+        assert_eq!(mode(&dir), 0o700);
+        assert!(ensure_control_dir(&dir).is_ok());
+        // Open to others: refused, and left as it was (never chmod-ed).
+        let open = base.path().join("open");
+        let _ = std::fs::create_dir(&open);
+        let _ = std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777));
+        let e = ensure_control_dir(&open)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("open to other users (mode 777)"), "{e}");
+        assert!(e.contains("chmod 700"), "{e}");
+        assert_eq!(mode(&open), 0o777);
+        // A symlink to a private directory: refused.
+        let link = base.path().join("link");
+        let _ = std::os::unix::fs::symlink(&dir, &link);
+        let e = ensure_control_dir(&link)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("symbolic link"), "{e}");
+        // A file: refused.
+        let file = base.path().join("file");
+        let _ = std::fs::write(&file, "");
+        assert!(ensure_control_dir(&file).is_err());
+        // Someone else's (needs root to arrange): refused, not taken over.
+        if euid() == 0 {
+            let theirs = base.path().join("theirs");
+            let _ = std::fs::create_dir(&theirs);
+            let _ = std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700));
+            let _ = std::os::unix::fs::chown(&theirs, Some(4242), Some(4242));
+            let e = ensure_control_dir(&theirs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("belongs to uid 4242, not to you (uid 0)"), "{e}");
+            assert_eq!(mode(&theirs), 0o700);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::cluster::{NodeState, NodeView, Readiness, pending_labels};
 use crate::fleet::{self, DesiredVm};
 use crate::probe::ProbeResult;
 use crate::sizes::ByteSize;
+use crate::text::one_line;
 
 /// One row of the status table.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -71,9 +72,11 @@ pub fn join(
     probes: &[ProbeResult],
     bootstrap: &BTreeMap<String, Result<BootstrapReport, String>>,
 ) -> Status {
+    // Owned VMs, and those carrying the fleet's tag without the other
+    // marks of ownership (shown, with why plan and apply leave them alone).
     let owned: Vec<&VmInfo> = vms
         .iter()
-        .filter(|v| fleet::owns(cluster, &v.tags))
+        .filter(|v| fleet::has_ownership_tag(cluster, &v.tags))
         .collect();
     let mut names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
     for v in &owned {
@@ -100,7 +103,18 @@ pub fn join(
         let mut problems = Vec::new();
         let node_view = nodes.and_then(|(ns, _)| ns.iter().find(|n| n.name == name));
         let verdict = nodes.and_then(|(_, r)| r.nodes.iter().find(|n| n.name == name));
+        let partial =
+            vm.and_then(
+                |v| match fleet::ownership(cluster, &v.vm_name, &v.tags, &v.comment) {
+                    fleet::Ownership::Partial { lacks } => Some(lacks.join(" and ")),
+                    _ => None,
+                },
+            );
         match (d, vm) {
+            _ if partial.is_some() => problems.push(format!(
+                "carries the fleet's ownership tag but lacks {}: plan and apply leave it alone",
+                partial.clone().unwrap_or_default()
+            )),
             (None, Some(_)) => problems.push("not in the fleet (apply would delete it)".into()),
             (Some(_), None) => problems.push("no VM on exe.dev".into()),
             _ => {}
@@ -292,7 +306,8 @@ pub fn join(
 /// next column.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
-    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    // Every cell quotes exe.dev or Kubernetes: no control characters.
+    let dash = |o: &Option<String>| one_line(o.as_deref().unwrap_or("-")).into_owned();
     let header = [
         "VM",
         "ROLE",
@@ -314,9 +329,9 @@ pub fn render(s: &Status) -> String {
                 .as_deref()
                 .map(|b| b.split(" (").next().unwrap_or(b).to_string());
             [
-                r.name.clone(),
+                one_line(&r.name).into_owned(),
                 dash(&r.role),
-                r.vm_status.clone().unwrap_or_else(|| "missing".into()),
+                one_line(r.vm_status.as_deref().unwrap_or("missing")).into_owned(),
                 dash(&r.size),
                 dash(&r.proxy),
                 dash(&phase),
@@ -358,7 +373,8 @@ pub fn render(s: &Status) -> String {
         );
         let _ = writeln!(
             out,
-            "\nKubernetes API not reachable, node columns unknown: {why}"
+            "\nKubernetes API not reachable, node columns unknown: {}",
+            crate::text::lines(why)
         );
     }
     let in_progress: Vec<String> = s
@@ -385,13 +401,13 @@ pub fn render(s: &Status) -> String {
                 } else {
                     String::new()
                 };
-                format!("{}: {p}{log}", r.name)
+                format!("{}: {}{log}", one_line(&r.name), one_line(p))
             })
         })
         .chain(s.rows.iter().flat_map(|r| {
             r.drift
                 .iter()
-                .map(move |d| format!("{}: drift {d}", r.name))
+                .map(move |d| format!("{}: drift {}", one_line(&r.name), one_line(d)))
         }))
         .collect();
     if problems.is_empty() {
@@ -424,6 +440,7 @@ mod tests {
             vm_name: d.name.clone(),
             status: "running".into(),
             tags: d.tags.clone(),
+            comment: format!("{}abc", fleet::SPEC_COMMENT_PREFIX),
             allocated_cpus: 2,
             ..Default::default()
         }
@@ -683,5 +700,42 @@ mod tests {
             "{text}"
         );
         assert!(!s.healthy);
+    }
+
+    /// Statuses, names and node versions come from exe.dev and Kubernetes:
+    /// the table shows their control characters as escapes.
+    #[test]
+    fn outside_text_is_escaped_in_the_table() {
+        let f = fleet();
+        let desired = crate::fleet::desired_vms(&f);
+        let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        vms[0].status = "stopped\u{1b}]0;pwned\u{7}".into();
+        let mut nodes: Vec<NodeView> = desired.iter().map(|d| node(d, true)).collect();
+        nodes[1].kubelet_version = Some("v1\u{1b}[2J".into());
+        nodes.push(NodeView {
+            name: "demo-x\u{1b}[31m".into(),
+            ..nodes[0].clone()
+        });
+        nodes[2]
+            .labels
+            .insert("exedev-k8s.io/pool".into(), "evil\u{9b}".into());
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let s = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            Some((&nodes, &readiness)),
+            &[],
+            &BTreeMap::new(),
+        );
+        let text = render(&s);
+        assert!(
+            !text
+                .chars()
+                .any(|c| crate::text::is_control(c) && c != '\n'),
+            "{text}"
+        );
+        assert!(text.contains("stopped\\u{1b}]0;pwned"), "{text}");
     }
 }

@@ -60,7 +60,8 @@ fn timestamp() -> String {
 }
 
 /// One JSON-lines event: `{"time": <RFC 3339, ms>, "event": ..., ...}`, the
-/// time first so that a log of events reads (and sorts) by it.
+/// time first so that a log of events reads (and sorts) by it; text from
+/// exe.dev inside it is escaped (`text::json_safe`).
 pub fn json_event(event: &impl serde::Serialize) -> String {
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let mut out = serde_json::Map::new();
@@ -74,7 +75,7 @@ pub fn json_event(event: &impl serde::Serialize) -> String {
             out.insert("error".into(), e.to_string().into());
         }
     }
-    serde_json::Value::Object(out).to_string()
+    crate::text::json_safe(&serde_json::Value::Object(out).to_string()).into_owned()
 }
 
 /// Says something to the user while progress is showing.
@@ -115,7 +116,12 @@ impl Progress {
                     reporter: Arc::new(move |e: Event| {
                         if let Some(line) = line_for(&e) {
                             let t = start.elapsed().as_secs_f64();
-                            eprintln!("{} [{t:6.1}s] {line}", timestamp());
+                            // Steps and errors quote exe.dev: one line, no escapes.
+                            eprintln!(
+                                "{} [{t:6.1}s] {}",
+                                timestamp(),
+                                crate::text::one_line(&line)
+                            );
                         }
                     }),
                     notifier: Arc::new(|message: &str| {
@@ -164,7 +170,7 @@ fn finished_message(e: &Event) -> Option<String> {
         Event::Failed { action, error, .. } => Some(format!(
             "✗ {}: {}",
             action.as_str(),
-            error.lines().next().unwrap_or("")
+            crate::text::one_line(error.lines().next().unwrap_or(""))
         )),
         _ => None,
     }
@@ -203,7 +209,7 @@ fn bars(total: usize) -> Progress {
             | Event::Step { vm, .. }
             | Event::Done { vm, .. }
             | Event::Failed { vm, .. }
-            | Event::Skipped { vm, .. } => vm.clone(),
+            | Event::Skipped { vm, .. } => crate::text::one_line(vm).into_owned(),
         };
         let bar = bars
             .entry(vm.clone())
@@ -223,7 +229,7 @@ fn bars(total: usize) -> Progress {
         }
         match e {
             Event::Start { action, .. } => bar.set_message(action.as_str()),
-            Event::Step { step, .. } => bar.set_message(step),
+            Event::Step { step, .. } => bar.set_message(crate::text::one_line(&step).into_owned()),
             _ => {}
         }
     });
@@ -252,17 +258,21 @@ pub fn summary(verb: &str, report: &ApplyReport) -> String {
         report.skipped.len(),
         report.seconds
     );
+    // VM names and errors may quote exe.dev: no control characters.
     for f in &report.failed {
         out.push_str(&format!(
             "  ✗ {} ({}): {}\n",
-            f.vm,
+            crate::text::one_line(&f.vm),
             f.action.as_str(),
-            f.error
+            crate::text::lines(&f.error)
         ));
     }
-    let mut skipped: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &report.skipped {
-        skipped.entry(&s.reason).or_default().push(&s.vm);
+        skipped
+            .entry(crate::text::one_line(&s.reason).into_owned())
+            .or_default()
+            .push(crate::text::one_line(&s.vm).into_owned());
     }
     const SHOWN: usize = 10;
     for (reason, vms) in skipped {

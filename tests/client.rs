@@ -149,7 +149,12 @@ async fn sends_quoted_body_with_bearer_token() {
 #[tokio::test]
 async fn every_status_maps_to_its_kind_and_advice() {
     type Case = (u16, fn(&ErrorKind) -> bool, &'static str);
-    let cases: [Case; 10] = [
+    let cases: [Case; 12] = [
+        (
+            307,
+            |k| *k == ErrorKind::OtherStatus(307),
+            "redirects are never followed",
+        ),
         (400, |k| *k == ErrorKind::BadRequest, "parse"),
         (401, |k| *k == ErrorKind::Unauthorized, "ssh-key list"),
         (403, |k| *k == ErrorKind::Forbidden, "\"ls\""),
@@ -162,7 +167,8 @@ async fn every_status_maps_to_its_kind_and_advice() {
             |k| matches!(k, ErrorKind::RateLimited { .. }),
             "per signing key",
         ),
-        (500, |k| *k == ErrorKind::Internal, "support@exe.dev"),
+        (500, |k| *k == ErrorKind::Internal(500), "support@exe.dev"),
+        (503, |k| *k == ErrorKind::Internal(503), "support@exe.dev"),
         (
             504,
             |k| *k == ErrorKind::Timeout,
@@ -190,8 +196,8 @@ async fn every_status_maps_to_its_kind_and_advice() {
         assert_eq!(e.status(), Some(status));
         let shown = e.to_string();
         assert!(
-            shown.contains("the message")
-                && shown.contains(&status.to_string())
+            (shown.contains("the message") || status == 307)
+                && shown.contains(&format!("HTTP {status}"))
                 && shown.contains(advice),
             "{shown}"
         );
@@ -262,7 +268,7 @@ async fn reads_retry_transient_failures() {
 async fn reads_give_up_after_max_retries() {
     let s = serve(vec![Reply::Status(500, r#"{"error":"internal error"}"#)]).await;
     let e = client(&s.url).ls(None).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Internal);
+    assert_eq!(e.kind, ErrorKind::Internal(500));
     assert_eq!(s.count(), 4, "first try + 3 retries");
 }
 
@@ -411,4 +417,55 @@ async fn unexpected_reply_shapes_are_reported() {
         client(&s.url).share_show("x").await.unwrap_err().kind,
         ErrorKind::BadReply
     );
+}
+
+/// A redirect is never followed: the body of a `new` carries the setup
+/// script (k3s token, Tailscale key) and every request the API token. The
+/// second server records whether anything reached it.
+#[tokio::test]
+async fn redirects_are_not_followed_to_another_origin() {
+    let elsewhere = serve(vec![Reply::Status(200, r#"{"vms":[]}"#)]).await;
+    let location: &'static str =
+        Box::leak(format!("location: {}\r\n", elsewhere.url).into_boxed_str());
+    for status in [301, 302, 307, 308] {
+        let s = serve(vec![Reply::StatusWith(status, "", location)]).await;
+        let e = client(&s.url)
+            .new_vm(NewVm {
+                name: Some("demo-cp-1".into()),
+                setup_script: Some(Secret::new("TS_AUTHKEY=tskey-auth-SEKRIT")),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::OtherStatus(status));
+        let shown = e.to_string();
+        assert!(shown.contains(&elsewhere.url), "names the target: {shown}");
+        assert!(shown.contains("never followed"), "{shown}");
+        assert!(!shown.contains("SEKRIT"), "{shown}");
+        assert_eq!(s.count(), 1, "{status}: not re-sent");
+    }
+    assert_eq!(elsewhere.count(), 0, "the second origin was reached");
+}
+
+/// Plain HTTP only to loopback: anything else is refused before a request.
+#[test]
+fn a_plain_http_endpoint_off_loopback_is_refused() {
+    let e = Client::new(
+        "http://exe.example.com/exec",
+        Secret::new("exe0.e30.SEKRIT"),
+        ClientOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadEndpoint);
+    let shown = e.to_string();
+    assert!(shown.contains("http://exe.example.com/exec"), "{shown}");
+    assert!(shown.contains("--endpoint"), "says what to do: {shown}");
+    assert!(!shown.contains("SEKRIT"), "{shown}");
+    for ok in [
+        "http://127.0.0.1:1/exec",
+        "http://[::1]:1/exec",
+        "http://localhost:1/exec",
+    ] {
+        assert!(Client::new(ok, Secret::new("t"), ClientOptions::default()).is_ok());
+    }
 }

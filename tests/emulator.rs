@@ -850,7 +850,7 @@ async fn injected_faults_are_seeded_and_504_and_drops_take_effect() {
             .unwrap_err();
         let expected = match status {
             429 => matches!(e.kind, ErrorKind::RateLimited { .. }),
-            500 => e.kind == ErrorKind::Internal,
+            500 => e.kind == ErrorKind::Internal(500),
             504 => e.kind == ErrorKind::Timeout,
             _ => e.kind == ErrorKind::ConnectionLost,
         };
@@ -1034,5 +1034,57 @@ async fn inspection_endpoint_shows_full_state_to_loopback() {
     assert_eq!(v["exe1_handles"], 0);
     let r = reqwest::Client::new().post(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
+    emu.shutdown().await;
+}
+
+/// A web page that rebinds its own name to 127.0.0.1 reaches the emulator
+/// from a loopback peer, but names its own `Host`: the state (setup
+/// scripts, secrets included) is not served to it, nor is any other
+/// `/_emulator/` path.
+#[tokio::test]
+async fn inspection_needs_a_loopback_host_header() {
+    let (emu, _k, tok) = emu_with(|_| {}).await;
+    let c = client(&emu, &tok, 0);
+    c.exec(&Command::New(Box::new(NewVm {
+        name: Some("seen-vm".into()),
+        setup_script: Some(Secret::new("TS_AUTHKEY=tskey-auth-SEKRIT")),
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    let port = emu.addr.port();
+    let http = reqwest::Client::new();
+    for path in ["/_emulator/state", "/_emulator/anything"] {
+        for host in [
+            "evil.example".to_string(),
+            format!("evil.example:{port}"),
+            format!("localhost.evil.example:{port}"),
+        ] {
+            let r = http
+                .get(format!("{}{path}", emu.base_url))
+                .header("host", &host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 403, "{path} {host}");
+            let body = r.text().await.unwrap();
+            assert!(!body.contains("SEKRIT"), "{body}");
+            assert!(body.contains("127.0.0.1, [::1] or localhost"), "{body}");
+            assert!(body.contains("evil.example"), "names the host: {body}");
+        }
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".into(),
+    ] {
+        let r = http
+            .get(format!("{}/_emulator/state", emu.base_url))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{host}");
+    }
     emu.shutdown().await;
 }

@@ -119,3 +119,24 @@ fn schema_describes_the_fleet_file() {
         assert!(text.contains(field), "schema lacks {field}");
     }
 }
+
+/// A script reads the emulator's URL from its first line of stdout: the
+/// URL is printed only once the state has loaded, so a corrupt `--state`
+/// exits with nothing on stdout and the file named on stderr.
+#[test]
+fn a_corrupt_state_file_fails_before_the_url_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    common::keygen(dir.path(), "k", "ed25519", &[], "");
+    std::fs::write(dir.path().join("state.json"), "{ not json").unwrap();
+    let out = bin()
+        .args(["emulator", "--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.path().join("state.json"))
+        .arg("--authorized-keys")
+        .arg(dir.path().join("k.pub"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no URL printed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("state.json"), "{err}");
+}

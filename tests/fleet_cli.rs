@@ -83,8 +83,13 @@ impl Env {
     }
 
     fn plant(&self, name: &str, tags: &[&str]) {
+        self.plant_with_comment(name, tags, "");
+    }
+
+    fn plant_with_comment(&self, name: &str, tags: &[&str], comment: &str) {
         let mut vm = VmRecord::new(name);
         vm.tags = tags.iter().map(|t| t.to_string()).collect();
+        vm.comment = comment.to_string();
         self.emu().insert_vm(vm).unwrap();
     }
 }
@@ -245,9 +250,10 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     assert_no_secret("plan file", &saved);
 
     // exe.dev changed since: refused, nothing created.
-    env.plant(
+    env.plant_with_comment(
         "acme-web1",
         &["exk8s-fleet-acme", "exk8s-pool-web", "exk8s-role-agent"],
+        "exedev-k8s spec=000000000000",
     );
     let out = env.run(&["apply", "plan.json"]);
     assert!(!out.status.success());
@@ -284,8 +290,22 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     );
     assert_eq!(env.emu().count("rm"), 0);
 
-    // Fresh: carried out without a prompt (it was reviewed).
+    // Fresh: carried out without a prompt (it was reviewed), but never
+    // narrowed: --target with a saved plan is refused before any call.
     env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    let calls = env.emu().requests().len();
+    let out = env.run(&["apply", "plan.json", "--target", "web", "--skip-drain"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--target cannot be combined with a saved plan"),
+        "{err}"
+    );
+    assert!(
+        err.contains("plan -f FLEET --target web --out FILE"),
+        "{err}"
+    );
+    assert_eq!(env.emu().requests().len(), calls, "no call");
     // The fleet already owns a VM: no k3s token is invented for it (a new
     // one would keep every new node out of the existing cluster).
     let out = env.run(&["apply", "plan.json", "--skip-drain"]);
@@ -328,6 +348,161 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     assert!(agent.contains("existing-agent-token"));
     assert!(!agent.contains("existing-cluster-token"));
     assert_eq!(env.vm_names(), BASE_VMS);
+}
+
+/// Owned means the ownership tag, a name the fleet generates and the spec
+/// comment: a VM tagged by mistake (`precious-db`), or carrying the tag
+/// under a fleet-like name without the comment, is reported and survives
+/// apply and destroy.
+#[test]
+fn a_tag_alone_never_makes_a_vm_the_fleets() {
+    let env = Env::new(|_| {});
+    env.plant("precious-db", &["exk8s-fleet-acme"]);
+    env.plant(
+        "acme-batch7",
+        &["exk8s-fleet-acme", "exk8s-pool-batch", "exk8s-role-agent"],
+    );
+    let plan = env.ok(&["plan", "-f", "base.yaml"]);
+    assert!(
+        plan.contains("precious-db carries fleet \"acme\"'s ownership tag but lacks a name fleet \"acme\" generates and the spec comment"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(
+            "acme-batch7 carries fleet \"acme\"'s ownership tag but lacks the spec comment"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("9 to create, 0 to update, 0 to replace, 0 to delete"),
+        "{plan}"
+    );
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let destroy = env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
+    assert!(destroy.contains("precious-db carries"), "{destroy}");
+    assert_eq!(env.vm_names(), ["acme-batch7", "precious-db"]);
+    assert!(env.emu().requests().iter().all(|r| {
+        !r.words
+            .iter()
+            .any(|w| w == "precious-db" || w == "acme-batch7")
+            || r.command.as_deref() == Some("ls")
+    }));
+
+    // Under a desired name, a tagged VM without the comment is a collision.
+    env.plant("acme-cp1", &["exk8s-fleet-acme"]);
+    let out = env.run(&["plan", "-f", "base.yaml"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"acme-cp1\" exists but is not owned"),
+        "{err}"
+    );
+    assert!(err.contains("lacks the spec comment"), "{err}");
+}
+
+/// Fleets whose names prefix each other (`acme`, `acme-eu`) never see each
+/// other's VMs: no warnings about them, and a plan saved for one stays
+/// fresh while the other applies.
+#[test]
+fn fleets_whose_names_prefix_each_other_do_not_interfere() {
+    let env = Env::new(|_| {});
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    std::fs::write(
+        env.path("eu.yaml"),
+        base.replace("name: acme", "name: acme-eu"),
+    )
+    .unwrap();
+    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    env.ok(&["apply", "-f", "eu.yaml", "--yes"]);
+    let plan = env.ok(&["plan", "-f", "base.yaml"]);
+    assert!(!plan.contains("acme-eu"), "{plan}");
+    assert!(!plan.contains("Warnings"), "{plan}");
+    env.ok(&["apply", "plan.json"]);
+    assert_eq!(env.vm_names().len(), 18);
+    let eu = env.ok(&["plan", "-f", "eu.yaml"]);
+    assert!(
+        eu.contains("No changes") && !eu.contains("Warnings"),
+        "{eu}"
+    );
+}
+
+/// A VM's comment and image are whatever anyone with the account wrote:
+/// `plan` shows them escaped in every format.
+#[test]
+fn what_exe_dev_reports_is_escaped_in_every_plan_format() {
+    let env = Env::new(|_| {});
+    let mut vm = VmRecord::new("acme-web1");
+    vm.tags = ["exk8s-fleet-acme", "exk8s-pool-web", "exk8s-role-agent"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    vm.comment = "exedev-k8s spec=\u{1b}]0;TITLE\u{7}\u{1b}[31m".into();
+    vm.image = "x<!--".into();
+    env.emu().insert_vm(vm).unwrap();
+    let raw_controls = |s: &str| {
+        s.chars()
+            .any(|c| exedev_k8s::text::is_control(c) && c != '\n')
+    };
+    let human = env.ok(&["plan", "-f", "base.yaml"]);
+    assert!(!raw_controls(&human), "{human:?}");
+    assert!(
+        human.contains("spec \\u{1b}]0;TITLE\\u{7}\\u{1b}[31m"),
+        "{human}"
+    );
+    let md = env.ok(&["plan", "-f", "base.yaml", "--format", "markdown"]);
+    assert!(!raw_controls(&md), "{md:?}");
+    let table = md.split("<details>").next().unwrap_or_default();
+    assert!(
+        table.contains("x&lt;!--") && !table.contains("<!--"),
+        "{md}"
+    );
+    let json = env.ok(&["plan", "-f", "base.yaml", "--json"]);
+    assert!(!raw_controls(&json), "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["changes"].to_string().contains("TITLE"));
+}
+
+/// Raw `exec` keeps `--env` values and unknown commands' arguments out of
+/// its errors and out of the emulator's log.
+#[test]
+fn raw_exec_never_echoes_env_values_or_unknown_arguments() {
+    let env = Env::new(|_| {});
+    let out = env.run(&[
+        "exec",
+        "--",
+        "new",
+        "--name=vm-one",
+        "--env=API_KEY=hunter2-env-secret",
+        "--env",
+        "DB_PASSWORD=hunter3-env-secret",
+        "--cpu=999",
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("422") && err.contains("--cpu"), "{err}");
+    assert!(err.contains("--env=<26 bytes redacted>"), "{err}");
+    assert!(!err.contains("hunter"), "{err}");
+    let log = format!("{:?}", env.emu().requests());
+    assert!(log.contains("--env=<26 bytes redacted>"), "{log}");
+    assert!(!log.contains("hunter"), "{log}");
+
+    let out = env.run(&[
+        "exec",
+        "--",
+        "frobnicate",
+        "exe0.abc.sig",
+        "hunter4-argument",
+    ]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("unknown lobby command `frobnicate <2 more words redacted>`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter") && !err.contains("exe0.abc"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1088,4 +1263,68 @@ fn json_events_are_timestamped_and_summaries_name_their_operation() {
         "{out}"
     );
     assert!(!out.contains("Apply"), "{out}");
+}
+
+/// When the first server cannot be created, no agent is created: each
+/// would only retry joining a server that does not exist. Updates and
+/// deletions of agents need no server and still run.
+#[test]
+fn agents_are_not_created_when_the_first_server_fails() {
+    use exedev_k8s::apply::{self, ApplyOptions};
+    use exedev_k8s::plan::{PlanOptions, diff, spec::ClusterSecrets};
+    use std::sync::{Arc, Mutex};
+    let env = Env::new(|_| {});
+    let fleet = exedev_k8s::workspace::load_fleet(&env.path("base.yaml"))
+        .unwrap()
+        .fleet;
+    let client = exedev_k8s::client::Client::new(
+        &env.emu().url,
+        exedev_k8s::secret::Secret::new(env.token.clone()),
+        Default::default(),
+    )
+    .unwrap();
+    let observed = env
+        .rt
+        .block_on(exedev_k8s::observe::observe(&client, &fleet, true))
+        .unwrap();
+    let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
+    let never_ready: apply::ServerReady =
+        Arc::new(|vm: String, _| Box::pin(async move { Err(format!("{vm} never became Ready")) }));
+    let opts = ApplyOptions {
+        server_ready: Some(never_ready),
+        ..ApplyOptions::default()
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let report = env.rt.block_on(apply::apply(
+        &client,
+        &fleet,
+        &plan,
+        &ClusterSecrets::placeholders(),
+        &[],
+        &opts,
+        Arc::new(move |e| seen.lock().unwrap().push(e)),
+    ));
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].vm, "acme-cp1");
+    assert_eq!(report.skipped.len(), 8, "{report:?}");
+    // The summary keeps each skip's own reason.
+    assert_eq!(
+        report
+            .skipped
+            .iter()
+            .filter(|s| s.reason.contains("no server is up for it to join"))
+            .count(),
+        6,
+        "{report:?}"
+    );
+    assert_eq!(env.vm_names(), ["acme-cp1"], "no agent was created");
+    assert_eq!(env.emu().count("new"), 1);
+    let skipped_agents = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, apply::Event::Skipped { reason, .. } if reason.contains("no server is up for it to join")))
+        .count();
+    assert_eq!(skipped_agents, 6);
 }

@@ -2,6 +2,8 @@
 //! script that records its arguments and prints a k3s kubeconfig, or fails
 //! with ssh's connection-failure code 255.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -232,4 +234,244 @@ fn a_failing_remote_command_is_not_retried() {
     assert!(err.contains("demo-cp1"), "{err}");
     assert!(err.contains("exit code 1"), "{err}");
     assert!(err.contains("sudo: a password is required"), "{err}");
+}
+
+/// k3s's kubeconfig with a credential plugin added, as root on the first
+/// server could plant it: run, the plugin would write `PWNED` in the test
+/// directory.
+fn poisoned(env: &Env) -> String {
+    let key_line = format!("    client-key-data: {CLIENT_KEY}\n");
+    assert!(K3S_YAML.contains(&key_line));
+    K3S_YAML.replace(
+        &key_line,
+        &format!(
+            "{key_line}    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: /bin/sh\n      args: [\"-c\", \"id > '{}'\"]\n",
+            env.path("PWNED").display()
+        ),
+    )
+}
+
+#[test]
+fn a_planted_exec_plugin_is_refused_never_stored_and_never_run() {
+    let env = Env::new(0);
+    std::fs::write(env.path("k3s.yaml"), poisoned(&env)).expect("fixture");
+    let out = env.run(&[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("users[0].user.exec"), "{err}");
+    assert!(err.contains("credential plugin"), "{err}");
+    assert!(err.contains("demo-cp1"), "names the VM: {err}");
+    assert!(err.contains("was altered"), "says what it means: {err}");
+    assert!(!err.contains(CLIENT_KEY) && !err.contains("PWNED"), "{err}");
+    assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());
+    assert!(!env.path("PWNED").exists(), "the plugin ran");
+
+    // Merging into a file of the user's: refused the same, file untouched.
+    let target = env.path("config");
+    std::fs::write(&target, "apiVersion: v1\nkind: Config\n").expect("existing");
+    let out = env.run(&["--out", &target.display().to_string(), "--merge"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("kept"),
+        "apiVersion: v1\nkind: Config\n"
+    );
+    assert!(!env.path("PWNED").exists(), "the plugin ran");
+}
+
+#[test]
+fn a_broken_merge_target_is_reported_without_its_content() {
+    let env = Env::new(0);
+    let target = env.path("config");
+    std::fs::write(
+        &target,
+        "users:\n- name: prod\n  user:\n    token: SEKRIT-TOKEN-VALUE\n    client-key-data: S0VZ\n   oops: [\n",
+    )
+    .expect("existing");
+    let out = env.run(&["--out", &target.display().to_string(), "--merge"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&target.display().to_string()), "{err}");
+    assert!(err.contains("line "), "located: {err}");
+    assert!(!err.contains("SEKRIT") && !err.contains("S0VZ"), "{err}");
+    assert!(!err.contains(CLIENT_KEY), "{err}");
+}
+
+/// The stored kubeconfig and a user's `--kubeconfig` against a fleet whose
+/// VMs exist in the emulator.
+mod with_the_emulator {
+    use super::*;
+
+    fn cli(h: &common::Harness, env: &Env, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+            .args(args)
+            .arg("-f")
+            .arg(env.path("fleet.yaml"))
+            .env("EXE_DEV_ENDPOINT", &h.emu.url)
+            .env("EXE_DEV_API_KEY", &h.token)
+            .env("TS_AUTHKEY", "tskey-auth-fake")
+            .env("EXEDEV_K8S_SSH", env.path("ssh-stub"))
+            .env("TMPDIR", env.dir.path())
+            .env_remove("EXE_DEV_SSH_KEY")
+            .env_remove("EXEDEV_K8S_KUBECONFIG")
+            .output()
+            .expect("run the binary")
+    }
+
+    /// A stored kubeconfig is read back through the same rule as a fetched
+    /// one: the plugin planted in it is refused on every later command.
+    #[test]
+    fn a_stored_kubeconfig_with_a_plugin_is_refused_on_read_back() {
+        let h = common::harness(|_| {});
+        let env = Env::new(0);
+        let stored = env.path(".exedev-k8s/demo/kubeconfig");
+        std::fs::create_dir_all(env.path(".exedev-k8s/demo")).expect("dir");
+        let poison = poisoned(&env)
+            .replace("name: default", "name: demo")
+            .replace(
+                "cluster: default\n    user: default",
+                "cluster: demo\n    user: demo",
+            );
+        std::fs::write(
+            &stored,
+            poison.replace("current-context: default", "current-context: demo"),
+        )
+        .expect("plant");
+        // status reads the stored kubeconfig back and refuses it, saying why.
+        let out = cli(&h, &env, &["status", "--no-ssh", "--no-probe"]);
+        let err = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(err.contains("users[0].user.exec"), "{err}");
+        assert!(err.contains(&stored.display().to_string()), "{err}");
+        assert!(err.contains("delete the file"), "{err}");
+        let out = cli(&h, &env, &["plan"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!env.path("PWNED").exists(), "the plugin ran");
+        assert!(!err.contains(CLIENT_KEY));
+    }
+
+    /// A broken `--kubeconfig` of the user's is reported with its place,
+    /// never its lines (kube-rs's own parser quotes them).
+    #[test]
+    fn a_broken_users_kubeconfig_is_reported_without_its_content() {
+        let h = common::harness(|_| {});
+        let env = Env::new(0);
+        let mine = env.path("mine.yaml");
+        std::fs::write(
+            &mine,
+            "users:\n- name: prod\n  user:\n    token: SEKRIT-TOKEN-VALUE\n   oops: [\n",
+        )
+        .expect("write");
+        let out = cli(
+            &h,
+            &env,
+            &[
+                "status",
+                "--no-probe",
+                "--kubeconfig",
+                &mine.display().to_string(),
+            ],
+        );
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(all.contains(&mine.display().to_string()), "{all}");
+        assert!(all.contains("line "), "located: {all}");
+        assert!(!all.contains("SEKRIT"), "{all}");
+    }
+
+    /// A `--kubeconfig` the user brings is theirs: used as kubectl would,
+    /// with a warning that its plugins run.
+    #[test]
+    fn a_users_kubeconfig_with_a_plugin_is_warned_about() {
+        let h = common::harness(|_| {});
+        let env = Env::new(0);
+        let mine = env.path("mine.yaml");
+        std::fs::write(&mine, poisoned(&env)).expect("write");
+        let out = cli(
+            &h,
+            &env,
+            &["plan", "--kubeconfig", &mine.display().to_string()],
+        );
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("credential plugins will run on this machine"),
+            "{err}"
+        );
+        assert!(err.contains("user \"default\": exec"), "{err}");
+        assert!(!err.contains(CLIENT_KEY), "{err}");
+        let clean = env.path("clean.yaml");
+        std::fs::write(&clean, K3S_YAML).expect("write");
+        let out = cli(
+            &h,
+            &env,
+            &["plan", "--kubeconfig", &clean.display().to_string()],
+        );
+        assert!(!text(&out.stderr).contains("credential plugins"));
+    }
+}
+
+/// `ssh` (and whatever ProxyCommand the user's config runs) sees only the
+/// environment it needs: not the exe.dev token, the key passphrase, the
+/// Tailscale key or the k3s token.
+#[test]
+fn ssh_gets_no_secret_from_the_environment() {
+    let env = Env::new(0);
+    let stub = format!(
+        "#!/bin/sh\nenv > '{d}/env'\ncat '{d}/k3s.yaml'\n",
+        d = env.dir.path().display()
+    );
+    std::fs::write(env.path("ssh-stub"), stub).expect("stub");
+    let out = Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+        .arg("kubeconfig")
+        .arg("-f")
+        .arg(env.path("fleet.yaml"))
+        .env("EXEDEV_K8S_SSH", env.path("ssh-stub"))
+        .env("TMPDIR", env.dir.path())
+        .env("EXE_DEV_API_KEY", "exe0.SECRET-API-KEY.sig")
+        .env("EXE_DEV_SSH_KEY_PASSPHRASE", "SECRET-PASSPHRASE")
+        .env("TS_AUTHKEY", "tskey-auth-SECRET")
+        .env("K3S_TOKEN", "SECRET-K3S-TOKEN")
+        .env("GITHUB_TOKEN", "SECRET-GH")
+        .env("SSH_AUTH_SOCK", "/tmp/agent.sock")
+        .env("LC_ALL", "C")
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = std::fs::read_to_string(env.path("env")).expect("the stub ran");
+    assert!(!seen.contains("SECRET"), "{seen}");
+    for kept in [
+        "PATH=",
+        "HOME=",
+        "SSH_AUTH_SOCK=/tmp/agent.sock",
+        "LC_ALL=C",
+        "TMPDIR=",
+    ] {
+        assert!(seen.lines().any(|l| l.starts_with(kept)), "{kept}: {seen}");
+    }
+}
+
+/// The socket directory under TMPDIR is refused, never taken over or
+/// chmod-ed, when others can reach it.
+#[test]
+fn an_open_control_directory_is_refused_and_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(0);
+    let ctl = env.path("exedev-k8s-ssh-tester");
+    std::fs::create_dir(&ctl).expect("dir");
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+        .arg("kubeconfig")
+        .arg("-f")
+        .arg(env.path("fleet.yaml"))
+        .env("EXEDEV_K8S_SSH", env.path("ssh-stub"))
+        .env("TMPDIR", env.dir.path())
+        .env("USER", "tester")
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&ctl.display().to_string()), "{err}");
+    assert!(err.contains("open to other users (mode 777)"), "{err}");
+    assert_eq!(mode(&ctl), 0o777, "not chmod-ed");
+    assert_eq!(env.calls(), 0, "ssh never ran");
 }

@@ -681,13 +681,15 @@ impl Command {
     }
 
     /// A rendering safe to print or log: secrets replaced as the catalogue
-    /// marks them ([`redact_words`]).
+    /// marks them ([`redact_words`]), control characters escaped (VM names
+    /// and comments may come from exe.dev).
     pub fn display(&self) -> String {
         let words: Vec<String> = redact_words(&self.words())
             .into_iter()
             .filter(|w| w != "--json")
             .collect();
-        shellwords::join(&words).unwrap_or_else(|_| words.join(" "))
+        let shown = shellwords::join(&words).unwrap_or_else(|_| words.join(" "));
+        crate::text::one_line(&shown).into_owned()
     }
 }
 

@@ -25,8 +25,9 @@ pub enum ErrorKind {
     CommandFailed,
     /// 429: per-key rate limit.
     RateLimited { retry_after: Option<Duration> },
-    /// 500 (and other 5xx but 504).
-    Internal,
+    /// 500 and every other 5xx but 504, with its status (a 503 says
+    /// "HTTP 503", not "HTTP 500").
+    Internal(u16),
     /// 504: exceeded 30 s; the command may still have taken effect.
     Timeout,
     /// 200 with an `{"error":...}` body.
@@ -41,6 +42,9 @@ pub enum ErrorKind {
     BadReply,
     /// The command could not be built (checked before sending).
     Invalid(CommandError),
+    /// `--endpoint` is not one this tool will send a token to: not HTTPS
+    /// (plain HTTP only to a loopback host), or not a URL. Nothing was sent.
+    BadEndpoint,
 }
 
 /// One failed `/exec` call.
@@ -68,7 +72,7 @@ impl ApiError {
             ErrorKind::TooLarge => 413,
             ErrorKind::CommandFailed => 422,
             ErrorKind::RateLimited { .. } => 429,
-            ErrorKind::Internal => 500,
+            ErrorKind::Internal(s) => s,
             ErrorKind::Timeout => 504,
             ErrorKind::ErrorIn200 => 200,
             ErrorKind::OtherStatus(s) => s,
@@ -83,6 +87,7 @@ impl ApiError {
             (ErrorKind::ConnectFailed, _) => "connection refused".into(),
             (ErrorKind::ConnectionLost, _) => "connection lost".into(),
             (ErrorKind::BadReply, _) => "bad reply".into(),
+            (ErrorKind::BadEndpoint, _) => "bad endpoint".into(),
             _ => "invalid command".into(),
         }
     }
@@ -99,7 +104,7 @@ impl ApiError {
             422 => ErrorKind::CommandFailed,
             429 => ErrorKind::RateLimited { retry_after },
             504 => ErrorKind::Timeout,
-            500..=599 => ErrorKind::Internal,
+            500..=599 => ErrorKind::Internal(status),
             other => ErrorKind::OtherStatus(other),
         }
     }
@@ -131,20 +136,23 @@ impl ApiError {
             ErrorKind::TooLarge => "the request exceeds 64 KiB; shorten the setup script or values".into(),
             ErrorKind::CommandFailed => "the command ran and failed; the message above is exe.dev's".into(),
             ErrorKind::RateLimited { .. } => "rate limited. The limit is per signing key: lower --parallelism, wait, or sign independent workloads with separate SSH keys".into(),
-            ErrorKind::Internal => "exe.dev had an internal error; retry later, and contact support@exe.dev if it persists".into(),
+            ErrorKind::Internal(_) => "exe.dev had an internal error; retry later, and contact support@exe.dev if it persists".into(),
             ErrorKind::Timeout => "the command exceeded exe.dev's 30 s limit but MAY STILL HAVE TAKEN EFFECT: re-read state (`exedev-k8s plan`) before retrying".into(),
             ErrorKind::ErrorIn200 => "exe.dev reported an error in a 200 reply; the command did not do what was asked".into(),
+            ErrorKind::OtherStatus(300..=399) => "redirects are never followed: the request carries the API token (and a `new` carries setup scripts with secrets). Point --endpoint at the final URL if you trust it".into(),
             ErrorKind::OtherStatus(_) => "unexpected status from exe.dev; check --endpoint".into(),
             ErrorKind::ConnectFailed => "could not reach exe.dev; check the network and --endpoint".into(),
             ErrorKind::ConnectionLost => "the connection dropped after the request was sent: the command may or may not have run; re-read state before retrying".into(),
             ErrorKind::BadReply => "exe.dev's reply was not the JSON expected; check --endpoint, or report it if the API changed".into(),
             ErrorKind::Invalid(_) => "nothing was sent".into(),
+            ErrorKind::BadEndpoint => "nothing was sent. Pass --endpoint (or EXE_DEV_ENDPOINT) as an https:// URL such as https://exe.dev/exec; plain http:// is accepted only for 127.0.0.1, [::1] or localhost (the emulator)".into(),
         }
     }
 
     fn render(&self) -> String {
         let head = match (&self.kind, self.status()) {
             (ErrorKind::Invalid(e), _) => format!("cannot send `{}`: {e}", self.command),
+            (ErrorKind::BadEndpoint, _) => format!("cannot use endpoint {}", self.message),
             (_, Some(status)) => format!(
                 "`{}` failed with HTTP {status}: {}",
                 self.command, self.message
@@ -170,7 +178,7 @@ mod tests {
 
     #[test]
     fn each_status_has_its_own_advice() {
-        let codes = [400, 401, 403, 404, 405, 413, 422, 429, 500, 504];
+        let codes = [307, 400, 401, 403, 404, 405, 413, 422, 429, 500, 504];
         let advice: std::collections::HashSet<String> =
             codes.iter().map(|&c| err(c).advice()).collect();
         assert_eq!(advice.len(), codes.len());

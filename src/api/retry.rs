@@ -52,10 +52,10 @@ pub fn decide(class: RetryClass, err: &ApiError) -> Decision {
         (ErrorKind::RateLimited { retry_after }, _) => Decision::Retry(*retry_after),
         (ErrorKind::ConnectFailed, _) => Decision::Retry(None),
         (
-            ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::Internal,
+            ErrorKind::Timeout | ErrorKind::ConnectionLost | ErrorKind::Internal(_),
             RetryClass::NotIdempotent,
         ) => Decision::Unknown,
-        (ErrorKind::Internal | ErrorKind::ConnectionLost | ErrorKind::Timeout, _) => {
+        (ErrorKind::Internal(_) | ErrorKind::ConnectionLost | ErrorKind::Timeout, _) => {
             Decision::Retry(None)
         }
         (ErrorKind::CommandFailed, RetryClass::Share) if err.is_vm_not_ready() => {
@@ -149,10 +149,16 @@ mod tests {
             decide(NotIdempotent, &e(ErrorKind::ConnectionLost, "")),
             Unknown
         );
-        assert_eq!(decide(NotIdempotent, &e(ErrorKind::Internal, "")), Unknown);
-        assert_eq!(decide(Read, &e(ErrorKind::Internal, "")), Retry(None));
+        assert_eq!(
+            decide(NotIdempotent, &e(ErrorKind::Internal(500), "")),
+            Unknown
+        );
+        assert_eq!(decide(Read, &e(ErrorKind::Internal(500), "")), Retry(None));
         // 502 and 503 arrive as Internal (every 5xx but 504 does).
-        assert_eq!(ApiError::kind_for_status(503, None), ErrorKind::Internal);
+        assert_eq!(
+            ApiError::kind_for_status(503, None),
+            ErrorKind::Internal(503)
+        );
         assert_eq!(
             decide(
                 IdempotentWrite,

@@ -544,16 +544,16 @@ async fn settle_new(ctx: &Ctx<'_>, vm: &str, spec: crate::api::NewVm) -> Result<
     }
 }
 
-/// Whether `vm` exists and carries this fleet's ownership tag. A VM of that
-/// name without the tag is an error: never adopted.
+/// Whether `vm` exists and is owned by this fleet (tag, name and spec
+/// comment). A VM of that name without them is an error: never adopted.
 async fn owned_exists(ctx: &Ctx<'_>, vm: &str) -> Result<bool, StepError> {
     let vms = ctx.client.ls(Some(vm)).await?;
     let cluster = &ctx.fleet.metadata.name.value;
     match vms.iter().find(|v| v.vm_name == vm) {
         None => Ok(false),
-        Some(v) if fleet::owns(cluster, &v.tags) => Ok(true),
+        Some(v) if crate::plan::owned(cluster, v) => Ok(true),
         Some(_) => Err(StepError::Other(format!(
-            "{vm} exists but is not owned by fleet {cluster:?}; refusing to touch it"
+            "{vm} exists but is not owned by fleet {cluster:?} (it lacks the ownership tag or the spec comment); refusing to touch it"
         ))),
     }
 }

@@ -184,13 +184,9 @@ pub enum BootstrapError {
     /// The embedded templates failed to parse or render: a bug, not bad input.
     #[error("bootstrap template error: {0}")]
     Template(String),
-    #[error(
-        "setup script for node {node:?} is {size} bytes, over exe.dev's limit of {limit} bytes; \
-         manifests take {manifest_bytes} bytes and labels/taints/args {label_bytes} bytes: \
-         apply large manifests after the cluster is up instead of through the bootstrap, \
-         or shorten labels, taints and arguments"
-    )]
-    /// exe.dev would refuse the script; says where the bytes went.
+    #[error("{}", too_large_message(.node, *.size, *.limit, *.secret_bytes, *.manifest_bytes, *.label_bytes))]
+    /// exe.dev would refuse the script; says where the bytes went and
+    /// blames the biggest part.
     TooLarge {
         /// Node whose script is too big.
         node: String,
@@ -198,7 +194,10 @@ pub enum BootstrapError {
         size: usize,
         /// [`MAX_SETUP_SCRIPT_BYTES`].
         limit: usize,
-        /// Bytes spent on manifests, the usual culprit.
+        /// Bytes spent on the k3s token and the Tailscale key (the lengths
+        /// only: never the values).
+        secret_bytes: usize,
+        /// Bytes spent on manifests.
         manifest_bytes: usize,
         /// Bytes spent on labels, taints and extra arguments.
         label_bytes: usize,
@@ -211,6 +210,29 @@ pub enum BootstrapError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Where a too-large script's bytes went, and advice about the biggest part.
+fn too_large_message(
+    node: &str,
+    size: usize,
+    limit: usize,
+    secret_bytes: usize,
+    manifest_bytes: usize,
+    label_bytes: usize,
+) -> String {
+    let advice = if secret_bytes >= manifest_bytes && secret_bytes >= label_bytes {
+        "the secrets are the largest part: use a shorter k3s token (k3s.token; a generated one is 48 characters) or Tailscale auth key"
+    } else if manifest_bytes >= label_bytes {
+        "apply large manifests after the cluster is up instead of through the bootstrap"
+    } else {
+        "shorten labels, taints and arguments"
+    };
+    format!(
+        "setup script for node {node:?} is {size} bytes, over exe.dev's limit of {limit} bytes; \
+         the k3s token and Tailscale key take {secret_bytes} bytes, manifests {manifest_bytes} bytes \
+         and labels/taints/args {label_bytes} bytes: {advice}"
+    )
 }
 
 /// Renders the setup script for one node. Fails on an invalid value (NUL
@@ -229,10 +251,21 @@ pub fn render(input: &BootstrapInput) -> Result<String, BootstrapError> {
             .chain(input.server_args.iter().map(String::len))
             .chain(input.agent_args.iter().map(String::len))
             .sum();
+        // Each secret the node holds appears once in its script; agents
+        // hold no server token.
+        let server_token = if input.kind.is_server() {
+            input.server_token.expose().len()
+        } else {
+            0
+        };
+        let secret_bytes = server_token
+            + input.agent_token.expose().len()
+            + input.tailscale_auth_key.expose().len();
         return Err(BootstrapError::TooLarge {
             node: input.node_name.clone(),
             size: script.len(),
             limit: MAX_SETUP_SCRIPT_BYTES,
+            secret_bytes,
             manifest_bytes,
             label_bytes,
         });

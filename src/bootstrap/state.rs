@@ -114,7 +114,8 @@ impl BootstrapReport {
     }
 }
 
-/// Log lines indented under an error or a status problem.
+/// Log lines indented under an error or a status problem. They come from
+/// a VM: control characters are shown as escapes, never sent to a terminal.
 pub fn format_log(lines: &[String]) -> String {
     if lines.is_empty() {
         return String::new();
@@ -122,7 +123,7 @@ pub fn format_log(lines: &[String]) -> String {
     let mut out = String::from("; last log lines:");
     for l in lines {
         out.push_str("\n    | ");
-        out.push_str(l);
+        out.push_str(&crate::text::one_line(l));
     }
     out
 }

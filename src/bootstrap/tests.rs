@@ -172,6 +172,28 @@ fn many_huge_labels_are_refused_with_the_size() {
     assert!(msg.contains("prod-cp1"), "{msg}");
 }
 
+/// A long secret, not the manifests, is named as the cause when it is; the
+/// secret itself never shows.
+#[test]
+fn a_long_secret_is_blamed_for_the_size_not_the_manifests() {
+    let mut i = input(ScriptKind::ServerInit);
+    i.server_token = Secret::new(format!("K10{}", "s".repeat(MAX_SETUP_SCRIPT_BYTES)));
+    let err = render(&i).expect_err("too large");
+    let msg = err.to_string();
+    assert!(msg.contains("the secrets are the largest part"), "{msg}");
+    assert!(msg.contains("shorter k3s token"), "{msg}");
+    assert!(!msg.contains("apply large manifests"), "{msg}");
+    assert!(!msg.contains("sss"), "no secret in it: {msg}");
+    assert!(
+        matches!(err, BootstrapError::TooLarge { secret_bytes, .. } if secret_bytes > MAX_SETUP_SCRIPT_BYTES)
+    );
+    // Huge manifests are still blamed when they are the cause.
+    let mut i = input(ScriptKind::ServerInit);
+    i.manifests = vec![("big.yaml".into(), "# x\n".repeat(4000))];
+    let msg = render(&i).expect_err("too large").to_string();
+    assert!(msg.contains("apply large manifests"), "{msg}");
+}
+
 #[test]
 fn newline_or_nul_in_single_line_fields_is_refused() {
     let mut i = input(ScriptKind::Agent);

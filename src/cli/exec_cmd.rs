@@ -20,13 +20,18 @@ pub struct ExecArgs {
 
 pub async fn run(args: ExecArgs) -> CliResult {
     let Some((spec, _)) = lookup(&args.words) else {
+        // Only the command word: its arguments may be anything, tokens
+        // included.
         return Err(fail(format!(
             "unknown lobby command `{}`; see `exedev-k8s exec -- help`",
-            args.words.join(" ")
+            crate::api::command::redact_words(&args.words).join(" ")
         )));
     };
     let client = args.api.client(&[spec.name], ClientOptions::default())?;
     let reply = client.exec(&Command::Raw(args.words)).await?;
-    println!("{}", serde_json::to_string_pretty(&reply)?);
+    println!(
+        "{}",
+        crate::text::json_safe(&serde_json::to_string_pretty(&reply)?)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -310,6 +310,19 @@ pub fn lazy_kube(
     ssh_key: Option<&Path>,
     via: Option<&str>,
 ) -> crate::kubeaccess::LazyClient {
+    // A kubeconfig the user brings is used as it is, as kubectl would use
+    // it: say so when it would run programs on this machine.
+    if let Some(path) = &kube.kubeconfig {
+        let raw = std::fs::read_to_string(path).unwrap_or_default();
+        let plugins = crate::cluster::credential_plugins(&raw);
+        if !plugins.is_empty() {
+            eprintln!(
+                "warning: --kubeconfig {}: its credential plugins will run on this machine, as kubectl would run them ({}); exedev-k8s never runs plugins from kubeconfigs it fetches or stores itself",
+                crate::text::one_line(&path.display().to_string()),
+                plugins.join(", ")
+            );
+        }
+    }
     let ssh = crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf));
     let first = crate::kubeaccess::first_server(fleet);
     crate::kubeaccess::LazyClient::new(
@@ -409,7 +422,10 @@ async fn wait_and_fix(
                     if removed.is_empty() {
                         String::new()
                     } else {
-                        format!(" (removed taints: {})", removed.join(", "))
+                        format!(
+                            " (removed taints: {})",
+                            crate::text::one_line(&removed.join(", "))
+                        )
                     }
                 );
             }
@@ -546,7 +562,7 @@ fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
     observed
         .vms
         .iter()
-        .filter(|v| fleet::owns(cluster, &v.tags) && v.tags.contains(&tag) && v.is_running())
+        .filter(|v| plan::owned(cluster, v) && v.tags.contains(&tag) && v.is_running())
         .map(|v| v.vm_name.clone())
         .collect()
 }
@@ -594,7 +610,7 @@ async fn execute(
     let new_cluster = !observed
         .vms
         .iter()
-        .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
+        .any(|v| plan::owned(&fleet.metadata.name.value, v));
     let secrets = if creates {
         let (secrets, generated) =
             cluster_secrets::resolve_noting_generated(fleet, &fleet_dir(fleet_path), new_cluster)?;
@@ -687,6 +703,15 @@ async fn execute(
 }
 
 pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
+    // A saved plan is exactly what was reviewed: narrowing it here would
+    // carry out something nobody saw (or, before, silently ignore --target).
+    if let (Some(planfile), false) = (&a.planfile, a.targets.is_empty()) {
+        return Err(fail(format!(
+            "--target cannot be combined with a saved plan ({}): a saved plan is carried out exactly as reviewed. Save a narrowed plan with `exedev-k8s plan -f FLEET --target {} --out FILE` and apply that, or drop --target",
+            planfile.display(),
+            a.targets.join(" --target ")
+        )));
+    }
     let saved = a
         .planfile
         .as_deref()
@@ -717,7 +742,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     let existing = observed
         .vms
         .iter()
-        .any(|v| fleet::owns(&fleet.metadata.name.value, &v.tags));
+        .any(|v| plan::owned(&fleet.metadata.name.value, v));
     let ssh_key = a.api.ssh_key.clone();
     let lazy = lazy_kube(&fleet, &fleet_path, &a.kube, ssh_key.as_deref(), None);
     let kube = kube_now(&lazy, &fleet, &fleet_path, &a.kube, a.wait && existing).await;
@@ -880,7 +905,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         let running: Vec<String> = observed
             .vms
             .iter()
-            .filter(|v| fleet::owns(&fleet.metadata.name.value, &v.tags) && v.is_running())
+            .filter(|v| plan::owned(&fleet.metadata.name.value, v) && v.is_running())
             .map(|v| v.vm_name.clone())
             .collect();
         let ssh = crate::remote::quick(crate::ssh::SshOptions::new(a.api.ssh_key.clone()));
@@ -900,7 +925,9 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
     );
     st.cluster_api_error = kube.as_ref().err().cloned();
     if a.json {
-        write_stdout(serde_json::to_string_pretty(&st)? + "\n")?;
+        write_stdout(
+            crate::text::json_safe(&serde_json::to_string_pretty(&st)?).into_owned() + "\n",
+        )?;
     } else {
         write_stdout(crate::status::render(&st))?;
     }

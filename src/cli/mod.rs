@@ -167,7 +167,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            // Errors quote exe.dev, VMs and Kubernetes: keep the lines,
+            // escape every other control character.
+            eprintln!("error: {}", crate::text::lines(&e.message));
             ExitCode::from(e.code)
         }
     }

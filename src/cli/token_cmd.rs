@@ -203,9 +203,16 @@ fn inspect(a: InspectArgs) -> CliResult {
             "valid_permissions": problem.is_none(),
             "problem": problem,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!(
+            "{}",
+            crate::text::json_safe(&serde_json::to_string_pretty(&out)?)
+        );
         return Ok(ExitCode::SUCCESS);
     }
+    // A token to inspect may come from anywhere: nothing in it reaches the
+    // terminal raw.
+    let show = |s: &str| crate::text::one_line(s).into_owned();
+    let payload = show(&payload);
     println!("payload:     {payload}");
     println!("namespace:   {namespace}");
     println!("signed by:   {fingerprint} ({})", t.signature.algorithm());
@@ -228,15 +235,15 @@ fn inspect(a: InspectArgs) -> CliResult {
         let default = perms.as_ref().map(|p| p.cmds.is_none()).unwrap_or(false);
         println!(
             "commands:    {}{}",
-            c.join(", "),
+            show(&c.join(", ")),
             if default { " (exe.dev defaults)" } else { "" }
         );
     }
     if let Some(c) = ctx {
-        println!("ctx:         {c}");
+        println!("ctx:         {}", show(&c.to_string()));
     }
     if let Some(p) = problem {
-        println!("INVALID:     {p} (exe.dev will answer 401)");
+        println!("INVALID:     {} (exe.dev will answer 401)", show(&p));
     } else if expired {
         println!("EXPIRED:     exe.dev will answer 401; mint a new token");
     } else if not_yet {

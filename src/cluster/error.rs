@@ -1,7 +1,6 @@
 //! Every failure of the cluster edge, worded for the operator: what was being
 //! done, to which node or pod, what the API server said, and what to try.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::drain::StuckPod;
@@ -10,16 +9,6 @@ use super::nodes::NodeReadiness;
 /// A failure talking to (or about) the k3s cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The kubeconfig file could not be read or used.
-    #[error("cannot use kubeconfig {}: {reason}\n  {hint}", .path.display())]
-    Kubeconfig {
-        /// The file given.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-        /// What to do about it.
-        hint: String,
-    },
     /// An API call failed.
     #[error("{action}: {}", describe(.source))]
     Api {

@@ -669,54 +669,6 @@ async fn remove_node_cordons_drains_and_deletes_in_order() {
 }
 
 #[tokio::test]
-async fn connect_reads_the_file_and_explains_failures() {
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => panic!("{e}"),
-    };
-    let path = dir.path().join("kubeconfig");
-    let yaml = "apiVersion: v1
-kind: Config
-clusters:
-- name: demo
-  cluster: {server: 'http://127.0.0.1:9'}
-users:
-- name: demo
-  user: {token: t}
-contexts:
-- name: demo
-  context: {cluster: demo, user: demo}
-current-context: demo
-";
-    if let Err(e) = std::fs::write(&path, yaml) {
-        panic!("{e}");
-    }
-    let client = ok(connect(&path, None).await);
-    assert_eq!(client.default_namespace(), "default");
-    // TLS: building a rustls client must not depend on a process-wide
-    // crypto provider having been installed by someone else.
-    let tls = dir.path().join("tls");
-    let tls_yaml = yaml.replace(
-        "{server: 'http://127.0.0.1:9'}",
-        "{server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}",
-    );
-    if let Err(e) = std::fs::write(&tls, tls_yaml) {
-        panic!("{e}");
-    }
-    ok(connect(&tls, None).await);
-    ok(connect(&path, Some("demo")).await);
-
-    let e = err(connect(&path, Some("prod")).await).to_string();
-    assert!(e.contains(&path.display().to_string()), "{e}");
-    assert!(e.contains("no context \"prod\" (it has: demo)"), "{e}");
-
-    let missing = dir.path().join("nope");
-    let e = err(connect(&missing, None).await).to_string();
-    assert!(e.contains(&missing.display().to_string()), "{e}");
-    assert!(e.contains("check the path"), "{e}");
-}
-
-#[tokio::test]
 async fn even_a_zero_timeout_tries_evictions_and_force_then_deletes_stragglers() {
     let (client, fake) = serve(drain_fake(&[]));
     let report = ok(drain(&client, "n1", fast(0, true)).await);

@@ -118,10 +118,12 @@ impl EmulatorArgs {
     }
 }
 
-/// Binds, prints `http://ADDR/exec` as the first line of stdout (so a
-/// script can read the port), and serves until Ctrl-C.
+/// Loads the state, binds, prints `http://ADDR/exec` as the first line of
+/// stdout (so a script can read the port), and serves until Ctrl-C. The URL
+/// is printed only once the emulator can serve: a script that read it must
+/// never find the emulator gone (a corrupt `--state` fails before).
 pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
-    let config = opts.config()?;
+    let shared = super::Shared::new(opts.config()?)?;
     let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
     let addr = listener.local_addr()?;
     {
@@ -129,7 +131,11 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
         writeln!(out, "http://{addr}/exec")?;
         out.flush()?;
     }
-    super::serve(config, listener).await
+    super::server::serve_until(shared, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

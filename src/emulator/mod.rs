@@ -290,16 +290,3 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
         task: Some(task),
     })
 }
-
-/// Serves on `listener` until Ctrl-C (the CLI's `emulator` subcommand).
-pub async fn serve(
-    config: EmulatorConfig,
-    listener: tokio::net::TcpListener,
-) -> Result<(), EmulatorError> {
-    let shared = Shared::new(config)?;
-    server::serve_until(shared, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    Ok(())
-}

@@ -37,6 +37,7 @@ pub(crate) async fn serve_until(
     let app = Router::new()
         .route("/exec", any(exec))
         .route("/_emulator/state", any(inspect))
+        .route("/_emulator/{*rest}", any(emulator_other))
         .route("/_proxy/{*rest}", any(proxy::by_path))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -272,20 +273,87 @@ fn split_body(bytes: &[u8]) -> Result<Vec<String>, &'static str> {
     Ok(words)
 }
 
+/// Why a request may not see the emulator's own endpoints (which show
+/// setup scripts, secrets included), if it may not: the peer must be
+/// loopback, and so must the `Host` it named. A web page that rebinds its
+/// own name to 127.0.0.1 reaches a developer's emulator from the browser,
+/// with a loopback peer, but its `Host` is still its own name.
+fn inspection_refused(peer: std::net::IpAddr, headers: &HeaderMap) -> Option<Response> {
+    if !may_inspect(peer) {
+        return Some(json_response(Reply::error(403, "forbidden")));
+    }
+    let host = headers
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    if host.as_deref().is_some_and(is_loopback_host) {
+        return None;
+    }
+    let named = match &host {
+        Some(h) => format!("named Host {:?}", crate::text::one_line(h)),
+        None => "named no Host".to_string(),
+    };
+    Some(json_response(Reply::error(
+        403,
+        &format!(
+            "the emulator's own endpoints are served only to requests for 127.0.0.1, [::1] or localhost; this one {named} (a web page rebinding its name to this machine?). Use http://127.0.0.1:PORT/"
+        ),
+    )))
+}
+
+/// `Host` values that name this machine: a loopback IP literal or
+/// `localhost`, with an optional port.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        match rest.split_once(']') {
+            Some((v6, tail)) if tail.is_empty() || is_port(tail) => v6,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(tail: &str) -> bool {
+    tail.strip_prefix(':')
+        .unwrap_or(tail)
+        .parse::<u16>()
+        .is_ok()
+}
+
+/// Any other `/_emulator/` path: the same guard, then 404.
+async fn emulator_other(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    inspection_refused(peer.ip(), &headers)
+        .unwrap_or_else(|| json_response(Reply::error(404, "not found")))
+}
+
 /// `GET /_emulator/state`: the full state (setup scripts, env, proxy
-/// settings, computed status) for tests and debugging; loopback peers only,
-/// since it shows what a fleet tool sent, secrets included. exe1 handles
-/// are counted, never shown.
+/// settings, computed status) for tests and debugging; loopback peers
+/// naming a loopback `Host` only, since it shows what a fleet tool sent,
+/// secrets included. exe1 handles are counted, never shown.
 async fn inspect(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
+    headers: HeaderMap,
 ) -> Response {
+    if let Some(refused) = inspection_refused(peer.ip(), &headers) {
+        return refused;
+    }
     if method != Method::GET {
         return json_response(Reply::error(405, "method not allowed"));
-    }
-    if !may_inspect(peer.ip()) {
-        return json_response(Reply::error(403, "forbidden"));
     }
     let now = now_ms();
     let world = shared.world();
@@ -351,6 +419,35 @@ mod tests {
         }
         for no in ["10.0.0.1", "192.168.1.2", "::ffff:10.0.0.1", "fe80::1"] {
             assert!(!may_inspect(no.parse().unwrap()), "{no}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_hosts_may_inspect() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost",
+            "LocalHost:1",
+            "[::1]",
+            "[::1]:4000",
+            "127.3.2.1:80",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for no in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:80",
+            "[::1]x",
+            "[fe80::1]:80",
+            "localhost:http",
+            "::1",
+            "",
+        ] {
+            assert!(!is_loopback_host(no), "{no}");
         }
     }
 

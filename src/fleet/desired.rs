@@ -1,8 +1,11 @@
 //! The VMs a fleet asks for, and the tags and labels that mark them as ours.
 //!
 //! The plan compares [`desired_vms`] with what exe.dev reports. Ownership is
-//! decided only by [`ownership_tag`] / [`owns`]: a VM without the fleet's
-//! ownership tag is never changed or removed, whatever its name.
+//! decided only by [`ownership`]: the fleet's ownership tag, a name the
+//! fleet generates ([`crate::names::parse_fleet_vm_name`]) and the spec comment the tool writes
+//! ([`SPEC_COMMENT_PREFIX`]), all three. A VM with less is reported, never
+//! changed or removed: a tag is one `exedev-k8s exec -- tag` away from any
+//! VM, and `precious-db` tagged by mistake must survive the next apply.
 
 use std::collections::BTreeMap;
 
@@ -101,11 +104,21 @@ impl DesiredVm {
     }
 }
 
-/// THE ownership tag: only VMs carrying `exk8s-fleet-{cluster}` are ever
-/// changed or removed by this tool for that fleet.
+/// The ownership tag `exk8s-fleet-{cluster}`: one of the three marks of a
+/// VM the fleet owns (see [`ownership`]).
 pub fn ownership_tag(cluster: &str) -> String {
     format!("{RESERVED_TAG_PREFIX}fleet-{cluster}")
 }
+
+/// Prefix of every fleet's ownership tag.
+pub fn ownership_tag_prefix() -> String {
+    format!("{RESERVED_TAG_PREFIX}fleet-")
+}
+
+/// Prefix of the comment every VM the tool creates carries,
+/// `exedev-k8s spec=<fingerprint>` (see `plan::spec`): one of the three
+/// marks of ownership.
+pub const SPEC_COMMENT_PREFIX: &str = "exedev-k8s spec=";
 
 /// Tag naming a VM's pool (`exk8s-pool-{pool}`), so that `ls` output can be
 /// grouped without parsing VM names.
@@ -118,11 +131,68 @@ pub fn role_tag(role: Role) -> String {
     format!("{RESERVED_TAG_PREFIX}role-{}", role.as_str())
 }
 
-/// True when `tags` hold the ownership tag of `cluster`, i.e. this fleet may
-/// change or remove the VM.
-pub fn owns(cluster: &str, tags: &[String]) -> bool {
+/// True when `tags` hold the ownership tag of `cluster`: necessary for
+/// ownership, not sufficient (see [`ownership`]).
+pub fn has_ownership_tag(cluster: &str, tags: &[String]) -> bool {
     let tag = ownership_tag(cluster);
     tags.contains(&tag)
+}
+
+/// How a VM stands to a fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// The ownership tag, a name the fleet generates and the spec comment:
+    /// the fleet may change or remove it.
+    Owned,
+    /// Some marks but not all; `lacks` says which are missing, for the
+    /// report ("a name fleet \"own\" generates", "the spec comment ...").
+    /// Never changed or removed.
+    Partial { lacks: Vec<String> },
+    /// Without the ownership tag: not the fleet's, whatever its name and
+    /// comment (under a desired name, the plan reports a collision).
+    NotOwned,
+}
+
+/// Whether fleet `cluster` owns the VM `name` with `tags` and `comment`:
+/// [`Ownership::Owned`] needs all three marks; a VM carrying the ownership
+/// tag without the others is [`Ownership::Partial`]; a VM without the tag
+/// is [`Ownership::NotOwned`] whatever its name.
+pub fn ownership(cluster: &str, name: &str, tags: &[String], comment: &str) -> Ownership {
+    let mut lacks = Vec::new();
+    if !has_ownership_tag(cluster, tags) {
+        return Ownership::NotOwned;
+    }
+    if crate::names::parse_fleet_vm_name(cluster, name).is_none() {
+        lacks.push(format!("a name fleet {cluster:?} generates"));
+    }
+    if !comment.starts_with(SPEC_COMMENT_PREFIX) {
+        lacks.push(format!("the spec comment ({SPEC_COMMENT_PREFIX}...)"));
+    }
+    if lacks.is_empty() {
+        Ownership::Owned
+    } else {
+        Ownership::Partial { lacks }
+    }
+}
+
+/// True when fleet `cluster` owns the VM (see [`ownership`]): the only VMs
+/// it may change or remove.
+pub fn owns(cluster: &str, name: &str, tags: &[String], comment: &str) -> bool {
+    ownership(cluster, name, tags, comment) == Ownership::Owned
+}
+
+/// Whether a VM is any business of fleet `cluster`: it carries the fleet's
+/// ownership tag, or its name is one the fleet could generate and it
+/// carries no other fleet's ownership tag. Fleets whose names prefix each
+/// other (`prod`, `prod-eu`) never see each other's VMs: `prod-eu-cp1` is
+/// not a name `prod` generates, and a VM under one of `prod`'s names that
+/// carries `exk8s-fleet-prod-eu` is `prod-eu`'s business, not `prod`'s.
+pub fn concerns(cluster: &str, name: &str, tags: &[String]) -> bool {
+    let own = ownership_tag(cluster);
+    let prefix = ownership_tag_prefix();
+    tags.contains(&own)
+        || (crate::names::parse_fleet_vm_name(cluster, name).is_some()
+            && !tags.iter().any(|t| t.starts_with(&prefix) && *t != own))
 }
 
 /// The node label pair `exedev-k8s.io/fleet={cluster}`.
@@ -361,9 +431,9 @@ network:
                 "team-a"
             ]
         );
-        assert!(owns("demo", &vms[1].tags));
-        assert!(!owns("demo2", &vms[1].tags));
-        assert!(!owns("dem", &vms[1].tags));
+        assert!(has_ownership_tag("demo", &vms[1].tags));
+        assert!(!has_ownership_tag("demo2", &vms[1].tags));
+        assert!(!has_ownership_tag("dem", &vms[1].tags));
     }
 
     #[test]
@@ -435,9 +505,86 @@ network:
         assert_eq!(pool_tag("gpu"), "exk8s-pool-gpu");
         assert_eq!(role_tag(Role::Server), "exk8s-role-server");
         assert_eq!(role_tag(Role::Agent), "exk8s-role-agent");
-        assert!(owns("prod", &["x".into(), "exk8s-fleet-prod".into()]));
-        assert!(!owns("prod", &["exk8s-fleet-prod2".into()]));
-        assert!(!owns("prod", &[]));
+        assert!(has_ownership_tag(
+            "prod",
+            &["x".into(), "exk8s-fleet-prod".into()]
+        ));
+        assert!(!has_ownership_tag("prod", &["exk8s-fleet-prod2".into()]));
+        assert!(!has_ownership_tag("prod", &[]));
+    }
+
+    /// Owned means the tag, a name the fleet generates and the spec
+    /// comment; anything less is partial (reported) or not owned at all.
+    #[test]
+    fn ownership_needs_all_three_marks() {
+        let tag = vec![ownership_tag("own"), "team".to_string()];
+        let spec = format!("{SPEC_COMMENT_PREFIX}0123456789ab");
+        let no_name = || Ownership::Partial {
+            lacks: vec!["a name fleet \"own\" generates".to_string()],
+        };
+        let no_comment = "the spec comment (exedev-k8s spec=...)".to_string();
+        let cases: Vec<(&str, &[String], &str, Ownership)> = vec![
+            ("own-cp1", &tag, &spec, Ownership::Owned),
+            ("own-web12", &tag, &spec, Ownership::Owned),
+            // The case: tagged by mistake, any name.
+            (
+                "precious-db",
+                &tag,
+                "",
+                Ownership::Partial {
+                    lacks: vec![
+                        "a name fleet \"own\" generates".to_string(),
+                        no_comment.clone(),
+                    ],
+                },
+            ),
+            ("precious-db", &tag, &spec, no_name()),
+            (
+                "own-web1",
+                &tag,
+                "my notes",
+                Ownership::Partial {
+                    lacks: vec![no_comment.clone()],
+                },
+            ),
+            ("own-web01", &tag, &spec, no_name()),
+            ("own-web0", &tag, &spec, no_name()),
+            ("own-web", &tag, &spec, no_name()),
+            ("own-web-1", &tag, &spec, no_name()),
+            ("own-eu-web3", &tag, &spec, no_name()),
+            ("owner-web1", &tag, &spec, no_name()),
+            ("own-web1", &[], &spec, Ownership::NotOwned),
+        ];
+        let other = vec!["exk8s-fleet-own2".to_string()];
+        for (name, tags, comment, want) in cases.into_iter().chain([(
+            "own-web1",
+            other.as_slice(),
+            spec.as_str(),
+            Ownership::NotOwned,
+        )]) {
+            assert_eq!(
+                ownership("own", name, tags, comment),
+                want,
+                "{name} {tags:?} {comment:?}"
+            );
+            assert_eq!(owns("own", name, tags, comment), want == Ownership::Owned);
+        }
+    }
+
+    #[test]
+    fn other_fleets_vms_are_out_of_scope() {
+        let eu = vec![ownership_tag("prod-eu")];
+        assert!(!concerns("prod", "prod-eu-cp1", &eu));
+        assert!(concerns("prod-eu", "prod-eu-cp1", &eu));
+        // prod-eu's names are not prod's, tagged or not.
+        assert!(!concerns("prod", "prod-eu-cp1", &[]));
+        // Untagged under a name prod generates: concerns prod (a warning).
+        assert!(concerns("prod", "prod-cp1", &[]));
+        // ...unless another fleet's tag says whose it is.
+        assert!(!concerns("prod", "prod-cp1", &eu));
+        assert!(!concerns("prod", "precious-db", &[]));
+        // Tagged for prod: concerns prod whatever the name (reported).
+        assert!(concerns("prod", "precious-db", &[ownership_tag("prod")]));
     }
 
     fn pool_name() -> impl Strategy<Value = String> {
@@ -470,7 +617,13 @@ network:
             for vm in &vms {
                 prop_assert_eq!(check_portable_vm_name(&vm.name), Ok(()));
                 prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
-                prop_assert!(owns(&cluster, &vm.tags));
+                prop_assert!(has_ownership_tag(&cluster, &vm.tags));
+                prop_assert_eq!(
+                    crate::names::parse_fleet_vm_name(&cluster, &vm.name),
+                    Some((vm.pool.as_str(), vm.index))
+                );
+                let comment = format!("{SPEC_COMMENT_PREFIX}x");
+                prop_assert!(owns(&cluster, &vm.name, &vm.tags, &comment));
             }
         }
     }

@@ -10,6 +10,31 @@ use super::validate::validate;
 /// error messages. Returns every validation error found, not just the first;
 /// a YAML or type error stops reading, so it comes alone.
 pub fn parse(source: &str, file_name: &str) -> Result<Fleet, FleetErrors> {
+    // Tags and control characters first: serde would decode `!!binary`
+    // silently, and a CR or ESC in a value would reach scripts and terminals.
+    let refused: Vec<FleetError> = crate::yaml_guard::check(source)
+        .into_iter()
+        .map(|issue| {
+            let hint = match issue.problem {
+                crate::yaml_guard::Problem::Tag(_) => {
+                    "write the value as plain text, without a tag"
+                }
+                crate::yaml_guard::Problem::Control(_) => {
+                    "remove the character: fleet values are single-line printable text"
+                }
+            };
+            FleetError::at(
+                file_name,
+                issue.line as u64,
+                issue.column as u64,
+                issue.message(),
+                hint,
+            )
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(FleetErrors(refused));
+    }
     let options = serde_saphyr::options! {
         duplicate_keys: DuplicateKeyPolicy::Error,
         with_snippet: false,

@@ -787,6 +787,47 @@ network:
     }
 
     #[test]
+    fn control_characters_and_tags_are_refused_where_they_are() {
+        one(
+            &with("defaults:\n  image: \"ubuntu\\e]0;TITLE\\a\\e[31m\"\n"),
+            12,
+            10,
+            "control character U+001B",
+            "single-line printable text",
+        );
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [\"--a=1\\r\"]\n",
+            ),
+            7,
+            16,
+            "control character U+000D",
+            "single-line printable text",
+        );
+        // `!!binary` would decode to "ubuntu" silently.
+        one(
+            &with("defaults:\n  image: !!binary dWJ1bnR1\n"),
+            12,
+            19,
+            "YAML tag !!binary",
+            "without a tag",
+        );
+        one(
+            &with("controlPlane:\n  labels: {!foo team: a}\n"),
+            12,
+            17,
+            "YAML tag !foo",
+            "without a tag",
+        );
+        // Every one is reported in one go.
+        let errs = errors(&with(
+            "defaults:\n  image: \"a\\tb\"\n  tags: [\"x\\u202ey\", !!binary eA==]\n",
+        ));
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+    }
+
+    #[test]
     fn yaml_syntax_error() {
         one(
             &replace("kind: Fleet", "kind: \"Fleet"),
@@ -1315,8 +1356,8 @@ network:
             ),
             7,
             15,
-            "newline",
-            "one line",
+            "control character U+000A",
+            "single-line",
         );
     }
 

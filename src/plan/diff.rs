@@ -31,12 +31,13 @@ pub const PROTECTED_WARNING: &str = "the fleet is protected (metadata.protect: t
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(
-        "VM {vm:?} exists but is not owned by fleet {fleet:?} (it lacks the tag {tag}); exedev-k8s never takes over a VM it did not create. Rename the fleet or pool, or remove/rename that VM yourself"
+        "VM {vm:?} exists but is not owned by fleet {fleet:?} (it lacks {lacks}); exedev-k8s never takes over a VM it cannot prove it created. Rename the fleet or pool, or remove/rename that VM yourself"
     )]
     Collision {
         vm: String,
         fleet: String,
-        tag: String,
+        /// What marks of ownership it lacks: the tag, the spec comment.
+        lacks: String,
     },
     #[error("--target {0:?} matches no VM or pool of this fleet")]
     UnknownTarget(String),
@@ -341,10 +342,11 @@ pub fn diff(
         .iter()
         .map(|v| (v.vm_name.as_str(), v))
         .collect();
-    let owned: Vec<&VmInfo> = observed
-        .vms
+    let scoped: Vec<&VmInfo> = observed.in_scope(fleet).collect();
+    let owned: Vec<&VmInfo> = scoped
         .iter()
-        .filter(|v| fleet::owns(&cluster, &v.tags))
+        .copied()
+        .filter(|v| super::owned(&cluster, v))
         .collect();
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
@@ -378,11 +380,15 @@ pub fn diff(
                     attributes: create_attrs(d),
                     ops: share_ops(d),
                 }),
-                Some(o) if !fleet::owns(&cluster, &o.tags) => {
+                Some(o) if !super::owned(&cluster, o) => {
+                    let lacks = match fleet::ownership(&cluster, &o.vm_name, &o.tags, &o.comment) {
+                        fleet::Ownership::Partial { lacks } => lacks.join(" and "),
+                        _ => format!("the tag {}", fleet::ownership_tag(&cluster)),
+                    };
                     collisions.push(PlanError::Collision {
                         vm: d.name.clone(),
                         fleet: cluster.clone(),
-                        tag: fleet::ownership_tag(&cluster),
+                        lacks,
                     })
                 }
                 Some(o) => {
@@ -477,17 +483,23 @@ pub fn diff(
             Action::Delete => summary.delete += 1,
         }
     }
-    let prefix = format!("{cluster}-");
-    for v in observed
-        .vms
+    // VMs in scope the fleet does not own: reported, never touched.
+    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    for v in scoped
         .iter()
-        .filter(|v| v.vm_name.starts_with(&prefix) && !fleet::owns(&cluster, &v.tags))
+        .filter(|v| !desired_names.contains(v.vm_name.as_str()))
     {
-        if !desired.iter().any(|d| d.name == v.vm_name) {
-            warnings.push(format!(
+        match fleet::ownership(&cluster, &v.vm_name, &v.tags, &v.comment) {
+            fleet::Ownership::Owned => {}
+            fleet::Ownership::Partial { lacks } => warnings.push(format!(
+                "{} carries fleet {cluster:?}'s ownership tag but lacks {}: left alone (exedev-k8s changes or removes only VMs it can prove it created; remove the tag, or the VM, yourself)",
+                v.vm_name,
+                lacks.join(" and ")
+            )),
+            fleet::Ownership::NotOwned => warnings.push(format!(
                 "{} looks like this fleet's but is not owned by it: left alone",
                 v.vm_name
-            ));
+            )),
         }
     }
     Ok(Plan {
@@ -500,6 +512,6 @@ pub fn diff(
         fleet_file: String::new(),
         targets: opts.targets.clone(),
         fleet_fingerprint: fleet_fingerprint.to_string(),
-        observed_fingerprint: observed.fingerprint(&cluster),
+        observed_fingerprint: observed.fingerprint(fleet),
     })
 }

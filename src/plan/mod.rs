@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::types::{ShareInfo, VmInfo};
+use crate::fleet::Fleet;
 
 pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, diff};
 
@@ -176,17 +177,30 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The VMs a plan of `fleet` looks at at all: those the fleet owns or
+    /// could own ([`crate::fleet::concerns`]) and any holding one of its
+    /// desired names (a collision to report). Another fleet's VMs
+    /// (`prod-eu-cp1` for `prod`), and VMs carrying another fleet's
+    /// ownership tag, are not among them.
+    pub fn in_scope<'a>(&'a self, fleet: &Fleet) -> impl Iterator<Item = &'a VmInfo> + 'a {
+        let cluster = fleet.metadata.name.value.clone();
+        let desired: std::collections::BTreeSet<String> = crate::fleet::desired_vms(fleet)
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        self.vms.iter().filter(move |v| {
+            desired.contains(&v.vm_name) || crate::fleet::concerns(&cluster, &v.vm_name, &v.tags)
+        })
+    }
+
     /// Stable fingerprint of the VMs a plan depends on: names, images,
-    /// comments, tags and sizes of this fleet's VMs (and of any VM using its
-    /// name prefix). Not `status`, which changes as VMs boot, nor proxy
-    /// settings, which `share show` cannot read while a VM boots and which
-    /// apply sets idempotently anyway.
-    pub fn fingerprint(&self, cluster: &str) -> String {
-        let prefix = format!("{cluster}-");
+    /// comments, tags and sizes of the VMs [`Self::in_scope`]. Not `status`,
+    /// which changes as VMs boot, nor proxy settings, which `share show`
+    /// cannot read while a VM boots and which apply sets idempotently
+    /// anyway, nor any other fleet's VMs.
+    pub fn fingerprint(&self, fleet: &Fleet) -> String {
         let mut lines: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|v| crate::fleet::owns(cluster, &v.tags) || v.vm_name.starts_with(&prefix))
+            .in_scope(fleet)
             .map(|v| {
                 let mut tags = v.tags.clone();
                 tags.sort();
@@ -205,6 +219,12 @@ impl Observed {
         lines.sort();
         hex12(lines.join("\n").as_bytes())
     }
+}
+
+/// Whether fleet `cluster` owns `v` (tag, generated name and spec comment:
+/// [`crate::fleet::ownership`]): the only VMs it may change or remove.
+pub fn owned(cluster: &str, v: &VmInfo) -> bool {
+    crate::fleet::owns(cluster, &v.vm_name, &v.tags, &v.comment)
 }
 
 /// First 12 hex digits of SHA-256.

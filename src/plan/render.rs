@@ -1,9 +1,16 @@
 //! Plan output: human (Terraform-like), markdown (pull-request comments) and
 //! JSON (machines). Pure functions of a [`Plan`]; the caller decides colour.
+//!
+//! A plan quotes what exe.dev reported (names, images, comments, tags,
+//! statuses), and exe.dev reports what anyone with access to the account
+//! wrote: every such string goes through [`crate::text`] here, so no escape
+//! sequence reaches a terminal and no `<!--` hides the rest of a pull
+//! request comment.
 
 use std::fmt::Write;
 
 use super::{Action, Change, Plan};
+use crate::text::{md_code, md_fence, md_text, one_line};
 
 const RESET: &str = "\x1b[0m";
 
@@ -25,8 +32,8 @@ pub fn summary_line(plan: &Plan) -> String {
     )
 }
 
-fn value(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("(none)")
+fn value(v: &Option<String>) -> std::borrow::Cow<'_, str> {
+    one_line(v.as_deref().unwrap_or("(none)"))
 }
 
 fn heading(c: &Change) -> String {
@@ -36,7 +43,12 @@ fn heading(c: &Change) -> String {
         Action::Create => " will be created",
         Action::Update => " will be updated in place",
     };
-    format!("{} ({}, pool {}){extra}", c.vm, c.role, c.pool)
+    format!(
+        "{} ({}, pool {}){extra}",
+        one_line(&c.vm),
+        one_line(&c.role),
+        one_line(&c.pool)
+    )
 }
 
 /// Terraform-like text; ANSI colour only when `colour` is true.
@@ -54,7 +66,11 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
     } else {
         "plan"
     };
-    let _ = writeln!(out, "exedev-k8s {verb} for fleet {:?}", plan.fleet);
+    let _ = writeln!(
+        out,
+        "exedev-k8s {verb} for fleet \"{}\"",
+        one_line(&plan.fleet)
+    );
     if !plan.has_changes() {
         let _ = writeln!(out, "\nNo changes: the VMs on exe.dev match the fleet.");
     }
@@ -66,14 +82,15 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
             heading(c)
         );
         for r in &c.reasons {
-            let _ = writeln!(out, "      # {r}");
+            let _ = writeln!(out, "      # {}", one_line(r));
         }
         for a in &c.attributes {
+            let name = one_line(&a.name);
             let line = match (c.action, &a.before, &a.after) {
-                (Action::Create, _, after) => format!("{:<14} {}", a.name, value(after)),
-                (Action::Delete, before, _) => format!("{:<14} {}", a.name, value(before)),
+                (Action::Create, _, after) => format!("{name:<14} {}", value(after)),
+                (Action::Delete, before, _) => format!("{name:<14} {}", value(before)),
                 (_, before, after) => {
-                    format!("{:<14} {} → {}", a.name, value(before), value(after))
+                    format!("{name:<14} {} → {}", value(before), value(after))
                 }
             };
             let _ = writeln!(out, "      {} {line}", paint(c.action, c.action.symbol()));
@@ -82,15 +99,11 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");
         for w in &plan.warnings {
-            let _ = writeln!(out, "  ! {w}");
+            let _ = writeln!(out, "  ! {}", one_line(w));
         }
     }
     let _ = writeln!(out, "\nPlan: {}.", summary_line(plan));
     out
-}
-
-fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// Markdown for a pull-request comment.
@@ -101,7 +114,7 @@ pub fn markdown(plan: &Plan) -> String {
     } else {
         "plan"
     };
-    let _ = writeln!(out, "### exedev-k8s {verb}: `{}`\n", plan.fleet);
+    let _ = writeln!(out, "### exedev-k8s {verb}: {}\n", md_code(&plan.fleet));
     let _ = writeln!(out, "**{}**\n", summary_line(plan));
     if !plan.has_changes() {
         let _ = writeln!(out, "No changes: the VMs on exe.dev match the fleet.");
@@ -117,46 +130,55 @@ pub fn markdown(plan: &Plan) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {action} | `{}` | {} | {} | {} |",
-                c.vm,
-                md_escape(&c.pool),
-                c.role,
-                md_escape(&c.reasons.join("; "))
+                "| {action} | {} | {} | {} | {} |",
+                md_code(&c.vm),
+                md_text(&c.pool),
+                md_text(&c.role),
+                md_text(&c.reasons.join("; "))
             );
         }
-        let _ = writeln!(
-            out,
-            "\n<details><summary>Attribute changes</summary>\n\n```diff"
-        );
+        // Inside a fenced block nothing is markdown or HTML; only a line of
+        // backticks as long as the fence could end it early, so the fence
+        // is longer than any run of backticks in the block.
+        let mut block = String::new();
         for c in &plan.changes {
             let sign = match c.action {
                 Action::Create => "+",
                 Action::Delete => "-",
                 _ => "!",
             };
-            let _ = writeln!(out, "{sign} {}", c.vm);
+            let _ = writeln!(block, "{sign} {}", one_line(&c.vm));
             for a in &c.attributes {
                 let _ = writeln!(
-                    out,
+                    block,
                     "{sign}     {}: {} → {}",
-                    a.name,
+                    one_line(&a.name),
                     value(&a.before),
                     value(&a.after)
                 );
             }
         }
-        let _ = writeln!(out, "```\n\n</details>");
+        let fence = md_fence(&block);
+        let _ = writeln!(
+            out,
+            "\n<details><summary>Attribute changes</summary>\n\n{fence}diff\n{block}{fence}\n\n</details>"
+        );
     }
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\n> [!WARNING]");
         for w in &plan.warnings {
-            let _ = writeln!(out, "> {}", md_escape(w));
+            let _ = writeln!(out, "> {}", md_text(w));
         }
     }
     out
 }
 
-/// The documented JSON schema (see README, "Plan JSON").
+/// The documented JSON schema (see README, "Plan JSON"). serde_json
+/// escapes C0 controls; [`crate::text::json_safe`] escapes the rest (DEL,
+/// C1, bidi overrides) the same way, so the value is unchanged.
 pub fn json(plan: &Plan) -> String {
-    serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    match serde_json::to_string_pretty(plan) {
+        Ok(s) => crate::text::json_safe(&s).into_owned(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
+    }
 }

@@ -35,8 +35,9 @@ impl ClusterSecrets {
     }
 }
 
-/// Prefix of the comment that fingerprints a VM's immutable spec.
-pub const COMMENT_PREFIX: &str = "exedev-k8s spec=";
+/// Prefix of the comment that fingerprints a VM's immutable spec (one of
+/// the marks of ownership, so it lives with the others in `fleet`).
+pub const COMMENT_PREFIX: &str = crate::fleet::SPEC_COMMENT_PREFIX;
 
 /// The kubernetes manifests the first server auto-applies (`manifests/`).
 pub const MANIFESTS: &[(&str, &str)] = &[(

@@ -434,7 +434,7 @@ fn targets_narrow_and_unknown_targets_fail() {
 fn observed_fingerprint_ignores_status_and_other_fleets() {
     let f = fleet("");
     let mut o = in_sync(&f);
-    let before = o.fingerprint("demo");
+    let before = o.fingerprint(&f);
     o.vms[0].status = "starting".into();
     o.shares.clear();
     o.vms.push(VmInfo {
@@ -442,9 +442,9 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
         tags: vec![fleet::ownership_tag("other")],
         ..Default::default()
     });
-    assert_eq!(o.fingerprint("demo"), before);
+    assert_eq!(o.fingerprint(&f), before);
     o.vms[1].allocated_cpus = 9;
-    assert_ne!(o.fingerprint("demo"), before);
+    assert_ne!(o.fingerprint(&f), before);
 }
 
 #[test]
@@ -525,6 +525,176 @@ fn server_resizes_count_as_downtime_and_the_only_server_warning_always_shows() {
                 .any(|w| w.contains("only server") && w.contains("etcd data is lost"))
         );
     }
+}
+
+/// A tag alone is not ownership: `precious-db` tagged for the fleet and a
+/// fleet-named VM without the spec comment are warned about, never
+/// deleted, neither by apply nor by destroy.
+#[test]
+fn a_tag_alone_is_not_ownership() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms.push(VmInfo {
+        vm_name: "precious-db".into(),
+        tags: vec![fleet::ownership_tag("demo")],
+        ..Default::default()
+    });
+    let mut handmade = o.vms[4].clone();
+    handmade.vm_name = "demo-web7".into();
+    handmade.comment = "made by hand".into();
+    o.vms.push(handmade);
+    for destroy in [false, true] {
+        let p = diff(
+            &f,
+            "fp",
+            &o,
+            &PlanOptions {
+                destroy,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            p.changes
+                .iter()
+                .all(|c| c.vm != "precious-db" && c.vm != "demo-web7"),
+            "{:?}",
+            actions(&p)
+        );
+        let w = p.warnings.join("\n");
+        assert!(w.contains("precious-db carries fleet \"demo\"'s ownership tag but lacks a name fleet \"demo\" generates"), "{w}");
+        assert!(
+            w.contains(
+                "demo-web7 carries fleet \"demo\"'s ownership tag but lacks the spec comment"
+            ),
+            "{w}"
+        );
+    }
+    // Under a desired name, the same VM is a collision naming what it lacks.
+    o.vms[4].comment = String::new();
+    match diff(&f, "fp", &o, &PlanOptions::default()) {
+        Err(e @ PlanError::Collision { .. }) => {
+            assert!(e.to_string().contains("\"demo-web2\""), "{e}");
+            assert!(e.to_string().contains("lacks the spec comment"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Fleet `demo-eu`'s VMs (`demo-eu-cp1`) start with `demo-` but are not
+/// names fleet `demo` generates, and carry `demo-eu`'s tag: they change
+/// neither `demo`'s plan, nor its warnings, nor its observed fingerprint.
+#[test]
+fn a_fleet_named_with_this_ones_prefix_is_invisible() {
+    let f = fleet("");
+    let o = in_sync(&f);
+    let before = plan(&f, &o);
+    let mut with_eu = o.clone();
+    for name in ["demo-eu-cp1", "demo-eu-web1", "demo-eu-web2"] {
+        with_eu.vms.push(VmInfo {
+            vm_name: name.into(),
+            status: "running".into(),
+            comment: comment_for("0123456789ab"),
+            tags: vec![fleet::ownership_tag("demo-eu")],
+            allocated_cpus: 2,
+            ..Default::default()
+        });
+    }
+    let after = plan(&f, &with_eu);
+    assert_eq!(after.warnings, before.warnings);
+    assert_eq!(after.changes, before.changes);
+    assert_eq!(after.observed_fingerprint, before.observed_fingerprint);
+    // An untagged VM under a name this fleet generates still counts.
+    with_eu.vms.push(VmInfo {
+        vm_name: "demo-web3".into(),
+        ..Default::default()
+    });
+    let stray = plan(&f, &with_eu);
+    assert_ne!(stray.observed_fingerprint, before.observed_fingerprint);
+    assert!(stray.warnings.iter().any(|w| w.contains("demo-web3")));
+}
+
+/// What exe.dev reports reaches terminals and pull requests only escaped:
+/// an escape sequence in a comment, `<!--` in an image, backticks and pipes
+/// in a VM name.
+#[test]
+fn outside_text_is_escaped_in_every_format() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.vms[4].comment = "exedev-k8s spec=\u{1b}]0;TITLE\u{7}\u{1b}[31mRED\u{9b}2J".into();
+    o.vms[3].image = "x<!-- hidden -->`|\u{202e}".into();
+    o.vms.push(VmInfo {
+        vm_name: "demo-web9".into(),
+        status: "running\u{1b}[2J".into(),
+        tags: vec![fleet::ownership_tag("demo")],
+        comment: "exedev-k8s spec=\u{1b}[31m".into(),
+        image: "a\rb".into(),
+        ..Default::default()
+    });
+    let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
+    let evil = |s: &str| s.chars().any(crate::text::is_control);
+    // The raw plan does carry them: this is what the renderers must handle.
+    assert!(p.changes.iter().any(|c| c.reasons.iter().any(|r| evil(r))));
+
+    let human = render::human(&p, false);
+    assert!(
+        !human
+            .chars()
+            .any(|c| crate::text::is_control(c) && c != '\n'),
+        "{human}"
+    );
+    assert!(
+        human.contains("\\u{1b}]0;TITLE\\u{7}"),
+        "visible, not hidden: {human}"
+    );
+    // With colour, the only escapes are the tool's own SGR codes.
+    let coloured = render::human(&p, true);
+    let stripped = [
+        "\u{1b}[0m",
+        "\u{1b}[32m",
+        "\u{1b}[33m",
+        "\u{1b}[35m",
+        "\u{1b}[31m",
+    ]
+    .iter()
+    .fold(coloured, |s, code| s.replace(code, ""));
+    assert!(
+        !stripped
+            .chars()
+            .any(|c| crate::text::is_control(c) && c != '\n'),
+        "{stripped}"
+    );
+
+    let md = render::markdown(&p);
+    // Outside the fenced block (where nothing is markdown or HTML), no
+    // comment can open; inside, no line can close the fence early.
+    let fence_at = md.find("```diff").unwrap_or(md.len());
+    let (outside, block) = md.split_at(fence_at);
+    assert!(!outside.contains("<!--"), "{md}");
+    let body = &block[7..block[7..].find("```").map_or(block.len(), |i| i + 7)];
+    assert!(
+        body.contains("x<!-- hidden -->"),
+        "literal in the block: {md}"
+    );
+    assert!(
+        !md.chars().any(|c| crate::text::is_control(c) && c != '\n'),
+        "{md}"
+    );
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        // Every table row keeps its five cells: no pipe leaked.
+        let cells = line.replace("\\|", "").matches('|').count();
+        assert_eq!(cells, 6, "{line}");
+    }
+
+    let json = render::json(&p);
+    assert!(
+        !json
+            .chars()
+            .any(|c| crate::text::is_control(c) && !matches!(c, '\n')),
+        "{json}"
+    );
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p, "escaping keeps the values");
 }
 
 /// The fleet of [`fleet`] with the web pool's `share` removed.
