@@ -593,6 +593,41 @@ mod tests {
         ");
     }
 
+    /// A proxy still public on a VM whose pool shares nothing is a problem
+    /// status names (apply makes it private).
+    #[test]
+    fn a_public_proxy_the_fleet_does_not_share_is_a_problem() {
+        let f = crate::fleet::parse(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 1\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let desired = crate::fleet::desired_vms(&f);
+        let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        vms[1].tags.push(fleet::SHARE_TAG.into());
+        let share = |public| ShareInfo {
+            vm_name: "demo-web1".into(),
+            status: Visibility::from_public(public),
+            port: 8080,
+            url: String::new(),
+            users: None,
+            links: None,
+        };
+        let problems = |public| {
+            let shares = BTreeMap::from([("demo-web1".to_string(), share(public))]);
+            let st = join("demo", &desired, &vms, &shares, None, &[], &BTreeMap::new());
+            st.rows[1].problems.clone()
+        };
+        assert!(
+            problems(true)
+                .iter()
+                .any(|p| p.contains("apply makes it private")),
+            "{:?}",
+            problems(true)
+        );
+        assert!(problems(false).is_empty(), "{:?}", problems(false));
+    }
+
     #[test]
     fn without_api_access_node_columns_are_unknown() {
         let f = fleet();
