@@ -7,16 +7,28 @@
 //! The server token also decrypts etcd bootstrap data: it is needed to
 //! restore snapshots, so it is kept, never printed, and only removed when
 //! asked. Agents get only the agent token (k3s `agent-token`), which lets a
-//! node join as an agent and nothing more.
+//! node join as an agent and nothing more. Secret k3s flags are references
+//! too.
+//!
+//! [`references`] is the one list of what a fleet references: [`resolve`]
+//! (apply) reads them, [`check`] (plan) makes sure each would resolve and
+//! reports every one that would not, located, without reading out a value.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetError, FleetErrors, K3sArg, SecretRef, Spanned};
 use crate::plan::spec::ClusterSecrets;
 use crate::secret::Secret;
+
+/// The stored (generated) server token's file name, also its name for
+/// `--skip-secret-check`.
+pub const STORED_TOKEN: &str = "k3s-token";
+/// The stored agent token's file name and `--skip-secret-check` name.
+pub const STORED_AGENT_TOKEN: &str = "k3s-agent-token";
 
 /// Why secrets could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +76,14 @@ struct Stored {
 }
 
 const SERVER_TOKEN: Stored = Stored {
-    file: "k3s-token",
+    file: STORED_TOKEN,
     what: "k3s token",
     field: "token",
     env: "K3S_TOKEN",
 };
 
 const AGENT_TOKEN: Stored = Stored {
-    file: "k3s-agent-token",
+    file: STORED_AGENT_TOKEN,
     what: "k3s agent token",
     field: "agentToken",
     env: "K3S_AGENT_TOKEN",
@@ -94,6 +106,68 @@ pub fn token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
 /// Path of the generated k3s agent token, next to the server token.
 pub fn agent_token_path(fleet_dir: &Path, cluster: &str) -> PathBuf {
     state_dir(fleet_dir, cluster).join(AGENT_TOKEN.file)
+}
+
+/// One secret reference of a fleet, and where it is written.
+pub struct SecretUse<'a> {
+    /// The fleet field, e.g. `network.tailscale.authKey` or
+    /// `k3s.serverArgs[2] (--etcd-s3-secret-key)`.
+    pub field: String,
+    /// The reference, with its place in the file.
+    pub reference: &'a Spanned<SecretRef>,
+    /// What the secret is for.
+    pub kind: SecretKind,
+}
+
+/// What a referenced secret is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretKind {
+    /// `k3s.token`.
+    ServerToken,
+    /// `k3s.agentToken`.
+    AgentToken,
+    /// A secret k3s flag's value (carried in [`ClusterSecrets::args`]).
+    Flag,
+    /// `network.tailscale.authKey`.
+    TailscaleKey,
+}
+
+/// Every secret reference the fleet makes, in file order of their fields.
+pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
+    let k3s = &fleet.k3s.value;
+    let mut out = Vec::new();
+    for (r, field, kind) in [
+        (&k3s.token, "k3s.token", SecretKind::ServerToken),
+        (&k3s.agent_token, "k3s.agentToken", SecretKind::AgentToken),
+    ] {
+        if let Some(t) = r {
+            out.push(SecretUse {
+                field: field.into(),
+                reference: t,
+                kind,
+            });
+        }
+    }
+    for (list, name) in [
+        (&k3s.server_args, "serverArgs"),
+        (&k3s.agent_args, "agentArgs"),
+    ] {
+        for (i, a) in list.iter().enumerate() {
+            if let K3sArg::Secret { flag, secret } = &a.value {
+                out.push(SecretUse {
+                    field: format!("k3s.{name}[{i}] ({})", flag.value),
+                    reference: secret,
+                    kind: SecretKind::Flag,
+                });
+            }
+        }
+    }
+    out.push(SecretUse {
+        field: "network.tailscale.authKey".into(),
+        reference: &fleet.network.tailscale.auth_key,
+        kind: SecretKind::TailscaleKey,
+    });
+    out
 }
 
 /// Resolves the secrets. With `generate` (a brand-new cluster only: a fresh
@@ -138,14 +212,156 @@ pub fn resolve_noting_generated(
     if agent_token == k3s_token {
         return Err(SecretsError::SameTokens);
     }
+    let mut args = BTreeMap::new();
+    for u in references(fleet)
+        .into_iter()
+        .filter(|u| u.kind == SecretKind::Flag)
+    {
+        let value = crate::workspace::resolve_secret(&u.reference.value, fleet_dir)
+            .map_err(|e| SecretsError::Reference(format!("{}: {e}", u.field)))?;
+        args.insert(u.reference.value.describe(), value);
+    }
     Ok((
         ClusterSecrets {
             k3s_token,
             agent_token,
             tailscale_auth_key,
+            args,
         },
         generated,
     ))
+}
+
+/// What [`check`] looked at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SecretCheck {
+    /// Names (see [`SecretRef::name`], [`STORED_TOKEN`]) found resolvable.
+    pub resolved: Vec<String>,
+    /// Names not looked at because `--skip-secret-check` named them.
+    pub skipped: Vec<String>,
+    /// Names given to skip that the fleet does not use here.
+    pub unknown_skips: Vec<String>,
+}
+
+/// Checks, without showing any value, that every secret apply would need
+/// resolves: each reference (an environment variable set and not empty, a
+/// file readable and not empty); for a cluster that already exists, each
+/// stored token the fleet names no reference for; and that the agent token
+/// differs from the server token. References named in `skip` (by
+/// [`SecretRef::name`], [`STORED_TOKEN`] or [`STORED_AGENT_TOKEN`]) are not
+/// looked at. Every failure is reported at once, at its place in `file`.
+pub fn check(
+    fleet: &Fleet,
+    file: &str,
+    fleet_dir: &Path,
+    cluster_exists: bool,
+    skip: &[String],
+) -> Result<SecretCheck, FleetErrors> {
+    let mut report = SecretCheck::default();
+    let mut errors = Vec::new();
+    let mut seen = Vec::new();
+    // The two tokens' values, when both could be read: they must differ.
+    let mut tokens: BTreeMap<SecretKind, Secret> = BTreeMap::new();
+    for u in references(fleet) {
+        let name = u.reference.value.name();
+        seen.push(name.clone());
+        if skip.contains(&name) {
+            if !report.skipped.contains(&name) {
+                report.skipped.push(name);
+            }
+            continue;
+        }
+        match crate::workspace::resolve_secret(&u.reference.value, fleet_dir) {
+            Ok(value) => {
+                if matches!(u.kind, SecretKind::ServerToken | SecretKind::AgentToken) {
+                    tokens.insert(u.kind, value);
+                }
+                report.resolved.push(name);
+            }
+            Err(e) => {
+                let loc = u.reference.referenced;
+                errors.push(FleetError {
+                    file: file.to_string(),
+                    line: loc.line(),
+                    column: loc.column(),
+                    message: format!("{}: {}", u.field, e.message),
+                    hint: e.hint,
+                });
+            }
+        }
+    }
+    let cluster = &fleet.metadata.name.value;
+    let k3s = &fleet.k3s.value;
+    for (reference, stored, key) in [
+        (&k3s.token, SERVER_TOKEN, SecretKind::ServerToken),
+        (&k3s.agent_token, AGENT_TOKEN, SecretKind::AgentToken),
+    ] {
+        // A new cluster's missing tokens are generated by its first apply.
+        if reference.is_some() || !cluster_exists {
+            continue;
+        }
+        seen.push(stored.file.to_string());
+        if skip.iter().any(|s| s == stored.file) {
+            report.skipped.push(stored.file.to_string());
+            continue;
+        }
+        match stored_token(fleet_dir, cluster, &stored, false) {
+            Ok((value, _)) => {
+                tokens.insert(key, value);
+                report.resolved.push(stored.file.to_string());
+            }
+            Err(e) => {
+                let path = state_dir(fleet_dir, cluster).join(stored.file);
+                let why = match e {
+                    SecretsError::Missing { .. } => format!(
+                        "k3s.{} is not set and the cluster's stored {} {} does not exist (or is empty); the cluster exists, so a new one would keep new nodes out of it",
+                        stored.field,
+                        stored.what,
+                        path.display()
+                    ),
+                    other => format!("k3s.{} is not set and {other}", stored.field),
+                };
+                let loc = fleet.k3s.referenced;
+                errors.push(FleetError::at(
+                    file,
+                    loc.line(),
+                    loc.column(),
+                    why,
+                    format!(
+                        "copy it from where the cluster was created to {}, or keep it as a secret and write {}: {{env: {}}} under k3s (the way for CI); a job without it on purpose names {} in --skip-secret-check",
+                        path.display(),
+                        stored.field,
+                        stored.env,
+                        stored.file
+                    ),
+                ));
+            }
+        }
+    }
+    if let (Some(server), Some(agent)) = (
+        tokens.get(&SecretKind::ServerToken),
+        tokens.get(&SecretKind::AgentToken),
+    ) && server == agent
+    {
+        let at = k3s
+            .agent_token
+            .as_ref()
+            .map_or(fleet.k3s.referenced, |t| t.referenced);
+        errors.push(FleetError::at(
+            file,
+            at.line(),
+            at.column(),
+            SecretsError::SameTokens.to_string(),
+            "generate a separate random value for k3s.agentToken",
+        ));
+    }
+    report.unknown_skips = skip.iter().filter(|s| !seen.contains(s)).cloned().collect();
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(FleetErrors(errors))
+    }
 }
 
 fn stored_token(
@@ -297,6 +513,137 @@ mod tests {
         );
         write_private(&dir.path().join("out/kubeconfig"), "x").unwrap();
         assert!(!dir.path().join("out/.gitignore").exists());
+    }
+
+    /// Lines 1-16; the references sit on lines 7, 10, 12 and 16.
+    const FLEET: &str = "apiVersion: exedev-k8s/v1
+kind: Fleet
+metadata:
+  name: demo
+k3s:
+  channel: stable
+  token: {file: secrets/k3s}
+  serverArgs:
+    - --etcd-s3
+    - {flag: --etcd-s3-secret-key, secret: {file: secrets/empty}}
+  agentArgs:
+    - {flag: --kubelet-arg, secret: {file: secrets}}
+network:
+  tailscale:
+    tailnet: t.ts.net
+    authKey: {env: EXK8S_TEST_SURELY_UNSET_TS_KEY}
+";
+
+    #[test]
+    fn check_reports_every_unresolvable_reference_at_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "\n").unwrap();
+        let f = crate::fleet::parse(FLEET, "fleet.yaml").unwrap();
+        // A new cluster (false): its tokens are generated, not looked for.
+        let err = check(&f, "fleet.yaml", dir.path(), false, &[]).unwrap_err();
+        let places: Vec<(u64, u64)> = err.errors().iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(places, [(7, 10), (10, 44), (12, 37), (16, 14)], "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("fleet.yaml:7:10: k3s.token: cannot read secret file"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k3s.serverArgs[1] (--etcd-s3-secret-key): secret file"),
+            "{text}"
+        );
+        assert!(text.contains("is empty"), "{text}");
+        assert!(text.contains("k3s.agentArgs[0] (--kubelet-arg)"), "{text}");
+        assert!(
+            text.contains("EXK8S_TEST_SURELY_UNSET_TS_KEY is not set"),
+            "{text}"
+        );
+
+        // Resolvable ones pass and are never read out; skipped ones are
+        // named; unknown skip names are reported.
+        std::fs::write(dir.path().join("secrets/k3s"), "k3s-SECRETVALUE\n").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "s3-SECRETVALUE").unwrap();
+        let skip: Vec<String> = ["secrets", "EXK8S_TEST_SURELY_UNSET_TS_KEY", "NOPE"]
+            .map(String::from)
+            .to_vec();
+        let ok = check(&f, "fleet.yaml", dir.path(), false, &skip).unwrap();
+        assert_eq!(ok.resolved, ["secrets/k3s", "secrets/empty"]);
+        assert_eq!(ok.skipped, ["secrets", "EXK8S_TEST_SURELY_UNSET_TS_KEY"]);
+        assert_eq!(ok.unknown_skips, ["NOPE"]);
+        assert!(!format!("{ok:?}").contains("SECRETVALUE"));
+    }
+
+    #[test]
+    fn check_wants_the_stored_tokens_only_for_an_existing_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ts.key"), "tskey").unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        // A new cluster: the first apply generates them.
+        assert!(check(&f, "f.yaml", dir.path(), false, &[]).is_ok());
+        let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
+        assert_eq!(err.errors().len(), 2, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("f.yaml:6:3: k3s.token is not set"),
+            "{text}"
+        );
+        assert!(
+            text.contains("f.yaml:6:3: k3s.agentToken is not set"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k3s-token") && text.contains("{env: K3S_TOKEN}"),
+            "{text}"
+        );
+        assert!(text.contains("{env: K3S_AGENT_TOKEN}"), "{text}");
+        let both = [STORED_TOKEN.to_string(), STORED_AGENT_TOKEN.to_string()];
+        let skipped = check(&f, "f.yaml", dir.path(), true, &both).unwrap();
+        assert_eq!(skipped.skipped, both);
+        write_private(&token_path(dir.path(), "demo"), "SAME-VALUE-xyz").unwrap();
+        write_private(&agent_token_path(dir.path(), "demo"), "SAME-VALUE-xyz").unwrap();
+        let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("agent token equals the server token"),
+            "{err}"
+        );
+        assert!(
+            !format!("{err}{err:?}").contains("SAME-VALUE"),
+            "no value shown"
+        );
+        write_private(&agent_token_path(dir.path(), "demo"), "another").unwrap();
+        let ok = check(&f, "f.yaml", dir.path(), true, &[]).unwrap();
+        assert_eq!(ok.resolved, ["ts.key", STORED_TOKEN, STORED_AGENT_TOKEN]);
+    }
+
+    #[test]
+    fn resolve_reads_secret_flags_for_the_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/k3s"), "tok").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "s3-value\n").unwrap();
+        let src = FLEET.replace(
+            "{env: EXK8S_TEST_SURELY_UNSET_TS_KEY}",
+            "{file: secrets/k3s}",
+        );
+        let f = crate::fleet::parse(&src, "f.yaml").unwrap();
+        // secrets/ is a directory: the agent flag cannot be read.
+        let e = resolve(&f, dir.path(), true).unwrap_err().to_string();
+        assert!(
+            e.starts_with("k3s.agentArgs[0] (--kubelet-arg): cannot read"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir.path().join("secrets")).unwrap();
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(dir.path().join("secrets/k3s"), "tok").unwrap();
+        std::fs::write(dir.path().join("secrets/empty"), "s3-value\n").unwrap();
+        let src = src.replace("{file: secrets}", "{file: secrets/k3s}");
+        let f = crate::fleet::parse(&src, "f.yaml").unwrap();
+        let s = resolve(&f, dir.path(), true).unwrap();
+        assert_eq!(s.args["file secrets/empty"].expose(), "s3-value");
+        assert_eq!(s.args["file secrets/k3s"].expose(), "tok");
     }
 
     #[test]

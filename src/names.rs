@@ -53,7 +53,17 @@ pub enum NameError {
     Refused { name: String },
     #[error("VM name {name:?} must not end in a hyphen followed by digits")]
     DigitSuffix { name: String },
+    #[error(
+        "VM name {name:?} is {len} characters long; a node's name is also its Tailscale host name and a DNS label, which holds at most {MAX_NODE_NAME_LEN}"
+    )]
+    DnsLabel { name: String, len: usize },
 }
+
+/// Longest name of a VM that becomes a k3s node: the VM name is also the
+/// node's Tailscale host name, its MagicDNS label and a `tls-san` entry, and
+/// a DNS label holds at most 63 octets (RFC 1035 §2.3.4), one less than
+/// exe.dev's 64.
+pub const MAX_NODE_NAME_LEN: usize = 63;
 
 /// Checks `name` against exe.dev's documented rules:
 /// 5–64 characters, `^[a-z][a-z0-9]*(-[a-z0-9]+)*$`, and not a refused word.
@@ -108,6 +118,19 @@ pub const POOL_SEGMENT_PATTERN: &str = "^[a-z]([a-z0-9]*[a-z])?$";
 /// [`is_tag`] as a regular expression (see [`NAME_SEGMENT_PATTERN`]).
 pub fn tag_pattern() -> String {
     format!("^[a-z0-9][a-z0-9-]{{0,{}}}$", MAX_TAG_LEN - 1)
+}
+
+/// What validation checks of every name the fleet scheme generates: valid
+/// under both readings of exe.dev's rule, and a DNS label.
+pub fn check_node_name(name: &str) -> Result<(), NameError> {
+    check_portable_vm_name(name)?;
+    if name.len() > MAX_NODE_NAME_LEN {
+        return Err(NameError::DnsLabel {
+            name: name.to_string(),
+            len: name.len(),
+        });
+    }
+    Ok(())
 }
 
 /// A cluster or pool name: a lowercase letter, then lowercase letters, digits
@@ -292,6 +315,14 @@ mod tests {
         ));
         // The stricter reading adds a refusal; it never accepts more.
         assert!(check_portable_vm_name("Bad").is_err());
+        // exe.dev takes 64 characters; a node name must also be a DNS label.
+        let long = format!("a{}", "b".repeat(63));
+        assert_eq!(check_portable_vm_name(&long), Ok(()));
+        assert!(matches!(
+            check_node_name(&long),
+            Err(NameError::DnsLabel { len: 64, .. })
+        ));
+        assert_eq!(check_node_name(&long[1..]), Ok(()));
     }
 
     #[test]
@@ -353,8 +384,8 @@ mod tests {
             prop_assume!(is_name_segment(&cluster) && is_pool_segment(&pool));
             let name = fleet_vm_name(&cluster, &pool, index);
             prop_assert!(!ends_in_digit_suffix(&name));
-            if (MIN_LEN..=MAX_LEN).contains(&name.len()) {
-                prop_assert_eq!(check_portable_vm_name(&name), Ok(()));
+            if (MIN_LEN..=MAX_NODE_NAME_LEN).contains(&name.len()) {
+                prop_assert_eq!(check_node_name(&name), Ok(()));
             }
             prop_assert_eq!(parse_fleet_vm_name(&cluster, &name), Some((pool.as_str(), index)));
         }

@@ -161,6 +161,12 @@ pub struct BootstrapInput {
     pub server_args: Vec<String>,
     /// Extra `k3s agent` arguments, one argv element each.
     pub agent_args: Vec<String>,
+    /// Secret `k3s server` flags, `(--name, value)`: written into
+    /// config.yaml (0600) as `name: [value]`, never on the command line
+    /// (the installer persists that into the world-readable unit file).
+    pub server_secret_args: Vec<(String, Secret)>,
+    /// Secret `k3s agent` flags, as [`Self::server_secret_args`].
+    pub agent_secret_args: Vec<(String, Secret)>,
     /// Components to disable; must be identical on every server.
     pub disable: Vec<String>,
     /// `(name, YAML)` written to k3s's auto-apply directory on the first
@@ -250,6 +256,13 @@ pub fn render(input: &BootstrapInput) -> Result<String, BootstrapError> {
             .chain(input.taints.iter().map(String::len))
             .chain(input.server_args.iter().map(String::len))
             .chain(input.agent_args.iter().map(String::len))
+            .chain(
+                input
+                    .server_secret_args
+                    .iter()
+                    .chain(&input.agent_secret_args)
+                    .map(|(f, v)| f.len() + v.expose().len()),
+            )
             .sum();
         // Each secret the node holds appears once in its script; agents
         // hold no server token.
@@ -289,6 +302,13 @@ pub fn fingerprint(input: &BootstrapInput) -> String {
     redacted.server_token = Secret::new("<server-token>");
     redacted.agent_token = Secret::new("<agent-token>");
     redacted.tailscale_auth_key = Secret::new("<tailscale-auth-key>");
+    for (_, value) in redacted
+        .server_secret_args
+        .iter_mut()
+        .chain(&mut redacted.agent_secret_args)
+    {
+        *value = Secret::new("<secret>");
+    }
     // Which live server a joiner contacts is decided at apply time; it says
     // nothing about what the node is.
     redacted.join_server = "<join-server>".to_string();
@@ -361,6 +381,45 @@ fn template_error(e: tera::Error) -> BootstrapError {
     BootstrapError::Template(msg)
 }
 
+/// One config.yaml key carrying secret flag values.
+#[derive(Serialize)]
+struct SecretArgCtx<'a> {
+    key: &'a str,
+    values: Vec<&'a str>,
+}
+
+/// Groups secret flags by key, in first-seen order: k3s turns each list item
+/// into one `--key=value` (a repeated flag simply has several items). The
+/// k3s facts file is silent on how config.yaml maps to flags; this follows
+/// k3s's own reader (`pkg/configfilearg/parser.go`: key `k` with a list
+/// value gives `--k=item` per item, placed before the command-line flags).
+fn secret_arg_keys(args: &[(String, Secret)]) -> Vec<SecretArgCtx<'_>> {
+    let mut out: Vec<SecretArgCtx<'_>> = Vec::new();
+    for (flag, value) in args {
+        let key = flag.trim_start_matches('-');
+        match out.iter_mut().find(|c| c.key == key) {
+            Some(c) => c.values.push(value.expose()),
+            None => out.push(SecretArgCtx {
+                key,
+                values: vec![value.expose()],
+            }),
+        }
+    }
+    out
+}
+
+/// Keys the setup script appends to config.yaml on the VM, once it knows
+/// the node's Tailscale IPv4 (templates/common.sh.tera).
+const SCRIPT_CONFIG_KEYS: [&str; 2] = ["node-ip", "advertise-address"];
+
+/// Top-level keys of a rendered config.yaml (lines `key: ...` or `key:`).
+fn config_keys(yaml: &str) -> Vec<&str> {
+    yaml.lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .collect()
+}
+
 #[derive(Serialize)]
 struct ManifestCtx<'a> {
     path: String,
@@ -401,9 +460,34 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     cfg.insert("is_server", &kind.is_server());
     cfg.insert("tls_san", &tls_san);
     cfg.insert("disable", &input.disable);
+    let secret_args = secret_arg_keys(if kind.is_server() {
+        &input.server_secret_args
+    } else {
+        &input.agent_secret_args
+    });
+    cfg.insert("secret_args", &Vec::<SecretArgCtx<'_>>::new());
     let mut config_yaml = tera
         .render("config.yaml.tera", &cfg)
         .map_err(template_error)?;
+    // Secret flags come last, and never under a key exedev-k8s already
+    // writes (two values for one key: which wins is k3s's business).
+    let mut own = config_keys(&config_yaml);
+    own.extend(SCRIPT_CONFIG_KEYS);
+    if let Some(clash) = secret_args.iter().find(|a| own.contains(&a.key)) {
+        return Err(invalid(
+            "secret k3s flag",
+            format!(
+                "--{} is a setting exedev-k8s writes itself; set it through its own field of the fleet file",
+                clash.key
+            ),
+        ));
+    }
+    if !secret_args.is_empty() {
+        cfg.insert("secret_args", &secret_args);
+        config_yaml = tera
+            .render("config.yaml.tera", &cfg)
+            .map_err(template_error)?;
+    }
     if !config_yaml.ends_with('\n') {
         config_yaml.push('\n');
     }
@@ -563,6 +647,25 @@ fn validate(input: &BootstrapInput) -> Result<(), BootstrapError> {
     ] {
         for value in list {
             single_line(field, value, false)?;
+        }
+    }
+    for (field, list) in [
+        ("secret server flag", &input.server_secret_args),
+        ("secret agent flag", &input.agent_secret_args),
+    ] {
+        for (flag, value) in list {
+            let name = flag.strip_prefix("--").unwrap_or("");
+            let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+            if !plain {
+                return Err(invalid(
+                    field,
+                    format!("{flag:?} must be --name: lowercase letters, digits and '-'"),
+                ));
+            }
+            single_line(&format!("value of {flag}"), value.expose(), true)?;
         }
     }
     for (name, content) in &input.manifests {

@@ -52,6 +52,8 @@ fn input(kind: ScriptKind) -> BootstrapInput {
         taints: vec!["dedicated=batch:NoSchedule".to_string()],
         server_args: vec!["--kube-apiserver-arg=audit-log-maxage=7".to_string()],
         agent_args: vec!["--kubelet-arg=max-pods=50".to_string()],
+        server_secret_args: Vec::new(),
+        agent_secret_args: Vec::new(),
         disable: vec!["traefik".to_string(), "servicelb".to_string()],
         manifests: vec![(
             "namespace".to_string(),
@@ -1135,5 +1137,121 @@ proptest! {
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let expected = format!("node: {node}");
         prop_assert!(state.contains(&expected));
+    }
+}
+
+// ------------------------------------------------------ secret k3s flags
+
+const S3_SECRET: &str = "s3-SECRETVALUE-do-not-print";
+
+fn with_secret_flags(kind: ScriptKind) -> BootstrapInput {
+    let mut i = input(kind);
+    i.server_secret_args = vec![
+        ("--etcd-s3-secret-key".to_string(), Secret::new(S3_SECRET)),
+        (
+            "--kube-apiserver-arg".to_string(),
+            Secret::new("oidc-client-secret=a'b\"c$d"),
+        ),
+        (
+            "--kube-apiserver-arg".to_string(),
+            Secret::new("oidc-issuer-url=https://x"),
+        ),
+    ];
+    i.agent_secret_args = vec![("--kubelet-arg".to_string(), Secret::new("agent-only"))];
+    i
+}
+
+/// config.yaml as a generic map (whatever else the templates write).
+fn config_map(sb: &Sandbox) -> BTreeMap<String, serde_json::Value> {
+    let text = std::fs::read_to_string(sb.root(CONFIG_PATH)).expect("config.yaml written");
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("config.yaml {text:?}: {e}"))
+}
+
+#[test]
+fn secret_flags_reach_config_yaml_and_nothing_else() {
+    for kind in KINDS {
+        let i = with_secret_flags(kind);
+        assert!(!format!("{i:?}").contains(S3_SECRET));
+        let script = render(&i).expect("renders");
+        shellcheck(&script, "secret flags");
+        let sb = Sandbox::new();
+        let out = sb.run(&script, &[]);
+        assert_ok(&out);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(S3_SECRET));
+        let cfg = config_map(&sb);
+        let installer_args: Vec<String> = sb
+            .log()
+            .lines()
+            .filter_map(|l| l.strip_prefix("installer-arg "))
+            .map(str::to_string)
+            .collect();
+        assert!(
+            !installer_args.iter().any(|a| a.contains("SECRET")),
+            "never on the command line (the installer persists it in the unit): {installer_args:?}"
+        );
+        if kind == ScriptKind::Agent {
+            assert_eq!(cfg["kubelet-arg"], serde_json::json!(["agent-only"]));
+            assert!(!cfg.contains_key("etcd-s3-secret-key"), "{cfg:?}");
+        } else {
+            // One list item per flag: k3s turns each into `--key=value`.
+            assert_eq!(cfg["etcd-s3-secret-key"], serde_json::json!([S3_SECRET]));
+            assert_eq!(
+                cfg["kube-apiserver-arg"],
+                serde_json::json!(["oidc-client-secret=a'b\"c$d", "oidc-issuer-url=https://x"])
+            );
+            assert!(!cfg.contains_key("kubelet-arg"), "{cfg:?}");
+        }
+    }
+}
+
+#[test]
+fn secret_flags_are_fingerprinted_by_name_not_value() {
+    let i = with_secret_flags(ScriptKind::ServerJoin);
+    let fp = fingerprint(&i);
+    let mut rotated = i.clone();
+    rotated.server_secret_args[0].1 = Secret::new("another-value");
+    assert_eq!(
+        fp,
+        fingerprint(&rotated),
+        "rotating a secret replaces nothing"
+    );
+    let mut other_flag = i.clone();
+    other_flag.server_secret_args[0].0 = "--etcd-s3-access-key".to_string();
+    assert_ne!(fp, fingerprint(&other_flag));
+    let mut fewer = i.clone();
+    fewer.server_secret_args.pop();
+    assert_ne!(fp, fingerprint(&fewer));
+}
+
+#[test]
+fn secret_flags_cannot_take_a_key_the_config_already_has_or_break_out() {
+    for (flag, value) in [
+        ("--node-name", "x"),
+        ("--token", "x"),
+        ("--etcd-s3-secret-key", "multi\nline-SECRETVALUE"),
+        ("--Bad", "x"),
+        ("--a: b", "x"),
+    ] {
+        let mut i = input(ScriptKind::ServerInit);
+        i.server_secret_args = vec![(flag.to_string(), Secret::new(value))];
+        let e = render(&i).expect_err(flag).to_string();
+        assert!(!e.contains("SECRETVALUE"), "{e}");
+        assert!(e.contains("secret") || e.contains("value of"), "{e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_secret_flag_values_round_trip_and_never_run(value in nasty()) {
+        let mut i = input(ScriptKind::ServerInit);
+        i.server_secret_args = vec![("--etcd-s3-secret-key".to_string(), Secret::new(value.clone()))];
+        let script = render(&i).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let sb = Sandbox::new();
+        let out = sb.run(&script, &[]);
+        prop_assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cfg = config_map(&sb);
+        prop_assert_eq!(&cfg["etcd-s3-secret-key"], &serde_json::json!([value]));
     }
 }

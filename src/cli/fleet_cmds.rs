@@ -64,8 +64,30 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Secrets not to check here, comma-separated: environment variable
+    /// names, secret file paths as written in the fleet, or `k3s-token` (the
+    /// stored token). For a job that deliberately lacks them, such as a
+    /// pull-request plan; apply checks them all.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub skip_secret_check: Vec<String>,
+    /// Where the full plan can be read (e.g. the CI run's artifacts): named
+    /// when the markdown plan is summarised to fit a pull-request comment.
+    #[arg(long, value_name = "URL")]
+    pub full_plan_url: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// A plan saved with `plan --out`.
+    pub planfile: PathBuf,
+    /// Output format (markdown: whole, never summarised).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Same as --format json.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -264,17 +286,55 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         destroy: a.destroy,
         members_removed: kube.is_ok(),
     };
-    let (mut p, _) = make_plan(&client, &fleet, &fp, &a.fleet.file, &opts).await?;
+    let (mut p, observed) = make_plan(&client, &fleet, &fp, &a.fleet.file, &opts).await?;
     if needs_drain(&p)
         && let Err(why) = &kube
     {
         p.warnings.push(drain_warning(why));
     }
+    // Plan fails where apply would: every secret the changes need must
+    // resolve here, unless this job was told it lacks them on purpose.
+    if p.creates_vms() {
+        let checked = check_secrets(&fleet, &a.fleet.file, &observed, &a.skip_secret_check)?;
+        if !checked.skipped.is_empty() {
+            eprintln!(
+                "note: secrets not checked here (--skip-secret-check): {}; apply needs them where it runs",
+                checked.skipped.join(", ")
+            );
+        }
+        if !checked.unknown_skips.is_empty() {
+            eprintln!(
+                "warning: --skip-secret-check names {}, which this plan does not need (the fleet references {})",
+                checked.unknown_skips.join(", "),
+                [checked.resolved.as_slice(), checked.skipped.as_slice()]
+                    .concat()
+                    .join(", ")
+            );
+        }
+    }
     let format = if a.json { Format::Json } else { a.format };
     match format {
         Format::Human => write_stdout(render::human(&p, ui::colour_enabled()))?,
         Format::Json => write_stdout(render::json(&p) + "\n")?,
-        Format::Markdown => write_stdout(render::markdown(&p))?,
+        Format::Markdown => {
+            let full_plan = match (&a.full_plan_url, &a.out) {
+                (Some(url), _) => format!("the full plan: {url}"),
+                (None, Some(out)) => format!(
+                    "the full plan is saved in `{}` (`exedev-k8s show {}`)",
+                    out.display(),
+                    out.display()
+                ),
+                (None, None) => format!(
+                    "run `exedev-k8s plan -f {}` for the full plan",
+                    a.fleet.file.display()
+                ),
+            };
+            write_stdout(render::markdown_within(
+                &p,
+                render::MARKDOWN_MAX_BYTES,
+                &full_plan,
+            ))?
+        }
     }
     if let Some(out) = &a.out {
         if p.mode == "destroy" && fleet.metadata.protect {
@@ -294,9 +354,61 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         }
     }
     Ok(if a.detailed_exitcode && p.has_changes() {
-        ExitCode::from(2)
+        ExitCode::from(super::exit::CHANGES)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Prints a saved plan in full, e.g. one downloaded from a CI run whose
+/// pull-request comment was summarised. Reads the file only.
+pub fn show_cmd(a: ShowArgs) -> CliResult {
+    let p = crate::workspace::load_plan(&a.planfile)?;
+    match if a.json { Format::Json } else { a.format } {
+        Format::Human => print!("{}", render::human(&p, ui::colour_enabled())),
+        Format::Json => println!("{}", render::json(&p)),
+        Format::Markdown => print!("{}", render::markdown(&p)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A saved plan that no longer matches: nothing was done; say how to get a
+/// plan that can be applied (a fresh one, reviewed).
+fn stale_plan(e: &plan::file::PlanFileError, fleet: &Path, planfile: Option<&Path>) -> CliError {
+    if !e.is_stale() {
+        return fail(e.to_string());
+    }
+    let out = planfile.map_or_else(|| "plan.json".into(), |p| p.display().to_string());
+    fail(format!(
+        "{e}.\nNothing was changed. Make a fresh plan, review it, and apply that one:\n  exedev-k8s plan -f {} --out {out}\n  exedev-k8s apply {out}\nIn the example GitHub workflow: run the workflow by hand on main (Actions → Run workflow); it plans again and its apply waits for approval of that plan.",
+        fleet.display()
+    ))
+}
+
+/// Runs [`cluster_secrets::check`] for a plan against `observed`; the error
+/// lists every secret that would not resolve.
+fn check_secrets(
+    fleet: &Fleet,
+    fleet_path: &Path,
+    observed: &Observed,
+    skip: &[String],
+) -> CliResult<cluster_secrets::SecretCheck> {
+    let cluster_exists = observed
+        .vms
+        .iter()
+        .any(|v| plan::owned(&fleet.metadata.name.value, v));
+    cluster_secrets::check(
+        fleet,
+        &fleet_path.display().to_string(),
+        &fleet_dir(fleet_path),
+        cluster_exists,
+        skip,
+    )
+    .map_err(|errors| {
+        fail(format!(
+            "{} secret(s) needed to create this plan's VMs cannot be read (values are never shown):\n\n{errors}\n\nSet them where this runs. A job that lacks them on purpose (a pull-request plan) names them in --skip-secret-check; apply always checks them all.",
+            errors.errors().len()
+        ))
     })
 }
 
@@ -472,7 +584,7 @@ fn interrupt_flag(notify: ui::Notifier, verb: &'static str) -> Arc<AtomicBool> {
                 notify(&format!(
                     "interrupted twice: quitting now; re-run {verb} to converge"
                 ));
-                std::process::exit(130);
+                std::process::exit(super::exit::INTERRUPTED);
             }
         }
     });
@@ -601,10 +713,7 @@ async fn execute(
         return Ok(ExitCode::SUCCESS);
     }
     // Only new VMs carry secrets; deleting and updating needs none.
-    let creates = p
-        .changes
-        .iter()
-        .any(|c| matches!(c.action, plan::Action::Create | plan::Action::Replace));
+    let creates = p.creates_vms();
     // A k3s token is generated only for a brand-new cluster: a fresh token
     // for an existing one would keep every new node out of it.
     let new_cluster = !observed
@@ -612,6 +721,8 @@ async fn execute(
         .iter()
         .any(|v| plan::owned(&fleet.metadata.name.value, v));
     let secrets = if creates {
+        // Every missing secret at once, before anything is read for real.
+        check_secrets(fleet, fleet_path, observed, &[])?;
         let (secrets, generated) =
             cluster_secrets::resolve_noting_generated(fleet, &fleet_dir(fleet_path), new_cluster)?;
         if !generated.is_empty() {
@@ -762,7 +873,9 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
                 members_removed: kube.is_ok() && !a.skip_drain,
             };
             let fresh = plan_from(&fleet, &fp, &fleet_path, &opts, &observed)?;
-            plan::file::check_fresh(&saved, &fresh)?;
+            if let Err(e) = plan::file::check_fresh(&saved, &fresh) {
+                return Err(stale_plan(&e, &fleet_path, a.planfile.as_deref()));
+            }
             saved
         }
         None => {
@@ -934,7 +1047,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
     Ok(if st.healthy {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(2)
+        ExitCode::from(super::exit::CHANGES)
     })
 }
 

@@ -1,10 +1,12 @@
 //! The terminal edge: argument parsing, dispatch, exit codes.
 //!
 //! Every subcommand returns a [`CliResult`]; `main` prints the error (which
-//! already names the thing and says what to do) and exits 1.
+//! already names the thing and says what to do) and exits 1. Exit codes are
+//! a contract with pipelines: see [`exit`].
 
 mod docs_cmd;
 mod exec_cmd;
+pub mod exit;
 mod fleet_cmds;
 mod kubeconfig_cmd;
 mod token_cmd;
@@ -29,7 +31,7 @@ impl<E: std::fmt::Display> From<E> for CliError {
     fn from(e: E) -> Self {
         CliError {
             message: e.to_string(),
-            code: 1,
+            code: exit::FAILURE,
         }
     }
 }
@@ -40,7 +42,7 @@ pub type CliResult<T = ExitCode> = Result<T, CliError>;
 pub fn fail(message: impl Into<String>) -> CliError {
     CliError {
         message: message.into(),
-        code: 1,
+        code: exit::FAILURE,
     }
 }
 
@@ -130,6 +132,8 @@ pub enum Cmd {
     Schema(fleet_cmds::SchemaArgs),
     /// Show what apply would change.
     Plan(fleet_cmds::PlanArgs),
+    /// Print a saved plan in full (no API call).
+    Show(fleet_cmds::ShowArgs),
     /// Make exe.dev match the fleet (or carry out a saved plan).
     Apply(fleet_cmds::ApplyArgs),
     /// Delete every VM the fleet owns.
@@ -146,9 +150,20 @@ pub enum Cmd {
     Man(docs_cmd::ManArgs),
 }
 
-/// Entry point of the binary.
+/// Entry point of the binary. A panic is a bug, but it must not read as a
+/// result: the panic hook reports it and exits [`exit::FAILURE`] at once,
+/// wherever it happens (also in a spawned task whose failure a caller
+/// might otherwise pass over).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    exit::install_panic_report();
+    #[cfg(debug_assertions)]
+    if std::env::var_os(exit::TEST_PANIC_ENV).is_some_and(|v| v == "main") {
+        panic!("{}=main (debug builds only)", exit::TEST_PANIC_ENV);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::usage_error(&e),
+    };
     // Every command but the emulator waits on the network, with bounded
     // concurrency: one thread drives it all (fewer threads and allocator
     // arenas: less memory and CPU for a large plan). The emulator serves
@@ -161,7 +176,7 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::FAILURE);
         }
     };
     match runtime.block_on(run(cli)) {
@@ -176,12 +191,20 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    #[cfg(debug_assertions)]
+    if std::env::var_os(exit::TEST_PANIC_ENV).is_some_and(|v| v == "task") {
+        // A panicking task whose JoinError is passed over, as a careless
+        // caller might: the hook still makes the process fail.
+        let _ = tokio::spawn(async { panic!("{}=task", exit::TEST_PANIC_ENV) }).await;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
         Cmd::Token(t) => token_cmd::run(t),
         Cmd::Exec(a) => exec_cmd::run(a).await,
         Cmd::Validate(a) => fleet_cmds::validate(a),
         Cmd::Schema(a) => fleet_cmds::schema(a),
         Cmd::Plan(a) => fleet_cmds::plan_cmd(a).await,
+        Cmd::Show(a) => fleet_cmds::show_cmd(a),
         Cmd::Apply(a) => fleet_cmds::apply_cmd(a).await,
         Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
         Cmd::Status(a) => fleet_cmds::status_cmd(a).await,

@@ -42,6 +42,10 @@ pub struct MintArgs {
     /// Grant exactly the commands plan, apply and destroy of this fleet need.
     #[arg(long, conflicts_with = "cmds", value_name = "FLEET")]
     pub for_fleet: Option<PathBuf>,
+    /// With --for-fleet: grant only what `plan` and `status` need (they read,
+    /// never change): the token for a pull-request job.
+    #[arg(long, requires = "for_fleet")]
+    pub read_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -125,8 +129,13 @@ fn mint(a: MintArgs) -> CliResult {
     let cmds = match (&a.for_fleet, a.cmds) {
         (Some(path), _) => {
             super::fleet_cmds::load_fleet(path)?;
+            let op = if a.read_only {
+                crate::api::command::FleetOp::Plan
+            } else {
+                crate::api::command::FleetOp::Apply
+            };
             Some(
-                super::fleet_cmds::cmds(crate::api::command::FleetOp::Apply)
+                super::fleet_cmds::cmds(op)
                     .into_iter()
                     .map(str::to_string)
                     .collect(),

@@ -323,7 +323,7 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
 mod tests {
     use super::*;
     use crate::fleet::parse;
-    use crate::names::check_portable_vm_name;
+    use crate::names::check_node_name;
     use proptest::prelude::*;
 
     fn fleet(yaml_tail: &str) -> Fleet {
@@ -615,7 +615,7 @@ network:
             prop_assert_eq!(vms.len() as u32, expected);
             let mut names = std::collections::BTreeSet::new();
             for vm in &vms {
-                prop_assert_eq!(check_portable_vm_name(&vm.name), Ok(()));
+                prop_assert_eq!(check_node_name(&vm.name), Ok(()));
                 prop_assert!(names.insert(vm.name.clone()), "duplicate {}", vm.name);
                 prop_assert!(has_ownership_tag(&cluster, &vm.tags));
                 prop_assert_eq!(

@@ -114,6 +114,21 @@ mod tests {
         assert_eq!(schema["properties"]["kind"]["const"], KIND);
         let secret = &schema["$defs"]["SecretRef"]["anyOf"];
         assert_eq!(secret[0]["additionalProperties"], false, "{secret}");
+        // k3s flags: a string, or a secret flag {flag, secret}.
+        let arg = &schema["$defs"]["K3sArg"]["anyOf"];
+        assert_eq!(arg[0]["type"], "string", "{arg}");
+        assert_eq!(arg[1]["additionalProperties"], false, "{arg}");
+        assert_eq!(
+            arg[1]["required"],
+            serde_json::json!(["flag", "secret"]),
+            "{arg}"
+        );
+        assert_eq!(
+            schema["properties"]["k3s"]["$ref"]
+                .as_str()
+                .map(|r| r.ends_with("K3s")),
+            Some(true)
+        );
     }
 
     #[test]

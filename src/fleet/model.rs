@@ -90,14 +90,16 @@ pub struct K3s {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub channel: Option<Spanned<String>>,
-    /// Extra flags for `k3s server`, each starting with `--`.
+    /// Extra flags for `k3s server`: each `--flag=value`, or a secret flag
+    /// `{flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}`.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
-    pub server_args: Vec<Spanned<String>>,
-    /// Extra flags for `k3s agent`, each starting with `--`.
+    #[schemars(with = "Vec<K3sArgSchema>")]
+    pub server_args: Vec<Spanned<K3sArg>>,
+    /// Extra flags for `k3s agent`: each `--flag=value`, or a secret flag
+    /// `{flag: --some-flag, secret: {file: secrets/value}}`.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
-    pub agent_args: Vec<Spanned<String>>,
+    #[schemars(with = "Vec<K3sArgSchema>")]
+    pub agent_args: Vec<Spanned<K3sArg>>,
     /// Packaged components not to deploy: `traefik`, `servicelb`,
     /// `metrics-server`, `local-storage`, `coredns`.
     #[serde(default)]
@@ -382,6 +384,98 @@ enum SecretRefSchema {
     },
 }
 
+/// One extra k3s flag: written out as given, or a flag whose value is a
+/// secret. A secret flag's value is read at apply time, goes into the node's
+/// `/etc/rancher/k3s/config.yaml` (mode 0600), never into the k3s command
+/// line, a plan, a plan file or an error, and is left out of the spec
+/// fingerprint (rotating it does not replace VMs).
+#[derive(Clone, PartialEq, Eq)]
+pub enum K3sArg {
+    /// `--flag=value` (or `--flag`), one argv element.
+    Plain(String),
+    /// `{flag: --name, secret: {env: NAME}}`.
+    Secret {
+        /// The flag, `--name` (no `=value`).
+        flag: Spanned<String>,
+        /// Where its value comes from.
+        secret: Spanned<SecretRef>,
+    },
+}
+
+impl K3sArg {
+    /// How a plan shows the flag: a secret's value as where it comes from.
+    pub fn shown(&self) -> String {
+        match self {
+            K3sArg::Plain(s) => s.clone(),
+            K3sArg::Secret { flag, secret } => {
+                format!("{}=(secret from {})", flag.value, secret.value.describe())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for K3sArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+/// The schema's view of a k3s flag: a string, or a secret flag.
+#[derive(JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+#[schemars(rename = "K3sArg")]
+#[allow(dead_code)] // only used to describe the format in the JSON schema
+enum K3sArgSchema {
+    /// A flag as k3s takes it, e.g. `--kubelet-arg=max-pods=200`.
+    Plain(String),
+    /// A flag whose value is a secret, e.g.
+    /// `{flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}`: the
+    /// value reaches the node's config.yaml and nothing else.
+    Secret {
+        /// The flag name with its leading `--` and no value.
+        flag: String,
+        /// Where the value comes from.
+        secret: SecretRefSchema,
+    },
+}
+
+impl<'de> Deserialize<'de> for K3sArg {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ArgVisitor;
+        impl<'de> Visitor<'de> for ArgVisitor {
+            type Value = K3sArg;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a flag such as --kubelet-arg=max-pods=200, or {flag: --name, secret: {env: NAME}}",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<K3sArg, E> {
+                Ok(K3sArg::Plain(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<K3sArg, A::Error> {
+                let mut flag: Option<Spanned<String>> = None;
+                let mut secret: Option<Spanned<SecretRef>> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "flag" if flag.is_none() => flag = Some(map.next_value()?),
+                        "secret" if secret.is_none() => secret = Some(map.next_value()?),
+                        "flag" => return Err(de::Error::duplicate_field("flag")),
+                        "secret" => return Err(de::Error::duplicate_field("secret")),
+                        other => return Err(de::Error::unknown_field(other, &["flag", "secret"])),
+                    }
+                }
+                match (flag, secret) {
+                    (Some(flag), Some(secret)) => Ok(K3sArg::Secret { flag, secret }),
+                    _ => Err(de::Error::custom(
+                        "a secret k3s flag needs both `flag` and `secret`, e.g. {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}",
+                    )),
+                }
+            }
+        }
+        deserializer.deserialize_any(ArgVisitor)
+    }
+}
+
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct RefVisitor;
@@ -413,5 +507,27 @@ impl<'de> Deserialize<'de> for SecretRef {
             }
         }
         deserializer.deserialize_any(RefVisitor)
+    }
+}
+
+impl SecretRef {
+    /// Where the secret comes from, for messages and plans: `env NAME` or
+    /// `file PATH`. Never the value.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::Env(name) => format!("env {name}"),
+            SecretRef::File(path) => format!("file {}", path.display()),
+            SecretRef::Literal => "a literal (refused)".to_string(),
+        }
+    }
+
+    /// The name `--skip-secret-check` knows it by: the environment
+    /// variable's name, or the file path as written.
+    pub fn name(&self) -> String {
+        match self {
+            SecretRef::Env(name) => name.clone(),
+            SecretRef::File(path) => path.display().to_string(),
+            SecretRef::Literal => String::new(),
+        }
     }
 }

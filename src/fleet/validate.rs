@@ -12,8 +12,8 @@ use super::desired::{
     CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, ownership_tag, pool_tag,
 };
 use super::error::FleetError;
-use super::model::{API_VERSION, Fleet, KIND, Labels, SecretRef, Share};
-use crate::names::{check_portable_vm_name, fleet_vm_name, is_name_segment, is_pool_segment};
+use super::model::{API_VERSION, Fleet, K3sArg, KIND, Labels, SecretRef, Share};
+use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::{ByteSize, SizeError};
 
 /// Components k3s can be told not to deploy (`--disable`).
@@ -296,7 +296,7 @@ fn check_pool_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
 fn check_vm_names(cx: &mut Ctx, at: &Spanned<String>, cluster: &str, pool: &str, count: u32) {
     for i in 1..=count {
         let name = fleet_vm_name(cluster, pool, i);
-        if let Err(e) = check_portable_vm_name(&name) {
+        if let Err(e) = check_node_name(&name) {
             cx.at(
                 at,
                 format!("computed VM name {name:?} is not accepted by exe.dev: {e}"),
@@ -341,18 +341,12 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
         );
     }
     for arg in k3s.server_args.iter().chain(&k3s.agent_args) {
-        if !arg.value.starts_with("--") {
-            cx.at(
-                arg,
-                format!("k3s argument {:?} does not start with --", arg.value),
-                "write each flag as its own item, e.g. --kubelet-arg=max-pods=200",
-            );
-        } else if arg.value.contains(['\n', '\0']) {
-            cx.at(
-                arg,
-                "k3s argument contains a newline or NUL character",
-                "write each flag on one line, as its own list item",
-            );
+        match &arg.value {
+            K3sArg::Plain(value) => check_plain_arg(cx, arg, value),
+            K3sArg::Secret { flag, secret } => {
+                check_secret_flag(cx, flag);
+                check_secret(cx, secret, "ETCD_S3_SECRET");
+            }
         }
     }
     for d in &k3s.disable {
@@ -369,6 +363,59 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
     }
     if let Some(token) = &k3s.agent_token {
         check_secret(cx, token, "K3S_AGENT_TOKEN");
+    }
+}
+
+fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
+    if !value.starts_with("--") {
+        cx.at(
+            arg,
+            format!("k3s argument {value:?} does not start with --"),
+            "write each flag as its own item, e.g. --kubelet-arg=max-pods=200",
+        );
+    } else if value.contains(['\n', '\0']) {
+        cx.at(
+            arg,
+            "k3s argument contains a newline or NUL character",
+            "write each flag on one line, as its own list item",
+        );
+    }
+}
+
+/// Flags whose values exedev-k8s itself writes into config.yaml from
+/// other fields of the fleet: a secret flag of the same name would fight
+/// them. (`bootstrap::render` also refuses any key its config already has.)
+const FLAGS_WITH_OWN_FIELD: &[(&str, &str)] = &[
+    ("--token", "k3s.token"),
+    ("--vpn-auth", "network.tailscale.authKey"),
+];
+
+/// A secret flag becomes a config.yaml key: `--name` exactly, lowercase
+/// letters, digits and inner hyphens (what k3s's flags look like), no value.
+fn check_secret_flag(cx: &mut Ctx, flag: &Spanned<String>) {
+    let name = flag.value.strip_prefix("--").unwrap_or("");
+    let well_formed = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if !well_formed {
+        let why = if flag.value.contains('=') {
+            "has a value: the value is the secret"
+        } else {
+            "is not a k3s flag name"
+        };
+        cx.at(
+            flag,
+            format!("secret flag {:?} {why}", flag.value),
+            "write the flag alone, e.g. flag: --etcd-s3-secret-key, and its value as secret: {env: NAME}",
+        );
+    } else if let Some((_, field)) = FLAGS_WITH_OWN_FIELD.iter().find(|(f, _)| *f == flag.value) {
+        cx.at(
+            flag,
+            format!("{} is set by exedev-k8s from {field}", flag.value),
+            format!("remove this item and set {field} instead"),
+        );
     }
 }
 
@@ -1193,6 +1240,20 @@ network:
         );
         // The control plane's names are checked too: `a-cp1` is 5 characters.
         assert!(parse(&replace("name: demo", "name: a"), "f").is_ok());
+        // exe.dev takes 64 characters, a DNS label (the Tailscale host name)
+        // 63: `{47 x c}-{13 x p}1` is 63, one more pool letter is 64.
+        let cluster = "c".repeat(47);
+        let ok = replace("name: demo", &format!("name: {cluster}"))
+            + &format!("pools:\n  - name: {}\n    count: 1\n", "p".repeat(14));
+        assert!(parse(&ok, "f").is_ok());
+        one(
+            &(replace("name: demo", &format!("name: {cluster}"))
+                + &format!("pools:\n  - name: {}\n    count: 1\n", "p".repeat(15))),
+            12,
+            11,
+            "a DNS label, which holds at most 63",
+            "shorten",
+        );
     }
 
     #[test]
@@ -1358,6 +1419,84 @@ network:
             15,
             "control character U+000A",
             "single-line",
+        );
+    }
+
+    #[test]
+    fn secret_k3s_flags() {
+        let ok = replace(
+            "  channel: stable\n",
+            "  channel: stable\n  serverArgs:\n    - --etcd-s3\n    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\n  agentArgs:\n    - flag: --kubelet-arg\n      secret: {file: secrets/kubelet}\n",
+        );
+        let f = match parse(&ok, "f") {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        let shown: Vec<String> = f
+            .k3s
+            .value
+            .server_args
+            .iter()
+            .chain(&f.k3s.value.agent_args)
+            .map(|a| a.value.shown())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "--etcd-s3",
+                "--etcd-s3-secret-key=(secret from env ETCD_S3_SECRET)",
+                "--kubelet-arg=(secret from file secrets/kubelet)"
+            ]
+        );
+        // A value in the flag, a literal secret, an unknown key, a missing
+        // key, a flag exedev-k8s sets itself: each where it is written.
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [{flag: --etcd-s3-secret-key=x, secret: {env: S}}]\n",
+            ),
+            7,
+            23,
+            "has a value",
+            "flag: --etcd-s3-secret-key",
+        );
+        let errs = errors(&replace(
+            "  channel: stable\n",
+            "  channel: stable\n  serverArgs: [{flag: --etcd-s3-secret-key, secret: hunter2-value}]\n",
+        ));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!((errs[0].line, errs[0].column), (7, 53));
+        assert!(errs[0].message.contains("never written"));
+        assert!(!format!("{errs:?}").contains("hunter2"));
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [{flag: --a, secret: {env: S}, value: x}]\n",
+            ),
+            7,
+            46,
+            "unknown field",
+            "spelling",
+        );
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  serverArgs: [{flag: --a}]\n",
+            ),
+            7,
+            16,
+            "needs both `flag` and `secret`",
+            "",
+        );
+        one(
+            &replace(
+                "  channel: stable\n",
+                "  channel: stable\n  agentArgs: [{flag: --token, secret: {env: T}}]\n",
+            ),
+            7,
+            22,
+            "set by exedev-k8s from k3s.token",
+            "k3s.token",
         );
     }
 

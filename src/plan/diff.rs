@@ -73,7 +73,21 @@ fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange
     }
 }
 
-fn create_attrs(d: &DesiredVm) -> Vec<AttrChange> {
+/// The extra k3s flags a new VM gets, for the reviewer; a secret flag shows
+/// where its value comes from, never the value. None without flags.
+fn k3s_args_attr(fleet: &Fleet, d: &DesiredVm) -> Option<AttrChange> {
+    let k3s = &fleet.k3s.value;
+    let args = match d.role {
+        Role::Server => &k3s.server_args,
+        Role::Agent => &k3s.agent_args,
+    };
+    (!args.is_empty()).then(|| {
+        let shown: Vec<String> = args.iter().map(|a| a.value.shown()).collect();
+        attr("k3s args", None, Some(shown.join(" ")))
+    })
+}
+
+fn create_attrs(fleet: &Fleet, d: &DesiredVm) -> Vec<AttrChange> {
     let mut a = vec![
         attr("image", None, Some(d.image.clone())),
         attr("cpu", None, Some(d.cpu.to_string())),
@@ -85,6 +99,7 @@ fn create_attrs(d: &DesiredVm) -> Vec<AttrChange> {
         a.push(attr("share.port", None, Some(s.port.to_string())));
         a.push(attr("share.public", None, Some(s.public.to_string())));
     }
+    a.extend(k3s_args_attr(fleet, d));
     a
 }
 
@@ -156,6 +171,11 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
             "bootstrap settings changed (spec {have_fp} → {want_fp}): k3s version, args, labels, taints or network"
         ));
         attributes.push(attr("spec", Some(have_fp.into()), Some(want_fp.clone())));
+        // What the VM was given is not recorded (only its fingerprint).
+        attributes.extend(k3s_args_attr(fleet, d).map(|mut a| {
+            a.before = Some("(not recorded)".into());
+            a
+        }));
     }
     let disk_differs = !same_size(o.disk_capacity_bytes, d.disk.0);
     if disk_differs && d.disk.0 < o.disk_capacity_bytes {
@@ -377,7 +397,7 @@ pub fn diff(
                         d.index,
                         d.pool
                     )],
-                    attributes: create_attrs(d),
+                    attributes: create_attrs(fleet, d),
                     ops: share_ops(d),
                 }),
                 Some(o) if !super::owned(&cluster, o) => {

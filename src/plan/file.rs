@@ -30,15 +30,15 @@ pub enum PlanFileError {
     )]
     Version { path: String, found: u32 },
     #[error(
-        "the plan is stale: the fleet file changed since it was made (plan {planned}, now {now}); run `plan --out` again and review it"
+        "the plan is stale: the fleet file changed since it was made (fingerprint then {planned}, now {now})"
     )]
     FleetChanged { planned: String, now: String },
     #[error(
-        "the plan is stale: the VMs on exe.dev changed since it was made (plan {planned}, now {now}); run `plan --out` again and review it"
+        "the plan is stale: the VMs on exe.dev changed since it was made (fingerprint then {planned}, now {now})"
     )]
     ObservedChanged { planned: String, now: String },
     #[error(
-        "the plan's changes are not what the fleet and exe.dev call for now (was the file edited?); run `plan --out` again and review it"
+        "the plan's changes are not what the fleet and exe.dev call for now (was the plan file edited?)"
     )]
     ChangesDiffer,
     #[error("the plan is for fleet {planned:?} but the fleet file is {now:?}")]
@@ -137,6 +137,20 @@ pub fn relative_to(from: &Path, to: &Path) -> PathBuf {
         out.push(c.as_os_str());
     }
     out
+}
+
+impl PlanFileError {
+    /// Whether the plan no longer matches the world (as opposed to a file
+    /// that cannot be read): the remedy is a fresh, reviewed plan.
+    pub fn is_stale(&self) -> bool {
+        matches!(
+            self,
+            PlanFileError::FleetChanged { .. }
+                | PlanFileError::ObservedChanged { .. }
+                | PlanFileError::ChangesDiffer
+                | PlanFileError::WrongFleet { .. }
+        )
+    }
 }
 
 /// Refuses a saved plan whose fleet or observed state no longer matches.

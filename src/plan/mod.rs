@@ -144,6 +144,16 @@ impl Plan {
         !self.changes.is_empty()
     }
 
+    /// Whether carrying it out starts VMs (creates or replaces): the only
+    /// changes that need the cluster's secrets.
+    pub fn creates_vms(&self) -> bool {
+        self.mode == "apply"
+            && self
+                .changes
+                .iter()
+                .any(|c| matches!(c.action, Action::Create | Action::Replace))
+    }
+
     /// The server the tool should reach the Kubernetes API through while
     /// carrying this plan out: the lowest-named of `running_servers` that
     /// the plan does not delete, replace or resize, so a rolling server

@@ -106,36 +106,52 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
     out
 }
 
-/// Markdown for a pull-request comment.
-pub fn markdown(plan: &Plan) -> String {
-    let mut out = String::new();
+/// GitHub refuses comments over 65,536 characters; a markdown plan is kept
+/// under this many bytes (bytes ≥ characters), with room to spare for what
+/// a workflow adds around it.
+pub const MARKDOWN_MAX_BYTES: usize = 60_000;
+
+/// Title and summary line of a markdown plan.
+fn markdown_title(plan: &Plan) -> String {
     let verb = if plan.mode == "destroy" {
         "destroy plan"
     } else {
         "plan"
     };
-    let _ = writeln!(out, "### exedev-k8s {verb}: {}\n", md_code(&plan.fleet));
-    let _ = writeln!(out, "**{}**\n", summary_line(plan));
+    format!(
+        "### exedev-k8s {verb}: {}\n\n**{}**\n",
+        md_code(&plan.fleet),
+        summary_line(plan)
+    )
+}
+
+fn change_row(c: &Change) -> String {
+    let action = match c.action {
+        Action::Create => "➕ create",
+        Action::Update => "🔧 update",
+        Action::Replace => "♻️ replace",
+        Action::Delete => "🗑️ delete",
+    };
+    format!(
+        "| {action} | {} | {} | {} | {} |",
+        md_code(&c.vm),
+        md_text(&c.pool),
+        md_text(&c.role),
+        md_text(&c.reasons.join("; "))
+    )
+}
+
+/// Markdown for a pull-request comment, whole.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = markdown_title(plan);
+    out.push('\n');
     if !plan.has_changes() {
         let _ = writeln!(out, "No changes: the VMs on exe.dev match the fleet.");
     } else {
         let _ = writeln!(out, "| action | VM | pool | role | why |");
         let _ = writeln!(out, "|---|---|---|---|---|");
         for c in &plan.changes {
-            let action = match c.action {
-                Action::Create => "➕ create",
-                Action::Update => "🔧 update",
-                Action::Replace => "♻️ replace",
-                Action::Delete => "🗑️ delete",
-            };
-            let _ = writeln!(
-                out,
-                "| {action} | {} | {} | {} | {} |",
-                md_code(&c.vm),
-                md_text(&c.pool),
-                md_text(&c.role),
-                md_text(&c.reasons.join("; "))
-            );
+            let _ = writeln!(out, "{}", change_row(c));
         }
         // Inside a fenced block nothing is markdown or HTML; only a line of
         // backticks as long as the fence could end it early, so the fence
@@ -173,6 +189,106 @@ pub fn markdown(plan: &Plan) -> String {
     out
 }
 
+/// Markdown for a pull-request comment, at most `max_bytes` long: the whole
+/// plan when it fits, else a summary (counts per pool, warnings, the first
+/// changes in apply order) that says where `full_plan` is.
+pub fn markdown_within(plan: &Plan, max_bytes: usize, full_plan: &str) -> String {
+    let whole = markdown(plan);
+    if whole.len() <= max_bytes {
+        return whole;
+    }
+    // The operator's own words (a URL, a file name): kept as markdown, on
+    // one line.
+    let note = one_line(full_plan);
+    let mut out = markdown_title(plan);
+    let _ = writeln!(
+        out,
+        "\n> [!NOTE]\n> Summarised to fit a pull-request comment (the whole plan is {} KB): {note}.\n",
+        whole.len().div_ceil(1024),
+    );
+    // What must still fit after whatever is added: the closing lines.
+    let reserve = note.len() + 256;
+    let fits = |out: &String, add: &str| out.len() + add.len() + 1 + reserve <= max_bytes;
+    let mut omitted_warnings = 0;
+    if !plan.warnings.is_empty() {
+        out.push_str("> [!WARNING]\n");
+        for w in &plan.warnings {
+            let line = format!("> {}", md_text(w));
+            if fits(&out, &line) {
+                let _ = writeln!(out, "{line}");
+            } else {
+                omitted_warnings += 1;
+            }
+        }
+        out.push('\n');
+    }
+    // Counts per pool and role, in apply order of first appearance.
+    let mut groups: Vec<((&str, &str), [u32; 4])> = Vec::new();
+    for c in &plan.changes {
+        let key = (c.pool.as_str(), c.role.as_str());
+        let i = match groups.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                groups.push((key, [0; 4]));
+                groups.len() - 1
+            }
+        };
+        let column = match c.action {
+            Action::Create => 0,
+            Action::Update => 1,
+            Action::Replace => 2,
+            Action::Delete => 3,
+        };
+        groups[i].1[column] += 1;
+    }
+    out.push_str(
+        "| pool | role | create | update | replace | delete |\n|---|---|---|---|---|---|\n",
+    );
+    let mut omitted_pools = 0;
+    for ((pool, role), n) in &groups {
+        let line = format!(
+            "| {} | {} | {} | {} | {} | {} |",
+            md_text(pool),
+            md_text(role),
+            n[0],
+            n[1],
+            n[2],
+            n[3]
+        );
+        if fits(&out, &line) {
+            let _ = writeln!(out, "{line}");
+        } else {
+            omitted_pools += 1;
+        }
+    }
+    let head = "\n| action | VM | pool | role | why |\n|---|---|---|---|---|";
+    let mut shown = 0;
+    if fits(&out, head) {
+        let _ = writeln!(out, "{head}");
+        for c in &plan.changes {
+            let row = change_row(c);
+            if !fits(&out, &row) {
+                break;
+            }
+            let _ = writeln!(out, "{row}");
+            shown += 1;
+        }
+    }
+    let mut left = vec!["the attribute changes".to_string()];
+    if shown < plan.changes.len() {
+        left.push(format!("{} more changes", plan.changes.len() - shown));
+    }
+    if omitted_warnings > 0 {
+        left.push(format!("{omitted_warnings} more warnings"));
+    }
+    if omitted_pools > 0 {
+        left.push(format!("{omitted_pools} more pool rows"));
+    }
+    let _ = writeln!(out, "\n_Not shown here: {}; {note}._", left.join(", "),);
+    out
+}
+
+/// The documented JSON schema (see README, "Plan JSON").
 /// The documented JSON schema (see README, "Plan JSON"). serde_json
 /// escapes C0 controls; [`crate::text::json_safe`] escapes the rest (DEL,
 /// C1, bidi overrides) the same way, so the value is unchanged.

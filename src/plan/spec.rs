@@ -4,15 +4,18 @@
 //! Pure: secrets come in as values ([`ClusterSecrets`]); the plan uses
 //! placeholders, since fingerprints leave secrets out.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use crate::api::NewVm;
 use crate::bootstrap::{self, BootstrapError, BootstrapInput, K3sRelease, ScriptKind};
-use crate::fleet::{DesiredVm, Fleet, Role};
+use crate::fleet::{DesiredVm, Fleet, K3sArg, Role, SecretRef, Spanned};
 use crate::secret::Secret;
 
 /// The secrets setup scripts carry: servers get the server token, the agent
-/// token and the Tailscale key; agents the agent token and the Tailscale key.
+/// token and the Tailscale key; agents the agent token and the Tailscale key;
+/// each role its own secret k3s flags.
 #[derive(Debug, Clone)]
 pub struct ClusterSecrets {
     /// Admin-equivalent k3s server token.
@@ -21,19 +24,54 @@ pub struct ClusterSecrets {
     pub agent_token: Secret,
     /// Tailscale auth key for `tailscale up`.
     pub tailscale_auth_key: Secret,
+    /// Values of secret k3s flags, by [`SecretRef::describe`] of their
+    /// reference. Empty for placeholders.
+    pub args: BTreeMap<String, Secret>,
 }
+
+/// Stand-in for a secret value at plan time: as long as a real one.
+const PLACEHOLDER_LEN: usize = 96;
 
 impl ClusterSecrets {
     /// Stand-ins as long as real secrets, for plan-time rendering and size
     /// checks; never sent anywhere.
     pub fn placeholders() -> Self {
         ClusterSecrets {
-            k3s_token: Secret::new("K".repeat(96)),
-            agent_token: Secret::new("A".repeat(96)),
-            tailscale_auth_key: Secret::new("T".repeat(96)),
+            k3s_token: Secret::new("K".repeat(PLACEHOLDER_LEN)),
+            agent_token: Secret::new("A".repeat(PLACEHOLDER_LEN)),
+            tailscale_auth_key: Secret::new("T".repeat(PLACEHOLDER_LEN)),
+            args: BTreeMap::new(),
         }
     }
+
+    /// The value of a secret flag. `cluster_secrets::resolve` resolves every
+    /// reference of the fleet, so only placeholders lack one (and get a
+    /// stand-in).
+    fn arg(&self, r: &SecretRef) -> Secret {
+        self.args
+            .get(&r.describe())
+            .cloned()
+            .unwrap_or_else(|| Secret::new("S".repeat(PLACEHOLDER_LEN)))
+    }
 }
+
+/// Splits a role's k3s flags into plain ones (argv) and secret ones
+/// (`(--name, value)`, for config.yaml).
+fn split_args(args: &[Spanned<K3sArg>], secrets: &ClusterSecrets) -> SplitArgs {
+    let mut plain = Vec::new();
+    let mut secret = Vec::new();
+    for a in args {
+        match &a.value {
+            K3sArg::Plain(s) => plain.push(s.clone()),
+            K3sArg::Secret { flag, secret: r } => {
+                secret.push((flag.value.clone(), secrets.arg(&r.value)))
+            }
+        }
+    }
+    (plain, secret)
+}
+
+type SplitArgs = (Vec<String>, Vec<(String, Secret)>);
 
 /// Prefix of the comment that fingerprints a VM's immutable spec (one of
 /// the marks of ownership, so it lives with the others in `fleet`).
@@ -68,6 +106,8 @@ pub fn bootstrap_input(
         (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
         (None, None) => K3sRelease::Channel("stable".into()),
     };
+    let (server_args, server_secret_args) = split_args(&k3s.server_args, secrets);
+    let (agent_args, agent_secret_args) = split_args(&k3s.agent_args, secrets);
     BootstrapInput {
         kind,
         cluster,
@@ -92,8 +132,10 @@ pub fn bootstrap_input(
         tailscale_auth_key: secrets.tailscale_auth_key.clone(),
         labels: vm.labels.clone(),
         taints: vm.taints.clone(),
-        server_args: k3s.server_args.iter().map(|a| a.value.clone()).collect(),
-        agent_args: k3s.agent_args.iter().map(|a| a.value.clone()).collect(),
+        server_args,
+        agent_args,
+        server_secret_args,
+        agent_secret_args,
         disable: k3s.disable.iter().map(|a| a.value.clone()).collect(),
         // The first server carries the manifests, also when it is a
         // replacement that joins the surviving servers.

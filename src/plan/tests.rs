@@ -527,6 +527,89 @@ fn server_resizes_count_as_downtime_and_the_only_server_warning_always_shows() {
     }
 }
 
+#[test]
+fn markdown_is_summarised_under_the_limit_and_says_where_the_full_plan_is() {
+    // 500 VMs to create: far over GitHub's comment limit when whole.
+    let pools: String = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|p| format!("  - name: pool{p}\n    count: 100\n"))
+        .collect();
+    let f = fleet(&pools);
+    let mut p = plan(&f, &Observed::default());
+    p.warnings.push("an important warning".into());
+    assert_eq!(p.summary.create, 505);
+    let whole = render::markdown(&p);
+    assert!(whole.len() > render::MARKDOWN_MAX_BYTES, "{}", whole.len());
+    let md = render::markdown_within(
+        &p,
+        render::MARKDOWN_MAX_BYTES,
+        "see https://ci.example/run/1",
+    );
+    assert!(md.len() <= render::MARKDOWN_MAX_BYTES, "{}", md.len());
+    assert!(md.starts_with("### exedev-k8s plan: `demo`\n"), "{md}");
+    assert!(md.contains("**505 to create, 0 to update, 0 to replace, 0 to delete**"));
+    assert!(md.contains("Summarised to fit a pull-request comment"));
+    assert!(md.contains("> an important warning"));
+    assert!(md.contains("| poola | agent | 100 | 0 | 0 | 0 |"), "{md}");
+    assert!(md.contains("| cp | server | 3 | 0 | 0 | 0 |"), "{md}");
+    assert!(md.contains("| ➕ create | `demo-cp1` |"), "servers first");
+    let tail = md.lines().last().unwrap_or_default();
+    assert!(
+        tail.contains("the attribute changes") && tail.ends_with("see https://ci.example/run/1._"),
+        "{tail}"
+    );
+    // Tight budgets still hold, and say what was left out.
+    for max in [2_000, 5_000, 20_000] {
+        let md = render::markdown_within(&p, max, "x");
+        assert!(md.len() <= max, "{max}: {}", md.len());
+        let tail = md.lines().last().unwrap_or_default();
+        assert!(tail.contains("more changes"), "{max}: {tail}");
+    }
+    // A plan that fits is given whole.
+    let small = plan(&fleet(""), &Observed::default());
+    assert_eq!(
+        render::markdown_within(&small, render::MARKDOWN_MAX_BYTES, "x"),
+        render::markdown(&small)
+    );
+}
+
+#[test]
+fn new_vms_show_their_k3s_flags_with_secrets_redacted() {
+    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\n  serverArgs:\n    - --etcd-s3\n    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\npools:\n  - name: web\n    count: 1\n";
+    let f = fleet::parse(src, "f.yaml").unwrap();
+    let p = plan(&f, &Observed::default());
+    let args = |vm: &str| {
+        p.changes
+            .iter()
+            .find(|c| c.vm == vm)
+            .and_then(|c| c.attributes.iter().find(|a| a.name == "k3s args"))
+            .and_then(|a| a.after.clone())
+    };
+    assert_eq!(
+        args("demo-cp1").as_deref(),
+        Some("--etcd-s3 --etcd-s3-secret-key=(secret from env ETCD_S3_SECRET)")
+    );
+    assert_eq!(args("demo-web1"), None, "agents have no extra flags");
+    // Adding a secret flag replaces the servers (its name is in the
+    // fingerprint), and says what they get.
+    let without = fleet::parse(
+        &src.replace(
+            "    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\n",
+            "",
+        ),
+        "f.yaml",
+    )
+    .unwrap();
+    let p = plan(&f, &in_sync(&without));
+    assert_eq!(actions(&p), [(Action::Replace, "demo-cp1")]);
+    let a = p.changes[0]
+        .attributes
+        .iter()
+        .find(|a| a.name == "k3s args")
+        .unwrap();
+    assert_eq!(a.before.as_deref(), Some("(not recorded)"));
+}
+
 /// A tag alone is not ownership: `precious-db` tagged for the fleet and a
 /// fleet-named VM without the spec comment are warned about, never
 /// deleted, neither by apply nor by destroy.
