@@ -250,6 +250,19 @@ impl Client {
 
     /// Sends a command with the retry policy and returns its JSON reply.
     pub async fn exec(&self, cmd: &Command) -> Result<Value, ApiError> {
+        match self.exec_reply(cmd).await? {
+            Reply::Value(v) => Ok(v),
+            Reply::Plain(bytes) => serde_json::from_slice(&bytes).map_err(|e| ApiError {
+                kind: ErrorKind::BadReply,
+                command: cmd.display(),
+                command_name: cmd.name().into(),
+                message: format!("reply is not JSON: {e}"),
+            }),
+        }
+    }
+
+    /// Sends a command with the retry policy; the reply as [`Reply`].
+    async fn exec_reply(&self, cmd: &Command) -> Result<Reply, ApiError> {
         let class = retry::class_of(cmd);
         let body = cmd.body().map_err(|e| ApiError {
             kind: ErrorKind::Invalid(e),
@@ -269,7 +282,7 @@ impl Client {
             .await
     }
 
-    async fn send_once(&self, cmd: &Command, body: &str) -> Result<Value, ApiError> {
+    async fn send_once(&self, cmd: &Command, body: &str) -> Result<Reply, ApiError> {
         self.gate.acquire().await;
         let fail = |kind: ErrorKind, message: String| ApiError {
             kind,
@@ -326,29 +339,15 @@ impl Client {
             ));
         }
         self.gate.on_success();
-        // exe.dev may write several JSON values (an error, then a result).
-        let values: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
-            .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| fail(ErrorKind::BadReply, format!("reply is not JSON: {e}")))?;
-        let error = values
-            .iter()
-            .find_map(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
-        let result = values.into_iter().rev().find(|v| v.get("error").is_none());
-        let error = error.map(|m| crate::text::one_line(&m).into_owned());
-        match (result, error) {
-            (Some(v), None) => Ok(v),
-            // exe.dev's `rm` of a missing VM writes an error line, then the
-            // result; any other error next to a result is a real failure.
-            (Some(v), Some(msg)) if cmd.name() == "rm" && msg.contains("not found") => Ok(v),
-            (_, Some(msg)) => Err(fail(ErrorKind::ErrorIn200, msg)),
-            (None, None) => Err(fail(ErrorKind::BadReply, "empty reply".into())),
-        }
+        decode_reply(bytes.into(), cmd.name()).map_err(|(kind, message)| fail(kind, message))
     }
 
     async fn typed<T: DeserializeOwned>(&self, cmd: Command) -> Result<T, ApiError> {
-        let v = self.exec(&cmd).await?;
-        serde_json::from_value(v).map_err(|e| ApiError {
+        let decoded = match self.exec_reply(&cmd).await? {
+            Reply::Value(v) => serde_json::from_value(v),
+            Reply::Plain(bytes) => serde_json::from_slice(&bytes),
+        };
+        decoded.map_err(|e| ApiError {
             kind: ErrorKind::BadReply,
             command: cmd.display(),
             command_name: cmd.name().into(),
@@ -508,6 +507,74 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A 200 reply: one JSON object without an `error` key, left as bytes for
+/// the caller to read straight into its type (a 1000-VM `ls` builds no
+/// `serde_json::Value` tree in between); or what the general reading below
+/// made of anything else.
+enum Reply {
+    Plain(Vec<u8>),
+    Value(Value),
+}
+
+/// Reads a 200 reply. exe.dev may write several JSON values (an error,
+/// then a result): the last value without an `error` key is the result,
+/// and an `error` anywhere is a failure (but for `rm` of a missing VM).
+fn decode_reply(bytes: Vec<u8>, cmd_name: &str) -> Result<Reply, (ErrorKind, String)> {
+    if is_plain_reply(&bytes) {
+        return Ok(Reply::Plain(bytes));
+    }
+    let values: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| (ErrorKind::BadReply, format!("reply is not JSON: {e}")))?;
+    let error = values
+        .iter()
+        .find_map(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
+    let result = values.into_iter().rev().find(|v| v.get("error").is_none());
+    let error = error.map(|m| crate::text::one_line(&m).into_owned());
+    match (result, error) {
+        (Some(v), None) => Ok(Reply::Value(v)),
+        // exe.dev's `rm` of a missing VM writes an error line, then the
+        // result; any other error next to a result is a real failure.
+        (Some(v), Some(msg)) if cmd_name == "rm" && msg.contains("not found") => {
+            Ok(Reply::Value(v))
+        }
+        (_, Some(msg)) => Err((ErrorKind::ErrorIn200, msg)),
+        (None, None) => Err((ErrorKind::BadReply, "empty reply".into())),
+    }
+}
+
+/// Whether `bytes` are exactly one JSON object with no `error` key at its
+/// top level (nested values are skipped, not built).
+fn is_plain_reply(bytes: &[u8]) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct HasError(bool);
+    impl<'de> serde::Deserialize<'de> for HasError {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Keys;
+            impl<'de> Visitor<'de> for Keys {
+                type Value = HasError;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<HasError, A::Error> {
+                    let mut error = false;
+                    while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                        error |= key == "error";
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                    Ok(HasError(error))
+                }
+            }
+            d.deserialize_map(Keys)
+        }
+    }
+    matches!(
+        serde_json::from_slice::<HasError>(bytes),
+        Ok(HasError(false))
+    )
+}
+
 fn transport_kind(e: &reqwest::Error) -> ErrorKind {
     // A request that could not be built or connected was never sent.
     if e.is_connect() || e.is_builder() {
@@ -619,5 +686,64 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("exe0.x.y"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+
+    fn read(bytes: &str, cmd: &str) -> Result<Value, (ErrorKind, String)> {
+        decode_reply(bytes.as_bytes().to_vec(), cmd).map(|r| match r {
+            Reply::Plain(b) => serde_json::from_slice(&b).unwrap(),
+            Reply::Value(v) => v,
+        })
+    }
+
+    /// The direct path for one plain object reads what the general path
+    /// reads; everything else takes the general path, with its rules.
+    #[test]
+    fn replies_read_the_same_either_way() {
+        let ls = r#"{"vms":[{"vm_name":"a","tags":["x"],"allocated_cpus":2}]}"#;
+        assert!(is_plain_reply(ls.as_bytes()));
+        assert_eq!(read(ls, "ls"), Ok(serde_json::from_str(ls).unwrap()));
+        let typed: LsReply = match decode_reply(ls.as_bytes().to_vec(), "ls").unwrap() {
+            Reply::Plain(b) => serde_json::from_slice(&b).unwrap(),
+            Reply::Value(_) => panic!("a plain object takes the direct path"),
+        };
+        assert_eq!(typed.vms[0].vm_name, "a");
+        for not_plain in [
+            r#"{"error":"boom"}"#,
+            r#"{"error":null}"#,
+            r#"{"error":"x"} {"ok":1}"#,
+            r#"{"a":1} {"b":2}"#,
+            "[1,2]",
+            "",
+            "nope",
+        ] {
+            assert!(!is_plain_reply(not_plain.as_bytes()), "{not_plain}");
+        }
+        assert_eq!(
+            read(r#"{"error":"boom"}"#, "ls"),
+            Err((ErrorKind::ErrorIn200, "boom".into()))
+        );
+        let rm = r#"{"error":"VM \"a\" not found"}{"deleted":[],"failed":["a"]}"#;
+        assert_eq!(
+            read(rm, "rm"),
+            Ok(serde_json::json!({"deleted":[],"failed":["a"]}))
+        );
+        assert!(matches!(read(rm, "ls"), Err((ErrorKind::ErrorIn200, _))));
+        assert_eq!(
+            read(r#"{"a":1} {"b":2}"#, "ls"),
+            Ok(serde_json::json!({"b":2}))
+        );
+        assert!(matches!(
+            read(r#"{"error":null}"#, "ls"),
+            Err((ErrorKind::BadReply, _))
+        ));
+        assert!(matches!(read("nope", "ls"), Err((ErrorKind::BadReply, _))));
+        // Nested "error" keys are data, not failures.
+        let nested = r#"{"vms":[{"vm_name":"a","error":"x"}]}"#;
+        assert!(is_plain_reply(nested.as_bytes()));
     }
 }
