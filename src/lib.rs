@@ -5,7 +5,7 @@
 //! `bootstrap`, `plan`)
 //! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
 //! `cluster_secrets`, `cluster`, `ssh`, `kubeaccess`, `credentials`, `probe`,
-//! `ui`, `cli`) do.
+//! `ui`, `cli`, and the emulator's VM `world`) do.
 
 pub mod api;
 pub mod apply;
@@ -34,4 +34,5 @@ pub mod text;
 pub mod token;
 pub mod ui;
 pub mod workspace;
+pub mod world;
 pub mod yaml_guard;

@@ -110,6 +110,9 @@ pub async fn wait_bootstrapped(
 ) -> Result<(), BootstrapWaitError> {
     let start = tokio::time::Instant::now();
     let mut last = String::from("nothing yet");
+    // Quick first looks, then every `poll`: a short bootstrap is seen
+    // done at once, a long one costs no more SSH calls than before.
+    let mut delay = poll.min(Duration::from_millis(250));
     loop {
         let seen = match read_report(vm, opts).await {
             Ok(r) => match r.phase {
@@ -143,7 +146,8 @@ pub async fn wait_bootstrapped(
                 last,
             });
         }
-        tokio::time::sleep(poll.min(timeout - waited)).await;
+        tokio::time::sleep(delay.min(timeout - waited)).await;
+        delay = delay.mul_f64(1.5).min(poll);
     }
 }
 

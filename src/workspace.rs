@@ -132,7 +132,7 @@ mod tests {
         let plan = Plan {
             format_version: plan::FORMAT_VERSION,
             fleet: "demo".into(),
-            mode: "apply".into(),
+            mode: plan::Mode::Apply,
             changes: Vec::new(),
             summary: Default::default(),
             warnings: Vec::new(),

@@ -231,10 +231,8 @@ pub async fn apply(
         report: &report,
         alive_servers: std::sync::Mutex::new(observed_servers.to_vec()),
     };
-    let (servers, agents): (Vec<&Change>, Vec<&Change>) = plan
-        .changes
-        .iter()
-        .partition(|c| c.role == Role::Server.as_str());
+    let (servers, agents): (Vec<&Change>, Vec<&Change>) =
+        plan.changes.iter().partition(|c| c.role == Role::Server);
     // A new cluster has no server up yet: its agents can start once the
     // first server is ready, while the other servers join one by one.
     // Otherwise agents wait for every server change (a roll must not move

@@ -337,7 +337,7 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         }
     }
     if let Some(out) = &a.out {
-        if p.mode == "destroy" && fleet.metadata.protect {
+        if p.mode == plan::Mode::Destroy && fleet.metadata.protect {
             return Err(fail(format!(
                 "not saving {}: fleet {:?} is protected (metadata.protect: true), so apply would refuse this teardown plan. Set protect: false in the fleet file first if you mean it",
                 out.display(),
@@ -470,7 +470,7 @@ pub async fn kube_now(
 }
 
 fn needs_drain(p: &Plan) -> bool {
-    p.mode == "apply"
+    p.mode == plan::Mode::Apply
         && p.changes
             .iter()
             .any(|c| matches!(c.action, plan::Action::Delete | plan::Action::Replace))
@@ -848,7 +848,9 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     // cluster has none yet: apply connects once its first server is up.
     // (Observed first: only an existing cluster can have a kubeconfig to
     // fetch.)
-    let destroy_mode = saved.as_ref().is_some_and(|s| s.mode == "destroy");
+    let destroy_mode = saved
+        .as_ref()
+        .is_some_and(|s| s.mode == plan::Mode::Destroy);
     let observed = observe(&client, &fleet, !destroy_mode).await?;
     let existing = observed
         .vms
@@ -864,12 +866,12 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let p = match saved {
         Some(saved) => {
-            if saved.mode == "destroy" && fleet.metadata.protect {
+            if saved.mode == plan::Mode::Destroy && fleet.metadata.protect {
                 return Err(fail(protect_message(&fleet)));
             }
             let opts = PlanOptions {
                 targets: saved.targets.clone(),
-                destroy: saved.mode == "destroy",
+                destroy: saved.mode == plan::Mode::Destroy,
                 members_removed: kube.is_ok() && !a.skip_drain,
             };
             let fresh = plan_from(&fleet, &fp, &fleet_path, &opts, &observed)?;

@@ -143,7 +143,7 @@ pub enum Cmd {
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
-    Emulator(crate::emulator::EmulatorArgs),
+    Emulator(Box<crate::emulator::EmulatorArgs>),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(docs_cmd::CompletionsArgs),
     /// Print the man page, or write one per command with --dir.
@@ -159,6 +159,13 @@ pub fn main() -> ExitCode {
     #[cfg(debug_assertions)]
     if std::env::var_os(exit::TEST_PANIC_ENV).is_some_and(|v| v == "main") {
         panic!("{}=main (debug builds only)", exit::TEST_PANIC_ENV);
+    }
+    // The VM world's stand-ins (`exedev-k8s __world <command>`): run inside
+    // emulated VMs, never by a user; they take their own arguments.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crate::world::standin::HIDDEN_COMMAND) {
+        let code = crate::world::standin::main(args[2..].to_vec());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -212,7 +219,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Completions(a) => docs_cmd::completions(a),
         Cmd::Man(a) => docs_cmd::man(a),
         Cmd::Emulator(a) => {
-            crate::emulator::run_cli(a).await?;
+            crate::emulator::run_cli(*a).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -269,7 +269,20 @@ pub async fn drain(
             if pod.metadata.deletion_timestamp.is_some() {
                 continue; // already on its way out
             }
-            match (evict(client, r).await, opts.force) {
+            // kube's client retries HTTP 429 (what a PodDisruptionBudget
+            // answers) with a backoff that can run for minutes: bound each
+            // eviction by the time left so --drain-timeout holds.
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(opts.poll);
+            let outcome = match tokio::time::timeout(left, evict(client, r)).await {
+                Ok(o) => o,
+                Err(_) => Ok(Evicted::Refused(format!(
+                    "HTTP 429 (a PodDisruptionBudget allows no disruption now), still refused after {}s of retries",
+                    left.as_secs()
+                ))),
+            };
+            match (outcome, opts.force) {
                 (Ok(Evicted::Accepted), _) => {
                     refused.remove(r);
                     evicted.insert(r.clone());

@@ -397,6 +397,8 @@ pub async fn wait_ready(
     let start = tokio::time::Instant::now();
     let deadline = start + timeout;
     let mut last = readiness(expected, &[]);
+    // Quick first looks, then every `poll`.
+    let mut delay = poll.min(Duration::from_millis(250));
     loop {
         let last_error = match list_nodes(client).await {
             Ok(nodes) => {
@@ -421,7 +423,8 @@ pub async fn wait_ready(
                 last_error,
             });
         }
-        tokio::time::sleep(poll.min(deadline - now)).await;
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = delay.mul_f64(1.5).min(poll);
     }
 }
 

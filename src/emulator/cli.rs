@@ -62,6 +62,8 @@ pub struct EmulatorArgs {
     /// (`web-one=http://127.0.0.1:8000`); repeatable.
     #[arg(long = "proxy-backend", value_name = "VM=URL", value_parser = parse_backend)]
     pub proxy_backends: Vec<(String, String)>,
+    #[command(flatten)]
+    pub world: crate::world::cli::WorldArgs,
 }
 
 /// Reads `VM=URL`: emulated VMs run nothing, so the URL of a real server
@@ -114,6 +116,10 @@ impl EmulatorArgs {
             },
             user_email: self.email.clone(),
             proxy_backends: self.proxy_backends.iter().cloned().collect(),
+            world: self
+                .world
+                .config(self.state.as_ref())
+                .map_err(EmulatorError::Config)?,
         })
     }
 }
@@ -121,18 +127,35 @@ impl EmulatorArgs {
 /// Loads the state, binds, prints `http://ADDR/exec` as the first line of
 /// stdout (so a script can read the port), and serves until Ctrl-C. The URL
 /// is printed only once the emulator can serve: a script that read it must
-/// never find the emulator gone (a corrupt `--state` fails before).
+/// never find the emulator gone (a corrupt `--state` fails before). With the
+/// VM world, a second line `EXEDEV_K8S_SSH=PATH` names the `ssh` stand-in to
+/// export.
 pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
     let shared = super::Shared::new(opts.config()?)?;
     let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
     let addr = listener.local_addr()?;
+    shared.bind_world(addr)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "http://{addr}/exec")?;
+        if let Some(w) = &shared.vm_world {
+            writeln!(
+                out,
+                "{}={}",
+                crate::ssh::SSH_PROGRAM_ENV,
+                w.ssh_program().display()
+            )?;
+        }
         out.flush()?;
     }
-    super::server::serve_until(shared, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C or SIGTERM stop it cleanly (the VM world's temporary
+    // directory is removed when the emulator goes away).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    super::server::serve_until(shared, listener, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     })
     .await?;
     Ok(())
@@ -197,5 +220,66 @@ mod tests {
             Cli::try_parse_from(["emulator"]).is_err(),
             "keys are required"
         );
+        assert!(c.world.is_none(), "no world without --run-setup-scripts");
+    }
+
+    #[test]
+    fn world_flags_need_the_world_and_become_its_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(
+            &keys,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFzNBdLFXP3myWKDgP/k9v8hWEBcc9t9kgAIM28Qux2 api\n",
+        )
+        .unwrap();
+        let k = keys.to_str().unwrap();
+        assert!(
+            Cli::try_parse_from(["emulator", "--authorized-keys", k, "--join-ms", "5"]).is_err(),
+            "world flags need --run-setup-scripts"
+        );
+        let cli = Cli::try_parse_from([
+            "emulator",
+            "--authorized-keys",
+            k,
+            "--state",
+            "/tmp/emu.json",
+            "--run-setup-scripts",
+            "--join-ms",
+            "5",
+            "--tailscale-key",
+            "tskey-auth-a:reusable,tag=k8s",
+            "--k3s-channel",
+            "stable=v1.32.1+k3s1",
+            "--fault-download-failures",
+            "2",
+            "--fault-server-never-ready",
+            "demo-cp*",
+            "--fault-tailscale-key-invalid",
+            "--fault-reboot-mid-setup",
+            "demo-web1",
+        ])
+        .unwrap();
+        let w = cli.emulator.config().unwrap().world.unwrap();
+        assert_eq!(w.timings.join_ms, 5);
+        assert_eq!(w.tailnet.keys[0].tags, ["tag:k8s"]);
+        assert!(w.tailnet.refuse_all_keys);
+        assert_eq!(w.channels["stable"], "v1.32.1+k3s1");
+        assert_eq!(w.faults.download_failures, 2);
+        assert_eq!(w.faults.server_never_ready, ["demo-cp*"]);
+        assert_eq!(w.faults.reboot_mid_setup, ["demo-web1"]);
+        assert_eq!(
+            w.dir.as_deref(),
+            Some(std::path::Path::new("/tmp/emu.json.world"))
+        );
+        let bad = Cli::try_parse_from([
+            "emulator",
+            "--authorized-keys",
+            k,
+            "--run-setup-scripts",
+            "--k3s-channel",
+            "stable=latest",
+        ])
+        .unwrap();
+        assert!(bad.emulator.config().is_err());
     }
 }

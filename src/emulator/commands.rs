@@ -19,7 +19,7 @@ use crate::api::types::{
     WhoamiReply,
 };
 use crate::api::{MAX_COMMENT_BYTES, MAX_SETUP_SCRIPT_BYTES, SHARE_PORT_RANGE};
-use crate::names::{check_portable_vm_name, check_vm_name};
+use crate::names::{check_portable_vm_name, check_vm_name, glob_match};
 use crate::sizes::ByteSize;
 use crate::token::{API_NAMESPACE, vm_namespace};
 
@@ -68,6 +68,21 @@ fn not_found(vm: &str) -> Reply {
     fail(format!("VM {vm:?} not found"))
 }
 
+/// What happened to a VM, for the VM world (which runs setup scripts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEvent {
+    /// `new` succeeded: the VM boots, then its setup script runs.
+    Created {
+        name: String,
+        image: String,
+        script: Option<String>,
+    },
+    /// `resize` restarted the VM (its setup script runs again).
+    Restarted { name: String },
+    /// `rm` deleted it, disk included.
+    Removed { name: String },
+}
+
 /// What a command may use besides the state.
 pub struct Ctx<'a> {
     pub config: &'a EmulatorConfig,
@@ -76,6 +91,8 @@ pub struct Ctx<'a> {
     pub now_ms: u64,
     /// Seeded generator for random VM names.
     pub rng: &'a mut StdRng,
+    /// VM lifecycle events of this command, handed to the world after it.
+    pub events: Vec<VmEvent>,
 }
 
 /// Whether a command changes the state (and so must be saved): the
@@ -127,30 +144,6 @@ fn help() -> Reply {
         .map(|s| json!({ "name": s.name, "usage": s.usage, "help": s.help }))
         .collect();
     Reply::ok(&json!({ "commands": commands }))
-}
-
-/// Shell-style glob with `*` and `?` over characters.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 fn ls(inv: &Invocation, store: &Store, ctx: &Ctx<'_>) -> Reply {
@@ -233,6 +226,11 @@ fn new(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
                 ssh_port: 22,
                 https_url: format!("https://{name}.exe.xyz"),
             };
+            ctx.events.push(VmEvent::Created {
+                name: name.clone(),
+                image: vm.image.clone(),
+                script: vm.setup_script.clone(),
+            });
             store.state.vms.insert(name, vm);
             Reply::ok(&reply)
         }
@@ -310,13 +308,14 @@ fn build_vm(inv: &Invocation, store: &Store, ctx: &mut Ctx<'_>) -> Result<VmReco
     Ok(vm)
 }
 
-fn rm(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
+fn rm(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
     let mut result = RmReply::default();
     for vm in &inv.args {
         if result.deleted.contains(vm) {
             continue;
         }
         if store.state.vms.remove(vm).is_some() {
+            ctx.events.push(VmEvent::Removed { name: vm.clone() });
             result.deleted.push(vm.clone());
         } else if !result.failed.contains(vm) {
             result.failed.push(vm.clone());
@@ -346,7 +345,7 @@ fn vm_mut<'s>(store: &'s mut Store, name: &str) -> Result<&'s mut VmRecord, Repl
     store.state.vms.get_mut(name).ok_or_else(|| not_found(name))
 }
 
-fn resize(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
+fn resize(inv: &Invocation, store: &mut Store, ctx: &mut Ctx<'_>) -> Reply {
     let name = &inv.args[0];
     let result = (|| {
         let cpu = inv.flag("cpu").map(parse_cpu).transpose()?;
@@ -377,6 +376,7 @@ fn resize(inv: &Invocation, store: &mut Store, ctx: &Ctx<'_>) -> Reply {
         vm.disk_bytes = disk.unwrap_or(vm.disk_bytes);
         // A resize restarts the VM (and re-runs its setup script).
         vm.boot_started_ms = ctx.now_ms;
+        ctx.events.push(VmEvent::Restarted { name: name.clone() });
         Ok(Reply::ok(&vm.info(ctx.config.boot, ctx.now_ms)))
     })();
     result.unwrap_or_else(|r| r)

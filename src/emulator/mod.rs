@@ -39,13 +39,23 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ssh_key::PublicKey;
 
+pub use crate::names::glob_match;
 pub use auth::{AuthFailure, RateLimit};
 pub use cli::{EmulatorArgs, run_cli};
-pub use commands::{glob_match, user_id};
+pub use commands::user_id;
 pub use faults::Fault;
 pub use log::{RequestRecord, STATUS_DROPPED, redact_words};
 pub use proxy::{LOGIN_URL, MAX_PROXY_BODY, vm_from_host};
-pub use state::{EmulatorState, Exe1Handle, ShareSettings, VmRecord, default_port};
+pub use state::{
+    DEFAULT_IMAGE, EmulatorState, Exe1Handle, ShareSettings, VmRecord, default_port, now_ms,
+};
+
+/// Whether a VM of this image runs its setup script: exeuntu has the
+/// systemd unit that does; other images silently ignore the script
+/// (exe.dev's documentation).
+pub fn runs_setup(image: &str) -> bool {
+    image == state::DEFAULT_IMAGE
+}
 
 /// Switches for facts tagged [?] in the API notes: the default is what
 /// exe.dev's code does; the switch gives the other reported behaviour, so
@@ -93,6 +103,10 @@ pub struct EmulatorConfig {
     /// (`http://127.0.0.1:PORT`), the stand-in for the VM's shared port,
     /// since emulated VMs run no servers.
     pub proxy_backends: BTreeMap<String, String>,
+    /// The VM world (`--run-setup-scripts`): setup scripts run, with
+    /// Tailscale, k3s and a Kubernetes API behind them. `None`: VMs run
+    /// nothing, as before.
+    pub world: Option<crate::world::WorldConfig>,
 }
 
 impl Default for EmulatorConfig {
@@ -110,6 +124,7 @@ impl Default for EmulatorConfig {
             strict: StrictOptions::default(),
             user_email: "dev@example.com".into(),
             proxy_backends: BTreeMap::new(),
+            world: None,
         }
     }
 }
@@ -146,6 +161,8 @@ pub(crate) struct Shared {
     /// Forwards proxied requests: no redirects followed (the client must
     /// see them), no system proxy, the command deadline as timeout.
     pub proxy_http: reqwest::Client,
+    /// The VM world, when setup scripts run.
+    pub vm_world: Option<crate::world::World>,
 }
 
 impl Shared {
@@ -165,13 +182,27 @@ impl Shared {
             )));
         }
         let store = state::Store::open(config.state_file.clone())?;
+        let vm_world = match &config.world {
+            Some(w) => Some(
+                crate::world::start(w.clone(), config.boot, config.seed)
+                    .map_err(|e| EmulatorError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let proxy_http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(config.deadline)
             .build()
             .map_err(|e| EmulatorError::Config(format!("proxy HTTP client: {e}")))?;
-        Ok(Arc::new(Shared {
+        let recovered: Vec<(String, bool)> = store
+            .state
+            .vms
+            .values()
+            .map(|v| (v.name.clone(), runs_setup(&v.image)))
+            .collect();
+        let shared = Arc::new(Shared {
+            vm_world,
             proxy_backends: Mutex::new(config.proxy_backends.clone()),
             proxy_http,
             world: Mutex::new(World {
@@ -186,7 +217,49 @@ impl Shared {
             )),
             log: log::RequestLog::new(config.log_file.clone()),
             config,
-        }))
+        });
+        if let Some(w) = &shared.vm_world {
+            let weak = Arc::downgrade(&shared);
+            w.set_reboot_hook(Box::new(move |vm| {
+                if let Some(s) = weak.upgrade() {
+                    let mut world = s.world();
+                    if let Some(v) = world.store.state.vms.get_mut(vm) {
+                        v.boot_started_ms = now_ms();
+                    }
+                    let _ = world.store.save();
+                }
+            }));
+            for (name, runs) in recovered {
+                w.vm_recovered(&name, runs);
+            }
+        }
+        Ok(shared)
+    }
+
+    /// Hands VM lifecycle events to the world, if there is one.
+    pub fn world_events(&self, events: Vec<commands::VmEvent>) {
+        let Some(w) = &self.vm_world else {
+            return;
+        };
+        for e in events {
+            match e {
+                commands::VmEvent::Created {
+                    name,
+                    image,
+                    script,
+                } => w.vm_created(&name, runs_setup(&image), script.as_deref()),
+                commands::VmEvent::Restarted { name } => w.vm_restarted(&name),
+                commands::VmEvent::Removed { name } => w.vm_removed(&name),
+            }
+        }
+    }
+
+    fn bind_world(&self, addr: SocketAddr) -> Result<(), EmulatorError> {
+        if let Some(w) = &self.vm_world {
+            w.set_base_url(&format!("http://{addr}"))
+                .map_err(|e| EmulatorError::Config(e.to_string()))?;
+        }
+        Ok(())
     }
 
     pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -249,6 +322,16 @@ impl RunningEmulator {
             .insert(vm.to_string(), url.to_string());
     }
 
+    /// The VM world, when the emulator runs setup scripts.
+    pub fn world(&self) -> Option<&crate::world::World> {
+        self.shared.vm_world.as_ref()
+    }
+
+    /// The `ssh` stand-in to put in `EXEDEV_K8S_SSH` (VM world only).
+    pub fn ssh_program(&self) -> Option<PathBuf> {
+        self.world().map(|w| w.ssh_program())
+    }
+
     /// Stops serving, waiting briefly for in-flight requests.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -277,6 +360,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorEr
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shared = Shared::new(config)?;
+    shared.bind_world(addr)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server::serve_until(shared.clone(), listener, async move {
         let _ = stopped.await;

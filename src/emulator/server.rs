@@ -34,7 +34,8 @@ pub(crate) async fn serve_until(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let world_routes = shared.vm_world.clone().map(crate::world::http::routes);
+    let mut app = Router::new()
         .route("/exec", any(exec))
         .route("/_emulator/state", any(inspect))
         .route("/_emulator/{*rest}", any(emulator_other))
@@ -45,6 +46,9 @@ pub(crate) async fn serve_until(
             proxy::route_by_host,
         ))
         .with_state(shared);
+    if let Some(w) = world_routes {
+        app = app.merge(w);
+    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -218,16 +222,18 @@ async fn handle(
         Err(ParseError::Unknown) => Reply::error(404, "unknown command"),
         Err(ParseError::Usage(msg)) => Reply::error(422, &msg),
         Ok(inv) => {
-            let mut world = shared.world();
-            let world = &mut *world;
+            let mut guard = shared.world();
+            let world = &mut *guard;
             let mut ctx = Ctx {
                 config: &shared.config,
                 fingerprint: &who.fingerprint,
                 now_ms: now_ms(),
                 rng: &mut world.rng,
+                events: Vec::new(),
             };
             let reply = commands::run(&inv, &mut world.store, &mut ctx);
-            match commands::mutates(inv.name) && !inv.help {
+            let events = std::mem::take(&mut ctx.events);
+            let reply = match commands::mutates(inv.name) && !inv.help {
                 true => match world.store.save() {
                     Ok(()) => reply,
                     Err(e) => {
@@ -236,7 +242,12 @@ async fn handle(
                     }
                 },
                 false => reply,
+            };
+            drop(guard);
+            if reply.status == 200 {
+                shared.world_events(events);
             }
+            reply
         }
     };
     // Latency and the deadline: past it, the command has still happened.
@@ -373,10 +384,24 @@ async fn inspect(
             v
         })
         .collect();
-    let body = json_line(&json!({
-        "vms": vms,
-        "exe1_handles": world.store.state.exe1.len(),
-    }));
+    let exe1 = world.store.state.exe1.len();
+    drop(world);
+    let vms: Vec<Value> = match &shared.vm_world {
+        Some(w) => vms
+            .into_iter()
+            .map(|mut v| {
+                let name = v["name"].as_str().unwrap_or_default().to_string();
+                v["world"] = w.view(&name);
+                v
+            })
+            .collect(),
+        None => vms,
+    };
+    let mut state = json!({"vms": vms, "exe1_handles": exe1});
+    if let Some(w) = &shared.vm_world {
+        state["tailnet"] = w.tailnet_view();
+    }
+    let body = json_line(&state);
     json_response(Reply { status: 200, body })
 }
 

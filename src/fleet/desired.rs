@@ -38,8 +38,11 @@ pub const POOL_LABEL_KEY: &str = "exedev-k8s.io/pool";
 /// Taint put on servers when `controlPlane.schedulable` is false.
 pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane=true:NoSchedule";
 
-/// What a VM runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a VM runs. Serialized as `server` / `agent` (plan JSON).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// `k3s server` (control plane and etcd).
     Server,

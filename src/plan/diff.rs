@@ -139,7 +139,7 @@ fn delete_change(v: &VmInfo, reason: String) -> Change {
         action: Action::Delete,
         vm: v.vm_name.clone(),
         pool: pool_of(v),
-        role: role_of(v).as_str().into(),
+        role: role_of(v),
         reasons: vec![reason],
         attributes: vec![
             attr("image", Some(v.image.clone()), None),
@@ -202,7 +202,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
             action: Action::Replace,
             vm: d.name.clone(),
             pool: d.pool.clone(),
-            role: d.role.as_str().into(),
+            role: d.role,
             reasons,
             attributes,
             ops: share_ops(d),
@@ -325,7 +325,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
         action: Action::Update,
         vm: d.name.clone(),
         pool: d.pool.clone(),
-        role: d.role.as_str().into(),
+        role: d.role,
         reasons,
         attributes,
         ops,
@@ -336,7 +336,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
 /// servers creates and replaces in index order before deletions (highest
 /// index first), so capacity is added before it is removed.
 fn order_key(c: &Change) -> (u8, u8, String, i64, String) {
-    let server = c.role == Role::Server.as_str();
+    let server = c.role == Role::Server;
     let index = crate::names::split_fleet_vm_name(&c.vm).map_or(0, |n| i64::from(n.index));
     let deleting = c.action == Action::Delete;
     (
@@ -390,7 +390,7 @@ pub fn diff(
                     action: Action::Create,
                     vm: d.name.clone(),
                     pool: d.pool.clone(),
-                    role: d.role.as_str().into(),
+                    role: d.role,
                     reasons: vec![format!(
                         "{} {} of pool {:?} does not exist",
                         d.role.as_str(),
@@ -460,7 +460,7 @@ pub fn diff(
     // resize.
     let existing_servers = owned.iter().filter(|v| role_of(v) == Role::Server).count();
     let server_down = |c: &Change| {
-        c.role == Role::Server.as_str()
+        c.role == Role::Server
             && (matches!(c.action, Action::Delete | Action::Replace)
                 || c.ops.iter().any(|o| matches!(o, Op::Resize { .. })))
     };
@@ -468,13 +468,13 @@ pub fn diff(
     let replacing_the_only_server = existing_servers == 1
         && changes
             .iter()
-            .any(|c| c.role == Role::Server.as_str() && c.action == Action::Replace);
+            .any(|c| c.role == Role::Server && c.action == Action::Replace);
     if !opts.destroy && replacing_the_only_server {
         warnings.push(format!(
             "{} replaces the only server: the cluster's etcd data is lost; take an etcd snapshot first",
             changes
                 .iter()
-                .find(|c| c.role == Role::Server.as_str() && c.action == Action::Replace)
+                .find(|c| c.role == Role::Server && c.action == Action::Replace)
                 .map(|c| c.vm.as_str())
                 .unwrap_or("this plan")
         ));
@@ -525,7 +525,11 @@ pub fn diff(
     Ok(Plan {
         format_version: FORMAT_VERSION,
         fleet: cluster.clone(),
-        mode: if opts.destroy { "destroy" } else { "apply" }.into(),
+        mode: if opts.destroy {
+            super::Mode::Destroy
+        } else {
+            super::Mode::Apply
+        },
         changes,
         summary,
         warnings,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::types::{ShareInfo, VmInfo};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Role};
 
 pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, diff};
 
@@ -92,7 +92,7 @@ pub struct Change {
     pub action: Action,
     pub vm: String,
     pub pool: String,
-    pub role: String,
+    pub role: Role,
     pub reasons: Vec<String>,
     pub attributes: Vec<AttrChange>,
     /// In-place operations (updates, and share settings after a create).
@@ -115,13 +115,31 @@ impl Summary {
     }
 }
 
+/// What a plan is for: converging on the fleet, or tearing it down.
+/// Serialized as `apply` / `destroy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Apply,
+    Destroy,
+}
+
+impl Mode {
+    /// The word used in plan JSON and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Apply => "apply",
+            Mode::Destroy => "destroy",
+        }
+    }
+}
+
 /// A reviewed, saveable plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub format_version: u32,
     pub fleet: String,
-    /// `apply` or `destroy`.
-    pub mode: String,
+    pub mode: Mode,
     /// In the order apply carries them out.
     pub changes: Vec<Change>,
     pub summary: Summary,
@@ -147,7 +165,7 @@ impl Plan {
     /// Whether carrying it out starts VMs (creates or replaces): the only
     /// changes that need the cluster's secrets.
     pub fn creates_vms(&self) -> bool {
-        self.mode == "apply"
+        self.mode == Mode::Apply
             && self
                 .changes
                 .iter()
@@ -163,7 +181,7 @@ impl Plan {
         let changing: Vec<&str> = self
             .changes
             .iter()
-            .filter(|c| c.role == crate::fleet::Role::Server.as_str())
+            .filter(|c| c.role == Role::Server)
             .filter(|c| {
                 matches!(c.action, Action::Delete | Action::Replace)
                     || c.ops.iter().any(|o| matches!(o, Op::Resize { .. }))

@@ -46,7 +46,7 @@ fn heading(c: &Change) -> String {
     format!(
         "{} ({}, pool {}){extra}",
         one_line(&c.vm),
-        one_line(&c.role),
+        c.role.as_str(),
         one_line(&c.pool)
     )
 }
@@ -61,7 +61,7 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
             s.to_string()
         }
     };
-    let verb = if plan.mode == "destroy" {
+    let verb = if plan.mode == super::Mode::Destroy {
         "destroy plan"
     } else {
         "plan"
@@ -113,7 +113,7 @@ pub const MARKDOWN_MAX_BYTES: usize = 60_000;
 
 /// Title and summary line of a markdown plan.
 fn markdown_title(plan: &Plan) -> String {
-    let verb = if plan.mode == "destroy" {
+    let verb = if plan.mode == super::Mode::Destroy {
         "destroy plan"
     } else {
         "plan"
@@ -136,7 +136,7 @@ fn change_row(c: &Change) -> String {
         "| {action} | {} | {} | {} | {} |",
         md_code(&c.vm),
         md_text(&c.pool),
-        md_text(&c.role),
+        c.role.as_str(),
         md_text(&c.reasons.join("; "))
     )
 }

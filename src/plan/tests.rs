@@ -340,7 +340,7 @@ fn destroy_deletes_everything_owned_highest_index_first() {
             (Action::Delete, "demo-web1"),
         ]
     );
-    assert_eq!(p.mode, "destroy");
+    assert_eq!(p.mode, crate::plan::Mode::Destroy);
     assert!(p.warnings.is_empty());
 }
 

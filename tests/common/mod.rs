@@ -132,6 +132,8 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
     }
 }
 
+pub mod world;
+
 /// Stand-in for `ssh` (`EXEDEV_K8S_SSH`) while the emulator's VMs run no
 /// setup scripts: it answers like a VM whose bootstrap finished (or, when
 /// `bootstrap-<vm>` exists in its directory, with that file's content) and

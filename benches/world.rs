@@ -1,0 +1,275 @@
+//! `apply --wait` of 3 servers + 20 agents against the in-process emulator
+//! with its VM world (the project's own setup scripts run in it), as a
+//! ratio to the critical path the world's timings allow:
+//!
+//!   first server  = boot + install + server_ready
+//!   each further server, created once the previous is Ready
+//!                 = boot + install + join            (two of them)
+//!   agents        = boot + install + agent_ready, overlapping the joins
+//!
+//! Run: `cargo bench --bench world`. Also measures the single-server
+//! fleet (1 server + 20 agents), whose critical path is the first server
+//! plus one agent. Where the cluster does not form or `--wait` cannot
+//! wait, it says why (from the world's view of each VM).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use exedev_k8s::emulator::{self, EmulatorConfig};
+use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
+use exedev_k8s::world::{Timings, WorldConfig};
+use serde_json::Value;
+use ssh_key::{Algorithm, PrivateKey};
+
+/// Timings a tenth of a real bootstrap's or so: long enough that the CLI's
+/// polling (at most every 3 s, as against exe.dev) is not the whole story.
+const BOOT_MS: u64 = 1000;
+const TIMINGS: Timings = Timings {
+    install_ms: 1000,
+    server_ready_ms: 10_000,
+    join_ms: 8000,
+    agent_ready_ms: 5000,
+    restart_ms: 5000,
+};
+
+fn fleet(servers: u32, agents: u32) -> String {
+    format!(
+        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: bench\nk3s:\n  version: v1.31.4+k3s1\n  token: {{env: K3S_TOKEN}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n"
+    )
+}
+
+/// What one run found.
+struct Run {
+    /// Wall time of the command (or until every node was Ready).
+    wall: Duration,
+    ok: bool,
+    tail: String,
+    ready: usize,
+    total: usize,
+    why: Vec<String>,
+}
+
+fn cli(
+    dir: &Path,
+    emu: &emulator::RunningEmulator,
+    tok: &str,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+        .args(args)
+        .current_dir(dir)
+        .env("EXE_DEV_ENDPOINT", &emu.url)
+        .env("EXE_DEV_API_KEY", tok)
+        .env("TS_AUTHKEY", "tskey-auth-bench")
+        .env("K3S_TOKEN", "bench-token")
+        .env("EXEDEV_K8S_SSH", emu.ssh_program().expect("world"))
+        .env("TMPDIR", dir)
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .expect("run exedev-k8s")
+}
+
+fn tail(o: &std::process::Output) -> String {
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    t.lines()
+        .filter(|l| l.starts_with("error"))
+        .take(1)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+async fn state(emu: &emulator::RunningEmulator) -> Value {
+    reqwest::get(format!("{}/_emulator/state", emu.base_url))
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Ready nodes, and whether every setup script has finished.
+fn progress(s: &Value) -> (usize, bool) {
+    let vms = s["vms"].as_array().cloned().unwrap_or_default();
+    let ready = vms
+        .iter()
+        .filter(|v| v["world"]["k3s"]["ready"] == true)
+        .count();
+    let finished = vms
+        .iter()
+        .all(|v| !v["world"]["setup"]["exit_code"].is_null());
+    (ready, finished)
+}
+
+fn reasons(s: &Value) -> Vec<String> {
+    s["vms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["world"]["k3s"]["ready"] != true)
+        .take(5)
+        .map(|vm| {
+            let k = &vm["world"]["k3s"];
+            let setup = &vm["world"]["setup"];
+            let last = setup["log_tail"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            format!(
+                "{}: k3s {} ({}); setup exit {}: {}",
+                vm["name"].as_str().unwrap_or_default(),
+                k["phase"].as_str().unwrap_or("not started"),
+                k["error"].as_str().unwrap_or("-"),
+                setup["exit_code"],
+                last
+            )
+        })
+        .collect()
+}
+
+/// One fleet on a fresh emulator. With `wait`, `apply --wait`; without,
+/// `apply` and then the world's state polled until every node is Ready
+/// (what the CLI cannot wait for on a new cluster today).
+async fn measure(servers: u32, agents: u32, tailscaled_at_boot: bool, wait: bool) -> Run {
+    // tailscaled_at_boot stays available for comparing scripts that do not
+    // start it; the project's scripts do.
+    let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).expect("key");
+    let mut w = WorldConfig::new(env!("CARGO_BIN_EXE_exedev-k8s"));
+    w.timings = TIMINGS;
+    w.tailscaled_at_boot = tailscaled_at_boot;
+    w.script_timeout = Duration::from_secs(120);
+    // The scripts' own `sleep 5` polls become 0.1 s, like the world's
+    // sub-second timings.
+    w.sleep_scale = 0.02;
+    let cfg = EmulatorConfig {
+        authorized_keys: vec![key.public_key().clone()],
+        boot: Duration::from_millis(BOOT_MS),
+        world: Some(w),
+        ..Default::default()
+    };
+    let emu = emulator::start(cfg).await.expect("emulator");
+    let perms = Permissions {
+        cmds: Some(
+            exedev_k8s::api::command::CATALOGUE
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let tok = token::mint(&key, &perms, API_NAMESPACE)
+        .expect("token")
+        .expose()
+        .to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("fleet.yaml"), fleet(servers, agents)).expect("fleet");
+    let total = (servers + agents) as usize;
+    let start = Instant::now();
+    let mut args = vec!["apply", "-f", "fleet.yaml", "--yes"];
+    if wait {
+        args.extend(["--wait", "--via-ssh-tunnel", "--timeout", "120s"]);
+    }
+    let out = tokio::task::block_in_place(|| cli(dir.path(), &emu, &tok, &args));
+    let mut run = Run {
+        wall: start.elapsed(),
+        ok: out.status.success(),
+        tail: tail(&out),
+        ready: 0,
+        total,
+        why: Vec::new(),
+    };
+    if !wait && run.ok {
+        let deadline = start + Duration::from_secs(120);
+        loop {
+            let s = state(&emu).await;
+            let (ready, finished) = progress(&s);
+            run.ready = ready;
+            if ready == total {
+                run.wall = start.elapsed();
+                break;
+            }
+            if (finished && ready < total && start.elapsed() > Duration::from_secs(20))
+                || Instant::now() > deadline
+            {
+                run.ok = false;
+                run.wall = start.elapsed();
+                run.why = reasons(&s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        let s = state(&emu).await;
+        run.ready = progress(&s).0;
+        if run.ready < total {
+            run.why = reasons(&s);
+        }
+    }
+    emu.shutdown().await;
+    run
+}
+
+fn critical_path(servers: u32) -> Duration {
+    let t = TIMINGS;
+    let first = BOOT_MS + t.install_ms + t.server_ready_ms;
+    let joins = u64::from(servers.saturating_sub(1)) * (BOOT_MS + t.install_ms + t.join_ms);
+    let agent = BOOT_MS + t.install_ms + t.agent_ready_ms;
+    Duration::from_millis(first + joins.max(agent))
+}
+
+fn report(name: &str, servers: u32, r: &Run) {
+    let floor = critical_path(servers);
+    let ratio = if r.ok && r.ready == r.total {
+        format!(
+            "{:.2}x the {:.2}s critical path",
+            r.wall.as_secs_f64() / floor.as_secs_f64(),
+            floor.as_secs_f64()
+        )
+    } else {
+        format!(
+            "gave up: {}/{} Ready (critical path {:.2}s) {}",
+            r.ready,
+            r.total,
+            floor.as_secs_f64(),
+            r.tail
+        )
+    };
+    println!("{name}: {:.2}s, {ratio}", r.wall.as_secs_f64());
+    for w in &r.why {
+        println!("    - {w}");
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("timings: boot {BOOT_MS} ms, {TIMINGS:?}, scripts' sleeps x0.02");
+    // WORLD_BENCH_AGENTS=N measures another agent count (default 20).
+    let agents: u32 = std::env::var("WORLD_BENCH_AGENTS")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
+    let m = |s, a, wait| rt.block_on(measure(s, a, false, wait));
+    report(
+        &format!("3 servers + {agents} agents, apply --wait"),
+        3,
+        &m(3, agents, true),
+    );
+    report(
+        &format!("3 servers + {agents} agents, apply (no --wait), until every Node is Ready"),
+        3,
+        &m(3, agents, false),
+    );
+    report(
+        &format!("1 server + {agents} agents, apply --wait"),
+        1,
+        &m(1, agents, true),
+    );
+}

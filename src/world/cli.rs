@@ -1,0 +1,156 @@
+//! The flags of `exedev-k8s emulator` that turn on and shape the VM world.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::tailnet::{DeclaredKey, TailnetConfig};
+use super::{Faults, Timings, WorldConfig};
+
+/// World flags (all need `--run-setup-scripts`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorldArgs {
+    /// Run each VM's setup script for real, in its own root, with a
+    /// tailnet, k3s and a Kubernetes API behind stand-in commands.
+    #[arg(long)]
+    pub run_setup_scripts: bool,
+    /// Where VM roots live (default: beside --state, else a temporary
+    /// directory removed at exit).
+    #[arg(long, requires = "run_setup_scripts")]
+    pub world_dir: Option<PathBuf>,
+    /// The tailnet's MagicDNS suffix.
+    #[arg(
+        long,
+        default_value = "tail1234.ts.net",
+        requires = "run_setup_scripts"
+    )]
+    pub tailnet: String,
+    /// An auth key the tailnet accepts, `KEY[:kind,...]` with kinds
+    /// reusable, one-off, ephemeral, preauthorized, tag=NAME (repeatable).
+    /// Without any, every `tskey-auth-` key is valid.
+    #[arg(
+        long = "tailscale-key",
+        value_name = "KEY[:KINDS]",
+        requires = "run_setup_scripts"
+    )]
+    pub tailscale_keys: Vec<String>,
+    /// How long an ephemeral device stays offline before it is removed.
+    #[arg(long, default_value_t = 30 * 60 * 1000, requires = "run_setup_scripts")]
+    pub ephemeral_offline_ms: u64,
+    /// Approve advertised subnet routes at once (ACL autoApprovers).
+    #[arg(long, requires = "run_setup_scripts")]
+    pub approve_routes: bool,
+    /// The tailnet requires device approval (keys that are not
+    /// pre-authorized leave devices waiting).
+    #[arg(long, requires = "run_setup_scripts")]
+    pub device_approval: bool,
+    /// MagicDNS is off: tailnet names do not resolve.
+    #[arg(long, requires = "run_setup_scripts")]
+    pub no_magic_dns: bool,
+    /// tailscaled runs at boot (whether exeuntu enables it is not known;
+    /// by default it does not, so scripts must start it).
+    #[arg(long, requires = "run_setup_scripts")]
+    pub tailscaled_at_boot: bool,
+    /// A k3s release channel and its version, `NAME=VERSION` (repeatable;
+    /// stable is v1.31.4+k3s1 unless set).
+    #[arg(
+        long = "k3s-channel",
+        value_name = "NAME=VERSION",
+        requires = "run_setup_scripts"
+    )]
+    pub k3s_channels: Vec<String>,
+    /// Time to serve the k3s binary download, in milliseconds.
+    #[arg(long, default_value_t = Timings::default().install_ms, requires = "run_setup_scripts")]
+    pub install_ms: u64,
+    /// Time for a server to become ready on its own, in milliseconds.
+    #[arg(long, default_value_t = Timings::default().server_ready_ms, requires = "run_setup_scripts")]
+    pub server_ready_ms: u64,
+    /// Time for a joining server's etcd learner to catch up, in milliseconds.
+    #[arg(long, default_value_t = Timings::default().join_ms, requires = "run_setup_scripts")]
+    pub join_ms: u64,
+    /// Time for an agent to register once its server answers, in milliseconds.
+    #[arg(long, default_value_t = Timings::default().agent_ready_ms, requires = "run_setup_scripts")]
+    pub agent_ready_ms: u64,
+    /// systemd's restart delay for a failed k3s, in milliseconds.
+    #[arg(long, default_value_t = Timings::default().restart_ms, requires = "run_setup_scripts")]
+    pub restart_ms: u64,
+    /// A setup script running longer is killed and recorded as failed.
+    #[arg(long, default_value_t = 120_000, requires = "run_setup_scripts")]
+    pub script_timeout_ms: u64,
+    /// Shorten the scripts' own `sleep`s by this factor (0 < f <= 1), for
+    /// fast runs with fast timings; 1 keeps real time.
+    #[arg(long, default_value_t = 1.0, requires = "run_setup_scripts")]
+    pub sleep_scale: f64,
+    /// Fault: the first N installer downloads of each VM fail (DNS).
+    #[arg(long, default_value_t = 0, requires = "run_setup_scripts")]
+    pub fault_download_failures: u32,
+    /// Fault: k3s servers on these VMs (globs) never become ready.
+    #[arg(long, value_name = "GLOB", requires = "run_setup_scripts")]
+    pub fault_server_never_ready: Vec<String>,
+    /// Fault: Tailscale refuses every auth key.
+    #[arg(long, requires = "run_setup_scripts")]
+    pub fault_tailscale_key_invalid: bool,
+    /// Fault: these VMs (globs) reboot once while their setup script
+    /// downloads k3s.
+    #[arg(long, value_name = "GLOB", requires = "run_setup_scripts")]
+    pub fault_reboot_mid_setup: Vec<String>,
+}
+
+impl WorldArgs {
+    /// The world configuration, or `None` without `--run-setup-scripts`.
+    pub fn config(&self, state_file: Option<&PathBuf>) -> Result<Option<WorldConfig>, String> {
+        if !self.run_setup_scripts {
+            return Ok(None);
+        }
+        let binary = std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path for the stand-ins: {e}"))?;
+        let mut c = WorldConfig::new(binary);
+        c.dir = self.world_dir.clone().or_else(|| {
+            state_file.map(|s| {
+                let mut p = s.clone().into_os_string();
+                p.push(".world");
+                PathBuf::from(p)
+            })
+        });
+        let keys = self
+            .tailscale_keys
+            .iter()
+            .map(|k| DeclaredKey::parse(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        c.tailnet = TailnetConfig {
+            name: self.tailnet.clone(),
+            keys,
+            ephemeral_offline_ms: self.ephemeral_offline_ms,
+            auto_approve_routes: self.approve_routes,
+            device_approval: self.device_approval,
+            magic_dns: !self.no_magic_dns,
+            refuse_all_keys: self.fault_tailscale_key_invalid,
+        };
+        c.timings = Timings {
+            install_ms: self.install_ms,
+            server_ready_ms: self.server_ready_ms,
+            join_ms: self.join_ms,
+            agent_ready_ms: self.agent_ready_ms,
+            restart_ms: self.restart_ms,
+        };
+        c.faults = Faults {
+            download_failures: self.fault_download_failures,
+            server_never_ready: self.fault_server_never_ready.clone(),
+            reboot_mid_setup: self.fault_reboot_mid_setup.clone(),
+        };
+        c.script_timeout = Duration::from_millis(self.script_timeout_ms);
+        c.tailscaled_at_boot = self.tailscaled_at_boot;
+        c.sleep_scale = self.sleep_scale;
+        for ch in &self.k3s_channels {
+            let (name, v) = ch
+                .split_once('=')
+                .ok_or_else(|| format!("--k3s-channel {ch:?} is not NAME=VERSION"))?;
+            if !super::applets::installer::is_release(v) {
+                return Err(format!(
+                    "--k3s-channel {ch:?}: {v:?} is not a k3s release like v1.31.4+k3s1"
+                ));
+            }
+            c.channels.insert(name.to_string(), v.to_string());
+        }
+        Ok(Some(c))
+    }
+}

@@ -1,0 +1,615 @@
+//! The k3s model without files or processes: each refusal of the facts
+//! file, and the paths that succeed.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::world::model::Model;
+use crate::world::tailnet::{Login, TailnetConfig};
+use crate::world::{Faults, Timings};
+
+const V: &str = "v1.31.4+k3s1";
+
+struct Sim {
+    m: Model,
+    inputs: BTreeMap<(String, String), StartInputs>,
+    now: u64,
+}
+
+fn cfg(pairs: &[(&str, &str)]) -> K3sConfig {
+    let mut c = K3sConfig::default();
+    for (k, v) in pairs {
+        c.flags
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_string());
+    }
+    c
+}
+
+fn inputs(role: Role, c: K3sConfig) -> StartInputs {
+    StartInputs {
+        role,
+        cfg: c,
+        version: Some(V.to_string()),
+        notify: true,
+        restart_always: true,
+        has_data_dir: false,
+    }
+}
+
+impl Sim {
+    fn new(faults: Faults) -> Sim {
+        Sim {
+            m: Model::new(Timings::default(), faults, TailnetConfig::default(), 7),
+            inputs: BTreeMap::new(),
+            now: 1_000,
+        }
+    }
+
+    /// A booted VM, on the tailnet unless `offline`.
+    fn vm(&mut self, name: &str, on_tailnet: bool) {
+        self.m.add_vm(name, true);
+        self.m.boot_vm(name, self.now);
+        if on_tailnet {
+            let key = self.m.new_secret("nodekey:");
+            self.m.vms.get_mut(name).unwrap().node_key = Some(key.clone());
+            self.m.start_tailscaled(name, self.now);
+            let login = Login {
+                vm: name.into(),
+                new_node_key: key,
+                auth_key: Some("tskey-auth-x".into()),
+                hostname: name.into(),
+                accept_dns: true,
+                ..Login::default()
+            };
+            self.m.tailnet.login(&login, self.now).unwrap();
+        }
+    }
+
+    fn ip(&self, vm: &str) -> String {
+        self.m.tailnet_ip(vm).unwrap().to_string()
+    }
+
+    fn start(&mut self, vm: &str, unit: &str, i: StartInputs) {
+        self.inputs.insert((vm.into(), unit.into()), i.clone());
+        let fx = self.m.start_k3s(vm, unit, Ok(i), self.now);
+        self.effects(fx);
+    }
+
+    fn effects(&mut self, fx: Vec<Effect>) {
+        for e in fx {
+            if let Effect::RestartUnit { vm, unit } = e {
+                let mut i = self.inputs[&(vm.clone(), unit.clone())].clone();
+                i.has_data_dir = self.m.vms[&vm].server_data.is_some();
+                let fx = self.m.start_k3s(&vm, &unit, Ok(i), self.now);
+                self.effects(fx);
+            }
+        }
+    }
+
+    /// Advances the clock in 10 ms ticks.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 10;
+            let fx = self.m.tick_k3s(self.now);
+            self.effects(fx);
+        }
+    }
+
+    fn phase(&self, vm: &str, unit: &str) -> Phase {
+        self.m
+            .proc(vm, unit)
+            .map(|p| p.phase.clone())
+            .unwrap_or(Phase::Starting)
+    }
+
+    fn error(&self, vm: &str, unit: &str) -> String {
+        let journal: Vec<String> = self.m.vms[vm]
+            .journal
+            .iter()
+            .map(|j| j.message.clone())
+            .collect();
+        match self.phase(vm, unit) {
+            Phase::Failed { error, .. } => error,
+            Phase::Waiting(w) => w,
+            other => format!("{other:?} / {}", journal.join(" | ")),
+        }
+    }
+
+    fn ready(&self, vm: &str, unit: &str) -> bool {
+        self.phase(vm, unit) == Phase::Ready
+    }
+
+    /// First server (cluster-init, node-ip on the tailnet) up and Ready.
+    fn first_server(&mut self, name: &str, extra: &[(&str, &str)]) {
+        self.vm(name, true);
+        let ip = self.ip(name);
+        let mut pairs = vec![
+            ("cluster-init", "true"),
+            ("token", "secret"),
+            ("node-ip", ip.as_str()),
+            ("agent-token", "agentsecret"),
+        ];
+        pairs.extend_from_slice(extra);
+        self.start(name, "k3s", inputs(Role::Server, cfg(&pairs)));
+        self.run(200);
+        assert!(self.ready(name, "k3s"), "{}", self.error(name, "k3s"));
+    }
+
+    fn join_server(&mut self, name: &str, extra: &[(&str, &str)]) {
+        self.vm(name, true);
+        let ip = self.ip(name);
+        let mut pairs = vec![
+            ("server", "https://c-cp1.tail1234.ts.net:6443"),
+            ("token", "secret"),
+            ("node-ip", ip.as_str()),
+            ("agent-token", "agentsecret"),
+        ];
+        pairs.extend_from_slice(extra);
+        self.start(name, "k3s", inputs(Role::Server, cfg(&pairs)));
+    }
+}
+
+fn agent(extra: &[(&str, &str)]) -> StartInputs {
+    let mut pairs = vec![
+        ("server", "https://c-cp1.tail1234.ts.net:6443"),
+        ("token", "agentsecret"),
+    ];
+    pairs.extend_from_slice(extra);
+    inputs(Role::Agent, cfg(&pairs))
+}
+
+#[test]
+fn a_three_server_cluster_forms_one_join_at_a_time() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.join_server("c-cp2", &[]);
+    s.run(150);
+    assert!(s.ready("c-cp2", "k3s"), "{}", s.error("c-cp2", "k3s"));
+    s.join_server("c-cp3", &[]);
+    s.run(150);
+    assert!(s.ready("c-cp3", "k3s"), "{}", s.error("c-cp3", "k3s"));
+    let c = s.m.clusters.values().next().unwrap();
+    assert_eq!(c.members.len(), 3);
+    assert!(
+        c.members.iter().all(
+            |m| m.learner_since.is_none() && crate::world::tailnet::is_tailnet_range(m.peer_ip)
+        )
+    );
+    assert_eq!(
+        c.api
+            .list(&crate::world::kube::objects::NODES, None, None, None)
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn parallel_server_joins_fail_with_too_many_learners() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.join_server("c-cp2", &[]);
+    s.join_server("c-cp3", &[]);
+    s.run(10);
+    assert!(
+        s.error("c-cp3", "k3s").contains("too many learner members"),
+        "{}",
+        s.error("c-cp3", "k3s")
+    );
+    // systemd restarts it; once cp2 is promoted the retry succeeds.
+    s.run(600);
+    assert!(s.ready("c-cp2", "k3s") && s.ready("c-cp3", "k3s"));
+}
+
+#[test]
+fn an_etcd_peer_address_off_the_tailnet_never_joins() {
+    let mut s = Sim::new(Faults::default());
+    // vpn-auth without node-ip: etcd stays on the VM's own address.
+    s.vm("c-cp1", true);
+    s.start(
+        "c-cp1",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[
+                ("cluster-init", "true"),
+                ("token", "secret"),
+                ("vpn-auth", "name=tailscale,joinKey=tskey-auth-x"),
+            ]),
+        ),
+    );
+    s.run(200);
+    assert!(
+        s.ready("c-cp1", "k3s"),
+        "a lone server is fine: {}",
+        s.error("c-cp1", "k3s")
+    );
+    let peer = s.m.proc("c-cp1", "k3s").unwrap().etcd_peer_ip.unwrap();
+    assert_eq!(peer, s.m.vms["c-cp1"].lan_ip);
+    s.vm("c-cp2", true);
+    s.start(
+        "c-cp2",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[
+                ("server", "https://c-cp1.tail1234.ts.net:6443"),
+                ("token", "secret"),
+                ("vpn-auth", "name=tailscale,joinKey=tskey-auth-x"),
+            ]),
+        ),
+    );
+    s.run(2_000);
+    assert_eq!(
+        s.phase("c-cp2", "k3s"),
+        Phase::Learner,
+        "the join never completes"
+    );
+    let log: String = s.m.vms["c-cp2"]
+        .journal
+        .iter()
+        .map(|j| j.message.clone())
+        .collect();
+    assert!(log.contains("cannot reach its peers"), "{log}");
+}
+
+#[test]
+fn tokens_are_checked() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.vm("c-web1", true);
+    s.start(
+        "c-web1",
+        "k3s-agent",
+        inputs(
+            Role::Agent,
+            cfg(&[
+                ("server", "https://c-cp1.tail1234.ts.net:6443"),
+                ("token", "wrong"),
+            ]),
+        ),
+    );
+    s.run(20);
+    assert!(
+        s.error("c-web1", "k3s-agent")
+            .contains("failed to validate token"),
+        "{}",
+        s.error("c-web1", "k3s-agent")
+    );
+    // An agent with the agent token joins.
+    s.vm("c-web2", true);
+    s.start("c-web2", "k3s-agent", agent(&[]));
+    s.run(150);
+    assert!(
+        s.ready("c-web2", "k3s-agent"),
+        "{}",
+        s.error("c-web2", "k3s-agent")
+    );
+    // A server with the agent token does not.
+    s.join_server("c-cp2", &[]);
+    let mut i = s.inputs[&("c-cp2".to_string(), "k3s".to_string())].clone();
+    i.cfg
+        .flags
+        .insert("token".into(), vec!["agentsecret".into()]);
+    s.start("c-cp2", "k3s", i);
+    s.run(20);
+    assert!(
+        s.error("c-cp2", "k3s")
+            .contains("agent token cannot join a server"),
+        "{}",
+        s.error("c-cp2", "k3s")
+    );
+    // A secure token with another CA hash is refused.
+    s.vm("c-web3", true);
+    s.start(
+        "c-web3",
+        "k3s-agent",
+        agent(&[("token", "K10deadbeef::node:agentsecret")]),
+    );
+    s.run(20);
+    assert!(
+        s.error("c-web3", "k3s-agent").contains("CA hash"),
+        "{}",
+        s.error("c-web3", "k3s-agent")
+    );
+}
+
+#[test]
+fn join_urls_must_resolve_and_answer() {
+    let mut s = Sim::new(Faults::default());
+    // Not on the tailnet: the MagicDNS name does not resolve.
+    s.vm("c-web1", false);
+    s.start("c-web1", "k3s-agent", agent(&[]));
+    s.run(50);
+    assert!(s.error("c-web1", "k3s-agent").contains("no such host"));
+    // On the tailnet, the server not up yet: connection refused, retried.
+    s.vm("c-web2", true);
+    s.vm("c-cp1", true);
+    s.start("c-web2", "k3s-agent", agent(&[]));
+    s.run(50);
+    assert!(
+        s.error("c-web2", "k3s-agent")
+            .contains("connection refused"),
+        "{}",
+        s.error("c-web2", "k3s-agent")
+    );
+    let ip = s.ip("c-cp1");
+    s.start(
+        "c-cp1",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[
+                ("cluster-init", "true"),
+                ("token", "secret"),
+                ("node-ip", &ip),
+                ("agent-token", "agentsecret"),
+            ]),
+        ),
+    );
+    s.run(400);
+    assert!(
+        s.ready("c-web2", "k3s-agent"),
+        "the agent joins once its server answers: {}",
+        s.error("c-web2", "k3s-agent")
+    );
+    // A LAN address of another VM is unreachable.
+    let lan = s.m.vms["c-cp1"].lan_ip.to_string();
+    s.vm("c-web3", true);
+    s.start(
+        "c-web3",
+        "k3s-agent",
+        agent(&[("server", &format!("https://{lan}:6443"))]),
+    );
+    s.run(50);
+    assert!(
+        s.error("c-web3", "k3s-agent").contains("i/o timeout"),
+        "{}",
+        s.error("c-web3", "k3s-agent")
+    );
+}
+
+#[test]
+fn kubelet_forbidden_labels_stop_the_node() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.vm("c-web1", true);
+    s.start(
+        "c-web1",
+        "k3s-agent",
+        agent(&[("node-label", "node-role.kubernetes.io/worker=true")]),
+    );
+    s.run(20);
+    assert!(
+        s.error("c-web1", "k3s-agent")
+            .contains("unknown 'kubernetes.io' or 'k8s.io' labels")
+    );
+    s.vm("c-web2", true);
+    s.start(
+        "c-web2",
+        "k3s-agent",
+        agent(&[
+            ("node-label", "node.kubernetes.io/role=worker"),
+            ("node-taint", "dedicated=web:NoSchedule"),
+        ]),
+    );
+    s.run(150);
+    assert!(s.ready("c-web2", "k3s-agent"));
+    let c = s.m.clusters.values().next().unwrap();
+    let n = c
+        .api
+        .get(&crate::world::kube::objects::NODES, "", "c-web2")
+        .unwrap();
+    assert_eq!(n["metadata"]["labels"]["node.kubernetes.io/role"], "worker");
+    assert_eq!(n["spec"]["taints"][0]["key"], "dedicated");
+}
+
+#[test]
+fn a_kubelet_newer_than_the_api_server_is_refused() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.vm("c-web1", true);
+    let mut i = agent(&[]);
+    i.version = Some("v1.32.1+k3s1".into());
+    s.start("c-web1", "k3s-agent", i);
+    s.run(20);
+    assert!(
+        s.error("c-web1", "k3s-agent")
+            .contains("newer than the API server")
+    );
+    s.vm("c-web2", true);
+    let mut i = agent(&[]);
+    i.version = Some("v1.30.8+k3s1".into());
+    s.start("c-web2", "k3s-agent", i);
+    s.run(150);
+    assert!(s.ready("c-web2", "k3s-agent"), "older kubelets are fine");
+}
+
+#[test]
+fn servers_must_share_critical_configuration() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[("disable", "traefik")]);
+    s.join_server("c-cp2", &[]);
+    s.run(20);
+    let e = s.error("c-cp2", "k3s");
+    assert!(
+        e.contains("critical configuration value mismatch") && e.contains("disable"),
+        "{e}"
+    );
+    s.join_server("c-cp3", &[("disable", "traefik")]);
+    s.run(150);
+    assert!(s.ready("c-cp3", "k3s"));
+}
+
+#[test]
+fn a_rotated_token_refuses_an_old_config_at_restart() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.m.rotate_token("c-cp1", Some("secret"), "newsecret")
+        .unwrap();
+    assert!(s.m.rotate_token("c-cp1", Some("wrong"), "x").is_err());
+    // Restart with the old token still in config.yaml.
+    s.m.stop_k3s("c-cp1", "k3s", s.now);
+    let mut i = s.inputs[&("c-cp1".to_string(), "k3s".to_string())].clone();
+    i.has_data_dir = true;
+    s.start("c-cp1", "k3s", i.clone());
+    s.run(20);
+    assert!(
+        s.error("c-cp1", "k3s")
+            .contains("bootstrap data already found and encrypted with different token")
+    );
+    // With the new token it comes back (cluster-init is ignored on existing data).
+    s.m.stop_k3s("c-cp1", "k3s", s.now);
+    i.cfg.flags.insert("token".into(), vec!["newsecret".into()]);
+    s.start("c-cp1", "k3s", i);
+    s.run(200);
+    assert!(s.ready("c-cp1", "k3s"), "{}", s.error("c-cp1", "k3s"));
+    assert_eq!(s.m.clusters.len(), 1, "no second cluster");
+}
+
+#[test]
+fn quorum_and_member_removal() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.join_server("c-cp2", &[]);
+    s.run(150);
+    s.join_server("c-cp3", &[]);
+    s.run(150);
+    let cid = s.m.proc("c-cp1", "k3s").unwrap().cluster.clone().unwrap();
+    // Two of three down: the third cannot restart on its own.
+    s.m.halt_vm("c-cp2", s.now);
+    s.m.halt_vm("c-cp3", s.now);
+    s.m.stop_k3s("c-cp1", "k3s", s.now);
+    let mut i = s.inputs[&("c-cp1".to_string(), "k3s".to_string())].clone();
+    i.has_data_dir = true;
+    s.start("c-cp1", "k3s", i);
+    s.run(300);
+    assert!(
+        s.error("c-cp1", "k3s").contains("quorum"),
+        "{}",
+        s.error("c-cp1", "k3s")
+    );
+    assert!(!s.m.has_quorum(&cid));
+    // Deleting a Node removes its etcd member.
+    let fx = s.m.node_deleted(&cid, "c-cp3", s.now);
+    assert!(fx.is_empty(), "cp3 runs nothing");
+    assert_eq!(s.m.clusters[&cid].members.len(), 2);
+}
+
+#[test]
+fn the_never_ready_fault_holds_a_server() {
+    let mut s = Sim::new(Faults {
+        server_never_ready: vec!["c-cp*".into()],
+        ..Faults::default()
+    });
+    s.vm("c-cp1", true);
+    s.start(
+        "c-cp1",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[("cluster-init", "true"), ("token", "t")]),
+        ),
+    );
+    s.run(1_000);
+    assert!(matches!(s.phase("c-cp1", "k3s"), Phase::Booting { .. }));
+    assert_eq!(
+        s.m.proc("c-cp1", "k3s").unwrap().active_state(),
+        "activating"
+    );
+}
+
+#[test]
+fn vpn_auth_brings_tailscale_up_or_says_why_not() {
+    let mut s = Sim::new(Faults::default());
+    s.vm("c-cp1", false);
+    let vpn = ("vpn-auth", "name=tailscale,joinKey=tskey-auth-x");
+    s.start(
+        "c-cp1",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[("cluster-init", "true"), ("token", "t"), vpn]),
+        ),
+    );
+    s.run(20);
+    assert!(
+        s.error("c-cp1", "k3s").contains("tailscaled"),
+        "{}",
+        s.error("c-cp1", "k3s")
+    );
+    s.m.start_tailscaled("c-cp1", s.now);
+    s.run(600);
+    assert!(s.ready("c-cp1", "k3s"), "{}", s.error("c-cp1", "k3s"));
+    assert!(s.m.tailnet_ip("c-cp1").is_some());
+    assert_eq!(
+        s.m.proc("c-cp1", "k3s").unwrap().node_ip,
+        s.m.tailnet_ip("c-cp1")
+    );
+    assert!(parse_vpn_auth("name=wireguard,joinKey=x").is_err());
+    assert!(parse_vpn_auth("name=tailscale").is_err());
+    assert_eq!(
+        parse_vpn_auth("name=tailscale,joinKey=k,extraArgs=--hostname=h --accept-dns=false")
+            .unwrap()
+            .extra_args,
+        ["--hostname=h", "--accept-dns=false"]
+    );
+}
+
+#[test]
+fn flannel_iface_puts_etcd_on_the_tailnet_and_node_ip_must_be_local() {
+    let mut s = Sim::new(Faults::default());
+    s.vm("c-cp1", true);
+    s.start(
+        "c-cp1",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[
+                ("cluster-init", "true"),
+                ("token", "t"),
+                ("flannel-iface", "tailscale0"),
+            ]),
+        ),
+    );
+    s.run(200);
+    assert_eq!(
+        s.m.proc("c-cp1", "k3s").unwrap().etcd_peer_ip,
+        s.m.tailnet_ip("c-cp1")
+    );
+    s.vm("c-cp2", true);
+    s.start(
+        "c-cp2",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[
+                ("cluster-init", "true"),
+                ("token", "t"),
+                ("node-ip", "100.64.9.9"),
+            ]),
+        ),
+    );
+    s.run(20);
+    assert!(
+        s.error("c-cp2", "k3s")
+            .contains("cannot assign requested address")
+    );
+}
+
+#[test]
+fn tokens_and_versions_parse() {
+    assert_eq!(
+        parse_token("K10abc::server:s3"),
+        Token {
+            ca_hash: Some("abc"),
+            user: Some("server"),
+            secret: "s3"
+        }
+    );
+    assert_eq!(parse_token("plain").secret, "plain");
+    assert_eq!(minor_version("v1.31.4+k3s1"), Some((1, 31)));
+    assert_eq!(minor_version("junk"), None);
+}

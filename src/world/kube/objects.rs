@@ -1,0 +1,483 @@
+//! The shapes of the API objects the world makes (Nodes as k3s registers
+//! them, system pods, statuses) and the resources it serves. Pure.
+
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+/// A resource the API serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// API group (`""` for the core group).
+    pub group: Cow<'static, str>,
+    pub version: Cow<'static, str>,
+    pub plural: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
+    pub namespaced: bool,
+}
+
+impl Resource {
+    const fn new(
+        group: &'static str,
+        version: &'static str,
+        plural: &'static str,
+        kind: &'static str,
+        namespaced: bool,
+    ) -> Self {
+        Resource {
+            group: Cow::Borrowed(group),
+            version: Cow::Borrowed(version),
+            plural: Cow::Borrowed(plural),
+            kind: Cow::Borrowed(kind),
+            namespaced,
+        }
+    }
+
+    /// `v1` or `group/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// How errors name it: `pods`, `poddisruptionbudgets.policy`.
+    pub fn describe(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+pub const NAMESPACES: Resource = Resource::new("", "v1", "namespaces", "Namespace", false);
+pub const NODES: Resource = Resource::new("", "v1", "nodes", "Node", false);
+pub const PODS: Resource = Resource::new("", "v1", "pods", "Pod", true);
+pub const SERVICEACCOUNTS: Resource =
+    Resource::new("", "v1", "serviceaccounts", "ServiceAccount", true);
+pub const PDBS: Resource = Resource::new(
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    "PodDisruptionBudget",
+    true,
+);
+
+/// Every resource with a fixed entry; others found in manifests are served
+/// under `<lowercase kind>s`.
+pub const RESOURCES: &[Resource] = &[
+    NAMESPACES,
+    NODES,
+    PODS,
+    SERVICEACCOUNTS,
+    PDBS,
+    Resource::new("", "v1", "configmaps", "ConfigMap", true),
+    Resource::new("", "v1", "secrets", "Secret", true),
+    Resource::new("", "v1", "services", "Service", true),
+    Resource::new("apps", "v1", "deployments", "Deployment", true),
+    Resource::new("apps", "v1", "daemonsets", "DaemonSet", true),
+    Resource::new("apps", "v1", "replicasets", "ReplicaSet", true),
+    Resource::new("apps", "v1", "statefulsets", "StatefulSet", true),
+    Resource::new(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+    ),
+    Resource::new(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+    ),
+    Resource::new("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
+    Resource::new(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        true,
+    ),
+    Resource::new(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+    ),
+];
+
+/// Kinds that are cluster-scoped although the table does not list them.
+const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "APIService",
+];
+
+/// The resource of a manifest's `apiVersion` and `kind`.
+pub fn resource_for(api_version: &str, kind: &str) -> Resource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    if let Some(r) = RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
+    {
+        return r.clone();
+    }
+    Resource {
+        group: Cow::Owned(group.to_string()),
+        version: Cow::Owned(version.to_string()),
+        plural: Cow::Owned(format!("{}s", kind.to_ascii_lowercase())),
+        kind: Cow::Owned(kind.to_string()),
+        namespaced: !CLUSTER_SCOPED_KINDS.contains(&kind),
+    }
+}
+
+/// The resource an API path names.
+pub fn resource_by_path(group: &str, plural: &str) -> Option<Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+        .cloned()
+}
+
+/// `(namespace, name)` of an object.
+pub fn ns_name(v: &Value) -> (String, String) {
+    (
+        v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC, seconds).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time as [`rfc3339`]
+/// writes it (`2024-01-02T03:04:05Z`).
+pub fn parse_rfc3339(t: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000).ok()
+}
+
+/// kubectl's AGE column: `45s`, `12m`, `5h`, `3d`.
+pub fn age(obj: &Value, now_ms: u64) -> String {
+    let Some(created) = obj["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(parse_rfc3339)
+    else {
+        return "<unknown>".to_string();
+    };
+    let s = now_ms.saturating_sub(created) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn taint_json(t: &str) -> Option<Value> {
+    let (kv, effect) = t.rsplit_once(':')?;
+    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    let mut taint = json!({"key": k, "effect": effect});
+    if !v.is_empty() {
+        taint["value"] = json!(v);
+    }
+    Some(taint)
+}
+
+/// A Node as a k3s kubelet registers it: k3s's own labels (hostname, OS,
+/// architecture, instance type; control-plane, master and etcd roles on
+/// servers, which k3s sets itself), then the `node-label`s and
+/// `node-taint`s it was started with.
+pub fn new_node(
+    name: &str,
+    server: bool,
+    etcd: bool,
+    labels: &[String],
+    taints: &[String],
+    ip: Ipv4Addr,
+    index: usize,
+) -> Value {
+    let mut l = serde_json::Map::new();
+    for (k, v) in [
+        ("beta.kubernetes.io/arch", "amd64"),
+        ("beta.kubernetes.io/os", "linux"),
+        ("beta.kubernetes.io/instance-type", "k3s"),
+        ("kubernetes.io/arch", "amd64"),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/hostname", name),
+        ("node.kubernetes.io/instance-type", "k3s"),
+    ] {
+        l.insert(k.into(), json!(v));
+    }
+    if server {
+        l.insert(
+            "node-role.kubernetes.io/control-plane".into(),
+            json!("true"),
+        );
+        l.insert("node-role.kubernetes.io/master".into(), json!("true"));
+        if etcd {
+            l.insert("node-role.kubernetes.io/etcd".into(), json!("true"));
+        }
+    }
+    for kv in labels {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        l.insert(k.into(), json!(v));
+    }
+    let taints: Vec<Value> = taints.iter().filter_map(|t| taint_json(t)).collect();
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": l,
+                     "annotations": {"k3s.io/internal-ip": ip.to_string(),
+                                     "flannel.alpha.coreos.com/public-ip": ip.to_string()}},
+        "spec": {"podCIDR": format!("10.42.{index}.0/24"), "podCIDRs": [format!("10.42.{index}.0/24")],
+                 "providerID": format!("k3s://{name}"), "taints": taints},
+    })
+}
+
+fn node_info(version: &str) -> Value {
+    json!({"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "containerd://1.7.23-k3s2",
+           "kernelVersion": "6.1.0-exedev", "kubeProxyVersion": version, "kubeletVersion": version,
+           "machineID": "", "operatingSystem": "linux", "osImage": "Ubuntu 24.04.1 LTS", "systemUUID": ""})
+}
+
+/// The kubelet posts Ready (or not) with its version and address.
+pub fn set_node_status(node: &mut Value, ready: bool, version: &str, ip: Ipv4Addr, now_ms: u64) {
+    let t = rfc3339(now_ms);
+    let name = node["metadata"]["name"].clone();
+    node["status"] = json!({
+        "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"},
+                        "reason": if ready {"KubeletReady"} else {"KubeletNotReady"},
+                        "message": if ready {"kubelet is posting ready status"} else {"kubelet is starting"},
+                        "lastHeartbeatTime": t, "lastTransitionTime": t}],
+        "addresses": [{"type": "InternalIP", "address": ip.to_string()}, {"type": "Hostname", "address": name}],
+        "nodeInfo": node_info(version),
+    });
+}
+
+/// The kubelet stopped posting status (its k3s stopped or the VM is gone).
+/// The node lifecycle controller says so at once here; Kubernetes waits
+/// its grace period (40 s by default) first.
+pub fn set_node_unknown(node: &mut Value, now_ms: u64) {
+    let t = rfc3339(now_ms);
+    if let Some(conds) = node["status"]["conditions"].as_array_mut() {
+        for c in conds.iter_mut().filter(|c| c["type"] == "Ready") {
+            c["status"] = json!("Unknown");
+            c["reason"] = json!("NodeStatusUnknown");
+            c["message"] = json!("Kubelet stopped posting node status.");
+            c["lastTransitionTime"] = json!(t);
+        }
+    }
+}
+
+/// The `node.kubernetes.io/unschedulable:NoSchedule` taint follows
+/// `spec.unschedulable` (the node lifecycle controller's job).
+pub fn sync_unschedulable_taint(node: &mut Value) {
+    const KEY: &str = "node.kubernetes.io/unschedulable";
+    let cordoned = node["spec"]["unschedulable"].as_bool().unwrap_or(false);
+    let mut taints: Vec<Value> = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has = taints.iter().any(|t| t["key"] == KEY);
+    if cordoned && !has {
+        taints.push(json!({"key": KEY, "effect": "NoSchedule"}));
+    } else if !cordoned && has {
+        taints.retain(|t| t["key"] != KEY);
+    } else {
+        return;
+    }
+    node["spec"]["taints"] = json!(taints);
+}
+
+/// A kube-system pod: owned by a ReplicaSet (a Deployment's) or a
+/// DaemonSet (bound to its node).
+pub fn system_pod(app: &str, owner_kind: &str, node: Option<&str>, suffix: &str) -> Value {
+    let mut pod = json!({
+        "metadata": {"name": format!("{app}-{suffix}"), "labels": {"k8s-app": app},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": app,
+                                          "uid": "00000000-0000-4000-8000-0000000000aa", "controller": true}]},
+        "spec": {"containers": [{"name": app, "image": format!("rancher/mirrored-{app}")}],
+                 "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+                                 {"key": "CriticalAddonsOnly", "operator": "Exists"}]},
+        "status": {"phase": "Pending"},
+    });
+    if let Some(n) = node {
+        pod["spec"]["nodeName"] = json!(n);
+        pod["spec"]["tolerations"] = json!([{"operator": "Exists"}]);
+    }
+    pod
+}
+
+/// `Running` with `Ready=True`.
+pub fn running_status(now_ms: u64) -> Value {
+    let t = rfc3339(now_ms);
+    json!({"phase": "Running", "startTime": t,
+           "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": t}]})
+}
+
+/// A pod counts as healthy for a PodDisruptionBudget.
+pub fn pod_ready(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// The node's Ready condition is True.
+pub fn node_ready(n: &Value) -> bool {
+    n["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            let key_ok = t["key"].is_null() || t["key"] == taint["key"];
+            let effect_ok = t["effect"].is_null() || t["effect"] == taint["effect"];
+            let value_ok = t["operator"] == "Exists" || t["value"] == taint["value"];
+            key_ok && effect_ok && value_ok
+        })
+    })
+}
+
+/// Can the scheduler put this pod on this node: Ready, not cordoned, every
+/// NoSchedule/NoExecute taint tolerated, nodeSelector matched.
+pub fn schedulable_for(node: &Value, pod: &Value) -> bool {
+    if !node_ready(node) || node["spec"]["unschedulable"] == json!(true) {
+        return false;
+    }
+    let blocking = node["spec"]["taints"].as_array().is_some_and(|ts| {
+        ts.iter()
+            .filter(|t| t["effect"] != "PreferNoSchedule")
+            .any(|t| !tolerates(pod, t))
+    });
+    if blocking {
+        return false;
+    }
+    pod["spec"]["nodeSelector"]
+        .as_object()
+        .is_none_or(|sel| sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        for ms in [0, 951_782_400_000, 1_700_000_000_000, 4_102_444_799_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        let o = json!({"metadata": {"creationTimestamp": rfc3339(1_000_000_000)}});
+        assert_eq!(age(&o, 1_000_030_000), "30s");
+        assert_eq!(age(&o, 1_000_000_000 + 3 * 86_400_000), "3d");
+        assert_eq!(age(&json!({}), 0), "<unknown>");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn nodes_deserialize_as_kubernetes_nodes() {
+        let mut n = new_node(
+            "c-cp1",
+            true,
+            true,
+            &["tier=web".into()],
+            &["dedicated=web:NoSchedule".into()],
+            Ipv4Addr::new(100, 64, 0, 1),
+            0,
+        );
+        set_node_status(
+            &mut n,
+            true,
+            "v1.31.4+k3s1",
+            Ipv4Addr::new(100, 64, 0, 1),
+            0,
+        );
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(n.clone()).unwrap();
+        let view = crate::cluster::NodeView::from(&node);
+        assert!(view.ready);
+        assert_eq!(view.labels["tier"], "web");
+        assert_eq!(view.labels["node-role.kubernetes.io/etcd"], "true");
+        assert_eq!(view.taints, ["dedicated=web:NoSchedule"]);
+        assert_eq!(view.kubelet_version.as_deref(), Some("v1.31.4+k3s1"));
+        n["spec"]["unschedulable"] = json!(true);
+        sync_unschedulable_taint(&mut n);
+        sync_unschedulable_taint(&mut n);
+        assert_eq!(n["spec"]["taints"].as_array().unwrap().len(), 2);
+        set_node_unknown(&mut n, 5);
+        assert!(!node_ready(&n));
+    }
+
+    #[test]
+    fn scheduling_respects_taints_and_cordon() {
+        let mut n = new_node(
+            "a",
+            false,
+            false,
+            &[],
+            &["gpu=x:NoSchedule".into()],
+            Ipv4Addr::LOCALHOST,
+            0,
+        );
+        set_node_status(&mut n, true, "v1", Ipv4Addr::LOCALHOST, 0);
+        let plain = json!({"spec": {"containers": []}});
+        let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}});
+        assert!(!schedulable_for(&n, &plain));
+        assert!(schedulable_for(&n, &tolerant));
+        n["spec"]["unschedulable"] = json!(true);
+        assert!(!schedulable_for(&n, &tolerant));
+        let r = resource_for("example.com/v1", "Widget");
+        assert_eq!((&*r.plural, r.namespaced), ("widgets", true));
+        assert_eq!(resource_for("v1", "ConfigMap").plural, "configmaps");
+    }
+}

@@ -1,0 +1,529 @@
+//! The Kubernetes API of a k3s server VM: one TLS listener on 127.0.0.1
+//! per server whose k3s is up, standing for that VM's `127.0.0.1:6443`. It
+//! presents a serving certificate from the cluster's CA (SANs include
+//! `127.0.0.1`, so a kubeconfig pointing through an SSH tunnel verifies),
+//! accepts only client certificates from the cluster's client CA, and
+//! serves the cluster's objects from the world's model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::objects::{self, Resource};
+use super::store::ApiError;
+use crate::world::Inner;
+
+/// A running API listener.
+#[derive(Debug)]
+pub struct ApiListener {
+    pub port: u16,
+    pub cluster: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ApiListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Accepts TCP connections and hands out TLS streams whose handshake
+/// succeeded; handshakes run in their own tasks so one slow client does not
+/// hold up the others.
+struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, std::net::SocketAddr)>,
+    addr: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The acceptor is gone: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+fn pem_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad certificate PEM: {e}"))
+}
+
+fn tls_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_der: &[u8],
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            client_ca_der.to_vec(),
+        ))
+        .map_err(|e| format!("client CA: {e}"))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("client verifier: {e}"))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("serving key: {e}"))?;
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pem_certs(cert_pem)?, key)
+        .map_err(|e| format!("serving certificate: {e}"))
+}
+
+#[derive(Clone)]
+struct Ctx {
+    inner: Arc<Inner>,
+    vm: String,
+    cluster: String,
+}
+
+/// Starts serving `cluster`'s API for server `vm` with a certificate for
+/// `sans`.
+pub async fn start(
+    inner: Arc<Inner>,
+    vm: &str,
+    cluster: &str,
+    sans: &[String],
+) -> Result<ApiListener, String> {
+    let (cert, key, client_ca) = {
+        let m = inner.model();
+        let c = m
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| format!("no cluster {cluster}"))?;
+        let (cert, key) = c.pki.serving(sans)?;
+        (cert, key, c.pki.client_ca_der.clone())
+    };
+    let config = tls_config(&cert, &key, &client_ca)?;
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let tcp = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen for the API of {vm}: {e}"))?;
+    let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(64);
+    let ctx = Ctx {
+        inner,
+        vm: vm.to_string(),
+        cluster: cluster.to_string(),
+    };
+    let app = Router::new().fallback(handle).with_state(ctx);
+    let task = tokio::spawn(async move {
+        let accept = async move {
+            loop {
+                let Ok((stream, peer)) = tcp.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let hs = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    if let Ok(Ok(tls)) = hs {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                });
+            }
+        };
+        let serve = axum::serve(TlsListener { rx, addr }, app.into_make_service());
+        tokio::select! {
+            _ = accept => {}
+            _ = serve => {}
+        }
+    });
+    Ok(ApiListener {
+        port: addr.port(),
+        cluster: cluster.to_string(),
+        task,
+    })
+}
+
+fn json_response(code: u16, v: &Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn error(e: &ApiError) -> Response {
+    json_response(e.code, &e.status())
+}
+
+fn query(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let parsed = serde_json::from_slice(body).or_else(|e| {
+        if ct.contains("yaml") {
+            serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
+        } else {
+            Err(e.to_string())
+        }
+    });
+    parsed.map_err(|e| {
+        ApiError::new(
+            400,
+            "BadRequest",
+            format!("the request body is not valid: {e}"),
+        )
+    })
+}
+
+/// The version the API reports: `/version` of k3s.
+fn version_json(v: &str) -> Value {
+    let (major, minor) = super::super::k3s::minor_version(v).unwrap_or((1, 0));
+    json!({"major": major.to_string(), "minor": minor.to_string(), "gitVersion": v,
+           "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+           "buildDate": "2024-12-01T00:00:00Z", "goVersion": "go1.22.9", "compiler": "gc",
+           "platform": "linux/amd64"})
+}
+
+fn discovery(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = objects::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(|r| {
+            let mut v = vec![json!({"name": r.plural, "singularName": r.kind.to_ascii_lowercase(),
+                "namespaced": r.namespaced, "kind": r.kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update"]})];
+            if r.plural == "pods" {
+                v.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
+                              "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+            }
+            v
+        })
+        .collect();
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+fn groups() -> Value {
+    let mut names: Vec<&str> = objects::RESOURCES
+        .iter()
+        .map(|r| &*r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    let groups: Vec<Value> = names
+        .iter()
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `kubectl get` asks for server-side tables; Nodes and Pods get the
+/// columns kubectl shows, other lists come back as lists.
+fn table(res: &Resource, items: &[Value], now_ms: u64) -> Option<Value> {
+    let age = |o: &Value| objects::age(o, now_ms);
+    let (columns, rows): (Vec<&str>, Vec<Value>) = match &*res.plural {
+        "nodes" => (
+            vec!["Name", "Status", "Roles", "Age", "Version"],
+            items
+                .iter()
+                .map(|n| {
+                    let mut status = if objects::node_ready(n) { "Ready" } else { "NotReady" }.to_string();
+                    if n["spec"]["unschedulable"] == json!(true) {
+                        status.push_str(",SchedulingDisabled");
+                    }
+                    let mut roles: Vec<String> = n["metadata"]["labels"]
+                        .as_object()
+                        .map(|l| {
+                            l.keys()
+                                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    roles.sort();
+                    let roles = if roles.is_empty() { "<none>".to_string() } else { roles.join(",") };
+                    json!({"cells": [n["metadata"]["name"], status, roles, age(n),
+                                     n["status"]["nodeInfo"]["kubeletVersion"]],
+                           "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": n["metadata"]}})
+                })
+                .collect(),
+        ),
+        "pods" => (
+            vec!["Name", "Ready", "Status", "Restarts", "Age"],
+            items
+                .iter()
+                .map(|p| {
+                    let ready = if objects::pod_ready(p) { "1/1" } else { "0/1" };
+                    json!({"cells": [p["metadata"]["name"], ready, p["status"]["phase"], 0, age(p)],
+                           "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": p["metadata"]}})
+                })
+                .collect(),
+        ),
+        _ => return None,
+    };
+    let defs: Vec<Value> = columns
+        .iter()
+        .map(|c| json!({"name": c, "type": "string", "format": if *c == "Name" {"name"} else {""}, "description": "", "priority": 0}))
+        .collect();
+    Some(
+        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "columnDefinitions": defs, "rows": rows}),
+    )
+}
+
+/// Where a path points.
+enum Target {
+    Collection {
+        res: Resource,
+        ns: Option<String>,
+    },
+    Object {
+        res: Resource,
+        ns: String,
+        name: String,
+        sub: Option<String>,
+    },
+}
+
+fn route(group: &str, rest: &[&str]) -> Option<Target> {
+    let res = |plural: &str| objects::resource_by_path(group, plural);
+    match rest {
+        [plural] => Some(Target::Collection {
+            res: res(plural)?,
+            ns: None,
+        }),
+        ["namespaces", ns, plural] => Some(Target::Collection {
+            res: res(plural)?,
+            ns: Some(ns.to_string()),
+        }),
+        ["namespaces", ns, plural, name, sub @ ..] if sub.len() <= 1 => Some(Target::Object {
+            res: res(plural)?,
+            ns: ns.to_string(),
+            name: name.to_string(),
+            sub: sub.first().map(|s| s.to_string()),
+        }),
+        [plural, name, sub @ ..] if sub.len() <= 1 => Some(Target::Object {
+            res: res(plural)?,
+            ns: String::new(),
+            name: name.to_string(),
+            sub: sub.first().map(|s| s.to_string()),
+        }),
+        _ => None,
+    }
+}
+
+async fn handle(
+    State(ctx): State<Ctx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = crate::world::now_ms();
+    // The API answers only while this server's k3s is up with quorum.
+    let serving = {
+        let m = ctx.inner.model();
+        m.ready_server(&ctx.vm)
+            .is_some_and(|(_, c)| c == ctx.cluster)
+            && m.has_quorum(&ctx.cluster)
+    };
+    if !serving {
+        return error(&ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "etcdserver: request timed out (the server is not ready or etcd has no quorum)",
+        ));
+    }
+    let path = uri.path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => {
+            let v = ctx.inner.model().api_version(&ctx.cluster);
+            return json_response(200, &version_json(&v));
+        }
+        ["readyz" | "livez" | "healthz", ..] => {
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response();
+        }
+        ["api"] => {
+            return json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+            );
+        }
+        ["api", "v1"] => return json_response(200, &discovery("", "v1")),
+        ["apis"] => return json_response(200, &groups()),
+        ["apis", g, v] => return json_response(200, &discovery(g, v)),
+        _ => {}
+    }
+    let (group, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", g, _v, rest @ ..] => (*g, rest),
+        _ => {
+            return error(&ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            ));
+        }
+    };
+    let Some(target) = route(group, rest) else {
+        return error(&ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        ));
+    };
+    let q = query(&uri);
+    let input = match parse_body(&headers, &body) {
+        Ok(v) => v,
+        Err(e) => return error(&e),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let wants_table = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
+    let mut m = ctx.inner.model();
+    let cid = ctx.cluster.clone();
+    let result: Result<Value, ApiError> = match (&method, target) {
+        (&Method::GET, Target::Collection { res, ns }) => {
+            let Some(c) = m.clusters.get(&cid) else {
+                return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
+            };
+            let items = c.api.list(&res, ns.as_deref(), q.get("labelSelector").map(String::as_str), q.get("fieldSelector").map(String::as_str));
+            if wants_table && let Some(t) = table(&res, &items, now) {
+                return json_response(200, &t);
+            }
+            Ok(json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
+                      "metadata": {"resourceVersion": c.api.resource_version()}, "items": items}))
+        }
+        (&Method::POST, Target::Collection { res, ns }) => match m.clusters.get_mut(&cid) {
+            Some(c) => c.api.create(&res, ns.as_deref().unwrap_or(""), input),
+            None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
+        },
+        (&Method::POST, Target::Object { res, ns, name, sub: Some(sub) }) if res.plural == "pods" && sub == "eviction" => {
+            match m.clusters.get_mut(&cid) {
+                Some(c) => c.api.evict(&ns, &name).map(|()| {
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+                }),
+                None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
+            }
+        }
+        (method, Target::Object { res, ns, name, sub }) => {
+            if sub.as_deref().is_some_and(|s| s != "status") {
+                return error(&ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})")));
+            }
+            let Some(c) = m.clusters.get_mut(&cid) else {
+                return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
+            };
+            match *method {
+                Method::GET => c.api.get(&res, &ns, &name),
+                Method::PUT => c.api.replace(&res, &ns, &name, input),
+                Method::PATCH if content_type.starts_with("application/apply-patch") => {
+                    let manager = q.get("fieldManager").cloned().unwrap_or_default();
+                    if manager.is_empty() {
+                        Err(ApiError::new(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"))
+                    } else {
+                        let force = q.get("force").is_some_and(|f| f == "true");
+                        c.api.apply(&res, &ns, &name, &manager, force, &input)
+                    }
+                }
+                Method::PATCH if content_type.contains("json-patch") => Err(ApiError::new(415, "UnsupportedMediaType", "the world's API takes merge, strategic-merge and apply patches")),
+                Method::PATCH => c.api.patch_merge(&res, &ns, &name, &input),
+                Method::DELETE => {
+                    let r = c.api.delete(&res, &ns, &name);
+                    if r.is_ok() && res.plural == "nodes" {
+                        let fx = m.node_deleted(&cid, &name, now);
+                        drop(m);
+                        ctx.inner.spawn_effects(fx);
+                        return json_response(200, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": "nodes"}}));
+                    }
+                    r.map(|_| json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": res.plural}}))
+                }
+                _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+            }
+        }
+        (method, Target::Collection { .. }) => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} on a collection is not supported here"))),
+    };
+    match result {
+        Ok(v) => {
+            let code = if method == Method::POST { 201 } else { 200 };
+            json_response(code, &v)
+        }
+        Err(e) => error(&e),
+    }
+}

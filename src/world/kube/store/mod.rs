@@ -1,0 +1,704 @@
+//! One cluster's API objects and the controllers a test leans on: Node
+//! registration by the k3s model, cordon's unschedulable taint, evictions
+//! that honour PodDisruptionBudgets, ReplicaSet-owned pods recreated
+//! elsewhere, pods of a deleted node collected, a scheduler, and the
+//! `default` ServiceAccount of every namespace. Pure: time comes in as
+//! milliseconds.
+//!
+//! Objects are JSON values keyed by (group, resource, namespace, name).
+//! Server-side apply tracks which labels each field manager owns, so a
+//! label a manager stops applying is removed; other fields merge (lists are
+//! replaced whole, as for atomic lists such as Node taints).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde_json::{Map, Value, json};
+
+use super::objects::{self, Resource, rfc3339};
+
+/// An API error: status code, reason, message (a `Status` object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn not_found(what: &str, name: &str) -> Self {
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("{what} \"{name}\" not found"),
+        }
+    }
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+    /// The `Status` body.
+    pub fn status(&self) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": self.message, "reason": self.reason, "code": self.code})
+    }
+}
+
+/// Object key: group, resource (plural), namespace (empty: cluster-scoped), name.
+pub type Key = (String, String, String, String);
+
+fn key(res: &Resource, ns: &str, name: &str) -> Key {
+    let ns = if res.namespaced { ns } else { "" };
+    (
+        res.group.to_string(),
+        res.plural.to_string(),
+        ns.to_string(),
+        name.to_string(),
+    )
+}
+
+/// A pod to recreate (a controller's replacement for an evicted pod).
+#[derive(Debug, Clone)]
+struct Pending {
+    template: Value,
+    due_ms: u64,
+}
+
+/// One cluster's objects.
+#[derive(Debug, Default)]
+pub struct ApiStore {
+    objects: BTreeMap<Key, Value>,
+    /// Labels owned by each field manager, per object.
+    label_owners: BTreeMap<Key, BTreeMap<String, BTreeSet<String>>>,
+    rv: u64,
+    uid: u64,
+    now_ms: u64,
+    recreate: Vec<Pending>,
+    /// Components k3s was told not to deploy (`disable`).
+    disabled: Vec<String>,
+}
+
+/// Does `labels` satisfy a `matchLabels`/`matchExpressions` selector?
+pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
+    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
+        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return false;
+    }
+    for e in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let k = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let have = labels.get(k).and_then(Value::as_str);
+        let ok = match e["operator"].as_str().unwrap_or_default() {
+            "In" => have.is_some_and(|h| values.contains(&h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// A `labelSelector` query (`a=b,c!=d,e`) against labels.
+fn label_query_matches(q: &str, labels: &Map<String, Value>) -> bool {
+    q.split(',').filter(|s| !s.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            labels.get(k).and_then(Value::as_str) != Some(v)
+        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            labels.get(k).and_then(Value::as_str) == Some(v)
+        } else if let Some(k) = term.strip_prefix('!') {
+            !labels.contains_key(k)
+        } else {
+            labels.contains_key(term)
+        }
+    })
+}
+
+/// A `fieldSelector` query against an object (`spec.nodeName=x`,
+/// `metadata.name=x`, `metadata.namespace=x`, `status.phase=x`).
+fn field_query_matches(q: &str, obj: &Value) -> bool {
+    q.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (path, want, eq) = match term.split_once("!=") {
+            Some((p, v)) => (p, v, false),
+            None => match term.split_once("==").or_else(|| term.split_once('=')) {
+                Some((p, v)) => (p, v, true),
+                None => return false,
+            },
+        };
+        let mut cur = obj;
+        for part in path.split('.') {
+            cur = &cur[part];
+        }
+        let have = cur.as_str().unwrap_or_default();
+        (have == want) == eq
+    })
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn labels_of(v: &Value) -> Map<String, Value> {
+    v["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl ApiStore {
+    pub fn new(now_ms: u64) -> Self {
+        ApiStore {
+            now_ms,
+            ..ApiStore::default()
+        }
+    }
+
+    fn stamp(&mut self, v: &mut Value, res: &Resource, ns: &str, name: &str, create: bool) {
+        self.rv += 1;
+        let meta = &mut v["metadata"];
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        meta["name"] = json!(name);
+        if res.namespaced {
+            meta["namespace"] = json!(ns);
+        } else if let Some(m) = meta.as_object_mut() {
+            m.remove("namespace");
+        }
+        meta["resourceVersion"] = json!(self.rv.to_string());
+        if create {
+            self.uid += 1;
+            meta["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.uid));
+            meta["creationTimestamp"] = json!(rfc3339(self.now_ms));
+        }
+        v["apiVersion"] = json!(res.api_version());
+        v["kind"] = json!(res.kind);
+    }
+
+    /// One object.
+    pub fn get(&self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.objects
+            .get(&key(res, ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&res.describe(), name))
+    }
+
+    /// Objects of a resource, in one namespace or all, filtered.
+    pub fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|((g, p, n, _), _)| {
+                *g == res.group && *p == res.plural && ns.is_none_or(|want| n == want)
+            })
+            .map(|(_, v)| v)
+            .filter(|v| labels.is_none_or(|q| label_query_matches(q, &labels_of(v))))
+            .filter(|v| fields.is_none_or(|q| field_query_matches(q, v)))
+            .cloned()
+            .collect()
+    }
+
+    /// The list's resourceVersion.
+    pub fn resource_version(&self) -> String {
+        self.rv.to_string()
+    }
+
+    /// Creates an object (409 if it exists).
+    pub fn create(&mut self, res: &Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| {
+                obj["metadata"]["generateName"]
+                    .as_str()
+                    .map(|g| format!("{g}{:05x}", self.uid + 1))
+            })
+            .ok_or_else(|| ApiError::new(422, "Invalid", "metadata.name: Required value"))?;
+        if res.namespaced && self.get(&objects::NAMESPACES, "", ns).is_err() {
+            return Err(ApiError::not_found("namespaces", ns));
+        }
+        let k = key(res, ns, &name);
+        if self.objects.contains_key(&k) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", res.describe()),
+            ));
+        }
+        self.stamp(&mut obj, res, ns, &name, true);
+        self.after_write(res, ns, &name, &mut obj);
+        self.objects.insert(k, obj.clone());
+        self.on_created(res, ns, &name);
+        Ok(obj)
+    }
+
+    /// Replaces an object (PUT).
+    pub fn replace(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(res, ns, name)?;
+        obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+        obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+        if res.plural == "nodes" && obj.get("status").is_none() {
+            obj["status"] = old["status"].clone();
+        }
+        self.stamp(&mut obj, res, ns, name, false);
+        self.after_write(res, ns, name, &mut obj);
+        self.objects.insert(key(res, ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    /// A JSON merge patch (also used for strategic merge patches, which
+    /// behave the same for the fields the tool and kubectl send here).
+    pub fn patch_merge(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(res, ns, name)?;
+        merge_patch(&mut obj, patch);
+        self.stamp(&mut obj, res, ns, name, false);
+        self.after_write(res, ns, name, &mut obj);
+        self.objects.insert(key(res, ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    /// Server-side apply by `manager`: creates the object if missing;
+    /// labels this manager applied before and omits now are removed (unless
+    /// another manager owns them too); other fields merge, lists replaced.
+    /// Without `force`, a label another manager owns with another value is
+    /// a conflict (409).
+    pub fn apply(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        force: bool,
+        applied: &Value,
+    ) -> Result<Value, ApiError> {
+        let k = key(res, ns, name);
+        let new_labels: BTreeSet<String> = labels_of(applied).keys().cloned().collect();
+        let existing = self.objects.get(&k).cloned();
+        let mut obj = match &existing {
+            Some(o) => o.clone(),
+            None => {
+                let mut o = applied.clone();
+                if let Some(m) = o["metadata"].as_object_mut() {
+                    m.remove("labels");
+                }
+                o
+            }
+        };
+        let owners = self.label_owners.entry(k.clone()).or_default();
+        if !force {
+            let have = labels_of(&obj);
+            let want = labels_of(applied);
+            for (lk, lv) in &want {
+                let owned_by_other = owners.iter().any(|(m, ks)| m != manager && ks.contains(lk));
+                if owned_by_other && have.get(lk).is_some_and(|h| h != lv) {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Apply failed with 1 conflict: conflict with another manager: .metadata.labels.{lk}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let previous = owners.get(manager).cloned().unwrap_or_default();
+        let others: BTreeSet<String> = owners
+            .iter()
+            .filter(|(m, _)| m.as_str() != manager)
+            .flat_map(|(_, ks)| ks.iter().cloned())
+            .collect();
+        if force {
+            for ks in owners.values_mut() {
+                ks.retain(|l| !new_labels.contains(l));
+            }
+        }
+        owners.insert(manager.to_string(), new_labels.clone());
+        let mut patch = applied.clone();
+        if let Some(m) = patch["metadata"].as_object_mut() {
+            let mut labels = m
+                .remove("labels")
+                .and_then(|l| l.as_object().cloned())
+                .unwrap_or_default();
+            for gone in previous.difference(&new_labels) {
+                if !others.contains(gone) {
+                    labels.insert(gone.clone(), Value::Null);
+                }
+            }
+            if !labels.is_empty() {
+                m.insert("labels".into(), Value::Object(labels));
+            }
+        }
+        merge_patch(&mut obj, &patch);
+        self.stamp(&mut obj, res, ns, name, existing.is_none());
+        self.after_write(res, ns, name, &mut obj);
+        self.objects.insert(k, obj.clone());
+        if existing.is_none() {
+            self.on_created(res, ns, name);
+        }
+        Ok(obj)
+    }
+
+    /// Deletes an object; a Node takes its pods with it (pod GC) and a
+    /// namespace its objects.
+    pub fn delete(&mut self, res: &Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+        let k = key(res, ns, name);
+        let gone = self
+            .objects
+            .remove(&k)
+            .ok_or_else(|| ApiError::not_found(&res.describe(), name))?;
+        self.label_owners.remove(&k);
+        self.rv += 1;
+        match &*res.plural {
+            "nodes" => {
+                let pods = self.list(
+                    &objects::PODS,
+                    None,
+                    None,
+                    Some(&format!("spec.nodeName={name}")),
+                );
+                for p in pods {
+                    let (pns, pname) = objects::ns_name(&p);
+                    self.remove_pod(&pns, &pname);
+                }
+            }
+            "pods" => self.queue_replacement(&gone),
+            "namespaces" => {
+                self.objects.retain(|(_, _, n, _), _| n != name);
+            }
+            _ => {}
+        }
+        Ok(gone)
+    }
+
+    fn remove_pod(&mut self, ns: &str, name: &str) {
+        if let Some(p) = self.objects.remove(&key(&objects::PODS, ns, name)) {
+            self.rv += 1;
+            self.queue_replacement(&p);
+        }
+    }
+
+    /// A controller (ReplicaSet, StatefulSet) replaces a pod it owns that
+    /// went away; DaemonSet pods follow their node; bare pods are gone.
+    fn queue_replacement(&mut self, pod: &Value) {
+        let owner = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["controller"] == json!(true)))
+            .and_then(|r| r["kind"].as_str());
+        if matches!(owner, Some("ReplicaSet" | "StatefulSet" | "Job")) {
+            let mut t = pod.clone();
+            if let Some(m) = t["metadata"].as_object_mut() {
+                for f in [
+                    "uid",
+                    "resourceVersion",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                ] {
+                    m.remove(f);
+                }
+            }
+            if let Some(s) = t["spec"].as_object_mut() {
+                s.remove("nodeName");
+            }
+            t["status"] = json!({"phase": "Pending"});
+            self.recreate.push(Pending {
+                template: t,
+                due_ms: self.now_ms,
+            });
+        }
+    }
+
+    /// Fixes up what the API server or a controller would right after a
+    /// write: cordon's taint, a new pod's status.
+    fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
+        match &*res.plural {
+            "nodes" => objects::sync_unschedulable_taint(obj),
+            "pods" if obj["status"]["phase"].is_null() => {
+                obj["status"] = json!({"phase": "Pending"});
+            }
+            _ => {}
+        }
+    }
+
+    fn on_created(&mut self, res: &Resource, _ns: &str, name: &str) {
+        if res.plural == "namespaces" {
+            let sa = json!({"metadata": {"name": "default"}});
+            let _ = self.create(&objects::SERVICEACCOUNTS, name, sa);
+        }
+    }
+
+    /// An eviction: refused (429) when a PodDisruptionBudget allows no
+    /// disruption now, 404 for a missing pod; otherwise the pod is deleted.
+    pub fn evict(&mut self, ns: &str, name: &str) -> Result<(), ApiError> {
+        let pod = self.get(&objects::PODS, ns, name)?;
+        let labels = labels_of(&pod);
+        let pdbs: Vec<Value> = self
+            .list(&objects::PDBS, Some(ns), None, None)
+            .into_iter()
+            .filter(|b| selector_matches(&b["spec"]["selector"], &labels))
+            .collect();
+        if pdbs.len() > 1 {
+            return Err(ApiError::new(
+                500,
+                "InternalError",
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
+        }
+        if let Some(pdb) = pdbs.first() {
+            let selected: Vec<Value> = self
+                .list(&objects::PODS, Some(ns), None, None)
+                .into_iter()
+                .filter(|p| selector_matches(&pdb["spec"]["selector"], &labels_of(p)))
+                .collect();
+            let healthy = selected.iter().filter(|p| objects::pod_ready(p)).count() as i64;
+            let total = selected.len() as i64;
+            let resolve = |v: &Value| -> Option<i64> {
+                match v {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) => s
+                        .strip_suffix('%')
+                        .and_then(|p| p.parse::<i64>().ok())
+                        .map(|p| (p * total + 99) / 100),
+                    _ => None,
+                }
+            };
+            let allowed = if let Some(min) = resolve(&pdb["spec"]["minAvailable"]) {
+                healthy > min
+            } else if let Some(max) = resolve(&pdb["spec"]["maxUnavailable"]) {
+                (total - healthy) < max
+            } else {
+                true
+            };
+            let evicting_unhealthy = !objects::pod_ready(&pod);
+            if !allowed && !evicting_unhealthy {
+                return Err(ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    format!(
+                        "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {} needs {} healthy pods and has {healthy} currently",
+                        pdb["metadata"]["name"].as_str().unwrap_or_default(),
+                        pdb["spec"]["minAvailable"]
+                    ),
+                ));
+            }
+        }
+        self.remove_pod(ns, name);
+        Ok(())
+    }
+
+    /// Registers a Node as a starting kubelet does. An existing Node keeps
+    /// its labels and taints (flags apply at registration only: facts
+    /// "Joining") and only reports Ready again with its current version.
+    #[allow(clippy::too_many_arguments)]
+    pub fn register_node(
+        &mut self,
+        name: &str,
+        server: bool,
+        etcd: bool,
+        labels: &[String],
+        taints: &[String],
+        version: &str,
+        ip: Ipv4Addr,
+        now_ms: u64,
+    ) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let k = key(&objects::NODES, "", name);
+        let mut node = match self.objects.get(&k) {
+            Some(existing) => existing.clone(),
+            None => {
+                let index = self.list(&objects::NODES, None, None, None).len();
+                let n = objects::new_node(name, server, etcd, labels, taints, ip, index);
+                self.uid += 1;
+                n
+            }
+        };
+        objects::set_node_status(&mut node, true, version, ip, now_ms);
+        let created = !self.objects.contains_key(&k);
+        self.stamp(&mut node, &objects::NODES, "", name, created);
+        self.objects.insert(k, node);
+        // DaemonSet pods follow nodes (svclb when traefik and servicelb run).
+        if !self
+            .disabled
+            .iter()
+            .any(|d| d == "servicelb" || d == "traefik")
+        {
+            let pod = objects::system_pod("svclb-traefik", "DaemonSet", Some(name), name);
+            let _ = self.create(&objects::PODS, "kube-system", pod);
+        }
+    }
+
+    /// The kubelet stopped posting status.
+    pub fn node_not_ready(&mut self, name: &str, now_ms: u64) {
+        let k = key(&objects::NODES, "", name);
+        if let Some(mut n) = self.objects.get(&k).cloned() {
+            objects::set_node_unknown(&mut n, now_ms);
+            self.stamp(&mut n, &objects::NODES, "", name, false);
+            self.objects.insert(k, n);
+        }
+    }
+
+    /// The namespaces, service accounts and system pods of a new k3s
+    /// cluster, minus the disabled components.
+    pub fn seed_system(&mut self, disabled: &[String], now_ms: u64) {
+        self.now_ms = now_ms;
+        self.disabled = disabled.to_vec();
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let _ = self.create(&objects::NAMESPACES, "", json!({"metadata": {"name": ns}}));
+        }
+        for (component, pod) in [
+            ("coredns", "coredns"),
+            ("local-storage", "local-path-provisioner"),
+            ("metrics-server", "metrics-server"),
+            ("traefik", "traefik"),
+        ] {
+            if !disabled.iter().any(|d| d == component) {
+                let _ = self.create(
+                    &objects::PODS,
+                    "kube-system",
+                    objects::system_pod(pod, "ReplicaSet", None, "6d4f9b5c7-x1"),
+                );
+            }
+        }
+    }
+
+    /// Controllers: recreate replaced pods, schedule pending ones on Ready,
+    /// schedulable nodes whose taints they tolerate, and run them.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let due: Vec<Pending> = {
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.recreate.drain(..).partition(|p| p.due_ms <= now_ms);
+            self.recreate = later;
+            due
+        };
+        for p in due {
+            let mut t = p.template;
+            let (ns, name) = objects::ns_name(&t);
+            let base = name
+                .rsplit_once('-')
+                .map_or(name.as_str(), |(b, _)| b)
+                .to_string();
+            t["metadata"]["name"] = json!(format!("{base}-{:05x}", self.uid + 1));
+            let _ = self.create(&objects::PODS, &ns, t);
+        }
+        let nodes = self.list(&objects::NODES, None, None, None);
+        let pending: Vec<(String, String)> = self
+            .list(&objects::PODS, None, None, None)
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Pending" || !objects::pod_ready(p))
+            .map(objects::ns_name)
+            .collect();
+        for (ns, name) in pending {
+            let k = key(&objects::PODS, &ns, &name);
+            let Some(mut pod) = self.objects.get(&k).cloned() else {
+                continue;
+            };
+            let node = match pod["spec"]["nodeName"].as_str() {
+                Some(n) => nodes.iter().find(|x| x["metadata"]["name"] == n).cloned(),
+                None => nodes
+                    .iter()
+                    .filter(|n| objects::schedulable_for(n, &pod))
+                    .min_by_key(|n| {
+                        self.pods_on(n["metadata"]["name"].as_str().unwrap_or_default())
+                    })
+                    .cloned(),
+            };
+            let Some(node) = node.filter(objects::node_ready) else {
+                continue;
+            };
+            pod["spec"]["nodeName"] = node["metadata"]["name"].clone();
+            pod["status"] = objects::running_status(now_ms);
+            self.rv += 1;
+            pod["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            self.objects.insert(k, pod);
+        }
+    }
+
+    fn pods_on(&self, node: &str) -> usize {
+        self.objects
+            .iter()
+            .filter(|((_, p, _, _), v)| p == "pods" && v["spec"]["nodeName"] == node)
+            .count()
+    }
+
+    /// Applies a manifest document as k3s's deploy controller does (apply
+    /// under its own field manager); returns what it created or changed.
+    pub fn apply_manifest(&mut self, doc: &Value) -> Result<String, ApiError> {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+        if kind.is_empty() || api_version.is_empty() {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "object has no apiVersion or kind",
+            ));
+        }
+        let res = objects::resource_for(api_version, kind);
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ns = doc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        if res.namespaced && self.get(&objects::NAMESPACES, "", &ns).is_err() {
+            return Err(ApiError::not_found("namespaces", &ns));
+        }
+        self.apply(&res, &ns, &name, "deploy@k3s", true, doc)?;
+        Ok(format!(
+            "{kind} {}{name}",
+            if res.namespaced {
+                format!("{ns}/")
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

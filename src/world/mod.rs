@@ -1,0 +1,672 @@
+//! The VM world: what happens inside the emulator's VMs when it runs with
+//! `--run-setup-scripts`. Each VM gets its own root directory; its setup
+//! script runs for real (bash, as user `exedev`, in a bubblewrap sandbox)
+//! after `new` and at every restart, with stand-ins first on `PATH` for the
+//! commands a VM would have (`sudo`, `systemctl`, `journalctl`, `curl`,
+//! `tailscale`, `logger`, `hostname`; `k3s` arrives through the k3s
+//! installer). The stand-ins are this binary in a hidden mode
+//! (`exedev-k8s __world <command>`), talking to the emulator over loopback
+//! HTTP; behind them, a tailnet model, a k3s model and a Kubernetes API
+//! per cluster behave as `k3s-facts.md` says the real ones do, and refuse
+//! what they refuse. The world is a test instrument: a script that would
+//! fail on exe.dev fails here.
+//!
+//! Layout: [`model`] (the pure state: VMs, units, journal), [`tailnet`],
+//! [`k3s`] with [`k3s_config`], [`kube`] (objects and the API
+//! listeners), [`vmroot`] and [`sandbox`] (directories and bubblewrap),
+//! [`runner`] (setup scripts), [`applets`] (the emulator side of each
+//! stand-in), [`standin`] (the stand-in processes), [`http`] (the loopback
+//! endpoints they call), [`view`] (the `world` object of
+//! `/_emulator/state`), [`cli`] (flags).
+
+pub mod applets;
+pub mod cli;
+pub mod http;
+pub mod k3s;
+pub mod k3s_config;
+pub mod kube;
+pub mod model;
+pub mod protocol;
+pub mod runner;
+pub mod sandbox;
+pub mod standin;
+pub mod tailnet;
+pub mod view;
+pub mod vmroot;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use model::{Effect, Model};
+use tailnet::TailnetConfig;
+use vmroot::VmRoot;
+
+/// How long each step of k3s takes in the world. The defaults keep tests
+/// fast; real k3s takes seconds to minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// Serving the k3s binary download.
+    pub install_ms: u64,
+    /// A server starting on its own (first server, or restart with data).
+    pub server_ready_ms: u64,
+    /// An etcd learner catching up before promotion.
+    pub join_ms: u64,
+    /// An agent registering once its server answers.
+    pub agent_ready_ms: u64,
+    /// systemd's restart delay for a failed k3s (`RestartSec=5s` in the
+    /// real unit).
+    pub restart_ms: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            install_ms: 50,
+            server_ready_ms: 150,
+            join_ms: 100,
+            agent_ready_ms: 100,
+            restart_ms: 300,
+        }
+    }
+}
+
+/// Faults a user meets in practice, one switch each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The first N downloads of the k3s installer (`https://get.k3s.io`)
+    /// from each VM fail as a DNS failure does (curl exit code 6, which
+    /// `curl --retry` does not retry).
+    pub download_failures: u32,
+    /// VMs (globs) whose k3s server never becomes ready.
+    pub server_never_ready: Vec<String>,
+    /// VMs (globs) that reboot once, mid-bootstrap: when their setup script
+    /// first downloads the k3s binary.
+    pub reboot_mid_setup: Vec<String>,
+}
+
+/// Everything the world needs.
+#[derive(Debug, Clone)]
+pub struct WorldConfig {
+    /// The `exedev-k8s` binary the stand-ins run (bound read-only into
+    /// every VM). The CLI uses itself; tests pass the built binary.
+    pub standin_binary: PathBuf,
+    /// Where VM roots live; `None`: a temporary directory removed with
+    /// the emulator.
+    pub dir: Option<PathBuf>,
+    pub timings: Timings,
+    pub faults: Faults,
+    pub tailnet: TailnetConfig,
+    /// A setup script running longer is killed and recorded as failed.
+    pub script_timeout: Duration,
+    /// tailscaled runs at boot. Whether exeuntu enables it is not known
+    /// (facts: [?]); by default it does not, so scripts must start it.
+    pub tailscaled_at_boot: bool,
+    /// k3s release channels (`stable`, `latest`, `v1.31`) and the versions
+    /// they point at, as `update.k3s.io` answers.
+    pub channels: BTreeMap<String, String>,
+    /// Below 1, a `sleep` stand-in first on the VMs' `PATH` shortens the
+    /// scripts' own waits by this factor (`sleep 5` with 0.02 sleeps 0.1 s),
+    /// so tests with fast world timings do not wait on real seconds. At 1
+    /// (the default) scripts use the host's `sleep`.
+    pub sleep_scale: f64,
+}
+
+/// Milliseconds since the Unix epoch: the world's clock (journal times,
+/// the model's timers).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The version the examples pin.
+pub const DEFAULT_K3S_VERSION: &str = "v1.31.4+k3s1";
+
+impl WorldConfig {
+    /// Defaults with the stand-in binary given.
+    pub fn new(standin_binary: impl Into<PathBuf>) -> Self {
+        WorldConfig {
+            standin_binary: standin_binary.into(),
+            dir: None,
+            timings: Timings::default(),
+            faults: Faults::default(),
+            tailnet: TailnetConfig::default(),
+            script_timeout: Duration::from_secs(120),
+            tailscaled_at_boot: false,
+            channels: BTreeMap::from([
+                ("stable".to_string(), DEFAULT_K3S_VERSION.to_string()),
+                ("latest".to_string(), "v1.32.1+k3s1".to_string()),
+                ("v1.31".to_string(), DEFAULT_K3S_VERSION.to_string()),
+                ("v1.32".to_string(), "v1.32.1+k3s1".to_string()),
+            ]),
+            sleep_scale: 1.0,
+        }
+    }
+}
+
+/// A directory removed when dropped (the world's default home).
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Called when the world reboots a VM on its own (the reboot fault), so
+/// the emulator's `ls` shows it starting again.
+pub type RebootHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// The world's shared state.
+pub struct Inner {
+    pub config: WorldConfig,
+    model: Mutex<Model>,
+    /// The world's directory (VM roots, stand-in shims).
+    pub dir: PathBuf,
+    _temp: Option<TempDir>,
+    /// `http://127.0.0.1:PORT` of the emulator, once it listens.
+    pub base_url: OnceLock<String>,
+    /// How long a VM takes to boot (the emulator's `--boot-ms`).
+    pub boot_delay: Duration,
+    apis: Mutex<BTreeMap<String, kube::ApiListener>>,
+    tasks: Mutex<BTreeMap<String, Vec<tokio::task::AbortHandle>>>,
+    reboot_hook: OnceLock<RebootHook>,
+    sandboxes: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the world cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("VM world: {0}")]
+    Setup(String),
+}
+
+/// The world, shared by the emulator and its tasks.
+pub type World = Arc<Inner>;
+
+/// Starts a world (spawns its clock on the current tokio runtime).
+pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<World, WorldError> {
+    sandbox::check_bwrap().map_err(WorldError::Setup)?;
+    if !config.standin_binary.is_file() {
+        return Err(WorldError::Setup(format!(
+            "the stand-in binary {} does not exist",
+            config.standin_binary.display()
+        )));
+    }
+    let (dir, temp) = match &config.dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "exedev-world-{}-{}",
+                std::process::id(),
+                crate::world::now_ms()
+            ));
+            (d.clone(), Some(TempDir(d)))
+        }
+    };
+    std::fs::create_dir_all(dir.join("vms"))
+        .map_err(|e| WorldError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+    if !(config.sleep_scale > 0.0 && config.sleep_scale <= 1.0) {
+        return Err(WorldError::Setup(format!(
+            "sleep scale {} must be above 0 and at most 1",
+            config.sleep_scale
+        )));
+    }
+    sandbox::write_shims(&dir, config.sleep_scale < 1.0).map_err(WorldError::Setup)?;
+    let model = Model::new(
+        config.timings,
+        config.faults.clone(),
+        config.tailnet.clone(),
+        seed,
+    );
+    let inner = Arc::new(Inner {
+        model: Mutex::new(model),
+        dir,
+        _temp: temp,
+        base_url: OnceLock::new(),
+        boot_delay,
+        apis: Mutex::new(BTreeMap::new()),
+        tasks: Mutex::new(BTreeMap::new()),
+        reboot_hook: OnceLock::new(),
+        sandboxes: tokio::sync::Semaphore::new(64),
+        config,
+    });
+    let weak = Arc::downgrade(&inner);
+    tokio::spawn(async move {
+        let mut n: u64 = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let Some(inner) = weak.upgrade() else { break };
+            n += 1;
+            inner.tick(n);
+        }
+    });
+    Ok(inner)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    /// The model, locked (never held across an await).
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        lock(&self.model)
+    }
+
+    /// The root of a VM.
+    pub fn root(&self, vm: &str) -> VmRoot {
+        VmRoot::new(&self.dir, vm)
+    }
+
+    /// Where the stand-in shims live on the host.
+    pub fn shim_dir(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    /// The `ssh` stand-in for `EXEDEV_K8S_SSH`: a shim that runs this
+    /// binary's `ssh` mode against this emulator.
+    pub fn ssh_program(&self) -> PathBuf {
+        self.dir.join("ssh")
+    }
+
+    /// Sets what the world calls when it reboots a VM by itself.
+    pub fn set_reboot_hook(&self, hook: RebootHook) {
+        let _ = self.reboot_hook.set(hook);
+    }
+
+    /// Records the emulator's address and writes the `ssh` shim.
+    pub fn set_base_url(&self, url: &str) -> Result<(), WorldError> {
+        let _ = self.base_url.set(url.to_string());
+        sandbox::write_ssh_shim(&self.ssh_program(), &self.config.standin_binary, url)
+            .map_err(WorldError::Setup)
+    }
+
+    fn now() -> u64 {
+        crate::world::now_ms()
+    }
+
+    fn tick(self: &Arc<Self>, n: u64) {
+        let now = Self::now();
+        let mut fx = {
+            let mut m = self.model();
+            m.expire_devices(now);
+            m.tick_k3s(now)
+        };
+        // Manifests are applied on start and on change (facts "Kubeconfig,
+        // manifests"): look again every quarter second.
+        if n.is_multiple_of(25) {
+            let m = self.model();
+            for vm in m.vms.keys() {
+                if let Some((_, c)) = m.ready_server(vm) {
+                    fx.push(Effect::ApplyManifests {
+                        vm: vm.clone(),
+                        cluster: c.to_string(),
+                    });
+                }
+            }
+        }
+        self.apply_effects(fx);
+    }
+
+    /// Carries out effects (files now, listeners in tasks).
+    pub fn apply_effects(self: &Arc<Self>, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::WriteFile {
+                    vm,
+                    path,
+                    mode,
+                    content,
+                } => {
+                    if let Err(err) = self.root(&vm).write(&path, mode, content.as_bytes()) {
+                        self.journal(&vm, "k3s", &format!("cannot write {path}: {err}"));
+                    }
+                }
+                Effect::RemoveFile { vm, path } => {
+                    let _ = self.root(&vm).remove(&path);
+                }
+                Effect::MakeDir { vm, path } => {
+                    let _ = self.root(&vm).mkdir(&path);
+                }
+                Effect::ApiUp { vm, cluster } => {
+                    let inner = self.clone();
+                    tokio::spawn(async move { inner.api_up(&vm, &cluster).await });
+                }
+                Effect::ApiDown { vm } => {
+                    lock(&self.apis).remove(&vm);
+                }
+                Effect::RestartUnit { vm, unit } => {
+                    let fx = self.start_unit(&vm, &unit);
+                    self.apply_effects(fx);
+                }
+                Effect::ApplyManifests { vm, cluster } => self.apply_manifests(&vm, &cluster),
+            }
+        }
+    }
+
+    /// Runs effects from a context that must not block (API handlers).
+    pub fn spawn_effects(self: &Arc<Self>, fx: Vec<Effect>) {
+        if fx.is_empty() {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move { inner.apply_effects(fx) });
+    }
+
+    fn journal(&self, vm: &str, ident: &str, msg: &str) {
+        if let Some(v) = self.model().vms.get_mut(vm) {
+            v.log(Self::now(), "", ident, msg);
+        }
+    }
+
+    async fn api_up(self: &Arc<Self>, vm: &str, cluster: &str) {
+        let sans = {
+            let m = self.model();
+            let mut sans = vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+                "kubernetes".to_string(),
+                "kubernetes.default".to_string(),
+                "kubernetes.default.svc".to_string(),
+                "kubernetes.default.svc.cluster.local".to_string(),
+                "10.43.0.1".to_string(),
+                vm.to_string(),
+            ];
+            if let Some((p, _)) = m.ready_server(vm) {
+                sans.push(p.node_name.clone());
+                sans.extend(p.node_ip.map(|i| i.to_string()));
+                sans.extend(p.cfg.list("tls-san"));
+            }
+            if let Some(d) = m.device_of(vm) {
+                sans.push(m.tailnet.dns_name(d));
+                sans.push(d.ip.to_string());
+            }
+            sans.sort();
+            sans.dedup();
+            sans
+        };
+        match kube::start(self.clone(), vm, cluster, &sans).await {
+            Ok(l) => {
+                lock(&self.apis).insert(vm.to_string(), l);
+            }
+            Err(e) => self.journal(vm, "k3s", &format!("cannot serve the API: {e}")),
+        }
+    }
+
+    /// The host port serving `vm`'s `127.0.0.1:6443`, if its API is up.
+    pub fn api_port(&self, vm: &str) -> Option<u16> {
+        lock(&self.apis).get(vm).map(|l| l.port)
+    }
+
+    fn apply_manifests(&self, vm: &str, cluster: &str) {
+        let root = self.root(vm);
+        let mut names = root.list(k3s::MANIFESTS_DIR);
+        names.sort();
+        let mut docs = Vec::new();
+        for n in names {
+            let skip = !(n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json"));
+            if skip {
+                continue;
+            }
+            let path = format!("{}/{n}", k3s::MANIFESTS_DIR);
+            let Some(text) = root.read(&path) else {
+                continue;
+            };
+            match serde_saphyr::from_multiple::<serde_json::Value>(&text) {
+                Ok(d) => docs.extend(
+                    d.into_iter()
+                        .filter(|v| !v.is_null())
+                        .map(|v| (path.clone(), v)),
+                ),
+                Err(e) => self.journal(
+                    vm,
+                    "k3s",
+                    &format!("level=error msg=\"Failed to process {path}: {e}\""),
+                ),
+            }
+        }
+        let mut m = self.model();
+        let mut errors = Vec::new();
+        if let Some(c) = m.clusters.get_mut(cluster) {
+            for (path, d) in docs {
+                if let Err(e) = c.api.apply_manifest(&d) {
+                    errors.push(format!(
+                        "level=error msg=\"Failed to apply {path}: {}\"",
+                        e.message
+                    ));
+                }
+            }
+        }
+        if let Some(v) = m.vms.get_mut(vm) {
+            for e in errors {
+                if !v.journal.iter().rev().take(50).any(|j| j.message == e) {
+                    v.log(Self::now(), "k3s", "k3s", e);
+                }
+            }
+        }
+    }
+
+    /// Reads a unit's files and starts its k3s in the model.
+    pub fn start_unit(self: &Arc<Self>, vm: &str, unit: &str) -> Vec<Effect> {
+        let inputs = self.read_unit(vm, unit);
+        self.model().start_k3s(vm, unit, inputs, Self::now())
+    }
+
+    /// What k3s would read at start: the unit, its files, its binary.
+    fn read_unit(&self, vm: &str, unit: &str) -> Result<k3s::StartInputs, String> {
+        let root = self.root(vm);
+        let unit_path = format!("/etc/systemd/system/{unit}.service");
+        let text = root
+            .read(&unit_path)
+            .ok_or_else(|| format!("Unit {unit}.service not found."))?;
+        let u = k3s_config::parse_unit(&text)?;
+        let (role, mut cfg) = k3s_config::resolve(&u, &root)?;
+        for (file_flag, flag) in [
+            ("token-file", "token"),
+            ("agent-token-file", "agent-token"),
+            ("vpn-auth-file", "vpn-auth"),
+        ] {
+            if let Some(p) = cfg.get(file_flag).map(str::to_string) {
+                let v = root
+                    .read(&p)
+                    .ok_or_else(|| format!("cannot read --{file_flag} {p}"))?;
+                cfg.flags
+                    .insert(flag.to_string(), vec![v.trim().to_string()]);
+            }
+        }
+        let binary = u.exec.first().cloned().unwrap_or_default();
+        let version = root
+            .read(&binary)
+            .and_then(|t| applets::installer::shim_version(&t));
+        Ok(k3s::StartInputs {
+            role,
+            cfg,
+            version,
+            notify: u.notify,
+            restart_always: u.restart_always,
+            has_data_dir: root.exists(k3s::DB_DIR),
+        })
+    }
+
+    /// `new` returned: the VM gets its root now and boots after the boot
+    /// delay (then its setup script runs, if its image runs setup scripts:
+    /// the emulator knows which do).
+    pub fn vm_created(self: &Arc<Self>, name: &str, runs_setup: bool, script: Option<&str>) {
+        let root = self.root(name);
+        if let Err(e) = root.create(name, script) {
+            eprintln!("VM world: cannot create the root of {name}: {e}");
+        }
+        self.model().add_vm(name, runs_setup);
+        self.schedule_boot(name);
+    }
+
+    /// A VM found in the emulator's state file at start: it boots again
+    /// (its root is kept when the world directory persists; the tailnet
+    /// and k3s models start empty: they are not persisted).
+    pub fn vm_recovered(self: &Arc<Self>, name: &str, runs_setup: bool) {
+        let root = self.root(name);
+        if !root.base().exists()
+            && let Err(e) = root.create(name, None)
+        {
+            eprintln!("VM world: cannot create the root of {name}: {e}");
+        }
+        self.model().add_vm(name, runs_setup);
+        self.schedule_boot(name);
+    }
+
+    fn schedule_boot(self: &Arc<Self>, name: &str) {
+        let inner = self.clone();
+        let vm = name.to_string();
+        let delay = self.boot_delay;
+        let h = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            inner.boot(&vm);
+        });
+        lock(&self.tasks)
+            .entry(name.to_string())
+            .or_default()
+            .push(h.abort_handle());
+    }
+
+    /// The VM restarts (resize, or the reboot fault): everything in it
+    /// stops, then it boots again.
+    pub fn vm_restarted(self: &Arc<Self>, name: &str) {
+        self.halt(name);
+        self.schedule_boot(name);
+    }
+
+    /// `rm`: the VM is gone, disk included.
+    pub fn vm_removed(self: &Arc<Self>, name: &str) {
+        self.kill_tasks(name);
+        let fx = self.model().remove_vm(name, Self::now());
+        self.apply_effects(fx);
+        let _ = std::fs::remove_dir_all(self.root(name).base());
+    }
+
+    fn kill_tasks(&self, name: &str) {
+        if let Some(hs) = lock(&self.tasks).remove(name) {
+            for h in hs {
+                h.abort();
+            }
+        }
+    }
+
+    fn halt(self: &Arc<Self>, name: &str) {
+        self.kill_tasks(name);
+        let fx = self.model().halt_vm(name, Self::now());
+        self.apply_effects(fx);
+    }
+
+    /// Reboots a VM by itself (the reboot fault).
+    pub fn reboot(self: &Arc<Self>, name: &str) {
+        if let Some(h) = self.reboot_hook.get() {
+            h(name);
+        }
+        self.vm_restarted(name);
+    }
+
+    fn boot(self: &Arc<Self>, name: &str) {
+        let now = Self::now();
+        let root = self.root(name);
+        let _ = root.reset_volatile();
+        let (boot, enabled, ts_enabled) = {
+            let mut m = self.model();
+            let Some(boot) = m.boot_vm(name, now) else {
+                return;
+            };
+            let v = &m.vms[name];
+            let enabled: Vec<String> = v
+                .units
+                .iter()
+                .filter(|(u, s)| s.enabled && u.as_str() != "tailscaled")
+                .map(|(u, _)| u.clone())
+                .collect();
+            let ts = v.units.get("tailscaled").is_some_and(|s| s.enabled);
+            (boot, enabled, ts)
+        };
+        let url = self.base_url.get().cloned().unwrap_or_default();
+        if let Err(e) = root.write_meta(name, boot, &url, self.config.sleep_scale) {
+            eprintln!("VM world: cannot write the metadata of {name}: {e}");
+        }
+        if ts_enabled || self.config.tailscaled_at_boot {
+            self.start_tailscaled(name);
+        }
+        for u in enabled {
+            let fx = self.start_unit(name, &u);
+            self.apply_effects(fx);
+        }
+        let inner = self.clone();
+        let vm = name.to_string();
+        let h = tokio::spawn(async move { runner::run_setup(inner, vm, boot).await });
+        lock(&self.tasks)
+            .entry(name.to_string())
+            .or_default()
+            .push(h.abort_handle());
+    }
+
+    /// tailscaled reads its identity from its state file when it starts: a
+    /// script that deleted the file starts a new device.
+    pub fn sync_tailscale_identity(&self, vm: &str) {
+        let key = self
+            .root(vm)
+            .read(applets::tailscale::STATE_FILE)
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty());
+        if let Some(v) = self.model().vms.get_mut(vm) {
+            v.node_key = key;
+        }
+    }
+
+    /// Starts tailscaled on a VM (systemd, boot, or by hand).
+    pub fn start_tailscaled(&self, vm: &str) {
+        self.sync_tailscale_identity(vm);
+        self.model().start_tailscaled(vm, Self::now());
+    }
+
+    /// The world's view of a VM for `/_emulator/state`.
+    pub fn view(&self, vm: &str) -> serde_json::Value {
+        view::vm(&self.model(), vm)
+    }
+
+    /// The tailnet for `/_emulator/state`.
+    pub fn tailnet_view(&self) -> serde_json::Value {
+        view::tailnet(&self.model())
+    }
+
+    /// A kubeconfig reaching `vm`'s API straight from the host
+    /// (`https://127.0.0.1:<port>`), or why not.
+    pub fn host_kubeconfig(&self, vm: &str) -> Result<String, String> {
+        let port = self
+            .api_port(vm)
+            .ok_or_else(|| format!("{vm} does not serve the Kubernetes API (no k3s server up)"))?;
+        let m = self.model();
+        let (_, cid) = m
+            .ready_server(vm)
+            .ok_or_else(|| format!("{vm} runs no Ready k3s server"))?;
+        let c = &m.clusters[cid];
+        Ok(c.pki.kubeconfig(&format!("https://127.0.0.1:{port}")))
+    }
+
+    /// Runs a sandboxed process slot (bounded).
+    pub async fn sandbox_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.sandboxes.acquire().await.ok()
+    }
+}
+
+/// The VM directory of a VM name.
+pub fn vm_dir(world_dir: &Path, vm: &str) -> PathBuf {
+    world_dir.join("vms").join(vm)
+}
