@@ -286,6 +286,13 @@ pub fn render(input: &BootstrapInput) -> Result<String, BootstrapError> {
     Ok(script)
 }
 
+/// Size of the script for `input`, whatever its size (tests compare it with
+/// the limit [`render`] enforces).
+#[cfg(test)]
+pub(crate) fn render_unchecked_len(input: &BootstrapInput) -> usize {
+    render_unchecked(input).map_or(usize::MAX, |s| s.len())
+}
+
 /// Short identity of what a node's script does, secrets and the join target
 /// left out: stored with a VM so a later run can tell the VM was built from
 /// other settings and must be replaced, while rotating nothing but a secret

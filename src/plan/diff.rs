@@ -24,6 +24,9 @@ pub struct PlanOptions {
     pub members_removed: bool,
 }
 
+/// The warning of a teardown plan of a protected fleet.
+pub const PROTECTED_WARNING: &str = "the fleet is protected (metadata.protect: true): apply and destroy refuse to carry out this teardown; set protect: false in the fleet file first if you mean it";
+
 /// Why no plan can be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -150,7 +153,8 @@ fn delete_change(v: &VmInfo, reason: String) -> Change {
 
 /// Compares one desired VM with the owned VM of the same name.
 fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Option<Change> {
-    let want_fp = spec::spec_fingerprint(fleet, d);
+    let script_fp = spec::script_fingerprint(fleet, d);
+    let want_fp = spec::with_image(&script_fp, &d.image);
     let mut reasons = Vec::new();
     let mut attributes = Vec::new();
     if !o.image.is_empty() && o.image != d.image {
@@ -160,8 +164,8 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
     let have_fp = fingerprint_in(&o.comment).unwrap_or("none");
     // With the observed image, would the fingerprint match? Then only the
     // image changed and the script reason would be noise.
-    let script_same =
-        !o.image.is_empty() && spec::spec_fingerprint_with_image(fleet, d, &o.image) == have_fp;
+    let script_same = have_fp == want_fp
+        || (!o.image.is_empty() && spec::with_image(&script_fp, &o.image) == have_fp);
     if have_fp != want_fp && !script_same {
         reasons.push(format!(
             "bootstrap settings changed (spec {have_fp} → {want_fp}): k3s version, args, labels, taints or network"
@@ -234,12 +238,18 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
         reasons.push("size changed".into());
         ops.push(Op::Resize { cpu, memory, disk });
     }
+    // A booting VM cannot answer `share show`: its proxy settings are
+    // unknown, not wrong (the plan already warns that it is not running).
+    let share_known = observed.shares.contains_key(&d.name) || o.is_running();
     let have: BTreeSet<&String> = o.tags.iter().collect();
     let want: BTreeSet<&String> = d.tags.iter().collect();
     let add: Vec<String> = want.difference(&have).map(|t| t.to_string()).collect();
+    // The share tag goes only once the proxy is known to be made private
+    // (below): without it no later plan would look at the proxy again.
     let remove: Vec<String> = have
         .difference(&want)
         .filter(|t| is_managed_tag(t))
+        .filter(|t| t.as_str() != fleet::SHARE_TAG || share_known)
         .map(|t| t.to_string())
         .collect();
     if !add.is_empty() || !remove.is_empty() {
@@ -260,15 +270,11 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
             }),
         ));
     }
+    // Tags are added before the proxy changes (the share tag must be on a
+    // VM before its proxy is made public) and removed after them.
     if !add.is_empty() {
         ops.push(Op::AddTags { tags: add });
     }
-    if !remove.is_empty() {
-        ops.push(Op::RemoveTags { tags: remove });
-    }
-    // A booting VM cannot answer `share show`: its proxy settings are
-    // unknown, not wrong (the plan already warns that it is not running).
-    let share_known = observed.shares.contains_key(&d.name) || o.is_running();
     if let Some(want) = d.share.filter(|_| share_known) {
         let have = observed.shares.get(&d.name);
         let have_port = have.map(|s| s.port);
@@ -293,6 +299,27 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, observed: &Observed) -> Opt
                 public: want.public,
             });
         }
+    }
+    // The group no longer declares a share, but the tool managed this VM's
+    // proxy: it ends private, as every VM without a share.
+    let was_shared = o.tags.iter().any(|t| t == fleet::SHARE_TAG);
+    if d.share.is_none() && was_shared && share_known {
+        let have_public = observed
+            .shares
+            .get(&d.name)
+            .map(|s| s.status == Visibility::Public);
+        if have_public != Some(false) {
+            reasons.push("proxy no longer shared: made private".into());
+            attributes.push(attr(
+                "share.public",
+                have_public.map(|p| p.to_string()),
+                Some("false".into()),
+            ));
+            ops.push(Op::ShareVisibility { public: false });
+        }
+    }
+    if !remove.is_empty() {
+        ops.push(Op::RemoveTags { tags: remove });
     }
     (!ops.is_empty()).then(|| Change {
         action: Action::Update,
@@ -345,6 +372,9 @@ pub fn diff(
     let mut warnings = Vec::new();
 
     if opts.destroy {
+        if fleet.metadata.protect {
+            warnings.push(PROTECTED_WARNING.into());
+        }
         for v in &owned {
             changes.push(delete_change(
                 v,

@@ -17,10 +17,11 @@ use sha2::{Digest, Sha256};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::fleet::{Fleet, Role};
 
-pub use diff::{PlanError, PlanOptions, diff};
+pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, diff};
 
 /// Version of the JSON plan schema; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: a saved plan's `fleet_file` is relative to the plan file's directory.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What happens to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
@@ -33,6 +34,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// The word, as in plan JSON: `create`, `update`, `replace`, `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+
     /// Terraform-style marker.
     pub fn symbol(self) -> &'static str {
         match self {
