@@ -5,6 +5,11 @@
 //!    parallelism vs sequential.
 //! 2. plan of a 1000-VM fleet in sync: API calls made (one `ls` plus the
 //!    `share show`s needed) and CPU time of the pure part (diff + render).
+//! 3. the same plan as a user runs it: the whole `exedev-k8s plan` process
+//!    against the emulator (which runs here, outside the measured process):
+//!    CPU seconds (user + system, averaged over 20 runs from the kernel's
+//!    account of this process's children) and peak RSS (`/usr/bin/time`,
+//!    when installed). Issue 14's budget: 0.05 s CPU and 15 MiB.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,7 +115,7 @@ async fn plan_1000() {
     for d in fleet::desired_vms(&f) {
         let mut vm = VmRecord::new(&d.name);
         vm.tags = d.tags.clone();
-        vm.comment = spec::comment_for(&spec::spec_fingerprint(&f, &d));
+        vm.comment = spec::comment_for(&f, &d, Some("v1.31.4+k3s1"));
         vm.cpus = d.cpu;
         if let Some(s) = d.share {
             vm.share.port = s.port;
@@ -118,6 +123,7 @@ async fn plan_1000() {
         }
         emu.insert_vm(vm).expect("insert");
     }
+    let token = tok.expose().to_string();
     let client = Client::new(&emu.url, tok, ClientOptions::default()).expect("client");
     let before = emu.requests().len();
     let t = Instant::now();
@@ -146,7 +152,88 @@ async fn plan_1000() {
         "plan, 1000 VMs in sync: {total} API calls ({ls} ls, {shows} share show for {managed} proxied VMs), observe {observe_secs:.2}s, diff+render {cpu_ms:.1} ms CPU, {} changes",
         changes / runs
     );
+    plan_1000_process(&emu, &token, &fleet_yaml("big", 999, 2)).await;
     emu.shutdown().await;
+}
+
+/// CPU seconds (user + system) of this process's waited-for children, from
+/// /proc/self/stat (clock ticks of 1/100 s, Linux's USER_HZ).
+fn children_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the `(command)` field: cutime and cstime are the 14th and 15th.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The whole `exedev-k8s plan` process against the emulator running here,
+/// as issue 14 measured it: CPU and peak RSS of that process alone.
+async fn plan_1000_process(emu: &emulator::RunningEmulator, token: &str, yaml: &str) {
+    let dir = std::env::temp_dir().join(format!("exk8s-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("big.yaml"), yaml).expect("fleet");
+    let time = std::path::Path::new("/usr/bin/time");
+    let runs = 20;
+    let calls_before = emu.requests().len();
+    let cpu_before = children_cpu_seconds();
+    let mut rss_kib: Vec<u64> = Vec::new();
+    for _ in 0..runs {
+        let mut cmd = if time.exists() {
+            let mut c = std::process::Command::new(time);
+            c.args(["-f", "maxrss=%M"])
+                .arg(env!("CARGO_BIN_EXE_exedev-k8s"));
+            c
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
+        };
+        cmd.args(["plan", "-f", "big.yaml"])
+            .current_dir(&dir)
+            .env("EXE_DEV_ENDPOINT", &emu.url)
+            .env("EXE_DEV_API_KEY", token)
+            .env_remove("EXE_DEV_SSH_KEY")
+            .env("NO_COLOR", "1");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("join")
+            .expect("run exedev-k8s plan");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("No changes"),
+            "{stdout}{stderr}"
+        );
+        if let Some(kib) = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("maxrss="))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            rss_kib.push(kib);
+        }
+    }
+    let calls = (emu.requests().len() - calls_before) / runs;
+    let cpu = match (cpu_before, children_cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.3} s CPU", (b - a) / runs as f64),
+        _ => "CPU unknown (no /proc)".into(),
+    };
+    rss_kib.sort_unstable();
+    let rss = match (
+        rss_kib.first(),
+        rss_kib.get(rss_kib.len() / 2),
+        rss_kib.last(),
+    ) {
+        (Some(lo), Some(mid), Some(hi)) => format!(
+            "peak RSS {:.1} MiB (min {:.1}, max {:.1})",
+            *mid as f64 / 1024.0,
+            *lo as f64 / 1024.0,
+            *hi as f64 / 1024.0
+        ),
+        _ => "peak RSS unknown (no /usr/bin/time)".into(),
+    };
+    println!(
+        "plan, 1000 VMs in sync, whole process ({runs} runs): {cpu} per run, {rss}, {calls} API calls per run; budget 0.050 s and 15 MiB"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {

@@ -22,6 +22,53 @@ use crate::secret::Secret;
 /// Default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://exe.dev/exec";
 
+/// Reads an `--endpoint` before anything is sent: the `/exec` URL, or a bare
+/// origin (`http://127.0.0.1:8080`, with or without a final `/`) meaning its
+/// `/exec`. A missing scheme or another path is refused with the URL that
+/// was probably meant, instead of surfacing later as a 404 ("unknown
+/// command") or a transport error.
+pub fn parse_endpoint(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let suggest = |rest: &str| {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        let scheme = if host == "localhost" || host.starts_with("127.") || host == "[::1]" {
+            "http"
+        } else {
+            "https"
+        };
+        let origin = rest.split('/').next().unwrap_or_default();
+        format!("{scheme}://{origin}/exec")
+    };
+    if !raw.contains("://") {
+        return Err(format!(
+            "{raw:?} has no scheme (http:// or https://): did you mean {}?",
+            suggest(raw)
+        ));
+    }
+    let mut url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{raw:?} has a query or fragment: the endpoint is a plain /exec URL such as {DEFAULT_ENDPOINT}"
+        ));
+    }
+    match url.path() {
+        "" | "/" => url.set_path("/exec"),
+        p if p.ends_with("/exec") => {}
+        p if p.ends_with("/exec/") => {
+            let trimmed = p.trim_end_matches('/').to_string();
+            url.set_path(&trimmed);
+        }
+        p => {
+            let origin = url.origin().ascii_serialization();
+            return Err(format!(
+                "{raw:?} is not an /exec URL (path {p:?}): exe.dev's API is POST {DEFAULT_ENDPOINT}; did you mean {origin}/exec?"
+            ));
+        }
+    }
+    check_endpoint(url.as_str()).map_err(|why| format!("{raw:?} {why}"))?;
+    Ok(url.to_string())
+}
+
 /// Paces request starts for every task sharing a client, so that one task's
 /// 429 slows every task down.
 ///
@@ -165,7 +212,14 @@ impl Client {
             command_name: String::new(),
             message: format!("{:?}: {why}", crate::text::one_line(&endpoint)),
         })?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if endpoint.starts_with("http://") {
+            // Plain http (the emulator on loopback) never does TLS: loading
+            // the system's root certificates is then pure cost, the largest
+            // fixed one of a plan.
+            builder = builder.tls_certs_only(std::iter::empty());
+        }
+        let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.policy.request_timeout)
             .user_agent(concat!("exedev-k8s/", env!("CARGO_PKG_VERSION")))
@@ -196,6 +250,19 @@ impl Client {
 
     /// Sends a command with the retry policy and returns its JSON reply.
     pub async fn exec(&self, cmd: &Command) -> Result<Value, ApiError> {
+        match self.exec_reply(cmd).await? {
+            Reply::Value(v) => Ok(v),
+            Reply::Plain(bytes) => serde_json::from_slice(&bytes).map_err(|e| ApiError {
+                kind: ErrorKind::BadReply,
+                command: cmd.display(),
+                command_name: cmd.name().into(),
+                message: format!("reply is not JSON: {e}"),
+            }),
+        }
+    }
+
+    /// Sends a command with the retry policy; the reply as [`Reply`].
+    async fn exec_reply(&self, cmd: &Command) -> Result<Reply, ApiError> {
         let class = retry::class_of(cmd);
         let body = cmd.body().map_err(|e| ApiError {
             kind: ErrorKind::Invalid(e),
@@ -215,7 +282,7 @@ impl Client {
             .await
     }
 
-    async fn send_once(&self, cmd: &Command, body: &str) -> Result<Value, ApiError> {
+    async fn send_once(&self, cmd: &Command, body: &str) -> Result<Reply, ApiError> {
         self.gate.acquire().await;
         let fail = |kind: ErrorKind, message: String| ApiError {
             kind,
@@ -272,29 +339,15 @@ impl Client {
             ));
         }
         self.gate.on_success();
-        // exe.dev may write several JSON values (an error, then a result).
-        let values: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
-            .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| fail(ErrorKind::BadReply, format!("reply is not JSON: {e}")))?;
-        let error = values
-            .iter()
-            .find_map(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
-        let result = values.into_iter().rev().find(|v| v.get("error").is_none());
-        let error = error.map(|m| crate::text::one_line(&m).into_owned());
-        match (result, error) {
-            (Some(v), None) => Ok(v),
-            // exe.dev's `rm` of a missing VM writes an error line, then the
-            // result; any other error next to a result is a real failure.
-            (Some(v), Some(msg)) if cmd.name() == "rm" && msg.contains("not found") => Ok(v),
-            (_, Some(msg)) => Err(fail(ErrorKind::ErrorIn200, msg)),
-            (None, None) => Err(fail(ErrorKind::BadReply, "empty reply".into())),
-        }
+        decode_reply(bytes.into(), cmd.name()).map_err(|(kind, message)| fail(kind, message))
     }
 
     async fn typed<T: DeserializeOwned>(&self, cmd: Command) -> Result<T, ApiError> {
-        let v = self.exec(&cmd).await?;
-        serde_json::from_value(v).map_err(|e| ApiError {
+        let decoded = match self.exec_reply(&cmd).await? {
+            Reply::Value(v) => serde_json::from_value(v),
+            Reply::Plain(bytes) => serde_json::from_slice(&bytes),
+        };
+        decoded.map_err(|e| ApiError {
             kind: ErrorKind::BadReply,
             command: cmd.display(),
             command_name: cmd.name().into(),
@@ -454,8 +507,77 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A 200 reply: one JSON object without an `error` key, left as bytes for
+/// the caller to read straight into its type (a 1000-VM `ls` builds no
+/// `serde_json::Value` tree in between); or what the general reading below
+/// made of anything else.
+enum Reply {
+    Plain(Vec<u8>),
+    Value(Value),
+}
+
+/// Reads a 200 reply. exe.dev may write several JSON values (an error,
+/// then a result): the last value without an `error` key is the result,
+/// and an `error` anywhere is a failure (but for `rm` of a missing VM).
+fn decode_reply(bytes: Vec<u8>, cmd_name: &str) -> Result<Reply, (ErrorKind, String)> {
+    if is_plain_reply(&bytes) {
+        return Ok(Reply::Plain(bytes));
+    }
+    let values: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| (ErrorKind::BadReply, format!("reply is not JSON: {e}")))?;
+    let error = values
+        .iter()
+        .find_map(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
+    let result = values.into_iter().rev().find(|v| v.get("error").is_none());
+    let error = error.map(|m| crate::text::one_line(&m).into_owned());
+    match (result, error) {
+        (Some(v), None) => Ok(Reply::Value(v)),
+        // exe.dev's `rm` of a missing VM writes an error line, then the
+        // result; any other error next to a result is a real failure.
+        (Some(v), Some(msg)) if cmd_name == "rm" && msg.contains("not found") => {
+            Ok(Reply::Value(v))
+        }
+        (_, Some(msg)) => Err((ErrorKind::ErrorIn200, msg)),
+        (None, None) => Err((ErrorKind::BadReply, "empty reply".into())),
+    }
+}
+
+/// Whether `bytes` are exactly one JSON object with no `error` key at its
+/// top level (nested values are skipped, not built).
+fn is_plain_reply(bytes: &[u8]) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct HasError(bool);
+    impl<'de> serde::Deserialize<'de> for HasError {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Keys;
+            impl<'de> Visitor<'de> for Keys {
+                type Value = HasError;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<HasError, A::Error> {
+                    let mut error = false;
+                    while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                        error |= key == "error";
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                    Ok(HasError(error))
+                }
+            }
+            d.deserialize_map(Keys)
+        }
+    }
+    matches!(
+        serde_json::from_slice::<HasError>(bytes),
+        Ok(HasError(false))
+    )
+}
+
 fn transport_kind(e: &reqwest::Error) -> ErrorKind {
-    if e.is_connect() {
+    // A request that could not be built or connected was never sent.
+    if e.is_connect() || e.is_builder() {
         ErrorKind::ConnectFailed
     } else {
         ErrorKind::ConnectionLost
@@ -476,6 +598,47 @@ fn transport_message(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::parse_endpoint;
+
+    /// A bare origin means its /exec; a missing scheme or another path is
+    /// refused with the URL probably meant.
+    #[test]
+    fn endpoints_are_read_before_anything_is_sent() {
+        for (given, want) in [
+            ("https://exe.dev/exec", "https://exe.dev/exec"),
+            ("http://127.0.0.1:8080/exec", "http://127.0.0.1:8080/exec"),
+            ("http://127.0.0.1:8080/exec/", "http://127.0.0.1:8080/exec"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/exec"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/exec"),
+            (
+                " https://proxy.example/exe/exec ",
+                "https://proxy.example/exe/exec",
+            ),
+        ] {
+            assert_eq!(parse_endpoint(given).as_deref(), Ok(want), "{given}");
+        }
+        for (given, says) in [
+            ("127.0.0.1:8080", "did you mean http://127.0.0.1:8080/exec?"),
+            (
+                "localhost:8080/exec",
+                "did you mean http://localhost:8080/exec?",
+            ),
+            ("exe.dev", "did you mean https://exe.dev/exec?"),
+            (
+                "http://127.0.0.1:8080/api",
+                "did you mean http://127.0.0.1:8080/exec?",
+            ),
+            ("https://exe.dev/exec?x=1", "query or fragment"),
+            ("http://[bad/exec", "is not a URL"),
+        ] {
+            let e = parse_endpoint(given).unwrap_err();
+            assert!(e.contains(says), "{given}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -523,5 +686,64 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("exe0.x.y"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+
+    fn read(bytes: &str, cmd: &str) -> Result<Value, (ErrorKind, String)> {
+        decode_reply(bytes.as_bytes().to_vec(), cmd).map(|r| match r {
+            Reply::Plain(b) => serde_json::from_slice(&b).unwrap(),
+            Reply::Value(v) => v,
+        })
+    }
+
+    /// The direct path for one plain object reads what the general path
+    /// reads; everything else takes the general path, with its rules.
+    #[test]
+    fn replies_read_the_same_either_way() {
+        let ls = r#"{"vms":[{"vm_name":"a","tags":["x"],"allocated_cpus":2}]}"#;
+        assert!(is_plain_reply(ls.as_bytes()));
+        assert_eq!(read(ls, "ls"), Ok(serde_json::from_str(ls).unwrap()));
+        let typed: LsReply = match decode_reply(ls.as_bytes().to_vec(), "ls").unwrap() {
+            Reply::Plain(b) => serde_json::from_slice(&b).unwrap(),
+            Reply::Value(_) => panic!("a plain object takes the direct path"),
+        };
+        assert_eq!(typed.vms[0].vm_name, "a");
+        for not_plain in [
+            r#"{"error":"boom"}"#,
+            r#"{"error":null}"#,
+            r#"{"error":"x"} {"ok":1}"#,
+            r#"{"a":1} {"b":2}"#,
+            "[1,2]",
+            "",
+            "nope",
+        ] {
+            assert!(!is_plain_reply(not_plain.as_bytes()), "{not_plain}");
+        }
+        assert_eq!(
+            read(r#"{"error":"boom"}"#, "ls"),
+            Err((ErrorKind::ErrorIn200, "boom".into()))
+        );
+        let rm = r#"{"error":"VM \"a\" not found"}{"deleted":[],"failed":["a"]}"#;
+        assert_eq!(
+            read(rm, "rm"),
+            Ok(serde_json::json!({"deleted":[],"failed":["a"]}))
+        );
+        assert!(matches!(read(rm, "ls"), Err((ErrorKind::ErrorIn200, _))));
+        assert_eq!(
+            read(r#"{"a":1} {"b":2}"#, "ls"),
+            Ok(serde_json::json!({"b":2}))
+        );
+        assert!(matches!(
+            read(r#"{"error":null}"#, "ls"),
+            Err((ErrorKind::BadReply, _))
+        ));
+        assert!(matches!(read("nope", "ls"), Err((ErrorKind::BadReply, _))));
+        // Nested "error" keys are data, not failures.
+        let nested = r#"{"vms":[{"vm_name":"a","error":"x"}]}"#;
+        assert!(is_plain_reply(nested.as_bytes()));
     }
 }

@@ -89,9 +89,13 @@ const AGENT_TOKEN: Stored = Stored {
     env: "K3S_AGENT_TOKEN",
 };
 
+/// Name of the directory beside the fleet file holding local state (the
+/// generated tokens, the kubeconfig); git-ignored (see [`write_private`]).
+pub const STATE_DIR_NAME: &str = ".exedev-k8s";
+
 /// Directory holding a fleet's local state.
 pub fn state_dir(fleet_dir: &Path, cluster: &str) -> PathBuf {
-    fleet_dir.join(".exedev-k8s").join(cluster)
+    fleet_dir.join(STATE_DIR_NAME).join(cluster)
 }
 
 /// Path of the generated k3s server token.
@@ -175,17 +179,32 @@ pub fn resolve(
     fleet_dir: &Path,
     generate: bool,
 ) -> Result<ClusterSecrets, SecretsError> {
+    resolve_noting_generated(fleet, fleet_dir, generate).map(|(secrets, _)| secrets)
+}
+
+/// [`resolve`], also returning the files of the tokens this call generated
+/// and stored: the user must be told (once) to keep them.
+pub fn resolve_noting_generated(
+    fleet: &Fleet,
+    fleet_dir: &Path,
+    generate: bool,
+) -> Result<(ClusterSecrets, Vec<PathBuf>), SecretsError> {
     let tailscale_auth_key =
         crate::workspace::resolve_secret(&fleet.network.tailscale.auth_key.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
     let cluster = &fleet.metadata.name.value;
     let k3s = &fleet.k3s.value;
     let mut tokens = Vec::new();
+    let mut generated = Vec::new();
     for (reference, stored) in [(&k3s.token, SERVER_TOKEN), (&k3s.agent_token, AGENT_TOKEN)] {
         tokens.push(match reference {
             Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
                 .map_err(|e| SecretsError::Reference(format!("k3s.{}: {e}", stored.field)))?,
-            None => stored_token(fleet_dir, cluster, &stored, generate)?,
+            None => {
+                let (token, made) = stored_token(fleet_dir, cluster, &stored, generate)?;
+                generated.extend(made);
+                token
+            }
         });
     }
     let agent_token = tokens.pop().unwrap_or_default();
@@ -202,12 +221,15 @@ pub fn resolve(
             .map_err(|e| SecretsError::Reference(format!("{}: {e}", u.field)))?;
         args.insert(u.reference.value.describe(), value);
     }
-    Ok(ClusterSecrets {
-        k3s_token,
-        agent_token,
-        tailscale_auth_key,
-        args,
-    })
+    Ok((
+        ClusterSecrets {
+            k3s_token,
+            agent_token,
+            tailscale_auth_key,
+            args,
+        },
+        generated,
+    ))
 }
 
 /// What [`check`] looked at.
@@ -284,7 +306,7 @@ pub fn check(
             continue;
         }
         match stored_token(fleet_dir, cluster, &stored, false) {
-            Ok(value) => {
+            Ok((value, _)) => {
                 tokens.insert(key, value);
                 report.resolved.push(stored.file.to_string());
             }
@@ -347,10 +369,10 @@ fn stored_token(
     cluster: &str,
     stored: &Stored,
     generate: bool,
-) -> Result<Secret, SecretsError> {
+) -> Result<(Secret, Option<PathBuf>), SecretsError> {
     let path = state_dir(fleet_dir, cluster).join(stored.file);
     match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(Secret::new(t.trim())),
+        Ok(t) if !t.trim().is_empty() => return Ok((Secret::new(t.trim()), None)),
         Ok(_) => {
             return Err(SecretsError::Empty {
                 what: stored.what,
@@ -384,7 +406,22 @@ fn stored_token(
         .map(char::from)
         .collect();
     write_private(&path, &token)?;
-    Ok(Secret::new(token))
+    Ok((Secret::new(token), Some(path)))
+}
+
+/// Makes the state directory `root` ignored by git (a `.gitignore` holding
+/// `*` inside it), so tokens and kubeconfigs are never committed with the
+/// fleet file. A `.gitignore` the user wrote there is left alone.
+fn ignore_in_git(root: &Path) -> Result<(), SecretsError> {
+    let file = root.join(".gitignore");
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::write(&file, "*\n").map_err(|source| SecretsError::Io {
+        what: "write",
+        path: file.display().to_string(),
+        source,
+    })
 }
 
 /// Writes `content` to `path` with mode 0600 (directory 0700), atomically.
@@ -396,6 +433,13 @@ pub fn write_private(path: &Path, content: &str) -> Result<(), SecretsError> {
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        // Anything written under `.exedev-k8s/` is local state: never in git.
+        if let Some(root) = dir
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == STATE_DIR_NAME))
+        {
+            ignore_in_git(root)?;
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -434,6 +478,42 @@ pub fn purge(fleet_dir: &Path, cluster: &str) -> Result<bool, SecretsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Generated tokens are reported once, when made; later calls read them.
+    #[test]
+    fn generated_tokens_are_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
+        std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
+        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let (_, made) = resolve_noting_generated(&f, dir.path(), true).unwrap();
+        assert_eq!(
+            made,
+            [
+                token_path(dir.path(), "demo"),
+                agent_token_path(dir.path(), "demo")
+            ]
+        );
+        let (_, made) = resolve_noting_generated(&f, dir.path(), true).unwrap();
+        assert!(made.is_empty());
+    }
+
+    /// A `.gitignore` the user wrote is kept; files outside the state
+    /// directory get none.
+    #[test]
+    fn the_state_directory_is_git_ignored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(STATE_DIR_NAME);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(".gitignore"), "k3s-token\n").unwrap();
+        write_private(&root.join("demo/kubeconfig"), "x").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join(".gitignore")).unwrap(),
+            "k3s-token\n"
+        );
+        write_private(&dir.path().join("out/kubeconfig"), "x").unwrap();
+        assert!(!dir.path().join("out/.gitignore").exists());
+    }
 
     /// Lines 1-16; the references sit on lines 7, 10, 12 and 16.
     const FLEET: &str = "apiVersion: exedev-k8s/v1
@@ -584,6 +664,10 @@ network:
         let b = resolve(&f, dir.path(), false).unwrap();
         assert_eq!(a.k3s_token, b.k3s_token);
         assert_eq!(a.agent_token, b.agent_token);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".exedev-k8s/.gitignore")).unwrap(),
+            "*\n"
+        );
         #[cfg(unix)]
         for path in [
             token_path(dir.path(), "demo"),

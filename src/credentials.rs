@@ -51,6 +51,47 @@ impl Credentials {
     }
 }
 
+/// Checks a token given whole (`--token`/`EXE_DEV_API_KEY`) before anything
+/// is sent: an exe0 token's expiry and shape are readable here, so an
+/// expired token and a garbled one each get their own message instead of
+/// exe.dev's one 401. exe1 tokens are opaque handles: only exe.dev can
+/// judge them.
+pub fn check_given_token(token: &str, now: i64) -> Result<(), String> {
+    let what = "the API token (--token / EXE_DEV_API_KEY)";
+    if token.starts_with("exe1.") {
+        return Ok(());
+    }
+    if !token.starts_with("exe0.") {
+        return Err(format!(
+            "{what} is not an exe.dev token: tokens start with exe0. or exe1. (check the variable holds the whole token; an SSH key file goes to --ssh-key)"
+        ));
+    }
+    let t = token::Exe0Token::parse(token)
+        .map_err(|e| format!("{what} is damaged: {e}. Copy it again whole, or mint a new one with `exedev-k8s token mint`"))?;
+    let perms = t
+        .permissions()
+        .map_err(|e| format!("{what} carries invalid permissions ({e}): exe.dev will refuse it; mint a new one with `exedev-k8s token mint`"))?;
+    if let Some(exp) = perms.exp
+        && now > exp
+    {
+        return Err(format!(
+            "{what} expired {} ({}): mint a new one (`exedev-k8s token mint --for-fleet FLEET --exp 30d`), or pass --ssh-key to mint one per command",
+            token::relative_time(exp - now),
+            token::format_unix(exp)
+        ));
+    }
+    if let Some(nbf) = perms.nbf
+        && now < nbf
+    {
+        return Err(format!(
+            "{what} is not valid until {} ({}): wait, or mint one without --nbf",
+            token::format_unix(nbf),
+            token::relative_time(nbf - now)
+        ));
+    }
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -98,4 +139,52 @@ pub fn load_public_keys(path: &Path) -> Result<Vec<PublicKey>, TokenError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| TokenError::Key(format!("cannot read {}: {e}", path.display())))?;
     parse_public_keys(&text).map_err(|e| TokenError::Key(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mint(perms: &Permissions) -> String {
+        let key = ssh_key::PrivateKey::random(
+            &mut ssh_key::rand_core::OsRng,
+            ssh_key::Algorithm::Ed25519,
+        )
+        .unwrap();
+        token::mint(&key, perms, token::API_NAMESPACE)
+            .unwrap()
+            .expose()
+            .to_string()
+    }
+
+    /// Expired, not yet valid, damaged and foreign tokens each say what they
+    /// are, before any request; a valid one and an exe1 handle pass.
+    #[test]
+    fn given_tokens_are_judged_locally() {
+        let now = 2_000_000_000;
+        let at = |exp, nbf| {
+            mint(&Permissions {
+                exp,
+                nbf,
+                ..Default::default()
+            })
+        };
+        assert_eq!(check_given_token(&at(Some(now + 60), None), now), Ok(()));
+        assert_eq!(check_given_token(&at(None, None), now), Ok(()));
+        assert_eq!(check_given_token("exe1.opaque-handle", now), Ok(()));
+        let expired = check_given_token(&at(Some(now - 3 * 3600), None), now).unwrap_err();
+        assert!(
+            expired.contains("expired 3 hours ago") && expired.contains("token mint"),
+            "{expired}"
+        );
+        let early = check_given_token(&at(Some(now + 99), Some(now + 60)), now).unwrap_err();
+        assert!(early.contains("not valid until"), "{early}");
+        let damaged = check_given_token("exe0.bm90LWpzb24.!!!", now).unwrap_err();
+        assert!(damaged.contains("is damaged"), "{damaged}");
+        let foreign = check_given_token("ghp_abcdef", now).unwrap_err();
+        assert!(foreign.contains("not an exe.dev token"), "{foreign}");
+        for e in [expired, early, damaged, foreign] {
+            assert!(e.contains("EXE_DEV_API_KEY"), "{e}");
+        }
+    }
 }

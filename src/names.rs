@@ -107,6 +107,19 @@ pub fn check_portable_vm_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// [`is_name_segment`] as a regular expression (the same in JSON Schema's
+/// ECMA-262 dialect and in Rust's): the fleet schema carries it, and tests
+/// prove the two agree.
+pub const NAME_SEGMENT_PATTERN: &str = "^[a-z][a-z0-9]*(-[a-z0-9]+)*$";
+
+/// [`is_pool_segment`] as a regular expression (see [`NAME_SEGMENT_PATTERN`]).
+pub const POOL_SEGMENT_PATTERN: &str = "^[a-z]([a-z0-9]*[a-z])?$";
+
+/// [`is_tag`] as a regular expression (see [`NAME_SEGMENT_PATTERN`]).
+pub fn tag_pattern() -> String {
+    format!("^[a-z0-9][a-z0-9-]{{0,{}}}$", MAX_TAG_LEN - 1)
+}
+
 /// What validation checks of every name the fleet scheme generates: valid
 /// under both readings of exe.dev's rule, and a DNS label.
 pub fn check_node_name(name: &str) -> Result<(), NameError> {
@@ -255,7 +268,18 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::pattern_matcher;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The schema's patterns accept exactly what the functions accept.
+        #[test]
+        fn patterns_agree_with_the_functions(s in "[a-z0-9A-Z_-]{0,8}|[a-z][a-z0-9-]{0,70}") {
+            prop_assert_eq!(pattern_matcher(NAME_SEGMENT_PATTERN)(&s), is_name_segment(&s), "{}", s);
+            prop_assert_eq!(pattern_matcher(POOL_SEGMENT_PATTERN)(&s), is_pool_segment(&s), "{}", s);
+            prop_assert_eq!(pattern_matcher(&tag_pattern())(&s), is_tag(&s), "{}", s);
+        }
+    }
 
     #[test]
     fn accepts_documented_examples() {

@@ -1,6 +1,8 @@
 //! Reads the live state a plan needs: one `ls`, plus `share show` only for
-//! the owned VMs whose proxy settings the fleet manages (concurrently,
-//! bounded).
+//! the owned VMs whose proxy settings the fleet manages or managed
+//! (concurrently, bounded): those whose group declares a share, and those
+//! carrying [`fleet::SHARE_TAG`] (their pool lost its share: the plan makes
+//! them private).
 
 use std::collections::BTreeMap;
 
@@ -28,12 +30,16 @@ pub async fn observe(
             nodes: None,
         });
     }
+    let by_name: std::collections::HashMap<&str, &crate::api::types::VmInfo> =
+        vms.iter().map(|v| (v.vm_name.as_str(), v)).collect();
     let managed: Vec<String> = fleet::desired_vms(fleet)
         .into_iter()
-        .filter(|d| d.share.is_some())
         .filter(|d| {
-            vms.iter()
-                .any(|v| v.vm_name == d.name && crate::plan::owned(cluster, v) && v.is_running())
+            by_name.get(d.name.as_str()).is_some_and(|v| {
+                crate::plan::owned(cluster, v)
+                    && v.is_running()
+                    && (d.share.is_some() || v.tags.iter().any(|t| t == fleet::SHARE_TAG))
+            })
         })
         .map(|d| d.name)
         .collect();

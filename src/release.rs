@@ -88,22 +88,32 @@ impl Ord for Release {
     }
 }
 
-/// Whether `s` is a k3s release a fleet may pin.
-pub fn is_release(s: &str) -> bool {
-    Release::parse(s).is_some()
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether `c` names a k3s channel: `stable`, `latest`, `testing` or a
-/// minor line such as `v1.31`.
+/// Whether `s` is written as a k3s release, `v{n}.{n}.{n}+k3s{n}` (the
+/// fleet schema's pattern). [`Release::parse`] also needs each number to
+/// fit in 32 bits.
+pub fn is_release(s: &str) -> bool {
+    let Some((semver, build)) = s.strip_prefix('v').and_then(|r| r.split_once("+k3s")) else {
+        return false;
+    };
+    let parts: Vec<&str> = semver.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| digits(p)) && digits(build)
+}
+
+/// Named k3s channels (besides minor lines such as `v1.31`).
+pub const NAMED_CHANNELS: &[&str] = &["stable", "latest", "testing"];
+
+/// Whether `c` names a k3s channel: one of [`NAMED_CHANNELS`] or a minor
+/// line such as `v1.31`.
 pub fn is_channel(c: &str) -> bool {
-    if matches!(c, "stable" | "latest" | "testing") {
-        return true;
-    }
-    let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
-    matches!(
-        c.strip_prefix('v').and_then(|r| r.split_once('.')),
-        Some((major, minor)) if digits(major) && digits(minor)
-    )
+    NAMED_CHANNELS.contains(&c)
+        || matches!(
+            c.strip_prefix('v').and_then(|r| r.split_once('.')),
+            Some((major, minor)) if digits(major) && digits(minor)
+        )
 }
 
 /// The release a channel server's redirect points at: the last path segment
@@ -237,10 +247,13 @@ mod tests {
             "stable",
             "",
             "v1.31.4+k3s1 ",
-            "v99999999999.1.1+k3s1",
         ] {
             assert_eq!(Release::parse(bad), None, "{bad:?}");
+            assert!(!is_release(bad), "{bad:?}");
         }
+        // Written as a release, but too large to compare.
+        assert!(is_release("v99999999999.1.1+k3s1"));
+        assert_eq!(Release::parse("v99999999999.1.1+k3s1"), None);
     }
 
     #[test]

@@ -16,18 +16,43 @@ const TIB: u64 = GIB * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
 
+/// The units a size may carry (any case), with their multiples: binary, as
+/// exe.dev treats them. The fleet file's JSON Schema builds its size pattern
+/// from this list, so the schema and [`ByteSize::parse_with_unit`] agree.
+pub const UNITS: &[(&str, u64)] = &[
+    ("B", 1),
+    ("K", KIB),
+    ("KB", KIB),
+    ("KiB", KIB),
+    ("M", MIB),
+    ("MB", MIB),
+    ("MiB", MIB),
+    ("G", GIB),
+    ("GB", GIB),
+    ("GiB", GIB),
+    ("T", TIB),
+    ("TB", TIB),
+    ("TiB", TIB),
+];
+
 /// Why a size string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a size: write a whole number with a unit, e.g. 4GB, 512MB or 1TB")]
-pub struct SizeError {
-    pub input: String,
+pub enum SizeError {
+    #[error("{input:?} is not a size: write a whole number with a unit, e.g. 4GB, 512MB or 1TB")]
+    Invalid { input: String },
+    /// A bare number: bytes to exe.dev, almost never what was meant.
+    #[error(
+        "size {input} has no unit, so it would mean {input} bytes: write e.g. {input}MB or 4GB"
+    )]
+    NoUnit { input: String },
 }
 
 impl ByteSize {
     /// Parses `4GB`, `4G`, `4GiB`, `512MB`, `1TB` (binary multiples, as exe.dev
-    /// treats them) or a bare byte count.
+    /// treats them) or a bare byte count (what exe.dev's flags accept; the
+    /// fleet file uses [`ByteSize::parse_with_unit`]).
     pub fn parse(input: &str) -> Result<Self, SizeError> {
-        let err = || SizeError {
+        let err = || SizeError::Invalid {
             input: input.to_string(),
         };
         let s = input.trim();
@@ -37,15 +62,29 @@ impl ByteSize {
             return Err(err());
         }
         let n: u64 = num.parse().map_err(|_| err())?;
-        let mult = match unit.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 1,
-            "K" | "KB" | "KIB" => KIB,
-            "M" | "MB" | "MIB" => MIB,
-            "G" | "GB" | "GIB" => GIB,
-            "T" | "TB" | "TIB" => TIB,
-            _ => return Err(err()),
+        let unit = unit.trim();
+        let mult = if unit.is_empty() {
+            1
+        } else {
+            UNITS
+                .iter()
+                .find(|(u, _)| u.eq_ignore_ascii_case(unit))
+                .map(|(_, m)| *m)
+                .ok_or_else(err)?
         };
         n.checked_mul(mult).map(ByteSize).ok_or_else(err)
+    }
+
+    /// Like [`ByteSize::parse`], but a size must name its unit: in a fleet
+    /// file `memory: 4096` is a mistake (4 KB), never a wish.
+    pub fn parse_with_unit(input: &str) -> Result<Self, SizeError> {
+        let size = Self::parse(input)?;
+        if input.trim().bytes().all(|c| c.is_ascii_digit()) {
+            return Err(SizeError::NoUnit {
+                input: input.trim().to_string(),
+            });
+        }
+        Ok(size)
     }
 
     /// Whole gibibytes, rounded to nearest: what exe.dev's flags are written in.
@@ -90,6 +129,33 @@ mod tests {
         assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
         for bad in ["", "GB", "4XB", "-4GB", "4.5GB", "99999999999999999999GB"] {
             assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fleet_sizes_need_a_unit() {
+        assert_eq!(ByteSize::parse_with_unit("4GB").unwrap().0, 4 * GIB);
+        assert_eq!(ByteSize::parse_with_unit(" 512 mib ").unwrap().0, 512 * MIB);
+        assert_eq!(ByteSize::parse_with_unit("7B").unwrap().0, 7);
+        assert_eq!(
+            ByteSize::parse_with_unit("4096"),
+            Err(SizeError::NoUnit {
+                input: "4096".into()
+            })
+        );
+        let e = ByteSize::parse_with_unit("4096").unwrap_err().to_string();
+        assert!(e.contains("4096 bytes") && e.contains("4096MB"), "{e}");
+        assert!(matches!(
+            ByteSize::parse_with_unit("lots"),
+            Err(SizeError::Invalid { .. })
+        ));
+        for (unit, mult) in UNITS {
+            for written in [unit.to_string(), unit.to_lowercase(), unit.to_uppercase()] {
+                assert_eq!(
+                    ByteSize::parse_with_unit(&format!("3{written}")),
+                    Ok(ByteSize(3 * mult))
+                );
+            }
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Status {
     pub rows: Vec<Row>,
     /// Whether the Kubernetes API was reachable.
     pub cluster_api: bool,
+    /// Why not, when it was not (set by the caller that tried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_api_error: Option<String>,
     pub healthy: bool,
 }
 
@@ -241,6 +244,11 @@ pub fn join(
                 if want.public { "public" } else { "private" }
             ));
         }
+        if d.is_some_and(|d| d.share.is_none()) && share.is_some_and(|s| s.status.is_public()) {
+            problems.push(
+                "proxy is public, the fleet shares nothing here (apply makes it private)".into(),
+            );
+        }
         let probe = probes
             .iter()
             .find(|p| p.vm == name)
@@ -288,48 +296,85 @@ pub fn join(
         fleet: cluster.to_string(),
         rows,
         cluster_api: nodes.is_some(),
+        cluster_api_error: None,
         healthy,
     }
 }
 
-/// The table for people.
+/// The table for people: each column as wide as its widest cell, two
+/// spaces apart, so that long VM names or probe results never run into the
+/// next column.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<22} {:<7} {:<10} {:<14} {:<13} {:<11} {:<15} {:<14} PROBE",
-        "VM", "ROLE", "VM STATUS", "SIZE", "PROXY", "BOOTSTRAP", "NODE", "K3S"
-    );
     // Every cell quotes exe.dev or Kubernetes: no control characters.
     let dash = |o: &Option<String>| one_line(o.as_deref().unwrap_or("-")).into_owned();
-    for r in &s.rows {
-        // The column holds the phase; the step goes below the table.
-        let phase = r
-            .bootstrap
-            .as_deref()
-            .map(|b| b.split(" (").next().unwrap_or(b).to_string());
-        let _ = writeln!(
-            out,
-            "{:<22} {:<7} {:<10} {:<14} {:<13} {:<11} {:<15} {:<14} {}",
-            one_line(&r.name),
-            dash(&r.role),
-            one_line(r.vm_status.as_deref().unwrap_or("missing")),
-            dash(&r.size),
-            dash(&r.proxy),
-            dash(&phase),
-            if s.cluster_api {
-                dash(&r.node)
+    let header = [
+        "VM",
+        "ROLE",
+        "VM STATUS",
+        "SIZE",
+        "PROXY",
+        "BOOTSTRAP",
+        "NODE",
+        "K3S",
+        "PROBE",
+    ];
+    let rows: Vec<[String; 9]> = s
+        .rows
+        .iter()
+        .map(|r| {
+            // The column holds the phase; the step goes below the table.
+            let phase = r
+                .bootstrap
+                .as_deref()
+                .map(|b| b.split(" (").next().unwrap_or(b).to_string());
+            [
+                one_line(&r.name).into_owned(),
+                dash(&r.role),
+                one_line(r.vm_status.as_deref().unwrap_or("missing")).into_owned(),
+                dash(&r.size),
+                dash(&r.proxy),
+                dash(&phase),
+                if s.cluster_api {
+                    dash(&r.node)
+                } else {
+                    "?".into()
+                },
+                dash(&r.k3s_version),
+                dash(&r.probe),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
             } else {
-                "?".into()
-            },
-            dash(&r.k3s_version),
-            dash(&r.probe)
-        );
+                l.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header));
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&cells));
     }
     if !s.cluster_api {
+        let why = s.cluster_api_error.as_deref().unwrap_or(
+            "pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet",
+        );
         let _ = writeln!(
             out,
-            "\nKubernetes API not reachable: node columns unknown (pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet)."
+            "\nKubernetes API not reachable, node columns unknown: {}",
+            crate::text::lines(why)
         );
     }
     let in_progress: Vec<String> = s
@@ -493,6 +538,94 @@ mod tests {
         assert!(
             text.contains("demo-web2") && text.contains("missing") && text.contains("Problems:")
         );
+    }
+
+    /// Long names and probe results widen their columns instead of running
+    /// into the next; the reason the API is unreachable shows once.
+    #[test]
+    fn columns_fit_their_widest_cell_and_the_api_reason_shows_once() {
+        let f = crate::fleet::parse(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: production-europe-west\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: ingressgateway\n    count: 1\n    share: {port: 8080, public: true}\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        let mut shares = BTreeMap::new();
+        shares.insert(
+            desired[1].name.clone(),
+            ShareInfo {
+                vm_name: desired[1].name.clone(),
+                status: Visibility::Public,
+                port: 8080,
+                url: String::new(),
+                users: None,
+                links: None,
+            },
+        );
+        let probes = vec![ProbeResult {
+            vm: desired[1].name.clone(),
+            status: Some(200),
+            latency: Duration::from_millis(1234),
+            error: None,
+            authenticated: false,
+        }];
+        let mut st = join(
+            "production-europe-west",
+            &desired,
+            &vms,
+            &shares,
+            None,
+            &probes,
+            &BTreeMap::new(),
+        );
+        st.cluster_api_error = Some("no kubeconfig at .exedev-k8s/p/kubeconfig".into());
+        let text = render(&st);
+        assert_eq!(text.matches("not reachable").count(), 1, "{text}");
+        insta::assert_snapshot!(text, @r"
+        VM                                      ROLE    VM STATUS  SIZE          PROXY        BOOTSTRAP  NODE  K3S  PROBE
+        production-europe-west-cp1              server  running    2cpu/0GB/0GB  -            -          ?     -    -
+        production-europe-west-ingressgateway1  agent   running    2cpu/0GB/0GB  8080 public  -          ?     -    200 in 1234 ms
+
+        Kubernetes API not reachable, node columns unknown: no kubeconfig at .exedev-k8s/p/kubeconfig
+
+        All 2 VMs healthy.
+        ");
+    }
+
+    /// A proxy still public on a VM whose pool shares nothing is a problem
+    /// status names (apply makes it private).
+    #[test]
+    fn a_public_proxy_the_fleet_does_not_share_is_a_problem() {
+        let f = crate::fleet::parse(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 1\n",
+            "f.yaml",
+        )
+        .unwrap();
+        let desired = crate::fleet::desired_vms(&f);
+        let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        vms[1].tags.push(fleet::SHARE_TAG.into());
+        let share = |public| ShareInfo {
+            vm_name: "demo-web1".into(),
+            status: Visibility::from_public(public),
+            port: 8080,
+            url: String::new(),
+            users: None,
+            links: None,
+        };
+        let problems = |public| {
+            let shares = BTreeMap::from([("demo-web1".to_string(), share(public))]);
+            let st = join("demo", &desired, &vms, &shares, None, &[], &BTreeMap::new());
+            st.rows[1].problems.clone()
+        };
+        assert!(
+            problems(true)
+                .iter()
+                .any(|p| p.contains("apply makes it private")),
+            "{:?}",
+            problems(true)
+        );
+        assert!(problems(false).is_empty(), "{:?}", problems(false));
     }
 
     #[test]

@@ -42,9 +42,21 @@ pub fn fleet_dir(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Writes a plan for `apply PLANFILE`.
+/// Writes a plan for `apply PLANFILE`, its fleet path made relative to the
+/// plan file's directory (see `plan::file::fleet_path_for_saving`).
 pub fn save_plan(p: &Plan, path: &Path) -> Result<(), PlanFileError> {
-    let text = plan::file::to_text(p, &path.display().to_string())?;
+    let mut p = p.clone();
+    if !p.fleet_file.is_empty() {
+        let real = |q: &Path| {
+            std::fs::canonicalize(q)
+                .or_else(|_| std::path::absolute(q))
+                .unwrap_or_else(|_| q.to_path_buf())
+        };
+        let plan_dir = real(&fleet_dir(path));
+        p.fleet_file =
+            plan::file::fleet_path_for_saving(&plan_dir, &real(Path::new(&p.fleet_file)));
+    }
+    let text = plan::file::to_text(&p, &path.display().to_string())?;
     std::fs::write(path, text).map_err(|source| PlanFileError::Write {
         path: path.display().to_string(),
         source,
@@ -57,7 +69,9 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
         path: path.display().to_string(),
         source,
     })?;
-    plan::file::from_text(&text, &path.display().to_string())
+    let mut p = plan::file::from_text(&text, &path.display().to_string())?;
+    p.fleet_file = plan::file::fleet_path_after_loading(path, &p.fleet_file);
+    Ok(p)
 }
 
 /// Reads a secret the fleet references, now. Done only when a command needs
@@ -106,6 +120,40 @@ pub fn resolve_secret(r: &SecretRef, base_dir: &Path) -> Result<Secret, FleetErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Saved from one directory, loaded from another: the fleet path points
+    /// at the same file.
+    #[test]
+    fn the_fleet_path_is_kept_relative_to_the_plan_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("repo/plans")).unwrap();
+        std::fs::write(root.join("repo/fleet.yaml"), "x").unwrap();
+        let plan = Plan {
+            format_version: plan::FORMAT_VERSION,
+            fleet: "demo".into(),
+            mode: plan::Mode::Apply,
+            changes: Vec::new(),
+            summary: Default::default(),
+            warnings: Vec::new(),
+            fleet_file: root.join("repo/fleet.yaml").display().to_string(),
+            targets: Vec::new(),
+            fleet_fingerprint: "f".into(),
+            observed_fingerprint: "o".into(),
+            release: None,
+            refusals: Vec::new(),
+        };
+        let file = root.join("repo/plans/p.plan");
+        save_plan(&plan, &file).unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(stored["fleet_file"], "../fleet.yaml");
+        let loaded = load_plan(&file).unwrap();
+        assert_eq!(
+            Path::new(&loaded.fleet_file).canonicalize().unwrap(),
+            root.join("repo/fleet.yaml")
+        );
+    }
 
     #[test]
     fn secret_refs_resolve_from_env_and_files() {

@@ -152,7 +152,7 @@ fn plan_snapshots_cover_every_action_and_format() {
     insta::assert_snapshot!("every_action_human", human);
     let json = env.ok(&["plan", "-f", "changed.yaml", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(
         v["summary"],
         serde_json::json!({"create": 1, "update": 3, "upgrade": 0, "replace": 1, "delete": 1})
@@ -656,12 +656,51 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
         !f.contains("token:"),
         "base.yaml has no k3s token reference"
     );
-    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let out = env.run(&["apply", "-f", "base.yaml", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let tok = env.path(".exedev-k8s/acme/k3s-token");
     let agent_tok = env.path(".exedev-k8s/acme/k3s-agent-token");
     let stored = std::fs::read_to_string(&tok).unwrap();
     let stored_agent = std::fs::read_to_string(&agent_tok).unwrap();
     assert_ne!(stored, stored_agent);
+    // Said once, on stderr, with where they are and why to keep them.
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("Generated the k3s tokens").count(), 1, "{err}");
+    assert!(
+        err.contains("./.exedev-k8s/acme/k3s-token")
+            && err.contains("./.exedev-k8s/acme/k3s-agent-token")
+            && err.contains("restoring etcd snapshots"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("Generated the k3s tokens"));
+    assert!(
+        !err.contains(stored.trim()) && !err.contains(stored_agent.trim()),
+        "the tokens themselves are never printed"
+    );
+    // git ignores the whole state directory.
+    assert_eq!(
+        std::fs::read_to_string(env.path(".exedev-k8s/.gitignore")).unwrap(),
+        "*\n"
+    );
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(git(&["init", "-q"]).status.success());
+    for f in [
+        ".exedev-k8s/acme/k3s-token",
+        ".exedev-k8s/acme/k3s-agent-token",
+    ] {
+        assert!(
+            git(&["check-ignore", "-q", f]).status.success(),
+            "git must ignore {f}"
+        );
+    }
+    let status = text(&git(&["status", "--porcelain", "--untracked-files=all"]).stdout);
+    assert!(!status.contains(".exedev-k8s"), "{status}");
     use std::os::unix::fs::PermissionsExt;
     for t in [&tok, &agent_tok] {
         assert_eq!(
@@ -675,6 +714,11 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     assert!(script("acme-cp1").contains(stored_agent.trim()));
     assert!(script("acme-web1").contains(stored_agent.trim()));
     assert!(!script("acme-web1").contains(stored.trim()));
+    // Later applies that create VMs use the stored tokens and say nothing.
+    let out = env.run(&["apply", "-f", "changed.yaml", "--yes", "--skip-drain"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("Generated the k3s"));
+    assert!(script("acme-db1").contains(stored_agent.trim()));
     env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
     assert!(tok.exists(), "kept: needed to restore etcd snapshots");
     env.ok(&["destroy", "-f", "base.yaml", "--yes", "--purge-secrets"]);
@@ -691,8 +735,27 @@ fn protected_fleets_are_never_destroyed() {
     env.ok(&["apply", "-f", "p.yaml", "--yes"]);
     let out = env.run(&["destroy", "-f", "p.yaml", "--yes"]);
     assert!(!out.status.success() && text(&out.stderr).contains("protect"));
-    env.ok(&["plan", "-f", "p.yaml", "--destroy", "--out", "d.json"]);
-    assert!(!env.run(&["apply", "d.json"]).status.success());
+    // Reviewing the teardown is fine, and says apply would refuse it.
+    let shown = env.ok(&["plan", "-f", "p.yaml", "--destroy"]);
+    assert!(shown.contains("apply and destroy refuse"), "{shown}");
+    // Saving it is refused at plan time: nobody could carry it out.
+    let out = env.run(&["plan", "-f", "p.yaml", "--destroy", "--out", "d.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not saving d.json")
+            && text(&out.stderr).contains("apply would refuse"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!env.path("d.json").exists());
+    // A teardown plan saved before the fleet was protected is refused too.
+    env.ok(&["plan", "-f", "base.yaml", "--destroy", "--out", "d.json"]);
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("d.json")).unwrap()).unwrap();
+    saved["fleet_file"] = "p.yaml".into();
+    std::fs::write(env.path("d.json"), saved.to_string()).unwrap();
+    let out = env.run(&["apply", "d.json"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("protected"));
     assert_eq!(env.vm_names().len(), 9);
     assert_eq!(env.emu().count("rm"), 0);
 }
@@ -876,15 +939,390 @@ fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    let all = text(&out.stdout) + &text(&out.stderr);
-    assert!(
-        all.contains("interrupted") && all.contains("skipped"),
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let all = stdout.clone() + &stderr;
+    // The notice shows once, on stderr, with what to do.
+    assert_eq!(
+        stderr
+            .matches("interrupted: finishing the changes in flight")
+            .count(),
+        1,
         "{all}"
     );
+    assert!(stderr.contains("re-run apply to converge"), "{all}");
     let partial = env.vm_names().len();
     assert!(partial < 9, "stopped early: {partial}");
+    // Each skipped VM is named once, in the summary.
+    let skipped: Vec<&str> = BASE_VMS
+        .iter()
+        .copied()
+        .filter(|vm| !env.vm_names().iter().any(|v| v == vm))
+        .collect();
+    assert!(!skipped.is_empty());
+    assert!(stdout.contains("- skipped (interrupted): "), "{all}");
+    // After the plan (which names every VM): progress and summary.
+    let after_plan = stdout[stdout.find("\nPlan: ").unwrap()..].to_string() + &stderr;
+    for vm in &skipped {
+        assert_eq!(
+            after_plan.matches(vm).count(),
+            1,
+            "{vm} named once:\n{after_plan}"
+        );
+    }
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
     assert_eq!(env.vm_names(), BASE_VMS);
+}
+
+/// On a terminal (a pseudo-terminal made by `script`): each finished VM
+/// shows its duration once, and Ctrl-C typed at the keyboard prints its
+/// notice above the progress bars.
+#[test]
+fn progress_on_a_terminal_shows_durations_once_and_the_ctrl_c_notice() {
+    use std::io::Write;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: util-linux `script` is needed for a pseudo-terminal");
+        return;
+    }
+    let env = Env::new(|c| c.latency = Duration::from_millis(120));
+    let bin = env!("CARGO_BIN_EXE_exedev-k8s");
+    let mut cmd = env.cmd(&[]);
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qefc",
+            &format!("'{bin}' apply -f base.yaml --yes --parallelism 1"),
+            "/dev/null",
+        ])
+        .current_dir(env.dir.path())
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("TERM", "xterm")
+        .env("COLUMNS", "160")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = &mut cmd;
+    for _ in 0..500 {
+        if env.vm_names().len() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("interrupted: finishing the changes in flight"),
+        "{screen}"
+    );
+    let finished: Vec<&str> = screen.split("✓ create in ").skip(1).collect();
+    assert!(!finished.is_empty(), "{screen}");
+    for rest in finished {
+        let secs_end = rest.find('s').unwrap();
+        assert!(rest[..secs_end].parse::<f64>().is_ok(), "{rest}");
+        assert!(
+            !rest[secs_end + 1..].starts_with(" ("),
+            "duration shown twice: ✓ create in {}",
+            &rest[..rest.len().min(30)]
+        );
+    }
+    assert!(env.vm_names().len() < 9, "stopped early");
+}
+
+/// A pool that had `share: {public: true}` loses it: the plan shows its VMs
+/// going private (a `share show` only for the VMs the tool had shared), apply
+/// makes them private and drops the share tag, and later plans read no
+/// `share show` at all.
+#[test]
+fn a_pool_that_loses_its_share_goes_private() {
+    let env = Env::new(|_| {});
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    let public = base.replace(
+        "share: {port: 8080, public: false}",
+        "share: {port: 8080, public: true}",
+    );
+    assert_ne!(public, base);
+    std::fs::write(env.path("shared.yaml"), &public).unwrap();
+    env.ok(&["apply", "-f", "shared.yaml", "--yes"]);
+    let web = ["acme-web1", "acme-web2", "acme-web3"];
+    let st = env.emu().state();
+    for vm in web {
+        assert!(st.vms[vm].share.public, "{vm}");
+        assert!(st.vms[vm].tags.iter().any(|t| t == "exk8s-share"), "{vm}");
+    }
+    assert!(
+        !st.vms["acme-batch1"]
+            .tags
+            .iter()
+            .any(|t| t == "exk8s-share")
+    );
+
+    let unshared = public.replace("\n    share: {port: 8080, public: true}", "");
+    assert!(!unshared.contains("share:"));
+    std::fs::write(env.path("unshared.yaml"), &unshared).unwrap();
+    let shows = env.emu().count("share show");
+    let out = env.run(&["plan", "-f", "unshared.yaml", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    for vm in web {
+        assert!(
+            plan.contains(&format!("{vm} (agent, pool web) will be updated in place")),
+            "{plan}"
+        );
+    }
+    assert_eq!(
+        plan.matches("share.public   true → false").count(),
+        3,
+        "{plan}"
+    );
+    assert_eq!(
+        plan.matches("proxy no longer shared: made private").count(),
+        3
+    );
+    assert!(
+        plan.contains("Plan: 0 to create, 3 to update, 0 to upgrade, 0 to replace, 0 to delete.")
+    );
+    assert_eq!(
+        env.emu().count("share show") - shows,
+        3,
+        "share show only for the VMs carrying the share tag"
+    );
+
+    env.ok(&["apply", "-f", "unshared.yaml", "--yes"]);
+    let st = env.emu().state();
+    for vm in web {
+        assert!(!st.vms[vm].share.public, "{vm} is still public");
+        assert!(!st.vms[vm].tags.iter().any(|t| t == "exk8s-share"), "{vm}");
+        assert!(
+            st.vms[vm].tags.iter().any(|t| t == "team-a"),
+            "user tags stay"
+        );
+    }
+    let shows = env.emu().count("share show");
+    let out = env.run(&["plan", "-f", "unshared.yaml", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(env.emu().count("share show"), shows, "nothing left to read");
+}
+
+/// Each mistake a new user makes is named for what it is, before anything
+/// is sent: endpoint without a scheme or with a wrong path, expired vs
+/// garbled token, a past `--exp`, a fleet given as a plan file,
+/// `--parallelism 0`.
+#[test]
+fn mistakes_are_named_before_anything_is_sent() {
+    let env = Env::new(|_| {});
+    let origin = env.emu().url.trim_end_matches("/exec").to_string();
+    let port = origin.rsplit(':').next().unwrap().to_string();
+
+    // A bare origin, with or without a final slash, means its /exec.
+    for endpoint in [format!("{origin}/"), origin.clone()] {
+        let out = env
+            .cmd(&["plan", "-f", "base.yaml"])
+            .env("EXE_DEV_ENDPOINT", &endpoint)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{endpoint}: {}", text(&out.stderr));
+    }
+    let before = env.emu().requests().len();
+    let nothing_sent = |args: &[&str], envs: &[(&str, &str)], code: i32, says: &[&str]| {
+        let mut c = env.cmd(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        for s in says {
+            assert!(err.contains(s), "{args:?} lacks {s:?}: {err}");
+        }
+        assert!(!err.contains("may or may not"), "{err}");
+        assert_eq!(
+            env.emu().requests().len(),
+            before,
+            "{args:?} sent a request"
+        );
+        err
+    };
+    nothing_sent(
+        &["plan", "-f", "base.yaml"],
+        &[("EXE_DEV_ENDPOINT", &format!("127.0.0.1:{port}"))],
+        1,
+        &[
+            "has no scheme",
+            &format!("did you mean http://127.0.0.1:{port}/exec?"),
+        ],
+    );
+    nothing_sent(
+        &[
+            "plan",
+            "-f",
+            "base.yaml",
+            "--endpoint",
+            &format!("{origin}/api/v1"),
+        ],
+        &[],
+        1,
+        &[&format!("did you mean {origin}/exec?")],
+    );
+
+    // Expired and garbled tokens get different messages, both local.
+    let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
+    let now = exedev_k8s::credentials::now_unix();
+    let expired = exedev_k8s::token::mint(
+        &key,
+        &exedev_k8s::token::Permissions {
+            exp: Some(now - 7200),
+            ..Default::default()
+        },
+        exedev_k8s::token::API_NAMESPACE,
+    )
+    .unwrap();
+    let e1 = nothing_sent(
+        &["plan", "-f", "base.yaml"],
+        &[("EXE_DEV_API_KEY", expired.expose())],
+        1,
+        &["expired 2 hours ago", "token mint"],
+    );
+    let e2 = nothing_sent(
+        &["plan", "-f", "base.yaml"],
+        &[("EXE_DEV_API_KEY", "not-a-token")],
+        1,
+        &["not an exe.dev token"],
+    );
+    assert_ne!(e1, e2);
+    assert_no_secret("token errors", &(e1.clone() + &e2));
+    assert!(
+        !e1.contains(expired.expose()),
+        "the token itself is never shown"
+    );
+
+    // A token that is already expired is not minted.
+    let dir = tempfile::tempdir().unwrap();
+    let kp = common::keygen(dir.path(), "k", "ed25519", &[], "");
+    let out = env
+        .cmd(&[
+            "token",
+            "mint",
+            "--ssh-key",
+            kp.to_str().unwrap(),
+            "--exp",
+            "2020-01-01T00:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert!(
+        text(&out.stderr).contains("--exp is in the past"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `apply fleet.yaml` without -f.
+    nothing_sent(
+        &["apply", "base.yaml"],
+        &[],
+        1,
+        &[
+            "is a fleet file, not a saved plan",
+            "did you mean `exedev-k8s apply -f base.yaml`?",
+        ],
+    );
+    // --parallelism 0 never reaches apply.
+    nothing_sent(
+        &["apply", "-f", "base.yaml", "--yes", "--parallelism", "0"],
+        &[],
+        1,
+        &["invalid value '0' for '--parallelism"],
+    );
+    nothing_sent(
+        &["destroy", "-f", "base.yaml", "--yes", "--parallelism", "0"],
+        &[],
+        1,
+        &["--parallelism"],
+    );
+}
+
+/// A saved plan finds its fleet from any directory: the fleet path is kept
+/// relative to the plan file.
+#[test]
+fn saved_plans_apply_from_any_directory() {
+    let env = Env::new(|_| {});
+    std::fs::create_dir_all(env.path("plans")).unwrap();
+    std::fs::create_dir_all(env.path("elsewhere/deeper")).unwrap();
+    env.ok(&["plan", "-f", "base.yaml", "--out", "plans/p.plan"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("plans/p.plan")).unwrap()).unwrap();
+    assert_eq!(saved["fleet_file"], "../base.yaml");
+    let out = env
+        .cmd(&["apply", "../../plans/p.plan"])
+        .current_dir(env.path("elsewhere/deeper"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.vm_names(), BASE_VMS);
+    // The generated k3s token lives beside the fleet, not the working dir.
+    assert!(env.path(".exedev-k8s/acme/k3s-token").exists());
+    assert!(!env.path("elsewhere/deeper/.exedev-k8s").exists());
+}
+
+/// `apply --json` and `destroy --json`: every line is one JSON event with a
+/// time; the summary names its operation and lists objects, not tuples.
+/// The human destroy ends with "Destroy complete".
+#[test]
+fn json_events_are_timestamped_and_summaries_name_their_operation() {
+    let env = Env::new(|_| {});
+    let check = |out: &str, operation: &str, done: usize| {
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        for l in &lines {
+            let time = l["time"].as_str().unwrap_or_else(|| panic!("no time: {l}"));
+            assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+            assert!(l["event"].is_string(), "{l}");
+        }
+        let summary = lines.last().unwrap();
+        assert_eq!(summary["event"], "summary");
+        assert_eq!(summary["operation"], operation);
+        assert_eq!(summary["ok"], true);
+        assert!(summary["seconds"].is_f64());
+        let d = summary["done"].as_array().unwrap();
+        assert_eq!(d.len(), done);
+        assert!(
+            d[0]["vm"].is_string() && d[0]["action"].is_string(),
+            "{summary}"
+        );
+        assert_eq!(summary["failed"], serde_json::json!([]));
+        assert_eq!(summary["skipped"], serde_json::json!([]));
+    };
+    check(
+        &env.ok(&["apply", "-f", "base.yaml", "--yes", "--json"]),
+        "apply",
+        9,
+    );
+    check(
+        &env.ok(&["destroy", "-f", "base.yaml", "--yes", "--json"]),
+        "destroy",
+        9,
+    );
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let out = env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
+    assert!(
+        out.contains("\nDestroy complete: 9 done, 0 failed, 0 skipped in "),
+        "{out}"
+    );
+    assert!(!out.contains("Apply"), "{out}");
 }
 
 /// When the first server cannot be created, no agent is created: each
@@ -929,8 +1367,18 @@ fn agents_are_not_created_when_the_first_server_fails() {
         Arc::new(move |e| seen.lock().unwrap().push(e)),
     ));
     assert_eq!(report.failed.len(), 1, "{report:?}");
-    assert_eq!(report.failed[0].0, "acme-cp1");
+    assert_eq!(report.failed[0].vm, "acme-cp1");
     assert_eq!(report.skipped.len(), 8, "{report:?}");
+    // The summary keeps each skip's own reason.
+    assert_eq!(
+        report
+            .skipped
+            .iter()
+            .filter(|s| s.reason.contains("no server is up for it to join"))
+            .count(),
+        6,
+        "{report:?}"
+    );
     assert_eq!(env.vm_names(), ["acme-cp1"], "no agent was created");
     assert_eq!(env.emu().count("new"), 1);
     let skipped_agents = events

@@ -131,7 +131,7 @@ impl ApiError {
                 "the token's `cmds` does not grant \"{}\" (grants are exact: \"share\" does not grant \"share port\"). Re-mint it with that command added, e.g. `exedev-k8s token mint --ssh-key KEY --cmds '...,{}'` or `token mint --for-fleet FLEET`",
                 self.command_name, self.command_name
             ),
-            ErrorKind::UnknownCommand => "exe.dev does not know this command; check `exedev-k8s exec -- help`".into(),
+            ErrorKind::UnknownCommand => "exe.dev does not know this command; check `exedev-k8s exec -- help`, and that --endpoint is exe.dev's /exec URL (another URL answers 404 too)".into(),
             ErrorKind::MethodNotAllowed => "only POST is accepted; check --endpoint points at the /exec URL".into(),
             ErrorKind::TooLarge => "the request exceeds 64 KiB; shorten the setup script or values".into(),
             ErrorKind::CommandFailed => "the command ran and failed; the message above is exe.dev's".into(),

@@ -155,12 +155,35 @@ impl Default for ApplyOptions {
     }
 }
 
+/// A change carried out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Done {
+    pub vm: String,
+    pub action: Action,
+}
+
+/// A change that failed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failed {
+    pub vm: String,
+    pub action: Action,
+    pub error: String,
+}
+
+/// A change not started, and why (interrupted, or an earlier server failed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    pub vm: String,
+    pub action: Action,
+    pub reason: String,
+}
+
 /// The outcome of an apply.
 #[derive(Debug, Default, Serialize)]
 pub struct ApplyReport {
-    pub done: Vec<(String, Action)>,
-    pub failed: Vec<(String, Action, String)>,
-    pub skipped: Vec<String>,
+    pub done: Vec<Done>,
+    pub failed: Vec<Failed>,
+    pub skipped: Vec<Skipped>,
     pub seconds: f64,
 }
 
@@ -271,14 +294,25 @@ pub async fn apply(
                     action: c.action,
                     reason: reason.into(),
                 });
-                out.skipped.push(c.vm.clone());
+                out.skipped.push(Skipped {
+                    vm: c.vm.clone(),
+                    action: c.action,
+                    reason: reason.into(),
+                });
                 continue;
             }
             match run_one(&ctx, c, true).await {
-                Ok(()) => out.done.push((c.vm.clone(), c.action)),
+                Ok(()) => out.done.push(Done {
+                    vm: c.vm.clone(),
+                    action: c.action,
+                }),
                 Err(e) => {
                     ctx.halted.store(true, Ordering::Relaxed);
-                    out.failed.push((c.vm.clone(), c.action, e.to_string()));
+                    out.failed.push(Failed {
+                        vm: c.vm.clone(),
+                        action: c.action,
+                        error: e.to_string(),
+                    });
                 }
             }
             if new_cluster && ctx.has_alive_server() {
@@ -317,24 +351,27 @@ pub async fn apply(
                 };
                 let _permit = sem.acquire().await;
                 if ctx.opts.cancel.load(Ordering::Relaxed) {
-                    (report_skip(ctx, c, "interrupted"), c)
+                    (Err(report_skip(ctx, c, "interrupted")), c)
                 } else if c.disrupts() && ctx.halted.load(Ordering::Relaxed) {
                     (
-                        report_skip(
+                        Err(report_skip(
                             ctx,
                             c,
                             "an earlier change failed: the roll stopped there (re-run apply to resume)",
-                        ),
+                        )),
                         c,
                     )
                 } else if joins(c) && !ctx.has_alive_server() {
-                    (report_skip(ctx, c, "no server is up for it to join"), c)
+                    (
+                        Err(report_skip(ctx, c, "no server is up for it to join")),
+                        c,
+                    )
                 } else {
                     let r = run_one(ctx, c, false).await;
                     if r.is_err() && c.disrupts() {
                         ctx.halted.store(true, Ordering::Relaxed);
                     }
-                    (Some(r), c)
+                    (Ok(r), c)
                 }
             }
         }))
@@ -343,9 +380,20 @@ pub async fn apply(
     let (mut out, results) = tokio::join!(servers_done, agents_done);
     for (r, c) in results {
         match r {
-            Some(Ok(())) => out.done.push((c.vm.clone(), c.action)),
-            Some(Err(e)) => out.failed.push((c.vm.clone(), c.action, e.to_string())),
-            None => out.skipped.push(c.vm.clone()),
+            Ok(Ok(())) => out.done.push(Done {
+                vm: c.vm.clone(),
+                action: c.action,
+            }),
+            Ok(Err(e)) => out.failed.push(Failed {
+                vm: c.vm.clone(),
+                action: c.action,
+                error: e.to_string(),
+            }),
+            Err(reason) => out.skipped.push(Skipped {
+                vm: c.vm.clone(),
+                action: c.action,
+                reason,
+            }),
         }
     }
     out.seconds = started.elapsed().as_secs_f64();
@@ -357,13 +405,14 @@ fn joins(c: &Change) -> bool {
     matches!(c.action, Action::Create | Action::Replace)
 }
 
-fn report_skip(ctx: &Ctx<'_>, c: &Change, reason: &str) -> Option<Result<(), StepError>> {
+/// Reports a skipped change; returns the reason for the summary.
+fn report_skip(ctx: &Ctx<'_>, c: &Change, reason: &str) -> String {
     (ctx.report)(Event::Skipped {
         vm: c.vm.clone(),
         action: c.action,
         reason: reason.into(),
     });
-    None
+    reason.to_string()
 }
 
 /// Joins futures concurrently on this task (no 'static bound needed).

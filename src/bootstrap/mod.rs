@@ -301,6 +301,13 @@ pub fn render(input: &BootstrapInput) -> Result<String, BootstrapError> {
     Ok(script)
 }
 
+/// Size of the script for `input`, whatever its size (tests compare it with
+/// the limit [`render`] enforces).
+#[cfg(test)]
+pub(crate) fn render_unchecked_len(input: &BootstrapInput) -> usize {
+    render_unchecked(input).map_or(usize::MAX, |s| s.len())
+}
+
 /// A double-quoted YAML scalar whose value is `s`: escapes backslash, quote
 /// and everything YAML does not allow printed or could read as a line break.
 fn yamlstr(s: &str) -> String {

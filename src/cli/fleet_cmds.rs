@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, ValueEnum};
 
-use super::{ApiArgs, CliError, CliResult, fail};
+use super::{ApiArgs, CliError, CliResult, fail, write_stdout};
 use crate::api::command::FleetOp;
 use crate::apply::{self, ApplyOptions};
 use crate::client::{Client, ClientOptions};
@@ -121,11 +121,11 @@ pub struct ApplyArgs {
     /// Only apply for this VM or pool (repeatable).
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
-    /// How many agents change at once.
-    #[arg(long, default_value_t = 16)]
-    pub parallelism: usize,
+    /// How many agents change at once (1 or more).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallelism: u32,
     /// Never send more than this many requests per second.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_rate)]
     pub max_rate: Option<f64>,
     /// Print progress as JSON lines.
     #[arg(long)]
@@ -204,12 +204,21 @@ pub struct DestroyArgs {
     /// Also delete the stored k3s token under .exedev-k8s/<fleet>/.
     #[arg(long)]
     pub purge_secrets: bool,
-    /// How many VMs are removed at once.
-    #[arg(long, default_value_t = 16)]
-    pub parallelism: usize,
+    /// How many VMs are removed at once (1 or more).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub parallelism: u32,
     /// Print progress as JSON lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--max-rate`: a positive number of requests per second (0 would mean no
+/// cap, the opposite of what was asked).
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err("write a positive number of requests per second, e.g. 5 or 0.5".into()),
+    }
 }
 
 /// Loads and validates a fleet file; on failure prints every error.
@@ -246,7 +255,7 @@ pub fn validate(a: FleetArg) -> CliResult {
 }
 
 pub fn schema(_: SchemaArgs) -> CliResult {
-    println!("{}", serde_json::to_string_pretty(&fleet::json_schema())?);
+    write_stdout(serde_json::to_string_pretty(&fleet::json_schema())? + "\n")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -379,8 +388,8 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
     }
     let format = if a.json { Format::Json } else { a.format };
     match format {
-        Format::Human => print!("{}", render::human(&p, ui::colour_enabled())),
-        Format::Json => println!("{}", render::json(&p)),
+        Format::Human => write_stdout(render::human(&p, ui::colour_enabled()))?,
+        Format::Json => write_stdout(render::json(&p) + "\n")?,
         Format::Markdown => {
             let full_plan = match (&a.full_plan_url, &a.out) {
                 (Some(url), _) => format!("the full plan: {url}"),
@@ -394,16 +403,24 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
                     a.fleet.file.display()
                 ),
             };
-            print!(
-                "{}",
-                render::markdown_within(&p, render::MARKDOWN_MAX_BYTES, &full_plan)
-            )
+            write_stdout(render::markdown_within(
+                &p,
+                render::MARKDOWN_MAX_BYTES,
+                &full_plan,
+            ))?
         }
     }
     if p.is_refused() {
         return Err(refused(&p));
     }
     if let Some(out) = &a.out {
+        if p.mode == plan::Mode::Destroy && fleet.metadata.protect {
+            return Err(fail(format!(
+                "not saving {}: fleet {:?} is protected (metadata.protect: true), so apply would refuse this teardown plan. Set protect: false in the fleet file first if you mean it",
+                out.display(),
+                fleet.metadata.name.value
+            )));
+        }
         crate::workspace::save_plan(&p, out)?;
         if format == Format::Human {
             println!(
@@ -629,18 +646,21 @@ async fn wait_and_fix(
 }
 
 /// First Ctrl-C: stop starting work, let changes in flight finish. Second:
-/// exit at once (130), as a shell user expects.
-fn interrupt_flag() -> Arc<AtomicBool> {
+/// exit at once (130), as a shell user expects. Each says so through
+/// `notify`, which draws above progress bars instead of under them.
+fn interrupt_flag(notify: ui::Notifier, verb: &'static str) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             f.store(true, Ordering::Relaxed);
-            eprintln!(
-                "\ninterrupted: finishing changes in flight, starting no new ones; re-run apply to converge (Ctrl-C again to quit now)"
-            );
+            notify(&format!(
+                "interrupted: finishing the changes in flight, starting no new ones; re-run {verb} to converge (Ctrl-C again to quit now)"
+            ));
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted twice: quitting; re-run apply to converge");
+                notify(&format!(
+                    "interrupted twice: quitting now; re-run {verb} to converge"
+                ));
                 std::process::exit(super::exit::INTERRUPTED);
             }
         }
@@ -675,6 +695,8 @@ fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
 
 /// How `execute` runs, beyond what it runs on.
 struct Exec {
+    /// "apply" or "destroy": what the user ran, in messages.
+    verb: &'static str,
     parallelism: usize,
     json: bool,
     hooks: ApplyOptions,
@@ -689,6 +711,7 @@ async fn execute(
     exec: Exec,
 ) -> CliResult {
     let Exec {
+        verb,
         parallelism,
         json,
         hooks,
@@ -710,7 +733,17 @@ async fn execute(
             .any(|v| plan::owned(&fleet.metadata.name.value, v));
         // Every missing secret at once, before anything is read for real.
         check_secrets(fleet, fleet_path, observed, &[])?;
-        cluster_secrets::resolve(fleet, &fleet_dir(fleet_path), new_cluster)?
+        let (secrets, generated) =
+            cluster_secrets::resolve_noting_generated(fleet, &fleet_dir(fleet_path), new_cluster)?;
+        if !generated.is_empty() {
+            let files: Vec<String> = generated.iter().map(|p| p.display().to_string()).collect();
+            eprintln!(
+                "Generated the k3s tokens of fleet {:?} and stored them in {} (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need them. In CI, store them as secrets and write k3s.token: {{env: K3S_TOKEN}} and k3s.agentToken: {{env: K3S_AGENT_TOKEN}}.",
+                fleet.metadata.name.value,
+                files.join(" and ")
+            );
+        }
+        secrets
     } else {
         plan::spec::ClusterSecrets::placeholders()
     };
@@ -751,12 +784,12 @@ async fn execute(
             plan::spec::change_script(fleet, &d, &secrets, &version)?;
         }
     }
+    let progress = ui::Progress::new(ui::ProgressMode::pick(json), p.changes.len());
     let opts = ApplyOptions {
         parallelism,
-        cancel: interrupt_flag(),
+        cancel: interrupt_flag(progress.notifier(), verb),
         ..hooks
     };
-    let reporter = ui::reporter(ui::ProgressMode::pick(json), p.changes.len());
     let report = apply::apply(
         client,
         fleet,
@@ -764,46 +797,33 @@ async fn execute(
         &secrets,
         &owned_servers(fleet, observed),
         &opts,
-        reporter,
+        progress.reporter(),
     )
     .await;
     if json {
         println!(
             "{}",
-            crate::text::json_safe(&serde_json::to_string(
-                &serde_json::json!({"event": "summary", "report": report})
-            )?)
+            ui::json_event(&serde_json::json!({
+                "event": "summary",
+                "operation": verb,
+                "ok": report.ok(),
+                "seconds": report.seconds,
+                "done": report.done,
+                "failed": report.failed,
+                "skipped": report.skipped,
+            }))
         );
     } else {
-        println!(
-            "\n{}: {} done, {} failed, {} skipped in {:.1}s.",
-            if report.ok() {
-                "Apply complete"
-            } else {
-                "Apply incomplete"
-            },
-            report.done.len(),
-            report.failed.len(),
-            report.skipped.len(),
-            report.seconds
-        );
-        for (vm, action, err) in &report.failed {
-            println!(
-                "  ✗ {} ({action:?}): {}",
-                crate::text::one_line(vm),
-                crate::text::lines(err)
-            );
-        }
-        for vm in &report.skipped {
-            println!("  - {}: skipped", crate::text::one_line(vm));
-        }
+        let mut title = verb.to_string();
+        title[..1].make_ascii_uppercase();
+        print!("\n{}", ui::summary(&title, &report));
     }
     if report.ok() {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError {
             message: format!(
-                "{} change(s) failed and {} were skipped; re-run apply to converge (it re-reads exe.dev first)",
+                "{} change(s) failed and {} were skipped; re-run {verb} to converge (it re-reads exe.dev first)",
                 report.failed.len(),
                 report.skipped.len()
             ),
@@ -965,7 +985,8 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         &p,
         &observed,
         Exec {
-            parallelism: a.parallelism,
+            verb: "apply",
+            parallelism: a.parallelism as usize,
             json: a.json,
             hooks,
         },
@@ -1067,7 +1088,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
             .into_iter()
             .collect()
     };
-    let st = crate::status::join(
+    let mut st = crate::status::join(
         &fleet.metadata.name.value,
         &desired,
         &observed.vms,
@@ -1076,16 +1097,13 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         &probes,
         &bootstrap,
     );
+    st.cluster_api_error = kube.as_ref().err().cloned();
     if a.json {
-        println!(
-            "{}",
-            crate::text::json_safe(&serde_json::to_string_pretty(&st)?)
-        );
+        write_stdout(
+            crate::text::json_safe(&serde_json::to_string_pretty(&st)?).into_owned() + "\n",
+        )?;
     } else {
-        print!("{}", crate::status::render(&st));
-        if let Err(why) = &kube {
-            println!("(Kubernetes API: {})", crate::text::lines(why));
-        }
+        write_stdout(crate::status::render(&st))?;
     }
     Ok(if st.healthy {
         ExitCode::SUCCESS
@@ -1135,7 +1153,8 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         &p,
         &observed,
         Exec {
-            parallelism: a.parallelism,
+            verb: "destroy",
+            parallelism: a.parallelism as usize,
             json: a.json,
             hooks: ApplyOptions {
                 logout: Some(device_logout(a.api.ssh_key.as_deref())),

@@ -4,6 +4,7 @@
 //! already names the thing and says what to do) and exits 1. Exit codes are
 //! a contract with pipelines: see [`exit`].
 
+mod docs_cmd;
 mod exec_cmd;
 pub mod exit;
 mod fleet_cmds;
@@ -45,6 +46,19 @@ pub fn fail(message: impl Into<String>) -> CliError {
     }
 }
 
+/// Writes `text` to stdout. A reader that went away (`exedev-k8s plan |
+/// head`) is not an error: the output is simply cut, as with any Unix
+/// tool, instead of a panic.
+pub fn write_stdout(text: impl AsRef<[u8]>) -> CliResult<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_ref()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(fail(format!("cannot write to stdout: {e}"))),
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "exedev-k8s",
@@ -59,8 +73,10 @@ pub struct Cli {
 /// How to reach exe.dev, shared by every subcommand that calls it.
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
-    /// The /exec endpoint (the built-in emulator prints its own).
-    #[arg(long, env = "EXE_DEV_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    /// The /exec endpoint (the built-in emulator prints its own); a bare
+    /// origin means its /exec.
+    #[arg(long, env = "EXE_DEV_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true,
+          value_parser = crate::client::parse_endpoint)]
     pub endpoint: String,
     /// An exe0/exe1 API token.
     #[arg(long, env = "EXE_DEV_API_KEY", hide_env_values = true, global = true)]
@@ -74,6 +90,8 @@ pub struct ApiArgs {
 impl ApiArgs {
     pub fn credentials(&self) -> CliResult<Credentials> {
         if let Some(t) = &self.token {
+            crate::credentials::check_given_token(t.trim(), crate::credentials::now_unix())
+                .map_err(fail)?;
             return Ok(Credentials::Token(crate::secret::Secret::new(t.trim())));
         }
         if let Some(k) = &self.ssh_key {
@@ -126,6 +144,10 @@ pub enum Cmd {
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
     Emulator(Box<crate::emulator::EmulatorArgs>),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Print the man page, or write one per command with --dir.
+    Man(docs_cmd::ManArgs),
 }
 
 /// Entry point of the binary. A panic is a bug, but it must not read as a
@@ -149,10 +171,15 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::usage_error(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Every command but the emulator waits on the network, with bounded
+    // concurrency: one thread drives it all (fewer threads and allocator
+    // arenas: less memory and CPU for a large plan). The emulator serves
+    // many clients at once and keeps a thread per core.
+    let mut builder = match cli.command {
+        Cmd::Emulator(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -189,6 +216,8 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
         Cmd::Status(a) => fleet_cmds::status_cmd(a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
+        Cmd::Completions(a) => docs_cmd::completions(a),
+        Cmd::Man(a) => docs_cmd::man(a),
         Cmd::Emulator(a) => {
             crate::emulator::run_cli(*a).await?;
             Ok(ExitCode::SUCCESS)

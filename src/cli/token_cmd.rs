@@ -85,6 +85,28 @@ pub fn parse_time(flag: &str, value: &str, now: i64) -> CliResult<i64> {
     )))
 }
 
+/// A token already expired, or never valid, is refused before signing:
+/// exe.dev would answer 401 to every use.
+fn check_window(exp: i64, nbf: Option<i64>, now: i64) -> CliResult<()> {
+    if exp <= now {
+        return Err(fail(format!(
+            "--exp is in the past ({}, {}): exe.dev refuses an expired token. Give a duration from now (30m, 1h, 30d) or a future time",
+            token::format_unix(exp),
+            token::relative_time(exp - now)
+        )));
+    }
+    if let Some(n) = nbf
+        && n >= exp
+    {
+        return Err(fail(format!(
+            "--nbf ({}) is not before --exp ({}): the token would never be valid",
+            token::format_unix(n),
+            token::format_unix(exp)
+        )));
+    }
+    Ok(())
+}
+
 fn mint(a: MintArgs) -> CliResult {
     let now = now_unix();
     let exp = parse_time("exp", &a.exp, now)?;
@@ -93,6 +115,7 @@ fn mint(a: MintArgs) -> CliResult {
         .as_deref()
         .map(|n| parse_time("nbf", n, now))
         .transpose()?;
+    check_window(exp, nbf, now)?;
     let ctx = match &a.ctx {
         None => None,
         Some(c) => {
@@ -203,11 +226,19 @@ fn inspect(a: InspectArgs) -> CliResult {
     println!("namespace:   {namespace}");
     println!("signed by:   {fingerprint} ({})", t.signature.algorithm());
     match exp {
-        Some(e) => println!("expires:     {} ({})", fmt_unix(e), relative(e - now)),
+        Some(e) => println!(
+            "expires:     {} ({})",
+            token::format_unix(e),
+            token::relative_time(e - now)
+        ),
         None => println!("expires:     never (set --exp: there is no replay protection)"),
     }
     if let Some(n) = nbf {
-        println!("not before:  {} ({})", fmt_unix(n), relative(n - now));
+        println!(
+            "not before:  {} ({})",
+            token::format_unix(n),
+            token::relative_time(n - now)
+        );
     }
     if let Some(c) = &cmds {
         let default = perms.as_ref().map(|p| p.cmds.is_none()).unwrap_or(false);
@@ -228,23 +259,6 @@ fn inspect(a: InspectArgs) -> CliResult {
         println!("NOT YET VALID: exe.dev will answer 401 until nbf");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn fmt_unix(t: i64) -> String {
-    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-    humantime::format_rfc3339_seconds(st).to_string()
-}
-
-/// "in 59m" / "3h ago".
-pub fn relative(delta: i64) -> String {
-    let d = humantime::format_duration(std::time::Duration::from_secs(delta.unsigned_abs()))
-        .to_string();
-    let d: String = d.split(' ').take(2).collect::<Vec<_>>().join(" ");
-    if delta >= 0 {
-        format!("in {d}")
-    } else {
-        format!("{d} ago")
-    }
 }
 
 #[cfg(test)]
@@ -269,9 +283,37 @@ mod tests {
         );
     }
 
+    /// Words, not humantime's `30days`; rounded so that a token minted for
+    /// 30 days and inspected a second later still reads "in 30 days".
     #[test]
     fn relative_times() {
-        assert_eq!(relative(3600), "in 1h");
-        assert_eq!(relative(-90), "1m 30s ago");
+        for (delta, want) in [
+            (3600, "in 1 hour"),
+            (-90, "1 minute 30 seconds ago"),
+            (30 * 86_400, "in 30 days"),
+            (30 * 86_400 - 1, "in 30 days"),
+            (86_400 + 3600 + 61, "in 1 day 1 hour"),
+            (59, "in 59 seconds"),
+            (0, "now"),
+            (-7200, "2 hours ago"),
+        ] {
+            assert_eq!(token::relative_time(delta), want, "{delta}");
+        }
+    }
+
+    #[test]
+    fn an_exp_in_the_past_is_refused() {
+        let now = 2_000_000_000;
+        for past in ["1999-01-01T00:00:00Z", "1000", &now.to_string()] {
+            let e = check_window(parse_time("exp", past, now).unwrap(), None, now)
+                .unwrap_err()
+                .message;
+            assert!(e.contains("--exp") && e.contains("past"), "{e}");
+        }
+        let e = check_window(now + 60, Some(now + 120), now)
+            .unwrap_err()
+            .message;
+        assert!(e.contains("--nbf") && e.contains("not before --exp"), "{e}");
+        assert!(check_window(now + 60, Some(now + 30), now).is_ok());
     }
 }

@@ -23,6 +23,12 @@ pub const MAX_SERVERS: u32 = 5;
 /// Prefix of every tag the tool sets; users may not use it, so a user tag can
 /// never fake ownership.
 pub const RESERVED_TAG_PREFIX: &str = "exk8s-";
+/// Tag on every VM whose HTTPS proxy the fleet manages (its group declares
+/// a `share`): the tool may have made its proxy public or re-ported it. A
+/// plan reads `share show` only for VMs whose group declares a share or
+/// that carry this tag, so a VM whose pool lost its share is still seen
+/// and made private (then the tag goes), without a `share show` per VM.
+pub const SHARE_TAG: &str = "exk8s-share";
 /// Prefix of every label the tool sets on nodes; reserved for the tool.
 pub const RESERVED_LABEL_PREFIX: &str = "exedev-k8s.io/";
 /// Node label naming the fleet a node belongs to.
@@ -284,6 +290,7 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
             .chain(g.tags)
             .map(|t| t.value.clone())
             .chain([ownership_tag(cluster), pool_tag(g.pool), role_tag(g.role)])
+            .chain(g.share.as_ref().map(|_| SHARE_TAG.to_string()))
             .collect();
         tags.sort();
         tags.dedup();

@@ -8,11 +8,12 @@ mod desired;
 mod error;
 mod model;
 mod parse;
+mod schema;
 mod validate;
 
 pub use desired::{
     CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, MAX_SERVERS, Ownership,
-    POOL_LABEL_KEY, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SERVER_COUNTS,
+    POOL_LABEL_KEY, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SERVER_COUNTS, SHARE_TAG,
     SPEC_COMMENT_PREFIX, ShareSpec, concerns, desired_vms, fleet_label, has_ownership_tag,
     ownership, ownership_tag, owns, pool_label, pool_tag, role_tag,
 };
@@ -20,11 +21,9 @@ pub use error::{FleetError, FleetErrors};
 pub use model::*;
 pub use parse::parse;
 
-/// The JSON schema of the fleet file, for editors (YAML language server) and
-/// the `schema` command. Descriptions come from the model's doc comments.
-pub fn json_schema() -> serde_json::Value {
-    schemars::schema_for!(Fleet).to_value()
-}
+#[cfg(test)]
+pub(crate) use schema::pattern_matcher;
+pub use schema::{json_schema, schema_id};
 
 #[cfg(test)]
 mod tests {

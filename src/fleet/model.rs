@@ -251,8 +251,8 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Pool {
-    /// Pool name, part of every VM name: `[a-z][a-z0-9]*` with inner hyphens,
-    /// unique, not `cp`.
+    /// Pool name, part of every VM name: lowercase letters and digits,
+    /// starting and ending with a letter (no hyphen), unique, not `cp`.
     #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Number of agents, 0 to 100.

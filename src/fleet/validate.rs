@@ -14,7 +14,7 @@ use super::desired::{
 use super::error::FleetError;
 use super::model::{API_VERSION, Fleet, K3sArg, KIND, Labels, SecretRef, Share};
 use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
-use crate::sizes::ByteSize;
+use crate::sizes::{ByteSize, SizeError};
 
 /// Components k3s can be told not to deploy (`--disable`).
 pub const DISABLABLE: &[&str] = &[
@@ -33,6 +33,23 @@ pub use crate::limits::CPU_RANGE;
 /// type (`crate::limits::SHARE_PORT_RANGE`).
 pub const SHARE_PORTS: std::ops::RangeInclusive<u32> =
     *crate::limits::SHARE_PORT_RANGE.start() as u32..=*crate::limits::SHARE_PORT_RANGE.end() as u32;
+
+/// Smallest memory of a k3s server VM: 2GB. k3s's resource profiling
+/// (docs.k3s.io/reference/resource-profiling, k3s v1.26) measured 1606 MB
+/// for a server with embedded etcd and a small workload, and 1450 MB for a
+/// server with a single agent; below 2GB the API server and etcd are
+/// OOM-killed as soon as anything runs. (k3s-facts.md has no figure.)
+pub const MIN_SERVER_MEMORY: ByteSize = ByteSize(2 << 30);
+/// Smallest memory of a k3s agent VM: 512MB. The same profiling measured
+/// 275 MB for the kubelet and k3s agent alone; 512MB leaves room for the
+/// node's system pods and a first workload.
+pub const MIN_AGENT_MEMORY: ByteSize = ByteSize(512 << 20);
+/// Smallest disk of any node: 5GB, the tool's own floor, not a k3s figure
+/// (k3s documents none): the exe.dev image, the k3s binary (~70 MB), the
+/// images of its packaged components and containerd's image store need a
+/// few GB, and the kubelet starts evicting pods when less than 10-15% of
+/// the disk is free.
+pub const MIN_DISK: ByteSize = ByteSize(5 << 30);
 
 struct Ctx<'a> {
     file: &'a str,
@@ -145,8 +162,57 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
         }
     }
 
+    check_minimums(&mut cx, fleet);
+
     cx.errors.sort_by_key(|e| (e.line, e.column));
+    // A `defaults` size inherited by several pools is reported once.
     cx.errors
+        .dedup_by(|a, b| (a.line, a.column, &a.message) == (b.line, b.column, &b.message));
+    cx.errors
+}
+
+/// Refuses memory and disk below what a k3s node of its role needs, at the
+/// node where the value is written: the group's own, or the `defaults` one
+/// it inherits.
+fn check_minimums(cx: &mut Ctx, fleet: &Fleet) {
+    let d = &fleet.defaults;
+    let cp = &fleet.control_plane;
+    let mut groups = vec![(
+        "controlPlane",
+        "k3s server",
+        MIN_SERVER_MEMORY,
+        &cp.memory,
+        &cp.disk,
+    )];
+    for p in &fleet.pools {
+        groups.push(("pool", "k3s agent", MIN_AGENT_MEMORY, &p.memory, &p.disk));
+    }
+    for (group, role, min_memory, memory, disk) in groups {
+        for (what, own, default, min) in [
+            ("memory", memory, &d.memory, min_memory),
+            ("disk", disk, &d.disk, MIN_DISK),
+        ] {
+            let Some(node) = own.as_ref().or(default.as_ref()) else {
+                continue;
+            };
+            let Ok(size) = ByteSize::parse_with_unit(&node.value) else {
+                continue; // reported by check_node_group
+            };
+            if size.0 == 0 || size >= min {
+                continue;
+            }
+            let inherited = if own.is_none() {
+                format!(" ({group} inherits defaults.{what})")
+            } else {
+                String::new()
+            };
+            cx.at(
+                node,
+                format!("{what} {size} is below the {min} a {role} needs{inherited}"),
+                format!("write {what}: {min} or more"),
+            );
+        }
+    }
 }
 
 fn check_header(cx: &mut Ctx, fleet: &Fleet) {
@@ -427,9 +493,14 @@ fn check_node_group(
         );
     }
     for size in [memory, disk].into_iter().flatten() {
-        match ByteSize::parse(&size.value) {
+        match ByteSize::parse_with_unit(&size.value) {
             Ok(b) if b.0 == 0 => cx.at(size, "size is zero", "write a size such as 4GB"),
             Ok(_) => {}
+            Err(e @ SizeError::NoUnit { .. }) => cx.at(
+                size,
+                e.to_string(),
+                "sizes take a unit: B, KB, MB, GB or TB (binary multiples)",
+            ),
             Err(e) => cx.at(
                 size,
                 e.to_string(),
@@ -589,6 +660,102 @@ fn check_share(cx: &mut Ctx, share: &Option<Share>) {
         );
     }
 }
+
+/// The values of a pattern rule, as regular expressions in the dialect
+/// JSON Schema and Rust's `regex` share. The schema (`fleet::schema`)
+/// carries them; this module's tests prove each agrees with the function
+/// that validates the same rule (which explains failures one by one).
+pub mod patterns {
+    use super::TAINT_EFFECTS;
+    use crate::fleet::desired::{RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX};
+
+    /// A k3s release, `v1.31.4+k3s1` (`is_k3s_version`).
+    pub const K3S_VERSION: &str = r"^v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+$";
+    /// An environment variable name (`is_env_name`).
+    pub const ENV_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+    /// An image name: something, without whitespace.
+    pub const IMAGE: &str = r"^\S+$";
+    /// A k3s flag: `--`, one line (`check_k3s`).
+    pub const K3S_ARG: &str = r"^--[^\n\x00]*$";
+    const DNS_LABEL: &str = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+    const LABEL_NAME: &str = "[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?";
+
+    /// A k3s channel (`is_k3s_channel`): a named channel or a minor line.
+    pub fn k3s_channel() -> String {
+        format!("^({}|v[0-9]+\\.[0-9]+)$", super::K3S_CHANNELS.join("|"))
+    }
+
+    /// The tailnet: a lowercase DNS name with at least one dot (`check_network`).
+    pub fn tailnet() -> String {
+        format!("^{DNS_LABEL}(\\.{DNS_LABEL})+$")
+    }
+
+    fn dns_name() -> String {
+        format!("{DNS_LABEL}(\\.{DNS_LABEL})*")
+    }
+
+    fn label_key() -> String {
+        format!("({}/)?{LABEL_NAME}", dns_name())
+    }
+
+    /// A Kubernetes label key, `[prefix/]name` (`label_key_problem`).
+    pub fn label_key_full() -> String {
+        format!("^{}$", label_key())
+    }
+
+    /// A Kubernetes label value, possibly empty (`is_label_value`).
+    pub fn label_value() -> String {
+        format!("^({LABEL_NAME})?$")
+    }
+
+    /// Label keys under the tool's prefix (`is_reserved_label`).
+    pub fn reserved_label() -> String {
+        let prefix = escape(RESERVED_LABEL_PREFIX.trim_end_matches('/'));
+        format!("^([^/]*\\.)?{prefix}/")
+    }
+
+    /// A taint, `key[=value]:Effect` (`taint_problem`).
+    pub fn taint() -> String {
+        format!(
+            "^{}(=({LABEL_NAME})?)?:({})$",
+            label_key(),
+            TAINT_EFFECTS.join("|")
+        )
+    }
+
+    /// Tags under the tool's prefix, refused in the fleet.
+    pub fn reserved_tag() -> String {
+        format!("^{}", escape(RESERVED_TAG_PREFIX))
+    }
+
+    /// A size with its unit (`ByteSize::parse_with_unit`), not zero; units in
+    /// any case, from `sizes::UNITS`.
+    pub fn size() -> String {
+        let units: Vec<String> = crate::sizes::UNITS
+            .iter()
+            .map(|(u, _)| {
+                u.chars()
+                    .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase()))
+                    .collect()
+            })
+            .collect();
+        format!("^\\s*0*[1-9][0-9]*\\s*({})\\s*$", units.join("|"))
+    }
+
+    /// `s` with regular-expression metacharacters escaped.
+    pub fn escape(s: &str) -> String {
+        s.chars().fold(String::new(), |mut out, c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+            out
+        })
+    }
+}
+
+/// Named k3s release channels (besides minor lines such as `v1.31`).
+pub const K3S_CHANNELS: &[&str] = crate::release::NAMED_CHANNELS;
 
 fn is_k3s_version(v: &str) -> bool {
     crate::release::is_release(v)
@@ -854,6 +1021,145 @@ network:
             10,
             "not supported",
             "1, 3 or 5",
+        );
+    }
+
+    use super::patterns;
+    use crate::fleet::pattern_matcher as matcher;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Each pattern the schema carries accepts exactly what the
+        /// validator's function for that rule accepts (DNS names' overall
+        /// 253-character limit aside: no input here comes near it).
+        #[test]
+        fn patterns_agree_with_the_validator(
+            s in "[a-zA-Z0-9._/:=+-]{0,12}|v[0-9.]{0,6}(\\+k3s[0-9]{0,2})?|[a-z0-9.-]{0,20}|[a-z./]{0,8}=?[a-z]{0,3}:(No|Pre)[A-Za-z]{0,12}|--[a-z=\n]{0,5}|[ 0-9]{0,4}[a-zA-Z ]{0,4}"
+        ) {
+            prop_assert_eq!(matcher(patterns::K3S_VERSION)(&s), super::is_k3s_version(&s), "{}", s);
+            prop_assert_eq!(matcher(&patterns::k3s_channel())(&s), super::is_k3s_channel(&s), "{}", s);
+            prop_assert_eq!(matcher(patterns::ENV_NAME)(&s), super::is_env_name(&s), "{}", s);
+            prop_assert_eq!(
+                matcher(patterns::K3S_ARG)(&s),
+                s.starts_with("--") && !s.contains(['\n', '\0']),
+                "{}", s
+            );
+            prop_assert_eq!(
+                matcher(patterns::IMAGE)(&s),
+                !s.trim().is_empty() && !s.contains(char::is_whitespace),
+                "{}", s
+            );
+            prop_assert_eq!(
+                matcher(&patterns::tailnet())(&s),
+                super::is_dns_name(&s) && s.contains('.'),
+                "{}", s
+            );
+            prop_assert_eq!(matcher(&patterns::label_key_full())(&s), super::label_key_problem(&s).is_ok(), "{}", s);
+            prop_assert_eq!(matcher(&patterns::label_value())(&s), super::is_label_value(&s), "{}", s);
+            prop_assert_eq!(
+                matcher(&patterns::reserved_label())(&s),
+                super::is_reserved_label(&s),
+                "{}", s
+            );
+            prop_assert_eq!(matcher(&patterns::taint())(&s), super::taint_problem(&s).is_ok(), "{}", s);
+            prop_assert_eq!(
+                matcher(&patterns::size())(&s),
+                crate::sizes::ByteSize::parse_with_unit(&s).is_ok_and(|b| b.0 > 0),
+                "{}", s
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_agree_on_known_cases() {
+        for (pattern, yes, no) in [
+            (patterns::taint(), "dedicated=gpu:NoSchedule", "x=y:Nope"),
+            (
+                patterns::taint(),
+                "example.com/k:NoExecute",
+                "k=v=w:NoSchedule",
+            ),
+            (
+                patterns::reserved_label(),
+                "exedev-k8s.io/pool",
+                "exedev-k8s.io-x/y",
+            ),
+            (patterns::reserved_label(), "a.exedev-k8s.io/x", "team"),
+            (patterns::size(), "4GB", "4096"),
+            (patterns::size(), " 512 mib ", "0GB"),
+            (patterns::k3s_channel(), "v1.31", "v1.31.4"),
+        ] {
+            assert!(matcher(&pattern)(yes), "{pattern} should accept {yes}");
+            assert!(!matcher(&pattern)(no), "{pattern} should refuse {no}");
+        }
+    }
+
+    /// `memory: 4096` would be 4 KB: a size must name its unit.
+    #[test]
+    fn sizes_need_a_unit() {
+        one(
+            &with("defaults:\n  memory: 4096\n"),
+            12,
+            11,
+            "has no unit, so it would mean 4096 bytes",
+            "MB, GB",
+        );
+        one(
+            &with("pools:\n  - name: web\n    count: 1\n    disk: 20\n"),
+            14,
+            11,
+            "size 20 has no unit",
+            "unit",
+        );
+    }
+
+    /// Below what k3s needs per role, refused where the value is written;
+    /// an inherited default is reported once, naming the inheritance.
+    #[test]
+    fn sizes_below_a_role_minimum() {
+        one(
+            &with("controlPlane:\n  memory: 1GB\n"),
+            12,
+            11,
+            "memory 1GB is below the 2GB a k3s server needs",
+            "2GB or more",
+        );
+        one(
+            &with("pools:\n  - name: web\n    count: 1\n    memory: 1MB\n"),
+            14,
+            13,
+            "memory 1MB is below the 512MB a k3s agent needs",
+            "512MB or more",
+        );
+        // 1GB is enough for agents, not for the server inheriting it.
+        one(
+            &with("defaults:\n  memory: 1GB\npools:\n  - name: web\n    count: 1\n"),
+            12,
+            11,
+            "below the 2GB a k3s server needs (controlPlane inherits defaults.memory)",
+            "2GB",
+        );
+        // Too small for everyone: once per role, not once per pool.
+        let errs = errors(&with(
+            "defaults:\n  memory: 256MB\npools:\n  - name: a\n    count: 1\n  - name: b\n    count: 1\n",
+        ));
+        let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(msgs[0].contains("k3s server") && msgs[1].contains("k3s agent"));
+        one(
+            &with("controlPlane:\n  disk: 2GB\n"),
+            12,
+            9,
+            "disk 2GB is below the 5GB a k3s server needs",
+            "5GB or more",
+        );
+        // The minimums themselves pass.
+        assert!(
+            parse(
+                &with("controlPlane:\n  memory: 2GB\n  disk: 5GB\npools:\n  - name: web\n    count: 1\n    memory: 512MB\n"),
+                "fleet.yaml"
+            )
+            .is_ok()
         );
     }
 

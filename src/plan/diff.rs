@@ -59,6 +59,9 @@ pub enum ReleaseChoice {
     },
 }
 
+/// The warning of a teardown plan of a protected fleet.
+pub const PROTECTED_WARNING: &str = "the fleet is protected (metadata.protect: true): apply and destroy refuse to carry out this teardown; set protect: false in the fleet file first if you mean it";
+
 /// Why no plan can be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -231,6 +234,7 @@ struct Seen<'a> {
 
 /// Compares one desired VM with the owned VM of the same name.
 fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Option<Change> {
+    let observed = seen.observed;
     let (reasons, mut attributes) = replace_reasons(fleet, d, o);
     if !reasons.is_empty() {
         if o.allocated_cpus != d.cpu {
@@ -242,7 +246,7 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
         }
         // The new VM installs the plan's release: shown when it is not the
         // one the old VM runs.
-        let have = attributes::observed_release(o, node_of(seen.observed, &d.name));
+        let have = attributes::observed_release(o, node_of(observed, &d.name));
         let want = seen.target.release.to_string();
         if have.as_deref() != Some(want.as_str()) {
             attributes.push(attr("k3s.version", have, Some(want)));
@@ -290,12 +294,18 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
         reasons.push("size changed: exe.dev restarts the VM".into());
         ops.push(Op::Resize { cpu, memory, disk });
     }
+    // A booting VM cannot answer `share show`: its proxy settings are
+    // unknown, not wrong (the plan already warns that it is not running).
+    let share_known = observed.shares.contains_key(&d.name) || o.is_running();
     let have: BTreeSet<&String> = o.tags.iter().collect();
     let want: BTreeSet<&String> = d.tags.iter().collect();
     let add: Vec<String> = want.difference(&have).map(|t| t.to_string()).collect();
+    // The share tag goes only once the proxy is known to be made private
+    // (below): without it no later plan would look at the proxy again.
     let remove: Vec<String> = have
         .difference(&want)
         .filter(|t| is_managed_tag(t))
+        .filter(|t| t.as_str() != fleet::SHARE_TAG || share_known)
         .map(|t| t.to_string())
         .collect();
     if !add.is_empty() || !remove.is_empty() {
@@ -316,16 +326,11 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
             }),
         ));
     }
+    // Tags are added before the proxy changes (the share tag must be on a
+    // VM before its proxy is made public) and removed after them.
     if !add.is_empty() {
         ops.push(Op::AddTags { tags: add });
     }
-    if !remove.is_empty() {
-        ops.push(Op::RemoveTags { tags: remove });
-    }
-    // A booting VM cannot answer `share show`: its proxy settings are
-    // unknown, not wrong (the plan already warns that it is not running).
-    let observed = seen.observed;
-    let share_known = observed.shares.contains_key(&d.name) || o.is_running();
     if let Some(want) = d.share.filter(|_| share_known) {
         let have = observed.shares.get(&d.name);
         let have_port = have.map(|s| s.port);
@@ -350,6 +355,27 @@ fn compare(fleet: &Fleet, d: &DesiredVm, o: &VmInfo, seen: &mut Seen<'_>) -> Opt
                 public: want.public,
             });
         }
+    }
+    // The group no longer declares a share, but the tool managed this VM's
+    // proxy: it ends private, as every VM without a share.
+    let was_shared = o.tags.iter().any(|t| t == fleet::SHARE_TAG);
+    if d.share.is_none() && was_shared && share_known {
+        let have_public = observed
+            .shares
+            .get(&d.name)
+            .map(|s| s.status == Visibility::Public);
+        if have_public != Some(false) {
+            reasons.push("proxy no longer shared: made private".into());
+            attributes.push(attr(
+                "share.public",
+                have_public.map(|p| p.to_string()),
+                Some("false".into()),
+            ));
+            ops.push(Op::ShareVisibility { public: false });
+        }
+    }
+    if !remove.is_empty() {
+        ops.push(Op::RemoveTags { tags: remove });
     }
     let k3s = attributes::in_place(
         fleet,
@@ -576,6 +602,9 @@ pub fn diff(
 
     if opts.destroy {
         desired = Vec::new();
+        if fleet.metadata.protect {
+            warnings.push(PROTECTED_WARNING.into());
+        }
         for v in &owned {
             changes.push(delete_change(
                 v,

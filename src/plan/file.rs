@@ -2,6 +2,8 @@
 //! fingerprints that let apply refuse a plan that has gone stale. Holds no
 //! secret: plans never contain any.
 
+use std::path::{Component, Path, PathBuf};
+
 use super::{FORMAT_VERSION, Plan};
 
 /// Why a saved plan cannot be used.
@@ -19,6 +21,10 @@ pub enum PlanFileError {
     },
     #[error("{path} is not an exedev-k8s plan file: {detail}")]
     Format { path: String, detail: String },
+    #[error(
+        "{path} is a fleet file, not a saved plan: did you mean `exedev-k8s apply -f {path}`? (a plan file comes from `plan --out`)"
+    )]
+    FleetNotPlan { path: String },
     #[error(
         "{path} has plan format {found}; this exedev-k8s reads format {FORMAT_VERSION}: re-run `plan --out`"
     )]
@@ -54,11 +60,18 @@ pub fn to_text(plan: &Plan, path: &str) -> Result<String, PlanFileError> {
 /// an old file gets "re-run plan", not a field error.
 pub fn from_text(text: &str, path: &str) -> Result<Plan, PlanFileError> {
     let p = path.to_string();
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| PlanFileError::Format {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) if looks_like_a_fleet(path, text) => {
+            return Err(PlanFileError::FleetNotPlan { path: p });
+        }
+        Err(e) => {
+            return Err(PlanFileError::Format {
+                path: p,
+                detail: e.to_string(),
+            });
+        }
+    };
     let found = value
         .get("format_version")
         .and_then(|v| v.as_u64())
@@ -70,6 +83,60 @@ pub fn from_text(text: &str, path: &str) -> Result<Plan, PlanFileError> {
         path: p,
         detail: e.to_string(),
     })
+}
+
+/// A YAML file, or one that reads like a fleet (`apply fleet.yaml` with the
+/// `-f` forgotten).
+fn looks_like_a_fleet(path: &str, text: &str) -> bool {
+    let yaml = Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    yaml || text
+        .lines()
+        .any(|l| l.starts_with("apiVersion:") || l.starts_with("kind: Fleet"))
+}
+
+/// In a saved plan, `fleet_file` is relative to the plan file's directory,
+/// so `apply dir/p.plan` finds the fleet from any working directory and a
+/// plan kept beside its fleet in a repository works wherever that is
+/// checked out. `plan_dir` and `fleet` are absolute (the caller resolves
+/// them on disk).
+pub fn fleet_path_for_saving(plan_dir: &Path, fleet: &Path) -> String {
+    relative_to(plan_dir, fleet).display().to_string()
+}
+
+/// The saved `fleet_file` of a plan read from `plan_path`, as a path usable
+/// from the working directory.
+pub fn fleet_path_after_loading(plan_path: &Path, stored: &str) -> String {
+    let stored_path = Path::new(stored);
+    match plan_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !stored.is_empty() && stored_path.is_relative() => {
+            dir.join(stored_path).display().to_string()
+        }
+        _ => stored.to_string(),
+    }
+}
+
+/// The path from directory `from` to `to`, both absolute: `../fleet.yaml`.
+pub fn relative_to(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to_parts: Vec<Component> = to.components().collect();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        return to.to_path_buf();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to_parts[common..] {
+        out.push(c.as_os_str());
+    }
+    out
 }
 
 impl PlanFileError {
@@ -110,4 +177,45 @@ pub fn check_fresh(saved: &Plan, fresh: &Plan) -> Result<(), PlanFileError> {
         return Err(PlanFileError::ChangesDiffer);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_between_directories() {
+        for (from, to, want) in [
+            ("/w/repo", "/w/repo/fleet.yaml", "fleet.yaml"),
+            ("/w/repo/plans", "/w/repo/fleet.yaml", "../fleet.yaml"),
+            ("/w/repo", "/w/repo/env/prod.yaml", "env/prod.yaml"),
+            ("/tmp/x/y", "/w/fleet.yaml", "../../../w/fleet.yaml"),
+        ] {
+            assert_eq!(relative_to(Path::new(from), Path::new(to)), Path::new(want));
+        }
+        assert_eq!(
+            fleet_path_after_loading(Path::new("plans/p.plan"), "../fleet.yaml"),
+            "plans/../fleet.yaml"
+        );
+        assert_eq!(
+            fleet_path_after_loading(Path::new("p.plan"), "fleet.yaml"),
+            "fleet.yaml"
+        );
+        assert_eq!(
+            fleet_path_after_loading(Path::new("d/p.plan"), "/abs/f.yaml"),
+            "/abs/f.yaml"
+        );
+    }
+
+    #[test]
+    fn a_fleet_given_as_a_plan_is_named_for_what_it_is() {
+        let e = from_text("apiVersion: exedev-k8s/v1\nkind: Fleet\n", "fleet.yaml").unwrap_err();
+        assert!(matches!(e, PlanFileError::FleetNotPlan { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("did you mean `exedev-k8s apply -f fleet.yaml`?")
+        );
+        let e = from_text("garbage", "p.plan").unwrap_err();
+        assert!(matches!(e, PlanFileError::Format { .. }), "{e}");
+    }
 }

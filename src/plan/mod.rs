@@ -19,13 +19,14 @@ use sha2::{Digest, Sha256};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::fleet::{Fleet, Role};
 
-pub use diff::{PlanError, PlanOptions, ReleaseChoice, diff};
+pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, ReleaseChoice, diff};
 
 /// Version of the JSON plan schema; bumped on any incompatible change.
-/// 2: the `upgrade` action, `restart`, `replaced_by`, the in-place ops
+/// 2: a saved plan's `fleet_file` is relative to the plan file's directory.
+/// 3: the `upgrade` action, `restart`, `replaced_by`, the in-place ops
 /// (`upgrade`, `reconfigure`, `node_labels`, `comment`), the plan's
 /// `release` and `refusals`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// What happens to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
@@ -41,6 +42,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The word, as in plan JSON: `create`, `update`, `upgrade`,
+    /// `replace`, `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Upgrade => "upgrade",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+
     /// Terraform-style marker.
     pub fn symbol(self) -> &'static str {
         match self {

@@ -562,6 +562,22 @@ fn destroy_deletes_everything_owned_highest_index_first() {
         ]
     );
     assert_eq!(p.mode, crate::plan::Mode::Destroy);
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn a_teardown_plan_of_a_protected_fleet_says_it_will_be_refused() {
+    let mut f = fleet("");
+    f.metadata.protect = true;
+    let destroy = PlanOptions {
+        destroy: true,
+        ..Default::default()
+    };
+    let p = diff(&f, "fp", &in_sync(&f), &destroy).unwrap();
+    assert_eq!(p.warnings, [PROTECTED_WARNING]);
+    assert!(render::human(&p, false).contains("apply and destroy refuse"));
+    let p = plan(&f, &in_sync(&f));
+    assert!(p.warnings.is_empty(), "only teardowns are refused");
 }
 
 #[test]
@@ -670,7 +686,7 @@ fn renders_every_format() {
     let md = render::markdown(&p);
     assert!(md.contains("| ➕ create | `demo-cp3` |"));
     let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["summary"]["create"], 1);
     assert_eq!(v["changes"][0]["action"], "create");
 }
@@ -994,4 +1010,156 @@ fn outside_text_is_escaped_in_every_format() {
     );
     let back: Plan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, p, "escaping keeps the values");
+}
+
+/// The fleet of [`fleet`] with the web pool's `share` removed.
+fn unshared() -> Fleet {
+    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\ncontrolPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n";
+    fleet::parse(src, "f.yaml").unwrap()
+}
+
+#[test]
+fn shared_vms_carry_the_share_tag() {
+    let f = fleet("");
+    for d in fleet::desired_vms(&f) {
+        assert_eq!(
+            d.tags.iter().any(|t| t == fleet::SHARE_TAG),
+            d.share.is_some(),
+            "{}",
+            d.name
+        );
+    }
+    assert!(fleet::SHARE_TAG.starts_with(fleet::RESERVED_TAG_PREFIX));
+}
+
+#[test]
+fn a_pool_that_loses_its_share_goes_private_then_loses_the_tag() {
+    let shared = fleet("");
+    let o = in_sync(&shared);
+    let p = plan(&unshared(), &o);
+    assert_eq!(
+        actions(&p),
+        [(Action::Update, "demo-web1"), (Action::Update, "demo-web2")]
+    );
+    let c = &p.changes[0];
+    assert_eq!(
+        c.ops,
+        [
+            Op::ShareVisibility { public: false },
+            Op::RemoveTags {
+                tags: vec![fleet::SHARE_TAG.into()]
+            },
+        ],
+        "private first: the tag is what makes later plans look"
+    );
+    assert!(
+        c.reasons.iter().any(|r| r.contains("made private")),
+        "{c:?}"
+    );
+    assert!(c.attributes.iter().any(|a| a.name == "share.public"
+        && a.before.as_deref() == Some("true")
+        && a.after.as_deref() == Some("false")));
+
+    // Already private: only the tag goes.
+    let mut o2 = o.clone();
+    for s in o2.shares.values_mut() {
+        s.status = Visibility::Private;
+    }
+    let p = plan(&unshared(), &o2);
+    assert_eq!(
+        p.changes[0].ops,
+        [Op::RemoveTags {
+            tags: vec![fleet::SHARE_TAG.into()]
+        }]
+    );
+
+    // Booting (share unknown): the tag stays until the proxy can be read.
+    let mut o3 = o.clone();
+    o3.shares.clear();
+    for v in &mut o3.vms {
+        v.status = "starting".into();
+    }
+    let p = plan(&unshared(), &o3);
+    assert!(
+        p.changes.iter().all(|c| c.ops.iter().all(|op| !matches!(
+            op,
+            Op::RemoveTags { tags } if tags.iter().any(|t| t == fleet::SHARE_TAG)
+        ))),
+        "{:#?}",
+        p.changes
+    );
+
+    // Running but its `share show` missing: made private anyway (idempotent).
+    let mut o4 = o.clone();
+    o4.shares.clear();
+    let p = plan(&unshared(), &o4);
+    assert_eq!(p.changes[0].ops[0], Op::ShareVisibility { public: false });
+}
+
+#[test]
+fn a_pool_that_gains_a_share_is_tagged_before_its_proxy_opens() {
+    let f = unshared();
+    let o = in_sync(&f);
+    let p = plan(&fleet(""), &o);
+    let c = &p.changes[0];
+    assert_eq!(c.vm, "demo-web1");
+    let tag_at = c
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::AddTags { .. }))
+        .unwrap();
+    let public_at = c
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::ShareVisibility { public: true }))
+        .unwrap();
+    assert!(tag_at < public_at, "{:?}", c.ops);
+}
+
+/// Rendering only the longest-named VM of each group checks exactly what
+/// rendering every VM would: for label sizes around the 10 KiB limit, the
+/// two agree, and the sweep sees big9 fit while big10 does not.
+#[test]
+fn check_scripts_on_the_worst_case_matches_checking_every_vm() {
+    let limit = crate::bootstrap::MAX_SETUP_SCRIPT_BYTES;
+    let build = |n: usize, len: usize| {
+        let mut labels = String::new();
+        for i in 0..n {
+            labels.push_str(&format!("      l{i:03}: {}\n", "v".repeat(60)));
+        }
+        labels.push_str(&format!("      zz: {}\n", "v".repeat(len)));
+        let src = format!(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\npools:\n  - name: big\n    count: 10\n    labels:\n{labels}"
+        );
+        fleet::parse(&src, "f.yaml").unwrap_or_else(|e| panic!("{e}"))
+    };
+    let size = |f: &Fleet, name: &str| {
+        let vms = fleet::desired_vms(f);
+        let d = vms.iter().find(|d| d.name == name).unwrap();
+        let input =
+            spec::bootstrap_input(f, d, &spec::ClusterSecrets::placeholders(), None, VERSION);
+        crate::bootstrap::render_unchecked_len(&input)
+    };
+    let mut n = 0;
+    while size(&build(n + 1, 1), "demo-big10") <= limit {
+        n += 1;
+    }
+    let mut straddled = false;
+    for labels in [n.saturating_sub(1), n] {
+        for len in 1..=63 {
+            let f = build(labels, len);
+            let vms = fleet::desired_vms(&f);
+            let every = vms.iter().all(|d| size(&f, &d.name) <= limit);
+            assert_eq!(
+                spec::check_scripts(&f, &vms, VERSION).is_ok(),
+                every,
+                "{labels} labels, last {len}"
+            );
+            straddled |= size(&f, "demo-big9") <= limit && size(&f, "demo-big10") > limit;
+        }
+    }
+    assert!(
+        straddled,
+        "the sweep must reach the limit between big9 and big10"
+    );
 }

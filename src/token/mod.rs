@@ -153,6 +153,47 @@ pub fn check_time(p: &Permissions, now: i64) -> Result<(), TokenError> {
     Ok(())
 }
 
+/// A Unix time as RFC 3339 (UTC, seconds).
+pub fn format_unix(t: i64) -> String {
+    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
+/// `delta` seconds from now, for people: "in 30 days", "1 hour 5 minutes
+/// ago", "now". Two units at most, rounded to the smaller one, so a token
+/// minted for 30 days reads "in 30 days", not "in 29 days 23 hours".
+pub fn relative_time(delta: i64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let mut secs = delta.unsigned_abs();
+    if secs == 0 {
+        return "now".into();
+    }
+    let largest = |s: u64| UNITS.iter().position(|(u, _)| s >= *u).unwrap_or(3);
+    let precision = UNITS[(largest(secs) + 1).min(3)].0;
+    secs = (secs + precision / 2) / precision * precision;
+    let i = largest(secs);
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let (big, name) = UNITS[i];
+    let mut text = plural(secs / big, name);
+    if i < 3 {
+        let (small, small_name) = UNITS[i + 1];
+        let rest = secs % big / small;
+        if rest > 0 {
+            text = format!("{text} {}", plural(rest, small_name));
+        }
+    }
+    if delta >= 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
 /// Signs `perms` with `key` under `namespace` and assembles the token.
 pub fn mint(key: &PrivateKey, perms: &Permissions, namespace: &str) -> Result<Secret, TokenError> {
     keys::check_signable(key)?;
