@@ -516,3 +516,97 @@ fn a_pool_with_max_unavailable_one_never_has_two_nodes_out() {
     assert_all_at(&h, v7);
     assert_eq!(peak_in_flight(&t, &web), 3, "{t}");
 }
+
+fn kube(h: &Harness) -> kube::Client {
+    let yaml = h.rt.block_on(async {
+        reqwest::get(format!("{}/_emulator/kubeconfig/demo-cp1", h.emu.base_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+    h.rt.block_on(async {
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    })
+}
+
+/// The only replica of a workload sits on demo-web2 behind a
+/// PodDisruptionBudget: the roll upgrades the servers and demo-web1, then
+/// stops at demo-web2 (the drain is refused), with the cluster serving and
+/// a message that says how to resume. Once a second replica runs, the same
+/// apply resumes: only demo-web2 is left to change.
+#[test]
+fn a_failed_drain_stops_the_roll_and_a_rerun_resumes() {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let h = harness(|_| {});
+    write(&h, &fleet(&format!("  version: {V4}\n"), 3, 2, ""));
+    ok(apply(&h, &[]));
+    let client = kube(&h);
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+    let pdbs: kube::Api<PodDisruptionBudget> = kube::Api::namespaced(client, "default");
+    let pod = |name: &str, node: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"app": "shop"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop", "uid": "u1", "controller": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "shop", "image": "shop:1"}]}
+        }))
+        .unwrap()
+    };
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shop"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "shop"}}}
+    }))
+    .unwrap();
+    h.rt.block_on(pods.create(&Default::default(), &pod("shop-a", "demo-web2")))
+        .unwrap();
+    h.rt.block_on(pdbs.create(&Default::default(), &pdb))
+        .unwrap();
+
+    write(&h, &fleet(&format!("  version: {V6}\n"), 3, 2, ""));
+    let out = apply(&h, &["--drain-timeout", "1s"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("demo-web2") && t.contains("PodDisruptionBudget"),
+        "says what stopped it: {t}"
+    );
+    assert!(
+        t.contains("Re-run apply once it can be drained: it resumes here"),
+        "says how to resume: {t}"
+    );
+    for vm in ["demo-cp1", "demo-cp2", "demo-cp3", "demo-web1"] {
+        let k = k3s(&h, vm);
+        assert_eq!(
+            (k["version"].clone(), k["ready"].clone()),
+            (V6.into(), true.into()),
+            "{vm}"
+        );
+        assert_eq!(k["unschedulable"], false, "{vm}");
+    }
+    let web2 = k3s(&h, "demo-web2");
+    assert_eq!(web2["version"], V4, "not changed");
+    assert_eq!(web2["ready"], true, "still serving");
+    assert_eq!(
+        web2["unschedulable"], true,
+        "left cordoned, as the message says"
+    );
+
+    // A second replica elsewhere: the budget allows the eviction now. (The
+    // first server restarted: its API listens on a new host port.)
+    let pods: kube::Api<Pod> = kube::Api::namespaced(kube(&h), "default");
+    h.rt.block_on(pods.create(&Default::default(), &pod("shop-b", "demo-web1")))
+        .unwrap();
+    let shown = ok(plan(&h, &[]));
+    assert!(
+        shown.contains("0 to create, 0 to update, 1 to upgrade") && shown.contains("demo-web2"),
+        "only what is left: {shown}"
+    );
+    ok(apply(&h, &["--drain-timeout", "20s"]));
+    assert_all_at(&h, V6);
+}

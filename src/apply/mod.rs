@@ -591,7 +591,7 @@ async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), Step
         .await
         .map_err(|e| {
             StepError::Other(format!(
-                "{vm}: could not drain the node, so nothing on it was changed (it may be left cordoned: `kubectl uncordon {vm}`): {e}"
+                "{vm}: could not drain the node, so nothing on it was changed: {e}\n  {vm} may be left cordoned. Re-run apply once it can be drained: it resumes here (nodes already changed are not changed again); or `kubectl uncordon {vm}` to put it back as it is"
             ))
         })?;
         let changed = async {
