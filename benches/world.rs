@@ -7,10 +7,18 @@
 //!                 = boot + install + join            (two of them)
 //!   agents        = boot + install + agent_ready, overlapping the joins
 //!
-//! Run: `cargo bench --bench world`. Also measures the single-server
+//! Run: `cargo bench --bench world [-- FILTER]` (FILTER: run only the
+//! measurements whose name contains it, e.g. `rolling`). Also measures the single-server
 //! fleet (1 server + 20 agents), whose critical path is the first server
 //! plus one agent. Where the cluster does not form or `--wait` cannot
 //! wait, it says why (from the world's view of each VM).
+//!
+//! And a rolling upgrade (a patch release) of 3 servers + 10 agents, in
+//! place, against its critical path: servers one at a time, each
+//! `install + server_ready` (the installer's download, then a restart on
+//! its own etcd data), then the agents `maxUnavailable` at a time, each
+//! batch `install + agent_ready`. Measured with the default
+//! `maxUnavailable: 1` and with the whole pool at once.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,8 +41,12 @@ const TIMINGS: Timings = Timings {
 };
 
 fn fleet(servers: u32, agents: u32) -> String {
+    fleet_at("v1.31.4+k3s1", servers, agents, 1)
+}
+
+fn fleet_at(version: &str, servers: u32, agents: u32, max_unavailable: u32) -> String {
     format!(
-        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: bench\nk3s:\n  version: v1.31.4+k3s1\n  token: {{env: K3S_TOKEN}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n"
+        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: bench\nk3s:\n  version: {version}\n  token: {{env: K3S_TOKEN}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n    maxUnavailable: {max_unavailable}\n"
     )
 }
 
@@ -132,12 +144,8 @@ fn reasons(s: &Value) -> Vec<String> {
         .collect()
 }
 
-/// One fleet on a fresh emulator. With `wait`, `apply --wait`; without,
-/// `apply` and then the world's state polled until every node is Ready
-/// (what the CLI cannot wait for on a new cluster today).
-async fn measure(servers: u32, agents: u32, tailscaled_at_boot: bool, wait: bool) -> Run {
-    // tailscaled_at_boot stays available for comparing scripts that do not
-    // start it; the project's scripts do.
+/// A fresh emulator with the world at [`TIMINGS`], and a token for it.
+async fn world_emulator(tailscaled_at_boot: bool) -> (emulator::RunningEmulator, String) {
     let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).expect("key");
     let mut w = WorldConfig::new(env!("CARGO_BIN_EXE_exedev-k8s"));
     w.timings = TIMINGS;
@@ -166,6 +174,93 @@ async fn measure(servers: u32, agents: u32, tailscaled_at_boot: bool, wait: bool
         .expect("token")
         .expose()
         .to_string();
+    (emu, tok)
+}
+
+/// A cluster formed at v1.31.4, then (timed) `apply --wait` of v1.31.6 in
+/// place with the pool's `maxUnavailable`.
+async fn measure_upgrade(servers: u32, agents: u32, max_unavailable: u32) -> Run {
+    let (emu, tok) = world_emulator(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |v: &str| {
+        std::fs::write(
+            dir.path().join("fleet.yaml"),
+            fleet_at(v, servers, agents, max_unavailable),
+        )
+        .expect("fleet")
+    };
+    let args = [
+        "apply",
+        "-f",
+        "fleet.yaml",
+        "--yes",
+        "--wait",
+        "--via-ssh-tunnel",
+        "--timeout",
+        "300s",
+    ];
+    write("v1.31.4+k3s1");
+    let formed = tokio::task::block_in_place(|| cli(dir.path(), &emu, &tok, &args));
+    let total = (servers + agents) as usize;
+    if !formed.status.success() {
+        let s = state(&emu).await;
+        let run = Run {
+            wall: Duration::ZERO,
+            ok: false,
+            tail: format!("the cluster did not form: {}", tail(&formed)),
+            ready: progress(&s).0,
+            total,
+            why: reasons(&s),
+        };
+        emu.shutdown().await;
+        return run;
+    }
+    write("v1.31.6+k3s1");
+    let start = Instant::now();
+    let out = tokio::task::block_in_place(|| cli(dir.path(), &emu, &tok, &args));
+    let wall = start.elapsed();
+    let s = state(&emu).await;
+    let upgraded = s["vms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            v["world"]["k3s"]["ready"] == true && v["world"]["k3s"]["version"] == "v1.31.6+k3s1"
+        })
+        .count();
+    let run = Run {
+        wall,
+        ok: out.status.success(),
+        tail: tail(&out),
+        ready: upgraded,
+        total,
+        why: if upgraded < total {
+            reasons(&s)
+        } else {
+            Vec::new()
+        },
+    };
+    emu.shutdown().await;
+    run
+}
+
+/// The critical path of a rolling upgrade: servers one at a time, then the
+/// agents in batches of `max_unavailable`.
+fn upgrade_critical_path(servers: u32, agents: u32, max_unavailable: u32) -> Duration {
+    let t = TIMINGS;
+    let server = t.install_ms + t.server_ready_ms;
+    let batches = u64::from(agents.div_ceil(max_unavailable.max(1)));
+    let agent = t.install_ms + t.agent_ready_ms;
+    Duration::from_millis(u64::from(servers) * server + batches * agent)
+}
+
+/// One fleet on a fresh emulator. With `wait`, `apply --wait`; without,
+/// `apply` and then the world's state polled until every node is Ready
+/// (what the CLI cannot wait for on a new cluster today).
+async fn measure(servers: u32, agents: u32, tailscaled_at_boot: bool, wait: bool) -> Run {
+    // tailscaled_at_boot stays available for comparing scripts that do not
+    // start it; the project's scripts do.
+    let (emu, tok) = world_emulator(tailscaled_at_boot).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("fleet.yaml"), fleet(servers, agents)).expect("fleet");
     let total = (servers + agents) as usize;
@@ -223,7 +318,10 @@ fn critical_path(servers: u32) -> Duration {
 }
 
 fn report(name: &str, servers: u32, r: &Run) {
-    let floor = critical_path(servers);
+    report_against(name, critical_path(servers), r);
+}
+
+fn report_against(name: &str, floor: Duration, r: &Run) {
     let ratio = if r.ok && r.ready == r.total {
         format!(
             "{:.2}x the {:.2}s critical path",
@@ -256,20 +354,39 @@ fn main() {
         .ok()
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
+    // `cargo bench` passes `--bench`; any other argument is a filter.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
     let m = |s, a, wait| rt.block_on(measure(s, a, false, wait));
-    report(
-        &format!("3 servers + {agents} agents, apply --wait"),
-        3,
-        &m(3, agents, true),
-    );
-    report(
-        &format!("3 servers + {agents} agents, apply (no --wait), until every Node is Ready"),
-        3,
-        &m(3, agents, false),
-    );
-    report(
-        &format!("1 server + {agents} agents, apply --wait"),
-        1,
-        &m(1, agents, true),
-    );
+    let formations = [
+        (
+            format!("3 servers + {agents} agents, apply --wait"),
+            3,
+            true,
+        ),
+        (
+            format!("3 servers + {agents} agents, apply (no --wait), until every Node is Ready"),
+            3,
+            false,
+        ),
+        (format!("1 server + {agents} agents, apply --wait"), 1, true),
+    ];
+    for (name, servers, wait) in formations {
+        if wanted(&name) {
+            report(&name, servers, &m(servers, agents, wait));
+        }
+    }
+    for mu in [1, 10] {
+        let name = format!("rolling upgrade in place, 3 servers + 10 agents, maxUnavailable {mu}");
+        if wanted(&name) {
+            report_against(
+                &name,
+                upgrade_critical_path(3, 10, mu),
+                &rt.block_on(measure_upgrade(3, 10, mu)),
+            );
+        }
+    }
 }
