@@ -546,7 +546,7 @@ async fn settle_new(ctx: &Ctx<'_>, vm: &str, spec: crate::api::NewVm) -> Result<
 /// comment). A VM of that name without them is an error: never adopted.
 async fn owned_exists(ctx: &Ctx<'_>, vm: &str) -> Result<bool, StepError> {
     let vms = ctx.client.ls(Some(vm)).await?;
-    let cluster = &ctx.fleet.metadata.name.value;
+    let cluster = &ctx.fleet.name;
     match vms.iter().find(|v| v.vm_name == vm) {
         None => Ok(false),
         Some(v) if crate::plan::owned(cluster, v) => Ok(true),

@@ -220,7 +220,7 @@ pub fn validate(a: FleetArg) -> CliResult {
     println!(
         "{} is valid: fleet {:?}, {} VMs ({} servers, {} agents)",
         a.file.display(),
-        fleet.metadata.name.value,
+        fleet.name,
         vms.len(),
         servers,
         vms.len() - servers
@@ -337,11 +337,11 @@ pub async fn plan_cmd(a: PlanArgs) -> CliResult {
         }
     }
     if let Some(out) = &a.out {
-        if p.mode == plan::Mode::Destroy && fleet.metadata.protect {
+        if p.mode == plan::Mode::Destroy && fleet.protect {
             return Err(fail(format!(
                 "not saving {}: fleet {:?} is protected (metadata.protect: true), so apply would refuse this teardown plan. Set protect: false in the fleet file first if you mean it",
                 out.display(),
-                fleet.metadata.name.value
+                fleet.name
             )));
         }
         crate::workspace::save_plan(&p, out)?;
@@ -393,10 +393,7 @@ fn check_secrets(
     observed: &Observed,
     skip: &[String],
 ) -> CliResult<cluster_secrets::SecretCheck> {
-    let cluster_exists = observed
-        .vms
-        .iter()
-        .any(|v| plan::owned(&fleet.metadata.name.value, v));
+    let cluster_exists = observed.vms.iter().any(|v| plan::owned(&fleet.name, v));
     cluster_secrets::check(
         fleet,
         &fleet_path.display().to_string(),
@@ -457,8 +454,7 @@ pub async fn kube_now(
     kube: &KubeArgs,
     fetch: bool,
 ) -> Result<kube::Client, String> {
-    let stored =
-        crate::kubeaccess::kubeconfig_path(&fleet_dir(fleet_path), &fleet.metadata.name.value);
+    let stored = crate::kubeaccess::kubeconfig_path(&fleet_dir(fleet_path), &fleet.name);
     if !fetch && kube.kubeconfig.is_none() && !stored.exists() {
         return Err(format!(
             "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
@@ -669,7 +665,7 @@ fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
 /// The fleet's servers that exist and run: the join targets at the start
 /// of an apply.
 fn owned_servers(fleet: &Fleet, observed: &Observed) -> Vec<String> {
-    let cluster = &fleet.metadata.name.value;
+    let cluster = &fleet.name;
     let tag = fleet::role_tag(Role::Server);
     observed
         .vms
@@ -716,10 +712,7 @@ async fn execute(
     let creates = p.creates_vms();
     // A k3s token is generated only for a brand-new cluster: a fresh token
     // for an existing one would keep every new node out of it.
-    let new_cluster = !observed
-        .vms
-        .iter()
-        .any(|v| plan::owned(&fleet.metadata.name.value, v));
+    let new_cluster = !observed.vms.iter().any(|v| plan::owned(&fleet.name, v));
     let secrets = if creates {
         // Every missing secret at once, before anything is read for real.
         check_secrets(fleet, fleet_path, observed, &[])?;
@@ -729,7 +722,7 @@ async fn execute(
             let files: Vec<String> = generated.iter().map(|p| p.display().to_string()).collect();
             eprintln!(
                 "Generated the k3s tokens of fleet {:?} and stored them in {} (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need them. In CI, store them as secrets and write k3s.token: {{env: K3S_TOKEN}} and k3s.agentToken: {{env: K3S_AGENT_TOKEN}}.",
-                fleet.metadata.name.value,
+                fleet.name,
                 files.join(" and ")
             );
         }
@@ -754,7 +747,7 @@ async fn execute(
                     d,
                     &secrets,
                     Some(&crate::names::fleet_vm_name(
-                        &fleet.metadata.name.value,
+                        &fleet.name,
                         crate::fleet::CONTROL_PLANE_POOL,
                         2,
                     )),
@@ -852,10 +845,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
         .as_ref()
         .is_some_and(|s| s.mode == plan::Mode::Destroy);
     let observed = observe(&client, &fleet, !destroy_mode).await?;
-    let existing = observed
-        .vms
-        .iter()
-        .any(|v| plan::owned(&fleet.metadata.name.value, v));
+    let existing = observed.vms.iter().any(|v| plan::owned(&fleet.name, v));
     let ssh_key = a.api.ssh_key.clone();
     let lazy = lazy_kube(&fleet, &fleet_path, &a.kube, ssh_key.as_deref(), None);
     let kube = kube_now(&lazy, &fleet, &fleet_path, &a.kube, a.wait && existing).await;
@@ -866,7 +856,7 @@ pub async fn apply_cmd(a: ApplyArgs) -> CliResult {
     };
     let p = match saved {
         Some(saved) => {
-            if saved.mode == plan::Mode::Destroy && fleet.metadata.protect {
+            if saved.mode == plan::Mode::Destroy && fleet.protect {
                 return Err(fail(protect_message(&fleet)));
             }
             let opts = PlanOptions {
@@ -1020,7 +1010,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
         let running: Vec<String> = observed
             .vms
             .iter()
-            .filter(|v| plan::owned(&fleet.metadata.name.value, v) && v.is_running())
+            .filter(|v| plan::owned(&fleet.name, v) && v.is_running())
             .map(|v| v.vm_name.clone())
             .collect();
         let ssh = crate::remote::quick(crate::ssh::SshOptions::new(a.api.ssh_key.clone()));
@@ -1030,7 +1020,7 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
             .collect()
     };
     let mut st = crate::status::join(
-        &fleet.metadata.name.value,
+        &fleet.name,
         &desired,
         &observed.vms,
         &observed.shares,
@@ -1056,13 +1046,13 @@ pub async fn status_cmd(a: StatusArgs) -> CliResult {
 fn protect_message(fleet: &Fleet) -> String {
     format!(
         "fleet {:?} is protected (metadata.protect: true): destroy refused. Set protect: false in the fleet file first if you really mean it",
-        fleet.metadata.name.value
+        fleet.name
     )
 }
 
 pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
     let (fleet, fp) = load_fleet(&a.fleet.file)?;
-    if fleet.metadata.protect {
+    if fleet.protect {
         return Err(fail(protect_message(&fleet)));
     }
     let client = a.api.client_with_ttl(
@@ -1101,14 +1091,9 @@ pub async fn destroy_cmd(a: DestroyArgs) -> CliResult {
         },
     )
     .await?;
-    if a.purge_secrets
-        && cluster_secrets::purge(&fleet_dir(&a.fleet.file), &fleet.metadata.name.value)?
-        && !a.json
+    if a.purge_secrets && cluster_secrets::purge(&fleet_dir(&a.fleet.file), &fleet.name)? && !a.json
     {
-        println!(
-            "Removed the stored k3s token for {:?}.",
-            fleet.metadata.name.value
-        );
+        println!("Removed the stored k3s token for {:?}.", fleet.name);
     }
     Ok(code)
 }

@@ -80,7 +80,7 @@ fn write_user_file(path: &Path, content: &str) -> CliResult<()> {
 /// Runs `exedev-k8s kubeconfig`.
 pub async fn run(a: KubeconfigArgs) -> CliResult {
     let (fleet, _) = load_fleet(&a.file)?;
-    let cluster = fleet.metadata.name.value.clone();
+    let cluster = fleet.name.clone();
     let ssh = SshOptions {
         retries: a.ssh_retries,
         retry_delay: a.ssh_retry_delay,
@@ -122,7 +122,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
     } else {
         println!(
             "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel)",
-            fleet.network.tailscale.tailnet.value
+            fleet.tailscale.tailnet
         );
     }
     Ok(ExitCode::SUCCESS)

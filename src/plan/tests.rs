@@ -347,7 +347,7 @@ fn destroy_deletes_everything_owned_highest_index_first() {
 #[test]
 fn a_teardown_plan_of_a_protected_fleet_says_it_will_be_refused() {
     let mut f = fleet("");
-    f.metadata.protect = true;
+    f.protect = true;
     let destroy = PlanOptions {
         destroy: true,
         ..Default::default()
