@@ -12,9 +12,8 @@
 //! `node-role.kubernetes.io/worker` must never reach `node-label`.
 //!
 //! Also which taints Kubernetes itself sets and removes
-//! ([`is_system_taint`]: never the fleet's business) and one spelling of a
-//! taint ([`canonical_taint`]), so the plan and the cluster compare taints
-//! the same way. Pure.
+//! ([`is_system_taint`]: never the fleet's business), so the plan and the
+//! cluster leave the same ones alone. Pure.
 
 /// Exact keys a kubelet may set although they are in a Kubernetes namespace
 /// (the union over the Kubernetes releases k3s ships: legacy beta keys and
@@ -67,23 +66,6 @@ pub fn kubelet_may_set(key: &str) -> bool {
 pub fn is_system_taint(taint_or_key: &str) -> bool {
     taint_or_key.starts_with("node.kubernetes.io/")
         || taint_or_key.starts_with("node.cloudprovider.kubernetes.io/")
-}
-
-/// `key[=value]:Effect` in one spelling: `key:Effect` when the value is
-/// empty (`a=:X` and `a:X` are one taint). Anything else is kept as given.
-pub fn canonical_taint(s: &str) -> String {
-    let Some((kv, effect)) = s.rsplit_once(':') else {
-        return s.to_string();
-    };
-    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-    if key.is_empty() || effect.is_empty() {
-        return s.to_string();
-    }
-    if value.is_empty() {
-        format!("{key}:{effect}")
-    } else {
-        format!("{key}={value}:{effect}")
-    }
 }
 
 #[cfg(test)]

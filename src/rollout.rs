@@ -23,7 +23,7 @@ impl Budgets {
         let mut m: BTreeMap<String, usize> = fleet
             .pools
             .iter()
-            .map(|p| (p.name.value.clone(), p.max_unavailable() as usize))
+            .map(|p| (p.pool.clone(), p.max_unavailable as usize))
             .collect();
         m.insert(CONTROL_PLANE_POOL.to_string(), 1);
         Budgets(m)

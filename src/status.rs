@@ -453,7 +453,7 @@ mod tests {
             ready_reason: None,
             ready_message: None,
             labels: d.labels.clone(),
-            taints: d.taints.clone(),
+            taints: d.taints.iter().map(|t| t.to_string()).collect(),
             kubelet_version: Some("v1.31.4+k3s1".into()),
             unschedulable: false,
         }

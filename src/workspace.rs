@@ -205,7 +205,7 @@ mod tests {
         )
         .unwrap();
         let a = load_fleet(&path).unwrap();
-        assert_eq!(a.fleet.metadata.name.value, "demo");
+        assert_eq!(a.fleet.name, "demo");
         assert_eq!(a.fingerprint.len(), 12);
         let err = load_fleet(&dir.path().join("nope.yaml"))
             .unwrap_err()

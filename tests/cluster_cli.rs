@@ -47,11 +47,7 @@ fn node(d: &fleet::DesiredVm, ready: bool) -> Value {
     let taints: Vec<Value> = d
         .taints
         .iter()
-        .map(|t| {
-            let (kv, effect) = t.rsplit_once(':').unwrap();
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            json!({"key": k, "value": v, "effect": effect})
-        })
+        .map(|t| json!({"key": t.key, "value": t.value.clone().unwrap_or_default(), "effect": t.effect.as_str()}))
         .collect();
     json!({
         "apiVersion": "v1", "kind": "Node",

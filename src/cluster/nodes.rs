@@ -71,22 +71,22 @@ pub fn taint_string(t: &Taint) -> String {
     }
 }
 
-/// Parses `key[=value]:Effect`; `None` if there is no effect.
-fn parse_taint(s: &str) -> Option<Taint> {
-    let (kv, effect) = s.rsplit_once(':')?;
-    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-    if key.is_empty() || effect.is_empty() {
-        return None;
-    }
-    Some(Taint {
-        key: key.to_string(),
-        value: (!value.is_empty()).then(|| value.to_string()),
-        effect: effect.to_string(),
+/// The Kubernetes form of a fleet taint.
+fn kube_taint(t: &crate::fleet::Taint) -> Taint {
+    Taint {
+        key: t.key.clone(),
+        value: t.value.clone(),
+        effect: t.effect.as_str().to_string(),
         time_added: None,
-    })
+    }
 }
 
-use crate::node_labels::canonical_taint;
+/// Canonical form of a taint a Node carries (`a=:X` and `a:X` are one
+/// taint), as the fleet writes it.
+fn canonical_taint(s: &str) -> String {
+    crate::fleet::Taint::canonical(s)
+}
+
 pub use crate::node_labels::is_system_taint;
 
 /// A label whose value differs from the fleet's.
@@ -301,7 +301,7 @@ fn drift(vm: &DesiredVm, node: &NodeView) -> Drift {
             Some(_) => {}
         }
     }
-    let want: BTreeSet<String> = vm.taints.iter().map(|t| canonical_taint(t)).collect();
+    let want: BTreeSet<String> = vm.taints.iter().map(|t| t.to_string()).collect();
     let have: BTreeSet<String> = node.taints.iter().map(|t| canonical_taint(t)).collect();
     d.missing_taints = want.difference(&have).cloned().collect();
     d.extra_taints = have
@@ -439,7 +439,7 @@ pub async fn apply_labels_taints(
         .await
         .map_err(|e| ClusterError::api(format!("reading node {}", vm.name), e))?;
     let current: Vec<Taint> = node.spec.and_then(|s| s.taints).unwrap_or_default();
-    let (body, removed) = labels_taints_patch(vm, &current)?;
+    let (body, removed) = labels_taints_patch(vm, &current);
     api.patch(
         &vm.name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -452,16 +452,10 @@ pub async fn apply_labels_taints(
 
 /// The apply configuration for [`apply_labels_taints`], and the taints it
 /// removes. Pure.
-fn labels_taints_patch(
-    vm: &DesiredVm,
-    current: &[Taint],
-) -> Result<(serde_json::Value, Vec<String>), ClusterError> {
+fn labels_taints_patch(vm: &DesiredVm, current: &[Taint]) -> (serde_json::Value, Vec<String>) {
     let mut taints: Vec<Taint> = Vec::new();
     for t in &vm.taints {
-        let parsed = parse_taint(t).ok_or_else(|| ClusterError::InvalidTaint {
-            node: vm.name.clone(),
-            taint: t.clone(),
-        })?;
+        let parsed = kube_taint(t);
         if !taints
             .iter()
             .any(|x| x.key == parsed.key && x.effect == parsed.effect)
@@ -489,7 +483,7 @@ fn labels_taints_patch(
         "metadata": { "name": vm.name, "labels": vm.labels },
         "spec": { "taints": taints },
     });
-    Ok((body, removed))
+    (body, removed)
 }
 
 #[cfg(test)]
@@ -518,7 +512,7 @@ mod pure_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            taints: taints.iter().map(|t| t.to_string()).collect(),
+            taints: taints.iter().map(|t| t.parse().unwrap()).collect(),
             share: None,
         }
     }
@@ -531,7 +525,7 @@ mod pure_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            taints: taints.iter().map(|t| t.to_string()).collect(),
+            taints: taints.iter().map(|t| t.parse().unwrap()).collect(),
             ..NodeView::default()
         }
     }
@@ -543,12 +537,10 @@ mod pure_tests {
             "x.io/k:NoExecute",
             "k=v=w:PreferNoSchedule",
         ] {
-            let t = parse_taint(s).map(|t| taint_string(&t));
+            let t = crate::fleet::Taint::parse(s).map(|t| taint_string(&kube_taint(&t)));
             assert_eq!(t.as_deref(), Some(s));
         }
         assert_eq!(canonical_taint("a=:NoSchedule"), "a:NoSchedule");
-        assert_eq!(parse_taint("nocolon"), None);
-        assert_eq!(parse_taint(":NoSchedule"), None);
     }
 
     #[test]
@@ -735,17 +727,15 @@ mod pure_tests {
             &["dedicated=web:NoSchedule"],
         );
         let current = [
-            parse_taint("node.kubernetes.io/unschedulable:NoSchedule"),
-            parse_taint("manual=x:NoExecute"),
-            parse_taint("dedicated=old:NoSchedule"),
+            "node.kubernetes.io/unschedulable:NoSchedule",
+            "manual=x:NoExecute",
+            "dedicated=old:NoSchedule",
         ]
         .into_iter()
-        .flatten()
+        .filter_map(crate::fleet::Taint::parse)
+        .map(|t| kube_taint(&t))
         .collect::<Vec<_>>();
-        let (body, removed) = match labels_taints_patch(&v, &current) {
-            Ok(x) => x,
-            Err(e) => panic!("{e}"),
-        };
+        let (body, removed) = labels_taints_patch(&v, &current);
         assert_eq!(removed, ["manual=x:NoExecute"]);
         assert_eq!(
             body,
@@ -759,10 +749,5 @@ mod pure_tests {
                 ]},
             })
         );
-        let bad = vm("n1", Role::Agent, &[], &["nope"]);
-        assert!(matches!(
-            labels_taints_patch(&bad, &[]),
-            Err(ClusterError::InvalidTaint { .. })
-        ));
     }
 }

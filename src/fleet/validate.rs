@@ -12,7 +12,7 @@ use super::desired::{
     CONTROL_PLANE_POOL, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, ownership_tag, pool_tag,
 };
 use super::error::FleetError;
-use super::model::{API_VERSION, Fleet, K3sArg, KIND, Labels, SecretRef, Share};
+use super::model::{API_VERSION, FleetFile, K3sArg, KIND, Labels, SecretRef, Share, Sizing};
 use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::{ByteSize, SizeError};
 
@@ -70,7 +70,7 @@ impl Ctx<'_> {
 }
 
 /// Checks every value of `fleet`; returns all problems, in file order.
-pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
+pub fn validate(fleet: &FleetFile, file: &str) -> Vec<FleetError> {
     let mut cx = Ctx {
         file,
         errors: Vec::new(),
@@ -81,7 +81,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
     check_network(&mut cx, fleet);
 
     let d = &fleet.defaults;
-    check_node_group(&mut cx, &d.image, &d.cpu, &d.memory, &d.disk, &d.tags);
+    check_node_group(&mut cx, d.sizing());
 
     let cp = &fleet.control_plane;
     if let Some(count) = &cp.count
@@ -98,7 +98,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
         };
         cx.at(count, msg, "write count: 1, 3 or 5");
     }
-    check_node_group(&mut cx, &cp.image, &cp.cpu, &cp.memory, &cp.disk, &cp.tags);
+    check_node_group(&mut cx, cp.sizing());
     check_labels(&mut cx, &cp.labels);
     check_taints(&mut cx, &cp.taints);
     check_share(&mut cx, &cp.share);
@@ -140,14 +140,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
                 "write 1 (the default: one node at a time) or more",
             );
         }
-        check_node_group(
-            &mut cx,
-            &pool.image,
-            &pool.cpu,
-            &pool.memory,
-            &pool.disk,
-            &pool.tags,
-        );
+        check_node_group(&mut cx, pool.sizing());
         check_labels(&mut cx, &pool.labels);
         check_taints(&mut cx, &pool.taints);
         check_share(&mut cx, &pool.share);
@@ -174,7 +167,7 @@ pub fn validate(fleet: &Fleet, file: &str) -> Vec<FleetError> {
 /// Refuses memory and disk below what a k3s node of its role needs, at the
 /// node where the value is written: the group's own, or the `defaults` one
 /// it inherits.
-fn check_minimums(cx: &mut Ctx, fleet: &Fleet) {
+fn check_minimums(cx: &mut Ctx, fleet: &FleetFile) {
     let d = &fleet.defaults;
     let cp = &fleet.control_plane;
     let mut groups = vec![(
@@ -215,7 +208,7 @@ fn check_minimums(cx: &mut Ctx, fleet: &Fleet) {
     }
 }
 
-fn check_header(cx: &mut Ctx, fleet: &Fleet) {
+fn check_header(cx: &mut Ctx, fleet: &FleetFile) {
     if fleet.api_version.value != API_VERSION {
         cx.at(
             &fleet.api_version,
@@ -314,7 +307,7 @@ fn check_vm_names(cx: &mut Ctx, at: &Spanned<String>, cluster: &str, pool: &str,
     }
 }
 
-fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
+fn check_k3s(cx: &mut Ctx, fleet: &FleetFile) {
     let k3s = &fleet.k3s.value;
     match (&k3s.version, &k3s.channel) {
         (Some(_), Some(channel)) => cx.at(
@@ -336,6 +329,16 @@ fn check_k3s(cx: &mut Ctx, fleet: &Fleet) {
             v,
             format!("{:?} is not a k3s release version", v.value),
             "write a version like v1.31.4+k3s1",
+        );
+    }
+    if let Some(v) = &k3s.version
+        && is_k3s_version(&v.value)
+        && crate::release::Release::parse(&v.value).is_none()
+    {
+        cx.at(
+            v,
+            format!("{:?} has a number too large to be a k3s release", v.value),
+            "write a released version like v1.31.4+k3s1",
         );
     }
     if let Some(c) = &k3s.channel
@@ -454,7 +457,7 @@ fn is_env_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-fn check_network(cx: &mut Ctx, fleet: &Fleet) {
+fn check_network(cx: &mut Ctx, fleet: &FleetFile) {
     let ts = &fleet.network.tailscale;
     if !is_dns_name(&ts.tailnet.value) || !ts.tailnet.value.contains('.') {
         cx.at(
@@ -466,14 +469,14 @@ fn check_network(cx: &mut Ctx, fleet: &Fleet) {
     check_secret(cx, &ts.auth_key, "TS_AUTHKEY");
 }
 
-fn check_node_group(
-    cx: &mut Ctx,
-    image: &Option<Spanned<String>>,
-    cpu: &Option<Spanned<u32>>,
-    memory: &Option<Spanned<String>>,
-    disk: &Option<Spanned<String>>,
-    tags: &[Spanned<String>],
-) {
+fn check_node_group(cx: &mut Ctx, g: Sizing<'_>) {
+    let Sizing {
+        image,
+        cpu,
+        memory,
+        disk,
+        tags,
+    } = g;
     if let Some(image) = image
         && (image.value.trim().is_empty() || image.value.contains(char::is_whitespace))
     {
@@ -1424,11 +1427,10 @@ network:
         };
         let shown: Vec<String> = f
             .k3s
-            .value
             .server_args
             .iter()
-            .chain(&f.k3s.value.agent_args)
-            .map(|a| a.value.shown())
+            .chain(&f.k3s.agent_args)
+            .map(|a| a.shown())
             .collect();
         assert_eq!(
             shown,

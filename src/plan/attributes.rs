@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::spec::{self, SpecComment};
 use super::{AttrChange, NodeFacts, Op};
 use crate::api::types::VmInfo;
-use crate::fleet::{DesiredVm, Fleet, Role};
-use crate::node_labels::{canonical_taint, is_system_taint};
+use crate::fleet::{DesiredVm, Fleet, Role, Taint};
+use crate::node_labels::is_system_taint;
 use crate::release::{self, Release, Step};
 
 /// The release the plan moves every node to, and where it came from.
@@ -215,11 +215,11 @@ pub fn label_changes(d: &DesiredVm, node: &NodeFacts) -> Vec<AttrChange> {
             out.push(attr(&format!("labels.{k}"), have.cloned(), Some(v.clone())));
         }
     }
-    let want_t: BTreeSet<String> = d.taints.iter().map(|t| canonical_taint(t)).collect();
+    let want_t: BTreeSet<String> = d.taints.iter().map(Taint::to_string).collect();
     let have_t: BTreeSet<String> = node
         .taints
         .iter()
-        .map(|t| canonical_taint(t))
+        .map(|t| Taint::canonical(t))
         .filter(|t| !is_system_taint(t))
         .collect();
     if want_t != have_t {
@@ -266,7 +266,7 @@ mod tests {
         NodeFacts {
             version: Some(version.to_string()),
             labels: d.labels.clone(),
-            taints: d.taints.clone(),
+            taints: d.taints.iter().map(ToString::to_string).collect(),
         }
     }
 

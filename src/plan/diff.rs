@@ -20,7 +20,7 @@ use super::{
 };
 use crate::api::types::{Visibility, VmInfo};
 use crate::bootstrap::BootstrapError;
-use crate::fleet::{self, DesiredVm, Fleet, RESERVED_TAG_PREFIX, Role};
+use crate::fleet::{self, DesiredVm, Fleet, K3sRelease, RESERVED_TAG_PREFIX, Role};
 use crate::release::{self, Release};
 use crate::sizes::{ByteSize, same_size};
 
@@ -106,13 +106,13 @@ fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange
 /// The extra k3s flags a new VM gets, for the reviewer; a secret flag shows
 /// where its value comes from, never the value. None without flags.
 fn k3s_args_attr(fleet: &Fleet, d: &DesiredVm) -> Option<AttrChange> {
-    let k3s = &fleet.k3s.value;
+    let k3s = &fleet.k3s;
     let args = match d.role {
         Role::Server => &k3s.server_args,
         Role::Agent => &k3s.agent_args,
     };
     (!args.is_empty()).then(|| {
-        let shown: Vec<String> = args.iter().map(|a| a.value.shown()).collect();
+        let shown: Vec<String> = args.iter().map(|a| a.shown()).collect();
         attr("k3s args", None, Some(shown.join(" ")))
     })
 }
@@ -451,27 +451,16 @@ fn target_release(
     node_releases: &[(String, Option<String>)],
     warnings: &mut Vec<String>,
 ) -> Result<Target, PlanError> {
-    let pinned = fleet
-        .k3s
-        .value
-        .version
-        .as_ref()
-        .and_then(|v| Release::parse(&v.value));
-    let choice = match (&opts.release, pinned, &fleet.k3s.value.channel) {
-        (Some(c), _, _) => c.clone(),
-        (None, Some(release), _) => ReleaseChoice::Pinned {
-            release,
+    let choice = match (&opts.release, &fleet.k3s.release) {
+        (Some(c), _) => c.clone(),
+        (None, K3sRelease::Version(release)) => ReleaseChoice::Pinned {
+            release: release.clone(),
             channel: None,
         },
-        (None, None, Some(ch)) => ReleaseChoice::Channel {
-            name: ch.value.clone(),
+        (None, K3sRelease::Channel(name)) => ReleaseChoice::Channel {
+            name: name.clone(),
             resolved: Err("it was not looked up".to_string()),
         },
-        (None, None, None) => {
-            return Err(PlanError::Release(
-                "the fleet names neither k3s.version nor k3s.channel".to_string(),
-            ));
-        }
     };
     match choice {
         ReleaseChoice::Pinned { release, channel } => Ok(Target { release, channel }),
@@ -587,7 +576,7 @@ pub fn diff(
     observed: &Observed,
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
-    let cluster = fleet.metadata.name.value.clone();
+    let cluster = fleet.name.clone();
     let scoped: Vec<&VmInfo> = observed.in_scope(fleet).collect();
     let owned: Vec<&VmInfo> = scoped
         .iter()
@@ -602,7 +591,7 @@ pub fn diff(
 
     if opts.destroy {
         desired = Vec::new();
-        if fleet.metadata.protect {
+        if fleet.protect {
             warnings.push(PROTECTED_WARNING.into());
         }
         for v in &owned {
@@ -722,8 +711,8 @@ pub fn diff(
             .filter(|v| !wanted.contains(v.vm_name.as_str()))
         {
             let pool = pool_of(v);
-            let in_fleet = fleet.pools.iter().any(|p| p.name.value == pool)
-                || pool == fleet::CONTROL_PLANE_POOL;
+            let in_fleet =
+                fleet.pools.iter().any(|p| p.pool == pool) || pool == fleet::CONTROL_PLANE_POOL;
             let reason = match pools.get(pool.as_str()) {
                 Some(n) => format!("pool {pool:?} shrank to {n}"),
                 None if in_fleet => format!("pool {pool:?} shrank to 0"),

@@ -20,13 +20,13 @@ use crate::fleet::{self, DesiredVm, Fleet, Role};
 /// up to the control plane's count, or any index of a pool in the fleet
 /// (a replacement's new name, a placed agent).
 pub fn desired_named(fleet: &Fleet, name: &str) -> Option<DesiredVm> {
-    let cluster = &fleet.metadata.name.value;
+    let cluster = &fleet.name;
     let (pool, index) = crate::names::parse_fleet_vm_name(cluster, name)?;
     // Every VM of a group is alike but for its name and index.
     let template = fleet::desired_vms(fleet)
         .into_iter()
         .find(|d| d.pool == pool)?;
-    if template.role == Role::Server && index > fleet.control_plane.count() {
+    if template.role == Role::Server && index > fleet.control_plane.count {
         return None;
     }
     Some(at_index(cluster, template, index))
@@ -49,7 +49,7 @@ pub fn place(
     owned: &[&VmInfo],
     needs_replace: impl Fn(&DesiredVm, &VmInfo) -> bool,
 ) -> Vec<DesiredVm> {
-    let cluster = fleet.metadata.name.value.as_str();
+    let cluster = fleet.name.as_str();
     let desired = fleet::desired_vms(fleet);
     let mut out: Vec<DesiredVm> = desired
         .iter()
@@ -57,8 +57,8 @@ pub fn place(
         .cloned()
         .collect();
     for pool in &fleet.pools {
-        let name = pool.name.value.as_str();
-        let count = pool.count.value as usize;
+        let name = pool.pool.as_str();
+        let count = pool.count as usize;
         let Some(template) = desired.iter().find(|d| d.pool == name) else {
             continue;
         };

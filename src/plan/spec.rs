@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::NewVm;
 use crate::bootstrap::{self, BootstrapError, BootstrapInput, ScriptKind};
-use crate::fleet::{DesiredVm, Fleet, K3sArg, Role, SecretRef, Spanned};
+use crate::fleet::{DesiredVm, Fleet, K3sFlag, Role, SecretRef};
 use crate::secret::Secret;
 
 /// The secrets setup scripts carry: servers get the server token, the agent
@@ -57,14 +57,14 @@ impl ClusterSecrets {
 
 /// Splits a role's k3s flags into plain ones (argv) and secret ones
 /// (`(--name, value)`, for config.yaml).
-fn split_args(args: &[Spanned<K3sArg>], secrets: &ClusterSecrets) -> SplitArgs {
+fn split_args(args: &[K3sFlag], secrets: &ClusterSecrets) -> SplitArgs {
     let mut plain = Vec::new();
     let mut secret = Vec::new();
     for a in args {
-        match &a.value {
-            K3sArg::Plain(s) => plain.push(s.clone()),
-            K3sArg::Secret { flag, secret: r } => {
-                secret.push((flag.value.clone(), secrets.arg(&r.value)))
+        match a {
+            K3sFlag::Plain(s) => plain.push(s.clone()),
+            K3sFlag::Secret { flag, secret: r } => {
+                secret.push((flag.clone(), secrets.arg(&r.value)))
             }
         }
     }
@@ -96,44 +96,38 @@ pub fn bootstrap_input(
     join_via: Option<&str>,
     version: &str,
 ) -> BootstrapInput {
-    let cluster = fleet.metadata.name.value.clone();
+    let cluster = fleet.name.clone();
     let first = crate::names::fleet_vm_name(&cluster, crate::fleet::CONTROL_PLANE_POOL, 1);
     let kind = match (vm.role, vm.is_first_server(), join_via) {
         (Role::Agent, _, _) => ScriptKind::Agent,
         (Role::Server, true, None) => ScriptKind::ServerInit,
         (Role::Server, _, _) => ScriptKind::ServerJoin,
     };
-    let k3s = &fleet.k3s.value;
+    let k3s = &fleet.k3s;
     let (server_args, server_secret_args) = split_args(&k3s.server_args, secrets);
     let (agent_args, agent_secret_args) = split_args(&k3s.agent_args, secrets);
     BootstrapInput {
         kind,
         cluster,
         node_name: vm.name.clone(),
-        tailnet: fleet.network.tailscale.tailnet.value.clone(),
+        tailnet: fleet.tailscale.tailnet.clone(),
         join_server: join_via.map(str::to_string).unwrap_or(first),
         // Every server the fleet could ever have, not just today's count:
         // scaling 3 -> 5 then needs no new certificate.
         server_names: (1..=crate::fleet::MAX_SERVERS)
-            .map(|i| {
-                crate::names::fleet_vm_name(
-                    &fleet.metadata.name.value,
-                    crate::fleet::CONTROL_PLANE_POOL,
-                    i,
-                )
-            })
+            .map(|i| crate::names::fleet_vm_name(&fleet.name, crate::fleet::CONTROL_PLANE_POOL, i))
             .collect(),
         version: version.to_string(),
         server_token: secrets.k3s_token.clone(),
         agent_token: secrets.agent_token.clone(),
         tailscale_auth_key: secrets.tailscale_auth_key.clone(),
         labels: vm.labels.clone(),
-        taints: vm.taints.clone(),
+        taints: vm.taints.iter().map(|t| t.to_string()).collect(),
         server_args,
         agent_args,
         server_secret_args,
         agent_secret_args,
-        disable: k3s.disable.iter().map(|a| a.value.clone()).collect(),
+        disable: k3s.disable.clone(),
         // The first server carries the manifests, also when it is a
         // replacement that joins the surviving servers.
         manifests: if vm.is_first_server() {
@@ -238,7 +232,7 @@ pub fn spec_fingerprint_with_image(fleet: &Fleet, vm: &DesiredVm, image: &str) -
     hex12(&format!(
         "scheme={SPEC_SCHEME}\nimage={image}\nrole={}\ntailnet={}\n",
         vm.role.as_str(),
-        fleet.network.tailscale.tailnet.value
+        fleet.tailscale.tailnet
     ))
 }
 
@@ -246,14 +240,14 @@ pub fn spec_fingerprint_with_image(fleet: &Fleet, vm: &DesiredVm, image: &str) -
 /// shown in plans (a secret flag as where its value comes from, never the
 /// value): its extra arguments, and on servers `disable`.
 pub fn k3s_settings(fleet: &Fleet, role: Role) -> (Vec<String>, Vec<String>) {
-    let k3s = &fleet.k3s.value;
+    let k3s = &fleet.k3s;
     let args = match role {
         Role::Server => &k3s.server_args,
         Role::Agent => &k3s.agent_args,
     };
-    let shown = args.iter().map(|a| a.value.shown()).collect();
+    let shown = args.iter().map(|a| a.shown()).collect();
     let disable = match role {
-        Role::Server => k3s.disable.iter().map(|d| d.value.clone()).collect(),
+        Role::Server => k3s.disable.clone(),
         Role::Agent => Vec::new(),
     };
     (shown, disable)
@@ -317,6 +311,17 @@ pub fn change_script(
     version: &str,
 ) -> Result<Secret, BootstrapError> {
     bootstrap::render_change(&bootstrap_input(fleet, vm, secrets, None, version)).map(Secret::new)
+}
+
+/// The release a fleet's scripts are sized at before a plan decides one
+/// (`validate`, which makes no call): `k3s.version`, or, for a fleet that
+/// follows a channel (looked up only when planning), a release as long as
+/// any k3s has published.
+pub fn sizing_release(fleet: &Fleet) -> String {
+    match &fleet.k3s.release {
+        crate::fleet::K3sRelease::Version(r) => r.to_string(),
+        crate::fleet::K3sRelease::Channel(_) => "v1.31.10+k3s10".to_string(),
+    }
 }
 
 /// Checks at plan time that every VM's script renders and fits in 10 KiB.

@@ -65,7 +65,7 @@ fn in_sync(f: &Fleet) -> Observed {
                         NodeFacts {
                             version: Some(VERSION.to_string()),
                             labels: d.labels.clone(),
-                            taints: d.taints.clone(),
+                            taints: d.taints.iter().map(ToString::to_string).collect(),
                         },
                     )
                 })
@@ -500,7 +500,7 @@ fn pools_keep_the_indices_they_hold() {
     assert!(!plan(&f, &o).has_changes(), "{:?}", actions(&plan(&f, &o)));
     // Growing to 3 fills the lowest free index.
     let mut grown = f.clone();
-    grown.pools[0].count.value = 3;
+    grown.pools[0].count = 3;
     assert_eq!(actions(&plan(&grown, &o)), [(Action::Create, "demo-web1")]);
 }
 
@@ -568,7 +568,7 @@ fn destroy_deletes_everything_owned_highest_index_first() {
 #[test]
 fn a_teardown_plan_of_a_protected_fleet_says_it_will_be_refused() {
     let mut f = fleet("");
-    f.metadata.protect = true;
+    f.protect = true;
     let destroy = PlanOptions {
         destroy: true,
         ..Default::default()

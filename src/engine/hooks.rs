@@ -1,19 +1,39 @@
-//! The hooks `apply` calls on a node during a rolling change, built on the
-//! Kubernetes API ([`crate::kubeaccess::LazyClient`], [`crate::cluster`])
-//! and SSH ([`crate::remote`], [`crate::upgrade`]): wait until a node is
-//! Ready (bootstrap done for this boot, Node Ready, at an expected k3s
-//! release, with the fleet's labels), cordon and drain, uncordon, set
-//! labels and taints, change k3s in place. An edge.
+//! The hooks [`crate::apply`] calls on a node while it carries a plan out,
+//! built on the Kubernetes API ([`LazyClient`], [`crate::cluster`]) and
+//! SSH ([`crate::remote`], [`crate::upgrade`]): wait until a node is Ready
+//! (bootstrap done for this boot, Node Ready, at an expected k3s release,
+//! with the fleet's labels), cordon and drain before a restart, uncordon
+//! after, set labels and taints, change k3s in place, drain and remove a
+//! node before its VM goes, log a device out of the tailnet.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apply::{NodeChanger, NodeHook, NodeReady, StepSink};
+use crate::apply::{self, NodeChanger, NodeHook, NodeReady, StepSink};
 use crate::cluster::DrainOptions;
 use crate::fleet::Fleet;
 use crate::kubeaccess::LazyClient;
 use crate::secret::Secret;
+
+/// Drains and deletes a node before its VM is deleted or replaced.
+pub fn remover(kube: Arc<LazyClient>, opts: DrainOptions) -> apply::NodeRemover {
+    Arc::new(move |vm: String| {
+        let kube = kube.clone();
+        Box::pin(async move {
+            let client = kube.get().await?;
+            match crate::cluster::remove_node(&client, &vm, opts).await {
+                Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
+                    "node removed ({} pods evicted, {} deleted)",
+                    r.evicted.len(),
+                    r.deleted.len()
+                )),
+                Ok(crate::cluster::RemoveOutcome::AlreadyGone) => Ok("no node to remove".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
+}
 
 /// How often readiness is polled once the first quick looks are over.
 const POLL: Duration = Duration::from_secs(3);
@@ -190,5 +210,17 @@ pub fn changer(ssh_key: Option<&Path>, timeout: Duration) -> NodeChanger {
     Arc::new(move |vm: String, script: Secret| {
         let opts = opts.clone();
         Box::pin(async move { crate::upgrade::change_node(&vm, &script, &opts, timeout).await })
+    })
+}
+
+/// Logs each VM's Tailscale device out over SSH before its `rm`: bounded,
+/// and its failure only reported.
+pub fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
+    let ssh = ssh(ssh_key);
+    Arc::new(move |vm: String| {
+        let ssh = ssh.clone();
+        Box::pin(async move {
+            crate::remote::tailscale_logout(&vm, &ssh, Duration::from_secs(30)).await
+        })
     })
 }

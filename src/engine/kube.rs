@@ -1,0 +1,184 @@
+//! How an operation reaches the fleet's Kubernetes API, what a plan reads
+//! there (each Node's release, labels and taints), and (`--wait`) waiting
+//! for every node and fixing drifted labels and taints. What apply does on
+//! a node through the API is [`super::hooks`]'.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fleet::{DesiredVm, Fleet};
+use crate::kubeaccess::LazyClient;
+use crate::plan;
+
+use super::{EngineError, Notes, Session};
+
+/// How to reach the cluster's Kubernetes API.
+#[derive(Debug, Clone, Default)]
+pub struct KubeSettings {
+    /// A kubeconfig the user brings (its credential plugins run, as kubectl
+    /// would run them); default: the one stored under `.exedev-k8s/<fleet>/`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Reach the API through an SSH tunnel to a server.
+    pub via_ssh_tunnel: bool,
+    /// The SSH key for VMs (and for the tunnel).
+    pub ssh_key: Option<PathBuf>,
+}
+
+impl KubeSettings {
+    fn ssh(&self) -> crate::ssh::SshOptions {
+        crate::ssh::SshOptions::new(self.ssh_key.clone())
+    }
+}
+
+/// The API through server `via` (default: the first server), connecting on
+/// first use. Nothing is contacted yet.
+pub fn lazy(s: &Session, via: Option<&str>) -> LazyClient {
+    let first = crate::kubeaccess::first_server(&s.fleet);
+    LazyClient::new(
+        &s.fleet,
+        &s.dir,
+        s.kube.kubeconfig.as_deref(),
+        s.kube.via_ssh_tunnel,
+        via.unwrap_or(&first),
+        &s.kube.ssh(),
+    )
+}
+
+/// The credential plugins of a kubeconfig the user brings, which will run
+/// on this machine: the caller warns about them.
+pub fn user_kubeconfig_plugins(settings: &KubeSettings) -> Vec<String> {
+    settings
+        .kubeconfig
+        .as_deref()
+        .map(|path| {
+            let raw = std::fs::read_to_string(path).unwrap_or_default();
+            crate::cluster::credential_plugins(&raw)
+        })
+        .unwrap_or_default()
+}
+
+/// The API client now. Without `fetch`, only a kubeconfig at hand is used
+/// (Err says why not, for a plan's warning); with it, a missing one is
+/// fetched over SSH.
+pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Client, String> {
+    let stored = crate::kubeaccess::kubeconfig_path(&s.dir, &s.fleet.name);
+    if !fetch && s.kube.kubeconfig.is_none() && !stored.exists() {
+        return Err(format!(
+            "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
+            stored.display(),
+            s.path.display()
+        ));
+    }
+    lazy.get().await
+}
+
+/// What [`converge`] found and did: the nodes it waited for and the label
+/// or taint drift it corrected (VM, taints it removed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Converged {
+    pub nodes: usize,
+    pub corrected: Vec<(String, Vec<String>)>,
+}
+
+impl std::fmt::Display for Converged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (vm, removed) in &self.corrected {
+            write!(f, "corrected labels/taints of {vm}")?;
+            if !removed.is_empty() {
+                write!(
+                    f,
+                    " (removed taints: {})",
+                    crate::text::one_line(&removed.join(", "))
+                )?;
+            }
+            writeln!(f)?;
+        }
+        write!(
+            f,
+            "All {} nodes Ready with the fleet's labels and taints; manifests present.",
+            self.nodes
+        )
+    }
+}
+
+/// What the plan needs from the Nodes, when the API answers (`None`: it
+/// does not; the plan then reads releases from the VMs' comments and does
+/// not compare labels and taints).
+pub async fn observe_nodes(
+    kube: &Result<kube::Client, String>,
+) -> Option<BTreeMap<String, plan::NodeFacts>> {
+    let client = kube.as_ref().ok()?;
+    let nodes = crate::cluster::list_nodes(client).await.ok()?;
+    Some(
+        nodes
+            .into_iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    plan::NodeFacts {
+                        version: n.kubelet_version,
+                        labels: n.labels,
+                        taints: n.taints,
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Waits until every VM of `desired` (the fleet placed on what exe.dev
+/// holds: [`super::placed`]) is a Ready node, corrects label and taint
+/// drift by server-side apply, and checks that the bundled manifests'
+/// objects exist. Progress goes to `notes`; the result is returned, for the
+/// caller to render.
+pub async fn converge(
+    client: &kube::Client,
+    fleet: &Fleet,
+    desired: &[DesiredVm],
+    timeout: Duration,
+    notes: &Notes,
+) -> Result<Converged, EngineError> {
+    let progress = |r: &crate::cluster::Readiness| {
+        notes(&format!(
+            "  {}/{} nodes Ready",
+            r.ready_count(),
+            desired.len()
+        ));
+    };
+    let readiness =
+        crate::cluster::wait_ready(client, desired, timeout, Duration::from_secs(5), progress)
+            .await?;
+    let mut corrected = Vec::new();
+    for n in readiness.drifted() {
+        if let Some(vm) = desired.iter().find(|d| d.name == n.name) {
+            let removed = crate::cluster::apply_labels_taints(client, vm).await?;
+            corrected.push((n.name.clone(), removed));
+        }
+    }
+    // The manifests the first server auto-applies (manifests/) must show up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = crate::kubeaccess::verify_manifests(client).await?;
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let first = crate::kubeaccess::first_server(fleet);
+            return Err(EngineError::refused(
+                format!(
+                    "the cluster lacks {} although every node is Ready",
+                    missing.join(", ")
+                ),
+                format!(
+                    "k3s applies /var/lib/rancher/k3s/server/manifests/ on {first} at start; check `journalctl -u k3s` there"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    Ok(Converged {
+        nodes: desired.len(),
+        corrected,
+    })
+}

@@ -1,0 +1,608 @@
+//! The operations — plan, apply, destroy, status — as calls the CLI, the
+//! benchmarks and the tests all make the same way.
+//!
+//! The engine checks its own preconditions, as Terraform's `Context.Apply`
+//! does: a secret that does not resolve, a setup script over exe.dev's
+//! 10 KiB, a deletion whose node cannot be drained, the teardown of a
+//! protected fleet, a saved plan gone stale — each stops the operation
+//! before the first change. It never touches the terminal: progress goes to
+//! a [`apply::Reporter`], notes to a [`Notes`] callback, and the question
+//! "go ahead?" stays with the caller, between [`prepare_apply`] and
+//! [`execute`].
+
+mod error;
+mod hooks;
+mod kube;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+pub use error::EngineError;
+pub use kube::{Converged, KubeSettings, user_kubeconfig_plugins};
+pub use status::{StatusRequest, status};
+
+use crate::api::command::FleetOp;
+use crate::apply::{self, ApplyOptions, ApplyReport};
+use crate::client::Client;
+use crate::cluster_secrets::{self, SecretCheck};
+use crate::fleet::{self, Fleet, Role};
+use crate::kubeaccess::LazyClient;
+use crate::observe::observe;
+use crate::plan::{self, Mode, Observed, Plan, PlanOptions, ReleaseChoice};
+
+/// Human notes an operation makes along the way (progress of a wait, a
+/// correction made); the caller decides where they go.
+pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Commands a fleet operation's token must grant, from the catalogue.
+pub fn cmds(op: FleetOp) -> Vec<&'static str> {
+    crate::api::command::commands_for(op)
+}
+
+/// A fleet, loaded, with how to reach exe.dev and its cluster.
+pub struct Session {
+    pub fleet: Fleet,
+    /// Fingerprint of the fleet file's bytes (saved plans record it).
+    pub fingerprint: String,
+    /// The fleet file as given.
+    pub path: PathBuf,
+    /// The directory its relative paths and local state hang off.
+    pub dir: PathBuf,
+    pub client: Client,
+    pub kube: KubeSettings,
+    /// k3s's channel server, asked which release `k3s.channel` points at
+    /// when planning (as install.sh's `INSTALL_K3S_CHANNEL_URL`).
+    pub channel_server: String,
+}
+
+impl Session {
+    /// Reads and validates the fleet file; no call is made.
+    pub fn load(path: &Path) -> Result<crate::workspace::LoadedFleet, EngineError> {
+        crate::workspace::load_fleet(path).map_err(|errors| EngineError::Fleet {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+
+    /// A session on a loaded fleet.
+    pub fn new(
+        loaded: crate::workspace::LoadedFleet,
+        path: &Path,
+        client: Client,
+        kube: KubeSettings,
+    ) -> Session {
+        Session {
+            fleet: loaded.fleet,
+            fingerprint: loaded.fingerprint,
+            path: path.to_path_buf(),
+            dir: crate::workspace::fleet_dir(path),
+            client,
+            kube,
+            channel_server: crate::release::DEFAULT_CHANNEL_SERVER.to_string(),
+        }
+    }
+
+    /// The same session, looking channels up on `url` instead of k3s's own
+    /// channel server (tests and the emulator's VM world serve one).
+    pub fn with_channel_server(mut self, url: impl Into<String>) -> Session {
+        self.channel_server = url.into();
+        self
+    }
+
+    /// The release a new plan installs when the fleet follows a channel:
+    /// looked up now, once (`None`: the fleet pins `k3s.version`). A lookup
+    /// that fails is the plan's to judge ([`ReleaseChoice::Channel`]).
+    async fn release_choice(&self) -> Option<ReleaseChoice> {
+        let name = self.fleet.k3s.release.channel()?.to_string();
+        let resolved = crate::channel::resolve(&self.channel_server, &name).await;
+        Some(ReleaseChoice::Channel { name, resolved })
+    }
+
+    fn diff(&self, opts: &PlanOptions, observed: &Observed) -> Result<Plan, EngineError> {
+        let mut p = plan::diff(&self.fleet, &self.fingerprint, observed, opts)?;
+        p.fleet_file = self.path.display().to_string();
+        Ok(p)
+    }
+
+    fn owns_any(&self, observed: &Observed) -> bool {
+        observed
+            .vms
+            .iter()
+            .any(|v| plan::owned(&self.fleet.name, v))
+    }
+
+    /// The fleet's servers that exist and run: the join targets at the
+    /// start of an apply.
+    fn running_servers(&self, observed: &Observed) -> Vec<String> {
+        let tag = fleet::role_tag(Role::Server);
+        observed
+            .vms
+            .iter()
+            .filter(|v| plan::owned(&self.fleet.name, v) && v.tags.contains(&tag) && v.is_running())
+            .map(|v| v.vm_name.clone())
+            .collect()
+    }
+
+    /// Checks every secret the plan's new VMs need; all failures at once.
+    fn check_secrets(
+        &self,
+        observed: &Observed,
+        skip: &[String],
+    ) -> Result<SecretCheck, EngineError> {
+        cluster_secrets::check(
+            &self.fleet,
+            &self.path.display().to_string(),
+            &self.dir,
+            self.owns_any(observed),
+            skip,
+        )
+        .map_err(|errors| EngineError::MissingSecrets { errors })
+    }
+}
+
+/// What `plan` is asked.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// Only these VMs or pools.
+    pub targets: Vec<String>,
+    /// Plan the teardown of every VM the fleet owns.
+    pub destroy: bool,
+    /// Secret references the plan may leave unchecked (`--skip-secret-check`).
+    pub skip_secret_check: Vec<String>,
+}
+
+/// A plan and what it was made from.
+#[derive(Debug)]
+pub struct Planned {
+    pub plan: Plan,
+    pub observed: Observed,
+    /// What the secret check looked at (only when the plan creates VMs).
+    pub secrets: Option<SecretCheck>,
+}
+
+/// Reads exe.dev (and, when a kubeconfig is at hand, the cluster) and
+/// computes the plan. Fails where apply would: every secret the plan's new
+/// VMs need must resolve, unless named in `skip_secret_check`.
+pub async fn plan(s: &Session, req: PlanRequest) -> Result<Planned, EngineError> {
+    // Kept alive while the plan is made: it may hold the SSH tunnel.
+    let lazy = (!req.destroy).then(|| kube::lazy(s, None));
+    let kube = match &lazy {
+        Some(l) => kube::now(s, l, false).await,
+        None => Err(String::new()),
+    };
+    let release = if req.destroy {
+        None
+    } else {
+        s.release_choice().await
+    };
+    let mut observed = observe(&s.client, &s.fleet, !req.destroy).await?;
+    observed.nodes = kube::observe_nodes(&kube).await;
+    let mut p = s.diff(
+        &PlanOptions {
+            targets: req.targets,
+            destroy: req.destroy,
+            members_removed: kube.is_ok(),
+            release,
+        },
+        &observed,
+    )?;
+    if needs_drain(&p)
+        && let Err(why) = &kube
+    {
+        p.warnings.push(drain_warning(why));
+    }
+    // New VMs carry secrets in their setup scripts, in-place k3s changes
+    // the secret flags' values. A refused plan will not be carried out.
+    let secrets = if p.needs_secrets() && !p.is_refused() {
+        Some(s.check_secrets(&observed, &req.skip_secret_check)?)
+    } else {
+        None
+    };
+    Ok(Planned {
+        plan: p,
+        observed,
+        secrets,
+    })
+}
+
+/// A refused plan ([`Plan::refusals`]) as an error, once it has been shown.
+pub fn refused(p: &Plan) -> EngineError {
+    EngineError::PlanRefused {
+        refusals: p.refusals.clone(),
+    }
+}
+
+/// Refuses to save a plan apply would refuse: a refused plan, the teardown
+/// of a protected fleet.
+pub fn check_savable(s: &Session, p: &Plan, out: &Path) -> Result<(), EngineError> {
+    if p.is_refused() {
+        return Err(refused(p));
+    }
+    if p.mode == Mode::Destroy && s.fleet.protect {
+        return Err(EngineError::refused(
+            format!(
+                "not saving {}: fleet {:?} is protected (metadata.protect: true), so apply would refuse this teardown plan",
+                out.display(),
+                s.fleet.name
+            ),
+            "set protect: false in the fleet file first if you mean it",
+        ));
+    }
+    Ok(())
+}
+
+/// How apply and destroy carry out their changes.
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    /// Agents changed at once.
+    pub parallelism: usize,
+    /// Delete or replace VMs without draining their nodes.
+    pub skip_drain: bool,
+    /// Delete pods whose eviction a PodDisruptionBudget refuses.
+    pub force_drain: bool,
+    /// How long one drain may take.
+    pub drain_timeout: Duration,
+    /// How long a server (or `--wait`) may take to become ready.
+    pub timeout: Duration,
+    /// Fetch the kubeconfig over SSH when none is at hand (`--wait`).
+    pub fetch_kubeconfig: bool,
+}
+
+impl Default for ApplySettings {
+    fn default() -> Self {
+        ApplySettings {
+            parallelism: 16,
+            skip_drain: false,
+            force_drain: false,
+            drain_timeout: Duration::from_secs(300),
+            timeout: Duration::from_secs(900),
+            fetch_kubeconfig: false,
+        }
+    }
+}
+
+/// A plan ready to be carried out, with what carrying it out needs.
+pub struct Prepared {
+    pub plan: Plan,
+    pub observed: Observed,
+    /// The API as this operation reaches it (through a server a roll leaves
+    /// alone), and whether it answered when prepared.
+    kube: Arc<LazyClient>,
+    reachable: Result<(), String>,
+    /// True when the plan is a reviewed, saved one (no question to ask).
+    pub reviewed: bool,
+}
+
+impl Prepared {
+    /// Why the Kubernetes API could not be reached, when it could not.
+    pub fn kube_unreachable(&self) -> Option<&str> {
+        self.reachable.as_ref().err().map(String::as_str)
+    }
+}
+
+/// Reads exe.dev and the cluster, and makes the plan to apply: `saved` (a
+/// reviewed plan, refused when stale) or a fresh one for `targets`.
+pub async fn prepare_apply(
+    s: &Session,
+    saved: Option<(Plan, Option<PathBuf>)>,
+    targets: Vec<String>,
+    settings: &ApplySettings,
+) -> Result<Prepared, EngineError> {
+    let destroy = saved.as_ref().is_some_and(|(p, _)| p.mode == Mode::Destroy);
+    let mut observed = observe(&s.client, &s.fleet, !destroy).await?;
+    // Only an existing cluster can have a kubeconfig to fetch; a new one
+    // has none until its first server is up (apply connects then).
+    let lazy = kube::lazy(s, None);
+    let client = kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await;
+    if !destroy {
+        observed.nodes = kube::observe_nodes(&client).await;
+    }
+    let reachable = client.map(|_| ());
+    let members_removed = reachable.is_ok() && !settings.skip_drain;
+    let (plan, reviewed) = match saved {
+        Some((saved, planfile)) => {
+            if saved.mode == Mode::Destroy && s.fleet.protect {
+                return Err(protected(&s.fleet));
+            }
+            if saved.is_refused() {
+                return Err(refused(&saved));
+            }
+            let fresh = s.diff(
+                &PlanOptions {
+                    targets: saved.targets.clone(),
+                    destroy,
+                    members_removed,
+                    release: saved_release(&saved),
+                },
+                &observed,
+            )?;
+            if let Err(e) = plan::file::check_fresh(&saved, &fresh) {
+                return Err(if e.is_stale() {
+                    EngineError::Stale {
+                        source: e,
+                        fleet: s.path.clone(),
+                        planfile,
+                    }
+                } else {
+                    e.into()
+                });
+            }
+            (saved, true)
+        }
+        None => {
+            let mut p = s.diff(
+                &PlanOptions {
+                    targets,
+                    destroy: false,
+                    members_removed,
+                    release: s.release_choice().await,
+                },
+                &observed,
+            )?;
+            if needs_drain(&p)
+                && let Err(why) = &reachable
+            {
+                p.warnings.push(drain_warning(why));
+            }
+            (p, false)
+        }
+    };
+    // Rolling server changes talk to a server they leave alone.
+    let kube = Arc::new(match plan.api_server(&s.running_servers(&observed)) {
+        Some(via) if via != lazy.via() => kube::lazy(s, Some(&via)),
+        _ => lazy,
+    });
+    Ok(Prepared {
+        plan,
+        observed,
+        kube,
+        reachable,
+        reviewed,
+    })
+}
+
+/// Reads exe.dev and makes the teardown plan. A protected fleet is refused
+/// before any call.
+pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
+    if s.fleet.protect {
+        return Err(protected(&s.fleet));
+    }
+    let observed = observe(&s.client, &s.fleet, false).await?;
+    let plan = s.diff(
+        &PlanOptions {
+            targets: Vec::new(),
+            destroy: true,
+            members_removed: false,
+            release: None,
+        },
+        &observed,
+    )?;
+    Ok(Prepared {
+        plan,
+        observed,
+        kube: Arc::new(kube::lazy(s, None)),
+        reachable: Err("destroy does not drain".into()),
+        reviewed: false,
+    })
+}
+
+/// How [`execute`] reports and is interrupted.
+pub struct Hooks {
+    /// Each change's progress.
+    pub reporter: apply::Reporter,
+    /// Set to stop starting new changes (Ctrl-C).
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What [`execute`] did.
+#[derive(Debug)]
+pub struct Executed {
+    pub report: ApplyReport,
+    /// Token files generated and stored for a new cluster: the user must be
+    /// told (once) to keep them.
+    pub generated: Vec<PathBuf>,
+}
+
+/// Carries out a prepared plan: checks its preconditions (not refused,
+/// drainability, every secret, every script within exe.dev's limit)
+/// before the first change, then rolls: servers one at a time (each Ready
+/// before the next, at the plan's release after an in-place k3s change),
+/// then agents, each pool's disruptive changes within its `maxUnavailable`
+/// ([`crate::rollout`]); a failed disruptive change stops the roll.
+/// Destroy plans run the same way, without drains. Incomplete runs are
+/// [`EngineError::Incomplete`], with the report in `Executed` lost: callers
+/// that show progress have seen it.
+pub async fn execute(
+    s: &Session,
+    prepared: &Prepared,
+    settings: &ApplySettings,
+    hooks: Hooks,
+) -> Result<Executed, EngineError> {
+    preflight(prepared, settings)?;
+    let p = &prepared.plan;
+    let observed = &prepared.observed;
+    let applying = p.mode == Mode::Apply;
+    let drains = applying && needs_drain(p) && !settings.skip_drain;
+    let api = prepared.reachable.is_ok();
+    if !p.has_changes() {
+        return Ok(Executed {
+            report: ApplyReport::default(),
+            generated: Vec::new(),
+        });
+    }
+    // New VMs carry secrets, in-place k3s changes the secret flags' values;
+    // deleting and other updates need none. A k3s token is generated only
+    // for a brand-new cluster: a fresh token for an existing one would keep
+    // every new node out of it.
+    let (secrets, generated) = if p.needs_secrets() {
+        s.check_secrets(observed, &[])?;
+        cluster_secrets::resolve_noting_generated(&s.fleet, &s.dir, !s.owns_any(observed))?
+    } else {
+        (plan::spec::ClusterSecrets::placeholders(), Vec::new())
+    };
+    check_scripts(s, p, &secrets)?;
+    let ssh_key = s.kube.ssh_key.as_deref();
+    let drain_opts = crate::cluster::DrainOptions {
+        timeout: settings.drain_timeout,
+        force: settings.force_drain,
+        ..Default::default()
+    };
+    let opts = ApplyOptions {
+        parallelism: settings.parallelism,
+        cancel: hooks.cancel,
+        remover: drains.then(|| hooks::remover(prepared.kube.clone(), drain_opts)),
+        // Each new, restarted or changed node must be Ready (bootstrap done;
+        // its Node Ready, at the plan's release after a k3s change, when the
+        // API is reachable) before the next one of its kind.
+        node_ready: applying
+            .then(|| hooks::node_ready(prepared.kube.clone(), &s.fleet, ssh_key, settings.timeout)),
+        drainer: (applying && api && !settings.skip_drain)
+            .then(|| hooks::drainer(prepared.kube.clone(), drain_opts)),
+        uncordoner: (applying && api).then(|| hooks::uncordoner(prepared.kube.clone())),
+        labeler: (applying && api).then(|| hooks::labeler(prepared.kube.clone(), &s.fleet)),
+        changer: applying.then(|| hooks::changer(ssh_key, settings.timeout)),
+        logout: Some(hooks::device_logout(ssh_key)),
+        ..ApplyOptions::default()
+    };
+    let report = apply::apply(
+        &s.client,
+        &s.fleet,
+        p,
+        &secrets,
+        &s.running_servers(observed),
+        &opts,
+        hooks.reporter,
+    )
+    .await;
+    Ok(Executed { report, generated })
+}
+
+/// What must hold before a prepared plan may start, checked by [`execute`]
+/// and by a caller before it asks "go ahead?": the plan is not refused,
+/// and a VM whose node cannot be drained is not deleted or replaced
+/// (unless `skip_drain`).
+pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), EngineError> {
+    let p = &prepared.plan;
+    if p.is_refused() {
+        return Err(refused(p));
+    }
+    if p.mode == Mode::Apply
+        && needs_drain(p)
+        && !settings.skip_drain
+        && let Err(why) = &prepared.reachable
+    {
+        return Err(EngineError::refused(
+            format!(
+                "refusing to delete or replace VMs whose nodes cannot be drained: {}",
+                drain_warning(why)
+            ),
+            "pass --skip-drain to go ahead anyway, or make the Kubernetes API reachable (--kubeconfig, --via-ssh-tunnel)",
+        ));
+    }
+    Ok(())
+}
+
+/// Renders every script the plan runs with the real secrets, at the plan's
+/// release, before the first call: each new VM's setup script (the first
+/// server in both its forms; a replaced agent's under its new name) and
+/// each in-place k3s change script. One over exe.dev's 10 KiB, or one that
+/// does not render, must stop the apply before any VM exists, not halfway.
+fn check_scripts(
+    s: &Session,
+    p: &Plan,
+    secrets: &plan::spec::ClusterSecrets,
+) -> Result<(), EngineError> {
+    let version = p
+        .release
+        .as_ref()
+        .map(|r| r.version.clone())
+        .unwrap_or_default();
+    let second = crate::names::fleet_vm_name(&s.fleet.name, fleet::CONTROL_PLANE_POOL, 2);
+    for c in &p.changes {
+        let new_vm = match c.action {
+            plan::Action::Create | plan::Action::Replace => {
+                Some(c.replaced_by.as_deref().unwrap_or(&c.vm))
+            }
+            _ => None,
+        };
+        if let Some(d) = new_vm.and_then(|n| plan::placement::desired_named(&s.fleet, n)) {
+            plan::spec::new_vm(&s.fleet, &d, secrets, None, &version)?;
+            if d.is_first_server() {
+                plan::spec::new_vm(&s.fleet, &d, secrets, Some(&second), &version)?;
+            }
+        }
+        if c.ops.iter().any(plan::Op::changes_k3s)
+            && let Some(d) = plan::placement::desired_named(&s.fleet, &c.vm)
+        {
+            plan::spec::change_script(&s.fleet, &d, secrets, &version)?;
+        }
+    }
+    Ok(())
+}
+
+/// A saved plan's release, used as it is: a channel that moved since is not
+/// looked up again (the plan is carried out as reviewed).
+fn saved_release(saved: &Plan) -> Option<ReleaseChoice> {
+    let r = saved.release.as_ref()?;
+    Some(ReleaseChoice::Pinned {
+        release: crate::release::Release::parse(&r.version)?,
+        channel: r.channel.clone(),
+    })
+}
+
+/// The fleet's desired VMs placed on what exe.dev holds
+/// ([`plan::placement`]): a replaced agent's new index, not `1..=count`.
+fn placed(fleet: &Fleet, observed: &Observed) -> Vec<fleet::DesiredVm> {
+    let owned: Vec<&crate::api::types::VmInfo> = observed
+        .vms
+        .iter()
+        .filter(|v| plan::owned(&fleet.name, v))
+        .collect();
+    plan::placement::place(fleet, &owned, |_, _| false)
+}
+
+/// `--wait`: every VM a Ready node with the fleet's labels and taints, the
+/// bundled manifests present.
+pub async fn converge(
+    s: &Session,
+    prepared: &Prepared,
+    timeout: Duration,
+    notes: &Notes,
+) -> Result<kube::Converged, EngineError> {
+    let client = prepared.kube.get().await.map_err(|why| {
+        EngineError::refused(
+            format!("cannot --wait: {why}"),
+            "make the Kubernetes API reachable (join the tailnet, or pass --via-ssh-tunnel or --kubeconfig)",
+        )
+    })?;
+    // Replacements moved agents to new indices: place again.
+    let now = observe(&s.client, &s.fleet, false).await?;
+    let desired = placed(&s.fleet, &now);
+    kube::converge(&client, &s.fleet, &desired, timeout, notes).await
+}
+
+fn protected(fleet: &Fleet) -> EngineError {
+    EngineError::refused(
+        format!(
+            "fleet {:?} is protected (metadata.protect: true): destroy refused",
+            fleet.name
+        ),
+        "set protect: false in the fleet file first if you really mean it",
+    )
+}
+
+fn needs_drain(p: &Plan) -> bool {
+    p.mode == Mode::Apply
+        && p.changes
+            .iter()
+            .any(|c| matches!(c.action, plan::Action::Delete | plan::Action::Replace))
+}
+
+fn drain_warning(why: &str) -> String {
+    format!(
+        "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted or replaced; apply needs --skip-drain to go ahead"
+    )
+}
