@@ -318,6 +318,13 @@ proptest! {
         let script = render(&i).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(!script.contains(&server));
         prop_assert!(script.contains(&agent));
+        // The in-place change script carries no token at all (config.yaml,
+        // which holds them, is never rewritten).
+        for kind in KINDS {
+            i.kind = kind;
+            let change = render_change(&i).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(!change.contains(&server) && !change.contains(&agent));
+        }
         i.kind = ScriptKind::ServerJoin;
         let script = render(&i).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(script.contains(&server) && script.contains(&agent));
@@ -1217,4 +1224,117 @@ proptest! {
         let cfg = dropin_map(&sb);
         prop_assert_eq!(&cfg["etcd-s3-secret-key"], &serde_json::json!([value]));
     }
+}
+
+// ------------------------------------------------------- in-place changes
+
+const NEXT: &str = "v1.31.6+k3s1";
+
+/// An in-place change on a node that finished its setup: the installer
+/// runs at the new release (never on the command line: the secret flags),
+/// the drop-in is rewritten with the role's own secret flags (0600), the
+/// unit restarts, config.yaml (the tokens) is left alone, and no secret
+/// reaches the output, the world-readable change log or an argv.
+#[test]
+fn an_in_place_change_upgrades_rewrites_the_drop_in_and_leaks_nothing() {
+    for kind in KINDS {
+        let sb = Sandbox::new();
+        assert_ok(&sb.run(&render(&input(kind)).expect("renders"), &[]));
+        let config = snapshot(&sb.root(CONFIG_PATH));
+        let mut i = with_secret_flags(kind);
+        i.version = NEXT.to_string();
+        let script = render_change(&i).expect("renders");
+        let before = sb.log();
+        let out = sb.run(&script, &[]);
+        assert_ok(&out);
+        let calls = sb.calls_since(&before);
+        assert!(
+            calls.contains(&format!("INSTALL_K3S_VERSION={NEXT}")),
+            "{calls}"
+        );
+        assert!(
+            calls.contains(&format!("systemctl stop {}\n", unit(kind)))
+                && calls.contains(&format!("systemctl start --no-block {}\n", unit(kind))),
+            "{calls}"
+        );
+        let version = std::fs::read_to_string(sb.base.join("state/k3s-version")).expect("v");
+        assert_eq!(version.trim(), NEXT);
+        assert_eq!(
+            snapshot(&sb.root(CONFIG_PATH)),
+            config,
+            "config.yaml untouched"
+        );
+        let dropin = sb.root(DROPIN_PATH);
+        assert_eq!(
+            std::fs::metadata(&dropin)
+                .expect("drop-in")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        let cfg = dropin_map(&sb);
+        if kind == ScriptKind::Agent {
+            assert_eq!(cfg["kubelet-arg"], serde_json::json!(["agent-only"]));
+            assert!(!cfg.contains_key("etcd-s3-secret-key"), "{cfg:?}");
+        } else {
+            assert_eq!(cfg["etcd-s3-secret-key"], serde_json::json!([S3_SECRET]));
+            assert!(!cfg.contains_key("kubelet-arg"), "{cfg:?}");
+        }
+        let change_log = std::fs::read_to_string(sb.root(CHANGE_LOG_PATH)).expect("change log");
+        assert!(change_log.contains(&format!("k3s {NEXT} ({VERSION} before) active")));
+        for (what, text) in [
+            ("stdout", String::from_utf8_lossy(&out.stdout).into_owned()),
+            ("stderr", String::from_utf8_lossy(&out.stderr).into_owned()),
+            ("argv of every command", calls.clone()),
+            ("change log", change_log),
+        ] {
+            for secret in [
+                S3_SECRET,
+                "agent-only",
+                "oidc-client-secret",
+                SERVER_TOKEN,
+                AGENT_TOKEN,
+                TS_KEY,
+            ] {
+                assert!(
+                    !text.contains(secret),
+                    "{kind:?}: {secret} in the {what}:\n{text}"
+                );
+            }
+        }
+        // Safe to run again (a resumed roll): the same release, converged.
+        assert_ok(&sb.run(&script, &[]));
+    }
+}
+
+/// The change script never downgrades a node that runs a newer k3s (facts
+/// "Versions": a pinned installer run would): it fails before it writes or
+/// installs anything.
+#[test]
+fn an_in_place_change_refuses_to_downgrade() {
+    let sb = Sandbox::new();
+    assert_ok(&sb.run(&render(&input(ScriptKind::Agent)).expect("renders"), &[]));
+    sb.set("k3s-version", "v1.32.2+k3s1\n");
+    let before = sb.log();
+    let out = sb.run(
+        &render_change(&input(ScriptKind::Agent)).expect("renders"),
+        &[],
+    );
+    assert!(!out.status.success());
+    let calls = sb.calls_since(&before);
+    assert!(
+        !calls.contains("installer") && !calls.contains("curl"),
+        "{calls}"
+    );
+    assert!(!calls.contains("systemctl stop"), "{calls}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "k3s v1.32.2+k3s1 is newer than {VERSION}: refusing to downgrade"
+        )),
+        "{err}"
+    );
+    let version = std::fs::read_to_string(sb.base.join("state/k3s-version")).expect("v");
+    assert_eq!(version.trim(), "v1.32.2+k3s1");
 }
