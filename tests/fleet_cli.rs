@@ -191,6 +191,39 @@ fn plan_snapshots_cover_every_action_and_format() {
     assert!(st.vms.contains_key("acme-db1"));
 }
 
+/// A resize restarts the VM: like a removal, it waits for a drain, so
+/// without the Kubernetes API apply refuses it unless told --skip-drain.
+#[test]
+fn a_restart_whose_node_cannot_be_drained_needs_skip_drain() {
+    let env = Env::new(|_| {});
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let shown = env.ok(&["plan", "-f", "changed.yaml", "--target", "web"]);
+    assert!(
+        shown.contains("restarted or changed") || shown.contains("restart"),
+        "{shown}"
+    );
+    assert!(shown.contains("deleted, replaced or restarted"), "{shown}");
+    let out = env.run(&["apply", "-f", "changed.yaml", "--target", "web", "--yes"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refusing to delete, replace or restart VMs whose nodes cannot be drained")
+            && err.contains("--skip-drain"),
+        "{err}"
+    );
+    assert_eq!(env.emu().count("resize"), 0, "nothing was changed");
+    env.ok(&[
+        "apply",
+        "-f",
+        "changed.yaml",
+        "--target",
+        "web",
+        "--yes",
+        "--skip-drain",
+    ]);
+    assert_eq!(env.emu().state().vms["acme-web1"].cpus, 4);
+}
+
 #[test]
 fn detailed_exitcode_and_plan_uses_one_ls_plus_needed_share_shows() {
     let env = Env::new(|_| {});

@@ -482,8 +482,8 @@ pub async fn execute(
 
 /// What must hold before a prepared plan may start, checked by [`execute`]
 /// and by a caller before it asks "go ahead?": the plan is not refused,
-/// and a VM whose node cannot be drained is not deleted or replaced
-/// (unless `skip_drain`).
+/// and a VM whose node cannot be drained is not deleted, replaced or
+/// restarted (unless `skip_drain`).
 pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), EngineError> {
     let p = &prepared.plan;
     if p.is_refused() {
@@ -496,7 +496,7 @@ pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), En
     {
         return Err(EngineError::refused(
             format!(
-                "refusing to delete or replace VMs whose nodes cannot be drained: {}",
+                "refusing to delete, replace or restart VMs whose nodes cannot be drained: {}",
                 drain_warning(why)
             ),
             "pass --skip-drain to go ahead anyway, or make the Kubernetes API reachable (--kubeconfig, --via-ssh-tunnel)",
@@ -594,15 +594,14 @@ fn protected(fleet: &Fleet) -> EngineError {
     )
 }
 
+/// Whether the plan takes a node out of service (deletes, replaces or
+/// restarts it: [`plan::Change::disrupts`]), which must be drained first.
 fn needs_drain(p: &Plan) -> bool {
-    p.mode == Mode::Apply
-        && p.changes
-            .iter()
-            .any(|c| matches!(c.action, plan::Action::Delete | plan::Action::Replace))
+    p.mode == Mode::Apply && p.changes.iter().any(plan::Change::disrupts)
 }
 
 fn drain_warning(why: &str) -> String {
     format!(
-        "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted or replaced; apply needs --skip-drain to go ahead"
+        "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted, replaced or restarted; apply needs --skip-drain to go ahead"
     )
 }
