@@ -92,15 +92,11 @@ fn digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether `s` is written as a k3s release, `v{n}.{n}.{n}+k3s{n}` (the
-/// fleet schema's pattern). [`Release::parse`] also needs each number to
-/// fit in 32 bits.
+/// Whether `s` is a k3s release exedev-k8s can order: `v{n}.{n}.{n}+k3s{n}`
+/// with at most nine digits per number (so each fits in 32 bits), as the
+/// fleet schema's pattern says. Exactly what [`Release::parse`] accepts.
 pub fn is_release(s: &str) -> bool {
-    let Some((semver, build)) = s.strip_prefix('v').and_then(|r| r.split_once("+k3s")) else {
-        return false;
-    };
-    let parts: Vec<&str> = semver.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| digits(p)) && digits(build)
+    Release::parse(s).is_some()
 }
 
 /// Named k3s channels (besides minor lines such as `v1.31`).
@@ -251,9 +247,9 @@ mod tests {
             assert_eq!(Release::parse(bad), None, "{bad:?}");
             assert!(!is_release(bad), "{bad:?}");
         }
-        // Written as a release, but too large to compare.
-        assert!(is_release("v99999999999.1.1+k3s1"));
-        assert_eq!(Release::parse("v99999999999.1.1+k3s1"), None);
+        // Numbers of ten digits and more are refused (they need not fit).
+        assert!(!is_release("v99999999999.1.1+k3s1"));
+        assert!(is_release("v999999999.1.1+k3s999999999"));
     }
 
     #[test]

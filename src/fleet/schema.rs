@@ -2,7 +2,7 @@
 //!
 //! The structure and descriptions come from the model (schemars, doc
 //! comments); the rules come from the constants the validator checks with:
-//! ranges (`CPU_RANGE`, `SHARE_PORTS`, `MAX_POOL_COUNT`), enums
+//! ranges (`CPU_RANGE`, `SHARE_PORTS`, `MAX_POOL_COUNT`, `MIN_MAX_UNAVAILABLE`), enums
 //! (`SERVER_COUNTS`, `DISABLABLE`, `TAINT_EFFECTS`), name rules
 //! (`names::*_PATTERN`, tag length, reserved prefixes), sizes
 //! (`sizes::UNITS`) and `validate::patterns`, each proven equal to the
@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::desired::{CONTROL_PLANE_POOL, SERVER_COUNTS, ownership_tag, pool_tag};
 use super::model::{API_VERSION, FleetFile};
-use super::validate::{CPU_RANGE, DISABLABLE, MAX_POOL_COUNT, SHARE_PORTS, patterns};
+use super::validate::{
+    CPU_RANGE, DISABLABLE, MAX_POOL_COUNT, MIN_MAX_UNAVAILABLE, SHARE_PORTS, patterns,
+};
 use crate::names::{MAX_TAG_LEN, NAME_SEGMENT_PATTERN, POOL_SEGMENT_PATTERN, tag_pattern};
 
 /// The schema's identity: one per fleet format version.
@@ -112,6 +114,8 @@ pub fn json_schema() -> Value {
     );
     pool.insert("not".into(), json!({"const": CONTROL_PLANE_POOL}));
     prop(&mut schema, "Pool", "count").insert("maximum".into(), MAX_POOL_COUNT.into());
+    prop(&mut schema, "Pool", "maxUnavailable")
+        .insert("minimum".into(), MIN_MAX_UNAVAILABLE.into());
 
     let port = prop(&mut schema, "Share", "port");
     port.insert("minimum".into(), (*SHARE_PORTS.start()).into());
