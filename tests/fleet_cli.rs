@@ -86,8 +86,11 @@ impl Env {
         self.plant_with_comment(name, tags, "");
     }
 
+    /// A VM made elsewhere, booted long ago (a plan depends on whether an
+    /// owned VM runs: its proxy settings are read only then).
     fn plant_with_comment(&self, name: &str, tags: &[&str], comment: &str) {
         let mut vm = VmRecord::new(name);
+        vm.boot_started_ms = vm.boot_started_ms.saturating_sub(60_000);
         vm.tags = tags.iter().map(|t| t.to_string()).collect();
         vm.comment = comment.to_string();
         self.emu().insert_vm(vm).unwrap();
