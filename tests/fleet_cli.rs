@@ -340,6 +340,18 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
         text(&out.stderr)
     );
     assert_eq!(env.emu().count("rm"), 0);
+    // So is one whose release was edited into something else.
+    v["changes"][0]["action"] = "create".into();
+    v["release"]["version"] = "latest".into();
+    std::fs::write(env.path("plan.json"), v.to_string()).unwrap();
+    let out = env.run(&["apply", "plan.json", "--skip-drain"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("the saved plan's k3s release \"latest\" is not a release"),
+        "{err}"
+    );
+    assert_eq!(env.emu().count("new"), 0);
 
     // Fresh: carried out without a prompt (it was reviewed), but never
     // narrowed: --target with a saved plan is refused before any call.

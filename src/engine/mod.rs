@@ -315,7 +315,7 @@ pub async fn prepare_apply(
                     targets: saved.targets.clone(),
                     destroy,
                     members_removed,
-                    release: saved_release(&saved),
+                    release: saved_release(&saved)?,
                 },
                 &observed,
             )?;
@@ -544,13 +544,25 @@ fn check_scripts(
 }
 
 /// A saved plan's release, used as it is: a channel that moved since is not
-/// looked up again (the plan is carried out as reviewed).
-fn saved_release(saved: &Plan) -> Option<ReleaseChoice> {
-    let r = saved.release.as_ref()?;
-    Some(ReleaseChoice::Pinned {
-        release: crate::release::Release::parse(&r.version)?,
+/// looked up again (the plan is carried out as reviewed). One that is not a
+/// release was edited in: refused.
+fn saved_release(saved: &Plan) -> Result<Option<ReleaseChoice>, EngineError> {
+    let Some(r) = saved.release.as_ref() else {
+        return Ok(None);
+    };
+    let release = crate::release::Release::parse(&r.version).ok_or_else(|| {
+        EngineError::refused(
+            format!(
+                "the saved plan's k3s release {:?} is not a release exedev-k8s runs (was the plan file edited?). Nothing was changed",
+                crate::text::one_line(&r.version)
+            ),
+            "make a fresh plan (exedev-k8s plan -f FLEET --out PLANFILE), review it, and apply that one",
+        )
+    })?;
+    Ok(Some(ReleaseChoice::Pinned {
+        release,
         channel: r.channel.clone(),
-    })
+    }))
 }
 
 /// The fleet's desired VMs placed on what exe.dev holds
