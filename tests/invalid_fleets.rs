@@ -28,7 +28,10 @@ fn fleet_files() -> Vec<PathBuf> {
     let dir = invalid_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path())
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .path()
+        })
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
@@ -74,10 +77,7 @@ fn check_every_error_is_located_with_a_hint(name: &str, stderr: &str) {
                 Some(line >= 1 && column >= 1)
             });
         assert_eq!(located, Some(true), "{name}: not located: {error:?}");
-        assert!(
-            error.contains("\n  hint: "),
-            "{name}: no hint: {error:?}"
-        );
+        assert!(error.contains("\n  hint: "), "{name}: no hint: {error:?}");
     }
 }
 
@@ -94,7 +94,11 @@ fn check_one(path: &Path) {
     let out = validate(name);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{name}: accepted?\n{stdout}{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{name}: accepted?\n{stdout}{stderr}"
+    );
     assert!(stdout.is_empty(), "{name}: printed on stdout: {stdout}");
     check_every_error_is_located_with_a_hint(name, &stderr);
     for secret in header(&text, "secret") {
@@ -103,7 +107,10 @@ fn check_one(path: &Path) {
             written.clone().any(|l| l.contains(secret)),
             "{name}: secret {secret:?} is not in the fleet, the check proves nothing"
         );
-        assert!(!stderr.contains(secret), "{name}: shows {secret:?}:\n{stderr}");
+        assert!(
+            !stderr.contains(secret),
+            "{name}: shows {secret:?}:\n{stderr}"
+        );
     }
     let snapshot = name.trim_end_matches(".yaml");
     insta::with_settings!({
@@ -138,8 +145,8 @@ fn every_snapshot_has_its_fleet_file() {
         .iter()
         .filter_map(|p| p.file_stem()?.to_str().map(str::to_string))
         .collect();
-    let entries = std::fs::read_dir(&snapshots)
-        .unwrap_or_else(|e| panic!("{}: {e}", snapshots.display()));
+    let entries =
+        std::fs::read_dir(&snapshots).unwrap_or_else(|e| panic!("{}: {e}", snapshots.display()));
     for entry in entries {
         let file = entry
             .unwrap_or_else(|e| panic!("{}: {e}", snapshots.display()))
