@@ -425,14 +425,13 @@ pub fn render(s: &Status) -> String {
 mod tests {
     use super::*;
     use crate::api::types::Visibility;
+    use crate::fleet::fixtures;
     use std::time::Duration;
 
     fn fleet() -> crate::fleet::Fleet {
-        crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 2\n    share: {port: 8080, public: true}\n",
-            "f.yaml",
+        fixtures::fleet_with(
+            "pools:\n  - name: web\n    count: 2\n    share: {port: 8080, public: true}\n",
         )
-        .unwrap()
     }
 
     fn vm(d: &DesiredVm) -> VmInfo {
@@ -544,11 +543,10 @@ mod tests {
     /// into the next; the reason the API is unreachable shows once.
     #[test]
     fn columns_fit_their_widest_cell_and_the_api_reason_shows_once() {
-        let f = crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: production-europe-west\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: ingressgateway\n    count: 1\n    share: {port: 8080, public: true}\n",
-            "f.yaml",
-        )
-        .unwrap();
+        let f = fixtures::parsed(
+            &(fixtures::minimal_replacing("name: demo", "name: production-europe-west")
+                + "pools:\n  - name: ingressgateway\n    count: 1\n    share: {port: 8080, public: true}\n"),
+        );
         let desired = crate::fleet::desired_vms(&f);
         let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
         let mut shares = BTreeMap::new();
@@ -597,11 +595,7 @@ mod tests {
     /// status names (apply makes it private).
     #[test]
     fn a_public_proxy_the_fleet_does_not_share_is_a_problem() {
-        let f = crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 1\n",
-            "f.yaml",
-        )
-        .unwrap();
+        let f = fixtures::fleet_with("pools:\n  - name: web\n    count: 1\n");
         let desired = crate::fleet::desired_vms(&f);
         let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
         vms[1].tags.push(fleet::SHARE_TAG.into());
@@ -648,11 +642,9 @@ mod tests {
 
     #[test]
     fn bootstrap_states_and_pending_labels_show_with_their_cause() {
-        let f = crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 3\n    labels: {node-role.kubernetes.io/worker: \"true\"}\n",
-            "f.yaml",
-        )
-        .unwrap();
+        let f = fixtures::fleet_with(
+            "pools:\n  - name: web\n    count: 3\n    labels: {node-role.kubernetes.io/worker: \"true\"}\n",
+        );
         let desired = crate::fleet::desired_vms(&f);
         let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
         // cp1 Ready; web1 Ready without its role label; web2 and web3 never
