@@ -255,12 +255,21 @@ fn check_pool_name(cx: &mut Ctx, name: &Spanned<String>) -> bool {
         return false;
     }
     if !is_pool_segment(&name.value) {
-        let why = if name.value.contains('-') {
-            "must not contain a hyphen: VM names are {cluster}-{pool}{index}, and the last hyphen separates the cluster from the pool"
-        } else if name.value.ends_with(|c: char| c.is_ascii_digit()) {
-            "must not end in a digit: VM names are {cluster}-{pool}{index}, so a final digit would read as part of the index"
-        } else {
+        // The character rule first: `Web_1` is refused for its capital
+        // and underscore, not for its final digit.
+        let charset = name.value.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .value
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+        let why = if !charset {
             "must start with a lowercase letter and contain only lowercase letters and digits"
+        } else if name.value.contains('-') {
+            "must not contain a hyphen: VM names are {cluster}-{pool}{index}, and the last hyphen separates the cluster from the pool"
+        } else {
+            // Lowercase letters and digits, starting with a letter: what
+            // `is_pool_segment` still refuses is the final digit.
+            "must not end in a digit: VM names are {cluster}-{pool}{index}, so a final digit would read as part of the index"
         };
         cx.at(
             name,
