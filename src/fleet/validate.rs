@@ -494,7 +494,10 @@ fn check_node_group(cx: &mut Ctx, g: Sizing<'_>) {
             Err(e @ SizeError::NoUnit { .. }) => cx.at(
                 size,
                 e.to_string(),
-                "sizes take a unit: B, KB, MB, GB or TB (binary multiples)",
+                format!(
+                    "write e.g. {}MB or 4GB: sizes take a unit, B, KB, MB, GB or TB (binary multiples)",
+                    size.value.trim()
+                ),
             ),
             Err(e) => cx.at(
                 size,
