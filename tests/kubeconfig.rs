@@ -31,7 +31,7 @@ users:
 const CLIENT_KEY: &str = "U0VDUkVUQ0xJRU5US0VZREFUQQ==";
 
 /// The shared minimal fleet: one server, `demo-cp1`.
-const FLEET: &str = include_str!("fleets/minimal.yaml");
+const FLEET: &str = common::MINIMAL_FLEET;
 
 struct Env {
     dir: tempfile::TempDir,
