@@ -350,7 +350,9 @@ fn a_teardown_plan_of_a_protected_fleet_says_it_will_be_refused() {
     };
     let p = diff(&f, "fp", &in_sync(&f), &destroy).unwrap();
     assert_eq!(p.warnings, [PROTECTED_WARNING]);
-    assert!(render::human(&p, false).contains("apply and destroy refuse"));
+    // A teardown in the human format: every VM deleted (the servers
+    // first, the highest index first), the refusal as a warning.
+    insta::assert_snapshot!("plan_human_protected_teardown", render::human(&p, false));
     let p = plan(&f, &in_sync(&f));
     assert!(p.warnings.is_empty(), "only teardowns are refused");
 }
