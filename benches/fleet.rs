@@ -39,9 +39,11 @@ fn fleet_yaml(cluster: &str, agents: u32, share_pools: u32) -> String {
         };
         pools.push_str(&format!("  - name: p{i}x\n    count: {count}{share}\n"));
     }
-    format!(
-        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: {cluster}\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: 1\npools:\n{pools}"
-    )
+    // The tests' shared minimal fleet, renamed and pinned.
+    include_str!("../tests/fleets/minimal.yaml")
+        .replace("name: demo", &format!("name: {cluster}"))
+        .replace("channel: stable", "version: v1.31.4+k3s1")
+        + &format!("controlPlane:\n  count: 1\npools:\n{pools}")
 }
 
 async fn setup(
