@@ -196,6 +196,35 @@ pub enum WorldError {
 /// The world, shared by the emulator and its tasks.
 pub type World = Arc<Inner>;
 
+/// The number in the name of the next world directory [`fresh_temp_dir`] tries.
+static NEXT_TEMP_DIR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Creates a directory under `parent` that no other world uses: worlds
+/// started in one process (tests run several at once) or by another
+/// process each get their own. The name was once the process id and the
+/// clock's millisecond, so two worlds started in the same millisecond
+/// shared one directory: the later one's `ssh` shim pointed the earlier
+/// one's sessions at the wrong emulator, and the first to stop removed
+/// the other's VM roots and stand-ins while its scripts ran.
+/// `create_dir` fails on a directory that already exists, so a name is
+/// never taken twice, even across processes.
+fn fresh_temp_dir(parent: &Path) -> Result<PathBuf, WorldError> {
+    loop {
+        let n = NEXT_TEMP_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = parent.join(format!("exedev-world-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(WorldError::Setup(format!(
+                    "cannot create {}: {e}",
+                    d.display()
+                )));
+            }
+        }
+    }
+}
+
 /// Starts a world (spawns its clock on the current tokio runtime).
 pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<World, WorldError> {
     sandbox::check_bwrap().map_err(WorldError::Setup)?;
@@ -208,11 +237,7 @@ pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<Wor
     let (dir, temp) = match &config.dir {
         Some(d) => (d.clone(), None),
         None => {
-            let d = std::env::temp_dir().join(format!(
-                "exedev-world-{}-{}",
-                std::process::id(),
-                crate::world::now_ms()
-            ));
+            let d = fresh_temp_dir(&std::env::temp_dir())?;
             (d.clone(), Some(TempDir(d)))
         }
     };
@@ -669,4 +694,36 @@ impl Inner {
 /// The VM directory of a VM name.
 pub fn vm_dir(world_dir: &Path, vm: &str) -> PathBuf {
     world_dir.join("vms").join(vm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_world_gets_its_own_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        // Back to back (the same millisecond): still distinct.
+        let dirs: Vec<PathBuf> = (0..20)
+            .map(|_| fresh_temp_dir(parent.path()).unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = dirs.iter().collect();
+        assert_eq!(distinct.len(), dirs.len(), "{dirs:?}");
+        assert!(dirs.iter().all(|d| d.is_dir()));
+        // A name another process took is skipped, never shared.
+        let next = NEXT_TEMP_DIR.load(std::sync::atomic::Ordering::Relaxed);
+        let taken: Vec<PathBuf> = (next..next + 3)
+            .map(|n| {
+                let d = parent
+                    .path()
+                    .join(format!("exedev-world-{}-{n}", std::process::id()));
+                std::fs::create_dir(&d).unwrap();
+                std::fs::write(d.join("owner"), "someone else").unwrap();
+                d
+            })
+            .collect();
+        let d = fresh_temp_dir(parent.path()).unwrap();
+        assert!(!taken.contains(&d), "{d:?} was taken");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    }
 }
