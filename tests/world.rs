@@ -14,7 +14,10 @@ const TOKEN: &str = "secret-token";
 const AGENT_TOKEN: &str = "agent-token";
 
 /// A small bootstrap in the shape the facts file recommends: Tailscale up
-/// first, config.yaml written, the installer with INSTALL_K3S_SKIP_START,
+/// first, config.yaml written (0600, whole: a temporary file renamed over
+/// it, as the project's own scripts do, so a k3s that systemd restarts
+/// meanwhile never reads a half-written file), the installer with
+/// INSTALL_K3S_SKIP_START,
 /// then a non-blocking start and a bounded wait (50 × `sleep 5`, which the
 /// world's sleep scale of 0.02 makes 5 s). `config` is config.yaml
 /// (`$TS_IP` expands to the node's tailnet address); `install_env` adds
@@ -28,9 +31,10 @@ sudo -n systemctl start tailscaled
 sudo -n tailscale up --auth-key=tskey-auth-test --hostname="$(hostname)"
 TS_IP=$(tailscale ip -4)
 sudo -n mkdir -p /etc/rancher/k3s
-sudo -n tee /etc/rancher/k3s/config.yaml >/dev/null <<EOF
+sudo -n install -m 600 /dev/stdin /etc/rancher/k3s/config.yaml.tmp <<EOF
 {config}
 EOF
+sudo -n mv -f /etc/rancher/k3s/config.yaml.tmp /etc/rancher/k3s/config.yaml
 curl -sfL https://get.k3s.io -o /tmp/install.sh
 sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true {install_env} sh /tmp/install.sh {role}
 sudo -n systemctl start --no-block {unit}
@@ -332,14 +336,21 @@ fn a_config_rewritten_at_boot_undoes_a_token_rotation() {
     // Wrong: config.yaml rewritten with the original token at every boot.
     let rewrites = first_server("");
     // Right: the token is written only on the first boot.
-    let keeps = rewrites.replace(
-        "sudo -n mkdir -p /etc/rancher/k3s\n",
-        "sudo -n mkdir -p /etc/rancher/k3s\nif ! sudo -n test -f /etc/rancher/k3s/config.yaml; then\n",
-    ).replace("EOF\ncurl", "EOF\nfi\ncurl").replace(
-        "curl -sfL https://get.k3s.io -o /tmp/install.sh\nsudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true  sh /tmp/install.sh server",
-        "if ! command -v k3s >/dev/null; then curl -sfL https://get.k3s.io -o /tmp/install.sh; sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true sh /tmp/install.sh server; fi",
-    );
-    assert_ne!(rewrites, keeps);
+    let mut keeps = rewrites.clone();
+    for (from, to) in [
+        (
+            "sudo -n mkdir -p /etc/rancher/k3s\n",
+            "sudo -n mkdir -p /etc/rancher/k3s\nif ! sudo -n test -f /etc/rancher/k3s/config.yaml; then\n",
+        ),
+        ("config.yaml\ncurl", "config.yaml\nfi\ncurl"),
+        (
+            "curl -sfL https://get.k3s.io -o /tmp/install.sh\nsudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true  sh /tmp/install.sh server",
+            "if ! command -v k3s >/dev/null; then curl -sfL https://get.k3s.io -o /tmp/install.sh; sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true sh /tmp/install.sh server; fi",
+        ),
+    ] {
+        assert!(keeps.contains(from), "{from:?} not in the script");
+        keeps = keeps.replace(from, to);
+    }
     for (vm, s) in [("tr-rewrites", &rewrites), ("tr-keeps", &keeps)] {
         h.new_vm(vm, s);
         assert_succeeds(&h, vm);
