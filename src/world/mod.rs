@@ -285,6 +285,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A journal line of `vm` outside any unit (the model locked).
+fn log(m: &mut Model, vm: &str, ident: &str, msg: &str) {
+    if let Some(v) = m.vms.get_mut(vm) {
+        v.log(now_ms(), "", ident, msg);
+    }
+}
+
 impl Inner {
     /// The model, locked (never held across an await).
     pub fn model(&self) -> MutexGuard<'_, Model> {
@@ -325,15 +332,12 @@ impl Inner {
 
     fn tick(self: &Arc<Self>, n: u64) {
         let now = Self::now();
-        let mut fx = {
-            let mut m = self.model();
-            m.expire_devices(now);
-            m.tick_k3s(now)
-        };
+        let mut m = self.model();
+        m.expire_devices(now);
+        let mut fx = m.tick_k3s(now);
         // Manifests are applied on start and on change (facts "Kubeconfig,
         // manifests"): look again every quarter second.
         if n.is_multiple_of(25) {
-            let m = self.model();
             for vm in m.vms.keys() {
                 if let Some((_, c)) = m.ready_server(vm) {
                     fx.push(Effect::ApplyManifests {
@@ -343,11 +347,19 @@ impl Inner {
                 }
             }
         }
-        self.apply_effects(fx);
+        self.settle(m, fx);
     }
 
-    /// Carries out effects (files now, listeners in tasks).
-    pub fn apply_effects(self: &Arc<Self>, fx: Vec<Effect>) {
+    /// Carries out the effects of a model change. Files and API listeners
+    /// change before the model's lock is released: no one sees a k3s Ready
+    /// whose kubeconfig is not written or whose API does not listen yet
+    /// (k3s reports ready to systemd once it serves), nor a stopped server
+    /// still serving. When the listener started in a task of its own, a
+    /// halt right after Ready could drop the listener before that task
+    /// added it, which then served a stopped k3s for good. Unit restarts
+    /// and manifests (which lock the model again) come after.
+    pub fn settle(self: &Arc<Self>, mut m: MutexGuard<'_, Model>, fx: Vec<Effect>) {
+        let mut later = Vec::new();
         for e in fx {
             match e {
                 Effect::WriteFile {
@@ -357,7 +369,7 @@ impl Inner {
                     content,
                 } => {
                     if let Err(err) = self.root(&vm).write(&path, mode, content.as_bytes()) {
-                        self.journal(&vm, "k3s", &format!("cannot write {path}: {err}"));
+                        log(&mut m, &vm, "k3s", &format!("cannot write {path}: {err}"));
                     }
                 }
                 Effect::RemoveFile { vm, path } => {
@@ -367,68 +379,56 @@ impl Inner {
                     let _ = self.root(&vm).mkdir(&path);
                 }
                 Effect::ApiUp { vm, cluster } => {
-                    let inner = self.clone();
-                    tokio::spawn(async move { inner.api_up(&vm, &cluster).await });
+                    if let Err(err) = self.api_up(&m, &vm, &cluster) {
+                        log(&mut m, &vm, "k3s", &format!("cannot serve the API: {err}"));
+                    }
                 }
                 Effect::ApiDown { vm } => {
                     lock(&self.apis).remove(&vm);
                 }
-                Effect::RestartUnit { vm, unit } => {
-                    let fx = self.start_unit(&vm, &unit);
-                    self.apply_effects(fx);
-                }
+                Effect::RestartUnit { .. } | Effect::ApplyManifests { .. } => later.push(e),
+            }
+        }
+        drop(m);
+        for e in later {
+            match e {
+                Effect::RestartUnit { vm, unit } => self.start_unit(&vm, &unit),
                 Effect::ApplyManifests { vm, cluster } => self.apply_manifests(&vm, &cluster),
+                _ => {}
             }
         }
     }
 
-    /// Runs effects from a context that must not block (API handlers).
-    pub fn spawn_effects(self: &Arc<Self>, fx: Vec<Effect>) {
-        if fx.is_empty() {
-            return;
+    /// Starts `vm`'s API listener (the model locked by the caller).
+    fn api_up(self: &Arc<Self>, m: &Model, vm: &str, cluster: &str) -> Result<(), String> {
+        let mut sans = vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+            "10.43.0.1".to_string(),
+            vm.to_string(),
+        ];
+        if let Some((p, _)) = m.ready_server(vm) {
+            sans.push(p.node_name.clone());
+            sans.extend(p.node_ip.map(|i| i.to_string()));
+            sans.extend(p.cfg.list("tls-san"));
         }
-        let inner = self.clone();
-        tokio::spawn(async move { inner.apply_effects(fx) });
+        if let Some(d) = m.device_of(vm) {
+            sans.push(m.tailnet.dns_name(d));
+            sans.push(d.ip.to_string());
+        }
+        sans.sort();
+        sans.dedup();
+        let l = kube::start(self.clone(), m, vm, cluster, &sans)?;
+        lock(&self.apis).insert(vm.to_string(), l);
+        Ok(())
     }
 
     fn journal(&self, vm: &str, ident: &str, msg: &str) {
-        if let Some(v) = self.model().vms.get_mut(vm) {
-            v.log(Self::now(), "", ident, msg);
-        }
-    }
-
-    async fn api_up(self: &Arc<Self>, vm: &str, cluster: &str) {
-        let sans = {
-            let m = self.model();
-            let mut sans = vec![
-                "127.0.0.1".to_string(),
-                "localhost".to_string(),
-                "kubernetes".to_string(),
-                "kubernetes.default".to_string(),
-                "kubernetes.default.svc".to_string(),
-                "kubernetes.default.svc.cluster.local".to_string(),
-                "10.43.0.1".to_string(),
-                vm.to_string(),
-            ];
-            if let Some((p, _)) = m.ready_server(vm) {
-                sans.push(p.node_name.clone());
-                sans.extend(p.node_ip.map(|i| i.to_string()));
-                sans.extend(p.cfg.list("tls-san"));
-            }
-            if let Some(d) = m.device_of(vm) {
-                sans.push(m.tailnet.dns_name(d));
-                sans.push(d.ip.to_string());
-            }
-            sans.sort();
-            sans.dedup();
-            sans
-        };
-        match kube::start(self.clone(), vm, cluster, &sans).await {
-            Ok(l) => {
-                lock(&self.apis).insert(vm.to_string(), l);
-            }
-            Err(e) => self.journal(vm, "k3s", &format!("cannot serve the API: {e}")),
-        }
+        log(&mut self.model(), vm, ident, msg);
     }
 
     /// The host port serving `vm`'s `127.0.0.1:6443`, if its API is up.
@@ -484,10 +484,13 @@ impl Inner {
         }
     }
 
-    /// Reads a unit's files and starts its k3s in the model.
-    pub fn start_unit(self: &Arc<Self>, vm: &str, unit: &str) -> Vec<Effect> {
+    /// Reads a unit's files and starts its k3s (`systemctl start`, boot,
+    /// systemd's restart).
+    pub fn start_unit(self: &Arc<Self>, vm: &str, unit: &str) {
         let inputs = self.read_unit(vm, unit);
-        self.model().start_k3s(vm, unit, inputs, Self::now())
+        let mut m = self.model();
+        let fx = m.start_k3s(vm, unit, inputs, Self::now());
+        self.settle(m, fx);
     }
 
     /// What k3s would read at start: the unit, its files, its binary.
@@ -576,8 +579,9 @@ impl Inner {
     /// `rm`: the VM is gone, disk included.
     pub fn vm_removed(self: &Arc<Self>, name: &str) {
         self.kill_tasks(name);
-        let fx = self.model().remove_vm(name, Self::now());
-        self.apply_effects(fx);
+        let mut m = self.model();
+        let fx = m.remove_vm(name, Self::now());
+        self.settle(m, fx);
         let _ = std::fs::remove_dir_all(self.root(name).base());
     }
 
@@ -591,8 +595,9 @@ impl Inner {
 
     fn halt(self: &Arc<Self>, name: &str) {
         self.kill_tasks(name);
-        let fx = self.model().halt_vm(name, Self::now());
-        self.apply_effects(fx);
+        let mut m = self.model();
+        let fx = m.halt_vm(name, Self::now());
+        self.settle(m, fx);
     }
 
     /// Reboots a VM by itself (the reboot fault).
@@ -630,8 +635,7 @@ impl Inner {
             self.start_tailscaled(name);
         }
         for u in enabled {
-            let fx = self.start_unit(name, &u);
-            self.apply_effects(fx);
+            self.start_unit(name, &u);
         }
         let inner = self.clone();
         let vm = name.to_string();
