@@ -608,13 +608,25 @@ impl Inner {
         self.vm_restarted(name);
     }
 
+    /// The VM boots: fresh volatile directories, then this boot's
+    /// metadata, then the VM is up, then its enabled units and its setup
+    /// script start.
     fn boot(self: &Arc<Self>, name: &str) {
-        let now = Self::now();
         let root = self.root(name);
         let _ = root.reset_volatile();
+        let url = self.base_url.get().cloned().unwrap_or_default();
         let (boot, enabled, ts_enabled) = {
             let mut m = self.model();
-            let Some(boot) = m.boot_vm(name, now) else {
+            // vm.json (which the stand-ins read first, the boot number
+            // their calls carry) is written before the VM shows up: an SSH
+            // session let in the moment it is up found none.
+            let Some(next) = m.vms.get(name).map(|v| v.boot + 1) else {
+                return;
+            };
+            if let Err(e) = root.write_meta(name, next, &url, self.config.sleep_scale) {
+                eprintln!("VM world: cannot write the metadata of {name}: {e}");
+            }
+            let Some(boot) = m.boot_vm(name, Self::now()) else {
                 return;
             };
             let v = &m.vms[name];
@@ -627,10 +639,6 @@ impl Inner {
             let ts = v.units.get("tailscaled").is_some_and(|s| s.enabled);
             (boot, enabled, ts)
         };
-        let url = self.base_url.get().cloned().unwrap_or_default();
-        if let Err(e) = root.write_meta(name, boot, &url, self.config.sleep_scale) {
-            eprintln!("VM world: cannot write the metadata of {name}: {e}");
-        }
         if ts_enabled || self.config.tailscaled_at_boot {
             self.start_tailscaled(name);
         }
