@@ -38,11 +38,11 @@ sudo -n mv -f /etc/rancher/k3s/config.yaml.tmp /etc/rancher/k3s/config.yaml
 curl -sfL https://get.k3s.io -o /tmp/install.sh
 sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true {install_env} sh /tmp/install.sh {role}
 sudo -n systemctl start --no-block {unit}
-for _ in $(seq 1 150); do
+for _ in $(seq 1 50); do
   if systemctl is-active --quiet {unit}; then echo "{unit} active"; exit 0; fi
   sleep 5
 done
-echo "{unit} not active after 150 tries"
+echo "{unit} not active after 50 tries"
 journalctl -u {unit} -n 2 -o cat
 exit 1
 "#
@@ -449,7 +449,7 @@ fn a_server_that_never_becomes_ready_fails_a_bounded_wait() {
     let w = h.wait_setup("tn-cp1", 1);
     assert!(!ok(&w));
     assert!(
-        log(&w).contains("k3s not active after 150 tries"),
+        log(&w).contains("k3s not active after 50 tries"),
         "{}",
         log(&w)
     );
