@@ -33,9 +33,16 @@ const TIMINGS: Timings = Timings {
 };
 
 fn fleet(servers: u32, agents: u32) -> String {
-    format!(
-        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: bench\nk3s:\n  version: v1.31.4+k3s1\n  token: {{env: K3S_TOKEN}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n"
-    )
+    // The tests' shared minimal fleet, renamed, pinned, with a token.
+    include_str!("../tests/fleets/minimal.yaml")
+        .replace("name: demo", "name: bench")
+        .replace(
+            "  channel: stable\n",
+            "  version: v1.31.4+k3s1\n  token: {env: K3S_TOKEN}\n",
+        )
+        + &format!(
+            "controlPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n"
+        )
 }
 
 /// What one run found.

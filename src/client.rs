@@ -679,7 +679,7 @@ mod tests {
             ClientOptions::default(),
         )
         .err()
-        .map(|e| e.to_string())
+        .map(|e| crate::hint::describe(&e))
         .unwrap_or_default();
         assert!(
             e.contains("http://exe.dev/exec") && e.contains("https://"),

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-use crate::fleet::{Fleet, FleetError, FleetErrors, K3sArg, SecretRef, Spanned};
+use crate::fleet::{Fleet, FleetError, FleetErrors, K3sFlag, Located, SecretRef};
 use crate::plan::spec::ClusterSecrets;
 use crate::secret::Secret;
 
@@ -114,7 +114,7 @@ pub struct SecretUse<'a> {
     /// `k3s.serverArgs[2] (--etcd-s3-secret-key)`.
     pub field: String,
     /// The reference, with its place in the file.
-    pub reference: &'a Spanned<SecretRef>,
+    pub reference: &'a Located<SecretRef>,
     /// What the secret is for.
     pub kind: SecretKind,
 }
@@ -134,7 +134,7 @@ pub enum SecretKind {
 
 /// Every secret reference the fleet makes, in file order of their fields.
 pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
-    let k3s = &fleet.k3s.value;
+    let k3s = &fleet.k3s;
     let mut out = Vec::new();
     for (r, field, kind) in [
         (&k3s.token, "k3s.token", SecretKind::ServerToken),
@@ -153,9 +153,9 @@ pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
         (&k3s.agent_args, "agentArgs"),
     ] {
         for (i, a) in list.iter().enumerate() {
-            if let K3sArg::Secret { flag, secret } = &a.value {
+            if let K3sFlag::Secret { flag, secret } = a {
                 out.push(SecretUse {
-                    field: format!("k3s.{name}[{i}] ({})", flag.value),
+                    field: format!("k3s.{name}[{i}] ({flag})"),
                     reference: secret,
                     kind: SecretKind::Flag,
                 });
@@ -164,7 +164,7 @@ pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
     }
     out.push(SecretUse {
         field: "network.tailscale.authKey".into(),
-        reference: &fleet.network.tailscale.auth_key,
+        reference: &fleet.tailscale.auth_key,
         kind: SecretKind::TailscaleKey,
     });
     out
@@ -190,10 +190,10 @@ pub fn resolve_noting_generated(
     generate: bool,
 ) -> Result<(ClusterSecrets, Vec<PathBuf>), SecretsError> {
     let tailscale_auth_key =
-        crate::workspace::resolve_secret(&fleet.network.tailscale.auth_key.value, fleet_dir)
+        crate::workspace::resolve_secret(&fleet.tailscale.auth_key.value, fleet_dir)
             .map_err(|e| SecretsError::Reference(format!("network.tailscale.authKey: {e}")))?;
-    let cluster = &fleet.metadata.name.value;
-    let k3s = &fleet.k3s.value;
+    let cluster = &fleet.name;
+    let k3s = &fleet.k3s;
     let mut tokens = Vec::new();
     let mut generated = Vec::new();
     for (reference, stored) in [(&k3s.token, SERVER_TOKEN), (&k3s.agent_token, AGENT_TOKEN)] {
@@ -279,19 +279,19 @@ pub fn check(
                 report.resolved.push(name);
             }
             Err(e) => {
-                let loc = u.reference.referenced;
+                let loc = u.reference.at;
                 errors.push(FleetError {
                     file: file.to_string(),
-                    line: loc.line(),
-                    column: loc.column(),
+                    line: loc.line,
+                    column: loc.column,
                     message: format!("{}: {}", u.field, e.message),
                     hint: e.hint,
                 });
             }
         }
     }
-    let cluster = &fleet.metadata.name.value;
-    let k3s = &fleet.k3s.value;
+    let cluster = &fleet.name;
+    let k3s = &fleet.k3s;
     for (reference, stored, key) in [
         (&k3s.token, SERVER_TOKEN, SecretKind::ServerToken),
         (&k3s.agent_token, AGENT_TOKEN, SecretKind::AgentToken),
@@ -321,11 +321,11 @@ pub fn check(
                     ),
                     other => format!("k3s.{} is not set and {other}", stored.field),
                 };
-                let loc = fleet.k3s.referenced;
+                let loc = fleet.k3s.at;
                 errors.push(FleetError::at(
                     file,
-                    loc.line(),
-                    loc.column(),
+                    loc.line,
+                    loc.column,
                     why,
                     format!(
                         "copy it from where the cluster was created to {}, or keep it as a secret and write {}: {{env: {}}} under k3s (the way for CI); a job without it on purpose names {} in --skip-secret-check",
@@ -343,14 +343,11 @@ pub fn check(
         tokens.get(&SecretKind::AgentToken),
     ) && server == agent
     {
-        let at = k3s
-            .agent_token
-            .as_ref()
-            .map_or(fleet.k3s.referenced, |t| t.referenced);
+        let at = k3s.agent_token.as_ref().map_or(fleet.k3s.at, |t| t.at);
         errors.push(FleetError::at(
             file,
-            at.line(),
-            at.column(),
+            at.line,
+            at.column,
             SecretsError::SameTokens.to_string(),
             "generate a separate random value for k3s.agentToken",
         ));
@@ -478,14 +475,25 @@ pub fn purge(fleet_dir: &Path, cluster: &str) -> Result<bool, SecretsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::fixtures;
+
+    /// The minimal fleet with the Tailscale key in the file `ts.key` and
+    /// `k3s_lines` under `k3s:` after the channel (line 6).
+    fn fleet_reading_ts_key(k3s_lines: &str) -> crate::fleet::Fleet {
+        fixtures::parsed(
+            &fixtures::minimal_replacing("{env: TS_AUTHKEY}", "{file: ts.key}").replace(
+                "  channel: stable\n",
+                &format!("  channel: stable\n{k3s_lines}"),
+            ),
+        )
+    }
 
     /// Generated tokens are reported once, when made; later calls read them.
     #[test]
     fn generated_tokens_are_reported_once() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         let (_, made) = resolve_noting_generated(&f, dir.path(), true).unwrap();
         assert_eq!(
             made,
@@ -578,8 +586,7 @@ network:
     fn check_wants_the_stored_tokens_only_for_an_existing_cluster() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ts.key"), "tskey").unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         // A new cluster: the first apply generates them.
         assert!(check(&f, "f.yaml", dir.path(), false, &[]).is_ok());
         let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
@@ -649,9 +656,8 @@ network:
     #[test]
     fn generated_token_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         assert!(matches!(
             resolve(&f, dir.path(), false),
             Err(SecretsError::Missing { .. })
@@ -684,11 +690,12 @@ network:
     #[test]
     fn agent_token_comes_from_the_fleet_like_the_server_token() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\n  agentToken: {file: agent.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
         std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
         std::fs::write(dir.path().join("agent.token"), "agent-secret\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key(
+            "  token: {file: server.token}\n  agentToken: {file: agent.token}\n",
+        );
         let s = resolve(&f, dir.path(), false).unwrap();
         assert_eq!(s.k3s_token.expose(), "server-secret");
         assert_eq!(s.agent_token.expose(), "agent-secret");
@@ -705,10 +712,9 @@ network:
     #[test]
     fn an_existing_cluster_without_an_agent_token_is_told_where_to_put_it() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
         std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("  token: {file: server.token}\n");
         let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
         assert!(e.contains("no k3s agent token"), "{e}");
         assert!(
@@ -727,9 +733,8 @@ network:
     #[test]
     fn an_empty_token_file_is_reported_as_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         std::fs::create_dir_all(state_dir(dir.path(), "demo")).unwrap();
         std::fs::write(token_path(dir.path(), "demo"), " \n").unwrap();
         for generate in [false, true] {

@@ -72,7 +72,7 @@ pub enum KubeAccessError {
 /// The fleet's first server (`<cluster>-cp1`): the one that holds the
 /// admin kubeconfig from the start and that tunnels go to.
 pub fn first_server(fleet: &Fleet) -> String {
-    crate::names::fleet_vm_name(&fleet.metadata.name.value, fleet::CONTROL_PLANE_POOL, 1)
+    crate::names::fleet_vm_name(&fleet.name, fleet::CONTROL_PLANE_POOL, 1)
 }
 
 /// The API server URL over the tailnet: what a stored kubeconfig points at.
@@ -85,7 +85,7 @@ pub fn server_url(fleet: &Fleet) -> String {
 pub fn server_url_of(fleet: &Fleet, server: &str) -> String {
     format!(
         "https://{server}.{}:{}",
-        fleet.network.tailscale.tailnet.value,
+        fleet.tailscale.tailnet,
         crate::bootstrap::K3S_PORT
     )
 }
@@ -129,7 +129,7 @@ pub async fn fetch_kubeconfig_from(
 ) -> Result<String, KubeAccessError> {
     Ok(fetch_safe(vm, ssh)
         .await?
-        .to_yaml(&fleet.metadata.name.value, &server_url(fleet))?)
+        .to_yaml(&fleet.name, &server_url(fleet))?)
 }
 
 /// A client for the fleet's cluster, checked with one request (the server
@@ -149,7 +149,7 @@ pub async fn kube_client(
     via: &str,
     ssh: &SshOptions,
 ) -> Result<(kube::Client, Option<Tunnel>), KubeAccessError> {
-    let cluster = &fleet.metadata.name.value;
+    let cluster = &fleet.name;
     let stored = kubeconfig_path(fleet_dir, cluster);
     let (kc, source_name) = match kubeconfig {
         Some(path) => (read_users_kubeconfig(path)?, path.display().to_string()),
@@ -185,7 +185,7 @@ pub async fn kube_client(
         } else {
             format!(
                 "check that Tailscale is up on this machine and joined to {} (`tailscale status`), or pass --via-ssh-tunnel to go through SSH; pass --kubeconfig to use another file",
-                fleet.network.tailscale.tailnet.value
+                fleet.tailscale.tailnet
             )
         };
         return Err(KubeAccessError::Unreachable {
@@ -301,7 +301,7 @@ fn read_stored(fleet: &Fleet, path: &Path) -> Result<Kubeconfig, KubeAccessError
     }
     };
     let raw = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let cluster = &fleet.metadata.name.value;
+    let cluster = &fleet.name;
     SafeKubeconfig::parse(&raw, &path.display().to_string())
         .and_then(|safe| safe.to_kube(cluster, &server_url(fleet)))
         .map_err(|e| fail(e.to_string()))

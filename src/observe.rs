@@ -21,7 +21,7 @@ pub async fn observe(
     fleet: &Fleet,
     with_shares: bool,
 ) -> Result<Observed, ApiError> {
-    let cluster = &fleet.metadata.name.value;
+    let cluster = &fleet.name;
     let vms = client.ls(None).await?;
     if !with_shares {
         return Ok(Observed {

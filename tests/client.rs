@@ -194,7 +194,7 @@ async fn every_status_maps_to_its_kind_and_advice() {
         let e = c.ls(None).await.unwrap_err();
         assert!(is_kind(&e.kind), "{status}: {:?}", e.kind);
         assert_eq!(e.status(), Some(status));
-        let shown = e.to_string();
+        let shown = exedev_k8s::hint::describe(&e);
         assert!(
             (shown.contains("the message") || status == 307)
                 && shown.contains(&format!("HTTP {status}"))
@@ -438,7 +438,7 @@ async fn redirects_are_not_followed_to_another_origin() {
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::OtherStatus(status));
-        let shown = e.to_string();
+        let shown = exedev_k8s::hint::describe(&e);
         assert!(shown.contains(&elsewhere.url), "names the target: {shown}");
         assert!(shown.contains("never followed"), "{shown}");
         assert!(!shown.contains("SEKRIT"), "{shown}");
@@ -457,7 +457,7 @@ fn a_plain_http_endpoint_off_loopback_is_refused() {
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadEndpoint);
-    let shown = e.to_string();
+    let shown = exedev_k8s::hint::describe(&e);
     assert!(shown.contains("http://exe.example.com/exec"), "{shown}");
     assert!(shown.contains("--endpoint"), "says what to do: {shown}");
     assert!(!shown.contains("SEKRIT"), "{shown}");

@@ -70,7 +70,7 @@ fn emulator_process_serves_exec_and_persists_across_restarts() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("422") && err.contains("not available") && err.contains("advice"),
+        err.contains("422") && err.contains("not available") && err.contains("hint:"),
         "{err}"
     );
     let out = exec(&url, &key, &["frobnicate"]);

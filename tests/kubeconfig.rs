@@ -30,19 +30,8 @@ users:
 
 const CLIENT_KEY: &str = "U0VDUkVUQ0xJRU5US0VZREFUQQ==";
 
-const FLEET: &str = "apiVersion: exedev-k8s/v1
-kind: Fleet
-metadata:
-  name: demo
-k3s:
-  channel: stable
-network:
-  tailscale:
-    tailnet: tail1234.ts.net
-    authKey: {env: TS_AUTHKEY}
-controlPlane:
-  count: 1
-";
+/// The shared minimal fleet: one server, `demo-cp1`.
+const FLEET: &str = common::MINIMAL_FLEET;
 
 struct Env {
     dir: tempfile::TempDir,

@@ -12,9 +12,17 @@ use common::Harness;
 use common::world::{harness, log};
 use serde_json::{Value, json};
 
+/// One schedulable server, k3s pinned, the token from `K3S_TOKEN`, and a
+/// pool `web` of `agents`.
 fn fleet(agents: u32) -> String {
-    format!(
-        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\n  token: {{env: K3S_TOKEN}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: 1\n  schedulable: true\npools:\n  - name: web\n    count: {agents}\n    labels: {{tier: web}}\n"
+    common::minimal_fleet(
+        &[(
+            "  channel: stable\n",
+            "  version: v1.31.4+k3s1\n  token: {env: K3S_TOKEN}\n",
+        )],
+        &format!(
+            "controlPlane:\n  count: 1\n  schedulable: true\npools:\n  - name: web\n    count: {agents}\n    labels: {{tier: web}}\n"
+        ),
     )
 }
 

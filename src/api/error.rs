@@ -1,6 +1,7 @@
 //! What each exe.dev failure means and what the user should do about it.
 //! Every API failure in the program is an [`ApiError`]; its `Display` names
-//! the command and VM, the status, exe.dev's message and the advice.
+//! the command and VM, the status and exe.dev's message; its
+//! [`crate::hint::Hint`] is the advice.
 
 use std::time::Duration;
 
@@ -150,7 +151,7 @@ impl ApiError {
     }
 
     fn render(&self) -> String {
-        let head = match (&self.kind, self.status()) {
+        match (&self.kind, self.status()) {
             (ErrorKind::Invalid(e), _) => format!("cannot send `{}`: {e}", self.command),
             (ErrorKind::BadEndpoint, _) => format!("cannot use endpoint {}", self.message),
             (_, Some(status)) => format!(
@@ -158,8 +159,14 @@ impl ApiError {
                 self.command, self.message
             ),
             (_, None) => format!("`{}` failed: {}", self.command, self.message),
-        };
-        format!("{head}\n  advice: {}", self.advice())
+        }
+    }
+}
+
+/// The advice goes beside the message, not inside it (see `crate::hint`).
+impl crate::hint::Hint for ApiError {
+    fn hint(&self) -> Option<String> {
+        Some(self.advice())
     }
 }
 

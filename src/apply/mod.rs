@@ -167,7 +167,8 @@ impl ApplyReport {
     }
 }
 
-/// Why one VM's change failed.
+/// Why one VM's change failed. Reported with its hint
+/// ([`crate::hint::describe`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
@@ -176,6 +177,15 @@ pub enum StepError {
     Script(#[from] crate::bootstrap::BootstrapError),
     #[error("{0}")]
     Other(String),
+}
+
+impl crate::hint::Hint for StepError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            StepError::Api(e) => e.hint(),
+            _ => None,
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -272,7 +282,7 @@ pub async fn apply(
                     out.failed.push(Failed {
                         vm: c.vm.clone(),
                         action: c.action,
-                        error: e.to_string(),
+                        error: crate::hint::describe(&e),
                     });
                 }
             }
@@ -318,7 +328,7 @@ pub async fn apply(
             Ok(Err(e)) => out.failed.push(Failed {
                 vm: c.vm.clone(),
                 action: c.action,
-                error: e.to_string(),
+                error: crate::hint::describe(&e),
             }),
             Err(reason) => out.skipped.push(Skipped {
                 vm: c.vm.clone(),
@@ -411,7 +421,7 @@ async fn run_one(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), StepE
         Err(e) => (ctx.report)(Event::Failed {
             vm: c.vm.clone(),
             action: c.action,
-            error: e.to_string(),
+            error: crate::hint::describe(e),
         }),
     }
     result
@@ -546,7 +556,7 @@ async fn settle_new(ctx: &Ctx<'_>, vm: &str, spec: crate::api::NewVm) -> Result<
 /// comment). A VM of that name without them is an error: never adopted.
 async fn owned_exists(ctx: &Ctx<'_>, vm: &str) -> Result<bool, StepError> {
     let vms = ctx.client.ls(Some(vm)).await?;
-    let cluster = &ctx.fleet.metadata.name.value;
+    let cluster = &ctx.fleet.name;
     match vms.iter().find(|v| v.vm_name == vm) {
         None => Ok(false),
         Some(v) if crate::plan::owned(cluster, v) => Ok(true),

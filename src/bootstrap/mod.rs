@@ -112,14 +112,9 @@ impl ScriptKind {
 /// Which k3s to install when a node has none: a pinned version gives
 /// reproducible nodes, a channel (`stable`, `v1.31`) follows upstream. Used
 /// only for the first install: a node that has k3s keeps it (upgrades happen
-/// in place, never through a boot-time rerun).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum K3sRelease {
-    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`.
-    Version(String),
-    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`.
-    Channel(String),
-}
+/// in place, never through a boot-time rerun). The fleet's type, one
+/// definition.
+pub use crate::fleet::K3sRelease;
 
 /// Everything one node's setup script depends on. Secrets are [`Secret`]s so
 /// that `{:?}` of an input (in logs, errors, plans) never shows them.

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::fleet_cmds::load_fleet;
 use super::{CliResult, fail};
 use crate::cluster::merge_kubeconfig;
 use crate::cluster_secrets::write_private;
@@ -79,8 +78,8 @@ fn write_user_file(path: &Path, content: &str) -> CliResult<()> {
 
 /// Runs `exedev-k8s kubeconfig`.
 pub async fn run(a: KubeconfigArgs) -> CliResult {
-    let (fleet, _) = load_fleet(&a.file)?;
-    let cluster = fleet.metadata.name.value.clone();
+    let fleet = crate::engine::Session::load(&a.file)?.fleet;
+    let cluster = fleet.name.clone();
     let ssh = SshOptions {
         retries: a.ssh_retries,
         retry_delay: a.ssh_retry_delay,
@@ -90,7 +89,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
     let target = a
         .out
         .clone()
-        .unwrap_or_else(|| kubeconfig_path(&super::fleet_cmds::fleet_dir(&a.file), &cluster));
+        .unwrap_or_else(|| kubeconfig_path(&crate::workspace::fleet_dir(&a.file), &cluster));
     let content = if a.merge {
         let existing = match std::fs::read_to_string(&target) {
             Ok(s) => s,
@@ -122,7 +121,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
     } else {
         println!(
             "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel)",
-            fleet.network.tailscale.tailnet.value
+            fleet.tailscale.tailnet
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,15 +1,21 @@
-//! The terminal edge: argument parsing, dispatch, exit codes.
+//! The terminal edge: argument parsing, rendering, exit codes. The work is
+//! the engine's (`crate::engine`); each command file here parses its
+//! arguments, calls it and renders what comes back.
 //!
-//! Every subcommand returns a [`CliResult`]; `main` prints the error (which
-//! already names the thing and says what to do) and exits 1. Exit codes are
-//! a contract with pipelines: see [`exit`].
+//! Every subcommand returns a [`CliResult`]; `main` prints the error, its
+//! causes and its hint once, and exits 1. Exit codes are a contract with
+//! pipelines: see [`exit`].
 
+mod apply;
+mod args;
 mod docs_cmd;
 mod exec_cmd;
 pub mod exit;
-mod fleet_cmds;
 mod kubeconfig_cmd;
+mod plan;
+mod status;
 mod token_cmd;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,18 +25,42 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::{Client, ClientOptions, DEFAULT_ENDPOINT};
 use crate::credentials::Credentials;
 
-/// A user-facing failure: the message is complete (what, why, what to do).
+/// A user-facing failure: what went wrong (with the errors that caused it)
+/// and, once, what to do.
 #[derive(Debug)]
 pub struct CliError {
     pub message: String,
+    /// What to do, printed once after the message (see `crate::hint`).
+    pub hint: Option<String>,
     /// Exit code: 1 for errors.
     pub code: u8,
 }
 
-impl<E: std::fmt::Display> From<E> for CliError {
+/// Any error: its message, then each cause its message does not already
+/// quote, and its hint when it is one of the tool's errors that carry one.
+impl<E: std::error::Error + 'static> From<E> for CliError {
     fn from(e: E) -> Self {
+        use crate::hint::Hint;
+        let mut message = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.contains(&text) {
+                message.push_str(&format!("\n  caused by: {text}"));
+            }
+            cause = c.source();
+        }
+        let any: &dyn std::any::Any = &e;
+        let hint = if let Some(e) = any.downcast_ref::<crate::engine::EngineError>() {
+            e.hint()
+        } else if let Some(e) = any.downcast_ref::<crate::api::ApiError>() {
+            e.hint()
+        } else {
+            None
+        };
         CliError {
-            message: e.to_string(),
+            message,
+            hint,
             code: exit::FAILURE,
         }
     }
@@ -42,7 +72,58 @@ pub type CliResult<T = ExitCode> = Result<T, CliError>;
 pub fn fail(message: impl Into<String>) -> CliError {
     CliError {
         message: message.into(),
+        hint: None,
         code: exit::FAILURE,
+    }
+}
+
+/// A session for a fleet operation: warns (stderr) first when a kubeconfig
+/// the user brings carries credential plugins, since they will run on this
+/// machine, as kubectl would run them.
+fn session(
+    loaded: crate::workspace::LoadedFleet,
+    path: &std::path::Path,
+    client: crate::client::Client,
+    kube: crate::engine::KubeSettings,
+) -> crate::engine::Session {
+    let plugins = crate::engine::user_kubeconfig_plugins(&kube);
+    if let (Some(path), false) = (&kube.kubeconfig, plugins.is_empty()) {
+        eprintln!(
+            "warning: --kubeconfig {}: its credential plugins will run on this machine, as kubectl would run them ({}); exedev-k8s never runs plugins from kubeconfigs it fetches or stores itself",
+            crate::text::one_line(&path.display().to_string()),
+            plugins.join(", ")
+        );
+    }
+    crate::engine::Session::new(loaded, path, client, kube)
+}
+
+/// A session that only reads (plan, status): the fleet loaded, a token
+/// with the plan's grants.
+fn read_only_session(
+    fleet: &args::FleetArg,
+    api: &ApiArgs,
+    kube: &args::KubeArgs,
+) -> CliResult<crate::engine::Session> {
+    let loaded = crate::engine::Session::load(&fleet.file)?;
+    let client = api.client(
+        &crate::engine::cmds(crate::api::command::FleetOp::Plan),
+        api.options(None),
+    )?;
+    Ok(session(
+        loaded,
+        &fleet.file,
+        client,
+        kube.settings(api.ssh_key.clone()),
+    ))
+}
+
+/// Where the engine's progress notes go: stderr, or nowhere with --json
+/// (stdout is then one JSON document).
+fn notes(json: bool) -> crate::engine::Notes {
+    if json {
+        std::sync::Arc::new(|_: &str| {})
+    } else {
+        std::sync::Arc::new(|n: &str| eprintln!("{n}"))
     }
 }
 
@@ -102,6 +183,14 @@ impl ApiArgs {
         ))
     }
 
+    /// Client options with an optional request-rate cap.
+    pub fn options(&self, max_rate: Option<f64>) -> ClientOptions {
+        ClientOptions {
+            max_rate,
+            ..ClientOptions::default()
+        }
+    }
+
     /// A client whose token grants `cmds`.
     pub fn client(&self, cmds: &[&str], options: ClientOptions) -> CliResult<Client> {
         self.client_with_ttl(cmds, options, crate::credentials::ON_THE_FLY_TTL)
@@ -127,19 +216,19 @@ pub enum Cmd {
     /// Send one raw lobby command and print its JSON reply.
     Exec(exec_cmd::ExecArgs),
     /// Check a fleet file: every error with file:line:column.
-    Validate(fleet_cmds::FleetArg),
+    Validate(args::FleetArg),
     /// Print the fleet file's JSON Schema (for editors).
-    Schema(fleet_cmds::SchemaArgs),
+    Schema(validate::SchemaArgs),
     /// Show what apply would change.
-    Plan(fleet_cmds::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Print a saved plan in full (no API call).
-    Show(fleet_cmds::ShowArgs),
+    Show(validate::ShowArgs),
     /// Make exe.dev match the fleet (or carry out a saved plan).
-    Apply(fleet_cmds::ApplyArgs),
+    Apply(apply::ApplyArgs),
     /// Delete every VM the fleet owns.
-    Destroy(fleet_cmds::DestroyArgs),
+    Destroy(apply::DestroyArgs),
     /// One table of exe.dev VMs, Kubernetes Nodes and proxy probes.
-    Status(fleet_cmds::StatusArgs),
+    Status(status::StatusArgs),
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
@@ -192,6 +281,9 @@ pub fn main() -> ExitCode {
             // Errors quote exe.dev, VMs and Kubernetes: keep the lines,
             // escape every other control character.
             eprintln!("error: {}", crate::text::lines(&e.message));
+            if let Some(h) = &e.hint {
+                eprintln!("hint: {}", crate::text::lines(h));
+            }
             ExitCode::from(e.code)
         }
     }
@@ -208,13 +300,13 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Cmd::Token(t) => token_cmd::run(t),
         Cmd::Exec(a) => exec_cmd::run(a).await,
-        Cmd::Validate(a) => fleet_cmds::validate(a),
-        Cmd::Schema(a) => fleet_cmds::schema(a),
-        Cmd::Plan(a) => fleet_cmds::plan_cmd(a).await,
-        Cmd::Show(a) => fleet_cmds::show_cmd(a),
-        Cmd::Apply(a) => fleet_cmds::apply_cmd(a).await,
-        Cmd::Destroy(a) => fleet_cmds::destroy_cmd(a).await,
-        Cmd::Status(a) => fleet_cmds::status_cmd(a).await,
+        Cmd::Validate(a) => validate::validate(a),
+        Cmd::Schema(a) => validate::schema(a),
+        Cmd::Plan(a) => plan::run(a).await,
+        Cmd::Show(a) => validate::show(a),
+        Cmd::Apply(a) => apply::apply(a).await,
+        Cmd::Destroy(a) => apply::destroy(a).await,
+        Cmd::Status(a) => status::run(a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Completions(a) => docs_cmd::completions(a),
         Cmd::Man(a) => docs_cmd::man(a),

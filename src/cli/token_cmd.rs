@@ -128,14 +128,14 @@ fn mint(a: MintArgs) -> CliResult {
     };
     let cmds = match (&a.for_fleet, a.cmds) {
         (Some(path), _) => {
-            super::fleet_cmds::load_fleet(path)?;
+            crate::engine::Session::load(path)?;
             let op = if a.read_only {
                 crate::api::command::FleetOp::Plan
             } else {
                 crate::api::command::FleetOp::Apply
             };
             Some(
-                super::fleet_cmds::cmds(op)
+                crate::engine::cmds(op)
                     .into_iter()
                     .map(str::to_string)
                     .collect(),

@@ -38,15 +38,6 @@ pub enum ClusterError {
         /// The pods still on the node and why.
         pods: Vec<StuckPod>,
     },
-    /// A fleet taint is not `key[=value]:Effect` (validation should have
-    /// caught it).
-    #[error("node {node}: taint {taint:?} is not key[=value]:Effect")]
-    InvalidTaint {
-        /// The node it was meant for.
-        node: String,
-        /// The taint as written.
-        taint: String,
-    },
     /// A kubeconfig text could not be parsed or rewritten.
     #[error("kubeconfig: {0}")]
     InvalidKubeconfig(String),

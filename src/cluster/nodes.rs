@@ -71,24 +71,20 @@ pub fn taint_string(t: &Taint) -> String {
     }
 }
 
-/// Parses `key[=value]:Effect`; `None` if there is no effect.
-fn parse_taint(s: &str) -> Option<Taint> {
-    let (kv, effect) = s.rsplit_once(':')?;
-    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-    if key.is_empty() || effect.is_empty() {
-        return None;
-    }
-    Some(Taint {
-        key: key.to_string(),
-        value: (!value.is_empty()).then(|| value.to_string()),
-        effect: effect.to_string(),
+/// The Kubernetes form of a fleet taint.
+fn kube_taint(t: &crate::fleet::Taint) -> Taint {
+    Taint {
+        key: t.key.clone(),
+        value: t.value.clone(),
+        effect: t.effect.as_str().to_string(),
         time_added: None,
-    })
+    }
 }
 
-/// Canonical form of a fleet taint string (`a=:X` and `a:X` are one taint).
+/// Canonical form of a taint a Node carries (`a=:X` and `a:X` are one
+/// taint), as the fleet writes it.
 fn canonical_taint(s: &str) -> String {
-    parse_taint(s).map_or_else(|| s.to_string(), |t| taint_string(&t))
+    crate::fleet::Taint::parse(s).map_or_else(|| s.to_string(), |t| t.to_string())
 }
 
 /// Taints Kubernetes itself sets and removes (not-ready, unreachable,
@@ -180,15 +176,20 @@ pub struct NodeReadiness {
 impl NodeReadiness {
     /// One line: the node, its state and the likely cause with where to look.
     pub fn explain(&self) -> String {
+        format!("{}: {}", self.name, self.state_and_cause())
+    }
+
+    /// [`NodeReadiness::explain`] without the node's name, for a place
+    /// that names the node already (a `status` row's problems).
+    pub fn state_and_cause(&self) -> String {
         let unit = match self.role {
             Role::Server => "k3s",
             Role::Agent => "k3s-agent",
         };
-        let name = &self.name;
         match &self.state {
-            NodeState::Ready => format!("{name}: Ready"),
+            NodeState::Ready => "Ready".to_string(),
             NodeState::NotRegistered => format!(
-                "{name}: not registered; the setup script or the Tailscale join likely failed: `exedev-k8s status` shows its step; on the VM see /var/log/exedev-k8s-bootstrap.log and /var/lib/exedev-k8s/bootstrap-state, then `journalctl -u {unit}`"
+                "not registered; the setup script or the Tailscale join likely failed: `exedev-k8s status` shows its step; on the VM see /var/log/exedev-k8s-bootstrap.log and /var/lib/exedev-k8s/bootstrap-state, then `journalctl -u {unit}`"
             ),
             NodeState::NotReady { reason, message } => {
                 let why = match (reason, message) {
@@ -198,7 +199,7 @@ impl NodeReadiness {
                     (None, None) => "no Ready condition yet".to_string(),
                 };
                 format!(
-                    "{name}: registered but not Ready ({why}); usually the kubelet or the CNI (flannel over Tailscale): check `journalctl -u {unit}` on the VM"
+                    "registered but not Ready ({why}); usually the kubelet or the CNI (flannel over Tailscale): check `journalctl -u {unit}` on the VM"
                 )
             }
             NodeState::Drift(d) => {
@@ -231,7 +232,7 @@ impl NodeReadiness {
                 if !d.extra_taints.is_empty() {
                     parts.push(format!("extra taints {}", d.extra_taints.join(", ")));
                 }
-                format!("{name}: Ready, but {}", parts.join("; "))
+                format!("Ready, but {}", parts.join("; "))
             }
         }
     }
@@ -311,7 +312,7 @@ fn drift(vm: &DesiredVm, node: &NodeView) -> Drift {
             Some(_) => {}
         }
     }
-    let want: BTreeSet<String> = vm.taints.iter().map(|t| canonical_taint(t)).collect();
+    let want: BTreeSet<String> = vm.taints.iter().map(|t| t.to_string()).collect();
     let have: BTreeSet<String> = node.taints.iter().map(|t| canonical_taint(t)).collect();
     d.missing_taints = want.difference(&have).cloned().collect();
     d.extra_taints = have
@@ -449,7 +450,7 @@ pub async fn apply_labels_taints(
         .await
         .map_err(|e| ClusterError::api(format!("reading node {}", vm.name), e))?;
     let current: Vec<Taint> = node.spec.and_then(|s| s.taints).unwrap_or_default();
-    let (body, removed) = labels_taints_patch(vm, &current)?;
+    let (body, removed) = labels_taints_patch(vm, &current);
     api.patch(
         &vm.name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -462,16 +463,10 @@ pub async fn apply_labels_taints(
 
 /// The apply configuration for [`apply_labels_taints`], and the taints it
 /// removes. Pure.
-fn labels_taints_patch(
-    vm: &DesiredVm,
-    current: &[Taint],
-) -> Result<(serde_json::Value, Vec<String>), ClusterError> {
+fn labels_taints_patch(vm: &DesiredVm, current: &[Taint]) -> (serde_json::Value, Vec<String>) {
     let mut taints: Vec<Taint> = Vec::new();
     for t in &vm.taints {
-        let parsed = parse_taint(t).ok_or_else(|| ClusterError::InvalidTaint {
-            node: vm.name.clone(),
-            taint: t.clone(),
-        })?;
+        let parsed = kube_taint(t);
         if !taints
             .iter()
             .any(|x| x.key == parsed.key && x.effect == parsed.effect)
@@ -499,7 +494,7 @@ fn labels_taints_patch(
         "metadata": { "name": vm.name, "labels": vm.labels },
         "spec": { "taints": taints },
     });
-    Ok((body, removed))
+    (body, removed)
 }
 
 #[cfg(test)]
@@ -528,7 +523,7 @@ mod pure_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            taints: taints.iter().map(|t| t.to_string()).collect(),
+            taints: taints.iter().map(|t| t.parse().unwrap()).collect(),
             share: None,
         }
     }
@@ -541,7 +536,7 @@ mod pure_tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            taints: taints.iter().map(|t| t.to_string()).collect(),
+            taints: taints.iter().map(|t| t.parse().unwrap()).collect(),
             ..NodeView::default()
         }
     }
@@ -553,12 +548,10 @@ mod pure_tests {
             "x.io/k:NoExecute",
             "k=v=w:PreferNoSchedule",
         ] {
-            let t = parse_taint(s).map(|t| taint_string(&t));
+            let t = crate::fleet::Taint::parse(s).map(|t| taint_string(&kube_taint(&t)));
             assert_eq!(t.as_deref(), Some(s));
         }
         assert_eq!(canonical_taint("a=:NoSchedule"), "a:NoSchedule");
-        assert_eq!(parse_taint("nocolon"), None);
-        assert_eq!(parse_taint(":NoSchedule"), None);
     }
 
     #[test]
@@ -745,17 +738,15 @@ mod pure_tests {
             &["dedicated=web:NoSchedule"],
         );
         let current = [
-            parse_taint("node.kubernetes.io/unschedulable:NoSchedule"),
-            parse_taint("manual=x:NoExecute"),
-            parse_taint("dedicated=old:NoSchedule"),
+            "node.kubernetes.io/unschedulable:NoSchedule",
+            "manual=x:NoExecute",
+            "dedicated=old:NoSchedule",
         ]
         .into_iter()
-        .flatten()
+        .filter_map(crate::fleet::Taint::parse)
+        .map(|t| kube_taint(&t))
         .collect::<Vec<_>>();
-        let (body, removed) = match labels_taints_patch(&v, &current) {
-            Ok(x) => x,
-            Err(e) => panic!("{e}"),
-        };
+        let (body, removed) = labels_taints_patch(&v, &current);
         assert_eq!(removed, ["manual=x:NoExecute"]);
         assert_eq!(
             body,
@@ -769,10 +760,5 @@ mod pure_tests {
                 ]},
             })
         );
-        let bad = vm("n1", Role::Agent, &[], &["nope"]);
-        assert!(matches!(
-            labels_taints_patch(&bad, &[]),
-            Err(ClusterError::InvalidTaint { .. })
-        ));
     }
 }

@@ -262,7 +262,7 @@ fn vm(name: &str, role: Role, labels: &[(&str, &str)], taints: &[&str]) -> Desir
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        taints: taints.iter().map(|t| t.to_string()).collect(),
+        taints: taints.iter().map(|t| t.parse().unwrap()).collect(),
         share: None,
     }
 }

@@ -9,9 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{
-    DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, Fleet, Labels, Share, Spanned,
-};
+use super::resolved::{Fleet, Taint};
 use crate::sizes::ByteSize;
 
 /// Pool name of the control plane, in VM names, tags and labels.
@@ -93,8 +91,8 @@ pub struct DesiredVm {
     pub tags: Vec<String>,
     /// Kubernetes node labels: user labels plus the tool's labels.
     pub labels: BTreeMap<String, String>,
-    /// Kubernetes node taints, `key[=value]:Effect`.
-    pub taints: Vec<String>,
+    /// Kubernetes node taints.
+    pub taints: Vec<Taint>,
     /// exe.dev HTTPS proxy, if any.
     pub share: Option<ShareSpec>,
 }
@@ -208,114 +206,38 @@ pub fn pool_label(pool: &str) -> (String, String) {
     (POOL_LABEL_KEY.to_string(), pool.to_string())
 }
 
-struct Group<'a> {
-    pool: &'a str,
-    role: Role,
-    count: u32,
-    image: &'a Option<Spanned<String>>,
-    cpu: &'a Option<Spanned<u32>>,
-    memory: &'a Option<Spanned<String>>,
-    disk: &'a Option<Spanned<String>>,
-    labels: &'a Labels,
-    taints: Vec<String>,
-    tags: &'a [Spanned<String>],
-    share: &'a Option<Share>,
-}
-
 /// Every VM the fleet asks for, in a stable order: servers first (index 1
-/// up), then the pools in file order. Expects a fleet returned by
-/// [`super::parse`] or [`super::load`] (validated); values that validation
-/// would have refused fall back to the built-in defaults.
+/// up), then the pools in file order, each with the tool's own tags and
+/// labels added to the user's.
 pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
-    let cluster = fleet.metadata.name.value.as_str();
-    let d = &fleet.defaults;
-    let cp = &fleet.control_plane;
-    let mut cp_taints: Vec<String> = cp.taints.iter().map(|t| t.value.clone()).collect();
-    if !cp.schedulable && !cp_taints.iter().any(|t| t == CONTROL_PLANE_TAINT) {
-        cp_taints.push(CONTROL_PLANE_TAINT.to_string());
-    }
-    let mut groups = vec![Group {
-        pool: CONTROL_PLANE_POOL,
-        role: Role::Server,
-        count: cp.count(),
-        image: &cp.image,
-        cpu: &cp.cpu,
-        memory: &cp.memory,
-        disk: &cp.disk,
-        labels: &cp.labels,
-        taints: cp_taints,
-        tags: &cp.tags,
-        share: &cp.share,
-    }];
-    groups.extend(fleet.pools.iter().map(|p| Group {
-        pool: &p.name.value,
-        role: Role::Agent,
-        count: p.count.value,
-        image: &p.image,
-        cpu: &p.cpu,
-        memory: &p.memory,
-        disk: &p.disk,
-        labels: &p.labels,
-        taints: p.taints.iter().map(|t| t.value.clone()).collect(),
-        tags: &p.tags,
-        share: &p.share,
-    }));
-
-    let default_size = |s: &str| ByteSize::parse(s).unwrap_or(ByteSize(0));
-    let size = |own: &Option<Spanned<String>>, def: &Option<Spanned<String>>, fallback: &str| {
-        own.as_ref()
-            .or(def.as_ref())
-            .and_then(|s| ByteSize::parse(&s.value).ok())
-            .unwrap_or_else(|| default_size(fallback))
-    };
-
+    let cluster = fleet.name.as_str();
     let mut out = Vec::new();
-    for g in groups {
-        let image = g
-            .image
-            .as_ref()
-            .or(d.image.as_ref())
-            .map_or(DEFAULT_IMAGE, |s| s.value.as_str())
-            .to_string();
-        let cpu = g
-            .cpu
-            .as_ref()
-            .or(d.cpu.as_ref())
-            .map_or(DEFAULT_CPU, |c| c.value);
-        let memory = size(g.memory, &d.memory, DEFAULT_MEMORY);
-        let disk = size(g.disk, &d.disk, DEFAULT_DISK);
-        let mut tags: Vec<String> = d
+    for g in fleet.groups() {
+        let mut tags: Vec<String> = g
             .tags
             .iter()
-            .chain(g.tags)
-            .map(|t| t.value.clone())
-            .chain([ownership_tag(cluster), pool_tag(g.pool), role_tag(g.role)])
-            .chain(g.share.as_ref().map(|_| SHARE_TAG.to_string()))
+            .cloned()
+            .chain([ownership_tag(cluster), pool_tag(&g.pool), role_tag(g.role)])
+            .chain(g.share.map(|_| SHARE_TAG.to_string()))
             .collect();
         tags.sort();
         tags.dedup();
-        let mut labels = g.labels.to_map();
-        labels.extend([fleet_label(cluster), pool_label(g.pool)]);
-        let share = g.share.as_ref().and_then(|s| {
-            u16::try_from(s.port.value).ok().map(|port| ShareSpec {
-                port,
-                public: s.public,
-            })
-        });
+        let mut labels = g.labels.clone();
+        labels.extend([fleet_label(cluster), pool_label(&g.pool)]);
         for index in 1..=g.count {
             out.push(DesiredVm {
-                name: crate::names::fleet_vm_name(cluster, g.pool, index),
+                name: crate::names::fleet_vm_name(cluster, &g.pool, index),
                 role: g.role,
-                pool: g.pool.to_string(),
+                pool: g.pool.clone(),
                 index,
-                image: image.clone(),
-                cpu,
-                memory,
-                disk,
+                image: g.image.clone(),
+                cpu: g.cpu,
+                memory: g.memory,
+                disk: g.disk,
                 tags: tags.clone(),
                 labels: labels.clone(),
                 taints: g.taints.clone(),
-                share,
+                share: g.share,
             });
         }
     }
@@ -325,28 +247,13 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::fixtures::minimal_replacing;
     use crate::fleet::parse;
     use crate::names::check_node_name;
     use proptest::prelude::*;
 
     fn fleet(yaml_tail: &str) -> Fleet {
-        let yaml = format!(
-            "apiVersion: exedev-k8s/v1
-kind: Fleet
-metadata:
-  name: demo
-k3s:
-  channel: stable
-network:
-  tailscale:
-    tailnet: tail1234.ts.net
-    authKey: {{env: TS_AUTHKEY}}
-{yaml_tail}"
-        );
-        match parse(&yaml, "t.yaml") {
-            Ok(f) => f,
-            Err(e) => panic!("{e}"),
-        }
+        crate::fleet::fixtures::fleet_with(yaml_tail)
     }
 
     fn gb(n: u64) -> ByteSize {
@@ -602,10 +509,11 @@ network:
             cp in prop::sample::select(vec![1u32, 3, 5]),
             pools in prop::collection::btree_map(pool_name(), 0u32..=12, 0..5),
         ) {
-            let mut yaml = format!(
-                "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: {cluster}\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\ncontrolPlane:\n  count: {cp}\npools:{}\n",
-                if pools.is_empty() { " []" } else { "" }
-            );
+            let mut yaml = minimal_replacing("name: demo", &format!("name: {cluster}"))
+                + &format!(
+                    "controlPlane:\n  count: {cp}\npools:{}\n",
+                    if pools.is_empty() { " []" } else { "" }
+                );
             for (name, count) in &pools {
                 yaml.push_str(&format!("  - name: {name}\n    count: {count}\n"));
             }

@@ -8,6 +8,7 @@ mod desired;
 mod error;
 mod model;
 mod parse;
+mod resolved;
 mod schema;
 mod validate;
 
@@ -20,7 +21,13 @@ pub use desired::{
 pub use error::{FleetError, FleetErrors};
 pub use model::*;
 pub use parse::parse;
+pub use resolved::{
+    Fleet, K3sFlag, K3sRelease, K3sSpec, Located, Location, NodeGroup, TailscaleSpec, Taint,
+    TaintEffect,
+};
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 #[cfg(test)]
 pub(crate) use schema::pattern_matcher;
 pub use schema::{json_schema, schema_id};
@@ -46,7 +53,7 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(f.metadata.name.value, "demo");
+        assert_eq!(f.name, "demo");
         let vms = desired_vms(&f);
         let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["demo-cp1"]);
@@ -58,7 +65,7 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(f.metadata.name.value, "prod");
+        assert_eq!(f.name, "prod");
         let vms = desired_vms(&f);
         let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(
@@ -148,7 +155,7 @@ mod tests {
             Err(e) => e,
         };
         assert!(!format!("{errs:?}{errs}").contains("hunter2"));
-        let model: Result<Fleet, _> = serde_saphyr::from_str(&lit);
+        let model: Result<FleetFile, _> = serde_saphyr::from_str(&lit);
         assert!(!format!("{model:?}").contains("hunter2"));
     }
 }

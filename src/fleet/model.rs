@@ -1,4 +1,6 @@
-//! The fleet file's data model, exactly as written by the user.
+//! The fleet file's data model, exactly as written by the user. Only the
+//! parser, the validator and the schema see it; every later stage takes the
+//! resolved `super::Fleet`.
 //!
 //! Every field that the validator checks is wrapped in [`Spanned`] so that a
 //! semantic error (a bad size, an even control-plane count, a reserved tag)
@@ -36,7 +38,7 @@ pub const DEFAULT_DISK: &str = "20GB";
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "exedev-k8s fleet file")]
-pub struct Fleet {
+pub struct FleetFile {
     /// Format version; must be `exedev-k8s/v1`.
     #[schemars(with = "String", extend("const" = "exedev-k8s/v1"))]
     pub api_version: Spanned<String>,
@@ -234,6 +236,35 @@ impl ControlPlane {
         self.count.as_ref().map_or(1, |c| c.value)
     }
 }
+
+/// The sizing fields every node group (and `defaults`) shares, borrowed:
+/// the file model repeats them in three places (serde's `flatten` does not
+/// combine with `deny_unknown_fields`), the validator checks them once.
+pub struct Sizing<'a> {
+    pub image: &'a Option<Spanned<String>>,
+    pub cpu: &'a Option<Spanned<u32>>,
+    pub memory: &'a Option<Spanned<String>>,
+    pub disk: &'a Option<Spanned<String>>,
+    pub tags: &'a [Spanned<String>],
+}
+
+macro_rules! sizing {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// Its sizing fields, for checks shared by every group.
+            pub fn sizing(&self) -> Sizing<'_> {
+                Sizing {
+                    image: &self.image,
+                    cpu: &self.cpu,
+                    memory: &self.memory,
+                    disk: &self.disk,
+                    tags: &self.tags,
+                }
+            }
+        }
+    )*};
+}
+sizing!(Defaults, ControlPlane, Pool);
 
 /// Reads `pools:` with nothing after it (every pool commented out) as an
 /// empty list rather than a type error.
@@ -467,7 +498,7 @@ impl<'de> Deserialize<'de> for K3sArg {
                 match (flag, secret) {
                     (Some(flag), Some(secret)) => Ok(K3sArg::Secret { flag, secret }),
                     _ => Err(de::Error::custom(
-                        "a secret k3s flag needs both `flag` and `secret`, e.g. {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}",
+                        "a secret k3s flag needs both `flag` and `secret`",
                     )),
                 }
             }

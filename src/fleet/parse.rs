@@ -1,9 +1,11 @@
-//! Reading a fleet file: YAML to [`Fleet`], then validation.
+//! Reading a fleet file: YAML to [`FleetFile`], validation, then the
+//! resolved [`Fleet`].
 
 use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, UserMessageFormatter};
 
 use super::error::{FleetError, FleetErrors};
-use super::model::Fleet;
+use super::model::FleetFile;
+use super::resolved::{Fleet, resolve};
 use super::validate::validate;
 
 /// Parses and validates a fleet file's text. `file_name` is only used in
@@ -39,14 +41,13 @@ pub fn parse(source: &str, file_name: &str) -> Result<Fleet, FleetErrors> {
         duplicate_keys: DuplicateKeyPolicy::Error,
         with_snippet: false,
     };
-    let fleet: Fleet = serde_saphyr::from_str_with_options(source, options)
+    let file: FleetFile = serde_saphyr::from_str_with_options(source, options)
         .map_err(|e| FleetErrors::from(yaml_error(&e, file_name)))?;
-    let errors = validate(&fleet, file_name);
-    if errors.is_empty() {
-        Ok(fleet)
-    } else {
-        Err(FleetErrors(errors))
+    let errors = validate(&file, file_name);
+    if !errors.is_empty() {
+        return Err(FleetErrors(errors));
     }
+    resolve(&file, file_name)
 }
 
 /// Turns serde-saphyr's error into a [`FleetError`], with a hint chosen from
@@ -86,6 +87,9 @@ fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
         }
         E::Message { msg, .. } if msg.contains("secret reference") => {
             "write {env: NAME} or {file: path}"
+        }
+        E::Message { msg, .. } if msg.contains("secret k3s flag") => {
+            "write the flag and where its value comes from, e.g. {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}"
         }
         _ => "fix the YAML syntax here (indentation, colons, quotes, brackets)",
     };

@@ -14,7 +14,7 @@
 use serde_json::{Map, Value, json};
 
 use super::desired::{CONTROL_PLANE_POOL, SERVER_COUNTS, ownership_tag, pool_tag};
-use super::model::{API_VERSION, Fleet};
+use super::model::{API_VERSION, FleetFile};
 use super::validate::{CPU_RANGE, DISABLABLE, MAX_POOL_COUNT, SHARE_PORTS, patterns};
 use crate::names::{MAX_TAG_LEN, NAME_SEGMENT_PATTERN, POOL_SEGMENT_PATTERN, tag_pattern};
 
@@ -25,7 +25,7 @@ pub fn schema_id() -> String {
 
 /// The JSON Schema of the fleet file.
 pub fn json_schema() -> Value {
-    let mut schema = schemars::schema_for!(Fleet).to_value();
+    let mut schema = schemars::schema_for!(FleetFile).to_value();
     let root = obj(&mut schema);
     root.insert("$id".into(), schema_id().into());
 

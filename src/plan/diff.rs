@@ -76,13 +76,13 @@ fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange
 /// The extra k3s flags a new VM gets, for the reviewer; a secret flag shows
 /// where its value comes from, never the value. None without flags.
 fn k3s_args_attr(fleet: &Fleet, d: &DesiredVm) -> Option<AttrChange> {
-    let k3s = &fleet.k3s.value;
+    let k3s = &fleet.k3s;
     let args = match d.role {
         Role::Server => &k3s.server_args,
         Role::Agent => &k3s.agent_args,
     };
     (!args.is_empty()).then(|| {
-        let shown: Vec<String> = args.iter().map(|a| a.value.shown()).collect();
+        let shown: Vec<String> = args.iter().map(|a| a.shown()).collect();
         attr("k3s args", None, Some(shown.join(" ")))
     })
 }
@@ -355,7 +355,7 @@ pub fn diff(
     observed: &Observed,
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
-    let cluster = fleet.metadata.name.value.clone();
+    let cluster = fleet.name.clone();
     let desired = fleet::desired_vms(fleet);
     let by_name: BTreeMap<&str, &VmInfo> = observed
         .vms
@@ -372,7 +372,7 @@ pub fn diff(
     let mut warnings = Vec::new();
 
     if opts.destroy {
-        if fleet.metadata.protect {
+        if fleet.protect {
             warnings.push(PROTECTED_WARNING.into());
         }
         for v in &owned {

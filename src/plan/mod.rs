@@ -211,7 +211,7 @@ impl Observed {
     /// (`prod-eu-cp1` for `prod`), and VMs carrying another fleet's
     /// ownership tag, are not among them.
     pub fn in_scope<'a>(&'a self, fleet: &Fleet) -> impl Iterator<Item = &'a VmInfo> + 'a {
-        let cluster = fleet.metadata.name.value.clone();
+        let cluster = fleet.name.clone();
         let desired: std::collections::BTreeSet<String> = crate::fleet::desired_vms(fleet)
             .into_iter()
             .map(|d| d.name)

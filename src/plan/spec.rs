@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::api::NewVm;
-use crate::bootstrap::{self, BootstrapError, BootstrapInput, K3sRelease, ScriptKind};
-use crate::fleet::{DesiredVm, Fleet, K3sArg, Role, SecretRef, Spanned};
+use crate::bootstrap::{self, BootstrapError, BootstrapInput, ScriptKind};
+use crate::fleet::{DesiredVm, Fleet, K3sFlag, Role, SecretRef};
 use crate::secret::Secret;
 
 /// The secrets setup scripts carry: servers get the server token, the agent
@@ -57,14 +57,14 @@ impl ClusterSecrets {
 
 /// Splits a role's k3s flags into plain ones (argv) and secret ones
 /// (`(--name, value)`, for config.yaml).
-fn split_args(args: &[Spanned<K3sArg>], secrets: &ClusterSecrets) -> SplitArgs {
+fn split_args(args: &[K3sFlag], secrets: &ClusterSecrets) -> SplitArgs {
     let mut plain = Vec::new();
     let mut secret = Vec::new();
     for a in args {
-        match &a.value {
-            K3sArg::Plain(s) => plain.push(s.clone()),
-            K3sArg::Secret { flag, secret: r } => {
-                secret.push((flag.value.clone(), secrets.arg(&r.value)))
+        match a {
+            K3sFlag::Plain(s) => plain.push(s.clone()),
+            K3sFlag::Secret { flag, secret: r } => {
+                secret.push((flag.clone(), secrets.arg(&r.value)))
             }
         }
     }
@@ -93,50 +93,39 @@ pub fn bootstrap_input(
     secrets: &ClusterSecrets,
     join_via: Option<&str>,
 ) -> BootstrapInput {
-    let cluster = fleet.metadata.name.value.clone();
+    let cluster = fleet.name.clone();
     let first = crate::names::fleet_vm_name(&cluster, crate::fleet::CONTROL_PLANE_POOL, 1);
     let kind = match (vm.role, vm.is_first_server(), join_via) {
         (Role::Agent, _, _) => ScriptKind::Agent,
         (Role::Server, true, None) => ScriptKind::ServerInit,
         (Role::Server, _, _) => ScriptKind::ServerJoin,
     };
-    let k3s = &fleet.k3s.value;
-    let release = match (&k3s.version, &k3s.channel) {
-        (Some(v), _) => K3sRelease::Version(v.value.clone()),
-        (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
-        (None, None) => K3sRelease::Channel("stable".into()),
-    };
+    let k3s = &fleet.k3s;
     let (server_args, server_secret_args) = split_args(&k3s.server_args, secrets);
     let (agent_args, agent_secret_args) = split_args(&k3s.agent_args, secrets);
     BootstrapInput {
         kind,
         cluster,
         node_name: vm.name.clone(),
-        tailnet: fleet.network.tailscale.tailnet.value.clone(),
+        tailnet: fleet.tailscale.tailnet.clone(),
         join_server: join_via.map(str::to_string).unwrap_or(first),
         // Every server the fleet could ever have, not just today's count:
         // scaling 3 -> 5 then needs no new certificate, and the fingerprint
         // (hence the VMs) does not depend on the server count.
         server_names: (1..=crate::fleet::MAX_SERVERS)
-            .map(|i| {
-                crate::names::fleet_vm_name(
-                    &fleet.metadata.name.value,
-                    crate::fleet::CONTROL_PLANE_POOL,
-                    i,
-                )
-            })
+            .map(|i| crate::names::fleet_vm_name(&fleet.name, crate::fleet::CONTROL_PLANE_POOL, i))
             .collect(),
-        release,
+        release: k3s.release.clone(),
         server_token: secrets.k3s_token.clone(),
         agent_token: secrets.agent_token.clone(),
         tailscale_auth_key: secrets.tailscale_auth_key.clone(),
         labels: vm.labels.clone(),
-        taints: vm.taints.clone(),
+        taints: vm.taints.iter().map(|t| t.to_string()).collect(),
         server_args,
         agent_args,
         server_secret_args,
         agent_secret_args,
-        disable: k3s.disable.iter().map(|a| a.value.clone()).collect(),
+        disable: k3s.disable.clone(),
         // The first server carries the manifests, also when it is a
         // replacement that joins the surviving servers.
         manifests: if vm.is_first_server() {

@@ -1,0 +1,108 @@
+//! Why an operation stopped: one type for the engine, wrapping what each
+//! layer reports (keeping it as the source) and adding what only the
+//! engine knows (a refused precondition, a stale saved plan).
+
+use std::path::PathBuf;
+
+use crate::api::ApiError;
+use crate::cluster::ClusterError;
+use crate::cluster_secrets::SecretsError;
+use crate::fleet::FleetErrors;
+use crate::hint::Hint;
+use crate::kubeaccess::KubeAccessError;
+use crate::plan::PlanError;
+use crate::plan::file::PlanFileError;
+use crate::token::TokenError;
+
+/// Why an operation stopped. Nothing was changed unless the variant says so
+/// ([`EngineError::Incomplete`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The fleet file does not parse or validate.
+    #[error("{path} is not a valid fleet:\n{errors}")]
+    Fleet { path: PathBuf, errors: FleetErrors },
+    /// An exe.dev call failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The plan cannot be made (a name collision, an unknown target, quorum).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A saved plan cannot be read or written.
+    #[error(transparent)]
+    PlanFile(#[from] PlanFileError),
+    /// A saved plan no longer matches the fleet or exe.dev.
+    #[error("{source}. Nothing was changed")]
+    Stale {
+        source: PlanFileError,
+        fleet: PathBuf,
+        planfile: Option<PathBuf>,
+    },
+    /// Secrets could not be resolved or stored.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// Secrets the plan's new VMs need cannot be read (all of them, located).
+    #[error(
+        "{} secret(s) needed to create this plan's VMs cannot be read (values are never shown):\n\n{errors}",
+        errors.errors().len()
+    )]
+    MissingSecrets { errors: FleetErrors },
+    /// A setup script cannot be rendered (e.g. over exe.dev's 10 KiB).
+    #[error(transparent)]
+    Script(#[from] crate::bootstrap::BootstrapError),
+    /// The Kubernetes API refused or failed a call.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The Kubernetes API cannot be reached or its kubeconfig used.
+    #[error(transparent)]
+    KubeAccess(#[from] KubeAccessError),
+    /// A key or token cannot be used.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A precondition of the operation does not hold; nothing was changed.
+    #[error("{message}")]
+    Refused { message: String, hint: String },
+    /// Some changes failed or were skipped; the others were made.
+    #[error("{failed} change(s) failed and {skipped} were skipped")]
+    Incomplete {
+        failed: usize,
+        skipped: usize,
+        verb: &'static str,
+    },
+}
+
+impl EngineError {
+    /// A refused precondition.
+    pub fn refused(message: impl Into<String>, hint: impl Into<String>) -> EngineError {
+        EngineError::Refused {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl Hint for EngineError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::Api(e) => e.hint(),
+            EngineError::Refused { hint, .. } => Some(hint.clone()),
+            EngineError::Stale {
+                fleet, planfile, ..
+            } => {
+                let out = planfile
+                    .as_ref()
+                    .map_or_else(|| "plan.json".into(), |p| p.display().to_string());
+                Some(format!(
+                    "make a fresh plan, review it, and apply that one:\n  exedev-k8s plan -f {} --out {out}\n  exedev-k8s apply {out}\nIn the example GitHub workflow: run the workflow by hand on main (Actions → Run workflow); it plans again and its apply waits for approval of that plan",
+                    fleet.display()
+                ))
+            }
+            EngineError::MissingSecrets { .. } => Some(
+                "set them where this runs. A job that lacks them on purpose (a pull-request plan) names them in --skip-secret-check; apply always checks them all".into(),
+            ),
+            EngineError::Incomplete { verb, .. } => Some(format!(
+                "re-run {verb} to converge (it re-reads exe.dev first)"
+            )),
+            _ => None,
+        }
+    }
+}

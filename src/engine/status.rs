@@ -1,0 +1,108 @@
+//! `status`: one table of the fleet's VMs on exe.dev, their bootstrap state
+//! over SSH, their Nodes in the cluster and their HTTPS proxies.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{EngineError, Notes, Session, kube};
+use crate::fleet;
+use crate::observe::observe;
+use crate::plan;
+
+/// What `status` looks at.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    /// Probe the VMs' HTTPS proxies.
+    pub probe: bool,
+    /// Read each VM's bootstrap state over SSH.
+    pub ssh: bool,
+    /// Wait this long for every node to be Ready (and fix drift) first.
+    pub wait: Option<Duration>,
+    /// The `/exec` endpoint: a non-default one (the emulator) also serves
+    /// the VMs' proxies.
+    pub endpoint: String,
+}
+
+/// Joins what exe.dev, the VMs and the cluster say into one status.
+pub async fn status(
+    s: &Session,
+    req: &StatusRequest,
+    notes: &Notes,
+) -> Result<(crate::status::Status, Option<kube::Converged>), EngineError> {
+    let observed = observe(&s.client, &s.fleet, true).await?;
+    let desired = fleet::desired_vms(&s.fleet);
+    let lazy = kube::lazy(s, None);
+    let client = kube::now(s, &lazy, req.wait.is_some()).await;
+    let mut converged = None;
+    if let Some(timeout) = req.wait {
+        let c = client.as_ref().map_err(|why| {
+            EngineError::refused(
+                format!("cannot --wait: {why}"),
+                "make the Kubernetes API reachable (join the tailnet, or pass --via-ssh-tunnel or --kubeconfig)",
+            )
+        })?;
+        converged = Some(kube::converge(c, &s.fleet, timeout, notes).await?);
+    }
+    let nodes = match &client {
+        Ok(k) => Some(crate::cluster::list_nodes(k).await?),
+        Err(_) => None,
+    };
+    let readiness = nodes
+        .as_ref()
+        .map(|n| crate::cluster::readiness(&desired, n));
+    let probes = if req.probe {
+        let base = req
+            .endpoint
+            .trim_end_matches('/')
+            .trim_end_matches("/exec")
+            .to_string();
+        let emulated = req.endpoint != crate::client::DEFAULT_ENDPOINT;
+        let targets: Vec<crate::probe::ProbeTarget> = desired
+            .iter()
+            .filter_map(|d| d.share.map(|sh| (d, sh)))
+            .filter(|(d, _)| observed.vms.iter().any(|v| v.vm_name == d.name))
+            .map(|(d, sh)| {
+                if emulated {
+                    crate::probe::ProbeTarget::emulated(&d.name, sh.public, &base)
+                } else {
+                    crate::probe::ProbeTarget::new(&d.name, sh.public)
+                }
+            })
+            .collect();
+        let key = match &s.kube.ssh_key {
+            Some(k) => Some(crate::credentials::load_private_key(k)?),
+            None => None,
+        };
+        crate::probe::probe_all(&targets, key.as_ref(), 8).await
+    } else {
+        Vec::new()
+    };
+    // How far each running VM's setup script got, over SSH (bounded
+    // fan-out, one reused connection per VM).
+    let bootstrap = if req.ssh {
+        let running: Vec<String> = observed
+            .vms
+            .iter()
+            .filter(|v| plan::owned(&s.fleet.name, v) && v.is_running())
+            .map(|v| v.vm_name.clone())
+            .collect();
+        let ssh = crate::remote::quick(crate::ssh::SshOptions::new(s.kube.ssh_key.clone()));
+        crate::remote::read_reports(&running, &ssh, 8, Duration::from_secs(20))
+            .await
+            .into_iter()
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut st = crate::status::join(
+        &s.fleet.name,
+        &desired,
+        &observed.vms,
+        &observed.shares,
+        nodes.as_deref().zip(readiness.as_ref()),
+        &probes,
+        &bootstrap,
+    );
+    st.cluster_api_error = client.as_ref().err().cloned();
+    Ok((st, converged))
+}

@@ -1,0 +1,462 @@
+//! The fleet as every later stage sees it: parsed, validated, every default
+//! applied and every structured string parsed (sizes, taints, the k3s
+//! release, proxy settings). Parse, don't validate: [`super::parse`] turns
+//! the file model ([`FleetFile`]) into a [`Fleet`] or into located errors,
+//! so nothing downstream re-parses a value, invents a default or meets a
+//! value validation would have refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::desired::{CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, Role, ShareSpec};
+use super::error::{FleetError, FleetErrors};
+use super::model::{
+    DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, FleetFile, K3sArg, Labels, SecretRef,
+    Share, Sizing, Spanned,
+};
+use crate::sizes::ByteSize;
+
+/// Where a value stands in the fleet file (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Location {
+    fn of<T>(s: &Spanned<T>) -> Location {
+        Location {
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+        }
+    }
+}
+
+/// A value with its place in the fleet file, for errors found later (a
+/// secret that does not resolve is reported where it is referenced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub at: Location,
+}
+
+impl<T: Clone> Located<T> {
+    fn of(s: &Spanned<T>) -> Located<T> {
+        Located {
+            value: s.value.clone(),
+            at: Location::of(s),
+        }
+    }
+}
+
+/// Which k3s every node runs: a pinned release, or a channel followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum K3sRelease {
+    /// `INSTALL_K3S_VERSION`, e.g. `v1.31.4+k3s1`.
+    Version(String),
+    /// `INSTALL_K3S_CHANNEL`, e.g. `stable`.
+    Channel(String),
+}
+
+/// One extra k3s flag, as the node gets it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum K3sFlag {
+    /// `--flag=value` (or `--flag`), one argv element.
+    Plain(String),
+    /// A flag whose value is a secret, read at apply time and written only
+    /// into the node's config.yaml.
+    Secret {
+        /// `--name`, without a value.
+        flag: String,
+        /// Where the value comes from.
+        secret: Located<SecretRef>,
+    },
+}
+
+impl K3sFlag {
+    /// How a plan shows the flag: a secret's value as where it comes from.
+    pub fn shown(&self) -> String {
+        match self {
+            K3sFlag::Plain(s) => s.clone(),
+            K3sFlag::Secret { flag, secret } => {
+                format!("{flag}=(secret from {})", secret.value.describe())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for K3sFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+/// k3s settings shared by the fleet's nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K3sSpec {
+    pub release: K3sRelease,
+    pub server_args: Vec<K3sFlag>,
+    pub agent_args: Vec<K3sFlag>,
+    /// Packaged components not deployed; identical on every server.
+    pub disable: Vec<String>,
+    /// `k3s.token`, when the file names one (else a stored, generated one).
+    pub token: Option<Located<SecretRef>>,
+    /// `k3s.agentToken`, likewise.
+    pub agent_token: Option<Located<SecretRef>>,
+    /// The `k3s:` section, where errors about the tokens it omits point.
+    pub at: Location,
+}
+
+/// The tailnet the nodes share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailscaleSpec {
+    /// MagicDNS suffix, e.g. `tail1234.ts.net`.
+    pub tailnet: String,
+    pub auth_key: Located<SecretRef>,
+}
+
+/// A taint's effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TaintEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TaintEffect> {
+        [
+            TaintEffect::NoSchedule,
+            TaintEffect::PreferNoSchedule,
+            TaintEffect::NoExecute,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+    }
+}
+
+/// A Kubernetes taint, `key[=value]:Effect`. `key=:Effect` and `key:Effect`
+/// are the same taint (an empty value is no value).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+impl Taint {
+    /// Reads `key[=value]:Effect`; the validator has checked the key and
+    /// value grammar, this only splits (so the cluster edge can read what a
+    /// Node carries with the same rule).
+    pub fn parse(s: &str) -> Option<Taint> {
+        let (kv, effect) = s.rsplit_once(':')?;
+        let effect = TaintEffect::parse(effect)?;
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k, (!v.is_empty()).then(|| v.to_string())),
+            None => (kv, None),
+        };
+        (!key.is_empty()).then(|| Taint {
+            key: key.to_string(),
+            value,
+            effect,
+        })
+    }
+}
+
+impl std::str::FromStr for Taint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Taint, String> {
+        Taint::parse(s).ok_or_else(|| format!("{s:?} is not key[=value]:Effect"))
+    }
+}
+
+/// Compares with the fleet-file form (`a=b:NoExecute`).
+impl PartialEq<&str> for Taint {
+    fn eq(&self, other: &&str) -> bool {
+        Taint::parse(other).as_ref() == Some(self)
+    }
+}
+
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}:{}", self.key, self.effect.as_str()),
+            None => write!(f, "{}:{}", self.key, self.effect.as_str()),
+        }
+    }
+}
+
+/// A group of identical VMs: the control plane (pool `cp`) or a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroup {
+    pub pool: String,
+    pub role: Role,
+    pub count: u32,
+    pub image: String,
+    pub cpu: u32,
+    pub memory: ByteSize,
+    pub disk: ByteSize,
+    /// The user's labels (the tool adds its own in `desired_vms`).
+    pub labels: BTreeMap<String, String>,
+    /// The user's taints, plus the control-plane taint on unschedulable
+    /// servers.
+    pub taints: Vec<Taint>,
+    /// The user's tags, `defaults.tags` first (the tool adds its own).
+    pub tags: Vec<String>,
+    pub share: Option<ShareSpec>,
+}
+
+/// A fleet file, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The file name as given to the parser, for located errors found later.
+    pub file: String,
+    /// Cluster name: prefix of every VM name, key of the ownership tags.
+    pub name: String,
+    /// `destroy` refuses a protected fleet.
+    pub protect: bool,
+    pub k3s: K3sSpec,
+    pub tailscale: TailscaleSpec,
+    /// The servers (pool `cp`).
+    pub control_plane: NodeGroup,
+    /// Agent pools, in file order.
+    pub pools: Vec<NodeGroup>,
+}
+
+impl Fleet {
+    /// The control plane, then the pools in file order.
+    pub fn groups(&self) -> impl Iterator<Item = &NodeGroup> {
+        std::iter::once(&self.control_plane).chain(&self.pools)
+    }
+}
+
+/// Turns a validated file into a [`Fleet`]. Every value is parsed again here
+/// from what validation accepted; one that does not parse is a located
+/// error (never a silent default), so a gap between the two is caught.
+pub fn resolve(f: &FleetFile, file: &str) -> Result<Fleet, FleetErrors> {
+    let mut errors = Vec::new();
+    let mut bad = |at: Location, what: String| {
+        errors.push(FleetError::at(
+            file,
+            at.line,
+            at.column,
+            what,
+            "this is a bug in exedev-k8s's validation: please report it",
+        ));
+    };
+    let k3s = &f.k3s.value;
+    let release = match (&k3s.version, &k3s.channel) {
+        (Some(v), None) => K3sRelease::Version(v.value.clone()),
+        (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
+        _ => {
+            bad(
+                Location::of(&f.k3s),
+                "k3s needs exactly one of version and channel".into(),
+            );
+            K3sRelease::Channel(String::new())
+        }
+    };
+    let flags = |args: &[Spanned<K3sArg>]| -> Vec<K3sFlag> {
+        args.iter()
+            .map(|a| match &a.value {
+                K3sArg::Plain(s) => K3sFlag::Plain(s.clone()),
+                K3sArg::Secret { flag, secret } => K3sFlag::Secret {
+                    flag: flag.value.clone(),
+                    secret: Located::of(secret),
+                },
+            })
+            .collect()
+    };
+    let k3s_spec = K3sSpec {
+        release,
+        server_args: flags(&k3s.server_args),
+        agent_args: flags(&k3s.agent_args),
+        disable: k3s.disable.iter().map(|d| d.value.clone()).collect(),
+        token: k3s.token.as_ref().map(Located::of),
+        agent_token: k3s.agent_token.as_ref().map(Located::of),
+        at: Location::of(&f.k3s),
+    };
+
+    let d = &f.defaults;
+    let mut group = |g: GroupFile<'_>| -> NodeGroup {
+        let size = |own: &Option<Spanned<String>>,
+                    def: &Option<Spanned<String>>,
+                    fallback: &str,
+                    bad: &mut dyn FnMut(Location, String)| {
+            match own.as_ref().or(def.as_ref()) {
+                Some(s) => ByteSize::parse_with_unit(&s.value).unwrap_or_else(|_| {
+                    bad(Location::of(s), format!("size {:?} did not parse", s.value));
+                    ByteSize(0)
+                }),
+                None => ByteSize::parse_with_unit(fallback).unwrap_or(ByteSize(0)),
+            }
+        };
+        let memory = size(g.sizing.memory, &d.memory, DEFAULT_MEMORY, &mut bad);
+        let disk = size(g.sizing.disk, &d.disk, DEFAULT_DISK, &mut bad);
+        let mut taints = Vec::new();
+        for t in g.taints {
+            match Taint::parse(&t.value) {
+                Some(taint) => taints.push(taint),
+                None => bad(
+                    Location::of(t),
+                    format!("taint {:?} did not parse", t.value),
+                ),
+            }
+        }
+        if g.unschedulable
+            && let Some(cp) = Taint::parse(CONTROL_PLANE_TAINT)
+            && !taints.contains(&cp)
+        {
+            taints.push(cp);
+        }
+        let share = g
+            .share
+            .as_ref()
+            .and_then(|s| match u16::try_from(s.port.value) {
+                Ok(port) => Some(ShareSpec {
+                    port,
+                    public: s.public,
+                }),
+                Err(_) => {
+                    bad(
+                        Location::of(&s.port),
+                        format!("port {} did not parse", s.port.value),
+                    );
+                    None
+                }
+            });
+        NodeGroup {
+            pool: g.pool.to_string(),
+            role: g.role,
+            count: g.count,
+            image: g
+                .sizing
+                .image
+                .as_ref()
+                .or(d.image.as_ref())
+                .map_or(DEFAULT_IMAGE, |s| s.value.as_str())
+                .to_string(),
+            cpu: g
+                .sizing
+                .cpu
+                .as_ref()
+                .or(d.cpu.as_ref())
+                .map_or(DEFAULT_CPU, |c| c.value),
+            memory,
+            disk,
+            labels: g.labels.to_map(),
+            taints,
+            tags: d
+                .tags
+                .iter()
+                .chain(g.sizing.tags)
+                .map(|t| t.value.clone())
+                .collect(),
+            share,
+        }
+    };
+    let cp = &f.control_plane;
+    let control_plane = group(GroupFile {
+        pool: CONTROL_PLANE_POOL,
+        role: Role::Server,
+        count: cp.count(),
+        sizing: cp.sizing(),
+        labels: &cp.labels,
+        taints: &cp.taints,
+        unschedulable: !cp.schedulable,
+        share: &cp.share,
+    });
+    let pools = f
+        .pools
+        .iter()
+        .map(|p| {
+            group(GroupFile {
+                pool: &p.name.value,
+                role: Role::Agent,
+                count: p.count.value,
+                sizing: p.sizing(),
+                labels: &p.labels,
+                taints: &p.taints,
+                unschedulable: false,
+                share: &p.share,
+            })
+        })
+        .collect();
+    let fleet = Fleet {
+        file: file.to_string(),
+        name: f.metadata.name.value.clone(),
+        protect: f.metadata.protect,
+        k3s: k3s_spec,
+        tailscale: TailscaleSpec {
+            tailnet: f.network.tailscale.tailnet.value.clone(),
+            auth_key: Located::of(&f.network.tailscale.auth_key),
+        },
+        control_plane,
+        pools,
+    };
+    if errors.is_empty() {
+        Ok(fleet)
+    } else {
+        Err(FleetErrors(errors))
+    }
+}
+
+/// One node group as written in the file.
+struct GroupFile<'a> {
+    pool: &'a str,
+    role: Role,
+    count: u32,
+    sizing: Sizing<'a>,
+    labels: &'a Labels,
+    taints: &'a [Spanned<String>],
+    unschedulable: bool,
+    share: &'a Option<Share>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::validate::TAINT_EFFECTS;
+    use proptest::prelude::*;
+
+    #[test]
+    fn taints_read_and_print_the_fleet_form() {
+        let t = Taint::parse("dedicated=gpu:NoSchedule").unwrap();
+        assert_eq!(t.key, "dedicated");
+        assert_eq!(t.value.as_deref(), Some("gpu"));
+        assert_eq!(t.effect, TaintEffect::NoSchedule);
+        assert_eq!(t.to_string(), "dedicated=gpu:NoSchedule");
+        assert_eq!(
+            Taint::parse("a=:NoExecute"),
+            Taint::parse("a:NoExecute"),
+            "an empty value is no value"
+        );
+        for bad in ["a", "a:Nope", ":NoSchedule", "=x:NoSchedule"] {
+            assert_eq!(Taint::parse(bad), None, "{bad}");
+        }
+        assert_eq!(TAINT_EFFECTS.len(), 3);
+        for e in TAINT_EFFECTS {
+            assert_eq!(TaintEffect::parse(e).map(TaintEffect::as_str), Some(*e));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn taints_round_trip(
+            key in "[a-z]([a-z0-9.-]{0,10}/)?[a-z][a-z0-9]{0,8}",
+            value in proptest::option::of("[a-z0-9]{1,8}"),
+            e in 0usize..3,
+        ) {
+            let t = Taint { key, value, effect: TaintEffect::parse(TAINT_EFFECTS[e]).unwrap() };
+            prop_assert_eq!(Taint::parse(&t.to_string()), Some(t));
+        }
+    }
+}
