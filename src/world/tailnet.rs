@@ -211,7 +211,10 @@ pub fn is_tailnet_range(ip: Ipv4Addr) -> bool {
 }
 
 /// A host name as Tailscale turns it into a DNS label: lower case, every
-/// character outside `[a-z0-9-]` becomes `-`, at most 63 characters.
+/// character outside `[a-z0-9-]` becomes `-`, at most 63 characters. The
+/// facts file is silent on this mapping: it is the model's reading of
+/// MagicDNS names (DNS labels); the tool's own names never need it, being
+/// DNS labels already (`names::check_node_name`).
 pub fn sanitize_hostname(hostname: &str) -> String {
     let mut s: String = hostname
         .to_ascii_lowercase()

@@ -25,6 +25,13 @@
 //! - servers whose critical configuration differs ("Install");
 //! - a server whose config still carries a token rotated away: "bootstrap
 //!   data already found and encrypted with different token".
+//!
+//! Modelled although the facts file is silent (each marked where it is
+//! made, so a live run can correct it): a `node-ip` that is not one of the
+//! VM's addresses fails to bind; joining a single server without
+//! `--cluster-init` (SQLite) is refused; a server whose etcd member was
+//! removed must delete its database to rejoin; a restarting server waits
+//! for etcd quorum; the kubelet skew check compares minor versions only.
 
 use std::net::Ipv4Addr;
 
@@ -372,7 +379,8 @@ impl Model {
     /// "Tailscale as the overlay"): with `vpn-auth` the node IP is the VPN
     /// address; `flannel-iface` without `node-ip` makes `node-ip` that
     /// interface's address; the etcd peer address is the first `node-ip`,
-    /// else the default interface's.
+    /// else the default interface's. That a `node-ip` which is none of the
+    /// VM's addresses fails to bind is the model's (facts file silent).
     fn addresses(&self, vm: &str, p: &K3sProc, vpn: bool) -> Result<(Ipv4Addr, Ipv4Addr), String> {
         let v = &self.vms[vm];
         let ts = self.tailnet_ip(vm);
@@ -469,6 +477,8 @@ impl Model {
             v.node_key = Some(key);
         }
         if self.tailnet.devices[&id].needs_approval {
+            // Facts file silent: `tailscale up`'s wording for a device that
+            // waits for an admin's approval, as Tailscale's CLI reports it.
             return Err("tailscale up failed: timeout waiting for Tailscale service to enter a Running state; last state: NeedsMachineAuth".to_string());
         }
         Ok(())
@@ -527,6 +537,8 @@ impl Model {
                 if let Some(cid) = existing {
                     let c = &self.clusters[&cid];
                     if !c.members.iter().any(|m| m.vm == vm) {
+                        // Facts file silent: etcd's own message for a
+                        // removed member, as k3s would surface it.
                         return self.fail(vm, unit, p, now, "etcd: this member has been permanently removed from the cluster; delete /var/lib/rancher/k3s/server/db to join it again".into());
                     }
                     if let Some(t) = &token
@@ -664,6 +676,8 @@ impl Model {
             Role::Server => self.join_server(vm, unit, p, &cid, now, fx),
             Role::Agent => {
                 let api = self.api_version(&cid);
+                // "never newer" (facts "Versions") at minor granularity: the
+                // facts file does not say whether a newer patch counts.
                 if let (Some(mine), Some(theirs)) = (minor_version(&p.version), minor_version(&api))
                     && mine > theirs
                 {
@@ -688,6 +702,8 @@ impl Model {
     ) {
         let c = &self.clusters[cid];
         if c.datastore == Datastore::Sqlite {
+            // Facts file silent: k3s's docs require `--cluster-init` on the
+            // first server for embedded etcd; the message is the model's.
             return self.fail(vm, unit, p, now, "cannot join a server that runs the embedded SQLite datastore: the first server needs --cluster-init for others to join".into());
         }
         let mine = critical(&p.cfg);
