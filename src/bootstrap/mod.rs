@@ -19,7 +19,10 @@
 
 mod state;
 
-pub use state::{BootstrapPhase, BootstrapReport, format_log, report_command};
+pub use state::{
+    BootstrapPhase, BootstrapReport, format_log, is_k3s_step, k3s_journal_command, k3s_reason,
+    k3s_unit, report_command,
+};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -528,7 +531,7 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     ctx.insert("kind", kind.label());
     ctx.insert("node_name", &input.node_name);
     ctx.insert("cluster", &input.cluster);
-    ctx.insert("unit", if kind.is_server() { "k3s" } else { "k3s-agent" });
+    ctx.insert("unit", k3s_unit(kind.is_server()));
     ctx.insert("version", version);
     ctx.insert("channel", channel);
     ctx.insert("install_args", &install_args);

@@ -44,7 +44,7 @@ pub use parse::{Token, VpnAuth, minor_version, parse_token, parse_vpn_auth, refu
 
 use super::k3s_config::{K3sConfig, Role, critical};
 use super::model::{Effect, Model};
-use super::tailnet::Login;
+use super::tailnet::{Login, Proto};
 
 /// Where k3s writes its admin kubeconfig.
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
@@ -56,6 +56,12 @@ pub const DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
 /// The supervisor and API port.
 pub const API_PORT: u16 = 6443;
+/// etcd's client port, on servers (facts: "Ports").
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// etcd's peer port, on servers (facts: "Ports").
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// The kubelet's port, on every node (facts: "Ports").
+pub const KUBELET_PORT: u16 = 10250;
 
 /// Where a unit's process is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -631,7 +637,7 @@ impl Model {
         let Some(ip) = self.resolve(vm, &host) else {
             return self.wait(vm, unit, p, now, format!("failed to get CA certs: Get \"{url}/cacerts\": dial tcp: lookup {host}: no such host"));
         };
-        let target = self.route(vm, ip);
+        let target = self.route_port(vm, ip, Proto::Tcp, port);
         let Some(target) = target else {
             return self.wait(vm, unit, p, now, format!("failed to get CA certs: Get \"{url}/cacerts\": dial tcp {ip}:{port}: i/o timeout"));
         };
@@ -763,9 +769,11 @@ impl Model {
         p.phase = Phase::Learner;
     }
 
-    /// Can the etcd member on `from` reach `ip` on `to`?
+    /// Can the etcd member on `from` reach `ip` on `to` (etcd's peer port)?
     fn peer_reachable(&self, from: &str, ip: Ipv4Addr, to: &str) -> bool {
-        self.route(from, ip).as_deref() == Some(to)
+        self.route_port(from, ip, Proto::Tcp, ETCD_PEER_PORT)
+            .as_deref()
+            == Some(to)
     }
 
     fn on_learner(&mut self, vm: &str, unit: &str, p: &mut K3sProc, now: u64) {
