@@ -44,10 +44,18 @@ fn fleet(servers: u32, agents: u32) -> String {
     fleet_at("v1.31.4+k3s1", servers, agents, 1)
 }
 
+/// The tests' shared minimal fleet, renamed, pinned to `version`, with a
+/// token, and pool `web` of `agents` with its `maxUnavailable`.
 fn fleet_at(version: &str, servers: u32, agents: u32, max_unavailable: u32) -> String {
-    format!(
-        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: bench\nk3s:\n  version: {version}\n  token: {{env: K3S_TOKEN}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n    maxUnavailable: {max_unavailable}\n"
-    )
+    include_str!("../tests/fleets/minimal.yaml")
+        .replace("name: demo", "name: bench")
+        .replace(
+            "  channel: stable\n",
+            &format!("  version: {version}\n  token: {{env: K3S_TOKEN}}\n"),
+        )
+        + &format!(
+            "controlPlane:\n  count: {servers}\npools:\n  - name: web\n    count: {agents}\n    maxUnavailable: {max_unavailable}\n"
+        )
 }
 
 /// What one run found.

@@ -475,14 +475,25 @@ pub fn purge(fleet_dir: &Path, cluster: &str) -> Result<bool, SecretsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::fixtures;
+
+    /// The minimal fleet with the Tailscale key in the file `ts.key` and
+    /// `k3s_lines` under `k3s:` after the channel (line 6).
+    fn fleet_reading_ts_key(k3s_lines: &str) -> crate::fleet::Fleet {
+        fixtures::parsed(
+            &fixtures::minimal_replacing("{env: TS_AUTHKEY}", "{file: ts.key}").replace(
+                "  channel: stable\n",
+                &format!("  channel: stable\n{k3s_lines}"),
+            ),
+        )
+    }
 
     /// Generated tokens are reported once, when made; later calls read them.
     #[test]
     fn generated_tokens_are_reported_once() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         let (_, made) = resolve_noting_generated(&f, dir.path(), true).unwrap();
         assert_eq!(
             made,
@@ -575,8 +586,7 @@ network:
     fn check_wants_the_stored_tokens_only_for_an_existing_cluster() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ts.key"), "tskey").unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         // A new cluster: the first apply generates them.
         assert!(check(&f, "f.yaml", dir.path(), false, &[]).is_ok());
         let err = check(&f, "f.yaml", dir.path(), true, &[]).unwrap_err();
@@ -646,9 +656,8 @@ network:
     #[test]
     fn generated_token_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         assert!(matches!(
             resolve(&f, dir.path(), false),
             Err(SecretsError::Missing { .. })
@@ -681,11 +690,12 @@ network:
     #[test]
     fn agent_token_comes_from_the_fleet_like_the_server_token() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\n  agentToken: {file: agent.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
         std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
         std::fs::write(dir.path().join("agent.token"), "agent-secret\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key(
+            "  token: {file: server.token}\n  agentToken: {file: agent.token}\n",
+        );
         let s = resolve(&f, dir.path(), false).unwrap();
         assert_eq!(s.k3s_token.expose(), "server-secret");
         assert_eq!(s.agent_token.expose(), "agent-secret");
@@ -702,10 +712,9 @@ network:
     #[test]
     fn an_existing_cluster_without_an_agent_token_is_told_where_to_put_it() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\n  token: {file: server.token}\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
         std::fs::write(dir.path().join("server.token"), "server-secret\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("  token: {file: server.token}\n");
         let e = resolve(&f, dir.path(), false).unwrap_err().to_string();
         assert!(e.contains("no k3s agent token"), "{e}");
         assert!(
@@ -724,9 +733,8 @@ network:
     #[test]
     fn an_empty_token_file_is_reported_as_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {file: ts.key}\n";
         std::fs::write(dir.path().join("ts.key"), "tskey-auth-xyz\n").unwrap();
-        let f = crate::fleet::parse(src, "f.yaml").unwrap();
+        let f = fleet_reading_ts_key("");
         std::fs::create_dir_all(state_dir(dir.path(), "demo")).unwrap();
         std::fs::write(token_path(dir.path(), "demo"), " \n").unwrap();
         for generate in [false, true] {

@@ -35,6 +35,7 @@ pub mod shellwords;
 pub mod sizes;
 pub mod ssh;
 pub mod status;
+pub mod tailnet_check;
 pub mod text;
 pub mod token;
 pub mod ui;

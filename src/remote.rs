@@ -2,15 +2,24 @@
 //! read how far each VM's setup script got (one VM, or many with bounded
 //! fan-out over reused connections), wait for a server's bootstrap to finish
 //! (how the first apply orders servers before any API exists), and log a VM's
-//! Tailscale device out before the VM is deleted.
+//! Tailscale device out before the VM is deleted; and, for `status`, each
+//! VM's tailnet identity, the connections it can open to its peers, and
+//! k3s's own journal when k3s refused to run. Every multi-VM read goes
+//! through [`bounded`] (fan-out and a per-VM timeout).
 //!
 //! An edge: the state file's format and the command that reads it belong to
-//! [`crate::bootstrap`]; this module only runs them through [`crate::ssh`].
+//! [`crate::bootstrap`], the tailnet probes' to [`crate::tailnet_check`];
+//! this module only runs them through [`crate::ssh`].
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::bootstrap::{BootstrapPhase, BootstrapReport, format_log, report_command};
+use crate::bootstrap::{
+    BootstrapPhase, BootstrapReport, format_log, k3s_journal_command, k3s_reason, report_command,
+};
 use crate::ssh::{self, SshError, SshOptions};
+use crate::tailnet_check;
 
 /// Log lines shown with a failed bootstrap.
 pub const LOG_LINES: usize = 12;
@@ -31,29 +40,144 @@ pub async fn read_reports(
     fanout: usize,
     per_vm: Duration,
 ) -> Vec<(String, Result<BootstrapReport, String>)> {
+    let opts = opts.clone();
+    let results = bounded(vms.to_vec(), fanout, per_vm, move |vm| {
+        let opts = opts.clone();
+        async move {
+            read_report(&vm, &opts)
+                .await
+                .map_err(|e| first_line(&e.to_string()))
+        }
+    })
+    .await;
+    vms.iter().cloned().zip(results).collect()
+}
+
+/// Runs `work` on every item, at most `fanout` at once (the SSH fan-out
+/// every multi-VM read here goes through), each bounded by `per_item`.
+/// Results come back in `items` order; one that did not finish in time is
+/// `Err("no answer over SSH within Ns")`.
+pub async fn bounded<T, R, F, Fut>(
+    items: Vec<T>,
+    fanout: usize,
+    per_item: Duration,
+    work: F,
+) -> Vec<Result<R, String>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>> + Send + 'static,
+{
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(fanout.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, vm) in vms.iter().enumerate() {
-        let (vm, opts, limit) = (vm.clone(), opts.clone(), limit.clone());
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let limit = limit.clone();
+        let fut = work(item);
         tasks.spawn(async move {
             let _permit = limit.acquire().await;
-            let r = match tokio::time::timeout(per_vm, read_report(&vm, &opts)).await {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) => Err(first_line(&e.to_string())),
-                Err(_) => Err(format!("no answer over SSH within {}s", per_vm.as_secs())),
+            let r = match tokio::time::timeout(per_item, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "no answer over SSH within {}s",
+                    per_item.as_secs_f64()
+                )),
             };
             (i, r)
         });
     }
-    let mut results: Vec<Result<BootstrapReport, String>> =
-        vms.iter().map(|_| Err("not read".to_string())).collect();
+    let mut results: Vec<Result<R, String>> = (0..n).map(|_| Err("not read".to_string())).collect();
     while let Some(joined) = tasks.join_next().await {
         if let Ok((i, r)) = joined {
             results[i] = r;
         }
     }
+    results
+}
+
+/// Runs `words` on `vm`: its output, or the first line of why not.
+async fn run_line(vm: String, words: Vec<String>, opts: SshOptions) -> Result<String, String> {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    ssh::run(&vm, &words, &opts)
+        .await
+        .map_err(|e| first_line(&e.to_string()))
+}
+
+/// Each VM's tailnet address and tags (`tailscale status --json`), bounded
+/// as [`bounded`].
+pub async fn read_tailnet_identities(
+    vms: &[String],
+    opts: &SshOptions,
+    fanout: usize,
+    per_vm: Duration,
+) -> Vec<(String, Result<(Ipv4Addr, Vec<String>), String>)> {
+    let opts = opts.clone();
+    let results = bounded(vms.to_vec(), fanout, per_vm, move |vm| {
+        let opts = opts.clone();
+        async move {
+            let out = run_line(vm, tailnet_check::identity_command(), opts).await?;
+            tailnet_check::parse_identity(&out)
+        }
+    })
+    .await;
     vms.iter().cloned().zip(results).collect()
 }
+
+/// Tries, from each VM, the connections [`tailnet_check::probes`] lists
+/// (one SSH command per VM, its connections at once), bounded as
+/// [`bounded`]. Per source VM: the command's output, or why it failed.
+pub async fn run_tailnet_probes(
+    probes: &[tailnet_check::Probe],
+    opts: &SshOptions,
+    fanout: usize,
+    per_vm: Duration,
+) -> BTreeMap<String, Result<String, String>> {
+    let mut by_vm: BTreeMap<String, Vec<(Ipv4Addr, u16)>> = BTreeMap::new();
+    for p in probes {
+        by_vm
+            .entry(p.from.clone())
+            .or_default()
+            .push((p.ip, p.port));
+    }
+    let jobs: Vec<(String, Vec<(Ipv4Addr, u16)>)> = by_vm.into_iter().collect();
+    let names: Vec<String> = jobs.iter().map(|(vm, _)| vm.clone()).collect();
+    let opts = opts.clone();
+    let results = bounded(jobs, fanout, per_vm, move |(vm, targets)| {
+        run_line(vm, tailnet_check::probe_command(&targets), opts.clone())
+    })
+    .await;
+    names.into_iter().zip(results).collect()
+}
+
+/// k3s's own reason for failing on each `(vm, is_server)`, from its unit's
+/// journal; VMs whose journal says nothing clear (or cannot be read) are
+/// left out.
+pub async fn read_k3s_reasons(
+    vms: Vec<(String, bool)>,
+    opts: &SshOptions,
+    fanout: usize,
+    per_vm: Duration,
+) -> BTreeMap<String, String> {
+    let names: Vec<String> = vms.iter().map(|(vm, _)| vm.clone()).collect();
+    let opts = opts.clone();
+    let results = bounded(vms, fanout, per_vm, move |(vm, server)| {
+        run_line(
+            vm,
+            k3s_journal_command(server, K3S_JOURNAL_LINES),
+            opts.clone(),
+        )
+    })
+    .await;
+    names
+        .into_iter()
+        .zip(results)
+        .filter_map(|(vm, r)| Some((vm, k3s_reason(&r.ok()?)?)))
+        .collect()
+}
+
+/// Journal lines read to find k3s's reason.
+pub const K3S_JOURNAL_LINES: usize = 60;
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
@@ -198,6 +322,56 @@ pub fn quick(mut opts: SshOptions) -> SshOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The fan-out holds (never more than `fanout` at once, and it is
+    /// used), a slow VM is cut off at `per_item` with a sentence, results
+    /// keep their order. On tokio's paused clock: nothing here waits.
+    #[tokio::test(start_paused = true)]
+    async fn reads_are_bounded_in_fanout_and_time() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let (r, p, st) = (running.clone(), peak.clone(), started.clone());
+        let results = bounded((0..20u32).collect(), 3, Duration::from_secs(20), move |i| {
+            let (r, p, st) = (r.clone(), p.clone(), st.clone());
+            async move {
+                st.fetch_add(1, Ordering::SeqCst);
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                // VM 7 never answers; the others take a while.
+                let d = if i == 7 { 3600 } else { 1 + u64::from(i % 4) };
+                tokio::time::sleep(Duration::from_secs(d)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                Ok::<u32, String>(i * 10)
+            }
+        })
+        .await;
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            3,
+            "at most 3 at once, and 3 used"
+        );
+        assert_eq!(started.load(Ordering::SeqCst), 20);
+        for (i, r) in results.iter().enumerate() {
+            if i == 7 {
+                assert_eq!(r.as_ref().unwrap_err(), "no answer over SSH within 20s");
+            } else {
+                assert_eq!(r.as_ref().unwrap(), &(i as u32 * 10));
+            }
+        }
+    }
+
+    /// A fan-out of 0 still makes progress (one at a time).
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_fanout_means_one() {
+        let results = bounded(vec![1, 2], 0, Duration::from_secs(1), |i| async move {
+            Ok::<i32, String>(i)
+        })
+        .await;
+        assert_eq!(results, [Ok(1), Ok(2)]);
+    }
 
     #[test]
     fn only_refusals_stop_the_wait() {

@@ -14,6 +14,7 @@ use crate::cluster::{NodeState, NodeView, Readiness, pending_labels};
 use crate::fleet::{self, DesiredVm};
 use crate::probe::ProbeResult;
 use crate::sizes::ByteSize;
+use crate::tailnet_check::TailnetCheck;
 use crate::text::one_line;
 
 /// One row of the status table.
@@ -34,6 +35,10 @@ pub struct Row {
     pub bootstrap: Option<String>,
     /// The last lines of the bootstrap log, for a failed bootstrap.
     pub bootstrap_log: Vec<String>,
+    /// k3s's own reason, from its journal, when the bootstrap failed while
+    /// k3s ran (a wrong token, a refused label, a configuration mismatch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k3s_reason: Option<String>,
     /// Ready / NotReady / not registered / drift, or None without API access.
     pub node: Option<String>,
     pub k3s_version: Option<String>,
@@ -58,8 +63,44 @@ pub struct Status {
     /// Why not, when it was not (set by the caller that tried).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_api_error: Option<String>,
+    /// Whether the tailnet lets the nodes reach each other (read over SSH).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tailnet: Option<TailnetCheck>,
     pub healthy: bool,
 }
+
+impl Status {
+    /// Adds k3s's own reasons (by VM) to rows whose bootstrap failed while
+    /// k3s ran.
+    pub fn add_k3s_reasons(&mut self, reasons: &BTreeMap<String, String>) {
+        for row in &mut self.rows {
+            let Some(reason) = reasons.get(&row.name) else {
+                continue;
+            };
+            for p in &mut row.problems {
+                if p.starts_with(BOOTSTRAP_FAILED) {
+                    p.push_str(&format!("; k3s says: {reason}"));
+                }
+            }
+            row.k3s_reason = Some(reason.clone());
+        }
+    }
+
+    /// Adds the tailnet check: each dropped flow is a problem of the VM it
+    /// starts from; the entry to add shows once, below the problems.
+    pub fn add_tailnet(&mut self, check: TailnetCheck) {
+        for d in &check.dropped {
+            if let Some(row) = self.rows.iter_mut().find(|r| r.name == d.from) {
+                row.problems.push(crate::tailnet_check::problem(d));
+            }
+        }
+        self.tailnet = Some(check);
+        self.healthy = self.rows.iter().all(|r| r.problems.is_empty());
+    }
+}
+
+/// How a failed bootstrap's problem starts.
+const BOOTSTRAP_FAILED: &str = "bootstrap failed at step";
 
 /// Joins the sides. `nodes`/`readiness` are None when the API is
 /// unreachable; `bootstrap` holds what SSH said per VM (absent: not read).
@@ -129,11 +170,11 @@ pub fn join(
             (true, Some(r), _) => match &r.state {
                 NodeState::Ready => (Some("Ready".to_string()), Vec::new()),
                 NodeState::NotRegistered => {
-                    problems.push(r.explain());
+                    problems.push(r.state_and_cause());
                     (Some("not registered".to_string()), Vec::new())
                 }
                 NodeState::NotReady { .. } => {
-                    problems.push(r.explain());
+                    problems.push(r.state_and_cause());
                     (Some("NotReady".to_string()), Vec::new())
                 }
                 NodeState::Drift(dr)
@@ -196,7 +237,7 @@ pub fn join(
             Ok(report) => {
                 match &report.phase {
                     BootstrapPhase::Failed { step } => {
-                        problems.push(format!("bootstrap failed at step {step:?}"));
+                        problems.push(format!("{BOOTSTRAP_FAILED} {step:?}"));
                         bootstrap_log = report.log_tail.clone();
                     }
                     BootstrapPhase::Running { step } if !node_ready => {
@@ -283,6 +324,7 @@ pub fn join(
             proxy,
             bootstrap: boot,
             bootstrap_log,
+            k3s_reason: None,
             node,
             k3s_version: node_view.and_then(|n| n.kubelet_version.clone()),
             drift,
@@ -297,6 +339,7 @@ pub fn join(
         rows,
         cluster_api: nodes.is_some(),
         cluster_api_error: None,
+        tailnet: None,
         healthy,
     }
 }
@@ -396,7 +439,7 @@ pub fn render(s: &Status) -> String {
         .iter()
         .flat_map(|r| {
             r.problems.iter().map(move |p| {
-                let log = if p.starts_with("bootstrap failed") {
+                let log = if p.starts_with(BOOTSTRAP_FAILED) {
                     crate::bootstrap::format_log(&r.bootstrap_log)
                 } else {
                     String::new()
@@ -410,6 +453,9 @@ pub fn render(s: &Status) -> String {
                 .map(move |d| format!("{}: drift {}", one_line(&r.name), one_line(d)))
         }))
         .collect();
+    if let Some(t) = &s.tailnet {
+        render_tailnet(&mut out, t);
+    }
     if problems.is_empty() {
         let _ = writeln!(out, "\nAll {} VMs healthy.", s.rows.len());
     } else {
@@ -418,21 +464,53 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(out, "  ! {p}");
         }
     }
+    if let Some(entry) = s.tailnet.as_ref().and_then(|t| t.acl_entry.as_ref()) {
+        let _ = writeln!(
+            out,
+            "\nTailnet policy: add this entry to \"acls\" in the tailnet policy file (admin console, Access controls):\n  {}",
+            one_line(entry)
+        );
+        let _ = writeln!(
+            out,
+            "  It also lets {}/udp (flannel VXLAN) through, which a connect cannot check.",
+            crate::tailnet_check::VXLAN_PORT
+        );
+        if !s.tailnet.as_ref().is_some_and(|t| t.entry_by_tag) {
+            let _ = writeln!(
+                out,
+                "  Some devices have no ACL tag, so the entry names their current addresses, which a replaced VM does not keep: use a tagged auth key and write the entry for its tag."
+            );
+        }
+    }
     out
+}
+
+/// The tailnet line(s) above the problems.
+fn render_tailnet(out: &mut String, t: &TailnetCheck) {
+    let _ = writeln!(
+        out,
+        "\nTailnet: {} of {} connections between {} nodes dropped ({}).",
+        t.dropped.len(),
+        t.checked,
+        t.nodes,
+        one_line(&t.unverified)
+    );
+    for (vm, why) in &t.unchecked {
+        let _ = writeln!(out, "  {}: not checked: {}", one_line(vm), one_line(why));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::types::Visibility;
+    use crate::fleet::fixtures;
     use std::time::Duration;
 
     fn fleet() -> crate::fleet::Fleet {
-        crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 2\n    share: {port: 8080, public: true}\n",
-            "f.yaml",
+        fixtures::fleet_with(
+            "pools:\n  - name: web\n    count: 2\n    share: {port: 8080, public: true}\n",
         )
-        .unwrap()
     }
 
     fn vm(d: &DesiredVm) -> VmInfo {
@@ -441,7 +519,9 @@ mod tests {
             status: "running".into(),
             tags: d.tags.clone(),
             comment: format!("{}abc", fleet::SPEC_COMMENT_PREFIX),
-            allocated_cpus: 2,
+            allocated_cpus: d.cpu,
+            memory_capacity_bytes: d.memory.0,
+            disk_capacity_bytes: d.disk.0,
             ..Default::default()
         }
     }
@@ -534,21 +614,19 @@ mod tests {
                 .any(|p| p.contains("Node without a VM"))
         );
         assert!(!s.healthy);
-        let text = render(&s);
-        assert!(
-            text.contains("demo-web2") && text.contains("missing") && text.contains("Problems:")
-        );
+        // The missing VM, the stray VM and the Node without a VM each have
+        // a row and a problem; the ghost Node's VM column says `missing`.
+        insta::assert_snapshot!("status_one_sided", render(&s));
     }
 
     /// Long names and probe results widen their columns instead of running
     /// into the next; the reason the API is unreachable shows once.
     #[test]
     fn columns_fit_their_widest_cell_and_the_api_reason_shows_once() {
-        let f = crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: production-europe-west\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: ingressgateway\n    count: 1\n    share: {port: 8080, public: true}\n",
-            "f.yaml",
-        )
-        .unwrap();
+        let f = fixtures::parsed(
+            &(fixtures::minimal_replacing("name: demo", "name: production-europe-west")
+                + "pools:\n  - name: ingressgateway\n    count: 1\n    share: {port: 8080, public: true}\n"),
+        );
         let desired = crate::fleet::desired_vms(&f);
         let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
         let mut shares = BTreeMap::new();
@@ -583,9 +661,9 @@ mod tests {
         let text = render(&st);
         assert_eq!(text.matches("not reachable").count(), 1, "{text}");
         insta::assert_snapshot!(text, @r"
-        VM                                      ROLE    VM STATUS  SIZE          PROXY        BOOTSTRAP  NODE  K3S  PROBE
-        production-europe-west-cp1              server  running    2cpu/0GB/0GB  -            -          ?     -    -
-        production-europe-west-ingressgateway1  agent   running    2cpu/0GB/0GB  8080 public  -          ?     -    200 in 1234 ms
+        VM                                      ROLE    VM STATUS  SIZE           PROXY        BOOTSTRAP  NODE  K3S  PROBE
+        production-europe-west-cp1              server  running    2cpu/4GB/20GB  -            -          ?     -    -
+        production-europe-west-ingressgateway1  agent   running    2cpu/4GB/20GB  8080 public  -          ?     -    200 in 1234 ms
 
         Kubernetes API not reachable, node columns unknown: no kubeconfig at .exedev-k8s/p/kubeconfig
 
@@ -597,11 +675,7 @@ mod tests {
     /// status names (apply makes it private).
     #[test]
     fn a_public_proxy_the_fleet_does_not_share_is_a_problem() {
-        let f = crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 1\n",
-            "f.yaml",
-        )
-        .unwrap();
+        let f = fixtures::fleet_with("pools:\n  - name: web\n    count: 1\n");
         let desired = crate::fleet::desired_vms(&f);
         let mut vms: Vec<VmInfo> = desired.iter().map(vm).collect();
         vms[1].tags.push(fleet::SHARE_TAG.into());
@@ -643,16 +717,15 @@ mod tests {
             &BTreeMap::new(),
         );
         assert!(s.healthy && !s.cluster_api);
-        assert!(render(&s).contains("Kubernetes API not reachable"));
+        // `?` in the node column, and how to give status API access.
+        insta::assert_snapshot!("status_without_api", render(&s));
     }
 
     #[test]
     fn bootstrap_states_and_pending_labels_show_with_their_cause() {
-        let f = crate::fleet::parse(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: X}\npools:\n  - name: web\n    count: 3\n    labels: {node-role.kubernetes.io/worker: \"true\"}\n",
-            "f.yaml",
-        )
-        .unwrap();
+        let f = fixtures::fleet_with(
+            "pools:\n  - name: web\n    count: 3\n    labels: {node-role.kubernetes.io/worker: \"true\"}\n",
+        );
         let desired = crate::fleet::desired_vms(&f);
         let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
         // cp1 Ready; web1 Ready without its role label; web2 and web3 never
@@ -728,13 +801,10 @@ mod tests {
                 .iter()
                 .any(|p| p == "bootstrap still running: run the k3s installer")
         );
-        let text = render(&s);
-        assert!(text.contains("Bootstrap:\n  demo-web2: failed (join the tailnet)\n  demo-web3: running (run the k3s installer)"), "{text}");
-        assert!(
-            text.contains("demo-web2: bootstrap failed at step \"join the tailnet\"; last log lines:\n    | tailscale up failed (attempt 5 of 5)\n    | backend error: invalid key"),
-            "{text}"
-        );
         assert!(!s.healthy);
+        // The phase in the table, the step under `Bootstrap:`, a failed
+        // bootstrap's last log lines under its problem.
+        insta::assert_snapshot!("status_bootstrap", render(&s));
     }
 
     /// Statuses, names and node versions come from exe.dev and Kubernetes:
@@ -771,6 +841,89 @@ mod tests {
                 .any(|c| crate::text::is_control(c) && c != '\n'),
             "{text}"
         );
-        assert!(text.contains("stopped\\u{1b}]0;pwned"), "{text}");
+        insta::assert_snapshot!("status_escaped", text);
+    }
+
+    /// k3s's own reason joins the failed bootstrap's problem (escaped: it
+    /// comes from a VM), and a dropped tailnet flow is a problem of the VM
+    /// it starts from, with the entry to add printed once.
+    #[test]
+    fn k3s_reasons_and_dropped_tailnet_flows_show_with_what_to_do() {
+        use crate::tailnet_check::{Probe, TailnetNode, evaluate, probes};
+        use core::net::Ipv4Addr;
+        let f = fixtures::fleet_with("pools:\n  - name: web\n    count: 1\n");
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        let failed = Ok(BootstrapReport {
+            phase: BootstrapPhase::Failed {
+                step: "wait for k3s-agent to be active".into(),
+            },
+            log_tail: vec!["k3s-agent not active after 10 minutes".into()],
+        });
+        let bootstrap = BTreeMap::from([("demo-web1".to_string(), failed)]);
+        let mut st = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            None,
+            &[],
+            &bootstrap,
+        );
+        st.add_k3s_reasons(&BTreeMap::from([(
+            "demo-web1".to_string(),
+            "failed to validate token\u{1b}[2J".to_string(),
+        )]));
+        let node = |vm: &str, server, last| TailnetNode {
+            vm: vm.into(),
+            server,
+            ip: Ipv4Addr::new(100, 64, 0, last),
+            tags: Vec::new(),
+        };
+        let nodes = [node("demo-cp1", true, 1), node("demo-web1", false, 2)];
+        let ps = probes(&nodes);
+        let outputs = BTreeMap::from([
+            (
+                "demo-web1".to_string(),
+                Ok("probe 100.64.0.1:6443 28\nprobe 100.64.0.1:10250 0\n".to_string()),
+            ),
+            (
+                "demo-cp1".to_string(),
+                Ok("probe 100.64.0.2:10250 7\n".to_string()),
+            ),
+        ]);
+        st.add_tailnet(evaluate(&nodes, &ps, &outputs, Vec::new()));
+        assert!(!st.healthy);
+        assert_eq!(
+            st.tailnet.as_ref().map(|t| t.dropped.clone()),
+            Some(vec![Probe {
+                from: "demo-web1".into(),
+                to: "demo-cp1".into(),
+                ip: Ipv4Addr::new(100, 64, 0, 1),
+                port: 6443
+            }])
+        );
+        insta::assert_snapshot!(render(&st), @r#"
+        VM         ROLE    VM STATUS  SIZE           PROXY  BOOTSTRAP  NODE  K3S  PROBE
+        demo-cp1   server  running    2cpu/4GB/20GB  -      -          ?     -    -
+        demo-web1  agent   running    2cpu/4GB/20GB  -      failed     ?     -    -
+
+        Kubernetes API not reachable, node columns unknown: pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet
+
+        Bootstrap:
+          demo-web1: failed (wait for k3s-agent to be active)
+
+        Tailnet: 1 of 3 connections between 2 nodes dropped (8472/udp (flannel VXLAN) cannot be checked by a connect).
+
+        Problems:
+          ! demo-web1: bootstrap failed at step "wait for k3s-agent to be active"; k3s says: failed to validate token\u{1b}[2J; last log lines:
+            | k3s-agent not active after 10 minutes
+          ! demo-web1: the tailnet drops demo-web1 -> demo-cp1 (100.64.0.1) on 6443/tcp (API server and supervisor): no connection within 3s; add the tailnet policy entry below
+
+        Tailnet policy: add this entry to "acls" in the tailnet policy file (admin console, Access controls):
+          {"action": "accept", "src": ["100.64.0.1", "100.64.0.2"], "dst": ["100.64.0.1:6443,2379-2380,8472,10250", "100.64.0.2:6443,2379-2380,8472,10250"]}
+          It also lets 8472/udp (flannel VXLAN) through, which a connect cannot check.
+          Some devices have no ACL tag, so the entry names their current addresses, which a replaced VM does not keep: use a tagged auth key and write the entry for its tag.
+        "#);
     }
 }

@@ -199,11 +199,7 @@ mod tests {
     fn fleet_files_are_read_once_and_fingerprinted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.yaml");
-        std::fs::write(
-            &path,
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {env: K}\n",
-        )
-        .unwrap();
+        std::fs::write(&path, crate::fleet::fixtures::MINIMAL).unwrap();
         let a = load_fleet(&path).unwrap();
         assert_eq!(a.fleet.name, "demo");
         assert_eq!(a.fingerprint.len(), 12);

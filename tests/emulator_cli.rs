@@ -10,8 +10,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
 }
 
+/// The emulator process, killed when dropped: a failing test leaves no
+/// emulator behind.
+struct Emu(Child);
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the emulator and returns it with the URL it printed first.
-fn start(dir: &std::path::Path) -> (Child, String) {
+fn start(dir: &std::path::Path) -> (Emu, String) {
     let mut child = bin()
         .args([
             "emulator",
@@ -37,7 +48,7 @@ fn start(dir: &std::path::Path) -> (Child, String) {
         line.starts_with("http://127.0.0.1:") && line.trim_end().ends_with("/exec"),
         "{line}"
     );
-    (child, line.trim().to_string())
+    (Emu(child), line.trim().to_string())
 }
 
 fn exec(url: &str, key: &std::path::Path, words: &[&str]) -> std::process::Output {
@@ -55,7 +66,7 @@ fn exec(url: &str, key: &std::path::Path, words: &[&str]) -> std::process::Outpu
 fn emulator_process_serves_exec_and_persists_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let key = common::keygen(dir.path(), "k", "ed25519", &[], "");
-    let (mut emu, url) = start(dir.path());
+    let (emu, url) = start(dir.path());
     let out = exec(&url, &key, &["new", "--name=persist-me", "--tag=keep"]);
     assert!(
         out.status.success(),
@@ -79,15 +90,13 @@ fn emulator_process_serves_exec_and_persists_across_restarts() {
             && String::from_utf8_lossy(&out.stderr).contains("unknown lobby command")
     );
 
-    emu.kill().unwrap();
-    let _ = emu.wait();
-    let (mut emu, url) = start(dir.path());
+    drop(emu);
+    let (emu, url) = start(dir.path());
     let out = exec(&url, &key, &["ls"]);
     let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ls["vms"][0]["vm_name"], "persist-me");
     assert_eq!(ls["vms"][0]["tags"][0], "keep");
-    emu.kill().unwrap();
-    let _ = emu.wait();
+    drop(emu);
 
     // The request log has one JSON line per request and no token.
     let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
@@ -101,6 +110,36 @@ fn emulator_process_serves_exec_and_persists_across_restarts() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["status"].is_u64());
     }
+}
+
+/// `exedev-k8s exec -- ls | true`: a reader that goes away (here before
+/// the reply arrives) cuts the output, as with any Unix tool; it is not a
+/// panic (exit 101).
+#[test]
+fn a_reader_that_goes_away_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::keygen(dir.path(), "k", "ed25519", &[], "");
+    let (emu, url) = start(dir.path());
+    let out = exec(&url, &key, &["new", "--name=pipe-vm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shell = format!(
+        "set -o pipefail; {:?} exec --endpoint {url} --ssh-key {:?} -- ls --json | true",
+        env!("CARGO_BIN_EXE_exedev-k8s"),
+        key
+    );
+    let out = Command::new("bash")
+        .args(["-c", &shell])
+        .env_remove("EXE_DEV_API_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status.code());
+    assert!(!err.contains("panicked"), "{err}");
+    drop(emu);
 }
 
 #[test]

@@ -449,8 +449,12 @@ fn a_500_vm_markdown_plan_fits_a_comment_and_the_full_plan_is_saved() {
         .collect();
     env.write(
         "big.yaml",
-        &format!(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: big\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\ncontrolPlane:\n  count: 3\npools:\n{pools}"
+        &common::minimal_fleet(
+            &[
+                ("name: demo", "name: big"),
+                ("channel: stable", "version: v1.31.4+k3s1"),
+            ],
+            &format!("controlPlane:\n  count: 3\npools:\n{pools}"),
         ),
     );
     let md = env.ok(&[

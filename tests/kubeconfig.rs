@@ -30,19 +30,11 @@ users:
 
 const CLIENT_KEY: &str = "U0VDUkVUQ0xJRU5US0VZREFUQQ==";
 
-const FLEET: &str = "apiVersion: exedev-k8s/v1
-kind: Fleet
-metadata:
-  name: demo
-k3s:
-  version: v1.31.4+k3s1
-network:
-  tailscale:
-    tailnet: tail1234.ts.net
-    authKey: {env: TS_AUTHKEY}
-controlPlane:
-  count: 1
-";
+/// The shared minimal fleet (one server, `demo-cp1`), pinned: `plan` would
+/// otherwise look the channel up on k3s's channel server.
+fn fleet() -> String {
+    common::minimal_fleet(&[("channel: stable", "version: v1.31.4+k3s1")], "")
+}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -53,7 +45,7 @@ impl Env {
     /// (counted in a file), then prints the k3s kubeconfig.
     fn new(failures: u32) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("fleet.yaml"), FLEET).expect("fleet");
+        std::fs::write(dir.path().join("fleet.yaml"), fleet()).expect("fleet");
         std::fs::write(dir.path().join("k3s.yaml"), K3S_YAML).expect("fixture");
         let d = dir.path().display();
         let stub = format!(

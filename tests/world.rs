@@ -14,7 +14,10 @@ const TOKEN: &str = "secret-token";
 const AGENT_TOKEN: &str = "agent-token";
 
 /// A small bootstrap in the shape the facts file recommends: Tailscale up
-/// first, config.yaml written, the installer with INSTALL_K3S_SKIP_START,
+/// first, config.yaml written (0600, whole: a temporary file renamed over
+/// it, as the project's own scripts do, so a k3s that systemd restarts
+/// meanwhile never reads a half-written file), the installer with
+/// INSTALL_K3S_SKIP_START,
 /// then a non-blocking start and a bounded wait (50 × `sleep 5`, which the
 /// world's sleep scale of 0.02 makes 5 s). `config` is config.yaml
 /// (`$TS_IP` expands to the node's tailnet address); `install_env` adds
@@ -28,17 +31,18 @@ sudo -n systemctl start tailscaled
 sudo -n tailscale up --auth-key=tskey-auth-test --hostname="$(hostname)"
 TS_IP=$(tailscale ip -4)
 sudo -n mkdir -p /etc/rancher/k3s
-sudo -n tee /etc/rancher/k3s/config.yaml >/dev/null <<EOF
+sudo -n install -m 600 /dev/stdin /etc/rancher/k3s/config.yaml.tmp <<EOF
 {config}
 EOF
+sudo -n mv -f /etc/rancher/k3s/config.yaml.tmp /etc/rancher/k3s/config.yaml
 curl -sfL https://get.k3s.io -o /tmp/install.sh
 sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true {install_env} sh /tmp/install.sh {role}
 sudo -n systemctl start --no-block {unit}
-for _ in $(seq 1 150); do
+for _ in $(seq 1 50); do
   if systemctl is-active --quiet {unit}; then echo "{unit} active"; exit 0; fi
   sleep 5
 done
-echo "{unit} not active after 150 tries"
+echo "{unit} not active after 50 tries"
 journalctl -u {unit} -n 2 -o cat
 exit 1
 "#
@@ -290,39 +294,57 @@ fn servers_are_refused_for_agent_tokens_config_mismatches_and_etcd_off_the_tailn
 
 #[test]
 fn parallel_server_joins_fail_where_one_at_a_time_succeeds() {
-    // A learner catch-up long enough that two joins started together overlap.
+    // The one timing left: the second join must reach k3s while the first
+    // is still a learner, 1.5 s in which the test starts it (a file write,
+    // a 20 ms poll, `sudo systemctl restart`: a few process starts).
     let h = harness(|w| w.timings.join_ms = 1500);
     h.new_vm("tp-cp1", &first_server(""));
     assert_succeeds(&h, "tp-cp1");
-    // Wrong: two joins at once with the installer's blocking start.
-    let blocking = |cp: &str| {
+    // Joining servers with the installer's blocking start (its last step,
+    // `systemctl restart k3s`, returns once the node has joined). With
+    // `gate`, the script installs first and holds the start until the test
+    // creates /tmp/join-now: how far two VMs created together get apart
+    // depends on the machine's load, so the test decides when each joins.
+    let blocking = |cp: &str, gate: bool| {
+        let start = if gate {
+            "INSTALL_K3S_SKIP_START=true sh -s - server\necho 'waiting to join'\nuntil [ -e /tmp/join-now ]; do sleep 1; done\nsudo -n systemctl restart k3s\n"
+        } else {
+            "sh -s - server\n"
+        };
         format!(
-            "#!/bin/bash\nset -euo pipefail\nsudo -n systemctl start tailscaled\nsudo -n tailscale up --auth-key=tskey-auth-test\nTS_IP=$(tailscale ip -4)\nsudo -n mkdir -p /etc/rancher/k3s\nprintf 'server: https://{cp}.tail1234.ts.net:6443\\ntoken: {TOKEN}\\nagent-token: {AGENT_TOKEN}\\nnode-ip: %s\\n' \"$TS_IP\" | sudo -n tee /etc/rancher/k3s/config.yaml >/dev/null\ncurl -sfL https://get.k3s.io | sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 sh -s - server\n"
+            "#!/bin/bash\nset -euo pipefail\nsudo -n systemctl start tailscaled\nsudo -n tailscale up --auth-key=tskey-auth-test\nTS_IP=$(tailscale ip -4)\nsudo -n mkdir -p /etc/rancher/k3s\nprintf 'server: https://{cp}.tail1234.ts.net:6443\\ntoken: {TOKEN}\\nagent-token: {AGENT_TOKEN}\\nnode-ip: %s\\n' \"$TS_IP\" | sudo -n tee /etc/rancher/k3s/config.yaml >/dev/null\ncurl -sfL https://get.k3s.io | sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 {start}"
         )
     };
-    h.new_vm("tp-cp2", &blocking("tp-cp1"));
-    h.new_vm("tp-cp3", &blocking("tp-cp1"));
+    let join_now = |vm: &str| {
+        let world = h.emu.world().expect("world on");
+        world.root(vm).write("/tmp/join-now", 0o644, b"").unwrap();
+    };
+    // Wrong: a second server joins while the first is still an etcd
+    // learner (parallel joins, facts "Joining").
+    h.new_vm("tp-cp2", &blocking("tp-cp1", true));
+    h.new_vm("tp-cp3", &blocking("tp-cp1", true));
+    for vm in ["tp-cp2", "tp-cp3"] {
+        h.wait_for(vm, Duration::from_secs(40), |w| {
+            log(w).contains("waiting to join")
+        });
+    }
+    join_now("tp-cp2");
+    h.wait_for("tp-cp2", Duration::from_secs(20), |w| {
+        w["k3s"]["etcd_learner"] == true
+    });
+    join_now("tp-cp3");
     let (a, b) = (h.wait_setup("tp-cp2", 1), h.wait_setup("tp-cp3", 1));
-    let failed: Vec<&Value> = [&a, &b].into_iter().filter(|w| !ok(w)).collect();
-    assert_eq!(
-        failed.len(),
-        1,
-        "one of two parallel joins fails:\n{}\n---\n{}",
-        log(&a),
-        log(&b)
-    );
-    let journal = h.ssh(
-        if ok(&a) { "tp-cp3" } else { "tp-cp2" },
-        "journalctl -u k3s -o cat",
-    );
-    assert!(String::from_utf8_lossy(&journal.stdout).contains("too many learner members"));
+    assert!(ok(&a), "the first join succeeds: {}", log(&a));
+    assert!(!ok(&b), "the overlapping join fails: {}", log(&b));
+    let journal = h.ssh("tp-cp3", "journalctl -u k3s -o cat");
+    let journal = String::from_utf8_lossy(&journal.stdout);
+    assert!(journal.contains("too many learner members"), "{journal}");
     // systemd restarts the refused one, which joins once the other is
     // promoted. Right: the next server is created once that one is ready.
-    let refused = if ok(&a) { "tp-cp3" } else { "tp-cp2" };
-    h.wait_for(refused, Duration::from_secs(20), |w| {
+    h.wait_for("tp-cp3", Duration::from_secs(20), |w| {
         w["k3s"]["ready"] == true
     });
-    h.new_vm("tp-cp4", &blocking("tp-cp1"));
+    h.new_vm("tp-cp4", &blocking("tp-cp1", false));
     assert_succeeds(&h, "tp-cp4");
 }
 
@@ -332,14 +354,21 @@ fn a_config_rewritten_at_boot_undoes_a_token_rotation() {
     // Wrong: config.yaml rewritten with the original token at every boot.
     let rewrites = first_server("");
     // Right: the token is written only on the first boot.
-    let keeps = rewrites.replace(
-        "sudo -n mkdir -p /etc/rancher/k3s\n",
-        "sudo -n mkdir -p /etc/rancher/k3s\nif ! sudo -n test -f /etc/rancher/k3s/config.yaml; then\n",
-    ).replace("EOF\ncurl", "EOF\nfi\ncurl").replace(
-        "curl -sfL https://get.k3s.io -o /tmp/install.sh\nsudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true  sh /tmp/install.sh server",
-        "if ! command -v k3s >/dev/null; then curl -sfL https://get.k3s.io -o /tmp/install.sh; sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true sh /tmp/install.sh server; fi",
-    );
-    assert_ne!(rewrites, keeps);
+    let mut keeps = rewrites.clone();
+    for (from, to) in [
+        (
+            "sudo -n mkdir -p /etc/rancher/k3s\n",
+            "sudo -n mkdir -p /etc/rancher/k3s\nif ! sudo -n test -f /etc/rancher/k3s/config.yaml; then\n",
+        ),
+        ("config.yaml\ncurl", "config.yaml\nfi\ncurl"),
+        (
+            "curl -sfL https://get.k3s.io -o /tmp/install.sh\nsudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true  sh /tmp/install.sh server",
+            "if ! command -v k3s >/dev/null; then curl -sfL https://get.k3s.io -o /tmp/install.sh; sudo -n env INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_SKIP_START=true sh /tmp/install.sh server; fi",
+        ),
+    ] {
+        assert!(keeps.contains(from), "{from:?} not in the script");
+        keeps = keeps.replace(from, to);
+    }
     for (vm, s) in [("tr-rewrites", &rewrites), ("tr-keeps", &keeps)] {
         h.new_vm(vm, s);
         assert_succeeds(&h, vm);
@@ -420,7 +449,7 @@ fn a_server_that_never_becomes_ready_fails_a_bounded_wait() {
     let w = h.wait_setup("tn-cp1", 1);
     assert!(!ok(&w));
     assert!(
-        log(&w).contains("k3s not active after 150 tries"),
+        log(&w).contains("k3s not active after 50 tries"),
         "{}",
         log(&w)
     );

@@ -19,7 +19,10 @@
 
 mod state;
 
-pub use state::{BootstrapPhase, BootstrapReport, format_log, report_command};
+pub use state::{
+    BootstrapPhase, BootstrapReport, format_log, is_k3s_step, k3s_journal_command, k3s_reason,
+    k3s_unit, report_command,
+};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -516,14 +519,6 @@ fn install_args(input: &BootstrapInput) -> Vec<String> {
     args
 }
 
-fn unit(input: &BootstrapInput) -> &'static str {
-    if input.kind.is_server() {
-        "k3s"
-    } else {
-        "k3s-agent"
-    }
-}
-
 fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     let tera = tera()?;
     let kind = input.kind;
@@ -553,7 +548,7 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     ctx.insert("kind", kind.label());
     ctx.insert("node_name", &input.node_name);
     ctx.insert("cluster", &input.cluster);
-    ctx.insert("unit", unit(input));
+    ctx.insert("unit", k3s_unit(input.kind.is_server()));
     ctx.insert("version", &input.version);
     ctx.insert("install_args", &install_args(input));
     ctx.insert("tailscale_auth_key", input.tailscale_auth_key.expose());
@@ -592,7 +587,7 @@ pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
     let mut ctx = Context::new();
     ctx.insert("node_name", &input.node_name);
     ctx.insert("cluster", &input.cluster);
-    ctx.insert("unit", unit(input));
+    ctx.insert("unit", k3s_unit(input.kind.is_server()));
     ctx.insert("version", &input.version);
     ctx.insert("install_args", &install_args(input));
     ctx.insert("dropin_yaml", &files.dropin_yaml);

@@ -77,7 +77,8 @@ impl BootstrapReport {
     /// recognisable reads as [`BootstrapPhase::Running`] at an unknown step
     /// (a script killed while writing it). A `done` recorded in an earlier
     /// boot than the current one (the VM restarted and exe.dev has not rerun
-    /// the script yet) is not done.
+    /// the script yet) is not done, and a step recorded in an earlier boot
+    /// was interrupted there.
     pub fn parse(output: &str) -> BootstrapReport {
         let (state_text, log) = output.split_once(LOG_SEPARATOR).unwrap_or((output, ""));
         let field = |name: &str| {
@@ -99,6 +100,14 @@ impl BootstrapReport {
             Some("done") => BootstrapPhase::Done,
             Some("failed") => BootstrapPhase::Failed {
                 step: step.unwrap_or_else(|| "unknown step".to_string()),
+            },
+            // A run an earlier boot left at a step: the VM restarted under
+            // it (a reboot mid-bootstrap) and exe.dev has not rerun it yet.
+            _ if earlier_boot => BootstrapPhase::Running {
+                step: format!(
+                    "interrupted by a restart at {}; the setup script has not rerun yet",
+                    step.unwrap_or_else(|| "an unknown step".to_string())
+                ),
             },
             _ => BootstrapPhase::Running {
                 step: step.unwrap_or_else(|| "unknown step".to_string()),
@@ -126,6 +135,74 @@ pub fn format_log(lines: &[String]) -> String {
         out.push_str(&crate::text::one_line(l));
     }
     out
+}
+
+/// The systemd unit k3s runs under on a server or an agent (the setup
+/// script's `$UNIT`).
+pub fn k3s_unit(server: bool) -> &'static str {
+    if server { "k3s" } else { "k3s-agent" }
+}
+
+/// Whether a failed step is one where k3s itself was running, so k3s's own
+/// journal says why (`start k3s`, `wait for k3s-agent to be active`, `wait
+/// for the API server (/readyz)`: the script's steps after the installer).
+pub fn is_k3s_step(step: &str) -> bool {
+    step.starts_with("start k3s")
+        || step.starts_with("wait for k3s")
+        || step.starts_with("wait for the API server")
+}
+
+/// The remote command that prints the last `lines` messages of the k3s
+/// unit's journal (`sudo -n`: the system journal may need it).
+pub fn k3s_journal_command(server: bool, lines: usize) -> Vec<String> {
+    [
+        "sudo",
+        "-n",
+        "journalctl",
+        "-u",
+        k3s_unit(server),
+        "-n",
+        &lines.to_string(),
+        "--no-pager",
+        "-o",
+        "cat",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Longest reason kept from a VM's journal.
+const MAX_REASON_CHARS: usize = 400;
+
+/// k3s's own reason for failing, from its journal: the message of the last
+/// `level=fatal` line, else of the last `level=error` line (k3s logs with
+/// logrus: `time="..." level=fatal msg="..."`). Text from a VM: cut to a
+/// bounded length here, escaped where it is shown.
+pub fn k3s_reason(journal: &str) -> Option<String> {
+    let lines: Vec<&str> = journal.lines().collect();
+    let pick = |level: &str| {
+        lines.iter().rev().find(|l| {
+            l.contains(&format!("level={level} ")) || l.ends_with(&format!("level={level}"))
+        })
+    };
+    let line = pick("fatal").or_else(|| pick("error"))?;
+    let msg = match line.split_once("msg=\"") {
+        Some((_, rest)) => {
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    '"' => break,
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => line.to_string(),
+    };
+    let msg = msg.trim();
+    (!msg.is_empty()).then(|| msg.chars().take(MAX_REASON_CHARS).collect())
 }
 
 #[cfg(test)]
@@ -173,9 +250,49 @@ mod tests {
         ));
         let fresh = format!("state: done\nstep: \nboot: bbb\ncurrent-boot: bbb\n{LOG_SEPARATOR}\n");
         assert_eq!(BootstrapReport::parse(&fresh).phase, BootstrapPhase::Done);
+        // A run left at a step by an earlier boot was interrupted there.
+        let cut = format!(
+            "state: running\nstep: run the k3s installer\nboot: aaa\ncurrent-boot: bbb\n{LOG_SEPARATOR}\n"
+        );
+        assert_eq!(
+            BootstrapReport::parse(&cut).phase,
+            BootstrapPhase::Running {
+                step: "interrupted by a restart at run the k3s installer; the setup script has not rerun yet".into()
+            }
+        );
         // Without boot ids (no /proc): the state is taken as written.
         let bare = format!("state: done\nstep: \ncurrent-boot: \n{LOG_SEPARATOR}\n");
         assert_eq!(BootstrapReport::parse(&bare).phase, BootstrapPhase::Done);
+    }
+
+    #[test]
+    fn k3s_reasons_come_from_the_last_fatal_line() {
+        let journal = "Starting k3s-agent.service\n\
+            time=\"t\" level=info msg=\"Starting k3s agent\"\n\
+            time=\"t\" level=error msg=\"an earlier error\"\n\
+            time=\"t\" level=fatal msg=\"failed to validate token: \\\"x\\\" returned 401\"\n\
+            Stopped k3s-agent.service\n";
+        assert_eq!(
+            k3s_reason(journal).as_deref(),
+            Some("failed to validate token: \"x\" returned 401")
+        );
+        assert_eq!(
+            k3s_reason("level=error msg=\"only an error\"").as_deref(),
+            Some("only an error")
+        );
+        assert_eq!(
+            k3s_reason("level=info msg=\"fine\"\n-- No entries --"),
+            None
+        );
+        let long = format!("level=fatal msg=\"{}\"", "x".repeat(5000));
+        assert_eq!(k3s_reason(&long).unwrap().len(), MAX_REASON_CHARS);
+        assert!(is_k3s_step("wait for k3s-agent to be active"));
+        assert!(is_k3s_step("wait for the API server (/readyz)"));
+        assert!(!is_k3s_step("join the tailnet"));
+        assert_eq!(
+            k3s_journal_command(false, 5).join(" "),
+            "sudo -n journalctl -u k3s-agent -n 5 --no-pager -o cat"
+        );
     }
 
     #[test]

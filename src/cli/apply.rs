@@ -11,7 +11,7 @@ use clap::Args;
 use super::args::{FleetArg, KubeArgs, ReleaseArgs};
 use super::{ApiArgs, CliResult, fail, write_stdout};
 use crate::api::command::FleetOp;
-use crate::engine::{self, ApplySettings, EngineError, Hooks, Notes, Prepared, Session};
+use crate::engine::{self, ApplySettings, EngineError, Hooks, Prepared, Session};
 use crate::plan::render;
 use crate::ui;
 
@@ -123,8 +123,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
         crate::credentials::LONG_OPERATION_TTL,
     )?;
     let kube = a.kube.settings(a.api.ssh_key.clone());
-    super::warn_user_kubeconfig(&kube);
-    let s = Session::new(loaded, &fleet_path, client, kube)
+    let s = super::session(loaded, &fleet_path, client, kube)
         .with_channel_server(a.release.channel_server.clone());
     let settings = ApplySettings {
         parallelism: a.parallelism as usize,
@@ -155,11 +154,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
     }
     let code = execute(&s, &prepared, &settings, "apply", a.json).await?;
     if a.wait {
-        let notes: Notes = if a.json {
-            Arc::new(|_: &str| {})
-        } else {
-            Arc::new(|n: &str| eprintln!("{n}"))
-        };
+        let notes = super::notes(a.json);
         let converged = engine::converge(&s, &prepared, a.timeout, &notes).await?;
         if !a.json {
             write_stdout(format!("{converged}\n"))?;
@@ -170,17 +165,8 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
 
 pub async fn destroy(a: DestroyArgs) -> CliResult {
     let loaded = Session::load(&a.fleet.file)?;
-    if loaded.fleet.protect {
-        // Refused before any credential is needed or call made.
-        return Err(EngineError::refused(
-            format!(
-                "fleet {:?} is protected (metadata.protect: true): destroy refused",
-                loaded.fleet.name
-            ),
-            "set protect: false in the fleet file first if you really mean it",
-        )
-        .into());
-    }
+    // Refused before any credential is needed or call made.
+    engine::check_destroyable(&loaded.fleet)?;
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Destroy),
         a.api.options(None),

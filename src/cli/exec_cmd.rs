@@ -29,9 +29,8 @@ pub async fn run(args: ExecArgs) -> CliResult {
     };
     let client = args.api.client(&[spec.name], ClientOptions::default())?;
     let reply = client.exec(&Command::Raw(args.words)).await?;
-    println!(
-        "{}",
-        crate::text::json_safe(&serde_json::to_string_pretty(&reply)?)
-    );
+    super::write_stdout(
+        crate::text::json_safe(&serde_json::to_string_pretty(&reply)?).into_owned() + "\n",
+    )?;
     Ok(ExitCode::SUCCESS)
 }

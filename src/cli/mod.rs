@@ -77,16 +77,53 @@ pub fn fail(message: impl Into<String>) -> CliError {
     }
 }
 
-/// Warns (stderr) when a kubeconfig the user brings carries credential
-/// plugins: they will run on this machine, as kubectl would run them.
-fn warn_user_kubeconfig(kube: &crate::engine::KubeSettings) {
-    let plugins = crate::engine::user_kubeconfig_plugins(kube);
+/// A session for a fleet operation: warns (stderr) first when a kubeconfig
+/// the user brings carries credential plugins, since they will run on this
+/// machine, as kubectl would run them.
+fn session(
+    loaded: crate::workspace::LoadedFleet,
+    path: &std::path::Path,
+    client: crate::client::Client,
+    kube: crate::engine::KubeSettings,
+) -> crate::engine::Session {
+    let plugins = crate::engine::user_kubeconfig_plugins(&kube);
     if let (Some(path), false) = (&kube.kubeconfig, plugins.is_empty()) {
         eprintln!(
             "warning: --kubeconfig {}: its credential plugins will run on this machine, as kubectl would run them ({}); exedev-k8s never runs plugins from kubeconfigs it fetches or stores itself",
             crate::text::one_line(&path.display().to_string()),
             plugins.join(", ")
         );
+    }
+    crate::engine::Session::new(loaded, path, client, kube)
+}
+
+/// A session that only reads (plan, status): the fleet loaded, a token
+/// with the plan's grants.
+fn read_only_session(
+    fleet: &args::FleetArg,
+    api: &ApiArgs,
+    kube: &args::KubeArgs,
+) -> CliResult<crate::engine::Session> {
+    let loaded = crate::engine::Session::load(&fleet.file)?;
+    let client = api.client(
+        &crate::engine::cmds(crate::api::command::FleetOp::Plan),
+        api.options(None),
+    )?;
+    Ok(session(
+        loaded,
+        &fleet.file,
+        client,
+        kube.settings(api.ssh_key.clone()),
+    ))
+}
+
+/// Where the engine's progress notes go: stderr, or nowhere with --json
+/// (stdout is then one JSON document).
+fn notes(json: bool) -> crate::engine::Notes {
+    if json {
+        std::sync::Arc::new(|_: &str| {})
+    } else {
+        std::sync::Arc::new(|n: &str| eprintln!("{n}"))
     }
 }
 

@@ -8,8 +8,7 @@ use clap::Args;
 
 use super::args::{FleetArg, Format, KubeArgs, ReleaseArgs};
 use super::{ApiArgs, CliResult, write_stdout};
-use crate::api::command::FleetOp;
-use crate::engine::{self, PlanRequest, Session};
+use crate::engine::{self, PlanRequest};
 use crate::plan::render;
 use crate::ui;
 
@@ -54,13 +53,7 @@ pub struct PlanArgs {
 }
 
 pub async fn run(a: PlanArgs) -> CliResult {
-    let loaded = Session::load(&a.fleet.file)?;
-    let client = a
-        .api
-        .client(&engine::cmds(FleetOp::Plan), a.api.options(None))?;
-    let kube = a.kube.settings(a.api.ssh_key.clone());
-    super::warn_user_kubeconfig(&kube);
-    let s = Session::new(loaded, &a.fleet.file, client, kube)
+    let s = super::read_only_session(&a.fleet, &a.api, &a.kube)?
         .with_channel_server(a.release.channel_server.clone());
     let planned = engine::plan(
         &s,

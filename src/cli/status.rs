@@ -2,14 +2,12 @@
 //! and proxy probes; exit 2 when something differs from the fleet.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::args::{FleetArg, KubeArgs};
 use super::{ApiArgs, CliResult, write_stdout};
-use crate::api::command::FleetOp;
-use crate::engine::{self, Notes, Session, StatusRequest};
+use crate::engine::{self, StatusRequest};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -37,18 +35,8 @@ pub struct StatusArgs {
 }
 
 pub async fn run(a: StatusArgs) -> CliResult {
-    let loaded = Session::load(&a.fleet.file)?;
-    let client = a
-        .api
-        .client(&engine::cmds(FleetOp::Plan), a.api.options(None))?;
-    let kube = a.kube.settings(a.api.ssh_key.clone());
-    super::warn_user_kubeconfig(&kube);
-    let s = Session::new(loaded, &a.fleet.file, client, kube);
-    let notes: Notes = if a.json {
-        Arc::new(|_: &str| {})
-    } else {
-        Arc::new(|n: &str| eprintln!("{n}"))
-    };
+    let s = super::read_only_session(&a.fleet, &a.api, &a.kube)?;
+    let notes = super::notes(a.json);
     let (st, converged) = engine::status(
         &s,
         &StatusRequest {

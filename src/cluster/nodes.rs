@@ -170,15 +170,20 @@ pub struct NodeReadiness {
 impl NodeReadiness {
     /// One line: the node, its state and the likely cause with where to look.
     pub fn explain(&self) -> String {
+        format!("{}: {}", self.name, self.state_and_cause())
+    }
+
+    /// [`NodeReadiness::explain`] without the node's name, for a place
+    /// that names the node already (a `status` row's problems).
+    pub fn state_and_cause(&self) -> String {
         let unit = match self.role {
             Role::Server => "k3s",
             Role::Agent => "k3s-agent",
         };
-        let name = &self.name;
         match &self.state {
-            NodeState::Ready => format!("{name}: Ready"),
+            NodeState::Ready => "Ready".to_string(),
             NodeState::NotRegistered => format!(
-                "{name}: not registered; the setup script or the Tailscale join likely failed: `exedev-k8s status` shows its step; on the VM see /var/log/exedev-k8s-bootstrap.log and /var/lib/exedev-k8s/bootstrap-state, then `journalctl -u {unit}`"
+                "not registered; the setup script or the Tailscale join likely failed: `exedev-k8s status` shows its step; on the VM see /var/log/exedev-k8s-bootstrap.log and /var/lib/exedev-k8s/bootstrap-state, then `journalctl -u {unit}`"
             ),
             NodeState::NotReady { reason, message } => {
                 let why = match (reason, message) {
@@ -188,7 +193,7 @@ impl NodeReadiness {
                     (None, None) => "no Ready condition yet".to_string(),
                 };
                 format!(
-                    "{name}: registered but not Ready ({why}); usually the kubelet or the CNI (flannel over Tailscale): check `journalctl -u {unit}` on the VM"
+                    "registered but not Ready ({why}); usually the kubelet or the CNI (flannel over Tailscale): check `journalctl -u {unit}` on the VM"
                 )
             }
             NodeState::Drift(d) => {
@@ -221,7 +226,7 @@ impl NodeReadiness {
                 if !d.extra_taints.is_empty() {
                     parts.push(format!("extra taints {}", d.extra_taints.join(", ")));
                 }
-                format!("{name}: Ready, but {}", parts.join("; "))
+                format!("Ready, but {}", parts.join("; "))
             }
         }
     }

@@ -596,6 +596,16 @@ pub async fn converge(
     kube::converge(&client, &s.fleet, &desired, timeout, notes).await
 }
 
+/// A protected fleet (`metadata.protect: true`) is never torn down: checked
+/// by [`prepare_destroy`] and [`prepare_apply`] of a teardown plan, and by a
+/// caller that wants to refuse before it needs any credential.
+pub fn check_destroyable(fleet: &Fleet) -> Result<(), EngineError> {
+    if fleet.protect {
+        return Err(protected(fleet));
+    }
+    Ok(())
+}
+
 fn protected(fleet: &Fleet) -> EngineError {
     EngineError::refused(
         format!(

@@ -1,12 +1,17 @@
 //! `status`: one table of the fleet's VMs on exe.dev, their bootstrap state
-//! over SSH, their Nodes in the cluster and their HTTPS proxies.
+//! over SSH (with k3s's own reason when k3s refused to run), their Nodes in
+//! the cluster and their HTTPS proxies; and, over the same SSH, whether the
+//! tailnet lets the nodes reach each other on k3s's ports.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{EngineError, Notes, Session, kube};
+use crate::bootstrap::{BootstrapPhase, is_k3s_step};
+use crate::fleet;
 use crate::observe::observe;
 use crate::plan;
+use crate::tailnet_check::{self, TailnetNode};
 
 /// What `status` looks at.
 #[derive(Debug, Clone)]
@@ -78,15 +83,15 @@ pub async fn status(
     };
     // How far each running VM's setup script got, over SSH (bounded
     // fan-out, one reused connection per VM).
-    let bootstrap = if req.ssh {
-        let running: Vec<String> = observed
-            .vms
-            .iter()
-            .filter(|v| plan::owned(&s.fleet.name, v) && v.is_running())
-            .map(|v| v.vm_name.clone())
-            .collect();
-        let ssh = crate::remote::quick(crate::ssh::SshOptions::new(s.kube.ssh_key.clone()));
-        crate::remote::read_reports(&running, &ssh, 8, Duration::from_secs(20))
+    let running: Vec<String> = observed
+        .vms
+        .iter()
+        .filter(|v| plan::owned(&s.fleet.name, v) && v.is_running())
+        .map(|v| v.vm_name.clone())
+        .collect();
+    let ssh = crate::remote::quick(crate::ssh::SshOptions::new(s.kube.ssh_key.clone()));
+    let bootstrap: BTreeMap<_, _> = if req.ssh {
+        crate::remote::read_reports(&running, &ssh, SSH_FANOUT, SSH_PER_VM)
             .await
             .into_iter()
             .collect()
@@ -103,5 +108,62 @@ pub async fn status(
         &bootstrap,
     );
     st.cluster_api_error = client.as_ref().err().cloned();
+    if req.ssh {
+        let server = |vm: &str| {
+            desired
+                .iter()
+                .find(|d| d.name == vm)
+                .is_some_and(|d| d.role == fleet::Role::Server)
+        };
+        // k3s's own word where the bootstrap failed while k3s ran.
+        let refused: Vec<(String, bool)> = bootstrap
+            .iter()
+            .filter_map(|(vm, r)| match &r.as_ref().ok()?.phase {
+                BootstrapPhase::Failed { step } if is_k3s_step(step) => {
+                    Some((vm.clone(), server(vm)))
+                }
+                _ => None,
+            })
+            .collect();
+        if !refused.is_empty() {
+            let reasons =
+                crate::remote::read_k3s_reasons(refused, &ssh, SSH_FANOUT, SSH_PER_VM).await;
+            st.add_k3s_reasons(&reasons);
+        }
+        // Whether the tailnet lets the nodes reach each other.
+        let mut nodes = Vec::new();
+        let mut unchecked = Vec::new();
+        let ours: Vec<String> = running
+            .iter()
+            .filter(|vm| desired.iter().any(|d| &d.name == *vm))
+            .cloned()
+            .collect();
+        for (vm, id) in
+            crate::remote::read_tailnet_identities(&ours, &ssh, SSH_FANOUT, SSH_PER_VM).await
+        {
+            match id {
+                Ok((ip, tags)) => nodes.push(TailnetNode {
+                    server: server(&vm),
+                    vm,
+                    ip,
+                    tags,
+                }),
+                Err(why) => unchecked.push((vm, why)),
+            }
+        }
+        if nodes.len() >= 2 {
+            let probes = tailnet_check::probes(&nodes);
+            let outputs =
+                crate::remote::run_tailnet_probes(&probes, &ssh, SSH_FANOUT, SSH_PER_VM).await;
+            st.add_tailnet(tailnet_check::evaluate(
+                &nodes, &probes, &outputs, unchecked,
+            ));
+        }
+    }
     Ok((st, converged))
 }
+
+/// VMs read over SSH at once.
+const SSH_FANOUT: usize = 8;
+/// How long one VM's SSH read may take.
+const SSH_PER_VM: Duration = Duration::from_secs(20);

@@ -247,28 +247,13 @@ pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::fixtures::minimal_replacing;
     use crate::fleet::parse;
     use crate::names::check_node_name;
     use proptest::prelude::*;
 
     fn fleet(yaml_tail: &str) -> Fleet {
-        let yaml = format!(
-            "apiVersion: exedev-k8s/v1
-kind: Fleet
-metadata:
-  name: demo
-k3s:
-  channel: stable
-network:
-  tailscale:
-    tailnet: tail1234.ts.net
-    authKey: {{env: TS_AUTHKEY}}
-{yaml_tail}"
-        );
-        match parse(&yaml, "t.yaml") {
-            Ok(f) => f,
-            Err(e) => panic!("{e}"),
-        }
+        crate::fleet::fixtures::fleet_with(yaml_tail)
     }
 
     fn gb(n: u64) -> ByteSize {
@@ -524,10 +509,11 @@ network:
             cp in prop::sample::select(vec![1u32, 3, 5]),
             pools in prop::collection::btree_map(pool_name(), 0u32..=12, 0..5),
         ) {
-            let mut yaml = format!(
-                "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: {cluster}\nk3s:\n  channel: stable\nnetwork:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\ncontrolPlane:\n  count: {cp}\npools:{}\n",
-                if pools.is_empty() { " []" } else { "" }
-            );
+            let mut yaml = minimal_replacing("name: demo", &format!("name: {cluster}"))
+                + &format!(
+                    "controlPlane:\n  count: {cp}\npools:{}\n",
+                    if pools.is_empty() { " []" } else { "" }
+                );
             for (name, count) in &pools {
                 yaml.push_str(&format!("  - name: {name}\n    count: {count}\n"));
             }

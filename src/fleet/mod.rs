@@ -27,6 +27,8 @@ pub use resolved::{
 };
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 pub(crate) use schema::pattern_matcher;
 pub use schema::{json_schema, schema_id};
 

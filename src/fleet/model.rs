@@ -504,7 +504,7 @@ impl<'de> Deserialize<'de> for K3sArg {
                 match (flag, secret) {
                     (Some(flag), Some(secret)) => Ok(K3sArg::Secret { flag, secret }),
                     _ => Err(de::Error::custom(
-                        "a secret k3s flag needs both `flag` and `secret`, e.g. {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}",
+                        "a secret k3s flag needs both `flag` and `secret`",
                     )),
                 }
             }

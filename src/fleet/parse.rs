@@ -88,6 +88,9 @@ fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
         E::Message { msg, .. } if msg.contains("secret reference") => {
             "write {env: NAME} or {file: path}"
         }
+        E::Message { msg, .. } if msg.contains("secret k3s flag") => {
+            "write the flag and where its value comes from, e.g. {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}"
+        }
         _ => "fix the YAML syntax here (indentation, colons, quotes, brackets)",
     };
     FleetError {

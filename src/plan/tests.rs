@@ -3,35 +3,32 @@
 use super::spec::comment_for;
 use super::*;
 use crate::api::types::{ShareInfo, Visibility, VmInfo};
-use crate::fleet::{self, DesiredVm, Fleet};
+use crate::fleet::{self, DesiredVm, Fleet, fixtures};
 
 const GIB: u64 = 1 << 30;
 const VERSION: &str = "v1.31.4+k3s1";
 
-fn fleet(extra_pools: &str) -> Fleet {
-    let src = format!(
-        "apiVersion: exedev-k8s/v1
-kind: Fleet
-metadata:
-  name: demo
-k3s:
-  version: v1.31.4+k3s1
-network:
-  tailscale:
-    tailnet: tail1234.ts.net
-    authKey: {{env: TS_AUTHKEY}}
-controlPlane:
+/// The minimal fleet pinned to k3s v1.31.4+k3s1 (a plan shows the
+/// release), `extra` appended.
+fn pinned(extra: &str) -> String {
+    fixtures::minimal_replacing("channel: stable", "version: v1.31.4+k3s1") + extra
+}
+
+/// Three servers and a shared pool `web` of two, then `extra_pools`.
+fn fleet_text(extra_pools: &str) -> String {
+    pinned(&format!(
+        "controlPlane:
   count: 3
 pools:
   - name: web
     count: 2
     share: {{port: 8080, public: true}}
 {extra_pools}"
-    );
-    match fleet::parse(&src, "fleet.yaml") {
-        Ok(f) => f,
-        Err(e) => panic!("{e}"),
-    }
+    ))
+}
+
+fn fleet(extra_pools: &str) -> Fleet {
+    fixtures::parsed(&fleet_text(extra_pools))
 }
 
 /// The VM exe.dev would report for a desired VM created by this tool.
@@ -227,8 +224,14 @@ fn version_arguments_and_labels_change_in_place() {
     let o = in_sync(&f);
     let g = fleet("  - name: extra\n    count: 0\n");
     assert!(!plan(&g, &o).has_changes(), "an empty pool changes no VM");
-    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.32.0+k3s1\n  serverArgs: [--etcd-snapshot-retention=7]\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\ncontrolPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n    labels: {tier: batch}\n    share: {port: 8080, public: true}\n";
-    let h = fleet::parse(src, "f.yaml").unwrap();
+    let relabelled = fleet_text("").replace(
+        "    count: 2\n",
+        "    count: 2\n    labels: {tier: batch}\n",
+    );
+    let h = fixtures::parsed(&relabelled.replace(
+        "  version: v1.31.4+k3s1\n",
+        "  version: v1.32.0+k3s1\n  serverArgs: [--etcd-snapshot-retention=7]\n",
+    ));
     let p = diff(
         &h,
         "fp",
@@ -270,12 +273,7 @@ fn version_arguments_and_labels_change_in_place() {
     assert_eq!(p.release.as_ref().unwrap().version, "v1.32.0+k3s1");
 
     // Labels alone: no restart, no drain.
-    let labels_only = fleet::parse(
-        &src.replace("v1.32.0+k3s1", VERSION)
-            .replace("  serverArgs: [--etcd-snapshot-retention=7]\n", ""),
-        "f.yaml",
-    )
-    .unwrap();
+    let labels_only = fixtures::parsed(&relabelled);
     let p = plan(&labels_only, &o);
     assert_eq!(
         actions(&p),
@@ -575,7 +573,9 @@ fn a_teardown_plan_of_a_protected_fleet_says_it_will_be_refused() {
     };
     let p = diff(&f, "fp", &in_sync(&f), &destroy).unwrap();
     assert_eq!(p.warnings, [PROTECTED_WARNING]);
-    assert!(render::human(&p, false).contains("apply and destroy refuse"));
+    // A teardown in the human format: every VM deleted (the servers
+    // first, the highest index first), the refusal as a warning.
+    insta::assert_snapshot!("plan_human_protected_teardown", render::human(&p, false));
     let p = plan(&f, &in_sync(&f));
     assert!(p.warnings.is_empty(), "only teardowns are refused");
 }
@@ -666,29 +666,101 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
     assert_ne!(o.fingerprint(&f), before);
 }
 
-#[test]
-fn renders_every_format() {
-    let f = fleet("");
+/// One plan with every action, a warning, a secret k3s flag and outside
+/// text to escape, as each format shows it. The colour codes and the
+/// escaping rules have their own targeted tests below.
+fn representative_plan() -> Plan {
+    let f = fixtures::parsed(&fleet_text("").replace(
+        "  version: v1.31.4+k3s1\n",
+        "  version: v1.31.4+k3s1\n  serverArgs:\n    - --etcd-s3\n    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\n",
+    ));
     let mut o = in_sync(&f);
-    o.vms[3].allocated_cpus = 1;
-    o.vms[4].image = "ubuntu".into();
-    o.vms.remove(2);
-    let p = diff(&f, "fp", &o, &PlanOptions::default()).unwrap();
-    let text = render::human(&p, false);
-    assert!(
-        text.contains("+ demo-cp3")
-            && text.contains("~ demo-web1")
-            && text.contains("-/+ demo-web2")
+    // demo-cp3 is missing: created, with its k3s flags, the secret one
+    // named by where it comes from.
+    o.vms.retain(|v| v.vm_name != "demo-cp3");
+    let web = |o: &mut Observed, name: &str| -> usize {
+        o.vms.iter().position(|v| v.vm_name == name).unwrap()
+    };
+    // demo-cp1 runs an older patch release: upgraded in place.
+    let i = web(&mut o, "demo-cp1");
+    let older = "v1.31.2+k3s1";
+    o.vms[i].comment = comment_for(&f, &fleet::desired_vms(&f)[0], Some(older));
+    if let Some(n) = o.nodes.as_mut().and_then(|n| n.get_mut("demo-cp1")) {
+        n.version = Some(older.to_string());
+    }
+    // demo-web1 has one vCPU: resized in place.
+    let i = web(&mut o, "demo-web1");
+    o.vms[i].allocated_cpus = 1;
+    // demo-web2 runs another image, named by exe.dev with an escape
+    // sequence and markdown's specials: replaced, the image escaped.
+    let i = web(&mut o, "demo-web2");
+    o.vms[i].image = "ubuntu\u{1b}]0;TITLE\u{7}`|<!--".into();
+    // demo-old1 belongs to a pool the fleet no longer has: deleted.
+    let i = web(&mut o, "demo-web1");
+    let mut extra = o.vms[i].clone();
+    extra.vm_name = "demo-old1".into();
+    for t in &mut extra.tags {
+        if *t == fleet::pool_tag("web") {
+            *t = fleet::pool_tag("old");
+        }
+    }
+    extra.allocated_cpus = 2;
+    o.vms.push(extra);
+    // A VM with the fleet's tag but not one of its names: a warning.
+    o.vms.push(VmInfo {
+        vm_name: "precious-db".into(),
+        status: "running".into(),
+        tags: vec![fleet::ownership_tag("demo")],
+        ..Default::default()
+    });
+    // The API answers (the Nodes above): servers roll one at a time.
+    let rolling = PlanOptions {
+        members_removed: true,
+        ..Default::default()
+    };
+    let p = diff(&f, "fp", &o, &rolling).unwrap();
+    assert_eq!(
+        (
+            p.summary.create,
+            p.summary.update,
+            p.summary.upgrade,
+            p.summary.replace,
+            p.summary.delete
+        ),
+        (1, 1, 1, 1, 1),
+        "{:?}",
+        actions(&p)
     );
-    assert!(text.contains("cpu            1 → 2"));
-    assert!(!text.contains('\x1b'));
-    assert!(render::human(&p, true).contains("\x1b[32m+"));
-    let md = render::markdown(&p);
-    assert!(md.contains("| ➕ create | `demo-cp3` |"));
-    let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
-    assert_eq!(v["format_version"], 3);
-    assert_eq!(v["summary"]["create"], 1);
-    assert_eq!(v["changes"][0]["action"], "create");
+    assert!(!p.warnings.is_empty() && p.refusals.is_empty(), "{p:?}");
+    p
+}
+
+#[test]
+fn a_representative_plan_in_every_format() {
+    let p = representative_plan();
+    insta::assert_snapshot!("plan_human", render::human(&p, false));
+    insta::assert_snapshot!("plan_markdown", render::markdown(&p));
+    insta::assert_snapshot!("plan_json", render::json(&p));
+}
+
+/// Colour is the tool's own SGR codes around the markers, nothing else.
+#[test]
+fn colour_is_only_the_tools_own_codes() {
+    let p = representative_plan();
+    let plain = render::human(&p, false);
+    let coloured = render::human(&p, true);
+    assert!(coloured.contains("\x1b[32m+"), "{coloured}");
+    assert!(!plain.contains('\x1b'), "{plain}");
+    let stripped = [
+        "\u{1b}[0m",
+        "\u{1b}[32m",
+        "\u{1b}[33m",
+        "\u{1b}[35m",
+        "\u{1b}[31m",
+    ]
+    .iter()
+    .fold(coloured, |s, code| s.replace(code, ""));
+    assert_eq!(stripped, plain);
 }
 
 #[test]
@@ -728,11 +800,7 @@ fn server_resizes_count_as_downtime_and_the_only_server_warning_always_shows() {
     };
     assert_eq!(diff(&f, "fp", &o, &rolling).unwrap().summary.update, 3);
 
-    let single = fleet::parse(
-        "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\n",
-        "f.yaml",
-    )
-    .unwrap();
+    let single = fixtures::parsed(&pinned(""));
     let mut o = in_sync(&single);
     o.vms[0].image = "other".into();
     for opts in [PlanOptions::default(), rolling] {
@@ -764,20 +832,23 @@ fn markdown_is_summarised_under_the_limit_and_says_where_the_full_plan_is() {
         "see https://ci.example/run/1",
     );
     assert!(md.len() <= render::MARKDOWN_MAX_BYTES, "{}", md.len());
-    assert!(md.starts_with("### exedev-k8s plan: `demo`\n"), "{md}");
-    assert!(md.contains("**505 to create, 0 to update, 0 to upgrade, 0 to replace, 0 to delete**"));
-    assert!(md.contains("Summarised to fit a pull-request comment"));
-    assert!(md.contains("> an important warning"));
-    assert!(
-        md.contains("| poola | agent | 100 | 0 | 0 | 0 | 0 |"),
-        "{md}"
-    );
-    assert!(md.contains("| cp | server | 3 | 0 | 0 | 0 | 0 |"), "{md}");
-    assert!(md.contains("| ➕ create | `demo-cp1` |"), "servers first");
+    // What a summary looks like, on a budget that leaves room for a few
+    // changes: the heading, the note saying where the whole plan is, the
+    // warnings, counts per pool, then changes, servers first.
+    let small_budget = render::markdown_within(&p, 3_000, "see https://ci.example/run/1");
+    insta::assert_snapshot!("plan_markdown_summarised", small_budget);
+    // Whatever the budget, everything before the list of changes is the
+    // same; the full budget lists every change and leaves out only the
+    // attribute changes.
+    let Some(changes_at) = small_budget.find("| action |") else {
+        panic!("no list of changes: {small_budget}");
+    };
+    assert!(md.starts_with(&small_budget[..changes_at]), "{md}");
+    assert!(md.contains("| ➕ create | `demo-poole100` |"), "{md}");
     let tail = md.lines().last().unwrap_or_default();
-    assert!(
-        tail.contains("the attribute changes") && tail.ends_with("see https://ci.example/run/1._"),
-        "{tail}"
+    assert_eq!(
+        tail,
+        "_Not shown here: the attribute changes; see https://ci.example/run/1._"
     );
     // Tight budgets still hold, and say what was left out.
     for max in [2_000, 5_000, 20_000] {
@@ -796,8 +867,11 @@ fn markdown_is_summarised_under_the_limit_and_says_where_the_full_plan_is() {
 
 #[test]
 fn new_vms_show_their_k3s_flags_with_secrets_redacted() {
-    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\n  serverArgs:\n    - --etcd-s3\n    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\npools:\n  - name: web\n    count: 1\n";
-    let f = fleet::parse(src, "f.yaml").unwrap();
+    let src = pinned("pools:\n  - name: web\n    count: 1\n").replace(
+        "  version: v1.31.4+k3s1\n",
+        "  version: v1.31.4+k3s1\n  serverArgs:\n    - --etcd-s3\n    - {flag: --etcd-s3-secret-key, secret: {env: ETCD_S3_SECRET}}\n",
+    );
+    let f = fixtures::parsed(&src);
     let p = plan(&f, &Observed::default());
     let args = |vm: &str| {
         p.changes
@@ -1014,8 +1088,7 @@ fn outside_text_is_escaped_in_every_format() {
 
 /// The fleet of [`fleet`] with the web pool's `share` removed.
 fn unshared() -> Fleet {
-    let src = "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {env: TS_AUTHKEY}\ncontrolPlane:\n  count: 3\npools:\n  - name: web\n    count: 2\n";
-    fleet::parse(src, "f.yaml").unwrap()
+    fixtures::parsed(&fleet_text("").replace("    share: {port: 8080, public: true}\n", ""))
 }
 
 #[test]
@@ -1128,10 +1201,9 @@ fn check_scripts_on_the_worst_case_matches_checking_every_vm() {
             labels.push_str(&format!("      l{i:03}: {}\n", "v".repeat(60)));
         }
         labels.push_str(&format!("      zz: {}\n", "v".repeat(len)));
-        let src = format!(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n  version: v1.31.4+k3s1\nnetwork:\n  tailscale:\n    tailnet: tail1234.ts.net\n    authKey: {{env: TS_AUTHKEY}}\npools:\n  - name: big\n    count: 10\n    labels:\n{labels}"
-        );
-        fleet::parse(&src, "f.yaml").unwrap_or_else(|e| panic!("{e}"))
+        fixtures::parsed(&pinned(&format!(
+            "pools:\n  - name: big\n    count: 10\n    labels:\n{labels}"
+        )))
     };
     let size = |f: &Fleet, name: &str| {
         let vms = fleet::desired_vms(f);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::tailnet::{DeclaredKey, TailnetConfig};
+use super::tailnet::{DeclaredKey, Policy, TailnetConfig};
 use super::{Faults, Timings, WorldConfig};
 
 /// World flags (all need `--run-setup-scripts`).
@@ -43,6 +43,11 @@ pub struct WorldArgs {
     /// pre-authorized leave devices waiting).
     #[arg(long, requires = "run_setup_scripts")]
     pub device_approval: bool,
+    /// The tailnet's policy file (JSON, Tailscale's `"acls"` syntax): only
+    /// the flows it accepts pass. Without it the tailnet has a new
+    /// tailnet's policy, which allows every flow.
+    #[arg(long, value_name = "FILE", requires = "run_setup_scripts")]
+    pub tailnet_policy: Option<PathBuf>,
     /// MagicDNS is off: tailnet names do not resolve.
     #[arg(long, requires = "run_setup_scripts")]
     pub no_magic_dns: bool,
@@ -123,6 +128,18 @@ impl WorldArgs {
             auto_approve_routes: self.approve_routes,
             device_approval: self.device_approval,
             magic_dns: !self.no_magic_dns,
+            policy: match &self.tailnet_policy {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        format!("cannot read --tailnet-policy {}: {e}", path.display())
+                    })?;
+                    Some(
+                        Policy::parse(&text)
+                            .map_err(|e| format!("--tailnet-policy {}: {e}", path.display()))?,
+                    )
+                }
+                None => None,
+            },
             refuse_all_keys: self.fault_tailscale_key_invalid,
         };
         c.timings = Timings {

@@ -120,7 +120,8 @@ async fn connect(
     }
     let target = {
         let m = w.model();
-        m.resolve(&c.vm, &c.host).and_then(|ip| m.route(&c.vm, ip))
+        m.resolve(&c.vm, &c.host)
+            .and_then(|ip| m.route_port(&c.vm, ip, super::tailnet::Proto::Tcp, c.port))
     };
     let port = target
         .filter(|_| c.port == super::k3s::API_PORT)

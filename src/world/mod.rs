@@ -199,6 +199,35 @@ pub enum WorldError {
 /// The world, shared by the emulator and its tasks.
 pub type World = Arc<Inner>;
 
+/// The number in the name of the next world directory [`fresh_temp_dir`] tries.
+static NEXT_TEMP_DIR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Creates a directory under `parent` that no other world uses: worlds
+/// started in one process (tests run several at once) or by another
+/// process each get their own. The name was once the process id and the
+/// clock's millisecond, so two worlds started in the same millisecond
+/// shared one directory: the later one's `ssh` shim pointed the earlier
+/// one's sessions at the wrong emulator, and the first to stop removed
+/// the other's VM roots and stand-ins while its scripts ran.
+/// `create_dir` fails on a directory that already exists, so a name is
+/// never taken twice, even across processes.
+fn fresh_temp_dir(parent: &Path) -> Result<PathBuf, WorldError> {
+    loop {
+        let n = NEXT_TEMP_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = parent.join(format!("exedev-world-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(WorldError::Setup(format!(
+                    "cannot create {}: {e}",
+                    d.display()
+                )));
+            }
+        }
+    }
+}
+
 /// Starts a world (spawns its clock on the current tokio runtime).
 pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<World, WorldError> {
     sandbox::check_bwrap().map_err(WorldError::Setup)?;
@@ -211,11 +240,7 @@ pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<Wor
     let (dir, temp) = match &config.dir {
         Some(d) => (d.clone(), None),
         None => {
-            let d = std::env::temp_dir().join(format!(
-                "exedev-world-{}-{}",
-                std::process::id(),
-                crate::world::now_ms()
-            ));
+            let d = fresh_temp_dir(&std::env::temp_dir())?;
             (d.clone(), Some(TempDir(d)))
         }
     };
@@ -262,6 +287,13 @@ pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<Wor
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A journal line of `vm` outside any unit (the model locked).
+fn log(m: &mut Model, vm: &str, ident: &str, msg: &str) {
+    if let Some(v) = m.vms.get_mut(vm) {
+        v.log(now_ms(), "", ident, msg);
+    }
 }
 
 impl Inner {
@@ -314,15 +346,12 @@ impl Inner {
 
     fn tick(self: &Arc<Self>, n: u64) {
         let now = Self::now();
-        let mut fx = {
-            let mut m = self.model();
-            m.expire_devices(now);
-            m.tick_k3s(now)
-        };
+        let mut m = self.model();
+        m.expire_devices(now);
+        let mut fx = m.tick_k3s(now);
         // Manifests are applied on start and on change (facts "Kubeconfig,
         // manifests"): look again every quarter second.
         if n.is_multiple_of(25) {
-            let m = self.model();
             for vm in m.vms.keys() {
                 if let Some((_, c)) = m.ready_server(vm) {
                     fx.push(Effect::ApplyManifests {
@@ -332,11 +361,19 @@ impl Inner {
                 }
             }
         }
-        self.apply_effects(fx);
+        self.settle(m, fx);
     }
 
-    /// Carries out effects (files now, listeners in tasks).
-    pub fn apply_effects(self: &Arc<Self>, fx: Vec<Effect>) {
+    /// Carries out the effects of a model change. Files and API listeners
+    /// change before the model's lock is released: no one sees a k3s Ready
+    /// whose kubeconfig is not written or whose API does not listen yet
+    /// (k3s reports ready to systemd once it serves), nor a stopped server
+    /// still serving. When the listener started in a task of its own, a
+    /// halt right after Ready could drop the listener before that task
+    /// added it, which then served a stopped k3s for good. Unit restarts
+    /// and manifests (which lock the model again) come after.
+    pub fn settle(self: &Arc<Self>, mut m: MutexGuard<'_, Model>, fx: Vec<Effect>) {
+        let mut later = Vec::new();
         for e in fx {
             match e {
                 Effect::WriteFile {
@@ -346,7 +383,7 @@ impl Inner {
                     content,
                 } => {
                     if let Err(err) = self.root(&vm).write(&path, mode, content.as_bytes()) {
-                        self.journal(&vm, "k3s", &format!("cannot write {path}: {err}"));
+                        log(&mut m, &vm, "k3s", &format!("cannot write {path}: {err}"));
                     }
                 }
                 Effect::RemoveFile { vm, path } => {
@@ -356,68 +393,56 @@ impl Inner {
                     let _ = self.root(&vm).mkdir(&path);
                 }
                 Effect::ApiUp { vm, cluster } => {
-                    let inner = self.clone();
-                    tokio::spawn(async move { inner.api_up(&vm, &cluster).await });
+                    if let Err(err) = self.api_up(&m, &vm, &cluster) {
+                        log(&mut m, &vm, "k3s", &format!("cannot serve the API: {err}"));
+                    }
                 }
                 Effect::ApiDown { vm } => {
                     lock(&self.apis).remove(&vm);
                 }
-                Effect::RestartUnit { vm, unit } => {
-                    let fx = self.start_unit(&vm, &unit);
-                    self.apply_effects(fx);
-                }
+                Effect::RestartUnit { .. } | Effect::ApplyManifests { .. } => later.push(e),
+            }
+        }
+        drop(m);
+        for e in later {
+            match e {
+                Effect::RestartUnit { vm, unit } => self.start_unit(&vm, &unit),
                 Effect::ApplyManifests { vm, cluster } => self.apply_manifests(&vm, &cluster),
+                _ => {}
             }
         }
     }
 
-    /// Runs effects from a context that must not block (API handlers).
-    pub fn spawn_effects(self: &Arc<Self>, fx: Vec<Effect>) {
-        if fx.is_empty() {
-            return;
+    /// Starts `vm`'s API listener (the model locked by the caller).
+    fn api_up(self: &Arc<Self>, m: &Model, vm: &str, cluster: &str) -> Result<(), String> {
+        let mut sans = vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+            "10.43.0.1".to_string(),
+            vm.to_string(),
+        ];
+        if let Some((p, _)) = m.ready_server(vm) {
+            sans.push(p.node_name.clone());
+            sans.extend(p.node_ip.map(|i| i.to_string()));
+            sans.extend(p.cfg.list("tls-san"));
         }
-        let inner = self.clone();
-        tokio::spawn(async move { inner.apply_effects(fx) });
+        if let Some(d) = m.device_of(vm) {
+            sans.push(m.tailnet.dns_name(d));
+            sans.push(d.ip.to_string());
+        }
+        sans.sort();
+        sans.dedup();
+        let l = kube::start(self.clone(), m, vm, cluster, &sans)?;
+        lock(&self.apis).insert(vm.to_string(), l);
+        Ok(())
     }
 
     fn journal(&self, vm: &str, ident: &str, msg: &str) {
-        if let Some(v) = self.model().vms.get_mut(vm) {
-            v.log(Self::now(), "", ident, msg);
-        }
-    }
-
-    async fn api_up(self: &Arc<Self>, vm: &str, cluster: &str) {
-        let sans = {
-            let m = self.model();
-            let mut sans = vec![
-                "127.0.0.1".to_string(),
-                "localhost".to_string(),
-                "kubernetes".to_string(),
-                "kubernetes.default".to_string(),
-                "kubernetes.default.svc".to_string(),
-                "kubernetes.default.svc.cluster.local".to_string(),
-                "10.43.0.1".to_string(),
-                vm.to_string(),
-            ];
-            if let Some((p, _)) = m.ready_server(vm) {
-                sans.push(p.node_name.clone());
-                sans.extend(p.node_ip.map(|i| i.to_string()));
-                sans.extend(p.cfg.list("tls-san"));
-            }
-            if let Some(d) = m.device_of(vm) {
-                sans.push(m.tailnet.dns_name(d));
-                sans.push(d.ip.to_string());
-            }
-            sans.sort();
-            sans.dedup();
-            sans
-        };
-        match kube::start(self.clone(), vm, cluster, &sans).await {
-            Ok(l) => {
-                lock(&self.apis).insert(vm.to_string(), l);
-            }
-            Err(e) => self.journal(vm, "k3s", &format!("cannot serve the API: {e}")),
-        }
+        log(&mut self.model(), vm, ident, msg);
     }
 
     /// The host port serving `vm`'s `127.0.0.1:6443`, if its API is up.
@@ -473,10 +498,13 @@ impl Inner {
         }
     }
 
-    /// Reads a unit's files and starts its k3s in the model.
-    pub fn start_unit(self: &Arc<Self>, vm: &str, unit: &str) -> Vec<Effect> {
+    /// Reads a unit's files and starts its k3s (`systemctl start`, boot,
+    /// systemd's restart).
+    pub fn start_unit(self: &Arc<Self>, vm: &str, unit: &str) {
         let inputs = self.read_unit(vm, unit);
-        self.model().start_k3s(vm, unit, inputs, Self::now())
+        let mut m = self.model();
+        let fx = m.start_k3s(vm, unit, inputs, Self::now());
+        self.settle(m, fx);
     }
 
     /// What k3s would read at start: the unit, its files, its binary.
@@ -565,8 +593,9 @@ impl Inner {
     /// `rm`: the VM is gone, disk included.
     pub fn vm_removed(self: &Arc<Self>, name: &str) {
         self.kill_tasks(name);
-        let fx = self.model().remove_vm(name, Self::now());
-        self.apply_effects(fx);
+        let mut m = self.model();
+        let fx = m.remove_vm(name, Self::now());
+        self.settle(m, fx);
         let _ = std::fs::remove_dir_all(self.root(name).base());
     }
 
@@ -580,8 +609,9 @@ impl Inner {
 
     fn halt(self: &Arc<Self>, name: &str) {
         self.kill_tasks(name);
-        let fx = self.model().halt_vm(name, Self::now());
-        self.apply_effects(fx);
+        let mut m = self.model();
+        let fx = m.halt_vm(name, Self::now());
+        self.settle(m, fx);
     }
 
     /// Reboots a VM by itself (the reboot fault).
@@ -592,13 +622,25 @@ impl Inner {
         self.vm_restarted(name);
     }
 
+    /// The VM boots: fresh volatile directories, then this boot's
+    /// metadata, then the VM is up, then its enabled units and its setup
+    /// script start.
     fn boot(self: &Arc<Self>, name: &str) {
-        let now = Self::now();
         let root = self.root(name);
         let _ = root.reset_volatile();
+        let url = self.base_url.get().cloned().unwrap_or_default();
         let (boot, enabled, ts_enabled) = {
             let mut m = self.model();
-            let Some(boot) = m.boot_vm(name, now) else {
+            // vm.json (which the stand-ins read first, the boot number
+            // their calls carry) is written before the VM shows up: an SSH
+            // session let in the moment it is up found none.
+            let Some(next) = m.vms.get(name).map(|v| v.boot + 1) else {
+                return;
+            };
+            if let Err(e) = root.write_meta(name, next, &url, self.config.sleep_scale) {
+                eprintln!("VM world: cannot write the metadata of {name}: {e}");
+            }
+            let Some(boot) = m.boot_vm(name, Self::now()) else {
                 return;
             };
             let v = &m.vms[name];
@@ -611,16 +653,11 @@ impl Inner {
             let ts = v.units.get("tailscaled").is_some_and(|s| s.enabled);
             (boot, enabled, ts)
         };
-        let url = self.base_url.get().cloned().unwrap_or_default();
-        if let Err(e) = root.write_meta(name, boot, &url, self.config.sleep_scale) {
-            eprintln!("VM world: cannot write the metadata of {name}: {e}");
-        }
         if ts_enabled || self.config.tailscaled_at_boot {
             self.start_tailscaled(name);
         }
         for u in enabled {
-            let fx = self.start_unit(name, &u);
-            self.apply_effects(fx);
+            self.start_unit(name, &u);
         }
         let inner = self.clone();
         let vm = name.to_string();
@@ -683,4 +720,36 @@ impl Inner {
 /// The VM directory of a VM name.
 pub fn vm_dir(world_dir: &Path, vm: &str) -> PathBuf {
     world_dir.join("vms").join(vm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_world_gets_its_own_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        // Back to back (the same millisecond): still distinct.
+        let dirs: Vec<PathBuf> = (0..20)
+            .map(|_| fresh_temp_dir(parent.path()).unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<_> = dirs.iter().collect();
+        assert_eq!(distinct.len(), dirs.len(), "{dirs:?}");
+        assert!(dirs.iter().all(|d| d.is_dir()));
+        // A name another process took is skipped, never shared.
+        let next = NEXT_TEMP_DIR.load(std::sync::atomic::Ordering::Relaxed);
+        let taken: Vec<PathBuf> = (next..next + 3)
+            .map(|n| {
+                let d = parent
+                    .path()
+                    .join(format!("exedev-world-{}-{n}", std::process::id()));
+                std::fs::create_dir(&d).unwrap();
+                std::fs::write(d.join("owner"), "someone else").unwrap();
+                d
+            })
+            .collect();
+        let d = fresh_temp_dir(parent.path()).unwrap();
+        assert!(!taken.contains(&d), "{d:?} was taken");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    }
 }

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use super::k3s::{Cluster, K3sProc};
-use super::tailnet::{Tailnet, TailnetConfig};
+use super::tailnet::{Proto, Tailnet, TailnetConfig};
 use super::{Faults, Timings};
 
 /// How many journal lines a VM keeps.
@@ -307,6 +307,19 @@ impl Model {
         None
     }
 
+    /// [`Model::route`] for a connection to `port`: through the tailnet,
+    /// only when the tailnet's policy accepts the flow (a dropped flow and
+    /// no route look alike to the sender: the connect times out).
+    pub fn route_port(&self, from: &str, ip: Ipv4Addr, proto: Proto, port: u16) -> Option<String> {
+        let target = self.route(from, ip)?;
+        if target == from {
+            return Some(target);
+        }
+        self.tailnet
+            .allows(self.device_of(from), ip, proto, port)
+            .then_some(target)
+    }
+
     /// Resolves a host name as a process on `from` would: `localhost`, an
     /// IPv4 literal, or a MagicDNS name.
     pub fn resolve(&self, from: &str, host: &str) -> Option<Ipv4Addr> {
@@ -368,6 +381,28 @@ mod tests {
         }
         let ip_b = m.tailnet_ip("vm-b").unwrap();
         assert_eq!(m.route("vm-a", ip_b).as_deref(), Some("vm-b"));
+        // Per port, only as far as the policy lets the flow through; a
+        // VM's own ports are not the tailnet's business.
+        assert_eq!(
+            m.route_port("vm-a", ip_b, Proto::Tcp, 10250).as_deref(),
+            Some("vm-b")
+        );
+        m.tailnet.config.policy = Some(
+            crate::world::tailnet::Policy::parse(
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:6443"]}]}"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(m.route_port("vm-a", ip_b, Proto::Tcp, 10250), None);
+        assert_eq!(
+            m.route_port("vm-a", ip_b, Proto::Tcp, 6443).as_deref(),
+            Some("vm-b")
+        );
+        assert_eq!(
+            m.route_port("vm-b", ip_b, Proto::Tcp, 10250).as_deref(),
+            Some("vm-b")
+        );
+        m.tailnet.config.policy = None;
         assert_eq!(m.resolve("vm-a", "vm-b.tail1234.ts.net"), Some(ip_b));
         m.stop_tailscaled("vm-b", 5);
         assert_eq!(

@@ -99,6 +99,10 @@ pub struct TailnetConfig {
     pub magic_dns: bool,
     /// Fault: every auth key is refused, as for a revoked or mistyped key.
     pub refuse_all_keys: bool,
+    /// The tailnet policy's access rules; `None` is the policy a new
+    /// tailnet starts with, which lets every device reach every port of
+    /// every other ([`Policy::allow_all`]).
+    pub policy: Option<Policy>,
 }
 
 impl Default for TailnetConfig {
@@ -111,6 +115,7 @@ impl Default for TailnetConfig {
             device_approval: false,
             magic_dns: true,
             refuse_all_keys: false,
+            policy: None,
         }
     }
 }
@@ -206,7 +211,10 @@ pub fn is_tailnet_range(ip: Ipv4Addr) -> bool {
 }
 
 /// A host name as Tailscale turns it into a DNS label: lower case, every
-/// character outside `[a-z0-9-]` becomes `-`, at most 63 characters.
+/// character outside `[a-z0-9-]` becomes `-`, at most 63 characters. The
+/// facts file is silent on this mapping: it is the model's reading of
+/// MagicDNS names (DNS labels); the tool's own names never need it, being
+/// DNS labels already (`names::check_node_name`).
 pub fn sanitize_hostname(hostname: &str) -> String {
     let mut s: String = hostname
         .to_ascii_lowercase()
@@ -498,6 +506,213 @@ impl Tailnet {
         };
         from.reachable() && self.by_ip(ip).is_some_and(Device::reachable)
     }
+
+    /// Whether `from` can open a connection to `ip` on `proto`/`port`: it
+    /// can reach the device ([`Tailnet::can_reach`]) and the policy accepts
+    /// the flow. Without a policy every flow is accepted.
+    pub fn allows(&self, from: Option<&Device>, ip: Ipv4Addr, proto: Proto, port: u16) -> bool {
+        if !self.can_reach(from, ip) {
+            return false;
+        }
+        let (Some(from), Some(to)) = (from, self.by_ip(ip)) else {
+            return false;
+        };
+        self.config
+            .policy
+            .as_ref()
+            .is_none_or(|p| p.allows(from, to, proto, port))
+    }
+}
+
+/// A transport protocol, for the policy's `proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// The access rules of a tailnet policy file (`"acls"`), in Tailscale's
+/// syntax: `{"acls": [{"action": "accept", "src": [...], "proto": "tcp",
+/// "dst": ["SELECTOR:PORTS"]}]}`. Rules only accept; a flow no rule accepts
+/// is dropped (the sender's connect times out).
+///
+/// What is modelled, from Tailscale's ACL documentation (the facts file
+/// is silent on policies, their syntax and their default; the brief for
+/// this model says a new tailnet allows everything): selectors `*`,
+/// `tag:NAME`, an IPv4 address and an IPv4 CIDR; ports `*`, `N`, `N-M`,
+/// comma-separated; `proto` absent (every protocol), `tcp`, `udp` or their
+/// numbers. Everything else (groups, users, `hosts`, `autogroup:`, IPv6,
+/// `grants`, HuJSON comments) is refused when the policy is read, so a test
+/// never runs against a rule the world would silently ignore. Whether
+/// Tailscale drops or rejects a filtered packet is not in the facts file:
+/// the world drops it (the connect times out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub acls: Vec<AclRule>,
+}
+
+/// One entry of `"acls"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    pub action: String,
+    pub src: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    pub dst: Vec<String>,
+}
+
+/// Top-level keys of a policy file that say nothing about which flows pass.
+const NON_FLOW_KEYS: [&str; 7] = [
+    "tagOwners",
+    "autoApprovers",
+    "tests",
+    "ssh",
+    "nodeAttrs",
+    "derpMap",
+    "randomizeClientPort",
+];
+
+impl Policy {
+    /// The policy a new tailnet starts with: everyone reaches everything.
+    pub fn allow_all() -> Policy {
+        Policy {
+            acls: vec![AclRule {
+                action: "accept".to_string(),
+                src: vec!["*".to_string()],
+                proto: None,
+                dst: vec!["*:*".to_string()],
+            }],
+        }
+    }
+
+    /// Reads a policy file (plain JSON), refusing what the world does not
+    /// model.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let obj = v.as_object().ok_or("a policy file is a JSON object")?;
+        for k in obj.keys() {
+            if k != "acls" && !NON_FLOW_KEYS.contains(&k.as_str()) {
+                return Err(format!(
+                    "{k:?} is not modelled by the world (only \"acls\" decides which flows pass)"
+                ));
+            }
+        }
+        let acls = obj
+            .get("acls")
+            .cloned()
+            .unwrap_or(serde_json::Value::Array(Vec::new()));
+        let acls: Vec<AclRule> =
+            serde_json::from_value(acls).map_err(|e| format!("\"acls\": {e}"))?;
+        for (i, r) in acls.iter().enumerate() {
+            r.check().map_err(|e| format!("acls[{i}]: {e}"))?;
+        }
+        Ok(Policy { acls })
+    }
+
+    /// Whether some rule accepts `proto`/`port` from `from` to `to`.
+    pub fn allows(&self, from: &Device, to: &Device, proto: Proto, port: u16) -> bool {
+        self.acls.iter().any(|r| {
+            r.proto_matches(proto)
+                && r.src.iter().any(|s| selector_matches(s, from))
+                && r.dst.iter().any(|d| {
+                    split_dst(d).is_some_and(|(sel, ports)| {
+                        selector_matches(sel, to) && ports_match(ports, port)
+                    })
+                })
+        })
+    }
+}
+
+impl AclRule {
+    fn check(&self) -> Result<(), String> {
+        if self.action != "accept" {
+            return Err(format!("action {:?}: rules only accept", self.action));
+        }
+        if let Some(p) = &self.proto
+            && !matches!(p.as_str(), "tcp" | "udp" | "6" | "17")
+        {
+            return Err(format!("proto {p:?} is not modelled (tcp, udp)"));
+        }
+        for s in &self.src {
+            check_selector(s)?;
+        }
+        for d in &self.dst {
+            let (sel, ports) =
+                split_dst(d).ok_or_else(|| format!("dst {d:?} is not SELECTOR:PORTS"))?;
+            check_selector(sel)?;
+            for p in ports.split(',') {
+                if p != "*" && parse_range(p).is_none() {
+                    return Err(format!("dst {d:?}: {p:?} is not a port or range"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn proto_matches(&self, proto: Proto) -> bool {
+        match self.proto.as_deref() {
+            None => true,
+            Some("tcp" | "6") => proto == Proto::Tcp,
+            Some("udp" | "17") => proto == Proto::Udp,
+            Some(_) => false,
+        }
+    }
+}
+
+fn split_dst(d: &str) -> Option<(&str, &str)> {
+    d.rsplit_once(':')
+        .filter(|(s, p)| !s.is_empty() && !p.is_empty())
+}
+
+fn parse_range(p: &str) -> Option<(u16, u16)> {
+    match p.split_once('-') {
+        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)).filter(|(a, b)| a <= b),
+        None => p.parse().ok().map(|n| (n, n)),
+    }
+}
+
+fn ports_match(ports: &str, port: u16) -> bool {
+    ports
+        .split(',')
+        .any(|p| p == "*" || parse_range(p).is_some_and(|(a, b)| (a..=b).contains(&port)))
+}
+
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u32)> {
+    let (ip, bits) = s.split_once('/').unwrap_or((s, "32"));
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    Some((ip.parse().ok()?, bits))
+}
+
+fn check_selector(s: &str) -> Result<(), String> {
+    let tag_ok = s
+        .strip_prefix("tag:")
+        .is_some_and(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if s == "*" || tag_ok || parse_cidr(s).is_some() {
+        Ok(())
+    } else {
+        Err(format!(
+            "selector {s:?} is not modelled (*, tag:NAME, an IPv4 address or CIDR)"
+        ))
+    }
+}
+
+fn selector_matches(s: &str, d: &Device) -> bool {
+    if s == "*" {
+        return true;
+    }
+    if s.starts_with("tag:") {
+        return d.tags.iter().any(|t| t == s);
+    }
+    parse_cidr(s).is_some_and(|(net, bits)| {
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
+        u32::from(net) & mask == u32::from(d.ip) & mask
+    })
 }
 
 #[cfg(test)]
@@ -686,5 +901,69 @@ mod tests {
         assert_eq!(k.tags, ["tag:k8s"]);
         assert!(DeclaredKey::parse("tskey-auth-a:bogus").is_err());
         assert!(!DeclaredKey::parse("tskey-auth-a").unwrap().reusable);
+    }
+
+    #[test]
+    fn a_policy_accepts_only_what_a_rule_names() {
+        let policy = Policy::parse(
+            r#"{"tagOwners": {"tag:k8s": []},
+                "acls": [{"action": "accept", "src": ["tag:k8s"], "proto": "tcp", "dst": ["tag:k8s:6443,2379-2380"]},
+                         {"action": "accept", "src": ["100.64.0.0/10"], "dst": ["100.64.0.9:10250"]}]}"#,
+        )
+        .unwrap();
+        let mut t = Tailnet::new(TailnetConfig {
+            keys: vec![DeclaredKey::parse("tskey-auth-k:reusable,preauthorized,tag=k8s").unwrap()],
+            policy: Some(policy),
+            ..TailnetConfig::default()
+        });
+        let a = t
+            .login(&login("a-vm", Some("tskey-auth-k"), None), 0)
+            .unwrap();
+        let b = t
+            .login(&login("b-vm", Some("tskey-auth-k"), None), 0)
+            .unwrap();
+        let (da, ip_b) = (t.devices[&a].clone(), t.devices[&b].ip);
+        assert!(t.allows(Some(&da), ip_b, Proto::Tcp, 6443));
+        assert!(t.allows(Some(&da), ip_b, Proto::Tcp, 2380));
+        assert!(!t.allows(Some(&da), ip_b, Proto::Udp, 6443), "proto: tcp");
+        assert!(!t.allows(Some(&da), ip_b, Proto::Tcp, 10250), "no rule");
+        assert!(!t.allows(Some(&da), ip_b, Proto::Udp, 8472));
+        assert!(!t.allows(None, ip_b, Proto::Tcp, 6443), "off the tailnet");
+        // Without a policy (a new tailnet's), everything passes.
+        t.config.policy = None;
+        assert!(t.allows(Some(&da), ip_b, Proto::Udp, 8472));
+        t.config.policy = Some(Policy::allow_all());
+        assert!(t.allows(Some(&da), ip_b, Proto::Tcp, 10250));
+    }
+
+    #[test]
+    fn a_policy_the_world_cannot_model_is_refused() {
+        for (text, why) in [
+            (r#"{"grants": []}"#, "grants"),
+            (
+                r#"{"acls": [{"action": "deny", "src": ["*"], "dst": ["*:*"]}]}"#,
+                "only accept",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["group:eng"], "dst": ["*:*"]}]}"#,
+                "group:eng",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["tag:k8s"]}]}"#,
+                "\"tag\"",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:http"]}]}"#,
+                "http",
+            ),
+            (
+                r#"{"acls": [{"action": "accept", "src": ["*"], "proto": "sctp", "dst": ["*:*"]}]}"#,
+                "sctp",
+            ),
+            ("// comment\n{}", "not JSON"),
+        ] {
+            let e = Policy::parse(text).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 }

@@ -5,6 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The smallest valid fleet, written once for every test: cluster `demo`,
+/// k3s channel `stable`, one server, the Tailscale key from `TS_AUTHKEY`.
+pub const MINIMAL_FLEET: &str = include_str!("../fleets/minimal.yaml");
+
+/// [`MINIMAL_FLEET`] with each `(from, to)` replaced, then `extra`
+/// appended (top-level keys). Panics when a `from` is not in it: an edit
+/// that changes nothing would test the minimal fleet instead.
+pub fn minimal_fleet(edits: &[(&str, &str)], extra: &str) -> String {
+    let mut text = MINIMAL_FLEET.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is not in the minimal fleet");
+        text = text.replace(from, to);
+    }
+    text + extra
+}
+
 /// Generates a key with `ssh-keygen -t KIND` (extra args e.g. `-b 256`).
 pub fn keygen(dir: &Path, name: &str, kind: &str, extra: &[&str], passphrase: &str) -> PathBuf {
     let path = dir.join(name);

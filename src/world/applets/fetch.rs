@@ -1,6 +1,7 @@
 //! The network a VM's `curl` reaches: the k3s installer and releases,
-//! k3s's supervisor port on the VM itself or on tailnet peers, and nothing
-//! else (any other host does not resolve). Faults: installer downloads that
+//! k3s's supervisor, kubelet and etcd ports on the VM itself or on tailnet
+//! peers (as far as the tailnet's policy lets the flow through), and
+//! nothing else (any other host does not resolve). Faults: installer downloads that
 //! fail, and a reboot in the middle of the k3s download.
 
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use base64::Engine;
 
 use super::installer;
 use crate::world::Inner;
+use crate::world::k3s::{API_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, KUBELET_PORT};
 use crate::world::protocol::{Fetch, FetchReply};
+use crate::world::tailnet::Proto;
 
 fn ok(status: u16, body: &[u8]) -> FetchReply {
     FetchReply::Response {
@@ -91,8 +94,8 @@ pub async fn fetch(inner: &Arc<Inner>, req: &Fetch) -> FetchReply {
             }
         }
         ("github.com", 443) => github(inner, req, &path).await,
-        (_, crate::world::k3s::API_PORT) => supervisor(inner, req, &host, &path),
-        _ => error(6, format!("Could not resolve host: {host}")),
+        (_, API_PORT) => supervisor(inner, req, &host, &path),
+        _ => node_port(inner, req, &host, port),
     }
 }
 
@@ -140,6 +143,48 @@ async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
     }
 }
 
+/// Another port of a VM (itself, or a tailnet peer): the kubelet's 10250
+/// while k3s runs there, etcd's 2379-2380 on a server holding etcd data,
+/// nothing else. A flow the tailnet's policy drops times out (curl 28);
+/// a port nobody listens on is refused (7). Neither etcd nor the kubelet
+/// talk to a client without credentials: the kubelet answers 401, etcd
+/// ends the TLS handshake (it wants a client certificate).
+fn node_port(inner: &Arc<Inner>, req: &Fetch, host: &str, port: u16) -> FetchReply {
+    let m = inner.model();
+    let Some(ip) = m.resolve(&req.vm, host) else {
+        return error(6, format!("Could not resolve host: {host}"));
+    };
+    let Some(target) = m.route_port(&req.vm, ip, Proto::Tcp, port) else {
+        return error(
+            28,
+            format!("Failed to connect to {host} port {port} after 0 ms: Timeout was reached"),
+        );
+    };
+    let procs: Vec<&crate::world::k3s::K3sProc> = m
+        .vms
+        .get(&target)
+        .map(|v| v.units.values().filter_map(|u| u.k3s.as_ref()).collect())
+        .unwrap_or_default();
+    let listening = match port {
+        KUBELET_PORT => procs.iter().any(|p| p.is_ready()),
+        ETCD_CLIENT_PORT | ETCD_PEER_PORT => m.ready_server(&target).is_some(),
+        _ => false,
+    };
+    match (listening, port) {
+        (false, _) => error(
+            7,
+            format!(
+                "Failed to connect to {host} port {port} after 0 ms: Couldn't connect to server"
+            ),
+        ),
+        (true, KUBELET_PORT) => ok(401, b"Unauthorized"),
+        (true, _) => error(
+            56,
+            "OpenSSL SSL_read: error:0A00045C:SSL routines::tlsv13 alert certificate required",
+        ),
+    }
+}
+
 /// k3s's supervisor on port 6443: `/ping` and `/cacerts` answer without
 /// credentials, everything else wants them (401).
 fn supervisor(inner: &Arc<Inner>, req: &Fetch, host: &str, path: &str) -> FetchReply {
@@ -147,7 +192,7 @@ fn supervisor(inner: &Arc<Inner>, req: &Fetch, host: &str, path: &str) -> FetchR
     let Some(ip) = m.resolve(&req.vm, host) else {
         return error(6, format!("Could not resolve host: {host}"));
     };
-    let Some(target) = m.route(&req.vm, ip) else {
+    let Some(target) = m.route_port(&req.vm, ip, Proto::Tcp, API_PORT) else {
         return error(
             28,
             format!("Failed to connect to {host} port 6443 after 0 ms: Timeout was reached"),

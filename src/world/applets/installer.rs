@@ -1,5 +1,8 @@
 //! What `https://get.k3s.io` serves in the world: an installer that
-//! behaves like k3s's `install.sh` where the facts file describes it, and
+//! behaves like k3s's `install.sh` where the facts file describes it (the
+//! rest, `INSTALL_K3S_SKIP_ENABLE`, the SHA-256 check and
+//! `Restart=always`/`RestartSec=5s`, is the model's reading of install.sh,
+//! not a fact from the file), and
 //! the "k3s binary" it downloads: a shim that runs the k3s stand-in with
 //! its version baked in (so `k3s --version` answers what was installed,
 //! and a node keeps its version until something reinstalls it).

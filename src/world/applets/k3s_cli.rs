@@ -98,10 +98,10 @@ fn token(inner: &Arc<Inner>, call: &Call) -> Output {
     let Some(new) = new else {
         return Output::fail(1, "k3s token rotate: --new-token is required");
     };
-    let r = inner.model().rotate_token(&call.vm, old.as_deref(), &new);
-    match r {
+    let mut m = inner.model();
+    match m.rotate_token(&call.vm, old.as_deref(), &new) {
         Ok(fx) => {
-            inner.apply_effects(fx);
+            inner.settle(m, fx);
             Output::ok("Token rotated, restart k3s nodes with new token\n")
         }
         Err(e) => Output::fail(1, e),
@@ -493,8 +493,7 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
             match c.api.delete(&objects::NODES, "", name) {
                 Ok(_) => {
                     let fx = m.node_deleted(&cid, name, crate::world::now_ms());
-                    drop(m);
-                    inner.apply_effects(fx);
+                    inner.settle(m, fx);
                     Output::ok(format!("node \"{name}\" deleted\n"))
                 }
                 Err(e) => fail(e),

@@ -82,8 +82,7 @@ async fn start(inner: &Arc<Inner>, call: &Call, unit: &str, block: bool) -> Outp
         .proc(vm, unit)
         .is_some_and(|p| !matches!(p.phase, Phase::Failed { .. }));
     if !running {
-        let fx = inner.start_unit(vm, unit);
-        inner.apply_effects(fx);
+        inner.start_unit(vm, unit);
     }
     if !block {
         return Output::default();
@@ -121,8 +120,9 @@ fn stop(inner: &Arc<Inner>, vm: &str, unit: &str) {
         inner.model().stop_tailscaled(vm, now);
         return;
     }
-    let fx = inner.model().stop_k3s(vm, unit, now);
-    inner.apply_effects(fx);
+    let mut m = inner.model();
+    let fx = m.stop_k3s(vm, unit, now);
+    inner.settle(m, fx);
 }
 
 fn set_enabled(inner: &Inner, vm: &str, unit: &str, on: bool) {

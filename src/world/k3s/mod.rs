@@ -25,6 +25,13 @@
 //! - servers whose critical configuration differs ("Install");
 //! - a server whose config still carries a token rotated away: "bootstrap
 //!   data already found and encrypted with different token".
+//!
+//! Modelled although the facts file is silent (each marked where it is
+//! made, so a live run can correct it): a `node-ip` that is not one of the
+//! VM's addresses fails to bind; joining a single server without
+//! `--cluster-init` (SQLite) is refused; a server whose etcd member was
+//! removed must delete its database to rejoin; a restarting server waits
+//! for etcd quorum; the kubelet skew check compares minor versions only.
 
 use std::net::Ipv4Addr;
 
@@ -37,7 +44,7 @@ pub use parse::{Token, VpnAuth, minor_version, parse_token, parse_vpn_auth, refu
 
 use super::k3s_config::{K3sConfig, Role, critical};
 use super::model::{Effect, Model};
-use super::tailnet::Login;
+use super::tailnet::{Login, Proto};
 
 /// Where k3s writes its admin kubeconfig.
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
@@ -49,6 +56,12 @@ pub const DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
 /// The supervisor and API port.
 pub const API_PORT: u16 = 6443;
+/// etcd's client port, on servers (facts: "Ports").
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// etcd's peer port, on servers (facts: "Ports").
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// The kubelet's port, on every node (facts: "Ports").
+pub const KUBELET_PORT: u16 = 10250;
 
 /// Where a unit's process is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,7 +380,8 @@ impl Model {
     /// "Tailscale as the overlay"): with `vpn-auth` the node IP is the VPN
     /// address; `flannel-iface` without `node-ip` makes `node-ip` that
     /// interface's address; the etcd peer address is the first `node-ip`,
-    /// else the default interface's.
+    /// else the default interface's. That a `node-ip` which is none of the
+    /// VM's addresses fails to bind is the model's (facts file silent).
     fn addresses(&self, vm: &str, p: &K3sProc, vpn: bool) -> Result<(Ipv4Addr, Ipv4Addr), String> {
         let v = &self.vms[vm];
         let ts = self.tailnet_ip(vm);
@@ -464,6 +478,8 @@ impl Model {
             v.node_key = Some(key);
         }
         if self.tailnet.devices[&id].needs_approval {
+            // Facts file silent: `tailscale up`'s wording for a device that
+            // waits for an admin's approval, as Tailscale's CLI reports it.
             return Err("tailscale up failed: timeout waiting for Tailscale service to enter a Running state; last state: NeedsMachineAuth".to_string());
         }
         Ok(())
@@ -522,6 +538,8 @@ impl Model {
                 if let Some(cid) = existing {
                     let c = &self.clusters[&cid];
                     if !c.members.iter().any(|m| m.vm == vm) {
+                        // Facts file silent: etcd's own message for a
+                        // removed member, as k3s would surface it.
                         return self.fail(vm, unit, p, now, "etcd: this member has been permanently removed from the cluster; delete /var/lib/rancher/k3s/server/db to join it again".into());
                     }
                     if let Some(t) = &token
@@ -620,7 +638,7 @@ impl Model {
         let Some(ip) = self.resolve(vm, &host) else {
             return self.wait(vm, unit, p, now, format!("failed to get CA certs: Get \"{url}/cacerts\": dial tcp: lookup {host}: no such host"));
         };
-        let target = self.route(vm, ip);
+        let target = self.route_port(vm, ip, Proto::Tcp, port);
         let Some(target) = target else {
             return self.wait(vm, unit, p, now, format!("failed to get CA certs: Get \"{url}/cacerts\": dial tcp {ip}:{port}: i/o timeout"));
         };
@@ -668,6 +686,8 @@ impl Model {
             }
             Role::Agent => {
                 let api = self.api_version(&cid);
+                // "never newer" (facts "Versions") at minor granularity: the
+                // facts file does not say whether a newer patch counts.
                 if let (Some(mine), Some(theirs)) = (minor_version(&p.version), minor_version(&api))
                     && mine > theirs
                 {
@@ -694,6 +714,8 @@ impl Model {
     ) {
         let c = &self.clusters[cid];
         if c.datastore == Datastore::Sqlite {
+            // Facts file silent: k3s's docs require `--cluster-init` on the
+            // first server for embedded etcd; the message is the model's.
             return self.fail(vm, unit, p, now, "cannot join a server that runs the embedded SQLite datastore: the first server needs --cluster-init for others to join".into());
         }
         let theirs = theirs.unwrap_or_else(|| c.critical.clone());
@@ -760,9 +782,11 @@ impl Model {
         p.phase = Phase::Learner;
     }
 
-    /// Can the etcd member on `from` reach `ip` on `to`?
+    /// Can the etcd member on `from` reach `ip` on `to` (etcd's peer port)?
     fn peer_reachable(&self, from: &str, ip: Ipv4Addr, to: &str) -> bool {
-        self.route(from, ip).as_deref() == Some(to)
+        self.route_port(from, ip, Proto::Tcp, ETCD_PEER_PORT)
+            .as_deref()
+            == Some(to)
     }
 
     fn on_learner(&mut self, vm: &str, unit: &str, p: &mut K3sProc, now: u64) {

@@ -106,15 +106,17 @@ struct Ctx {
 }
 
 /// Starts serving `cluster`'s API for server `vm` with a certificate for
-/// `sans`.
-pub async fn start(
+/// `sans`. Synchronous (the port is bound when it returns), so the world
+/// starts it while the model is still locked: nothing sees the server Ready
+/// before its API listens. Needs a tokio runtime (it spawns the server).
+pub fn start(
     inner: Arc<Inner>,
+    m: &crate::world::model::Model,
     vm: &str,
     cluster: &str,
     sans: &[String],
 ) -> Result<ApiListener, String> {
     let (cert, key, client_ca) = {
-        let m = inner.model();
         let c = m
             .clusters
             .get(cluster)
@@ -124,9 +126,10 @@ pub async fn start(
     };
     let config = tls_config(&cert, &key, &client_ca)?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let tcp = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("cannot listen for the API of {vm}: {e}"))?;
+    let listen_err = |e: std::io::Error| format!("cannot listen for the API of {vm}: {e}");
+    let std_tcp = std::net::TcpListener::bind("127.0.0.1:0").map_err(listen_err)?;
+    std_tcp.set_nonblocking(true).map_err(listen_err)?;
+    let tcp = TcpListener::from_std(std_tcp).map_err(listen_err)?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(64);
     let ctx = Ctx {
@@ -508,8 +511,7 @@ async fn handle(
                     let r = c.api.delete(&res, &ns, &name);
                     if r.is_ok() && res.plural == "nodes" {
                         let fx = m.node_deleted(&cid, &name, now);
-                        drop(m);
-                        ctx.inner.spawn_effects(fx);
+                        ctx.inner.settle(m, fx);
                         return json_response(200, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": "nodes"}}));
                     }
                     r.map(|_| json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": res.plural}}))

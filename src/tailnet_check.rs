@@ -1,0 +1,464 @@
+//! Whether the tailnet lets the fleet's nodes reach each other on the
+//! ports k3s needs, as seen from the nodes themselves, and the policy entry
+//! to add when it does not. Pure: the edge ([`crate::remote`]) runs the
+//! commands built here over SSH and hands back their output.
+//!
+//! The design (README, "Secrets"; ARCHITECTURE, bootstrap) puts node,
+//! etcd and flannel VXLAN on `tailscale0`, so the tailnet's policy must
+//! accept, between the fleet's devices: 6443/tcp (API and supervisor: every
+//! node to the servers), 2379-2380/tcp (etcd: servers to servers), 10250/tcp
+//! (kubelet: every node to every other, as the API server and in-cluster
+//! scrapers dial it) and 8472/udp (VXLAN), the ports of k3s-facts.md
+//! ("Ports"). The facts file does not say what Tailscale does with a packet
+//! its policy drops; this check assumes it is dropped silently, so a dropped
+//! flow is a connect that times out, while a refused connect (nothing
+//! listening) proves the flow passed. UDP 8472 cannot be confirmed by a
+//! connect at all: it is named in the entry, never reported as checked.
+//!
+//! Everything read from a VM is untrusted: addresses must parse as IPv4,
+//! tags must look like Tailscale tags, and nothing a VM prints reaches a
+//! command line or the printed entry otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+// The address type only (`core::net` has no I/O).
+use core::net::Ipv4Addr;
+
+use serde::Serialize;
+
+/// The API server and k3s's supervisor.
+pub const API_PORT: u16 = 6443;
+/// etcd's client port (servers).
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+/// etcd's peer port (servers).
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// The kubelet (every node).
+pub const KUBELET_PORT: u16 = 10250;
+/// Flannel's VXLAN over `tailscale0` (UDP: not checkable by a connect).
+pub const VXLAN_PORT: u16 = 8472;
+
+/// The ports of the entry to add, in Tailscale's `dst` port syntax.
+pub const ENTRY_PORTS: &str = "6443,2379-2380,8472,10250";
+
+/// Seconds a probe waits for a TCP connection.
+pub const CONNECT_TIMEOUT_SECS: u64 = 3;
+
+/// What a port is for, for messages.
+pub fn port_name(port: u16) -> &'static str {
+    match port {
+        API_PORT => "API server and supervisor",
+        ETCD_CLIENT_PORT | ETCD_PEER_PORT => "etcd",
+        KUBELET_PORT => "kubelet",
+        VXLAN_PORT => "flannel VXLAN",
+        _ => "k3s",
+    }
+}
+
+/// A fleet node on the tailnet, as its own `tailscale status` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TailnetNode {
+    pub vm: String,
+    pub server: bool,
+    pub ip: Ipv4Addr,
+    /// Its ACL tags (`tag:k8s`), only well-formed ones.
+    pub tags: Vec<String>,
+}
+
+/// The remote command that prints the node's own tailnet identity.
+/// `sudo -n`, as the setup script calls `tailscale`.
+pub fn identity_command() -> Vec<String> {
+    ["sudo", "-n", "tailscale", "status", "--json"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// A Tailscale ACL tag: `tag:` and letters, digits and dashes.
+pub fn is_tag(t: &str) -> bool {
+    t.strip_prefix("tag:").is_some_and(|n| {
+        !n.is_empty() && n.len() <= 80 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+/// Reads `tailscale status --json`: the node's first IPv4 tailnet address
+/// and its tags (ill-formed ones dropped).
+pub fn parse_identity(out: &str) -> Result<(Ipv4Addr, Vec<String>), String> {
+    let v: serde_json::Value = serde_json::from_str(out)
+        .map_err(|_| "`tailscale status --json` did not print JSON".to_string())?;
+    let me = &v["Self"];
+    let ip = me["TailscaleIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str()?.parse::<Ipv4Addr>().ok())
+        .next()
+        .ok_or_else(|| {
+            let state = v["BackendState"].as_str().unwrap_or("unknown");
+            format!(
+                "not on the tailnet (Tailscale state {})",
+                crate::text::one_line(&state.chars().take(40).collect::<String>())
+            )
+        })?;
+    let tags = me["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().filter(|t| is_tag(t)).map(str::to_string))
+        .collect();
+    Ok((ip, tags))
+}
+
+/// One connection to try: from `from`'s VM to `to`'s address and port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Probe {
+    pub from: String,
+    pub to: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Every flow the cluster needs over the tailnet: each node to each server
+/// on 6443, each server to each other server on 2379 and 2380, each node
+/// to each other node on 10250.
+pub fn probes(nodes: &[TailnetNode]) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for a in nodes {
+        for b in nodes.iter().filter(|b| b.vm != a.vm) {
+            let mut ports = Vec::new();
+            if b.server {
+                ports.push(API_PORT);
+            }
+            if a.server && b.server {
+                ports.extend([ETCD_CLIENT_PORT, ETCD_PEER_PORT]);
+            }
+            ports.push(KUBELET_PORT);
+            out.extend(ports.into_iter().map(|port| Probe {
+                from: a.vm.clone(),
+                to: b.vm.clone(),
+                ip: b.ip,
+                port,
+            }));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The remote command that tries `targets` at once (curl, which every
+/// node has: the setup script needs it), each bounded by
+/// [`CONNECT_TIMEOUT_SECS`], and prints `probe IP:PORT EXIT` per target.
+pub fn probe_command(targets: &[(Ipv4Addr, u16)]) -> Vec<String> {
+    let mut words: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        // Addresses are parsed IPv4s and ports numbers: nothing from a VM
+        // is interpolated as text.
+        "t=$1; shift; for a in \"$@\"; do (curl -sk -o /dev/null --connect-timeout \"$t\" --max-time \"$((t + 2))\" \"https://$a/\" >/dev/null 2>&1; echo \"probe $a $?\") & done; wait".into(),
+        "sh".into(),
+        CONNECT_TIMEOUT_SECS.to_string(),
+    ];
+    words.extend(targets.iter().map(|(ip, port)| format!("{ip}:{port}")));
+    words
+}
+
+/// curl's exit code per target (address, port).
+pub type ExitCodes = BTreeMap<(Ipv4Addr, u16), i32>;
+
+/// curl's exit code for one target, from [`probe_command`]'s output.
+pub fn parse_probe_output(out: &str) -> ExitCodes {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("probe ")?.split(' ');
+            let (ip, port) = w.next()?.split_once(':')?;
+            let code = w.next()?.trim().parse().ok()?;
+            Some(((ip.parse().ok()?, port.parse().ok()?), code))
+        })
+        .collect()
+}
+
+/// What curl's exit code says about the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// A connection was made (TLS or HTTP may still have failed: the
+    /// kubelet and etcd want credentials).
+    Open,
+    /// Refused: the packet reached the node, nothing listens there (k3s is
+    /// down); the policy let it through.
+    Refused,
+    /// No connection within the timeout: the policy drops it (or the
+    /// device went offline meanwhile).
+    Dropped,
+    /// Anything else (curl missing: 127; ...).
+    Unknown,
+}
+
+/// Reads curl's exit code: 28 is a timeout, 7 a refused connection; 0 and
+/// the TLS/transfer errors after connecting (35, 52, 56, 60) are a
+/// connection.
+pub fn flow(code: i32) -> Flow {
+    match code {
+        0 | 35 | 52 | 56 | 58 | 59 | 60 => Flow::Open,
+        7 => Flow::Refused,
+        28 => Flow::Dropped,
+        _ => Flow::Unknown,
+    }
+}
+
+/// The tailnet section of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TailnetCheck {
+    /// Nodes whose identity was read.
+    pub nodes: usize,
+    /// Flows tried and their outcome counts.
+    pub checked: usize,
+    /// Flows that timed out.
+    pub dropped: Vec<Probe>,
+    /// VMs that could not be checked, and why (one line each).
+    pub unchecked: Vec<(String, String)>,
+    /// The entry to add to the policy's `"acls"`, when a flow is dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_entry: Option<String>,
+    /// Whether the entry names tags (stable) or current addresses.
+    pub entry_by_tag: bool,
+    /// What a connect cannot check.
+    pub unverified: String,
+}
+
+/// Joins the probes' outputs (per source VM: the command's output, or why
+/// it failed) into the check.
+pub fn evaluate(
+    nodes: &[TailnetNode],
+    probes: &[Probe],
+    outputs: &BTreeMap<String, Result<String, String>>,
+    mut unchecked: Vec<(String, String)>,
+) -> TailnetCheck {
+    let mut dropped = Vec::new();
+    let mut checked = 0;
+    let mut bad_vm: BTreeSet<String> = BTreeSet::new();
+    let codes: BTreeMap<&String, Result<ExitCodes, &String>> = outputs
+        .iter()
+        .map(|(vm, out)| (vm, out.as_ref().map(|o| parse_probe_output(o))))
+        .collect();
+    for p in probes {
+        let why = match codes.get(&p.from) {
+            None => continue,
+            Some(Err(e)) => (*e).clone(),
+            Some(Ok(c)) => match c.get(&(p.ip, p.port)).copied().map(flow) {
+                Some(Flow::Open | Flow::Refused) => {
+                    checked += 1;
+                    continue;
+                }
+                Some(Flow::Dropped) => {
+                    checked += 1;
+                    dropped.push(p.clone());
+                    continue;
+                }
+                Some(Flow::Unknown) | None => {
+                    "curl could not try the connections (is curl installed?)".to_string()
+                }
+            },
+        };
+        if bad_vm.insert(p.from.clone()) {
+            unchecked.push((p.from.clone(), why));
+        }
+    }
+    let (entry, by_tag) = acl_entry(nodes);
+    TailnetCheck {
+        nodes: nodes.len(),
+        checked,
+        acl_entry: (!dropped.is_empty()).then_some(entry),
+        dropped,
+        unchecked,
+        entry_by_tag: by_tag,
+        unverified: format!(
+            "{VXLAN_PORT}/udp ({}) cannot be checked by a connect",
+            port_name(VXLAN_PORT)
+        ),
+    }
+}
+
+/// The one `"acls"` entry that lets the fleet's devices reach each other on
+/// every port k3s needs, in Tailscale's policy syntax (`proto` omitted:
+/// the rule covers TCP and UDP). Devices are named by their tags, or by
+/// their current address when they have none (true when it names tags).
+pub fn acl_entry(nodes: &[TailnetNode]) -> (String, bool) {
+    let mut selectors = BTreeSet::new();
+    let mut by_tag = !nodes.is_empty();
+    for n in nodes {
+        if n.tags.is_empty() {
+            by_tag = false;
+            selectors.insert(n.ip.to_string());
+        } else {
+            selectors.extend(n.tags.iter().cloned());
+        }
+    }
+    let list = |items: Vec<String>| {
+        let quoted: Vec<String> = items
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap_or_default())
+            .collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let src = list(selectors.iter().cloned().collect());
+    let dst = list(
+        selectors
+            .iter()
+            .map(|s| format!("{s}:{ENTRY_PORTS}"))
+            .collect(),
+    );
+    (
+        format!("{{\"action\": \"accept\", \"src\": {src}, \"dst\": {dst}}}"),
+        by_tag,
+    )
+}
+
+/// The problem a dropped flow is, for the source VM's row.
+pub fn problem(p: &Probe) -> String {
+    format!(
+        "the tailnet drops {} -> {} ({}) on {}/tcp ({}): no connection within {CONNECT_TIMEOUT_SECS}s; add the tailnet policy entry below",
+        p.from,
+        p.to,
+        p.ip,
+        p.port,
+        port_name(p.port)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(vm: &str, server: bool, last: u8, tags: &[&str]) -> TailnetNode {
+        TailnetNode {
+            vm: vm.into(),
+            server,
+            ip: Ipv4Addr::new(100, 64, 0, last),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_needed_flow_is_probed_once() {
+        let nodes = [
+            node("d-cp1", true, 1, &[]),
+            node("d-cp2", true, 2, &[]),
+            node("d-web1", false, 3, &[]),
+        ];
+        let ps = probes(&nodes);
+        let has = |from: &str, to: &str, port| {
+            ps.iter()
+                .filter(|p| p.from == from && p.to == to && p.port == port)
+                .count()
+        };
+        assert_eq!(has("d-web1", "d-cp1", API_PORT), 1);
+        assert_eq!(has("d-cp1", "d-cp2", API_PORT), 1);
+        assert_eq!(has("d-cp1", "d-web1", API_PORT), 0, "agents serve no API");
+        assert_eq!(has("d-cp1", "d-cp2", ETCD_PEER_PORT), 1);
+        assert_eq!(has("d-cp2", "d-cp1", ETCD_CLIENT_PORT), 1);
+        assert_eq!(has("d-web1", "d-cp1", ETCD_PEER_PORT), 0);
+        assert_eq!(has("d-cp1", "d-web1", KUBELET_PORT), 1);
+        assert_eq!(has("d-web1", "d-cp2", KUBELET_PORT), 1);
+        assert_eq!(has("d-cp1", "d-cp1", KUBELET_PORT), 0, "not itself");
+        // cp1: api+etcd*2+kubelet to cp2, kubelet to web1; same for cp2;
+        // web1: api+kubelet to each server.
+        assert_eq!(ps.len(), 5 + 5 + 4);
+    }
+
+    #[test]
+    fn identities_are_read_and_distrusted() {
+        let out = r#"{"BackendState": "Running", "Self": {"TailscaleIPs": ["fd7a::1", "100.64.0.7"], "Tags": ["tag:k8s", "tag:x\u001b[2J", "group:eng"]}}"#;
+        assert_eq!(
+            parse_identity(out).unwrap(),
+            (Ipv4Addr::new(100, 64, 0, 7), vec!["tag:k8s".to_string()])
+        );
+        let e =
+            parse_identity(r#"{"BackendState": "NeedsLogin\u001b", "Self": null}"#).unwrap_err();
+        assert!(e.contains("NeedsLogin") && !e.contains('\u{1b}'), "{e}");
+        assert!(parse_identity("garbage").is_err());
+    }
+
+    #[test]
+    fn the_probe_command_runs_and_parses() {
+        // Port 1 on loopback: refused (7), or curl absent (127): either is
+        // parsed back to the target that was asked for.
+        let words = probe_command(&[(Ipv4Addr::LOCALHOST, 1)]);
+        let out = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .output()
+            .expect("run sh");
+        let got = parse_probe_output(&String::from_utf8_lossy(&out.stdout));
+        let code = got[&(Ipv4Addr::LOCALHOST, 1)];
+        assert!(code == 7 || code == 127, "{code}");
+        assert_eq!(
+            flow(code),
+            if code == 7 {
+                Flow::Refused
+            } else {
+                Flow::Unknown
+            }
+        );
+        assert_eq!(flow(28), Flow::Dropped);
+        assert_eq!(flow(35), Flow::Open);
+    }
+
+    #[test]
+    fn a_dropped_flow_is_named_with_the_entry_to_add() {
+        let nodes = [
+            node("d-cp1", true, 1, &["tag:k8s"]),
+            node("d-web1", false, 2, &["tag:k8s"]),
+        ];
+        let ps = probes(&nodes);
+        let outputs = BTreeMap::from([
+            (
+                "d-web1".to_string(),
+                Ok("probe 100.64.0.1:6443 0\nprobe 100.64.0.1:10250 28\n".to_string()),
+            ),
+            (
+                "d-cp1".to_string(),
+                Err("no answer over SSH within 20s".to_string()),
+            ),
+        ]);
+        let c = evaluate(&nodes, &ps, &outputs, Vec::new());
+        assert_eq!(c.checked, 2);
+        assert_eq!(c.dropped.len(), 1);
+        assert_eq!(
+            (c.dropped[0].from.as_str(), c.dropped[0].port),
+            ("d-web1", 10250)
+        );
+        assert_eq!(
+            c.unchecked,
+            [(
+                "d-cp1".to_string(),
+                "no answer over SSH within 20s".to_string()
+            )]
+        );
+        assert_eq!(
+            c.acl_entry.as_deref(),
+            Some(
+                r#"{"action": "accept", "src": ["tag:k8s"], "dst": ["tag:k8s:6443,2379-2380,8472,10250"]}"#
+            )
+        );
+        assert!(c.entry_by_tag);
+        assert!(
+            problem(&c.dropped[0]).contains("d-web1 -> d-cp1 (100.64.0.1) on 10250/tcp (kubelet)")
+        );
+        // Nothing dropped: no entry.
+        let fine = BTreeMap::from([(
+            "d-web1".to_string(),
+            Ok("probe 100.64.0.1:6443 0\nprobe 100.64.0.1:10250 7\n".to_string()),
+        )]);
+        assert_eq!(evaluate(&nodes, &ps, &fine, Vec::new()).acl_entry, None);
+    }
+
+    #[test]
+    fn untagged_devices_are_named_by_address() {
+        let nodes = [
+            node("d-cp1", true, 1, &[]),
+            node("d-web1", false, 2, &["tag:k8s"]),
+        ];
+        let (entry, by_tag) = acl_entry(&nodes);
+        assert!(!by_tag);
+        assert_eq!(
+            entry,
+            r#"{"action": "accept", "src": ["100.64.0.1", "tag:k8s"], "dst": ["100.64.0.1:6443,2379-2380,8472,10250", "tag:k8s:6443,2379-2380,8472,10250"]}"#
+        );
+    }
+}
