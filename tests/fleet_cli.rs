@@ -1325,8 +1325,13 @@ fn agents_are_not_created_when_the_first_server_fails() {
         .block_on(exedev_k8s::observe::observe(&client, &fleet, true))
         .unwrap();
     let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
-    let never_ready: apply::ServerReady =
-        Arc::new(|vm: String, _| Box::pin(async move { Err(format!("{vm} never became Ready")) }));
+    let never_ready: apply::ServerReady = Arc::new(|vm: String, _| {
+        Box::pin(async move {
+            Err(exedev_k8s::apply::HookError::new(std::io::Error::other(
+                format!("{vm} never became Ready"),
+            )))
+        })
+    });
     let opts = ApplyOptions {
         server_ready: Some(never_ready),
         ..ApplyOptions::default()

@@ -58,17 +58,62 @@ pub enum Event {
 /// Receives events; must be cheap and thread-safe.
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
 
+/// Why a hook (drain, readiness wait, device logout) failed: the error of
+/// the edge that ran it (SSH, the Kubernetes API), kept whole so its source
+/// chain and hint reach the user.
+#[derive(Debug)]
+pub struct HookError {
+    inner: Box<dyn std::error::Error + Send + Sync>,
+    hint: Option<String>,
+}
+
+impl HookError {
+    /// Wraps an edge's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> HookError {
+        HookError {
+            inner: Box::new(e),
+            hint: None,
+        }
+    }
+
+    /// Wraps an error that says what to do.
+    pub fn hinted(
+        e: impl std::error::Error + crate::hint::Hint + Send + Sync + 'static,
+    ) -> HookError {
+        let hint = e.hint();
+        HookError {
+            inner: Box::new(e),
+            hint,
+        }
+    }
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for HookError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl crate::hint::Hint for HookError {
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
+/// What a hook returns: the outcome to show as a step, or why it failed.
+pub type HookFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, HookError>> + Send>>;
+
 /// Takes a node out of the cluster before its VM is removed (cordon, drain,
-/// delete the Node and so its etcd member); supplied by the CLI when the
+/// delete the Node and so its etcd member); supplied by the engine when the
 /// Kubernetes API is reachable.
-pub type NodeRemover = Arc<
-    dyn Fn(
-            String,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
-        + Send
-        + Sync,
->;
+pub type NodeRemover = Arc<dyn Fn(String) -> HookFuture + Send + Sync>;
 
 /// Receives progress lines of a long wait (shown as steps of the VM).
 pub type StepSink = Arc<dyn Fn(String) + Send + Sync>;
@@ -77,15 +122,7 @@ pub type StepSink = Arc<dyn Fn(String) + Send + Sync>;
 /// cluster (its bootstrap done, then its Node Ready when the API is
 /// reachable), so that servers change strictly one at a time (etcd joins one
 /// learner at a time; a restart must not overlap another).
-pub type ServerReady = Arc<
-    dyn Fn(
-            String,
-            StepSink,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
-        + Send
-        + Sync,
->;
+pub type ServerReady = Arc<dyn Fn(String, StepSink) -> HookFuture + Send + Sync>;
 
 /// Logs a VM's Tailscale device out before the VM is deleted, so its
 /// MagicDNS name is free for a replacement (otherwise the replacement
@@ -175,15 +212,40 @@ pub enum StepError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Script(#[from] crate::bootstrap::BootstrapError),
-    #[error("{0}")]
-    Other(String),
+    #[error("{vm}: could not take the node out of the cluster, so its VM was left alone: {source}")]
+    NodeRemoval { vm: String, source: HookError },
+    #[error("{vm} did not become a Ready node: {source}")]
+    NotReady { vm: String, source: HookError },
+    #[error("{vm} is not in the fleet any more")]
+    NotInFleet { vm: String },
+    #[error(
+        "`new --name={vm}` failed twice with an unknown outcome and the VM is not listed: {source}"
+    )]
+    UnknownOutcome { vm: String, source: ApiError },
+    #[error(
+        "{vm} exists but is not owned by fleet {cluster:?} (it lacks the ownership tag or the spec comment): refusing to touch it"
+    )]
+    NotOwned { vm: String, cluster: String },
+    #[error("{vm} was not running after {after:?}")]
+    NotRunning { vm: String, after: Duration },
 }
 
 impl crate::hint::Hint for StepError {
     fn hint(&self) -> Option<String> {
         match self {
             StepError::Api(e) => e.hint(),
-            _ => None,
+            StepError::Script(_) => None,
+            StepError::NodeRemoval { source, .. } | StepError::NotReady { source, .. } => {
+                source.hint()
+            }
+            StepError::NotInFleet { .. } => Some("re-run plan".into()),
+            StepError::UnknownOutcome { .. } => Some("re-run apply to converge".into()),
+            StepError::NotOwned { vm, .. } => Some(format!(
+                "rename or remove {vm} by hand if it is not needed; the fleet never adopts a VM it cannot prove it owns"
+            )),
+            StepError::NotRunning { vm, .. } => Some(format!(
+                "check it with `exedev-k8s exec -- ls {vm}` and re-run apply"
+            )),
         }
     }
 }
@@ -434,11 +496,12 @@ async fn remove_node(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
         return Ok(());
     };
     step(ctx, vm, "cordon + drain + delete node");
-    let outcome = remover(vm.to_string()).await.map_err(|e| {
-        StepError::Other(format!(
-            "{vm}: could not take the node out of the cluster, so its VM was left alone: {e}"
-        ))
-    })?;
+    let outcome = remover(vm.to_string())
+        .await
+        .map_err(|source| StepError::NodeRemoval {
+            vm: vm.to_string(),
+            source,
+        })?;
     step(ctx, vm, outcome);
     Ok(())
 }
@@ -469,7 +532,10 @@ async fn server_ready(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
     });
     let outcome = wait(vm.to_string(), sink)
         .await
-        .map_err(|e| StepError::Other(format!("{vm} did not become a Ready node: {e}")))?;
+        .map_err(|source| StepError::NotReady {
+            vm: vm.to_string(),
+            source,
+        })?;
     step(ctx, vm, outcome);
     Ok(())
 }
@@ -483,12 +549,10 @@ async fn create(
     is_server: bool,
     adopt_existing: bool,
 ) -> Result<(), StepError> {
-    let d = ctx.desired.get(&c.vm).ok_or_else(|| {
-        StepError::Other(format!(
-            "{} is not in the fleet any more; re-run plan",
-            c.vm
-        ))
-    })?;
+    let d = ctx
+        .desired
+        .get(&c.vm)
+        .ok_or_else(|| StepError::NotInFleet { vm: c.vm.clone() })?;
     // Every joiner contacts a server that is up now. A (re)created first
     // server joins one that still holds the cluster, if any, instead of
     // initialising a second, empty cluster.
@@ -543,9 +607,10 @@ async fn settle_new(ctx: &Ctx<'_>, vm: &str, spec: crate::api::NewVm) -> Result<
             if owned_exists(ctx, vm).await? {
                 Ok(())
             } else {
-                Err(StepError::Other(format!(
-                    "`new --name={vm}` failed twice with an unknown outcome and the VM is not listed; re-run apply to converge ({e})"
-                )))
+                Err(StepError::UnknownOutcome {
+                    vm: vm.to_string(),
+                    source: e,
+                })
             }
         }
         Err(e) => Err(e.into()),
@@ -560,9 +625,10 @@ async fn owned_exists(ctx: &Ctx<'_>, vm: &str) -> Result<bool, StepError> {
     match vms.iter().find(|v| v.vm_name == vm) {
         None => Ok(false),
         Some(v) if crate::plan::owned(cluster, v) => Ok(true),
-        Some(_) => Err(StepError::Other(format!(
-            "{vm} exists but is not owned by fleet {cluster:?} (it lacks the ownership tag or the spec comment); refusing to touch it"
-        ))),
+        Some(_) => Err(StepError::NotOwned {
+            vm: vm.to_string(),
+            cluster: cluster.clone(),
+        }),
     }
 }
 
@@ -576,10 +642,10 @@ async fn wait_running(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(StepError::Other(format!(
-                "{vm} was not running after {:?}; check it with `exedev-k8s exec -- ls {vm}` and re-run apply",
-                ctx.opts.server_boot_timeout
-            )));
+            return Err(StepError::NotRunning {
+                vm: vm.to_string(),
+                after: ctx.opts.server_boot_timeout,
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(3));
@@ -660,4 +726,63 @@ async fn run_ops(ctx: &Ctx<'_>, vm: &str, ops: &[Op]) -> Result<(), StepError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hint::{Hint, describe};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the API refused")]
+    struct Refused(#[source] std::io::Error);
+
+    impl Hint for Refused {
+        fn hint(&self) -> Option<String> {
+            Some("try --via-ssh-tunnel".into())
+        }
+    }
+
+    /// A hook's error keeps its source chain and its hint through the
+    /// step that failed, so the user sees what went wrong and what to do.
+    #[test]
+    fn a_hooks_error_keeps_its_chain_and_hint_through_the_step() {
+        let e = StepError::NotReady {
+            vm: "prod-cp2".into(),
+            source: HookError::hinted(Refused(std::io::Error::other("connection reset"))),
+        };
+        let shown = describe(&e);
+        assert!(
+            shown.starts_with("prod-cp2 did not become a Ready node: the API refused"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("hint: try --via-ssh-tunnel"), "{shown}");
+        let mut chain = Vec::new();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert_eq!(chain, ["the API refused", "connection reset"]);
+    }
+
+    /// Every step failure the user can act on says what to do.
+    #[test]
+    fn step_failures_say_what_to_do() {
+        let cases = [
+            StepError::NotInFleet { vm: "a-cp1".into() },
+            StepError::NotOwned {
+                vm: "a-cp1".into(),
+                cluster: "a".into(),
+            },
+            StepError::NotRunning {
+                vm: "a-cp1".into(),
+                after: Duration::from_secs(60),
+            },
+        ];
+        for e in cases {
+            assert!(e.to_string().contains("a-cp1"), "{e}");
+            assert!(e.hint().is_some(), "{e} has no hint");
+        }
+    }
 }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apply;
+use crate::apply::{self, HookError};
 use crate::fleet::{self, Fleet};
-use crate::kubeaccess::LazyClient;
+use crate::kubeaccess::{KubeAccessError, LazyClient};
 
 use super::{EngineError, Notes, Session};
 
@@ -58,19 +58,32 @@ pub fn user_kubeconfig_plugins(settings: &KubeSettings) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Why the Kubernetes API cannot be used by this operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// No kubeconfig at hand, and this operation does not fetch one.
+    #[error("no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)", stored.display(), fleet.display())]
+    NoKubeconfig { stored: PathBuf, fleet: PathBuf },
+    /// Connecting failed.
+    #[error(transparent)]
+    Access(#[from] KubeAccessError),
+    /// A teardown removes every VM: nothing to drain.
+    #[error("destroy does not drain")]
+    Teardown,
+}
+
 /// The API client now. Without `fetch`, only a kubeconfig at hand is used
 /// (Err says why not, for a plan's warning); with it, a missing one is
 /// fetched over SSH.
-pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Client, String> {
+pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Client, Unreachable> {
     let stored = crate::kubeaccess::kubeconfig_path(&s.dir, &s.fleet.name);
     if !fetch && s.kube.kubeconfig.is_none() && !stored.exists() {
-        return Err(format!(
-            "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
-            stored.display(),
-            s.path.display()
-        ));
+        return Err(Unreachable::NoKubeconfig {
+            stored,
+            fleet: s.path.clone(),
+        });
     }
-    lazy.get().await
+    Ok(lazy.get().await?)
 }
 
 /// Drains and deletes a node before its VM is deleted or replaced.
@@ -78,7 +91,7 @@ pub fn remover(kube: Arc<LazyClient>, opts: crate::cluster::DrainOptions) -> app
     Arc::new(move |vm: String| {
         let kube = kube.clone();
         Box::pin(async move {
-            let client = kube.get().await?;
+            let client = kube.get().await.map_err(HookError::new)?;
             match crate::cluster::remove_node(&client, &vm, opts).await {
                 Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
                     "node removed ({} pods evicted, {} deleted)",
@@ -86,7 +99,7 @@ pub fn remover(kube: Arc<LazyClient>, opts: crate::cluster::DrainOptions) -> app
                     r.deleted.len()
                 )),
                 Ok(crate::cluster::RemoveOutcome::AlreadyGone) => Ok("no node to remove".into()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(HookError::new(e)),
             }
         })
     })
@@ -115,7 +128,7 @@ pub fn server_waiter(
                 steps(s.to_string())
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HookError::new)?;
             steps("bootstrap done (k3s active, /readyz ok)".to_string());
             let client = match kube.get().await {
                 Ok(c) => c,
@@ -136,13 +149,13 @@ pub fn server_waiter(
                 |_| {},
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HookError::new)?;
             let mut outcome = "node Ready".to_string();
             for n in r.drifted() {
                 if let Some(d) = expected.iter().find(|d| d.name == n.name) {
                     crate::cluster::apply_labels_taints(&client, d)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(HookError::new)?;
                     outcome.push_str("; labels and taints applied through the API");
                 }
             }
@@ -158,7 +171,9 @@ pub fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
     Arc::new(move |vm: String| {
         let ssh = ssh.clone();
         Box::pin(async move {
-            crate::remote::tailscale_logout(&vm, &ssh, Duration::from_secs(30)).await
+            crate::remote::tailscale_logout(&vm, &ssh, Duration::from_secs(30))
+                .await
+                .map_err(HookError::new)
         })
     })
 }

@@ -147,7 +147,7 @@ pub struct Planned {
 /// VMs need must resolve, unless named in `skip_secret_check`.
 pub async fn plan(s: &Session, req: PlanRequest) -> Result<Planned, EngineError> {
     let kube = if req.destroy {
-        Err(String::new())
+        Err(kube::Unreachable::Teardown)
     } else {
         kube::now(s, &kube::lazy(s, None), false).await.map(|_| ())
     };
@@ -230,15 +230,15 @@ pub struct Prepared {
     /// The API as this operation reaches it (through a server a roll leaves
     /// alone), and whether it answered when prepared.
     kube: Arc<LazyClient>,
-    reachable: Result<(), String>,
+    reachable: Result<(), kube::Unreachable>,
     /// True when the plan is a reviewed, saved one (no question to ask).
     pub reviewed: bool,
 }
 
 impl Prepared {
     /// Why the Kubernetes API could not be reached, when it could not.
-    pub fn kube_unreachable(&self) -> Option<&str> {
-        self.reachable.as_ref().err().map(String::as_str)
+    pub fn kube_unreachable(&self) -> Option<&kube::Unreachable> {
+        self.reachable.as_ref().err()
     }
 }
 
@@ -335,7 +335,7 @@ pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
         plan,
         observed,
         kube: Arc::new(kube::lazy(s, None)),
-        reachable: Err("destroy does not drain".into()),
+        reachable: Err(kube::Unreachable::Teardown),
         reviewed: false,
     })
 }
@@ -518,7 +518,7 @@ fn needs_drain(p: &Plan) -> bool {
             .any(|c| matches!(c.action, plan::Action::Delete | plan::Action::Replace))
 }
 
-fn drain_warning(why: &str) -> String {
+fn drain_warning(why: &kube::Unreachable) -> String {
     format!(
         "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted or replaced; apply needs --skip-drain to go ahead"
     )
