@@ -49,6 +49,11 @@ pub enum KubeAccessError {
         /// What to do.
         hint: String,
     },
+    /// Connecting (fetching, tunnelling, first answer) took too long.
+    #[error(
+        "the Kubernetes API did not answer within {secs} s (is this machine on the tailnet? try --via-ssh-tunnel)"
+    )]
+    Timeout { secs: u64 },
     /// The API server did not answer.
     #[error("cannot reach the Kubernetes API at {url}: {reason}\n  {hint}")]
     Unreachable {
@@ -248,8 +253,8 @@ impl LazyClient {
     }
 
     /// The client, connecting (and fetching the kubeconfig over SSH if none
-    /// is at hand) when not connected yet. The error is a sentence.
-    pub async fn get(&self) -> Result<kube::Client, String> {
+    /// is at hand) when not connected yet.
+    pub async fn get(&self) -> Result<kube::Client, KubeAccessError> {
         let mut cached = self.cached.lock().await;
         if let Some((client, _)) = cached.as_ref() {
             return Ok(client.clone());
@@ -267,11 +272,10 @@ impl LazyClient {
                 *cached = Some((client.clone(), tunnel));
                 Ok(client)
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "the Kubernetes API did not answer within {} s (is this machine on the tailnet? try --via-ssh-tunnel)",
-                self.connect_timeout.as_secs()
-            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(KubeAccessError::Timeout {
+                secs: self.connect_timeout.as_secs(),
+            }),
         }
     }
 }

@@ -289,6 +289,17 @@ fn ssh_cannot_work(e: &SshError) -> bool {
     }
 }
 
+/// Why `tailscale logout` over SSH did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LogoutError {
+    /// ssh or the remote command failed: the first line of what it said.
+    #[error("{0}")]
+    Ssh(String),
+    /// Nothing came back in time.
+    #[error("no answer over SSH within {0}s")]
+    Timeout(u64),
+}
+
 /// Runs `sudo -n tailscale logout` on `vm`, bounded by `timeout`: the device
 /// leaves the tailnet and its name is free again. The Ok value says what
 /// happened, for the progress output.
@@ -296,7 +307,7 @@ pub async fn tailscale_logout(
     vm: &str,
     opts: &SshOptions,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, LogoutError> {
     match tokio::time::timeout(
         timeout,
         ssh::run(vm, &["sudo", "-n", "tailscale", "logout"], opts),
@@ -304,8 +315,8 @@ pub async fn tailscale_logout(
     .await
     {
         Ok(Ok(_)) => Ok("Tailscale device logged out".to_string()),
-        Ok(Err(e)) => Err(first_line(&e.to_string())),
-        Err(_) => Err(format!("no answer over SSH within {}s", timeout.as_secs())),
+        Ok(Err(e)) => Err(LogoutError::Ssh(first_line(&e.to_string()))),
+        Err(_) => Err(LogoutError::Timeout(timeout.as_secs())),
     }
 }
 

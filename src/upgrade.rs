@@ -25,15 +25,45 @@ use crate::ssh::{self, SshError, SshOptions};
 const RUNNER: &str = r#"script=$(cat) && exec bash <(printf '%s
 ' "$script") </dev/null"#;
 
+/// Why an in-place change over SSH failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The script ran and failed: the step it names (its last line).
+    #[error("the in-place change failed on {vm} (exit code {code}): {stderr}")]
+    Failed {
+        vm: String,
+        code: i32,
+        stderr: String,
+    },
+    /// ssh itself failed.
+    #[error(transparent)]
+    Ssh(SshError),
+    /// It did not finish in time.
+    #[error("the in-place change of {vm} did not finish within {secs}s")]
+    Timeout { vm: String, secs: u64 },
+}
+
+impl crate::hint::Hint for ChangeError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            ChangeError::Failed { .. } | ChangeError::Timeout { .. } => Some(format!(
+                "its log is {} on the VM",
+                crate::bootstrap::CHANGE_LOG_PATH
+            )),
+            ChangeError::Ssh(_) => None,
+        }
+    }
+}
+
 /// Runs `script` on `vm` ([`RUNNER`]), at most `timeout`. Ok says what was
-/// done; Err is a sentence with the step that failed (the script's last
-/// line) and where its log is.
+/// done; Err names the step that failed (the script's last line), its hint
+/// where the log is.
 pub async fn change_node(
     vm: &str,
     script: &Secret,
     opts: &SshOptions,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, ChangeError> {
     match tokio::time::timeout(
         timeout,
         ssh::run_with_input(vm, &["bash", "-c", RUNNER], Some(script), opts),
@@ -41,16 +71,15 @@ pub async fn change_node(
     .await
     {
         Ok(Ok(_)) => Ok("k3s changed and restarted over SSH".to_string()),
-        Ok(Err(SshError::Remote { stderr, code, .. })) => Err(format!(
-            "the in-place change failed on {vm} (exit code {code}): {}; its log is {} on the VM",
-            crate::text::one_line(&stderr),
-            crate::bootstrap::CHANGE_LOG_PATH
-        )),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "the in-place change of {vm} did not finish within {}s; see {} on the VM",
-            timeout.as_secs(),
-            crate::bootstrap::CHANGE_LOG_PATH
-        )),
+        Ok(Err(SshError::Remote { stderr, code, .. })) => Err(ChangeError::Failed {
+            vm: vm.to_string(),
+            code,
+            stderr: crate::text::one_line(&stderr).into_owned(),
+        }),
+        Ok(Err(e)) => Err(ChangeError::Ssh(e)),
+        Err(_) => Err(ChangeError::Timeout {
+            vm: vm.to_string(),
+            secs: timeout.as_secs(),
+        }),
     }
 }

@@ -1399,7 +1399,11 @@ fn agents_are_not_created_when_the_first_server_fails() {
         .unwrap();
     let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
     let never_ready: apply::NodeReady = Arc::new(|vm: String, _, _| {
-        Box::pin(async move { Err(format!("{vm} never became Ready")) })
+        Box::pin(async move {
+            Err(apply::HookError::new(std::io::Error::other(format!(
+                "{vm} never became Ready"
+            ))))
+        })
     });
     let opts = ApplyOptions {
         node_ready: Some(never_ready),

@@ -74,9 +74,57 @@ pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
 /// A boxed future, the shape of every hook below.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
+/// Why a hook (drain, readiness wait, change over SSH, device logout)
+/// failed: the error of the edge that ran it (SSH, the Kubernetes API),
+/// kept whole so its source chain and hint reach the user.
+#[derive(Debug)]
+pub struct HookError {
+    inner: Box<dyn std::error::Error + Send + Sync>,
+    hint: Option<String>,
+}
+
+impl HookError {
+    /// Wraps an edge's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> HookError {
+        HookError {
+            inner: Box::new(e),
+            hint: None,
+        }
+    }
+
+    /// Wraps an error that says what to do.
+    pub fn hinted(
+        e: impl std::error::Error + crate::hint::Hint + Send + Sync + 'static,
+    ) -> HookError {
+        let hint = e.hint();
+        HookError {
+            inner: Box::new(e),
+            hint,
+        }
+    }
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for HookError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl crate::hint::Hint for HookError {
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
 /// Something apply does to a node by name, through the Kubernetes API or
 /// SSH; Ok says what was done.
-pub type NodeHook = Arc<dyn Fn(String) -> BoxFuture<Result<String, String>> + Send + Sync>;
+pub type NodeHook = Arc<dyn Fn(String) -> BoxFuture<Result<String, HookError>> + Send + Sync>;
 
 /// Takes a node out of the cluster before its VM is removed (cordon, drain,
 /// delete the Node and so its etcd member); supplied by the CLI when the
@@ -92,13 +140,13 @@ pub type StepSink = Arc<dyn Fn(String) + Send + Sync>;
 /// labels. Servers change strictly one at a time on it (etcd joins one
 /// learner at a time; a restart must not overlap another).
 pub type NodeReady = Arc<
-    dyn Fn(String, Option<String>, StepSink) -> BoxFuture<Result<String, String>> + Send + Sync,
+    dyn Fn(String, Option<String>, StepSink) -> BoxFuture<Result<String, HookError>> + Send + Sync,
 >;
 
 /// Runs an in-place change script ([`crate::plan::spec::change_script`])
 /// on a node over SSH, bounded ([`crate::upgrade::change_node`]).
 pub type NodeChanger =
-    Arc<dyn Fn(String, Secret) -> BoxFuture<Result<String, String>> + Send + Sync>;
+    Arc<dyn Fn(String, Secret) -> BoxFuture<Result<String, HookError>> + Send + Sync>;
 
 /// Logs a VM's Tailscale device out before the VM is deleted, so its
 /// MagicDNS name is free for a replacement (otherwise the replacement
@@ -201,15 +249,71 @@ pub enum StepError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Script(#[from] crate::bootstrap::BootstrapError),
-    #[error("{0}")]
-    Other(String),
+    #[error("{vm}: could not take the node out of the cluster, so its VM was left alone: {source}")]
+    NodeRemoval { vm: String, source: HookError },
+    #[error("{vm} did not become a Ready node: {source}")]
+    NotReady { vm: String, source: HookError },
+    #[error("{vm} is not in the fleet any more")]
+    NotInFleet { vm: String },
+    #[error(
+        "`new --name={vm}` failed twice with an unknown outcome and the VM is not listed: {source}"
+    )]
+    UnknownOutcome { vm: String, source: ApiError },
+    #[error(
+        "{vm} exists but is not owned by fleet {cluster:?} (it lacks the ownership tag or the spec comment): refusing to touch it"
+    )]
+    NotOwned { vm: String, cluster: String },
+    #[error("{vm} was not running after {after:?}")]
+    NotRunning { vm: String, after: Duration },
+    #[error("{vm}: could not drain the node, so nothing on it was changed: {source}")]
+    NotDrained { vm: String, source: HookError },
+    #[error("{vm}: in-place k3s changes need SSH to the VM")]
+    NeedsSsh { vm: String },
+    #[error("{source}")]
+    Change { vm: String, source: HookError },
+    #[error("{source}; {vm} is left cordoned")]
+    LeftCordoned { vm: String, source: Box<StepError> },
+    #[error("{vm} is Ready again but still cordoned: {source}")]
+    StillCordoned { vm: String, source: HookError },
+    #[error("{vm}: labels and taints not set through the API: {source}")]
+    NotLabelled { vm: String, source: HookError },
 }
 
 impl crate::hint::Hint for StepError {
     fn hint(&self) -> Option<String> {
+        let resume = |vm: &str| {
+            format!(
+                "re-run apply: it resumes here (nodes already changed are not changed again); or `kubectl uncordon {vm}` to put it back as it is"
+            )
+        };
         match self {
             StepError::Api(e) => e.hint(),
-            _ => None,
+            StepError::Script(_) => None,
+            StepError::NodeRemoval { source, .. }
+            | StepError::NotReady { source, .. }
+            | StepError::Change { source, .. } => source.hint(),
+            StepError::NotInFleet { .. } => Some("re-run plan".into()),
+            StepError::UnknownOutcome { .. } => Some("re-run apply to converge".into()),
+            StepError::NotOwned { vm, .. } => Some(format!(
+                "rename or remove {vm} by hand if it is not needed; the fleet never adopts a VM it cannot prove it owns"
+            )),
+            StepError::NotRunning { vm, .. } => Some(format!(
+                "check it with `exedev-k8s exec -- ls {vm}` and re-run apply"
+            )),
+            StepError::NotDrained { vm, source } => Some(format!(
+                "{vm} may be left cordoned. Re-run apply once it can be drained: it resumes here (nodes already changed are not changed again); or `kubectl uncordon {vm}` to put it back as it is{}",
+                source.hint().map(|h| format!(" ({h})")).unwrap_or_default()
+            )),
+            StepError::NeedsSsh { .. } => Some("pass --ssh-key (the key exe.dev knows)".into()),
+            StepError::LeftCordoned { vm, source } => Some(match source.hint() {
+                Some(h) => format!("{h}; then {}", resume(vm)),
+                None => format!("fix the cause, then {}", resume(vm)),
+            }),
+            StepError::StillCordoned { vm, .. } => Some(format!("run `kubectl uncordon {vm}`")),
+            StepError::NotLabelled { .. } => Some(
+                "re-run apply (or `exedev-k8s status --wait`) once the Kubernetes API is reachable"
+                    .into(),
+            ),
         }
     }
 }
@@ -240,9 +344,8 @@ impl Ctx<'_> {
     }
 
     fn desired(&self, vm: &str) -> Result<DesiredVm, StepError> {
-        placement::desired_named(self.fleet, vm).ok_or_else(|| {
-            StepError::Other(format!("{vm} is not in the fleet any more; re-run plan"))
-        })
+        placement::desired_named(self.fleet, vm)
+            .ok_or_else(|| StepError::NotInFleet { vm: vm.to_string() })
     }
 
     fn has_alive_server(&self) -> bool {
@@ -503,11 +606,12 @@ async fn remove_node(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
         return Ok(());
     };
     step(ctx, vm, "cordon + drain + delete node");
-    let outcome = remover(vm.to_string()).await.map_err(|e| {
-        StepError::Other(format!(
-            "{vm}: could not take the node out of the cluster, so its VM was left alone: {e}"
-        ))
-    })?;
+    let outcome = remover(vm.to_string())
+        .await
+        .map_err(|source| StepError::NodeRemoval {
+            vm: vm.to_string(),
+            source,
+        })?;
     step(ctx, vm, outcome);
     Ok(())
 }
@@ -541,7 +645,10 @@ async fn node_ready(ctx: &Ctx<'_>, vm: &str, version: Option<String>) -> Result<
     });
     let outcome = wait(vm.to_string(), version, sink)
         .await
-        .map_err(|e| StepError::Other(format!("{vm} did not become a Ready node: {e}")))?;
+        .map_err(|source| StepError::NotReady {
+            vm: vm.to_string(),
+            source,
+        })?;
     step(ctx, vm, outcome);
     Ok(())
 }
@@ -553,7 +660,7 @@ async fn hook(
     hook: &Option<NodeHook>,
     doing: &str,
     without: &str,
-) -> Result<(), String> {
+) -> Result<(), HookError> {
     match hook {
         Some(h) => {
             step(ctx, vm, doing);
@@ -599,23 +706,26 @@ async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), Step
             "not drained: the Kubernetes API is not reachable",
         )
         .await
-        .map_err(|e| {
-            StepError::Other(format!(
-                "{vm}: could not drain the node, so nothing on it was changed: {e}\n  {vm} may be left cordoned. Re-run apply once it can be drained: it resumes here (nodes already changed are not changed again); or `kubectl uncordon {vm}` to put it back as it is"
-            ))
+        .map_err(|source| StepError::NotDrained {
+            vm: vm.to_string(),
+            source,
         })?;
         let changed = async {
             if k3s {
                 let script = spec::change_script(ctx.fleet, &d, ctx.secrets, &ctx.version)?;
-                let changer = ctx.opts.changer.as_ref().ok_or_else(|| {
-                    StepError::Other(
-                        "in-place k3s changes need SSH to the VM (--ssh-key)".to_string(),
-                    )
-                })?;
+                let changer = ctx
+                    .opts
+                    .changer
+                    .as_ref()
+                    .ok_or_else(|| StepError::NeedsSsh { vm: vm.to_string() })?;
                 step(ctx, vm, format!("k3s {} over SSH", ctx.version));
-                let outcome = changer(vm.to_string(), script)
-                    .await
-                    .map_err(StepError::Other)?;
+                let outcome =
+                    changer(vm.to_string(), script)
+                        .await
+                        .map_err(|source| StepError::Change {
+                            vm: vm.to_string(),
+                            source,
+                        })?;
                 step(ctx, vm, outcome);
             }
             if let Some(op) = resize {
@@ -626,9 +736,10 @@ async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), Step
         }
         .await;
         if let Err(e) = changed {
-            return Err(StepError::Other(format!(
-                "{e}\n  {vm} is left cordoned. Fix the cause, then re-run apply: it resumes here (nodes already changed are not changed again); or `kubectl uncordon {vm}` to put it back as it is"
-            )));
+            return Err(StepError::LeftCordoned {
+                vm: vm.to_string(),
+                source: Box::new(e),
+            });
         }
         if is_server {
             let mut alive = ctx.alive_servers.lock().unwrap_or_else(|p| p.into_inner());
@@ -644,10 +755,9 @@ async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), Step
             "not uncordoned: the Kubernetes API is not reachable",
         )
         .await
-        .map_err(|e| {
-            StepError::Other(format!(
-                "{vm} is Ready again but still cordoned: {e}; run `kubectl uncordon {vm}`"
-            ))
+        .map_err(|source| StepError::StillCordoned {
+            vm: vm.to_string(),
+            source,
         })?;
     }
     if c.ops.iter().any(|o| matches!(o, Op::NodeLabels)) {
@@ -659,7 +769,10 @@ async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), Step
             "labels and taints not set: the Kubernetes API is not reachable",
         )
         .await
-        .map_err(StepError::Other)?;
+        .map_err(|source| StepError::NotLabelled {
+            vm: vm.to_string(),
+            source,
+        })?;
     }
     // The comment records what the node now runs (a k3s change), or what
     // the plan brought up to date.
@@ -749,9 +862,10 @@ async fn settle_new(ctx: &Ctx<'_>, vm: &str, spec: crate::api::NewVm) -> Result<
             if owned_exists(ctx, vm).await? {
                 Ok(())
             } else {
-                Err(StepError::Other(format!(
-                    "`new --name={vm}` failed twice with an unknown outcome and the VM is not listed; re-run apply to converge ({e})"
-                )))
+                Err(StepError::UnknownOutcome {
+                    vm: vm.to_string(),
+                    source: e,
+                })
             }
         }
         Err(e) => Err(e.into()),
@@ -766,9 +880,10 @@ async fn owned_exists(ctx: &Ctx<'_>, vm: &str) -> Result<bool, StepError> {
     match vms.iter().find(|v| v.vm_name == vm) {
         None => Ok(false),
         Some(v) if crate::plan::owned(cluster, v) => Ok(true),
-        Some(_) => Err(StepError::Other(format!(
-            "{vm} exists but is not owned by fleet {cluster:?} (it lacks the ownership tag or the spec comment); refusing to touch it"
-        ))),
+        Some(_) => Err(StepError::NotOwned {
+            vm: vm.to_string(),
+            cluster: cluster.clone(),
+        }),
     }
 }
 
@@ -782,10 +897,10 @@ async fn wait_running(ctx: &Ctx<'_>, vm: &str) -> Result<(), StepError> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(StepError::Other(format!(
-                "{vm} was not running after {:?}; check it with `exedev-k8s exec -- ls {vm}` and re-run apply",
-                ctx.opts.server_boot_timeout
-            )));
+            return Err(StepError::NotRunning {
+                vm: vm.to_string(),
+                after: ctx.opts.server_boot_timeout,
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(3));
@@ -868,4 +983,62 @@ async fn run_ops(ctx: &Ctx<'_>, vm: &str, ops: &[Op]) -> Result<(), StepError> {
         }
     }
     Ok(())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hint::{Hint, describe};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the API refused")]
+    struct Refused(#[source] std::io::Error);
+
+    impl Hint for Refused {
+        fn hint(&self) -> Option<String> {
+            Some("try --via-ssh-tunnel".into())
+        }
+    }
+
+    /// A hook's error keeps its source chain and its hint through the
+    /// step that failed, so the user sees what went wrong and what to do.
+    #[test]
+    fn a_hooks_error_keeps_its_chain_and_hint_through_the_step() {
+        let e = StepError::NotReady {
+            vm: "prod-cp2".into(),
+            source: HookError::hinted(Refused(std::io::Error::other("connection reset"))),
+        };
+        let shown = describe(&e);
+        assert!(
+            shown.starts_with("prod-cp2 did not become a Ready node: the API refused"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("hint: try --via-ssh-tunnel"), "{shown}");
+        let mut chain = Vec::new();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert_eq!(chain, ["the API refused", "connection reset"]);
+    }
+
+    /// Every step failure the user can act on says what to do.
+    #[test]
+    fn step_failures_say_what_to_do() {
+        let cases = [
+            StepError::NotInFleet { vm: "a-cp1".into() },
+            StepError::NotOwned {
+                vm: "a-cp1".into(),
+                cluster: "a".into(),
+            },
+            StepError::NotRunning {
+                vm: "a-cp1".into(),
+                after: Duration::from_secs(60),
+            },
+        ];
+        for e in cases {
+            assert!(e.to_string().contains("a-cp1"), "{e}");
+            assert!(e.hint().is_some(), "{e} has no hint");
+        }
+    }
 }

@@ -10,18 +10,45 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apply::{self, NodeChanger, NodeHook, NodeReady, StepSink};
+use crate::apply::{self, HookError, NodeChanger, NodeHook, NodeReady, StepSink};
 use crate::cluster::DrainOptions;
 use crate::fleet::Fleet;
 use crate::kubeaccess::LazyClient;
 use crate::secret::Secret;
+
+/// What a hook itself finds wrong (the edges' own errors pass through
+/// [`HookError`] as they are).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The kubelet did not report the release in time.
+    #[error("its node was not Ready at k3s {version} within {secs}s (last seen: {seen})")]
+    NotAtRelease {
+        version: String,
+        secs: u64,
+        seen: String,
+    },
+    /// The plan named a node the fleet no longer has.
+    #[error("{vm} is not in the fleet any more")]
+    NotInFleet { vm: String },
+}
+
+impl crate::hint::Hint for NodeError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            NodeError::NotAtRelease { .. } => {
+                "check `journalctl -u k3s` (servers) or `journalctl -u k3s-agent` on the VM".into()
+            }
+            NodeError::NotInFleet { .. } => "re-run plan".into(),
+        })
+    }
+}
 
 /// Drains and deletes a node before its VM is deleted or replaced.
 pub fn remover(kube: Arc<LazyClient>, opts: DrainOptions) -> apply::NodeRemover {
     Arc::new(move |vm: String| {
         let kube = kube.clone();
         Box::pin(async move {
-            let client = kube.get().await?;
+            let client = kube.get().await.map_err(HookError::new)?;
             match crate::cluster::remove_node(&client, &vm, opts).await {
                 Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
                     "node removed ({} pods evicted, {} deleted)",
@@ -29,7 +56,7 @@ pub fn remover(kube: Arc<LazyClient>, opts: DrainOptions) -> apply::NodeRemover 
                     r.deleted.len()
                 )),
                 Ok(crate::cluster::RemoveOutcome::AlreadyGone) => Ok("no node to remove".into()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(HookError::new(e)),
             }
         })
     })
@@ -70,7 +97,7 @@ pub fn node_ready(
                     steps(s.to_string())
                 })
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(HookError::new)?;
                 steps("bootstrap done (k3s active)".to_string());
                 let client = match kube.get().await {
                     Ok(c) => c,
@@ -87,17 +114,19 @@ pub fn node_ready(
                 };
                 let r = crate::cluster::wait_ready(&client, &expected, left(start), POLL, |_| {})
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(HookError::new)?;
                 let mut outcome = "node Ready".to_string();
                 if let Some(want) = &version {
-                    wait_version(&client, &vm, want, left(start)).await?;
+                    wait_version(&client, &vm, want, left(start))
+                        .await
+                        .map_err(HookError::hinted)?;
                     outcome = format!("node Ready at k3s {want}");
                 }
                 for n in r.drifted() {
                     if let Some(d) = expected.iter().find(|d| d.name == n.name) {
                         crate::cluster::apply_labels_taints(&client, d)
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .map_err(HookError::new)?;
                         outcome.push_str("; labels and taints applied through the API");
                     }
                 }
@@ -113,7 +142,7 @@ async fn wait_version(
     vm: &str,
     version: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -132,10 +161,11 @@ async fn wait_version(
             Err(e) => e.to_string(),
         };
         if start.elapsed() >= timeout {
-            return Err(format!(
-                "its node was not Ready at k3s {version} within {}s (last seen: {seen}); check `journalctl -u k3s` (servers) or `journalctl -u k3s-agent` on the VM",
-                timeout.as_secs()
-            ));
+            return Err(NodeError::NotAtRelease {
+                version: version.to_string(),
+                secs: timeout.as_secs(),
+                seen,
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(POLL);
@@ -149,10 +179,10 @@ pub fn drainer(kube: Arc<LazyClient>, opts: DrainOptions) -> NodeHook {
     Arc::new(move |vm: String| {
         let kube = kube.clone();
         Box::pin(async move {
-            let client = kube.get().await?;
+            let client = kube.get().await.map_err(HookError::new)?;
             let Some(r) = crate::cluster::cordon_and_drain(&client, &vm, opts)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(HookError::new)?
             else {
                 return Ok("no node to drain".to_string());
             };
@@ -170,10 +200,10 @@ pub fn uncordoner(kube: Arc<LazyClient>) -> NodeHook {
     Arc::new(move |vm: String| {
         let kube = kube.clone();
         Box::pin(async move {
-            let client = kube.get().await?;
+            let client = kube.get().await.map_err(HookError::new)?;
             crate::cluster::uncordon(&client, &vm)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(HookError::new)?;
             Ok("uncordoned".to_string())
         })
     })
@@ -186,11 +216,11 @@ pub fn labeler(kube: Arc<LazyClient>, fleet: &Fleet) -> NodeHook {
         let kube = kube.clone();
         let d = crate::plan::placement::desired_named(&fleet, &vm);
         Box::pin(async move {
-            let d = d.ok_or_else(|| format!("{vm} is not in the fleet any more"))?;
-            let client = kube.get().await?;
+            let d = d.ok_or_else(|| HookError::hinted(NodeError::NotInFleet { vm: vm.clone() }))?;
+            let client = kube.get().await.map_err(HookError::new)?;
             let removed = crate::cluster::apply_labels_taints(&client, &d)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(HookError::new)?;
             Ok(if removed.is_empty() {
                 "labels and taints set".to_string()
             } else {
@@ -209,7 +239,11 @@ pub fn changer(ssh_key: Option<&Path>, timeout: Duration) -> NodeChanger {
     let opts = ssh(ssh_key);
     Arc::new(move |vm: String, script: Secret| {
         let opts = opts.clone();
-        Box::pin(async move { crate::upgrade::change_node(&vm, &script, &opts, timeout).await })
+        Box::pin(async move {
+            crate::upgrade::change_node(&vm, &script, &opts, timeout)
+                .await
+                .map_err(HookError::hinted)
+        })
     })
 }
 
@@ -220,7 +254,9 @@ pub fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
     Arc::new(move |vm: String| {
         let ssh = ssh.clone();
         Box::pin(async move {
-            crate::remote::tailscale_logout(&vm, &ssh, Duration::from_secs(30)).await
+            crate::remote::tailscale_logout(&vm, &ssh, Duration::from_secs(30))
+                .await
+                .map_err(HookError::new)
         })
     })
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::fleet::{DesiredVm, Fleet};
-use crate::kubeaccess::LazyClient;
+use crate::kubeaccess::{KubeAccessError, LazyClient};
 use crate::plan;
 
 use super::{EngineError, Notes, Session};
@@ -58,19 +58,32 @@ pub fn user_kubeconfig_plugins(settings: &KubeSettings) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Why the Kubernetes API cannot be used by this operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// No kubeconfig at hand, and this operation does not fetch one.
+    #[error("no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)", stored.display(), fleet.display())]
+    NoKubeconfig { stored: PathBuf, fleet: PathBuf },
+    /// Connecting failed.
+    #[error(transparent)]
+    Access(#[from] KubeAccessError),
+    /// A teardown removes every VM: nothing to drain.
+    #[error("destroy does not drain")]
+    Teardown,
+}
+
 /// The API client now. Without `fetch`, only a kubeconfig at hand is used
 /// (Err says why not, for a plan's warning); with it, a missing one is
 /// fetched over SSH.
-pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Client, String> {
+pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Client, Unreachable> {
     let stored = crate::kubeaccess::kubeconfig_path(&s.dir, &s.fleet.name);
     if !fetch && s.kube.kubeconfig.is_none() && !stored.exists() {
-        return Err(format!(
-            "no kubeconfig at {} (run `exedev-k8s kubeconfig -f {}` or pass --kubeconfig)",
-            stored.display(),
-            s.path.display()
-        ));
+        return Err(Unreachable::NoKubeconfig {
+            stored,
+            fleet: s.path.clone(),
+        });
     }
-    lazy.get().await
+    Ok(lazy.get().await?)
 }
 
 /// What [`converge`] found and did: the nodes it waited for and the label
@@ -106,7 +119,7 @@ impl std::fmt::Display for Converged {
 /// does not; the plan then reads releases from the VMs' comments and does
 /// not compare labels and taints).
 pub async fn observe_nodes(
-    kube: &Result<kube::Client, String>,
+    kube: &Result<kube::Client, Unreachable>,
 ) -> Option<BTreeMap<String, plan::NodeFacts>> {
     let client = kube.as_ref().ok()?;
     let nodes = crate::cluster::list_nodes(client).await.ok()?;

@@ -171,7 +171,7 @@ pub async fn plan(s: &Session, req: PlanRequest) -> Result<Planned, EngineError>
     let lazy = (!req.destroy).then(|| kube::lazy(s, None));
     let kube = match &lazy {
         Some(l) => kube::now(s, l, false).await,
-        None => Err(String::new()),
+        None => Err(kube::Unreachable::Teardown),
     };
     let release = if req.destroy {
         None
@@ -271,15 +271,15 @@ pub struct Prepared {
     /// The API as this operation reaches it (through a server a roll leaves
     /// alone), and whether it answered when prepared.
     kube: Arc<LazyClient>,
-    reachable: Result<(), String>,
+    reachable: Result<(), kube::Unreachable>,
     /// True when the plan is a reviewed, saved one (no question to ask).
     pub reviewed: bool,
 }
 
 impl Prepared {
     /// Why the Kubernetes API could not be reached, when it could not.
-    pub fn kube_unreachable(&self) -> Option<&str> {
-        self.reachable.as_ref().err().map(String::as_str)
+    pub fn kube_unreachable(&self) -> Option<&kube::Unreachable> {
+        self.reachable.as_ref().err()
     }
 }
 
@@ -384,7 +384,7 @@ pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
         plan,
         observed,
         kube: Arc::new(kube::lazy(s, None)),
-        reachable: Err("destroy does not drain".into()),
+        reachable: Err(kube::Unreachable::Teardown),
         reviewed: false,
     })
 }
@@ -622,7 +622,7 @@ fn needs_drain(p: &Plan) -> bool {
     p.mode == Mode::Apply && p.changes.iter().any(plan::Change::disrupts)
 }
 
-fn drain_warning(why: &str) -> String {
+fn drain_warning(why: &kube::Unreachable) -> String {
     format!(
         "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted, replaced or restarted; apply needs --skip-drain to go ahead"
     )

@@ -107,7 +107,7 @@ pub async fn status(
         &probes,
         &bootstrap,
     );
-    st.cluster_api_error = client.as_ref().err().cloned();
+    st.cluster_api_error = client.as_ref().err().map(ToString::to_string);
     if req.ssh {
         let server = |vm: &str| {
             desired
