@@ -152,15 +152,21 @@ pub async fn converge(
     timeout: Duration,
     notes: &Notes,
 ) -> Result<Converged, EngineError> {
+    // Said when the count changes, not at every look.
+    let last = std::cell::Cell::new(usize::MAX);
     let progress = |r: &crate::cluster::Readiness| {
-        notes(&format!(
-            "  {}/{} nodes Ready",
-            r.ready_count(),
-            desired.len()
-        ));
+        if last.replace(r.ready_count()) != r.ready_count() {
+            notes(&format!(
+                "  {}/{} nodes Ready",
+                r.ready_count(),
+                desired.len()
+            ));
+        }
     };
+    // One LIST of Nodes a second: the end of `apply --wait` is the end of
+    // the critical path, and a slower poll is time the user waits for.
     let readiness =
-        crate::cluster::wait_ready(client, desired, timeout, Duration::from_secs(5), progress)
+        crate::cluster::wait_ready(client, desired, timeout, Duration::from_secs(1), progress)
             .await?;
     let mut corrected = Vec::new();
     for n in readiness.drifted() {
