@@ -85,6 +85,10 @@ pub struct ProbeResult {
     /// A token was sent and the proxy accepted it (no 401, no login
     /// redirect).
     pub authenticated: bool,
+    /// No token was sent and the proxy answered with its login redirect:
+    /// a private proxy doing its job, not a fault (probing behind it needs
+    /// a VM token, minted from `--ssh-key`).
+    pub private_unprobed: bool,
 }
 
 /// A client fit for probes: redirects are not followed, so a private VM's
@@ -155,6 +159,7 @@ pub async fn probe(
                 latency,
                 error: Some(describe(&e)),
                 authenticated: false,
+                private_unprobed: false,
             };
         }
     };
@@ -184,6 +189,7 @@ pub async fn probe(
         latency,
         error,
         authenticated: token.is_some() && !redirected_to_login && status.as_u16() != 401,
+        private_unprobed: token.is_none() && redirected_to_login,
     }
 }
 
@@ -202,6 +208,7 @@ pub async fn probe_all(
         latency: Duration::ZERO,
         error: Some(error),
         authenticated: false,
+        private_unprobed: false,
     };
     let http = match probe_client(PROBE_TIMEOUT) {
         Ok(c) => c,

@@ -294,12 +294,16 @@ pub fn join(
             .iter()
             .find(|p| p.vm == name)
             .map(|p| match (p.status, &p.error) {
+                _ if p.private_unprobed => {
+                    "private: login page (--ssh-key to probe behind it)".to_string()
+                }
                 (Some(s), None) => format!("{s} in {} ms", p.latency.as_millis()),
                 (Some(s), Some(e)) => format!("{s} ({e})"),
                 (None, Some(e)) => format!("failed: {e}"),
                 (None, None) => "no answer".into(),
             });
         if let Some(p) = probes.iter().find(|p| p.vm == name)
+            && !p.private_unprobed
             && (p.error.is_some() || p.status.is_none_or(|s| s >= 500))
         {
             problems.push(format!(
@@ -574,6 +578,7 @@ mod tests {
             latency: Duration::from_millis(12),
             error: None,
             authenticated: false,
+            private_unprobed: false,
         }];
         let s = join(
             "demo",
@@ -647,6 +652,7 @@ mod tests {
             latency: Duration::from_millis(1234),
             error: None,
             authenticated: false,
+            private_unprobed: false,
         }];
         let mut st = join(
             "production-europe-west",

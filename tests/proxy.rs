@@ -532,6 +532,7 @@ async fn probe_reports_status_latency_and_auth() {
         r.error.as_deref().unwrap().contains("private and no token"),
         "{r:?}"
     );
+    assert!(r.private_unprobed, "{r:?}");
 
     let wrong = mint_vm_token(&f.key, OTHER, Duration::from_secs(60)).unwrap();
     let r = probe::probe(&http, &private, Some(&wrong)).await;
