@@ -460,7 +460,14 @@ pub fn render(s: &Status) -> String {
     if let Some(t) = &s.tailnet {
         render_tailnet(&mut out, t);
     }
-    if problems.is_empty() {
+    if problems.is_empty() && !s.cluster_api {
+        // Nothing wrong in what could be read, but the nodes were not.
+        let _ = writeln!(
+            out,
+            "\nNo problems in what could be read ({} VMs); their nodes are unknown without the Kubernetes API.",
+            s.rows.len()
+        );
+    } else if problems.is_empty() {
         let _ = writeln!(out, "\nAll {} VMs healthy.", s.rows.len());
     } else {
         let _ = writeln!(out, "\nProblems:");
@@ -673,7 +680,7 @@ mod tests {
 
         Kubernetes API not reachable, node columns unknown: no kubeconfig at .exedev-k8s/p/kubeconfig
 
-        All 2 VMs healthy.
+        No problems in what could be read (2 VMs); their nodes are unknown without the Kubernetes API.
         ");
     }
 
