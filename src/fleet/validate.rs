@@ -501,9 +501,14 @@ fn check_node_group(cx: &mut Ctx, g: Sizing<'_>) {
             "write a whole number of vCPUs from 1 to 64",
         );
     }
-    for size in [memory, disk].into_iter().flatten() {
+    for (field, size) in [("memory", memory), ("disk", disk)] {
+        let Some(size) = size else { continue };
         match ByteSize::parse_with_unit(&size.value) {
-            Ok(b) if b.0 == 0 => cx.at(size, "size is zero", "write a size such as 4GB"),
+            Ok(b) if b.0 == 0 => cx.at(
+                size,
+                format!("{field} is zero"),
+                "write a size such as 4GB",
+            ),
             Ok(_) => {}
             Err(e @ SizeError::NoUnit { .. }) => cx.at(
                 size,
