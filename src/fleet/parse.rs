@@ -59,7 +59,25 @@ fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
     while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
         inner = error;
     }
-    let message = UserMessageFormatter.format_message(inner).into_owned();
+    // serde's words name Rust types ("invalid u32", "expected string
+    // scalar"); a fleet author reads YAML.
+    let message = match inner {
+        E::InvalidScalar { ty, .. } if ty.starts_with('u') || ty.starts_with('i') => {
+            "not a whole number".to_string()
+        }
+        E::InvalidScalar { ty, .. } if ty.contains("float") => "not a number".to_string(),
+        E::InvalidScalar { ty, .. } if ty.contains("bool") => "not true or false".to_string(),
+        E::Unexpected { expected, .. } if expected.contains("string scalar") => {
+            "expected a single value (text) here, not a list or mapping".to_string()
+        }
+        E::Unexpected { expected, .. } if expected.contains("sequence") => {
+            "expected a list here".to_string()
+        }
+        E::Unexpected { expected, .. } if expected.contains("mapping") => {
+            "expected a mapping (key: value) here".to_string()
+        }
+        _ => UserMessageFormatter.format_message(inner).into_owned(),
+    };
     let hint = match inner {
         E::SerdeUnknownField { .. } | E::SerdeUnknownVariant { .. } => {
             "remove this key or fix its spelling; `exedev-k8s schema` prints every allowed key"
