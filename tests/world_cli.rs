@@ -79,24 +79,6 @@ fn up(h: &Harness, vms: &[&str]) {
     );
 }
 
-fn kube(h: &Harness) -> kube::Client {
-    let yaml = h.rt.block_on(async {
-        reqwest::get(format!("{}/_emulator/kubeconfig/demo-cp1", h.emu.base_url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-    h.rt.block_on(async {
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(cfg).unwrap()
-    })
-}
-
 #[test]
 fn a_cluster_forms_and_the_cli_sees_it_through_ssh() {
     let h = harness(|_| {});
@@ -132,7 +114,7 @@ fn a_cluster_forms_and_the_cli_sees_it_through_ssh() {
     let web = h.world_of("demo-web1");
     assert_eq!(web["k3s"]["labels"]["tier"], "web");
     // The straight-from-the-host kubeconfig works too (a user's kubectl).
-    let client = kube(&h);
+    let client = h.kube();
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
     let list = h.rt.block_on(nodes.list(&Default::default())).unwrap();
     assert_eq!(list.items.len(), 3);
@@ -193,7 +175,7 @@ fn a_removal_drains_and_waits_for_a_disruption_budget() {
     let h = harness(|_| {});
     write_fleet(&h, 2);
     up(&h, &["demo-cp1", "demo-web1", "demo-web2"]);
-    let client = kube(&h);
+    let client = h.kube();
     let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
     let pdbs: kube::Api<PodDisruptionBudget> = kube::Api::namespaced(client, "default");
     let pod = |name: &str, node: &str| -> Pod {
@@ -289,7 +271,7 @@ fn a_removal_drains_and_waits_for_a_disruption_budget() {
             .iter()
             .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some("demo-web2"))
     );
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(kube(&h));
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(h.kube());
     let names: Vec<String> =
         h.rt.block_on(nodes.list(&Default::default()))
             .unwrap()

@@ -680,24 +680,6 @@ fn agent_replacements_create_before_they_destroy() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
 
-fn kube(h: &Harness) -> kube::Client {
-    let yaml = h.rt.block_on(async {
-        reqwest::get(format!("{}/_emulator/kubeconfig/demo-cp1", h.emu.base_url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-    h.rt.block_on(async {
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(cfg).unwrap()
-    })
-}
-
 /// The only replica of a workload sits on demo-web2 behind a
 /// PodDisruptionBudget: the roll upgrades the servers and demo-web1, then
 /// stops at demo-web2 (the drain is refused), with the cluster serving and
@@ -710,7 +692,7 @@ fn a_failed_drain_stops_the_roll_and_a_rerun_resumes() {
     let h = harness(|_| {});
     write(&h, &fleet(&format!("  version: {V4}\n"), 3, 2, ""));
     ok(apply(&h, &[]));
-    let client = kube(&h);
+    let client = h.kube();
     let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
     let pdbs: kube::Api<PodDisruptionBudget> = kube::Api::namespaced(client, "default");
     let pod = |name: &str, node: &str| -> Pod {
@@ -762,7 +744,7 @@ fn a_failed_drain_stops_the_roll_and_a_rerun_resumes() {
 
     // A second replica elsewhere: the budget allows the eviction now. (The
     // first server restarted: its API listens on a new host port.)
-    let pods: kube::Api<Pod> = kube::Api::namespaced(kube(&h), "default");
+    let pods: kube::Api<Pod> = kube::Api::namespaced(h.kube(), "default");
     h.rt.block_on(pods.create(&Default::default(), &pod("shop-b", "demo-web1")))
         .unwrap();
     let shown = ok(plan(&h, &[]));

@@ -31,6 +31,30 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
 }
 
 impl Harness {
+    /// A Kubernetes client for the world's cluster, through demo-cp1's API
+    /// (the emulator serves its admin kubeconfig).
+    #[allow(dead_code)]
+    pub fn kube(&self) -> kube::Client {
+        let yaml = self.rt.block_on(async {
+            reqwest::get(format!(
+                "{}/_emulator/kubeconfig/demo-cp1",
+                self.emu.base_url
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+        });
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        self.rt.block_on(async {
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(cfg).unwrap()
+        })
+    }
+
     /// Sends one lobby command; returns (status, body).
     pub fn exec(&self, words: &[&str]) -> (u16, String) {
         let body = exedev_k8s::shellwords::join(words).unwrap();
