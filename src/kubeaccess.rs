@@ -64,6 +64,13 @@ pub enum KubeAccessError {
         /// What to do.
         hint: String,
     },
+    /// No server could be reached over SSH: the first one's error, and
+    /// the others tried.
+    #[error("{first}\n  the other servers ({}) could not be reached either", others.join(", "))]
+    NoServer {
+        first: Box<KubeAccessError>,
+        others: Vec<String>,
+    },
     /// An API call failed.
     #[error("{action}: {source}")]
     Api {
@@ -119,22 +126,50 @@ pub async fn fetch_safe(vm: &str, ssh: &SshOptions) -> Result<SafeKubeconfig, Ku
     })
 }
 
-/// The kubeconfig of the first server as the YAML to store: server
-/// [`server_url`], every name the fleet's name.
-pub async fn fetch_kubeconfig(fleet: &Fleet, ssh: &SshOptions) -> Result<String, KubeAccessError> {
-    fetch_kubeconfig_from(fleet, &first_server(fleet), ssh).await
+/// The fleet's servers, first server first.
+pub fn servers(fleet: &Fleet) -> Vec<String> {
+    (1..=fleet.control_plane.count)
+        .map(|i| crate::names::fleet_vm_name(&fleet.name, fleet::CONTROL_PLANE_POOL, i))
+        .collect()
 }
 
-/// [`fetch_kubeconfig`] from another server (each holds the same admin
-/// credentials); the result still names the first server's URL.
-pub async fn fetch_kubeconfig_from(
+/// The kubeconfig as the YAML to store, from the first server that SSH
+/// reaches (each holds the same admin credentials, and every server's name
+/// is in every certificate): server [`server_url_of`] that server, every
+/// name the fleet's name; with the server it came from. Only a connection
+/// failure moves on to the next server: a file that was tampered with
+/// stops here.
+pub async fn fetch_kubeconfig(
     fleet: &Fleet,
-    vm: &str,
     ssh: &SshOptions,
-) -> Result<String, KubeAccessError> {
-    Ok(fetch_safe(vm, ssh)
-        .await?
-        .to_yaml(&fleet.name, &server_url(fleet))?)
+) -> Result<(String, String), KubeAccessError> {
+    let all = servers(fleet);
+    let mut unreachable = Vec::new();
+    for vm in &all {
+        match fetch_safe(vm, ssh).await {
+            Ok(safe) => {
+                return Ok((
+                    safe.to_yaml(&fleet.name, &server_url_of(fleet, vm))?,
+                    vm.clone(),
+                ));
+            }
+            Err(e @ KubeAccessError::Ssh(_)) => unreachable.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut errors = unreachable.into_iter();
+    Err(match (errors.next(), all.len()) {
+        (Some(first), 1) => first,
+        (Some(first), _) => KubeAccessError::NoServer {
+            first: Box::new(first),
+            others: all[1..].to_vec(),
+        },
+        (None, _) => KubeAccessError::Kubeconfig {
+            source_name: format!("fleet {:?}", fleet.name),
+            reason: "it has no server".to_string(),
+            hint: "a fleet has at least one control-plane server".to_string(),
+        },
+    })
 }
 
 /// A client for the fleet's cluster, checked with one request (the server

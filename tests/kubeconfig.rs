@@ -467,3 +467,66 @@ fn an_open_control_directory_is_refused_and_left_alone() {
     assert_eq!(mode(&ctl), 0o777, "not chmod-ed");
     assert_eq!(env.calls(), 0, "ssh never ran");
 }
+
+/// A three-server fleet whose stub ssh cannot reach the servers named in
+/// `down` (exit 255, as ssh) and prints the kubeconfig for the others.
+fn ha_env(down: &[&str]) -> Env {
+    let env = Env::new(0);
+    std::fs::write(
+        env.path("fleet.yaml"),
+        common::minimal_fleet(
+            &[("channel: stable", "version: v1.31.4+k3s1")],
+            "controlPlane:\n  count: 3\n",
+        ),
+    )
+    .expect("fleet");
+    let d = env.dir.path().display();
+    let cases: String = down
+        .iter()
+        .map(|vm| {
+            format!(
+                "  *{vm}.exe.xyz*) echo 'ssh: connect to host {vm}.exe.xyz port 22: Connection refused' >&2; exit 255 ;;\n"
+            )
+        })
+        .collect();
+    let stub = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{d}/argv'\necho --- >> '{d}/argv'\ncase \"$*\" in\n{cases}esac\ncat '{d}/k3s.yaml'\n"
+    );
+    std::fs::write(env.path("ssh-stub"), stub).expect("stub");
+    env
+}
+
+/// With the first server down, the kubeconfig comes from the next server
+/// SSH reaches, and points at that server (every server's name is in every
+/// certificate).
+#[test]
+fn a_down_first_server_is_passed_over_for_the_next() {
+    let env = ha_env(&["demo-cp1"]);
+    let out = env.run(&["--ssh-retries", "0"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(from demo-cp2)"), "{stdout}");
+    let k = kubeconfig(&env.path(".exedev-k8s/demo/kubeconfig"));
+    assert_eq!(
+        k.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+        Some("https://demo-cp2.tail1234.ts.net:6443")
+    );
+    let argv = env.argv();
+    assert!(argv.contains("demo-cp1.exe.xyz"), "cp1 tried first: {argv}");
+    assert!(!argv.contains("demo-cp3.exe.xyz"), "stops at cp2: {argv}");
+}
+
+/// No server reachable: the first server's failure, and the others named.
+#[test]
+fn no_reachable_server_names_each_one_tried() {
+    let env = ha_env(&["demo-cp1", "demo-cp2", "demo-cp3"]);
+    let out = env.run(&["--ssh-retries", "0"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("demo-cp1"), "{stderr}");
+    assert!(
+        stderr.contains("the other servers (demo-cp2, demo-cp3) could not be reached either"),
+        "{stderr}"
+    );
+    assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());
+}

@@ -1,7 +1,7 @@
 //! `kubeconfig`: fetch the cluster's admin kubeconfig from the first server
-//! over SSH, make it usable off the VM, and store it 0600 (or merge it into
-//! an existing file). Prints where it went, never what it holds: it carries
-//! the cluster's admin client key.
+//! SSH reaches (cp1, else the next), make it usable off the VM, and store
+//! it 0600 (or merge it into an existing file). Prints where it went, never
+//! what it holds: it carries the cluster's admin client key.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use clap::Args;
 use super::{CliResult, fail};
 use crate::cluster::merge_kubeconfig;
 use crate::cluster_secrets::write_private;
-use crate::kubeaccess::{fetch_kubeconfig, first_server, kubeconfig_path, server_url};
+use crate::kubeaccess::{fetch_kubeconfig, kubeconfig_path, server_url_of};
 use crate::ssh::SshOptions;
 
 #[derive(Args, Debug)]
@@ -85,7 +85,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         retry_delay: a.ssh_retry_delay,
         ..SshOptions::new(a.ssh_key.clone())
     };
-    let yaml = fetch_kubeconfig(&fleet, &ssh).await?;
+    let (yaml, from) = fetch_kubeconfig(&fleet, &ssh).await?;
     let target = a
         .out
         .clone()
@@ -108,15 +108,13 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
     }
     let how = if a.merge { "merged into" } else { "written to" };
     println!(
-        "kubeconfig of fleet {cluster:?} (from {}) {how} {} (mode 0600; context {cluster:?}, server {})",
-        first_server(&fleet),
+        "kubeconfig of fleet {cluster:?} (from {from}) {how} {} (mode 0600; context {cluster:?}, server {})",
         target.display(),
-        server_url(&fleet)
+        server_url_of(&fleet, &from)
     );
     if a.via_ssh_tunnel {
         println!(
-            "without Tailscale on this machine, reach the API with: ssh -N -L 6443:127.0.0.1:6443 -o HostKeyAlias=exe.dev {}.exe.xyz, then kubectl --server https://127.0.0.1:6443",
-            first_server(&fleet)
+            "without Tailscale on this machine, reach the API with: ssh -N -L 6443:127.0.0.1:6443 -o HostKeyAlias=exe.dev {from}.exe.xyz, then kubectl --server https://127.0.0.1:6443"
         );
     } else {
         println!(
