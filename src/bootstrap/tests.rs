@@ -155,6 +155,12 @@ fn the_largest_realistic_script_leaves_headroom() {
 fn scripts_pin_the_release_and_never_follow_a_channel() {
     for kind in KINDS {
         let script = render(&input(kind)).expect("renders");
+        // install.sh's own download has no time limit: each attempt is
+        // bounded, so a stalled download is retried, not a hung bootstrap.
+        assert!(
+            script.contains("sudo -n timeout 600 env INSTALL_K3S_SKIP_START=true"),
+            "{kind:?}"
+        );
         assert!(script.contains("INSTALL_K3S_VERSION=\"$K3S_VERSION\""));
         assert!(script.contains(&format!("K3S_VERSION='{VERSION}'")));
         assert!(!script.contains("INSTALL_K3S_CHANNEL"), "{kind:?}");
