@@ -31,6 +31,28 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
 }
 
 impl Harness {
+    /// The binary as a user runs it against this world: in the harness's
+    /// directory, the emulator's endpoint and token, the world's `ssh` and
+    /// channel server, nothing from the developer's own key or
+    /// kubeconfig. The fleet's secrets are the caller's to set.
+    #[allow(dead_code)]
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("EXE_DEV_ENDPOINT", &self.emu.url)
+            .env("EXE_DEV_API_KEY", &self.token)
+            .env("EXEDEV_K8S_SSH", self.emu.ssh_program().expect("world on"))
+            .env(
+                "EXEDEV_K8S_CHANNEL_SERVER",
+                self.emu.channel_server().expect("world on"),
+            )
+            .env("TMPDIR", self.dir.path())
+            .env_remove("EXE_DEV_SSH_KEY")
+            .env_remove("EXEDEV_K8S_KUBECONFIG");
+        c
+    }
+
     /// A Kubernetes client for the world's cluster, through demo-cp1's API
     /// (the emulator serves its admin kubeconfig).
     #[allow(dead_code)]
