@@ -8,9 +8,20 @@
 use crate::secret::Secret;
 use crate::shellwords::{self, WordsError};
 
-use super::retry::RetryClass;
-
 use super::{MAX_BODY_BYTES, MAX_COMMENT_BYTES, MAX_SETUP_SCRIPT_BYTES};
+
+/// How a command may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// No side effect (`ls`, `share show`, `whoami`...).
+    Read,
+    /// Same effect when repeated (`tag`, `comment`, `resize`).
+    IdempotentWrite,
+    /// Idempotent, and may fail while the VM boots.
+    Share,
+    /// Never re-sent when its outcome is unknown (`new`, `rm`).
+    NotIdempotent,
+}
 
 /// One flag of a command. Go-style: `--name=x` equals `--name x`; booleans
 /// are bare.

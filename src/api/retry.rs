@@ -12,21 +12,11 @@ use std::time::Duration;
 
 use backon::ExponentialBuilder;
 
+// The class is a fact of each command's catalogue entry, so it lives in
+// `command`; these rules only read it.
 use super::command::Command;
+pub use super::command::RetryClass;
 use super::error::{ApiError, ErrorKind};
-
-/// How a command may be retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryClass {
-    /// No side effect (`ls`, `share show`, `whoami`...).
-    Read,
-    /// Same effect when repeated (`tag`, `comment`, `resize`).
-    IdempotentWrite,
-    /// Idempotent, and may fail while the VM boots.
-    Share,
-    /// Never re-sent when its outcome is unknown (`new`, `rm`).
-    NotIdempotent,
-}
 
 /// What to do after a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

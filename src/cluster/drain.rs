@@ -4,7 +4,6 @@
 //! [`super::check_server_removal`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -14,6 +13,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
 use super::error::{ClusterError, describe, status_code};
+use super::verdict::{PodRef, StuckPod};
 
 /// Annotation the kubelet puts on mirror pods of static pods: the API cannot
 /// evict them; they go away with the kubelet.
@@ -39,34 +39,6 @@ impl Default for DrainOptions {
             timeout: Duration::from_secs(300),
             force: false,
             poll: Duration::from_secs(2),
-        }
-    }
-}
-
-/// A pod by namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PodRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl fmt::Display for PodRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-impl PodRef {
-    fn of(pod: &Pod) -> Self {
-        PodRef {
-            namespace: pod
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_string()),
-            name: pod.metadata.name.clone().unwrap_or_default(),
         }
     }
 }
@@ -116,15 +88,6 @@ pub struct DrainReport {
     pub deleted: Vec<PodRef>,
     /// Pods left alone (DaemonSet, mirror).
     pub skipped: Vec<(PodRef, SkipReason)>,
-}
-
-/// A pod a drain could not get rid of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StuckPod {
-    /// The pod.
-    pub pod: PodRef,
-    /// Why it is still there (the eviction refusal, or "terminating").
-    pub why: String,
 }
 
 /// Marks the node unschedulable (`spec.unschedulable=true`), so nothing new

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use super::drain::StuckPod;
-use super::nodes::NodeReadiness;
+use super::verdict::{NodeReadiness, StuckPod};
 
 /// A failure talking to (or about) the k3s cluster.
 #[derive(Debug, thiserror::Error)]

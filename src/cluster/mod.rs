@@ -12,10 +12,11 @@ mod nodes;
 mod quorum;
 #[cfg(test)]
 mod tests;
+mod verdict;
 
 pub use drain::{
-    DrainOptions, DrainReport, PodRef, RemoveOutcome, SkipReason, StuckPod, cordon,
-    cordon_and_drain, delete_node, drain, pods_to_evict, remove_node, skip_reason, uncordon,
+    DrainOptions, DrainReport, RemoveOutcome, SkipReason, cordon, cordon_and_drain, delete_node,
+    drain, pods_to_evict, remove_node, skip_reason, uncordon,
 };
 pub use error::ClusterError;
 pub use kubeconfig::{
@@ -23,8 +24,8 @@ pub use kubeconfig::{
     yaml_error_without_content,
 };
 pub use nodes::{
-    Drift, FIELD_MANAGER, NodeReadiness, NodeState, NodeView, Readiness, UnexpectedNode,
-    WrongLabel, apply_labels_taints, is_system_taint, list_nodes, pending_labels, readiness,
-    taint_string, wait_ready,
+    FIELD_MANAGER, NodeView, Readiness, UnexpectedNode, apply_labels_taints, is_system_taint,
+    list_nodes, pending_labels, readiness, taint_string, wait_ready,
 };
 pub use quorum::{check_server_removal, quorum, servers_removable};
+pub use verdict::{Drift, NodeReadiness, NodeState, PodRef, StuckPod, WrongLabel};

@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 
+// The resolved fleet's own vocabulary, named here too because every
+// user of desired VMs needs it.
+pub use super::resolved::{CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, Role, ShareSpec};
 use super::resolved::{Fleet, Taint};
 use crate::sizes::ByteSize;
 
-/// Pool name of the control plane, in VM names, tags and labels.
-pub const CONTROL_PLANE_POOL: &str = "cp";
 /// The server counts a fleet may ask for: odd, for etcd quorum.
 pub const SERVER_COUNTS: &[u32] = &[1, 3, 5];
 /// Most servers a fleet may have.
@@ -33,40 +34,6 @@ pub const RESERVED_LABEL_PREFIX: &str = "exedev-k8s.io/";
 pub const FLEET_LABEL_KEY: &str = "exedev-k8s.io/fleet";
 /// Node label naming the pool a node belongs to.
 pub const POOL_LABEL_KEY: &str = "exedev-k8s.io/pool";
-/// Taint put on servers when `controlPlane.schedulable` is false.
-pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane=true:NoSchedule";
-
-/// What a VM runs. Serialized as `server` / `agent` (plan JSON).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// `k3s server` (control plane and etcd).
-    Server,
-    /// `k3s agent` (worker).
-    Agent,
-}
-
-impl Role {
-    /// The word used in tags and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Agent => "agent",
-        }
-    }
-}
-
-/// exe.dev HTTPS proxy settings of one VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShareSpec {
-    /// VM port exposed through the proxy.
-    pub port: u16,
-    /// Reachable without an exe.dev login.
-    pub public: bool,
-}
-
 /// One VM the fleet asks for, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredVm {

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::desired::{CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, Role, ShareSpec};
 use super::error::{FleetError, FleetErrors};
 use super::model::{
     DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, FleetFile, K3sArg, Labels, SecretRef,
@@ -16,6 +15,42 @@ use super::model::{
 };
 use crate::release::Release;
 use crate::sizes::ByteSize;
+
+/// Pool name of the control plane, in VM names, tags and labels.
+pub const CONTROL_PLANE_POOL: &str = "cp";
+/// Taint put on servers when `controlPlane.schedulable` is false.
+pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane=true:NoSchedule";
+
+/// What a VM runs. Serialized as `server` / `agent` (plan JSON).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `k3s server` (control plane and etcd).
+    Server,
+    /// `k3s agent` (worker).
+    Agent,
+}
+
+impl Role {
+    /// The word used in tags and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// exe.dev HTTPS proxy settings of one VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareSpec {
+    /// VM port exposed through the proxy.
+    pub port: u16,
+    /// Reachable without an exe.dev login.
+    pub public: bool,
+}
 
 /// Where a value stands in the fleet file (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

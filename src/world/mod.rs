@@ -673,7 +673,7 @@ impl Inner {
     pub fn sync_tailscale_identity(&self, vm: &str) {
         let key = self
             .root(vm)
-            .read(applets::tailscale::STATE_FILE)
+            .read(model::STATE_FILE)
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty());
         if let Some(v) = self.model().vms.get_mut(vm) {

@@ -21,6 +21,11 @@ pub const LOG_TAIL_LINES: usize = 20;
 /// name it; this is the name the project's own messages use.
 pub const SETUP_UNIT: &str = "exe.dev-setup";
 
+/// tailscaled's state file, as on a real VM: it holds a VM's `node_key`.
+/// Here, where both the `tailscale` applet (which writes it at `up`) and
+/// k3s's `vpn-auth` (which writes it when k3s brings Tailscale up) see it.
+pub const STATE_FILE: &str = "/var/lib/tailscale/tailscaled.state";
+
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JournalEntry {

@@ -12,8 +12,7 @@ use crate::world::Inner;
 use crate::world::protocol::{Call, Output};
 use crate::world::tailnet::{Device, Login};
 
-/// tailscaled's state, as on a real VM.
-pub const STATE_FILE: &str = "/var/lib/tailscale/tailscaled.state";
+use crate::world::model::STATE_FILE;
 
 const VERSION: &str = "1.76.1";
 

@@ -1,58 +1,12 @@
 //! Clusters: their secrets, CA, critical settings, etcd membership and
 //! quorum, API version, token rotation and node deletion.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::{DB_DIR, K3sProc, TOKEN_PATH, minor_version, parse_token};
+use super::{Cluster, DB_DIR, Datastore, K3sProc, Member, TOKEN_PATH, minor_version, parse_token};
 use crate::world::k3s_config::{Role, critical};
 use crate::world::kube::{ApiStore, Pki};
 use crate::world::model::{Effect, Model};
-
-/// How a cluster stores its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Datastore {
-    /// Embedded etcd (`--cluster-init` on the first server).
-    Etcd,
-    /// A single server without `--cluster-init`: SQLite through kine.
-    Sqlite,
-}
-
-/// One etcd member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub vm: String,
-    pub node_name: String,
-    pub peer_ip: Ipv4Addr,
-    /// `None` once promoted to a voting member.
-    pub learner_since: Option<u64>,
-}
-
-/// One k3s cluster: its secrets, etcd membership and API objects.
-#[derive(Debug)]
-pub struct Cluster {
-    pub id: String,
-    /// The server token's secret part (what `K10...::server:` carries).
-    pub token: String,
-    pub agent_token: Option<String>,
-    pub pki: Pki,
-    pub critical: BTreeMap<&'static str, String>,
-    pub datastore: Datastore,
-    pub members: Vec<Member>,
-    /// The API server version when no server is up (the first server's).
-    pub version: String,
-    pub api: ApiStore,
-}
-
-impl Cluster {
-    pub(super) fn secure_token(&self, user: &str, secret: &str) -> String {
-        format!("K10{}::{user}:{secret}", self.pki.ca_hash)
-    }
-
-    pub(super) fn voters(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().filter(|m| m.learner_since.is_none())
-    }
-}
 
 impl Model {
     pub(super) fn create_cluster(

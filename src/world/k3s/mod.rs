@@ -37,10 +37,11 @@ use std::net::Ipv4Addr;
 
 mod cluster;
 mod parse;
+mod state;
 
-pub use cluster::{Cluster, Datastore, Member};
 use parse::url_host_port;
 pub use parse::{Token, VpnAuth, minor_version, parse_token, parse_vpn_auth, refused_labels};
+pub use state::{Cluster, Datastore, K3sProc, Member, Phase};
 
 use super::k3s_config::{K3sConfig, Role, critical};
 use super::model::{Effect, Model};
@@ -63,26 +64,6 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 /// The kubelet's port, on every node (facts: "Ports").
 pub const KUBELET_PORT: u16 = 10250;
 
-/// Where a unit's process is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    Starting,
-    /// Retrying: the join target does not resolve or answer, or etcd has
-    /// no quorum yet.
-    Waiting(String),
-    Learner,
-    Booting {
-        ready_at: u64,
-    },
-    Ready,
-    /// The process exited; systemd restarts it at `retry_at` when the unit
-    /// says `Restart=always`.
-    Failed {
-        error: String,
-        retry_at: Option<u64>,
-    },
-}
-
 /// What the edge read for a unit start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartInputs {
@@ -94,50 +75,6 @@ pub struct StartInputs {
     pub restart_always: bool,
     /// `/var/lib/rancher/k3s/server/db` exists.
     pub has_data_dir: bool,
-}
-
-/// A k3s process under a unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct K3sProc {
-    pub role: Role,
-    pub version: String,
-    pub cfg: K3sConfig,
-    pub notify: bool,
-    pub restart_always: bool,
-    pub has_data_dir: bool,
-    pub node_name: String,
-    pub phase: Phase,
-    pub node_ip: Option<Ipv4Addr>,
-    pub etcd_peer_ip: Option<Ipv4Addr>,
-    pub cluster: Option<String>,
-    /// The last waiting reason logged, so a retry loop logs once.
-    logged: Option<String>,
-}
-
-impl K3sProc {
-    /// `systemctl is-active`'s word for this process.
-    pub fn active_state(&self) -> &'static str {
-        match &self.phase {
-            Phase::Ready => "active",
-            Phase::Failed { retry_at: None, .. } => "failed",
-            _ => "activating",
-        }
-    }
-
-    /// READY=1 sent.
-    pub fn is_ready(&self) -> bool {
-        self.phase == Phase::Ready
-    }
-
-    /// Alive with etcd data: counts towards quorum.
-    fn holds_etcd(&self, cluster: &str) -> bool {
-        self.role == Role::Server
-            && self.cluster.as_deref() == Some(cluster)
-            && matches!(
-                self.phase,
-                Phase::Waiting(_) | Phase::Booting { .. } | Phase::Ready | Phase::Learner
-            )
-    }
 }
 
 impl Model {
@@ -506,7 +443,7 @@ impl Model {
             }
             fx.push(Effect::WriteFile {
                 vm: vm.to_string(),
-                path: super::applets::tailscale::STATE_FILE.to_string(),
+                path: super::model::STATE_FILE.to_string(),
                 mode: 0o600,
                 content: self.vms[vm].node_key.clone().unwrap_or_default(),
             });
