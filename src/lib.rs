@@ -1,11 +1,8 @@
 //! exedev-k8s: a declarative k3s fleet on exe.dev VMs.
 //!
-//! See ARCHITECTURE.md for the code map. The pure core (`shellwords`,
-//! `names`, `sizes`, `secret`, `text`, `yaml_guard`, `token`, `api`, `fleet`,
-//! `bootstrap`, `plan`)
-//! does no I/O; the edges (`client`, `emulator`, `observe`, `apply`,
-//! `cluster_secrets`, `cluster`, `ssh`, `kubeaccess`, `credentials`, `probe`,
-//! `ui`, `cli`, and the emulator's VM `world`) do.
+//! The code map (each module's one job, what it may depend on, which are
+//! pure) is ARCHITECTURE.md's, checked against the code by
+//! `tests/architecture.rs`; it is kept there only.
 
 pub mod api;
 pub mod apply;

@@ -99,6 +99,22 @@ pub fn is_release(s: &str) -> bool {
     Release::parse(s).is_some()
 }
 
+/// The release a channel is assumed to point at when scripts are sized
+/// before any lookup (`validate` makes no call): only its width matters
+/// (a script carries the release as text), and this one is as wide as a
+/// release with a one-digit major and two-digit minor, patch and build
+/// (`v1.31.10+k3s10` is). The facts file lists no release wider; none is
+/// known to this project.
+/// Not a release anyone runs: a plan renders its scripts again at the
+/// release it looked up (`plan::spec::check_scripts`), so a wider one is
+/// still caught before apply.
+pub const SIZING_RELEASE: Release = Release {
+    major: 9,
+    minor: 99,
+    patch: 99,
+    build: 99,
+};
+
 /// Named k3s channels (besides minor lines such as `v1.31`).
 pub const NAMED_CHANNELS: &[&str] = &["stable", "latest", "testing"];
 
@@ -218,6 +234,14 @@ mod tests {
 
     fn r(s: &str) -> Release {
         Release::parse(s).unwrap_or_else(|| panic!("{s}"))
+    }
+
+    #[test]
+    fn the_sizing_release_is_a_release_of_the_width_scripts_are_sized_at() {
+        let sizing = SIZING_RELEASE.to_string();
+        assert!(is_release(&sizing), "{sizing}");
+        // The width `validate` has always sized channel fleets at.
+        assert_eq!(sizing.len(), "v1.31.10+k3s10".len());
     }
 
     #[test]

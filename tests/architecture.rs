@@ -427,11 +427,6 @@ impl Index {
                     continue;
                 }
                 let (paths, _) = paths_at(s.code[at + 4..].trim_start());
-                let glob = s.code[at + 4..]
-                    .trim_start()
-                    .split(';')
-                    .next()
-                    .unwrap_or_default();
                 for path in paths {
                     let Some(target) = index.resolve(&here, 0, &path) else {
                         continue;

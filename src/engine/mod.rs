@@ -221,7 +221,7 @@ pub fn check_savable(s: &Session, p: &Plan, out: &Path) -> Result<(), EngineErro
     if p.is_refused() {
         return Err(refused(p));
     }
-    if p.mode == Mode::Destroy && s.fleet.protect {
+    if protects(&s.fleet, p.mode) {
         return Err(EngineError::refused(
             format!(
                 "not saving {}: fleet {:?} is protected (metadata.protect: true), so apply would refuse this teardown plan",
@@ -304,7 +304,7 @@ pub async fn prepare_apply(
     let members_removed = reachable.is_ok() && !settings.skip_drain;
     let (plan, reviewed) = match saved {
         Some((saved, planfile)) => {
-            if saved.mode == Mode::Destroy && s.fleet.protect {
+            if protects(&s.fleet, saved.mode) {
                 return Err(protected(&s.fleet));
             }
             if saved.is_refused() {
@@ -367,9 +367,7 @@ pub async fn prepare_apply(
 /// Reads exe.dev and makes the teardown plan. A protected fleet is refused
 /// before any call.
 pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
-    if s.fleet.protect {
-        return Err(protected(&s.fleet));
-    }
+    check_destroyable(&s.fleet)?;
     let observed = observe(&s.client, &s.fleet, false).await?;
     let plan = s.diff(
         &PlanOptions {
@@ -443,7 +441,7 @@ pub async fn execute(
     } else {
         (plan::spec::ClusterSecrets::placeholders(), Vec::new())
     };
-    check_scripts(s, p, &secrets)?;
+    check_plan_scripts(s, p, &secrets)?;
     let ssh_key = s.kube.ssh_key.as_deref();
     let drain_opts = crate::cluster::DrainOptions {
         timeout: settings.drain_timeout,
@@ -510,7 +508,10 @@ pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), En
 /// server in both its forms; a replaced agent's under its new name) and
 /// each in-place k3s change script. One over exe.dev's 10 KiB, or one that
 /// does not render, must stop the apply before any VM exists, not halfway.
-fn check_scripts(
+/// (Not [`plan::spec::check_scripts`], which checks a whole fleet's scripts
+/// at plan time with placeholder secrets: this one checks this plan's, with
+/// the real ones.)
+fn check_plan_scripts(
     s: &Session,
     p: &Plan,
     secrets: &plan::spec::ClusterSecrets,
@@ -600,10 +601,16 @@ pub async fn converge(
 /// by [`prepare_destroy`] and [`prepare_apply`] of a teardown plan, and by a
 /// caller that wants to refuse before it needs any credential.
 pub fn check_destroyable(fleet: &Fleet) -> Result<(), EngineError> {
-    if fleet.protect {
+    if protects(fleet, Mode::Destroy) {
         return Err(protected(fleet));
     }
     Ok(())
+}
+
+/// The protect rule, in one place: a plan of `mode` may not run on `fleet`
+/// because it would tear a protected fleet down.
+fn protects(fleet: &Fleet, mode: Mode) -> bool {
+    mode == Mode::Destroy && fleet.protect
 }
 
 fn protected(fleet: &Fleet) -> EngineError {

@@ -49,7 +49,8 @@ pub struct InPlace {
     pub warnings: Vec<String>,
 }
 
-fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange {
+/// One attribute's change, as plans show it.
+pub(super) fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange {
     AttrChange {
         name: name.into(),
         before,

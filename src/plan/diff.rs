@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::attributes::{self, Target};
+use super::attributes::{self, Target, attr};
 use super::placement;
 use super::spec::{self, SpecComment};
 use super::{
@@ -93,14 +93,6 @@ fn is_managed_tag(tag: &str) -> bool {
     // fleet's) are never removed.
     tag.starts_with(RESERVED_TAG_PREFIX)
         && !tag.starts_with(&format!("{RESERVED_TAG_PREFIX}fleet-"))
-}
-
-fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange {
-    AttrChange {
-        name: name.into(),
-        before,
-        after,
-    }
 }
 
 /// The extra k3s flags a new VM gets, for the reviewer; a secret flag shows

@@ -206,11 +206,6 @@ impl SpecComment {
     }
 }
 
-fn hex12(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
-
 fn hex8(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
@@ -229,11 +224,14 @@ pub fn spec_fingerprint(fleet: &Fleet, vm: &DesiredVm) -> String {
 /// change apart from a role or tailnet change when explaining a
 /// replacement.
 pub fn spec_fingerprint_with_image(fleet: &Fleet, vm: &DesiredVm, image: &str) -> String {
-    hex12(&format!(
-        "scheme={SPEC_SCHEME}\nimage={image}\nrole={}\ntailnet={}\n",
-        vm.role.as_str(),
-        fleet.tailscale.tailnet
-    ))
+    super::hex12(
+        format!(
+            "scheme={SPEC_SCHEME}\nimage={image}\nrole={}\ntailnet={}\n",
+            vm.role.as_str(),
+            fleet.tailscale.tailnet
+        )
+        .as_bytes(),
+    )
 }
 
 /// The k3s settings a node of `role` is given that change in place, as
@@ -315,12 +313,12 @@ pub fn change_script(
 
 /// The release a fleet's scripts are sized at before a plan decides one
 /// (`validate`, which makes no call): `k3s.version`, or, for a fleet that
-/// follows a channel (looked up only when planning), a release as long as
-/// any k3s has published.
+/// follows a channel (looked up only when planning),
+/// [`crate::release::SIZING_RELEASE`].
 pub fn sizing_release(fleet: &Fleet) -> String {
     match &fleet.k3s.release {
         crate::fleet::K3sRelease::Version(r) => r.to_string(),
-        crate::fleet::K3sRelease::Channel(_) => "v1.31.10+k3s10".to_string(),
+        crate::fleet::K3sRelease::Channel(_) => crate::release::SIZING_RELEASE.to_string(),
     }
 }
 

@@ -101,7 +101,7 @@ pub async fn fetch(inner: &Arc<Inner>, req: &Fetch) -> FetchReply {
 
 async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
     if let Some(v) = path.strip_prefix("/k3s-io/k3s/releases/tag/") {
-        return if installer::is_release(v) {
+        return if crate::release::is_release(v) {
             ok(200, b"")
         } else {
             ok(404, b"Not Found\n")
@@ -112,7 +112,7 @@ async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
     };
     let (version, file) = rest.split_once('/').unwrap_or((rest, ""));
     let version = version.replace("%2B", "+").replace("%2b", "+");
-    if !installer::is_release(&version) {
+    if !crate::release::is_release(&version) {
         return ok(404, b"Not Found\n");
     }
     match file {

@@ -185,23 +185,6 @@ pub fn hash_file(version: &str) -> String {
     format!("{h}  k3s\n")
 }
 
-/// Whether a string looks like a k3s release (`v1.31.4+k3s1`).
-pub fn is_release(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else {
-        return false;
-    };
-    let Some((semver, build)) = rest.split_once("+k3s") else {
-        return false;
-    };
-    let parts: Vec<&str> = semver.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        && !build.is_empty()
-        && build.bytes().all(|b| b.is_ascii_digit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,8 +197,6 @@ mod tests {
         );
         assert_eq!(shim_version("#!/bin/sh\n"), None);
         assert!(hash_file("v1.31.4+k3s1").ends_with("  k3s\n"));
-        assert!(is_release("v1.31.4+k3s1") && is_release("v1.32.10+k3s12"));
-        assert!(!is_release("1.31.4") && !is_release("v1.31+k3s1") && !is_release("stable"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and `logger` lines. Any user may read it (whether exeuntu puts
 //! `exedev` in the `adm` or `systemd-journal` group is not in the facts).
 
+use super::Args;
 use crate::world::Inner;
 use crate::world::model::JournalEntry;
 use crate::world::protocol::{Call, Output};
@@ -21,19 +22,10 @@ pub fn journalctl(inner: &Inner, call: &Call) -> Output {
     let mut idents = Vec::new();
     let mut lines: Option<usize> = None;
     let mut cat = false;
-    let mut it = call.args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if a.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .unwrap_or_default()
-        };
-        match flag.as_str() {
+    let mut args = Args::new(&call.args, Args::long_options);
+    while let Some(flag) = args.next_flag() {
+        let mut value = || args.value().unwrap_or_default();
+        match flag {
             "-u" | "--unit" => units.push(value().trim_end_matches(".service").to_string()),
             "-t" | "--identifier" => idents.push(value()),
             "-n" | "--lines" => lines = value().parse().ok(),
@@ -89,21 +81,20 @@ pub fn logger(inner: &Inner, call: &Call) -> Output {
     let mut tag = if call.uid == 0 { "root" } else { "exedev" }.to_string();
     let mut words = Vec::new();
     let mut also_stderr = false;
-    let mut it = call.args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-t" | "--tag" => tag = it.next().cloned().unwrap_or_default(),
+    let mut args = Args::new(&call.args, Args::long_options);
+    while let Some(flag) = args.next_flag() {
+        match flag {
+            "-t" | "--tag" => tag = args.value().unwrap_or_default(),
             "-p" | "--priority" | "--id" => {
-                let _ = it.next();
+                let _ = args.value();
             }
             "-s" | "--stderr" => also_stderr = true,
             "--" => {
-                words.extend(it.by_ref().cloned());
+                words.extend(args.rest().cloned());
                 break;
             }
-            s if s.starts_with("--tag=") => tag = s[6..].to_string(),
             s if s.starts_with('-') && s.len() > 1 => {}
-            _ => words.push(a.clone()),
+            _ => words.push(args.whole().to_string()),
         }
     }
     let messages: Vec<String> = if words.is_empty() {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::Args;
 use crate::world::Inner;
 use crate::world::kube::{self, Resource, objects};
 use crate::world::protocol::{Call, Output};
@@ -79,13 +80,10 @@ fn token(inner: &Arc<Inner>, call: &Call) -> Output {
     }
     let mut old = None;
     let mut new = None;
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let (k, inline) = match a.split_once('=') {
-            Some((k, v)) => (k, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| it.next().cloned());
+    // Go's flag package: `-flag=value` and `--flag=value` alike.
+    let mut flags = Args::new(&args[1..], |_| true);
+    while let Some(k) = flags.next_flag() {
+        let mut value = || flags.value();
         match k {
             "--token" | "-t" => old = value(),
             "--new-token" => new = value(),
@@ -325,21 +323,10 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
     let mut output: Option<String> = None;
     let mut raw: Option<String> = None;
     let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (k, inline) = match a.split_once('=') {
-            Some((k, v)) if a.starts_with("--") || a.starts_with("-o") => {
-                (k.to_string(), Some(v.to_string()))
-            }
-            _ => (a.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .unwrap_or_default()
-        };
-        match k.as_str() {
+    let mut flags = Args::new(args, |a| a.starts_with("--") || a.starts_with("-o"));
+    while let Some(k) = flags.next_flag() {
+        let mut value = || flags.value().unwrap_or_default();
+        match k {
             "-n" | "--namespace" => ns = Some(value()),
             "-A" | "--all-namespaces" => all_ns = true,
             "-o" | "--output" => output = Some(value()),
@@ -351,7 +338,7 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
             s if s.starts_with("-o") && s.len() > 2 => {
                 output = Some(s[2..].trim_start_matches('=').to_string())
             }
-            _ => words.push(a.clone()),
+            _ => words.push(flags.whole().to_string()),
         }
     }
     if words.first().map(String::as_str) == Some("version") {

@@ -44,3 +44,100 @@ pub async fn call(inner: &Arc<Inner>, call: &Call) -> Output {
         other => Output::fail(127, format!("{other}: command not found")),
     }
 }
+
+/// A stand-in's arguments read one at a time, as the real tools read them:
+/// `--flag=value` is `--flag value`. Which arguments an `=` splits differs
+/// by tool (getopt splits long options only; Go's `flag` and `pflag` also
+/// `-flag=value`), so each applet says it; the reading is shared.
+pub struct Args<'a> {
+    rest: std::slice::Iter<'a, String>,
+    splits: fn(&str) -> bool,
+    whole: &'a str,
+    inline: Option<&'a str>,
+}
+
+impl<'a> Args<'a> {
+    /// Reads `args`, splitting `flag=value` in the arguments `splits` picks.
+    pub fn new(args: &'a [String], splits: fn(&str) -> bool) -> Self {
+        Args {
+            rest: args.iter(),
+            splits,
+            whole: "",
+            inline: None,
+        }
+    }
+
+    /// getopt's rule: only long options (`--unit=x`) carry an `=value`.
+    pub fn long_options(a: &str) -> bool {
+        a.starts_with("--")
+    }
+
+    /// The next argument as the flag it names (`--unit=x` gives `--unit`,
+    /// its value kept for [`Args::value`]); `None` at the end.
+    pub fn next_flag(&mut self) -> Option<&'a str> {
+        let a = self.rest.next()?.as_str();
+        self.whole = a;
+        match a.split_once('=') {
+            Some((flag, value)) if (self.splits)(a) => {
+                self.inline = Some(value);
+                Some(flag)
+            }
+            _ => {
+                self.inline = None;
+                Some(a)
+            }
+        }
+    }
+
+    /// The argument last read, whole (`--unit=x`).
+    pub fn whole(&self) -> &'a str {
+        self.whole
+    }
+
+    /// The `=value` of the flag last read, if it had one.
+    pub fn inline(&self) -> Option<String> {
+        self.inline.map(str::to_string)
+    }
+
+    /// The value of the flag last read: its `=value`, else the next argument.
+    pub fn value(&mut self) -> Option<String> {
+        match self.inline.take() {
+            Some(v) => Some(v.to_string()),
+            None => self.rest.next().cloned(),
+        }
+    }
+
+    /// The arguments not read yet (after `--`).
+    pub fn rest(&mut self) -> impl Iterator<Item = &'a String> + '_ {
+        self.rest.by_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    #[test]
+    fn an_equals_sign_carries_a_value_only_where_the_tool_says() {
+        let args: Vec<String> = ["--unit=k3s", "-n", "5", "a=b", "--tag", "x", "--", "m"]
+            .map(String::from)
+            .into();
+        let mut a = Args::new(&args, Args::long_options);
+        assert_eq!(a.next_flag(), Some("--unit"));
+        assert_eq!(a.whole(), "--unit=k3s");
+        assert_eq!(a.value().as_deref(), Some("k3s"));
+        assert_eq!(a.next_flag(), Some("-n"));
+        assert_eq!(a.inline(), None);
+        assert_eq!(a.value().as_deref(), Some("5"));
+        assert_eq!(a.next_flag(), Some("a=b"));
+        assert_eq!(a.next_flag(), Some("--tag"));
+        assert_eq!(a.value().as_deref(), Some("x"));
+        assert_eq!(a.next_flag(), Some("--"));
+        assert_eq!(a.rest().cloned().collect::<Vec<_>>(), ["m"]);
+        assert_eq!(a.next_flag(), None);
+        let go: Vec<String> = ["-authkey=k"].map(String::from).into();
+        let mut a = Args::new(&go, |_| true);
+        assert_eq!(a.next_flag(), Some("-authkey"));
+        assert_eq!(a.inline().as_deref(), Some("k"));
+    }
+}

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Args;
 use crate::world::Inner;
 use crate::world::k3s::Phase;
 use crate::world::protocol::{Call, Output};
@@ -183,22 +184,19 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
     let mut value = false;
     let mut props: Vec<String> = Vec::new();
     let mut words = Vec::new();
-    let mut it = call.args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
+    let mut args = Args::new(&call.args, Args::long_options);
+    while let Some(flag) = args.next_flag() {
+        match flag {
             "--no-block" => no_block = true,
             "-q" | "--quiet" => quiet = true,
             "--now" => now = true,
             "--value" => value = true,
             "--no-pager" | "--system" | "--full" | "-l" | "--no-legend" | "--no-ask-password" => {}
             "-p" | "--property" => props.extend(
-                it.next()
+                args.value()
                     .into_iter()
-                    .flat_map(|p| p.split(',').map(str::to_string)),
+                    .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>()),
             ),
-            s if s.starts_with("--property=") => {
-                props.extend(s[11..].split(',').map(str::to_string))
-            }
             "--user" => {
                 return Output::fail(
                     1,
@@ -206,9 +204,10 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
                 );
             }
             s if s.starts_with('-') => {
+                let s = args.whole();
                 return Output::fail(1, format!("systemctl: unrecognized option '{s}'"));
             }
-            _ => words.push(a.clone()),
+            _ => words.push(args.whole().to_string()),
         }
     }
     let Some((verb, units)) = words.split_first() else {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Args;
 use crate::world::Inner;
 use crate::world::protocol::{Call, Output};
 use crate::world::tailnet::{Device, Login};
@@ -54,13 +55,11 @@ fn parse_duration(s: &str) -> Option<Duration> {
 
 fn parse_up(args: &[String]) -> Result<UpFlags, Output> {
     let mut f = UpFlags::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let trimmed = a.trim_start_matches('-');
-        let (k, inline) = match trimmed.split_once('=') {
-            Some((k, v)) => (k, Some(v.to_string())),
-            None => (trimmed, None),
-        };
+    // Go's flag package: `-flag=value` and `--flag=value` alike.
+    let mut flags = Args::new(args, |_| true);
+    while let Some(flag) = flags.next_flag() {
+        let k = flag.trim_start_matches('-');
+        let inline = flags.inline();
         let takes_value = matches!(
             k,
             "authkey"
@@ -75,7 +74,7 @@ fn parse_up(args: &[String]) -> Result<UpFlags, Output> {
                 | "netfilter-mode"
         );
         let value = if takes_value {
-            inline.clone().or_else(|| it.next().cloned())
+            flags.value()
         } else {
             inline.clone()
         };
