@@ -10,8 +10,8 @@ use std::fmt;
 
 use super::error::{FleetError, FleetErrors};
 use super::model::{
-    DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, FleetFile, K3sArg, Labels, SecretRef,
-    Share, Sizing, Spanned,
+    DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, Defaults, FleetFile, K3s, K3sArg,
+    Labels, SecretRef, Share, Sizing, Spanned,
 };
 use crate::release::Release;
 use crate::sizes::ByteSize;
@@ -314,7 +314,67 @@ pub fn resolve(f: &FleetFile, file: &str) -> Result<Fleet, FleetErrors> {
             "this is a bug in exedev-k8s's validation: please report it",
         ));
     };
-    let k3s = &f.k3s.value;
+    let k3s = resolve_k3s(&f.k3s, &mut bad);
+    let cp = &f.control_plane;
+    let control_plane = resolve_group(
+        &f.defaults,
+        GroupFile {
+            pool: CONTROL_PLANE_POOL,
+            role: Role::Server,
+            count: cp.count(),
+            sizing: cp.sizing(),
+            labels: &cp.labels,
+            taints: &cp.taints,
+            unschedulable: !cp.schedulable,
+            share: &cp.share,
+            max_unavailable: None,
+        },
+        &mut bad,
+    );
+    let pools = f
+        .pools
+        .iter()
+        .map(|p| {
+            resolve_group(
+                &f.defaults,
+                GroupFile {
+                    pool: &p.name.value,
+                    role: Role::Agent,
+                    count: p.count.value,
+                    sizing: p.sizing(),
+                    labels: &p.labels,
+                    taints: &p.taints,
+                    unschedulable: false,
+                    share: &p.share,
+                    max_unavailable: p.max_unavailable.as_ref(),
+                },
+                &mut bad,
+            )
+        })
+        .collect();
+    let fleet = Fleet {
+        file: file.to_string(),
+        name: f.metadata.name.value.clone(),
+        protect: f.metadata.protect,
+        k3s,
+        tailscale: TailscaleSpec {
+            tailnet: f.network.tailscale.tailnet.value.clone(),
+            auth_key: Located::of(&f.network.tailscale.auth_key),
+        },
+        control_plane,
+        pools,
+    };
+    if errors.is_empty() {
+        Ok(fleet)
+    } else {
+        Err(FleetErrors(errors))
+    }
+}
+
+/// The k3s section: its release parsed (a version or a channel) and its
+/// flags, secret references located.
+fn resolve_k3s(spanned: &Spanned<K3s>, bad: &mut dyn FnMut(Location, String)) -> K3sSpec {
+    let k3s = &spanned.value;
     let release = match (&k3s.version, &k3s.channel) {
         (Some(v), None) => match Release::parse(&v.value) {
             Some(r) => K3sRelease::Version(r),
@@ -329,7 +389,7 @@ pub fn resolve(f: &FleetFile, file: &str) -> Result<Fleet, FleetErrors> {
         (None, Some(c)) => K3sRelease::Channel(c.value.clone()),
         _ => {
             bad(
-                Location::of(&f.k3s),
+                Location::of(spanned),
                 "k3s needs exactly one of version and channel".into(),
             );
             K3sRelease::Channel(String::new())
@@ -346,151 +406,111 @@ pub fn resolve(f: &FleetFile, file: &str) -> Result<Fleet, FleetErrors> {
             })
             .collect()
     };
-    let k3s_spec = K3sSpec {
+    K3sSpec {
         release,
         server_args: flags(&k3s.server_args),
         agent_args: flags(&k3s.agent_args),
         disable: k3s.disable.iter().map(|d| d.value.clone()).collect(),
         token: k3s.token.as_ref().map(Located::of),
         agent_token: k3s.agent_token.as_ref().map(Located::of),
-        at: Location::of(&f.k3s),
-    };
+        at: Location::of(spanned),
+    }
+}
 
-    let d = &f.defaults;
-    let mut group = |g: GroupFile<'_>| -> NodeGroup {
-        let size = |own: &Option<Spanned<String>>,
-                    def: &Option<Spanned<String>>,
-                    fallback: &str,
-                    bad: &mut dyn FnMut(Location, String)| {
-            match own.as_ref().or(def.as_ref()) {
-                Some(s) => ByteSize::parse_with_unit(&s.value).unwrap_or_else(|_| {
-                    bad(Location::of(s), format!("size {:?} did not parse", s.value));
-                    ByteSize(0)
-                }),
-                None => ByteSize::parse_with_unit(fallback).unwrap_or(ByteSize(0)),
-            }
-        };
-        let memory = size(g.sizing.memory, &d.memory, DEFAULT_MEMORY, &mut bad);
-        let disk = size(g.sizing.disk, &d.disk, DEFAULT_DISK, &mut bad);
-        let mut taints = Vec::new();
-        for t in g.taints {
-            match Taint::parse(&t.value) {
-                Some(taint) => taints.push(taint),
-                None => bad(
-                    Location::of(t),
-                    format!("taint {:?} did not parse", t.value),
-                ),
-            }
+/// One node group (the control plane or a pool) with the file's
+/// defaults applied and its sizes, taints, share and `maxUnavailable`
+/// parsed.
+fn resolve_group(
+    d: &Defaults,
+    g: GroupFile<'_>,
+    bad: &mut dyn FnMut(Location, String),
+) -> NodeGroup {
+    let size = |own: &Option<Spanned<String>>,
+                def: &Option<Spanned<String>>,
+                fallback: &str,
+                bad: &mut dyn FnMut(Location, String)| {
+        match own.as_ref().or(def.as_ref()) {
+            Some(s) => ByteSize::parse_with_unit(&s.value).unwrap_or_else(|_| {
+                bad(Location::of(s), format!("size {:?} did not parse", s.value));
+                ByteSize(0)
+            }),
+            None => ByteSize::parse_with_unit(fallback).unwrap_or(ByteSize(0)),
         }
-        if g.unschedulable
-            && let Some(cp) = Taint::parse(CONTROL_PLANE_TAINT)
-            && !taints.contains(&cp)
-        {
-            taints.push(cp);
+    };
+    let memory = size(g.sizing.memory, &d.memory, DEFAULT_MEMORY, bad);
+    let disk = size(g.sizing.disk, &d.disk, DEFAULT_DISK, bad);
+    let mut taints = Vec::new();
+    for t in g.taints {
+        match Taint::parse(&t.value) {
+            Some(taint) => taints.push(taint),
+            None => bad(
+                Location::of(t),
+                format!("taint {:?} did not parse", t.value),
+            ),
         }
-        let share = g
-            .share
-            .as_ref()
-            .and_then(|s| match u16::try_from(s.port.value) {
-                Ok(port) => Some(ShareSpec {
-                    port,
-                    public: s.public,
-                }),
-                Err(_) => {
-                    bad(
-                        Location::of(&s.port),
-                        format!("port {} did not parse", s.port.value),
-                    );
-                    None
-                }
-            });
-        let max_unavailable = match g.max_unavailable {
-            None => 1,
-            Some(m) if m.value >= 1 => m.value,
-            Some(m) => {
+    }
+    if g.unschedulable
+        && let Some(cp) = Taint::parse(CONTROL_PLANE_TAINT)
+        && !taints.contains(&cp)
+    {
+        taints.push(cp);
+    }
+    let share = g
+        .share
+        .as_ref()
+        .and_then(|s| match u16::try_from(s.port.value) {
+            Ok(port) => Some(ShareSpec {
+                port,
+                public: s.public,
+            }),
+            Err(_) => {
                 bad(
-                    Location::of(m),
-                    format!("maxUnavailable {} is not at least 1", m.value),
+                    Location::of(&s.port),
+                    format!("port {} did not parse", s.port.value),
                 );
-                1
+                None
             }
-        };
-        NodeGroup {
-            pool: g.pool.to_string(),
-            role: g.role,
-            count: g.count,
-            image: g
-                .sizing
-                .image
-                .as_ref()
-                .or(d.image.as_ref())
-                .map_or(DEFAULT_IMAGE, |s| s.value.as_str())
-                .to_string(),
-            cpu: g
-                .sizing
-                .cpu
-                .as_ref()
-                .or(d.cpu.as_ref())
-                .map_or(DEFAULT_CPU, |c| c.value),
-            memory,
-            disk,
-            labels: g.labels.to_map(),
-            taints,
-            tags: d
-                .tags
-                .iter()
-                .chain(g.sizing.tags)
-                .map(|t| t.value.clone())
-                .collect(),
-            share,
-            max_unavailable,
+        });
+    let max_unavailable = match g.max_unavailable {
+        None => 1,
+        Some(m) if m.value >= 1 => m.value,
+        Some(m) => {
+            bad(
+                Location::of(m),
+                format!("maxUnavailable {} is not at least 1", m.value),
+            );
+            1
         }
     };
-    let cp = &f.control_plane;
-    let control_plane = group(GroupFile {
-        pool: CONTROL_PLANE_POOL,
-        role: Role::Server,
-        count: cp.count(),
-        sizing: cp.sizing(),
-        labels: &cp.labels,
-        taints: &cp.taints,
-        unschedulable: !cp.schedulable,
-        share: &cp.share,
-        max_unavailable: None,
-    });
-    let pools = f
-        .pools
-        .iter()
-        .map(|p| {
-            group(GroupFile {
-                pool: &p.name.value,
-                role: Role::Agent,
-                count: p.count.value,
-                sizing: p.sizing(),
-                labels: &p.labels,
-                taints: &p.taints,
-                unschedulable: false,
-                share: &p.share,
-                max_unavailable: p.max_unavailable.as_ref(),
-            })
-        })
-        .collect();
-    let fleet = Fleet {
-        file: file.to_string(),
-        name: f.metadata.name.value.clone(),
-        protect: f.metadata.protect,
-        k3s: k3s_spec,
-        tailscale: TailscaleSpec {
-            tailnet: f.network.tailscale.tailnet.value.clone(),
-            auth_key: Located::of(&f.network.tailscale.auth_key),
-        },
-        control_plane,
-        pools,
-    };
-    if errors.is_empty() {
-        Ok(fleet)
-    } else {
-        Err(FleetErrors(errors))
+    NodeGroup {
+        pool: g.pool.to_string(),
+        role: g.role,
+        count: g.count,
+        image: g
+            .sizing
+            .image
+            .as_ref()
+            .or(d.image.as_ref())
+            .map_or(DEFAULT_IMAGE, |s| s.value.as_str())
+            .to_string(),
+        cpu: g
+            .sizing
+            .cpu
+            .as_ref()
+            .or(d.cpu.as_ref())
+            .map_or(DEFAULT_CPU, |c| c.value),
+        memory,
+        disk,
+        labels: g.labels.to_map(),
+        taints,
+        tags: d
+            .tags
+            .iter()
+            .chain(g.sizing.tags)
+            .map(|t| t.value.clone())
+            .collect(),
+        share,
+        max_unavailable,
     }
 }
 
