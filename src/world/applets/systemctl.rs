@@ -177,39 +177,57 @@ fn status(inner: &Inner, vm: &str, unit: &str) -> Output {
 }
 
 /// `systemctl ARGS...`
-pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
-    let mut no_block = false;
-    let mut quiet = false;
-    let mut now = false;
-    let mut value = false;
-    let mut props: Vec<String> = Vec::new();
+/// systemctl's options, as this world reads them.
+#[derive(Default)]
+struct Opts {
+    no_block: bool,
+    quiet: bool,
+    now: bool,
+    value: bool,
+    props: Vec<String>,
+}
+
+/// The options and the words (verb, units) of a command line.
+fn parse(call: &Call) -> Result<(Opts, Vec<String>), Output> {
+    let mut o = Opts::default();
     let mut words = Vec::new();
     let mut args = Args::new(&call.args, Args::long_options);
     while let Some(flag) = args.next_flag() {
         match flag {
-            "--no-block" => no_block = true,
-            "-q" | "--quiet" => quiet = true,
-            "--now" => now = true,
-            "--value" => value = true,
+            "--no-block" => o.no_block = true,
+            "-q" | "--quiet" => o.quiet = true,
+            "--now" => o.now = true,
+            "--value" => o.value = true,
             "--no-pager" | "--system" | "--full" | "-l" | "--no-legend" | "--no-ask-password" => {}
-            "-p" | "--property" => props.extend(
+            "-p" | "--property" => o.props.extend(
                 args.value()
                     .into_iter()
                     .flat_map(|p| p.split(',').map(str::to_string).collect::<Vec<_>>()),
             ),
             "--user" => {
-                return Output::fail(
+                return Err(Output::fail(
                     1,
                     "Failed to connect to bus: No medium found (the world has no user manager)",
-                );
+                ));
             }
             s if s.starts_with('-') => {
                 let s = args.whole();
-                return Output::fail(1, format!("systemctl: unrecognized option '{s}'"));
+                return Err(Output::fail(
+                    1,
+                    format!("systemctl: unrecognized option '{s}'"),
+                ));
             }
             _ => words.push(args.whole().to_string()),
         }
     }
+    Ok((o, words))
+}
+
+pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
+    let (o, words) = match parse(call) {
+        Ok(parsed) => parsed,
+        Err(out) => return out,
+    };
     let Some((verb, units)) = words.split_first() else {
         return Output::fail(
             1,
@@ -241,7 +259,7 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
                 if verb != "start" {
                     stop(inner, vm, u);
                 }
-                let out = start(inner, call, u, !no_block).await;
+                let out = start(inner, call, u, !o.no_block).await;
                 if out.code != 0 {
                     return out;
                 }
@@ -257,154 +275,18 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
             }
             Output::default()
         }
-        "enable" | "disable" => {
-            let on = verb == "enable";
-            let mut err = String::new();
-            for u in &units {
-                if !root {
-                    return Output::fail(1, format!("Failed to {verb} unit: Access denied"));
-                }
-                if !exists(inner, vm, u) {
-                    return Output::fail(
-                        1,
-                        format!("Failed to {verb} unit: Unit file {u}.service does not exist."),
-                    );
-                }
-                set_enabled(inner, vm, u, on);
-                err.push_str(&if on {
-                    format!("Created symlink /etc/systemd/system/multi-user.target.wants/{u}.service → /etc/systemd/system/{u}.service.\n")
-                } else {
-                    format!("Removed \"/etc/systemd/system/multi-user.target.wants/{u}.service\".\n")
-                });
-                if now {
-                    if on {
-                        let out = start(inner, call, u, !no_block).await;
-                        if out.code != 0 {
-                            return out;
-                        }
-                    } else {
-                        stop(inner, vm, u);
-                    }
-                }
-            }
-            Output {
-                code: 0,
-                stdout: String::new(),
-                stderr: err,
-            }
-        }
-        "is-active" | "is-failed" => {
-            let states: Vec<&str> = units.iter().map(|u| state(inner, vm, u)).collect();
-            let good = if verb == "is-active" {
-                states.iter().all(|s| *s == "active")
-            } else {
-                states.contains(&"failed")
-            };
-            Output {
-                code: if good {
-                    0
-                } else if verb == "is-active" {
-                    3
-                } else {
-                    1
-                },
-                stdout: if quiet {
-                    String::new()
-                } else {
-                    states.iter().map(|s| format!("{s}\n")).collect()
-                },
-                stderr: String::new(),
-            }
-        }
-        "is-enabled" => {
-            let mut out = String::new();
-            let mut all = true;
-            for u in &units {
-                if !exists(inner, vm, u) {
-                    return Output::fail(
-                        1,
-                        format!(
-                            "Failed to get unit file state for {u}.service: No such file or directory"
-                        ),
-                    );
-                }
-                let e = enabled(inner, vm, u);
-                all &= e;
-                out.push_str(if e { "enabled\n" } else { "disabled\n" });
-            }
-            Output {
-                code: if all { 0 } else { 1 },
-                stdout: if quiet { String::new() } else { out },
-                stderr: String::new(),
-            }
-        }
-        "cat" => {
-            let mut out = String::new();
-            for u in &units {
-                let text = if u == TAILSCALED {
-                    Some(TAILSCALED_UNIT.to_string())
-                } else {
-                    inner
-                        .root(vm)
-                        .read(&format!("/etc/systemd/system/{u}.service"))
-                };
-                match text {
-                    Some(t) => out.push_str(&format!("# /etc/systemd/system/{u}.service\n{t}\n")),
-                    None => return Output::fail(1, format!("No files found for {u}.service.")),
-                }
-            }
-            Output::ok(out)
-        }
+        "enable" | "disable" => enable_disable(inner, call, verb, &units, &o).await,
+        "is-active" | "is-failed" => is_active(inner, vm, verb, &units, &o),
+        "is-enabled" => is_enabled(inner, vm, &units, &o),
+        "cat" => cat(inner, vm, &units),
         "status" => match units.first() {
             Some(u) => status(inner, vm, u),
             None => Output::fail(1, "systemctl status: which unit?"),
         },
-        "show" => {
-            let Some(u) = units.first() else {
-                return Output::fail(1, "systemctl show: which unit?");
-            };
-            let st = state(inner, vm, u);
-            let sub = match st {
-                "active" => "running",
-                "activating" => "start",
-                "failed" => "failed",
-                _ => "dead",
-            };
-            let all = [
-                ("ActiveState", st.to_string()),
-                ("SubState", sub.to_string()),
-                (
-                    "UnitFileState",
-                    if enabled(inner, vm, u) {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    }
-                    .to_string(),
-                ),
-                (
-                    "LoadState",
-                    if exists(inner, vm, u) {
-                        "loaded"
-                    } else {
-                        "not-found"
-                    }
-                    .to_string(),
-                ),
-            ];
-            let text: String = all
-                .iter()
-                .filter(|(k, _)| props.is_empty() || props.iter().any(|p| p == k))
-                .map(|(k, v)| {
-                    if value {
-                        format!("{v}\n")
-                    } else {
-                        format!("{k}={v}\n")
-                    }
-                })
-                .collect();
-            Output::ok(text)
-        }
+        "show" => match units.first() {
+            Some(u) => show(inner, vm, u, &o),
+            None => Output::fail(1, "systemctl show: which unit?"),
+        },
         other => Output::fail(
             1,
             format!(
@@ -412,4 +294,161 @@ pub async fn run(inner: &Arc<Inner>, call: &Call) -> Output {
             ),
         ),
     }
+}
+
+/// `enable`/`disable` (with `--now`: start/stop too).
+async fn enable_disable(
+    inner: &Arc<Inner>,
+    call: &Call,
+    verb: &str,
+    units: &[String],
+    o: &Opts,
+) -> Output {
+    let vm = call.vm.as_str();
+    let root = call.uid == 0;
+    let on = verb == "enable";
+    let mut err = String::new();
+    for u in units {
+        if !root {
+            return Output::fail(1, format!("Failed to {verb} unit: Access denied"));
+        }
+        if !exists(inner, vm, u) {
+            return Output::fail(
+                1,
+                format!("Failed to {verb} unit: Unit file {u}.service does not exist."),
+            );
+        }
+        set_enabled(inner, vm, u, on);
+        err.push_str(&if on {
+        format!("Created symlink /etc/systemd/system/multi-user.target.wants/{u}.service → /etc/systemd/system/{u}.service.\n")
+    } else {
+        format!("Removed \"/etc/systemd/system/multi-user.target.wants/{u}.service\".\n")
+    });
+        if o.now {
+            if on {
+                let out = start(inner, call, u, !o.no_block).await;
+                if out.code != 0 {
+                    return out;
+                }
+            } else {
+                stop(inner, vm, u);
+            }
+        }
+    }
+    Output {
+        code: 0,
+        stdout: String::new(),
+        stderr: err,
+    }
+}
+
+/// `is-active`/`is-failed`: exit 0 when every unit is (any is) so.
+fn is_active(inner: &Inner, vm: &str, verb: &str, units: &[String], o: &Opts) -> Output {
+    let states: Vec<&str> = units.iter().map(|u| state(inner, vm, u)).collect();
+    let good = if verb == "is-active" {
+        states.iter().all(|s| *s == "active")
+    } else {
+        states.contains(&"failed")
+    };
+    Output {
+        code: if good {
+            0
+        } else if verb == "is-active" {
+            3
+        } else {
+            1
+        },
+        stdout: if o.quiet {
+            String::new()
+        } else {
+            states.iter().map(|s| format!("{s}\n")).collect()
+        },
+        stderr: String::new(),
+    }
+}
+
+/// `is-enabled`.
+fn is_enabled(inner: &Inner, vm: &str, units: &[String], o: &Opts) -> Output {
+    let mut out = String::new();
+    let mut all = true;
+    for u in units {
+        if !exists(inner, vm, u) {
+            return Output::fail(
+                1,
+                format!("Failed to get unit file state for {u}.service: No such file or directory"),
+            );
+        }
+        let e = enabled(inner, vm, u);
+        all &= e;
+        out.push_str(if e { "enabled\n" } else { "disabled\n" });
+    }
+    Output {
+        code: if all { 0 } else { 1 },
+        stdout: if o.quiet { String::new() } else { out },
+        stderr: String::new(),
+    }
+}
+
+/// `cat`: the unit files.
+fn cat(inner: &Inner, vm: &str, units: &[String]) -> Output {
+    let mut out = String::new();
+    for u in units {
+        let text = if u == TAILSCALED {
+            Some(TAILSCALED_UNIT.to_string())
+        } else {
+            inner
+                .root(vm)
+                .read(&format!("/etc/systemd/system/{u}.service"))
+        };
+        match text {
+            Some(t) => out.push_str(&format!("# /etc/systemd/system/{u}.service\n{t}\n")),
+            None => return Output::fail(1, format!("No files found for {u}.service.")),
+        }
+    }
+    Output::ok(out)
+}
+
+/// `show UNIT` (`-p`/`--property`, `--value`).
+fn show(inner: &Inner, vm: &str, u: &str, o: &Opts) -> Output {
+    let st = state(inner, vm, u);
+    let sub = match st {
+        "active" => "running",
+        "activating" => "start",
+        "failed" => "failed",
+        _ => "dead",
+    };
+    let all = [
+        ("ActiveState", st.to_string()),
+        ("SubState", sub.to_string()),
+        (
+            "UnitFileState",
+            if enabled(inner, vm, u) {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .to_string(),
+        ),
+        (
+            "LoadState",
+            if exists(inner, vm, u) {
+                "loaded"
+            } else {
+                "not-found"
+            }
+            .to_string(),
+        ),
+    ];
+    let text: String = all
+        .iter()
+        .filter(|(k, _)| o.props.is_empty() || o.props.iter().any(|p| p == k))
+        .map(|(k, v)| {
+            if o.value {
+                format!("{v}\n")
+            } else {
+                format!("{k}={v}\n")
+            }
+        })
+        .collect();
+    Output::ok(text)
 }
