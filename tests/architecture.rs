@@ -547,10 +547,10 @@ impl Index {
             let depth = inline.iter().filter(|(a, b)| *a < i && i < *b).count();
             // A lone `super` or `crate` is a visibility (`pub(super)`).
             for path in paths.into_iter().filter(|p| p.len() > 1) {
-                if let Some(target) = self.resolve(&here, depth, &path) {
-                    if target != source.module {
-                        out.insert(target);
-                    }
+                if let Some(target) = self.resolve(&here, depth, &path)
+                    && target != source.module
+                {
+                    out.insert(target);
                 }
             }
             i += len.max(1);
