@@ -330,25 +330,7 @@ async fn handle(
     let Ok(body) = axum::body::to_bytes(body, MAX_PROXY_BODY).await else {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     };
-    let mut forwarded = HeaderMap::new();
-    for (name, value) in &headers {
-        if !is_hop_by_hop(name) && !is_proxy_owned(name) {
-            forwarded.append(name.clone(), value.clone());
-        }
-    }
-    if let Some(id) = &identity {
-        let email = &shared.config.user_email;
-        let pairs = [
-            (USER_ID_HEADER, Some(user_id(email))),
-            (EMAIL_HEADER, Some(email.clone())),
-            (TOKEN_CTX_HEADER, id.ctx.clone()),
-        ];
-        for (name, value) in pairs {
-            if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                forwarded.insert(HeaderName::from_static(name), v);
-            }
-        }
-    }
+    let forwarded = forwarded_headers(shared, &headers, identity.as_ref());
     let url = format!("{}{target}", backend.trim_end_matches('/'));
     let sent = shared
         .proxy_http
@@ -386,6 +368,36 @@ async fn handle(
     *resp.status_mut() = status;
     *resp.headers_mut() = out_headers;
     resp
+}
+
+/// The request's headers as the VM sees them: hop-by-hop and proxy-owned
+/// ones dropped, and for a caller with a token, who they are (exe.dev's
+/// user id, email and the token's context).
+fn forwarded_headers(
+    shared: &Shared,
+    headers: &HeaderMap,
+    identity: Option<&Identity>,
+) -> HeaderMap {
+    let mut forwarded = HeaderMap::new();
+    for (name, value) in headers {
+        if !is_hop_by_hop(name) && !is_proxy_owned(name) {
+            forwarded.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(id) = identity {
+        let email = &shared.config.user_email;
+        let pairs = [
+            (USER_ID_HEADER, Some(user_id(email))),
+            (EMAIL_HEADER, Some(email.clone())),
+            (TOKEN_CTX_HEADER, id.ctx.clone()),
+        ];
+        for (name, value) in pairs {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                forwarded.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    forwarded
 }
 
 fn unauthorized() -> Response {

@@ -218,7 +218,26 @@ async fn handle(
         _ => {}
     }
     // 422 / 200: the command runs.
-    let reply = match parse(&words) {
+    let reply = run_command(shared, &who.fingerprint, &words);
+    // Latency and the deadline: past it, the command has still happened.
+    let deadline = shared.config.deadline;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency.min(deadline)).await;
+    }
+    if latency > deadline {
+        return Outcome::error(504, "command timed out");
+    }
+    match fault {
+        Some(Fault::TimeoutAfterEffect) => Outcome::error(504, "command timed out"),
+        Some(Fault::DropAfterEffect) => Outcome::Drop,
+        _ => Outcome::plain(reply),
+    }
+}
+
+/// Runs a parsed request's command on the store (saved when it mutates),
+/// then hands a successful command's VM events to the world.
+fn run_command(shared: &Shared, fingerprint: &str, words: &[String]) -> Reply {
+    match parse(words) {
         Err(ParseError::Unknown) => Reply::error(404, "unknown command"),
         Err(ParseError::Usage(msg)) => Reply::error(422, &msg),
         Ok(inv) => {
@@ -226,7 +245,7 @@ async fn handle(
             let world = &mut *guard;
             let mut ctx = Ctx {
                 config: &shared.config,
-                fingerprint: &who.fingerprint,
+                fingerprint,
                 now_ms: now_ms(),
                 rng: &mut world.rng,
                 events: Vec::new(),
@@ -249,19 +268,6 @@ async fn handle(
             }
             reply
         }
-    };
-    // Latency and the deadline: past it, the command has still happened.
-    let deadline = shared.config.deadline;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency.min(deadline)).await;
-    }
-    if latency > deadline {
-        return Outcome::error(504, "command timed out");
-    }
-    match fault {
-        Some(Fault::TimeoutAfterEffect) => Outcome::error(504, "command timed out"),
-        Some(Fault::DropAfterEffect) => Outcome::Drop,
-        _ => Outcome::plain(reply),
     }
 }
 
