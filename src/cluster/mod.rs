@@ -19,8 +19,8 @@ pub use drain::{
 };
 pub use error::ClusterError;
 pub use kubeconfig::{
-    ClientAuth, SafeKubeconfig, credential_plugins, kubeconfig_rewrite, merge_kubeconfig,
-    yaml_error_without_content,
+    ClientAuth, SafeKubeconfig, contexts_of, credential_plugins, kubeconfig_rewrite,
+    merge_kubeconfig, yaml_error_without_content,
 };
 pub use nodes::{
     Drift, FIELD_MANAGER, NodeReadiness, NodeState, NodeView, Readiness, UnexpectedNode,
