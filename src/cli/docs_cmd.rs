@@ -98,30 +98,20 @@ fn write_pages(cmd: &clap::Command, main: bool, dir: &std::path::Path) -> std::i
     std::fs::write(dir.join(man.get_filename()), out)
 }
 
-/// clap_mangen's sections in its order, plus ENVIRONMENT (every variable
-/// the command reads, from the same definitions that parse it) and EXIT
-/// STATUS (from `exit::MEANINGS`), which clap_mangen does not write.
+/// clap_mangen's page, with ENVIRONMENT (every variable the command reads,
+/// from the same definitions that parse it) and EXIT STATUS (from
+/// `exit::MEANINGS`) added before VERSION, where man-pages(7) puts them;
+/// clap_mangen writes neither.
 fn render_page(cmd: &clap::Command, main: bool, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let man = clap_mangen::Man::new(cmd.clone());
-    man.render_title(w)?;
-    man.render_name_section(w)?;
-    man.render_synopsis_section(w)?;
-    man.render_description_section(w)?;
-    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
-        man.render_options_section(w)?;
-    }
-    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
-        man.render_subcommands_section(w)?;
-    }
-    if cmd.get_after_long_help().is_some() || cmd.get_after_help().is_some() {
-        man.render_extra_section(w)?;
-    }
-    w.write_all(environment_section(cmd, main).as_bytes())?;
-    w.write_all(exit_status_section().as_bytes())?;
-    if cmd.get_version().is_some() || cmd.get_long_version().is_some() {
-        man.render_version_section(w)?;
-    }
-    Ok(())
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    let page = String::from_utf8_lossy(&page);
+    let ours = environment_section(cmd, main) + &exit_status_section();
+    let text = match page.find(".SH VERSION") {
+        Some(at) => format!("{}{ours}{}", &page[..at], &page[at..]),
+        None => format!("{page}{ours}"),
+    };
+    w.write_all(text.as_bytes())
 }
 
 /// Variables read outside the argument definitions: (name, meaning, which
@@ -161,9 +151,13 @@ fn roff_text(s: &str) -> String {
 /// reads: from each argument's `env`, then [`OTHER_ENV`].
 fn environment_section(cmd: &clap::Command, main: bool) -> String {
     /// The command's own arguments' variables (globals included), and with
-    /// `deep` its subcommands', each once.
-    fn collect(cmd: &clap::Command, deep: bool, seen: &mut Vec<(String, String)>) {
-        for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+    /// `deep` its subcommands', each once: those of flags, or with `!flags`
+    /// those of positionals.
+    fn collect(cmd: &clap::Command, deep: bool, flags: bool, seen: &mut Vec<(String, String)>) {
+        for a in cmd
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_long().is_some() == flags)
+        {
             let Some(env) = a.get_env() else { continue };
             let name = env.to_string_lossy().into_owned();
             if seen.iter().any(|(n, _)| *n == name) {
@@ -178,12 +172,15 @@ fn environment_section(cmd: &clap::Command, main: bool) -> String {
         }
         if deep {
             for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-                collect(sub, deep, seen);
+                collect(sub, deep, flags, seen);
             }
         }
     }
     let mut vars = Vec::new();
-    collect(cmd, main, &mut vars);
+    // Flags first: a variable both a flag and a positional read (the token)
+    // is described as the flag.
+    collect(cmd, main, true, &mut vars);
+    collect(cmd, main, false, &mut vars);
     let reaches_out = main || cmd.get_arguments().any(|a| a.get_long() == Some("ssh-key"));
     for (name, meaning, commands) in OTHER_ENV {
         let applies = main
