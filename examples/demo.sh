@@ -10,12 +10,34 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=${1:-examples/minimal.yaml}
 
-# The dev build `cargo test` also uses: a newcomer builds once for both
-# commands (the release profile, fat LTO, is for installs and benchmarks).
-# EXEDEV_K8S_BIN runs a binary already built (tests/demo.rs does).
+# The demo stops at the first thing missing and says what to install,
+# before it starts anything (the emulator's VM world runs each setup script
+# in a bubblewrap sandbox; the token is minted from a throw-away SSH key).
+missing=()
+command -v ssh-keygen >/dev/null 2>&1 || missing+=("ssh-keygen (Debian/Ubuntu: apt-get install openssh-client)")
+command -v bwrap >/dev/null 2>&1 || missing+=("bwrap (Debian/Ubuntu: apt-get install bubblewrap)")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "demo: cannot start: missing ${missing[*]}" >&2
+  echo "demo: install it, then run bash examples/demo.sh again (.ci/run installs both)" >&2
+  exit 1
+fi
+
+# Which exedev-k8s: EXEDEV_K8S_BIN if set (tests/demo.rs sets it), else
+# one installed on PATH, else the dev build `cargo test` also uses (a
+# newcomer builds once for both commands; the release profile, fat LTO,
+# is for installs and benchmarks). The demo says which it runs.
 if [ -n "${EXEDEV_K8S_BIN:-}" ]; then
   bin=$EXEDEV_K8S_BIN
+  echo "demo: running $bin (EXEDEV_K8S_BIN)"
+elif command -v exedev-k8s >/dev/null 2>&1; then
+  bin=$(command -v exedev-k8s)
+  echo "demo: running the installed $bin ($("$bin" --version)); set EXEDEV_K8S_BIN to run another build"
 else
+  command -v cargo >/dev/null 2>&1 || {
+    echo "demo: no exedev-k8s on PATH and no cargo to build one: install Rust (https://rustup.rs), or set EXEDEV_K8S_BIN to a built binary" >&2
+    exit 1
+  }
+  echo "demo: no exedev-k8s on PATH: building this checkout (cargo build; set EXEDEV_K8S_BIN to run a binary you built)"
   cargo build --quiet
   bin=target/debug/exedev-k8s
 fi
@@ -39,7 +61,21 @@ ssh-keygen -q -t ed25519 -N '' -C demo -f "$work/key"
   --authorized-keys "$work/key.pub" --latency-ms 20 --boot-ms 300 \
   --run-setup-scripts --sleep-scale 0.05 >"$work/emu.out" &
 emu_pid=$!
-for _ in $(seq 100); do [ "$(wc -l <"$work/emu.out")" -ge 3 ] && break; sleep 0.05; done
+# The emulator prints three lines once it serves; if it exits first (say,
+# bubblewrap cannot create a sandbox here), its error is above: stop there.
+for _ in $(seq 200); do
+  [ "$(wc -l <"$work/emu.out")" -ge 3 ] && break
+  kill -0 "$emu_pid" 2>/dev/null || break
+  sleep 0.05
+done
+if [ "$(wc -l <"$work/emu.out")" -lt 3 ]; then
+  if kill -0 "$emu_pid" 2>/dev/null; then
+    echo "demo: the emulator did not start within 10 s; the demo stops here" >&2
+  else
+    echo "demo: the emulator failed to start (its error is above); the demo stops here" >&2
+  fi
+  exit 1
+fi
 EXE_DEV_ENDPOINT=$(sed -n 1p "$work/emu.out")
 # The ssh stand-in: `ssh <vm>.exe.xyz` reaches the emulated VM.
 EXEDEV_K8S_SSH=$(sed -n 2p "$work/emu.out" | cut -d= -f2-)

@@ -298,7 +298,13 @@ impl Client {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| fail(transport_kind(&e), transport_message(&e)))?;
+            .map_err(|e| {
+                let message = match plain_http_reply(&e) {
+                    true => plain_http_message(&self.endpoint),
+                    false => transport_message(&e),
+                };
+                fail(transport_kind(&e), message)
+            })?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -581,6 +587,44 @@ fn transport_kind(e: &reqwest::Error) -> ErrorKind {
         ErrorKind::ConnectFailed
     } else {
         ErrorKind::ConnectionLost
+    }
+}
+
+/// True when the TLS handshake got a reply that is not TLS at all: rustls
+/// reads the first bytes of a plain-HTTP answer ("HTTP/1.1 400") as a
+/// record of an unknown type and reports "received corrupt message of type
+/// InvalidContentType", which says nothing to a user who wrote https:// for
+/// an http server such as the emulator.
+fn plain_http_reply(e: &reqwest::Error) -> bool {
+    use std::error::Error;
+    let mut src: Option<&dyn Error> = Some(e);
+    while let Some(s) = src {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            );
+        }
+        if s.to_string().contains("InvalidContentType") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// What to do about an https:// endpoint that speaks plain http: the same
+/// URL with http://, which the tool accepts for a loopback host only.
+fn plain_http_message(endpoint: &str) -> String {
+    let plain = endpoint.replacen("https://", "http://", 1);
+    if check_endpoint(&plain).is_ok() {
+        format!(
+            "{endpoint} speaks plain http, not https (as the built-in emulator does): write --endpoint {plain}"
+        )
+    } else {
+        format!(
+            "{endpoint} speaks plain http, not https: exedev-k8s sends its token only over https (plain http only to 127.0.0.1, [::1] or localhost); check the URL"
+        )
     }
 }
 

@@ -458,18 +458,91 @@ pub fn write_private(path: &Path, content: &str) -> Result<(), SecretsError> {
     std::fs::rename(&tmp, path).map_err(|e| io("rename into", e))
 }
 
-/// Removes the fleet's stored secrets (`destroy --purge-secrets`).
-pub fn purge(fleet_dir: &Path, cluster: &str) -> Result<bool, SecretsError> {
+/// Removes the fleet's local state directory (`destroy --purge-secrets`):
+/// the stored k3s tokens and kubeconfig. Returns the directory and the
+/// names of the files it held (its `.gitignore` aside), so the command can
+/// say exactly what went; `None` when there was nothing to remove.
+pub fn purge(
+    fleet_dir: &Path,
+    cluster: &str,
+) -> Result<Option<(PathBuf, Vec<String>)>, SecretsError> {
     let dir = state_dir(fleet_dir, cluster);
+    let io = |what, source| SecretsError::Io {
+        what,
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut held: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".gitignore")
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read", e)),
+    };
+    held.sort();
     match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(SecretsError::Io {
-            what: "remove",
-            path: dir.display().to_string(),
-            source,
-        }),
+        Ok(()) => Ok(Some((dir, held))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("remove", e)),
     }
+}
+
+/// What `destroy --purge-secrets` removed, in one sentence.
+pub fn purged_note(cluster: &str, dir: &Path, held: &[String]) -> String {
+    let what = match held {
+        [] => "it was empty".to_string(),
+        [one] => format!("its {one}"),
+        [init @ .., last] => format!("its {} and {last}", init.join(", ")),
+    };
+    format!(
+        "Removed the local state of fleet {cluster:?}: {} ({what}).",
+        dir.display()
+    )
+}
+
+/// What an apply that generated tokens says once (stderr): which token(s),
+/// where they are stored, why to keep them, and how CI references them.
+/// Names only the tokens in `generated` (a fleet that sets one of them
+/// gets only the other generated). `None` when nothing was generated.
+pub fn generated_note(cluster: &str, generated: &[PathBuf]) -> Option<String> {
+    let kinds: Vec<&Stored> = [&SERVER_TOKEN, &AGENT_TOKEN]
+        .into_iter()
+        .filter(|k| {
+            generated
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| n == k.file))
+        })
+        .collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let files: Vec<String> = generated.iter().map(|p| p.display().to_string()).collect();
+    let refs: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("k3s.{}: {{env: {}}}", k.field, k.env))
+        .collect();
+    let server = kinds.iter().any(|k| k.file == SERVER_TOKEN.file);
+    let need = if server {
+        "restoring etcd snapshots and adding nodes later need"
+    } else {
+        "adding nodes later needs"
+    };
+    Some(if kinds.len() == 1 {
+        format!(
+            "Generated the {} of fleet {cluster:?} and stored it in {} (mode 0600, ignored by git). Keep a copy somewhere safe: {need} it. In CI, store it as a secret and write {}.",
+            kinds[0].what,
+            files.join(" and "),
+            refs[0]
+        )
+    } else {
+        format!(
+            "Generated the k3s tokens of fleet {cluster:?} (server and agent) and stored them in {} (mode 0600, ignored by git). Keep a copy somewhere safe: {need} them. In CI, store them as secrets and write {}.",
+            files.join(" and "),
+            refs.join(" and ")
+        )
+    })
 }
 
 #[cfg(test)]
@@ -683,8 +756,38 @@ network:
             let mode = std::fs::metadata(path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(purge(dir.path(), "demo").unwrap());
-        assert!(!purge(dir.path(), "demo").unwrap());
+        std::fs::write(state_dir(dir.path(), "demo").join("kubeconfig"), "x").unwrap();
+        let (gone, held) = purge(dir.path(), "demo").unwrap().expect("removed");
+        assert_eq!(gone, state_dir(dir.path(), "demo"));
+        assert_eq!(held, ["k3s-agent-token", "k3s-token", "kubeconfig"]);
+        assert!(!gone.exists());
+        assert_eq!(purge(dir.path(), "demo").unwrap(), None);
+        insta::assert_snapshot!(
+            purged_note("demo", Path::new(".exedev-k8s/demo"), &held),
+            @r#"Removed the local state of fleet "demo": .exedev-k8s/demo (its k3s-agent-token, k3s-token and kubeconfig)."#
+        );
+    }
+
+    /// The note names only the tokens generated: both, or the one the fleet
+    /// does not set (with only its CI reference).
+    #[test]
+    fn generated_note_names_only_the_generated_tokens() {
+        let dir = Path::new("./.exedev-k8s/acme");
+        let server = dir.join(STORED_TOKEN);
+        let agent = dir.join(STORED_AGENT_TOKEN);
+        assert_eq!(generated_note("acme", &[]), None);
+        insta::assert_snapshot!(
+            generated_note("acme", &[server.clone(), agent.clone()]).unwrap(),
+            @r#"Generated the k3s tokens of fleet "acme" (server and agent) and stored them in ./.exedev-k8s/acme/k3s-token and ./.exedev-k8s/acme/k3s-agent-token (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need them. In CI, store them as secrets and write k3s.token: {env: K3S_TOKEN} and k3s.agentToken: {env: K3S_AGENT_TOKEN}."#
+        );
+        insta::assert_snapshot!(
+            generated_note("acme", &[agent]).unwrap(),
+            @r#"Generated the k3s agent token of fleet "acme" and stored it in ./.exedev-k8s/acme/k3s-agent-token (mode 0600, ignored by git). Keep a copy somewhere safe: adding nodes later needs it. In CI, store it as a secret and write k3s.agentToken: {env: K3S_AGENT_TOKEN}."#
+        );
+        insta::assert_snapshot!(
+            generated_note("acme", &[server]).unwrap(),
+            @r#"Generated the k3s token of fleet "acme" and stored it in ./.exedev-k8s/acme/k3s-token (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need it. In CI, store it as a secret and write k3s.token: {env: K3S_TOKEN}."#
+        );
     }
 
     #[test]

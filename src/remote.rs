@@ -276,10 +276,14 @@ pub async fn wait_bootstrapped(
 }
 
 /// SSH failures no amount of waiting fixes: a VM that is still booting
-/// refuses or drops connections, it does not reject the key.
+/// refuses or drops connections, it does not reject the key. The same for
+/// a session the emulator's VM world could not sandbox (the read we send
+/// is a `cat`, which never runs bubblewrap itself: a `bwrap:` line is the
+/// session's own setup failing, e.g. a VM root that does not exist).
 fn ssh_cannot_work(e: &SshError) -> bool {
     match e {
         SshError::Spawn { .. } | SshError::BadWord { .. } | SshError::Local { .. } => true,
+        SshError::Remote { stderr, .. } => stderr.starts_with("bwrap: "),
         SshError::Connect { stderr, .. } => {
             stderr.contains("Permission denied")
                 || stderr.contains("Host key verification failed")
@@ -406,6 +410,12 @@ mod tests {
             command: "sh".into(),
             code: 1,
             stderr: String::new(),
+        }));
+        assert!(ssh_cannot_work(&SshError::Remote {
+            vm: "v".into(),
+            command: "sh".into(),
+            code: 1,
+            stderr: "bwrap: Can't find source path emu.json.world/vms/v/root/etc: No such file or directory".into(),
         }));
     }
 }

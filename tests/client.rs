@@ -469,3 +469,33 @@ fn a_plain_http_endpoint_off_loopback_is_refused() {
         assert!(Client::new(ok, Secret::new("t"), ClientOptions::default()).is_ok());
     }
 }
+
+/// `https://` to a plain-http server (the emulator): said as such, with the
+/// URL to write, instead of rustls's "received corrupt message of type
+/// InvalidContentType".
+#[tokio::test]
+async fn an_https_endpoint_that_speaks_plain_http_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers whatever arrives (a TLS ClientHello) as an http server does.
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut tmp = [0u8; 4096];
+            let _ = sock.read(&mut tmp).await;
+            let _ = sock
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let e = client(&format!("https://127.0.0.1:{port}/exec"))
+        .ls(None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ConnectFailed);
+    insta::assert_snapshot!(
+        e.message.replace(&port.to_string(), "PORT"),
+        @"https://127.0.0.1:PORT/exec speaks plain http, not https (as the built-in emulator does): write --endpoint http://127.0.0.1:PORT/exec"
+    );
+}

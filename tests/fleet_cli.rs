@@ -771,8 +771,48 @@ fn generated_k3s_token_is_stored_private_and_purged_only_on_request() {
     assert!(script("acme-db1").contains(stored_agent.trim()));
     env.ok(&["destroy", "-f", "base.yaml", "--yes"]);
     assert!(tok.exists(), "kept: needed to restore etcd snapshots");
-    env.ok(&["destroy", "-f", "base.yaml", "--yes", "--purge-secrets"]);
+    let out = env.ok(&["destroy", "-f", "base.yaml", "--yes", "--purge-secrets"]);
     assert!(!tok.exists() && !agent_tok.exists());
+    // It says what went: both tokens (and the kubeconfig when there is one).
+    assert!(
+        out.contains(
+            "Removed the local state of fleet \"acme\": ./.exedev-k8s/acme (its k3s-agent-token and k3s-token)."
+        ),
+        "{out}"
+    );
+}
+
+/// `-o json`, as kubectl users type it, is `--json` for plan, show and
+/// status.
+#[test]
+fn dash_o_json_is_json() {
+    let env = Env::new(|_| {});
+    let json = env.ok(&["plan", "-f", "base.yaml", "-o", "json"]);
+    assert_eq!(json, env.ok(&["plan", "-f", "base.yaml", "--json"]));
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&json).is_ok(),
+        "{json}"
+    );
+    env.ok(&["plan", "-f", "base.yaml", "--out", "p.json"]);
+    let shown = env.ok(&["show", "p.json", "-o", "json"]);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&shown).is_ok(),
+        "{shown}"
+    );
+    let out = env.run(&[
+        "status",
+        "-f",
+        "base.yaml",
+        "-o",
+        "json",
+        "--no-ssh",
+        "--no-probe",
+    ]);
+    let status = text(&out.stdout);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&status).is_ok(),
+        "{status}"
+    );
 }
 
 #[test]

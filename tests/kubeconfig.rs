@@ -175,9 +175,30 @@ fn out_with_merge_keeps_other_clusters() {
     assert_eq!(k.current_context.as_deref(), Some("demo"));
     assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());
     assert!(!text(&out.stdout).contains(CLIENT_KEY));
+    // The switch of kubectl's current cluster is said.
+    assert!(
+        text(&out.stdout).contains(
+            "current-context changed from \"prod\" to \"demo\": kubectl now talks to this cluster (switch back: kubectl config use-context prod)"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
 
-    // Without --merge, --out overwrites.
+    // Without --merge, --out refuses to drop the other context, before
+    // any SSH session...
+    let calls = env.calls();
+    let before = std::fs::read_to_string(&target).expect("read");
     let out = env.run(&["--out", &target.display().to_string()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("holds other contexts (\"prod\")") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), before);
+    assert_eq!(env.calls(), calls, "refused before fetching");
+    // ...and overwrites it with --overwrite.
+    let out = env.run(&["--out", &target.display().to_string(), "--overwrite"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let names: Vec<String> = kubeconfig(&target)
         .clusters

@@ -19,7 +19,7 @@ use crate::ui;
 pub struct ApplyArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    /// The fleet file (optional with a PLANFILE, which records it).
+    /// The fleet file (default: the one a PLANFILE records, else fleet.yaml).
     #[arg(short = 'f', long = "file", value_name = "FLEET")]
     pub file: Option<PathBuf>,
     /// A plan saved with `plan --out`: carried out exactly, or refused if stale.
@@ -72,7 +72,8 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
-    /// Also delete the stored k3s token under .exedev-k8s/<fleet>/.
+    /// Also delete .exedev-k8s/<fleet>/ beside the fleet file: the stored
+    /// k3s server and agent tokens and the kubeconfig.
     #[arg(long)]
     pub purge_secrets: bool,
     /// How many VMs are removed at once (1 or more).
@@ -110,11 +111,12 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
     let fleet_path = match (&a.file, &saved) {
         (Some(f), _) => f.clone(),
         (None, Some(p)) if !p.fleet_file.is_empty() => PathBuf::from(&p.fleet_file),
-        _ => {
+        (None, Some(_)) => {
             return Err(fail(
-                "which fleet? pass -f FLEET (or a PLANFILE saved by `plan --out`)",
+                "which fleet? the saved plan records no fleet file: pass -f FLEET",
             ));
         }
+        (None, None) => PathBuf::from(super::args::DEFAULT_FLEET),
     };
     let loaded = Session::load(&fleet_path)?;
     let client = a.api.client_with_ttl(
@@ -196,8 +198,14 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
         ..ApplySettings::default()
     };
     let code = execute(&s, &prepared, &settings, "destroy", a.json).await?;
-    if a.purge_secrets && crate::cluster_secrets::purge(&s.dir, &s.fleet.name)? && !a.json {
-        println!("Removed the stored k3s token for {:?}.", s.fleet.name);
+    if a.purge_secrets
+        && let Some((dir, held)) = crate::cluster_secrets::purge(&s.dir, &s.fleet.name)?
+        && !a.json
+    {
+        println!(
+            "{}",
+            crate::cluster_secrets::purged_note(&s.fleet.name, &dir, &held)
+        );
     }
     Ok(code)
 }
@@ -223,17 +231,8 @@ async fn execute(
         cancel: interrupt_flag(progress.notifier(), verb),
     };
     let done = engine::execute(s, prepared, settings, hooks).await?;
-    if !done.generated.is_empty() {
-        let files: Vec<String> = done
-            .generated
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        eprintln!(
-            "Generated the k3s tokens of fleet {:?} and stored them in {} (mode 0600, ignored by git). Keep a copy somewhere safe: restoring etcd snapshots and adding nodes later need them. In CI, store them as secrets and write k3s.token: {{env: K3S_TOKEN}} and k3s.agentToken: {{env: K3S_AGENT_TOKEN}}.",
-            s.fleet.name,
-            files.join(" and ")
-        );
+    if let Some(note) = crate::cluster_secrets::generated_note(&s.fleet.name, &done.generated) {
+        eprintln!("{note}");
     }
     let report = done.report;
     if json {

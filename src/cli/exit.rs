@@ -13,6 +13,24 @@
 
 use std::process::ExitCode;
 
+/// Every exit code and what it means, for the man pages' EXIT STATUS
+/// section (the table above says the same for readers of the code).
+pub const MEANINGS: &[(i32, &str)] = &[
+    (
+        0,
+        "Success. With plan --detailed-exitcode: success and no changes.",
+    ),
+    (
+        1,
+        "Any failure: a usage error, an invalid fleet, an API error, a refused or stale plan, a missing secret, a bug (a panic).",
+    ),
+    (
+        2,
+        "plan --detailed-exitcode: success, and the plan has changes. status: something differs from the fleet. Nothing that failed exits 2.",
+    ),
+    (130, "Interrupted twice (Ctrl-C)."),
+];
+
 /// Every failure.
 pub const FAILURE: u8 = 1;
 /// `plan --detailed-exitcode` with changes; `status` with a difference.
@@ -72,5 +90,15 @@ mod tests {
         assert_eq!(usage_code(&e), 0);
         let e = super::super::Cli::try_parse_from(["exedev-k8s"]).expect_err("no command");
         assert_eq!(usage_code(&e), FAILURE);
+    }
+
+    /// The man pages' table names every code this module defines.
+    #[test]
+    fn every_code_has_a_meaning() {
+        let codes: Vec<i32> = MEANINGS.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            codes,
+            [0, i32::from(FAILURE), i32::from(CHANGES), INTERRUPTED]
+        );
     }
 }

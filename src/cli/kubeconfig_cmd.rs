@@ -17,7 +17,7 @@ use crate::ssh::SshOptions;
 #[derive(Args, Debug)]
 pub struct KubeconfigArgs {
     /// The fleet file.
-    #[arg(short = 'f', long = "file", value_name = "FLEET")]
+    #[arg(short = 'f', long = "file", value_name = "FLEET", default_value = super::args::DEFAULT_FLEET)]
     pub file: PathBuf,
     /// Write here instead of .exedev-k8s/<fleet>/kubeconfig beside the fleet.
     #[arg(long, value_name = "FILE")]
@@ -26,13 +26,22 @@ pub struct KubeconfigArgs {
     /// instead of overwriting it.
     #[arg(long, requires = "out")]
     pub merge: bool,
+    /// Replace FILE even though it holds contexts of other clusters
+    /// (without it, --out refuses to drop them).
+    #[arg(long, requires = "out", conflicts_with = "merge")]
+    pub overwrite: bool,
     /// This machine is not on the tailnet: commands of this tool that talk to
     /// the cluster will go through an SSH tunnel to the first server. The
     /// file still names the tailnet URL, for kubectl on tailnet machines.
     #[arg(long)]
     pub via_ssh_tunnel: bool,
     /// SSH private key registered with exe.dev (default: ssh's own choice).
-    #[arg(long, env = "EXE_DEV_SSH_KEY", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "EXE_DEV_SSH_KEY",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub ssh_key: Option<PathBuf>,
     /// Extra SSH attempts after a connection failure (exe.dev drops bursts).
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -76,10 +85,77 @@ fn write_user_file(path: &Path, content: &str) -> CliResult<()> {
     std::fs::rename(&tmp, path).map_err(|e| err("replace", e))
 }
 
+/// What `--out FILE` found already there: nothing, or its contexts and
+/// current context (read before anything is fetched, so a refusal costs
+/// no SSH session).
+fn existing_contexts(path: &Path) -> CliResult<Option<(Vec<String>, Option<String>)>> {
+    match std::fs::read_to_string(path) {
+        Ok(raw) => Ok(Some(crate::cluster::contexts_of(&raw).map_err(|e| {
+            fail(format!(
+                "{} exists and cannot be read as a kubeconfig: {e}",
+                path.display()
+            ))
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fail(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// `--out FILE` without `--merge` replaces FILE: refused when FILE holds
+/// contexts of other clusters (they would be dropped silently), unless
+/// `--overwrite` asks for it.
+fn check_overwrite(path: &Path, cluster: &str, contexts: &[String]) -> CliResult<()> {
+    let others: Vec<&str> = contexts
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != cluster)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let path = crate::text::one_line(&path.display().to_string()).into_owned();
+    let names = others
+        .iter()
+        .map(|c| format!("{:?}", crate::text::one_line(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(super::CliError {
+        message: format!(
+            "{path} holds other contexts ({names}): writing fleet {cluster:?}'s kubeconfig over it would drop them. Nothing was written"
+        ),
+        hint: Some(format!(
+            "add it beside them with --merge, write another file, or replace {path} with --overwrite"
+        )),
+        code: super::exit::FAILURE,
+    })
+}
+
+/// Says when `--merge` changed the file's `current-context` (kubectl then
+/// talks to another cluster), and how to switch back.
+fn current_context_note(before: Option<&str>, cluster: &str) -> Option<String> {
+    match before {
+        Some(b) if b == cluster => None,
+        Some(b) => Some(format!(
+            "current-context changed from {:?} to {cluster:?}: kubectl now talks to this cluster (switch back: kubectl config use-context {})",
+            crate::text::one_line(b),
+            crate::shellwords::quote(&crate::text::one_line(b)).unwrap_or_default()
+        )),
+        None => Some(format!("current-context set to {cluster:?}")),
+    }
+}
+
 /// Runs `exedev-k8s kubeconfig`.
 pub async fn run(a: KubeconfigArgs) -> CliResult {
     let fleet = crate::engine::Session::load(&a.file)?.fleet;
     let cluster = fleet.name.clone();
+    let before = match &a.out {
+        Some(out) => existing_contexts(out)?,
+        None => None,
+    };
+    if let (Some((contexts, _)), Some(out), false, false) = (&before, &a.out, a.merge, a.overwrite)
+    {
+        check_overwrite(out, &cluster, contexts)?;
+    }
     let ssh = SshOptions {
         retries: a.ssh_retries,
         retry_delay: a.ssh_retry_delay,
@@ -112,6 +188,14 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         target.display(),
         server_url_of(&fleet, &from)
     );
+    if a.merge
+        && let Some(note) = current_context_note(
+            before.as_ref().and_then(|(_, current)| current.as_deref()),
+            &cluster,
+        )
+    {
+        println!("{note}");
+    }
     if a.via_ssh_tunnel {
         println!(
             "without Tailscale on this machine, reach the API with: ssh -N -L 6443:127.0.0.1:6443 -o HostKeyAlias=exe.dev {from}.exe.xyz, then kubectl --server https://127.0.0.1:6443"
@@ -123,4 +207,38 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overwriting_other_contexts_is_refused_with_the_ways_out() {
+        let p = Path::new("kube/config");
+        assert!(check_overwrite(p, "demo", &[]).is_ok());
+        assert!(check_overwrite(p, "demo", &["demo".into()]).is_ok());
+        let e = check_overwrite(p, "demo", &["prod".into(), "demo".into(), "lab".into()])
+            .expect_err("refused");
+        insta::assert_snapshot!(
+            format!("{}\nhint: {}", e.message, e.hint.unwrap_or_default()),
+            @r#"
+        kube/config holds other contexts ("prod", "lab"): writing fleet "demo"'s kubeconfig over it would drop them. Nothing was written
+        hint: add it beside them with --merge, write another file, or replace kube/config with --overwrite
+        "#
+        );
+    }
+
+    #[test]
+    fn a_changed_current_context_is_said() {
+        assert_eq!(current_context_note(Some("demo"), "demo"), None);
+        insta::assert_snapshot!(
+            current_context_note(Some("prod"), "demo").unwrap(),
+            @r#"current-context changed from "prod" to "demo": kubectl now talks to this cluster (switch back: kubectl config use-context prod)"#
+        );
+        insta::assert_snapshot!(
+            current_context_note(None, "demo").unwrap(),
+            @r#"current-context set to "demo""#
+        );
+    }
 }

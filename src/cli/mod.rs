@@ -156,7 +156,7 @@ pub struct Cli {
 pub struct ApiArgs {
     /// The /exec endpoint (the built-in emulator prints its own); a bare
     /// origin means its /exec.
-    #[arg(long, env = "EXE_DEV_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true,
+    #[arg(long, env = "EXE_DEV_ENDPOINT", hide_env_values = true, default_value = DEFAULT_ENDPOINT, global = true,
           value_parser = crate::client::parse_endpoint)]
     pub endpoint: String,
     /// An exe0/exe1 API token.
@@ -164,7 +164,7 @@ pub struct ApiArgs {
     pub token: Option<String>,
     /// An SSH private key registered with exe.dev: tokens are minted from it
     /// on the fly with only the commands needed and a 1 h expiry.
-    #[arg(long, env = "EXE_DEV_SSH_KEY", global = true)]
+    #[arg(long, env = "EXE_DEV_SSH_KEY", hide_env_values = true, global = true)]
     pub ssh_key: Option<PathBuf>,
 }
 
@@ -258,7 +258,13 @@ pub fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return exit::usage_error(&e),
+        Err(e) => {
+            let code = exit::usage_error(&e);
+            if let Some(hint) = positional_fleet_hint(&e, &args) {
+                eprintln!("hint: {}", crate::text::one_line(&hint));
+            }
+            return code;
+        }
     };
     // Every command but the emulator waits on the network, with bounded
     // concurrency: one thread drives it all (fewer threads and allocator
@@ -287,6 +293,33 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `exedev-k8s plan fleet.yaml`: clap refuses the stray positional; the
+/// likely meaning is `-f fleet.yaml`, said for every command that takes a
+/// fleet file (apply takes a PLANFILE there and says so itself).
+fn positional_fleet_hint(e: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(stray)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if stray.starts_with('-') {
+        return None;
+    }
+    let cli = Cli::command();
+    let sub = args.iter().skip(1).find_map(|a| cli.find_subcommand(a))?;
+    sub.get_arguments()
+        .any(|a| a.get_short() == Some('f') && a.get_long() == Some("file"))
+        .then(|| {
+            format!(
+                "did you mean `exedev-k8s {} -f {stray}`? (without -f, it reads fleet.yaml in the working directory)",
+                sub.get_name()
+            )
+        })
 }
 
 async fn run(cli: Cli) -> CliResult {

@@ -24,8 +24,14 @@ pub struct PlanArgs {
     /// Plan the teardown of every VM the fleet owns.
     #[arg(long)]
     pub destroy: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "human")]
+    /// Output format (`-o json`, as kubectl writes it, works too).
+    #[arg(
+        short = 'o',
+        long,
+        visible_alias = "output",
+        value_enum,
+        default_value = "human"
+    )]
     pub format: Format,
     /// Same as --format json.
     #[arg(long)]

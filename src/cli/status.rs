@@ -20,6 +20,15 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Output format: `-o json` (kubectl's habit) is --json.
+    #[arg(
+        short = 'o',
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "human"
+    )]
+    pub output: super::args::TableFormat,
     /// Wait until every VM is a Ready Node with the fleet's labels and taints.
     #[arg(long)]
     pub wait: bool,
@@ -35,8 +44,9 @@ pub struct StatusArgs {
 }
 
 pub async fn run(a: StatusArgs) -> CliResult {
+    let json = a.json || a.output == super::args::TableFormat::Json;
     let s = super::read_only_session(&a.fleet, &a.api, &a.kube)?;
-    let notes = super::notes(a.json);
+    let notes = super::notes(json);
     let (st, converged) = engine::status(
         &s,
         &StatusRequest {
@@ -48,7 +58,7 @@ pub async fn run(a: StatusArgs) -> CliResult {
         &notes,
     )
     .await?;
-    if a.json {
+    if json {
         write_stdout(
             crate::text::json_safe(&serde_json::to_string_pretty(&st)?).into_owned() + "\n",
         )?;

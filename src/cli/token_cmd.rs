@@ -21,7 +21,7 @@ pub enum TokenCmd {
 #[derive(Args, Debug)]
 pub struct MintArgs {
     /// OpenSSH private key (ed25519 or ECDSA) registered with exe.dev.
-    #[arg(long, env = "EXE_DEV_SSH_KEY")]
+    #[arg(long, env = "EXE_DEV_SSH_KEY", hide_env_values = true)]
     pub ssh_key: PathBuf,
     /// Commands the token may run, comma-separated; names with spaces are
     /// given whole: --cmds 'ls,new,share port'. Default: exe.dev's defaults.

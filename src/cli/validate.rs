@@ -20,8 +20,14 @@ pub struct SchemaArgs {}
 pub struct ShowArgs {
     /// A plan saved with `plan --out`.
     pub planfile: PathBuf,
-    /// Output format (markdown: whole, never summarised).
-    #[arg(long, value_enum, default_value = "human")]
+    /// Output format (markdown: whole, never summarised; `-o json` works too).
+    #[arg(
+        short = 'o',
+        long,
+        visible_alias = "output",
+        value_enum,
+        default_value = "human"
+    )]
     pub format: Format,
     /// Same as --format json.
     #[arg(long)]

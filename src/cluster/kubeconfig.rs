@@ -503,6 +503,34 @@ fn parse_user(raw: &str, what: &str) -> Result<Map<String, Value>, ClusterError>
     }
 }
 
+/// A user's kubeconfig at a glance: its contexts' names and its
+/// `current-context`, for `kubeconfig --out` to refuse dropping other
+/// contexts and to say when `--merge` switches the current one. Never
+/// quotes the file (it may hold credentials).
+pub fn contexts_of(raw: &str) -> Result<(Vec<String>, Option<String>), ClusterError> {
+    let doc = parse_user(raw, "the existing kubeconfig")?;
+    let names = match doc.get("contexts") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|c| c.get("name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => {
+            return Err(invalid(
+                "the existing kubeconfig",
+                "`contexts` is not a list",
+            ));
+        }
+    };
+    let current = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    Ok((names, current))
+}
+
 /// The credential plugins a user's kubeconfig would run, as
 /// `user "NAME": exec` / `auth-provider`: for the warning printed when a
 /// `--kubeconfig` the user brings is used as it is. Unreadable files give

@@ -20,8 +20,8 @@ pub use drain::{
 };
 pub use error::ClusterError;
 pub use kubeconfig::{
-    ClientAuth, SafeKubeconfig, credential_plugins, kubeconfig_rewrite, merge_kubeconfig,
-    yaml_error_without_content,
+    ClientAuth, SafeKubeconfig, contexts_of, credential_plugins, kubeconfig_rewrite,
+    merge_kubeconfig, yaml_error_without_content,
 };
 pub use nodes::{
     FIELD_MANAGER, NodeView, Readiness, UnexpectedNode, apply_labels_taints, is_system_taint,

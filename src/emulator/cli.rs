@@ -81,9 +81,23 @@ fn parse_backend(s: &str) -> Result<(String, String), String> {
     Ok((vm.to_string(), url.to_string()))
 }
 
+/// `path` made absolute against the working directory at start: the VM
+/// world hands its directories to stand-ins (`EXEDEV_K8S_SSH=<world>/ssh`,
+/// the sandbox's bind mounts) that run from other directories, where a
+/// relative `--state emu.json` would name nothing.
+fn absolute(path: &std::path::Path) -> Result<PathBuf, EmulatorError> {
+    std::path::absolute(path)
+        .map_err(|e| EmulatorError::Config(format!("cannot make {} absolute: {e}", path.display())))
+}
+
 impl EmulatorArgs {
-    /// The configuration these flags describe (reads the key files).
+    /// The configuration these flags describe (reads the key files). Every
+    /// path in it is absolute.
     pub fn config(&self) -> Result<EmulatorConfig, EmulatorError> {
+        let abs = |p: &Option<PathBuf>| p.as_deref().map(absolute).transpose();
+        let state = abs(&self.state)?;
+        let mut world_args = self.world.clone();
+        world_args.world_dir = abs(&self.world.world_dir)?;
         let mut keys = Vec::new();
         for path in &self.authorized_keys {
             keys.extend(load_public_keys(path).map_err(|e| EmulatorError::Config(e.to_string()))?);
@@ -101,14 +115,14 @@ impl EmulatorArgs {
         });
         Ok(EmulatorConfig {
             authorized_keys: keys,
-            state_file: self.state.clone(),
+            state_file: state.clone(),
             rate_limit,
             deadline: Duration::from_millis(self.deadline_ms),
             boot: Duration::from_millis(self.boot_ms),
             fault_rate: self.fault_rate,
             latency: Duration::from_millis(self.latency_ms),
             seed: self.seed,
-            log_file: self.log.clone(),
+            log_file: abs(&self.log)?,
             strict: StrictOptions {
                 rm_missing_422: self.rm_missing_422,
                 allow_digit_suffix: self.allow_digit_suffix,
@@ -116,9 +130,8 @@ impl EmulatorArgs {
             },
             user_email: self.email.clone(),
             proxy_backends: self.proxy_backends.iter().cloned().collect(),
-            world: self
-                .world
-                .config(self.state.as_ref())
+            world: world_args
+                .config(state.as_ref())
                 .map_err(EmulatorError::Config)?,
         })
     }
@@ -278,6 +291,26 @@ mod tests {
             w.dir.as_deref(),
             Some(std::path::Path::new("/tmp/emu.json.world"))
         );
+        // A relative --state (or --world-dir) is made absolute at start:
+        // stand-ins run from other directories.
+        let cwd = std::env::current_dir().unwrap();
+        for (flag, want) in [("--state", "emu.json.world"), ("--world-dir", "emu.json")] {
+            let cli = Cli::try_parse_from([
+                "emulator",
+                "--authorized-keys",
+                k,
+                flag,
+                "emu.json",
+                "--run-setup-scripts",
+            ])
+            .unwrap();
+            let c = cli.emulator.config().unwrap();
+            let w = c.world.unwrap();
+            assert_eq!(w.dir, Some(cwd.join(want)), "{flag}");
+            if flag == "--state" {
+                assert_eq!(c.state_file, Some(cwd.join("emu.json")));
+            }
+        }
         let bad = Cli::try_parse_from([
             "emulator",
             "--authorized-keys",

@@ -18,6 +18,10 @@ use crate::token::TokenError;
 /// ([`EngineError::Incomplete`]).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// There is no fleet file at the path given (or, without `-f`, no
+    /// `fleet.yaml` in the working directory).
+    #[error("{} does not exist{}", path.display(), if path.is_relative() { " (relative to the working directory)" } else { "" })]
+    FleetMissing { path: PathBuf },
     /// The fleet file does not parse or validate.
     #[error("{path} is not a valid fleet:\n{errors}")]
     Fleet { path: PathBuf, errors: FleetErrors },
@@ -107,6 +111,9 @@ impl Hint for EngineError {
                     fleet.display()
                 ))
             }
+            EngineError::FleetMissing { .. } => Some(
+                "name the fleet file with -f FLEET; without -f, exedev-k8s reads fleet.yaml in the working directory".into(),
+            ),
             EngineError::MissingSecrets { .. } => Some(
                 "set them where this runs. A job that lacks them on purpose (a pull-request plan) names them in --skip-secret-check; apply always checks them all".into(),
             ),

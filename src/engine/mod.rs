@@ -61,6 +61,12 @@ pub struct Session {
 impl Session {
     /// Reads and validates the fleet file; no call is made.
     pub fn load(path: &Path) -> Result<crate::workspace::LoadedFleet, EngineError> {
+        // A missing file is a wrong path, not an invalid fleet: said plainly.
+        if std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            return Err(EngineError::FleetMissing {
+                path: path.to_path_buf(),
+            });
+        }
         crate::workspace::load_fleet(path).map_err(|errors| EngineError::Fleet {
             path: path.to_path_buf(),
             errors,

@@ -42,7 +42,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<Fleet, FleetErrors> {
         with_snippet: false,
     };
     let file: FleetFile = serde_saphyr::from_str_with_options(source, options)
-        .map_err(|e| FleetErrors::from(yaml_error(&e, file_name)))?;
+        .map_err(|e| FleetErrors::from(yaml_error(&e, file_name, source)))?;
     let errors = validate(&file, file_name);
     if !errors.is_empty() {
         return Err(FleetErrors(errors));
@@ -50,9 +50,53 @@ pub fn parse(source: &str, file_name: &str) -> Result<Fleet, FleetErrors> {
     resolve(&file, file_name)
 }
 
+/// A key written with nothing after its colon where a mapping belongs
+/// (`tailscale:` on line `line`, `column` just past the colon): its name,
+/// and what its following lines show. Usually the lines meant to be inside
+/// it are indented as far as the key itself, which makes them its
+/// siblings.
+fn empty_mapping_key(source: &str, line: u64, column: u64) -> Option<(String, String)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let at = usize::try_from(line).ok()?.checked_sub(1)?;
+    let text = lines.get(at)?;
+    let colon = text
+        .char_indices()
+        .take_while(|(i, _)| (*i as u64) < column)
+        .filter(|(_, c)| *c == ':')
+        .last()?
+        .0;
+    let after = text[colon + 1..].trim();
+    if !(after.is_empty() || after.starts_with('#')) {
+        return None;
+    }
+    let key_text = text[..colon].trim_start_matches([' ', '-']);
+    let key = key_text.trim();
+    if key.is_empty() {
+        return None;
+    }
+    let indent = text.len() - text.trim_start_matches([' ', '-']).len();
+    let next = lines
+        .iter()
+        .enumerate()
+        .skip(at + 1)
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let hint = match next {
+        Some((i, next)) if next.len() - next.trim_start().len() <= indent => format!(
+            "line {} is indented no further than `{key}:` ({indent} spaces), so YAML reads it as a sibling of `{key}`, not inside it: if the keys of `{key}` start there, indent them further, e.g. {} spaces",
+            i + 1,
+            indent + 2
+        ),
+        _ => format!("write the keys of `{key}` under it, indented further than `{key}:`"),
+    };
+    Some((
+        format!("`{key}:` has no value: expected a mapping (key: value) under it"),
+        hint,
+    ))
+}
+
 /// Turns serde-saphyr's error into a [`FleetError`], with a hint chosen from
 /// the kind of mistake.
-fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
+fn yaml_error(err: &serde_saphyr::Error, file_name: &str, source: &str) -> FleetError {
     use serde_saphyr::Error as E;
     let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
     let mut inner = err;
@@ -111,11 +155,19 @@ fn yaml_error(err: &serde_saphyr::Error, file_name: &str) -> FleetError {
         }
         _ => "fix the YAML syntax here (indentation, colons, quotes, brackets)",
     };
+    // An empty key where a mapping belongs: name it and the likely
+    // indentation slip.
+    let (message, hint) = match inner {
+        E::Unexpected { expected, .. } if expected.contains("mapping") => {
+            empty_mapping_key(source, line, column).unwrap_or_else(|| (message, hint.to_string()))
+        }
+        _ => (message, hint.to_string()),
+    };
     FleetError {
         file: file_name.to_string(),
         line,
         column,
         message,
-        hint: Some(hint.to_string()),
+        hint: Some(hint),
     }
 }

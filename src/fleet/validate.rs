@@ -81,7 +81,7 @@ pub fn validate(fleet: &FleetFile, file: &str) -> Vec<FleetError> {
     check_network(&mut cx, fleet);
 
     let d = &fleet.defaults;
-    check_node_group(&mut cx, d.sizing());
+    check_node_group(&mut cx, d.sizing(), MIN_SERVER_MEMORY);
 
     let cp = &fleet.control_plane;
     if let Some(count) = &cp.count
@@ -98,7 +98,7 @@ pub fn validate(fleet: &FleetFile, file: &str) -> Vec<FleetError> {
         };
         cx.at(count, msg, "write count: 1, 3 or 5");
     }
-    check_node_group(&mut cx, cp.sizing());
+    check_node_group(&mut cx, cp.sizing(), MIN_SERVER_MEMORY);
     check_labels(&mut cx, &cp.labels);
     check_taints(&mut cx, &cp.taints);
     check_share(&mut cx, &cp.share);
@@ -147,7 +147,7 @@ pub fn validate(fleet: &FleetFile, file: &str) -> Vec<FleetError> {
                 "write 1 (the default: one node at a time) or more",
             );
         }
-        check_node_group(&mut cx, pool.sizing());
+        check_node_group(&mut cx, pool.sizing(), MIN_AGENT_MEMORY);
         check_labels(&mut cx, &pool.labels);
         check_taints(&mut cx, &pool.taints);
         check_share(&mut cx, &pool.share);
@@ -213,6 +213,37 @@ fn check_minimums(cx: &mut Ctx, fleet: &FleetFile) {
             );
         }
     }
+}
+
+/// The unit a bare number most likely lacks, chosen so the size passes
+/// `floor` (the role's minimum): megabytes when that is enough (`4096` →
+/// `4096MB`), else gigabytes for a number under 1024 (`20` → `20GB`, never
+/// `20MB` under a 5GB floor), else the floor itself (`1024` for a server's
+/// memory meant megabytes, too few: `2GB or more`, not `1024GB`).
+fn unit_that_passes(number: &str, floor: ByteSize) -> String {
+    let Ok(n) = number.parse::<u64>() else {
+        return floor.to_string();
+    };
+    let passes = |mult: u64| n.checked_mul(mult).is_some_and(|b| b >= floor.0);
+    if passes(1 << 20) {
+        format!("{n}MB")
+    } else if n < 1024 && passes(1 << 30) {
+        format!("{n}GB")
+    } else {
+        // A thousand or more is megabytes meant, too few: the floor.
+        format!("{floor} or more")
+    }
+}
+
+/// `8Gi` (a Kubernetes quantity) written as this file reads it, `8GiB`.
+fn kubernetes_quantity(value: &str) -> Option<String> {
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = value.split_at(split);
+    let unit = unit.trim();
+    let fixed = ["Ki", "Mi", "Gi", "Ti"]
+        .into_iter()
+        .find(|u| u.eq_ignore_ascii_case(unit))?;
+    (!num.is_empty()).then(|| format!("{num}{fixed}B"))
 }
 
 fn check_header(cx: &mut Ctx, fleet: &FleetFile) {
@@ -475,7 +506,9 @@ fn check_network(cx: &mut Ctx, fleet: &FleetFile) {
     check_secret(cx, &ts.auth_key, "TS_AUTHKEY");
 }
 
-fn check_node_group(cx: &mut Ctx, g: Sizing<'_>) {
+/// `min_memory`: the memory floor of the group's role (servers' for
+/// `defaults`, which servers inherit too), so a suggested size passes.
+fn check_node_group(cx: &mut Ctx, g: Sizing<'_>, min_memory: ByteSize) {
     let Sizing {
         image,
         cpu,
@@ -501,7 +534,7 @@ fn check_node_group(cx: &mut Ctx, g: Sizing<'_>) {
             "write a whole number of vCPUs from 1 to 64",
         );
     }
-    for (field, size) in [("memory", memory), ("disk", disk)] {
+    for (field, size, floor) in [("memory", memory, min_memory), ("disk", disk, MIN_DISK)] {
         let Some(size) = size else { continue };
         match ByteSize::parse_with_unit(&size.value) {
             Ok(b) if b.0 == 0 => cx.at(
@@ -514,14 +547,19 @@ fn check_node_group(cx: &mut Ctx, g: Sizing<'_>) {
                 size,
                 e.to_string(),
                 format!(
-                    "write e.g. {}MB or 4GB: sizes take a unit, B, KB, MB, GB or TB (binary multiples)",
-                    size.value.trim()
+                    "write {}: sizes take a unit, B, KB, MB, GB or TB (binary multiples; KiB, MiB, GiB and TiB too)",
+                    unit_that_passes(size.value.trim(), floor)
                 ),
             ),
             Err(e) => cx.at(
                 size,
                 e.to_string(),
-                "write a whole number with a unit, e.g. 4GB, 512MB or 1TB",
+                match kubernetes_quantity(size.value.trim()) {
+                    Some(fixed) => format!(
+                        "write {fixed} (Kubernetes' Ki, Mi, Gi and Ti are written KiB, MiB, GiB and TiB here; KB, MB, GB and TB mean the same)"
+                    ),
+                    None => "write a whole number with a unit, e.g. 4GB, 4GiB, 512MB or 1TB".to_string(),
+                },
             ),
         }
     }

@@ -123,6 +123,20 @@ fn create_attrs(fleet: &Fleet, d: &DesiredVm, release: &Release) -> Vec<AttrChan
         a.push(attr("share.public", None, Some(s.public.to_string())));
     }
     a.extend(k3s_args_attr(fleet, d));
+    // What the node gets from k3s and the API: the same names an update
+    // shows (`labels.<key>`, `taints`, `k3s.disable`), so a reviewer sees
+    // them before the node exists, not only when they later drift.
+    for (k, v) in &d.labels {
+        a.push(attr(&format!("labels.{k}"), None, Some(v.clone())));
+    }
+    if !d.taints.is_empty() {
+        let taints: Vec<String> = d.taints.iter().map(ToString::to_string).collect();
+        a.push(attr("taints", None, Some(taints.join(","))));
+    }
+    let (_, disable) = spec::k3s_settings(fleet, d.role);
+    if !disable.is_empty() {
+        a.push(attr("k3s.disable", None, Some(disable.join(" "))));
+    }
     a
 }
 

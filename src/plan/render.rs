@@ -79,6 +79,23 @@ fn heading(c: &Change) -> String {
     )
 }
 
+/// A warning's lines: the tool's own warnings may carry an error that
+/// spans lines (its advice indented under it); each line is shown as a
+/// line, never as a literal `\n`. Outside text inside them is escaped by
+/// the caller, line by line.
+fn warning_lines(w: &str) -> impl Iterator<Item = &str> {
+    w.lines().map(str::trim).filter(|l| !l.is_empty())
+}
+
+/// A warning as markdown quote lines (`> ...`); GitHub comments keep the
+/// line breaks.
+fn markdown_warning(w: &str) -> String {
+    warning_lines(w)
+        .map(|l| format!("> {}", md_text(l)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Terraform-like text; ANSI colour only when `colour` is true.
 pub fn human(plan: &Plan, colour_on: bool) -> String {
     let mut out = String::new();
@@ -130,7 +147,10 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");
         for w in &plan.warnings {
-            let _ = writeln!(out, "  ! {}", one_line(w));
+            for (i, line) in warning_lines(w).enumerate() {
+                let mark = if i == 0 { "  ! " } else { "    " };
+                let _ = writeln!(out, "{mark}{}", one_line(line));
+            }
         }
     }
     let _ = writeln!(out, "\nPlan: {}.", summary_line(plan));
@@ -242,7 +262,7 @@ pub fn markdown(plan: &Plan) -> String {
     if !plan.warnings.is_empty() {
         let _ = writeln!(out, "\n> [!WARNING]");
         for w in &plan.warnings {
-            let _ = writeln!(out, "> {}", md_text(w));
+            let _ = writeln!(out, "{}", markdown_warning(w));
         }
     }
     out
@@ -272,7 +292,7 @@ pub fn markdown_within(plan: &Plan, max_bytes: usize, full_plan: &str) -> String
     if !plan.warnings.is_empty() {
         out.push_str("> [!WARNING]\n");
         for w in &plan.warnings {
-            let line = format!("> {}", md_text(w));
+            let line = markdown_warning(w);
             if fits(&out, &line) {
                 let _ = writeln!(out, "{line}");
             } else {

@@ -1235,3 +1235,33 @@ fn check_scripts_on_the_worst_case_matches_checking_every_vm() {
         "the sweep must reach the limit between big9 and big10"
     );
 }
+
+/// A warning that quotes a multi-line error (a KubeAccessError's advice
+/// under it) shows its lines as lines, in every text format: never a
+/// literal `\n`.
+#[test]
+fn multi_line_warnings_keep_their_lines() {
+    let f = fleet("");
+    let mut p = plan(&f, &Observed::default());
+    p.warnings.push(
+        "Kubernetes API not reachable (cannot reach the Kubernetes API at https://demo-cp1.tail1234.ts.net:6443: connection refused\n  check that this machine is on the tailnet): nodes cannot be drained".into(),
+    );
+    let md = render::markdown(&p);
+    let human = render::human(&p, false);
+    for out in [&md, &human] {
+        assert!(!out.contains("\\n"), "{out}");
+    }
+    let warning_md = &md[md.find("> [!WARNING]").expect("warnings")..];
+    insta::assert_snapshot!(warning_md, @r"
+    > [!WARNING]
+    > Kubernetes API not reachable (cannot reach the Kubernetes API at https://demo-cp1.tail1234.ts.net:6443: connection refused
+    > check that this machine is on the tailnet): nodes cannot be drained
+    ");
+    let warning_human = &human
+        [human.find("Warnings:").expect("warnings")..human.find("\nPlan:").expect("plan line")];
+    insta::assert_snapshot!(warning_human, @r"
+    Warnings:
+      ! Kubernetes API not reachable (cannot reach the Kubernetes API at https://demo-cp1.tail1234.ts.net:6443: connection refused
+        check that this machine is on the tailnet): nodes cannot be drained
+    ");
+}
