@@ -625,3 +625,51 @@ fn the_state_shows_each_vms_world_and_the_tailnet() {
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0]["dns_name"], "st-server.tail1234.ts.net");
 }
+
+/// Issue 22, finding 5. Repro: only `/_emulator/state` checked the `Host`;
+/// `GET /_emulator/kubeconfig/<vm>` (an admin kubeconfig), `PUT
+/// /_emulator/k3s-channels/<name>` and `POST /_world/call` (a stand-in
+/// command run as root in a VM, e.g. `systemctl stop k3s-agent`) answered a
+/// loopback peer that named `Host: evil.example`, as a web page rebinding
+/// its name to 127.0.0.1 would. Every emulator-only route is behind the
+/// same check; with a loopback `Host` they still answer.
+#[test]
+fn every_emulator_only_route_refuses_a_rebinding_host() {
+    let h = harness(|_| {});
+    h.new_vm("demo-cp1", "#!/bin/bash\ntrue\n");
+    let call = serde_json::json!({
+        "vm": "demo-cp1", "boot": 1, "uid": 0, "command": "systemctl",
+        "args": ["stop", "k3s-agent"], "stdin": ""
+    });
+    h.rt.block_on(async {
+        let http = reqwest::Client::new();
+        let base = &h.emu.base_url;
+        let port = h.emu.addr.port();
+        for host in ["evil.example".to_string(), format!("evil.example:{port}")] {
+            for req in [
+                http.get(format!("{base}/_emulator/kubeconfig/demo-cp1")),
+                http.put(format!("{base}/_emulator/k3s-channels/stable"))
+                    .body("v1.31.4+k3s1"),
+                http.post(format!("{base}/_world/call")).json(&call),
+                http.post(format!("{base}/_world/ssh"))
+                    .json(&serde_json::json!({"vm": "demo-cp1", "command": "id"})),
+                http.get(format!("{base}/_emulator/state")),
+            ] {
+                let r = req.header("host", &host).send().await.unwrap();
+                let url = r.url().to_string();
+                assert_eq!(r.status().as_u16(), 403, "{url} with Host {host}");
+                let body = r.text().await.unwrap();
+                assert!(body.contains("evil.example"), "names the host: {body}");
+            }
+        }
+        // The same routes still answer this machine.
+        let r = http
+            .put(format!("{base}/_emulator/k3s-channels/stable"))
+            .header("host", format!("127.0.0.1:{port}"))
+            .body("v1.31.4+k3s1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+    });
+}
