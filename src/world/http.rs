@@ -1,4 +1,9 @@
-//! The loopback endpoints the stand-ins call (`POST /_world/...`),
+//! The emulator's side of the stand-ins' channels. Each VM's own Unix
+//! socket ([`vm_routes`], `/exedev-world/meta/world.sock` inside it) serves
+//! `POST /_world/call` and `/_world/fetch` for that VM alone: a call naming
+//! another VM is refused, so one VM cannot act as another. On the
+//! emulator's TCP port (for the host: the `ssh` stand-in, users, tests):
+//! `POST /_world/ssh` and `/_world/connect`,
 //! `GET /_emulator/kubeconfig/<vm>`: a kubeconfig that reaches a server's
 //! API straight from the host (`https://127.0.0.1:<port>`), for users and
 //! tests that are not going through the CLI's SSH path, and
@@ -22,11 +27,32 @@ use axum::routing::{get, post};
 use super::protocol::{self, Call, Connect, ConnectReply, Fetch, SshReply, SshSession};
 use super::{Inner, sandbox};
 
-async fn call(State(w): State<Arc<Inner>>, Json(c): Json<Call>) -> Response {
+/// A VM's socket: the world and the VM it serves.
+type VmState = (Arc<Inner>, Arc<str>);
+
+/// The refusal of a message naming another VM than the socket's.
+fn not_this_vm(socket_vm: &str, named: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        format!(
+            "this socket serves VM {socket_vm}, not {}\n",
+            named.escape_debug()
+        ),
+    )
+        .into_response()
+}
+
+async fn call(State((w, vm)): State<VmState>, Json(c): Json<Call>) -> Response {
+    if c.vm != *vm {
+        return not_this_vm(&vm, &c.vm);
+    }
     Json(super::applets::call(&w, &c).await).into_response()
 }
 
-async fn fetch(State(w): State<Arc<Inner>>, Json(f): Json<Fetch>) -> Response {
+async fn fetch(State((w, vm)): State<VmState>, Json(f): Json<Fetch>) -> Response {
+    if f.vm != *vm {
+        return not_this_vm(&vm, &f.vm);
+    }
     let live = w
         .model()
         .vms
@@ -137,11 +163,17 @@ async fn channel_put(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The world's routes, to merge into the emulator's router.
-pub fn routes(w: Arc<Inner>) -> Router {
+/// The routes of `vm`'s own socket: what its stand-ins call.
+pub fn vm_routes(w: Arc<Inner>, vm: &str) -> Router {
     Router::new()
         .route(protocol::CALL, post(call))
         .route(protocol::FETCH, post(fetch))
+        .with_state((w, Arc::<str>::from(vm)))
+}
+
+/// The world's routes on the emulator's TCP port, to merge into its router.
+pub fn routes(w: Arc<Inner>) -> Router {
+    Router::new()
         .route(protocol::SSH, post(ssh))
         .route(protocol::CONNECT, post(connect))
         .route("/_emulator/kubeconfig/{vm}", get(kubeconfig))
