@@ -376,7 +376,7 @@ impl Client {
             ));
         }
         self.gate.on_success();
-        decode_reply(bytes.into(), cmd.name()).map_err(|(kind, message)| fail(kind, message))
+        decode_reply(bytes, cmd.name()).map_err(|(kind, message)| fail(kind, message))
     }
 
     async fn typed<T: DeserializeOwned>(&self, cmd: Command) -> Result<T, ApiError> {

@@ -149,6 +149,18 @@ fn is_tailnet_address(ip: Ipv4Addr) -> bool {
     a == 100 && (64..128).contains(&b)
 }
 
+/// What [`confirm`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Confirmed {
+    /// Nodes whose address and tags the tailnet's records confirm.
+    pub nodes: Vec<TailnetNode>,
+    /// VMs claiming an identity the fleet does not expect, and what: each a
+    /// problem of that VM.
+    pub suspect: Vec<(String, String)>,
+    /// VMs whose claim nothing confirms or contradicts, and why.
+    pub unchecked: Vec<(String, String)>,
+}
+
 /// The fleet's nodes whose identity the tailnet's own records confirm, and
 /// a named problem for each VM that claims an identity the fleet does not
 /// expect. A VM's own report is only a claim (a compromised VM prints what
@@ -158,13 +170,7 @@ fn is_tailnet_address(ip: Ipv4Addr) -> bool {
 /// VM's. A VM no other node's map lists is left out, said in `unchecked`
 /// (its identity is its own claim only). Only confirmed nodes are probed
 /// and named in the policy entry.
-pub fn confirm(
-    reports: Vec<(String, bool, Identity)>,
-) -> (
-    Vec<TailnetNode>,
-    Vec<(String, String)>,
-    Vec<(String, String)>,
-) {
+pub fn confirm(reports: Vec<(String, bool, Identity)>) -> Confirmed {
     let mut nodes = Vec::new();
     let mut suspect = Vec::new();
     let mut unchecked = Vec::new();
@@ -244,7 +250,11 @@ pub fn confirm(
             }
         }
     }
-    (nodes, suspect, unchecked)
+    Confirmed {
+        nodes,
+        suspect,
+        unchecked,
+    }
 }
 
 /// One connection to try: from `from`'s VM to `to`'s address and port.
@@ -692,7 +702,11 @@ mod tests {
                 &[("d-cp1", [100, 64, 0, 1], k8s)],
             ),
         ];
-        let (nodes, suspect, unchecked) = confirm(reports);
+        let Confirmed {
+            nodes,
+            suspect,
+            unchecked,
+        } = confirm(reports);
         let names: Vec<&str> = nodes.iter().map(|n| n.vm.as_str()).collect();
         assert_eq!(names, ["d-cp1", "d-web2"]);
         assert!(unchecked.is_empty(), "{unchecked:?}");
@@ -726,7 +740,7 @@ mod tests {
     fn the_fleet_expects_one_tag_set_and_distinct_tailnet_addresses() {
         let k8s: &[&str] = &["tag:k8s"];
         let admins: &[&str] = &["tag:admins"];
-        let (nodes, suspect, _) = confirm(vec![
+        let Confirmed { nodes, suspect, .. } = confirm(vec![
             report(
                 "a",
                 true,
@@ -758,7 +772,11 @@ mod tests {
         let (entry, by_tag) = acl_entry(&nodes);
         assert!(!by_tag && !entry.contains("tag:"), "{entry}");
 
-        let (nodes, suspect, unchecked) = confirm(vec![
+        let Confirmed {
+            nodes,
+            suspect,
+            unchecked,
+        } = confirm(vec![
             report(
                 "a",
                 true,

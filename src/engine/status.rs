@@ -147,7 +147,11 @@ pub async fn status(
                 Err(why) => unchecked.push((vm, why)),
             }
         }
-        let (nodes, suspect, unconfirmed) = tailnet_check::confirm(reports);
+        let tailnet_check::Confirmed {
+            nodes,
+            suspect,
+            unchecked: unconfirmed,
+        } = tailnet_check::confirm(reports);
         unchecked.extend(unconfirmed);
         if nodes.len() >= 2 || !suspect.is_empty() {
             let probes = tailnet_check::probes(&nodes);
