@@ -93,6 +93,34 @@ struct GateState {
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The largest `/exec` reply read. The largest legitimate one is `ls` of
+/// every VM of an account (about 0.5 KiB per VM, so some thousand VMs fit
+/// in a few MiB); anything beyond 32 MiB is not exe.dev answering, and is
+/// not read into memory (an endpoint streaming without end would otherwise
+/// take the machine's memory).
+pub const MAX_REPLY_BYTES: usize = 32 << 20;
+
+/// Why a reply's body could not be read.
+enum ReplyRead {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// The reply's body, chunk by chunk, stopping past `limit` bytes.
+async fn read_reply(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReplyRead> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReplyRead::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReplyRead::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReplyRead::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl RateGate {
     /// `max_rate`: requests per second never exceeded (None: no cap until
     /// exe.dev answers 429).
@@ -316,10 +344,19 @@ impl Client {
             .headers()
             .get(reqwest::header::LOCATION)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let bytes = resp
-            .bytes()
+        let bytes = read_reply(resp, MAX_REPLY_BYTES)
             .await
-            .map_err(|e| fail(ErrorKind::ConnectionLost, transport_message(&e)))?;
+            .map_err(|e| match e {
+                ReplyRead::Transport(e) => fail(ErrorKind::ConnectionLost, transport_message(&e)),
+                ReplyRead::TooLarge => fail(
+                    ErrorKind::BadReply,
+                    format!(
+                        "{} sent a reply larger than {} MiB, more than any exe.dev reply needs; not read further",
+                        self.endpoint,
+                        MAX_REPLY_BYTES >> 20
+                    ),
+                ),
+            })?;
         if status == 429 {
             self.gate.on_rate_limited(retry_after);
         }
@@ -345,7 +382,7 @@ impl Client {
             ));
         }
         self.gate.on_success();
-        decode_reply(bytes.into(), cmd.name()).map_err(|(kind, message)| fail(kind, message))
+        decode_reply(bytes, cmd.name()).map_err(|(kind, message)| fail(kind, message))
     }
 
     async fn typed<T: DeserializeOwned>(&self, cmd: Command) -> Result<T, ApiError> {

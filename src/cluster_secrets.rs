@@ -262,6 +262,10 @@ pub fn check(
     let mut seen = Vec::new();
     // The two tokens' values, when both could be read: they must differ.
     let mut tokens: BTreeMap<SecretKind, Secret> = BTreeMap::new();
+    // Secret flags of agents: never the server token's value.
+    let mut agent_flags = Vec::new();
+    // The API token this run holds (the GitOps job's environment).
+    let api_key = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     for u in references(fleet) {
         let name = u.reference.value.name();
         seen.push(name.clone());
@@ -273,6 +277,24 @@ pub fn check(
         }
         match crate::workspace::resolve_secret(&u.reference.value, fleet_dir) {
             Ok(value) => {
+                if let Some(what) = own_credential(value.expose(), api_key.as_deref()) {
+                    let loc = u.reference.at;
+                    errors.push(FleetError {
+                        file: file.to_string(),
+                        line: loc.line,
+                        column: loc.column,
+                        message: format!(
+                            "{}: {} holds {what}: the nodes would receive it",
+                            u.field,
+                            u.reference.value.describe()
+                        ),
+                        hint: Some("reference a secret meant for the nodes, never the tool's own credentials".into()),
+                    });
+                    continue;
+                }
+                if u.kind == SecretKind::Flag && u.field.starts_with("k3s.agentArgs") {
+                    agent_flags.push((u.reference.at, u.field.clone(), value.clone()));
+                }
                 if matches!(u.kind, SecretKind::ServerToken | SecretKind::AgentToken) {
                     tokens.insert(u.kind, value);
                 }
@@ -352,12 +374,44 @@ pub fn check(
             "generate a separate random value for k3s.agentToken",
         ));
     }
+    if let Some(server) = tokens.get(&SecretKind::ServerToken) {
+        for (at, field, value) in &agent_flags {
+            if value == server {
+                errors.push(FleetError::at(
+                    file,
+                    at.line,
+                    at.column,
+                    format!("{field}: its value is the server token: agents would receive the admin-equivalent server token"),
+                    "agents get only the agent token: reference another secret here",
+                ));
+            }
+        }
+    }
     report.unknown_skips = skip.iter().filter(|s| !seen.contains(s)).cloned().collect();
     if errors.is_empty() {
         Ok(report)
     } else {
         errors.sort_by_key(|e| (e.line, e.column));
         Err(FleetErrors(errors))
+    }
+}
+
+/// The environment variable holding the API token the tool runs with
+/// (`--token`'s, `cli`).
+const API_KEY_ENV: &str = "EXE_DEV_API_KEY";
+
+/// What a resolved secret is when it is one of the tool's own credentials,
+/// whatever the reference's name (validation refuses the names:
+/// `fleet::validate`): a private key (the SSH key tokens are minted with
+/// is one; no k3s flag takes a key inline, only a key file's path), or the
+/// API token this run holds.
+fn own_credential(value: &str, api_key: Option<&str>) -> Option<&'static str> {
+    if value.contains("PRIVATE KEY-----") {
+        Some("a private key (the tool's SSH key?)")
+    } else if api_key.is_some_and(|k| k.trim() == value.trim()) {
+        Some("the exe.dev API token this run uses")
+    } else {
+        None
     }
 }
 
@@ -655,6 +709,52 @@ network:
         assert!(!format!("{ok:?}").contains("SECRETVALUE"));
     }
 
+    /// Issue 22, finding 3, by value: a reference whose name validation
+    /// lets through can still hold the tool's own credentials or the
+    /// server token. Repro: `{file: deploy_key}` (the SSH key tokens are
+    /// minted with, copied beside the fleet) in `serverArgs`, and
+    /// `agentArgs` `{file: copy}` holding the server token's value. Both
+    /// are refused at plan time, at the reference, without the value.
+    #[test]
+    fn check_refuses_a_private_key_and_the_server_token_for_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("deploy_key"),
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktSECRET\n-----END OPENSSH PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("k3s"), "k3s-SECRETVALUE\n").unwrap();
+        std::fs::write(dir.path().join("copy"), "k3s-SECRETVALUE").unwrap();
+        std::fs::write(dir.path().join("ts"), "tskey-auth-x").unwrap();
+        let f = crate::fleet::parse(
+            &FLEET
+                .replace("secrets/k3s", "k3s")
+                .replace("secrets/empty", "deploy_key")
+                .replace("{file: secrets}", "{file: copy}")
+                .replace("{env: EXK8S_TEST_SURELY_UNSET_TS_KEY}", "{file: ts}"),
+            "fleet.yaml",
+        )
+        .unwrap();
+        let err = check(&f, "fleet.yaml", dir.path(), false, &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("fleet.yaml:10:44: k3s.serverArgs[1] (--etcd-s3-secret-key): file deploy_key holds a private key"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fleet.yaml:12:37: k3s.agentArgs[0] (--kubelet-arg): its value is the server token"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("SECRET"), "{text}");
+        assert_eq!(
+            own_credential("exe0.abc", Some("exe0.abc\n")),
+            Some("the exe.dev API token this run uses")
+        );
+        assert_eq!(own_credential("exe0.abc", None), None);
+    }
+
     #[test]
     fn check_wants_the_stored_tokens_only_for_an_existing_cluster() {
         let dir = tempfile::tempdir().unwrap();
@@ -719,11 +819,13 @@ network:
         std::fs::create_dir(dir.path().join("secrets")).unwrap();
         std::fs::write(dir.path().join("secrets/k3s"), "tok").unwrap();
         std::fs::write(dir.path().join("secrets/empty"), "s3-value\n").unwrap();
-        let src = src.replace("{file: secrets}", "{file: secrets/k3s}");
+        std::fs::write(dir.path().join("secrets/kubelet"), "kubelet-value").unwrap();
+        // (Not the server token's file: validation refuses that for agents.)
+        let src = src.replace("{file: secrets}", "{file: secrets/kubelet}");
         let f = crate::fleet::parse(&src, "f.yaml").unwrap();
         let s = resolve(&f, dir.path(), true).unwrap();
         assert_eq!(s.args["file secrets/empty"].expose(), "s3-value");
-        assert_eq!(s.args["file secrets/k3s"].expose(), "tok");
+        assert_eq!(s.args["file secrets/kubelet"].expose(), "kubelet-value");
     }
 
     #[test]

@@ -104,14 +104,14 @@ async fn run_line(vm: String, words: Vec<String>, opts: SshOptions) -> Result<St
         .map_err(|e| first_line(&e.to_string()))
 }
 
-/// Each VM's tailnet address and tags (`tailscale status --json`), bounded
-/// as [`bounded`].
+/// Each VM's tailnet identity (`tailscale status --json`: its claim and its
+/// tailnet map's records of the others), bounded as [`bounded`].
 pub async fn read_tailnet_identities(
     vms: &[String],
     opts: &SshOptions,
     fanout: usize,
     per_vm: Duration,
-) -> Vec<(String, Result<(Ipv4Addr, Vec<String>), String>)> {
+) -> Vec<(String, Result<tailnet_check::Identity, String>)> {
     let opts = opts.clone();
     let results = bounded(vms.to_vec(), fanout, per_vm, move |vm| {
         let opts = opts.clone();

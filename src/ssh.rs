@@ -110,6 +110,18 @@ pub enum SshError {
         /// The last line it printed on stderr.
         stderr: String,
     },
+    /// The remote command printed more than anything the tool reads can be.
+    #[error(
+        "`{command}` on {vm} printed more than {limit_mib} MiB, far more than the tool ever reads from a VM; output cut off\n  The VM is misbehaving or compromised: look at it over SSH before trusting what it reports"
+    )]
+    TooMuchOutput {
+        /// The VM.
+        vm: String,
+        /// The remote command line.
+        command: String,
+        /// The limit, in MiB.
+        limit_mib: usize,
+    },
     /// The remote command printed something that is not UTF-8.
     #[error("`{command}` on {vm} printed output that is not UTF-8")]
     NotUtf8 {
@@ -389,43 +401,42 @@ pub async fn run_with_input(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let output = match input {
-            None => ssh_command(&program)
-                .args(&args)
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .map_err(|source| SshError::Spawn {
+        let mut child = ssh_command(&program)
+            .args(&args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| SshError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            // A session that ends early closes stdin: its exit status says
+            // why.
+            let _ = stdin.write_all(text.expose().as_bytes()).await;
+            drop(stdin);
+        }
+        let output = match bounded_output(child, MAX_OUTPUT_BYTES).await {
+            Ok(Some(output)) => output,
+            Ok(None) => {
+                return Err(SshError::TooMuchOutput {
+                    vm: vm.to_string(),
+                    command,
+                    limit_mib: MAX_OUTPUT_BYTES >> 20,
+                });
+            }
+            Err(source) => {
+                return Err(SshError::Spawn {
                     program: program.clone(),
                     source,
-                })?,
-            Some(text) => {
-                let mut child = ssh_command(&program)
-                    .args(&args)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(|source| SshError::Spawn {
-                        program: program.clone(),
-                        source,
-                    })?;
-                if let Some(mut stdin) = child.stdin.take() {
-                    use tokio::io::AsyncWriteExt;
-                    // A session that ends early closes stdin: its exit
-                    // status says why.
-                    let _ = stdin.write_all(text.expose().as_bytes()).await;
-                    drop(stdin);
-                }
-                child
-                    .wait_with_output()
-                    .await
-                    .map_err(|source| SshError::Spawn {
-                        program: program.clone(),
-                        source,
-                    })?
+                });
             }
         };
         match output.status.code() {
@@ -456,6 +467,70 @@ pub async fn run_with_input(
             }
         }
     }
+}
+
+/// The most a remote command may print on stdout. What the tool reads
+/// over SSH is small: a bootstrap state file, a kubeconfig, `tailscale
+/// status --json` (about 1 KiB per device of the tailnet), journal lines,
+/// probe results; 16 MiB is far beyond any of them. A VM printing more is
+/// broken or hostile (a 1 GB "state" took 2.9 GB of memory) and is cut off.
+pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// The end of stderr kept (only its last line is ever shown).
+const STDERR_TAIL_BYTES: usize = 64 << 10;
+
+/// The child's output, reading stdout up to `limit` bytes and keeping the
+/// last [`STDERR_TAIL_BYTES`] of stderr. None when stdout went past
+/// `limit`: the child is killed then, not read further.
+async fn bounded_output(
+    mut child: Child,
+    limit: usize,
+) -> std::io::Result<Option<std::process::Output>> {
+    use tokio::io::AsyncReadExt;
+    let stdout_pipe = child.stdout.take();
+    let stderr_pipe = child.stderr.take();
+    let stdout = async {
+        let mut buf = Vec::new();
+        if let Some(p) = stdout_pipe {
+            p.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let stderr = async {
+        let mut tail = Vec::new();
+        if let Some(mut p) = stderr_pipe {
+            let mut chunk = vec![0u8; 8192];
+            loop {
+                let n = p.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
+            }
+        }
+        Ok::<_, std::io::Error>(tail)
+    };
+    // Past the limit, stop the child: its stderr then closes too.
+    let stdout = async {
+        let buf = stdout.await?;
+        if buf.len() > limit {
+            let _ = child.start_kill();
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let (stdout, stderr) = tokio::join!(stdout, stderr);
+    let (stdout, stderr) = (stdout?, stderr?);
+    let status = child.wait().await?;
+    if stdout.len() > limit {
+        return Ok(None);
+    }
+    Ok(Some(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }))
 }
 
 /// A running `ssh -L` forward from `127.0.0.1:local_port`. Dropping it kills

@@ -4,7 +4,6 @@
 //! side only. Pure: the edges gather, this joins and renders.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use serde::Serialize;
 
@@ -92,6 +91,12 @@ impl Status {
         for d in &check.dropped {
             if let Some(row) = self.rows.iter_mut().find(|r| r.name == d.from) {
                 row.problems.push(crate::tailnet_check::problem(d));
+            }
+        }
+        // A VM claiming a tailnet identity the fleet does not expect.
+        for (vm, what) in &check.suspect {
+            if let Some(row) = self.rows.iter_mut().find(|r| &r.name == vm) {
+                row.problems.push(what.clone());
             }
         }
         self.tailnet = Some(check);
@@ -351,10 +356,15 @@ pub fn join(
 /// The table for people: each column as wide as its widest cell, two
 /// spaces apart, so that long VM names or probe results never run into the
 /// next column.
+///
+/// Every line goes through [`Screen::line`], the one escaping rule
+/// (`text::one_line`) applied at the one place lines are written: a field a
+/// VM, exe.dev or Kubernetes chose (a bootstrap step, a log line, a status)
+/// can neither reach the terminal raw nor start a line of its own, whatever
+/// code path put it there.
 pub fn render(s: &Status) -> String {
-    let mut out = String::new();
-    // Every cell quotes exe.dev or Kubernetes: no control characters.
-    let dash = |o: &Option<String>| one_line(o.as_deref().unwrap_or("-")).into_owned();
+    let mut out = Screen::default();
+    let dash = |o: &Option<String>| o.as_deref().unwrap_or("-").to_string();
     let header = [
         "VM",
         "ROLE",
@@ -366,6 +376,7 @@ pub fn render(s: &Status) -> String {
         "K3S",
         "PROBE",
     ];
+    // Cells are escaped before measuring, so the columns line up as shown.
     let rows: Vec<[String; 9]> = s
         .rows
         .iter()
@@ -376,9 +387,9 @@ pub fn render(s: &Status) -> String {
                 .as_deref()
                 .map(|b| b.split(" (").next().unwrap_or(b).to_string());
             [
-                one_line(&r.name).into_owned(),
+                r.name.clone(),
                 dash(&r.role),
-                one_line(r.vm_status.as_deref().unwrap_or("missing")).into_owned(),
+                r.vm_status.as_deref().unwrap_or("missing").to_string(),
                 dash(&r.size),
                 dash(&r.proxy),
                 dash(&phase),
@@ -390,6 +401,7 @@ pub fn render(s: &Status) -> String {
                 dash(&r.k3s_version),
                 dash(&r.probe),
             ]
+            .map(|c| one_line(&c).into_owned())
         })
         .collect();
     let mut widths = header.map(|h| h.chars().count());
@@ -409,52 +421,60 @@ pub fn render(s: &Status) -> String {
         }
         l.trim_end().to_string()
     };
-    let _ = writeln!(out, "{}", line(&header));
+    out.line(line(&header));
     for row in &rows {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-        let _ = writeln!(out, "{}", line(&cells));
+        out.line(line(&cells));
     }
     if !s.cluster_api {
         let why = s.cluster_api_error.as_deref().unwrap_or(
             "pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet",
         );
-        let _ = writeln!(
-            out,
-            "\nKubernetes API not reachable, node columns unknown: {}",
-            crate::text::lines(why)
-        );
+        out.blank();
+        // The caller's error may span lines (a cause and its advice): each
+        // is a line of its own, escaped like every other.
+        let mut why = why.split('\n');
+        out.line(format!(
+            "Kubernetes API not reachable, node columns unknown: {}",
+            why.next().unwrap_or_default()
+        ));
+        for l in why {
+            out.line(l);
+        }
     }
     let in_progress: Vec<String> = s
         .rows
         .iter()
         .filter_map(|r| {
             let b = r.bootstrap.as_deref()?;
-            (b != "done").then(|| format!("{}: {b}", r.name))
+            (b != "done").then(|| format!("  {}: {b}", r.name))
         })
         .collect();
     if !in_progress.is_empty() {
-        let _ = writeln!(out, "\nBootstrap:");
+        out.blank();
+        out.line("Bootstrap:");
         for b in in_progress {
-            let _ = writeln!(out, "  {b}");
+            out.line(b);
         }
     }
-    let problems: Vec<String> = s
+    // Each problem is one line, a failed bootstrap's last log lines below it.
+    let problems: Vec<(String, &[String])> = s
         .rows
         .iter()
         .flat_map(|r| {
             r.problems.iter().map(move |p| {
-                let log = if p.starts_with(BOOTSTRAP_FAILED) {
-                    crate::bootstrap::format_log(&r.bootstrap_log)
+                let log: &[String] = if p.starts_with(BOOTSTRAP_FAILED) {
+                    &r.bootstrap_log
                 } else {
-                    String::new()
+                    &[]
                 };
-                format!("{}: {}{log}", one_line(&r.name), one_line(p))
+                (format!("{}: {p}", r.name), log)
             })
         })
         .chain(s.rows.iter().flat_map(|r| {
             r.drift
                 .iter()
-                .map(move |d| format!("{}: drift {}", one_line(&r.name), one_line(d)))
+                .map(move |d| (format!("{}: drift {d}", r.name), &[][..]))
         }))
         .collect();
     if let Some(t) = &s.tailnet {
@@ -462,52 +482,76 @@ pub fn render(s: &Status) -> String {
     }
     if problems.is_empty() && !s.cluster_api {
         // Nothing wrong in what could be read, but the nodes were not.
-        let _ = writeln!(
-            out,
-            "\nNo problems in what could be read ({} VMs); their nodes are unknown without the Kubernetes API.",
+        out.blank();
+        out.line(format!(
+            "No problems in what could be read ({} VMs); their nodes are unknown without the Kubernetes API.",
             s.rows.len()
-        );
+        ));
     } else if problems.is_empty() {
-        let _ = writeln!(out, "\nAll {} VMs healthy.", s.rows.len());
+        out.blank();
+        out.line(format!("All {} VMs healthy.", s.rows.len()));
     } else {
-        let _ = writeln!(out, "\nProblems:");
-        for p in problems {
-            let _ = writeln!(out, "  ! {p}");
+        out.blank();
+        out.line("Problems:");
+        for (p, log) in problems {
+            if log.is_empty() {
+                out.line(format!("  ! {p}"));
+            } else {
+                out.line(format!("  ! {p}; last log lines:"));
+                for l in log {
+                    out.line(format!("    | {l}"));
+                }
+            }
         }
     }
     if let Some(entry) = s.tailnet.as_ref().and_then(|t| t.acl_entry.as_ref()) {
-        let _ = writeln!(
-            out,
-            "\nTailnet policy: add this entry to \"acls\" in the tailnet policy file (admin console, Access controls):\n  {}",
-            one_line(entry)
+        out.blank();
+        out.line(
+            "Tailnet policy: add this entry to \"acls\" in the tailnet policy file (admin console, Access controls):",
         );
-        let _ = writeln!(
-            out,
+        out.line(format!("  {entry}"));
+        out.line(format!(
             "  It also lets {}/udp (flannel VXLAN) through, which a connect cannot check.",
             crate::tailnet_check::VXLAN_PORT
-        );
+        ));
         if !s.tailnet.as_ref().is_some_and(|t| t.entry_by_tag) {
-            let _ = writeln!(
-                out,
-                "  Some devices have no ACL tag, so the entry names their current addresses, which a replaced VM does not keep: use a tagged auth key and write the entry for its tag."
+            out.line(
+                "  Some devices have no ACL tag, so the entry names their current addresses, which a replaced VM does not keep: use a tagged auth key and write the entry for its tag.",
             );
         }
     }
-    out
+    out.0
+}
+
+/// What `status` prints, built line by line: each line is escaped with
+/// `text::one_line` as it is added, so a control character or a line break
+/// inside any field shows as an escape on the line it belongs to.
+#[derive(Default)]
+struct Screen(String);
+
+impl Screen {
+    fn line(&mut self, l: impl AsRef<str>) {
+        self.0.push_str(&one_line(l.as_ref()));
+        self.0.push('\n');
+    }
+
+    fn blank(&mut self) {
+        self.0.push('\n');
+    }
 }
 
 /// The tailnet line(s) above the problems.
-fn render_tailnet(out: &mut String, t: &TailnetCheck) {
-    let _ = writeln!(
-        out,
-        "\nTailnet: {} of {} connections between {} nodes dropped ({}).",
+fn render_tailnet(out: &mut Screen, t: &TailnetCheck) {
+    out.blank();
+    out.line(format!(
+        "Tailnet: {} of {} connections between {} nodes dropped ({}).",
         t.dropped.len(),
         t.checked,
         t.nodes,
-        one_line(&t.unverified)
-    );
+        t.unverified
+    ));
     for (vm, why) in &t.unchecked {
-        let _ = writeln!(out, "  {}: not checked: {}", one_line(vm), one_line(why));
+        out.line(format!("  {vm}: not checked: {why}"));
     }
 }
 
@@ -857,6 +901,78 @@ mod tests {
         insta::assert_snapshot!("status_escaped", text);
     }
 
+    /// Issue 22, finding 1. Repro: a VM whose bootstrap state file says
+    /// `step: ESC]0;PWNED-TITLE BEL ESC[2J ESC[31m ... U+202E` made
+    /// `status` set the window title, clear the screen and reverse text:
+    /// the "Bootstrap:" lines were built with `format!("{}: {b}", ...)`
+    /// and printed raw (the Problems section escaped the same string).
+    /// Here every field a hostile VM controls (bootstrap step, failed step,
+    /// log lines, k3s's journal reason, SSH's error, the tailnet check's
+    /// "not checked" reason) carries escapes, bidi overrides and a line
+    /// break that forges a problem line: none reaches the output raw.
+    #[test]
+    fn every_line_from_a_hostile_vm_is_escaped() {
+        let evil = "\u{1b}]0;PWNED-TITLE\u{7}\u{1b}[2J\u{1b}[31mred\u{202e}desrever\u{9b}1m\r\n  ! demo-cp1: FORGED";
+        let f = fixtures::fleet_with("pools:\n  - name: web\n    count: 3\n");
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        let nodes: Vec<NodeView> = desired.iter().map(|d| node(d, false)).collect();
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let bootstrap = BTreeMap::from([
+            (
+                "demo-cp1".to_string(),
+                Ok(BootstrapReport {
+                    phase: BootstrapPhase::Running { step: evil.into() },
+                    log_tail: Vec::new(),
+                }),
+            ),
+            (
+                "demo-web1".to_string(),
+                Ok(BootstrapReport {
+                    phase: BootstrapPhase::Failed { step: evil.into() },
+                    log_tail: vec![evil.into(), evil.into()],
+                }),
+            ),
+            ("demo-web2".to_string(), Err(evil.to_string())),
+        ]);
+        let mut st = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            Some((&nodes, &readiness)),
+            &[],
+            &bootstrap,
+        );
+        st.add_k3s_reasons(&BTreeMap::from([("demo-web1".to_string(), evil.into())]));
+        st.add_tailnet(crate::tailnet_check::evaluate(
+            &[],
+            &[],
+            &BTreeMap::new(),
+            vec![("demo-web3".into(), evil.into())],
+            vec![("demo-web2".into(), evil.into())],
+        ));
+        let text = render(&st);
+        assert!(
+            !text
+                .chars()
+                .any(|c| crate::text::is_control(c) && c != '\n'),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("! demo-cp1: FORGED")),
+            "{text}"
+        );
+        // The step is still there, escaped, on its VM's line.
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("  demo-cp1: running (\\u{1b}]0;PWNED-TITLE")),
+            "{text}"
+        );
+    }
+
     /// k3s's own reason joins the failed bootstrap's problem (escaped: it
     /// comes from a VM), and a dropped tailnet flow is a problem of the VM
     /// it starts from, with the entry to add printed once.
@@ -905,7 +1021,7 @@ mod tests {
                 Ok("probe 100.64.0.2:10250 7\n".to_string()),
             ),
         ]);
-        st.add_tailnet(evaluate(&nodes, &ps, &outputs, Vec::new()));
+        st.add_tailnet(evaluate(&nodes, &ps, &outputs, Vec::new(), Vec::new()));
         assert!(!st.healthy);
         assert_eq!(
             st.tailnet.as_ref().map(|t| t.dropped.clone()),

@@ -53,7 +53,8 @@ pub fn port_name(port: u16) -> &'static str {
     }
 }
 
-/// A fleet node on the tailnet, as its own `tailscale status` says.
+/// A fleet node on the tailnet, its address and tags confirmed by the
+/// tailnet's own records ([`confirm`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TailnetNode {
     pub vm: String,
@@ -78,32 +79,182 @@ pub fn is_tag(t: &str) -> bool {
     })
 }
 
-/// Reads `tailscale status --json`: the node's first IPv4 tailnet address
-/// and its tags (ill-formed ones dropped).
-pub fn parse_identity(out: &str) -> Result<(Ipv4Addr, Vec<String>), String> {
-    let v: serde_json::Value = serde_json::from_str(out)
-        .map_err(|_| "`tailscale status --json` did not print JSON".to_string())?;
-    let me = &v["Self"];
-    let ip = me["TailscaleIPs"]
+/// What a node's `tailscale status --json` says: its own address and tags
+/// (its claim), and what its tailnet map (`Peer`, which Tailscale's
+/// coordination server hands the node) records for other devices, by
+/// MagicDNS host label.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub ip: Option<Ipv4Addr>,
+    pub tags: Vec<String>,
+    /// `demo-cp1` (from `DNSName` `demo-cp1.tail1234.ts.net.`) -> its first
+    /// IPv4 address and well-formed tags.
+    pub peers: BTreeMap<String, (Ipv4Addr, Vec<String>)>,
+}
+
+/// The first IPv4 address and the well-formed tags of one status entry.
+fn entry_identity(e: &serde_json::Value) -> (Option<Ipv4Addr>, Vec<String>) {
+    let ip = e["TailscaleIPs"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|a| a.as_str()?.parse::<Ipv4Addr>().ok())
-        .next()
-        .ok_or_else(|| {
-            let state = v["BackendState"].as_str().unwrap_or("unknown");
-            format!(
-                "not on the tailnet (Tailscale state {})",
-                crate::text::one_line(&state.chars().take(40).collect::<String>())
-            )
-        })?;
-    let tags = me["Tags"]
+        .next();
+    let mut tags: Vec<String> = e["Tags"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|t| t.as_str().filter(|t| is_tag(t)).map(str::to_string))
         .collect();
-    Ok((ip, tags))
+    tags.sort();
+    tags.dedup();
+    (ip, tags)
+}
+
+/// Reads `tailscale status --json`: the node's first IPv4 tailnet address
+/// and its tags (ill-formed ones dropped), and the peers its tailnet map
+/// holds. All of it is untrusted: [`confirm`] decides what counts.
+pub fn parse_identity(out: &str) -> Result<Identity, String> {
+    let v: serde_json::Value = serde_json::from_str(out)
+        .map_err(|_| "`tailscale status --json` did not print JSON".to_string())?;
+    let (ip, tags) = entry_identity(&v["Self"]);
+    if ip.is_none() {
+        let state = v["BackendState"].as_str().unwrap_or("unknown");
+        return Err(format!(
+            "not on the tailnet (Tailscale state {})",
+            crate::text::one_line(&state.chars().take(40).collect::<String>())
+        ));
+    }
+    let peers = v["Peer"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|p| {
+            let label = p["DNSName"]
+                .as_str()?
+                .split('.')
+                .next()?
+                .to_ascii_lowercase();
+            let (ip, tags) = entry_identity(p);
+            Some((label, (ip?, tags)))
+        })
+        .collect();
+    Ok(Identity { ip, tags, peers })
+}
+
+/// Tailscale's address range, 100.64.0.0/10 (the CGNAT block its
+/// coordination server assigns IPv4 addresses from).
+fn is_tailnet_address(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    a == 100 && (64..128).contains(&b)
+}
+
+/// What [`confirm`] decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Confirmed {
+    /// Nodes whose address and tags the tailnet's records confirm.
+    pub nodes: Vec<TailnetNode>,
+    /// VMs claiming an identity the fleet does not expect, and what: each a
+    /// problem of that VM.
+    pub suspect: Vec<(String, String)>,
+    /// VMs whose claim nothing confirms or contradicts, and why.
+    pub unchecked: Vec<(String, String)>,
+}
+
+/// The fleet's nodes whose identity the tailnet's own records confirm, and
+/// a named problem for each VM that claims an identity the fleet does not
+/// expect. A VM's own report is only a claim (a compromised VM prints what
+/// it likes): its address and tags count only when every other fleet
+/// node's tailnet map records the same for it (the coordination server's
+/// view, not the VM's); the address must be in 100.64.0.0/10 and no other
+/// VM's. A VM no other node's map lists is left out, said in `unchecked`
+/// (its identity is its own claim only). Only confirmed nodes are probed
+/// and named in the policy entry.
+pub fn confirm(reports: Vec<(String, bool, Identity)>) -> Confirmed {
+    let mut nodes = Vec::new();
+    let mut suspect = Vec::new();
+    let mut unchecked = Vec::new();
+    let mut claimed: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    for (_, _, id) in &reports {
+        if let Some(ip) = id.ip {
+            *claimed.entry(ip).or_default() += 1;
+        }
+    }
+    for (vm, server, id) in &reports {
+        let Some(ip) = id.ip else { continue };
+        let records: Vec<(&String, &(Ipv4Addr, Vec<String>))> = reports
+            .iter()
+            .filter(|(other, _, _)| other != vm)
+            .filter_map(|(other, _, o)| Some((other, o.peers.get(vm)?)))
+            .collect();
+        let claim = (ip, id.tags.clone());
+        let contradicted = records.iter().find(|(_, r)| **r != claim);
+        let why = if !is_tailnet_address(ip) {
+            Some(format!(
+                "reports tailnet address {ip}, outside Tailscale's 100.64.0.0/10"
+            ))
+        } else if claimed.get(&ip).copied().unwrap_or(0) > 1 {
+            Some(format!(
+                "reports tailnet address {ip}, which another VM of the fleet reports too"
+            ))
+        } else if let Some((other, (rip, rtags))) = contradicted {
+            Some(format!(
+                "reports tailnet address {ip} and tags [{}], but the tailnet's records (as {other} sees it) give {rip} and [{}]",
+                id.tags.join(", "),
+                rtags.join(", ")
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(w) => suspect.push((
+                vm.clone(),
+                format!("{w}: left out of the tailnet check and the policy entry"),
+            )),
+            None if records.is_empty() => unchecked.push((
+                vm.clone(),
+                "no other node's tailnet map lists it, so its address and tags are its own claim only".to_string(),
+            )),
+            None => nodes.push(TailnetNode {
+                vm: vm.clone(),
+                server: *server,
+                ip,
+                tags: id.tags.clone(),
+            }),
+        }
+    }
+    // One auth key for the whole fleet: every node carries the same tags.
+    // A node whose tags differ from the other nodes' is named; the entry
+    // then names addresses (`acl_entry`).
+    let mut counts: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
+    for n in &nodes {
+        *counts.entry(&n.tags).or_default() += 1;
+    }
+    if counts.len() > 1 {
+        let most = counts.values().copied().max().unwrap_or(0);
+        let common: Vec<&Vec<String>> = counts
+            .iter()
+            .filter(|(_, c)| **c == most)
+            .map(|(t, _)| *t)
+            .collect();
+        if let [common] = common[..] {
+            for n in nodes.iter().filter(|n| &n.tags != common) {
+                suspect.push((
+                    n.vm.clone(),
+                    format!(
+                        "carries tailnet tags [{}], the fleet's other nodes (one auth key) [{}]: the policy entry names addresses instead of tags",
+                        n.tags.join(", "),
+                        common.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Confirmed {
+        nodes,
+        suspect,
+        unchecked,
+    }
 }
 
 /// One connection to try: from `from`'s VM to `to`'s address and port.
@@ -213,6 +364,11 @@ pub struct TailnetCheck {
     pub dropped: Vec<Probe>,
     /// VMs that could not be checked, and why (one line each).
     pub unchecked: Vec<(String, String)>,
+    /// VMs that report a tailnet identity the fleet does not expect (an
+    /// address or tags the tailnet's records contradict, tags the fleet's
+    /// other nodes lack), and what: each a problem of that VM.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suspect: Vec<(String, String)>,
     /// The entry to add to the policy's `"acls"`, when a flow is dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acl_entry: Option<String>,
@@ -229,6 +385,7 @@ pub fn evaluate(
     probes: &[Probe],
     outputs: &BTreeMap<String, Result<String, String>>,
     mut unchecked: Vec<(String, String)>,
+    suspect: Vec<(String, String)>,
 ) -> TailnetCheck {
     let mut dropped = Vec::new();
     let mut checked = 0;
@@ -267,6 +424,7 @@ pub fn evaluate(
         acl_entry: (!dropped.is_empty()).then_some(entry),
         dropped,
         unchecked,
+        suspect,
         entry_by_tag: by_tag,
         unverified: format!(
             "{VXLAN_PORT}/udp ({}) cannot be checked by a connect",
@@ -277,19 +435,20 @@ pub fn evaluate(
 
 /// The one `"acls"` entry that lets the fleet's devices reach each other on
 /// every port k3s needs, in Tailscale's policy syntax (`proto` omitted:
-/// the rule covers TCP and UDP). Devices are named by their tags, or by
-/// their current address when they have none (true when it names tags).
+/// the rule covers TCP and UDP). `nodes` are confirmed ones ([`confirm`]).
+/// Devices are named by their tags when every node carries the same
+/// non-empty set (the fleet's auth key's), else each by its current
+/// address (true when it names tags): a tag only some nodes carry never
+/// gets the fleet's ports.
 pub fn acl_entry(nodes: &[TailnetNode]) -> (String, bool) {
-    let mut selectors = BTreeSet::new();
-    let mut by_tag = !nodes.is_empty();
-    for n in nodes {
-        if n.tags.is_empty() {
-            by_tag = false;
-            selectors.insert(n.ip.to_string());
-        } else {
-            selectors.extend(n.tags.iter().cloned());
-        }
-    }
+    let by_tag = nodes
+        .first()
+        .is_some_and(|f| !f.tags.is_empty() && nodes.iter().all(|n| n.tags == f.tags));
+    let selectors: BTreeSet<String> = if by_tag {
+        nodes.iter().flat_map(|n| n.tags.iter().cloned()).collect()
+    } else {
+        nodes.iter().map(|n| n.ip.to_string()).collect()
+    };
     let list = |items: Vec<String>| {
         let quoted: Vec<String> = items
             .iter()
@@ -364,10 +523,22 @@ mod tests {
 
     #[test]
     fn identities_are_read_and_distrusted() {
-        let out = r#"{"BackendState": "Running", "Self": {"TailscaleIPs": ["fd7a::1", "100.64.0.7"], "Tags": ["tag:k8s", "tag:x\u001b[2J", "group:eng"]}}"#;
+        let out = r#"{"BackendState": "Running", "Self": {"TailscaleIPs": ["fd7a::1", "100.64.0.7"], "Tags": ["tag:k8s", "tag:x\u001b[2J", "group:eng"]},
+            "Peer": {"k1": {"DNSName": "D-cp1.tail1234.ts.net.", "TailscaleIPs": ["100.64.0.1"], "Tags": ["tag:k8s"]}, "k2": {"DNSName": "x.tail1234.ts.net."}}}"#;
+        let id = parse_identity(out).unwrap();
         assert_eq!(
-            parse_identity(out).unwrap(),
-            (Ipv4Addr::new(100, 64, 0, 7), vec!["tag:k8s".to_string()])
+            (id.ip, id.tags),
+            (
+                Some(Ipv4Addr::new(100, 64, 0, 7)),
+                vec!["tag:k8s".to_string()]
+            )
+        );
+        assert_eq!(
+            id.peers,
+            BTreeMap::from([(
+                "d-cp1".to_string(),
+                (Ipv4Addr::new(100, 64, 0, 1), vec!["tag:k8s".to_string()])
+            )])
         );
         let e =
             parse_identity(r#"{"BackendState": "NeedsLogin\u001b", "Self": null}"#).unwrap_err();
@@ -416,7 +587,7 @@ mod tests {
                 Err("no answer over SSH within 20s".to_string()),
             ),
         ]);
-        let c = evaluate(&nodes, &ps, &outputs, Vec::new());
+        let c = evaluate(&nodes, &ps, &outputs, Vec::new(), Vec::new());
         assert_eq!(c.checked, 2);
         assert_eq!(c.dropped.len(), 1);
         assert_eq!(
@@ -445,7 +616,10 @@ mod tests {
             "d-web1".to_string(),
             Ok("probe 100.64.0.1:6443 0\nprobe 100.64.0.1:10250 7\n".to_string()),
         )]);
-        assert_eq!(evaluate(&nodes, &ps, &fine, Vec::new()).acl_entry, None);
+        assert_eq!(
+            evaluate(&nodes, &ps, &fine, Vec::new(), Vec::new()).acl_entry,
+            None
+        );
     }
 
     #[test]
@@ -458,7 +632,172 @@ mod tests {
         assert!(!by_tag);
         assert_eq!(
             entry,
-            r#"{"action": "accept", "src": ["100.64.0.1", "tag:k8s"], "dst": ["100.64.0.1:6443,2379-2380,8472,10250", "tag:k8s:6443,2379-2380,8472,10250"]}"#
+            r#"{"action": "accept", "src": ["100.64.0.1", "100.64.0.2"], "dst": ["100.64.0.1:6443,2379-2380,8472,10250", "100.64.0.2:6443,2379-2380,8472,10250"]}"#
         );
+    }
+
+    /// What a node's `tailscale status --json` says: its own claim, and its
+    /// tailnet map's records of the others.
+    fn report(
+        vm: &str,
+        server: bool,
+        ip: [u8; 4],
+        tags: &[&str],
+        peers: &[(&str, [u8; 4], &[&str])],
+    ) -> (String, bool, Identity) {
+        let owned = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        (
+            vm.to_string(),
+            server,
+            Identity {
+                ip: Some(Ipv4Addr::from(ip)),
+                tags: owned(tags),
+                peers: peers
+                    .iter()
+                    .map(|(p, ip, t)| (p.to_string(), (Ipv4Addr::from(*ip), owned(t))))
+                    .collect(),
+            },
+        )
+    }
+
+    /// Issue 22, finding 2. Repro: a compromised VM's `tailscale status
+    /// --json` claimed `tag:admins`, `tag:prod-db` and `100.64.0.99`;
+    /// `parse_identity` took them, the suggested `acls` entry was the union
+    /// of every VM's claims (the attacker's tags and address in its
+    /// `src`/`dst`), and a server was made to probe the attacker's address.
+    /// The entry now comes only from what the tailnet's own records confirm
+    /// (each VM as the other fleet nodes' tailnet maps record it) and what
+    /// the fleet expects (one tag set: one auth key); the lying VM is a
+    /// named problem, not probed, not in the entry.
+    #[test]
+    fn a_vm_claiming_tags_or_an_address_is_named_and_left_out() {
+        let k8s: &[&str] = &["tag:k8s"];
+        let reports = vec![
+            report(
+                "d-cp1",
+                true,
+                [100, 64, 0, 1],
+                k8s,
+                &[
+                    ("d-web1", [100, 64, 0, 2], k8s),
+                    ("d-web2", [100, 64, 0, 3], k8s),
+                ],
+            ),
+            report(
+                "d-web2",
+                false,
+                [100, 64, 0, 3],
+                k8s,
+                &[
+                    ("d-cp1", [100, 64, 0, 1], k8s),
+                    ("d-web1", [100, 64, 0, 2], k8s),
+                ],
+            ),
+            // The attacker: other tags and another device's address.
+            report(
+                "d-web1",
+                false,
+                [100, 64, 0, 99],
+                &["tag:admins", "tag:k8s", "tag:prod-db"],
+                &[("d-cp1", [100, 64, 0, 1], k8s)],
+            ),
+        ];
+        let Confirmed {
+            nodes,
+            suspect,
+            unchecked,
+        } = confirm(reports);
+        let names: Vec<&str> = nodes.iter().map(|n| n.vm.as_str()).collect();
+        assert_eq!(names, ["d-cp1", "d-web2"]);
+        assert!(unchecked.is_empty(), "{unchecked:?}");
+        assert_eq!(suspect.len(), 1, "{suspect:?}");
+        assert_eq!(suspect[0].0, "d-web1");
+        assert!(
+            suspect[0].1.contains("100.64.0.99") && suspect[0].1.contains("give 100.64.0.2"),
+            "{suspect:?}"
+        );
+        let ps = probes(&nodes);
+        assert!(
+            ps.iter().all(|p| p.ip != Ipv4Addr::new(100, 64, 0, 99)),
+            "{ps:?}"
+        );
+        let (entry, by_tag) = acl_entry(&nodes);
+        assert!(by_tag);
+        assert_eq!(
+            entry,
+            r#"{"action": "accept", "src": ["tag:k8s"], "dst": ["tag:k8s:6443,2379-2380,8472,10250"]}"#
+        );
+        for bad in ["tag:admins", "tag:prod-db", "100.64.0.99"] {
+            assert!(!entry.contains(bad), "{entry}");
+        }
+    }
+
+    /// Tags the tailnet confirms but only one node carries (a key other
+    /// than the fleet's) are named, and the entry names addresses; an
+    /// address outside 100.64.0.0/10 or claimed twice is refused; a VM no
+    /// other node's map lists is unchecked, not trusted.
+    #[test]
+    fn the_fleet_expects_one_tag_set_and_distinct_tailnet_addresses() {
+        let k8s: &[&str] = &["tag:k8s"];
+        let admins: &[&str] = &["tag:admins"];
+        let Confirmed { nodes, suspect, .. } = confirm(vec![
+            report(
+                "a",
+                true,
+                [100, 64, 0, 1],
+                k8s,
+                &[("b", [100, 64, 0, 2], k8s), ("c", [100, 64, 0, 3], admins)],
+            ),
+            report(
+                "b",
+                false,
+                [100, 64, 0, 2],
+                k8s,
+                &[("a", [100, 64, 0, 1], k8s), ("c", [100, 64, 0, 3], admins)],
+            ),
+            report(
+                "c",
+                false,
+                [100, 64, 0, 3],
+                admins,
+                &[("a", [100, 64, 0, 1], k8s)],
+            ),
+        ]);
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(suspect.len(), 1);
+        assert!(
+            suspect[0].0 == "c" && suspect[0].1.contains("[tag:admins]"),
+            "{suspect:?}"
+        );
+        let (entry, by_tag) = acl_entry(&nodes);
+        assert!(!by_tag && !entry.contains("tag:"), "{entry}");
+
+        let Confirmed {
+            nodes,
+            suspect,
+            unchecked,
+        } = confirm(vec![
+            report(
+                "a",
+                true,
+                [10, 0, 0, 1],
+                &[],
+                &[("b", [100, 64, 0, 2], &[])],
+            ),
+            report(
+                "b",
+                false,
+                [100, 64, 0, 2],
+                &[],
+                &[("a", [10, 0, 0, 1], &[])],
+            ),
+            report("c", false, [100, 64, 0, 2], &[], &[]),
+            report("d", false, [100, 64, 0, 4], &[], &[]),
+        ]);
+        let who: Vec<&str> = suspect.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(who, ["a", "b", "c"], "{suspect:?}");
+        assert!(nodes.is_empty(), "{nodes:?}");
+        assert_eq!(unchecked.len(), 1);
+        assert_eq!(unchecked[0].0, "d");
     }
 }

@@ -74,6 +74,45 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
     Ok(p)
 }
 
+/// The largest secret file read: every secret goes into a setup script,
+/// which exe.dev limits to 10 KiB (`limits::MAX_SETUP_SCRIPT_BYTES`), so a
+/// larger file is a mistake (`{file: /dev/zero}` would otherwise grow
+/// memory until the machine gives out).
+pub const MAX_SECRET_FILE_BYTES: usize = crate::limits::MAX_SETUP_SCRIPT_BYTES;
+
+/// A secret file's text, read up to [`MAX_SECRET_FILE_BYTES`] (and one
+/// byte more, to know it is larger); its content never in an error.
+fn read_secret_file(full: &Path) -> Result<String, FleetError> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| {
+        FleetError::global(
+            format!("cannot read secret file {}: {e}", full.display()),
+            "create the file, or fix the path (relative paths start at the fleet file's directory)",
+        )
+    };
+    let file = std::fs::File::open(full).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() > MAX_SECRET_FILE_BYTES {
+        return Err(FleetError::global(
+            format!(
+                "secret file {} is larger than {} KiB, more than a setup script (exe.dev's limit) can hold",
+                full.display(),
+                MAX_SECRET_FILE_BYTES / 1024
+            ),
+            "point the reference at the file holding just the secret",
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        FleetError::global(
+            format!("secret file {} is not UTF-8 text", full.display()),
+            "point the reference at the file holding just the secret",
+        )
+    })
+}
+
 /// Reads a secret the fleet references, now. Done only when a command needs
 /// the value (not during validation), so `validate` works without any
 /// secrets present. Relative file paths are resolved against `base_dir`, the
@@ -88,12 +127,7 @@ pub fn resolve_secret(r: &SecretRef, base_dir: &Path) -> Result<Secret, FleetErr
         })?,
         SecretRef::File(path) => {
             let full = base_dir.join(path);
-            std::fs::read_to_string(&full).map_err(|e| {
-                FleetError::global(
-                    format!("cannot read secret file {}: {e}", full.display()),
-                    "create the file, or fix the path (relative paths start at the fleet file's directory)",
-                )
-            })?
+            read_secret_file(&full)?
         }
         SecretRef::Literal => {
             return Err(FleetError::global(
@@ -153,6 +187,29 @@ mod tests {
             Path::new(&loaded.fleet_file).canonicalize().unwrap(),
             root.join("repo/fleet.yaml")
         );
+    }
+
+    /// Issue 22, finding 7 (secret files). Repro: `authKey: {file:
+    /// /dev/zero}` made `plan` read the "file" whole, growing to 7.7 GB in
+    /// 15 s. A secret file is read up to what a setup script can hold
+    /// (10 KiB); a larger one is refused, named with the limit.
+    #[test]
+    fn a_secret_file_is_read_only_up_to_what_a_script_can_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "k".repeat(MAX_SECRET_FILE_BYTES + 1);
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        std::fs::write(dir.path().join("fits"), &big[1..]).unwrap();
+        assert!(resolve_secret(&SecretRef::File("fits".into()), dir.path()).is_ok());
+        for path in ["big", "/dev/zero"] {
+            let err = resolve_secret(&SecretRef::File(path.into()), dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(path) && err.contains("larger than 10 KiB"),
+                "{err}"
+            );
+            assert!(!err.contains("kkkk"), "the content is never shown: {err}");
+        }
     }
 
     #[test]

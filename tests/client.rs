@@ -19,6 +19,8 @@ enum Reply {
     StatusWith(u16, &'static str, &'static str),
     /// Read the request, then close without answering.
     Drop,
+    /// A 200 whose chunked body never ends.
+    Endless,
 }
 
 struct Script {
@@ -80,6 +82,15 @@ async fn serve(replies: Vec<Reply>) -> Script {
                     .push((String::from_utf8_lossy(&buf[head_end..]).to_string(), auth));
                 let (status, body, extra) = match reply {
                     Reply::Drop => return,
+                    Reply::Endless => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                        if sock.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let chunk = format!("10000\r\n{}\r\n", "[".repeat(0x10000));
+                        while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+                        return;
+                    }
                     Reply::Status(s, b) => (s, b, ""),
                     Reply::StatusWith(s, b, h) => (s, b, h),
                 };
@@ -416,6 +427,27 @@ async fn unexpected_reply_shapes_are_reported() {
     assert_eq!(
         client(&s.url).share_show("x").await.unwrap_err().kind,
         ErrorKind::BadReply
+    );
+}
+
+/// Issue 22, finding 7 (`/exec` replies). Repro: an endpoint answering
+/// `ls` with an 800 MB body took 1.6 GB of memory: the client read the
+/// whole reply. It stops past 32 MiB (`MAX_REPLY_BYTES`), naming the
+/// endpoint and the limit, and does not retry the same flood.
+#[tokio::test]
+async fn an_endless_reply_is_cut_at_the_limit() {
+    let s = serve(vec![Reply::Endless]).await;
+    let e = client(&s.url).ls(None).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadReply, "{e}");
+    let shown = e.to_string();
+    assert!(
+        shown.contains("larger than 32 MiB") && shown.contains(&s.url),
+        "{shown}"
+    );
+    assert_eq!(
+        exedev_k8s::client::MAX_REPLY_BYTES,
+        32 << 20,
+        "the message states the limit"
     );
 }
 

@@ -179,3 +179,43 @@ fn a_corrupt_state_file_fails_before_the_url_is_printed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("state.json"), "{err}");
 }
+
+/// Issue 22, finding 9. Repro: `emulator --listen 0.0.0.0:PORT` printed no
+/// warning, though other machines then reach `/exec` and the VM proxies
+/// over plain HTTP. It says, on stderr (stdout's first line stays the URL),
+/// what is exposed and what is not; on 127.0.0.1 it says nothing.
+#[test]
+fn listening_beyond_loopback_says_what_is_exposed() {
+    let dir = tempfile::tempdir().unwrap();
+    common::keygen(dir.path(), "k", "ed25519", &[], "");
+    for (listen, warned) in [("0.0.0.0:0", true), ("127.0.0.1:0", false)] {
+        let mut child = bin()
+            .args(["emulator", "--listen", listen, "--authorized-keys"])
+            .arg(dir.path().join("k.pub"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.trim_end().ends_with("/exec"), "{line}");
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if warned {
+            for what in [
+                "warning:",
+                "plain HTTP",
+                "/exec",
+                "/_proxy/",
+                "loopback peers only",
+            ] {
+                assert!(err.contains(what), "{what}: {err}");
+            }
+        } else {
+            assert!(!err.contains("warning"), "{err}");
+        }
+    }
+}

@@ -516,6 +516,13 @@ case "$1" in
     [ -f "$STUB_STATE/ts-ip" ] || { echo "no current Tailscale IPs; state: NeedsLogin" >&2; exit 1; }
     cat "$STUB_STATE/ts-ip" ;;
   up)
+    # tailscale reads `--auth-key=file:PATH` itself: record what it found.
+    for a in "$@"; do
+      case "$a" in --auth-key=file:*)
+        f="${a#--auth-key=file:}"
+        printf '%s %s\n' "$(stat -c %a "$f")" "$(cat "$f")" > "$STUB_STATE/ts-key-file" ;;
+      esac
+    done
     if fails tailscale-up; then echo "backend error: invalid key" >&2; exit 1; fi
     echo "100.64.0.7" > "$STUB_STATE/ts-ip" ;;
   logout) rm -f "$STUB_STATE/ts-ip" ;;
@@ -666,8 +673,24 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
             .find(|l| l.starts_with("tailscale up "))
             .expect("tailscale up");
         assert!(up.contains(&format!("--hostname={}", i.node_name)), "{up}");
-        assert!(up.contains(&format!("--auth-key={TS_KEY}")), "{up}");
         assert!(up.contains("--timeout="), "{up}");
+        // Issue 22, finding 8. Repro: `tailscale up --auth-key="$TS_KEY"`
+        // put the key on a command line in the VM (`ps`, sudo's log). It
+        // goes as `--auth-key=file:PATH` from a 0600 file, gone afterwards.
+        assert!(
+            !log.contains(TS_KEY),
+            "the key is on a command line:\n{log}"
+        );
+        let file = up
+            .split(' ')
+            .find_map(|a| a.strip_prefix("--auth-key=file:"))
+            .unwrap_or_else(|| panic!("no --auth-key=file: in {up}"));
+        assert_eq!(
+            std::fs::read_to_string(sb.base.join("state/ts-key-file")).unwrap_or_default(),
+            format!("600 {TS_KEY}\n"),
+            "what tailscale read from {file}"
+        );
+        assert!(!Path::new(file).exists(), "{file} is left behind");
 
         // The installer ran once, pinned, without starting k3s, with the
         // role and extra args; the script then started the unit itself.

@@ -123,7 +123,9 @@ fn notes(json: bool) -> crate::engine::Notes {
     if json {
         std::sync::Arc::new(|_: &str| {})
     } else {
-        std::sync::Arc::new(|n: &str| eprintln!("{n}"))
+        // Notes quote VMs and Kubernetes (errors, names): escaped like
+        // every other line of outside text.
+        std::sync::Arc::new(|n: &str| eprintln!("{}", crate::text::lines(n)))
     }
 }
 

@@ -149,6 +149,10 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
     let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
     let addr = listener.local_addr()?;
     shared.bind_world(addr)?;
+    if let Some(warning) = exposure_warning(addr, shared.vm_world.is_some()) {
+        // stderr: stdout's first line is the URL scripts read.
+        eprintln!("{warning}");
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "http://{addr}/exec")?;
@@ -181,6 +185,41 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
     Ok(())
 }
 
+/// What other machines can reach when the emulator listens beyond this
+/// one (`--listen 0.0.0.0:PORT`, a LAN address), said once at start: plain
+/// HTTP, so tokens and setup scripts (secrets included) cross the network
+/// readable; `/exec` to anyone with a token an authorized key signed; each
+/// VM's HTTPS-proxy stand-in (`Host: <vm>.exe.xyz`, `/_proxy/<vm>/`),
+/// public shares without a login. What stays this machine's: the
+/// `/_emulator/` and `/_world/` endpoints (state, kubeconfigs, channels,
+/// the VM world's channel), refused to any peer that is not loopback. None
+/// for a loopback address.
+pub fn exposure_warning(addr: std::net::SocketAddr, world: bool) -> Option<String> {
+    let ip = addr.ip();
+    let loopback = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    };
+    if loopback {
+        return None;
+    }
+    let reach = if ip.is_unspecified() {
+        "every network this machine is on"
+    } else {
+        "the network of that address"
+    };
+    let world_note = if world {
+        " The VM world's scripts and Kubernetes API servers stay on this machine."
+    } else {
+        ""
+    };
+    Some(format!(
+        "warning: the emulator listens on {addr}, reachable from {reach}. Exposed there, over plain HTTP (tokens, setup scripts and the secrets in them cross the network readable): POST /exec (the exe.dev API, to anyone holding a token an --authorized-keys key signed) and each VM's HTTPS-proxy stand-in (Host: <vm>.exe.xyz or /_proxy/<vm>/: public shares without a login, private ones with a token). Not exposed: /_emulator/ and /_world/ (state, kubeconfigs, k3s channels, the VM world's channel) answer loopback peers only.{world_note} Use --listen 127.0.0.1:PORT unless other machines must reach it."
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +229,23 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         emulator: EmulatorArgs,
+    }
+
+    /// Only a loopback listener is quiet; the warning names what crosses
+    /// the network and what does not.
+    #[test]
+    fn a_listener_beyond_loopback_is_a_warning() {
+        for quiet in ["127.0.0.1:80", "[::1]:80", "[::ffff:127.0.0.1]:80"] {
+            assert_eq!(
+                exposure_warning(quiet.parse().unwrap(), true),
+                None,
+                "{quiet}"
+            );
+        }
+        for loud in ["0.0.0.0:80", "[::]:80", "192.168.1.5:80"] {
+            let w = exposure_warning(loud.parse().unwrap(), false).unwrap();
+            assert!(w.contains("POST /exec") && w.contains("/_emulator/"), "{w}");
+        }
     }
 
     #[test]

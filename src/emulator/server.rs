@@ -49,6 +49,8 @@ pub(crate) async fn serve_until(
     if let Some(w) = world_routes {
         app = app.merge(w);
     }
+    // Outermost: runs before any route, the proxy's included.
+    let app = app.layer(axum::middleware::from_fn(emulator_only));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -290,6 +292,34 @@ fn split_body(bytes: &[u8]) -> Result<Vec<String>, &'static str> {
     Ok(words)
 }
 
+/// Paths only this machine may use: the emulator's own endpoints (state,
+/// the world's admin kubeconfigs, its k3s channels) and the stand-ins'
+/// channel into the VM world (`/_world/call` runs a command as root in a
+/// VM).
+const EMULATOR_ONLY: &[&str] = &["/_emulator/", "/_world/"];
+
+/// The one check in front of every emulator-only route
+/// ([`EMULATOR_ONLY`]): a loopback peer naming a loopback `Host`
+/// ([`inspection_refused`]). Everything else passes through.
+async fn emulator_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if !EMULATOR_ONLY.iter().any(|p| path.starts_with(p)) {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let refused = match peer {
+        Some(ip) => inspection_refused(ip, req.headers()),
+        None => Some(json_response(Reply::error(403, "forbidden"))),
+    };
+    match refused {
+        Some(r) => r,
+        None => next.run(req).await,
+    }
+}
+
 /// Why a request may not see the emulator's own endpoints (which show
 /// setup scripts, secrets included), if it may not: the peer must be
 /// loopback, and so must the `Host` it named. A web page that rebinds its
@@ -347,28 +377,16 @@ fn is_port(tail: &str) -> bool {
         .is_ok()
 }
 
-/// Any other `/_emulator/` path: the same guard, then 404.
-async fn emulator_other(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    inspection_refused(peer.ip(), &headers)
-        .unwrap_or_else(|| json_response(Reply::error(404, "not found")))
+/// Any other `/_emulator/` path (behind [`emulator_only`]): 404.
+async fn emulator_other() -> Response {
+    json_response(Reply::error(404, "not found"))
 }
 
 /// `GET /_emulator/state`: the full state (setup scripts, env, proxy
 /// settings, computed status) for tests and debugging; loopback peers
-/// naming a loopback `Host` only, since it shows what a fleet tool sent,
+/// naming a loopback `Host` only ([`emulator_only`]), since it shows what a fleet tool sent,
 /// secrets included. exe1 handles are counted, never shown.
-async fn inspect(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = inspection_refused(peer.ip(), &headers) {
-        return refused;
-    }
+async fn inspect(State(shared): State<Arc<Shared>>, method: Method) -> Response {
     if method != Method::GET {
         return json_response(Reply::error(405, "method not allowed"));
     }

@@ -11,7 +11,7 @@ use crate::bootstrap::{BootstrapPhase, is_k3s_step};
 use crate::fleet;
 use crate::observe::observe;
 use crate::plan;
-use crate::tailnet_check::{self, TailnetNode};
+use crate::tailnet_check;
 
 /// What `status` looks at.
 #[derive(Debug, Clone)]
@@ -130,8 +130,9 @@ pub async fn status(
                 crate::remote::read_k3s_reasons(refused, &ssh, SSH_FANOUT, SSH_PER_VM).await;
             st.add_k3s_reasons(&reasons);
         }
-        // Whether the tailnet lets the nodes reach each other.
-        let mut nodes = Vec::new();
+        // Whether the tailnet lets the nodes reach each other, between the
+        // nodes whose identity the tailnet's records confirm.
+        let mut reports = Vec::new();
         let mut unchecked = Vec::new();
         let ours: Vec<String> = running
             .iter()
@@ -142,21 +143,22 @@ pub async fn status(
             crate::remote::read_tailnet_identities(&ours, &ssh, SSH_FANOUT, SSH_PER_VM).await
         {
             match id {
-                Ok((ip, tags)) => nodes.push(TailnetNode {
-                    server: server(&vm),
-                    vm,
-                    ip,
-                    tags,
-                }),
+                Ok(id) => reports.push((vm.clone(), server(&vm), id)),
                 Err(why) => unchecked.push((vm, why)),
             }
         }
-        if nodes.len() >= 2 {
+        let tailnet_check::Confirmed {
+            nodes,
+            suspect,
+            unchecked: unconfirmed,
+        } = tailnet_check::confirm(reports);
+        unchecked.extend(unconfirmed);
+        if nodes.len() >= 2 || !suspect.is_empty() {
             let probes = tailnet_check::probes(&nodes);
             let outputs =
                 crate::remote::run_tailnet_probes(&probes, &ssh, SSH_FANOUT, SSH_PER_VM).await;
             st.add_tailnet(tailnet_check::evaluate(
-                &nodes, &probes, &outputs, unchecked,
+                &nodes, &probes, &outputs, unchecked, suspect,
             ));
         }
     }

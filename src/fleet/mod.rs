@@ -10,6 +10,7 @@ mod model;
 mod parse;
 mod resolved;
 mod schema;
+pub mod secret_flags;
 mod validate;
 
 pub use desired::{

@@ -13,6 +13,7 @@ use super::desired::{
 };
 use super::error::FleetError;
 use super::model::{API_VERSION, FleetFile, K3sArg, KIND, Labels, SecretRef, Share, Sizing};
+use super::secret_flags;
 use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::{ByteSize, SizeError};
 
@@ -411,13 +412,17 @@ fn check_k3s(cx: &mut Ctx, fleet: &FleetFile) {
     if let Some(token) = &k3s.agent_token {
         check_secret(cx, token, "K3S_AGENT_TOKEN");
     }
+    check_server_token_stays_on_servers(cx, fleet);
 }
 
+/// A plain k3s argument: a flag, on one line, and no secret in plain text.
+/// Messages name the flag, never its value (it may be the secret).
 fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
+    let name = secret_flags::flag_name(value);
     if !value.starts_with("--") {
         cx.at(
             arg,
-            format!("k3s argument {value:?} does not start with --"),
+            format!("k3s argument {name:?} does not start with --"),
             "write each flag as its own item, e.g. --kubelet-arg=max-pods=200",
         );
     } else if value.contains(['\n', '\0']) {
@@ -425,6 +430,23 @@ fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
             arg,
             "k3s argument contains a newline or NUL character",
             "write each flag on one line, as its own list item",
+        );
+    } else if let Some(flag) = secret_flags::plain_secret(value) {
+        let hint = match FLAGS_WITH_OWN_FIELD.iter().find(|(f, _)| *f == name) {
+            Some((_, field)) => format!(
+                "remove this item and reference the secret from {field} (e.g. {field}: {{env: NAME}})"
+            ),
+            None => format!(
+                "write it as {{flag: {name}, secret: {{env: NAME}}}} (or {{file: path}}): the value then reaches only the node's config.yaml"
+            ),
+        };
+        cx.at(
+            arg,
+            format!(
+                "k3s argument {name} carries {} in plain text: plans (and pull-request comments) and the node's command line would show it",
+                flag.what
+            ),
+            hint,
         );
     }
 }
@@ -434,6 +456,7 @@ fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
 /// them. (`bootstrap::render` also refuses any key its config already has.)
 const FLAGS_WITH_OWN_FIELD: &[(&str, &str)] = &[
     ("--token", "k3s.token"),
+    ("--agent-token", "k3s.agentToken"),
     ("--vpn-auth", "network.tailscale.authKey"),
 ];
 
@@ -483,7 +506,86 @@ fn check_secret(cx: &mut Ctx, secret: &Spanned<SecretRef>, example_env: &str) {
             "secret file path is empty",
             "write e.g. {file: secrets/token}",
         ),
+        _ => check_not_own_credential(cx, secret),
+    }
+}
+
+/// Environment variables that hold exedev-k8s's own credentials and
+/// settings: `EXE_DEV_API_KEY` (the API token), `EXE_DEV_SSH_KEY` and
+/// `EXE_DEV_SSH_KEY_PASSPHRASE` (the key that mints tokens and its
+/// passphrase), `EXE_DEV_ENDPOINT`, and the `EXEDEV_K8S_*` settings.
+const OWN_ENV_PREFIXES: &[&str] = &["EXE_DEV_", "EXEDEV_K8S_"];
+/// Directories whose files are credentials the tool uses itself: SSH keys
+/// (`~/.ssh/`, where an exe.dev key lives) and the tool's own state beside
+/// the fleet file (`.exedev-k8s/`: the generated server and agent tokens,
+/// the admin kubeconfig; `cluster_secrets::STATE_DIR_NAME`).
+const OWN_CREDENTIAL_DIRS: &[&str] = &[".ssh", ".exedev-k8s"];
+
+/// A secret reference sends its value to VMs (a setup script exe.dev
+/// stores, a config file): it must never name the tool's own credentials.
+/// In the GitOps apply job the environment holds the apply token beside
+/// the fleet's secrets; `{env: EXE_DEV_API_KEY}` would hand it to every
+/// node. Refused by name, whatever the field.
+fn check_not_own_credential(cx: &mut Ctx, secret: &Spanned<SecretRef>) {
+    match &secret.value {
+        SecretRef::Env(name) if OWN_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) => cx.at(
+            secret,
+            format!(
+                "{name} holds exedev-k8s's own credentials or settings: the nodes would receive it"
+            ),
+            "put this secret in a variable of its own (e.g. {env: ETCD_S3_SECRET}); variables starting with EXE_DEV_ or EXEDEV_K8S_ are the tool's",
+        ),
+        SecretRef::File(path)
+            if path.components().any(|c| {
+                OWN_CREDENTIAL_DIRS
+                    .iter()
+                    .any(|d| c.as_os_str() == std::ffi::OsStr::new(d))
+            }) =>
+        {
+            cx.at(
+                secret,
+                format!(
+                    "{} is in a directory of credentials the tool uses itself (.ssh/ or .exedev-k8s/): the nodes would receive it",
+                    path.display()
+                ),
+                "keep the secrets meant for the nodes in files of their own, e.g. {file: secrets/etcd-s3}",
+            )
+        }
         _ => {}
+    }
+}
+
+/// The server token is admin-equivalent and only servers may hold it (k3s
+/// "token" docs: agents join with the agent token). A reference to the
+/// same environment variable or file as `k3s.token` in `agentArgs` or as
+/// `k3s.agentToken` would hand it to agents: refused at the reference.
+fn check_server_token_stays_on_servers(cx: &mut Ctx, fleet: &FleetFile) {
+    let k3s = &fleet.k3s.value;
+    let Some(token) = &k3s.token else {
+        return;
+    };
+    if matches!(token.value, SecretRef::Literal) {
+        return;
+    }
+    let agent_refs = k3s
+        .agent_args
+        .iter()
+        .filter_map(|a| match &a.value {
+            K3sArg::Secret { secret, .. } => Some((secret, "agentArgs")),
+            K3sArg::Plain(_) => None,
+        })
+        .chain(k3s.agent_token.iter().map(|t| (t, "k3s.agentToken")));
+    for (secret, place) in agent_refs {
+        if secret.value == token.value {
+            cx.at(
+                secret,
+                format!(
+                    "{place} names the server token's source ({:?}, k3s.token): agents would receive the admin-equivalent server token",
+                    secret.value
+                ),
+                "agents get only the agent token: reference another secret here",
+            );
+        }
     }
 }
 

@@ -1,4 +1,9 @@
-//! The loopback endpoints the stand-ins call (`POST /_world/...`),
+//! The emulator's side of the stand-ins' channels. Each VM's own Unix
+//! socket ([`vm_routes`], `/exedev-world/meta/world.sock` inside it) serves
+//! `POST /_world/call` and `/_world/fetch` for that VM alone: a call naming
+//! another VM is refused, so one VM cannot act as another. On the
+//! emulator's TCP port (for the host: the `ssh` stand-in, users, tests):
+//! `POST /_world/ssh` and `/_world/connect`,
 //! `GET /_emulator/kubeconfig/<vm>`: a kubeconfig that reaches a server's
 //! API straight from the host (`https://127.0.0.1:<port>`), for users and
 //! tests that are not going through the CLI's SSH path, and
@@ -6,14 +11,15 @@
 //! tool's `--channel-server` sees it (`GET`: a redirect to the release, as
 //! `update.k3s.io/v1-release/channels/<channel>` answers; `PUT` with a
 //! release as the body: the channel moves, for the VMs' installers too).
-//! Loopback peers only, like `/_emulator/state`.
+//! Loopback peers naming a loopback `Host` only, like `/_emulator/state`:
+//! the emulator's one guard in front of `/_emulator/` and `/_world/`
+//! (`emulator::server`), not a check per handler.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,37 +27,31 @@ use axum::routing::{get, post};
 use super::protocol::{self, Call, Connect, ConnectReply, Fetch, SshReply, SshSession};
 use super::{Inner, sandbox};
 
-fn loopback(peer: &SocketAddr) -> bool {
-    match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    }
+/// A VM's socket: the world and the VM it serves.
+type VmState = (Arc<Inner>, Arc<str>);
+
+/// The refusal of a message naming another VM than the socket's.
+fn not_this_vm(socket_vm: &str, named: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        format!(
+            "this socket serves VM {socket_vm}, not {}\n",
+            named.escape_debug()
+        ),
+    )
+        .into_response()
 }
 
-fn forbidden() -> Response {
-    (StatusCode::FORBIDDEN, "forbidden").into_response()
-}
-
-async fn call(
-    State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(c): Json<Call>,
-) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
+async fn call(State((w, vm)): State<VmState>, Json(c): Json<Call>) -> Response {
+    if c.vm != *vm {
+        return not_this_vm(&vm, &c.vm);
     }
     Json(super::applets::call(&w, &c).await).into_response()
 }
 
-async fn fetch(
-    State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(f): Json<Fetch>,
-) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
+async fn fetch(State((w, vm)): State<VmState>, Json(f): Json<Fetch>) -> Response {
+    if f.vm != *vm {
+        return not_this_vm(&vm, &f.vm);
     }
     let live = w
         .model()
@@ -68,14 +68,7 @@ async fn fetch(
     Json(super::applets::fetch::fetch(&w, &f).await).into_response()
 }
 
-async fn ssh(
-    State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(s): Json<SshSession>,
-) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
-    }
+async fn ssh(State(w): State<Arc<Inner>>, Json(s): Json<SshSession>) -> Response {
     let up = w.model().vms.get(&s.vm).map(|v| v.up);
     let reply = match up {
         None => SshReply::Refused {
@@ -110,14 +103,7 @@ async fn ssh(
     Json(reply).into_response()
 }
 
-async fn connect(
-    State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(c): Json<Connect>,
-) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
-    }
+async fn connect(State(w): State<Arc<Inner>>, Json(c): Json<Connect>) -> Response {
     let target = {
         let m = w.model();
         m.resolve(&c.vm, &c.host)
@@ -135,14 +121,7 @@ async fn connect(
     Json(reply).into_response()
 }
 
-async fn kubeconfig(
-    State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(vm): Path<String>,
-) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
-    }
+async fn kubeconfig(State(w): State<Arc<Inner>>, Path(vm): Path<String>) -> Response {
     match w.host_kubeconfig(&vm) {
         Ok(k) => (StatusCode::OK, [("content-type", "application/yaml")], k).into_response(),
         Err(e) => (StatusCode::NOT_FOUND, e).into_response(),
@@ -153,14 +132,7 @@ async fn kubeconfig(
 /// <path>/<channel>`).
 pub const CHANNELS_PATH: &str = "/_emulator/k3s-channels";
 
-async fn channel_get(
-    State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(channel): Path<String>,
-) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
-    }
+async fn channel_get(State(w): State<Arc<Inner>>, Path(channel): Path<String>) -> Response {
     match w.channel(&channel) {
         Some(v) => (
             StatusCode::FOUND,
@@ -176,13 +148,9 @@ async fn channel_get(
 
 async fn channel_put(
     State(w): State<Arc<Inner>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
     body: String,
 ) -> Response {
-    if !loopback(&peer) {
-        return forbidden();
-    }
     let version = body.trim();
     if !crate::release::is_channel(&channel) || !crate::release::is_release(version) {
         return (
@@ -195,11 +163,17 @@ async fn channel_put(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The world's routes, to merge into the emulator's router.
-pub fn routes(w: Arc<Inner>) -> Router {
+/// The routes of `vm`'s own socket: what its stand-ins call.
+pub fn vm_routes(w: Arc<Inner>, vm: &str) -> Router {
     Router::new()
         .route(protocol::CALL, post(call))
         .route(protocol::FETCH, post(fetch))
+        .with_state((w, Arc::<str>::from(vm)))
+}
+
+/// The world's routes on the emulator's TCP port, to merge into its router.
+pub fn routes(w: Arc<Inner>) -> Router {
+    Router::new()
         .route(protocol::SSH, post(ssh))
         .route(protocol::CONNECT, post(connect))
         .route("/_emulator/kubeconfig/{vm}", get(kubeconfig))

@@ -628,7 +628,17 @@ impl Inner {
     fn boot(self: &Arc<Self>, name: &str) {
         let root = self.root(name);
         let _ = root.reset_volatile();
-        let url = self.base_url.get().cloned().unwrap_or_default();
+        // The VM's one way to the emulator (it has its own network
+        // namespace): its own socket, served for it alone, up before
+        // anything in the VM runs.
+        let url = format!("unix:{}", sandbox::WORLD_SOCKET);
+        match self.serve_vm_socket(&root, name) {
+            Ok(h) => lock(&self.tasks)
+                .entry(name.to_string())
+                .or_default()
+                .push(h),
+            Err(e) => eprintln!("VM world: cannot serve the socket of {name}: {e}"),
+        }
         let (boot, enabled, ts_enabled) = {
             let mut m = self.model();
             // vm.json (which the stand-ins read first, the boot number
@@ -666,6 +676,29 @@ impl Inner {
             .entry(name.to_string())
             .or_default()
             .push(h.abort_handle());
+    }
+
+    /// Binds `<vm root>/meta/world.sock` (gone with the boot's volatile
+    /// meta directory) and serves [`http::vm_routes`] on it; the task is
+    /// the VM's, stopped when it halts.
+    fn serve_vm_socket(
+        self: &Arc<Self>,
+        root: &VmRoot,
+        name: &str,
+    ) -> std::io::Result<tokio::task::AbortHandle> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.meta().join(sandbox::SOCKET_NAME);
+        let _ = std::fs::remove_file(&path);
+        let std_listener = std::os::unix::net::UnixListener::bind(&path)?;
+        // The VM's users (exedev, and root through sudo) connect to it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(std_listener)?;
+        let app = http::vm_routes(self.clone(), name);
+        let h = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(h.abort_handle())
     }
 
     /// tailscaled reads its identity from its state file when it starts: a

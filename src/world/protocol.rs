@@ -1,5 +1,6 @@
-//! What the stand-ins and the emulator say to each other over loopback
-//! HTTP (`POST /_world/...`), one type per message, used on both sides.
+//! What the stand-ins and the emulator say to each other over HTTP
+//! (`POST /_world/...`: inside a VM on its own Unix socket, on the host on
+//! the emulator's loopback port), one type per message, used on both sides.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,16 +1,27 @@
 //! Running a process "inside" a VM: bubblewrap (`bwrap`) with the VM's own
 //! directories bound over `/etc`, `/var`, `/usr/local`, `/exe.dev`, `/run`,
 //! `/tmp`, `/home`, `/root`, `/opt`, `/srv`, the host's `/usr` (and
-//! `/bin`, `/lib`...) read-only, its own PID, IPC and UTS namespaces (the
-//! host name is the VM's), and the stand-ins at `/exedev-world`:
+//! `/bin`, `/lib`...) read-only, its own PID, IPC, UTS and network
+//! namespaces (the host name is the VM's), and the stand-ins at
+//! `/exedev-world`:
 //!
 //! - `/exedev-world/exedev-k8s`: this binary, read-only;
 //! - `/exedev-world/bin`: one shim per stand-in, first on `PATH`;
-//! - `/exedev-world/meta`: `vm.json` and the sudo sockets.
+//! - `/exedev-world/meta`: `vm.json`, the sudo sockets and `world.sock`.
 //!
 //! The sandbox starts as root and runs `exedev-k8s __world init`, which
-//! serves `sudo` and runs the program as `exedev` (uid 1000). The network is
-//! the host's: stand-ins reach the emulator on 127.0.0.1.
+//! serves `sudo` and runs the program as `exedev` (uid 1000).
+//!
+//! The network is the VM's own (`--unshare-net`: a loopback of its own and
+//! nothing else), as on a real VM, which shares no loopback with another:
+//! nothing inside reaches the host's 127.0.0.1, where the emulator's own
+//! endpoints (the state, with every setup script's secrets; admin
+//! kubeconfigs) and the other VMs' API listeners are. The ways out are the
+//! stand-ins, and they have one: this VM's Unix socket
+//! [`WORLD_SOCKET`], which the emulator serves for this VM alone (a call
+//! naming another VM is refused), through which the tailnet (other VMs,
+//! as the policy allows) and the world's "internet" (installer, channel
+//! and S3 stand-ins) are reached.
 
 use std::path::Path;
 
@@ -22,6 +33,11 @@ pub const STANDIN: &str = "/exedev-world/exedev-k8s";
 pub const SHIM_DIR: &str = "/exedev-world/bin";
 /// Where the metadata appears in a VM.
 pub const META_DIR: &str = "/exedev-world/meta";
+/// The socket's file name in a VM's meta directory.
+pub const SOCKET_NAME: &str = "world.sock";
+/// The VM's one channel to the emulator, as the stand-ins inside see it
+/// (the host side is `<vm root>/meta/world.sock`).
+pub const WORLD_SOCKET: &str = "/exedev-world/meta/world.sock";
 
 /// The stand-ins first on a VM's `PATH`. `k3s` and `kubectl` are not
 /// among them: the k3s installer puts them in `/usr/local/bin`, so a script
@@ -44,7 +60,7 @@ pub const SHIMS: &[&str] = &[
 pub const PATH: &str =
     "/exedev-world/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Checks that bubblewrap runs here.
+/// Checks that bubblewrap runs here, with the namespaces a VM gets.
 pub fn check_bwrap() -> Result<(), String> {
     let out = std::process::Command::new("bwrap")
         .args([
@@ -52,6 +68,7 @@ pub fn check_bwrap() -> Result<(), String> {
             "/",
             "/",
             "--unshare-pid",
+            "--unshare-net",
             "--die-with-parent",
             "true",
         ])
@@ -119,6 +136,7 @@ pub fn bwrap_args(
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
+        "--unshare-net",
         "--hostname",
         vm,
         "--ro-bind",

@@ -1,7 +1,10 @@
-//! The stand-ins' side of the loopback protocol: which VM this is (from
+//! The stand-ins' side of the protocol: which VM this is (from
 //! `/exedev-world/meta/vm.json`, so a script that clears its environment
 //! cannot lose it), who is calling, and a blocking HTTP/1.1 POST of JSON to
-//! the emulator (no async runtime in a process that lives milliseconds).
+//! the emulator (no async runtime in a process that lives milliseconds):
+//! inside a VM over its own Unix socket (`unix:PATH`: the VM has its own
+//! network namespace, the host's loopback is out of reach), on the host
+//! (the `ssh` stand-in) over `http://127.0.0.1:PORT`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -66,24 +69,40 @@ fn decode_chunked(mut body: &[u8]) -> Vec<u8> {
 }
 
 /// POSTs `body` as JSON to `base` + `path` and parses the JSON answer.
+/// `base` is `unix:PATH` (a VM's socket) or `http://HOST:PORT`.
 pub fn post<B: Serialize, R: DeserializeOwned>(
     base: &str,
     path: &str,
     body: &B,
 ) -> Result<R, String> {
+    let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    if let Some(socket) = base.strip_prefix("unix:") {
+        let s = std::os::unix::net::UnixStream::connect(socket)
+            .map_err(|e| format!("cannot reach the emulator at {socket}: {e}"))?;
+        return exchange(s, "localhost", path, &payload);
+    }
     let hostport = base
         .strip_prefix("http://")
-        .ok_or_else(|| format!("emulator URL {base:?} is not http://"))?
+        .ok_or_else(|| format!("emulator URL {base:?} is neither unix: nor http://"))?
         .trim_end_matches('/');
-    let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let mut s = TcpStream::connect(hostport)
+    let s = TcpStream::connect(hostport)
         .map_err(|e| format!("cannot reach the emulator at {hostport}: {e}"))?;
+    exchange(s, hostport, path, &payload)
+}
+
+/// One request and its JSON answer over `s`.
+fn exchange<S: Read + Write, R: DeserializeOwned>(
+    mut s: S,
+    hostport: &str,
+    path: &str,
+    payload: &[u8],
+) -> Result<R, String> {
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         payload.len()
     );
     s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(&payload))
+        .and_then(|()| s.write_all(payload))
         .map_err(|e| format!("cannot talk to the emulator: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
