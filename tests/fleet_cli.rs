@@ -887,6 +887,33 @@ fn forbidden_commands_name_the_missing_grant() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(env2.vm_names().is_empty());
+    // An explicit --ssh-key beats an expired token in the environment (the
+    // expired token's own advice says "or pass --ssh-key"): ignored, with a
+    // note, and the key mints.
+    let now = exedev_k8s::credentials::now_unix();
+    let expired = exedev_k8s::token::mint(
+        &exedev_k8s::credentials::load_private_key(&kp).unwrap(),
+        &exedev_k8s::token::Permissions {
+            exp: Some(now - 3600),
+            ..Default::default()
+        },
+        exedev_k8s::token::API_NAMESPACE,
+    )
+    .unwrap();
+    let out = env2
+        .cmd(&["plan", "-f", "base.yaml", "--ssh-key", kp.to_str().unwrap()])
+        .env("EXE_DEV_API_KEY", expired.expose())
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("EXE_DEV_API_KEY is set but --ssh-key was given")
+            && err.contains("its token expired 1 hour"),
+        "{err}"
+    );
+    assert!(!err.contains(expired.expose()), "the token is never shown");
 }
 
 /// Repeated seeded applies under 20% injected faults converge to exactly
