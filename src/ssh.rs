@@ -50,7 +50,23 @@ pub struct SshOptions {
     pub retry_delay: Duration,
     /// ssh's `ConnectTimeout`.
     pub connect_timeout: Duration,
+    /// The most one call ([`run`], [`run_with_input`]) may take, retries
+    /// included: past it the ssh process is killed and the call fails with
+    /// [`SshError::Deadline`]. A connected session whose far end stops
+    /// answering is also cut by keep-alives ([`KEEPALIVE`]), but a remote
+    /// command that simply never finishes is only cut by this.
+    pub deadline: Duration,
 }
+
+/// `ServerAliveInterval` and `ServerAliveCountMax`: a connection whose far
+/// end stops answering is given up after 3 unanswered keep-alives 5 s apart
+/// (~15 s) instead of TCP's own timeout (many minutes).
+pub const KEEPALIVE: (u32, u32) = (5, 3);
+
+/// [`SshOptions::deadline`] by default: longer than any quick read (state
+/// file, kubeconfig, logout, probes) under load, short enough that a VM
+/// that never answers is named within minutes.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 impl SshOptions {
     /// Defaults that ride out exe.dev's dropped-connection bursts (3 retries,
@@ -67,6 +83,7 @@ impl SshOptions {
             retries: 3,
             retry_delay: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(15),
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
@@ -109,6 +126,19 @@ pub enum SshError {
         code: i32,
         /// The last line it printed on stderr.
         stderr: String,
+    },
+    /// The call did not finish within [`SshOptions::deadline`]: ssh was
+    /// killed.
+    #[error(
+        "no answer from {vm} over SSH within {secs}s (`{command}`): the VM or exe.dev's SSH proxy stopped answering.\n  Check `ssh {vm}.exe.xyz true` and that the VM is running (`ssh exe.dev ls`); re-run once it answers"
+    )]
+    Deadline {
+        /// The VM.
+        vm: String,
+        /// The remote command line.
+        command: String,
+        /// The deadline, in seconds.
+        secs: u64,
     },
     /// The remote command printed something that is not UTF-8.
     #[error("`{command}` on {vm} printed output that is not UTF-8")]
@@ -184,6 +214,8 @@ fn common_options(opts: &SshOptions) -> Vec<String> {
         "ConnectTimeout={}",
         opts.connect_timeout.as_secs().max(1)
     ));
+    o(format!("ServerAliveInterval={}", KEEPALIVE.0));
+    o(format!("ServerAliveCountMax={}", KEEPALIVE.1));
     args
 }
 
@@ -231,7 +263,6 @@ pub fn tunnel_args(vm: &str, local_port: u16, remote: &str, opts: &SshOptions) -
         "ControlMaster=no",
         "ControlPath=none",
         "ExitOnForwardFailure=yes",
-        "ServerAliveInterval=15",
     ] {
         args.push("-o".to_string());
         args.push(o.to_string());
@@ -280,10 +311,17 @@ pub fn child_env(
         .collect()
 }
 
-/// A `Command` for the ssh program with only [`child_env`] of ours.
+/// A `Command` for the ssh program with only [`child_env`] of ours, in a
+/// process group of its own: a terminal's Ctrl-C (SIGINT to the
+/// foreground process group) reaches this tool only, which decides what to
+/// finish, instead of killing the ssh sessions that carry the changes in
+/// flight (and the tunnel to the API). The tool still ends them itself:
+/// each child is killed when its call is dropped.
 fn ssh_command(program: &str) -> Command {
     let mut c = Command::new(program);
     c.env_clear().envs(child_env(std::env::vars_os()));
+    #[cfg(unix)]
+    c.process_group(0);
     c
 }
 
@@ -380,6 +418,25 @@ pub async fn run_with_input(
         word: remote_command.join(" "),
         reason: e.to_string(),
     })?;
+    // Dropping the attempt on the deadline drops its child, which kills it.
+    match tokio::time::timeout(opts.deadline, attempts(vm, &command, input, opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(SshError::Deadline {
+            vm: vm.to_string(),
+            command,
+            secs: opts.deadline.as_secs(),
+        }),
+    }
+}
+
+/// [`run_with_input`]'s attempts, unbounded in time (the caller bounds it).
+async fn attempts(
+    vm: &str,
+    command: &str,
+    input: Option<&crate::secret::Secret>,
+    opts: &SshOptions,
+) -> Result<String, SshError> {
+    let command = command.to_string();
     ensure_control_dir(&opts.control_dir)?;
     let program = program();
     let mut args = ssh_args(vm, opts);
@@ -563,6 +620,7 @@ mod tests {
             retries: 2,
             retry_delay: Duration::from_millis(1),
             connect_timeout: Duration::from_secs(7),
+            deadline: Duration::from_secs(30),
         }
     }
 
@@ -572,6 +630,7 @@ mod tests {
         assert_eq!(
             a,
             "-o HostKeyAlias=exe.dev -o BatchMode=yes -o ConnectTimeout=7 \
+             -o ServerAliveInterval=5 -o ServerAliveCountMax=3 \
              -o ControlMaster=auto -o ControlPath=/tmp/exk8s/%C -o ControlPersist=60 \
              demo-cp1.exe.xyz"
         );
@@ -603,6 +662,7 @@ mod tests {
         assert!(a.contains("-o HostKeyAlias=exe.dev"), "{a}");
         assert!(a.contains("-o ControlMaster=no -o ControlPath=none"), "{a}");
         assert!(a.contains("ExitOnForwardFailure=yes"), "{a}");
+        assert!(a.contains("-o ServerAliveInterval=5"), "{a}");
         assert!(a.ends_with(" demo-cp1.exe.xyz"), "{a}");
     }
 

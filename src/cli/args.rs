@@ -27,10 +27,14 @@ pub struct KubeArgs {
     /// under .exedev-k8s/<fleet>/).
     #[arg(long, env = "EXEDEV_K8S_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Reach the API through an SSH tunnel to the first server (when this
-    /// machine is not on the tailnet).
-    #[arg(long)]
+    /// Always reach the API through an SSH tunnel to a server. Without it,
+    /// the tunnel is taken on its own (and said) when the server's tailnet
+    /// name does not answer from this machine.
+    #[arg(long, conflicts_with = "no_ssh_tunnel")]
     pub via_ssh_tunnel: bool,
+    /// Never reach the API through an SSH tunnel: only over the tailnet.
+    #[arg(long)]
+    pub no_ssh_tunnel: bool,
 }
 
 impl KubeArgs {
@@ -39,6 +43,7 @@ impl KubeArgs {
         KubeSettings {
             kubeconfig: self.kubeconfig.clone(),
             via_ssh_tunnel: self.via_ssh_tunnel,
+            no_ssh_tunnel: self.no_ssh_tunnel,
             ssh_key,
         }
     }

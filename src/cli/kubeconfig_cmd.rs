@@ -26,9 +26,10 @@ pub struct KubeconfigArgs {
     /// instead of overwriting it.
     #[arg(long, requires = "out")]
     pub merge: bool,
-    /// This machine is not on the tailnet: commands of this tool that talk to
-    /// the cluster will go through an SSH tunnel to the first server. The
-    /// file still names the tailnet URL, for kubectl on tailnet machines.
+    /// This machine is not on the tailnet: print how kubectl can reach the
+    /// API through an SSH tunnel. (This tool's own commands take a tunnel on
+    /// their own when the tailnet name does not answer.) The file still
+    /// names the tailnet URL, for kubectl on tailnet machines.
     #[arg(long)]
     pub via_ssh_tunnel: bool,
     /// SSH private key registered with exe.dev (default: ssh's own choice).
@@ -118,7 +119,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         );
     } else {
         println!(
-            "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel)",
+            "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel); exedev-k8s itself goes through an SSH tunnel when it is not",
             fleet.tailscale.tailnet
         );
     }

@@ -245,10 +245,18 @@ pub struct ApplySettings {
     pub force_drain: bool,
     /// How long one drain may take.
     pub drain_timeout: Duration,
-    /// How long a server (or `--wait`) may take to become ready.
+    /// The most the whole apply may take (`--timeout`), counted from
+    /// `deadline`'s start: every readiness wait and change ends by then,
+    /// and no change starts after it.
     pub timeout: Duration,
+    /// When the apply must be over; `None`: `timeout` after [`execute`]
+    /// starts. The CLI sets it when the command starts, so preparing counts.
+    pub deadline: Option<tokio::time::Instant>,
     /// Fetch the kubeconfig over SSH when none is at hand (`--wait`).
     pub fetch_kubeconfig: bool,
+    /// Take the fleet's lease before planning ([`crate::lease`]); `None`:
+    /// none (benches, tests that drive one apply).
+    pub lock: Option<crate::lease::LockRequest>,
 }
 
 impl Default for ApplySettings {
@@ -259,7 +267,9 @@ impl Default for ApplySettings {
             force_drain: false,
             drain_timeout: Duration::from_secs(300),
             timeout: Duration::from_secs(900),
+            deadline: None,
             fetch_kubeconfig: false,
+            lock: None,
         }
     }
 }
@@ -274,6 +284,16 @@ pub struct Prepared {
     reachable: Result<(), kube::Unreachable>,
     /// True when the plan is a reviewed, saved one (no question to ask).
     pub reviewed: bool,
+    /// The fleet's lease, held from before planning until [`release`].
+    lease: Option<crate::lease::LeaseGuard>,
+}
+
+/// Gives up the fleet's lease, if this apply holds it: the next apply of
+/// the fleet may start at once instead of waiting for it to expire.
+pub async fn release(prepared: &mut Prepared) {
+    if let Some(lease) = prepared.lease.take() {
+        lease.release().await;
+    }
 }
 
 impl Prepared {
@@ -297,6 +317,54 @@ pub async fn prepare_apply(
     // has none until its first server is up (apply connects then).
     let lazy = kube::lazy(s, None);
     let client = kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await;
+    // One writer per fleet: the lease is taken before planning, so a plan
+    // made after waiting for another run sees what that run changed.
+    let lease = match (&settings.lock, &client) {
+        (Some(req), Ok(c)) => {
+            let (guard, waited) =
+                crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), req)
+                    .await
+                    .map_err(|e| {
+                        let hint = crate::hint::Hint::hint(&e).unwrap_or_default();
+                        EngineError::refused(e.to_string(), hint)
+                    })?;
+            if waited {
+                observed = observe(&s.client, &s.fleet, !destroy).await?;
+            }
+            Some(guard)
+        }
+        (Some(req), Err(why)) if s.owns_any(&observed) => {
+            (req.note)(&format!(
+                "note: no lease taken ({why}): another apply of this fleet is not kept out while this one runs"
+            ));
+            None
+        }
+        _ => None,
+    };
+    let planned = plan_apply(s, saved, targets, settings, observed, lazy, client).await;
+    match planned {
+        Ok(p) => Ok(Prepared { lease, ..p }),
+        Err(e) => {
+            // A refused or stale plan changes nothing: the lease goes at once.
+            if let Some(l) = lease {
+                l.release().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// [`prepare_apply`]'s plan, once the lease is held.
+async fn plan_apply(
+    s: &Session,
+    saved: Option<(Plan, Option<PathBuf>)>,
+    targets: Vec<String>,
+    settings: &ApplySettings,
+    mut observed: Observed,
+    lazy: LazyClient,
+    client: Result<::kube::Client, kube::Unreachable>,
+) -> Result<Prepared, EngineError> {
+    let destroy = saved.as_ref().is_some_and(|(p, _)| p.mode == Mode::Destroy);
     if !destroy {
         observed.nodes = kube::observe_nodes(&client).await;
     }
@@ -361,6 +429,7 @@ pub async fn prepare_apply(
         kube,
         reachable,
         reviewed,
+        lease: None,
     })
 }
 
@@ -386,6 +455,7 @@ pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
         kube: Arc::new(kube::lazy(s, None)),
         reachable: Err(kube::Unreachable::Teardown),
         reviewed: false,
+        lease: None,
     })
 }
 
@@ -444,6 +514,18 @@ pub async fn execute(
         (plan::spec::ClusterSecrets::placeholders(), Vec::new())
     };
     check_scripts(s, p, &secrets)?;
+    let deadline = settings
+        .deadline
+        .unwrap_or_else(|| tokio::time::Instant::now() + settings.timeout);
+    // Past the deadline no change starts (as after a first Ctrl-C); the
+    // hooks in flight end by it on their own.
+    let out_of_time = {
+        let cancel = hooks.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
     let ssh_key = s.kube.ssh_key.as_deref();
     let drain_opts = crate::cluster::DrainOptions {
         timeout: settings.drain_timeout,
@@ -458,12 +540,12 @@ pub async fn execute(
         // its Node Ready, at the plan's release after a k3s change, when the
         // API is reachable) before the next one of its kind.
         node_ready: applying
-            .then(|| hooks::node_ready(prepared.kube.clone(), &s.fleet, ssh_key, settings.timeout)),
+            .then(|| hooks::node_ready(prepared.kube.clone(), &s.fleet, ssh_key, deadline)),
         drainer: (applying && api && !settings.skip_drain)
             .then(|| hooks::drainer(prepared.kube.clone(), drain_opts)),
         uncordoner: (applying && api).then(|| hooks::uncordoner(prepared.kube.clone())),
         labeler: (applying && api).then(|| hooks::labeler(prepared.kube.clone(), &s.fleet)),
-        changer: applying.then(|| hooks::changer(ssh_key, settings.timeout)),
+        changer: applying.then(|| hooks::changer(ssh_key, settings.timeout, deadline)),
         logout: Some(hooks::device_logout(ssh_key)),
         ..ApplyOptions::default()
     };
@@ -477,6 +559,7 @@ pub async fn execute(
         hooks.reporter,
     )
     .await;
+    out_of_time.abort();
     Ok(Executed { report, generated })
 }
 
