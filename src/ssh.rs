@@ -446,44 +446,37 @@ async fn attempts(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let output = match input {
-            None => ssh_command(&program)
+        let output = {
+            let mut child = ssh_command(&program)
                 .args(&args)
-                .stdin(Stdio::null())
+                .stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .kill_on_drop(true)
-                .output()
+                .spawn()
+                .map_err(|source| SshError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
+            let _live = Live::new(&child);
+            if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+                use tokio::io::AsyncWriteExt;
+                // A session that ends early closes stdin: its exit
+                // status says why.
+                let _ = stdin.write_all(text.expose().as_bytes()).await;
+                drop(stdin);
+            }
+            child
+                .wait_with_output()
                 .await
                 .map_err(|source| SshError::Spawn {
                     program: program.clone(),
                     source,
-                })?,
-            Some(text) => {
-                let mut child = ssh_command(&program)
-                    .args(&args)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(|source| SshError::Spawn {
-                        program: program.clone(),
-                        source,
-                    })?;
-                if let Some(mut stdin) = child.stdin.take() {
-                    use tokio::io::AsyncWriteExt;
-                    // A session that ends early closes stdin: its exit
-                    // status says why.
-                    let _ = stdin.write_all(text.expose().as_bytes()).await;
-                    drop(stdin);
-                }
-                child
-                    .wait_with_output()
-                    .await
-                    .map_err(|source| SshError::Spawn {
-                        program: program.clone(),
-                        source,
-                    })?
-            }
+                })?
         };
         match output.status.code() {
             Some(0) => {
@@ -523,6 +516,58 @@ pub struct Tunnel {
     pub local_port: u16,
     /// The ssh process (killed on drop).
     pub child: Child,
+    /// Listed for [`kill_all`] while it runs.
+    _live: Live,
+}
+
+/// The ssh children running now, by pid (each leads its own process
+/// group): what [`kill_all`] ends when the tool quits at once (a second
+/// Ctrl-C exits without dropping them, and being out of the terminal's
+/// process group they would outlive it; a tunnel would run forever).
+static LIVE: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A child's place in [`LIVE`], left when dropped.
+#[derive(Debug)]
+struct Live(Option<u32>);
+
+impl Live {
+    fn new(child: &Child) -> Live {
+        let pid = child.id();
+        if let (Some(pid), Ok(mut live)) = (pid, LIVE.lock()) {
+            live.insert(pid);
+        }
+        Live(pid)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let (Some(pid), Ok(mut live)) = (self.0, LIVE.lock()) {
+            live.remove(&pid);
+        }
+    }
+}
+
+/// Sends SIGTERM to the process group of every ssh child still running
+/// (sessions, tunnels): for a caller about to exit at once. Returns how
+/// many there were.
+pub fn kill_all() -> usize {
+    let pids: Vec<u32> = LIVE
+        .lock()
+        .map(|l| l.iter().copied().collect())
+        .unwrap_or_default();
+    #[cfg(unix)]
+    for pid in &pids {
+        if let Ok(pgid) = i32::try_from(*pid) {
+            // SAFETY: kill takes plain integers and touches no memory; a
+            // group that is already gone is ESRCH, which is fine here.
+            unsafe {
+                libc::kill(-pgid, libc::SIGTERM);
+            }
+        }
+    }
+    pids.len()
 }
 
 fn free_port() -> Result<u16, SshError> {
@@ -567,6 +612,7 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
                 program: program.clone(),
                 source,
             })?;
+        let live = Live::new(&child);
         let deadline = tokio::time::Instant::now() + opts.connect_timeout + Duration::from_secs(5);
         let exited = loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -576,6 +622,7 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
                 return Ok(Tunnel {
                     local_port: port,
                     child,
+                    _live: live,
                 });
             }
             match child.try_wait() {

@@ -1021,7 +1021,7 @@ fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
     // The notice shows once, on stderr, with what to do.
     assert_eq!(
         stderr
-            .matches("interrupted: finishing the changes in flight")
+            .matches("Ctrl-C: finishing the changes in flight")
             .count(),
         1,
         "{all}"
@@ -1099,7 +1099,7 @@ fn progress_on_a_terminal_shows_durations_once_and_the_ctrl_c_notice() {
     drop(stdin);
     let screen = text(&out.stdout);
     assert!(
-        screen.contains("interrupted: finishing the changes in flight"),
+        screen.contains("Ctrl-C: finishing the changes in flight"),
         "{screen}"
     );
     let finished: Vec<&str> = screen.split("✓ create in ").skip(1).collect();

@@ -503,3 +503,76 @@ impl SpawnScript for std::process::Command {
             .unwrap()
     }
 }
+
+/// SIGTERM (a CI runner cancelling the job) mid-roll is a first Ctrl-C:
+/// the change in flight goes on. A second one quits at once (exit 130),
+/// naming the change it left in flight with its last step, and how to
+/// resume (with the lease's ID); resuming with it converges.
+#[test]
+fn sigterm_finishes_in_flight_and_a_second_names_what_it_left() {
+    let h = harness(|w| w.timings.restart_ms = 3000);
+    write(&h, &fleet(V4, 1, 2));
+    ok(cli(&h, APPLY));
+    write(&h, &fleet(V6, 1, 2));
+    let child = command(&h, APPLY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut caught = None;
+    while Instant::now() < deadline && caught.is_none() {
+        caught = ["demo-web1", "demo-web2"]
+            .into_iter()
+            .find(|vm| k3s(&h, vm)["unschedulable"] == true);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let caught = caught.expect("an agent was cordoned mid-roll");
+    let term = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(term(child.id()).success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(term(child.id()).success());
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert!(
+        t.contains("SIGTERM: finishing the changes in flight"),
+        "{t}"
+    );
+    assert!(
+        t.contains("SIGTERM again: quitting now. Left in flight (1)"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{caught} (upgrade): stopped after")),
+        "{t}"
+    );
+    let resume = t
+        .lines()
+        .find_map(|l| l.split("then `").nth(1))
+        .and_then(|l| l.split('`').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(resume.contains("--force-unlock "), "{t}");
+    // Running the printed command (through the tunnel) converges at once,
+    // without waiting for the lease to expire.
+    let mut args: Vec<&str> = resume.split_whitespace().skip(1).collect();
+    args.extend(["--yes", "--wait", "--via-ssh-tunnel", "--timeout", "90s"]);
+    let start = Instant::now();
+    let again = ok(cli(&h, &args));
+    assert!(start.elapsed() < Duration::from_secs(55), "{again}");
+    assert!(again.contains("breaking lease"), "{again}");
+    for vm in vms(&h) {
+        let k = k3s(&h, &vm);
+        assert_eq!(
+            (k["version"].as_str(), k["unschedulable"].as_bool()),
+            (Some(V6), Some(false)),
+            "{vm}: {k:#}"
+        );
+    }
+}

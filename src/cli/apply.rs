@@ -254,7 +254,13 @@ async fn execute(
     let in_flight = InFlight::default();
     let hooks = Hooks {
         reporter: in_flight.tracking(progress.reporter()),
-        cancel: interrupt_flag(progress.notifier(), verb, in_flight, s.path.clone()),
+        cancel: interrupt_flag(
+            progress.notifier(),
+            verb,
+            in_flight,
+            s.path.clone(),
+            prepared.lease_id().map(str::to_string),
+        ),
     };
     let done = engine::execute(s, prepared, settings, hooks).await?;
     if !done.generated.is_empty() {
@@ -382,6 +388,7 @@ fn interrupt_flag(
     verb: &'static str,
     in_flight: InFlight,
     fleet: PathBuf,
+    lease: Option<String>,
 ) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
@@ -408,11 +415,20 @@ fn interrupt_flag(
                 msg.push_str(&format!("\n  {l}"));
             }
         }
+        let unlock = match &lease {
+            Some(id) => format!(
+                " --force-unlock {id}` (or without it once this run's lease expires, within {}s)",
+                crate::lease::DURATION.as_secs()
+            ),
+            None => "`".to_string(),
+        };
         msg.push_str(&format!(
-            "\nTo resume: `exedev-k8s status -f {fleet}` names each node that is cordoned, NotReady or on another release; `kubectl uncordon NODE` once one is Ready, then `exedev-k8s {verb} -f {fleet}` (its lease expires within {}s)",
-            crate::lease::DURATION.as_secs()
+            "\nTo resume: `exedev-k8s status -f {fleet}` names each node that is cordoned, NotReady or on another release; `kubectl uncordon NODE` once one is Ready, then `exedev-k8s {verb} -f {fleet}{unlock}"
         ));
         notify(&msg);
+        // Out of the terminal's process group, the ssh sessions and the
+        // tunnel would outlive this process.
+        crate::ssh::kill_all();
         std::process::exit(super::exit::INTERRUPTED);
     });
     flag

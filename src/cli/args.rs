@@ -38,6 +38,25 @@ pub struct KubeArgs {
 }
 
 impl KubeArgs {
+    /// These flags as given, for a next-step command the tool prints (so
+    /// it reaches the API the same way when run as printed): empty, or
+    /// ` --via-ssh-tunnel`, ` --no-ssh-tunnel`, ` --kubeconfig 'PATH'`.
+    pub fn as_flags(&self) -> String {
+        let mut out = String::new();
+        if self.via_ssh_tunnel {
+            out.push_str(" --via-ssh-tunnel");
+        }
+        if self.no_ssh_tunnel {
+            out.push_str(" --no-ssh-tunnel");
+        }
+        if let Some(k) = &self.kubeconfig {
+            let shown = k.display().to_string();
+            out.push_str(" --kubeconfig ");
+            out.push_str(&crate::shellwords::quote(&shown).unwrap_or(shown));
+        }
+        out
+    }
+
     /// The engine's view, with the SSH key for VMs.
     pub fn settings(&self, ssh_key: Option<PathBuf>) -> KubeSettings {
         KubeSettings {
@@ -61,4 +80,26 @@ pub struct ReleaseArgs {
         default_value = crate::release::DEFAULT_CHANNEL_SERVER
     )]
     pub channel_server: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A printed next step reaches the API the way this run did.
+    #[test]
+    fn next_step_flags_repeat_how_the_api_was_reached() {
+        let args = |via, no, kc: Option<&str>| KubeArgs {
+            kubeconfig: kc.map(PathBuf::from),
+            via_ssh_tunnel: via,
+            no_ssh_tunnel: no,
+        };
+        assert_eq!(args(false, false, None).as_flags(), "");
+        assert_eq!(args(true, false, None).as_flags(), " --via-ssh-tunnel");
+        assert_eq!(args(false, true, None).as_flags(), " --no-ssh-tunnel");
+        assert_eq!(
+            args(false, false, Some("my dir/kc")).as_flags(),
+            " --kubeconfig 'my dir/kc'"
+        );
+    }
 }

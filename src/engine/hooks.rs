@@ -68,6 +68,11 @@ pub fn remover(kube: Arc<LazyClient>, opts: DrainOptions) -> apply::NodeRemover 
     })
 }
 
+/// How long after the apply's deadline [`node_ready`]'s outer bound
+/// fires: its own steps end by the deadline and say why; this one is for
+/// an API call between them that hangs.
+const OUTER_GRACE: Duration = Duration::from_secs(5);
+
 /// How often readiness is polled once the first quick looks are over.
 const POLL: Duration = Duration::from_secs(3);
 
@@ -153,7 +158,10 @@ pub fn node_ready(
                 Ok(outcome)
             };
             Box::pin(async move {
-                match tokio::time::timeout_at(deadline, wait).await {
+                // The steps end by the deadline themselves, each naming
+                // what it waited for; this bound, a moment later, only
+                // catches a call between them that would not end.
+                match tokio::time::timeout_at(deadline + OUTER_GRACE, wait).await {
                     Ok(r) => r,
                     Err(_) => Err(HookError::hinted(NodeError::OutOfTime)),
                 }

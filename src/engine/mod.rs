@@ -297,6 +297,12 @@ pub async fn release(prepared: &mut Prepared) {
 }
 
 impl Prepared {
+    /// The ID of the fleet's lease this apply holds (what `--force-unlock`
+    /// would name), if it holds one.
+    pub fn lease_id(&self) -> Option<&str> {
+        self.lease.as_ref().map(|l| l.id())
+    }
+
     /// Why the Kubernetes API could not be reached, when it could not.
     pub fn kube_unreachable(&self) -> Option<&kube::Unreachable> {
         self.reachable.as_ref().err()
