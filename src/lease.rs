@@ -32,6 +32,9 @@ pub const DURATION: Duration = Duration::from_secs(60);
 /// leader election renews well within the lease).
 pub const RENEW_EVERY: Duration = Duration::from_secs(20);
 
+/// The most giving a lease up may take.
+const RELEASE_WITHIN: Duration = Duration::from_secs(10);
+
 /// How often a waiting apply looks again.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -218,20 +221,25 @@ impl LeaseGuard {
 
     /// Gives the lease up: its holder is cleared (at the version read, so a
     /// lease someone else took over is left alone).
+    /// Bounded by [`RELEASE_WITHIN`]: a cluster just destroyed does not
+    /// answer, and the lease then simply goes with it (or expires).
     pub async fn release(self) {
         self.renew.abort();
-        if let Ok(l) = self.api.get(&self.name).await
-            && held_by(&l).as_ref() == Some(&self.holder)
-        {
-            let mut v = serde_json::to_value(&l).unwrap_or_default();
-            v["spec"]["holderIdentity"] = json!("");
-            if let Ok(l) = serde_json::from_value::<Lease>(v) {
-                let _ = self
-                    .api
-                    .replace(&self.name, &PostParams::default(), &l)
-                    .await;
+        let give_up = async {
+            if let Ok(l) = self.api.get(&self.name).await
+                && held_by(&l).as_ref() == Some(&self.holder)
+            {
+                let mut v = serde_json::to_value(&l).unwrap_or_default();
+                v["spec"]["holderIdentity"] = json!("");
+                if let Ok(l) = serde_json::from_value::<Lease>(v) {
+                    let _ = self
+                        .api
+                        .replace(&self.name, &PostParams::default(), &l)
+                        .await;
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout(RELEASE_WITHIN, give_up).await;
     }
 }
 

@@ -91,6 +91,14 @@ pub struct DestroyArgs {
     /// Print progress as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// How long to wait for an apply of the fleet to finish (it holds the
+    /// fleet's lease) before giving up.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Break the fleet's lease held under this ID (another run's, which
+    /// is gone) before taking it.
+    #[arg(long, value_name = "ID")]
+    pub force_unlock: Option<String>,
 }
 
 /// `--max-rate`: a positive number of requests per second (0 would mean no
@@ -214,7 +222,20 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
             ..Default::default()
         },
     );
-    let prepared = engine::prepare_destroy(&s).await?;
+    let lock = crate::lease::LockRequest {
+        wait: a.lock_timeout,
+        force_unlock: a.force_unlock.clone(),
+        note: super::notes(a.json),
+    };
+    let mut prepared = engine::prepare_destroy(&s, Some(&lock)).await?;
+    let result = confirm_and_destroy(&s, &prepared, &a).await;
+    engine::release(&mut prepared).await;
+    result
+}
+
+/// The part of destroy that runs under the fleet's lease (when it had one
+/// to take).
+async fn confirm_and_destroy(s: &Session, prepared: &Prepared, a: &DestroyArgs) -> CliResult {
     if !a.json {
         print!("{}", render::human(&prepared.plan, ui::colour_enabled()));
     }
@@ -228,7 +249,7 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
         parallelism: a.parallelism as usize,
         ..ApplySettings::default()
     };
-    let code = execute(&s, &prepared, &settings, "destroy", a.json).await?;
+    let code = execute(s, prepared, &settings, "destroy", a.json).await?;
     if a.purge_secrets && crate::cluster_secrets::purge(&s.dir, &s.fleet.name)? && !a.json {
         println!("Removed the stored k3s token for {:?}.", s.fleet.name);
     }

@@ -284,14 +284,15 @@ pub struct Prepared {
     reachable: Result<(), kube::Unreachable>,
     /// True when the plan is a reviewed, saved one (no question to ask).
     pub reviewed: bool,
-    /// The fleet's lease, held from before planning until [`release`].
-    lease: Option<crate::lease::LeaseGuard>,
+    /// The fleet's lease, held from before planning until [`release`],
+    /// with the client it is renewed through (kept: its tunnel must live).
+    lease: Option<(crate::lease::LeaseGuard, Arc<LazyClient>)>,
 }
 
 /// Gives up the fleet's lease, if this apply holds it: the next apply of
 /// the fleet may start at once instead of waiting for it to expire.
 pub async fn release(prepared: &mut Prepared) {
-    if let Some(lease) = prepared.lease.take() {
+    if let Some((lease, _client)) = prepared.lease.take() {
         lease.release().await;
     }
 }
@@ -300,7 +301,7 @@ impl Prepared {
     /// The ID of the fleet's lease this apply holds (what `--force-unlock`
     /// would name), if it holds one.
     pub fn lease_id(&self) -> Option<&str> {
-        self.lease.as_ref().map(|l| l.id())
+        self.lease.as_ref().map(|(l, _)| l.id())
     }
 
     /// Why the Kubernetes API could not be reached, when it could not.
@@ -321,7 +322,7 @@ pub async fn prepare_apply(
     let mut observed = observe(&s.client, &s.fleet, !destroy).await?;
     // Only an existing cluster can have a kubeconfig to fetch; a new one
     // has none until its first server is up (apply connects then).
-    let lazy = kube::lazy(s, None);
+    let lazy = Arc::new(kube::lazy(s, None));
     let client = kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await;
     // One writer per fleet: the lease is taken before planning, so a plan
     // made after waiting for another run sees what that run changed.
@@ -330,10 +331,7 @@ pub async fn prepare_apply(
             let (guard, waited) =
                 crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), req)
                     .await
-                    .map_err(|e| {
-                        let hint = crate::hint::Hint::hint(&e).unwrap_or_default();
-                        EngineError::refused(e.to_string(), hint)
-                    })?;
+                    .map_err(lease_error)?;
             if waited {
                 observed = observe(&s.client, &s.fleet, !destroy).await?;
             }
@@ -347,9 +345,13 @@ pub async fn prepare_apply(
         }
         _ => None,
     };
-    let planned = plan_apply(s, saved, targets, settings, observed, lazy, client).await;
+    let planned = plan_apply(s, saved, targets, settings, observed, lazy.clone(), client).await;
     match planned {
-        Ok(p) => Ok(Prepared { lease, ..p }),
+        // The lease's client (and its tunnel) lives as long as the lease.
+        Ok(p) => Ok(Prepared {
+            lease: lease.map(|l| (l, lazy)),
+            ..p
+        }),
         Err(e) => {
             // A refused or stale plan changes nothing: the lease goes at once.
             if let Some(l) = lease {
@@ -360,6 +362,12 @@ pub async fn prepare_apply(
     }
 }
 
+/// A lease not taken: refused, with its advice.
+fn lease_error(e: crate::lease::LeaseError) -> EngineError {
+    let hint = crate::hint::Hint::hint(&e).unwrap_or_default();
+    EngineError::refused(e.to_string(), hint)
+}
+
 /// [`prepare_apply`]'s plan, once the lease is held.
 async fn plan_apply(
     s: &Session,
@@ -367,7 +375,7 @@ async fn plan_apply(
     targets: Vec<String>,
     settings: &ApplySettings,
     mut observed: Observed,
-    lazy: LazyClient,
+    lazy: Arc<LazyClient>,
     client: Result<::kube::Client, kube::Unreachable>,
 ) -> Result<Prepared, EngineError> {
     let destroy = saved.as_ref().is_some_and(|(p, _)| p.mode == Mode::Destroy);
@@ -425,10 +433,10 @@ async fn plan_apply(
         }
     };
     // Rolling server changes talk to a server they leave alone.
-    let kube = Arc::new(match plan.api_server(&s.running_servers(&observed)) {
-        Some(via) if via != lazy.via() => kube::lazy(s, Some(&via)),
+    let kube = match plan.api_server(&s.running_servers(&observed)) {
+        Some(via) if via != lazy.via() => Arc::new(kube::lazy(s, Some(&via))),
         _ => lazy,
-    });
+    };
     Ok(Prepared {
         plan,
         observed,
@@ -440,12 +448,31 @@ async fn plan_apply(
 }
 
 /// Reads exe.dev and makes the teardown plan. A protected fleet is refused
-/// before any call.
-pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
+/// before any call. With `lock`, the fleet's lease is taken first when a
+/// kubeconfig is at hand (destroy needs no API otherwise), so a teardown
+/// does not run under an apply.
+pub async fn prepare_destroy(
+    s: &Session,
+    lock: Option<&crate::lease::LockRequest>,
+) -> Result<Prepared, EngineError> {
     if s.fleet.protect {
         return Err(protected(&s.fleet));
     }
-    let observed = observe(&s.client, &s.fleet, false).await?;
+    let mut observed = observe(&s.client, &s.fleet, false).await?;
+    let mut lease = None;
+    if let Some(req) = lock.filter(|_| s.owns_any(&observed)) {
+        let lazy = Arc::new(kube::lazy(s, None));
+        if let Ok(c) = kube::now(s, &lazy, false).await {
+            let (guard, waited) =
+                crate::lease::acquire(&c, &s.fleet.name, crate::lease::Holder::me(), req)
+                    .await
+                    .map_err(lease_error)?;
+            if waited {
+                observed = observe(&s.client, &s.fleet, false).await?;
+            }
+            lease = Some((guard, lazy));
+        }
+    }
     let plan = s.diff(
         &PlanOptions {
             targets: Vec::new(),
@@ -461,7 +488,7 @@ pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
         kube: Arc::new(kube::lazy(s, None)),
         reachable: Err(kube::Unreachable::Teardown),
         reviewed: false,
-        lease: None,
+        lease,
     })
 }
 
