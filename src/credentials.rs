@@ -51,13 +51,114 @@ impl Credentials {
     }
 }
 
+/// The variable a whole API token may come from (`--token` wins over it).
+pub const TOKEN_ENV: &str = "EXE_DEV_API_KEY";
+/// The variable an SSH key path may come from (`--ssh-key` wins over it).
+pub const KEY_ENV: &str = "EXE_DEV_SSH_KEY";
+
+/// What the user gave, and where: flags on the command line and the
+/// environment's variables, kept apart so a flag can win.
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    /// `--token`.
+    pub flag_token: Option<String>,
+    /// `--ssh-key`.
+    pub flag_key: Option<PathBuf>,
+    /// [`TOKEN_ENV`].
+    pub env_token: Option<String>,
+    /// [`KEY_ENV`].
+    pub env_key: Option<PathBuf>,
+}
+
+impl Given {
+    /// The flags given, with the two variables read from this process's
+    /// environment (empty ones count as unset).
+    pub fn with_env(flag_token: Option<String>, flag_key: Option<PathBuf>) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Given {
+            flag_token,
+            flag_key,
+            env_token: var(TOKEN_ENV),
+            env_key: var(KEY_ENV).map(PathBuf::from),
+        }
+    }
+
+    /// The SSH key for VMs and minting: `--ssh-key`, else [`KEY_ENV`].
+    pub fn key(&self) -> Option<PathBuf> {
+        self.flag_key.clone().or_else(|| self.env_key.clone())
+    }
+}
+
+/// Which credentials to use, and a note to show when something given was
+/// passed over. An explicit flag beats the environment: `--token` first,
+/// then `--ssh-key` (a token in [`TOKEN_ENV`] is then ignored, with a note
+/// that says so and whether it had expired), then [`TOKEN_ENV`] when it
+/// passes [`check_token`], then [`KEY_ENV`] (a bad token in the environment
+/// next to a key in the environment is ignored with a note, instead of
+/// stopping a run the key can carry). A bad token that nothing replaces
+/// is an error naming where it came from.
+pub fn choose(given: &Given, now: i64) -> Result<(Credentials, Option<String>), String> {
+    if let Some(t) = &given.flag_token {
+        check_token(t.trim(), now, "the API token given with --token")?;
+        return Ok((Credentials::Token(Secret::new(t.trim())), None));
+    }
+    let env_check = |what: &str| {
+        given
+            .env_token
+            .as_deref()
+            .map(|t| check_token(t.trim(), now, what))
+    };
+    // For a note, the verdict names no source (the note does); for an
+    // error, it names the variable.
+    let env_verdict = env_check("its token");
+    if let Some(k) = &given.flag_key {
+        let note = env_verdict.map(|v| {
+            let state = match v {
+                Ok(()) => String::new(),
+                Err(why) => format!(" ({})", first_clause(&why)),
+            };
+            format!(
+                "note: {TOKEN_ENV} is set but --ssh-key was given: minting tokens from the key, ignoring the variable{state}"
+            )
+        });
+        return Ok((Credentials::SshKey(k.clone()), note));
+    }
+    match (env_verdict, &given.env_token, &given.env_key) {
+        (Some(Ok(())), Some(t), _) => Ok((Credentials::Token(Secret::new(t.trim())), None)),
+        (Some(Err(why)), _, Some(k)) => Ok((
+            Credentials::SshKey(k.clone()),
+            Some(format!(
+                "note: ignoring {TOKEN_ENV} ({}): minting tokens from {KEY_ENV} instead",
+                first_clause(&why)
+            )),
+        )),
+        (Some(Err(_)), _, None) => Err(env_check(&format!("the API token in {TOKEN_ENV}"))
+            .and_then(Result::err)
+            .unwrap_or_default()),
+        (_, _, Some(k)) => Ok((Credentials::SshKey(k.clone()), None)),
+        _ => Err(format!(
+            "no exe.dev credentials: pass --token (or set {TOKEN_ENV}), or --ssh-key PATH (or {KEY_ENV}) to mint tokens from a registered SSH key"
+        )),
+    }
+}
+
+/// The part of a token verdict before its advice (`... expired 3 hours ago
+/// (...)`), for a note.
+fn first_clause(why: &str) -> &str {
+    why.split(": ").next().unwrap_or(why)
+}
+
 /// Checks a token given whole (`--token`/`EXE_DEV_API_KEY`) before anything
 /// is sent: an exe0 token's expiry and shape are readable here, so an
 /// expired token and a garbled one each get their own message instead of
 /// exe.dev's one 401. exe1 tokens are opaque handles: only exe.dev can
 /// judge them.
 pub fn check_given_token(token: &str, now: i64) -> Result<(), String> {
-    let what = "the API token (--token / EXE_DEV_API_KEY)";
+    check_token(token, now, "the API token (--token / EXE_DEV_API_KEY)")
+}
+
+/// [`check_given_token`], naming the token's source as `what`.
+pub fn check_token(token: &str, now: i64, what: &str) -> Result<(), String> {
     if token.starts_with("exe1.") {
         return Ok(());
     }
@@ -155,6 +256,92 @@ mod tests {
             .unwrap()
             .expose()
             .to_string()
+    }
+
+    /// An explicit flag beats the environment; a bad token in the
+    /// environment gives way to a key, with a note; a bad token nothing
+    /// replaces is an error naming where it came from.
+    #[test]
+    fn flags_beat_the_environment() {
+        let now = 2_000_000_000;
+        let tok = |exp| {
+            mint(&Permissions {
+                exp: Some(exp),
+                ..Default::default()
+            })
+        };
+        let (good, expired) = (tok(now + 600), tok(now - 3 * 3600));
+        let key = || Some(PathBuf::from("/k/id"));
+        let env_key = || Some(PathBuf::from("/k/env"));
+        let kind = |r: &Result<(Credentials, Option<String>), String>| match r {
+            Ok((Credentials::Token(_), n)) => format!("token {}", n.is_some()),
+            Ok((Credentials::SshKey(p), n)) => format!("key {} {}", p.display(), n.is_some()),
+            Err(e) => format!("error {e}"),
+        };
+        let case = |g: Given| choose(&g, now);
+        // The case: an expired token in the environment, --ssh-key given.
+        let r = case(Given {
+            flag_key: key(),
+            env_token: Some(expired.clone()),
+            ..Default::default()
+        });
+        assert_eq!(kind(&r), "key /k/id true");
+        let note = r.map(|(_, n)| n.unwrap_or_default()).unwrap_or_default();
+        assert!(
+            note.contains("EXE_DEV_API_KEY is set but --ssh-key was given")
+                && note.contains("its token expired 3 hours ago"),
+            "{note}"
+        );
+        assert!(!note.contains(&expired), "the token is never shown");
+        // --ssh-key beats even a good token in the environment (said once).
+        let r = case(Given {
+            flag_key: key(),
+            env_token: Some(good.clone()),
+            ..Default::default()
+        });
+        assert_eq!(kind(&r), "key /k/id true");
+        // --token beats a key in the environment and on the command line.
+        let r = case(Given {
+            flag_token: Some(good.clone()),
+            flag_key: key(),
+            env_key: env_key(),
+            ..Default::default()
+        });
+        assert_eq!(kind(&r), "token false");
+        // An expired --token is an error naming the flag, whatever else is set.
+        let r = case(Given {
+            flag_token: Some(expired.clone()),
+            env_key: env_key(),
+            ..Default::default()
+        });
+        assert!(
+            kind(&r).contains("given with --token expired"),
+            "{}",
+            kind(&r)
+        );
+        // Both from the environment: the token while it is good ...
+        let both = |t: &str| Given {
+            env_token: Some(t.to_string()),
+            env_key: env_key(),
+            ..Default::default()
+        };
+        assert_eq!(kind(&case(both(&good))), "token false");
+        // ... the key, with a note, once it is not.
+        let r = case(both(&expired));
+        assert_eq!(kind(&r), "key /k/env true");
+        // A bad token alone in the environment: an error naming the variable.
+        let r = case(Given {
+            env_token: Some(expired),
+            ..Default::default()
+        });
+        assert!(
+            kind(&r).contains("the API token in EXE_DEV_API_KEY expired"),
+            "{}",
+            kind(&r)
+        );
+        // Nothing at all: says both ways.
+        let r = case(Given::default());
+        assert!(kind(&r).contains("--ssh-key PATH (or EXE_DEV_SSH_KEY)"));
     }
 
     /// Expired, not yet valid, damaged and foreign tokens each say what they

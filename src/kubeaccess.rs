@@ -71,6 +71,17 @@ pub enum KubeAccessError {
         first: Box<KubeAccessError>,
         others: Vec<String>,
     },
+    /// The stored kubeconfig's CA is not the one the cluster's servers use
+    /// now: it was left from an earlier cluster of the same name.
+    #[error(
+        "the stored kubeconfig {path} is from another cluster: its certificate authority is not the one {vm} uses now (a cluster of this name was destroyed and created again since it was stored)\n  fetch the current one with `exedev-k8s kubeconfig -f FLEET` (it replaces the file), then run again"
+    )]
+    StaleKubeconfig {
+        /// The stored file.
+        path: String,
+        /// The server whose CA was compared.
+        vm: String,
+    },
     /// An API call failed.
     #[error("{action}: {source}")]
     Api {
@@ -79,6 +90,34 @@ pub enum KubeAccessError {
         /// kube's error.
         source: kube::Error,
     },
+}
+
+/// How the API is reached from this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Route {
+    /// Directly over the tailnet when the server's tailnet name resolves
+    /// and accepts a connection from here, else through an SSH tunnel
+    /// (said once on stderr). Only for the tool's own kubeconfig: a
+    /// `--kubeconfig` the user brings names its own server.
+    #[default]
+    Auto,
+    /// Always through an SSH tunnel (`--via-ssh-tunnel`).
+    Tunnel,
+    /// Never through a tunnel (`--no-ssh-tunnel`).
+    Direct,
+}
+
+/// How long [`Route::Auto`] tries the server's tailnet name (resolve and
+/// connect) before it takes the tunnel.
+pub const REACH_CHECK: Duration = Duration::from_secs(4);
+
+/// Whether `host:port` resolves and accepts a TCP connection within
+/// [`REACH_CHECK`]: this machine is on the tailnet and the server listens.
+async fn reaches(host: &str, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(REACH_CHECK, tokio::net::TcpStream::connect((host, port))).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The fleet's first server (`<cluster>-cp1`): the one that holds the
@@ -180,20 +219,46 @@ pub async fn fetch_kubeconfig(
 /// through [`SafeKubeconfig`] and always point at the fleet's servers. With
 /// `via_tunnel`, the API is reached through an SSH tunnel to `via`, which
 /// the caller must keep alive (the returned [`Tunnel`]) as long as it uses
-/// the client.
+/// the client; [`Route::Auto`] decides on the tunnel itself.
 pub async fn kube_client(
     fleet: &Fleet,
     fleet_dir: &Path,
     kubeconfig: Option<&Path>,
-    via_tunnel: bool,
+    route: Route,
     via: &str,
     ssh: &SshOptions,
 ) -> Result<(kube::Client, Option<Tunnel>), KubeAccessError> {
+    let via_tunnel = match route {
+        Route::Tunnel => true,
+        Route::Direct => false,
+        Route::Auto if kubeconfig.is_some() => false,
+        Route::Auto => {
+            let host = format!("{via}.{}", fleet.tailscale.tailnet);
+            let direct = reaches(&host, crate::bootstrap::K3S_PORT).await;
+            if !direct {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                // stderr: stdout may be a JSON document.
+                SAID.call_once(|| {
+                    eprintln!(
+                        "note: {} does not answer from this machine (not on tailnet {}?): reaching the Kubernetes API through an SSH tunnel to {via} (--no-ssh-tunnel forbids it)",
+                        crate::text::one_line(&host),
+                        crate::text::one_line(&fleet.tailscale.tailnet)
+                    );
+                });
+            }
+            !direct
+        }
+    };
     let cluster = &fleet.name;
     let stored = kubeconfig_path(fleet_dir, cluster);
+    let mut stored_ca = None;
     let (kc, source_name) = match kubeconfig {
         Some(path) => (read_users_kubeconfig(path)?, path.display().to_string()),
-        None if stored.exists() => (read_stored(fleet, &stored)?, stored.display().to_string()),
+        None if stored.exists() => {
+            let (kc, ca) = read_stored(fleet, &stored)?;
+            stored_ca = Some(ca);
+            (kc, stored.display().to_string())
+        }
         None => {
             let safe = fetch_safe(via, ssh).await?;
             cluster_secrets::write_private(&stored, &safe.to_yaml(cluster, &server_url(fleet))?)?;
@@ -218,6 +283,25 @@ pub async fn kube_client(
     let client = client_from_kubeconfig(kc, cluster, override_url.as_deref(), &source_name).await?;
     let url = override_url.unwrap_or_else(|| "the kubeconfig's server".to_string());
     if let Err(e) = client.apiserver_version().await {
+        // Our own stored file may be from a cluster that is gone: the
+        // server's current CA (over SSH, bounded) tells.
+        if let Some(ca) = &stored_ca
+            && let Ok(now) = fetch_safe(
+                via,
+                &SshOptions {
+                    retries: 1,
+                    deadline: STALE_CHECK,
+                    ..ssh.clone()
+                },
+            )
+            .await
+            && !same_ca(ca, &now.ca_data)
+        {
+            return Err(KubeAccessError::StaleKubeconfig {
+                path: stored.display().to_string(),
+                vm: via.to_string(),
+            });
+        }
         let hint = if via_tunnel {
             format!(
                 "the tunnel to {via} is up but k3s did not answer: check `systemctl status k3s` on it"
@@ -245,7 +329,7 @@ pub struct LazyClient {
     fleet: Fleet,
     fleet_dir: PathBuf,
     kubeconfig: Option<PathBuf>,
-    via_tunnel: bool,
+    route: Route,
     via: String,
     ssh: SshOptions,
     connect_timeout: Duration,
@@ -258,7 +342,7 @@ impl LazyClient {
         fleet: &Fleet,
         fleet_dir: &Path,
         kubeconfig: Option<&Path>,
-        via_tunnel: bool,
+        route: Route,
         via: &str,
         ssh: &SshOptions,
     ) -> LazyClient {
@@ -266,7 +350,7 @@ impl LazyClient {
             fleet: fleet.clone(),
             fleet_dir: fleet_dir.to_path_buf(),
             kubeconfig: kubeconfig.map(Path::to_path_buf),
-            via_tunnel,
+            route,
             via: via.to_string(),
             ssh: ssh.clone(),
             connect_timeout: Duration::from_secs(60),
@@ -298,7 +382,7 @@ impl LazyClient {
             &self.fleet,
             &self.fleet_dir,
             self.kubeconfig.as_deref(),
-            self.via_tunnel,
+            self.route,
             &self.via,
             &self.ssh,
         );
@@ -331,7 +415,18 @@ fn read_users_kubeconfig(path: &Path) -> Result<Kubeconfig, KubeAccessError> {
 /// The kubeconfig stored under `.exedev-k8s/<fleet>/`: written by this tool,
 /// but a file on disk, so read back through the same [`SafeKubeconfig`] as a
 /// fetched one, and pointed at the fleet's server whatever it says.
-fn read_stored(fleet: &Fleet, path: &Path) -> Result<Kubeconfig, KubeAccessError> {
+/// How long the stale-kubeconfig check may take (one SSH read).
+const STALE_CHECK: Duration = Duration::from_secs(30);
+
+/// Whether two `certificate-authority-data` values are the same CA
+/// (base64 as written: line breaks and spaces do not count).
+fn same_ca(a: &str, b: &str) -> bool {
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    squash(a) == squash(b)
+}
+
+/// The stored kubeconfig, and its CA data.
+fn read_stored(fleet: &Fleet, path: &Path) -> Result<(Kubeconfig, String), KubeAccessError> {
     let fail = |reason: String| {
         KubeAccessError::Kubeconfig {
         source_name: path.display().to_string(),
@@ -342,7 +437,7 @@ fn read_stored(fleet: &Fleet, path: &Path) -> Result<Kubeconfig, KubeAccessError
     let raw = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let cluster = &fleet.name;
     SafeKubeconfig::parse(&raw, &path.display().to_string())
-        .and_then(|safe| safe.to_kube(cluster, &server_url(fleet)))
+        .and_then(|safe| Ok((safe.to_kube(cluster, &server_url(fleet))?, safe.ca_data)))
         .map_err(|e| fail(e.to_string()))
 }
 

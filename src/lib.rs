@@ -18,6 +18,7 @@ pub mod engine;
 pub mod fleet;
 pub mod hint;
 pub mod kubeaccess;
+pub mod lease;
 pub mod limits;
 pub mod names;
 pub mod node_labels;

@@ -238,7 +238,14 @@ pub async fn wait_bootstrapped(
     // done at once, a long one costs no more SSH calls than before.
     let mut delay = poll.min(Duration::from_millis(250));
     loop {
-        let seen = match read_report(vm, opts).await {
+        // Each read ends by the overall deadline too: a VM whose SSH never
+        // answers cannot hold the wait past `timeout`.
+        let left = timeout.saturating_sub(start.elapsed());
+        let read_opts = SshOptions {
+            deadline: opts.deadline.min(left).max(Duration::from_secs(1)),
+            ..opts.clone()
+        };
+        let seen = match read_report(vm, &read_opts).await {
             Ok(r) => match r.phase {
                 BootstrapPhase::Done => return Ok(()),
                 BootstrapPhase::Failed { step } => {
@@ -326,13 +333,19 @@ pub async fn tailscale_logout(
 
 /// SSH options for quick, bounded calls that a caller retries itself (or
 /// does not need to): one retry, a short connect timeout, connections
-/// reused through the usual master.
+/// reused through the usual master, and [`QUICK_DEADLINE`] per call.
 pub fn quick(mut opts: SshOptions) -> SshOptions {
     opts.retries = 1;
     opts.retry_delay = Duration::from_millis(500);
     opts.connect_timeout = Duration::from_secs(10);
+    opts.deadline = QUICK_DEADLINE;
     opts
 }
+
+/// The most one quick read (a state file, a logout) may take: a VM that
+/// takes longer is reported as not answering, and a polling caller asks
+/// again.
+pub const QUICK_DEADLINE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -50,7 +50,23 @@ pub struct SshOptions {
     pub retry_delay: Duration,
     /// ssh's `ConnectTimeout`.
     pub connect_timeout: Duration,
+    /// The most one call ([`run`], [`run_with_input`]) may take, retries
+    /// included: past it the ssh process is killed and the call fails with
+    /// [`SshError::Deadline`]. A connected session whose far end stops
+    /// answering is also cut by keep-alives ([`KEEPALIVE`]), but a remote
+    /// command that simply never finishes is only cut by this.
+    pub deadline: Duration,
 }
+
+/// `ServerAliveInterval` and `ServerAliveCountMax`: a connection whose far
+/// end stops answering is given up after 3 unanswered keep-alives 5 s apart
+/// (~15 s) instead of TCP's own timeout (many minutes).
+pub const KEEPALIVE: (u32, u32) = (5, 3);
+
+/// [`SshOptions::deadline`] by default: longer than any quick read (state
+/// file, kubeconfig, logout, probes) under load, short enough that a VM
+/// that never answers is named within minutes.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 impl SshOptions {
     /// Defaults that ride out exe.dev's dropped-connection bursts (3 retries,
@@ -67,6 +83,7 @@ impl SshOptions {
             retries: 3,
             retry_delay: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(15),
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
@@ -109,6 +126,19 @@ pub enum SshError {
         code: i32,
         /// The last line it printed on stderr.
         stderr: String,
+    },
+    /// The call did not finish within [`SshOptions::deadline`]: ssh was
+    /// killed.
+    #[error(
+        "no answer from {vm} over SSH within {secs}s (`{command}`): the VM or exe.dev's SSH proxy stopped answering.\n  Check `ssh {vm}.exe.xyz true` and that the VM is running (`ssh exe.dev ls`); re-run once it answers"
+    )]
+    Deadline {
+        /// The VM.
+        vm: String,
+        /// The remote command line.
+        command: String,
+        /// The deadline, in seconds.
+        secs: u64,
     },
     /// The remote command printed more than anything the tool reads can be.
     #[error(
@@ -196,6 +226,8 @@ fn common_options(opts: &SshOptions) -> Vec<String> {
         "ConnectTimeout={}",
         opts.connect_timeout.as_secs().max(1)
     ));
+    o(format!("ServerAliveInterval={}", KEEPALIVE.0));
+    o(format!("ServerAliveCountMax={}", KEEPALIVE.1));
     args
 }
 
@@ -243,7 +275,6 @@ pub fn tunnel_args(vm: &str, local_port: u16, remote: &str, opts: &SshOptions) -
         "ControlMaster=no",
         "ControlPath=none",
         "ExitOnForwardFailure=yes",
-        "ServerAliveInterval=15",
     ] {
         args.push("-o".to_string());
         args.push(o.to_string());
@@ -292,10 +323,17 @@ pub fn child_env(
         .collect()
 }
 
-/// A `Command` for the ssh program with only [`child_env`] of ours.
+/// A `Command` for the ssh program with only [`child_env`] of ours, in a
+/// process group of its own: a terminal's Ctrl-C (SIGINT to the
+/// foreground process group) reaches this tool only, which decides what to
+/// finish, instead of killing the ssh sessions that carry the changes in
+/// flight (and the tunnel to the API). The tool still ends them itself:
+/// each child is killed when its call is dropped.
 fn ssh_command(program: &str) -> Command {
     let mut c = Command::new(program);
     c.env_clear().envs(child_env(std::env::vars_os()));
+    #[cfg(unix)]
+    c.process_group(0);
     c
 }
 
@@ -392,6 +430,25 @@ pub async fn run_with_input(
         word: remote_command.join(" "),
         reason: e.to_string(),
     })?;
+    // Dropping the attempt on the deadline drops its child, which kills it.
+    match tokio::time::timeout(opts.deadline, attempts(vm, &command, input, opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(SshError::Deadline {
+            vm: vm.to_string(),
+            command,
+            secs: opts.deadline.as_secs(),
+        }),
+    }
+}
+
+/// [`run_with_input`]'s attempts, unbounded in time (the caller bounds it).
+async fn attempts(
+    vm: &str,
+    command: &str,
+    input: Option<&crate::secret::Secret>,
+    opts: &SshOptions,
+) -> Result<String, SshError> {
+    let command = command.to_string();
     ensure_control_dir(&opts.control_dir)?;
     let program = program();
     let mut args = ssh_args(vm, opts);
@@ -416,6 +473,7 @@ pub async fn run_with_input(
                 program: program.clone(),
                 source,
             })?;
+        let _live = Live::new(&child);
         if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
             use tokio::io::AsyncWriteExt;
             // A session that ends early closes stdin: its exit status says
@@ -541,6 +599,58 @@ pub struct Tunnel {
     pub local_port: u16,
     /// The ssh process (killed on drop).
     pub child: Child,
+    /// Listed for [`kill_all`] while it runs.
+    _live: Live,
+}
+
+/// The ssh children running now, by pid (each leads its own process
+/// group): what [`kill_all`] ends when the tool quits at once (a second
+/// Ctrl-C exits without dropping them, and being out of the terminal's
+/// process group they would outlive it; a tunnel would run forever).
+static LIVE: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A child's place in [`LIVE`], left when dropped.
+#[derive(Debug)]
+struct Live(Option<u32>);
+
+impl Live {
+    fn new(child: &Child) -> Live {
+        let pid = child.id();
+        if let (Some(pid), Ok(mut live)) = (pid, LIVE.lock()) {
+            live.insert(pid);
+        }
+        Live(pid)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let (Some(pid), Ok(mut live)) = (self.0, LIVE.lock()) {
+            live.remove(&pid);
+        }
+    }
+}
+
+/// Sends SIGTERM to the process group of every ssh child still running
+/// (sessions, tunnels): for a caller about to exit at once. Returns how
+/// many there were.
+pub fn kill_all() -> usize {
+    let pids: Vec<u32> = LIVE
+        .lock()
+        .map(|l| l.iter().copied().collect())
+        .unwrap_or_default();
+    #[cfg(unix)]
+    for pid in &pids {
+        if let Ok(pgid) = i32::try_from(*pid) {
+            // SAFETY: kill takes plain integers and touches no memory; a
+            // group that is already gone is ESRCH, which is fine here.
+            unsafe {
+                libc::kill(-pgid, libc::SIGTERM);
+            }
+        }
+    }
+    pids.len()
 }
 
 fn free_port() -> Result<u16, SshError> {
@@ -585,6 +695,7 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
                 program: program.clone(),
                 source,
             })?;
+        let live = Live::new(&child);
         let deadline = tokio::time::Instant::now() + opts.connect_timeout + Duration::from_secs(5);
         let exited = loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -594,6 +705,7 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
                 return Ok(Tunnel {
                     local_port: port,
                     child,
+                    _live: live,
                 });
             }
             match child.try_wait() {
@@ -638,6 +750,7 @@ mod tests {
             retries: 2,
             retry_delay: Duration::from_millis(1),
             connect_timeout: Duration::from_secs(7),
+            deadline: Duration::from_secs(30),
         }
     }
 
@@ -647,6 +760,7 @@ mod tests {
         assert_eq!(
             a,
             "-o HostKeyAlias=exe.dev -o BatchMode=yes -o ConnectTimeout=7 \
+             -o ServerAliveInterval=5 -o ServerAliveCountMax=3 \
              -o ControlMaster=auto -o ControlPath=/tmp/exk8s/%C -o ControlPersist=60 \
              demo-cp1.exe.xyz"
         );
@@ -678,6 +792,7 @@ mod tests {
         assert!(a.contains("-o HostKeyAlias=exe.dev"), "{a}");
         assert!(a.contains("-o ControlMaster=no -o ControlPath=none"), "{a}");
         assert!(a.contains("ExitOnForwardFailure=yes"), "{a}");
+        assert!(a.contains("-o ServerAliveInterval=5"), "{a}");
         assert!(a.ends_with(" demo-cp1.exe.xyz"), "{a}");
     }
 

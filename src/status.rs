@@ -50,6 +50,31 @@ pub struct Row {
     pub probe: Option<String>,
     /// What is wrong, if anything.
     pub problems: Vec<String>,
+    /// What was read and judged for this VM ([`Aspect`] names: `vm`,
+    /// `bootstrap`, `node`, `labels_taints`, `schedulable`, `release`,
+    /// `proxy`), holding or not (`problems` says which did not).
+    pub checked: Vec<String>,
+    /// What should have been read but could not be, each `aspect: why`.
+    /// Anything here makes the status unhealthy: unknown is not healthy.
+    pub unknown: Vec<String>,
+}
+
+/// The aspects of a VM `status` reads, as named in [`Row::checked`].
+pub mod aspect {
+    /// The VM on exe.dev (exists, running, size).
+    pub const VM: &str = "vm";
+    /// Its setup script's state, over SSH.
+    pub const BOOTSTRAP: &str = "bootstrap";
+    /// Its Node: registered and Ready.
+    pub const NODE: &str = "node";
+    /// The Node's labels and taints against the fleet's.
+    pub const LABELS_TAINTS: &str = "labels_taints";
+    /// Not cordoned.
+    pub const SCHEDULABLE: &str = "schedulable";
+    /// The kubelet's k3s release against the fleet's.
+    pub const RELEASE: &str = "release";
+    /// Its HTTPS proxy, probed.
+    pub const PROXY: &str = "proxy";
 }
 
 /// The whole status.
@@ -100,7 +125,54 @@ impl Status {
             }
         }
         self.tailnet = Some(check);
-        self.healthy = self.rows.iter().all(|r| r.problems.is_empty());
+        self.healthy = self.verdict();
+    }
+
+    /// Checks each fleet node's k3s release (its kubelet's): against
+    /// `want`, the fleet's pinned release, or, for a fleet that follows a
+    /// channel (`want` None: status does not look channels up), against the
+    /// release most of the nodes run. A node on another release is what an
+    /// interrupted or partial upgrade leaves.
+    pub fn add_release_check(&mut self, want: Option<&str>) {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in self.rows.iter().filter(|r| r.desired) {
+            if let Some(v) = r.k3s_version.as_deref() {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let most = counts
+            .iter()
+            .max_by_key(|(v, n)| (**n, std::cmp::Reverse(**v)))
+            .map(|(v, _)| v.to_string());
+        let (want, whose) = match want {
+            Some(w) => (Some(w.to_string()), "the fleet's release"),
+            None => (most, "the release most nodes run"),
+        };
+        let Some(want) = want else {
+            return;
+        };
+        for row in self.rows.iter_mut().filter(|r| r.desired) {
+            let Some(have) = row.k3s_version.clone() else {
+                continue;
+            };
+            row.checked.push(aspect::RELEASE.to_string());
+            if have != want {
+                row.problems.push(format!(
+                    "on k3s {have}, not on {whose} {want}: an upgrade was interrupted or not applied yet; `exedev-k8s plan -f FLEET` shows the change, apply carries it out"
+                ));
+            }
+        }
+        self.healthy = self.verdict();
+    }
+
+    /// Healthy: nothing wrong, the API answered, and nothing that was to be
+    /// read is unknown.
+    fn verdict(&self) -> bool {
+        self.cluster_api
+            && self
+                .rows
+                .iter()
+                .all(|r| r.problems.is_empty() && r.unknown.is_empty())
     }
 }
 
@@ -230,6 +302,27 @@ pub fn join(
             (true, None, None) => (Some("no node".to_string()), Vec::new()),
         };
         let node_ready = node.as_deref() == Some("Ready");
+        let mut checked = vec![aspect::VM.to_string()];
+        let mut unknown = Vec::new();
+        match (nodes.is_some(), node_view) {
+            (true, Some(n)) => {
+                checked.extend(
+                    [aspect::NODE, aspect::LABELS_TAINTS, aspect::SCHEDULABLE].map(String::from),
+                );
+                if n.unschedulable && d.is_some() {
+                    problems.push(format!(
+                        "cordoned (SchedulingDisabled): nothing new is scheduled on it. An interrupted apply leaves a node so; when no apply is running and it is Ready, `kubectl uncordon {}`",
+                        one_line(&name)
+                    ));
+                }
+            }
+            (true, None) => checked.push(aspect::NODE.to_string()),
+            (false, _) if d.is_some() => unknown.push(format!(
+                "{}: the Kubernetes API was not reachable",
+                aspect::NODE
+            )),
+            (false, _) => {}
+        }
         let pending: Vec<String> = match (d, nodes.is_some()) {
             (Some(d), true) => pending_labels(d, node_view)
                 .iter()
@@ -257,12 +350,17 @@ pub fn join(
                 report.phase.summary()
             }
             Err(e) => {
-                if nodes.is_some() && !node_ready {
-                    problems.push(format!("cannot read the bootstrap state over SSH: {e}"));
-                }
+                problems.push(format!(
+                    "could not be read over SSH ({e}): its bootstrap and tailnet are unknown; check `ssh {}.exe.xyz true`",
+                    one_line(&name)
+                ));
+                unknown.push(format!("{}: {e}", aspect::BOOTSTRAP));
                 "unknown".to_string()
             }
         });
+        if boot.as_deref().is_some_and(|b| b != "unknown") {
+            checked.push(aspect::BOOTSTRAP.to_string());
+        }
         let share = shares.get(&name);
         let proxy = share.map(|s| {
             format!(
@@ -307,6 +405,9 @@ pub fn join(
                 (None, Some(e)) => format!("failed: {e}"),
                 (None, None) => "no answer".into(),
             });
+        if probes.iter().any(|p| p.vm == name) {
+            checked.push(aspect::PROXY.to_string());
+        }
         if let Some(p) = probes.iter().find(|p| p.vm == name)
             && !p.private_unprobed
             && (p.error.is_some() || p.status.is_none_or(|s| s >= 500))
@@ -340,17 +441,20 @@ pub fn join(
             pending_labels: pending,
             probe,
             problems,
+            checked,
+            unknown,
         });
     }
-    let healthy = rows.iter().all(|r| r.problems.is_empty());
-    Status {
+    let mut status = Status {
         fleet: cluster.to_string(),
         rows,
         cluster_api: nodes.is_some(),
         cluster_api_error: None,
         tailnet: None,
-        healthy,
-    }
+        healthy: false,
+    };
+    status.healthy = status.verdict();
+    status
 }
 
 /// The table for people: each column as wide as its widest cell, two
@@ -484,7 +588,13 @@ pub fn render(s: &Status) -> String {
         // Nothing wrong in what could be read, but the nodes were not.
         out.blank();
         out.line(format!(
-            "No problems in what could be read ({} VMs); their nodes are unknown without the Kubernetes API.",
+            "Not healthy: no problems in what could be read ({} VMs), but their nodes are unknown without the Kubernetes API.",
+            s.rows.len()
+        ));
+    } else if problems.is_empty() && !s.healthy {
+        out.blank();
+        out.line(format!(
+            "Not healthy: no problems in what could be read ({} VMs), but not everything could be checked (`--json` lists each VM's unknown).",
             s.rows.len()
         ));
     } else if problems.is_empty() {
@@ -724,7 +834,7 @@ mod tests {
 
         Kubernetes API not reachable, node columns unknown: no kubeconfig at .exedev-k8s/p/kubeconfig
 
-        No problems in what could be read (2 VMs); their nodes are unknown without the Kubernetes API.
+        Not healthy: no problems in what could be read (2 VMs), but their nodes are unknown without the Kubernetes API.
         ");
     }
 
@@ -759,6 +869,117 @@ mod tests {
         assert!(problems(false).is_empty(), "{:?}", problems(false));
     }
 
+    /// What an interrupted upgrade and an unreadable VM leave: a cordoned
+    /// node, nodes on the previous release, a VM SSH cannot read. Each is
+    /// a named problem; none of it is healthy; the JSON says per VM what
+    /// was checked and what is unknown.
+    #[test]
+    fn cordoned_nodes_other_releases_and_unread_vms_are_problems() {
+        let f = fleet();
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        let mut nodes: Vec<NodeView> = desired.iter().map(|d| node(d, true)).collect();
+        nodes[1].unschedulable = true;
+        nodes[2].kubelet_version = Some("v1.31.5+k3s1".into());
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let done = || {
+            Ok(BootstrapReport {
+                phase: BootstrapPhase::Done,
+                log_tail: Vec::new(),
+            })
+        };
+        let bootstrap = BTreeMap::from([
+            ("demo-cp1".to_string(), done()),
+            ("demo-web1".to_string(), done()),
+            (
+                "demo-web2".to_string(),
+                Err("no answer over SSH within 20s".to_string()),
+            ),
+        ]);
+        let joined = || {
+            join(
+                "demo",
+                &desired,
+                &vms,
+                &BTreeMap::new(),
+                Some((&nodes, &readiness)),
+                &[],
+                &bootstrap,
+            )
+        };
+        let mut s = joined();
+        // The fleet pins v1.31.5+k3s1: cp1 and web1 are behind.
+        s.add_release_check(Some("v1.31.5+k3s1"));
+        assert!(!s.healthy);
+        let row = |s: &Status, n: &str| s.rows.iter().find(|r| r.name == n).unwrap().clone();
+        let cp1 = row(&s, "demo-cp1");
+        assert_eq!(cp1.problems.len(), 1, "{cp1:?}");
+        assert!(
+            cp1.problems[0]
+                .starts_with("on k3s v1.31.4+k3s1, not on the fleet's release v1.31.5+k3s1")
+        );
+        let web1 = row(&s, "demo-web1");
+        assert!(
+            web1.problems
+                .iter()
+                .any(|p| p.starts_with("cordoned (SchedulingDisabled)")
+                    && p.contains("kubectl uncordon demo-web1")),
+            "{web1:?}"
+        );
+        let web2 = row(&s, "demo-web2");
+        assert_eq!(web2.unknown, ["bootstrap: no answer over SSH within 20s"]);
+        assert!(
+            web2.problems[0]
+                .starts_with("could not be read over SSH (no answer over SSH within 20s)"),
+            "{web2:?}"
+        );
+        assert_eq!(
+            web2.checked,
+            ["vm", "node", "labels_taints", "schedulable", "release"]
+        );
+        assert_eq!(
+            cp1.checked,
+            [
+                "vm",
+                "node",
+                "labels_taints",
+                "schedulable",
+                "bootstrap",
+                "release"
+            ]
+        );
+        // A channel fleet (no pinned release): the odd one out is named.
+        let mut s = joined();
+        s.add_release_check(None);
+        assert!(
+            row(&s, "demo-web2").problems.iter().any(|p| p.starts_with(
+                "on k3s v1.31.5+k3s1, not on the release most nodes run v1.31.4+k3s1"
+            )),
+            "{:?}",
+            row(&s, "demo-web2")
+        );
+        assert!(row(&s, "demo-cp1").problems.is_empty());
+        let text = render(&s);
+        assert!(!text.contains("healthy."), "{text}");
+        // Everything read and holding: healthy.
+        let mut nodes: Vec<NodeView> = desired.iter().map(|d| node(d, true)).collect();
+        nodes.iter_mut().for_each(|n| n.unschedulable = false);
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let all_done = BTreeMap::from_iter(desired.iter().map(|d| (d.name.clone(), done())));
+        let mut s = join(
+            "demo",
+            &desired,
+            &vms,
+            &BTreeMap::new(),
+            Some((&nodes, &readiness)),
+            &[],
+            &all_done,
+        );
+        s.add_release_check(Some("v1.31.4+k3s1"));
+        assert!(s.healthy, "{:?}", s.rows);
+        assert!(render(&s).contains("All 3 VMs healthy."));
+    }
+
     #[test]
     fn without_api_access_node_columns_are_unknown() {
         let f = fleet();
@@ -773,7 +994,15 @@ mod tests {
             &[],
             &BTreeMap::new(),
         );
-        assert!(s.healthy && !s.cluster_api);
+        // Unknown is not healthy: exit 2, said in words.
+        assert!(!s.healthy && !s.cluster_api);
+        assert!(
+            s.rows
+                .iter()
+                .all(|r| r.unknown == ["node: the Kubernetes API was not reachable"]),
+            "{:?}",
+            s.rows
+        );
         // `?` in the node column, and how to give status API access.
         insta::assert_snapshot!("status_without_api", render(&s));
     }

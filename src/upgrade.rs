@@ -64,9 +64,15 @@ pub async fn change_node(
     opts: &SshOptions,
     timeout: Duration,
 ) -> Result<String, ChangeError> {
+    // The SSH call's own deadline is the change's: the outer bound below
+    // is the one that names the step.
+    let opts = SshOptions {
+        deadline: timeout + Duration::from_secs(5),
+        ..opts.clone()
+    };
     match tokio::time::timeout(
         timeout,
-        ssh::run_with_input(vm, &["bash", "-c", RUNNER], Some(script), opts),
+        ssh::run_with_input(vm, &["bash", "-c", RUNNER], Some(script), &opts),
     )
     .await
     {

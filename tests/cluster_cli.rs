@@ -30,6 +30,9 @@ fn now_ms() -> u64 {
 struct Kube {
     nodes: BTreeMap<String, Value>,
     pods: Vec<Value>,
+    /// The fleet's Lease, as apply takes it (create, get, update at the
+    /// version read).
+    lease: Option<Value>,
     /// (unix ms, method, path, content type)
     log: Vec<(u64, String, String, String)>,
 }
@@ -169,6 +172,57 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
+/// One Lease, with the API's optimistic concurrency: create once, update
+/// only at the version read.
+async fn lease(State(s): State<Shared>, method: Method, body: Bytes) -> impl IntoResponse {
+    let mut k = s.lock().unwrap();
+    let conflict = |reason: &str| {
+        (
+            StatusCode::CONFLICT,
+            Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": 409, "message": reason})),
+        )
+            .into_response()
+    };
+    let stamp = |mut v: Value, rv: u64| {
+        v["metadata"]["resourceVersion"] = json!(rv.to_string());
+        v
+    };
+    let rv = |v: &Value| {
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    match method {
+        Method::GET => match &k.lease {
+            Some(l) => Json(l.clone()).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})),
+            )
+                .into_response(),
+        },
+        Method::POST if k.lease.is_some() => conflict("AlreadyExists"),
+        Method::POST => {
+            let l = stamp(serde_json::from_slice(&body).unwrap_or_default(), 1);
+            k.lease = Some(l.clone());
+            (StatusCode::CREATED, Json(l)).into_response()
+        }
+        Method::PUT => {
+            let new: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let old = k.lease.clone().unwrap_or_default();
+            if rv(&new) != rv(&old) {
+                return conflict("Conflict");
+            }
+            let l = stamp(new, rv(&old) + 1);
+            k.lease = Some(l.clone());
+            Json(l).into_response()
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
 impl Env {
     fn new() -> Env {
         let common::Harness {
@@ -197,6 +251,14 @@ impl Env {
             .route("/api/v1/nodes/{name}", any(one_node))
             .route("/api/v1/pods", get(list_pods))
             .route("/api/v1/namespaces/{ns}/pods/{name}/eviction", post(evict))
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+                post(lease),
+            )
+            .route(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}",
+                any(lease),
+            )
             .with_state(kube.clone());
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

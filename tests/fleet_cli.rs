@@ -927,6 +927,33 @@ fn forbidden_commands_name_the_missing_grant() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(env2.vm_names().is_empty());
+    // An explicit --ssh-key beats an expired token in the environment (the
+    // expired token's own advice says "or pass --ssh-key"): ignored, with a
+    // note, and the key mints.
+    let now = exedev_k8s::credentials::now_unix();
+    let expired = exedev_k8s::token::mint(
+        &exedev_k8s::credentials::load_private_key(&kp).unwrap(),
+        &exedev_k8s::token::Permissions {
+            exp: Some(now - 3600),
+            ..Default::default()
+        },
+        exedev_k8s::token::API_NAMESPACE,
+    )
+    .unwrap();
+    let out = env2
+        .cmd(&["plan", "-f", "base.yaml", "--ssh-key", kp.to_str().unwrap()])
+        .env("EXE_DEV_API_KEY", expired.expose())
+        .env_remove("EXE_DEV_SSH_KEY")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("EXE_DEV_API_KEY is set but --ssh-key was given")
+            && err.contains("its token expired 1 hour"),
+        "{err}"
+    );
+    assert!(!err.contains(expired.expose()), "the token is never shown");
 }
 
 /// Repeated seeded applies under 20% injected faults converge to exactly
@@ -1034,7 +1061,7 @@ fn ctrl_c_finishes_in_flight_changes_and_skips_the_rest() {
     // The notice shows once, on stderr, with what to do.
     assert_eq!(
         stderr
-            .matches("interrupted: finishing the changes in flight")
+            .matches("Ctrl-C: finishing the changes in flight")
             .count(),
         1,
         "{all}"
@@ -1112,7 +1139,7 @@ fn progress_on_a_terminal_shows_durations_once_and_the_ctrl_c_notice() {
     drop(stdin);
     let screen = text(&out.stdout);
     assert!(
-        screen.contains("interrupted: finishing the changes in flight"),
+        screen.contains("Ctrl-C: finishing the changes in flight"),
         "{screen}"
     );
     let finished: Vec<&str> = screen.split("✓ create in ").skip(1).collect();

@@ -31,6 +31,7 @@ async fn tunnel_comes_up_closes_on_drop_and_reports_failure() {
         retries: 1,
         retry_delay: Duration::from_millis(10),
         connect_timeout: Duration::from_secs(5),
+        deadline: Duration::from_secs(60),
     };
     let listening = stub(
         dir.path(),

@@ -45,7 +45,9 @@ pub struct ApplyArgs {
     /// labels and taints (and correct drifted ones).
     #[arg(long)]
     pub wait: bool,
-    /// How long --wait waits.
+    /// The most the whole apply may take, --wait included: every readiness
+    /// wait and in-place change ends by then, none starts after it, and a
+    /// node that never answered is named.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
     /// Delete or replace VMs without draining their nodes first (when the
@@ -61,6 +63,14 @@ pub struct ApplyArgs {
     pub drain_timeout: std::time::Duration,
     #[command(flatten)]
     pub release: ReleaseArgs,
+    /// How long to wait for another apply of the fleet to finish (it holds
+    /// the fleet's lease) before giving up.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Break the fleet's lease held under this ID (another run's, which
+    /// is gone) before taking it.
+    #[arg(long, value_name = "ID")]
+    pub force_unlock: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +92,14 @@ pub struct DestroyArgs {
     /// Print progress as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// How long to wait for an apply of the fleet to finish (it holds the
+    /// fleet's lease) before giving up.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Break the fleet's lease held under this ID (another run's, which
+    /// is gone) before taking it.
+    #[arg(long, value_name = "ID")]
+    pub force_unlock: Option<String>,
 }
 
 /// `--max-rate`: a positive number of requests per second (0 would mean no
@@ -94,6 +112,7 @@ fn positive_rate(s: &str) -> Result<f64, String> {
 }
 
 pub async fn apply(a: ApplyArgs) -> CliResult {
+    let deadline = tokio::time::Instant::now() + a.timeout;
     // A saved plan is exactly what was reviewed: narrowing it here would
     // carry out something nobody saw.
     if let (Some(planfile), false) = (&a.planfile, a.targets.is_empty()) {
@@ -124,7 +143,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
         a.api.options(a.max_rate),
         crate::credentials::LONG_OPERATION_TTL,
     )?;
-    let kube = a.kube.settings(a.api.ssh_key.clone());
+    let kube = a.kube.settings(a.api.ssh_key());
     let s = super::session(loaded, &fleet_path, client, kube)
         .with_channel_server(a.release.channel_server.clone());
     let settings = ApplySettings {
@@ -133,20 +152,41 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
         force_drain: a.force_drain,
         drain_timeout: a.drain_timeout,
         timeout: a.timeout,
+        deadline: Some(deadline),
         fetch_kubeconfig: a.wait,
+        lock: Some(crate::lease::LockRequest {
+            wait: a.lock_timeout,
+            force_unlock: a.force_unlock.clone(),
+            note: super::notes(a.json),
+        }),
     };
-    let prepared = engine::prepare_apply(
+    let mut prepared = engine::prepare_apply(
         &s,
         saved.map(|p| (p, a.planfile.clone())),
-        a.targets,
+        a.targets.clone(),
         &settings,
     )
     .await?;
+    // The lease is given up however the apply ends (but a second Ctrl-C,
+    // which leaves at once: the lease then expires on its own).
+    let result = confirm_and_execute(&s, &prepared, &settings, &a, deadline).await;
+    engine::release(&mut prepared).await;
+    result
+}
+
+/// The part of apply that runs under the fleet's lease.
+async fn confirm_and_execute(
+    s: &Session,
+    prepared: &Prepared,
+    settings: &ApplySettings,
+    a: &ApplyArgs,
+    deadline: tokio::time::Instant,
+) -> CliResult {
     if !prepared.reviewed {
         if !a.json {
             print!("{}", render::human(&prepared.plan, ui::colour_enabled()));
         }
-        engine::preflight(&prepared, &settings)?;
+        engine::preflight(prepared, settings)?;
         if prepared.plan.has_changes()
             && !a.yes
             && !ui::confirm("Apply these changes?", "--yes").map_err(fail)?
@@ -154,10 +194,11 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
             return Err(fail("apply cancelled"));
         }
     }
-    let code = execute(&s, &prepared, &settings, "apply", a.json).await?;
+    let code = execute(s, prepared, settings, "apply", a.json).await?;
     if a.wait {
         let notes = super::notes(a.json);
-        let converged = engine::converge(&s, &prepared, a.timeout, &notes).await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let converged = engine::converge(s, prepared, left, &notes).await?;
         if !a.json {
             write_stdout(format!("{converged}\n"))?;
         }
@@ -179,11 +220,24 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
         &a.fleet.file,
         client,
         engine::KubeSettings {
-            ssh_key: a.api.ssh_key.clone(),
+            ssh_key: a.api.ssh_key(),
             ..Default::default()
         },
     );
-    let prepared = engine::prepare_destroy(&s).await?;
+    let lock = crate::lease::LockRequest {
+        wait: a.lock_timeout,
+        force_unlock: a.force_unlock.clone(),
+        note: super::notes(a.json),
+    };
+    let mut prepared = engine::prepare_destroy(&s, Some(&lock)).await?;
+    let result = confirm_and_destroy(&s, &prepared, &a).await;
+    engine::release(&mut prepared).await;
+    result
+}
+
+/// The part of destroy that runs under the fleet's lease (when it had one
+/// to take).
+async fn confirm_and_destroy(s: &Session, prepared: &Prepared, a: &DestroyArgs) -> CliResult {
     if !a.json {
         print!("{}", render::human(&prepared.plan, ui::colour_enabled()));
     }
@@ -197,7 +251,7 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
         parallelism: a.parallelism as usize,
         ..ApplySettings::default()
     };
-    let code = execute(&s, &prepared, &settings, "destroy", a.json).await?;
+    let code = execute(s, prepared, &settings, "destroy", a.json).await?;
     if a.purge_secrets
         && let Some((dir, held)) = crate::cluster_secrets::purge(&s.dir, &s.fleet.name)?
         && !a.json
@@ -226,9 +280,16 @@ async fn execute(
         return Ok(ExitCode::SUCCESS);
     }
     let progress = ui::Progress::new(ui::ProgressMode::pick(json), prepared.plan.changes.len());
+    let in_flight = InFlight::default();
     let hooks = Hooks {
-        reporter: progress.reporter(),
-        cancel: interrupt_flag(progress.notifier(), verb),
+        reporter: in_flight.tracking(progress.reporter()),
+        cancel: interrupt_flag(
+            progress.notifier(),
+            verb,
+            in_flight,
+            s.path.clone(),
+            prepared.lease_id().map(str::to_string),
+        ),
     };
     let done = engine::execute(s, prepared, settings, hooks).await?;
     if let Some(note) = crate::cluster_secrets::generated_note(&s.fleet.name, &done.generated) {
@@ -265,25 +326,130 @@ async fn execute(
     }
 }
 
-/// First Ctrl-C: stop starting work, let changes in flight finish. Second:
-/// exit at once (130), as a shell user expects. Each says so through
-/// `notify`, which draws above progress bars instead of under them.
-fn interrupt_flag(notify: ui::Notifier, verb: &'static str) -> Arc<AtomicBool> {
+/// The changes running now and the last step each reported: what a second
+/// Ctrl-C leaves behind, said by name.
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>>);
+
+impl InFlight {
+    /// `reporter`, noting each change's start, steps and end here first.
+    fn tracking(&self, reporter: crate::apply::Reporter) -> crate::apply::Reporter {
+        use crate::apply::Event;
+        let map = self.0.clone();
+        Arc::new(move |e: Event| {
+            if let Ok(mut m) = map.lock() {
+                match &e {
+                    Event::Start { vm, action } => {
+                        m.insert(vm.clone(), (action.as_str().to_string(), "started".into()));
+                    }
+                    Event::Step { vm, step } => {
+                        if let Some(entry) = m.get_mut(vm) {
+                            entry.1 = step.clone();
+                        }
+                    }
+                    Event::Done { vm, .. }
+                    | Event::Failed { vm, .. }
+                    | Event::Skipped { vm, .. } => {
+                        m.remove(vm);
+                    }
+                }
+            }
+            reporter(e)
+        })
+    }
+
+    /// One line per change in flight: `vm (action): last step ...`.
+    fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(vm, (action, step))| {
+                        format!(
+                            "{} ({action}): stopped after {:?}",
+                            crate::text::one_line(vm),
+                            crate::text::one_line(step)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Resolves on the next Ctrl-C (SIGINT) or SIGTERM (a CI runner cancelling
+/// the job), with its name; never when neither can be watched.
+async fn interrupted(term: &mut Option<tokio::signal::unix::Signal>) -> &'static str {
+    let sigterm = async {
+        match term {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        },
+        () = sigterm => "SIGTERM",
+    }
+}
+
+/// First Ctrl-C or SIGTERM: stop starting work, let the changes in flight
+/// finish (their ssh sessions and tunnel are in their own process group,
+/// so a terminal's Ctrl-C does not reach them: `ssh::ssh_command`).
+/// Second: exit at once (130), naming each change left in flight and its
+/// last step, and how to resume. Each says so through `notify`, which draws
+/// above progress bars instead of under them.
+fn interrupt_flag(
+    notify: ui::Notifier,
+    verb: &'static str,
+    in_flight: InFlight,
+    fleet: PathBuf,
+    lease: Option<String>,
+) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
+    let fleet = crate::text::one_line(&fleet.display().to_string()).into_owned();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            f.store(true, Ordering::Relaxed);
-            notify(&format!(
-                "interrupted: finishing the changes in flight, starting no new ones; re-run {verb} to converge (Ctrl-C again to quit now)"
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let first = interrupted(&mut term).await;
+        f.store(true, Ordering::Relaxed);
+        notify(&format!(
+            "{first}: finishing the changes in flight (each node brought back Ready and uncordoned), starting no new ones; re-run {verb} to converge (Ctrl-C again to quit now)"
+        ));
+        let second = interrupted(&mut term).await;
+        let left = in_flight.lines();
+        let mut msg = format!("{second} again: quitting now");
+        if left.is_empty() {
+            msg.push_str(", no change was in flight.");
+        } else {
+            msg.push_str(&format!(
+                ". Left in flight ({}), possibly cordoned or restarting:",
+                left.len()
             ));
-            if tokio::signal::ctrl_c().await.is_ok() {
-                notify(&format!(
-                    "interrupted twice: quitting now; re-run {verb} to converge"
-                ));
-                std::process::exit(super::exit::INTERRUPTED);
+            for l in &left {
+                msg.push_str(&format!("\n  {l}"));
             }
         }
+        let unlock = match &lease {
+            Some(id) => format!(
+                " --force-unlock {id}` (or without it once this run's lease expires, within {}s)",
+                crate::lease::DURATION.as_secs()
+            ),
+            None => "`".to_string(),
+        };
+        msg.push_str(&format!(
+            "\nTo resume: `exedev-k8s status -f {fleet}` names each node that is cordoned, NotReady or on another release; `kubectl uncordon NODE` once one is Ready, then `exedev-k8s {verb} -f {fleet}{unlock}"
+        ));
+        notify(&msg);
+        // Out of the terminal's process group, the ssh sessions and the
+        // tunnel would outlive this process.
+        crate::ssh::kill_all();
+        std::process::exit(super::exit::INTERRUPTED);
     });
     flag
 }

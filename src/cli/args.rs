@@ -39,18 +39,42 @@ pub struct KubeArgs {
     /// under .exedev-k8s/<fleet>/).
     #[arg(long, env = "EXEDEV_K8S_KUBECONFIG", hide_env_values = true)]
     pub kubeconfig: Option<PathBuf>,
-    /// Reach the API through an SSH tunnel to the first server (when this
-    /// machine is not on the tailnet).
-    #[arg(long)]
+    /// Always reach the API through an SSH tunnel to a server. Without it,
+    /// the tunnel is taken on its own (and said) when the server's tailnet
+    /// name does not answer from this machine.
+    #[arg(long, conflicts_with = "no_ssh_tunnel")]
     pub via_ssh_tunnel: bool,
+    /// Never reach the API through an SSH tunnel: only over the tailnet.
+    #[arg(long)]
+    pub no_ssh_tunnel: bool,
 }
 
 impl KubeArgs {
+    /// These flags as given, for a next-step command the tool prints (so
+    /// it reaches the API the same way when run as printed): empty, or
+    /// ` --via-ssh-tunnel`, ` --no-ssh-tunnel`, ` --kubeconfig 'PATH'`.
+    pub fn as_flags(&self) -> String {
+        let mut out = String::new();
+        if self.via_ssh_tunnel {
+            out.push_str(" --via-ssh-tunnel");
+        }
+        if self.no_ssh_tunnel {
+            out.push_str(" --no-ssh-tunnel");
+        }
+        if let Some(k) = &self.kubeconfig {
+            let shown = k.display().to_string();
+            out.push_str(" --kubeconfig ");
+            out.push_str(&crate::shellwords::quote(&shown).unwrap_or(shown));
+        }
+        out
+    }
+
     /// The engine's view, with the SSH key for VMs.
     pub fn settings(&self, ssh_key: Option<PathBuf>) -> KubeSettings {
         KubeSettings {
             kubeconfig: self.kubeconfig.clone(),
             via_ssh_tunnel: self.via_ssh_tunnel,
+            no_ssh_tunnel: self.no_ssh_tunnel,
             ssh_key,
         }
     }
@@ -69,4 +93,26 @@ pub struct ReleaseArgs {
         default_value = crate::release::DEFAULT_CHANNEL_SERVER
     )]
     pub channel_server: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A printed next step reaches the API the way this run did.
+    #[test]
+    fn next_step_flags_repeat_how_the_api_was_reached() {
+        let args = |via, no, kc: Option<&str>| KubeArgs {
+            kubeconfig: kc.map(PathBuf::from),
+            via_ssh_tunnel: via,
+            no_ssh_tunnel: no,
+        };
+        assert_eq!(args(false, false, None).as_flags(), "");
+        assert_eq!(args(true, false, None).as_flags(), " --via-ssh-tunnel");
+        assert_eq!(args(false, true, None).as_flags(), " --no-ssh-tunnel");
+        assert_eq!(
+            args(false, false, Some("my dir/kc")).as_flags(),
+            " --kubeconfig 'my dir/kc'"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! | 0 | success (with `plan --detailed-exitcode`: no changes) |
 //! | 1 | any failure: a usage error, an invalid fleet, an API error, a stale plan, a missing secret, a bug (panic) |
 //! | 2 | `plan --detailed-exitcode`: the plan has changes; `status`: something differs from the fleet |
-//! | 130 | interrupted twice (Ctrl-C) |
+//! | 130 | interrupted twice (Ctrl-C or SIGTERM) |
 //!
 //! Nothing that failed ever exits 2, so `--detailed-exitcode` can be
 //! trusted: clap's own usage-error code (2) is mapped to 1, as Terraform

@@ -30,9 +30,10 @@ pub struct KubeconfigArgs {
     /// (without it, --out refuses to drop them).
     #[arg(long, requires = "out", conflicts_with = "merge")]
     pub overwrite: bool,
-    /// This machine is not on the tailnet: commands of this tool that talk to
-    /// the cluster will go through an SSH tunnel to the first server. The
-    /// file still names the tailnet URL, for kubectl on tailnet machines.
+    /// This machine is not on the tailnet: print how kubectl can reach the
+    /// API through an SSH tunnel. (This tool's own commands take a tunnel on
+    /// their own when the tailnet name does not answer.) The file still
+    /// names the tailnet URL, for kubectl on tailnet machines.
     #[arg(long)]
     pub via_ssh_tunnel: bool,
     /// SSH private key registered with exe.dev (default: ssh's own choice).
@@ -202,7 +203,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         );
     } else {
         println!(
-            "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel)",
+            "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel); exedev-k8s itself goes through an SSH tunnel when it is not",
             fleet.tailscale.tailnet
         );
     }

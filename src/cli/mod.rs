@@ -113,7 +113,7 @@ fn read_only_session(
         loaded,
         &fleet.file,
         client,
-        kube.settings(api.ssh_key.clone()),
+        kube.settings(api.ssh_key()),
     ))
 }
 
@@ -161,28 +161,39 @@ pub struct ApiArgs {
     #[arg(long, env = "EXE_DEV_ENDPOINT", hide_env_values = true, default_value = DEFAULT_ENDPOINT, global = true,
           value_parser = crate::client::parse_endpoint)]
     pub endpoint: String,
-    /// An exe0/exe1 API token.
-    #[arg(long, env = "EXE_DEV_API_KEY", hide_env_values = true, global = true)]
+    /// An exe0/exe1 API token [env: EXE_DEV_API_KEY; the flag wins].
+    // The environment is read by `credentials::Given`, not by clap, so that
+    // a flag given on the command line beats any variable.
+    #[arg(long, global = true)]
     pub token: Option<String>,
     /// An SSH private key registered with exe.dev: tokens are minted from it
-    /// on the fly with only the commands needed and a 1 h expiry.
-    #[arg(long, env = "EXE_DEV_SSH_KEY", hide_env_values = true, global = true)]
+    /// on the fly with only the commands needed and a 1 h expiry
+    /// [env: EXE_DEV_SSH_KEY; the flag wins, also over EXE_DEV_API_KEY].
+    #[arg(long, global = true)]
     pub ssh_key: Option<PathBuf>,
 }
 
 impl ApiArgs {
+    fn given(&self) -> crate::credentials::Given {
+        crate::credentials::Given::with_env(self.token.clone(), self.ssh_key.clone())
+    }
+
+    /// The SSH key for VMs: `--ssh-key`, else `EXE_DEV_SSH_KEY`.
+    pub fn ssh_key(&self) -> Option<PathBuf> {
+        self.given().key()
+    }
+
+    /// The credentials to use ([`crate::credentials::choose`]); a note
+    /// about what was passed over goes to stderr, once per run.
     pub fn credentials(&self) -> CliResult<Credentials> {
-        if let Some(t) = &self.token {
-            crate::credentials::check_given_token(t.trim(), crate::credentials::now_unix())
+        let (credentials, note) =
+            crate::credentials::choose(&self.given(), crate::credentials::now_unix())
                 .map_err(fail)?;
-            return Ok(Credentials::Token(crate::secret::Secret::new(t.trim())));
+        static NOTED: std::sync::Once = std::sync::Once::new();
+        if let Some(note) = note {
+            NOTED.call_once(|| eprintln!("{note}"));
         }
-        if let Some(k) = &self.ssh_key {
-            return Ok(Credentials::SshKey(k.clone()));
-        }
-        Err(fail(
-            "no exe.dev credentials: pass --token (or set EXE_DEV_API_KEY), or --ssh-key PATH (or EXE_DEV_SSH_KEY) to mint tokens from a registered SSH key",
-        ))
+        Ok(credentials)
     }
 
     /// Client options with an optional request-rate cap.

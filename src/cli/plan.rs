@@ -122,9 +122,10 @@ pub async fn run(a: PlanArgs) -> CliResult {
         crate::workspace::save_plan(&p, out)?;
         if format == Format::Human {
             println!(
-                "\nSaved the plan to {}: run `exedev-k8s apply {}` to carry it out.",
+                "\nSaved the plan to {}: run `exedev-k8s apply {}{}` to carry it out.",
                 out.display(),
-                out.display()
+                out.display(),
+                a.kube.as_flags()
             );
         }
     }

@@ -27,6 +27,9 @@ pub enum NodeError {
         secs: u64,
         seen: String,
     },
+    /// The apply's `--timeout` ran out while waiting on the node.
+    #[error("the apply's --timeout ran out while waiting for it to be a ready node")]
+    OutOfTime,
     /// The plan named a node the fleet no longer has.
     #[error("{vm} is not in the fleet any more")]
     NotInFleet { vm: String },
@@ -39,6 +42,9 @@ impl crate::hint::Hint for NodeError {
                 "check `journalctl -u k3s` (servers) or `journalctl -u k3s-agent` on the VM".into()
             }
             NodeError::NotInFleet { .. } => "re-run plan".into(),
+            NodeError::OutOfTime => {
+                "`exedev-k8s status` shows what it is doing; re-run apply (with a longer --timeout) to converge".into()
+            }
         })
     }
 }
@@ -61,6 +67,11 @@ pub fn remover(kube: Arc<LazyClient>, opts: DrainOptions) -> apply::NodeRemover 
         })
     })
 }
+
+/// How long after the apply's deadline [`node_ready`]'s outer bound
+/// fires: its own steps end by the deadline and say why; this one is for
+/// an API call between them that hangs.
+const OUTER_GRACE: Duration = Duration::from_secs(5);
 
 /// How often readiness is polled once the first quick looks are over.
 const POLL: Duration = Duration::from_secs(3);
@@ -98,7 +109,7 @@ pub fn node_ready(
     kube: Arc<LazyClient>,
     fleet: &Fleet,
     ssh_key: Option<&Path>,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> NodeReady {
     let fleet = fleet.clone();
     let ssh = ssh(ssh_key);
@@ -110,13 +121,13 @@ pub fn node_ready(
                 .into_iter()
                 .collect();
             let poll = poll_for(&expected);
-            Box::pin(async move {
-                let start = tokio::time::Instant::now();
-                crate::remote::wait_bootstrapped(&vm, &ssh, timeout, poll, |s| {
-                    steps(s.to_string())
-                })
-                .await
-                .map_err(HookError::new)?;
+            let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
+            // Every step below is bounded by what is left; this outer bound
+            // also covers the API calls between them.
+            let wait = async move {
+                crate::remote::wait_bootstrapped(&vm, &ssh, left(), poll, |s| steps(s.to_string()))
+                    .await
+                    .map_err(HookError::new)?;
                 steps("bootstrap done (k3s active)".to_string());
                 let client = match kube.get().await {
                     Ok(c) => c,
@@ -126,17 +137,12 @@ pub fn node_ready(
                         ));
                     }
                 };
-                let left = |start: tokio::time::Instant| {
-                    timeout
-                        .saturating_sub(start.elapsed())
-                        .max(Duration::from_secs(30))
-                };
-                let r = crate::cluster::wait_ready(&client, &expected, left(start), poll, |_| {})
+                let r = crate::cluster::wait_ready(&client, &expected, left(), poll, |_| {})
                     .await
                     .map_err(HookError::new)?;
                 let mut outcome = "node Ready".to_string();
                 if let Some(want) = &version {
-                    wait_version(&client, &vm, want, left(start))
+                    wait_version(&client, &vm, want, left())
                         .await
                         .map_err(HookError::hinted)?;
                     outcome = format!("node Ready at k3s {want}");
@@ -150,6 +156,15 @@ pub fn node_ready(
                     }
                 }
                 Ok(outcome)
+            };
+            Box::pin(async move {
+                // The steps end by the deadline themselves, each naming
+                // what it waited for; this bound, a moment later, only
+                // catches a call between them that would not end.
+                match tokio::time::timeout_at(deadline + OUTER_GRACE, wait).await {
+                    Ok(r) => r,
+                    Err(_) => Err(HookError::hinted(NodeError::OutOfTime)),
+                }
             })
         },
     )
@@ -252,12 +267,18 @@ pub fn labeler(kube: Arc<LazyClient>, fleet: &Fleet) -> NodeHook {
     })
 }
 
-/// Runs an in-place change script on a node over SSH, at most `timeout`.
-pub fn changer(ssh_key: Option<&Path>, timeout: Duration) -> NodeChanger {
+/// Runs an in-place change script on a node over SSH, at most `timeout`
+/// and never past `deadline` (the apply's).
+pub fn changer(
+    ssh_key: Option<&Path>,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+) -> NodeChanger {
     // A connection that fails is retried once: the script is idempotent.
     let opts = ssh(ssh_key);
     Arc::new(move |vm: String, script: Secret| {
         let opts = opts.clone();
+        let timeout = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         Box::pin(async move {
             crate::upgrade::change_node(&vm, &script, &opts, timeout)
                 .await

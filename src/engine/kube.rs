@@ -21,6 +21,9 @@ pub struct KubeSettings {
     pub kubeconfig: Option<PathBuf>,
     /// Reach the API through an SSH tunnel to a server.
     pub via_ssh_tunnel: bool,
+    /// Never reach it through an SSH tunnel (without either flag: a tunnel
+    /// when this machine is not on the tailnet).
+    pub no_ssh_tunnel: bool,
     /// The SSH key for VMs (and for the tunnel).
     pub ssh_key: Option<PathBuf>,
 }
@@ -39,7 +42,11 @@ pub fn lazy(s: &Session, via: Option<&str>) -> LazyClient {
         &s.fleet,
         &s.dir,
         s.kube.kubeconfig.as_deref(),
-        s.kube.via_ssh_tunnel,
+        match (s.kube.via_ssh_tunnel, s.kube.no_ssh_tunnel) {
+            (true, _) => crate::kubeaccess::Route::Tunnel,
+            (false, true) => crate::kubeaccess::Route::Direct,
+            (false, false) => crate::kubeaccess::Route::Auto,
+        },
         via.unwrap_or(&first),
         &s.kube.ssh(),
     )

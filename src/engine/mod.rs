@@ -251,10 +251,18 @@ pub struct ApplySettings {
     pub force_drain: bool,
     /// How long one drain may take.
     pub drain_timeout: Duration,
-    /// How long a server (or `--wait`) may take to become ready.
+    /// The most the whole apply may take (`--timeout`), counted from
+    /// `deadline`'s start: every readiness wait and change ends by then,
+    /// and no change starts after it.
     pub timeout: Duration,
+    /// When the apply must be over; `None`: `timeout` after [`execute`]
+    /// starts. The CLI sets it when the command starts, so preparing counts.
+    pub deadline: Option<tokio::time::Instant>,
     /// Fetch the kubeconfig over SSH when none is at hand (`--wait`).
     pub fetch_kubeconfig: bool,
+    /// Take the fleet's lease before planning ([`crate::lease`]); `None`:
+    /// none (benches, tests that drive one apply).
+    pub lock: Option<crate::lease::LockRequest>,
 }
 
 impl Default for ApplySettings {
@@ -265,7 +273,9 @@ impl Default for ApplySettings {
             force_drain: false,
             drain_timeout: Duration::from_secs(300),
             timeout: Duration::from_secs(900),
+            deadline: None,
             fetch_kubeconfig: false,
+            lock: None,
         }
     }
 }
@@ -280,9 +290,26 @@ pub struct Prepared {
     reachable: Result<(), kube::Unreachable>,
     /// True when the plan is a reviewed, saved one (no question to ask).
     pub reviewed: bool,
+    /// The fleet's lease, held from before planning until [`release`],
+    /// with the client it is renewed through (kept: its tunnel must live).
+    lease: Option<(crate::lease::LeaseGuard, Arc<LazyClient>)>,
+}
+
+/// Gives up the fleet's lease, if this apply holds it: the next apply of
+/// the fleet may start at once instead of waiting for it to expire.
+pub async fn release(prepared: &mut Prepared) {
+    if let Some((lease, _client)) = prepared.lease.take() {
+        lease.release().await;
+    }
 }
 
 impl Prepared {
+    /// The ID of the fleet's lease this apply holds (what `--force-unlock`
+    /// would name), if it holds one.
+    pub fn lease_id(&self) -> Option<&str> {
+        self.lease.as_ref().map(|(l, _)| l.id())
+    }
+
     /// Why the Kubernetes API could not be reached, when it could not.
     pub fn kube_unreachable(&self) -> Option<&kube::Unreachable> {
         self.reachable.as_ref().err()
@@ -301,8 +328,63 @@ pub async fn prepare_apply(
     let mut observed = observe(&s.client, &s.fleet, !destroy).await?;
     // Only an existing cluster can have a kubeconfig to fetch; a new one
     // has none until its first server is up (apply connects then).
-    let lazy = kube::lazy(s, None);
+    let lazy = Arc::new(kube::lazy(s, None));
     let client = kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await;
+    // One writer per fleet: the lease is taken before planning, so a plan
+    // made after waiting for another run sees what that run changed.
+    let lease = match (&settings.lock, &client) {
+        (Some(req), Ok(c)) => {
+            let (guard, waited) =
+                crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), req)
+                    .await
+                    .map_err(lease_error)?;
+            if waited {
+                observed = observe(&s.client, &s.fleet, !destroy).await?;
+            }
+            Some(guard)
+        }
+        (Some(req), Err(why)) if s.owns_any(&observed) => {
+            (req.note)(&format!(
+                "note: no lease taken ({why}): another apply of this fleet is not kept out while this one runs"
+            ));
+            None
+        }
+        _ => None,
+    };
+    let planned = plan_apply(s, saved, targets, settings, observed, lazy.clone(), client).await;
+    match planned {
+        // The lease's client (and its tunnel) lives as long as the lease.
+        Ok(p) => Ok(Prepared {
+            lease: lease.map(|l| (l, lazy)),
+            ..p
+        }),
+        Err(e) => {
+            // A refused or stale plan changes nothing: the lease goes at once.
+            if let Some(l) = lease {
+                l.release().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A lease not taken: refused, with its advice.
+fn lease_error(e: crate::lease::LeaseError) -> EngineError {
+    let hint = crate::hint::Hint::hint(&e).unwrap_or_default();
+    EngineError::refused(e.to_string(), hint)
+}
+
+/// [`prepare_apply`]'s plan, once the lease is held.
+async fn plan_apply(
+    s: &Session,
+    saved: Option<(Plan, Option<PathBuf>)>,
+    targets: Vec<String>,
+    settings: &ApplySettings,
+    mut observed: Observed,
+    lazy: Arc<LazyClient>,
+    client: Result<::kube::Client, kube::Unreachable>,
+) -> Result<Prepared, EngineError> {
+    let destroy = saved.as_ref().is_some_and(|(p, _)| p.mode == Mode::Destroy);
     if !destroy {
         observed.nodes = kube::observe_nodes(&client).await;
     }
@@ -357,24 +439,44 @@ pub async fn prepare_apply(
         }
     };
     // Rolling server changes talk to a server they leave alone.
-    let kube = Arc::new(match plan.api_server(&s.running_servers(&observed)) {
-        Some(via) if via != lazy.via() => kube::lazy(s, Some(&via)),
+    let kube = match plan.api_server(&s.running_servers(&observed)) {
+        Some(via) if via != lazy.via() => Arc::new(kube::lazy(s, Some(&via))),
         _ => lazy,
-    });
+    };
     Ok(Prepared {
         plan,
         observed,
         kube,
         reachable,
         reviewed,
+        lease: None,
     })
 }
 
 /// Reads exe.dev and makes the teardown plan. A protected fleet is refused
-/// before any call.
-pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
+/// before any call. With `lock`, the fleet's lease is taken first when a
+/// kubeconfig is at hand (destroy needs no API otherwise), so a teardown
+/// does not run under an apply.
+pub async fn prepare_destroy(
+    s: &Session,
+    lock: Option<&crate::lease::LockRequest>,
+) -> Result<Prepared, EngineError> {
     check_destroyable(&s.fleet)?;
-    let observed = observe(&s.client, &s.fleet, false).await?;
+    let mut observed = observe(&s.client, &s.fleet, false).await?;
+    let mut lease = None;
+    if let Some(req) = lock.filter(|_| s.owns_any(&observed)) {
+        let lazy = Arc::new(kube::lazy(s, None));
+        if let Ok(c) = kube::now(s, &lazy, false).await {
+            let (guard, waited) =
+                crate::lease::acquire(&c, &s.fleet.name, crate::lease::Holder::me(), req)
+                    .await
+                    .map_err(lease_error)?;
+            if waited {
+                observed = observe(&s.client, &s.fleet, false).await?;
+            }
+            lease = Some((guard, lazy));
+        }
+    }
     let plan = s.diff(
         &PlanOptions {
             targets: Vec::new(),
@@ -390,6 +492,7 @@ pub async fn prepare_destroy(s: &Session) -> Result<Prepared, EngineError> {
         kube: Arc::new(kube::lazy(s, None)),
         reachable: Err(kube::Unreachable::Teardown),
         reviewed: false,
+        lease,
     })
 }
 
@@ -448,6 +551,18 @@ pub async fn execute(
         (plan::spec::ClusterSecrets::placeholders(), Vec::new())
     };
     check_plan_scripts(s, p, &secrets)?;
+    let deadline = settings
+        .deadline
+        .unwrap_or_else(|| tokio::time::Instant::now() + settings.timeout);
+    // Past the deadline no change starts (as after a first Ctrl-C); the
+    // hooks in flight end by it on their own.
+    let out_of_time = {
+        let cancel = hooks.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
     let ssh_key = s.kube.ssh_key.as_deref();
     let drain_opts = crate::cluster::DrainOptions {
         timeout: settings.drain_timeout,
@@ -462,12 +577,12 @@ pub async fn execute(
         // its Node Ready, at the plan's release after a k3s change, when the
         // API is reachable) before the next one of its kind.
         node_ready: applying
-            .then(|| hooks::node_ready(prepared.kube.clone(), &s.fleet, ssh_key, settings.timeout)),
+            .then(|| hooks::node_ready(prepared.kube.clone(), &s.fleet, ssh_key, deadline)),
         drainer: (applying && api && !settings.skip_drain)
             .then(|| hooks::drainer(prepared.kube.clone(), drain_opts)),
         uncordoner: (applying && api).then(|| hooks::uncordoner(prepared.kube.clone())),
         labeler: (applying && api).then(|| hooks::labeler(prepared.kube.clone(), &s.fleet)),
-        changer: applying.then(|| hooks::changer(ssh_key, settings.timeout)),
+        changer: applying.then(|| hooks::changer(ssh_key, settings.timeout, deadline)),
         logout: Some(hooks::device_logout(ssh_key)),
         ..ApplyOptions::default()
     };
@@ -481,6 +596,7 @@ pub async fn execute(
         hooks.reporter,
     )
     .await;
+    out_of_time.abort();
     Ok(Executed { report, generated })
 }
 

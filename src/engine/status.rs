@@ -108,6 +108,13 @@ pub async fn status(
         &bootstrap,
     );
     st.cluster_api_error = client.as_ref().err().map(ToString::to_string);
+    // A pinned release is the fleet's; a channel is not looked up here (the
+    // plan does that): the nodes must then at least agree.
+    let pinned = match &s.fleet.k3s.release {
+        fleet::K3sRelease::Version(r) => Some(r.to_string()),
+        fleet::K3sRelease::Channel(_) => None,
+    };
+    st.add_release_check(pinned.as_deref());
     if req.ssh {
         let server = |vm: &str| {
             desired

@@ -65,6 +65,11 @@ pub const PDBS: Resource = Resource::new(
     "PodDisruptionBudget",
     true,
 );
+/// `coordination.k8s.io/v1` Leases: what controllers (and apply's one
+/// writer per fleet) elect a holder with. Served with the API's optimistic
+/// concurrency: a create of an existing one and an update at a stale
+/// `resourceVersion` are each a 409 (`store::Api::replace`).
+pub const LEASES: Resource = Resource::new("coordination.k8s.io", "v1", "leases", "Lease", true);
 
 /// Every resource with a fixed entry; others found in manifests are served
 /// under `<lowercase kind>s`.
@@ -74,6 +79,7 @@ pub const RESOURCES: &[Resource] = &[
     PODS,
     SERVICEACCOUNTS,
     PDBS,
+    LEASES,
     Resource::new("", "v1", "configmaps", "ConfigMap", true),
     Resource::new("", "v1", "secrets", "Secret", true),
     Resource::new("", "v1", "services", "Service", true),

@@ -273,6 +273,23 @@ impl ApiStore {
         mut obj: Value,
     ) -> Result<Value, ApiError> {
         let old = self.get(res, ns, name)?;
+        // The API's optimistic concurrency (k8s API conventions,
+        // "Concurrency Control and Consistency"): an update that names a
+        // resourceVersion other than the object's is refused, so two
+        // writers that read the same version cannot both win.
+        if let Some(want) = obj["metadata"]["resourceVersion"].as_str()
+            && !want.is_empty()
+            && Some(want) != old["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    res.describe()
+                ),
+            ));
+        }
         obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
         obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
         if res.plural == "nodes" && obj.get("status").is_none() {

@@ -238,3 +238,31 @@ fn selectors_and_merge_patches() {
     merge_patch(&mut v, &json!({"a": {"b": null, "d": 3}}));
     assert_eq!(v, json!({"a": {"c": 2, "d": 3}}));
 }
+
+/// Leases race as on a real API server: the second create of one name is
+/// 409 AlreadyExists; of two updates from the same read, the second is 409
+/// Conflict; an update at the current version wins.
+#[test]
+fn leases_are_created_once_and_updated_at_the_version_read() {
+    use crate::world::kube::objects::LEASES;
+    let mut s = cluster();
+    let lease = |holder: &str| {
+        json!({"metadata": {"name": "exedev-k8s-demo"},
+               "spec": {"holderIdentity": holder, "leaseDurationSeconds": 60}})
+    };
+    let first = s.create(&LEASES, "kube-system", lease("a")).unwrap();
+    let again = s.create(&LEASES, "kube-system", lease("b")).unwrap_err();
+    assert_eq!((again.code, again.reason), (409, "AlreadyExists"));
+    let rv = first["metadata"]["resourceVersion"].clone();
+    let mut take = |holder: &str| {
+        let mut l = lease(holder);
+        l["metadata"]["resourceVersion"] = rv.clone();
+        s.replace(&LEASES, "kube-system", "exedev-k8s-demo", l)
+    };
+    let won = take("b").unwrap();
+    assert_eq!(won["spec"]["holderIdentity"], "b");
+    let lost = take("c").unwrap_err();
+    assert_eq!((lost.code, lost.reason), (409, "Conflict"));
+    let now = s.get(&LEASES, "kube-system", "exedev-k8s-demo").unwrap();
+    assert_eq!(now["spec"]["holderIdentity"], "b");
+}
