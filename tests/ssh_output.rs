@@ -35,6 +35,7 @@ async fn a_vm_printing_without_end_is_cut_off_at_the_limit() {
         retries: 0,
         retry_delay: Duration::from_millis(10),
         connect_timeout: Duration::from_secs(5),
+        deadline: Duration::from_secs(60),
     };
     assert_eq!(
         ssh::run("demo-cp1", &["cat", "small"], &opts)
