@@ -169,7 +169,10 @@ pub struct Confirmed {
 /// view, not the VM's); the address must be in 100.64.0.0/10 and no other
 /// VM's. A VM no other node's map lists is left out, said in `unchecked`
 /// (its identity is its own claim only). Only confirmed nodes are probed
-/// and named in the policy entry.
+/// and named in the policy entry. k3s-facts.md is silent on whether a
+/// node's `Peer` map lists a device the policy lets it neither reach nor be
+/// reached by; if it does not, a policy that drops every fleet flow leaves
+/// the nodes unconfirmed ("not checked") rather than trusted.
 pub fn confirm(reports: Vec<(String, bool, Identity)>) -> Confirmed {
     let mut nodes = Vec::new();
     let mut suspect = Vec::new();
