@@ -556,11 +556,13 @@ pub async fn execute(
         .unwrap_or_else(|| tokio::time::Instant::now() + settings.timeout);
     // Past the deadline no change starts (as after a first Ctrl-C); the
     // hooks in flight end by it on their own.
+    let timed_out = Arc::new(AtomicBool::new(false));
     let out_of_time = {
-        let cancel = hooks.cancel.clone();
+        let (cancel, timed_out) = (hooks.cancel.clone(), timed_out.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;
-            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            let interrupted = cancel.swap(true, std::sync::atomic::Ordering::Relaxed);
+            timed_out.store(!interrupted, std::sync::atomic::Ordering::Relaxed);
         })
     };
     let ssh_key = s.kube.ssh_key.as_deref();
@@ -597,6 +599,21 @@ pub async fn execute(
     )
     .await;
     out_of_time.abort();
+    let mut report = report;
+    if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+        // Skipped because the deadline passed, not because someone
+        // interrupted: the summary says which.
+        for sk in report
+            .skipped
+            .iter_mut()
+            .filter(|s| s.reason == "interrupted")
+        {
+            sk.reason = format!(
+                "not started: the apply's --timeout ({}) ran out",
+                humantime::format_duration(settings.timeout)
+            );
+        }
+    }
     Ok(Executed { report, generated })
 }
 
