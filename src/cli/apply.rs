@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
-use super::args::{FleetArg, KubeArgs, ReleaseArgs};
+use super::args::{KubeArgs, ReleaseArgs};
 use super::{ApiArgs, CliResult, fail, write_stdout};
 use crate::api::command::FleetOp;
 use crate::engine::{self, ApplySettings, EngineError, Hooks, Prepared, Session};
@@ -67,8 +67,12 @@ pub struct ApplyArgs {
 pub struct DestroyArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    #[command(flatten)]
-    pub fleet: FleetArg,
+    /// The fleet file (optional with a PLANFILE, which records it).
+    #[arg(short = 'f', long = "file", value_name = "FLEET")]
+    pub file: Option<PathBuf>,
+    /// A teardown plan saved with `plan --destroy --out`: carried out
+    /// exactly, or refused if stale. Never an apply plan.
+    pub planfile: Option<PathBuf>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -107,15 +111,10 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
         .as_deref()
         .map(crate::workspace::load_plan)
         .transpose()?;
-    let fleet_path = match (&a.file, &saved) {
-        (Some(f), _) => f.clone(),
-        (None, Some(p)) if !p.fleet_file.is_empty() => PathBuf::from(&p.fleet_file),
-        _ => {
-            return Err(fail(
-                "which fleet? pass -f FLEET (or a PLANFILE saved by `plan --out`)",
-            ));
-        }
-    };
+    if let Some(p) = &saved {
+        engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Apply)?;
+    }
+    let fleet_path = fleet_path(a.file.as_ref(), saved.as_ref(), a.planfile.as_deref())?;
     let loaded = Session::load(&fleet_path)?;
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Apply),
@@ -163,8 +162,58 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
     Ok(code)
 }
 
+/// The fleet to apply: `-f`, else the one a saved plan records (see
+/// `plan::FleetFileBase`), which must be there.
+fn fleet_path(
+    file: Option<&PathBuf>,
+    saved: Option<&crate::plan::Plan>,
+    planfile: Option<&std::path::Path>,
+) -> Result<PathBuf, super::CliError> {
+    match (file, saved, planfile) {
+        (Some(f), _, _) => Ok(f.clone()),
+        (None, Some(p), Some(planfile)) if !p.fleet_file.is_empty() => {
+            let path = PathBuf::from(&p.fleet_file);
+            if path.is_file() {
+                return Ok(path);
+            }
+            let from = match p.fleet_file_base {
+                crate::plan::FleetFileBase::Repository => {
+                    "its path is kept relative to the root of the git repository it was made in; run from a checkout of that repository"
+                }
+                crate::plan::FleetFileBase::PlanFile => {
+                    "its path is kept relative to the plan file's directory; keep the plan where it was saved"
+                }
+            };
+            Err(super::CliError {
+                message: format!(
+                    "{} was made from a fleet file that is not at {} ({from})",
+                    planfile.display(),
+                    path.display()
+                ),
+                hint: Some(format!(
+                    "or name the fleet file: exedev-k8s ... -f FLEET {}",
+                    planfile.display()
+                )),
+                code: super::exit::FAILURE,
+            })
+        }
+        _ => Err(fail(
+            "which fleet? pass -f FLEET (or a PLANFILE saved by `plan --out`)",
+        )),
+    }
+}
+
 pub async fn destroy(a: DestroyArgs) -> CliResult {
-    let loaded = Session::load(&a.fleet.file)?;
+    let saved = a
+        .planfile
+        .as_deref()
+        .map(crate::workspace::load_plan)
+        .transpose()?;
+    if let Some(p) = &saved {
+        engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Destroy)?;
+    }
+    let fleet_path = fleet_path(a.file.as_ref(), saved.as_ref(), a.planfile.as_deref())?;
+    let loaded = Session::load(&fleet_path)?;
     // Refused before any credential is needed or call made.
     engine::check_destroyable(&loaded.fleet)?;
     let client = a.api.client_with_ttl(
@@ -174,18 +223,19 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
     )?;
     let s = Session::new(
         loaded,
-        &a.fleet.file,
+        &fleet_path,
         client,
         engine::KubeSettings {
             ssh_key: a.api.ssh_key.clone(),
             ..Default::default()
         },
     );
-    let prepared = engine::prepare_destroy(&s).await?;
-    if !a.json {
+    let prepared = engine::prepare_destroy(&s, saved.map(|p| (p, a.planfile.clone()))).await?;
+    if !a.json && !prepared.reviewed {
         print!("{}", render::human(&prepared.plan, ui::colour_enabled()));
     }
     if prepared.plan.has_changes()
+        && !prepared.reviewed
         && !a.yes
         && !ui::confirm("Destroy these VMs? Their disks are deleted too.", "--yes").map_err(fail)?
     {

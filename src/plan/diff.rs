@@ -195,7 +195,7 @@ fn replace_reasons(fleet: &Fleet, d: &DesiredVm, o: &VmInfo) -> (Vec<String>, Ve
         reasons.push(format!("image changed ({} → {})", o.image, d.image));
         attributes.push(attr("image", Some(o.image.clone()), Some(d.image.clone())));
     }
-    if let Some(c) = SpecComment::parse(&o.comment).filter(|c| c.scheme >= spec::SPEC_SCHEME) {
+    if let Some(c) = SpecComment::parse(&o.comment).filter(|c| c.scheme >= spec::IDENTITY_SCHEME) {
         let want = spec::spec_fingerprint(fleet, d);
         // With the observed image, would it match? Then only the image
         // changed and a second reason would be noise.
@@ -792,7 +792,7 @@ pub fn diff(
     }
     if !opts.destroy && observed.nodes.is_none() && !owned.is_empty() {
         warnings.push(
-            "the Kubernetes API is not reachable: node labels and taints are not compared, and k3s releases are read from the VMs' comments".to_string(),
+            "the Kubernetes API is not reachable: node labels and taints are compared with what the VMs' comments record (a change made in the cluster, e.g. with kubectl, is not seen), and k3s releases are read from the VMs' comments".to_string(),
         );
     }
     // VMs in scope the fleet does not own: reported, never touched.
@@ -826,6 +826,8 @@ pub fn diff(
         summary,
         warnings,
         fleet_file: String::new(),
+        fleet_file_base: super::FleetFileBase::PlanFile,
+        nodes_observed: observed.nodes.is_some(),
         targets: opts.targets.clone(),
         fleet_fingerprint: fleet_fingerprint.to_string(),
         observed_fingerprint: observed.fingerprint(fleet),

@@ -1235,3 +1235,57 @@ fn check_scripts_on_the_worst_case_matches_checking_every_vm() {
         "the sweep must reach the limit between big9 and big10"
     );
 }
+
+/// A saved plan is a claim: each field apply acts on is checked against
+/// the plan re-derived now, and the refusal names what differs.
+#[test]
+fn a_saved_plan_that_disagrees_with_the_fleet_now_is_refused_by_what_differs() {
+    use super::file::{PlanFileError, check_fresh};
+    let f = fleet("");
+    let o = in_sync(&f);
+    let fresh = plan(&f, &o);
+    assert!(check_fresh(&fresh, &fresh).is_ok());
+    let refused = |edit: &dyn Fn(&mut Plan)| {
+        let mut saved = fresh.clone();
+        edit(&mut saved);
+        let e = check_fresh(&saved, &fresh).unwrap_err();
+        assert!(e.is_stale(), "{e}");
+        e
+    };
+    let e = refused(&|p| p.release.as_mut().unwrap().version = "v1.31.6+k3s1".into());
+    assert!(matches!(e, PlanFileError::ReleaseNotPinned { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "the plan installs k3s v1.31.6+k3s1, but the fleet file pins k3s.version v1.31.4+k3s1 (was the plan file edited?)"
+    );
+    let e = refused(&|p| p.fleet = "other\x1b[31m".into());
+    assert!(e.to_string().contains("for fleet \"other"), "{e}");
+    assert!(
+        !e.to_string().contains('\x1b'),
+        "terminal escapes from a file are not printed"
+    );
+    let e = refused(&|p| p.mode = Mode::Destroy);
+    assert!(matches!(e, PlanFileError::ModeDiffers { .. }), "{e}");
+    let e = refused(&|p| p.fleet_fingerprint = "0".into());
+    assert!(matches!(e, PlanFileError::FleetChanged { .. }), "{e}");
+    let creates = plan(&f, &Observed::default());
+    let mut saved = creates.clone();
+    saved.changes.pop();
+    let e = check_fresh(&saved, &creates).unwrap_err();
+    assert!(matches!(e, PlanFileError::ChangesDiffer), "{e}");
+    // A channel that moved since the plan: stale, and says to where.
+    let channel = |v: &str| PlanOptions {
+        release: Some(ReleaseChoice::Channel {
+            name: "stable".into(),
+            resolved: Ok(crate::release::Release::parse(v).unwrap()),
+        }),
+        ..Default::default()
+    };
+    let then = diff(&f, "fp", &o, &channel("v1.31.5+k3s1")).unwrap();
+    let now = diff(&f, "fp", &o, &channel("v1.31.6+k3s1")).unwrap();
+    let e = check_fresh(&then, &now).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the plan is stale: it installs k3s v1.31.5+k3s1 from channel stable, which now resolves to v1.31.6+k3s1"
+    );
+}
