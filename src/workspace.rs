@@ -84,6 +84,17 @@ pub fn save_plan(p: &Plan, path: &Path) -> Result<(), PlanFileError> {
     })
 }
 
+/// `path` relative to the working directory when it lies under it (as a
+/// user would type it in a hint), else as it is.
+fn shorter(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .map(|d| real(&d))
+        .and_then(|d| path.strip_prefix(d).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
 /// Reads a plan saved with `plan --out`, its `fleet_file` made usable from
 /// the working directory. A repository-relative path is resolved against
 /// the repository holding the plan file, else the one holding the working
@@ -104,7 +115,7 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
                     .and_then(|d| repository_root(&d))
             });
             match root {
-                Some(r) => r.join(&p.fleet_file).display().to_string(),
+                Some(r) => shorter(&r.join(&p.fleet_file)).display().to_string(),
                 None => p.fleet_file.clone(),
             }
         }

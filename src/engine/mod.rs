@@ -711,8 +711,11 @@ fn needs_drain(p: &Plan) -> bool {
     p.mode == Mode::Apply && p.changes.iter().any(plan::Change::disrupts)
 }
 
+/// Said by a plan made without the API (a pull request's, say) and by
+/// apply's refusal: apply drains where it runs, so what it needs is the API
+/// there, or --skip-drain.
 fn drain_warning(why: &kube::Unreachable) -> String {
     format!(
-        "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted, replaced or restarted; apply needs --skip-drain to go ahead"
+        "Kubernetes API not reachable here ({why}): apply drains nodes before their VMs are deleted, replaced or restarted, so it needs the API where it runs (--via-ssh-tunnel, --kubeconfig), or --skip-drain to go ahead without draining"
     )
 }

@@ -9,8 +9,9 @@
 //! `kubeletVersion` when the API answers, else from the VM's comment
 //! (`k3s=`); the arguments from the comment's `cfg=` fingerprints (values
 //! are not recorded, so the plan shows what they become); labels and taints
-//! from the Node only (without the API they are not compared, and the plan
-//! says so). Pure.
+//! from the Node, or without the API from the comment's `lbl=` fingerprint
+//! (a change in the fleet shows; one made in the cluster does not, and the
+//! plan says so). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -208,7 +209,9 @@ pub fn in_place(
     let want_comment = spec::comment_with(fleet, d, release_after.as_deref(), lbl_after);
     let k3s_change = out.ops.iter().any(Op::changes_k3s);
     if o.comment != want_comment && out.refusal.is_none() {
-        if !k3s_change {
+        // Shown when it is the only change; otherwise it is bookkeeping of
+        // the changes shown.
+        if !k3s_change && out.ops.is_empty() {
             out.reasons.push(match &comment {
                 Some(c) if c.scheme == 1 => format!(
                     "created by an earlier exedev-k8s (spec scheme 1): its comment is rewritten in scheme {} (not a replacement; its k3s arguments are taken to be the fleet's)",
