@@ -794,6 +794,22 @@ pub fn diff(
         warnings.push(
             "the Kubernetes API is not reachable: node labels and taints are compared with what the VMs' comments record (a change made in the cluster, e.g. with kubectl, is not seen), and k3s releases are read from the VMs' comments".to_string(),
         );
+        // VMs of an earlier version record no labels until a plan reads
+        // their Nodes: said once, not per VM.
+        let unrecorded: Vec<&str> = owned
+            .iter()
+            .filter(|v| SpecComment::parse(&v.comment).is_some_and(|c| c.lbl.is_none()))
+            .map(|v| v.vm_name.as_str())
+            .collect();
+        if let Some(first) = unrecorded.first() {
+            let more = match unrecorded.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            warnings.push(format!(
+                "{first}{more} do not record their labels and taints yet (made by an earlier exedev-k8s): a change to them is not seen without the Kubernetes API; a plan and apply with the API reachable records them"
+            ));
+        }
     }
     // VMs in scope the fleet does not own: reported, never touched.
     let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();

@@ -1289,3 +1289,36 @@ fn a_saved_plan_that_disagrees_with_the_fleet_now_is_refused_by_what_differs() {
         "the plan is stale: it installs k3s v1.31.5+k3s1 from channel stable, which now resolves to v1.31.6+k3s1"
     );
 }
+
+/// Without the API, VMs whose comment records no labels (spec scheme 2)
+/// are named once: a label change to them cannot be seen.
+#[test]
+fn vms_that_record_no_labels_are_named_when_the_api_is_not_reachable() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.nodes = None;
+    let p = plan(&f, &o);
+    assert!(!p.has_changes());
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("do not record")),
+        "{:?}",
+        p.warnings
+    );
+    let desired = fleet::desired_vms(&f);
+    for (i, d) in desired.iter().enumerate().take(2) {
+        o.vms[i].comment = spec::comment_with(&f, d, Some(VERSION), None);
+    }
+    let p = plan(&f, &o);
+    assert!(!p.has_changes(), "never a replacement: {:?}", p.changes);
+    let w: Vec<&String> = p
+        .warnings
+        .iter()
+        .filter(|w| w.contains("do not record"))
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", p.warnings);
+    assert!(
+        w[0].starts_with(&format!("{} and 1 more do not record", o.vms[0].vm_name)),
+        "{}",
+        w[0]
+    );
+}
