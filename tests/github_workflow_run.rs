@@ -1046,6 +1046,21 @@ impl Gitops<'_> {
         run
     }
 
+    /// Merges `pr` when main moved since it was planned: the push
+    /// carries `merged`'s files (main's changes and the pull request's).
+    fn merge_into_main(
+        &mut self,
+        pr: &Event,
+        merged: &Event,
+        plan_run: &WorkflowRun,
+    ) -> WorkflowRun {
+        let push = self.repo.merge(merged);
+        let (number, head, _) = pr.pr.clone().unwrap();
+        self.runner
+            .record_merge(&push.sha, number, &head, plan_run.id);
+        self.runner.run(&push)
+    }
+
     fn comment(&self) -> &str {
         self.runner.comments.last().expect("a comment")
     }
@@ -1082,7 +1097,9 @@ fn label_of(h: &Harness, vm: &str) -> Value {
 /// Pull requests that create the fleet, add a pool, change a label and
 /// bump the k3s patch release, each planned without the cluster and
 /// carried out on merge; a fork's pull request gets a plan-less comment;
-/// tampered artifacts are refused before any change.
+/// tampered artifacts (an edited release, a teardown plan, another fleet's
+/// plan) and a plan made stale by another merge are refused before any
+/// change, and main's plan is shown instead.
 #[test]
 fn the_example_workflow_runs_a_fleet_through_pull_requests_and_merges() {
     let h = harness(|_| {});
@@ -1268,6 +1285,40 @@ fn the_example_workflow_runs_a_fleet_through_pull_requests_and_merges() {
     g.runner.artifacts.insert(key, original);
     applied(&g.merge(&pr_event, &run));
     assert_eq!(label_of(&h, "demo-web1"), "api");
+
+    // 7. Two pull requests planned on the same main, merged one after the
+    // other: the second's merge commit holds both changes, so its reviewed
+    // plan is stale; refused, nothing changed, main's plan in the summary
+    // (as when GitHub drops a pending apply run and the next one runs).
+    let two = |f: String| {
+        f.replace(
+            "count: 1\n    labels: {tier: batch}",
+            "count: 2\n    labels: {tier: batch}",
+        )
+    };
+    let (first, first_run) = g.open(7, &fleet(V5, "blue", true));
+    let (second, second_run) = g.open(8, &two(fleet(V5, "api", true)));
+    applied(&g.merge(&first, &first_run));
+    assert_eq!(label_of(&h, "demo-web1"), "blue");
+    let mut both = second.clone();
+    both.files
+        .insert("fleet.yaml".into(), two(fleet(V5, "blue", true)));
+    let before = vms(&h);
+    let merged = g.merge_into_main(&second, &both, &second_run);
+    let apply = &merged.jobs["apply"];
+    assert_eq!(apply.result, "failure", "{}", apply.log());
+    let out = &apply.step("apply").output;
+    assert!(
+        out.contains("the fleet file changed since it was made")
+            && out.contains("Nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(vms(&h), before);
+    assert!(
+        apply.summary.contains("demo-batch2"),
+        "main's plan: {}",
+        apply.summary
+    );
 
     // What was not run, said so.
     let calls = g.runner.calls.join("\n");
