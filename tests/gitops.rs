@@ -661,3 +661,30 @@ fn a_label_change_shows_without_the_cluster_and_apply_needs_it() {
     );
     assert_eq!(comments_before, comments(), "nothing recorded as set");
 }
+
+/// VMs made by the previous version (spec scheme 2, no `lbl=`) are kept:
+/// a plan without the API plans nothing for them, names them once, and
+/// never replaces them.
+#[test]
+fn scheme_two_vms_are_kept_and_named_until_their_labels_are_read() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    for mut vm in env.emu().state().vms.into_values() {
+        let (head, _) = vm
+            .comment
+            .split_once(" lbl=")
+            .expect("scheme 3 records lbl=");
+        vm.comment = head.replacen("spec=3.", "spec=2.", 1);
+        env.emu().insert_vm(vm).unwrap();
+    }
+    let out = env.run(&["plan", "-f", "base.yaml", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("and 8 more do not record their labels and taints yet"),
+        "{shown}"
+    );
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    assert_eq!(env.emu().count("rm"), 0);
+    assert_eq!(env.emu().count("new"), 9);
+}
