@@ -38,9 +38,9 @@ pub enum PlanFileError {
     )]
     ObservedChanged { planned: String, now: String },
     #[error(
-        "the plan's changes are not what the fleet and exe.dev call for now (was the plan file edited?)"
+        "the plan's changes are not what the fleet and exe.dev call for now: {detail} (was the plan file edited?)"
     )]
-    ChangesDiffer,
+    ChangesDiffer { detail: String },
     #[error("the plan is for fleet {planned:?} but the fleet file is {now:?}")]
     WrongFleet { planned: String, now: String },
     #[error(
@@ -169,7 +169,7 @@ impl PlanFileError {
                 | PlanFileError::ChannelMoved { .. }
                 | PlanFileError::ReleaseDiffers { .. }
                 | PlanFileError::ModeDiffers { .. }
-                | PlanFileError::ChangesDiffer
+                | PlanFileError::ChangesDiffer { .. }
                 | PlanFileError::WrongFleet { .. }
         )
     }
@@ -225,9 +225,37 @@ pub fn check_fresh(saved: &Plan, fresh: &Plan) -> Result<(), PlanFileError> {
         });
     }
     if saved.changes != fresh.changes {
-        return Err(PlanFileError::ChangesDiffer);
+        return Err(PlanFileError::ChangesDiffer {
+            detail: first_difference(saved, fresh),
+        });
     }
     Ok(())
+}
+
+/// The first VM whose change differs between a saved plan and the fresh
+/// one, in words: `acme-web1: delete in the plan, none now`.
+fn first_difference(saved: &Plan, fresh: &Plan) -> String {
+    let one = |s: &str| crate::text::one_line(s).into_owned();
+    let action = |p: &Plan, vm: &str| {
+        p.changes
+            .iter()
+            .find(|c| c.vm == vm)
+            .map_or("none", |c| c.action.as_str())
+    };
+    let vms = saved.changes.iter().chain(&fresh.changes).map(|c| &c.vm);
+    for vm in vms {
+        let a = saved.changes.iter().find(|c| &c.vm == vm);
+        let b = fresh.changes.iter().find(|c| &c.vm == vm);
+        if a != b {
+            let (was, now) = (action(saved, vm), action(fresh, vm));
+            return if was == now {
+                format!("{}: {was} in both, with other details", one(vm))
+            } else {
+                format!("{}: {was} in the plan, {now} now", one(vm))
+            };
+        }
+    }
+    "the same changes in another order".to_string()
 }
 
 #[cfg(test)]

@@ -1272,7 +1272,13 @@ fn a_saved_plan_that_disagrees_with_the_fleet_now_is_refused_by_what_differs() {
     let mut saved = creates.clone();
     saved.changes.pop();
     let e = check_fresh(&saved, &creates).unwrap_err();
-    assert!(matches!(e, PlanFileError::ChangesDiffer), "{e}");
+    assert!(matches!(e, PlanFileError::ChangesDiffer { .. }), "{e}");
+    let dropped = &creates.changes.last().unwrap().vm;
+    assert!(
+        e.to_string()
+            .contains(&format!("{dropped}: none in the plan, create now")),
+        "{e}"
+    );
     // A channel that moved since the plan: stale, and says to where.
     let channel = |v: &str| PlanOptions {
         release: Some(ReleaseChoice::Channel {
