@@ -45,12 +45,9 @@ pub struct PlanOptions {
 /// Where the plan's k3s release comes from, decided before the (pure) diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseChoice {
-    /// `k3s.version`, or the release of a saved plan being applied.
-    Pinned {
-        release: Release,
-        /// The channel a saved plan looked it up from.
-        channel: Option<String>,
-    },
+    /// `k3s.version`. (A saved plan's release is never taken as given:
+    /// apply plans again and refuses a saved plan whose release differs.)
+    Pinned { release: Release },
     /// `k3s.channel`, looked up at plan time; `Err` says why it could not
     /// be (the plan then keeps the release the fleet's nodes run).
     Channel {
@@ -455,7 +452,6 @@ fn target_release(
         (Some(c), _) => c.clone(),
         (None, K3sRelease::Version(release)) => ReleaseChoice::Pinned {
             release: release.clone(),
-            channel: None,
         },
         (None, K3sRelease::Channel(name)) => ReleaseChoice::Channel {
             name: name.clone(),
@@ -463,7 +459,10 @@ fn target_release(
         },
     };
     match choice {
-        ReleaseChoice::Pinned { release, channel } => Ok(Target { release, channel }),
+        ReleaseChoice::Pinned { release } => Ok(Target {
+            release,
+            channel: None,
+        }),
         ReleaseChoice::Channel {
             name,
             resolved: Ok(release),
