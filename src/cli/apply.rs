@@ -114,7 +114,12 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
     if let Some(p) = &saved {
         engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Apply)?;
     }
-    let fleet_path = fleet_path(a.file.as_ref(), saved.as_ref(), a.planfile.as_deref())?;
+    let fleet_path = fleet_path(
+        "apply",
+        a.file.as_ref(),
+        saved.as_ref(),
+        a.planfile.as_deref(),
+    )?;
     let loaded = Session::load(&fleet_path)?;
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Apply),
@@ -165,6 +170,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
 /// The fleet to apply: `-f`, else the one a saved plan records (see
 /// `plan::FleetFileBase`), which must be there.
 fn fleet_path(
+    verb: &str,
     file: Option<&PathBuf>,
     saved: Option<&crate::plan::Plan>,
     planfile: Option<&std::path::Path>,
@@ -191,7 +197,7 @@ fn fleet_path(
                     path.display()
                 ),
                 hint: Some(format!(
-                    "or name the fleet file: exedev-k8s ... -f FLEET {}",
+                    "or name the fleet file: exedev-k8s {verb} -f FLEET {}",
                     planfile.display()
                 )),
                 code: super::exit::FAILURE,
@@ -212,7 +218,12 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
     if let Some(p) = &saved {
         engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Destroy)?;
     }
-    let fleet_path = fleet_path(a.file.as_ref(), saved.as_ref(), a.planfile.as_deref())?;
+    let fleet_path = fleet_path(
+        "destroy",
+        a.file.as_ref(),
+        saved.as_ref(),
+        a.planfile.as_deref(),
+    )?;
     let loaded = Session::load(&fleet_path)?;
     // Refused before any credential is needed or call made.
     engine::check_destroyable(&loaded.fleet)?;
