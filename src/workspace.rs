@@ -108,7 +108,22 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
     let mut p = plan::file::from_text(&text, &path.display().to_string())?;
     p.fleet_file = match p.fleet_file_base {
         plan::FleetFileBase::PlanFile => plan::file::fleet_path_after_loading(path, &p.fleet_file),
-        plan::FleetFileBase::Repository if Path::new(&p.fleet_file).is_relative() => {
+        plan::FleetFileBase::Repository => {
+            // Saved from inside the repository, it never leaves it; a path
+            // that does was edited in (a plan file is CI's artifact).
+            let stored = Path::new(&p.fleet_file);
+            if !stored
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(PlanFileError::Format {
+                    path: path.display().to_string(),
+                    detail: format!(
+                        "its fleet path {:?} is not inside the repository (was the plan file edited?)",
+                        crate::text::one_line(&p.fleet_file)
+                    ),
+                });
+            }
             let root = repository_root(&real(&fleet_dir(path))).or_else(|| {
                 std::env::current_dir()
                     .ok()
@@ -119,7 +134,6 @@ pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
                 None => p.fleet_file.clone(),
             }
         }
-        plan::FleetFileBase::Repository => p.fleet_file.clone(),
     };
     Ok(p)
 }
@@ -240,6 +254,17 @@ mod tests {
             Some(root.join("main"))
         );
         assert_eq!(repository_root(&root), None);
+        // A path edited to leave the repository is refused.
+        for edited in ["../../etc/passwd", "/etc/passwd", "env/../../x.yaml"] {
+            let mut v = stored.clone();
+            v["fleet_file"] = edited.into();
+            std::fs::write(root.join("main/reviewed/plan.json"), v.to_string()).unwrap();
+            let e = load_plan(&root.join("main/reviewed/plan.json")).unwrap_err();
+            assert!(
+                e.to_string().contains("is not inside the repository"),
+                "{edited}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn apply_carries_out_the_reviewed_artifact_and_waits_for_the_cluster() {
     // The apply step applies the saved plan, never a fresh one.
     let run = step(apply, "apply")["run"].as_str().unwrap();
     assert!(
-        run.contains("exedev-k8s apply reviewed/plan.json --wait"),
+        run.contains("exedev-k8s apply -f \"$FLEET\" reviewed/plan.json --wait"),
         "{run}"
     );
     // The only plan in the apply job runs after a failure, into the job
