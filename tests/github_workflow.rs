@@ -1,10 +1,12 @@
 //! The example GitHub workflow is safe as written: it installs this project
 //! at a pinned revision, gives the pull-request job a read-only token and no
 //! node secrets, applies exactly the reviewed plan artifact, tells exit code
-//! 0 from 2 from everything else, updates one comment, and shows both ways
-//! to reach the cluster. Its shell passes shellcheck, and its plan step is
-//! run for real against a stub of the binary. (actionlint checks the rest:
-//! `.ci/run`.)
+//! 0 from 2 from everything else, updates one comment, shows both ways to
+//! reach the cluster, scopes each secret to the step that uses it and pins
+//! third-party actions by commit. Its shell passes shellcheck, and its plan
+//! step is run for real against a stub of the binary. (actionlint checks
+//! the rest: `.ci/run`; `tests/github_workflow_run.rs` runs the whole
+//! workflow against the VM world.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
