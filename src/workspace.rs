@@ -51,6 +51,14 @@ pub fn repository_root(dir: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// The repository a CI job runs for (GitHub's `GITHUB_REPOSITORY`), if
+/// any: recorded in saved plans and checked by apply.
+pub fn ci_repository() -> Option<String> {
+    std::env::var("GITHUB_REPOSITORY")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
 fn real(q: &Path) -> PathBuf {
     std::fs::canonicalize(q)
         .or_else(|_| std::path::absolute(q))
@@ -77,6 +85,7 @@ pub fn save_plan(p: &Plan, path: &Path) -> Result<(), PlanFileError> {
             }
         }
     }
+    p.repository = ci_repository();
     let text = plan::file::to_text(&p, &path.display().to_string())?;
     std::fs::write(path, text).map_err(|source| PlanFileError::Write {
         path: path.display().to_string(),
@@ -201,6 +210,7 @@ mod tests {
             observed_fingerprint: "o".into(),
             release: None,
             refusals: Vec::new(),
+            repository: None,
         }
     }
 

@@ -1107,7 +1107,8 @@ fn label_of(h: &Harness, vm: &str) -> Value {
 /// bump the k3s patch release, each planned without the cluster and
 /// carried out on merge; a fork's pull request gets a plan-less comment;
 /// tampered artifacts (an edited release, a teardown plan, another fleet's
-/// plan) and a plan made stale by another merge are refused before any
+/// or repository's plan) and a plan made stale by another merge are
+/// refused before any
 /// change, and main's plan is shown instead.
 #[test]
 fn the_example_workflow_runs_a_fleet_through_pull_requests_and_merges() {
@@ -1255,8 +1256,17 @@ fn the_example_workflow_runs_a_fleet_through_pull_requests_and_merges() {
     // (c) another fleet's plan.
     let mut other = plan_json(&original);
     other["fleet"] = json!("other");
-    let cases: [(&str, Value, &str); 3] = [
+    // (d) a plan saved in another repository (the artifact records where).
+    assert_eq!(plan_json(&original)["repository"], REPO);
+    let mut elsewhere = plan_json(&original);
+    elsewhere["repository"] = json!("someone/fleet");
+    let cases: [(&str, Value, &str); 4] = [
         ("an edited release", p, "pins k3s.version v1.31.5+k3s1"),
+        (
+            "another repository's plan",
+            elsewhere,
+            "the plan was saved in repository \"someone/fleet\", but this runs in \"acme/fleet\"",
+        ),
         (
             "a teardown plan",
             teardown,

@@ -358,6 +358,18 @@ fn saved_before_calls(
             planfile: planfile.map(Path::to_path_buf),
         });
     }
+    if let (Some(planned), Some(now)) = (&saved.repository, crate::workspace::ci_repository())
+        && *planned != now
+    {
+        return Err(EngineError::Stale {
+            source: plan::file::PlanFileError::WrongRepository {
+                planned: crate::text::one_line(planned).into_owned(),
+                now,
+            },
+            fleet: s.path.clone(),
+            planfile: planfile.map(Path::to_path_buf),
+        });
+    }
     if saved.mode == Mode::Destroy && s.fleet.protect {
         return Err(protected(&s.fleet));
     }

@@ -848,5 +848,6 @@ pub fn diff(
         observed_fingerprint: observed.fingerprint(fleet),
         release,
         refusals,
+        repository: None,
     })
 }

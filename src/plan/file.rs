@@ -43,6 +43,8 @@ pub enum PlanFileError {
     ChangesDiffer { detail: String },
     #[error("the plan is for fleet {planned:?} but the fleet file is {now:?}")]
     WrongFleet { planned: String, now: String },
+    #[error("the plan was saved in repository {planned:?}, but this runs in {now:?}")]
+    WrongRepository { planned: String, now: String },
     #[error(
         "the plan installs k3s {planned}, but the fleet file pins k3s.version {now} (was the plan file edited?)"
     )]
@@ -171,6 +173,7 @@ impl PlanFileError {
                 | PlanFileError::ModeDiffers { .. }
                 | PlanFileError::ChangesDiffer { .. }
                 | PlanFileError::WrongFleet { .. }
+                | PlanFileError::WrongRepository { .. }
         )
     }
 }

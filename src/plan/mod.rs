@@ -274,6 +274,11 @@ pub struct Plan {
     /// refused plan is still shown in full.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<String>,
+    /// The CI repository the plan was saved in (`GITHUB_REPOSITORY`, e.g.
+    /// `acme/fleet`), when it was saved in one: apply in another
+    /// repository refuses it by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 impl Plan {
