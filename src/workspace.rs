@@ -42,20 +42,50 @@ pub fn fleet_dir(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Writes a plan for `apply PLANFILE`, its fleet path made relative to the
-/// plan file's directory (see `plan::file::fleet_path_for_saving`).
+/// The root of the git repository holding `dir` (the nearest ancestor
+/// with a `.git` directory, or a `.git` file as in a worktree), if any.
+/// `dir` should be absolute.
+pub fn repository_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+/// The repository a CI job runs for (GitHub's `GITHUB_REPOSITORY`), if
+/// any: recorded in saved plans and checked by apply.
+pub fn ci_repository() -> Option<String> {
+    std::env::var("GITHUB_REPOSITORY")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
+fn real(q: &Path) -> PathBuf {
+    std::fs::canonicalize(q)
+        .or_else(|_| std::path::absolute(q))
+        .unwrap_or_else(|_| q.to_path_buf())
+}
+
+/// Writes a plan for `apply PLANFILE`. Its fleet path is recorded relative
+/// to the root of the git repository holding the fleet, or, outside any
+/// repository, relative to the plan file's directory
+/// ([`plan::FleetFileBase`] says why).
 pub fn save_plan(p: &Plan, path: &Path) -> Result<(), PlanFileError> {
     let mut p = p.clone();
     if !p.fleet_file.is_empty() {
-        let real = |q: &Path| {
-            std::fs::canonicalize(q)
-                .or_else(|_| std::path::absolute(q))
-                .unwrap_or_else(|_| q.to_path_buf())
-        };
-        let plan_dir = real(&fleet_dir(path));
-        p.fleet_file =
-            plan::file::fleet_path_for_saving(&plan_dir, &real(Path::new(&p.fleet_file)));
+        let fleet = real(Path::new(&p.fleet_file));
+        match repository_root(&fleet_dir(&fleet)) {
+            Some(root) => {
+                p.fleet_file = plan::file::fleet_path_for_saving(&root, &fleet);
+                p.fleet_file_base = plan::FleetFileBase::Repository;
+            }
+            None => {
+                let plan_dir = real(&fleet_dir(path));
+                p.fleet_file = plan::file::fleet_path_for_saving(&plan_dir, &fleet);
+                p.fleet_file_base = plan::FleetFileBase::PlanFile;
+            }
+        }
     }
+    p.repository = ci_repository();
     let text = plan::file::to_text(&p, &path.display().to_string())?;
     std::fs::write(path, text).map_err(|source| PlanFileError::Write {
         path: path.display().to_string(),
@@ -63,14 +93,57 @@ pub fn save_plan(p: &Plan, path: &Path) -> Result<(), PlanFileError> {
     })
 }
 
-/// Reads a plan saved with `plan --out`.
+/// `path` relative to the working directory when it lies under it (as a
+/// user would type it in a hint), else as it is.
+fn shorter(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .map(|d| real(&d))
+        .and_then(|d| path.strip_prefix(d).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Reads a plan saved with `plan --out`, its `fleet_file` made usable from
+/// the working directory. A repository-relative path is resolved against
+/// the repository holding the plan file, else the one holding the working
+/// directory (a plan downloaded outside the checkout, e.g. to
+/// `$RUNNER_TEMP`), else the working directory itself.
 pub fn load_plan(path: &Path) -> Result<Plan, PlanFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read {
         path: path.display().to_string(),
         source,
     })?;
     let mut p = plan::file::from_text(&text, &path.display().to_string())?;
-    p.fleet_file = plan::file::fleet_path_after_loading(path, &p.fleet_file);
+    p.fleet_file = match p.fleet_file_base {
+        plan::FleetFileBase::PlanFile => plan::file::fleet_path_after_loading(path, &p.fleet_file),
+        plan::FleetFileBase::Repository => {
+            // Saved from inside the repository, it never leaves it; a path
+            // that does was edited in (a plan file is CI's artifact).
+            let stored = Path::new(&p.fleet_file);
+            if !stored
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(PlanFileError::Format {
+                    path: path.display().to_string(),
+                    detail: format!(
+                        "its fleet path {:?} is not inside the repository (was the plan file edited?)",
+                        crate::text::one_line(&p.fleet_file)
+                    ),
+                });
+            }
+            let root = repository_root(&real(&fleet_dir(path))).or_else(|| {
+                std::env::current_dir()
+                    .ok()
+                    .and_then(|d| repository_root(&d))
+            });
+            match root {
+                Some(r) => shorter(&r.join(&p.fleet_file)).display().to_string(),
+                None => p.fleet_file.clone(),
+            }
+        }
+    };
     Ok(p)
 }
 
@@ -155,6 +228,26 @@ pub fn resolve_secret(r: &SecretRef, base_dir: &Path) -> Result<Secret, FleetErr
 mod tests {
     use super::*;
 
+    fn bare_plan(fleet_file: String) -> Plan {
+        Plan {
+            format_version: plan::FORMAT_VERSION,
+            fleet: "demo".into(),
+            mode: plan::Mode::Apply,
+            changes: Vec::new(),
+            summary: Default::default(),
+            warnings: Vec::new(),
+            fleet_file,
+            fleet_file_base: plan::FleetFileBase::PlanFile,
+            nodes_observed: false,
+            targets: Vec::new(),
+            fleet_fingerprint: "f".into(),
+            observed_fingerprint: "o".into(),
+            release: None,
+            refusals: Vec::new(),
+            repository: None,
+        }
+    }
+
     /// Saved from one directory, loaded from another: the fleet path points
     /// at the same file.
     #[test]
@@ -163,20 +256,7 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         std::fs::create_dir_all(root.join("repo/plans")).unwrap();
         std::fs::write(root.join("repo/fleet.yaml"), "x").unwrap();
-        let plan = Plan {
-            format_version: plan::FORMAT_VERSION,
-            fleet: "demo".into(),
-            mode: plan::Mode::Apply,
-            changes: Vec::new(),
-            summary: Default::default(),
-            warnings: Vec::new(),
-            fleet_file: root.join("repo/fleet.yaml").display().to_string(),
-            targets: Vec::new(),
-            fleet_fingerprint: "f".into(),
-            observed_fingerprint: "o".into(),
-            release: None,
-            refusals: Vec::new(),
-        };
+        let plan = bare_plan(root.join("repo/fleet.yaml").display().to_string());
         let file = root.join("repo/plans/p.plan");
         save_plan(&plan, &file).unwrap();
         let stored: serde_json::Value =
@@ -209,6 +289,48 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains("kkkk"), "the content is never shown: {err}");
+        }
+    }
+
+    /// The GitHub case: planned at the root of one checkout, downloaded
+    /// into `reviewed/` of another; the fleet is the second checkout's.
+    #[test]
+    fn in_a_repository_the_fleet_path_is_kept_relative_to_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for checkout in ["pr", "main"] {
+            std::fs::create_dir_all(root.join(checkout).join(".git")).unwrap();
+            std::fs::create_dir_all(root.join(checkout).join("env")).unwrap();
+            std::fs::write(root.join(checkout).join("env/fleet.yaml"), "x").unwrap();
+        }
+        let plan = bare_plan(root.join("pr/env/fleet.yaml").display().to_string());
+        save_plan(&plan, &root.join("pr/plan.json")).unwrap();
+        let text = std::fs::read_to_string(root.join("pr/plan.json")).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(stored["fleet_file"], "env/fleet.yaml");
+        assert_eq!(stored["fleet_file_base"], "repository");
+        std::fs::create_dir_all(root.join("main/reviewed")).unwrap();
+        std::fs::write(root.join("main/reviewed/plan.json"), text).unwrap();
+        let loaded = load_plan(&root.join("main/reviewed/plan.json")).unwrap();
+        assert_eq!(
+            Path::new(&loaded.fleet_file),
+            root.join("main/env/fleet.yaml")
+        );
+        assert_eq!(
+            repository_root(&root.join("main/env")),
+            Some(root.join("main"))
+        );
+        assert_eq!(repository_root(&root), None);
+        // A path edited to leave the repository is refused.
+        for edited in ["../../etc/passwd", "/etc/passwd", "env/../../x.yaml"] {
+            let mut v = stored.clone();
+            v["fleet_file"] = edited.into();
+            std::fs::write(root.join("main/reviewed/plan.json"), v.to_string()).unwrap();
+            let e = load_plan(&root.join("main/reviewed/plan.json")).unwrap_err();
+            assert!(
+                e.to_string().contains("is not inside the repository"),
+                "{edited}: {e}"
+            );
         }
     }
 

@@ -155,7 +155,7 @@ fn plan_snapshots_cover_every_action_and_format() {
     insta::assert_snapshot!("every_action_human", human);
     let json = env.ok(&["plan", "-f", "changed.yaml", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["format_version"], 3);
+    assert_eq!(v["format_version"], 4);
     assert_eq!(
         v["summary"],
         serde_json::json!({"create": 1, "update": 3, "upgrade": 0, "replace": 1, "delete": 1})
@@ -348,7 +348,9 @@ fn saved_plans_are_applied_exactly_or_refused_when_stale() {
     let err = text(&out.stderr);
     assert!(
         !out.status.success()
-            && err.contains("the saved plan's k3s release \"latest\" is not a release"),
+            && err.contains(
+                "the plan installs k3s latest, but the fleet file pins k3s.version v1.31.4+k3s1"
+            ),
         "{err}"
     );
     assert_eq!(env.emu().count("new"), 0);
@@ -844,8 +846,15 @@ fn protected_fleets_are_never_destroyed() {
         serde_json::from_str(&std::fs::read_to_string(env.path("d.json")).unwrap()).unwrap();
     saved["fleet_file"] = "p.yaml".into();
     std::fs::write(env.path("d.json"), saved.to_string()).unwrap();
-    let out = env.run(&["apply", "d.json"]);
+    let out = env.run(&["destroy", "d.json"]);
     assert!(!out.status.success() && text(&out.stderr).contains("protected"));
+    // And apply never carries out a teardown plan, protected or not.
+    let out = env.run(&["apply", "d.json"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("apply never carries out a teardown"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(env.vm_names().len(), 9);
     assert_eq!(env.emu().count("rm"), 0);
 }

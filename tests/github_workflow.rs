@@ -1,10 +1,12 @@
 //! The example GitHub workflow is safe as written: it installs this project
 //! at a pinned revision, gives the pull-request job a read-only token and no
 //! node secrets, applies exactly the reviewed plan artifact, tells exit code
-//! 0 from 2 from everything else, updates one comment, and shows both ways
-//! to reach the cluster. Its shell passes shellcheck, and its plan step is
-//! run for real against a stub of the binary. (actionlint checks the rest:
-//! `.ci/run`.)
+//! 0 from 2 from everything else, updates one comment, shows both ways to
+//! reach the cluster, scopes each secret to the step that uses it and pins
+//! third-party actions by commit. Its shell passes shellcheck, and its plan
+//! step is run for real against a stub of the binary. (actionlint checks
+//! the rest: `.ci/run`; `tests/github_workflow_run.rs` runs the whole
+//! workflow against the VM world.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -159,7 +161,13 @@ fn the_pull_request_job_holds_a_read_only_token_and_no_node_secrets() {
         .into_iter()
         .filter(|e| e.contains("secrets."))
         .collect();
-    assert_eq!(secrets, ["${{ secrets.EXE_DEV_PLAN_TOKEN }}"]);
+    assert!(
+        !secrets.is_empty()
+            && secrets
+                .iter()
+                .all(|e| e == "${{ secrets.EXE_DEV_PLAN_TOKEN }}"),
+        "{secrets:?}"
+    );
     assert_eq!(
         plan["permissions"],
         serde_json::json!({"contents": "read", "pull-requests": "write"})
@@ -233,12 +241,21 @@ fn apply_carries_out_the_reviewed_artifact_and_waits_for_the_cluster() {
     // The apply step applies the saved plan, never a fresh one.
     let run = step(apply, "apply")["run"].as_str().unwrap();
     assert!(
-        run.contains("exedev-k8s apply reviewed/plan.json --wait"),
+        run.contains("exedev-k8s apply -f \"$FLEET\" reviewed/plan.json --wait"),
         "{run}"
     );
+    // The only plan in the apply job runs after a failure, into the job
+    // summary: never saved, never applied.
     for s in steps(apply) {
         let r = s["run"].as_str().unwrap_or_default();
-        assert!(!r.contains("exedev-k8s plan"), "no re-plan in apply: {r}");
+        if r.contains("exedev-k8s plan") {
+            assert_eq!(s["name"], "plan main after a refusal");
+            assert!(s["if"].as_str().unwrap().starts_with("failure()"), "{s}");
+            assert!(
+                !r.contains("--out") && !r.contains("exedev-k8s apply"),
+                "{r}"
+            );
+        }
     }
     // Both ways to the API: the Tailscale action, or an SSH tunnel.
     assert!(steps(apply).iter().any(|s| {
@@ -258,11 +275,83 @@ fn one_comment_is_updated_by_its_marker() {
     let comment = step(job(&w, "plan"), "comment");
     let script = comment["with"]["script"].as_str().unwrap();
     assert!(script.contains("const marker = `<!-- exedev-k8s plan: ${process.env.FLEET} -->`"));
+    assert!(script.contains("readFileSync('comment.md'"));
     assert!(script.contains("c.body.startsWith(marker)"));
     assert!(script.contains("updateComment") && script.contains("createComment"));
     assert!(
         comment["if"].as_str().unwrap().contains("always()"),
         "a failed plan replaces the comment"
+    );
+    // The body, written by a `run:` step, starts with the same marker.
+    let body = step(job(&w, "plan"), "comment body")["run"]
+        .as_str()
+        .unwrap();
+    assert!(
+        body.contains("echo \"<!-- exedev-k8s plan: $FLEET -->\""),
+        "{body}"
+    );
+    // A fork's read-only token may not post: that must not fail the job.
+    assert_eq!(
+        comment["continue-on-error"],
+        "${{ steps.access.outputs.token != 'yes' }}"
+    );
+}
+
+/// Secrets reach only the steps that use them (a third-party action or a
+/// `run:` step sees none it does not need); third-party actions are pinned
+/// by commit, as a tag can be moved to other code.
+#[test]
+fn secrets_are_step_scoped_and_third_party_actions_pinned_by_commit() {
+    let w = workflow();
+    for (name, j) in w["jobs"].as_object().unwrap() {
+        assert!(
+            !expressions(&j["env"])
+                .iter()
+                .any(|e| e.contains("secrets.")),
+            "job {name} has job-wide secrets"
+        );
+        for s in steps(j) {
+            let uses = s["uses"].as_str().unwrap_or_default();
+            if !uses.is_empty() && !uses.starts_with("actions/") {
+                let rev = uses.split_once('@').map_or("", |(_, r)| r);
+                assert!(
+                    rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()),
+                    "{name}: {uses} is not pinned by a full commit SHA"
+                );
+            }
+            // A step's secrets are in its own env or with.
+            let own: Vec<String> = [&s["env"], &s["with"]]
+                .into_iter()
+                .flat_map(expressions)
+                .filter(|e| e.contains("secrets."))
+                .collect();
+            let all: Vec<String> = expressions(s)
+                .into_iter()
+                .filter(|e| e.contains("secrets."))
+                .collect();
+            assert_eq!(own, all, "{name}/{}", s["name"]);
+        }
+    }
+    let apply = job(&w, "apply");
+    let holders: Vec<&str> = steps(apply)
+        .into_iter()
+        .filter(|s| {
+            expressions(&s["env"])
+                .iter()
+                .any(|e| e.contains("secrets.K3S_TOKEN"))
+        })
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(
+        holders,
+        ["apply"],
+        "the node secrets reach the apply step only"
+    );
+    // The first apply's tokens: how to make them is in the header.
+    let text = std::fs::read_to_string(workflow_path()).unwrap();
+    assert!(
+        text.contains("openssl rand -hex 32   # K3S_TOKEN"),
+        "{text}"
     );
 }
 

@@ -3,8 +3,10 @@
 //! are 1, only `--detailed-exitcode` with changes is 2), plan-time secret
 //! checks that report every missing secret at once, a read-only token for
 //! pull-request jobs, stale saved plans that say how to re-plan, markdown
-//! plans that fit a pull-request comment, and secret k3s flags that reach
-//! the setup script and nothing else.
+//! plans that fit a pull-request comment, secret k3s flags that reach the
+//! setup script and nothing else, saved plans that apply from wherever CI
+//! downloads them, teardown plans only through `destroy PLANFILE`, and a
+//! label change that shows without the cluster.
 
 mod common;
 
@@ -546,4 +548,143 @@ fn secret_k3s_flags_reach_the_server_script_and_are_shown_redacted() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+}
+
+/// The GitHub layout: planned at the repository root, downloaded into
+/// `reviewed/` of a fresh checkout, applied from the root. The fleet path
+/// is the repository's, not the download's.
+#[test]
+fn a_saved_plan_applies_from_wherever_ci_downloads_it() {
+    let env = Env::new();
+    std::fs::create_dir(env.path(".git")).unwrap();
+    env.ok(&["plan", "-f", "base.yaml", "--out", "plan.json"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("plan.json")).unwrap()).unwrap();
+    assert_eq!(saved["fleet_file"], "base.yaml");
+    assert_eq!(saved["fleet_file_base"], "repository");
+    std::fs::create_dir(env.path("reviewed")).unwrap();
+    std::fs::rename(env.path("plan.json"), env.path("reviewed/plan.json")).unwrap();
+    // A checkout without the fleet: named, with where it was looked for.
+    std::fs::rename(env.path("base.yaml"), env.path("gone.yaml")).unwrap();
+    let out = env.run(&["apply", "reviewed/plan.json"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("was made from a fleet file that is not at")
+            && err.contains("relative to the root of the git repository"),
+        "{err}"
+    );
+    assert!(!err.contains("--file"), "no --file was given: {err}");
+    std::fs::rename(env.path("gone.yaml"), env.path("base.yaml")).unwrap();
+    env.ok(&["apply", "reviewed/plan.json"]);
+    assert_eq!(env.emu().count("new"), 9);
+}
+
+/// `destroy PLANFILE` carries out a reviewed teardown plan (no question:
+/// it was reviewed) and refuses an apply plan; `apply PLANFILE` refuses a
+/// teardown plan. Both before any change.
+#[test]
+fn teardown_plans_go_to_destroy_and_only_there() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    env.ok(&["plan", "-f", "base.yaml", "--destroy", "--out", "down.json"]);
+    let out = env.run(&["apply", "down.json"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("down.json is a teardown plan")
+            && err.contains("apply never carries out a teardown")
+            && err.contains("exedev-k8s destroy down.json"),
+        "{err}"
+    );
+    env.ok(&["plan", "-f", "base.yaml", "--out", "up.json"]);
+    let out = env.run(&["destroy", "up.json"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("up.json is an apply plan, not a teardown plan"),
+        "{err}"
+    );
+    assert_eq!(env.emu().count("rm"), 0);
+    env.ok(&["destroy", "down.json"]);
+    assert_eq!(env.emu().count("rm"), 9);
+    assert!(env.emu().state().vms.is_empty());
+}
+
+/// Without the Kubernetes API (a pull request's plan), a label or taint
+/// changed in the fleet is a change (exit 2), seen through what each VM
+/// records; apply without the API refuses it, as only the API can set it.
+#[test]
+fn a_label_change_shows_without_the_cluster_and_apply_needs_it() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    let code = |f: &str| {
+        env.run(&["plan", "-f", f, "--detailed-exitcode"])
+            .status
+            .code()
+    };
+    assert_eq!(code("base.yaml"), Some(0));
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    env.write(
+        "labels.yaml",
+        &base.replace(
+            "  - name: batch\n    count: 2\n",
+            "  - name: batch\n    count: 2\n    labels: {tier: batch}\n",
+        ),
+    );
+    env.write(
+        "taints.yaml",
+        &base.replace("dedicated=gpu:NoSchedule", "dedicated=gpu:NoExecute"),
+    );
+    for f in ["labels.yaml", "taints.yaml"] {
+        assert_eq!(code(f), Some(2), "{f}");
+    }
+    let shown = env.ok(&["plan", "-f", "labels.yaml"]);
+    assert!(
+        shown.contains("acme-batch1")
+            && shown.contains("labels and taints")
+            && shown.contains("tier=batch"),
+        "{shown}"
+    );
+    assert!(shown.contains("2 to update"), "{shown}");
+    let comments = || -> Vec<String> {
+        env.emu()
+            .state()
+            .vms
+            .values()
+            .map(|v| v.comment.clone())
+            .collect()
+    };
+    let comments_before = comments();
+    let out = env.run(&["apply", "-f", "labels.yaml", "--yes"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("only the Kubernetes API can set"),
+        "{err}"
+    );
+    assert_eq!(comments_before, comments(), "nothing recorded as set");
+}
+
+/// VMs made by the previous version (spec scheme 2, no `lbl=`) are kept:
+/// a plan without the API plans nothing for them, names them once, and
+/// never replaces them.
+#[test]
+fn scheme_two_vms_are_kept_and_named_until_their_labels_are_read() {
+    let env = Env::new();
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    for mut vm in env.emu().state().vms.into_values() {
+        let (head, _) = vm
+            .comment
+            .split_once(" lbl=")
+            .expect("scheme 3 records lbl=");
+        vm.comment = head.replacen("spec=3.", "spec=2.", 1);
+        env.emu().insert_vm(vm).unwrap();
+    }
+    let out = env.run(&["plan", "-f", "base.yaml", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("and 8 more do not record their labels and taints yet"),
+        "{shown}"
+    );
+    env.ok(&["apply", "-f", "base.yaml", "--yes"]);
+    assert_eq!(env.emu().count("rm"), 0);
+    assert_eq!(env.emu().count("new"), 9);
 }

@@ -406,8 +406,10 @@ fn an_agent_added_after_the_channel_moved_gets_the_fleets_release() {
     assert!(script.contains(&format!("K3S_VERSION='{V6}'")), "pinned");
     assert!(!script.contains("INSTALL_K3S_CHANNEL"));
 
-    // A saved plan is carried out with the release it was made with, even
-    // if the channel moves again before it is applied.
+    // A saved plan made before the channel moved again is stale: apply
+    // re-resolves the channel and refuses it, changing nothing (a plan
+    // never installs a release the channel no longer names, nor one that
+    // was edited in).
     write(&h, &fleet("  channel: stable\n", 1, 3, ""));
     ok(cli(
         &h,
@@ -421,7 +423,7 @@ fn an_agent_added_after_the_channel_moved_gets_the_fleets_release() {
         ],
     ));
     h.set_channel("stable", "v1.31.7+k3s1");
-    ok(cli(
+    let out = cli(
         &h,
         &[
             "apply",
@@ -431,7 +433,16 @@ fn an_agent_added_after_the_channel_moved_gets_the_fleets_release() {
             "--timeout",
             "60s",
         ],
-    ));
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "it installs k3s {V6} from channel stable, which now resolves to v1.31.7+k3s1"
+        )) && t.contains("Nothing was changed"),
+        "{t}"
+    );
+    assert!(!h.emu.state().vms.contains_key("demo-web3"));
     assert_all_at(&h, V6);
 }
 

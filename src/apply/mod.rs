@@ -774,16 +774,16 @@ async fn in_place(ctx: &Ctx<'_>, c: &Change, is_server: bool) -> Result<(), Step
             source,
         })?;
     }
-    // The comment records what the node now runs (a k3s change), or what
-    // the plan brought up to date.
-    let comment = if k3s {
-        Some(spec::comment_for(ctx.fleet, &d, Some(&ctx.version)))
-    } else {
-        c.ops.iter().find_map(|o| match o {
+    // The comment records what the plan brought up to date (the node's
+    // new release after a k3s change, its labels once known).
+    let comment = c
+        .ops
+        .iter()
+        .find_map(|o| match o {
             Op::Comment { comment } => Some(comment.clone()),
             _ => None,
         })
-    };
+        .or_else(|| k3s.then(|| spec::comment_for(ctx.fleet, &d, Some(&ctx.version))));
     if let Some(text) = comment {
         step(ctx, vm, "comment");
         ctx.client.comment(vm, &text).await?;

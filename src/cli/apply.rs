@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
-use super::args::{FleetArg, KubeArgs, ReleaseArgs};
+use super::args::{KubeArgs, ReleaseArgs};
 use super::{ApiArgs, CliResult, fail, write_stdout};
 use crate::api::command::FleetOp;
 use crate::engine::{self, ApplySettings, EngineError, Hooks, Prepared, Session};
@@ -77,8 +77,12 @@ pub struct ApplyArgs {
 pub struct DestroyArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    #[command(flatten)]
-    pub fleet: FleetArg,
+    /// The fleet file (optional with a PLANFILE, which records it).
+    #[arg(short = 'f', long = "file", value_name = "FLEET")]
+    pub file: Option<PathBuf>,
+    /// A teardown plan saved with `plan --destroy --out`: carried out
+    /// exactly, or refused if stale. Never an apply plan.
+    pub planfile: Option<PathBuf>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -127,16 +131,15 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
         .as_deref()
         .map(crate::workspace::load_plan)
         .transpose()?;
-    let fleet_path = match (&a.file, &saved) {
-        (Some(f), _) => f.clone(),
-        (None, Some(p)) if !p.fleet_file.is_empty() => PathBuf::from(&p.fleet_file),
-        (None, Some(_)) => {
-            return Err(fail(
-                "which fleet? the saved plan records no fleet file: pass -f FLEET",
-            ));
-        }
-        (None, None) => PathBuf::from(super::args::DEFAULT_FLEET),
-    };
+    if let Some(p) = &saved {
+        engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Apply)?;
+    }
+    let fleet_path = fleet_path(
+        "apply",
+        a.file.as_ref(),
+        saved.as_ref(),
+        a.planfile.as_deref(),
+    )?;
     let loaded = Session::load(&fleet_path)?;
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Apply),
@@ -206,8 +209,65 @@ async fn confirm_and_execute(
     Ok(code)
 }
 
+/// The fleet to apply: `-f`, else the one a saved plan records (see
+/// `plan::FleetFileBase`), which must be there.
+fn fleet_path(
+    verb: &str,
+    file: Option<&PathBuf>,
+    saved: Option<&crate::plan::Plan>,
+    planfile: Option<&std::path::Path>,
+) -> Result<PathBuf, super::CliError> {
+    match (file, saved, planfile) {
+        (Some(f), _, _) => Ok(f.clone()),
+        (None, Some(p), Some(planfile)) if !p.fleet_file.is_empty() => {
+            let path = PathBuf::from(&p.fleet_file);
+            if path.is_file() {
+                return Ok(path);
+            }
+            let from = match p.fleet_file_base {
+                crate::plan::FleetFileBase::Repository => {
+                    "its path is kept relative to the root of the git repository it was made in; run from a checkout of that repository"
+                }
+                crate::plan::FleetFileBase::PlanFile => {
+                    "its path is kept relative to the plan file's directory; keep the plan where it was saved"
+                }
+            };
+            Err(super::CliError {
+                message: format!(
+                    "{} was made from a fleet file that is not at {} ({from})",
+                    planfile.display(),
+                    path.display()
+                ),
+                hint: Some(format!(
+                    "or name the fleet file: exedev-k8s {verb} -f FLEET {}",
+                    planfile.display()
+                )),
+                code: super::exit::FAILURE,
+            })
+        }
+        (None, Some(_), _) => Err(fail(
+            "which fleet? the saved plan records no fleet file: pass -f FLEET",
+        )),
+        (None, None, _) => Ok(PathBuf::from(super::args::DEFAULT_FLEET)),
+    }
+}
+
 pub async fn destroy(a: DestroyArgs) -> CliResult {
-    let loaded = Session::load(&a.fleet.file)?;
+    let saved = a
+        .planfile
+        .as_deref()
+        .map(crate::workspace::load_plan)
+        .transpose()?;
+    if let Some(p) = &saved {
+        engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Destroy)?;
+    }
+    let fleet_path = fleet_path(
+        "destroy",
+        a.file.as_ref(),
+        saved.as_ref(),
+        a.planfile.as_deref(),
+    )?;
+    let loaded = Session::load(&fleet_path)?;
     // Refused before any credential is needed or call made.
     engine::check_destroyable(&loaded.fleet)?;
     let client = a.api.client_with_ttl(
@@ -217,7 +277,7 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
     )?;
     let s = Session::new(
         loaded,
-        &a.fleet.file,
+        &fleet_path,
         client,
         engine::KubeSettings {
             ssh_key: a.api.ssh_key(),
@@ -229,7 +289,8 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
         force_unlock: a.force_unlock.clone(),
         note: super::notes(a.json),
     };
-    let mut prepared = engine::prepare_destroy(&s, Some(&lock)).await?;
+    let mut prepared =
+        engine::prepare_destroy(&s, saved.map(|p| (p, a.planfile.clone())), Some(&lock)).await?;
     let result = confirm_and_destroy(&s, &prepared, &a).await;
     engine::release(&mut prepared).await;
     result
@@ -238,10 +299,11 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
 /// The part of destroy that runs under the fleet's lease (when it had one
 /// to take).
 async fn confirm_and_destroy(s: &Session, prepared: &Prepared, a: &DestroyArgs) -> CliResult {
-    if !a.json {
+    if !a.json && !prepared.reviewed {
         print!("{}", render::human(&prepared.plan, ui::colour_enabled()));
     }
     if prepared.plan.has_changes()
+        && !prepared.reviewed
         && !a.yes
         && !ui::confirm("Destroy these VMs? Their disks are deleted too.", "--yes").map_err(fail)?
     {

@@ -317,15 +317,18 @@ impl Prepared {
 }
 
 /// Reads exe.dev and the cluster, and makes the plan to apply: `saved` (a
-/// reviewed plan, refused when stale) or a fresh one for `targets`.
+/// reviewed plan, refused when it disagrees with the fleet and exe.dev now:
+/// [`check_saved`]) or a fresh one for `targets`.
 pub async fn prepare_apply(
     s: &Session,
     saved: Option<(Plan, Option<PathBuf>)>,
     targets: Vec<String>,
     settings: &ApplySettings,
 ) -> Result<Prepared, EngineError> {
-    let destroy = saved.as_ref().is_some_and(|(p, _)| p.mode == Mode::Destroy);
-    let mut observed = observe(&s.client, &s.fleet, !destroy).await?;
+    if let Some((p, planfile)) = &saved {
+        saved_before_calls(s, p, planfile.as_deref(), Mode::Apply)?;
+    }
+    let mut observed = observe(&s.client, &s.fleet, true).await?;
     // Only an existing cluster can have a kubeconfig to fetch; a new one
     // has none until its first server is up (apply connects then).
     let lazy = Arc::new(kube::lazy(s, None));
@@ -339,7 +342,7 @@ pub async fn prepare_apply(
                     .await
                     .map_err(lease_error)?;
             if waited {
-                observed = observe(&s.client, &s.fleet, !destroy).await?;
+                observed = observe(&s.client, &s.fleet, true).await?;
             }
             Some(guard)
         }
@@ -384,52 +387,21 @@ async fn plan_apply(
     lazy: Arc<LazyClient>,
     client: Result<::kube::Client, kube::Unreachable>,
 ) -> Result<Prepared, EngineError> {
-    let destroy = saved.as_ref().is_some_and(|(p, _)| p.mode == Mode::Destroy);
-    if !destroy {
-        observed.nodes = kube::observe_nodes(&client).await;
-    }
+    observed.nodes = kube::observe_nodes(&client).await;
     let reachable = client.map(|_| ());
     let members_removed = reachable.is_ok() && !settings.skip_drain;
+    let opts = PlanOptions {
+        targets: saved.as_ref().map_or(targets, |(p, _)| p.targets.clone()),
+        destroy: false,
+        members_removed,
+        // Always the release the fleet calls for now, never the saved
+        // plan's: a saved one that differs is refused (check_saved).
+        release: s.release_choice().await,
+    };
     let (plan, reviewed) = match saved {
-        Some((saved, planfile)) => {
-            if protects(&s.fleet, saved.mode) {
-                return Err(protected(&s.fleet));
-            }
-            if saved.is_refused() {
-                return Err(refused(&saved));
-            }
-            let fresh = s.diff(
-                &PlanOptions {
-                    targets: saved.targets.clone(),
-                    destroy,
-                    members_removed,
-                    release: saved_release(&saved)?,
-                },
-                &observed,
-            )?;
-            if let Err(e) = plan::file::check_fresh(&saved, &fresh) {
-                return Err(if e.is_stale() {
-                    EngineError::Stale {
-                        source: e,
-                        fleet: s.path.clone(),
-                        planfile,
-                    }
-                } else {
-                    e.into()
-                });
-            }
-            (saved, true)
-        }
+        Some((saved, planfile)) => (check_saved(s, &saved, planfile, &opts, &observed)?, true),
         None => {
-            let mut p = s.diff(
-                &PlanOptions {
-                    targets,
-                    destroy: false,
-                    members_removed,
-                    release: s.release_choice().await,
-                },
-                &observed,
-            )?;
+            let mut p = s.diff(&opts, &observed)?;
             if needs_drain(&p)
                 && let Err(why) = &reachable
             {
@@ -453,15 +425,144 @@ async fn plan_apply(
     })
 }
 
-/// Reads exe.dev and makes the teardown plan. A protected fleet is refused
-/// before any call. With `lock`, the fleet's lease is taken first when a
-/// kubeconfig is at hand (destroy needs no API otherwise), so a teardown
-/// does not run under an apply.
+/// What a saved plan must be before any call is made: of the operation
+/// carrying it out (`apply PLANFILE` never tears a fleet down; `destroy
+/// PLANFILE` never applies), of this fleet, not refused, and not the
+/// teardown of a protected fleet.
+fn saved_before_calls(
+    s: &Session,
+    saved: &Plan,
+    planfile: Option<&Path>,
+    carrying_out: Mode,
+) -> Result<(), EngineError> {
+    check_saved_mode(saved, planfile, carrying_out)?;
+    if saved.fleet != s.fleet.name {
+        return Err(EngineError::Stale {
+            source: plan::file::PlanFileError::WrongFleet {
+                planned: crate::text::one_line(&saved.fleet).into_owned(),
+                now: s.fleet.name.clone(),
+            },
+            fleet: s.path.clone(),
+            planfile: planfile.map(Path::to_path_buf),
+        });
+    }
+    if let (Some(planned), Some(now)) = (&saved.repository, crate::workspace::ci_repository())
+        && *planned != now
+    {
+        return Err(EngineError::Stale {
+            source: plan::file::PlanFileError::WrongRepository {
+                planned: crate::text::one_line(planned).into_owned(),
+                now,
+            },
+            fleet: s.path.clone(),
+            planfile: planfile.map(Path::to_path_buf),
+        });
+    }
+    if protects(&s.fleet, saved.mode) {
+        return Err(protected(&s.fleet));
+    }
+    if saved.is_refused() {
+        return Err(refused(saved));
+    }
+    Ok(())
+}
+
+/// `apply PLANFILE` carries out apply plans only, `destroy PLANFILE`
+/// teardown plans only: checked before the fleet is even read.
+pub fn check_saved_mode(
+    saved: &Plan,
+    planfile: Option<&Path>,
+    carrying_out: Mode,
+) -> Result<(), EngineError> {
+    let file = planfile.map_or_else(|| "the saved plan".to_string(), |p| p.display().to_string());
+    if saved.mode == carrying_out {
+        return Ok(());
+    }
+    Err(match saved.mode {
+        Mode::Destroy => EngineError::refused(
+            format!(
+                "{file} is a teardown plan (plan --destroy): it deletes {} VM(s) of fleet {:?}, and apply never carries out a teardown. Nothing was changed",
+                saved.changes.len(),
+                crate::text::one_line(&saved.fleet)
+            ),
+            format!(
+                "to tear the fleet down, review the plan (exedev-k8s show {file}) and run `exedev-k8s destroy {file}`; to converge on the fleet, make a plan without --destroy"
+            ),
+        ),
+        Mode::Apply => EngineError::refused(
+            format!(
+                "{file} is an apply plan, not a teardown plan: destroy carries out only plans made with `plan --destroy`. Nothing was changed"
+            ),
+            format!(
+                "carry it out with `exedev-k8s apply {file}`, or make a teardown plan: exedev-k8s plan -f FLEET --destroy --out destroy.json"
+            ),
+        ),
+    })
+}
+
+/// Re-derives the plan from the fleet file and what exe.dev (and the
+/// cluster) hold now, and refuses `saved` when it disagrees in anything
+/// apply would act on: the fleet file, the mode, the k3s release (a
+/// pinned one must be the fleet's; a channel's what the channel resolves
+/// to now), the VMs, the changes; or when the re-derived plan is refused
+/// (a saved plan cannot drop a refusal). Returns the re-derived plan,
+/// which is what is carried out: nothing but the review decision comes
+/// from the file.
+///
+/// A plan made without the Kubernetes API (a pull request's) is compared
+/// with one made with the same knowledge: without the Nodes, labels and
+/// taints are judged by what the VMs' comments record, in both.
+fn check_saved(
+    s: &Session,
+    saved: &Plan,
+    planfile: Option<PathBuf>,
+    opts: &PlanOptions,
+    observed: &Observed,
+) -> Result<Plan, EngineError> {
+    let as_seen;
+    let compared = if saved.nodes_observed {
+        observed
+    } else {
+        as_seen = Observed {
+            nodes: None,
+            ..observed.clone()
+        };
+        &as_seen
+    };
+    let fresh = s.diff(opts, compared)?;
+    if let Err(e) = plan::file::check_fresh(saved, &fresh) {
+        return Err(if e.is_stale() {
+            EngineError::Stale {
+                source: e,
+                fleet: s.path.clone(),
+                planfile,
+            }
+        } else {
+            e.into()
+        });
+    }
+    if fresh.is_refused() {
+        return Err(refused(&fresh));
+    }
+    Ok(fresh)
+}
+
+/// Reads exe.dev and makes the teardown plan: `saved` (a reviewed teardown
+/// plan, `destroy PLANFILE`, refused when it disagrees with exe.dev now)
+/// or a fresh one. A protected fleet is refused before any call.
+///
+/// With `lock`, the fleet's lease is taken first when a kubeconfig is at
+/// hand (destroy needs no API otherwise), so a teardown does not run under
+/// an apply.
 pub async fn prepare_destroy(
     s: &Session,
+    saved: Option<(Plan, Option<PathBuf>)>,
     lock: Option<&crate::lease::LockRequest>,
 ) -> Result<Prepared, EngineError> {
     check_destroyable(&s.fleet)?;
+    if let Some((p, planfile)) = &saved {
+        saved_before_calls(s, p, planfile.as_deref(), Mode::Destroy)?;
+    }
     let mut observed = observe(&s.client, &s.fleet, false).await?;
     let mut lease = None;
     if let Some(req) = lock.filter(|_| s.owns_any(&observed)) {
@@ -477,21 +578,22 @@ pub async fn prepare_destroy(
             lease = Some((guard, lazy));
         }
     }
-    let plan = s.diff(
-        &PlanOptions {
-            targets: Vec::new(),
-            destroy: true,
-            members_removed: false,
-            release: None,
-        },
-        &observed,
-    )?;
+    let opts = PlanOptions {
+        targets: Vec::new(),
+        destroy: true,
+        members_removed: false,
+        release: None,
+    };
+    let (plan, reviewed) = match saved {
+        Some((saved, planfile)) => (check_saved(s, &saved, planfile, &opts, &observed)?, true),
+        None => (s.diff(&opts, &observed)?, false),
+    };
     Ok(Prepared {
         plan,
         observed,
         kube: Arc::new(kube::lazy(s, None)),
         reachable: Err(kube::Unreachable::Teardown),
-        reviewed: false,
+        reviewed,
         lease,
     })
 }
@@ -639,6 +741,26 @@ pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), En
             "pass --skip-drain to go ahead anyway, or make the Kubernetes API reachable (--kubeconfig, --via-ssh-tunnel)",
         ));
     }
+    // Labels and taints are set through the API only; carried out without
+    // it, the VM's comment would record labels its node does not have.
+    let labelled: Vec<&str> = p
+        .changes
+        .iter()
+        .filter(|c| c.ops.contains(&plan::Op::NodeLabels))
+        .map(|c| c.vm.as_str())
+        .collect();
+    if p.mode == Mode::Apply
+        && !labelled.is_empty()
+        && let Err(why) = &prepared.reachable
+    {
+        return Err(EngineError::refused(
+            format!(
+                "refusing to apply: the labels or taints of {} change, which only the Kubernetes API can set, and it is not reachable ({why}). Nothing was changed",
+                labelled.join(", ")
+            ),
+            "make the Kubernetes API reachable (--via-ssh-tunnel, --kubeconfig, or join the tailnet), or leave those nodes out with --target",
+        ));
+    }
     Ok(())
 }
 
@@ -681,28 +803,6 @@ fn check_plan_scripts(
         }
     }
     Ok(())
-}
-
-/// A saved plan's release, used as it is: a channel that moved since is not
-/// looked up again (the plan is carried out as reviewed). One that is not a
-/// release was edited in: refused.
-fn saved_release(saved: &Plan) -> Result<Option<ReleaseChoice>, EngineError> {
-    let Some(r) = saved.release.as_ref() else {
-        return Ok(None);
-    };
-    let release = crate::release::Release::parse(&r.version).ok_or_else(|| {
-        EngineError::refused(
-            format!(
-                "the saved plan's k3s release {:?} is not a release exedev-k8s runs (was the plan file edited?). Nothing was changed",
-                crate::text::one_line(&r.version)
-            ),
-            "make a fresh plan (exedev-k8s plan -f FLEET --out PLANFILE), review it, and apply that one",
-        )
-    })?;
-    Ok(Some(ReleaseChoice::Pinned {
-        release,
-        channel: r.channel.clone(),
-    }))
 }
 
 /// The fleet's desired VMs placed on what exe.dev holds
@@ -768,8 +868,11 @@ fn needs_drain(p: &Plan) -> bool {
     p.mode == Mode::Apply && p.changes.iter().any(plan::Change::disrupts)
 }
 
+/// Said by a plan made without the API (a pull request's, say) and by
+/// apply's refusal: apply drains where it runs, so what it needs is the API
+/// there, or --skip-drain.
 fn drain_warning(why: &kube::Unreachable) -> String {
     format!(
-        "Kubernetes API not reachable ({why}): nodes cannot be drained before their VMs are deleted, replaced or restarted; apply needs --skip-drain to go ahead"
+        "Kubernetes API not reachable here ({why}): apply drains nodes before their VMs are deleted, replaced or restarted, so it needs the API where it runs (--via-ssh-tunnel, --kubeconfig), or --skip-drain to go ahead without draining"
     )
 }

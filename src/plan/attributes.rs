@@ -9,8 +9,9 @@
 //! `kubeletVersion` when the API answers, else from the VM's comment
 //! (`k3s=`); the arguments from the comment's `cfg=` fingerprints (values
 //! are not recorded, so the plan shows what they become); labels and taints
-//! from the Node only (without the API they are not compared, and the plan
-//! says so). Pure.
+//! from the Node, or without the API from the comment's `lbl=` fingerprint
+//! (a change in the fleet shows; one made in the cluster does not, and the
+//! plan says so). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -167,41 +168,95 @@ pub fn in_place(
         });
     }
 
-    if let Some(n) = node {
-        let labels = label_changes(d, n);
-        if !labels.is_empty() {
-            out.reasons.push(
-                "node labels or taints differ from the fleet: set through the API, no restart"
-                    .to_string(),
-            );
-            out.attributes.extend(labels);
-            out.ops.push(Op::NodeLabels);
+    // Labels and taints: compared with the Node when the API answers
+    // (cluster-side drift too); else with the fingerprint the comment
+    // records (scheme 3), which sees a change the fleet makes but not one
+    // made with kubectl. `lbl_after` is what the comment may then record:
+    // unknown (scheme 2, no API) stays unknown.
+    let want_lbl = spec::labels_fingerprint(d);
+    let recorded_lbl = comment.as_ref().and_then(|c| c.lbl.clone());
+    let lbl_after = match (node, recorded_lbl) {
+        (Some(n), _) => {
+            let labels = label_changes(d, n);
+            if !labels.is_empty() {
+                out.reasons.push(
+                    "node labels or taints differ from the fleet: set through the API, no restart"
+                        .to_string(),
+                );
+                out.attributes.extend(labels);
+                out.ops.push(Op::NodeLabels);
+            }
+            Some(want_lbl)
         }
-    }
+        (None, Some(have)) if have != want_lbl => {
+            out.reasons.push(format!(
+                "the fleet's labels or taints changed since they were set (recorded lbl={have}, now {want_lbl}): set through the API, no restart"
+            ));
+            out.attributes.push(attr(
+                "labels and taints",
+                Some(format!("(other: recorded {have})")),
+                Some(shown_labels(d)),
+            ));
+            out.ops.push(Op::NodeLabels);
+            Some(want_lbl)
+        }
+        (None, Some(have)) => Some(have),
+        (None, None) => None,
+    };
 
-    // The comment records the spec, release and settings; an in-place k3s
-    // change rewrites it when it is done, anything else here.
-    let want_comment = spec::comment_for(fleet, d, release_after.as_deref());
+    // The comment records the spec, release, settings and labels. An
+    // in-place k3s change rewrites it when it is done (apply writes the op
+    // last), so it is planned here without a reason of its own.
+    let want_comment = spec::comment_with(fleet, d, release_after.as_deref(), lbl_after);
     let k3s_change = out.ops.iter().any(Op::changes_k3s);
-    if o.comment != want_comment && !k3s_change && out.refusal.is_none() {
-        out.reasons.push(match &comment {
-            Some(c) if c.scheme < spec::SPEC_SCHEME => format!(
-                "created by an earlier exedev-k8s (spec scheme {}): its comment is rewritten in scheme {} (not a replacement; its k3s arguments are taken to be the fleet's)",
-                c.scheme,
-                spec::SPEC_SCHEME
-            ),
-            _ => "its comment is brought up to date (release and settings)".to_string(),
-        });
-        out.attributes.push(attr(
-            "comment",
-            Some(o.comment.clone()),
-            Some(want_comment.clone()),
-        ));
+    if o.comment != want_comment && out.refusal.is_none() {
+        // Shown when it is the only change; otherwise it is bookkeeping of
+        // the changes shown.
+        if !k3s_change && out.ops.is_empty() {
+            out.reasons.push(match &comment {
+                Some(c) if c.scheme == 1 => format!(
+                    "created by an earlier exedev-k8s (spec scheme 1): its comment is rewritten in scheme {} (not a replacement; its k3s arguments are taken to be the fleet's)",
+                    SpecComment::parse(&want_comment).map_or(2, |c| c.scheme)
+                ),
+                Some(c) if c.scheme < spec::SPEC_SCHEME => format!(
+                    "created by an earlier exedev-k8s (spec scheme {}): its comment now records its labels and taints (scheme {}), as read from the Kubernetes API; not a replacement",
+                    c.scheme,
+                    spec::SPEC_SCHEME
+                ),
+                _ => "its comment is brought up to date (release, settings, labels)".to_string(),
+            });
+            out.attributes.push(attr(
+                "comment",
+                Some(o.comment.clone()),
+                Some(want_comment.clone()),
+            ));
+        }
         out.ops.push(Op::Comment {
             comment: want_comment,
         });
     }
     out
+}
+
+/// The fleet's labels and taints of `d`, for a plan's "after":
+/// `tier=web; taints: dedicated=web:NoSchedule` (the tool's own
+/// `exedev-k8s.io/` labels, which follow from the VM's name, left out).
+fn shown_labels(d: &DesiredVm) -> String {
+    let labels: Vec<String> = d
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(crate::fleet::RESERVED_LABEL_PREFIX))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let taints: Vec<String> = d.taints.iter().map(Taint::to_string).collect();
+    let or_none = |v: Vec<String>| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    format!("{}; taints: {}", or_none(labels), or_none(taints))
 }
 
 /// Labels the fleet gives `d` that its Node lacks or has with another
@@ -242,10 +297,14 @@ mod tests {
     use crate::fleet;
 
     fn fleet_with(k3s: &str) -> Fleet {
-        let yaml = format!(
-            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n{k3s}network:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\npools:\n  - name: web\n    count: 1\n    labels: {{tier: web}}\n    taints: [\"dedicated=web:NoSchedule\"]\n"
-        );
+        let yaml = fleet_yaml(k3s);
         fleet::parse(&yaml, "f.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn fleet_yaml(k3s: &str) -> String {
+        format!(
+            "apiVersion: exedev-k8s/v1\nkind: Fleet\nmetadata:\n  name: demo\nk3s:\n{k3s}network:\n  tailscale:\n    tailnet: t.ts.net\n    authKey: {{env: K}}\npools:\n  - name: web\n    count: 1\n    labels: {{tier: web}}\n    taints: [\"dedicated=web:NoSchedule\"]\n"
+        )
     }
 
     fn target(v: &str) -> Target {
@@ -297,12 +356,18 @@ mod tests {
             true,
             &target("v1.31.6+k3s1"),
         );
+        // The comment is rewritten last, recording the new release.
         assert_eq!(
             got.ops,
-            [Op::Upgrade {
-                from: "v1.31.5+k3s1".into(),
-                to: "v1.31.6+k3s1".into()
-            }]
+            [
+                Op::Upgrade {
+                    from: "v1.31.5+k3s1".into(),
+                    to: "v1.31.6+k3s1".into()
+                },
+                Op::Comment {
+                    comment: spec::comment_for(&f, d, Some("v1.31.6+k3s1"))
+                }
+            ]
         );
         assert_eq!(
             got.attributes,
@@ -352,7 +417,10 @@ mod tests {
             got.attributes[0].after.as_deref(),
             Some("--etcd-snapshot-retention=7")
         );
-        assert!(matches!(got.ops[..], [Op::Reconfigure { .. }]));
+        assert!(matches!(
+            got.ops[..],
+            [Op::Reconfigure { .. }, Op::Comment { .. }]
+        ));
         let disabled = fleet_with(
             "  version: v1.31.4+k3s1\n  serverArgs: [\"--etcd-snapshot-retention=5\"]\n  disable: [traefik]\n",
         );
@@ -391,6 +459,88 @@ mod tests {
             ]
         );
         assert_eq!(got.ops, [Op::NodeLabels]);
+    }
+
+    /// Without the API (a pull request's plan), a label or taint change in
+    /// the fleet is seen through the fingerprint the comment records; a
+    /// change made in the cluster is not (the Node is not read).
+    #[test]
+    fn without_the_api_a_fleet_label_change_is_seen_through_the_comment() {
+        let old = fleet_with("  version: v1.31.4+k3s1\n");
+        let new = fleet::parse(
+            &fleet_yaml("  version: v1.31.4+k3s1\n").replace("tier: web", "tier: frontend"),
+            "f.yaml",
+        )
+        .unwrap();
+        let d_old = &fleet::desired_vms(&old)[1];
+        let d = &fleet::desired_vms(&new)[1];
+        let o = observed(&old, d_old, Some("v1.31.4+k3s1"));
+        let got = in_place(&new, d, &o, None, false, &target("v1.31.4+k3s1"));
+        assert_eq!(
+            got.attributes[0],
+            attr(
+                "labels and taints",
+                Some(format!(
+                    "(other: recorded {})",
+                    spec::labels_fingerprint(d_old)
+                )),
+                Some("tier=frontend; taints: dedicated=web:NoSchedule".into())
+            )
+        );
+        assert_eq!(
+            got.ops,
+            [
+                Op::NodeLabels,
+                Op::Comment {
+                    comment: spec::comment_for(&new, d, Some("v1.31.4+k3s1"))
+                }
+            ]
+        );
+        // A taint change alone is seen too; the same fleet is nothing.
+        let tainted = fleet::parse(
+            &fleet_yaml("  version: v1.31.4+k3s1\n").replace("dedicated=web", "dedicated=web2"),
+            "f.yaml",
+        )
+        .unwrap();
+        let d2 = &fleet::desired_vms(&tainted)[1];
+        let got = in_place(&tainted, d2, &o, None, false, &target("v1.31.4+k3s1"));
+        assert!(got.ops.contains(&Op::NodeLabels), "{:?}", got.ops);
+        let got = in_place(&old, d_old, &o, None, false, &target("v1.31.4+k3s1"));
+        assert_eq!(got, InPlace::default());
+    }
+
+    /// A scheme-2 VM (labels not recorded) keeps its comment until its
+    /// labels are known: without the API nothing is claimed; with it, the
+    /// comment is rewritten in scheme 3. Never a replacement.
+    #[test]
+    fn scheme_two_comments_gain_labels_once_they_are_read() {
+        let f = fleet_with("  version: v1.31.4+k3s1\n");
+        let d = &fleet::desired_vms(&f)[1];
+        let scheme2 = spec::comment_with(&f, d, Some("v1.31.4+k3s1"), None);
+        assert!(scheme2.starts_with("exedev-k8s spec=2.") && !scheme2.contains("lbl="));
+        let o = VmInfo {
+            vm_name: d.name.clone(),
+            comment: scheme2,
+            ..Default::default()
+        };
+        let got = in_place(&f, d, &o, None, false, &target("v1.31.4+k3s1"));
+        assert_eq!(got, InPlace::default());
+        let got = in_place(
+            &f,
+            d,
+            &o,
+            Some(&node("v1.31.4+k3s1", d)),
+            true,
+            &target("v1.31.4+k3s1"),
+        );
+        assert_eq!(
+            got.ops,
+            [Op::Comment {
+                comment: spec::comment_for(&f, d, Some("v1.31.4+k3s1"))
+            }]
+        );
+        assert!(got.reasons[0].contains("scheme 2"), "{:?}", got.reasons);
+        assert!(spec::comment_for(&f, d, None).starts_with("exedev-k8s spec=3."));
     }
 
     /// VMs from before scheme 2 are not replaced: their comment is

@@ -45,12 +45,9 @@ pub struct PlanOptions {
 /// Where the plan's k3s release comes from, decided before the (pure) diff.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseChoice {
-    /// `k3s.version`, or the release of a saved plan being applied.
-    Pinned {
-        release: Release,
-        /// The channel a saved plan looked it up from.
-        channel: Option<String>,
-    },
+    /// `k3s.version`. (A saved plan's release is never taken as given:
+    /// apply plans again and refuses a saved plan whose release differs.)
+    Pinned { release: Release },
     /// `k3s.channel`, looked up at plan time; `Err` says why it could not
     /// be (the plan then keeps the release the fleet's nodes run).
     Channel {
@@ -201,7 +198,7 @@ fn replace_reasons(fleet: &Fleet, d: &DesiredVm, o: &VmInfo) -> (Vec<String>, Ve
         reasons.push(format!("image changed ({} → {})", o.image, d.image));
         attributes.push(attr("image", Some(o.image.clone()), Some(d.image.clone())));
     }
-    if let Some(c) = SpecComment::parse(&o.comment).filter(|c| c.scheme >= spec::SPEC_SCHEME) {
+    if let Some(c) = SpecComment::parse(&o.comment).filter(|c| c.scheme >= spec::IDENTITY_SCHEME) {
         let want = spec::spec_fingerprint(fleet, d);
         // With the observed image, would it match? Then only the image
         // changed and a second reason would be noise.
@@ -461,7 +458,6 @@ fn target_release(
         (Some(c), _) => c.clone(),
         (None, K3sRelease::Version(release)) => ReleaseChoice::Pinned {
             release: release.clone(),
-            channel: None,
         },
         (None, K3sRelease::Channel(name)) => ReleaseChoice::Channel {
             name: name.clone(),
@@ -469,7 +465,10 @@ fn target_release(
         },
     };
     match choice {
-        ReleaseChoice::Pinned { release, channel } => Ok(Target { release, channel }),
+        ReleaseChoice::Pinned { release } => Ok(Target {
+            release,
+            channel: None,
+        }),
         ReleaseChoice::Channel {
             name,
             resolved: Ok(release),
@@ -798,8 +797,24 @@ pub fn diff(
     }
     if !opts.destroy && observed.nodes.is_none() && !owned.is_empty() {
         warnings.push(
-            "the Kubernetes API is not reachable: node labels and taints are not compared, and k3s releases are read from the VMs' comments".to_string(),
+            "the Kubernetes API is not reachable: node labels and taints are compared with what the VMs' comments record (a change made in the cluster, e.g. with kubectl, is not seen), and k3s releases are read from the VMs' comments".to_string(),
         );
+        // VMs of an earlier version record no labels until a plan reads
+        // their Nodes: said once, not per VM.
+        let unrecorded: Vec<&str> = owned
+            .iter()
+            .filter(|v| SpecComment::parse(&v.comment).is_some_and(|c| c.lbl.is_none()))
+            .map(|v| v.vm_name.as_str())
+            .collect();
+        if let Some(first) = unrecorded.first() {
+            let more = match unrecorded.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            warnings.push(format!(
+                "{first}{more} do not record their labels and taints yet (made by an earlier exedev-k8s): a change to them is not seen without the Kubernetes API; a plan and apply with the API reachable records them"
+            ));
+        }
     }
     // VMs in scope the fleet does not own: reported, never touched.
     let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
@@ -832,10 +847,13 @@ pub fn diff(
         summary,
         warnings,
         fleet_file: String::new(),
+        fleet_file_base: super::FleetFileBase::PlanFile,
+        nodes_observed: observed.nodes.is_some(),
         targets: opts.targets.clone(),
         fleet_fingerprint: fleet_fingerprint.to_string(),
         observed_fingerprint: observed.fingerprint(fleet),
         release,
         refusals,
+        repository: None,
     })
 }

@@ -38,11 +38,31 @@ pub enum PlanFileError {
     )]
     ObservedChanged { planned: String, now: String },
     #[error(
-        "the plan's changes are not what the fleet and exe.dev call for now (was the plan file edited?)"
+        "the plan's changes are not what the fleet and exe.dev call for now: {detail} (was the plan file edited?)"
     )]
-    ChangesDiffer,
+    ChangesDiffer { detail: String },
     #[error("the plan is for fleet {planned:?} but the fleet file is {now:?}")]
     WrongFleet { planned: String, now: String },
+    #[error("the plan was saved in repository {planned:?}, but this runs in {now:?}")]
+    WrongRepository { planned: String, now: String },
+    #[error(
+        "the plan installs k3s {planned}, but the fleet file pins k3s.version {now} (was the plan file edited?)"
+    )]
+    ReleaseNotPinned { planned: String, now: String },
+    #[error(
+        "the plan is stale: it installs k3s {planned} from channel {channel}, which now resolves to {now}"
+    )]
+    ChannelMoved {
+        planned: String,
+        channel: String,
+        now: String,
+    },
+    #[error(
+        "the plan installs k3s {planned}, but the fleet and exe.dev call for {now} (was the plan file edited?)"
+    )]
+    ReleaseDiffers { planned: String, now: String },
+    #[error("the plan is a {planned} plan, but a {now} plan is being carried out")]
+    ModeDiffers { planned: String, now: String },
 }
 
 /// The plan as saved: pretty JSON and a final newline. `path` names the
@@ -147,36 +167,98 @@ impl PlanFileError {
             self,
             PlanFileError::FleetChanged { .. }
                 | PlanFileError::ObservedChanged { .. }
-                | PlanFileError::ChangesDiffer
+                | PlanFileError::ReleaseNotPinned { .. }
+                | PlanFileError::ChannelMoved { .. }
+                | PlanFileError::ReleaseDiffers { .. }
+                | PlanFileError::ModeDiffers { .. }
+                | PlanFileError::ChangesDiffer { .. }
                 | PlanFileError::WrongFleet { .. }
+                | PlanFileError::WrongRepository { .. }
         )
     }
 }
 
-/// Refuses a saved plan whose fleet or observed state no longer matches.
+/// Refuses a saved plan that disagrees with `fresh`, the plan re-derived
+/// from the fleet file being applied and exe.dev now (and the release the
+/// fleet calls for now): its fleet, its fleet file, its mode, its release,
+/// the VMs it was made against, its changes. A saved plan is a claim (in
+/// CI, an artifact its pull request's author controls), checked here
+/// field by field; the caller then carries out `fresh`, not the file.
 pub fn check_fresh(saved: &Plan, fresh: &Plan) -> Result<(), PlanFileError> {
+    let one = |s: &str| crate::text::one_line(s).into_owned();
     if saved.fleet != fresh.fleet {
         return Err(PlanFileError::WrongFleet {
-            planned: saved.fleet.clone(),
+            planned: one(&saved.fleet),
             now: fresh.fleet.clone(),
+        });
+    }
+    if saved.mode != fresh.mode {
+        return Err(PlanFileError::ModeDiffers {
+            planned: saved.mode.as_str().to_string(),
+            now: fresh.mode.as_str().to_string(),
         });
     }
     if saved.fleet_fingerprint != fresh.fleet_fingerprint {
         return Err(PlanFileError::FleetChanged {
-            planned: saved.fleet_fingerprint.clone(),
+            planned: one(&saved.fleet_fingerprint),
             now: fresh.fleet_fingerprint.clone(),
+        });
+    }
+    if saved.release != fresh.release {
+        let version = |r: &Option<super::PlanRelease>| {
+            r.as_ref().map_or("(none)".to_string(), |r| one(&r.version))
+        };
+        let planned = version(&saved.release);
+        let now = version(&fresh.release);
+        let saved_channel = saved.release.as_ref().and_then(|r| r.channel.as_deref());
+        return Err(match fresh.release.as_ref().map(|r| r.channel.as_deref()) {
+            Some(None) => PlanFileError::ReleaseNotPinned { planned, now },
+            Some(Some(c)) if saved_channel == Some(c) => PlanFileError::ChannelMoved {
+                planned,
+                channel: c.to_string(),
+                now,
+            },
+            _ => PlanFileError::ReleaseDiffers { planned, now },
         });
     }
     if saved.observed_fingerprint != fresh.observed_fingerprint {
         return Err(PlanFileError::ObservedChanged {
-            planned: saved.observed_fingerprint.clone(),
+            planned: one(&saved.observed_fingerprint),
             now: fresh.observed_fingerprint.clone(),
         });
     }
     if saved.changes != fresh.changes {
-        return Err(PlanFileError::ChangesDiffer);
+        return Err(PlanFileError::ChangesDiffer {
+            detail: first_difference(saved, fresh),
+        });
     }
     Ok(())
+}
+
+/// The first VM whose change differs between a saved plan and the fresh
+/// one, in words: `acme-web1: delete in the plan, none now`.
+fn first_difference(saved: &Plan, fresh: &Plan) -> String {
+    let one = |s: &str| crate::text::one_line(s).into_owned();
+    let action = |p: &Plan, vm: &str| {
+        p.changes
+            .iter()
+            .find(|c| c.vm == vm)
+            .map_or("none", |c| c.action.as_str())
+    };
+    let vms = saved.changes.iter().chain(&fresh.changes).map(|c| &c.vm);
+    for vm in vms {
+        let a = saved.changes.iter().find(|c| &c.vm == vm);
+        let b = fresh.changes.iter().find(|c| &c.vm == vm);
+        if a != b {
+            let (was, now) = (action(saved, vm), action(fresh, vm));
+            return if was == now {
+                format!("{}: {was} in both, with other details", one(vm))
+            } else {
+                format!("{}: {was} in the plan, {now} now", one(vm))
+            };
+        }
+    }
+    "the same changes in another order".to_string()
 }
 
 #[cfg(test)]

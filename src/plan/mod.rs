@@ -26,7 +26,29 @@ pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, ReleaseChoice, diff};
 /// 3: the `upgrade` action, `restart`, `replaced_by`, the in-place ops
 /// (`upgrade`, `reconfigure`, `node_labels`, `comment`), the plan's
 /// `release` and `refusals`.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: `fleet_file` is relative to the repository root when the fleet is in
+/// a git repository (`fleet_file_base`), and `nodes_observed` says whether
+/// the plan saw the cluster's Nodes.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// What a saved plan's `fleet_file` is relative to.
+///
+/// A plan made in a git repository records the fleet's path from the
+/// repository root: CI downloads a reviewed plan wherever it likes
+/// (`reviewed/plan.json` in the example workflow) into a fresh checkout,
+/// and the fleet is where the repository keeps it, not beside the
+/// download. Outside a repository there is no such anchor, and the path
+/// is relative to the plan file's directory (so `apply dir/p.plan` works
+/// from any working directory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetFileBase {
+    /// The plan file's directory; also plans made in memory (not saved).
+    #[default]
+    PlanFile,
+    /// The root of the git repository holding the fleet.
+    Repository,
+}
 
 /// What happens to one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
@@ -222,9 +244,19 @@ pub struct Plan {
     pub summary: Summary,
     /// Things a reviewer should know that are not changes.
     pub warnings: Vec<String>,
-    /// The fleet file the plan was made from, as given.
+    /// The fleet file the plan was made from: as given in memory; in a
+    /// saved plan, relative to [`Self::fleet_file_base`].
     #[serde(default)]
     pub fleet_file: String,
+    /// What a saved `fleet_file` is relative to.
+    #[serde(default)]
+    pub fleet_file_base: FleetFileBase,
+    /// Whether the plan read the cluster's Nodes (the Kubernetes API
+    /// answered). Apply compares a saved plan with a fresh one made with
+    /// the same knowledge: a pull-request plan made without the API is
+    /// not stale merely because apply can reach it.
+    #[serde(default)]
+    pub nodes_observed: bool,
     /// `--target` values the plan was narrowed by.
     #[serde(default)]
     pub targets: Vec<String>,
@@ -242,6 +274,11 @@ pub struct Plan {
     /// refused plan is still shown in full.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<String>,
+    /// The CI repository the plan was saved in (`GITHUB_REPOSITORY`, e.g.
+    /// `acme/fleet`), when it was saved in one: apply in another
+    /// repository refuses it by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 impl Plan {

@@ -144,15 +144,25 @@ pub fn bootstrap_input(
 /// The scheme of the spec comment this version writes. Scheme 1 (`spec=`
 /// and twelve hex digits, nothing else) fingerprinted the whole setup
 /// script, k3s version and arguments included; scheme 2 fingerprints only
-/// what needs a new VM and records the rest beside it.
-pub const SPEC_SCHEME: u32 = 2;
+/// what needs a new VM and records the release and k3s settings beside it;
+/// scheme 3 also records the node's labels and taints (`lbl=`), so a plan
+/// made with only `ls` (a pull request's, without the cluster) sees a
+/// label or taint change. A VM keeps scheme 2 until its labels are known
+/// (read from its Node, or set by apply): an unverified `lbl=` would hide a
+/// change.
+pub const SPEC_SCHEME: u32 = 3;
 
-/// What a VM's comment records: `exedev-k8s spec=2.<fingerprint>
-/// k3s=<release> cfg=<args>.<disable>` (scheme 2), or `exedev-k8s
-/// spec=<fingerprint>` (scheme 1, VMs created before in-place changes).
+/// The scheme whose identity fingerprint this version computes: scheme 3
+/// only added a field, so scheme-2 and scheme-3 fingerprints compare.
+pub const IDENTITY_SCHEME: u32 = 2;
+
+/// What a VM's comment records: `exedev-k8s spec=3.<fingerprint>
+/// k3s=<release> cfg=<args>.<disable> lbl=<labels>` (scheme 3; scheme 2
+/// without `lbl=`), or `exedev-k8s spec=<fingerprint>` (scheme 1, VMs
+/// created before in-place changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecComment {
-    /// 1 or 2.
+    /// 1, 2 or 3.
     pub scheme: u32,
     /// The identity fingerprint (what it means depends on the scheme).
     pub fingerprint: String,
@@ -160,6 +170,9 @@ pub struct SpecComment {
     pub k3s: Option<String>,
     /// [`config_fingerprint`] of the k3s settings the VM was last given.
     pub cfg: Option<String>,
+    /// [`labels_fingerprint`] of the labels and taints the node was last
+    /// given or seen with.
+    pub lbl: Option<String>,
 }
 
 impl SpecComment {
@@ -177,11 +190,13 @@ impl SpecComment {
             fingerprint,
             k3s: None,
             cfg: None,
+            lbl: None,
         };
         for w in words {
             match w.split_once('=') {
                 Some(("k3s", v)) => out.k3s = Some(v.to_string()),
                 Some(("cfg", v)) => out.cfg = Some(v.to_string()),
+                Some(("lbl", v)) => out.lbl = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -189,7 +204,7 @@ impl SpecComment {
     }
 
     /// The comment text (at most [`crate::limits::MAX_COMMENT_BYTES`]:
-    /// fingerprints are 12 and 17 characters, releases at most 45).
+    /// fingerprints are 12, 17 and 8 characters, releases at most 45).
     pub fn render(&self) -> String {
         let mut s = if self.scheme == 1 {
             format!("{COMMENT_PREFIX}{}", self.fingerprint)
@@ -201,6 +216,9 @@ impl SpecComment {
         }
         if let Some(c) = &self.cfg {
             s.push_str(&format!(" cfg={c}"));
+        }
+        if let Some(l) = &self.lbl {
+            s.push_str(&format!(" lbl={l}"));
         }
         s
     }
@@ -226,7 +244,7 @@ pub fn spec_fingerprint(fleet: &Fleet, vm: &DesiredVm) -> String {
 pub fn spec_fingerprint_with_image(fleet: &Fleet, vm: &DesiredVm, image: &str) -> String {
     super::hex12(
         format!(
-            "scheme={SPEC_SCHEME}\nimage={image}\nrole={}\ntailnet={}\n",
+            "scheme={IDENTITY_SCHEME}\nimage={image}\nrole={}\ntailnet={}\n",
             vm.role.as_str(),
             fleet.tailscale.tailnet
         )
@@ -264,13 +282,41 @@ pub fn config_fingerprint(fleet: &Fleet, role: Role) -> String {
     )
 }
 
-/// The comment a VM carries once it runs `k3s` (unknown: `None`).
+/// Fingerprint of the labels and taints the fleet gives `vm`, eight hex
+/// digits (values are not secrets, but a comment has no room for them; the
+/// plan shows the fleet's values as the "after").
+pub fn labels_fingerprint(vm: &DesiredVm) -> String {
+    let mut text = String::from("labels\n");
+    for (k, v) in &vm.labels {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let mut taints: Vec<String> = vm.taints.iter().map(|t| t.to_string()).collect();
+    taints.sort();
+    text.push_str("taints\n");
+    text.push_str(&taints.join("\n"));
+    hex8(&text)
+}
+
+/// The comment a VM carries once it runs `k3s` (unknown: `None`) with the
+/// fleet's labels and taints.
 pub fn comment_for(fleet: &Fleet, vm: &DesiredVm, k3s: Option<&str>) -> String {
+    comment_with(fleet, vm, k3s, Some(labels_fingerprint(vm)))
+}
+
+/// The comment a VM carries, recording `lbl` as its labels' fingerprint;
+/// `None` (labels not known) writes scheme 2, which has no such field.
+pub fn comment_with(
+    fleet: &Fleet,
+    vm: &DesiredVm,
+    k3s: Option<&str>,
+    lbl: Option<String>,
+) -> String {
     SpecComment {
-        scheme: SPEC_SCHEME,
+        scheme: if lbl.is_some() { SPEC_SCHEME } else { 2 },
         fingerprint: spec_fingerprint(fleet, vm),
         k3s: k3s.map(str::to_string),
         cfg: Some(config_fingerprint(fleet, vm.role)),
+        lbl,
     }
     .render()
 }

@@ -1265,3 +1265,96 @@ fn multi_line_warnings_keep_their_lines() {
         check that this machine is on the tailnet): nodes cannot be drained
     ");
 }
+
+/// A saved plan is a claim: each field apply acts on is checked against
+/// the plan re-derived now, and the refusal names what differs.
+#[test]
+fn a_saved_plan_that_disagrees_with_the_fleet_now_is_refused_by_what_differs() {
+    use super::file::{PlanFileError, check_fresh};
+    let f = fleet("");
+    let o = in_sync(&f);
+    let fresh = plan(&f, &o);
+    assert!(check_fresh(&fresh, &fresh).is_ok());
+    let refused = |edit: &dyn Fn(&mut Plan)| {
+        let mut saved = fresh.clone();
+        edit(&mut saved);
+        let e = check_fresh(&saved, &fresh).unwrap_err();
+        assert!(e.is_stale(), "{e}");
+        e
+    };
+    let e = refused(&|p| p.release.as_mut().unwrap().version = "v1.31.6+k3s1".into());
+    assert!(matches!(e, PlanFileError::ReleaseNotPinned { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "the plan installs k3s v1.31.6+k3s1, but the fleet file pins k3s.version v1.31.4+k3s1 (was the plan file edited?)"
+    );
+    let e = refused(&|p| p.fleet = "other\x1b[31m".into());
+    assert!(e.to_string().contains("for fleet \"other"), "{e}");
+    assert!(
+        !e.to_string().contains('\x1b'),
+        "terminal escapes from a file are not printed"
+    );
+    let e = refused(&|p| p.mode = Mode::Destroy);
+    assert!(matches!(e, PlanFileError::ModeDiffers { .. }), "{e}");
+    let e = refused(&|p| p.fleet_fingerprint = "0".into());
+    assert!(matches!(e, PlanFileError::FleetChanged { .. }), "{e}");
+    let creates = plan(&f, &Observed::default());
+    let mut saved = creates.clone();
+    saved.changes.pop();
+    let e = check_fresh(&saved, &creates).unwrap_err();
+    assert!(matches!(e, PlanFileError::ChangesDiffer { .. }), "{e}");
+    let dropped = &creates.changes.last().unwrap().vm;
+    assert!(
+        e.to_string()
+            .contains(&format!("{dropped}: none in the plan, create now")),
+        "{e}"
+    );
+    // A channel that moved since the plan: stale, and says to where.
+    let channel = |v: &str| PlanOptions {
+        release: Some(ReleaseChoice::Channel {
+            name: "stable".into(),
+            resolved: Ok(crate::release::Release::parse(v).unwrap()),
+        }),
+        ..Default::default()
+    };
+    let then = diff(&f, "fp", &o, &channel("v1.31.5+k3s1")).unwrap();
+    let now = diff(&f, "fp", &o, &channel("v1.31.6+k3s1")).unwrap();
+    let e = check_fresh(&then, &now).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the plan is stale: it installs k3s v1.31.5+k3s1 from channel stable, which now resolves to v1.31.6+k3s1"
+    );
+}
+
+/// Without the API, VMs whose comment records no labels (spec scheme 2)
+/// are named once: a label change to them cannot be seen.
+#[test]
+fn vms_that_record_no_labels_are_named_when_the_api_is_not_reachable() {
+    let f = fleet("");
+    let mut o = in_sync(&f);
+    o.nodes = None;
+    let p = plan(&f, &o);
+    assert!(!p.has_changes());
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("do not record")),
+        "{:?}",
+        p.warnings
+    );
+    let desired = fleet::desired_vms(&f);
+    for (i, d) in desired.iter().enumerate().take(2) {
+        o.vms[i].comment = spec::comment_with(&f, d, Some(VERSION), None);
+    }
+    let p = plan(&f, &o);
+    assert!(!p.has_changes(), "never a replacement: {:?}", p.changes);
+    let w: Vec<&String> = p
+        .warnings
+        .iter()
+        .filter(|w| w.contains("do not record"))
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", p.warnings);
+    assert!(
+        w[0].starts_with(&format!("{} and 1 more do not record", o.vms[0].vm_name)),
+        "{}",
+        w[0]
+    );
+}
