@@ -233,12 +233,12 @@ fn agents_are_refused_for_wrong_tokens_forbidden_labels_newer_kubelets_and_unres
 #[test]
 fn servers_are_refused_for_agent_tokens_config_mismatches_and_etcd_off_the_tailnet() {
     let h = harness(|_| {});
-    h.new_vm("ts-cp1", &first_server("disable:\n  - traefik"));
+    h.new_vm("ts-cp1", &first_server("disable:\n  - servicelb"));
     assert_succeeds(&h, "ts-cp1");
     // Right: the server token, the same critical settings, etcd on the tailnet.
     h.new_vm(
         "ts-cp2",
-        &joining_server("ts-cp1", TOKEN, "node-ip: $TS_IP\ndisable:\n  - traefik"),
+        &joining_server("ts-cp1", TOKEN, "node-ip: $TS_IP\ndisable:\n  - servicelb"),
     );
     let w = assert_succeeds(&h, "ts-cp2");
     assert_eq!(w["k3s"]["etcd_member"], true);
@@ -248,13 +248,15 @@ fn servers_are_refused_for_agent_tokens_config_mismatches_and_etcd_off_the_tailn
             .unwrap()
             .starts_with("100.64.")
     );
-    // Wrong: the agent token, and a differing `disable`.
+    // Wrong: the agent token, and a differing servicelb (k3s's
+    // CriticalControlArgs `disable-service-lb`; other components may
+    // differ per server).
     h.new_vm(
         "ts-agent-token",
         &joining_server(
             "ts-cp1",
             AGENT_TOKEN,
-            "node-ip: $TS_IP\ndisable:\n  - traefik",
+            "node-ip: $TS_IP\ndisable:\n  - servicelb",
         ),
     );
     h.new_vm(
@@ -279,7 +281,7 @@ fn servers_are_refused_for_agent_tokens_config_mismatches_and_etcd_off_the_tailn
     // other VM reaches: the learner never catches up.
     h.new_vm(
         "ts-lan-peer",
-        &joining_server("ts-cp1", TOKEN, "disable:\n  - traefik"),
+        &joining_server("ts-cp1", TOKEN, "disable:\n  - servicelb"),
     );
     let w = h.wait_setup("ts-lan-peer", 1);
     assert!(!ok(&w), "{}", log(&w));
@@ -290,6 +292,104 @@ fn servers_are_refused_for_agent_tokens_config_mismatches_and_etcd_off_the_tailn
             .unwrap()
             .starts_with("100.64.")
     );
+}
+
+/// Flags on the installer's command line land in the unit's `ExecStart`:
+/// one k3s does not define makes it exit (urfave/cli, facts "Read from
+/// source"), and systemd restarts it forever, so the bounded wait fails.
+/// In config.yaml an unknown key is warned about and skipped
+/// (`pkg/configfilearg/parser.go:96`): a misspelled `node-label` starts k3s
+/// without the label. The table is `k3s_flags`, the one validation uses.
+#[test]
+fn flags_k3s_does_not_define_stop_it_and_unknown_config_keys_are_skipped() {
+    let h = harness(|_| {});
+    let with_args = |args: &str, extra: &str| {
+        first_server(extra).replace(
+            "sh /tmp/install.sh server",
+            &format!("sh /tmp/install.sh server {args}"),
+        )
+    };
+    h.new_vm(
+        "tf-typo",
+        &with_args("--etcd-snapshot-schedule-crn='0 */6 * * *'", ""),
+    );
+    h.new_vm(
+        "tf-right",
+        &with_args(
+            "--etcd-snapshot-schedule-cron='0 */6 * * *'",
+            "node-lable:\n  - team=web\nnode-label:\n  - tier=db",
+        ),
+    );
+    assert_fails(
+        &h,
+        "tf-typo",
+        "flag provided but not defined: -etcd-snapshot-schedule-crn",
+    );
+    let w = assert_succeeds(&h, "tf-right");
+    assert_eq!(w["k3s"]["labels"]["tier"], "db");
+    assert!(w["k3s"]["labels"]["team"].is_null(), "{:#}", w["k3s"]);
+    let journal = h.ssh("tf-right", "journalctl -u k3s -o cat");
+    let journal = String::from_utf8_lossy(&journal.stdout);
+    assert!(journal.contains("Unknown flag node-lable"), "{journal}");
+}
+
+/// Tailscale in userspace networking (`emulator --no-tun`): `tailscale ip
+/// -4` still answers (Tailscale `cli/ip.go:64-99`), `status --json` says
+/// `"TUN": false`, and there is no `tailscale0`: k3s exits on a
+/// `flannel-iface` that names no interface (`pkg/agent/config/config.go:
+/// 393-398`), even with `node-ip` given, and systemd restarts it forever.
+#[test]
+fn without_a_tun_device_k3s_refuses_flannel_iface_tailscale0() {
+    let h = harness(|w| w.tailnet.userspace = true);
+    h.new_vm("tn-cp1", &first_server("flannel-iface: tailscale0"));
+    assert_fails(&h, "tn-cp1", "unable to find interface tailscale0");
+    let out = h.ssh("tn-cp1", "tailscale status --json");
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["TUN"], false);
+    assert!(
+        st["TailscaleIPs"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("100.64.")
+    );
+    // Without flannel-iface the same script's k3s starts (flannel on the
+    // default interface: the user's problem, not a refusal).
+    h.new_vm("tn-cp2", &first_server(""));
+    assert_succeeds(&h, "tn-cp2");
+}
+
+/// An offline device already holding a name (`emulator --stale-device`):
+/// the new VM becomes `<name>-1` (facts "Tailscale as the overlay"), and a
+/// joiner that targets the name reaches the old, offline device: k3s
+/// retries and the bounded wait fails. Asking the peer list for the new
+/// VM's own name is the way out; `.Self.DNSName` shows it.
+#[test]
+fn a_stale_device_keeps_the_name_and_joiners_by_name_miss_the_new_server() {
+    let h = harness(|w| w.tailnet.stale_devices = vec!["tx-cp1".to_string()]);
+    h.new_vm("tx-cp1", &first_server(""));
+    let w = assert_succeeds(&h, "tx-cp1");
+    assert_eq!(w["tailscale"]["dns_name"], "tx-cp1-1.tail1234.ts.net");
+    let out = h.ssh("tx-cp1", "tailscale status --json");
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["Self"]["DNSName"], "tx-cp1-1.tail1234.ts.net.");
+    h.new_vm(
+        "tx-web1",
+        &agent("https://tx-cp1.tail1234.ts.net:6443", AGENT_TOKEN, "", ""),
+    );
+    let w = h.wait_setup("tx-web1", 1);
+    assert!(!ok(&w), "{}", log(&w));
+    assert_ne!(w["k3s"]["ready"], true);
+    // By the address the peer list gives for the new name, it joins.
+    h.new_vm(
+        "tx-web2",
+        &agent(
+            "https://$(tailscale ip -4 tx-cp1-1):6443",
+            AGENT_TOKEN,
+            "",
+            "",
+        ),
+    );
+    assert_succeeds(&h, "tx-web2");
 }
 
 #[test]

@@ -51,6 +51,15 @@ pub struct WorldArgs {
     /// MagicDNS is off: tailnet names do not resolve.
     #[arg(long, requires = "run_setup_scripts")]
     pub no_magic_dns: bool,
+    /// Tailscale runs in userspace networking: no TUN device, so no
+    /// `tailscale0` (`tailscale ip -4` still answers).
+    #[arg(long, requires = "run_setup_scripts")]
+    pub no_tun: bool,
+    /// An offline device already holds this name on the tailnet (a logout
+    /// that failed, a VM recreated): a VM asking for it becomes NAME-1
+    /// (repeatable).
+    #[arg(long, value_name = "NAME", requires = "run_setup_scripts")]
+    pub stale_device: Vec<String>,
     /// tailscaled runs at boot (whether exeuntu enables it is not known;
     /// by default it does not, so scripts must start it).
     #[arg(long, requires = "run_setup_scripts")]
@@ -141,6 +150,8 @@ impl WorldArgs {
                 None => None,
             },
             refuse_all_keys: self.fault_tailscale_key_invalid,
+            userspace: self.no_tun,
+            stale_devices: self.stale_device.clone(),
         };
         c.timings = Timings {
             install_ms: self.install_ms,

@@ -515,7 +515,21 @@ impl Inner {
             .read(&unit_path)
             .ok_or_else(|| format!("Unit {unit}.service not found."))?;
         let u = k3s_config::parse_unit(&text)?;
-        let (role, mut cfg) = k3s_config::resolve(&u, &root)?;
+        let binary = u.exec.first().cloned().unwrap_or_default();
+        let version = root
+            .read(&binary)
+            .and_then(|t| applets::installer::shim_version(&t));
+        // The flag table of the installed release; a release the table does
+        // not cover is read with the newest table (the model's own choice:
+        // validation already refused such a fleet's flags, and a script
+        // installing another release is not the world's to refuse).
+        let covered = version
+            .as_deref()
+            .and_then(crate::release::Release::parse)
+            .and_then(|r| crate::k3s_flags::for_minor(r.major, r.minor).ok());
+        let all = crate::k3s_flags::all();
+        let table = covered.or(all.last().copied()).ok_or("no k3s flag table")?;
+        let (role, mut cfg) = k3s_config::resolve(&u, &root, table)?;
         for (file_flag, flag) in [
             ("token-file", "token"),
             ("agent-token-file", "agent-token"),
@@ -529,10 +543,6 @@ impl Inner {
                     .insert(flag.to_string(), vec![v.trim().to_string()]);
             }
         }
-        let binary = u.exec.first().cloned().unwrap_or_default();
-        let version = root
-            .read(&binary)
-            .and_then(|t| applets::installer::shim_version(&t));
         Ok(k3s::StartInputs {
             role,
             cfg,

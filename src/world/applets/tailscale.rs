@@ -207,7 +207,7 @@ fn status(inner: &Inner, call: &Call, as_json: bool) -> Output {
     }
     let v = json!({
         "Version": VERSION,
-        "TUN": true,
+        "TUN": !m.tailnet.config.userspace,
         "BackendState": state,
         "AuthURL": "",
         "TailscaleIPs": me.as_ref().map(|d| vec![d.ip.to_string()]).unwrap_or_default(),
@@ -366,9 +366,12 @@ pub async fn tailscale(inner: &Arc<Inner>, call: &Call) -> Output {
             let m = inner.model();
             let peer = rest.iter().find(|a| !a.starts_with('-'));
             let ip = match peer {
-                Some(name) => m
-                    .resolve(&call.vm, name)
-                    .filter(|ip| m.tailnet.by_ip(*ip).is_some()),
+                // The peer list first, then DNS (MagicDNS, if the VM
+                // resolves through it): Tailscale cli/ping.go:195-219.
+                Some(name) => m.tailnet.peer_ip(m.device_of(&call.vm), name).or_else(|| {
+                    m.resolve(&call.vm, name)
+                        .filter(|ip| m.tailnet.by_ip(*ip).is_some())
+                }),
                 None => m.device_of(&call.vm).filter(|d| d.online).map(|d| d.ip),
             };
             if rest.iter().any(|a| a == "-6" || a == "--6") {

@@ -252,6 +252,9 @@ impl Model {
             ),
         };
         v.log(now, unit, "systemd", format!("Starting {unit}.service"));
+        for w in &p.cfg.warnings {
+            v.log(now, unit, "k3s", w.clone());
+        }
         if let Some(e) = err {
             self.fail(vm, unit, &mut p, now, e);
         }
@@ -399,17 +402,42 @@ impl Model {
             }
             node_ips.push(ip);
         }
-        if node_ips.is_empty()
-            && let Some(iface) = p.cfg.get("flannel-iface")
-        {
+        // `flannel-iface` must name an existing interface, whether or not
+        // `node-ip` is given (facts "Read from source",
+        // `pkg/agent/config/config.go:393-398`). `tailscale0` exists only
+        // while tailscaled runs with a TUN device (not in userspace
+        // networking). The VM's other interfaces are taken to be `lo` and
+        // `eth0`, the default one: the model's own, exe.dev's interface
+        // names are not in the facts file.
+        if let Some(iface) = p.cfg.get("flannel-iface") {
             let ip = match iface {
-                "tailscale0" => ts.ok_or_else(|| {
-                    "unable to find interface tailscale0 (Tailscale is not up on this host)"
-                        .to_string()
-                })?,
-                _ => v.lan_ip,
+                "tailscale0" => {
+                    let tun = v.tailscaled && !self.tailnet.config.userspace;
+                    if !tun {
+                        return Err(format!(
+                            "unable to find interface tailscale0{}",
+                            if v.tailscaled {
+                                " (tailscaled runs in userspace networking: no TUN device)"
+                            } else {
+                                " (tailscaled is not running)"
+                            }
+                        ));
+                    }
+                    match ts {
+                        Some(ip) => ip,
+                        None if node_ips.is_empty() => {
+                            return Err("unable to find a usable IPv4 address on interface tailscale0 (Tailscale is not up)".to_string());
+                        }
+                        None => Ipv4Addr::UNSPECIFIED,
+                    }
+                }
+                "eth0" => v.lan_ip,
+                "lo" => Ipv4Addr::LOCALHOST,
+                other => return Err(format!("unable to find interface {other}")),
             };
-            node_ips.push(ip);
+            if node_ips.is_empty() {
+                node_ips.push(ip);
+            }
         }
         let etcd_ip = node_ips.first().copied().unwrap_or(v.lan_ip);
         let node_ip = if vpn {

@@ -427,20 +427,37 @@ fn a_kubelet_newer_than_the_api_server_is_refused() {
     assert!(s.ready("c-web2", "k3s-agent"), "older kubelets are fine");
 }
 
+/// k3s's `CriticalControlArgs` (facts "Read from source"): servicelb
+/// disabled or not, egress-selector-mode, ... must match; other packaged
+/// components and the agent token may differ per server.
 #[test]
 fn servers_must_share_critical_configuration() {
     let mut s = Sim::new(Faults::default());
-    s.first_server("c-cp1", &[("disable", "traefik")]);
+    s.first_server("c-cp1", &[("disable", "servicelb")]);
     s.join_server("c-cp2", &[]);
     s.run(20);
     let e = s.error("c-cp2", "k3s");
     assert!(
-        e.contains("critical configuration value mismatch") && e.contains("disable"),
+        e.contains("critical configuration value mismatch") && e.contains("disable-service-lb"),
         "{e}"
     );
-    s.join_server("c-cp3", &[("disable", "traefik")]);
+    s.join_server(
+        "c-cp4",
+        &[("disable", "servicelb"), ("egress-selector-mode", "pod")],
+    );
+    s.run(20);
+    let e = s.error("c-cp4", "k3s");
+    assert!(e.contains("egress-selector-mode"), "{e}");
+    s.join_server(
+        "c-cp3",
+        &[
+            ("disable", "servicelb"),
+            ("disable", "traefik"),
+            ("agent-token", "other"),
+        ],
+    );
     s.run(150);
-    assert!(s.ready("c-cp3", "k3s"));
+    assert!(s.ready("c-cp3", "k3s"), "{}", s.error("c-cp3", "k3s"));
 }
 
 #[test]
