@@ -53,7 +53,7 @@ fn first_server(extra: &str) -> String {
     script(
         "server",
         &format!(
-            "cluster-init: true\ntoken: {TOKEN}\nagent-token: {AGENT_TOKEN}\nnode-ip: $TS_IP\n{extra}"
+            "cluster-init: true\ntoken: {TOKEN}\nagent-token: {AGENT_TOKEN}\nnode-ip: $TS_IP\ntls-san:\n  - $(hostname).tail1234.ts.net\n{extra}"
         ),
         "",
     )
@@ -63,7 +63,7 @@ fn joining_server(cp: &str, token: &str, extra: &str) -> String {
     script(
         "server",
         &format!(
-            "server: https://{cp}.tail1234.ts.net:6443\ntoken: {token}\nagent-token: {AGENT_TOKEN}\n{extra}"
+            "server: https://{cp}.tail1234.ts.net:6443\ntoken: {token}\nagent-token: {AGENT_TOKEN}\ntls-san:\n  - $(hostname).tail1234.ts.net\n{extra}"
         ),
         "",
     )
@@ -390,6 +390,52 @@ fn a_stale_device_keeps_the_name_and_joiners_by_name_miss_the_new_server() {
         ),
     );
     assert_succeeds(&h, "tx-web2");
+}
+
+/// A joiner that reaches a server by a name verifies the name against the
+/// server's certificate: `tls-san` and the node's addresses (k3s
+/// `tls-san-security`, default true, `pkg/cli/cmds/server.go:228`). A
+/// server without its tailnet name in `tls-san` is reached by address
+/// only; `curl --cacert` checks the name the same way.
+#[test]
+fn a_server_name_missing_from_tls_san_is_refused_by_tls() {
+    let h = harness(|_| {});
+    let bare = first_server("").replace("tls-san:\n  - $(hostname).tail1234.ts.net\n", "");
+    assert!(!bare.contains("tls-san"));
+    h.new_vm("tq-cp1", &bare);
+    assert_succeeds(&h, "tq-cp1");
+    h.new_vm(
+        "tq-web1",
+        &agent("https://tq-cp1.tail1234.ts.net:6443", AGENT_TOKEN, "", ""),
+    );
+    h.new_vm(
+        "tq-web2",
+        &agent(
+            "https://$(tailscale ip -4 tq-cp1):6443",
+            AGENT_TOKEN,
+            "",
+            "",
+        ),
+    );
+    assert_fails(&h, "tq-web1", "not tq-cp1.tail1234.ts.net");
+    assert_succeeds(&h, "tq-web2");
+    let out = h.ssh(
+        "tq-web2",
+        "IP=$(tailscale ip -4 tq-cp1); curl -ksf https://$IP:6443/cacerts -o /tmp/ca.crt; \
+         curl -sS --cacert /tmp/ca.crt https://tq-cp1.tail1234.ts.net:6443/ping; echo; \
+         curl -sS --cacert /tmp/ca.crt https://$IP:6443/ping",
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("no alternative certificate subject name matches target host name 'tq-cp1.tail1234.ts.net'"),
+        "{text}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), "pong", "by address: {text}");
 }
 
 #[test]

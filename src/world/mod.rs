@@ -415,27 +415,15 @@ impl Inner {
 
     /// Starts `vm`'s API listener (the model locked by the caller).
     fn api_up(self: &Arc<Self>, m: &Model, vm: &str, cluster: &str) -> Result<(), String> {
-        let mut sans = vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-            "kubernetes".to_string(),
-            "kubernetes.default".to_string(),
-            "kubernetes.default.svc".to_string(),
-            "kubernetes.default.svc.cluster.local".to_string(),
-            "10.43.0.1".to_string(),
-            vm.to_string(),
-        ];
-        if let Some((p, _)) = m.ready_server(vm) {
-            sans.push(p.node_name.clone());
-            sans.extend(p.node_ip.map(|i| i.to_string()));
-            sans.extend(p.cfg.list("tls-san"));
-        }
-        if let Some(d) = m.device_of(vm) {
-            sans.push(m.tailnet.dns_name(d));
-            sans.push(d.ip.to_string());
-        }
-        sans.sort();
-        sans.dedup();
+        // The certificate's names: one place, `K3sProc::server_sans`.
+        let sans = match m.ready_server(vm) {
+            Some((p, _)) => p.server_sans(vm),
+            None => vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+                vm.to_string(),
+            ],
+        };
         let l = kube::start(self.clone(), m, vm, cluster, &sans)?;
         lock(&self.apis).insert(vm.to_string(), l);
         Ok(())

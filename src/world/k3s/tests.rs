@@ -126,11 +126,13 @@ impl Sim {
     fn first_server(&mut self, name: &str, extra: &[(&str, &str)]) {
         self.vm(name, true);
         let ip = self.ip(name);
+        let san = format!("{name}.tail1234.ts.net");
         let mut pairs = vec![
             ("cluster-init", "true"),
             ("token", "secret"),
             ("node-ip", ip.as_str()),
             ("agent-token", "agentsecret"),
+            ("tls-san", san.as_str()),
         ];
         pairs.extend_from_slice(extra);
         self.start(name, "k3s", inputs(Role::Server, cfg(&pairs)));
@@ -141,11 +143,13 @@ impl Sim {
     fn join_server(&mut self, name: &str, extra: &[(&str, &str)]) {
         self.vm(name, true);
         let ip = self.ip(name);
+        let san = format!("{name}.tail1234.ts.net");
         let mut pairs = vec![
             ("server", "https://c-cp1.tail1234.ts.net:6443"),
             ("token", "secret"),
             ("node-ip", ip.as_str()),
             ("agent-token", "agentsecret"),
+            ("tls-san", san.as_str()),
         ];
         pairs.extend_from_slice(extra);
         self.start(name, "k3s", inputs(Role::Server, cfg(&pairs)));
@@ -217,6 +221,7 @@ fn an_etcd_peer_address_off_the_tailnet_never_joins() {
                 ("cluster-init", "true"),
                 ("token", "secret"),
                 ("vpn-auth", "name=tailscale,joinKey=tskey-auth-x"),
+                ("tls-san", "c-cp1.tail1234.ts.net"),
             ]),
         ),
     );
@@ -346,6 +351,7 @@ fn join_urls_must_resolve_and_answer() {
                 ("token", "secret"),
                 ("node-ip", &ip),
                 ("agent-token", "agentsecret"),
+                ("tls-san", "c-cp1.tail1234.ts.net"),
             ]),
         ),
     );
@@ -629,4 +635,40 @@ fn tokens_and_versions_parse() {
     assert_eq!(parse_token("plain").secret, "plain");
     assert_eq!(minor_version("v1.31.4+k3s1"), Some((1, 31)));
     assert_eq!(minor_version("junk"), None);
+}
+
+/// `/ping` answers from the supervisor router before the server is Ready
+/// (k3s `pkg/server/handlers/router.go:71`); the certificate holds
+/// `tls-san` and the node's addresses, not the tailnet name by itself.
+#[test]
+fn the_supervisor_answers_before_ready_and_the_certificate_holds_tls_san() {
+    let mut s = Sim::new(Faults::default());
+    s.vm("p-cp1", true);
+    let ip = s.ip("p-cp1");
+    s.start(
+        "p-cp1",
+        "k3s",
+        inputs(
+            Role::Server,
+            cfg(&[
+                ("cluster-init", "true"),
+                ("token", "secret"),
+                ("node-ip", ip.as_str()),
+                ("tls-san", "api.example.com"),
+            ]),
+        ),
+    );
+    let mut seen_before_ready = false;
+    for _ in 0..200 {
+        s.run(10);
+        if s.m.supervisor("p-cp1").is_some() && s.m.ready_server("p-cp1").is_none() {
+            seen_before_ready = true;
+        }
+    }
+    assert!(seen_before_ready, "{:?}", s.phase("p-cp1", "k3s"));
+    assert!(s.ready("p-cp1", "k3s"));
+    let (p, _) = s.m.ready_server("p-cp1").unwrap();
+    assert!(p.serves_name("p-cp1", "api.example.com"));
+    assert!(p.serves_name("p-cp1", &ip));
+    assert!(!p.serves_name("p-cp1", "p-cp1.tail1234.ts.net"));
 }
