@@ -158,7 +158,7 @@ echo done
 }
 
 #[test]
-fn agents_are_refused_for_wrong_tokens_forbidden_labels_newer_kubelets_and_unresolvable_servers() {
+fn agents_are_refused_for_wrong_tokens_forbidden_labels_and_unresolvable_servers() {
     let h = harness(|_| {});
     h.new_vm("ta-cp1", &first_server(""));
     let w = assert_succeeds(&h, "ta-cp1");
@@ -191,10 +191,12 @@ fn agents_are_refused_for_wrong_tokens_forbidden_labels_newer_kubelets_and_unres
             ),
             None,
         ),
+        // Newer than the API server: against the skew policy, but neither
+        // k3s nor the kubelet checks it (the tool does, at plan time).
         (
-            "ta-skew-bad",
+            "ta-skew-newer",
             agent(url, AGENT_TOKEN, "", "INSTALL_K3S_VERSION=v1.32.1+k3s1"),
-            Some("newer than the API server"),
+            None,
         ),
         (
             "ta-skew-good",
@@ -439,7 +441,7 @@ fn a_server_name_missing_from_tls_san_is_refused_by_tls() {
 }
 
 #[test]
-fn parallel_server_joins_fail_where_one_at_a_time_succeeds() {
+fn parallel_server_joins_wait_for_the_learner_before_them() {
     // The one timing left: the second join must reach k3s while the first
     // is still a learner, 1.5 s in which the test starts it (a file write,
     // a 20 ms poll, `sudo systemctl restart`: a few process starts).
@@ -465,8 +467,10 @@ fn parallel_server_joins_fail_where_one_at_a_time_succeeds() {
         let world = h.emu.world().expect("world on");
         world.root(vm).write("/tmp/join-now", 0o644, b"").unwrap();
     };
-    // Wrong: a second server joins while the first is still an etcd
-    // learner (parallel joins, facts "Joining").
+    // A second server joins while the first is still an etcd learner
+    // (parallel joins, facts "Joining"): k3s retries "too many learner
+    // members" inside the process (`etcd.go:503`, facts "Read from
+    // source"), so the join waits and then completes.
     h.new_vm("tp-cp2", &blocking("tp-cp1", true));
     h.new_vm("tp-cp3", &blocking("tp-cp1", true));
     for vm in ["tp-cp2", "tp-cp3"] {
@@ -481,15 +485,19 @@ fn parallel_server_joins_fail_where_one_at_a_time_succeeds() {
     join_now("tp-cp3");
     let (a, b) = (h.wait_setup("tp-cp2", 1), h.wait_setup("tp-cp3", 1));
     assert!(ok(&a), "the first join succeeds: {}", log(&a));
-    assert!(!ok(&b), "the overlapping join fails: {}", log(&b));
+    assert!(
+        ok(&b),
+        "the overlapping join waits, then succeeds: {}",
+        log(&b)
+    );
     let journal = h.ssh("tp-cp3", "journalctl -u k3s -o cat");
     let journal = String::from_utf8_lossy(&journal.stdout);
     assert!(journal.contains("too many learner members"), "{journal}");
-    // systemd restarts the refused one, which joins once the other is
-    // promoted. Right: the next server is created once that one is ready.
-    h.wait_for("tp-cp3", Duration::from_secs(20), |w| {
-        w["k3s"]["ready"] == true
-    });
+    assert!(
+        !journal.contains("level=fatal"),
+        "k3s did not exit: {journal}"
+    );
+    // One at a time: the next server is created once those are ready.
     h.new_vm("tp-cp4", &blocking("tp-cp1", false));
     assert_succeeds(&h, "tp-cp4");
 }
