@@ -440,6 +440,41 @@ fn a_server_name_missing_from_tls_san_is_refused_by_tls() {
     assert_eq!(stdout.trim(), "pong", "by address: {text}");
 }
 
+/// At a reboot tailscaled starts with its saved login and is `Starting`
+/// for a while, without an address, while the VM's enabled units and its
+/// setup script already run (the reboot race). A script that takes the
+/// address at once fails; one that waits for it (or for `Running`) gets it.
+#[test]
+fn at_a_reboot_the_tailnet_address_comes_after_the_boot() {
+    let h = harness(|w| {
+        w.tailscaled_at_boot = true;
+        w.timings.tailscale_up_ms = 1500;
+    });
+    let script = |wait: &str| {
+        format!(
+            "#!/bin/bash\nset -euo pipefail\nif sudo -n test -e /var/lib/tailscale/tailscaled.state; then\n  {wait}\n  tailscale status --json | grep -o '\"BackendState\": *\"[A-Za-z]*\"' || true\n  IP=$(tailscale ip -4)\n  echo \"ip $IP\"\nelse\n  sudo -n tailscale up --auth-key=tskey-auth-test --hostname=$(hostname)\nfi\n"
+        )
+    };
+    h.new_vm("tr-now", &script(":"));
+    h.new_vm(
+        "tr-wait",
+        &script(
+            "for _ in $(seq 1 200); do tailscale ip -4 >/dev/null 2>&1 && break; sleep 1; done",
+        ),
+    );
+    assert_succeeds(&h, "tr-now");
+    assert_succeeds(&h, "tr-wait");
+    for vm in ["tr-now", "tr-wait"] {
+        h.exec(&["resize", vm, "--cpu", "4"]);
+    }
+    let w = h.wait_setup("tr-now", 2);
+    assert!(!ok(&w), "{}", log(&w));
+    assert!(log(&w).contains("Starting"), "{}", log(&w));
+    let w = h.wait_setup("tr-wait", 2);
+    assert!(ok(&w), "{}", log(&w));
+    assert!(log(&w).contains("ip 100.64."), "{}", log(&w));
+}
+
 #[test]
 fn parallel_server_joins_wait_for_the_learner_before_them() {
     // The one timing left: the second join must reach k3s while the first

@@ -84,6 +84,10 @@ pub struct WorldArgs {
     /// Time for an agent to register once its server answers, in milliseconds.
     #[arg(long, default_value_t = Timings::default().agent_ready_ms, requires = "run_setup_scripts")]
     pub agent_ready_ms: u64,
+    /// Time tailscaled takes at boot to bring a saved login online, in
+    /// milliseconds (meanwhile `BackendState: Starting`, no address).
+    #[arg(long, default_value_t = Timings::default().tailscale_up_ms, requires = "run_setup_scripts")]
+    pub tailscale_up_ms: u64,
     /// systemd's restart delay for a failed k3s, in milliseconds.
     #[arg(long, default_value_t = Timings::default().restart_ms, requires = "run_setup_scripts")]
     pub restart_ms: u64,
@@ -159,6 +163,7 @@ impl WorldArgs {
             join_ms: self.join_ms,
             agent_ready_ms: self.agent_ready_ms,
             restart_ms: self.restart_ms,
+            tailscale_up_ms: self.tailscale_up_ms,
         };
         c.faults = Faults {
             download_failures: self.fault_download_failures,

@@ -157,8 +157,13 @@ fn peer_json(m: &crate::world::model::Model, d: &Device) -> Value {
 fn status(inner: &Inner, call: &Call, as_json: bool) -> Output {
     let m = inner.model();
     let me = m.device_of(&call.vm).cloned();
+    let starting = m
+        .vms
+        .get(&call.vm)
+        .is_some_and(|v| v.tailscaled && v.tailnet_up_at.is_some());
     let state = match &me {
         None => "NeedsLogin",
+        Some(d) if !d.online && starting => "Starting",
         Some(d) if d.needs_approval => "NeedsMachineAuth",
         Some(d) if !d.online => "Stopped",
         Some(_) => "Running",
@@ -386,7 +391,14 @@ pub async fn tailscale(inner: &Arc<Inner>, call: &Call) -> Output {
                     1,
                     format!("no such peer {:?}", peer.cloned().unwrap_or_default()),
                 ),
-                None => Output::fail(1, "no current Tailscale IPs; state: NeedsLogin"),
+                None => {
+                    let starting = m
+                        .vms
+                        .get(&call.vm)
+                        .is_some_and(|v| v.tailscaled && v.tailnet_up_at.is_some());
+                    let state = if starting { "Starting" } else { "NeedsLogin" };
+                    Output::fail(1, format!("no current Tailscale IPs; state: {state}"))
+                }
             }
         }
         "status" => status(

@@ -371,6 +371,7 @@ impl Model {
 
     /// Advances every process whose time has come.
     pub fn tick_k3s(&mut self, now: u64) -> Vec<Effect> {
+        self.tailnet_tick(now);
         let units: Vec<(String, String)> = self
             .vms
             .iter()
