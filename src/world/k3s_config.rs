@@ -579,7 +579,7 @@ mod tests {
             "node-lable: [a=1]\ntoken: x\n",
         )]));
         let (_, cfg) = resolve(&parse_unit(UNIT).unwrap(), &files, table()).unwrap();
-        assert!(cfg.flags.get("node-lable").is_none());
+        assert!(!cfg.flags.contains_key("node-lable"));
         assert_eq!(cfg.list("node-label"), ["cli=1"]);
         assert_eq!(cfg.warnings.len(), 1);
         assert!(
