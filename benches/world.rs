@@ -38,6 +38,7 @@ const TIMINGS: Timings = Timings {
     join_ms: 8000,
     agent_ready_ms: 5000,
     restart_ms: 5000,
+    tailscale_up_ms: 1000,
 };
 
 fn fleet(servers: u32, agents: u32) -> String {

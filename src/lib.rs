@@ -17,6 +17,7 @@ pub mod emulator;
 pub mod engine;
 pub mod fleet;
 pub mod hint;
+pub mod k3s_flags;
 pub mod kubeaccess;
 pub mod lease;
 pub mod limits;

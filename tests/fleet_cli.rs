@@ -696,7 +696,8 @@ fn secrets_reach_the_setup_script_and_nothing_else() {
             .setup_script
             .as_ref()
             .unwrap()
-            .contains("acme-cp1.tail1234.ts.net:6443")
+            .contains("JOIN='acme-cp1.tail1234.ts.net'"),
+        "acme-cp2 joins acme-cp1 (found by address in the peer list)"
     );
 }
 

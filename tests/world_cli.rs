@@ -279,7 +279,19 @@ fn ha_fleet(agents: u32) -> String {
 
 #[test]
 fn an_ha_cluster_forms_with_apply_wait() {
-    let h = harness(|_| {});
+    ha_cluster_forms(harness(|_| {}));
+}
+
+/// With MagicDNS off (`emulator --no-magic-dns`) the HA example still
+/// forms: joiners find their server in tailscaled's peer list (`tailscale
+/// ip -4 <server>`, no DNS) and join it by address; the tool reaches the
+/// cluster over SSH tunnels.
+#[test]
+fn an_ha_cluster_forms_without_magicdns() {
+    ha_cluster_forms(harness(|w| w.tailnet.magic_dns = false));
+}
+
+fn ha_cluster_forms(h: Harness) {
     std::fs::write(h.dir.path().join("fleet.yaml"), ha_fleet(2)).unwrap();
     let started = std::time::Instant::now();
     let out = cli(

@@ -396,7 +396,7 @@ fn secret_arg_keys(args: &[(String, Secret)]) -> Vec<SecretArgCtx<'_>> {
 
 /// Keys the setup script appends to config.yaml on the VM, once it knows
 /// the node's Tailscale IPv4 (templates/common.sh.tera).
-const SCRIPT_CONFIG_KEYS: [&str; 2] = ["node-ip", "advertise-address"];
+const SCRIPT_CONFIG_KEYS: [&str; 3] = ["node-ip", "advertise-address", "server"];
 
 /// Top-level keys of a rendered config.yaml (lines `key: ...` or `key:`).
 fn config_keys(yaml: &str) -> Vec<&str> {
@@ -443,10 +443,6 @@ fn render_configs(input: &BootstrapInput) -> Result<ConfigFiles, BootstrapError>
     cfg.insert("agent_token", input.agent_token.expose());
     cfg.insert("node_name", &input.node_name);
     cfg.insert("cluster_init", &(kind == ScriptKind::ServerInit));
-    cfg.insert(
-        "server_url",
-        &format!("https://{}:{K3S_PORT}", join_host(input)),
-    );
     cfg.insert("labels", &labels);
     cfg.insert("taints", &input.taints);
     cfg.insert("is_server", &kind.is_server());
@@ -553,6 +549,7 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     ctx.insert("install_args", &install_args(input));
     ctx.insert("tailscale_auth_key", input.tailscale_auth_key.expose());
     ctx.insert("join_host", &join_host(input));
+    ctx.insert("tailnet", &input.tailnet);
     ctx.insert("config_yaml", &files.config_yaml);
     ctx.insert("dropin_yaml", &files.dropin_yaml);
     ctx.insert("dropin_path", DROPIN_PATH);

@@ -507,8 +507,15 @@ case "$1" in
   status)
     [ -f "$STUB_STATE/tailscaled" ] || { echo "failed to connect to local tailscaled" >&2; exit 1; }
     if [ -f "$STUB_STATE/ts-ip" ]; then s=Running; elif [ -f "$STUB_STATE/ts-starting" ]; then s=Starting; else s=NeedsLogin; fi
-    printf '{\n  "Version": "1.80.0",\n  "BackendState": "%s"\n}\n' "$s" ;;
+    tun=true; [ -f "$STUB_STATE/no-tun" ] && tun=false
+    name=$(sed 's/[\\"]/\\&/g' "$STUB_STATE/ts-name" 2>/dev/null || true)
+    printf '{\n  "Version": "1.80.0",\n  "TUN": %s,\n  "BackendState": "%s",\n  "Self": {\n    "ID": "n1",\n    "DNSName": "%s.tail1234.ts.net.",\n    "TailscaleIPs": ["100.64.0.7"]\n  }\n}\n' "$tun" "$s" "$name" ;;
   ip)
+    # A peer: from the peer list (no DNS).
+    if [ -n "${3:-}" ]; then
+      [ -f "$STUB_STATE/peer-missing" ] && { echo "no such peer" >&2; exit 1; }
+      echo "100.64.0.1"; exit 0
+    fi
     # Starting with a saved login: the address appears after a few polls.
     if [ -f "$STUB_STATE/ts-starting" ] && ! fails ts-starting; then
       rm -f "$STUB_STATE/ts-starting"; echo "100.64.0.7" > "$STUB_STATE/ts-ip"
@@ -524,6 +531,10 @@ case "$1" in
       esac
     done
     if fails tailscale-up; then echo "backend error: invalid key" >&2; exit 1; fi
+    for a in "$@"; do case "$a" in --hostname=*) n="${a#--hostname=}" ;; esac; done
+    # A stale device holding the name: this one gets NAME-1.
+    [ -f "$STUB_STATE/stale" ] && n="$n-1"
+    printf '%s\n' "$n" > "$STUB_STATE/ts-name"
     echo "100.64.0.7" > "$STUB_STATE/ts-ip" ;;
   logout) rm -f "$STUB_STATE/ts-ip" ;;
 esac
@@ -711,13 +722,19 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
         }
         assert!(log.contains(&format!("systemctl start --no-block {}\n", unit(kind))));
 
-        // Joiners wait for their join server: resolved, then /ping.
+        // Joiners find their join server in the peer list (no DNS), then
+        // wait for its /ping at that address.
         let joins = kind != ScriptKind::ServerInit;
-        assert_eq!(log.contains("getent hosts prod-cp1.tail1234.ts.net"), joins);
-        assert_eq!(
-            log.contains("https://prod-cp1.tail1234.ts.net:6443/ping"),
-            joins
-        );
+        assert_eq!(log.contains("tailscale ip -4 prod-cp1\n"), joins);
+        assert!(!log.contains("getent"), "{log}");
+        assert_eq!(log.contains("https://100.64.0.1:6443/ping"), joins);
+        // Every k3s unit is ordered after tailscaled.
+        let dropin = sb.root(&format!(
+            "/etc/systemd/system/{}.service.d/10-exedev-k8s.conf",
+            unit(kind)
+        ));
+        let text = std::fs::read_to_string(&dropin).expect("unit drop-in");
+        assert!(text.contains("After=tailscaled.service"), "{text}");
 
         // config.yaml: 0600, every address on the tailnet.
         let (_, _, mode) = snapshot(&sb.root(CONFIG_PATH));
@@ -742,10 +759,7 @@ fn runs_with_stand_ins_and_writes_a_tailnet_config() {
             }
             _ => {
                 assert_eq!(cfg.cluster_init, None);
-                assert_eq!(
-                    cfg.server.as_deref(),
-                    Some("https://prod-cp1.tail1234.ts.net:6443")
-                );
+                assert_eq!(cfg.server.as_deref(), Some("https://100.64.0.1:6443"));
             }
         }
         if kind.is_server() {
@@ -1034,19 +1048,24 @@ fn a_tailnet_join_that_keeps_failing_is_recorded() {
 }
 
 #[test]
-fn an_unresolvable_join_server_names_magicdns() {
+fn a_join_server_missing_from_the_peer_list_is_named() {
     let script = render(&input(ScriptKind::ServerJoin)).expect("renders");
     let sb = Sandbox::new();
-    sb.set("dns-down", "");
+    sb.set("peer-missing", "");
     assert!(!sb.run(&script, &[]).status.success());
     assert_eq!(
         sb.vm_state().phase,
         BootstrapPhase::Failed {
-            step: "resolve prod-cp1.tail1234.ts.net".into()
+            step: "find prod-cp1.tail1234.ts.net on the tailnet".into()
         }
     );
-    assert_eq!(sb.log().matches("getent hosts").count(), 60);
-    assert!(sb.vm_log().contains("MagicDNS"));
+    assert_eq!(sb.log().matches("tailscale ip -4 prod-cp1\n").count(), 60);
+    assert!(
+        sb.vm_log()
+            .contains("tailscale ip -4 prod-cp1: no such peer"),
+        "{}",
+        sb.vm_log()
+    );
 
     let sb = Sandbox::new();
     sb.set("join-down", "");
@@ -1057,6 +1076,47 @@ fn an_unresolvable_join_server_names_magicdns() {
             step: "reach prod-cp1.tail1234.ts.net:6443".into()
         }
     );
+}
+
+/// Tailscale in userspace networking has an address but no tailscale0:
+/// the script stops at once, naming it, before k3s crash-loops on
+/// `flannel-iface: tailscale0`.
+#[test]
+fn userspace_tailscale_fails_at_once_naming_tailscale0() {
+    let script = render(&input(ScriptKind::Agent)).expect("renders");
+    let sb = Sandbox::new();
+    sb.set("no-tun", "");
+    assert!(!sb.run(&script, &[]).status.success());
+    assert_eq!(
+        sb.vm_state().phase,
+        BootstrapPhase::Failed {
+            step: "join the tailnet".into()
+        }
+    );
+    assert!(sb.vm_log().contains("no tailscale0"), "{}", sb.vm_log());
+    assert!(!sb.root(CONFIG_PATH).exists());
+}
+
+/// A stale device holding the VM's name makes this one `<name>-1`: the
+/// script stops at once, naming the stale device and how to remove it.
+#[test]
+fn a_stale_device_holding_the_name_fails_at_once() {
+    let script = render(&input(ScriptKind::ServerInit)).expect("renders");
+    let sb = Sandbox::new();
+    sb.set("stale", "");
+    assert!(!sb.run(&script, &[]).status.success());
+    let log = sb.vm_log();
+    assert!(
+        log.contains(
+            "this VM is prod-cp1-1.tail1234.ts.net. on the tailnet, not prod-cp1.tail1234.ts.net."
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("remove the stale device prod-cp1") && log.contains("tailscale logout"),
+        "{log}"
+    );
+    assert!(!sb.root(CONFIG_PATH).exists());
 }
 
 #[test]

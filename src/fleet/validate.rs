@@ -14,6 +14,7 @@ use super::desired::{
 use super::error::FleetError;
 use super::model::{API_VERSION, FleetFile, K3sArg, KIND, Labels, SecretRef, Share, Sizing};
 use super::secret_flags;
+use crate::k3s_flags::{self, Role};
 use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::{ByteSize, SizeError};
 
@@ -388,11 +389,24 @@ fn check_k3s(cx: &mut Ctx, fleet: &FleetFile) {
             "write stable, latest, testing or a minor line such as v1.31",
         );
     }
-    for arg in k3s.server_args.iter().chain(&k3s.agent_args) {
+    let tables = flag_tables(cx, fleet);
+    let roles = (k3s.server_args.iter().map(|a| (Role::Server, a)))
+        .chain(k3s.agent_args.iter().map(|a| (Role::Agent, a)));
+    for (role, arg) in roles {
         match &arg.value {
-            K3sArg::Plain(value) => check_plain_arg(cx, arg, value),
+            K3sArg::Plain(value) => {
+                if check_plain_arg(cx, arg, value) {
+                    let body = &value[2..];
+                    let (name, has_value) = body
+                        .split_once('=')
+                        .map_or((body, false), |(n, _)| (n, true));
+                    check_defined(cx, arg, &tables, role, name, has_value);
+                }
+            }
             K3sArg::Secret { flag, secret } => {
-                check_secret_flag(cx, flag);
+                if check_secret_flag(cx, flag) {
+                    check_defined(cx, flag, &tables, role, &flag.value[2..], true);
+                }
                 check_secret(cx, secret, "ETCD_S3_SECRET");
             }
         }
@@ -415,9 +429,70 @@ fn check_k3s(cx: &mut Ctx, fleet: &FleetFile) {
     check_server_token_stays_on_servers(cx, fleet);
 }
 
-/// A plain k3s argument: a flag, on one line, and no secret in plain text.
-/// Messages name the flag, never its value (it may be the secret).
-fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
+/// The k3s flag tables a fleet's arguments are checked against: its
+/// release's minor, or, following a named channel (minor unknown until the
+/// channel is asked), every table: a flag no covered release defines is
+/// still refused. Empty (nothing checked) when the release's minor is not
+/// covered, which is itself refused when the fleet passes k3s flags.
+fn flag_tables(cx: &mut Ctx, fleet: &FleetFile) -> Vec<&'static k3s_flags::Table> {
+    let k3s = &fleet.k3s.value;
+    let minor = |s: &str| -> Option<(u32, u32)> {
+        if let Some(r) = crate::release::Release::parse(s) {
+            return Some((r.major, r.minor));
+        }
+        let (a, b) = s.strip_prefix('v')?.split_once('.')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let pinned = k3s
+        .version
+        .as_ref()
+        .and_then(|v| Some((v, minor(&v.value)?)))
+        .or_else(|| {
+            k3s.channel
+                .as_ref()
+                .and_then(|c| Some((c, minor(&c.value)?)))
+        });
+    let Some((at, (major, min))) = pinned else {
+        return k3s_flags::all();
+    };
+    match k3s_flags::for_minor(major, min) {
+        Ok(t) => vec![t],
+        Err(why) => {
+            if !(k3s.server_args.is_empty() && k3s.agent_args.is_empty()) {
+                cx.at(
+                    at,
+                    format!("serverArgs/agentArgs cannot be checked: {why}"),
+                    format!(
+                        "use a release of {}, or a newer exedev-k8s; k3s exits on a flag it does not define, so unchecked flags are not passed on",
+                        k3s_flags::covered()
+                    ),
+                );
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// A flag given to k3s must be one k3s defines for that role, with a value
+/// unless it is a boolean (k3s exits otherwise: `k3s_flags`).
+fn check_defined<T>(
+    cx: &mut Ctx,
+    at: &Spanned<T>,
+    tables: &[&k3s_flags::Table],
+    role: Role,
+    name: &str,
+    has_value: bool,
+) {
+    if tables.is_empty() {
+        return;
+    }
+    if let Err((message, hint)) = k3s_flags::check_flag(tables, role, name, has_value) {
+        cx.at(at, message, hint);
+    }
+}
+
+/// Whether the item is a well-formed `--flag[=value]` (reported if not).
+fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) -> bool {
     let name = secret_flags::flag_name(value);
     if !value.starts_with("--") {
         cx.at(
@@ -425,12 +500,14 @@ fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
             format!("k3s argument {name:?} does not start with --"),
             "write each flag as its own item, e.g. --kubelet-arg=max-pods=200",
         );
+        false
     } else if value.contains(['\n', '\0']) {
         cx.at(
             arg,
             "k3s argument contains a newline or NUL character",
             "write each flag on one line, as its own list item",
         );
+        false
     } else if let Some(flag) = secret_flags::plain_secret(value) {
         let hint = match FLAGS_WITH_OWN_FIELD.iter().find(|(f, _)| *f == name) {
             Some((_, field)) => format!(
@@ -448,6 +525,9 @@ fn check_plain_arg(cx: &mut Ctx, arg: &Spanned<K3sArg>, value: &str) {
             ),
             hint,
         );
+        false
+    } else {
+        true
     }
 }
 
@@ -462,7 +542,8 @@ const FLAGS_WITH_OWN_FIELD: &[(&str, &str)] = &[
 
 /// A secret flag becomes a config.yaml key: `--name` exactly, lowercase
 /// letters, digits and inner hyphens (what k3s's flags look like), no value.
-fn check_secret_flag(cx: &mut Ctx, flag: &Spanned<String>) {
+/// Whether it is one exedev-k8s passes on (reported if not).
+fn check_secret_flag(cx: &mut Ctx, flag: &Spanned<String>) -> bool {
     let name = flag.value.strip_prefix("--").unwrap_or("");
     let well_formed = name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
@@ -480,12 +561,16 @@ fn check_secret_flag(cx: &mut Ctx, flag: &Spanned<String>) {
             format!("secret flag {:?} {why}", flag.value),
             "write the flag alone, e.g. flag: --etcd-s3-secret-key, and its value as secret: {env: NAME}",
         );
+        false
     } else if let Some((_, field)) = FLAGS_WITH_OWN_FIELD.iter().find(|(f, _)| *f == flag.value) {
         cx.at(
             flag,
             format!("{} is set by exedev-k8s from {field}", flag.value),
             format!("remove this item and set {field} instead"),
         );
+        false
+    } else {
+        true
     }
 }
 

@@ -51,6 +51,15 @@ pub struct WorldArgs {
     /// MagicDNS is off: tailnet names do not resolve.
     #[arg(long, requires = "run_setup_scripts")]
     pub no_magic_dns: bool,
+    /// Tailscale runs in userspace networking: no TUN device, so no
+    /// `tailscale0` (`tailscale ip -4` still answers).
+    #[arg(long, requires = "run_setup_scripts")]
+    pub no_tun: bool,
+    /// An offline device already holds this name on the tailnet (a logout
+    /// that failed, a VM recreated): a VM asking for it becomes NAME-1
+    /// (repeatable).
+    #[arg(long, value_name = "NAME", requires = "run_setup_scripts")]
+    pub stale_device: Vec<String>,
     /// tailscaled runs at boot (whether exeuntu enables it is not known;
     /// by default it does not, so scripts must start it).
     #[arg(long, requires = "run_setup_scripts")]
@@ -75,6 +84,10 @@ pub struct WorldArgs {
     /// Time for an agent to register once its server answers, in milliseconds.
     #[arg(long, default_value_t = Timings::default().agent_ready_ms, requires = "run_setup_scripts")]
     pub agent_ready_ms: u64,
+    /// Time tailscaled takes at boot to bring a saved login online, in
+    /// milliseconds (meanwhile `BackendState: Starting`, no address).
+    #[arg(long, default_value_t = Timings::default().tailscale_up_ms, requires = "run_setup_scripts")]
+    pub tailscale_up_ms: u64,
     /// systemd's restart delay for a failed k3s, in milliseconds.
     #[arg(long, default_value_t = Timings::default().restart_ms, requires = "run_setup_scripts")]
     pub restart_ms: u64,
@@ -141,6 +154,8 @@ impl WorldArgs {
                 None => None,
             },
             refuse_all_keys: self.fault_tailscale_key_invalid,
+            userspace: self.no_tun,
+            stale_devices: self.stale_device.clone(),
         };
         c.timings = Timings {
             install_ms: self.install_ms,
@@ -148,6 +163,7 @@ impl WorldArgs {
             join_ms: self.join_ms,
             agent_ready_ms: self.agent_ready_ms,
             restart_ms: self.restart_ms,
+            tailscale_up_ms: self.tailscale_up_ms,
         };
         c.faults = Faults {
             download_failures: self.fault_download_failures,

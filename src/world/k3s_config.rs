@@ -9,34 +9,20 @@
 //! given on the command line wins and list flags accumulate; drop-ins are
 //! read in name order after config.yaml, a later key replaces an earlier
 //! one and `key+:` appends; `K3S_*` variables fill only flags set nowhere
-//! else. Unknown keys are kept, not refused: whether k3s refuses an unknown
-//! config key is not in the facts file.
+//! else. Which flags exist, which take no value and which accumulate is
+//! `crate::k3s_flags`, the table validation uses: a flag k3s does not define
+//! on the command line makes k3s exit ("flag provided but not defined", facts
+//! "Read from source"), an unknown config-file key is warned about and
+//! skipped (`pkg/configfilearg/parser.go:96`, same section).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::k3s_flags::{self, Kind, Table};
+
 /// Default config file; `--config` / `K3S_CONFIG_FILE` move it.
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
-
-/// Flags whose values are lists (repeatable, or comma-separated).
-const LIST_FLAGS: &[&str] = &[
-    "node-label",
-    "node-taint",
-    "tls-san",
-    "disable",
-    "node-ip",
-    "node-external-ip",
-    "cluster-cidr",
-    "service-cidr",
-    "cluster-dns",
-    "kubelet-arg",
-    "kube-apiserver-arg",
-    "kube-controller-manager-arg",
-    "kube-scheduler-arg",
-    "kube-proxy-arg",
-    "etcd-arg",
-];
 
 /// List flags whose values k3s also splits on commas.
 const COMMA_FLAGS: &[&str] = &[
@@ -47,29 +33,6 @@ const COMMA_FLAGS: &[&str] = &[
     "cluster-cidr",
     "service-cidr",
     "cluster-dns",
-];
-
-/// Flags that take no value on the command line.
-const BOOL_FLAGS: &[&str] = &[
-    "cluster-init",
-    "secrets-encryption",
-    "disable-network-policy",
-    "disable-kube-proxy",
-    "disable-cloud-controller",
-    "disable-helm-controller",
-    "disable-apiserver",
-    "disable-etcd",
-    "disable-scheduler",
-    "disable-controller-manager",
-    "embedded-registry",
-    "debug",
-    "selinux",
-    "rootless",
-    "prefer-bundled-bin",
-    "protect-kernel-defaults",
-    "with-node-id",
-    "docker",
-    "cluster-reset",
 ];
 
 /// `K3S_*` variables and the flags they stand for.
@@ -86,15 +49,6 @@ const ENV_FLAGS: &[(&str, &str)] = &[
     ("K3S_DATASTORE_ENDPOINT", "datastore-endpoint"),
     ("K3S_VPN_AUTH", "vpn-auth"),
     ("K3S_VPN_AUTH_FILE", "vpn-auth-file"),
-];
-
-/// Short command-line aliases.
-const SHORT: &[(&str, &str)] = &[
-    ("t", "token"),
-    ("s", "server"),
-    ("c", "config"),
-    ("d", "data-dir"),
-    ("i", "node-ip"),
 ];
 
 /// Read access to the VM's files, as k3s (root) sees them.
@@ -206,6 +160,8 @@ pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
 pub struct K3sConfig {
     /// Every flag that has a value, lists in order.
     pub flags: BTreeMap<String, Vec<String>>,
+    /// What k3s warns about while reading its files (unknown keys skipped).
+    pub warnings: Vec<String>,
 }
 
 impl K3sConfig {
@@ -227,7 +183,7 @@ impl K3sConfig {
         matches!(self.get(key), Some("true" | "1" | "yes"))
     }
 
-    fn set(&mut self, key: &str, values: Vec<String>, append: bool) {
+    fn set(&mut self, key: &str, values: Vec<String>, append: bool, list: bool) {
         let values: Vec<String> = if COMMA_FLAGS.contains(&key) {
             values
                 .iter()
@@ -239,7 +195,7 @@ impl K3sConfig {
             values
         };
         let slot = self.flags.entry(key.to_string()).or_default();
-        if append && LIST_FLAGS.contains(&key) {
+        if append && list {
             slot.extend(values);
         } else {
             *slot = values;
@@ -258,7 +214,12 @@ fn scalar_string(v: &Value) -> Option<String> {
 }
 
 /// Applies one config file (config.yaml or a drop-in) on top of `cfg`.
-fn apply_config_file(cfg: &mut K3sConfig, path: &str, text: &str) -> Result<(), String> {
+fn apply_config_file(
+    cfg: &mut K3sConfig,
+    flags: &Flags,
+    path: &str,
+    text: &str,
+) -> Result<(), String> {
     if text.trim().is_empty() {
         return Ok(());
     }
@@ -273,52 +234,66 @@ fn apply_config_file(cfg: &mut K3sConfig, path: &str, text: &str) -> Result<(), 
             Some(k) => (k.to_string(), true),
             None => (key, false),
         };
+        let Some(kind) = flags.kind(&key) else {
+            cfg.warnings.push(format!(
+                "Unknown flag {key} found in config.yaml ({path}), skipping"
+            ));
+            continue;
+        };
         let values: Vec<String> = match &value {
             Value::Array(items) => items.iter().filter_map(scalar_string).collect(),
             other => scalar_string(other).into_iter().collect(),
         };
-        cfg.set(&key, values, append);
+        cfg.set(&key, values, append, kind == Kind::List);
     }
     Ok(())
 }
 
-/// Parses k3s command-line arguments (after `server`/`agent`).
-fn parse_args(args: &[String]) -> Result<Vec<(String, String)>, String> {
+/// The flags of one role in one table, as the world's k3s reads them.
+struct Flags<'a> {
+    table: &'a Table,
+    role: k3s_flags::Role,
+}
+
+impl Flags<'_> {
+    fn kind(&self, name: &str) -> Option<Kind> {
+        self.table.lookup(self.role, name).map(|f| f.kind)
+    }
+    fn long(&self, name: &str) -> Option<&'static str> {
+        self.table.lookup(self.role, name).map(|f| f.name)
+    }
+}
+
+/// Parses k3s command-line arguments (after `server`/`agent`) as urfave/cli
+/// does: `-x` and `--x` alike, long names and one-letter aliases, a flag it
+/// does not define is an error (k3s exits with it).
+fn parse_args(flags: &Flags, args: &[String]) -> Result<Vec<(String, String, bool)>, String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
-        let name = if let Some(long) = a.strip_prefix("--") {
-            long.to_string()
-        } else if let Some(short) = a.strip_prefix('-') {
-            let (s, rest) = short
-                .split_once('=')
-                .map_or((short, None), |(s, r)| (s, Some(r)));
-            let long = SHORT
-                .iter()
-                .find(|(k, _)| *k == s)
-                .map(|(_, l)| *l)
-                .ok_or_else(|| format!("flag provided but not defined: -{s}"))?;
-            match rest {
-                Some(r) => format!("{long}={r}"),
-                None => long.to_string(),
-            }
-        } else {
+        let Some(body) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
             return Err(format!(
                 "unexpected argument {a:?} (k3s takes flags after server/agent)"
             ));
         };
-        if let Some((k, v)) = name.split_once('=') {
-            out.push((k.to_string(), v.to_string()));
-        } else if BOOL_FLAGS.contains(&name.as_str()) {
-            out.push((name, "true".to_string()));
-        } else {
-            let v = args
-                .get(i + 1)
-                .ok_or_else(|| format!("flag needs an argument: --{name}"))?;
-            out.push((name, v.clone()));
-            i += 1;
-        }
+        let (given, inline) = body
+            .split_once('=')
+            .map_or((body, None), |(n, v)| (n, Some(v.to_string())));
+        let (Some(name), Some(kind)) = (flags.long(given), flags.kind(given)) else {
+            return Err(format!("flag provided but not defined: -{given}"));
+        };
+        let value = match (inline, kind) {
+            (Some(v), _) => v,
+            (None, Kind::Bool) => "true".to_string(),
+            (None, _) => {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("flag needs an argument: -{given}"))?
+            }
+        };
+        out.push((name.to_string(), value, kind == Kind::List));
         i += 1;
     }
     Ok(out)
@@ -326,7 +301,12 @@ fn parse_args(args: &[String]) -> Result<Vec<(String, String)>, String> {
 
 /// The role and effective configuration of a unit, reading its files
 /// (environment files, config.yaml, drop-ins) through `files`.
-pub fn resolve(unit: &UnitFile, files: &dyn Files) -> Result<(Role, K3sConfig), String> {
+/// `table` is the k3s flag table of the installed release.
+pub fn resolve(
+    unit: &UnitFile,
+    files: &dyn Files,
+    table: &Table,
+) -> Result<(Role, K3sConfig), String> {
     let role = match unit.exec.get(1).map(String::as_str) {
         Some("server") => Role::Server,
         Some("agent") => Role::Agent,
@@ -353,17 +333,24 @@ pub fn resolve(unit: &UnitFile, files: &dyn Files) -> Result<(Role, K3sConfig), 
             None => return Err(format!("failed to load environment file {path}")),
         }
     }
-    let cli = parse_args(&unit.exec[2..])?;
+    let flags = Flags {
+        table,
+        role: match role {
+            Role::Server => k3s_flags::Role::Server,
+            Role::Agent => k3s_flags::Role::Agent,
+        },
+    };
+    let cli = parse_args(&flags, &unit.exec[2..])?;
     let config_path = cli
         .iter()
         .rev()
-        .find(|(k, _)| k == "config")
-        .map(|(_, v)| v.clone())
+        .find(|(k, _, _)| k == "config")
+        .map(|(_, v, _)| v.clone())
         .or_else(|| env.get("K3S_CONFIG_FILE").cloned())
         .unwrap_or_else(|| CONFIG_PATH.to_string());
     let mut cfg = K3sConfig::default();
     if let Some(text) = files.read(&config_path) {
-        apply_config_file(&mut cfg, &config_path, &text)?;
+        apply_config_file(&mut cfg, &flags, &config_path, &text)?;
     }
     let dropin_dir = format!("{config_path}.d");
     let mut names: Vec<String> = files
@@ -375,27 +362,30 @@ pub fn resolve(unit: &UnitFile, files: &dyn Files) -> Result<(Role, K3sConfig), 
     for n in names {
         let path = format!("{dropin_dir}/{n}");
         if let Some(text) = files.read(&path) {
-            apply_config_file(&mut cfg, &path, &text)?;
+            apply_config_file(&mut cfg, &flags, &path, &text)?;
         }
     }
     // Command line: scalars replace, lists accumulate after the file's.
-    for (k, v) in cli {
-        cfg.set(&k, vec![v], true);
+    for (k, v, list) in cli {
+        cfg.set(&k, vec![v], true, list);
     }
     for (var, flag) in ENV_FLAGS {
         if let Some(v) = env.get(*var)
             && !cfg.flags.contains_key(*flag)
             && !v.is_empty()
         {
-            cfg.set(flag, vec![v.clone()], false);
+            cfg.set(flag, vec![v.clone()], false, false);
         }
     }
     Ok((role, cfg))
 }
 
 /// The settings every server must share ("critical configuration value
-/// mismatch" otherwise), from the facts file ("Install"), with k3s's
-/// defaults filled in.
+/// mismatch" otherwise): k3s's `CriticalControlArgs`
+/// (`pkg/daemons/config/types.go`, facts "Read from source"; the field list
+/// read at hilmoo/k3s@1feb5ae), by their `cli` names, with k3s's defaults
+/// filled in. Not `disable` as a whole (only servicelb, as
+/// `disable-service-lb`) and not `agent-token`.
 pub fn critical(cfg: &K3sConfig) -> BTreeMap<&'static str, String> {
     let or = |k: &str, d: &str| {
         let v = cfg.list(k);
@@ -405,32 +395,36 @@ pub fn critical(cfg: &K3sConfig) -> BTreeMap<&'static str, String> {
             v.join(",")
         }
     };
-    let mut disabled = cfg.list("disable");
-    disabled.sort();
-    disabled.dedup();
+    let flag = |k: &str| cfg.bool(k).to_string();
+    let value = |k: &str, d: &str| cfg.get(k).unwrap_or(d).to_string();
+    let servicelb = cfg.list("disable").iter().any(|d| d == "servicelb");
     BTreeMap::from([
         ("cluster-cidr", or("cluster-cidr", "10.42.0.0/16")),
         ("service-cidr", or("service-cidr", "10.43.0.0/16")),
         ("cluster-dns", or("cluster-dns", "10.43.0.10")),
+        ("cluster-domain", value("cluster-domain", "cluster.local")),
+        ("disable-cloud-controller", flag("disable-cloud-controller")),
+        ("disable-helm-controller", flag("disable-helm-controller")),
+        ("disable-network-policy", flag("disable-network-policy")),
+        ("disable-service-lb", servicelb.to_string()),
+        ("secrets-encryption", flag("secrets-encryption")),
         (
-            "cluster-domain",
-            cfg.get("cluster-domain")
-                .unwrap_or("cluster.local")
-                .to_string(),
+            "secrets-encryption-provider",
+            value("secrets-encryption-provider", "aescbc"),
         ),
+        ("embedded-registry", flag("embedded-registry")),
+        ("flannel-backend", value("flannel-backend", "vxlan")),
+        ("flannel-ipv6-masq", flag("flannel-ipv6-masq")),
         (
-            "flannel-backend",
-            cfg.get("flannel-backend").unwrap_or("vxlan").to_string(),
+            "flannel-ip-masq-disable-random-fully",
+            flag("flannel-ip-masq-disable-random-fully"),
         ),
-        ("disable", disabled.join(",")),
+        ("flannel-external-ip", flag("flannel-external-ip")),
         (
-            "secrets-encryption",
-            cfg.bool("secrets-encryption").to_string(),
+            "egress-selector-mode",
+            value("egress-selector-mode", "agent"),
         ),
-        (
-            "agent-token",
-            cfg.get("agent-token").unwrap_or_default().to_string(),
-        ),
+        ("supervisor-metrics", flag("supervisor-metrics")),
     ])
 }
 
@@ -439,6 +433,10 @@ mod tests {
     use super::*;
 
     struct Mem(BTreeMap<&'static str, &'static str>);
+
+    fn table() -> &'static Table {
+        k3s_flags::for_minor(1, 31).unwrap()
+    }
 
     impl Files for Mem {
         fn read(&self, path: &str) -> Option<String> {
@@ -493,7 +491,7 @@ mod tests {
                 "K3S_TOKEN='from-env'\nK3S_URL=https://env:6443\n",
             ),
         ]));
-        let (role, cfg) = resolve(&parse_unit(UNIT).unwrap(), &files).unwrap();
+        let (role, cfg) = resolve(&parse_unit(UNIT).unwrap(), &files, table()).unwrap();
         assert_eq!(role, Role::Server);
         assert_eq!(
             cfg.get("token"),
@@ -519,8 +517,10 @@ mod tests {
         assert_eq!(cfg.list("disable"), ["traefik", "servicelb"]);
         assert!(cfg.bool("cluster-init"));
         let c = critical(&cfg);
-        assert_eq!(c["disable"], "servicelb,traefik");
+        assert_eq!(c["disable-service-lb"], "true");
+        assert!(!c.contains_key("disable") && !c.contains_key("agent-token"));
         assert_eq!(c["cluster-cidr"], "10.42.0.0/16");
+        assert_eq!(c["egress-selector-mode"], "agent");
     }
 
     #[test]
@@ -529,22 +529,63 @@ mod tests {
             "/etc/rancher/k3s/config.yaml",
             "- not\n- a map\n",
         )]));
-        let e = resolve(&parse_unit(UNIT).unwrap(), &files).unwrap_err();
+        let e = resolve(&parse_unit(UNIT).unwrap(), &files, table()).unwrap_err();
         assert!(e.contains("config.yaml"), "{e}");
         let unit = parse_unit("ExecStart=/usr/local/bin/k3s bogus\n").unwrap();
-        assert!(resolve(&unit, &Mem(BTreeMap::new())).is_err());
+        assert!(resolve(&unit, &Mem(BTreeMap::new()), table()).is_err());
         let unit = parse_unit("ExecStart=/usr/local/bin/k3s agent --token\n").unwrap();
-        assert!(resolve(&unit, &Mem(BTreeMap::new())).is_err());
+        assert!(resolve(&unit, &Mem(BTreeMap::new()), table()).is_err());
         let unit =
             parse_unit("ExecStart=/usr/local/bin/k3s agent -t tok -s https://a:6443 --debug\n")
                 .unwrap();
-        let (role, cfg) = resolve(&unit, &Mem(BTreeMap::new())).unwrap();
+        let (role, cfg) = resolve(&unit, &Mem(BTreeMap::new()), table()).unwrap();
         assert_eq!(role, Role::Agent);
         assert_eq!(cfg.get("token"), Some("tok"));
         assert!(cfg.bool("debug"));
         assert_eq!(
             parse_env_file("# c\nA=1\nB=\"two words\"\n"),
             [("A".into(), "1".into()), ("B".into(), "two words".into())]
+        );
+    }
+
+    #[test]
+    fn flags_k3s_does_not_define_stop_it_and_config_keys_it_does_not_know_are_skipped() {
+        // A typo on the command line: k3s exits (urfave/cli).
+        let unit =
+            parse_unit("ExecStart=/usr/local/bin/k3s server --etcd-snapshot-schedule-crn=0\n")
+                .unwrap();
+        let e = resolve(&unit, &Mem(BTreeMap::new()), table()).unwrap_err();
+        assert_eq!(
+            e,
+            "flag provided but not defined: -etcd-snapshot-schedule-crn"
+        );
+        // A server flag given to an agent is not defined there either.
+        let unit = parse_unit("ExecStart=/usr/local/bin/k3s agent --cluster-init\n").unwrap();
+        let e = resolve(&unit, &Mem(BTreeMap::new()), table()).unwrap_err();
+        assert!(e.contains("-cluster-init"), "{e}");
+        // Go's flag syntax: one dash or two, aliases, bools without a value.
+        let unit = parse_unit(
+            "ExecStart=/usr/local/bin/k3s agent -node-label a=1 --i=100.64.0.9 -t tok --with-node-id\n",
+        )
+        .unwrap();
+        let (_, cfg) = resolve(&unit, &Mem(BTreeMap::new()), table()).unwrap();
+        assert_eq!(cfg.list("node-label"), ["a=1"]);
+        assert_eq!(cfg.list("node-ip"), ["100.64.0.9"]);
+        assert_eq!(cfg.get("token"), Some("tok"));
+        assert!(cfg.bool("with-node-id"));
+        // In config.yaml an unknown key is a warning, and skipped.
+        let files = Mem(BTreeMap::from([(
+            "/etc/rancher/k3s/config.yaml",
+            "node-lable: [a=1]\ntoken: x\n",
+        )]));
+        let (_, cfg) = resolve(&parse_unit(UNIT).unwrap(), &files, table()).unwrap();
+        assert!(!cfg.flags.contains_key("node-lable"));
+        assert_eq!(cfg.list("node-label"), ["cli=1"]);
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(
+            cfg.warnings[0].contains("Unknown flag node-lable"),
+            "{:?}",
+            cfg.warnings
         );
     }
 }

@@ -58,6 +58,11 @@ pub struct Timings {
     /// systemd's restart delay for a failed k3s (`RestartSec=5s` in the
     /// real unit).
     pub restart_ms: u64,
+    /// tailscaled starting with a saved login at boot: this long in
+    /// `BackendState: Starting` (no address yet) before the device is
+    /// online, while the VM's enabled units start (the reboot race; how
+    /// long it takes is not in the facts file, the figure is the model's).
+    pub tailscale_up_ms: u64,
 }
 
 impl Default for Timings {
@@ -68,6 +73,7 @@ impl Default for Timings {
             join_ms: 100,
             agent_ready_ms: 100,
             restart_ms: 300,
+            tailscale_up_ms: 300,
         }
     }
 }
@@ -415,27 +421,15 @@ impl Inner {
 
     /// Starts `vm`'s API listener (the model locked by the caller).
     fn api_up(self: &Arc<Self>, m: &Model, vm: &str, cluster: &str) -> Result<(), String> {
-        let mut sans = vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-            "kubernetes".to_string(),
-            "kubernetes.default".to_string(),
-            "kubernetes.default.svc".to_string(),
-            "kubernetes.default.svc.cluster.local".to_string(),
-            "10.43.0.1".to_string(),
-            vm.to_string(),
-        ];
-        if let Some((p, _)) = m.ready_server(vm) {
-            sans.push(p.node_name.clone());
-            sans.extend(p.node_ip.map(|i| i.to_string()));
-            sans.extend(p.cfg.list("tls-san"));
-        }
-        if let Some(d) = m.device_of(vm) {
-            sans.push(m.tailnet.dns_name(d));
-            sans.push(d.ip.to_string());
-        }
-        sans.sort();
-        sans.dedup();
+        // The certificate's names: one place, `K3sProc::server_sans`.
+        let sans = match m.ready_server(vm) {
+            Some((p, _)) => p.server_sans(vm),
+            None => vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+                vm.to_string(),
+            ],
+        };
         let l = kube::start(self.clone(), m, vm, cluster, &sans)?;
         lock(&self.apis).insert(vm.to_string(), l);
         Ok(())
@@ -515,7 +509,21 @@ impl Inner {
             .read(&unit_path)
             .ok_or_else(|| format!("Unit {unit}.service not found."))?;
         let u = k3s_config::parse_unit(&text)?;
-        let (role, mut cfg) = k3s_config::resolve(&u, &root)?;
+        let binary = u.exec.first().cloned().unwrap_or_default();
+        let version = root
+            .read(&binary)
+            .and_then(|t| applets::installer::shim_version(&t));
+        // The flag table of the installed release; a release the table does
+        // not cover is read with the newest table (the model's own choice:
+        // validation already refused such a fleet's flags, and a script
+        // installing another release is not the world's to refuse).
+        let covered = version
+            .as_deref()
+            .and_then(crate::release::Release::parse)
+            .and_then(|r| crate::k3s_flags::for_minor(r.major, r.minor).ok());
+        let all = crate::k3s_flags::all();
+        let table = covered.or(all.last().copied()).ok_or("no k3s flag table")?;
+        let (role, mut cfg) = k3s_config::resolve(&u, &root, table)?;
         for (file_flag, flag) in [
             ("token-file", "token"),
             ("agent-token-file", "agent-token"),
@@ -529,10 +537,6 @@ impl Inner {
                     .insert(flag.to_string(), vec![v.trim().to_string()]);
             }
         }
-        let binary = u.exec.first().cloned().unwrap_or_default();
-        let version = root
-            .read(&binary)
-            .and_then(|t| applets::installer::shim_version(&t));
         Ok(k3s::StartInputs {
             role,
             cfg,

@@ -83,6 +83,9 @@ pub struct VmState {
     pub tailscaled: bool,
     /// tailscaled's node key (its state file): the VM's tailnet identity.
     pub node_key: Option<String>,
+    /// tailscaled started with a saved login and is still `Starting`: its
+    /// device comes online at this time (`Timings::tailscale_up_ms`).
+    pub tailnet_up_at: Option<u64>,
     pub units: BTreeMap<String, UnitState>,
     pub journal: VecDeque<JournalEntry>,
     pub setup: SetupRecord,
@@ -181,6 +184,7 @@ impl Model {
                 up: false,
                 tailscaled: false,
                 node_key: None,
+                tailnet_up_at: None,
                 units: BTreeMap::new(),
                 journal: VecDeque::new(),
                 setup: SetupRecord::default(),
@@ -261,9 +265,33 @@ impl Model {
         vm.tailscaled = true;
         vm.log(now_ms, "tailscaled", "tailscaled", "tailscaled started");
         if let Some(key) = vm.node_key.clone()
-            && let Some(id) = self.tailnet.by_key(&key).map(|d| d.id)
+            && self.tailnet.by_key(&key).is_some()
         {
-            self.tailnet.set_online(id, true, now_ms);
+            // A saved login: `Starting` for a while, then online (the
+            // reboot race: enabled units start meanwhile).
+            vm.tailnet_up_at = Some(now_ms + self.timings.tailscale_up_ms);
+            self.tailnet_tick(now_ms);
+        }
+    }
+
+    /// Devices whose tailscaled finished starting come online.
+    pub fn tailnet_tick(&mut self, now_ms: u64) {
+        let due: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(_, v)| v.tailscaled && v.tailnet_up_at.is_some_and(|t| t <= now_ms))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(v) = self.vms.get_mut(&name) else {
+                continue;
+            };
+            v.tailnet_up_at = None;
+            if let Some(key) = v.node_key.clone()
+                && let Some(id) = self.tailnet.by_key(&key).map(|d| d.id)
+            {
+                self.tailnet.set_online(id, true, now_ms);
+            }
         }
     }
 
@@ -273,6 +301,7 @@ impl Model {
             return;
         };
         vm.tailscaled = false;
+        vm.tailnet_up_at = None;
         if let Some(key) = vm.node_key.clone() {
             self.tailnet.key_offline(&key, now_ms);
         }
@@ -415,7 +444,11 @@ mod tests {
             None,
             "offline devices are unreachable"
         );
+        // A saved login: `Starting` first (the reboot race), online after
+        // `tailscale_up_ms`.
         m.start_tailscaled("vm-b", 6);
+        assert_eq!(m.route("vm-a", ip_b), None, "still starting");
+        m.tailnet_tick(6 + m.timings.tailscale_up_ms);
         assert_eq!(m.route("vm-a", ip_b).as_deref(), Some("vm-b"));
         m.remove_vm("vm-b", 7);
         assert_eq!(m.route("vm-a", ip_b), None);

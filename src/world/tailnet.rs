@@ -99,6 +99,16 @@ pub struct TailnetConfig {
     pub magic_dns: bool,
     /// Fault: every auth key is refused, as for a revoked or mistyped key.
     pub refuse_all_keys: bool,
+    /// tailscaled runs in userspace networking (no TUN device): there is no
+    /// `tailscale0`, `tailscale status --json` says `"TUN": false`
+    /// (Tailscale `ipn/ipnstate` `Status.TUN`: "If false, it's running in
+    /// userspace mode"), and `tailscale ip -4` still answers (facts
+    /// "Tailscale, read from source": `cli/ip.go:64-99`).
+    pub userspace: bool,
+    /// Offline devices that already hold these names when the world
+    /// starts (a logout that failed, a VM recreated): a new device asking
+    /// for one becomes `<name>-1` (facts "Tailscale as the overlay").
+    pub stale_devices: Vec<String>,
     /// The tailnet policy's access rules; `None` is the policy a new
     /// tailnet starts with, which lets every device reach every port of
     /// every other ([`Policy::allow_all`]).
@@ -115,6 +125,8 @@ impl Default for TailnetConfig {
             device_approval: false,
             magic_dns: true,
             refuse_all_keys: false,
+            userspace: false,
+            stale_devices: Vec::new(),
             policy: None,
         }
     }
@@ -238,13 +250,47 @@ pub fn sanitize_hostname(hostname: &str) -> String {
 
 impl Tailnet {
     pub fn new(config: TailnetConfig) -> Self {
-        Tailnet {
+        let stale = config.stale_devices.clone();
+        let mut t = Tailnet {
             config,
             devices: BTreeMap::new(),
             used_keys: BTreeSet::new(),
             next_id: 1,
             next_ip: 1,
+        };
+        for name in stale {
+            t.add_stale(&name);
         }
+        t
+    }
+
+    /// An offline device holding `name`, on no VM of the world.
+    fn add_stale(&mut self, name: &str) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let ip = Ipv4Addr::from(CGNAT_BASE + (self.next_ip % CGNAT_SIZE));
+        self.next_ip += 1;
+        let hostname = sanitize_hostname(name);
+        let name = self.free_name(&hostname, None);
+        self.devices.insert(
+            id,
+            Device {
+                id,
+                node_key: format!("nodekey:stale-{id}"),
+                name,
+                hostname,
+                ip,
+                online: false,
+                offline_since_ms: None,
+                ephemeral: false,
+                tags: Vec::new(),
+                needs_approval: false,
+                accept_dns: true,
+                advertised_routes: Vec::new(),
+                approved_routes: Vec::new(),
+                vm: String::new(),
+            },
+        );
     }
 
     /// The device a node key belongs to.
@@ -496,6 +542,27 @@ impl Tailnet {
         self.devices
             .values()
             .find(|d| d.name == label)
+            .map(|d| d.ip)
+    }
+
+    /// The address of a peer as `tailscale ip -4 <peer>` finds it: from
+    /// the peer list tailscaled holds, without DNS, so MagicDNS being off
+    /// or not the node's resolver does not matter (facts "Tailscale, read
+    /// from source": `cli/ip.go`, `cli/ping.go:195-219`). Matches an
+    /// address, the device's short name (any case) or its whole MagicDNS
+    /// name with the final dot, as the peer list holds it; anything else
+    /// (`name.tailnet` without the dot) is left to DNS by Tailscale, so
+    /// `None` here. The asking node must be on the tailnet.
+    pub fn peer_ip(&self, from: Option<&Device>, peer: &str) -> Option<Ipv4Addr> {
+        if !from?.reachable() {
+            return None;
+        }
+        if let Ok(ip) = peer.parse::<Ipv4Addr>() {
+            return self.by_ip(ip).map(|d| d.ip);
+        }
+        self.devices
+            .values()
+            .find(|d| d.name.eq_ignore_ascii_case(peer) || format!("{}.", self.dns_name(d)) == peer)
             .map(|d| d.ip)
     }
 
@@ -891,6 +958,32 @@ mod tests {
         assert_eq!(t.resolve(Some(&db), "a-vm.tail1234.ts.net"), None);
         assert_eq!(t.resolve(None, "a-vm.tail1234.ts.net"), None);
         assert_eq!(sanitize_hostname("My_Host.local"), "my-host-local");
+        // The peer list answers without DNS: a node that does not use
+        // MagicDNS, or a tailnet without it, still finds its peers.
+        assert_eq!(t.peer_ip(Some(&db), "a-vm"), Some(da.ip));
+        assert_eq!(t.peer_ip(Some(&db), "a-vm.tail1234.ts.net."), Some(da.ip));
+        assert_eq!(t.peer_ip(Some(&db), "A-VM"), Some(da.ip));
+        assert_eq!(
+            t.peer_ip(Some(&db), "a-vm.tail1234.ts.net"),
+            None,
+            "left to DNS"
+        );
+        assert_eq!(t.peer_ip(Some(&db), &da.ip.to_string()), Some(da.ip));
+        assert_eq!(t.peer_ip(Some(&db), "c-vm"), None);
+        assert_eq!(t.peer_ip(None, "a-vm"), None);
+        let mut off = Tailnet::new(TailnetConfig {
+            magic_dns: false,
+            ..TailnetConfig::default()
+        });
+        let a = off
+            .login(&login("a-vm", Some("tskey-auth-x"), None), 0)
+            .unwrap();
+        let b = off
+            .login(&login("b-vm", Some("tskey-auth-x"), None), 0)
+            .unwrap();
+        let (da, db) = (off.devices[&a].clone(), off.devices[&b].clone());
+        assert_eq!(off.resolve(Some(&db), "a-vm"), None);
+        assert_eq!(off.peer_ip(Some(&db), "a-vm"), Some(da.ip));
     }
 
     #[test]

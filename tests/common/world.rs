@@ -20,6 +20,7 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
         join_ms: 80,
         agent_ready_ms: 60,
         restart_ms: 200,
+        tailscale_up_ms: 100,
     };
     w.script_timeout = Duration::from_secs(30);
     w.sleep_scale = 0.02;

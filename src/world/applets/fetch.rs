@@ -198,7 +198,7 @@ fn supervisor(inner: &Arc<Inner>, req: &Fetch, host: &str, path: &str) -> FetchR
             format!("Failed to connect to {host} port 6443 after 0 ms: Timeout was reached"),
         );
     };
-    let Some((_, cid)) = m.ready_server(&target) else {
+    let Some((server, cid)) = m.supervisor(&target) else {
         return error(
             7,
             format!("Failed to connect to {host} port 6443 after 0 ms: Couldn't connect to server"),
@@ -216,6 +216,15 @@ fn supervisor(inner: &Arc<Inner>, req: &Fetch, host: &str, path: &str) -> FetchR
         return error(
             60,
             "SSL certificate problem: self-signed certificate in certificate chain",
+        );
+    }
+    // Verified against the CA: the name is checked too (not with -k).
+    if !req.insecure && !server.serves_name(&target, host) {
+        return error(
+            60,
+            format!(
+                "SSL: no alternative certificate subject name matches target host name '{host}'"
+            ),
         );
     }
     match path {

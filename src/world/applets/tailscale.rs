@@ -155,8 +155,13 @@ fn peer_json(m: &crate::world::model::Model, d: &Device) -> Value {
 fn status(inner: &Inner, call: &Call, as_json: bool) -> Output {
     let m = inner.model();
     let me = m.device_of(&call.vm).cloned();
+    let starting = m
+        .vms
+        .get(&call.vm)
+        .is_some_and(|v| v.tailscaled && v.tailnet_up_at.is_some());
     let state = match &me {
         None => "NeedsLogin",
+        Some(d) if !d.online && starting => "Starting",
         Some(d) if d.needs_approval => "NeedsMachineAuth",
         Some(d) if !d.online => "Stopped",
         Some(_) => "Running",
@@ -205,7 +210,7 @@ fn status(inner: &Inner, call: &Call, as_json: bool) -> Output {
     }
     let v = json!({
         "Version": VERSION,
-        "TUN": true,
+        "TUN": !m.tailnet.config.userspace,
         "BackendState": state,
         "AuthURL": "",
         "TailscaleIPs": me.as_ref().map(|d| vec![d.ip.to_string()]).unwrap_or_default(),
@@ -364,9 +369,12 @@ pub async fn tailscale(inner: &Arc<Inner>, call: &Call) -> Output {
             let m = inner.model();
             let peer = rest.iter().find(|a| !a.starts_with('-'));
             let ip = match peer {
-                Some(name) => m
-                    .resolve(&call.vm, name)
-                    .filter(|ip| m.tailnet.by_ip(*ip).is_some()),
+                // The peer list first, then DNS (MagicDNS, if the VM
+                // resolves through it): Tailscale cli/ping.go:195-219.
+                Some(name) => m.tailnet.peer_ip(m.device_of(&call.vm), name).or_else(|| {
+                    m.resolve(&call.vm, name)
+                        .filter(|ip| m.tailnet.by_ip(*ip).is_some())
+                }),
                 None => m.device_of(&call.vm).filter(|d| d.online).map(|d| d.ip),
             };
             if rest.iter().any(|a| a == "-6" || a == "--6") {
@@ -381,7 +389,14 @@ pub async fn tailscale(inner: &Arc<Inner>, call: &Call) -> Output {
                     1,
                     format!("no such peer {:?}", peer.cloned().unwrap_or_default()),
                 ),
-                None => Output::fail(1, "no current Tailscale IPs; state: NeedsLogin"),
+                None => {
+                    let starting = m
+                        .vms
+                        .get(&call.vm)
+                        .is_some_and(|v| v.tailscaled && v.tailnet_up_at.is_some());
+                    let state = if starting { "Starting" } else { "NeedsLogin" };
+                    Output::fail(1, format!("no current Tailscale IPs; state: {state}"))
+                }
             }
         }
         "status" => status(

@@ -16,22 +16,30 @@
 //! - a join URL that does not resolve on the tailnet or whose server is not
 //!   up: the node waits (k3s retries until the server answers);
 //! - a second server joining while another is still a learner: "too many
-//!   learner members" ("Joining");
+//!   learner members", retried inside the process ("Joining", "Read from
+//!   source": `etcd.go:503`);
 //! - an etcd peer address that the other servers cannot reach (anything but
 //!   a tailnet address): the learner never catches up ("Tailscale as the
-//!   overlay");
+//!   overlay") and is removed after 5 minutes (`etcd.go:67,1295-1299`);
 //! - node labels the kubelet refuses ("Node labels the kubelet refuses");
-//! - a kubelet newer than the API server ("Versions");
-//! - servers whose critical configuration differs ("Install");
+//! - servers whose critical configuration differs (k3s's
+//!   `CriticalControlArgs`, "Read from source");
 //! - a server whose config still carries a token rotated away: "bootstrap
-//!   data already found and encrypted with different token".
+//!   data already found and encrypted with different token";
+//! - a command-line flag k3s does not define (`crate::k3s_flags`), a
+//!   `flannel-iface` that names no interface (no `tailscale0` without a TUN
+//!   device), a server name not in the certificate ("Read from source").
+//!
+//! Not refused, because k3s does not: a kubelet newer than the API server
+//! (the tool keeps to the skew policy at plan time).
 //!
 //! Modelled although the facts file is silent (each marked where it is
 //! made, so a live run can correct it): a `node-ip` that is not one of the
 //! VM's addresses fails to bind; joining a single server without
 //! `--cluster-init` (SQLite) is refused; a server whose etcd member was
 //! removed must delete its database to rejoin; a restarting server waits
-//! for etcd quorum; the kubelet skew check compares minor versions only.
+//! for etcd quorum; the VM's interfaces besides `tailscale0` are `lo` and
+//! `eth0`; the certificate also holds the host name.
 
 use std::net::Ipv4Addr;
 
@@ -63,6 +71,9 @@ pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
 /// The kubelet's port, on every node (facts: "Ports").
 pub const KUBELET_PORT: u16 = 10250;
+/// How long k3s lets an etcd learner stall before removing it (k3s
+/// `pkg/etcd/etcd.go:67`, facts "Read from source"): 5 minutes.
+pub const LEARNER_MAX_STALL_MS: u64 = 5 * 60 * 1000;
 
 /// What the edge read for a unit start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +108,18 @@ impl Model {
             .collect();
         procs.sort_by_key(|(_, p)| p.role != Role::Server);
         procs.into_iter().next()
+    }
+
+    /// The server process on a VM whose supervisor answers, and its
+    /// cluster ([`K3sProc::supervisor_up`]).
+    pub fn supervisor(&self, vm: &str) -> Option<(&K3sProc, &str)> {
+        let v = self.vms.get(vm)?;
+        v.units.values().find_map(|u| {
+            let p = u.k3s.as_ref()?;
+            p.supervisor_up()
+                .then_some(())
+                .and(p.cluster.as_deref().map(|c| (p, c)))
+        })
     }
 
     /// The Ready server process on a VM, and its cluster.
@@ -189,6 +212,9 @@ impl Model {
             ),
         };
         v.log(now, unit, "systemd", format!("Starting {unit}.service"));
+        for w in &p.cfg.warnings {
+            v.log(now, unit, "k3s", w.clone());
+        }
         if let Some(e) = err {
             self.fail(vm, unit, &mut p, now, e);
         }
@@ -231,6 +257,7 @@ impl Model {
 
     /// Advances every process whose time has come.
     pub fn tick_k3s(&mut self, now: u64) -> Vec<Effect> {
+        self.tailnet_tick(now);
         let units: Vec<(String, String)> = self
             .vms
             .iter()
@@ -336,17 +363,42 @@ impl Model {
             }
             node_ips.push(ip);
         }
-        if node_ips.is_empty()
-            && let Some(iface) = p.cfg.get("flannel-iface")
-        {
+        // `flannel-iface` must name an existing interface, whether or not
+        // `node-ip` is given (facts "Read from source",
+        // `pkg/agent/config/config.go:393-398`). `tailscale0` exists only
+        // while tailscaled runs with a TUN device (not in userspace
+        // networking). The VM's other interfaces are taken to be `lo` and
+        // `eth0`, the default one: the model's own, exe.dev's interface
+        // names are not in the facts file.
+        if let Some(iface) = p.cfg.get("flannel-iface") {
             let ip = match iface {
-                "tailscale0" => ts.ok_or_else(|| {
-                    "unable to find interface tailscale0 (Tailscale is not up on this host)"
-                        .to_string()
-                })?,
-                _ => v.lan_ip,
+                "tailscale0" => {
+                    let tun = v.tailscaled && !self.tailnet.config.userspace;
+                    if !tun {
+                        return Err(format!(
+                            "unable to find interface tailscale0{}",
+                            if v.tailscaled {
+                                " (tailscaled runs in userspace networking: no TUN device)"
+                            } else {
+                                " (tailscaled is not running)"
+                            }
+                        ));
+                    }
+                    match ts {
+                        Some(ip) => ip,
+                        None if node_ips.is_empty() => {
+                            return Err("unable to find a usable IPv4 address on interface tailscale0 (Tailscale is not up)".to_string());
+                        }
+                        None => Ipv4Addr::UNSPECIFIED,
+                    }
+                }
+                "eth0" => v.lan_ip,
+                "lo" => Ipv4Addr::LOCALHOST,
+                other => return Err(format!("unable to find interface {other}")),
             };
-            node_ips.push(ip);
+            if node_ips.is_empty() {
+                node_ips.push(ip);
+            }
         }
         let etcd_ip = node_ips.first().copied().unwrap_or(v.lan_ip);
         let node_ip = if vpn {
@@ -586,6 +638,15 @@ impl Model {
         let Some(cid) = serving.filter(|c| self.has_quorum(c)) else {
             return self.wait(vm, unit, p, now, format!("failed to get CA certs: Get \"{url}/cacerts\": dial tcp {ip}:{port}: connect: connection refused"));
         };
+        // The joiner fetches the CA, then verifies the server's certificate
+        // with it, name included (k3s `pkg/clientaccess/token.go`; the
+        // certificate's names: `K3sProc::server_sans`). k3s retries.
+        if let Some((t, _)) = self.ready_server(&target)
+            && !t.serves_name(&target, &host)
+        {
+            let sans = t.server_sans(&target).join(", ");
+            return self.wait(vm, unit, p, now, format!("failed to get CA certs: Get \"{url}/v1-k3s/...\": tls: failed to verify certificate: x509: certificate is valid for {sans}, not {host}"));
+        }
         // The token: its CA hash (secure form) and its secret.
         let c = &self.clusters[&cid];
         let token = p.cfg.get("token").unwrap_or_default().to_string();
@@ -622,14 +683,11 @@ impl Model {
                 self.join_server(vm, unit, p, &cid, theirs, now, fx)
             }
             Role::Agent => {
-                let api = self.api_version(&cid);
-                // "never newer" (facts "Versions") at minor granularity: the
-                // facts file does not say whether a newer patch counts.
-                if let (Some(mine), Some(theirs)) = (minor_version(&p.version), minor_version(&api))
-                    && mine > theirs
-                {
-                    return self.fail(vm, unit, p, now, format!("kubelet {} is newer than the API server {api}: Kubernetes' version skew policy allows kubelets older than the API server, never newer (the kubelet is not started)", p.version));
-                }
+                // A kubelet newer than the API server is against Kubernetes'
+                // skew policy (facts "Versions"), but neither k3s nor the
+                // kubelet checks it: it starts. The tool keeps to the policy
+                // at plan time (`release::kubelet_may_run`); the world does
+                // not refuse what k3s does not.
                 p.cluster = Some(cid);
                 p.phase = Phase::Booting {
                     ready_at: now + self.timings.agent_ready_ms,
@@ -680,7 +738,10 @@ impl Model {
             );
         }
         if c.members.iter().any(|m| m.learner_since.is_some()) {
-            return self.fail(
+            // k3s retries this inside the process (`pkg/etcd/etcd.go:503`,
+            // facts "Read from source"): the join waits for the learner
+            // before it to be promoted.
+            return self.wait(
                 vm,
                 unit,
                 p,
@@ -754,6 +815,15 @@ impl Model {
             })
             .map(|m| format!("{} at {}:2380", m.vm, m.peer_ip))
             .collect();
+        if !blocked.is_empty() && now.saturating_sub(since) >= LEARNER_MAX_STALL_MS {
+            // k3s removes a learner that has not caught up within 5 minutes
+            // (`pkg/etcd/etcd.go:67,1295-1299`, facts "Read from source");
+            // this server's etcd then stops, and systemd restarts it.
+            if let Some(c) = self.clusters.get_mut(&cid) {
+                c.members.retain(|m| m.vm != vm);
+            }
+            return self.fail(vm, unit, p, now, format!("etcd learner {vm} removed from the cluster: not promoted within 5m0s (its peers are unreachable: {})", blocked.join(", ")));
+        }
         if !blocked.is_empty() {
             let why = format!(
                 "etcd learner {vm} ({}:2380) cannot reach its peers {}: the learner never catches up and the join never completes (etcd peer addresses must be tailnet addresses)",

@@ -63,6 +63,57 @@ impl K3sProc {
         self.phase == Phase::Ready
     }
 
+    /// The names and addresses a server's certificate holds. With
+    /// `tls-san-security` (default true, k3s `pkg/cli/cmds/server.go:228`)
+    /// a name a client uses must be one of them: `tls-san`, and the node's
+    /// addresses, which k3s adds on its own (`server.go:293-296,344-346`,
+    /// facts "Read from source"); plus the API server's in-cluster names and
+    /// loopback. That the host name (the VM's name, the node name) is there
+    /// too is the model's own: the facts file does not say; its tailnet
+    /// name is not, unless `tls-san` names it.
+    pub fn server_sans(&self, vm: &str) -> Vec<String> {
+        let mut sans: Vec<String> = [
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "10.43.0.1",
+            vm,
+            &self.node_name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        sans.extend(self.node_ip.map(|i| i.to_string()));
+        sans.extend(self.cfg.get("advertise-address").map(str::to_string));
+        sans.extend(self.cfg.list("tls-san"));
+        sans.sort();
+        sans.dedup();
+        sans
+    }
+
+    /// Whether a client that asked for `host` accepts this server's
+    /// certificate by name (an address in the URL is checked the same way;
+    /// letter case is ignored, as in TLS).
+    pub fn serves_name(&self, vm: &str, host: &str) -> bool {
+        self.server_sans(vm)
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(host.trim_end_matches('.')))
+    }
+
+    /// The supervisor (port 6443's `/ping`, `/cacerts`) answers: `/ping`
+    /// answers `pong` from the supervisor router before the server is Ready
+    /// (k3s `pkg/server/handlers/router.go:71`, facts "Read from source").
+    /// From which phase exactly is the model's own: once the process has
+    /// its cluster and is past the etcd learner (`Booting`).
+    pub fn supervisor_up(&self) -> bool {
+        self.role == Role::Server
+            && self.cluster.is_some()
+            && matches!(self.phase, Phase::Booting { .. } | Phase::Ready)
+    }
+
     /// Alive with etcd data: counts towards quorum.
     pub(super) fn holds_etcd(&self, cluster: &str) -> bool {
         self.role == Role::Server
