@@ -126,11 +126,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
             a.targets.join(" --target ")
         )));
     }
-    let saved = a
-        .planfile
-        .as_deref()
-        .map(crate::workspace::load_plan)
-        .transpose()?;
+    let saved = load_saved("apply", a.planfile.as_deref())?;
     if let Some(p) = &saved {
         engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Apply)?;
     }
@@ -252,12 +248,37 @@ fn fleet_path(
     }
 }
 
+/// Reads the PLANFILE given to `verb`. A YAML file there is a fleet file
+/// given without -f (`destroy fleet.yaml`): said as for every command that
+/// takes a fleet file, before trying to read it as a plan.
+fn load_saved(
+    verb: &str,
+    planfile: Option<&std::path::Path>,
+) -> Result<Option<crate::plan::Plan>, super::CliError> {
+    let Some(path) = planfile else {
+        return Ok(None);
+    };
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+    {
+        return Err(super::CliError {
+            message: format!(
+                "{} is a fleet file, not a saved plan (a plan file comes from `plan --out`)",
+                path.display()
+            ),
+            hint: Some(format!(
+                "did you mean `exedev-k8s {verb} -f {}`? (without -f, it reads fleet.yaml in the working directory)",
+                path.display()
+            )),
+            code: super::exit::FAILURE,
+        });
+    }
+    Ok(Some(crate::workspace::load_plan(path)?))
+}
+
 pub async fn destroy(a: DestroyArgs) -> CliResult {
-    let saved = a
-        .planfile
-        .as_deref()
-        .map(crate::workspace::load_plan)
-        .transpose()?;
+    let saved = load_saved("destroy", a.planfile.as_deref())?;
     if let Some(p) = &saved {
         engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Destroy)?;
     }

@@ -77,7 +77,12 @@ type SplitArgs = (Vec<String>, Vec<(String, Secret)>);
 /// the marks of ownership, so it lives with the others in `fleet`).
 pub const COMMENT_PREFIX: &str = crate::fleet::SPEC_COMMENT_PREFIX;
 
-/// The kubernetes manifests the first server auto-applies (`manifests/`).
+/// The kubernetes manifests the first server auto-applies (`manifests/`):
+/// the first server's setup script writes them to
+/// `/var/lib/rancher/k3s/server/manifests/`, where k3s applies them. They
+/// travel inside the setup script, which must stay under 10 KiB, so they
+/// are kept small and carry no comments (`fleet-label` names the label
+/// that holds the fleet's name on every node).
 pub const MANIFESTS: &[(&str, &str)] = &[(
     "system",
     include_str!("../../manifests/exedev-k8s-system.yaml"),
