@@ -53,6 +53,28 @@ fn fleet_yaml(cluster: &str, agents: u32, share_pools: u32) -> String {
         + &format!("controlPlane:\n  count: 1\npools:\n{pools}")
 }
 
+/// Issue 26's shape: 3 servers and 12 pools of `per_pool` agents, the
+/// first 4 pools shared (`per_pool` 84: 1,011 VMs, 336 of them shared).
+fn fleet_yaml_12_pools(cluster: &str, per_pool: u32) -> String {
+    let pools: String = "abcdefghijkl"
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let share = if i < 4 {
+                "\n    share: {port: 8080, public: true}"
+            } else {
+                ""
+            };
+            format!("  - name: p{c}\n    count: {per_pool}{share}\n")
+        })
+        .collect();
+    include_str!("../tests/fleets/minimal.yaml")
+        .replace("name: demo", &format!("name: {cluster}"))
+        .replace("channel: stable", "version: v1.31.4+k3s1")
+        .replace("{env: TS_AUTHKEY}", "{file: ts.key}")
+        + &format!("controlPlane:\n  count: 3\npools:\n{pools}")
+}
+
 /// Stand-in for `ssh` (`EXEDEV_K8S_SSH`): a VM whose bootstrap is done, a
 /// `tailscale logout` that succeeds, nothing else (no kubeconfig to fetch).
 const SSH_STUB: &str = r#"#!/bin/sh
@@ -158,9 +180,10 @@ async fn apply_100(parallelism: usize) -> (f64, usize) {
     (secs, requests)
 }
 
-async fn plan_1000() {
+/// An emulator holding `yaml`'s VMs as a finished apply leaves them.
+async fn in_sync(yaml: &str) -> (emulator::RunningEmulator, exedev_k8s::secret::Secret) {
     let (emu, tok) = setup(|c| c.boot = Duration::ZERO).await;
-    let f = fleet::parse(&fleet_yaml("big", 999, 2), "big.yaml").expect("fleet");
+    let f = fleet::parse(yaml, "big.yaml").expect("fleet");
     for d in fleet::desired_vms(&f) {
         let mut vm = VmRecord::new(&d.name);
         vm.tags = d.tags.clone();
@@ -172,6 +195,25 @@ async fn plan_1000() {
         }
         emu.insert_vm(vm).expect("insert");
     }
+    (emu, tok)
+}
+
+/// Issue 26: the whole `plan` process for 3 servers + 12 pools (4 shared)
+/// from about 100 to 1,011 VMs: peak RSS and CPU per size.
+async fn plan_curve() {
+    for per_pool in [8, 20, 41, 62, 84] {
+        let yaml = fleet_yaml_12_pools("big", per_pool);
+        let (emu, tok) = in_sync(&yaml).await;
+        let (_dir, path) = workdir("big", &yaml);
+        let label = format!("{} VMs, {} shared", 3 + 12 * per_pool, 4 * per_pool);
+        plan_process(&emu, tok.expose(), &path, &label).await;
+        emu.shutdown().await;
+    }
+}
+
+async fn plan_1000() {
+    let (emu, tok) = in_sync(&fleet_yaml("big", 999, 2)).await;
+    let f = fleet::parse(&fleet_yaml("big", 999, 2), "big.yaml").expect("fleet");
     let token = tok.expose().to_string();
     let (_dir, path) = workdir("big", &fleet_yaml("big", 999, 2));
     let s = session(&path, &emu, tok);
@@ -210,7 +252,7 @@ async fn plan_1000() {
         "plan, 1000 VMs in sync: {total} API calls ({ls} ls, {shows} share show for {managed} proxied VMs), engine::plan {observe_secs:.2}s, diff+render {cpu_ms:.1} ms CPU, {} changes",
         changes / runs
     );
-    plan_1000_process(&emu, &token, &path).await;
+    plan_process(&emu, &token, &path, "1000 VMs in sync").await;
     emu.shutdown().await;
 }
 
@@ -227,7 +269,7 @@ fn children_cpu_seconds() -> Option<f64> {
 
 /// The whole `exedev-k8s plan` process against the emulator running here,
 /// as issue 14 measured it: CPU and peak RSS of that process alone.
-async fn plan_1000_process(emu: &emulator::RunningEmulator, token: &str, fleet: &Path) {
+async fn plan_process(emu: &emulator::RunningEmulator, token: &str, fleet: &Path, label: &str) {
     let dir = fleet.parent().expect("the fleet's directory").to_path_buf();
     let time = std::path::Path::new("/usr/bin/time");
     let runs = 20;
@@ -287,7 +329,7 @@ async fn plan_1000_process(emu: &emulator::RunningEmulator, token: &str, fleet: 
         _ => "peak RSS unknown (no /usr/bin/time)".into(),
     };
     println!(
-        "plan, 1000 VMs in sync, whole process ({runs} runs): {cpu} per run, {rss}, {calls} API calls per run; budget 0.050 s and 15 MiB"
+        "plan, {label}, whole process ({runs} runs): {cpu} per run, {rss}, {calls} API calls per run; budget 0.050 s and 16 MiB"
     );
 }
 
@@ -303,11 +345,12 @@ fn main() {
         .build()
         .expect("runtime");
     if std::env::args().any(|a| a == "--list") {
-        println!("apply_100: benchmark\nplan_1000: benchmark");
+        println!("apply_100: benchmark\nplan_1000: benchmark\nplan_curve: benchmark");
         return;
     }
     rt.block_on(async {
         plan_1000().await;
+        plan_curve().await;
         let floor = 10.0;
         let (par, reqs) = apply_100(32).await;
         println!(

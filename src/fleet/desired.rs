@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 // The resolved fleet's own vocabulary, named here too because every
 // user of desired VMs needs it.
 pub use super::resolved::{CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, Role, ShareSpec};
-use super::resolved::{Fleet, Taint};
+use super::resolved::{Fleet, NodeGroup, Taint};
 use crate::sizes::ByteSize;
 
 /// The server counts a fleet may ask for: odd, for etcd quorum.
@@ -173,42 +173,78 @@ pub fn pool_label(pool: &str) -> (String, String) {
     (POOL_LABEL_KEY.to_string(), pool.to_string())
 }
 
+/// Whether `name` is one of the VMs the fleet asks for (a name
+/// [`desired_vms`] yields), without building them: a plan's scope and
+/// fingerprint ask this of every VM `ls` lists, and a 1,000-VM fleet's
+/// [`DesiredVm`]s (tags and labels each) cost about 1 MB.
+pub fn is_desired_name(fleet: &Fleet, name: &str) -> bool {
+    desired_group(fleet, name).is_some()
+}
+
+/// The group (control plane or pool) of a VM the fleet asks for, by name;
+/// `None` for any other name.
+pub fn desired_group<'a>(fleet: &'a Fleet, name: &str) -> Option<&'a NodeGroup> {
+    let (pool, index) = crate::names::parse_fleet_vm_name(&fleet.name, name)?;
+    fleet.groups().find(|g| {
+        g.pool == pool
+            && (1..=g.count).contains(&index)
+            && crate::names::fleet_vm_name(&fleet.name, pool, index) == name
+    })
+}
+
 /// Every VM the fleet asks for, in a stable order: servers first (index 1
 /// up), then the pools in file order, each with the tool's own tags and
 /// labels added to the user's.
 pub fn desired_vms(fleet: &Fleet) -> Vec<DesiredVm> {
-    let cluster = fleet.name.as_str();
     let mut out = Vec::new();
-    for g in fleet.groups() {
-        let mut tags: Vec<String> = g
-            .tags
-            .iter()
-            .cloned()
-            .chain([ownership_tag(cluster), pool_tag(&g.pool), role_tag(g.role)])
-            .chain(g.share.map(|_| SHARE_TAG.to_string()))
-            .collect();
-        tags.sort();
-        tags.dedup();
-        let mut labels = g.labels.clone();
-        labels.extend([fleet_label(cluster), pool_label(&g.pool)]);
-        for index in 1..=g.count {
+    for (template, count) in group_templates(fleet) {
+        for index in 1..=count {
             out.push(DesiredVm {
-                name: crate::names::fleet_vm_name(cluster, &g.pool, index),
-                role: g.role,
-                pool: g.pool.clone(),
+                name: crate::names::fleet_vm_name(&fleet.name, &template.pool, index),
                 index,
-                image: g.image.clone(),
-                cpu: g.cpu,
-                memory: g.memory,
-                disk: g.disk,
-                tags: tags.clone(),
-                labels: labels.clone(),
-                taints: g.taints.clone(),
-                share: g.share,
+                ..template.clone()
             });
         }
     }
     out
+}
+
+/// Each group's first VM (index 1) and how many the group has: what all of
+/// a group's VMs share, for callers that place VMs themselves (a plan puts
+/// agents on the indices a pool holds) without building every one twice.
+pub fn group_templates(fleet: &Fleet) -> Vec<(DesiredVm, u32)> {
+    let cluster = fleet.name.as_str();
+    fleet
+        .groups()
+        .map(|g| {
+            let mut tags: Vec<String> = g
+                .tags
+                .iter()
+                .cloned()
+                .chain([ownership_tag(cluster), pool_tag(&g.pool), role_tag(g.role)])
+                .chain(g.share.map(|_| SHARE_TAG.to_string()))
+                .collect();
+            tags.sort();
+            tags.dedup();
+            let mut labels = g.labels.clone();
+            labels.extend([fleet_label(cluster), pool_label(&g.pool)]);
+            let template = DesiredVm {
+                name: crate::names::fleet_vm_name(cluster, &g.pool, 1),
+                role: g.role,
+                pool: g.pool.clone(),
+                index: 1,
+                image: g.image.clone(),
+                cpu: g.cpu,
+                memory: g.memory,
+                disk: g.disk,
+                tags,
+                labels,
+                taints: g.taints.clone(),
+                share: g.share,
+            };
+            (template, g.count)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -221,6 +257,28 @@ mod tests {
 
     fn fleet(yaml_tail: &str) -> Fleet {
         crate::fleet::fixtures::fleet_with(yaml_tail)
+    }
+
+    /// The names-only test agrees with the VMs themselves, both ways.
+    #[test]
+    fn is_desired_name_is_desired_vms_names() {
+        let f = fleet("pools:\n  - name: web\n    count: 3\n  - name: db\n    count: 1\n");
+        let names: Vec<String> = desired_vms(&f).into_iter().map(|d| d.name).collect();
+        for n in &names {
+            assert!(is_desired_name(&f, n), "{n}");
+        }
+        for n in [
+            "demo-web4",
+            "demo-web0",
+            "demo-db2",
+            "demo-cp2",
+            "other-web1",
+            "demo-web01",
+            "demo-api1",
+        ] {
+            assert!(!names.contains(&n.to_string()));
+            assert!(!is_desired_name(&f, n), "{n}");
+        }
     }
 
     fn gb(n: u64) -> ByteSize {

@@ -16,8 +16,9 @@ mod validate;
 pub use desired::{
     CONTROL_PLANE_POOL, CONTROL_PLANE_TAINT, DesiredVm, FLEET_LABEL_KEY, MAX_SERVERS, Ownership,
     POOL_LABEL_KEY, RESERVED_LABEL_PREFIX, RESERVED_TAG_PREFIX, Role, SERVER_COUNTS, SHARE_TAG,
-    SPEC_COMMENT_PREFIX, ShareSpec, concerns, desired_vms, fleet_label, has_ownership_tag,
-    ownership, ownership_tag, owns, pool_label, pool_tag, role_tag,
+    SPEC_COMMENT_PREFIX, ShareSpec, concerns, desired_group, desired_vms, fleet_label,
+    group_templates, has_ownership_tag, is_desired_name, ownership, ownership_tag, owns,
+    pool_label, pool_tag, role_tag,
 };
 pub use error::{FleetError, FleetErrors};
 pub use model::*;

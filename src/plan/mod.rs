@@ -364,14 +364,10 @@ impl Observed {
     /// desired names (a collision to report). Another fleet's VMs
     /// (`prod-eu-cp1` for `prod`), and VMs carrying another fleet's
     /// ownership tag, are not among them.
-    pub fn in_scope<'a>(&'a self, fleet: &Fleet) -> impl Iterator<Item = &'a VmInfo> + 'a {
-        let cluster = fleet.name.clone();
-        let desired: std::collections::BTreeSet<String> = crate::fleet::desired_vms(fleet)
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+    pub fn in_scope<'a>(&'a self, fleet: &'a Fleet) -> impl Iterator<Item = &'a VmInfo> + 'a {
         self.vms.iter().filter(move |v| {
-            desired.contains(&v.vm_name) || crate::fleet::concerns(&cluster, &v.vm_name, &v.tags)
+            crate::fleet::is_desired_name(fleet, &v.vm_name)
+                || crate::fleet::concerns(&fleet.name, &v.vm_name, &v.tags)
         })
     }
 
@@ -399,7 +395,20 @@ impl Observed {
             })
             .collect();
         lines.sort();
-        hex12(lines.join("\n").as_bytes())
+        // The hash of the lines joined by "\n", fed line by line: the same
+        // value without a second copy of every line.
+        let mut h = Sha256::new();
+        for (i, l) in lines.iter().enumerate() {
+            if i > 0 {
+                h.update(b"\n");
+            }
+            h.update(l.as_bytes());
+        }
+        h.finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

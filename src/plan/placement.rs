@@ -50,16 +50,17 @@ pub fn place(
     needs_replace: impl Fn(&DesiredVm, &VmInfo) -> bool,
 ) -> Vec<DesiredVm> {
     let cluster = fleet.name.as_str();
-    let desired = fleet::desired_vms(fleet);
-    let mut out: Vec<DesiredVm> = desired
-        .iter()
-        .filter(|d| d.role == Role::Server)
-        .cloned()
-        .collect();
+    // One template per group, not every desired VM: the placed list is the
+    // only full one (a 1,000-VM plan held two at once before).
+    let templates = fleet::group_templates(fleet);
+    let mut out: Vec<DesiredVm> = Vec::new();
+    for (template, count) in templates.iter().filter(|(t, _)| t.role == Role::Server) {
+        out.extend((1..=*count).map(|i| at_index(cluster, template.clone(), i)));
+    }
     for pool in &fleet.pools {
         let name = pool.pool.as_str();
         let count = pool.count as usize;
-        let Some(template) = desired.iter().find(|d| d.pool == name) else {
+        let Some((template, _)) = templates.iter().find(|(d, c)| d.pool == name && *c > 0) else {
             continue;
         };
         let mut held: Vec<(bool, u32)> = owned

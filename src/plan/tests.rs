@@ -662,6 +662,28 @@ fn observed_fingerprint_ignores_status_and_other_fleets() {
         ..Default::default()
     });
     assert_eq!(o.fingerprint(&f), before);
+    // Hashed line by line, it is still the hash of the sorted lines joined
+    // by "\n": plans saved by earlier versions keep matching.
+    let mut lines: Vec<String> = o
+        .in_scope(&f)
+        .map(|v| {
+            let mut tags = v.tags.clone();
+            tags.sort();
+            format!(
+                "{}|{}|{}|{}|{}|{}|{}",
+                v.vm_name,
+                v.image,
+                v.comment,
+                tags.join(","),
+                v.allocated_cpus,
+                v.memory_capacity_bytes,
+                v.disk_capacity_bytes
+            )
+        })
+        .collect();
+    lines.sort();
+    assert!(lines.len() > 1);
+    assert_eq!(before, crate::plan::hex12(lines.join("\n").as_bytes()));
     o.vms[1].allocated_cpus = 9;
     assert_ne!(o.fingerprint(&f), before);
 }
