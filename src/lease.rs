@@ -337,7 +337,18 @@ pub async fn acquire(
     let mut waited = false;
     let mut said = false;
     loop {
-        let current = api.get_opt(&name).await.map_err(|e| api_error(&name, &e))?;
+        let current = match api.get_opt(&name).await {
+            Ok(c) => c,
+            // While waiting, the holder may be restarting the very server
+            // this client goes through (a k3s upgrade): a connection that
+            // fails then is retried until the wait runs out. An answer
+            // from the API (403, 404…) is final.
+            Err(e) if waited && !matches!(e, kube::Error::Api(_)) && start.elapsed() < req.wait => {
+                tokio::time::sleep(POLL.min(req.wait.saturating_sub(start.elapsed()))).await;
+                continue;
+            }
+            Err(e) => return Err(api_error(&name, &e)),
+        };
         let taken = match &current {
             None => {
                 api.create(&PostParams::default(), &lease(&name, &me, None, 0))
