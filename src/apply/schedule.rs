@@ -294,3 +294,53 @@ async fn run_one(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(), StepError
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Role;
+
+    fn change(action: Action, replaced_by: Option<&str>) -> Change {
+        Change {
+            action,
+            vm: "acme-web1".into(),
+            pool: "web".into(),
+            role: Role::Agent,
+            reasons: vec![],
+            attributes: vec![],
+            ops: vec![],
+            restart: None,
+            replaced_by: replaced_by.map(str::to_string),
+        }
+    }
+
+    /// A replacement naming its successor creates it before destroying
+    /// the old VM; one that keeps its name destroys first. Only creates
+    /// and replacements join a server.
+    #[test]
+    fn a_replacements_order_is_decoded_once() {
+        let agent = change(Action::Replace, Some("acme-web4"));
+        assert_eq!(
+            Job::of(&agent),
+            Job::Replace(Replacement::CreateBeforeDestroy {
+                successor: "acme-web4"
+            })
+        );
+        let server = change(Action::Replace, None);
+        assert_eq!(
+            Job::of(&server),
+            Job::Replace(Replacement::DestroyBeforeCreate)
+        );
+        let joins: Vec<bool> = [
+            Action::Create,
+            Action::Update,
+            Action::Upgrade,
+            Action::Delete,
+            Action::Replace,
+        ]
+        .into_iter()
+        .map(|a| Job::of(&change(a, None)).joins())
+        .collect();
+        assert_eq!(joins, [true, false, false, false, true]);
+    }
+}
