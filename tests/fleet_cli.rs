@@ -1475,15 +1475,24 @@ fn agents_are_not_created_when_the_first_server_fails() {
         .block_on(exedev_k8s::observe::observe(&client, &fleet, true))
         .unwrap();
     let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
-    let never_ready: apply::NodeReady = Arc::new(|vm: String, _, _| {
-        Box::pin(async move {
-            Err(apply::HookError::new(std::io::Error::other(format!(
-                "{vm} never became Ready"
-            ))))
-        })
-    });
+    /// No node ever becomes Ready.
+    struct NeverReady;
+    impl apply::NodeOps for NeverReady {
+        fn wait_ready<'a>(
+            &'a self,
+            vm: &'a str,
+            _: Option<&'a str>,
+            _: apply::StepSink,
+        ) -> Option<apply::Pending<'a>> {
+            Some(Box::pin(async move {
+                Err(apply::HookError::new(std::io::Error::other(format!(
+                    "{vm} never became Ready"
+                ))))
+            }))
+        }
+    }
     let opts = ApplyOptions {
-        node_ready: Some(never_ready),
+        ops: Arc::new(NeverReady),
         ..ApplyOptions::default()
     };
     let events = Arc::new(Mutex::new(Vec::new()));

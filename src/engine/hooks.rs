@@ -1,4 +1,5 @@
-//! The hooks [`crate::apply`] calls on a node while it carries a plan out,
+//! The node operations [`crate::apply`] does while it carries a plan out
+//! ([`EngineOps`], its [`NodeOps`]),
 //! built on the Kubernetes API ([`LazyClient`], [`crate::cluster`]) and
 //! SSH ([`crate::remote`], [`crate::upgrade`]): wait until a node is Ready
 //! (bootstrap done for this boot, Node Ready, at an expected k3s release,
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apply::{self, HookError, NodeChanger, NodeHook, NodeReady, StepSink};
+use crate::apply::{HookError, NodeOps, NotInFleet, Pending, StepSink};
 use crate::cluster::DrainOptions;
 use crate::fleet::Fleet;
 use crate::kubeaccess::LazyClient;
@@ -30,9 +31,6 @@ pub enum NodeError {
     /// The apply's `--timeout` ran out while waiting on the node.
     #[error("the apply's --timeout ran out while waiting for it to be a ready node")]
     OutOfTime,
-    /// The plan named a node the fleet no longer has.
-    #[error("{vm} is not in the fleet any more")]
-    NotInFleet { vm: String },
 }
 
 impl crate::hint::Hint for NodeError {
@@ -41,7 +39,6 @@ impl crate::hint::Hint for NodeError {
             NodeError::NotAtRelease { .. } => {
                 "check `journalctl -u k3s` (servers) or `journalctl -u k3s-agent` on the VM".into()
             }
-            NodeError::NotInFleet { .. } => "re-run plan".into(),
             NodeError::OutOfTime => {
                 "`exedev-k8s status` shows what it is doing; re-run apply (with a longer --timeout) to converge".into()
             }
@@ -49,23 +46,178 @@ impl crate::hint::Hint for NodeError {
     }
 }
 
-/// Drains and deletes a node before its VM is deleted or replaced.
-pub fn remover(kube: Arc<LazyClient>, opts: DrainOptions) -> apply::NodeRemover {
-    Arc::new(move |vm: String| {
-        let kube = kube.clone();
-        Box::pin(async move {
-            let client = kube.get().await.map_err(HookError::new)?;
-            match crate::cluster::remove_node(&client, &vm, opts).await {
-                Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
-                    "node removed ({} pods evicted, {} deleted)",
+/// Which node operations a run does; the others are "nothing to do".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Does {
+    /// Wait for each new, restarted or changed node to be Ready.
+    pub wait_ready: bool,
+    /// Drain and delete a node before its VM goes.
+    pub remove: bool,
+    /// Cordon and drain a node before it restarts in place.
+    pub drain: bool,
+    /// Uncordon a node Ready again.
+    pub uncordon: bool,
+    /// Set labels and taints through the API.
+    pub label: bool,
+    /// Change k3s over SSH.
+    pub change: bool,
+    /// Log the Tailscale device out before `rm`.
+    pub logout: bool,
+}
+
+/// The engine's node operations: the Kubernetes API through a lazily
+/// connected client, SSH with the run's key; every wait ends by the
+/// apply's deadline.
+pub struct EngineOps {
+    kube: Arc<LazyClient>,
+    fleet: Fleet,
+    ssh: crate::ssh::SshOptions,
+    drain: DrainOptions,
+    deadline: tokio::time::Instant,
+    /// At most this long for one change over SSH.
+    change_timeout: Duration,
+    does: Does,
+}
+
+impl EngineOps {
+    pub fn new(
+        kube: Arc<LazyClient>,
+        fleet: &Fleet,
+        ssh_key: Option<&Path>,
+        drain: DrainOptions,
+        deadline: tokio::time::Instant,
+        change_timeout: Duration,
+        does: Does,
+    ) -> EngineOps {
+        EngineOps {
+            kube,
+            fleet: fleet.clone(),
+            ssh: ssh(ssh_key),
+            drain,
+            deadline,
+            change_timeout,
+            does,
+        }
+    }
+}
+
+impl NodeOps for EngineOps {
+    fn wait_ready<'a>(
+        &'a self,
+        vm: &'a str,
+        version: Option<&'a str>,
+        steps: StepSink,
+    ) -> Option<Pending<'a>> {
+        self.does
+            .wait_ready
+            .then(|| Box::pin(self.node_ready(vm, version, steps)) as Pending)
+    }
+
+    /// Drains and deletes a node before its VM is deleted or replaced.
+    fn remove<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.remove.then(|| {
+            Box::pin(async move {
+                let client = self.kube.get().await.map_err(HookError::new)?;
+                match crate::cluster::remove_node(&client, vm, self.drain).await {
+                    Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
+                        "node removed ({} pods evicted, {} deleted)",
+                        r.evicted.len(),
+                        r.deleted.len()
+                    )),
+                    Ok(crate::cluster::RemoveOutcome::AlreadyGone) => {
+                        Ok("no node to remove".into())
+                    }
+                    Err(e) => Err(HookError::new(e)),
+                }
+            }) as Pending
+        })
+    }
+
+    /// Cordons and drains a node (PodDisruptionBudgets respected, bounded
+    /// by the drain timeout) before it restarts in place. A node that is
+    /// not registered has nothing to drain.
+    fn drain<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.drain.then(|| {
+            Box::pin(async move {
+                let client = self.kube.get().await.map_err(HookError::new)?;
+                let Some(r) = crate::cluster::cordon_and_drain(&client, vm, self.drain)
+                    .await
+                    .map_err(HookError::new)?
+                else {
+                    return Ok("no node to drain".to_string());
+                };
+                Ok(format!(
+                    "cordoned and drained ({} pods evicted, {} deleted)",
                     r.evicted.len(),
                     r.deleted.len()
-                )),
-                Ok(crate::cluster::RemoveOutcome::AlreadyGone) => Ok("no node to remove".into()),
-                Err(e) => Err(HookError::new(e)),
-            }
+                ))
+            }) as Pending
         })
-    })
+    }
+
+    /// Uncordons a node once it is Ready again.
+    fn uncordon<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.uncordon.then(|| {
+            Box::pin(async move {
+                let client = self.kube.get().await.map_err(HookError::new)?;
+                crate::cluster::uncordon(&client, vm)
+                    .await
+                    .map_err(HookError::new)?;
+                Ok("uncordoned".to_string())
+            }) as Pending
+        })
+    }
+
+    /// Sets the fleet's labels and taints on a node by server-side apply.
+    fn label<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.label.then(|| {
+            Box::pin(async move {
+                let d = crate::plan::placement::desired_named(&self.fleet, vm)
+                    .ok_or_else(|| HookError::hinted(NotInFleet { vm: vm.to_string() }))?;
+                let client = self.kube.get().await.map_err(HookError::new)?;
+                let removed = crate::cluster::apply_labels_taints(&client, &d)
+                    .await
+                    .map_err(HookError::new)?;
+                Ok(if removed.is_empty() {
+                    "labels and taints set".to_string()
+                } else {
+                    format!(
+                        "labels and taints set (removed taints: {})",
+                        crate::text::one_line(&removed.join(", "))
+                    )
+                })
+            }) as Pending
+        })
+    }
+
+    /// Runs an in-place change script on a node over SSH, at most the
+    /// change timeout and never past the apply's deadline. A connection
+    /// that fails is retried once: the script is idempotent.
+    fn change<'a>(&'a self, vm: &'a str, script: Secret) -> Option<Pending<'a>> {
+        self.does.change.then(|| {
+            let left = self
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now());
+            let timeout = self.change_timeout.min(left);
+            Box::pin(async move {
+                crate::upgrade::change_node(vm, &script, &self.ssh, timeout)
+                    .await
+                    .map_err(HookError::hinted)
+            }) as Pending
+        })
+    }
+
+    /// Logs the VM's Tailscale device out over SSH before its `rm`:
+    /// bounded, and its failure only reported.
+    fn logout<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.logout.then(|| {
+            Box::pin(async move {
+                crate::remote::tailscale_logout(vm, &self.ssh, Duration::from_secs(30))
+                    .await
+                    .map_err(HookError::new)
+            }) as Pending
+        })
+    }
 }
 
 /// How long after the apply's deadline [`node_ready`]'s outer bound
@@ -98,76 +250,69 @@ fn ssh(ssh_key: Option<&Path>) -> crate::ssh::SshOptions {
     crate::remote::quick(crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf)))
 }
 
-/// Waits until a node is a ready member: first its setup script's state
-/// over SSH (works before any API exists: the first server of a new
-/// cluster), `done` for this boot meaning k3s active (and `/readyz` ok on
-/// servers); then, when the API is reachable, its Node Ready, at `version`
-/// when given (an in-place upgrade is not done until the kubelet reports
-/// it), with the fleet's labels the kubelet could not set applied through
-/// the API.
-pub fn node_ready(
-    kube: Arc<LazyClient>,
-    fleet: &Fleet,
-    ssh_key: Option<&Path>,
-    deadline: tokio::time::Instant,
-) -> NodeReady {
-    let fleet = fleet.clone();
-    let ssh = ssh(ssh_key);
-    Arc::new(
-        move |vm: String, version: Option<String>, steps: StepSink| {
-            let kube = kube.clone();
-            let ssh = ssh.clone();
-            let expected: Vec<_> = crate::plan::placement::desired_named(&fleet, &vm)
-                .into_iter()
-                .collect();
-            let poll = poll_for(&expected);
-            let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
-            // Every step below is bounded by what is left; this outer bound
-            // also covers the API calls between them.
-            let wait = async move {
-                crate::remote::wait_bootstrapped(&vm, &ssh, left(), poll, |s| steps(s.to_string()))
-                    .await
-                    .map_err(HookError::new)?;
-                steps("bootstrap done (k3s active)".to_string());
-                let client = match kube.get().await {
-                    Ok(c) => c,
-                    Err(why) => {
-                        return Ok(format!(
-                            "bootstrap done; the Kubernetes API is not reachable from here ({why}): relying on the VM's own readiness checks"
-                        ));
-                    }
-                };
-                let r = crate::cluster::wait_ready(&client, &expected, left(), poll, |_| {})
-                    .await
-                    .map_err(HookError::new)?;
-                let mut outcome = "node Ready".to_string();
-                if let Some(want) = &version {
-                    wait_version(&client, &vm, want, left())
-                        .await
-                        .map_err(HookError::hinted)?;
-                    outcome = format!("node Ready at k3s {want}");
+impl EngineOps {
+    /// Waits until a node is a ready member: first its setup script's state
+    /// over SSH (works before any API exists: the first server of a new
+    /// cluster), `done` for this boot meaning k3s active (and `/readyz` ok
+    /// on servers); then, when the API is reachable, its Node Ready, at
+    /// `version` when given (an in-place upgrade is not done until the
+    /// kubelet reports it), with the fleet's labels the kubelet could not
+    /// set applied through the API.
+    async fn node_ready(
+        &self,
+        vm: &str,
+        version: Option<&str>,
+        steps: StepSink,
+    ) -> Result<String, HookError> {
+        let expected: Vec<_> = crate::plan::placement::desired_named(&self.fleet, vm)
+            .into_iter()
+            .collect();
+        let poll = poll_for(&expected);
+        let deadline = self.deadline;
+        let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
+        // Every step below is bounded by what is left; this outer bound
+        // also covers the API calls between them.
+        let wait = async {
+            crate::remote::wait_bootstrapped(vm, &self.ssh, left(), poll, |s| steps(s.to_string()))
+                .await
+                .map_err(HookError::new)?;
+            steps("bootstrap done (k3s active)".to_string());
+            let client = match self.kube.get().await {
+                Ok(c) => c,
+                Err(why) => {
+                    return Ok(format!(
+                        "bootstrap done; the Kubernetes API is not reachable from here ({why}): relying on the VM's own readiness checks"
+                    ));
                 }
-                for n in r.drifted() {
-                    if let Some(d) = expected.iter().find(|d| d.name == n.name) {
-                        crate::cluster::apply_labels_taints(&client, d)
-                            .await
-                            .map_err(HookError::new)?;
-                        outcome.push_str("; labels and taints applied through the API");
-                    }
-                }
-                Ok(outcome)
             };
-            Box::pin(async move {
-                // The steps end by the deadline themselves, each naming
-                // what it waited for; this bound, a moment later, only
-                // catches a call between them that would not end.
-                match tokio::time::timeout_at(deadline + OUTER_GRACE, wait).await {
-                    Ok(r) => r,
-                    Err(_) => Err(HookError::hinted(NodeError::OutOfTime)),
+            let r = crate::cluster::wait_ready(&client, &expected, left(), poll, |_| {})
+                .await
+                .map_err(HookError::new)?;
+            let mut outcome = "node Ready".to_string();
+            if let Some(want) = version {
+                wait_version(&client, vm, want, left())
+                    .await
+                    .map_err(HookError::hinted)?;
+                outcome = format!("node Ready at k3s {want}");
+            }
+            for n in r.drifted() {
+                if let Some(d) = expected.iter().find(|d| d.name == n.name) {
+                    crate::cluster::apply_labels_taints(&client, d)
+                        .await
+                        .map_err(HookError::new)?;
+                    outcome.push_str("; labels and taints applied through the API");
                 }
-            })
-        },
-    )
+            }
+            Ok(outcome)
+        };
+        // The steps end by the deadline themselves, each naming what it
+        // waited for; this bound, a moment later, only catches a call
+        // between them that would not end.
+        match tokio::time::timeout_at(deadline + OUTER_GRACE, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(HookError::hinted(NodeError::OutOfTime)),
+        }
+    }
 }
 
 /// Polls until `vm`'s Node is Ready and its kubelet reports `version`.
@@ -204,99 +349,4 @@ async fn wait_version(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(POLL);
     }
-}
-
-/// Cordons and drains a node (PodDisruptionBudgets respected, bounded by
-/// `opts.timeout`) before it restarts in place. A node that is not
-/// registered has nothing to drain.
-pub fn drainer(kube: Arc<LazyClient>, opts: DrainOptions) -> NodeHook {
-    Arc::new(move |vm: String| {
-        let kube = kube.clone();
-        Box::pin(async move {
-            let client = kube.get().await.map_err(HookError::new)?;
-            let Some(r) = crate::cluster::cordon_and_drain(&client, &vm, opts)
-                .await
-                .map_err(HookError::new)?
-            else {
-                return Ok("no node to drain".to_string());
-            };
-            Ok(format!(
-                "cordoned and drained ({} pods evicted, {} deleted)",
-                r.evicted.len(),
-                r.deleted.len()
-            ))
-        })
-    })
-}
-
-/// Uncordons a node once it is Ready again.
-pub fn uncordoner(kube: Arc<LazyClient>) -> NodeHook {
-    Arc::new(move |vm: String| {
-        let kube = kube.clone();
-        Box::pin(async move {
-            let client = kube.get().await.map_err(HookError::new)?;
-            crate::cluster::uncordon(&client, &vm)
-                .await
-                .map_err(HookError::new)?;
-            Ok("uncordoned".to_string())
-        })
-    })
-}
-
-/// Sets the fleet's labels and taints on a node by server-side apply.
-pub fn labeler(kube: Arc<LazyClient>, fleet: &Fleet) -> NodeHook {
-    let fleet = fleet.clone();
-    Arc::new(move |vm: String| {
-        let kube = kube.clone();
-        let d = crate::plan::placement::desired_named(&fleet, &vm);
-        Box::pin(async move {
-            let d = d.ok_or_else(|| HookError::hinted(NodeError::NotInFleet { vm: vm.clone() }))?;
-            let client = kube.get().await.map_err(HookError::new)?;
-            let removed = crate::cluster::apply_labels_taints(&client, &d)
-                .await
-                .map_err(HookError::new)?;
-            Ok(if removed.is_empty() {
-                "labels and taints set".to_string()
-            } else {
-                format!(
-                    "labels and taints set (removed taints: {})",
-                    crate::text::one_line(&removed.join(", "))
-                )
-            })
-        })
-    })
-}
-
-/// Runs an in-place change script on a node over SSH, at most `timeout`
-/// and never past `deadline` (the apply's).
-pub fn changer(
-    ssh_key: Option<&Path>,
-    timeout: Duration,
-    deadline: tokio::time::Instant,
-) -> NodeChanger {
-    // A connection that fails is retried once: the script is idempotent.
-    let opts = ssh(ssh_key);
-    Arc::new(move |vm: String, script: Secret| {
-        let opts = opts.clone();
-        let timeout = timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        Box::pin(async move {
-            crate::upgrade::change_node(&vm, &script, &opts, timeout)
-                .await
-                .map_err(HookError::hinted)
-        })
-    })
-}
-
-/// Logs each VM's Tailscale device out over SSH before its `rm`: bounded,
-/// and its failure only reported.
-pub fn device_logout(ssh_key: Option<&Path>) -> apply::DeviceLogout {
-    let ssh = ssh(ssh_key);
-    Arc::new(move |vm: String| {
-        let ssh = ssh.clone();
-        Box::pin(async move {
-            crate::remote::tailscale_logout(&vm, &ssh, Duration::from_secs(30))
-                .await
-                .map_err(HookError::new)
-        })
-    })
 }

@@ -673,21 +673,30 @@ pub async fn execute(
         force: settings.force_drain,
         ..Default::default()
     };
-    let opts = ApplyOptions {
-        parallelism: settings.parallelism,
-        cancel: hooks.cancel,
-        remover: drains.then(|| hooks::remover(prepared.kube.clone(), drain_opts)),
+    let does = hooks::Does {
         // Each new, restarted or changed node must be Ready (bootstrap done;
         // its Node Ready, at the plan's release after a k3s change, when the
         // API is reachable) before the next one of its kind.
-        node_ready: applying
-            .then(|| hooks::node_ready(prepared.kube.clone(), &s.fleet, ssh_key, deadline)),
-        drainer: (applying && api && !settings.skip_drain)
-            .then(|| hooks::drainer(prepared.kube.clone(), drain_opts)),
-        uncordoner: (applying && api).then(|| hooks::uncordoner(prepared.kube.clone())),
-        labeler: (applying && api).then(|| hooks::labeler(prepared.kube.clone(), &s.fleet)),
-        changer: applying.then(|| hooks::changer(ssh_key, settings.timeout, deadline)),
-        logout: Some(hooks::device_logout(ssh_key)),
+        wait_ready: applying,
+        remove: drains,
+        drain: applying && api && !settings.skip_drain,
+        uncordon: applying && api,
+        label: applying && api,
+        change: applying,
+        logout: true,
+    };
+    let opts = ApplyOptions {
+        parallelism: settings.parallelism,
+        cancel: hooks.cancel,
+        ops: Arc::new(hooks::EngineOps::new(
+            prepared.kube.clone(),
+            &s.fleet,
+            ssh_key,
+            drain_opts,
+            deadline,
+            settings.timeout,
+            does,
+        )),
         ..ApplyOptions::default()
     };
     let report = apply::apply(
