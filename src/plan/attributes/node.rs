@@ -1,9 +1,8 @@
-//! What changes in place on one node that stays, attribute by attribute:
-//! its k3s release (`~ k3s.version v1.31.4+k3s1 → v1.31.6+k3s1`, an
-//! upgrade), its k3s arguments and `disable` (rewritten over SSH, then a
-//! restart), its labels and taints (through the API, no restart), and the
-//! comment that records them. Sizes, tags and the proxy are
-//! [`super::diff`]'s.
+//! The node's own attributes, changed in place: its k3s release
+//! (`~ k3s.version v1.31.4+k3s1 → v1.31.6+k3s1`, an upgrade), its k3s
+//! arguments and `disable` (rewritten over SSH, then a restart), its labels
+//! and taints (through the API, no restart), and the comment that records
+//! them.
 //!
 //! Where each "before" comes from: the release from the Node's
 //! `kubeletVersion` when the API answers, else from the VM's comment
@@ -15,49 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::spec::{self, SpecComment};
-use super::{AttrChange, NodeFacts, Op};
+use super::{AttrChange, AttrName, InPlace, Target, attr};
 use crate::api::types::VmInfo;
 use crate::fleet::{DesiredVm, Fleet, Role, Taint};
 use crate::node_labels::is_system_taint;
+use crate::plan::spec::{self, SpecComment};
+use crate::plan::{NodeFacts, Op};
 use crate::release::{self, Release, Step};
-
-/// The release the plan moves every node to, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub release: Release,
-    /// The channel it was looked up from (`None`: `k3s.version`).
-    pub channel: Option<String>,
-}
-
-impl Target {
-    fn source(&self) -> String {
-        match &self.channel {
-            Some(c) => format!("channel {c}"),
-            None => "k3s.version".to_string(),
-        }
-    }
-}
-
-/// One node's in-place changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InPlace {
-    pub reasons: Vec<String>,
-    pub attributes: Vec<AttrChange>,
-    pub ops: Vec<Op>,
-    /// Why the plan must not be carried out (a downgrade, a skipped minor).
-    pub refusal: Option<String>,
-    pub warnings: Vec<String>,
-}
-
-/// One attribute's change, as plans show it.
-pub(super) fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange {
-    AttrChange {
-        name: name.into(),
-        before,
-        after,
-    }
-}
 
 /// The release `vm` runs as far as the plan can tell: its Node's
 /// `kubeletVersion` (the truth, when the API answers), else the one its
@@ -72,7 +35,7 @@ pub fn observed_release(vm: &VmInfo, node: Option<&NodeFacts>) -> Option<String>
 
 /// The in-place changes of node `d`, observed as VM `o` (and Node `node`
 /// when the API answered: `nodes_known`), towards `target`.
-pub fn in_place(
+pub(super) fn in_place(
     fleet: &Fleet,
     d: &DesiredVm,
     o: &VmInfo,
@@ -109,7 +72,7 @@ pub fn in_place(
                     }
                 ));
                 out.attributes
-                    .push(attr("k3s.version", Some(h.to_string()), Some(to.clone())));
+                    .push(attr(AttrName::K3sVersion, Some(h.to_string()), Some(to.clone())));
                 out.ops.push(Op::Upgrade {
                     from: h.to_string(),
                     to: to.clone(),
@@ -118,7 +81,7 @@ pub fn in_place(
             }
             Err(refusal) => {
                 out.attributes.push(attr(
-                    "k3s.version",
+                        AttrName::K3sVersion,
                     Some(h.to_string()),
                     Some(target.release.to_string()),
                 ));
@@ -147,18 +110,21 @@ pub fn in_place(
         let was = |h: &str| Some(format!("(other: recorded {h})"));
         if have_args != want_args {
             let name = match d.role {
-                Role::Server => "k3s.serverArgs",
-                Role::Agent => "k3s.agentArgs",
+                Role::Server => AttrName::ServerArgs,
+                Role::Agent => AttrName::AgentArgs,
             };
-            out.attributes
-                .push(attr(name, was(have_args), Some(shown(&args))));
             out.reasons.push(format!(
                 "{name} changed: written over SSH, then k3s restarts"
             ));
+            out.attributes
+                .push(attr(name, was(have_args), Some(shown(&args))));
         }
         if have_dis != want_dis {
-            out.attributes
-                .push(attr("k3s.disable", was(have_dis), Some(shown(&disable))));
+            out.attributes.push(attr(
+                AttrName::K3sDisable,
+                was(have_dis),
+                Some(shown(&disable)),
+            ));
             out.reasons
                 .push("k3s.disable changed: written over SSH, then k3s restarts".to_string());
         }
@@ -193,7 +159,7 @@ pub fn in_place(
                 "the fleet's labels or taints changed since they were set (recorded lbl={have}, now {want_lbl}): set through the API, no restart"
             ));
             out.attributes.push(attr(
-                "labels and taints",
+                AttrName::LabelsAndTaints,
                 Some(format!("(other: recorded {have})")),
                 Some(shown_labels(d)),
             ));
@@ -226,7 +192,7 @@ pub fn in_place(
                 _ => "its comment is brought up to date (release, settings, labels)".to_string(),
             });
             out.attributes.push(attr(
-                "comment",
+                AttrName::Comment,
                 Some(o.comment.clone()),
                 Some(want_comment.clone()),
             ));
@@ -268,7 +234,11 @@ pub fn label_changes(d: &DesiredVm, node: &NodeFacts) -> Vec<AttrChange> {
     for (k, v) in want {
         let have = node.labels.get(k);
         if have != Some(v) {
-            out.push(attr(&format!("labels.{k}"), have.cloned(), Some(v.clone())));
+            out.push(attr(
+                AttrName::Label(k.clone()),
+                have.cloned(),
+                Some(v.clone()),
+            ));
         }
     }
     let want_t: BTreeSet<String> = d.taints.iter().map(Taint::to_string).collect();
@@ -286,7 +256,11 @@ pub fn label_changes(d: &DesiredVm, node: &NodeFacts) -> Vec<AttrChange> {
                 s.iter().cloned().collect::<Vec<_>>().join(",")
             }
         };
-        out.push(attr("taints", Some(join(&have_t)), Some(join(&want_t))));
+        out.push(attr(
+            AttrName::Taints,
+            Some(join(&have_t)),
+            Some(join(&want_t)),
+        ));
     }
     out
 }
@@ -372,7 +346,7 @@ mod tests {
         assert_eq!(
             got.attributes,
             [attr(
-                "k3s.version",
+                AttrName::K3sVersion,
                 Some("v1.31.5+k3s1".into()),
                 Some("v1.31.6+k3s1".into())
             )]
@@ -411,8 +385,8 @@ mod tests {
         let d = &fleet::desired_vms(&new)[0];
         let o = observed(&old, d, Some("v1.31.4+k3s1"));
         let got = in_place(&new, d, &o, None, false, &target("v1.31.4+k3s1"));
-        let names: Vec<&str> = got.attributes.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["k3s.serverArgs"]);
+        let names: Vec<&AttrName> = got.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, [&AttrName::ServerArgs]);
         assert_eq!(
             got.attributes[0].after.as_deref(),
             Some("--etcd-snapshot-retention=7")
@@ -425,8 +399,8 @@ mod tests {
             "  version: v1.31.4+k3s1\n  serverArgs: [\"--etcd-snapshot-retention=5\"]\n  disable: [traefik]\n",
         );
         let got = in_place(&disabled, d, &o, None, false, &target("v1.31.4+k3s1"));
-        let names: Vec<&str> = got.attributes.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["k3s.disable"]);
+        let names: Vec<&AttrName> = got.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, [&AttrName::K3sDisable]);
         // Agents do not care about server arguments.
         let agent = &fleet::desired_vms(&new)[1];
         let o = observed(&old, agent, Some("v1.31.4+k3s1"));
@@ -450,9 +424,13 @@ mod tests {
         assert_eq!(
             got.attributes,
             [
-                attr("labels.tier", Some("batch".into()), Some("web".into())),
                 attr(
-                    "taints",
+                    AttrName::Label("tier".into()),
+                    Some("batch".into()),
+                    Some("web".into())
+                ),
+                attr(
+                    AttrName::Taints,
                     Some("old=x:NoExecute".into()),
                     Some("dedicated=web:NoSchedule".into())
                 ),
@@ -479,7 +457,7 @@ mod tests {
         assert_eq!(
             got.attributes[0],
             attr(
-                "labels and taints",
+                AttrName::LabelsAndTaints,
                 Some(format!(
                     "(other: recorded {})",
                     spec::labels_fingerprint(d_old)
