@@ -18,6 +18,23 @@ use crate::text::one_line;
 /// code path put it there.
 pub fn render(s: &Status) -> String {
     let mut out = Screen::default();
+    table(&mut out, s);
+    if !s.cluster_api {
+        api_unreachable(&mut out, s);
+    }
+    bootstrap_steps(&mut out, s);
+    let problems = problem_lines(s);
+    if let Some(t) = &s.tailnet {
+        render_tailnet(&mut out, t);
+    }
+    verdict(&mut out, s, problems);
+    policy_entry(&mut out, s);
+    out.0
+}
+
+/// The table: one row per VM, each column as wide as its widest
+/// (escaped) cell.
+fn table(out: &mut Screen, s: &Status) {
     let dash = |o: &Option<String>| o.as_deref().unwrap_or("-").to_string();
     let header = [
         "VM",
@@ -80,22 +97,29 @@ pub fn render(s: &Status) -> String {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         out.line(line(&cells));
     }
-    if !s.cluster_api {
-        let why = s.cluster_api_error.as_deref().unwrap_or(
-            "pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet",
-        );
-        out.blank();
-        // The caller's error may span lines (a cause and its advice): each
-        // is a line of its own, escaped like every other.
-        let mut why = why.split('\n');
-        out.line(format!(
-            "Kubernetes API not reachable, node columns unknown: {}",
-            why.next().unwrap_or_default()
-        ));
-        for l in why {
-            out.line(l);
-        }
+}
+
+/// Why the node columns are unknown, and how to give status the API.
+fn api_unreachable(out: &mut Screen, s: &Status) {
+    let why = s
+        .cluster_api_error
+        .as_deref()
+        .unwrap_or("pass --kubeconfig, run `exedev-k8s kubeconfig -f FLEET`, or join the tailnet");
+    out.blank();
+    // The caller's error may span lines (a cause and its advice): each
+    // is a line of its own, escaped like every other.
+    let mut why = why.split('\n');
+    out.line(format!(
+        "Kubernetes API not reachable, node columns unknown: {}",
+        why.next().unwrap_or_default()
+    ));
+    for l in why {
+        out.line(l);
     }
+}
+
+/// The steps of bootstraps that are not done (the table holds the phase).
+fn bootstrap_steps(out: &mut Screen, s: &Status) {
     let in_progress: Vec<String> = s
         .rows
         .iter()
@@ -111,9 +135,13 @@ pub fn render(s: &Status) -> String {
             out.line(b);
         }
     }
+}
+
+/// Each problem as one line in its wording, a failed bootstrap's last log
+/// lines with it, then each drift item.
+fn problem_lines(s: &Status) -> Vec<(String, &[String])> {
     // Each problem is one line, a failed bootstrap's last log lines below it.
-    let problems: Vec<(String, &[String])> = s
-        .rows
+    s.rows
         .iter()
         .flat_map(|r| {
             r.problems.iter().map(move |p| {
@@ -130,10 +158,12 @@ pub fn render(s: &Status) -> String {
                 .iter()
                 .map(move |d| (format!("{}: drift {d}", r.name), &[][..]))
         }))
-        .collect();
-    if let Some(t) = &s.tailnet {
-        render_tailnet(&mut out, t);
-    }
+        .collect()
+}
+
+/// The problems, or why there are none and yet the fleet is not healthy,
+/// or that it is.
+fn verdict(out: &mut Screen, s: &Status, problems: Vec<(String, &[String])>) {
     if problems.is_empty() && !s.cluster_api {
         // Nothing wrong in what could be read, but the nodes were not.
         out.blank();
@@ -164,6 +194,10 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
+}
+
+/// The tailnet policy entry that would let the dropped flows through.
+fn policy_entry(out: &mut Screen, s: &Status) {
     if let Some(entry) = s.tailnet.as_ref().and_then(|t| t.acl_entry.as_ref()) {
         out.blank();
         out.line(
@@ -180,7 +214,6 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
-    out.0
 }
 
 /// What `status` prints, built line by line: each line is escaped with
