@@ -14,6 +14,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::spec::SpecComment;
 use super::{Action, AttrChange, NodeFacts, Op, Restart};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::fleet::{DesiredVm, Fleet};
@@ -23,7 +24,7 @@ use crate::sizes::ByteSize;
 mod node;
 mod vm;
 
-pub use node::{label_changes, observed_release};
+pub use node::label_changes;
 
 /// The name of an attribute a plan shows. Plan JSON holds it as the
 /// string [`AttrName::as_str`] gives (the schema predates the enum, so the
@@ -159,6 +160,17 @@ pub(super) fn attr(name: AttrName, before: Option<String>, after: Option<String>
 /// A size in bytes as plans show it (`20GB`).
 pub(super) fn gb(bytes: u64) -> String {
     format!("{}GB", ByteSize(bytes).gib_rounded())
+}
+
+/// The release `vm` runs as far as the plan can tell: its Node's
+/// `kubeletVersion` (the truth, when the API answers), else the one its
+/// comment recorded (scheme 2).
+pub fn observed_release(vm: &VmInfo, node: Option<&NodeFacts>) -> Option<String> {
+    node.and_then(|n| n.version.clone()).or_else(|| {
+        SpecComment::parse(&vm.comment)
+            .filter(|c| c.scheme >= 2)
+            .and_then(|c| c.k3s)
+    })
 }
 
 /// The release the plan moves every node to, and where it came from.

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{AttrChange, AttrName, InPlace, Target, attr};
+use super::{AttrChange, AttrName, InPlace, Target, attr, observed_release};
 use crate::api::types::VmInfo;
 use crate::fleet::{DesiredVm, Fleet, Role, Taint};
 use crate::node_labels::is_system_taint;
@@ -22,19 +22,10 @@ use crate::plan::spec::{self, SpecComment};
 use crate::plan::{NodeFacts, Op};
 use crate::release::{self, Release, Step};
 
-/// The release `vm` runs as far as the plan can tell: its Node's
-/// `kubeletVersion` (the truth, when the API answers), else the one its
-/// comment recorded (scheme 2).
-pub fn observed_release(vm: &VmInfo, node: Option<&NodeFacts>) -> Option<String> {
-    node.and_then(|n| n.version.clone()).or_else(|| {
-        SpecComment::parse(&vm.comment)
-            .filter(|c| c.scheme >= 2)
-            .and_then(|c| c.k3s)
-    })
-}
-
 /// The in-place changes of node `d`, observed as VM `o` (and Node `node`
-/// when the API answered: `nodes_known`), towards `target`.
+/// when the API answered: `nodes_known`), towards `target`: its release,
+/// its k3s settings, its labels and taints, then the comment recording
+/// them (each a pass below).
 pub(super) fn in_place(
     fleet: &Fleet,
     d: &DesiredVm,
@@ -45,7 +36,30 @@ pub(super) fn in_place(
 ) -> InPlace {
     let mut out = InPlace::default();
     let comment = SpecComment::parse(&o.comment);
-    let have = observed_release(o, node);
+    let release_after = release(d, observed_release(o, node), nodes_known, target, &mut out);
+    settings(fleet, d, comment.as_ref(), &mut out);
+    let lbl_after = labels(d, node, comment.as_ref(), &mut out);
+    rewrite_comment(
+        fleet,
+        d,
+        o,
+        comment.as_ref(),
+        (release_after, lbl_after),
+        &mut out,
+    );
+    out
+}
+
+/// The release: an upgrade one step towards `target`, or refused (a
+/// downgrade, a skipped minor), or unknown (warned, not upgraded). Returns
+/// the release the comment may record after the plan.
+fn release(
+    d: &DesiredVm,
+    have: Option<String>,
+    nodes_known: bool,
+    target: &Target,
+    out: &mut InPlace,
+) -> Option<String> {
     let mut release_after = have.clone();
     match have.as_deref().map(|h| (h, Release::parse(h))) {
         None => out.warnings.push(format!(
@@ -89,11 +103,15 @@ pub(super) fn in_place(
             }
         },
     }
+    release_after
+}
 
-    // Arguments and `disable`: recorded as fingerprints in scheme 2.
+/// Arguments and `disable`: recorded as fingerprints in scheme 2, so a
+/// change shows what they become (values are not recorded); one
+/// reconfigure, then k3s restarts.
+fn settings(fleet: &Fleet, d: &DesiredVm, comment: Option<&SpecComment>, out: &mut InPlace) {
     let want_cfg = spec::config_fingerprint(fleet, d.role);
     let recorded = comment
-        .as_ref()
         .filter(|c| c.scheme >= 2)
         .and_then(|c| c.cfg.clone());
     if let Some(have_cfg) = recorded.filter(|h| *h != want_cfg) {
@@ -133,15 +151,22 @@ pub(super) fn in_place(
             after: want_cfg.clone(),
         });
     }
+}
 
-    // Labels and taints: compared with the Node when the API answers
-    // (cluster-side drift too); else with the fingerprint the comment
-    // records (scheme 3), which sees a change the fleet makes but not one
-    // made with kubectl. `lbl_after` is what the comment may then record:
-    // unknown (scheme 2, no API) stays unknown.
+/// Labels and taints: compared with the Node when the API answers
+/// (cluster-side drift too); else with the fingerprint the comment
+/// records (scheme 3), which sees a change the fleet makes but not one
+/// made with kubectl. Returns what the comment may then record: unknown
+/// (scheme 2, no API) stays unknown.
+fn labels(
+    d: &DesiredVm,
+    node: Option<&NodeFacts>,
+    comment: Option<&SpecComment>,
+    out: &mut InPlace,
+) -> Option<String> {
     let want_lbl = spec::labels_fingerprint(d);
-    let recorded_lbl = comment.as_ref().and_then(|c| c.lbl.clone());
-    let lbl_after = match (node, recorded_lbl) {
+    let recorded_lbl = comment.and_then(|c| c.lbl.clone());
+    match (node, recorded_lbl) {
         (Some(n), _) => {
             let labels = label_changes(d, n);
             if !labels.is_empty() {
@@ -168,18 +193,30 @@ pub(super) fn in_place(
         }
         (None, Some(have)) => Some(have),
         (None, None) => None,
-    };
+    }
+}
 
-    // The comment records the spec, release, settings and labels. An
-    // in-place k3s change rewrites it when it is done (apply writes the op
-    // last), so it is planned here without a reason of its own.
+/// The comment records the spec, release, settings and labels (`after`:
+/// the release and labels fingerprint it records once the plan is
+/// carried out). An in-place k3s change rewrites it when it is done
+/// (apply writes the op last), so it is planned without a reason of its
+/// own unless it is the only change.
+fn rewrite_comment(
+    fleet: &Fleet,
+    d: &DesiredVm,
+    o: &VmInfo,
+    comment: Option<&SpecComment>,
+    after: (Option<String>, Option<String>),
+    out: &mut InPlace,
+) {
+    let (release_after, lbl_after) = after;
     let want_comment = spec::comment_with(fleet, d, release_after.as_deref(), lbl_after);
     let k3s_change = out.ops.iter().any(Op::changes_k3s);
     if o.comment != want_comment && out.refusal.is_none() {
         // Shown when it is the only change; otherwise it is bookkeeping of
         // the changes shown.
         if !k3s_change && out.ops.is_empty() {
-            out.reasons.push(match &comment {
+            out.reasons.push(match comment {
                 Some(c) if c.scheme == 1 => format!(
                     "created by an earlier exedev-k8s (spec scheme 1): its comment is rewritten in scheme {} (not a replacement; its k3s arguments are taken to be the fleet's)",
                     SpecComment::parse(&want_comment).map_or(2, |c| c.scheme)
@@ -201,7 +238,6 @@ pub(super) fn in_place(
             comment: want_comment,
         });
     }
-    out
 }
 
 /// The fleet's labels and taints of `d`, for a plan's "after":
