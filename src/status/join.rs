@@ -399,9 +399,7 @@ mod tests {
             st.rows[1].problems.clone()
         };
         assert!(
-            problems(true)
-                .iter()
-                .any(|p| *p == Problem::ProxyPublicUnshared),
+            problems(true).contains(&Problem::ProxyPublicUnshared),
             "{:?}",
             problems(true)
         );

@@ -90,33 +90,17 @@ fn joins_both_sides_and_flags_one_sided_entries() {
     let row = |n: &str| s.rows.iter().find(|r| r.name == n).unwrap();
     assert!(row("demo-cp1").problems.is_empty(), "{:?}", row("demo-cp1"));
     assert_eq!(row("demo-web1").node, Some(NodeCell::NotReady));
-    assert!(row("demo-web1").problems.iter().any(|p| *p
-        == Problem::ProxyDiffers {
-            port: 8080,
-            public: false,
-            want_port: 8080,
-            want_public: true,
-        }));
+    assert!(row("demo-web1").problems.contains(&Problem::ProxyDiffers {
+        port: 8080,
+        public: false,
+        want_port: 8080,
+        want_public: true,
+    }));
     assert_eq!(row("demo-web1").probe.as_deref(), Some("200 in 12 ms"));
-    assert!(
-        row("demo-web2")
-            .problems
-            .iter()
-            .any(|p| *p == Problem::NoVm)
-    );
-    assert!(
-        row("demo-web7")
-            .problems
-            .iter()
-            .any(|p| *p == Problem::NotInFleet)
-    );
+    assert!(row("demo-web2").problems.contains(&Problem::NoVm));
+    assert!(row("demo-web7").problems.contains(&Problem::NotInFleet));
     assert_eq!(row("demo-web7").node, Some(NodeCell::NoNode));
-    assert!(
-        row("demo-old1")
-            .problems
-            .iter()
-            .any(|p| *p == Problem::NodeWithoutVm)
-    );
+    assert!(row("demo-old1").problems.contains(&Problem::NodeWithoutVm));
     assert!(!s.healthy);
     // The missing VM, the stray VM and the Node without a VM each have
     // a row and a problem; the ghost Node's VM column says `missing`.
