@@ -3,7 +3,7 @@
 //! labels pending for the API) and proxy probes, flagging what exists on one
 //! side only. Pure: the edges gather, [`join`] joins (each column a pass,
 //! each problem a [`Problem`] with its data), [`render`] says it, at the
-//! edge ([`problem`] holds every problem's wording).
+//! edge (`problem` holds every problem's wording).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! What changes in place on one VM that stays, attribute by attribute, in
-//! one place: what exe.dev holds ([`vm`]: sizes, a VM restart; tags; the
-//! proxy) and what the node holds ([`node`]: the k3s release, an upgrade;
+//! one place: what exe.dev holds (`vm`: sizes, a VM restart; tags; the
+//! proxy) and what the node holds (`node`: the k3s release, an upgrade;
 //! k3s arguments, a k3s restart; labels and taints, through the API; the
 //! comment recording them). Every attribute a plan shows is named by
 //! [`AttrName`], which plan JSON spells as it always has (`k3s.version`,

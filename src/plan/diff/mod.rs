@@ -1,6 +1,6 @@
 //! Desired against observed: the heart of `plan`.
 //!
-//! What needs a new VM (image, role, tailnet: [`spec::spec_fingerprint`];
+//! What needs a new VM (image, role, tailnet: [`super::spec::spec_fingerprint`];
 //! a disk that shrinks) is a replacement: servers in place, one at a time;
 //! agents create-before-destroy under a new index ([`super::placement`]).
 //! Everything else changes in place, attribute by attribute
@@ -9,7 +9,6 @@
 //! (the API). What k3s refuses (a downgrade, a skipped minor, a kubelet
 //! newer than the servers) and what would lose etcd quorum make the plan
 //! refused: it is still returned, with [`Plan::refusals`].
-
 //!
 //! [`diff`] is a sequence of named passes, each a function of its own:
 //! scope ([`changes::scope`]), release ([`release::target_release`]),
