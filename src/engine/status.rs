@@ -98,15 +98,15 @@ pub async fn status(
     } else {
         BTreeMap::new()
     };
-    let mut st = crate::status::join(
-        &s.fleet.name,
-        &desired,
-        &observed.vms,
-        &observed.shares,
-        nodes.as_deref().zip(readiness.as_ref()),
-        &probes,
-        &bootstrap,
-    );
+    let mut st = crate::status::join(&crate::status::Sides {
+        cluster: &s.fleet.name,
+        desired: &desired,
+        vms: &observed.vms,
+        shares: &observed.shares,
+        nodes: nodes.as_deref().zip(readiness.as_ref()),
+        probes: &probes,
+        bootstrap: &bootstrap,
+    });
     st.cluster_api_error = client.as_ref().err().map(ToString::to_string);
     // A pinned release is the fleet's; a channel is not looked up here (the
     // plan does that): the nodes must then at least agree.

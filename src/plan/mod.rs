@@ -152,7 +152,8 @@ impl Op {
 /// One attribute's before → after, for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrChange {
-    pub name: String,
+    /// Serialised as the name's string (`k3s.version`, `labels.tier`).
+    pub name: attributes::AttrName,
     pub before: Option<String>,
     pub after: Option<String>,
 }

@@ -133,7 +133,8 @@ pub fn human(plan: &Plan, colour_on: bool) -> String {
             let _ = writeln!(out, "      # {}", one_line(r));
         }
         for a in &c.attributes {
-            let name = one_line(&a.name);
+            let name = a.name.to_string();
+            let name = one_line(&name);
             let line = match (c.action, &a.before, &a.after) {
                 (Action::Create, _, after) => format!("{name:<14} {}", value(after)),
                 (Action::Delete, before, _) => format!("{name:<14} {}", value(before)),
@@ -247,7 +248,7 @@ pub fn markdown(plan: &Plan) -> String {
                 let _ = writeln!(
                     block,
                     "{sign}     {}: {} → {}",
-                    one_line(&a.name),
+                    one_line(&a.name.as_str()),
                     value(&a.before),
                     value(&a.after)
                 );

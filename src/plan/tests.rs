@@ -1,5 +1,6 @@
 //! Diff rules, exhaustively, on hand-made observed states.
 
+use super::attributes::AttrName;
 use super::spec::comment_for;
 use super::*;
 use crate::api::types::{ShareInfo, Visibility, VmInfo};
@@ -256,16 +257,16 @@ fn version_arguments_and_labels_change_in_place() {
         ]
     );
     let cp = &p.changes[0];
-    let names: Vec<&str> = cp.attributes.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["k3s.version", "k3s.serverArgs"]);
+    let names: Vec<&AttrName> = cp.attributes.iter().map(|a| &a.name).collect();
+    assert_eq!(names, [&AttrName::K3sVersion, &AttrName::ServerArgs]);
     assert_eq!(cp.attributes[0].before.as_deref(), Some(VERSION));
     assert_eq!(cp.attributes[0].after.as_deref(), Some("v1.32.0+k3s1"));
     assert_eq!(cp.restart, Some(Restart::K3s));
     let web = &p.changes[3];
     assert!(
-        web.attributes
-            .iter()
-            .any(|a| a.name == "labels.tier" && a.after.as_deref() == Some("batch")),
+        web.attributes.iter().any(
+            |a| a.name == AttrName::Label("tier".into()) && a.after.as_deref() == Some("batch")
+        ),
         "{:?}",
         web.attributes
     );
@@ -392,7 +393,7 @@ fn channels_are_resolved_before_and_kept_when_the_lookup_fails() {
     let v = p.changes[0]
         .attributes
         .iter()
-        .find(|a| a.name == "k3s.version")
+        .find(|a| a.name == AttrName::K3sVersion)
         .unwrap();
     assert_eq!(v.after.as_deref(), Some("v1.31.6+k3s1"));
     let down = PlanOptions {
@@ -899,7 +900,7 @@ fn new_vms_show_their_k3s_flags_with_secrets_redacted() {
         p.changes
             .iter()
             .find(|c| c.vm == vm)
-            .and_then(|c| c.attributes.iter().find(|a| a.name == "k3s args"))
+            .and_then(|c| c.attributes.iter().find(|a| a.name == AttrName::K3sArgs))
             .and_then(|a| a.after.clone())
     };
     assert_eq!(
@@ -924,7 +925,7 @@ fn new_vms_show_their_k3s_flags_with_secrets_redacted() {
     let a = p.changes[0]
         .attributes
         .iter()
-        .find(|a| a.name == "k3s.serverArgs")
+        .find(|a| a.name == AttrName::ServerArgs)
         .unwrap();
     assert!(
         a.before
@@ -1151,7 +1152,7 @@ fn a_pool_that_loses_its_share_goes_private_then_loses_the_tag() {
         c.reasons.iter().any(|r| r.contains("made private")),
         "{c:?}"
     );
-    assert!(c.attributes.iter().any(|a| a.name == "share.public"
+    assert!(c.attributes.iter().any(|a| a.name == AttrName::SharePublic
         && a.before.as_deref() == Some("true")
         && a.after.as_deref() == Some("false")));
 

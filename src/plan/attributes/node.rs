@@ -1,9 +1,8 @@
-//! What changes in place on one node that stays, attribute by attribute:
-//! its k3s release (`~ k3s.version v1.31.4+k3s1 → v1.31.6+k3s1`, an
-//! upgrade), its k3s arguments and `disable` (rewritten over SSH, then a
-//! restart), its labels and taints (through the API, no restart), and the
-//! comment that records them. Sizes, tags and the proxy are
-//! [`super::diff`]'s.
+//! The node's own attributes, changed in place: its k3s release
+//! (`~ k3s.version v1.31.4+k3s1 → v1.31.6+k3s1`, an upgrade), its k3s
+//! arguments and `disable` (rewritten over SSH, then a restart), its labels
+//! and taints (through the API, no restart), and the comment that records
+//! them.
 //!
 //! Where each "before" comes from: the release from the Node's
 //! `kubeletVersion` when the API answers, else from the VM's comment
@@ -15,64 +14,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::spec::{self, SpecComment};
-use super::{AttrChange, NodeFacts, Op};
+use super::{AttrChange, AttrName, InPlace, Target, attr, observed_release};
 use crate::api::types::VmInfo;
 use crate::fleet::{DesiredVm, Fleet, Role, Taint};
 use crate::node_labels::is_system_taint;
+use crate::plan::spec::{self, SpecComment};
+use crate::plan::{NodeFacts, Op};
 use crate::release::{self, Release, Step};
 
-/// The release the plan moves every node to, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub release: Release,
-    /// The channel it was looked up from (`None`: `k3s.version`).
-    pub channel: Option<String>,
-}
-
-impl Target {
-    fn source(&self) -> String {
-        match &self.channel {
-            Some(c) => format!("channel {c}"),
-            None => "k3s.version".to_string(),
-        }
-    }
-}
-
-/// One node's in-place changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InPlace {
-    pub reasons: Vec<String>,
-    pub attributes: Vec<AttrChange>,
-    pub ops: Vec<Op>,
-    /// Why the plan must not be carried out (a downgrade, a skipped minor).
-    pub refusal: Option<String>,
-    pub warnings: Vec<String>,
-}
-
-/// One attribute's change, as plans show it.
-pub(super) fn attr(name: &str, before: Option<String>, after: Option<String>) -> AttrChange {
-    AttrChange {
-        name: name.into(),
-        before,
-        after,
-    }
-}
-
-/// The release `vm` runs as far as the plan can tell: its Node's
-/// `kubeletVersion` (the truth, when the API answers), else the one its
-/// comment recorded (scheme 2).
-pub fn observed_release(vm: &VmInfo, node: Option<&NodeFacts>) -> Option<String> {
-    node.and_then(|n| n.version.clone()).or_else(|| {
-        SpecComment::parse(&vm.comment)
-            .filter(|c| c.scheme >= 2)
-            .and_then(|c| c.k3s)
-    })
-}
-
 /// The in-place changes of node `d`, observed as VM `o` (and Node `node`
-/// when the API answered: `nodes_known`), towards `target`.
-pub fn in_place(
+/// when the API answered: `nodes_known`), towards `target`: its release,
+/// its k3s settings, its labels and taints, then the comment recording
+/// them (each a pass below).
+pub(super) fn in_place(
     fleet: &Fleet,
     d: &DesiredVm,
     o: &VmInfo,
@@ -82,7 +36,30 @@ pub fn in_place(
 ) -> InPlace {
     let mut out = InPlace::default();
     let comment = SpecComment::parse(&o.comment);
-    let have = observed_release(o, node);
+    let release_after = release(d, observed_release(o, node), nodes_known, target, &mut out);
+    settings(fleet, d, comment.as_ref(), &mut out);
+    let lbl_after = labels(d, node, comment.as_ref(), &mut out);
+    rewrite_comment(
+        fleet,
+        d,
+        o,
+        comment.as_ref(),
+        (release_after, lbl_after),
+        &mut out,
+    );
+    out
+}
+
+/// The release: an upgrade one step towards `target`, or refused (a
+/// downgrade, a skipped minor), or unknown (warned, not upgraded). Returns
+/// the release the comment may record after the plan.
+fn release(
+    d: &DesiredVm,
+    have: Option<String>,
+    nodes_known: bool,
+    target: &Target,
+    out: &mut InPlace,
+) -> Option<String> {
     let mut release_after = have.clone();
     match have.as_deref().map(|h| (h, Release::parse(h))) {
         None => out.warnings.push(format!(
@@ -109,7 +86,7 @@ pub fn in_place(
                     }
                 ));
                 out.attributes
-                    .push(attr("k3s.version", Some(h.to_string()), Some(to.clone())));
+                    .push(attr(AttrName::K3sVersion, Some(h.to_string()), Some(to.clone())));
                 out.ops.push(Op::Upgrade {
                     from: h.to_string(),
                     to: to.clone(),
@@ -118,7 +95,7 @@ pub fn in_place(
             }
             Err(refusal) => {
                 out.attributes.push(attr(
-                    "k3s.version",
+                        AttrName::K3sVersion,
                     Some(h.to_string()),
                     Some(target.release.to_string()),
                 ));
@@ -126,11 +103,15 @@ pub fn in_place(
             }
         },
     }
+    release_after
+}
 
-    // Arguments and `disable`: recorded as fingerprints in scheme 2.
+/// Arguments and `disable`: recorded as fingerprints in scheme 2, so a
+/// change shows what they become (values are not recorded); one
+/// reconfigure, then k3s restarts.
+fn settings(fleet: &Fleet, d: &DesiredVm, comment: Option<&SpecComment>, out: &mut InPlace) {
     let want_cfg = spec::config_fingerprint(fleet, d.role);
     let recorded = comment
-        .as_ref()
         .filter(|c| c.scheme >= 2)
         .and_then(|c| c.cfg.clone());
     if let Some(have_cfg) = recorded.filter(|h| *h != want_cfg) {
@@ -147,18 +128,21 @@ pub fn in_place(
         let was = |h: &str| Some(format!("(other: recorded {h})"));
         if have_args != want_args {
             let name = match d.role {
-                Role::Server => "k3s.serverArgs",
-                Role::Agent => "k3s.agentArgs",
+                Role::Server => AttrName::ServerArgs,
+                Role::Agent => AttrName::AgentArgs,
             };
-            out.attributes
-                .push(attr(name, was(have_args), Some(shown(&args))));
             out.reasons.push(format!(
                 "{name} changed: written over SSH, then k3s restarts"
             ));
+            out.attributes
+                .push(attr(name, was(have_args), Some(shown(&args))));
         }
         if have_dis != want_dis {
-            out.attributes
-                .push(attr("k3s.disable", was(have_dis), Some(shown(&disable))));
+            out.attributes.push(attr(
+                AttrName::K3sDisable,
+                was(have_dis),
+                Some(shown(&disable)),
+            ));
             out.reasons
                 .push("k3s.disable changed: written over SSH, then k3s restarts".to_string());
         }
@@ -167,15 +151,22 @@ pub fn in_place(
             after: want_cfg.clone(),
         });
     }
+}
 
-    // Labels and taints: compared with the Node when the API answers
-    // (cluster-side drift too); else with the fingerprint the comment
-    // records (scheme 3), which sees a change the fleet makes but not one
-    // made with kubectl. `lbl_after` is what the comment may then record:
-    // unknown (scheme 2, no API) stays unknown.
+/// Labels and taints: compared with the Node when the API answers
+/// (cluster-side drift too); else with the fingerprint the comment
+/// records (scheme 3), which sees a change the fleet makes but not one
+/// made with kubectl. Returns what the comment may then record: unknown
+/// (scheme 2, no API) stays unknown.
+fn labels(
+    d: &DesiredVm,
+    node: Option<&NodeFacts>,
+    comment: Option<&SpecComment>,
+    out: &mut InPlace,
+) -> Option<String> {
     let want_lbl = spec::labels_fingerprint(d);
-    let recorded_lbl = comment.as_ref().and_then(|c| c.lbl.clone());
-    let lbl_after = match (node, recorded_lbl) {
+    let recorded_lbl = comment.and_then(|c| c.lbl.clone());
+    match (node, recorded_lbl) {
         (Some(n), _) => {
             let labels = label_changes(d, n);
             if !labels.is_empty() {
@@ -193,7 +184,7 @@ pub fn in_place(
                 "the fleet's labels or taints changed since they were set (recorded lbl={have}, now {want_lbl}): set through the API, no restart"
             ));
             out.attributes.push(attr(
-                "labels and taints",
+                AttrName::LabelsAndTaints,
                 Some(format!("(other: recorded {have})")),
                 Some(shown_labels(d)),
             ));
@@ -202,18 +193,30 @@ pub fn in_place(
         }
         (None, Some(have)) => Some(have),
         (None, None) => None,
-    };
+    }
+}
 
-    // The comment records the spec, release, settings and labels. An
-    // in-place k3s change rewrites it when it is done (apply writes the op
-    // last), so it is planned here without a reason of its own.
+/// The comment records the spec, release, settings and labels (`after`:
+/// the release and labels fingerprint it records once the plan is
+/// carried out). An in-place k3s change rewrites it when it is done
+/// (apply writes the op last), so it is planned without a reason of its
+/// own unless it is the only change.
+fn rewrite_comment(
+    fleet: &Fleet,
+    d: &DesiredVm,
+    o: &VmInfo,
+    comment: Option<&SpecComment>,
+    after: (Option<String>, Option<String>),
+    out: &mut InPlace,
+) {
+    let (release_after, lbl_after) = after;
     let want_comment = spec::comment_with(fleet, d, release_after.as_deref(), lbl_after);
     let k3s_change = out.ops.iter().any(Op::changes_k3s);
     if o.comment != want_comment && out.refusal.is_none() {
         // Shown when it is the only change; otherwise it is bookkeeping of
         // the changes shown.
         if !k3s_change && out.ops.is_empty() {
-            out.reasons.push(match &comment {
+            out.reasons.push(match comment {
                 Some(c) if c.scheme == 1 => format!(
                     "created by an earlier exedev-k8s (spec scheme 1): its comment is rewritten in scheme {} (not a replacement; its k3s arguments are taken to be the fleet's)",
                     SpecComment::parse(&want_comment).map_or(2, |c| c.scheme)
@@ -226,7 +229,7 @@ pub fn in_place(
                 _ => "its comment is brought up to date (release, settings, labels)".to_string(),
             });
             out.attributes.push(attr(
-                "comment",
+                AttrName::Comment,
                 Some(o.comment.clone()),
                 Some(want_comment.clone()),
             ));
@@ -235,7 +238,6 @@ pub fn in_place(
             comment: want_comment,
         });
     }
-    out
 }
 
 /// The fleet's labels and taints of `d`, for a plan's "after":
@@ -268,7 +270,11 @@ pub fn label_changes(d: &DesiredVm, node: &NodeFacts) -> Vec<AttrChange> {
     for (k, v) in want {
         let have = node.labels.get(k);
         if have != Some(v) {
-            out.push(attr(&format!("labels.{k}"), have.cloned(), Some(v.clone())));
+            out.push(attr(
+                AttrName::Label(k.clone()),
+                have.cloned(),
+                Some(v.clone()),
+            ));
         }
     }
     let want_t: BTreeSet<String> = d.taints.iter().map(Taint::to_string).collect();
@@ -286,7 +292,11 @@ pub fn label_changes(d: &DesiredVm, node: &NodeFacts) -> Vec<AttrChange> {
                 s.iter().cloned().collect::<Vec<_>>().join(",")
             }
         };
-        out.push(attr("taints", Some(join(&have_t)), Some(join(&want_t))));
+        out.push(attr(
+            AttrName::Taints,
+            Some(join(&have_t)),
+            Some(join(&want_t)),
+        ));
     }
     out
 }
@@ -372,7 +382,7 @@ mod tests {
         assert_eq!(
             got.attributes,
             [attr(
-                "k3s.version",
+                AttrName::K3sVersion,
                 Some("v1.31.5+k3s1".into()),
                 Some("v1.31.6+k3s1".into())
             )]
@@ -411,8 +421,8 @@ mod tests {
         let d = &fleet::desired_vms(&new)[0];
         let o = observed(&old, d, Some("v1.31.4+k3s1"));
         let got = in_place(&new, d, &o, None, false, &target("v1.31.4+k3s1"));
-        let names: Vec<&str> = got.attributes.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["k3s.serverArgs"]);
+        let names: Vec<&AttrName> = got.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, [&AttrName::ServerArgs]);
         assert_eq!(
             got.attributes[0].after.as_deref(),
             Some("--etcd-snapshot-retention=7")
@@ -425,8 +435,8 @@ mod tests {
             "  version: v1.31.4+k3s1\n  serverArgs: [\"--etcd-snapshot-retention=5\"]\n  disable: [traefik]\n",
         );
         let got = in_place(&disabled, d, &o, None, false, &target("v1.31.4+k3s1"));
-        let names: Vec<&str> = got.attributes.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["k3s.disable"]);
+        let names: Vec<&AttrName> = got.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, [&AttrName::K3sDisable]);
         // Agents do not care about server arguments.
         let agent = &fleet::desired_vms(&new)[1];
         let o = observed(&old, agent, Some("v1.31.4+k3s1"));
@@ -450,9 +460,13 @@ mod tests {
         assert_eq!(
             got.attributes,
             [
-                attr("labels.tier", Some("batch".into()), Some("web".into())),
                 attr(
-                    "taints",
+                    AttrName::Label("tier".into()),
+                    Some("batch".into()),
+                    Some("web".into())
+                ),
+                attr(
+                    AttrName::Taints,
                     Some("old=x:NoExecute".into()),
                     Some("dedicated=web:NoSchedule".into())
                 ),
@@ -479,7 +493,7 @@ mod tests {
         assert_eq!(
             got.attributes[0],
             attr(
-                "labels and taints",
+                AttrName::LabelsAndTaints,
                 Some(format!(
                     "(other: recorded {})",
                     spec::labels_fingerprint(d_old)
