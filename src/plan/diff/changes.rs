@@ -23,7 +23,7 @@ pub(super) struct Scope<'a> {
 }
 
 /// The scope pass: everything after it sees only the fleet's VMs.
-pub(super) fn scope<'a>(fleet: &Fleet, observed: &'a Observed) -> Scope<'a> {
+pub(super) fn scope<'a>(fleet: &'a Fleet, observed: &'a Observed) -> Scope<'a> {
     let scoped: Vec<&VmInfo> = observed.in_scope(fleet).collect();
     let owned = scoped
         .iter()
