@@ -6,57 +6,24 @@
 //! VMs leave the tailnet before `rm` without a failed logout blocking it,
 //! and `status` shows every VM's bootstrap.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
-use exedev_k8s::emulator::RunningEmulator;
+use crate::common::{Harness, text};
 
-struct Env {
-    rt: tokio::runtime::Runtime,
-    emu: Option<RunningEmulator>,
-    token: String,
-    dir: tempfile::TempDir,
+/// The harness with this file's Tailscale key.
+struct Env(Harness);
+
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Env {
-        let crate::common::Harness {
-            rt,
-            emu,
-            token,
-            dir,
-        } = crate::common::harness(|_| {});
-        Env {
-            rt,
-            emu: Some(emu),
-            token,
-            dir,
-        }
-    }
-
-    fn emu(&self) -> &RunningEmulator {
-        self.emu.as_ref().unwrap()
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("EXE_DEV_ENDPOINT", &self.emu().url)
-            .env("EXE_DEV_API_KEY", &self.token)
-            .env("TS_AUTHKEY", "tskey-auth-x")
-            .env("EXEDEV_K8S_SSH", self.path("ssh-stub"))
-            .env("NO_COLOR", "1")
-            .env_remove("EXE_DEV_SSH_KEY")
-            .env_remove("EXEDEV_K8S_KUBECONFIG")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+        Env(crate::common::harness(|_| {}).secrets(&[("TS_AUTHKEY", "tskey-auth-x")]))
     }
 
     /// Makes the stand-in `ssh` answer for `vm` with this state file.
@@ -91,22 +58,10 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(emu) = self.emu.take() {
-            self.rt.block_on(emu.shutdown());
-        }
-    }
-}
-
 fn write_atomic(path: &Path, content: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, content).unwrap();
     std::fs::rename(tmp, path).unwrap();
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
 const AGENTS: [&str; 6] = [

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::Harness;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{any, get, post};
-use exedev_k8s::emulator::RunningEmulator;
 use exedev_k8s::fleet;
 use serde_json::{Value, json};
 
@@ -160,14 +160,18 @@ async fn evict(
 }
 
 struct Env {
-    rt: tokio::runtime::Runtime,
-    emu: Option<RunningEmulator>,
+    h: Harness,
     kube: Shared,
     /// While set, every running VM of the fleets registers a Ready node with
     /// the fleet's labels and taints, as k3s would once its script ran.
     auto_register: Arc<std::sync::atomic::AtomicBool>,
-    token: String,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.h
+    }
 }
 
 /// One Lease, with the API's optimistic concurrency: create once, update
@@ -223,12 +227,8 @@ async fn lease(State(s): State<Shared>, method: Method, body: Bytes) -> impl Int
 
 impl Env {
     fn new() -> Env {
-        let crate::common::Harness {
-            rt,
-            emu,
-            token,
-            dir,
-        } = crate::common::harness(|_| {});
+        let h = crate::common::harness(|_| {}).secrets(&[("TS_AUTHKEY", "tskey-x")]);
+        let (rt, emu, dir) = (&h.rt, &h.emu, &h.dir);
         let kube: Shared = Arc::default();
         let app = Router::new()
             .route(
@@ -314,25 +314,16 @@ impl Env {
             }
         });
         Env {
-            rt,
-            emu: Some(emu),
+            h,
             kube,
             auto_register,
-            token,
-            dir,
         }
     }
 
+    /// [`Harness::run`] with the fake cluster's kubeconfig.
     fn run(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("EXE_DEV_ENDPOINT", &self.emu.as_ref().unwrap().url)
-            .env("EXE_DEV_API_KEY", &self.token)
-            .env("TS_AUTHKEY", "tskey-x")
-            .env("EXEDEV_K8S_KUBECONFIG", self.dir.path().join("kubeconfig"))
-            .env("EXEDEV_K8S_SSH", self.dir.path().join("ssh-stub"))
-            .stdin(std::process::Stdio::null())
+        self.cmd(args)
+            .env("EXEDEV_K8S_KUBECONFIG", self.path("kubeconfig"))
             .output()
             .unwrap()
     }
@@ -362,14 +353,6 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(e) = self.emu.take() {
-            self.rt.block_on(e.shutdown());
-        }
-    }
-}
-
 #[test]
 fn removals_drain_and_delete_the_node_before_rm() {
     let env = Env::new();
@@ -386,7 +369,7 @@ fn removals_drain_and_delete_the_node_before_rm() {
     env.ok(&["apply", "-f", "changed.yaml", "--yes"]);
 
     let k = env.kube.lock().unwrap();
-    let emu = env.emu.as_ref().unwrap();
+    let emu = env.emu();
     for vm in ["acme-batch2", "acme-gpu1"] {
         let cordon = k
             .log
@@ -496,14 +479,7 @@ fn apply_wait_times_out_naming_stragglers() {
     );
     // Servers change strictly one at a time: cp-2 is never created while
     // cp-1 is not a Ready node.
-    assert!(
-        !env.emu
-            .as_ref()
-            .unwrap()
-            .state()
-            .vms
-            .contains_key("acme-cp2")
-    );
+    assert!(!env.emu().state().vms.contains_key("acme-cp2"));
 }
 
 /// A new server is only started once the previous one is a Ready node.
@@ -511,7 +487,7 @@ fn apply_wait_times_out_naming_stragglers() {
 fn servers_join_one_at_a_time() {
     let env = Env::new();
     env.ok(&["apply", "-f", "base.yaml", "--yes"]);
-    let emu = env.emu.as_ref().unwrap();
+    let emu = env.emu();
     let news: Vec<u64> = emu
         .requests()
         .into_iter()
@@ -598,7 +574,7 @@ fn role_labels_are_pending_until_applied_through_the_api() {
     env.ok(&["apply", "-f", "roles.yaml", "--yes"]);
     env.register("roles.yaml");
     // Never at registration: not in any setup script's config.
-    let state = env.emu.as_ref().unwrap().state();
+    let state = env.emu().state();
     let script = state.vms["acme-web1"].setup_script.clone().unwrap();
     assert!(!script.contains("node-role.kubernetes.io/worker"));
 

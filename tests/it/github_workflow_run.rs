@@ -1243,7 +1243,7 @@ fn the_example_workflow_runs_a_fleet_through_pull_requests_and_merges() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("fleet.yaml"), fleet(V5, "api", true)).unwrap();
         let o = h
-            .command(&["plan", "-f", "fleet.yaml", "--destroy", "--out", "d.json"])
+            .cmd(&["plan", "-f", "fleet.yaml", "--destroy", "--out", "d.json"])
             .current_dir(&dir)
             .output()
             .unwrap();

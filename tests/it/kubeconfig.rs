@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::utf8;
+
 const K3S_YAML: &str = "apiVersion: v1
 clusters:
 - cluster:
@@ -92,10 +94,6 @@ impl Env {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("written").permissions().mode() & 0o777
@@ -109,7 +107,7 @@ fn kubeconfig(p: &Path) -> kube::config::Kubeconfig {
 fn fetches_rewrites_and_stores_privately() {
     let env = Env::new(0);
     let out = env.run(&[]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (utf8(&out.stdout), utf8(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
 
     let argv = env.argv();
@@ -164,7 +162,7 @@ fn out_with_merge_keeps_other_clusters() {
         "--ssh-key",
         &key.display().to_string(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", utf8(&out.stderr));
     assert!(env.argv().contains(&format!("\n-i\n{}\n", key.display())));
     assert_eq!(mode(&target), 0o600);
     let k = kubeconfig(&target);
@@ -172,14 +170,14 @@ fn out_with_merge_keeps_other_clusters() {
     assert_eq!(names, ["prod", "demo"]);
     assert_eq!(k.current_context.as_deref(), Some("demo"));
     assert!(!env.path(".exedev-k8s/demo/kubeconfig").exists());
-    assert!(!text(&out.stdout).contains(CLIENT_KEY));
+    assert!(!utf8(&out.stdout).contains(CLIENT_KEY));
     // The switch of kubectl's current cluster is said.
     assert!(
-        text(&out.stdout).contains(
+        utf8(&out.stdout).contains(
             "current-context changed from \"prod\" to \"demo\": kubectl now talks to this cluster (switch back: kubectl config use-context prod)"
         ),
         "{}",
-        text(&out.stdout)
+        utf8(&out.stdout)
     );
 
     // Without --merge, --out refuses to drop the other context, before
@@ -188,7 +186,7 @@ fn out_with_merge_keeps_other_clusters() {
     let before = std::fs::read_to_string(&target).expect("read");
     let out = env.run(&["--out", &target.display().to_string()]);
     assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = utf8(&out.stderr);
     assert!(
         err.contains("holds other contexts (\"prod\")") && err.contains("--overwrite"),
         "{err}"
@@ -197,7 +195,7 @@ fn out_with_merge_keeps_other_clusters() {
     assert_eq!(env.calls(), calls, "refused before fetching");
     // ...and overwrites it with --overwrite.
     let out = env.run(&["--out", &target.display().to_string(), "--overwrite"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", utf8(&out.stderr));
     let names: Vec<String> = kubeconfig(&target)
         .clusters
         .into_iter()
@@ -210,7 +208,7 @@ fn out_with_merge_keeps_other_clusters() {
 fn connection_failures_are_retried() {
     let env = Env::new(2);
     let out = env.run(&[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", utf8(&out.stderr));
     assert_eq!(env.calls(), 3);
     assert!(env.path(".exedev-k8s/demo/kubeconfig").exists());
 }
@@ -221,7 +219,7 @@ fn persistent_connection_failure_names_the_vm_and_what_to_do() {
     let out = env.run(&["--ssh-retries", "2"]);
     assert!(!out.status.success());
     assert_eq!(env.calls(), 3);
-    let err = text(&out.stderr);
+    let err = utf8(&out.stderr);
     assert!(err.contains("demo-cp1.exe.xyz"), "{err}");
     assert!(err.contains("255"), "{err}");
     assert!(err.contains("Connection closed by remote host"), "{err}");
@@ -241,7 +239,7 @@ fn a_failing_remote_command_is_not_retried() {
     let out = env.run(&[]);
     assert!(!out.status.success());
     assert_eq!(env.calls(), 1);
-    let err = text(&out.stderr);
+    let err = utf8(&out.stderr);
     assert!(err.contains("demo-cp1"), "{err}");
     assert!(err.contains("exit code 1"), "{err}");
     assert!(err.contains("sudo: a password is required"), "{err}");
@@ -267,7 +265,7 @@ fn a_planted_exec_plugin_is_refused_never_stored_and_never_run() {
     let env = Env::new(0);
     std::fs::write(env.path("k3s.yaml"), poisoned(&env)).expect("fixture");
     let out = env.run(&[]);
-    let err = text(&out.stderr);
+    let err = utf8(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("users[0].user.exec"), "{err}");
     assert!(err.contains("credential plugin"), "{err}");
@@ -299,7 +297,7 @@ fn a_broken_merge_target_is_reported_without_its_content() {
     )
     .expect("existing");
     let out = env.run(&["--out", &target.display().to_string(), "--merge"]);
-    let err = text(&out.stderr);
+    let err = utf8(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&target.display().to_string()), "{err}");
     assert!(err.contains("line "), "located: {err}");
@@ -349,12 +347,12 @@ mod with_the_emulator {
         .expect("plant");
         // status reads the stored kubeconfig back and refuses it, saying why.
         let out = cli(&h, &env, &["status", "--no-ssh", "--no-probe"]);
-        let err = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let err = format!("{}{}", utf8(&out.stdout), utf8(&out.stderr));
         assert!(err.contains("users[0].user.exec"), "{err}");
         assert!(err.contains(&stored.display().to_string()), "{err}");
         assert!(err.contains("delete the file"), "{err}");
         let out = cli(&h, &env, &["plan"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(out.status.success(), "{}", utf8(&out.stderr));
         assert!(!env.path("PWNED").exists(), "the plugin ran");
         assert!(!err.contains(CLIENT_KEY));
     }
@@ -381,7 +379,7 @@ mod with_the_emulator {
                 &mine.display().to_string(),
             ],
         );
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let all = format!("{}{}", utf8(&out.stdout), utf8(&out.stderr));
         assert!(all.contains(&mine.display().to_string()), "{all}");
         assert!(all.contains("line "), "located: {all}");
         assert!(!all.contains("SEKRIT"), "{all}");
@@ -400,7 +398,7 @@ mod with_the_emulator {
             &env,
             &["plan", "--kubeconfig", &mine.display().to_string()],
         );
-        let err = text(&out.stderr);
+        let err = utf8(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(
             err.contains("credential plugins will run on this machine"),
@@ -415,7 +413,7 @@ mod with_the_emulator {
             &env,
             &["plan", "--kubeconfig", &clean.display().to_string()],
         );
-        assert!(!text(&out.stderr).contains("credential plugins"));
+        assert!(!utf8(&out.stderr).contains("credential plugins"));
     }
 }
 
@@ -446,7 +444,7 @@ fn ssh_gets_no_secret_from_the_environment() {
         .env_remove("EXE_DEV_SSH_KEY")
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", utf8(&out.stderr));
     let seen = std::fs::read_to_string(env.path("env")).expect("the stub ran");
     assert!(!seen.contains("SECRET"), "{seen}");
     for kept in [
@@ -479,7 +477,7 @@ fn an_open_control_directory_is_refused_and_left_alone() {
         .env_remove("EXE_DEV_SSH_KEY")
         .output()
         .expect("run");
-    let err = text(&out.stderr);
+    let err = utf8(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&ctl.display().to_string()), "{err}");
     assert!(err.contains("open to other users (mode 777)"), "{err}");
@@ -522,7 +520,7 @@ fn ha_env(down: &[&str]) -> Env {
 fn a_down_first_server_is_passed_over_for_the_next() {
     let env = ha_env(&["demo-cp1"]);
     let out = env.run(&["--ssh-retries", "0"]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (utf8(&out.stdout), utf8(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("(from demo-cp2)"), "{stdout}");
     let k = kubeconfig(&env.path(".exedev-k8s/demo/kubeconfig"));
@@ -540,7 +538,7 @@ fn a_down_first_server_is_passed_over_for_the_next() {
 fn no_reachable_server_names_each_one_tried() {
     let env = ha_env(&["demo-cp1", "demo-cp2", "demo-cp3"]);
     let out = env.run(&["--ssh-retries", "0"]);
-    let stderr = text(&out.stderr);
+    let stderr = utf8(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("demo-cp1"), "{stderr}");
     assert!(

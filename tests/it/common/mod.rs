@@ -1,9 +1,42 @@
-//! Helpers shared by the integration tests: SSH keys made with the real
-//! `ssh-keygen`, and the path of the built binary.
+//! The harness every integration test uses: an emulator on its own
+//! runtime ([`harness`], or [`world::harness`] with the VM world on), the
+//! binary run against it as a user would ([`Harness::cmd`], [`Harness::run`],
+//! [`Harness::ok`]) with the secrets the test chose ([`Harness::secrets`]),
+//! what it printed ([`text`], [`ok`]), SSH keys made with the real
+//! `ssh-keygen`, and the shared fleets. A new test is a few lines:
+//!
+//! ```ignore
+//! let h = common::harness(|_| {}).secrets(&[("TS_AUTHKEY", "tskey-auth-x")]);
+//! let plan = h.ok(&["plan", "-f", "base.yaml"]); // a copy of tests/fleets/base.yaml
+//! assert!(plan.contains("will be created"), "{plan}");
+//! ```
 #![allow(dead_code)]
 
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// What a run printed, stdout then stderr.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Bytes a run printed, as text (invalid UTF-8 replaced).
+pub fn utf8(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// [`text`] of a run that must have succeeded (panics showing it).
+pub fn ok(out: impl Borrow<Output>) -> String {
+    let out = out.borrow();
+    let t = text(out);
+    assert!(out.status.success(), "{t}");
+    t
+}
 
 /// The smallest valid fleet, written once for every test: cluster `demo`,
 /// k3s channel `stable`, one server, the Tailscale key from `TS_AUTHKEY`.
@@ -97,6 +130,81 @@ pub struct Harness {
     pub emu: exedev_k8s::emulator::RunningEmulator,
     pub token: String,
     pub dir: tempfile::TempDir,
+    /// Environment variables every [`Harness::cmd`] sets: the secrets the
+    /// test's fleets reference (`TS_AUTHKEY`, `K3S_TOKEN`, ...). None by
+    /// default: each test chooses its values (some check they never show).
+    pub secrets: Vec<(&'static str, String)>,
+}
+
+impl Harness {
+    /// Sets [`Harness::secrets`].
+    pub fn secrets(mut self, secrets: &[(&'static str, &str)]) -> Harness {
+        self.secrets = secrets.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self
+    }
+
+    /// The emulator.
+    pub fn emu(&self) -> &exedev_k8s::emulator::RunningEmulator {
+        &self.emu
+    }
+
+    /// A file in the work directory.
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    /// Writes a file in the work directory.
+    pub fn write(&self, f: &str, text: &str) {
+        std::fs::write(self.path(f), text).unwrap();
+    }
+
+    /// The binary as a user runs it against this emulator: in the work
+    /// directory, the emulator's endpoint and token, [`Harness::secrets`],
+    /// no colour, no stdin; as `ssh` the world's stand-in (world on) or
+    /// [`SSH_STUB`]; with the world, its k3s channel server and the work
+    /// directory as TMPDIR. Nothing from the developer's own key,
+    /// kubeconfig or panic switch.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_exedev-k8s"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("EXE_DEV_ENDPOINT", &self.emu.url)
+            .env("EXE_DEV_API_KEY", &self.token)
+            .env("NO_COLOR", "1")
+            .envs(self.secrets.iter().map(|(k, v)| (k, v)))
+            .env_remove("EXE_DEV_SSH_KEY")
+            .env_remove("EXEDEV_K8S_KUBECONFIG")
+            .env_remove("EXEDEV_K8S_TEST_PANIC")
+            .stdin(std::process::Stdio::null());
+        match self.emu.ssh_program() {
+            Some(ssh) => {
+                c.env("EXEDEV_K8S_SSH", ssh)
+                    .env(
+                        "EXEDEV_K8S_CHANNEL_SERVER",
+                        self.emu.channel_server().expect("world on"),
+                    )
+                    .env("TMPDIR", self.dir.path());
+            }
+            // The emulator's VMs run no scripts: a stand-in answers for them.
+            None => {
+                c.env("EXEDEV_K8S_SSH", self.path("ssh-stub"));
+            }
+        }
+        c
+    }
+
+    /// [`Harness::cmd`], run to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// [`Harness::run`], which must succeed: its stdout (panics showing
+    /// both streams).
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed:\n{}", text(&out));
+        utf8(&out.stdout)
+    }
 }
 
 pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) -> Harness {
@@ -145,6 +253,7 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
         emu,
         token,
         dir,
+        secrets: Vec::new(),
     }
 }
 

@@ -32,28 +32,6 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
 }
 
 impl Harness {
-    /// The binary as a user runs it against this world: in the harness's
-    /// directory, the emulator's endpoint and token, the world's `ssh` and
-    /// channel server, nothing from the developer's own key or
-    /// kubeconfig. The fleet's secrets are the caller's to set.
-    #[allow(dead_code)]
-    pub fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_exedev-k8s"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("EXE_DEV_ENDPOINT", &self.emu.url)
-            .env("EXE_DEV_API_KEY", &self.token)
-            .env("EXEDEV_K8S_SSH", self.emu.ssh_program().expect("world on"))
-            .env(
-                "EXEDEV_K8S_CHANNEL_SERVER",
-                self.emu.channel_server().expect("world on"),
-            )
-            .env("TMPDIR", self.dir.path())
-            .env_remove("EXE_DEV_SSH_KEY")
-            .env_remove("EXEDEV_K8S_KUBECONFIG");
-        c
-    }
-
     /// A Kubernetes client for the world's cluster, through demo-cp1's API
     /// (the emulator serves its admin kubeconfig).
     #[allow(dead_code)]
@@ -164,6 +142,16 @@ impl Harness {
         })
     }
 
+    /// The names of the emulator's VMs, sorted.
+    pub fn vm_names(&self) -> Vec<String> {
+        self.emu.state().vms.keys().cloned().collect()
+    }
+
+    /// The `k3s` object of a VM's world.
+    pub fn k3s(&self, vm: &str) -> Value {
+        self.world_of(vm)["k3s"].clone()
+    }
+
     /// Runs a command in a VM as `exedev` through the `ssh` stand-in.
     pub fn ssh(&self, vm: &str, command: &str) -> std::process::Output {
         let ssh = self.emu.ssh_program().expect("world on");
@@ -178,6 +166,28 @@ impl Harness {
             .output()
             .unwrap()
     }
+}
+
+/// `GET /_emulator/state` over a plain TCP connection, for a thread that
+/// samples the world while the test waits on the binary: `Null` when the
+/// emulator cannot be reached (a sample is skipped, the watcher goes on).
+pub fn state_blocking(base: &str) -> Value {
+    use std::io::{Read, Write};
+    let hostport = base.trim_start_matches("http://");
+    let Ok(mut s) = std::net::TcpStream::connect(hostport) else {
+        return Value::Null;
+    };
+    let _ = write!(
+        s,
+        "GET /_emulator/state HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
 /// The setup-script log of a world, one string.
