@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 1
 fi
 
-# Which exedev-k8s: EXEDEV_K8S_BIN if set (tests/demo.rs sets it), else
+# Which exedev-k8s: EXEDEV_K8S_BIN if set (tests/it/demo.rs sets it), else
 # one installed on PATH, else the dev build `cargo test` also uses (a
 # newcomer builds once for both commands; the release profile, fat LTO,
 # is for installs and benchmarks). The demo says which it runs.

@@ -2,7 +2,7 @@
 //!
 //! The code map (each module's one job, what it may depend on, which are
 //! pure) is ARCHITECTURE.md's, checked against the code by
-//! `tests/architecture.rs`; it is kept there only.
+//! `tests/it/architecture.rs`; it is kept there only.
 
 pub mod api;
 pub mod apply;

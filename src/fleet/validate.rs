@@ -1014,7 +1014,7 @@ fn is_k3s_channel(c: &str) -> bool {
 mod tests {
     //! Every "this fleet gives this located error" case is a file in
     //! `tests/fleets/invalid/`, its errors a snapshot
-    //! (`tests/invalid_fleets.rs`). Here: what cannot be a data file.
+    //! (`tests/it/invalid_fleets.rs`). Here: what cannot be a data file.
 
     use crate::fleet::fixtures::{MINIMAL, minimal_replacing, minimal_with, parsed};
 

@@ -86,7 +86,7 @@ fn every_valid_fleet_passes() {
 /// a control plane of 2, share port 80, version plus channel, `Prod_X`,
 /// taint `x=y:Nope`, cpu 128, memory `lots`, and every located error
 /// `validate` can give): `validate` refuses each (what it says is each
-/// file's snapshot, `tests/invalid_fleets.rs`), and each file's
+/// file's snapshot, `tests/it/invalid_fleets.rs`), and each file's
 /// `# schema:` lines say what the schema does with it:
 /// - `# schema: /json/pointer` (one line per node): the schema refuses it,
 ///   at exactly these nodes;

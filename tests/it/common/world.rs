@@ -1,0 +1,204 @@
+//! Helpers for tests of the emulator's VM world: an emulator that runs
+//! setup scripts with fast timings, and ways to create VMs, read the world
+//! and run commands in a VM (through the `ssh` stand-in).
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use exedev_k8s::world::{Timings, WorldConfig};
+use serde_json::Value;
+
+use super::Harness;
+
+/// An emulator with the VM world on (fast timings, scripts bounded at
+/// 30 s), after `tweak`.
+pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
+    let mut w = WorldConfig::new(env!("CARGO_BIN_EXE_exedev-k8s"));
+    w.timings = Timings {
+        install_ms: 20,
+        server_ready_ms: 100,
+        join_ms: 80,
+        agent_ready_ms: 60,
+        restart_ms: 200,
+        tailscale_up_ms: 100,
+    };
+    w.script_timeout = Duration::from_secs(30);
+    w.sleep_scale = 0.02;
+    tweak(&mut w);
+    super::harness(move |c| {
+        c.boot = Duration::from_millis(20);
+        c.world = Some(w);
+    })
+}
+
+impl Harness {
+    /// A Kubernetes client for the world's cluster, through demo-cp1's API
+    /// (the emulator serves its admin kubeconfig).
+    #[allow(dead_code)]
+    pub fn kube(&self) -> kube::Client {
+        let yaml = self.rt.block_on(async {
+            reqwest::get(format!(
+                "{}/_emulator/kubeconfig/demo-cp1",
+                self.emu.base_url
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+        });
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        self.rt.block_on(async {
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(cfg).unwrap()
+        })
+    }
+
+    /// Sends one lobby command; returns (status, body).
+    pub fn exec(&self, words: &[&str]) -> (u16, String) {
+        let body = exedev_k8s::shellwords::join(words).unwrap();
+        self.rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(&self.emu.url)
+                .bearer_auth(&self.token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
+    /// `new --name NAME --setup-script SCRIPT`.
+    pub fn new_vm(&self, name: &str, script: &str) {
+        let (status, body) =
+            self.exec(&["new", "--name", name, "--setup-script", script, "--json"]);
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Moves a k3s channel (`PUT /_emulator/k3s-channels/<channel>`): a new
+    /// release came out.
+    pub fn set_channel(&self, channel: &str, version: &str) {
+        let url = format!("{}/{channel}", self.emu.channel_server().expect("world on"));
+        let status = self.rt.block_on(async {
+            reqwest::Client::new()
+                .put(&url)
+                .body(version.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "{url}: {status}");
+    }
+
+    /// `GET /_emulator/state`.
+    pub fn state(&self) -> Value {
+        self.rt.block_on(async {
+            reqwest::get(format!("{}/_emulator/state", self.emu.base_url))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// The `world` object of a VM.
+    pub fn world_of(&self, vm: &str) -> Value {
+        let s = self.state();
+        s["vms"]
+            .as_array()
+            .and_then(|a| a.iter().find(|v| v["name"] == vm))
+            .map(|v| v["world"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Polls the state until `done` holds for `vm`'s world (panics after
+    /// `timeout`, showing the world).
+    pub fn wait_for(&self, vm: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let w = self.world_of(vm);
+            if done(&w) {
+                return w;
+            }
+            if start.elapsed() > timeout {
+                panic!("{vm}: condition not met within {timeout:?}; world: {w:#}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the setup script of `vm` finished `runs` runs; returns
+    /// the world.
+    pub fn wait_setup(&self, vm: &str, runs: u64) -> Value {
+        self.wait_for(vm, Duration::from_secs(40), |w| {
+            w["setup"]["runs"].as_u64().unwrap_or(0) >= runs
+                && w["setup"]["running"] == false
+                && !w["setup"]["exit_code"].is_null()
+        })
+    }
+
+    /// The names of the emulator's VMs, sorted.
+    pub fn vm_names(&self) -> Vec<String> {
+        self.emu.state().vms.keys().cloned().collect()
+    }
+
+    /// The `k3s` object of a VM's world.
+    pub fn k3s(&self, vm: &str) -> Value {
+        self.world_of(vm)["k3s"].clone()
+    }
+
+    /// Runs a command in a VM as `exedev` through the `ssh` stand-in.
+    pub fn ssh(&self, vm: &str, command: &str) -> std::process::Output {
+        let ssh = self.emu.ssh_program().expect("world on");
+        std::process::Command::new(ssh)
+            .args([
+                "-o",
+                "BatchMode=yes",
+                &format!("{vm}.exe.xyz"),
+                "--",
+                command,
+            ])
+            .output()
+            .unwrap()
+    }
+}
+
+/// `GET /_emulator/state` over a plain TCP connection, for a thread that
+/// samples the world while the test waits on the binary: `Null` when the
+/// emulator cannot be reached (a sample is skipped, the watcher goes on).
+pub fn state_blocking(base: &str) -> Value {
+    use std::io::{Read, Write};
+    let hostport = base.trim_start_matches("http://");
+    let Ok(mut s) = std::net::TcpStream::connect(hostport) else {
+        return Value::Null;
+    };
+    let _ = write!(
+        s,
+        "GET /_emulator/state HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// The setup-script log of a world, one string.
+pub fn log(w: &Value) -> String {
+    w["setup"]["log_tail"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
