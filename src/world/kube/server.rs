@@ -384,6 +384,45 @@ fn route(group: &str, rest: &[&str]) -> Option<Target> {
     }
 }
 
+/// The API answers only while this server's k3s is up with quorum.
+fn serving(ctx: &Ctx) -> bool {
+    let m = ctx.inner.model();
+    m.ready_server(&ctx.vm)
+        .is_some_and(|(_, c)| c == ctx.cluster)
+        && m.has_quorum(&ctx.cluster)
+}
+
+/// The answers that need no object: version, health and API discovery.
+fn discovery_reply(ctx: &Ctx, segs: &[&str]) -> Option<Response> {
+    match segs {
+        ["version"] => {
+            let v = ctx.inner.model().api_version(&ctx.cluster);
+            Some(json_response(200, &version_json(&v)))
+        }
+        ["readyz" | "livez" | "healthz", ..] => {
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response())
+        }
+        ["api"] => Some(json_response(
+            200,
+            &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+        )),
+        ["api", "v1"] => Some(json_response(200, &discovery("", "v1"))),
+        ["apis"] => Some(json_response(200, &groups())),
+        ["apis", g, v] => Some(json_response(200, &discovery(g, v))),
+        _ => None,
+    }
+}
+
+/// Kubernetes' answer for a path it does not serve.
+fn not_found(path: &str) -> Response {
+    error(&ApiError::new(
+        404,
+        "NotFound",
+        format!("the server could not find the requested resource ({path})"),
+    ))
+}
+
 async fn handle(
     State(ctx): State<Ctx>,
     method: Method,
@@ -392,14 +431,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let now = crate::world::now_ms();
-    // The API answers only while this server's k3s is up with quorum.
-    let serving = {
-        let m = ctx.inner.model();
-        m.ready_server(&ctx.vm)
-            .is_some_and(|(_, c)| c == ctx.cluster)
-            && m.has_quorum(&ctx.cluster)
-    };
-    if !serving {
+    if !serving(&ctx) {
         return error(&ApiError::new(
             503,
             "ServiceUnavailable",
@@ -408,43 +440,16 @@ async fn handle(
     }
     let path = uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match segs.as_slice() {
-        ["version"] => {
-            let v = ctx.inner.model().api_version(&ctx.cluster);
-            return json_response(200, &version_json(&v));
-        }
-        ["readyz" | "livez" | "healthz", ..] => {
-            return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response();
-        }
-        ["api"] => {
-            return json_response(
-                200,
-                &json!({"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
-            );
-        }
-        ["api", "v1"] => return json_response(200, &discovery("", "v1")),
-        ["apis"] => return json_response(200, &groups()),
-        ["apis", g, v] => return json_response(200, &discovery(g, v)),
-        _ => {}
+    if let Some(resp) = discovery_reply(&ctx, &segs) {
+        return resp;
     }
     let (group, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", g, _v, rest @ ..] => (*g, rest),
-        _ => {
-            return error(&ApiError::new(
-                404,
-                "NotFound",
-                format!("the server could not find the requested resource ({path})"),
-            ));
-        }
+        _ => return not_found(&path),
     };
     let Some(target) = route(group, rest) else {
-        return error(&ApiError::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        ));
+        return not_found(&path);
     };
     let q = query(&uri);
     let input = match parse_body(&headers, &body) {
@@ -488,7 +493,7 @@ async fn handle(
         }
         (method, Target::Object { res, ns, name, sub }) => {
             if sub.as_deref().is_some_and(|s| s != "status") {
-                return error(&ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})")));
+                return not_found(&path);
             }
             let Some(c) = m.clusters.get_mut(&cid) else {
                 return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
