@@ -1,6 +1,7 @@
 //! Reading SSH private keys for token signing, passphrases included.
 //!
-//! ed25519 and ECDSA keys sign in-process. RSA keys are refused for signing:
+//! ed25519 and ECDSA keys sign in-process (ECDSA keys whose private scalar
+//! OpenSSH wrote short are read through [`super::ecdsa_scalar`]). RSA keys are refused for signing:
 //! ssh-key 0.6.7's RSA sshsig output is not reliably accepted by exe.dev, and
 //! a token that fails with a generic 401 is worse than a clear refusal that
 //! names the alternatives.
@@ -40,6 +41,7 @@ pub fn parse_private_key(text: &str, label: &str) -> Result<PrivateKey, TokenErr
         )));
     }
     PrivateKey::from_openssh(text)
+        .or_else(|e| super::ecdsa_scalar::repaired(text).ok_or(e))
         .map_err(|e| TokenError::Key(format!("{label} is not an OpenSSH private key ({e})")))
 }
 
@@ -49,11 +51,14 @@ pub fn decrypt_private_key(
     passphrase: &Secret,
     label: &str,
 ) -> Result<PrivateKey, TokenError> {
-    key.decrypt(passphrase.expose().as_bytes()).map_err(|_| {
-        TokenError::Key(format!(
-            "wrong passphrase for {label} (from {PASSPHRASE_ENV} or the prompt)"
-        ))
-    })
+    let bytes = passphrase.expose().as_bytes();
+    key.decrypt(bytes)
+        .or_else(|e| super::ecdsa_scalar::repaired_decrypted(key, bytes).ok_or(e))
+        .map_err(|_| {
+            TokenError::Key(format!(
+                "wrong passphrase for {label} (from {PASSPHRASE_ENV} or the prompt)"
+            ))
+        })
 }
 
 /// Parses `authorized_keys` text: one key per line, comments and blank lines

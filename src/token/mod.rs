@@ -4,6 +4,7 @@
 //! so that the two can never disagree about the format. Signing keys are read
 //! in [`keys`]; the permission rules are in [`permissions`].
 
+mod ecdsa_scalar;
 pub mod keys;
 pub mod permissions;
 

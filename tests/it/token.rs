@@ -79,6 +79,62 @@ fn ecdsa_p384_tokens_pass_ssh_keygen_check() {
 }
 
 #[test]
+fn ecdsa_p521_tokens_pass_ssh_keygen_check() {
+    minted_token_verifies_with_ssh_keygen("ecdsa", &["-b", "521"]);
+}
+
+/// ECDSA keys whose private scalar starts with a zero byte: OpenSSH writes
+/// the scalar short and ssh-key 0.6.7 alone refuses it ("length invalid"),
+/// one P-256 key in 256 and about one P-521 key in four. Each fixture
+/// (`src/token/testdata`) mints a token `ssh-keygen -Y verify` accepts, the
+/// encrypted one with its passphrase from the environment.
+#[test]
+fn ecdsa_keys_with_a_short_scalar_mint_tokens_ssh_keygen_accepts() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/token/testdata");
+    for (name, passphrase) in [
+        ("ecdsa-p256-short-scalar", None),
+        ("ecdsa-p384-short-scalar", None),
+        ("ecdsa-p521-short-scalar", None),
+        ("ecdsa-p256-short-scalar-encrypted", Some("fixture-pass")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join(name);
+        std::fs::copy(data.join(name), &key).unwrap();
+        let mut perms = std::fs::metadata(&key).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(&key, perms).unwrap();
+        let mut cmd = Command::cargo_bin("exedev-k8s").unwrap();
+        cmd.args(["token", "mint", "--ssh-key"]).arg(&key);
+        match passphrase {
+            Some(p) => cmd.env("EXE_DEV_SSH_KEY_PASSPHRASE", p),
+            None => cmd.env_remove("EXE_DEV_SSH_KEY_PASSPHRASE"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (payload, armored) = token_parts(&String::from_utf8(out.stdout).unwrap());
+        assert!(
+            ssh_keygen_verifies(dir.path(), &payload, &armored, "v0@exe.dev"),
+            "{name}"
+        );
+        // ... and signed by this very key (ssh-keygen derives its public half).
+        let derived = std::process::Command::new("ssh-keygen")
+            .args(["-y", "-P", passphrase.unwrap_or(""), "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(derived.status.success(), "{name}");
+        let public =
+            ssh_key::PublicKey::from_openssh(&String::from_utf8(derived.stdout).unwrap()).unwrap();
+        let sig = ssh_key::SshSig::from_pem(&armored).unwrap();
+        assert_eq!(sig.public_key(), public.key_data(), "{name}");
+    }
+}
+
+#[test]
 fn vm_tokens_use_the_vm_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "k", "ed25519", &[], "");
