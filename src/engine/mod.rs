@@ -10,6 +10,7 @@
 //! "go ahead?" stays with the caller, between [`prepare_apply`] and
 //! [`execute`].
 
+mod check;
 mod error;
 mod hooks;
 mod kube;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+pub use check::{CheckRequest, Checker};
 pub use error::EngineError;
 pub use kube::{Converged, KubeSettings, user_kubeconfig_plugins};
 pub use status::{StatusRequest, status};
