@@ -388,3 +388,13 @@ fn report_rendering() {
 fn report_json() {
     insta::assert_json_snapshot!("check_failing_json", failing());
 }
+
+/// The numbers the README gives: the HA example (3 servers, pools of 3, 1
+/// and 2) and a 60-node fleet.
+#[test]
+fn pair_counts_of_the_documented_fleets() {
+    let ha = nodes(&[("cp", 3), ("general", 3), ("gpu", 1), ("ingress", 2)]);
+    assert_eq!(pairs(&ha).len(), 21);
+    let big = nodes(&[("cp", 3), ("general", 55), ("ingress", 2)]);
+    assert_eq!(pairs(&big).len(), 121);
+}
