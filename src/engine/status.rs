@@ -45,7 +45,8 @@ pub async fn status(
                 "make the Kubernetes API reachable (join the tailnet, or pass --via-ssh-tunnel or --kubeconfig)",
             )
         })?;
-        converged = Some(kube::converge(c, &s.fleet, &desired, timeout, notes).await?);
+        converged =
+            Some(kube::converge(c, &s.fleet, &desired, &s.manifests, timeout, notes).await?);
     }
     let nodes = match &client {
         Ok(k) => Some(crate::cluster::list_nodes(k).await?),

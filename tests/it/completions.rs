@@ -79,7 +79,14 @@ fn every_shell_gets_a_script_naming_the_commands() {
     ] {
         let script = stdout(&["completions", shell]);
         assert!(script.contains(marker), "{shell} lacks {marker}");
-        for word in ["plan", "apply", "destroy", "status", "check", "detailed-exitcode"] {
+        for word in [
+            "plan",
+            "apply",
+            "destroy",
+            "status",
+            "check",
+            "detailed-exitcode",
+        ] {
             assert!(script.contains(word), "{shell} lacks {word}");
         }
     }
