@@ -21,6 +21,7 @@
 
 pub mod applets;
 pub mod cli;
+pub mod dataplane;
 pub mod http;
 pub mod k3s;
 pub mod k3s_config;
