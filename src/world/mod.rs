@@ -32,6 +32,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod standin;
 pub mod tailnet;
+pub mod traffic;
 pub mod view;
 pub mod vmroot;
 

@@ -17,6 +17,7 @@
 //! the world builds one per request under its lock.
 
 pub mod cidr;
+pub mod http;
 pub mod netexec;
 pub mod underlay;
 
@@ -131,6 +132,7 @@ impl PodNet {
 /// A Service port; `target` a number or a container port's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
+    pub name: Option<String>,
     pub port: u16,
     pub proto: Proto,
     pub target: Target,
@@ -615,7 +617,7 @@ impl Net {
     /// A Service's Ready endpoints, in name order (CoreDNS pods for the
     /// cluster DNS address when no Service holds it: k3s deploys the
     /// `kube-dns` Service with CoreDNS).
-    fn endpoints<'a>(&'a self, svc: &ServiceNet) -> Vec<&'a PodNet> {
+    pub fn endpoints<'a>(&'a self, svc: &ServiceNet) -> Vec<&'a PodNet> {
         let mut eps: Vec<&PodNet> = self
             .pods
             .iter()
@@ -763,6 +765,7 @@ impl Net {
                 cluster_ip: Some(cluster_dns),
                 selector: None,
                 ports: vec![ServicePort {
+                    name: Some("dns".into()),
                     port: DNS_PORT,
                     proto: Proto::Udp,
                     target: Target::Number(DNS_PORT),
@@ -885,6 +888,7 @@ fn service_net(s: &Value) -> ServiceNet {
                         v => Target::Number(port_of(v).unwrap_or(port)),
                     };
                     Some(ServicePort {
+                        name: p["name"].as_str().map(str::to_string),
                         port,
                         proto: proto_of(&p["protocol"]),
                         target,

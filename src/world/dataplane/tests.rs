@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::*;
 
 /// A tailnet where some flows are dropped and the path MTU is chosen.
-struct Policy {
+pub(super) struct Policy {
     /// (from, to, proto, port) dropped.
     dropped: Vec<(String, String, Proto, u16)>,
     mtu: u32,
@@ -24,6 +24,16 @@ impl Policy {
         self.dropped.push((from.into(), to.into(), proto, port));
         self
     }
+}
+
+/// Every flow passes.
+pub(super) fn open() -> Policy {
+    Policy::open()
+}
+
+/// Every flow passes but flannel's VXLAN from `from` to `to`.
+pub(super) fn open_but(from: &str, to: &str) -> Policy {
+    Policy::open().drop(from, to, Proto::Udp, VXLAN_PORT)
 }
 
 impl Underlay for Policy {
@@ -84,7 +94,7 @@ fn flannel(names: &[&str]) -> BTreeMap<String, (Option<String>, u32)> {
 /// Nodes a and b; netexec pods pa (on a) and pb (on b), a pod serving
 /// nothing (silent, on b), CoreDNS on a, Service web → app=web on port
 /// 80 → 8080 with NodePort 30080.
-fn net() -> Net {
+pub(super) fn net() -> Net {
     let nodes = [node("a", 0), node("b", 1)];
     let pods = [
         pod("pa", "a", "10.42.0.2", &["netexec"], json!({"app": "web"})),
