@@ -31,4 +31,5 @@ mod token;
 mod world;
 mod world_cli;
 mod world_rollout;
+mod world_traffic;
 mod world_unattended;
