@@ -29,6 +29,7 @@ mod manifests;
 mod proxy;
 mod token;
 mod world;
+mod world_check;
 mod world_cli;
 mod world_rollout;
 mod world_traffic;

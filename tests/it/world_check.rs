@@ -38,7 +38,13 @@ fn up(h: &Harness) {
     ok(cli(
         h,
         &[
-            "status", "-f", "fleet.yaml", "--via-ssh-tunnel", "--wait", "--timeout", "30s",
+            "status",
+            "-f",
+            "fleet.yaml",
+            "--via-ssh-tunnel",
+            "--wait",
+            "--timeout",
+            "30s",
         ],
     ));
 }
@@ -70,12 +76,19 @@ fn check_passes_on_a_healthy_cluster_and_cleans_up() {
     assert!(ns.starts_with("exedev-k8s-check-"), "{ns}");
     report["namespace"] = "exedev-k8s-check-<id>".into();
     insta::assert_json_snapshot!("check_healthy_json", report);
-    assert!(check_namespaces(&h).is_empty(), "{:?}", check_namespaces(&h));
+    assert!(
+        check_namespaces(&h).is_empty(),
+        "{:?}",
+        check_namespaces(&h)
+    );
     // The human report says the same.
     let out = cli(&h, &["check", "-f", "fleet.yaml", "--via-ssh-tunnel"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("All paths passed.") && t.contains("namespace deleted"), "{t}");
+    assert!(
+        t.contains("All paths passed.") && t.contains("namespace deleted"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -104,24 +117,37 @@ fn check_names_the_node_pair_and_8472_when_the_policy_blocks_vxlan() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     for pair in ["demo-web1 -> demo-web2", "demo-web2 -> demo-web1"] {
-        assert!(t.contains(&format!("FAILED {pair}: pod to pod")), "{pair}\n{t}");
+        assert!(
+            t.contains(&format!("FAILED {pair}: pod to pod")),
+            "{pair}\n{t}"
+        );
     }
     assert!(
         t.contains("likely 8472/udp (flannel VXLAN) from demo-web1 to demo-web2 blocked by the tailnet policy"),
         "{t}"
     );
-    assert!(!t.contains("FAILED demo-cp1"), "the server's paths pass:\n{t}");
+    assert!(
+        !t.contains("FAILED demo-cp1"),
+        "the server's paths pass:\n{t}"
+    );
     assert!(t.contains("namespace deleted"), "{t}");
     assert!(check_namespaces(&h).is_empty());
     // JSON names the same pair.
-    let out = cli(&h, &["check", "-f", "fleet.yaml", "--via-ssh-tunnel", "--json"]);
+    let out = cli(
+        &h,
+        &["check", "-f", "fleet.yaml", "--via-ssh-tunnel", "--json"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        report["failures"].as_array().unwrap().iter().any(|f| f["path"] == "pod_to_pod"
-            && f["from"] == "demo-web1"
-            && f["to"] == "demo-web2"
-            && f["cause"]["kind"] == "vxlan"),
+        report["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "pod_to_pod"
+                && f["from"] == "demo-web1"
+                && f["to"] == "demo-web2"
+                && f["cause"]["kind"] == "vxlan"),
         "{report:#}"
     );
     assert_eq!(report["passed"], false);

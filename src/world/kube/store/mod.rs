@@ -597,11 +597,41 @@ impl ApiStore {
     fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
+            "services" => self.allocate_cluster_ip(obj),
             "pods" if obj["status"]["phase"].is_null() => {
                 obj["status"] = json!({"phase": "Pending"});
                 objects::default_pod_spec(obj);
             }
             _ => {}
+        }
+    }
+
+    /// A Service created without `spec.clusterIP` gets one from the service
+    /// CIDR (k3s's default 10.43.0.0/16): "the control plane assigns a
+    /// cluster IP address from the service-cluster-ip-range"
+    /// (kubernetes.io/docs/concepts/services-networking/cluster-ip-allocation/).
+    /// The API server picks at random in its dynamic band; the world takes
+    /// the lowest free address from 10.43.0.11 (past `kubernetes` at .1 and
+    /// k3s's `cluster-dns` at .10), so tests are deterministic. Headless
+    /// (`None`) and ExternalName Services get none.
+    fn allocate_cluster_ip(&self, obj: &mut Value) {
+        let spec = &obj["spec"];
+        let given = spec["clusterIP"].as_str().unwrap_or_default();
+        if !given.is_empty() || spec["type"].as_str() == Some("ExternalName") {
+            return;
+        }
+        let taken: BTreeSet<String> = self
+            .objects
+            .values()
+            .filter(|v| v["kind"].as_str() == Some("Service"))
+            .filter_map(|v| v["spec"]["clusterIP"].as_str().map(str::to_string))
+            .collect();
+        let free = (11u32..0xffff)
+            .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 0)) + i).to_string())
+            .find(|ip| !taken.contains(ip));
+        if let Some(ip) = free {
+            obj["spec"]["clusterIP"] = json!(ip);
+            obj["spec"]["clusterIPs"] = json!([ip]);
         }
     }
 
