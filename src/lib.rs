@@ -8,6 +8,7 @@ pub mod api;
 pub mod apply;
 pub mod bootstrap;
 pub mod channel;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod cluster;

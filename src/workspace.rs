@@ -14,6 +14,9 @@ use crate::secret::Secret;
 pub struct LoadedFleet {
     pub fleet: Fleet,
     pub fingerprint: String,
+    /// The objects of the fleet's `manifests:`, in file order
+    /// ([`read_manifests`]).
+    pub manifests: Vec<serde_json::Value>,
 }
 
 /// Reads and validates the fleet file at `path`. Errors name the file as the
@@ -28,10 +31,105 @@ pub fn load_fleet(path: &Path) -> Result<LoadedFleet, FleetErrors> {
         hint: Some("check the path given with --file".to_string()),
     })?;
     let fleet = fleet::parse(&source, &file_name)?;
+    let manifests = read_manifests(&fleet, &fleet_dir(path))?;
     Ok(LoadedFleet {
         fleet,
         fingerprint: plan::hex12(source.as_bytes()),
+        manifests,
     })
+}
+
+/// The largest manifest file read: a cluster's own objects, not a bundle.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// Reads the fleet's `manifests:` (relative to `dir`, the fleet file's
+/// directory): each file must read, pass `yaml_guard` (no tags, no control
+/// characters) and hold YAML documents that are Kubernetes objects
+/// (`apiVersion`, `kind`, `metadata.name`). Every failure at once, located
+/// at the fleet file's entry, with the manifest's own line where there is
+/// one.
+pub fn read_manifests(f: &Fleet, dir: &Path) -> Result<Vec<serde_json::Value>, FleetErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for m in &f.manifests {
+        let shown = crate::text::one_line(&m.value).into_owned();
+        let fail = |what: String| {
+            FleetError::at(
+                &f.file,
+                m.at.line,
+                m.at.column,
+                format!("manifest {shown}: {what}"),
+                "fix the manifest, or remove it from `manifests:`",
+            )
+        };
+        let path = dir.join(&m.value);
+        let text = match std::fs::metadata(&path) {
+            Ok(md) if md.len() > MAX_MANIFEST_BYTES => {
+                errors.push(fail(format!(
+                    "is {} bytes, more than {MAX_MANIFEST_BYTES}",
+                    md.len()
+                )));
+                continue;
+            }
+            Ok(_) => match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(fail(format!("cannot be read: {e}")));
+                    continue;
+                }
+            },
+            Err(e) => {
+                errors.push(fail(format!(
+                    "cannot be read at {}: {e}",
+                    crate::text::one_line(&path.display().to_string())
+                )));
+                continue;
+            }
+        };
+        match parse_manifest(&text) {
+            Ok(objects) => out.extend(objects),
+            Err(why) => errors.push(fail(why)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(FleetErrors(errors))
+    }
+}
+
+/// The Kubernetes objects of a manifest's YAML documents (empty documents
+/// skipped), or what is wrong, with the manifest's line.
+pub fn parse_manifest(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    if let Some(issue) = crate::yaml_guard::check(text).first() {
+        return Err(format!("line {}: {}", issue.line, issue.message()));
+    }
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| crate::cluster::yaml_error_without_content(&e))?;
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let field = |k: &str| {
+            doc.get(k)
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+        };
+        let name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty());
+        if field("apiVersion").is_none() || field("kind").is_none() || name.is_none() {
+            return Err(format!(
+                "document {} is not a Kubernetes object (it needs apiVersion, kind and metadata.name)",
+                i + 1
+            ));
+        }
+        out.push(doc);
+    }
+    Ok(out)
 }
 
 /// The directory a fleet file's relative paths and local state hang off.
@@ -226,6 +324,29 @@ pub fn resolve_secret(r: &SecretRef, base_dir: &Path) -> Result<Secret, FleetErr
 
 #[cfg(test)]
 mod tests {
+
+    /// A manifest's documents are its objects; empty documents are
+    /// skipped; anything else, tags and control characters included, is
+    /// refused with the document or line, never its text.
+    #[test]
+    fn manifests_hold_kubernetes_objects_only() {
+        let two = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: b, namespace: a}\n";
+        let objects = parse_manifest(two).unwrap();
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[1]["kind"], "DaemonSet");
+        assert!(
+            parse_manifest("kind: Pod\nmetadata: {name: x}\n")
+                .unwrap_err()
+                .contains("document 1 is not a Kubernetes object")
+        );
+        let tagged = parse_manifest(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: !!binary aGk=\n",
+        )
+        .unwrap_err();
+        assert!(tagged.starts_with("line 4: the YAML tag"), "{tagged}");
+        let broken = parse_manifest("apiVersion: [v1\nkind: x\n").unwrap_err();
+        assert!(!broken.contains("kind: x"), "{broken}");
+    }
     use super::*;
 
     fn bare_plan(fleet_file: String) -> Plan {

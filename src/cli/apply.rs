@@ -462,7 +462,7 @@ impl InFlight {
 
 /// Resolves on the next Ctrl-C (SIGINT) or SIGTERM (a CI runner cancelling
 /// the job), with its name; never when neither can be watched.
-async fn interrupted(term: &mut Option<tokio::signal::unix::Signal>) -> &'static str {
+pub(super) async fn interrupted(term: &mut Option<tokio::signal::unix::Signal>) -> &'static str {
     let sigterm = async {
         match term {
             Some(t) => {

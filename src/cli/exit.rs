@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success (with `plan --detailed-exitcode`: no changes) |
-//! | 1 | any failure: a usage error, an invalid fleet, an API error, a stale plan, a missing secret, a bug (panic) |
+//! | 1 | any failure: a usage error, an invalid fleet, an API error, a stale plan, a missing secret, a path `check` found broken, a bug (panic) |
 //! | 2 | `plan --detailed-exitcode`: the plan has changes; `status`: something differs from the fleet |
 //! | 130 | interrupted twice (Ctrl-C or SIGTERM) |
 //!
@@ -22,7 +22,7 @@ pub const MEANINGS: &[(i32, &str)] = &[
     ),
     (
         1,
-        "Any failure: a usage error, an invalid fleet, an API error, a refused or stale plan, a missing secret, a bug (a panic).",
+        "Any failure: a usage error, an invalid fleet, an API error, a refused or stale plan, a missing secret, a path check found broken, a bug (a panic).",
     ),
     (
         2,

@@ -8,6 +8,7 @@
 
 mod apply;
 mod args;
+mod check_cmd;
 mod docs_cmd;
 mod exec_cmd;
 pub mod exit;
@@ -242,6 +243,9 @@ pub enum Cmd {
     Destroy(apply::DestroyArgs),
     /// One table of exe.dev VMs, Kubernetes Nodes and proxy probes.
     Status(status::StatusArgs),
+    /// Prove pod-to-pod (node pairs), Service, DNS, API-from-pod and each
+    /// shared pool's port, with a temporary netexec DaemonSet.
+    Check(check_cmd::CheckArgs),
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
@@ -353,6 +357,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Apply(a) => apply::apply(a).await,
         Cmd::Destroy(a) => apply::destroy(a).await,
         Cmd::Status(a) => status::run(a).await,
+        Cmd::Check(a) => check_cmd::run(a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Completions(a) => docs_cmd::completions(a),
         Cmd::Man(a) => docs_cmd::man(a),

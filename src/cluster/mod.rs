@@ -9,6 +9,7 @@ mod drain;
 mod error;
 mod kubeconfig;
 mod nodes;
+mod objects;
 mod quorum;
 #[cfg(test)]
 mod tests;
@@ -27,5 +28,6 @@ pub use nodes::{
     FIELD_MANAGER, NodeView, Readiness, UnexpectedNode, apply_labels_taints, is_system_taint,
     list_nodes, pending_labels, readiness, taint_string, wait_ready,
 };
+pub use objects::apply_objects;
 pub use quorum::{check_server_removal, quorum, servers_removable};
 pub use verdict::{Drift, NodeReadiness, NodeState, PodRef, StuckPod, WrongLabel};

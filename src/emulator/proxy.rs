@@ -322,6 +322,21 @@ async fn handle(
         .get(vm)
         .cloned();
     let Some(backend) = backend else {
+        // In the VM world, a pod's hostPort (or host network) on the VM
+        // holds the share port.
+        let pod = shared
+            .vm_world
+            .as_ref()
+            .and_then(|w| w.host_port(vm, share.port, target));
+        if let Some(r) = pod {
+            let mut resp = Response::new(Body::from(r.body));
+            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return resp;
+        }
         return text(
             StatusCode::BAD_GATEWAY,
             &format!("nothing is listening on port {} of {vm:?}", share.port),

@@ -99,6 +99,8 @@ pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Cl
 pub struct Converged {
     pub nodes: usize,
     pub corrected: Vec<(String, Vec<String>)>,
+    /// Objects of the fleet's `manifests:` applied.
+    pub applied: usize,
 }
 
 impl std::fmt::Display for Converged {
@@ -118,7 +120,15 @@ impl std::fmt::Display for Converged {
             f,
             "All {} nodes Ready with the fleet's labels and taints; manifests present.",
             self.nodes
-        )
+        )?;
+        if self.applied > 0 {
+            write!(
+                f,
+                "\nApplied {} object(s) of the fleet's manifests (server-side apply).",
+                self.applied
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -156,6 +166,7 @@ pub async fn converge(
     client: &kube::Client,
     fleet: &Fleet,
     desired: &[DesiredVm],
+    manifests: &[serde_json::Value],
     timeout: Duration,
     notes: &Notes,
 ) -> Result<Converged, EngineError> {
@@ -203,8 +214,11 @@ pub async fn converge(
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    // What the cluster serves, once there are nodes to run it.
+    let applied = crate::cluster::apply_objects(client, manifests).await?;
     Ok(Converged {
         nodes: desired.len(),
         corrected,
+        applied,
     })
 }

@@ -10,6 +10,7 @@
 //! "go ahead?" stays with the caller, between [`prepare_apply`] and
 //! [`execute`].
 
+mod check;
 mod error;
 mod hooks;
 mod kube;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+pub use check::{CheckRequest, Checker};
 pub use error::EngineError;
 pub use kube::{Converged, KubeSettings, user_kubeconfig_plugins};
 pub use status::{StatusRequest, status};
@@ -56,6 +58,9 @@ pub struct Session {
     /// k3s's channel server, asked which release `k3s.channel` points at
     /// when planning (as install.sh's `INSTALL_K3S_CHANNEL_URL`).
     pub channel_server: String,
+    /// The objects of the fleet's `manifests:`, applied once every node is
+    /// Ready (`--wait`).
+    pub manifests: Vec<serde_json::Value>,
 }
 
 impl Session {
@@ -88,6 +93,7 @@ impl Session {
             client,
             kube,
             channel_server: crate::release::DEFAULT_CHANNEL_SERVER.to_string(),
+            manifests: loaded.manifests,
         }
     }
 
@@ -842,7 +848,7 @@ pub async fn converge(
     // Replacements moved agents to new indices: place again.
     let now = observe(&s.client, &s.fleet, false).await?;
     let desired = placed(&s.fleet, &now);
-    kube::converge(&client, &s.fleet, &desired, timeout, notes).await
+    kube::converge(&client, &s.fleet, &desired, &s.manifests, timeout, notes).await
 }
 
 /// A protected fleet (`metadata.protect: true`) is never torn down: checked

@@ -45,7 +45,8 @@ pub async fn status(
                 "make the Kubernetes API reachable (join the tailnet, or pass --via-ssh-tunnel or --kubeconfig)",
             )
         })?;
-        converged = Some(kube::converge(c, &s.fleet, &desired, timeout, notes).await?);
+        converged =
+            Some(kube::converge(c, &s.fleet, &desired, &s.manifests, timeout, notes).await?);
     }
     let nodes = match &client {
         Ok(k) => Some(crate::cluster::list_nodes(k).await?),
@@ -55,23 +56,11 @@ pub async fn status(
         .as_ref()
         .map(|n| crate::cluster::readiness(&desired, n));
     let probes = if req.probe {
-        let base = req
-            .endpoint
-            .trim_end_matches('/')
-            .trim_end_matches("/exec")
-            .to_string();
-        let emulated = req.endpoint != crate::client::DEFAULT_ENDPOINT;
         let targets: Vec<crate::probe::ProbeTarget> = desired
             .iter()
             .filter_map(|d| d.share.map(|sh| (d, sh)))
             .filter(|(d, _)| observed.vms.iter().any(|v| v.vm_name == d.name))
-            .map(|(d, sh)| {
-                if emulated {
-                    crate::probe::ProbeTarget::emulated(&d.name, sh.public, &base)
-                } else {
-                    crate::probe::ProbeTarget::new(&d.name, sh.public)
-                }
-            })
+            .map(|(d, sh)| proxy_target(&d.name, sh.public, &req.endpoint))
             .collect();
         let key = match &s.kube.ssh_key {
             Some(k) => Some(crate::credentials::load_private_key(k)?),
@@ -170,6 +159,17 @@ pub async fn status(
         }
     }
     Ok((st, converged))
+}
+
+/// Where `vm`'s HTTPS proxy is: exe.dev's own, or, with a non-default
+/// `/exec` endpoint (the emulator), that endpoint's stand-in for it.
+pub(super) fn proxy_target(vm: &str, public: bool, endpoint: &str) -> crate::probe::ProbeTarget {
+    if endpoint == crate::client::DEFAULT_ENDPOINT {
+        crate::probe::ProbeTarget::new(vm, public)
+    } else {
+        let base = endpoint.trim_end_matches('/').trim_end_matches("/exec");
+        crate::probe::ProbeTarget::emulated(vm, public, base)
+    }
 }
 
 /// VMs read over SSH at once.

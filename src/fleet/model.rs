@@ -61,6 +61,13 @@ pub struct FleetFile {
     /// Groups of k3s agents (workers), created in file order.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub pools: Vec<Pool>,
+    /// Kubernetes manifests (YAML files, relative to the fleet file) that
+    /// `apply --wait` and `status --wait` apply by server-side apply once
+    /// every node is Ready: what the cluster serves (the HA example's
+    /// ingress pool). Read and checked with the fleet file.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub manifests: Vec<Spanned<String>>,
 }
 
 /// Identity of the cluster.

@@ -291,6 +291,9 @@ pub struct Fleet {
     pub control_plane: NodeGroup,
     /// Agent pools, in file order.
     pub pools: Vec<NodeGroup>,
+    /// Manifest files to apply once the nodes are Ready, as written
+    /// (relative to the fleet file), each where it stands in the file.
+    pub manifests: Vec<Located<String>>,
 }
 
 impl Fleet {
@@ -363,6 +366,7 @@ pub fn resolve(f: &FleetFile, file: &str) -> Result<Fleet, FleetErrors> {
         },
         control_plane,
         pools,
+        manifests: f.manifests.iter().map(Located::of).collect(),
     };
     if errors.is_empty() {
         Ok(fleet)

@@ -81,6 +81,7 @@ pub fn validate(fleet: &FleetFile, file: &str) -> Vec<FleetError> {
     let cluster_ok = check_cluster_name(&mut cx, &fleet.metadata.name);
     check_k3s(&mut cx, fleet);
     check_network(&mut cx, fleet);
+    check_manifests(&mut cx, &fleet.manifests);
 
     let d = &fleet.defaults;
     check_node_group(&mut cx, d.sizing(), MIN_SERVER_MEMORY);
@@ -1008,6 +1009,35 @@ fn is_k3s_version(v: &str) -> bool {
 
 fn is_k3s_channel(c: &str) -> bool {
     crate::release::is_channel(c)
+}
+
+/// Manifest paths: relative to the fleet file (so the fleet's directory
+/// carries them, as it carries secret files), YAML, listed once. Whether
+/// each reads and parses is checked where the file is read
+/// (`workspace::read_manifests`).
+fn check_manifests(cx: &mut Ctx<'_>, manifests: &[Spanned<String>]) {
+    let mut seen = BTreeSet::new();
+    for m in manifests {
+        let p = m.value.as_str();
+        let hint = "write a path relative to the fleet file, e.g. `manifests: [ingress.yaml]`";
+        // Control characters never get here: `yaml_guard` refuses them
+        // in the fleet file first.
+        if p.is_empty() || p.starts_with('/') || p.starts_with('~') {
+            cx.at(m, format!("manifest {p:?} is not a relative path"), hint);
+        } else if !(p.ends_with(".yaml") || p.ends_with(".yml")) {
+            cx.at(
+                m,
+                format!("manifest {p:?} is not a .yaml or .yml file"),
+                hint,
+            );
+        } else if !seen.insert(p) {
+            cx.at(
+                m,
+                format!("manifest {p:?} is listed twice"),
+                "list each manifest once",
+            );
+        }
+    }
 }
 
 #[cfg(test)]

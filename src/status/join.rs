@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::problem::{NodeCell, Problem};
+use super::problem::{NodeCell, Problem, Warning};
 use super::{Row, Status, aspect};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::bootstrap::{BootstrapPhase, BootstrapReport};
@@ -35,6 +35,7 @@ pub struct Sides<'a> {
 #[derive(Default)]
 struct Judged {
     problems: Vec<Problem>,
+    warnings: Vec<Warning>,
     checked: Vec<String>,
     unknown: Vec<String>,
 }
@@ -121,7 +122,9 @@ fn row(s: &Sides<'_>, owned: &[&VmInfo], name: String) -> Row {
     };
     let share = s.shares.get(&name);
     proxy_problems(d, share, &mut j);
-    let probe = probe_column(s.probes, &name, &mut j);
+    let running = vm.is_some_and(VmInfo::is_running);
+    let port = d.and_then(|d| d.share).map(|sh| sh.port);
+    let probe = probe_column(s.probes, &name, running.then_some(port).flatten(), &mut j);
     Row {
         pool: d.map(|d| d.pool.clone()),
         role: d.map(|d| d.role.as_str().to_string()),
@@ -145,6 +148,7 @@ fn row(s: &Sides<'_>, owned: &[&VmInfo], name: String) -> Row {
         pending_labels: pending,
         probe,
         problems: j.problems,
+        warnings: j.warnings,
         checked: j.checked,
         unknown: j.unknown,
         name,
@@ -337,8 +341,15 @@ fn proxy_problems(d: Option<&DesiredVm>, share: Option<&ShareInfo>, j: &mut Judg
 }
 
 /// The probe column; a failed probe (no answer, an error, a 5xx) of a
-/// proxy that could be probed is a problem.
-fn probe_column(probes: &[ProbeResult], name: &str, j: &mut Judged) -> Option<String> {
+/// proxy that could be probed is a problem, except the proxy's 502 for a
+/// running VM whose fleet share is `port`: nothing listens there yet, a
+/// warning ([`Warning::NothingOnSharedPort`]).
+fn probe_column(
+    probes: &[ProbeResult],
+    name: &str,
+    port: Option<u16>,
+    j: &mut Judged,
+) -> Option<String> {
     let p = probes.iter().find(|p| p.vm == name)?;
     let shown = match (p.status, &p.error) {
         _ if p.private_unprobed => "private: login page (--ssh-key to probe behind it)".to_string(),
@@ -348,7 +359,9 @@ fn probe_column(probes: &[ProbeResult], name: &str, j: &mut Judged) -> Option<St
         (None, None) => "no answer".into(),
     };
     j.checked.push(aspect::PROXY.to_string());
-    if !p.private_unprobed && (p.error.is_some() || p.status.is_none_or(|s| s >= 500)) {
+    if let (Some(port), Some(502), false) = (port, p.status, p.private_unprobed) {
+        j.warnings.push(Warning::NothingOnSharedPort { port });
+    } else if !p.private_unprobed && (p.error.is_some() || p.status.is_none_or(|s| s >= 500)) {
         j.problems.push(Problem::ProbeFailed {
             probe: shown.clone(),
         });
@@ -525,5 +538,86 @@ mod tests {
         s.add_release_check(Some("v1.31.4+k3s1"));
         assert!(s.healthy, "{:?}", s.rows);
         assert!(render(&s).contains("All 3 VMs healthy."));
+    }
+
+    /// A running VM whose shared port has nothing behind it (the proxy's
+    /// 502) is a warning with advice, not a problem: healthy, exit 0. Any
+    /// other failed probe stays a problem.
+    #[test]
+    fn a_share_with_nothing_behind_it_is_a_warning() {
+        let f = fleet();
+        let desired = crate::fleet::desired_vms(&f);
+        let vms: Vec<VmInfo> = desired.iter().map(vm).collect();
+        let nodes: Vec<NodeView> = desired.iter().map(|d| node(d, true)).collect();
+        let readiness = crate::cluster::readiness(&desired, &nodes);
+        let shares: BTreeMap<String, ShareInfo> = ["demo-web1", "demo-web2"]
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    ShareInfo {
+                        vm_name: n.to_string(),
+                        status: Visibility::from_public(true),
+                        port: 8080,
+                        url: String::new(),
+                        users: None,
+                        links: None,
+                    },
+                )
+            })
+            .collect();
+        let probe = |vm: &str, status| ProbeResult {
+            vm: vm.into(),
+            status: Some(status),
+            latency: std::time::Duration::from_millis(3),
+            error: (status != 200).then(|| format!("HTTP {status}")),
+            authenticated: false,
+            private_unprobed: false,
+        };
+        let done = BTreeMap::from_iter(desired.iter().map(|d| {
+            (
+                d.name.clone(),
+                Ok(BootstrapReport {
+                    phase: BootstrapPhase::Done,
+                    log_tail: Vec::new(),
+                }),
+            )
+        }));
+        let st = |probes: &[ProbeResult]| {
+            join(&Sides {
+                cluster: "demo",
+                desired: &desired,
+                vms: &vms,
+                shares: &shares,
+                nodes: Some((&nodes, &readiness)),
+                probes,
+                bootstrap: &done,
+            })
+        };
+        let row =
+            |s: &Status, name: &str| s.rows.iter().find(|r| r.name == name).cloned().expect(name);
+        let s = st(&[probe("demo-web1", 502), probe("demo-web2", 200)]);
+        assert!(s.healthy, "{:?}", s.rows);
+        assert_eq!(
+            row(&s, "demo-web1").warnings,
+            [Warning::NothingOnSharedPort { port: 8080 }]
+        );
+        let text = render(&s);
+        assert!(text.contains("All 3 VMs healthy."), "{text}");
+        assert!(
+            text.contains("~ demo-web1: nothing answers on shared port 8080"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(
+            json["rows"][1]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("hostPort 8080")
+        );
+        // A 503 or no answer is still a problem.
+        let s = st(&[probe("demo-web1", 503), probe("demo-web2", 200)]);
+        assert!(!s.healthy);
+        assert!(row(&s, "demo-web1").warnings.is_empty());
     }
 }

@@ -18,7 +18,7 @@ mod render;
 mod tests;
 
 pub use join::{Sides, join};
-pub use problem::{NodeCell, Problem, ReleaseSource};
+pub use problem::{NodeCell, Problem, ReleaseSource, Warning};
 pub use render::render;
 
 /// One row of the status table.
@@ -56,6 +56,9 @@ pub struct Row {
     pub probe: Option<String>,
     /// What is wrong, if anything (each as its wording in JSON).
     pub problems: Vec<Problem>,
+    /// What is worth saying but not wrong (each as its wording in JSON).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
     /// What was read and judged for this VM ([`Aspect`] names: `vm`,
     /// `bootstrap`, `node`, `labels_taints`, `schedulable`, `release`,
     /// `proxy`), holding or not (`problems` says which did not).

@@ -204,6 +204,35 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Something worth saying that does not make the fleet unhealthy: `status`
+/// lists it after the problems and still exits 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// The VM runs and its share's proxy answered 502 (Bad Gateway):
+    /// nothing listens on the shared port yet. The facts file does not say
+    /// what exe.dev's proxy answers then; a reverse proxy's 502 is the
+    /// emulator's reading (`emulator::proxy`), so that is what is read
+    /// here. A cluster without workloads is not broken.
+    NothingOnSharedPort { port: u16 },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::NothingOnSharedPort { port } => write!(
+                f,
+                "nothing answers on shared port {port} (the proxy says 502): run a workload there with hostPort {port} (the HA example's ingress manifest does), or stop sharing the pool"
+            ),
+        }
+    }
+}
+
+impl Serialize for Warning {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl Serialize for Problem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

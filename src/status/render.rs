@@ -28,6 +28,7 @@ pub fn render(s: &Status) -> String {
         render_tailnet(&mut out, t);
     }
     verdict(&mut out, s, problems);
+    warnings(&mut out, s);
     policy_entry(&mut out, s);
     out.0
 }
@@ -193,6 +194,27 @@ fn verdict(out: &mut Screen, s: &Status, problems: Vec<(String, &[String])>) {
                 }
             }
         }
+    }
+}
+
+/// What is worth saying but not wrong (healthy stays healthy).
+fn warnings(out: &mut Screen, s: &Status) {
+    let lines: Vec<String> = s
+        .rows
+        .iter()
+        .flat_map(|r| {
+            r.warnings
+                .iter()
+                .map(move |w| format!("  ~ {}: {w}", r.name))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    out.blank();
+    out.line("Warnings (not problems):");
+    for l in lines {
+        out.line(l);
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod applets;
 pub mod cli;
+pub mod dataplane;
 pub mod http;
 pub mod k3s;
 pub mod k3s_config;
@@ -31,6 +32,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod standin;
 pub mod tailnet;
+pub mod traffic;
 pub mod view;
 pub mod vmroot;
 

@@ -79,7 +79,14 @@ fn every_shell_gets_a_script_naming_the_commands() {
     ] {
         let script = stdout(&["completions", shell]);
         assert!(script.contains(marker), "{shell} lacks {marker}");
-        for word in ["plan", "apply", "destroy", "status", "detailed-exitcode"] {
+        for word in [
+            "plan",
+            "apply",
+            "destroy",
+            "status",
+            "check",
+            "detailed-exitcode",
+        ] {
             assert!(script.contains(word), "{shell} lacks {word}");
         }
     }
@@ -159,7 +166,7 @@ fn man_pages_have_environment_and_exit_status() {
     Success. With plan \-\-detailed\-exitcode: success and no changes.
     .TP
     \fB1\fR
-    Any failure: a usage error, an invalid fleet, an API error, a refused or stale plan, a missing secret, a bug (a panic).
+    Any failure: a usage error, an invalid fleet, an API error, a refused or stale plan, a missing secret, a path check found broken, a bug (a panic).
     .TP
     \fB2\fR
     plan \-\-detailed\-exitcode: success, and the plan has changes. status: something differs from the fleet. Nothing that failed exits 2.

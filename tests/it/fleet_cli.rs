@@ -212,6 +212,57 @@ fn invalid_fleets_fail_with_locations_and_make_no_api_call() {
     assert!(env.ok(&["validate", "-f", "base.yaml"]).contains("9 VMs"));
 }
 
+/// A fleet's manifests are read with it: one that is missing or holds a
+/// document that is not a Kubernetes object is named at its entry, and
+/// plan stops before any API call, as for any invalid fleet.
+#[test]
+fn unusable_manifests_are_named_at_their_entry_before_any_call() {
+    let env = Env::new(|_| {});
+    std::fs::create_dir_all(env.path("m")).unwrap();
+    std::fs::write(
+        env.path("m/not-an-object.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\njust: a map\n",
+    )
+    .unwrap();
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    let lines = base.lines().count();
+    std::fs::write(
+        env.path("m.yaml"),
+        format!("{base}manifests:\n  - m/missing.yaml\n  - m/not-an-object.yaml\n"),
+    )
+    .unwrap();
+    let out = env.run(&["plan", "-f", "m.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = utf8(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "m.yaml:{}:5: manifest m/missing.yaml: cannot be read",
+            lines + 2
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "m.yaml:{}:5: manifest m/not-an-object.yaml: document 2 is not a Kubernetes object",
+            lines + 3
+        )),
+        "{err}"
+    );
+    assert!(env.emu().requests().is_empty());
+    std::fs::remove_file(env.path("m/not-an-object.yaml")).unwrap();
+    std::fs::write(
+        env.path("m/missing.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("m/not-an-object.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    env.ok(&["validate", "-f", "m.yaml"]);
+}
+
 #[test]
 fn apply_never_prompts_off_a_terminal() {
     let env = Env::new(|_| {});

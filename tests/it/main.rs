@@ -29,6 +29,8 @@ mod manifests;
 mod proxy;
 mod token;
 mod world;
+mod world_check;
 mod world_cli;
 mod world_rollout;
+mod world_traffic;
 mod world_unattended;

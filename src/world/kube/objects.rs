@@ -70,6 +70,12 @@ pub const PDBS: Resource = Resource::new(
 /// concurrency: a create of an existing one and an update at a stale
 /// `resourceVersion` are each a 409 (`store::Api::replace`).
 pub const LEASES: Resource = Resource::new("coordination.k8s.io", "v1", "leases", "Lease", true);
+pub const DEPLOYMENTS: Resource = Resource::new("apps", "v1", "deployments", "Deployment", true);
+pub const REPLICASETS: Resource = Resource::new("apps", "v1", "replicasets", "ReplicaSet", true);
+pub const DAEMONSETS: Resource = Resource::new("apps", "v1", "daemonsets", "DaemonSet", true);
+/// Core `v1` Events: served (empty unless written) because `kubectl
+/// describe` lists a pod's or node's events.
+pub const EVENTS: Resource = Resource::new("", "v1", "events", "Event", true);
 
 /// Every resource with a fixed entry; others found in manifests are served
 /// under `<lowercase kind>s`.
@@ -80,12 +86,14 @@ pub const RESOURCES: &[Resource] = &[
     SERVICEACCOUNTS,
     PDBS,
     LEASES,
+    DEPLOYMENTS,
+    REPLICASETS,
+    DAEMONSETS,
+    EVENTS,
     Resource::new("", "v1", "configmaps", "ConfigMap", true),
     Resource::new("", "v1", "secrets", "Secret", true),
     Resource::new("", "v1", "services", "Service", true),
-    Resource::new("apps", "v1", "deployments", "Deployment", true),
-    Resource::new("apps", "v1", "daemonsets", "DaemonSet", true),
-    Resource::new("apps", "v1", "replicasets", "ReplicaSet", true),
+    Resource::new("", "v1", "endpoints", "Endpoints", true),
     Resource::new("apps", "v1", "statefulsets", "StatefulSet", true),
     Resource::new(
         "rbac.authorization.k8s.io",
@@ -301,7 +309,90 @@ pub fn set_node_status(node: &mut Value, ready: bool, version: &str, ip: Ipv4Add
                         "lastHeartbeatTime": t, "lastTransitionTime": t}],
         "addresses": [{"type": "InternalIP", "address": ip.to_string()}, {"type": "Hostname", "address": name}],
         "nodeInfo": node_info(version),
+        "capacity": {"cpu": NODE_CPUS.to_string(), "memory": format!("{}Ki", NODE_MEMORY_BYTES / 1024),
+                     "pods": MAX_PODS.to_string(), "ephemeral-storage": "20971520Ki"},
+        "allocatable": {"cpu": NODE_CPUS.to_string(),
+                        "memory": format!("{}Ki", (NODE_MEMORY_BYTES - EVICTION_HARD_MEMORY) / 1024),
+                        "pods": MAX_PODS.to_string(), "ephemeral-storage": "20971520Ki"},
     });
+}
+
+/// CPUs of every node. The world's model does not carry a VM's size, so
+/// every node has exe.dev's default VM (`allocated_cpus: 2`,
+/// `memory_capacity_bytes: 4294967296` in exedev-api.md's `ls --json`).
+pub const NODE_CPUS: u64 = 2;
+/// Memory of every node (see [`NODE_CPUS`]).
+pub const NODE_MEMORY_BYTES: u64 = 4 << 30;
+/// The kubelet's default `maxPods` (110) and hard eviction threshold
+/// `memory.available<100Mi`, which is what allocatable memory subtracts
+/// when nothing is reserved (kubernetes/kubernetes
+/// pkg/kubelet/apis/config/v1beta1/defaults.go, `MaxPods` and
+/// `DefaultEvictionHard`; node allocatable = capacity - reserved -
+/// hard eviction, kubernetes.io/docs/tasks/administer-cluster/reserve-compute-resources/).
+/// k3s passes neither `--kube-reserved` nor `--system-reserved` by default.
+pub const MAX_PODS: u64 = 110;
+const EVICTION_HARD_MEMORY: u64 = 100 << 20;
+
+/// A quantity (`500m`, `2`, `128Mi`, `1G`, `1.5Gi`) in thousandths of its
+/// unit: millicores for CPU, milli-bytes for memory (so both fit one
+/// parser). `None` for what Kubernetes would refuse.
+pub fn quantity_milli(q: &Value) -> Option<u128> {
+    let s = match q {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let mult: u128 = match suffix {
+        "" => 1000,
+        "m" => 1,
+        "k" => 1000 * 1000,
+        "M" => 1000 * 1000u128.pow(2),
+        "G" => 1000 * 1000u128.pow(3),
+        "T" => 1000 * 1000u128.pow(4),
+        "Ki" => 1000 << 10,
+        "Mi" => 1000 << 20,
+        "Gi" => 1000 << 30,
+        "Ti" => 1000 << 40,
+        _ => return None,
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut v = int.checked_mul(mult)?;
+    let mut scale = mult;
+    for d in frac.chars().take(12) {
+        scale /= 10;
+        v += u128::from(d.to_digit(10)?) * scale;
+    }
+    Some(v)
+}
+
+/// The CPU (millicores) and memory (milli-bytes) a pod requests: the sum
+/// over its containers (init containers are not modelled).
+pub fn pod_requests(pod: &Value) -> (u128, u128) {
+    let mut cpu = 0;
+    let mut mem = 0;
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let r = &c["resources"]["requests"];
+        cpu += quantity_milli(&r["cpu"]).unwrap_or(0);
+        mem += quantity_milli(&r["memory"]).unwrap_or(0);
+    }
+    (cpu, mem)
+}
+
+/// A node's allocatable CPU (millicores) and memory (milli-bytes).
+pub fn node_allocatable(node: &Value) -> (u128, u128) {
+    let a = &node["status"]["allocatable"];
+    (
+        quantity_milli(&a["cpu"]).unwrap_or(0),
+        quantity_milli(&a["memory"]).unwrap_or(0),
+    )
 }
 
 /// The kubelet stopped posting status (its k3s stopped or the VM is gone).
@@ -358,11 +449,123 @@ pub fn system_pod(app: &str, owner_kind: &str, node: Option<&str>, suffix: &str)
     pod
 }
 
-/// `Running` with `Ready=True`.
-pub fn running_status(now_ms: u64) -> Value {
+/// `Running` with the conditions and container statuses a kubelet posts
+/// once every container started (`PodScheduled`, `Initialized`,
+/// `ContainersReady`, `Ready`; one running `containerStatuses` entry per
+/// container, `restartCount` 0), on the node at `host_ip`, with the pod's
+/// address `pod_ip` (see `store::network`).
+pub fn running_status(pod: &Value, host_ip: &str, pod_ip: Option<&str>, now_ms: u64) -> Value {
     let t = rfc3339(now_ms);
-    json!({"phase": "Running", "startTime": t,
-           "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": t}]})
+    let cond = |ty: &str| json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
+    let statuses: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let image = c["image"].as_str().unwrap_or_default();
+            json!({"name": c["name"], "image": image, "imageID": "", "ready": true, "started": true,
+                   "restartCount": 0, "containerID": format!("containerd://{:064x}", 0),
+                   "state": {"running": {"startedAt": t}}, "lastState": {}})
+        })
+        .collect();
+    let mut st = json!({"phase": "Running", "startTime": t, "hostIP": host_ip, "qosClass": qos_class(pod),
+           "conditions": [cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
+           "containerStatuses": statuses});
+    if let Some(ip) = pod_ip {
+        st["podIP"] = json!(ip);
+        st["podIPs"] = json!([{"ip": ip}]);
+    }
+    st["hostIPs"] = json!([{"ip": host_ip}]);
+    st
+}
+
+/// Kubernetes' QoS class: BestEffort without requests or limits,
+/// Guaranteed when every container's requests equal its limits for CPU and
+/// memory, Burstable otherwise (pkg/apis/core/helper/qos).
+fn qos_class(pod: &Value) -> &'static str {
+    let cs: Vec<&Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let none = cs.iter().all(|c| {
+        c["resources"]["requests"]
+            .as_object()
+            .is_none_or(|m| m.is_empty())
+            && c["resources"]["limits"]
+                .as_object()
+                .is_none_or(|m| m.is_empty())
+    });
+    if none {
+        return "BestEffort";
+    }
+    let guaranteed = cs.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let l = &c["resources"]["limits"][*r];
+            let q = &c["resources"]["requests"][*r];
+            !l.is_null() && (q.is_null() || quantity_milli(q) == quantity_milli(l))
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// What the API server fills into a new pod's spec (the defaults of
+/// pkg/apis/core/v1/defaults.go: `restartPolicy: Always`, `dnsPolicy:
+/// ClusterFirst`, `schedulerName: default-scheduler`,
+/// `terminationGracePeriodSeconds: 30`, the `default` service account) and
+/// the DefaultTolerationSeconds admission plugin's NoExecute tolerations
+/// for `not-ready` and `unreachable` (300 s), unless the pod has its own.
+pub fn default_pod_spec(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if !spec.is_object() {
+        *spec = json!({});
+    }
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("serviceAccountName", json!("default")),
+        ("serviceAccount", json!("default")),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
+    let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let has = tolerations.iter().any(|t| {
+            (t["key"] == key || t["key"].is_null())
+                && (t["effect"] == "NoExecute" || t["effect"].is_null())
+        });
+        if !has {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+    spec["tolerations"] = json!(tolerations);
+}
+
+/// The pod's `Ready` condition went False: its node stopped (the kubelet
+/// is not there to run it). Kubernetes marks pods of an unreachable node
+/// NotReady through the node lifecycle controller.
+pub fn set_pod_not_ready(pod: &mut Value, now_ms: u64) {
+    let t = rfc3339(now_ms);
+    if let Some(cs) = pod["status"]["conditions"].as_array_mut() {
+        for c in cs
+            .iter_mut()
+            .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
+        {
+            c["status"] = json!("False");
+            c["lastTransitionTime"] = json!(t);
+        }
+    }
 }
 
 /// A pod counts as healthy for a PodDisruptionBudget.
@@ -375,6 +578,18 @@ pub fn pod_ready(p: &Value) -> bool {
         })
 }
 
+/// The node's `InternalIP` address (empty when it has none).
+pub fn node_internal_ip(n: &Value) -> String {
+    n["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The node's Ready condition is True.
 pub fn node_ready(n: &Value) -> bool {
     n["status"]["conditions"].as_array().is_some_and(|c| {
@@ -383,7 +598,32 @@ pub fn node_ready(n: &Value) -> bool {
     })
 }
 
-fn tolerates(pod: &Value, taint: &Value) -> bool {
+/// Required node affinity: one of `nodeSelectorTerms` must match; a term
+/// matches when all its `matchExpressions` (labels) and `matchFields`
+/// (only `metadata.name`, the one field Kubernetes allows) do.
+fn affinity_matches(node: &Value, pod: &Value) -> bool {
+    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    let Some(terms) = terms.as_array() else {
+        return true;
+    };
+    let labels = node["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut fields = serde_json::Map::new();
+    fields.insert("metadata.name".into(), node["metadata"]["name"].clone());
+    terms.iter().any(|t| {
+        let exprs =
+            |k: &str| json!({"matchExpressions": t[k].as_array().cloned().unwrap_or_default()});
+        super::store::selector_matches(&exprs("matchExpressions"), &labels)
+            && super::store::selector_matches(&exprs("matchFields"), &fields)
+    })
+}
+
+/// Does the pod tolerate the taint (`operator: Exists` or equal value;
+/// an empty key with Exists tolerates everything; no effect: every effect)?
+pub fn tolerates(pod: &Value, taint: &Value) -> bool {
     pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
         ts.iter().any(|t| {
             let key_ok = t["key"].is_null() || t["key"] == taint["key"];
@@ -394,10 +634,27 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
     })
 }
 
-/// Can the scheduler put this pod on this node: Ready, not cordoned, every
-/// NoSchedule/NoExecute taint tolerated, nodeSelector matched.
+/// The cordon taint's key: a pod that tolerates it (DaemonSet pods do) may
+/// still go to a cordoned node (the scheduler's NodeUnschedulable plugin,
+/// pkg/scheduler/framework/plugins/nodeunschedulable).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// Can the scheduler put this pod on this node: Ready, not cordoned
+/// (unless the pod tolerates the cordon taint), every NoSchedule/NoExecute
+/// taint tolerated (a toleration with `operator: Exists` and no key
+/// tolerates every taint), `nodeSelector` and required node affinity
+/// (`matchExpressions` on labels, `matchFields` on `metadata.name`)
+/// matched. Resources are checked by the store's scheduler, which knows
+/// the node's pods.
 pub fn schedulable_for(node: &Value, pod: &Value) -> bool {
-    if !node_ready(node) || node["spec"]["unschedulable"] == json!(true) {
+    if !node_ready(node) {
+        return false;
+    }
+    let cordon = json!({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"});
+    if node["spec"]["unschedulable"] == json!(true) && !tolerates(pod, &cordon) {
+        return false;
+    }
+    if !affinity_matches(node, pod) {
         return false;
     }
     let blocking = node["spec"]["taints"].as_array().is_some_and(|ts| {

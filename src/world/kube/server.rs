@@ -414,6 +414,56 @@ fn discovery_reply(ctx: &Ctx, segs: &[&str]) -> Option<Response> {
     }
 }
 
+/// `/api/v1/namespaces/NS/{pods,services}/NAME[:PORT]/proxy[/PATH]`: the
+/// answer of the pod (or the Service's endpoint) over the world's data
+/// plane (`world::traffic`), as kube-apiserver passes it on.
+fn proxy_subresource(ctx: &Ctx, method: &Method, segs: &[&str], uri: &Uri) -> Option<Response> {
+    let [
+        "api",
+        "v1",
+        "namespaces",
+        ns,
+        kind,
+        name,
+        "proxy",
+        rest @ ..,
+    ] = segs
+    else {
+        return None;
+    };
+    let kind = match *kind {
+        "pods" => crate::world::traffic::ProxyKind::Pod,
+        "services" => crate::world::traffic::ProxyKind::Service,
+        _ => return None,
+    };
+    if method != Method::GET {
+        return Some(error(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the VM world proxies GET only, not {method}"),
+        )));
+    }
+    let mut target = format!("/{}", rest.join("/"));
+    if uri.path().ends_with('/') && !rest.is_empty() {
+        target.push('/');
+    }
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let name = percent_decode(name);
+    let r = ctx
+        .inner
+        .api_proxy(&ctx.cluster, &ctx.vm, kind, ns, &name, &target);
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let ct = if r.is_status {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    Some((status, [(header::CONTENT_TYPE, ct)], r.body).into_response())
+}
+
 /// Kubernetes' answer for a path it does not serve.
 fn not_found(path: &str) -> Response {
     error(&ApiError::new(
@@ -441,6 +491,9 @@ async fn handle(
     let path = uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if let Some(resp) = discovery_reply(&ctx, &segs) {
+        return resp;
+    }
+    if let Some(resp) = proxy_subresource(&ctx, &method, &segs, &uri) {
         return resp;
     }
     let (group, rest) = match segs.as_slice() {

@@ -1,9 +1,16 @@
 //! One cluster's API objects and the controllers a test leans on: Node
 //! registration by the k3s model, cordon's unschedulable taint, evictions
-//! that honour PodDisruptionBudgets, ReplicaSet-owned pods recreated
-//! elsewhere, pods of a deleted node collected, a scheduler, and the
-//! `default` ServiceAccount of every namespace. Pure: time comes in as
-//! milliseconds.
+//! that honour PodDisruptionBudgets, pods of a deleted node collected, the
+//! `default` ServiceAccount of every namespace, and one controller per
+//! file: Deployments ([`deployment`]), ReplicaSets ([`replicaset`]),
+//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), garbage
+//! collection by ownerReferences ([`gc`]), node Leases ([`leases`]), pod
+//! addresses ([`network`]). Pure: time comes in as milliseconds.
+//!
+//! A pod whose controlling owner is not an object here (the seeded system
+//! pods, a test's bare pods naming a ReplicaSet) is recreated by
+//! `queue_replacement` when it goes; one whose owner is an object here is
+//! the owner's controller's to replace.
 //!
 //! Objects are JSON values keyed by (group, resource, namespace, name).
 //! Server-side apply tracks which labels each field manager owns, so a
@@ -16,6 +23,14 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value, json};
 
 use super::objects::{self, Resource, rfc3339};
+
+mod daemonset;
+mod deployment;
+mod gc;
+mod leases;
+mod network;
+mod replicaset;
+mod scheduler;
 
 /// An API error: status code, reason, message (a `Status` object).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +94,12 @@ pub struct ApiStore {
     recreate: Vec<Pending>,
     /// Components k3s was told not to deploy (`disable`).
     disabled: Vec<String>,
+    /// UIDs of deleted objects: their dependents are collected, not
+    /// replaced.
+    gone_uids: BTreeSet<String>,
+    /// The resourceVersion the workload controllers last saw: nothing
+    /// changed since, nothing to reconcile.
+    synced_rv: u64,
 }
 
 /// Does `labels` satisfy a `matchLabels`/`matchExpressions` selector?
@@ -165,6 +186,82 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Kubernetes' alphabet for generated name suffixes and hashes: no vowels
+/// (no words), no `0 1 3` (apimachinery `util/rand.SafeEncodeString`).
+const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `SafeEncodeString`: each byte mapped into [`SAFE`].
+fn safe_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| SAFE[usize::from(b) % SAFE.len()] as char)
+        .collect()
+}
+
+/// The `pod-template-hash` (and a DaemonSet's `controller-revision-hash`)
+/// of a pod template: as Kubernetes' `controller.ComputeHash`, a 32-bit
+/// FNV-1a hash written in decimal and safe-encoded. Kubernetes hashes the
+/// Go struct's printed form, this the template's JSON with sorted keys,
+/// so the values differ from a real cluster's while keeping their form
+/// (`5d9c7b8f6d`-like, changing exactly when the template does).
+fn template_hash(template: &Value) -> String {
+    fn canonical(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), canonical(&m[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+            v => v.clone(),
+        }
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in canonical(template).to_string().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    safe_encode(&h.to_string())
+}
+
+/// The controller owner reference's uid of an object (empty: none).
+fn controller_uid(v: &Value) -> &str {
+    v["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["controller"] == json!(true)))
+        .and_then(|r| r["uid"].as_str())
+        .unwrap_or_default()
+}
+
+/// An owner reference to `owner` as its controller.
+fn owner_ref(owner: &Value) -> Value {
+    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+           "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true})
+}
+
+/// An int-or-percent (`maxSurge`, `maxUnavailable`) against `total`,
+/// percentages rounded up or down as Kubernetes'
+/// `intstr.GetScaledValueFromIntOrPercent` is told.
+fn int_or_percent(v: &Value, total: u64, default: &str, round_up: bool) -> u64 {
+    let v = if v.is_null() {
+        json!(default)
+    } else {
+        v.clone()
+    };
+    match &v {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::String(s) => match s.strip_suffix('%').and_then(|p| p.parse::<u64>().ok()) {
+            Some(p) if round_up => (p * total).div_ceil(100),
+            Some(p) => p * total / 100,
+            None => s.parse().unwrap_or(0),
+        },
+        _ => 0,
+    }
+}
+
 fn labels_of(v: &Value) -> Map<String, Value> {
     v["metadata"]["labels"]
         .as_object()
@@ -193,6 +290,23 @@ impl ApiStore {
             m.remove("namespace");
         }
         meta["resourceVersion"] = json!(self.rv.to_string());
+        // metadata.generation: 1 at creation, +1 at each change of `spec`
+        // (what `observedGeneration` and `kubectl rollout status` compare).
+        if !matches!(
+            &*res.plural,
+            "pods" | "nodes" | "namespaces" | "events" | "leases"
+        ) {
+            let old = self.objects.get(&key(res, ns, name));
+            let generation = match old {
+                Some(o) if !create => {
+                    let g = o["metadata"]["generation"].as_u64().unwrap_or(1);
+                    if o["spec"] == v["spec"] { g } else { g + 1 }
+                }
+                _ => 1,
+            };
+            v["metadata"]["generation"] = json!(generation);
+        }
+        let meta = &mut v["metadata"];
         if create {
             self.uid += 1;
             meta["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.uid));
@@ -409,6 +523,10 @@ impl ApiStore {
             .ok_or_else(|| ApiError::not_found(&res.describe(), name))?;
         self.label_owners.remove(&k);
         self.rv += 1;
+        if let Some(uid) = gone["metadata"]["uid"].as_str() {
+            self.gone_uids.insert(uid.to_string());
+            self.collect_dependents(uid);
+        }
         match &*res.plural {
             "nodes" => {
                 let pods = self.list(
@@ -441,10 +559,16 @@ impl ApiStore {
     /// A controller (ReplicaSet, StatefulSet) replaces a pod it owns that
     /// went away; DaemonSet pods follow their node; bare pods are gone.
     fn queue_replacement(&mut self, pod: &Value) {
-        let owner = pod["metadata"]["ownerReferences"]
+        let owner_ref = pod["metadata"]["ownerReferences"]
             .as_array()
-            .and_then(|a| a.iter().find(|r| r["controller"] == json!(true)))
-            .and_then(|r| r["kind"].as_str());
+            .and_then(|a| a.iter().find(|r| r["controller"] == json!(true)));
+        let owner = owner_ref.and_then(|r| r["kind"].as_str());
+        let owner_uid = owner_ref
+            .and_then(|r| r["uid"].as_str())
+            .unwrap_or_default();
+        if self.gone_uids.contains(owner_uid) || self.uid_exists(owner_uid) {
+            return;
+        }
         if matches!(owner, Some("ReplicaSet" | "StatefulSet" | "Job")) {
             let mut t = pod.clone();
             if let Some(m) = t["metadata"].as_object_mut() {
@@ -473,11 +597,67 @@ impl ApiStore {
     fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
+            "services" => self.allocate_cluster_ip(obj),
             "pods" if obj["status"]["phase"].is_null() => {
                 obj["status"] = json!({"phase": "Pending"});
+                objects::default_pod_spec(obj);
             }
             _ => {}
         }
+    }
+
+    /// A Service created without `spec.clusterIP` gets one from the service
+    /// CIDR (k3s's default 10.43.0.0/16): "the control plane assigns a
+    /// cluster IP address from the service-cluster-ip-range"
+    /// (kubernetes.io/docs/concepts/services-networking/cluster-ip-allocation/).
+    /// The API server picks at random in its dynamic band; the world takes
+    /// the lowest free address from 10.43.0.11 (past `kubernetes` at .1 and
+    /// k3s's `cluster-dns` at .10), so tests are deterministic. Headless
+    /// (`None`) and ExternalName Services get none.
+    fn allocate_cluster_ip(&self, obj: &mut Value) {
+        let spec = &obj["spec"];
+        let given = spec["clusterIP"].as_str().unwrap_or_default();
+        if !given.is_empty() || spec["type"].as_str() == Some("ExternalName") {
+            return;
+        }
+        let taken: BTreeSet<String> = self
+            .objects
+            .values()
+            .filter(|v| v["kind"].as_str() == Some("Service"))
+            .filter_map(|v| v["spec"]["clusterIP"].as_str().map(str::to_string))
+            .collect();
+        let free = (11u32..0xffff)
+            .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 0)) + i).to_string())
+            .find(|ip| !taken.contains(ip));
+        if let Some(ip) = free {
+            obj["spec"]["clusterIP"] = json!(ip);
+            obj["spec"]["clusterIPs"] = json!([ip]);
+        }
+    }
+
+    /// A pod made from a controller's template: named `<base>-<5 safe
+    /// characters>` as `generateName` would, owned by `owner`.
+    fn pod_from_template(
+        &self,
+        owner: &Value,
+        base: &str,
+        template: &Value,
+        extra_labels: &[(&str, &str)],
+    ) -> Value {
+        let mut labels = template["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in extra_labels {
+            labels.insert((*k).to_string(), json!(v));
+        }
+        let n = safe_encode(&format!("{:05}", (self.uid + 1) % 100_000));
+        let mut meta = json!({"name": format!("{base}-{n}"), "generateName": format!("{base}-"),
+                              "labels": labels, "ownerReferences": [owner_ref(owner)]});
+        if let Some(a) = template["metadata"]["annotations"].as_object() {
+            meta["annotations"] = json!(a);
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"].clone()})
     }
 
     fn on_created(&mut self, res: &Resource, _ns: &str, name: &str) {
@@ -621,16 +801,25 @@ impl ApiStore {
         }
     }
 
-    /// Controllers: recreate replaced pods, schedule pending ones on Ready,
-    /// schedulable nodes whose taints they tolerate, and run them.
+    /// Controllers, in the order one pass of a real cluster's would settle:
+    /// recreate replaced pods, Deployments scale their ReplicaSets,
+    /// ReplicaSets and DaemonSets create or delete pods, the scheduler
+    /// binds pending pods and the kubelet runs them, then each controller
+    /// posts its status; node Leases are renewed. A pass runs only when
+    /// something changed since the last one (or a replacement is due).
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.renew_leases(now_ms);
         let due: Vec<Pending> = {
             let (due, later): (Vec<_>, Vec<_>) =
                 self.recreate.drain(..).partition(|p| p.due_ms <= now_ms);
             self.recreate = later;
             due
         };
+        if due.is_empty() && self.rv == self.synced_rv {
+            return;
+        }
+        let before = self.rv;
         for p in due {
             let mut t = p.template;
             let (ns, name) = objects::ns_name(&t);
@@ -641,44 +830,36 @@ impl ApiStore {
             t["metadata"]["name"] = json!(format!("{base}-{:05x}", self.uid + 1));
             let _ = self.create(&objects::PODS, &ns, t);
         }
-        let nodes = self.list(&objects::NODES, None, None, None);
-        let pending: Vec<(String, String)> = self
-            .list(&objects::PODS, None, None, None)
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Pending" || !objects::pod_ready(p))
-            .map(objects::ns_name)
-            .collect();
-        for (ns, name) in pending {
-            let k = key(&objects::PODS, &ns, &name);
-            let Some(mut pod) = self.objects.get(&k).cloned() else {
-                continue;
-            };
-            let node = match pod["spec"]["nodeName"].as_str() {
-                Some(n) => nodes.iter().find(|x| x["metadata"]["name"] == n).cloned(),
-                None => nodes
-                    .iter()
-                    .filter(|n| objects::schedulable_for(n, &pod))
-                    .min_by_key(|n| {
-                        self.pods_on(n["metadata"]["name"].as_str().unwrap_or_default())
-                    })
-                    .cloned(),
-            };
-            let Some(node) = node.filter(objects::node_ready) else {
-                continue;
-            };
-            pod["spec"]["nodeName"] = node["metadata"]["name"].clone();
-            pod["status"] = objects::running_status(now_ms);
-            self.rv += 1;
-            pod["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-            self.objects.insert(k, pod);
+        self.sync_deployments();
+        self.sync_replicasets();
+        self.sync_daemonsets();
+        self.schedule(now_ms);
+        self.replicaset_statuses();
+        self.deployment_statuses();
+        self.daemonset_statuses();
+        // A pass that changed something runs again: its controllers have
+        // not yet seen each other's writes.
+        if self.rv == before {
+            self.synced_rv = self.rv;
         }
     }
 
-    fn pods_on(&self, node: &str) -> usize {
-        self.objects
-            .iter()
-            .filter(|((_, p, _, _), v)| p == "pods" && v["spec"]["nodeName"] == node)
-            .count()
+    /// Stores a controller's write when it changes the object: a new
+    /// resourceVersion only then (watchers see real changes only).
+    fn put(&mut self, res: &Resource, mut obj: Value) {
+        let (ns, name) = objects::ns_name(&obj);
+        let k = key(res, &ns, &name);
+        if self.objects.get(&k) == Some(&obj) {
+            return;
+        }
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.objects.insert(k, obj);
+    }
+
+    /// Is there an object with this uid?
+    fn uid_exists(&self, uid: &str) -> bool {
+        !uid.is_empty() && self.objects.values().any(|o| o["metadata"]["uid"] == uid)
     }
 
     /// Applies a manifest document as k3s's deploy controller does (apply

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::world::kube::objects::{NAMESPACES, NODES, PDBS, PODS, SERVICEACCOUNTS};
 
-fn cluster() -> ApiStore {
+pub(super) fn cluster() -> ApiStore {
     let mut s = ApiStore::new(0);
     s.seed_system(&["traefik".to_string()], 0);
     for (i, n) in ["n1", "n2"].iter().enumerate() {
