@@ -519,6 +519,106 @@ pub fn plan(i: &Inputs) -> Result<RestorePlan, Refusal> {
     })
 }
 
+/// What k3s prints when a reset (with or without a restore) is done
+/// (`pkg/etcd/etcd.go:379-382`): the only proof the reset script accepts.
+pub const RESET_DONE: &str = "Managed etcd cluster membership has been reset";
+
+/// The unit each role runs (install.sh: `k3s`, `k3s-agent`).
+fn unit(step: &Step) -> &'static str {
+    match step {
+        Step::RestartAgent { .. } => "k3s-agent",
+        _ => "k3s",
+    }
+}
+
+/// The bash script one step runs on its VM as the SSH user (on stdin of
+/// `bash -s`; root through `sudo -n`), bounded by its own waits, its last
+/// stderr line saying what failed. Every value in it is a fleet VM name or
+/// a checked snapshot path, quoted.
+pub fn step_script(step: &Step) -> String {
+    let q = |s: &str| crate::shellwords::quote(s).unwrap_or_else(|_| "''".to_string());
+    let unit = unit(step);
+    let mut out = format!(
+        r#"#!/usr/bin/env bash
+# exedev-k8s restore: {what}
+set -Eeuo pipefail
+UNIT={unit}
+wait_for() {{
+  local n="$1" d="$2" i
+  shift 2
+  for ((i = 1; i <= n; i++)); do
+    if "$@"; then return 0; fi
+    sleep "$d"
+  done
+  return 1
+}}
+fail() {{
+  echo "$*" >&2
+  exit 1
+}}
+readyz() {{ [ "$(sudo -n k3s kubectl get --raw /readyz 2>/dev/null)" = ok ]; }}
+inactive() {{ ! systemctl is-active --quiet "$UNIT"; }}
+started() {{
+  sudo -n systemctl start --no-block "$UNIT"
+  wait_for 120 5 systemctl is-active --quiet "$UNIT" ||
+    fail "$UNIT is not active after 10 minutes; see: journalctl -u $UNIT"
+}}
+"#,
+        what = crate::text::one_line(&step.describe()).replace('\n', " "),
+    );
+    let body = match step {
+        Step::Stop { .. } => r#"sudo -n systemctl stop "$UNIT"
+wait_for 60 2 inactive || fail "$UNIT still active 2 minutes after systemctl stop"
+echo "k3s stopped"
+"#
+        .to_string(),
+        Step::Reset {
+            restore_path,
+            from_s3,
+            ..
+        } => {
+            // A local file is restored as a file even when the server has
+            // S3 settings (k3s docs, "etcd-snapshot": `--etcd-s3=false`).
+            let local = if *from_s3 { "" } else { " --etcd-s3=false" };
+            format!(
+                r#"RESTORE_PATH={path}
+OUT="$(mktemp)"
+trap 'rm -f -- "$OUT"' EXIT
+inactive || fail "$UNIT is still active: every server must be stopped before the reset"
+{{ sudo -n timeout 1200 k3s server --cluster-reset --cluster-reset-restore-path="$RESTORE_PATH"{local} 2>&1 || true; }} >"$OUT"
+if ! grep -qF {done} "$OUT"; then
+  tail -n 12 "$OUT" >&2
+  fail "k3s did not restore $RESTORE_PATH: $(grep -E 'level=(fatal|error)' "$OUT" | tail -n 1)"
+fi
+started
+wait_for 60 5 readyz || fail "the API server is not ready 5 minutes after the reset; see: journalctl -u $UNIT"
+echo "etcd reset from $RESTORE_PATH; k3s active, /readyz ok"
+"#,
+                path = q(restore_path),
+                done = q(RESET_DONE),
+            )
+        }
+        Step::Rejoin { .. } => format!(
+            r#"R="${{EXEDEV_K8S_ROOT:-}}"
+inactive || fail "$UNIT is still active: it must be stopped before its etcd data is removed"
+sudo -n rm -rf -- "$R"{db}
+started
+wait_for 60 5 readyz || fail "the API server is not ready 5 minutes after rejoining; see: journalctl -u $UNIT"
+echo "etcd data removed; k3s active, /readyz ok"
+"#,
+            db = q(SERVER_DB_DIR),
+        ),
+        Step::RestartAgent { .. } => r#"sudo -n systemctl restart --no-block "$UNIT"
+wait_for 120 5 systemctl is-active --quiet "$UNIT" ||
+  fail "$UNIT is not active after 10 minutes; see: journalctl -u $UNIT"
+echo "k3s-agent restarted"
+"#
+        .to_string(),
+    };
+    out.push_str(&body);
+    out
+}
+
 /// The plan for a terminal: what is reset, what rejoins, what restarts,
 /// what stays for `apply`. Outside text (names from k3s and exe.dev) is
 /// escaped.
@@ -871,5 +971,65 @@ pools:
         assert_eq!(j["steps"][3]["step"], "reset");
         assert_eq!(j["steps"][4]["step"], "rejoin");
         assert!(j["snapshot"].get("token_hash").is_none());
+    }
+
+    /// Each step's script passes `bash -n` and shellcheck.
+    #[test]
+    fn step_scripts_lint() {
+        let steps = [
+            Step::Stop {
+                vm: "demo-cp1".into(),
+            },
+            Step::Reset {
+                vm: "demo-cp1".into(),
+                restore_path: "etcd-snapshot-demo-cp1-1765108800".into(),
+                from_s3: true,
+            },
+            Step::Reset {
+                vm: "demo-cp1".into(),
+                restore_path: format!("{LOCAL_SNAPSHOT_DIR}/on-demand-demo-cp1-1"),
+                from_s3: false,
+            },
+            Step::Rejoin {
+                vm: "demo-cp2".into(),
+            },
+            Step::RestartAgent {
+                vm: "demo-web1".into(),
+            },
+        ];
+        for step in &steps {
+            let script = step_script(step);
+            let check = |program: &str, args: &[&str]| {
+                use std::io::Write;
+                let mut child = match std::process::Command::new(program)
+                    .args(args)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                {
+                    Ok(c) => c,
+                    Err(_) if program == "shellcheck" && std::env::var_os("CI").is_none() => return,
+                    Err(e) => panic!("cannot run {program}: {e}"),
+                };
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(script.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{program} on {step:?}:\n{}\n{script}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            };
+            check("bash", &["-n"]);
+            check("shellcheck", &["-s", "bash", "-S", "style", "-"]);
+        }
+        let local = step_script(&steps[2]);
+        assert!(local.contains("--etcd-s3=false"));
+        assert!(!step_script(&steps[1]).contains("--etcd-s3=false"));
+        assert!(step_script(&steps[3]).contains("rm -rf -- \"$R\"/var/lib/rancher/k3s/server/db"));
     }
 }
