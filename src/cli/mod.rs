@@ -13,6 +13,7 @@ mod exec_cmd;
 pub mod exit;
 mod kubeconfig_cmd;
 mod plan;
+mod restore_cmd;
 mod status;
 mod token_cmd;
 mod validate;
@@ -242,6 +243,8 @@ pub enum Cmd {
     Destroy(apply::DestroyArgs),
     /// One table of exe.dev VMs, Kubernetes Nodes and proxy probes.
     Status(status::StatusArgs),
+    /// Roll the cluster back to an etcd snapshot (shows what it will do, asks).
+    Restore(Box<restore_cmd::RestoreArgs>),
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
@@ -353,6 +356,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Apply(a) => apply::apply(a).await,
         Cmd::Destroy(a) => apply::destroy(a).await,
         Cmd::Status(a) => status::run(a).await,
+        Cmd::Restore(a) => restore_cmd::run(*a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Completions(a) => docs_cmd::completions(a),
         Cmd::Man(a) => docs_cmd::man(a),

@@ -13,6 +13,7 @@
 mod error;
 mod hooks;
 mod kube;
+mod restore;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ use std::time::Duration;
 
 pub use error::EngineError;
 pub use kube::{Converged, KubeSettings, user_kubeconfig_plugins};
+pub use restore::{
+    PreparedRestore, RestoreReport, RestoreRequest, execute_restore, prepare_restore,
+};
 pub use status::{StatusRequest, status};
 
 use crate::api::command::FleetOp;

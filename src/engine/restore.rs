@@ -1,0 +1,310 @@
+//! `restore`: prepare (read exe.dev, each running server's snapshot list and
+//! settings, the Nodes, the stored token; take the fleet's lease; make the
+//! [`crate::restore`] plan or refuse) and execute (its steps over SSH, one
+//! at a time, each server Ready before the next; then every node Ready).
+//!
+//! Nothing is deleted before the new control plane is proven: the only
+//! destructive step on the other servers (removing `server/db`) comes after
+//! the reset server answers `/readyz` and its Node is Ready, and the reset
+//! server's own etcd is moved aside by k3s, not deleted ("Pre-restore etcd
+//! database moved to …", `pkg/etcd/etcd.go:1597-1632` @1feb5ae).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{EngineError, Notes, Session, kube, lease_error};
+use crate::fleet::Role;
+use crate::kubeaccess::LazyClient;
+use crate::observe::observe;
+use crate::restore::{self, RestorePlan, ServerFacts, Step};
+
+/// What `restore` is asked.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// The snapshot's name, as `snapshot list` shows it.
+    pub snapshot: String,
+    /// Restore even though every server is Ready.
+    pub force: bool,
+    /// Take the fleet's lease first ([`crate::lease`]).
+    pub lock: Option<crate::lease::LockRequest>,
+    /// The most the restore may take, every wait included.
+    pub timeout: Duration,
+}
+
+/// A restore plan ready to be carried out, and the lease it holds.
+pub struct PreparedRestore {
+    pub plan: RestorePlan,
+    lease: Option<(crate::lease::LeaseGuard, Arc<LazyClient>)>,
+}
+
+impl PreparedRestore {
+    /// Gives the fleet's lease back (after the restore, or when the user
+    /// says no). The Lease object itself is rolled back with the datastore:
+    /// releasing one the snapshot does not hold is harmless.
+    pub async fn release(&mut self) {
+        if let Some((lease, _client)) = self.lease.take() {
+            lease.release().await;
+        }
+    }
+}
+
+fn ssh(s: &Session) -> crate::ssh::SshOptions {
+    crate::ssh::SshOptions::new(s.kube.ssh_key.clone())
+}
+
+/// Reads what the restore plan needs and makes it; every refusal comes
+/// here, before any change ([`restore::plan`]'s order).
+pub async fn prepare_restore(
+    s: &Session,
+    req: &RestoreRequest,
+    notes: &Notes,
+) -> Result<PreparedRestore, EngineError> {
+    if !restore::is_snapshot_name(&req.snapshot) {
+        return Err(EngineError::refused(
+            format!(
+                "{:?} is not a snapshot name k3s makes (letters, digits, '.', '_', '-'). Nothing was changed",
+                crate::text::one_line(&req.snapshot)
+            ),
+            "list the snapshots with `exedev-k8s snapshot list -f FLEET`",
+        ));
+    }
+    let observed = observe(&s.client, &s.fleet, false).await?;
+    let server_tag = crate::fleet::role_tag(Role::Server);
+    let mut running: Vec<String> = observed
+        .vms
+        .iter()
+        .filter(|v| {
+            crate::plan::owned(&s.fleet.name, v) && v.tags.contains(&server_tag) && v.is_running()
+        })
+        .map(|v| v.vm_name.clone())
+        .collect();
+    running.sort();
+    // The token the snapshot must have been taken with: not found is a
+    // refusal of its own (the plan's), not an error here.
+    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir);
+    let token_source = match &s.fleet.k3s.token {
+        Some(r) => format!("k3s.token: {}", r.value.describe()),
+        None => crate::cluster_secrets::token_path(&s.dir, &s.fleet.name)
+            .display()
+            .to_string(),
+    };
+    // The API through a running server, for the Nodes and the lease.
+    let lazy = Arc::new(kube::lazy(s, running.first().map(String::as_str)));
+    let client = if running.is_empty() {
+        Err(kube::Unreachable::Teardown)
+    } else {
+        kube::now(s, &lazy, true).await
+    };
+    let lease = match (&req.lock, &client) {
+        (Some(lock), Ok(c)) => {
+            let (guard, _waited) =
+                crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), lock)
+                    .await
+                    .map_err(lease_error)?;
+            Some((guard, lazy.clone()))
+        }
+        (Some(_), Err(why)) if !running.is_empty() => {
+            notes(&format!(
+                "note: no lease taken ({why}): another apply of this fleet is not kept out while this restore runs"
+            ));
+            None
+        }
+        _ => None,
+    };
+    let ready: Vec<String> = match &client {
+        Ok(c) => crate::cluster::list_nodes(c)
+            .await
+            .map(|nodes| {
+                nodes
+                    .into_iter()
+                    .filter(|n| n.ready)
+                    .map(|n| n.name)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let result = read_and_plan(s, req, &observed, &running, &ready, token, token_source).await;
+    match result {
+        Ok(plan) => Ok(PreparedRestore { plan, lease }),
+        Err(e) => {
+            if let Some((l, _)) = lease {
+                l.release().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Each running server's snapshot list and settings, then the plan.
+async fn read_and_plan(
+    s: &Session,
+    req: &RestoreRequest,
+    observed: &crate::plan::Observed,
+    running: &[String],
+    ready: &[String],
+    token: Result<crate::secret::Secret, crate::cluster_secrets::SecretsError>,
+    token_source: String,
+) -> Result<RestorePlan, EngineError> {
+    let opts = crate::remote::quick(ssh(s));
+    let reads = crate::remote::bounded(running.to_vec(), 8, Duration::from_secs(180), move |vm| {
+        let opts = opts.clone();
+        async move {
+            crate::remote::read_restore_facts(&vm, &opts)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let mut listing: Vec<restore::Snapshot> = Vec::new();
+    let mut servers = Vec::new();
+    for (vm, read) in running.iter().zip(reads) {
+        let (json, joined) = read.map_err(|why| {
+            EngineError::refused(
+                format!(
+                    "cannot read the etcd snapshots on {vm}: {}. Nothing was changed",
+                    crate::text::one_line(&why)
+                ),
+                "k3s lists snapshots through the running server, and S3 with the fleet's etcd.snapshots.s3 settings: check that k3s runs on it, that the S3 endpoint answers from the VMs and that the keys are right (`exedev-k8s snapshot list -f FLEET` shows the same error)",
+            )
+        })?;
+        let found = restore::parse_listing(&json).map_err(|e| {
+            EngineError::refused(
+                format!("{vm}: {e}. Nothing was changed"),
+                format!("look at what `sudo k3s etcd-snapshot ls -o json` prints on {vm}"),
+            )
+        })?;
+        // S3 snapshots appear in every server's list: kept once.
+        for snap in found {
+            if !listing
+                .iter()
+                .any(|l| l.name == snap.name && l.node == snap.node)
+            {
+                listing.push(snap);
+            }
+        }
+        servers.push(ServerFacts {
+            vm: vm.clone(),
+            joined,
+            ready: ready.contains(vm),
+        });
+    }
+    let hash = token.ok().map(|t| restore::token_hash(t.expose()));
+    restore::plan(&restore::Inputs {
+        fleet: &s.fleet,
+        vms: &observed.vms,
+        snapshot: &req.snapshot,
+        listing: &listing,
+        servers: &servers,
+        token_hash: hash,
+        token_source,
+        force: req.force,
+    })
+    .map_err(|r| {
+        let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+        EngineError::refused(format!("{r}. Nothing was changed"), hint)
+    })
+}
+
+/// What [`execute_restore`] did, step by step.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreReport {
+    /// `(step, outcome, seconds)` in order.
+    pub done: Vec<(String, String, f64)>,
+    /// Nodes Ready at the end.
+    pub ready_nodes: usize,
+}
+
+/// Carries the plan out: each step over SSH in order, each server step
+/// followed by its Node Ready (through the API via the reset server),
+/// then every running VM's Node Ready. Stops at the first failure, naming
+/// the step; what was done before stays done (re-running `restore` with
+/// `--force` starts over from the stop).
+pub async fn execute_restore(
+    s: &Session,
+    prepared: &PreparedRestore,
+    timeout: Duration,
+    notes: &Notes,
+) -> Result<RestoreReport, EngineError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let plan = &prepared.plan;
+    let mut opts = ssh(s);
+    let mut report = RestoreReport::default();
+    // After the reset the API is the reset server's: reach it through it.
+    let api = kube::lazy(s, Some(&plan.reset));
+    let total = plan.steps.len();
+    for (n, step) in plan.steps.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(incomplete(step, "the restore's --timeout ran out", &report));
+        }
+        opts.deadline = left;
+        let started = tokio::time::Instant::now();
+        notes(&format!("[{}/{total}] {}", n + 1, step.describe()));
+        let script = restore::step_script(step);
+        let outcome = crate::remote::run_restore_step(step.vm(), &script, &opts)
+            .await
+            .map_err(|e| incomplete(step, &e.to_string(), &report))?;
+        let outcome = match step {
+            Step::Reset { vm, .. } | Step::Rejoin { vm } => {
+                wait_nodes(s, &api, &[vm.clone()], deadline)
+                    .await
+                    .map_err(|e| incomplete(step, &e, &report))?;
+                format!("{outcome}; node Ready")
+            }
+            _ => outcome,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        notes(&format!(
+            "      {} ({secs:.0}s)",
+            crate::text::one_line(&outcome)
+        ));
+        report.done.push((step.describe(), outcome, secs));
+    }
+    // Every VM that runs: servers rejoined, agents reconnected.
+    let mut all: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|st| !matches!(st, Step::Stop { .. }))
+        .map(|st| st.vm().to_string())
+        .collect();
+    all.dedup();
+    report.ready_nodes = wait_nodes(s, &api, &all, deadline)
+        .await
+        .map_err(|e| EngineError::RestoreStopped {
+            message: format!("the restore ran every step, but not every node is Ready: {e}"),
+            hint: "look at the nodes with `exedev-k8s status -f FLEET`; an agent that cannot reconnect is replaced by `exedev-k8s apply` once its VM is removed".to_string(),
+        })?;
+    Ok(report)
+}
+
+/// Waits until each of `vms` is a Ready Node, through `api`.
+async fn wait_nodes(
+    s: &Session,
+    api: &LazyClient,
+    vms: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<usize, String> {
+    let client = api.get().await.map_err(|e| e.to_string())?;
+    let expected: Vec<crate::fleet::DesiredVm> = vms
+        .iter()
+        .filter_map(|vm| crate::plan::placement::desired_named(&s.fleet, vm))
+        .collect();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    crate::cluster::wait_ready(&client, &expected, left, Duration::from_secs(3), |_| {})
+        .await
+        .map(|r| r.ready_count())
+        .map_err(|e| e.to_string())
+}
+
+fn incomplete(step: &Step, why: &str, report: &RestoreReport) -> EngineError {
+    let done = report.done.len();
+    EngineError::RestoreStopped {
+        message: format!(
+            "restore stopped at `{}`: {}. The {done} step(s) before it were done",
+            step.describe(),
+            crate::text::one_line(why)
+        ),
+        hint: "fix what the message names and run the same restore again with --force: it stops every server and starts over from the reset".to_string(),
+    }
+}
