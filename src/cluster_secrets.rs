@@ -162,6 +162,13 @@ pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
             }
         }
     }
+    for (field, reference) in k3s.snapshots.iter().flat_map(|s| s.secrets()) {
+        out.push(SecretUse {
+            field: field.into(),
+            reference,
+            kind: SecretKind::Flag,
+        });
+    }
     out.push(SecretUse {
         field: "network.tailscale.authKey".into(),
         reference: &fleet.tailscale.auth_key,

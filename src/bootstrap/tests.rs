@@ -54,6 +54,7 @@ fn input(kind: ScriptKind) -> BootstrapInput {
         agent_args: vec!["--kubelet-arg=max-pods=50".to_string()],
         server_secret_args: Vec::new(),
         agent_secret_args: Vec::new(),
+        etcd_snapshots: Vec::new(),
         disable: vec!["traefik".to_string(), "servicelb".to_string()],
         manifests: vec![(
             "namespace".to_string(),

@@ -808,6 +808,11 @@ fn check_plan_scripts(
             if d.is_first_server() {
                 plan::spec::new_vm(&s.fleet, &d, secrets, Some(&second), &version)?;
             }
+            // A new server's settings given after its boot (etcd
+            // snapshots) come in a change script: it must fit too.
+            if plan::spec::settles_after_boot(&s.fleet, d.role) {
+                plan::spec::change_script(&s.fleet, &d, secrets, &version)?;
+            }
         }
         if c.ops.iter().any(plan::Op::changes_k3s)
             && let Some(d) = plan::placement::desired_named(&s.fleet, &c.vm)
