@@ -40,8 +40,9 @@ use crate::fleet::{Fleet, Role};
 /// `pkg/etcd/snapshot.go` `snapshotDir`).
 pub const LOCAL_SNAPSHOT_DIR: &str = "/var/lib/rancher/k3s/server/db/snapshots";
 
-/// A server's etcd data, removed on the servers that rejoin after a reset
-/// (the reset's own message: "delete ${datadir}/server/db on each peer").
+/// A server's etcd data, moved aside on the servers that rejoin after a
+/// reset (the reset's own message: "Backup and delete ${datadir}/server/db
+/// on each peer"): kept, not deleted, with the local snapshots under it.
 pub const SERVER_DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
 
 /// One snapshot as `k3s etcd-snapshot ls -o json` lists it (an
@@ -122,7 +123,12 @@ pub fn parse_listing(json: &str) -> Result<Vec<Snapshot>, ListingError> {
                 crate::text::one_line(&name)
             )));
         }
-        let in_s3 = spec.get("s3").is_some_and(|s| !s.is_null());
+        // k3s marks an S3 copy three ways (`spec.s3`, node name `s3`,
+        // an `s3://` location: `snapshot/types.go:160-176,200-250`).
+        let location = text(spec, "location");
+        let in_s3 = spec.get("s3").is_some_and(|s| !s.is_null())
+            || text(spec, "nodeName") == "s3"
+            || location.starts_with("s3://");
         let node = if in_s3 {
             "s3".to_string()
         } else {
@@ -143,7 +149,7 @@ pub fn parse_listing(json: &str) -> Result<Vec<Snapshot>, ListingError> {
         out.push(Snapshot {
             name,
             node,
-            location: text(spec, "location"),
+            location,
             size,
             created: text(status, "creationTime"),
             token_hash,
@@ -234,8 +240,10 @@ pub enum Step {
         restore_path: String,
         from_s3: bool,
     },
-    /// Remove the server's etcd data, start k3s, wait Ready: it joins the
-    /// restored cluster as a new member.
+    /// Move the server's etcd data aside (k3s's "Backup and delete
+    /// ${datadir}/server/db on each peer": the backup, with the node's local
+    /// snapshots, is kept as `server/db-before-restore-<time>`), start k3s,
+    /// wait Ready: it joins the restored cluster as a new member.
     Rejoin { vm: String },
     /// `systemctl restart k3s-agent`: the agent reconnects.
     RestartAgent { vm: String },
@@ -268,7 +276,7 @@ impl Step {
                 }
             ),
             Step::Rejoin { vm } => format!(
-                "remove {SERVER_DB_DIR} on {vm}, start k3s, wait until it has rejoined (Ready)"
+                "move {SERVER_DB_DIR} aside on {vm} (kept as db-before-restore-<time>), start k3s, wait until it has rejoined (Ready)"
             ),
             Step::RestartAgent { vm } => format!("restart k3s-agent on {vm}"),
         }
@@ -601,10 +609,10 @@ echo "etcd reset from $RESTORE_PATH; k3s active, /readyz ok"
         Step::Rejoin { .. } => format!(
             r#"R="${{EXEDEV_K8S_ROOT:-}}"
 inactive || fail "$UNIT is still active: it must be stopped before its etcd data is removed"
-sudo -n rm -rf -- "$R"{db}
+sudo -n mv -- "$R"{db} "$R"{db}-before-restore-"$(date -u +%Y%m%dT%H%M%SZ)"
 started
 wait_for 60 5 readyz || fail "the API server is not ready 5 minutes after rejoining; see: journalctl -u $UNIT"
-echo "etcd data removed; k3s active, /readyz ok"
+echo "etcd data moved aside; k3s active, /readyz ok"
 "#,
             db = q(SERVER_DB_DIR),
         ),
@@ -645,8 +653,11 @@ pub fn render(p: &RestorePlan) -> String {
             p.missing.join(", ")
         ));
     }
+    if s.token_hash.is_none() {
+        out.push_str("k3s recorded no token hash with this snapshot: whether it was taken with the fleet's server token is known only when the reset runs.\n");
+    }
     out.push_str(
-        "Everything written to the cluster after the snapshot was taken is lost; nothing is deleted before the reset server is Ready with the snapshot's data.\n",
+        "Everything written to the cluster after the snapshot was taken is lost. No etcd data is deleted: k3s moves the reset server's aside, the others' are moved aside only after it is Ready.\n",
     );
     out
 }
@@ -1030,6 +1041,6 @@ pools:
         let local = step_script(&steps[2]);
         assert!(local.contains("--etcd-s3=false"));
         assert!(!step_script(&steps[1]).contains("--etcd-s3=false"));
-        assert!(step_script(&steps[3]).contains("rm -rf -- \"$R\"/var/lib/rancher/k3s/server/db"));
+        assert!(step_script(&steps[3]).contains("sudo -n mv -- \"$R\"/var/lib/rancher/k3s/server/db \"$R\"/var/lib/rancher/k3s/server/db-before-restore-"));
     }
 }

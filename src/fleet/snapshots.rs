@@ -264,13 +264,8 @@ pub fn check_schedule(expr: &str) -> Result<(), String> {
         ));
     }
     for (i, (part, field)) in parts.iter().zip(&FIELDS).enumerate() {
-        check_field(part, field).map_err(|why| {
-            format!(
-                "field {} ({}) {part:?}: {why}",
-                i + 1,
-                field.name
-            )
-        })?;
+        check_field(part, field)
+            .map_err(|why| format!("field {} ({}) {part:?}: {why}", i + 1, field.name))?;
     }
     Ok(())
 }
@@ -330,8 +325,7 @@ fn value(text: &str, f: &Field) -> Result<u32, String> {
 const BUCKET_RESERVED_PREFIXES: &[&str] = &["xn--", "sthree-", "amzn-s3-demo-"];
 /// Suffixes S3 reserves (access point aliases, Object Lambda, Multi-Region
 /// Access Points, directory and table buckets).
-const BUCKET_RESERVED_SUFFIXES: &[&str] =
-    &["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
+const BUCKET_RESERVED_SUFFIXES: &[&str] = &["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
 
 /// Checks a bucket name against S3's naming rules for general purpose
 /// buckets: 3 to 63 characters; lowercase letters, digits, dots and
@@ -388,7 +382,9 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')))
     {
-        return Err(format!("contains {c:?}; write a host name and optional :port"));
+        return Err(format!(
+            "contains {c:?}; write a host name and optional :port"
+        ));
     }
     Ok(())
 }
@@ -419,11 +415,17 @@ mod tests {
         for (s, says) in [
             ("0 */6 * *", "has 4 fields"),
             ("daily", "has 1 field,"),
-            ("60 * * * *", "field 1 (minute) \"60\": 60 is outside 0 to 59"),
+            (
+                "60 * * * *",
+                "field 1 (minute) \"60\": 60 is outside 0 to 59",
+            ),
             ("0 24 * * *", "field 2 (hour)"),
             ("0 0 0 * *", "field 3 (day of month)"),
             ("0 0 * 13 *", "field 4 (month)"),
-            ("0 0 * * 7", "field 5 (day of week) \"7\": 7 is outside 0 to 6"),
+            (
+                "0 0 * * 7",
+                "field 5 (day of week) \"7\": 7 is outside 0 to 6",
+            ),
             ("*/0 * * * *", "step \"0\""),
             ("0 5-2 * * *", "starts after it ends"),
             ("0 0 * * FUNDAY", "not a number 0 to 6 or SUN-SAT"),
@@ -440,7 +442,13 @@ mod tests {
 
     #[test]
     fn bucket_rules() {
-        for ok in ["abc", "prod-k3s-snapshots", "my.bucket.1", "0ab", &"a".repeat(63)] {
+        for ok in [
+            "abc",
+            "prod-k3s-snapshots",
+            "my.bucket.1",
+            "0ab",
+            &"a".repeat(63),
+        ] {
             assert_eq!(check_bucket(ok), Ok(()), "{ok}");
         }
         for (bad, says) in [
@@ -473,8 +481,7 @@ mod tests {
         let b = n.as_bytes();
         let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
         (3..=63).contains(&b.len())
-            && b.iter()
-                .all(|&c| edge(c) || c == b'.' || c == b'-')
+            && b.iter().all(|&c| edge(c) || c == b'.' || c == b'-')
             && edge(b[0])
             && edge(b[b.len() - 1])
             && !n.contains("..")

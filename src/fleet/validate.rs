@@ -623,7 +623,10 @@ fn check_etcd(cx: &mut Ctx, fleet: &FleetFile) {
             {
                 cx.at(
                     v,
-                    format!("S3 {what} {:?} is empty or has a control character", v.value),
+                    format!(
+                        "S3 {what} {:?} is empty or has a control character",
+                        v.value
+                    ),
                     format!("write the {what} as plain text, or leave it out"),
                 );
             }
@@ -633,7 +636,9 @@ fn check_etcd(cx: &mut Ctx, fleet: &FleetFile) {
     }
     for arg in &fleet.k3s.value.server_args {
         let name = match &arg.value {
-            K3sArg::Plain(v) => v.strip_prefix("--").map(|b| b.split('=').next().unwrap_or(b)),
+            K3sArg::Plain(v) => v
+                .strip_prefix("--")
+                .map(|b| b.split('=').next().unwrap_or(b)),
             K3sArg::Secret { flag, .. } => flag.value.strip_prefix("--"),
         };
         if let Some(name) = name.filter(|n| snapshots::SNAPSHOT_FLAGS.contains(n)) {
