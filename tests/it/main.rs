@@ -30,6 +30,7 @@ mod proxy;
 mod token;
 mod world;
 mod world_cli;
+mod world_dr;
 mod world_restore;
 mod world_rollout;
 mod world_unattended;
