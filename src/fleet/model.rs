@@ -56,7 +56,12 @@ pub struct FleetFile {
     #[serde(default)]
     pub defaults: Defaults,
     /// The servers' embedded etcd: scheduled snapshots, locally or to S3.
+    // The schema gives this and the options below as plain objects (not
+    // "object or null"): an editor then points at the bad value inside
+    // rather than at the whole section; `etcd:` left empty is refused by
+    // the schema only.
     #[serde(default)]
+    #[schemars(with = "Etcd")]
     pub etcd: Option<Etcd>,
     /// The k3s servers (control plane, with embedded etcd when more than one).
     #[serde(default)]
@@ -151,6 +156,7 @@ pub struct Etcd {
     /// each server's disk and, with `s3`, in a bucket: what `restore`
     /// starts from when servers are lost.
     #[serde(default)]
+    #[schemars(with = "Snapshots")]
     pub snapshots: Option<Snapshots>,
 }
 
@@ -165,11 +171,12 @@ pub struct Snapshots {
     pub schedule: Spanned<String>,
     /// How many scheduled snapshots to keep, at least 1
     /// (k3s's `etcd-snapshot-retention`).
-    #[schemars(with = "u32", range(min = 1))]
+    #[schemars(with = "u32")]
     pub retention: Spanned<u32>,
     /// Also upload each snapshot to an S3-compatible bucket (k3s's
     /// `etcd-s3-*` settings); without it snapshots stay on each server.
     #[serde(default)]
+    #[schemars(with = "SnapshotS3")]
     pub s3: Option<SnapshotS3>,
 }
 

@@ -15,20 +15,24 @@
 //!   `etcd-snapshot-schedule-cron`, `etcd-snapshot-retention`, `etcd-s3`,
 //!   `etcd-s3-endpoint`, `etcd-s3-skip-ssl-verify` (bool),
 //!   `etcd-s3-access-key`, `etcd-s3-secret-key`, `etcd-s3-bucket`,
-//!   `etcd-s3-region`, `etcd-s3-folder`, `etcd-s3-insecure` (bool); a test
+//!   `etcd-s3-region`, `etcd-s3-folder`, `etcd-s3-retention` (S3's own
+//!   retention, apart from the local one), `etcd-s3-insecure` (bool); a test
 //!   below proves each is a server flag of every covered table;
-//! - the schedule: `pkg/etcd/etcd.go` @ 2614da0 (`NewETCD`: `cron.New()`
-//!   of github.com/robfig/cron/v3; `setSnapshotFunction`:
-//!   `e.cron.AddFunc(e.config.EtcdSnapshotCron, ...)`, whose error that
-//!   release ignores, so a bad expression silently means no snapshots).
-//!   `cron.New()` parses with robfig/cron v3's standard parser: five fields
-//!   (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day
-//!   of week 0-6 or SUN-SAT), each a comma list of `*`, `?`, `N`, `N-M`,
-//!   optionally `/STEP`, and the descriptors `@yearly`, `@annually`,
-//!   `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`. That parser's
-//!   grammar is robfig/cron's (its `parser.go`), not in the facts file;
-//!   `@every DURATION` and a `CRON_TZ=` prefix, which it also takes, are
-//!   refused here (a 5-field expression says the same).
+//! - the schedule: `pkg/etcd/etcd.go:169` @ 1feb5ae (`cron.New(...)` of
+//!   github.com/robfig/cron/v3, its standard parser) and
+//!   `pkg/etcd/snapshot.go:890` (`e.cron.AddJob(...)`, whose error k3s
+//!   ignores: a bad expression silently means no scheduled snapshots), as
+//!   read in docs/facts/disaster-recovery.md section 2 (also
+//!   `pkg/etcd/etcd.go` @ 2614da0, `NewETCD` / `setSnapshotFunction`, the
+//!   same in an older release). The standard parser's grammar is
+//!   robfig/cron's (`parser.go`), not k3s's, and not re-read here: five
+//!   fields (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or
+//!   JAN-DEC, day of week 0-6 or SUN-SAT), each a comma list of `*`, `?`,
+//!   `N`, `N-M`, optionally `/STEP`, or a descriptor (`@daily` ...). This
+//!   module takes the five fields and the fixed descriptors; `@every
+//!   DURATION` and a `CRON_TZ=`/`TZ=` prefix, which the parser also takes,
+//!   are refused here (the tool's choice: a 5-field expression in the VM's
+//!   zone says the same, and needs no Go duration grammar).
 //! - bucket names: S3's own rules (AWS "General purpose bucket naming
 //!   rules"), not k3s's: k3s passes the name to minio-go unchanged, and S3
 //!   refuses the upload.
@@ -55,6 +59,7 @@ pub const SNAPSHOT_FLAGS: &[&str] = &[
     "etcd-s3-region",
     "etcd-s3-insecure",
     "etcd-s3-skip-ssl-verify",
+    "etcd-s3-retention",
     ACCESS_KEY_FLAG,
     SECRET_KEY_FLAG,
     // Not set by the section, but it contradicts it.
@@ -79,6 +84,7 @@ pub fn field_of(flag: &str) -> &'static str {
         "etcd-s3-region" => "etcd.snapshots.s3.region",
         "etcd-s3-insecure" => "etcd.snapshots.s3.insecure",
         "etcd-s3-skip-ssl-verify" => "etcd.snapshots.s3.skipSSLVerify",
+        "etcd-s3-retention" => "etcd.snapshots.retention",
         ACCESS_KEY_FLAG => "etcd.snapshots.s3.accessKey",
         SECRET_KEY_FLAG => "etcd.snapshots.s3.secretKey",
         _ => "etcd.snapshots",
@@ -135,6 +141,11 @@ impl EtcdSnapshots {
             if s3.skip_ssl_verify {
                 out.push(plain("etcd-s3-skip-ssl-verify", "true"));
             }
+            // k3s keeps S3's retention apart (default 5) and counts every
+            // server's snapshots in the bucket together
+            // (docs/facts/disaster-recovery.md, section 2): one number in
+            // the fleet governs both.
+            out.push(plain("etcd-s3-retention", &self.retention.to_string()));
             for (name, secret) in [
                 (ACCESS_KEY_FLAG, &s3.access_key),
                 (SECRET_KEY_FLAG, &s3.secret_key),
@@ -351,7 +362,7 @@ pub fn check_bucket(name: &str) -> Result<(), String> {
     if name.contains("..") {
         return Err("has two dots in a row".into());
     }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+    if looks_like_ipv4(name) {
         return Err("is an IP address; S3 refuses those as bucket names".into());
     }
     if let Some(p) = BUCKET_RESERVED_PREFIXES
@@ -365,6 +376,24 @@ pub fn check_bucket(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Four dot-separated groups of 1 to 3 digits: "formatted as an IP
+/// address" in S3's words (`999.1.1.1` included).
+fn looks_like_ipv4(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The schema's form of [`check_bucket`]: a name matches this and not
+/// [`BUCKET_REFUSED_PATTERN`] exactly when `check_bucket` accepts it
+/// (proven by a property test).
+pub const BUCKET_PATTERN: &str = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$";
+/// What S3 refuses among names of the right shape: two dots in a row, an
+/// IP address, a reserved prefix or suffix.
+pub const BUCKET_REFUSED_PATTERN: &str = r"\.\.|^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$|^(xn--|sthree-|amzn-s3-demo-)|(-s3alias|--ol-s3|\.mrap|--x-s3|--table-s3)$";
 
 /// An S3 endpoint as k3s takes it: a host (and port), no scheme or path
 /// (k3s builds the URL itself, `https://` unless `etcd-s3-insecure`).
@@ -460,6 +489,7 @@ mod tests {
             ("abc.", "start and end"),
             ("a..b", "two dots"),
             ("192.168.5.4", "IP address"),
+            ("999.1.1.1", "IP address"),
             ("xn--abc", "\"xn--\""),
             ("sthree-abc", "\"sthree-\""),
             ("amzn-s3-demo-x", "\"amzn-s3-demo-\""),
@@ -485,7 +515,9 @@ mod tests {
             && edge(b[0])
             && edge(b[b.len() - 1])
             && !n.contains("..")
-            && n.parse::<std::net::Ipv4Addr>().is_err()
+            && !(n.split('.').count() == 4
+                && n.split('.')
+                    .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())))
             && !BUCKET_RESERVED_PREFIXES.iter().any(|p| n.starts_with(p))
             && !BUCKET_RESERVED_SUFFIXES.iter().any(|s| n.ends_with(s))
     }
@@ -505,6 +537,9 @@ mod tests {
         ) {
             let got = check_bucket(&n);
             prop_assert_eq!(got.is_ok(), bucket_ok_by_definition(&n), "{:?}: {:?}", n, got);
+            let schema = crate::fleet::pattern_matcher(BUCKET_PATTERN)(&n)
+                && !crate::fleet::pattern_matcher(BUCKET_REFUSED_PATTERN)(&n);
+            prop_assert_eq!(got.is_ok(), schema, "schema disagrees on {:?}", n);
             if let Err(e) = got {
                 prop_assert!(!e.is_empty());
             }
@@ -568,6 +603,7 @@ mod tests {
                 "--etcd-s3-bucket=prod-k3s-snapshots",
                 "--etcd-s3-folder=prod",
                 "--etcd-s3-insecure=true",
+                "--etcd-s3-retention=5",
                 "--etcd-s3-access-key=(secret from env S3_ACCESS_KEY)",
                 "--etcd-s3-secret-key=(secret from file secrets/s3)",
             ]

@@ -643,15 +643,53 @@ fn check_etcd(cx: &mut Ctx, fleet: &FleetFile) {
         };
         if let Some(name) = name.filter(|n| snapshots::SNAPSHOT_FLAGS.contains(n)) {
             let field = snapshots::field_of(name);
-            let (line, column) = (s.schedule.referenced.line(), s.schedule.referenced.column());
-            cx.at(
-                arg,
-                format!(
-                    "serverArgs sets --{name}, and etcd.snapshots (line {line}, column {column}) sets k3s's snapshot settings too ({field})"
+            let (msg, hint) = match snapshot_field_at(s, name) {
+                Some((line, column)) => (
+                    format!(
+                        "serverArgs sets --{name}, which {field} (line {line}, column {column}) sets too"
+                    ),
+                    format!("remove --{name} from serverArgs and keep {field}"),
                 ),
-                format!("remove --{name} from serverArgs and keep {field}"),
-            );
+                None if name == "etcd-disable-snapshots" => (
+                    "serverArgs sets --etcd-disable-snapshots, which contradicts etcd.snapshots"
+                        .to_string(),
+                    "remove --etcd-disable-snapshots, or remove etcd.snapshots to take none"
+                        .to_string(),
+                ),
+                None => (
+                    format!(
+                        "serverArgs sets --{name}, a snapshot setting the fleet writes as {field}"
+                    ),
+                    format!("remove --{name} from serverArgs and write it as {field}"),
+                ),
+            };
+            cx.at(arg, msg, hint);
         }
+    }
+}
+
+/// Where `etcd.snapshots` writes the k3s setting `flag`, if it does.
+fn snapshot_field_at(s: &super::model::Snapshots, flag: &str) -> Option<(u64, u64)> {
+    fn at<T>(n: &Spanned<T>) -> Option<(u64, u64)> {
+        Some((n.referenced.line(), n.referenced.column()))
+    }
+    let b = s.s3.as_ref();
+    match flag {
+        "etcd-snapshot-schedule-cron" => at(&s.schedule),
+        "etcd-snapshot-retention" => at(&s.retention),
+        "etcd-s3-retention" => b.and_then(|_| at(&s.retention)),
+        "etcd-s3" | "etcd-s3-endpoint" => b.and_then(|b| at(&b.endpoint)),
+        "etcd-s3-bucket" => b.and_then(|b| at(&b.bucket)),
+        "etcd-s3-folder" => b.and_then(|b| b.folder.as_ref()).and_then(at),
+        "etcd-s3-region" => b.and_then(|b| b.region.as_ref()).and_then(at),
+        // Booleans are written only when true; their keys carry no span.
+        "etcd-s3-insecure" => b.filter(|b| b.insecure).and_then(|b| at(&b.endpoint)),
+        "etcd-s3-skip-ssl-verify" => b
+            .filter(|b| b.skip_ssl_verify)
+            .and_then(|b| at(&b.endpoint)),
+        "etcd-s3-access-key" => b.and_then(|b| at(&b.access_key)),
+        "etcd-s3-secret-key" => b.and_then(|b| at(&b.secret_key)),
+        _ => None,
     }
 }
 
