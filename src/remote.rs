@@ -460,15 +460,3 @@ pub async fn read_restore_facts(vm: &str, opts: &SshOptions) -> Result<(String, 
     .await?;
     Ok((listing, joined.trim() != "0" && !joined.trim().is_empty()))
 }
-
-/// Runs one restore step's script ([`crate::restore::step_script`]) on
-/// `vm` (stdin of `bash -s`): what it printed last, or why it failed.
-pub async fn run_restore_step(
-    vm: &str,
-    script: &str,
-    opts: &SshOptions,
-) -> Result<String, SshError> {
-    let script = crate::secret::Secret::new(script);
-    let out = ssh::run_with_input(vm, &["bash", "-s"], Some(&script), opts).await?;
-    Ok(out.lines().last().unwrap_or_default().to_string())
-}

@@ -242,7 +242,7 @@ pub async fn execute_restore(
         let started = tokio::time::Instant::now();
         notes(&format!("[{}/{total}] {}", n + 1, step.describe()));
         let script = restore::step_script(step);
-        let outcome = crate::remote::run_restore_step(step.vm(), &script, &opts)
+        let outcome = run_step(step.vm(), &script, &opts)
             .await
             .map_err(|e| incomplete(step, &e.to_string(), &report))?;
         let outcome = match step {
@@ -278,6 +278,31 @@ pub async fn execute_restore(
     Ok(report)
 }
 
+/// Runs one step's script on `vm` as the in-place change script runs
+/// ([`crate::upgrade::RUNNER`]: read whole from stdin, then run with stdin
+/// from /dev/null, so `sudo` cannot eat the rest of it): the last line it
+/// printed, or why it failed.
+async fn run_step(
+    vm: &str,
+    script: &str,
+    opts: &crate::ssh::SshOptions,
+) -> Result<String, crate::ssh::SshError> {
+    let script = crate::secret::Secret::new(script);
+    let out = crate::ssh::run_with_input(
+        vm,
+        &["bash", "-c", crate::upgrade::RUNNER],
+        Some(&script),
+        opts,
+    )
+    .await?;
+    Ok(out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("done")
+        .to_string())
+}
+
 /// Waits until each of `vms` is a Ready Node, through `api`.
 async fn wait_nodes(
     s: &Session,
@@ -285,7 +310,18 @@ async fn wait_nodes(
     vms: &[String],
     deadline: tokio::time::Instant,
 ) -> Result<usize, String> {
-    let client = api.get().await.map_err(|e| e.to_string())?;
+    // The server was just (re)started: its API may refuse connections for
+    // a moment after /readyz said ok through the VM's own loopback.
+    let client = loop {
+        match api.get().await {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() + Duration::from_secs(2) < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let expected: Vec<crate::fleet::DesiredVm> = vms
         .iter()
         .filter_map(|vm| crate::plan::placement::desired_named(&s.fleet, vm))
