@@ -627,6 +627,25 @@ echo "k3s-agent restarted"
     out
 }
 
+/// The throw-away fleet `restore --drill` restores into: the live fleet
+/// renamed `<name>-drill` (its own VM names and ownership tag, so nothing
+/// of the live fleet is its business: `fleet::concerns`), one server, no
+/// agents, the same k3s settings (release, S3, the token reference), never
+/// protected. `None` when the name would not make valid VM names.
+pub fn drill_fleet(live: &Fleet) -> Option<Fleet> {
+    let name = format!("{}-drill", live.name);
+    let first = crate::names::fleet_vm_name(&name, crate::fleet::CONTROL_PLANE_POOL, 1);
+    if !crate::names::is_name_segment(&name) || crate::names::check_node_name(&first).is_err() {
+        return None;
+    }
+    let mut f = live.clone();
+    f.name = name;
+    f.protect = false;
+    f.control_plane.count = 1;
+    f.pools.clear();
+    Some(f)
+}
+
 /// The plan for a terminal: what is reset, what rejoins, what restarts,
 /// what stays for `apply`. Outside text (names from k3s and exe.dev) is
 /// escaped.
@@ -1042,5 +1061,25 @@ pools:
         assert!(local.contains("--etcd-s3=false"));
         assert!(!step_script(&steps[1]).contains("--etcd-s3=false"));
         assert!(step_script(&steps[3]).contains("sudo -n mv -- \"$R\"/var/lib/rancher/k3s/server/db \"$R\"/var/lib/rancher/k3s/server/db-before-restore-"));
+    }
+
+    /// The drill's fleet is its own: another name, one server, no agents.
+    #[test]
+    fn a_drill_fleet_is_a_one_server_fleet_of_its_own() {
+        let live = fleet();
+        let d = drill_fleet(&live).unwrap();
+        assert_eq!(d.name, "demo-drill");
+        let names: Vec<String> = crate::fleet::desired_vms(&d)
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, vec!["demo-drill-cp1".to_string()]);
+        for v in vms(&live, &[]) {
+            assert!(
+                !crate::fleet::concerns(&d.name, &v.vm_name, &v.tags),
+                "{}",
+                v.vm_name
+            );
+        }
     }
 }

@@ -28,6 +28,12 @@ pub struct RestoreArgs {
     /// change made since the snapshot).
     #[arg(long)]
     pub force: bool,
+    /// Restore the snapshot into a throw-away fleet `<name>-drill` (one
+    /// server of its own; the live fleet is not touched), check it comes up
+    /// with the snapshot's objects, report, destroy it. The snapshot must
+    /// be in S3.
+    #[arg(long, conflicts_with = "force")]
+    pub drill: bool,
     /// Print the plan and what was done as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -49,9 +55,15 @@ pub struct RestoreArgs {
 pub async fn run(a: RestoreArgs) -> CliResult {
     let loaded = engine::Session::load(&a.fleet.file)?;
     // Restore reads exe.dev (`ls`) and works on the VMs over SSH: the
-    // plan's grants are all it needs from the API.
+    // plan's grants are all it needs from the API. A drill creates and
+    // removes its own VMs: apply's grants.
+    let op = if a.drill {
+        FleetOp::Apply
+    } else {
+        FleetOp::Plan
+    };
     let client = a.api.client_with_ttl(
-        &engine::cmds(FleetOp::Plan),
+        &engine::cmds(op),
         a.api.options(None),
         crate::credentials::LONG_OPERATION_TTL,
     )?;
@@ -62,6 +74,9 @@ pub async fn run(a: RestoreArgs) -> CliResult {
         a.kube.settings(a.api.ssh_key()),
     );
     let notes = super::notes(a.json);
+    if a.drill {
+        return drill(&s, &a, &notes).await;
+    }
     let req = RestoreRequest {
         snapshot: a.snapshot.clone(),
         force: a.force,
@@ -120,6 +135,39 @@ async fn confirm_and_restore(
             ));
         }
         write_stdout(out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--drill`: says what it will do, asks, runs the drill, reports.
+async fn drill(s: &engine::Session, a: &RestoreArgs, notes: &engine::Notes) -> CliResult {
+    let name = format!("{}-drill", s.fleet.name);
+    if !a.json {
+        print!(
+            "Drill of snapshot {} for fleet {}:\n  1. create fleet {name}: one server ({name}-cp1), its own VM and ownership tag, the fleet's k3s settings and server token\n  2. on it: stop k3s, reset etcd from the S3 snapshot, start k3s, wait until ready\n  3. read its Nodes and namespaces (the snapshot's objects)\n  4. destroy fleet {name}\nThe live fleet is not read or changed.\n",
+            crate::text::one_line(&a.snapshot),
+            s.fleet.name
+        );
+    }
+    if !a.yes && !ui::confirm("Run the drill?", "--yes").map_err(fail)? {
+        return Err(fail("drill cancelled: nothing was changed"));
+    }
+    let report = engine::drill(s, &a.snapshot, a.timeout, notes).await?;
+    if a.json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        write_stdout(format!("{}\n", crate::text::json_safe(&text)))?;
+    } else {
+        write_stdout(format!(
+            "Drill passed: snapshot {} restored onto {}-cp1 in {:.0}s; its datastore holds {} node(s) ({}) and {} namespace(s) ({}); fleet {} destroyed.\n",
+            crate::text::one_line(&report.snapshot),
+            report.fleet,
+            report.restore_seconds,
+            report.nodes.len(),
+            report.nodes.join(", "),
+            report.namespaces.len(),
+            report.namespaces.join(", "),
+            report.fleet,
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

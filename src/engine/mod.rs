@@ -24,7 +24,8 @@ use std::time::Duration;
 pub use error::EngineError;
 pub use kube::{Converged, KubeSettings, user_kubeconfig_plugins};
 pub use restore::{
-    PreparedRestore, RestoreReport, RestoreRequest, execute_restore, prepare_restore,
+    DrillReport, PreparedRestore, RestoreReport, RestoreRequest, drill, execute_restore,
+    prepare_restore,
 };
 pub use status::{StatusRequest, status};
 

@@ -344,3 +344,273 @@ fn incomplete(step: &Step, why: &str, report: &RestoreReport) -> EngineError {
         hint: "fix what the message names and run the same restore again with --force: it stops every server and starts over from the reset".to_string(),
     }
 }
+
+/// What `restore --drill` found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DrillReport {
+    /// The throw-away fleet.
+    pub fleet: String,
+    pub snapshot: String,
+    /// Node objects of the restored datastore (the live fleet's, from the
+    /// snapshot, beside the drill's own server).
+    pub nodes: Vec<String>,
+    /// Namespaces of the restored datastore.
+    pub namespaces: Vec<String>,
+    /// Seconds from the first change to the restored server's `/readyz`.
+    pub restore_seconds: f64,
+    /// Whether the throw-away fleet was destroyed (its VMs removed).
+    pub destroyed: bool,
+}
+
+/// `restore --drill`: the snapshot restored into the throw-away fleet
+/// `<name>-drill` ([`restore::drill_fleet`]: its own VM, its own ownership
+/// tag), checked (its datastore holds the live fleet's Nodes: the
+/// snapshot's objects), reported, destroyed. The live fleet is not read
+/// or changed: no VM of it, no SSH to it, not its API or lease. The
+/// snapshot must be in S3 (a local one is on a live server's disk only);
+/// the drill's server gets the fleet's S3 settings and its token.
+pub async fn drill(
+    s: &Session,
+    snapshot: &str,
+    timeout: Duration,
+    notes: &Notes,
+) -> Result<DrillReport, EngineError> {
+    if !restore::is_snapshot_name(snapshot) {
+        return Err(EngineError::refused(
+            format!(
+                "{:?} is not a snapshot name k3s makes (letters, digits, '.', '_', '-'). Nothing was changed",
+                crate::text::one_line(snapshot)
+            ),
+            "list the snapshots with `exedev-k8s snapshot list -f FLEET`",
+        ));
+    }
+    if s.fleet
+        .k3s
+        .snapshots
+        .as_ref()
+        .and_then(|sn| sn.s3.as_ref())
+        .is_none()
+    {
+        return Err(EngineError::refused(
+            format!(
+                "fleet {:?} keeps its snapshots on its servers' disks only (no etcd.snapshots.s3): a drill restores onto a throw-away VM, which can fetch a snapshot from S3 only. Nothing was changed",
+                s.fleet.name
+            ),
+            "add etcd.snapshots.s3 to the fleet and apply it, take a snapshot (`exedev-k8s snapshot save`), then drill that one",
+        ));
+    }
+    let Some(fleet) = restore::drill_fleet(&s.fleet) else {
+        return Err(EngineError::refused(
+            format!(
+                "{:?}-drill is too long for exe.dev's VM names. Nothing was changed",
+                s.fleet.name
+            ),
+            "drill a fleet with a shorter metadata.name",
+        ));
+    };
+    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir).map_err(|e| {
+        EngineError::refused(
+            format!(
+                "no server token for fleet {:?} ({e}): a snapshot is encrypted to the server token it was taken with. Nothing was changed",
+                s.fleet.name
+            ),
+            "put the server token back where the fleet's k3s.token names it, or into .exedev-k8s/<fleet>/k3s-token beside the fleet file",
+        )
+    })?;
+    let d = Session {
+        fleet,
+        fingerprint: s.fingerprint.clone(),
+        path: s.path.clone(),
+        dir: s.dir.clone(),
+        client: s.client.clone(),
+        // Never the live fleet's kubeconfig: the drill has its own.
+        kube: super::KubeSettings {
+            kubeconfig: None,
+            ..s.kube.clone()
+        },
+        channel_server: s.channel_server.clone(),
+    };
+    // The drill is a new fleet: its own stored token would be generated;
+    // the snapshot needs the live one.
+    if d.fleet.k3s.token.is_none() {
+        let path = crate::cluster_secrets::token_path(&d.dir, &d.fleet.name);
+        crate::cluster_secrets::write_private(&path, token.expose())?;
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let result = drill_in(&d, snapshot, &token, deadline, notes).await;
+    // Whatever happened, the throw-away fleet goes.
+    notes(&format!("destroying the drill fleet {}", d.fleet.name));
+    let destroyed = destroy_drill(&d).await;
+    let _ = crate::cluster_secrets::purge(&d.dir, &d.fleet.name);
+    match (result, destroyed) {
+        (Ok(mut report), Ok(())) => {
+            report.destroyed = true;
+            Ok(report)
+        }
+        (Err(e), Ok(())) => Err(e),
+        (Ok(_), Err(e)) | (Err(_), Err(e)) => Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill fleet {} could not be destroyed: {e}",
+                d.fleet.name
+            ),
+            hint: format!(
+                "remove its VMs by hand (`ssh exe.dev ls`, names {}-*), or run the drill again: it starts by creating them anew",
+                d.fleet.name
+            ),
+        }),
+    }
+}
+
+/// The drill's fleet created, restored from the snapshot and read.
+async fn drill_in(
+    d: &Session,
+    snapshot: &str,
+    token: &crate::secret::Secret,
+    deadline: tokio::time::Instant,
+    notes: &Notes,
+) -> Result<DrillReport, EngineError> {
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let settings = super::ApplySettings {
+        timeout: left(),
+        deadline: Some(deadline),
+        ..Default::default()
+    };
+    notes(&format!("creating the drill fleet {}", d.fleet.name));
+    let started = tokio::time::Instant::now();
+    let prepared = super::prepare_apply(d, None, Vec::new(), &settings).await?;
+    let done = super::execute(d, &prepared, &settings, quiet_hooks()).await?;
+    if let Some(f) = done.report.failed.first() {
+        return Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill's server {} did not come up: {}",
+                f.vm,
+                crate::text::one_line(&f.error)
+            ),
+            hint: "look at its bootstrap log before it is destroyed, or run the drill again"
+                .to_string(),
+        });
+    }
+    let vm = crate::names::fleet_vm_name(&d.fleet.name, crate::fleet::CONTROL_PLANE_POOL, 1);
+    let mut opts = crate::remote::quick(ssh(d));
+    let (json, _) = crate::remote::read_restore_facts(&vm, &opts)
+        .await
+        .map_err(|e| EngineError::refused(
+            format!("cannot read the etcd snapshots on the drill's server {vm}: {e}"),
+            "check the fleet's etcd.snapshots.s3 settings (endpoint, bucket, keys): `exedev-k8s snapshot list -f FLEET` shows the same error",
+        ))?;
+    let listing = restore::parse_listing(&json).map_err(|e| {
+        EngineError::refused(
+            format!("{vm}: {e}"),
+            format!("look at what `sudo k3s etcd-snapshot ls -o json` prints on {vm}"),
+        )
+    })?;
+    let s3: Vec<restore::Snapshot> = listing.into_iter().filter(|l| l.in_s3()).collect();
+    let Some(snap) = s3.iter().find(|l| l.name == snapshot) else {
+        let nearest = restore::Refusal::NotFound {
+            name: snapshot.to_string(),
+            count: s3.len(),
+            nearest: s3.iter().map(|l| l.name.clone()).rev().take(3).collect(),
+        };
+        return Err(EngineError::refused(
+            format!("{nearest} in S3"),
+            "list the snapshots with `exedev-k8s snapshot list -f FLEET` and drill one whose place is s3",
+        ));
+    };
+    if let Some(h) = snap
+        .token_hash
+        .as_ref()
+        .filter(|h| **h != restore::token_hash(token.expose()))
+    {
+        return Err(EngineError::refused(
+            format!(
+                "snapshot {snapshot:?} was taken with another server token (its token hash {h})"
+            ),
+            "drill a snapshot taken since the token last changed",
+        ));
+    }
+    let steps = [
+        Step::Stop { vm: vm.clone() },
+        Step::Reset {
+            vm: vm.clone(),
+            restore_path: snap.restore_path(),
+            from_s3: true,
+        },
+    ];
+    for step in &steps {
+        notes(&step.describe());
+        opts.deadline = left();
+        run_step(&vm, &restore::step_script(step), &opts)
+            .await
+            .map_err(|e| EngineError::RestoreStopped {
+                message: format!("the drill stopped at `{}`: {e}", step.describe()),
+                hint: "the snapshot could not be restored onto a fresh server: do not count on it; try another".to_string(),
+            })?;
+    }
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let read = |what: &'static str| {
+        let (vm, opts) = (vm.clone(), opts.clone());
+        async move {
+            crate::ssh::run(
+                &vm,
+                &["sudo", "-n", "k3s", "kubectl", "get", what, "-o", "name"],
+                &opts,
+            )
+            .await
+            .map(|out| {
+                out.lines()
+                    .filter_map(|l| {
+                        l.split_once('/')
+                            .map(|(_, n)| crate::text::one_line(n).into_owned())
+                    })
+                    .collect::<Vec<String>>()
+            })
+            .map_err(|e| EngineError::RestoreStopped {
+                message: format!("the drill cannot read the restored {what} on {vm}: {e}"),
+                hint: "run the drill again".to_string(),
+            })
+        }
+    };
+    let nodes = read("nodes").await?;
+    let namespaces = read("namespaces").await?;
+    // The snapshot's objects: the nodes of the fleet it was taken from.
+    let live_nodes: Vec<&String> = nodes.iter().filter(|n| **n != vm).collect();
+    if live_nodes.is_empty() {
+        return Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill's server {vm} came up, but its datastore holds no Node but its own: snapshot {snapshot:?} was not restored"
+            ),
+            hint: "do not count on this snapshot; try another".to_string(),
+        });
+    }
+    Ok(DrillReport {
+        fleet: d.fleet.name.clone(),
+        snapshot: snapshot.to_string(),
+        nodes,
+        namespaces,
+        restore_seconds,
+        destroyed: false,
+    })
+}
+
+/// Hooks for an apply or destroy the drill runs: no progress shown.
+fn quiet_hooks() -> super::Hooks {
+    super::Hooks {
+        reporter: Arc::new(|_| {}),
+        cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    }
+}
+
+/// Every VM of the drill's fleet removed.
+async fn destroy_drill(d: &Session) -> Result<(), EngineError> {
+    let prepared = super::prepare_destroy(d, None, None).await?;
+    let settings = super::ApplySettings::default();
+    let done = super::execute(d, &prepared, &settings, quiet_hooks()).await?;
+    match done.report.failed.first() {
+        None => Ok(()),
+        Some(f) => Err(EngineError::RestoreStopped {
+            message: format!("{}: {}", f.vm, crate::text::one_line(&f.error)),
+            hint: String::new(),
+        }),
+    }
+}
