@@ -162,6 +162,13 @@ pub fn references(fleet: &Fleet) -> Vec<SecretUse<'_>> {
             }
         }
     }
+    for (field, reference) in k3s.snapshots.iter().flat_map(|s| s.secrets()) {
+        out.push(SecretUse {
+            field: field.into(),
+            reference,
+            kind: SecretKind::Flag,
+        });
+    }
     out.push(SecretUse {
         field: "network.tailscale.authKey".into(),
         reference: &fleet.tailscale.auth_key,
@@ -458,6 +465,18 @@ fn stored_token(
         .collect();
     write_private(&path, &token)?;
     Ok((Secret::new(token), Some(path)))
+}
+
+/// The fleet's server token as apply would give it to a new server
+/// (`k3s.token`'s reference, else the stored one), never generated: a
+/// restore needs the token the snapshot was taken with. `Err` says where
+/// it was looked for.
+pub fn server_token(fleet: &Fleet, fleet_dir: &Path) -> Result<Secret, SecretsError> {
+    match &fleet.k3s.token {
+        Some(r) => crate::workspace::resolve_secret(&r.value, fleet_dir)
+            .map_err(|e| SecretsError::Reference(format!("k3s.{}: {e}", SERVER_TOKEN.field))),
+        None => stored_token(fleet_dir, &fleet.name, &SERVER_TOKEN, false).map(|(t, _)| t),
+    }
 }
 
 /// Makes the state directory `root` ignored by git (a `.gitignore` holding

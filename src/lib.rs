@@ -29,6 +29,7 @@ pub mod plan;
 pub mod probe;
 pub mod release;
 pub mod remote;
+pub mod restore;
 pub mod rollout;
 pub mod secret;
 pub mod shellwords;

@@ -21,8 +21,9 @@ use crate::ssh::{self, SshError, SshOptions};
 /// with stdin from `/dev/null`. With plain `bash -s`, any command in the
 /// script that reads its stdin (`sudo` relaying it, `kubectl`) would eat
 /// the rest of the script. The script never appears on a command line
-/// (`printf` is a builtin; `<(...)` hands it over on a pipe).
-const RUNNER: &str = r#"script=$(cat) && exec bash <(printf '%s
+/// (`printf` is a builtin; `<(...)` hands it over on a pipe). Restore's
+/// step scripts run the same way (`engine::restore`).
+pub const RUNNER: &str = r#"script=$(cat) && exec bash <(printf '%s
 ' "$script") </dev/null"#;
 
 /// Why an in-place change over SSH failed.

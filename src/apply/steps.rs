@@ -277,6 +277,9 @@ pub(super) async fn create(
     if is_server {
         wait_running(ctx, name).await?;
         node_ready(ctx, name, Some(&ctx.version)).await?;
+        if spec::settles_after_boot(&ctx.fleet, d.role) {
+            settle_after_boot(ctx, &d).await?;
+        }
         ctx.alive_servers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -288,6 +291,32 @@ pub(super) async fn create(
             call(ctx, name, c).await?;
         }
     }
+    Ok(())
+}
+
+/// The settings a new server's setup script leaves out (the etcd
+/// snapshot settings: no room under 10 KiB) given now, as any k3s change
+/// in place: the change script over SSH, Ready again, then the comment
+/// that records them (until then it records what the VM booted with, so
+/// a failure here shows in the next plan as a k3s change).
+async fn settle_after_boot(ctx: &Ctx, d: &DesiredVm) -> Result<(), StepError> {
+    let vm = d.name.as_str();
+    let script = spec::change_script(&ctx.fleet, d, &ctx.secrets, &ctx.version)?;
+    let change = ctx
+        .opts
+        .ops
+        .change(vm, script)
+        .ok_or_else(|| StepError::NeedsSsh { vm: vm.to_string() })?;
+    step(ctx, vm, "etcd snapshot settings over SSH (restarts k3s)");
+    let outcome = change.await.map_err(|source| StepError::Change {
+        vm: vm.to_string(),
+        source,
+    })?;
+    step(ctx, vm, outcome);
+    node_ready(ctx, vm, Some(&ctx.version)).await?;
+    step(ctx, vm, "comment");
+    let comment = spec::comment_for(&ctx.fleet, d, Some(&ctx.version));
+    ctx.client.comment(vm, &comment).await?;
     Ok(())
 }
 

@@ -185,6 +185,13 @@ pub struct BootstrapInput {
     pub server_secret_args: Vec<(String, Secret)>,
     /// Secret `k3s agent` flags, as [`Self::server_secret_args`].
     pub agent_secret_args: Vec<(String, Secret)>,
+    /// k3s's etcd snapshot settings, `(--key, value)`, servers only: written
+    /// into the drop-in (0600) by the in-place change script only
+    /// ([`render_change`]); the setup script leaves them out, having no
+    /// room for them under exe.dev's 10 KiB, and apply runs the change
+    /// script on a new server once it is Ready. Values are [`Secret`]s
+    /// because the S3 keys are among them.
+    pub etcd_snapshots: Vec<(String, Secret)>,
     /// Components to disable; must be identical on every server.
     pub disable: Vec<String>,
     /// `(name, YAML)` written to k3s's auto-apply directory on the first
@@ -420,7 +427,12 @@ struct ConfigFiles {
     dropin_yaml: String,
 }
 
-fn render_configs(input: &BootstrapInput) -> Result<ConfigFiles, BootstrapError> {
+/// `with_snapshots`: the drop-in also carries the etcd snapshot settings
+/// (the change script's drop-in; never the setup script's).
+fn render_configs(
+    input: &BootstrapInput,
+    with_snapshots: bool,
+) -> Result<ConfigFiles, BootstrapError> {
     let tera = tera()?;
     let kind = input.kind;
     let labels: Vec<String> = input
@@ -448,11 +460,17 @@ fn render_configs(input: &BootstrapInput) -> Result<ConfigFiles, BootstrapError>
     cfg.insert("is_server", &kind.is_server());
     cfg.insert("tls_san", &tls_san);
     cfg.insert("disable", &input.disable);
-    let secret_args = secret_arg_keys(if kind.is_server() {
+    let mut secret_args = secret_arg_keys(if kind.is_server() {
         &input.server_secret_args
     } else {
         &input.agent_secret_args
     });
+    if with_snapshots && kind.is_server() {
+        // Rendered like secret flags (a one-item list per key: k3s's
+        // reader gives `--key=value` for it); a key serverArgs also sets
+        // is refused by the fleet's validation.
+        secret_args.extend(secret_arg_keys(&input.etcd_snapshots));
+    }
     cfg.insert("secret_args", &secret_args);
     let mut config_yaml = tera
         .render("config.yaml.tera", &cfg)
@@ -518,7 +536,7 @@ fn install_args(input: &BootstrapInput) -> Vec<String> {
 fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     let tera = tera()?;
     let kind = input.kind;
-    let files = render_configs(input)?;
+    let files = render_configs(input, false)?;
     let manifests: Vec<ManifestCtx<'_>> = if kind.is_server() {
         input
             .manifests
@@ -580,7 +598,7 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
 pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
     validate(input)?;
     let tera = tera()?;
-    let files = render_configs(input)?;
+    let files = render_configs(input, true)?;
     let mut ctx = Context::new();
     ctx.insert("node_name", &input.node_name);
     ctx.insert("cluster", &input.cluster);
@@ -703,6 +721,7 @@ fn validate(input: &BootstrapInput) -> Result<(), BootstrapError> {
     for (field, list) in [
         ("secret server flag", &input.server_secret_args),
         ("secret agent flag", &input.agent_secret_args),
+        ("etcd snapshot setting", &input.etcd_snapshots),
     ] {
         for (flag, value) in list {
             let name = flag.strip_prefix("--").unwrap_or("");

@@ -54,6 +54,7 @@ fn input(kind: ScriptKind) -> BootstrapInput {
         agent_args: vec!["--kubelet-arg=max-pods=50".to_string()],
         server_secret_args: Vec::new(),
         agent_secret_args: Vec::new(),
+        etcd_snapshots: Vec::new(),
         disable: vec!["traefik".to_string(), "servicelb".to_string()],
         manifests: vec![(
             "namespace".to_string(),
@@ -1426,4 +1427,93 @@ fn an_in_place_change_refuses_to_downgrade() {
     );
     let version = std::fs::read_to_string(sb.base.join("state/k3s-version")).expect("v");
     assert_eq!(version.trim(), "v1.32.2+k3s1");
+}
+
+// ------------------------------------------------------- etcd snapshots
+
+const S3_KEY_VALUE: &str = "S3-SNAPSHOT-SECRET-KEY-VALUE";
+
+fn with_snapshots(kind: ScriptKind) -> BootstrapInput {
+    let mut i = input(kind);
+    i.etcd_snapshots = [
+        ("--etcd-snapshot-schedule-cron", "0 */6 * * *"),
+        ("--etcd-snapshot-retention", "5"),
+        ("--etcd-s3", "true"),
+        ("--etcd-s3-bucket", "prod-k3s-snapshots"),
+        ("--etcd-s3-secret-key", S3_KEY_VALUE),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+    .collect();
+    i
+}
+
+/// The snapshot settings are not in any setup script (no room under
+/// 10 KiB: the largest realistic one stays what
+/// `the_largest_realistic_script_leaves_headroom` measures); the change
+/// script writes them into a server's drop-in (0600), one list item per key,
+/// and never onto a command line or into its output. Agents get none.
+#[test]
+fn snapshot_settings_reach_only_a_servers_drop_in_through_the_change_script() {
+    for kind in KINDS {
+        let i = with_snapshots(kind);
+        let setup = render(&i).expect("renders");
+        assert!(!setup.contains("etcd-snapshot"), "{kind:?}");
+        assert!(!setup.contains(S3_KEY_VALUE), "{kind:?}");
+        assert_eq!(setup, render(&input(kind)).expect("renders"), "{kind:?}");
+        let sb = Sandbox::new();
+        assert_ok(&sb.run(&setup, &[]));
+        let change = render_change(&i).expect("renders");
+        shellcheck(&change, "snapshot settings");
+        let before = sb.log();
+        let out = sb.run(&change, &[]);
+        assert_ok(&out);
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(S3_KEY_VALUE));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(S3_KEY_VALUE));
+        assert!(!sb.calls_since(&before).contains(S3_KEY_VALUE));
+        let config = std::fs::read_to_string(sb.root(CONFIG_PATH)).expect("config");
+        assert!(!config.contains("etcd-"), "config.yaml untouched: {config}");
+        if kind == ScriptKind::Agent {
+            assert!(
+                !sb.root(DROPIN_PATH).exists()
+                    || !dropin_map(&sb).keys().any(|k| k.starts_with("etcd-")),
+                "an agent gets no snapshot setting"
+            );
+            continue;
+        }
+        let dropin = sb.root(DROPIN_PATH);
+        assert_eq!(
+            std::fs::metadata(&dropin)
+                .expect("drop-in")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        let cfg = dropin_map(&sb);
+        assert_eq!(
+            cfg["etcd-snapshot-schedule-cron"],
+            serde_json::json!(["0 */6 * * *"])
+        );
+        assert_eq!(cfg["etcd-snapshot-retention"], serde_json::json!(["5"]));
+        assert_eq!(cfg["etcd-s3"], serde_json::json!(["true"]));
+        assert_eq!(
+            cfg["etcd-s3-bucket"],
+            serde_json::json!(["prod-k3s-snapshots"])
+        );
+        assert_eq!(cfg["etcd-s3-secret-key"], serde_json::json!([S3_KEY_VALUE]));
+    }
+}
+
+#[test]
+fn snapshot_settings_cannot_break_out_of_the_drop_in() {
+    let mut i = input(ScriptKind::ServerInit);
+    i.etcd_snapshots = vec![(
+        "--etcd-s3-secret-key".to_string(),
+        Secret::new("multi\nline-SECRETVALUE"),
+    )];
+    let e = render_change(&i).expect_err("refused").to_string();
+    assert!(!e.contains("SECRETVALUE"), "{e}");
+    i.etcd_snapshots = vec![("--Bad: key".to_string(), Secret::new("x"))];
+    assert!(render_change(&i).is_err());
 }

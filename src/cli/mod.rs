@@ -14,6 +14,7 @@ mod exec_cmd;
 pub mod exit;
 mod kubeconfig_cmd;
 mod plan;
+mod restore_cmd;
 mod status;
 mod token_cmd;
 mod validate;
@@ -246,6 +247,8 @@ pub enum Cmd {
     /// Prove pod-to-pod (node pairs), Service, DNS, API-from-pod and each
     /// shared pool's port, with a temporary netexec DaemonSet.
     Check(check_cmd::CheckArgs),
+    /// Roll the cluster back to an etcd snapshot (shows what it will do, asks).
+    Restore(Box<restore_cmd::RestoreArgs>),
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
     /// Run the exe.dev API emulator (for tests, demos and CI).
@@ -358,6 +361,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Destroy(a) => apply::destroy(a).await,
         Cmd::Status(a) => status::run(a).await,
         Cmd::Check(a) => check_cmd::run(a).await,
+        Cmd::Restore(a) => restore_cmd::run(*a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
         Cmd::Completions(a) => docs_cmd::completions(a),
         Cmd::Man(a) => docs_cmd::man(a),

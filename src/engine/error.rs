@@ -73,6 +73,10 @@ pub enum EngineError {
     /// A precondition of the operation does not hold; nothing was changed.
     #[error("{message}")]
     Refused { message: String, hint: String },
+    /// A restore stopped at a step: the steps before it were done (some
+    /// servers may be stopped); the message names the step.
+    #[error("{message}")]
+    RestoreStopped { message: String, hint: String },
     /// Some changes failed or were skipped; the others were made.
     #[error("{failed} change(s) failed and {skipped} were skipped")]
     Incomplete {
@@ -96,7 +100,9 @@ impl Hint for EngineError {
     fn hint(&self) -> Option<String> {
         match self {
             EngineError::Api(e) => e.hint(),
-            EngineError::Refused { hint, .. } => Some(hint.clone()),
+            EngineError::Refused { hint, .. } | EngineError::RestoreStopped { hint, .. } => {
+                Some(hint.clone())
+            }
             EngineError::PlanRefused { .. } => Some(
                 "do what each refusal says instead (the fleet file, or the cluster first), then plan again".into(),
             ),

@@ -14,6 +14,7 @@ mod check;
 mod error;
 mod hooks;
 mod kube;
+mod restore;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ use std::time::Duration;
 pub use check::{CheckRequest, Checker};
 pub use error::EngineError;
 pub use kube::{Converged, KubeSettings, user_kubeconfig_plugins};
+pub use restore::{
+    DrillReport, PreparedRestore, RestoreReport, RestoreRequest, drill, execute_restore,
+    prepare_restore,
+};
 pub use status::{StatusRequest, status};
 
 use crate::api::command::FleetOp;
@@ -809,6 +814,11 @@ fn check_plan_scripts(
             plan::spec::new_vm(&s.fleet, &d, secrets, None, &version)?;
             if d.is_first_server() {
                 plan::spec::new_vm(&s.fleet, &d, secrets, Some(&second), &version)?;
+            }
+            // A new server's settings given after its boot (etcd
+            // snapshots) come in a change script: it must fit too.
+            if plan::spec::settles_after_boot(&s.fleet, d.role) {
+                plan::spec::change_script(&s.fleet, &d, secrets, &version)?;
             }
         }
         if c.ops.iter().any(plan::Op::changes_k3s)

@@ -11,6 +11,7 @@ mod parse;
 mod resolved;
 mod schema;
 pub mod secret_flags;
+pub mod snapshots;
 mod validate;
 
 pub use desired::{

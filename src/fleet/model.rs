@@ -55,6 +55,14 @@ pub struct FleetFile {
     /// Values used by every node group that does not override them.
     #[serde(default)]
     pub defaults: Defaults,
+    /// The servers' embedded etcd: scheduled snapshots, locally or to S3.
+    // The schema gives this and the options below as plain objects (not
+    // "object or null"): an editor then points at the bad value inside
+    // rather than at the whole section; `etcd:` left empty is refused by
+    // the schema only.
+    #[serde(default)]
+    #[schemars(with = "Etcd")]
+    pub etcd: Option<Etcd>,
     /// The k3s servers (control plane, with embedded etcd when more than one).
     #[serde(default)]
     pub control_plane: ControlPlane,
@@ -145,6 +153,75 @@ pub struct Tailscale {
     /// Reusable auth key that lets new VMs join the tailnet.
     #[schemars(with = "SecretRefSchema")]
     pub auth_key: Spanned<SecretRef>,
+}
+
+/// The servers' embedded etcd.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Etcd {
+    /// Scheduled etcd snapshots (k3s's `etcd-snapshot-*` settings), on
+    /// each server's disk and, with `s3`, in a bucket: what `restore`
+    /// starts from when servers are lost.
+    #[serde(default)]
+    #[schemars(with = "Snapshots")]
+    pub snapshots: Option<Snapshots>,
+}
+
+/// k3s's scheduled etcd snapshots, given to the servers only.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Snapshots {
+    /// When to take one: a 5-field cron expression (minute hour
+    /// day-of-month month day-of-week), e.g. `0 */6 * * *`
+    /// (k3s's `etcd-snapshot-schedule-cron`).
+    #[schemars(with = "String")]
+    pub schedule: Spanned<String>,
+    /// How many scheduled snapshots to keep, at least 1
+    /// (k3s's `etcd-snapshot-retention`).
+    #[schemars(with = "u32")]
+    pub retention: Spanned<u32>,
+    /// Also upload each snapshot to an S3-compatible bucket (k3s's
+    /// `etcd-s3-*` settings); without it snapshots stay on each server.
+    #[serde(default)]
+    #[schemars(with = "SnapshotS3")]
+    pub s3: Option<SnapshotS3>,
+}
+
+/// Where k3s uploads snapshots: an S3-compatible bucket.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotS3 {
+    /// The S3 host (and port), no scheme, e.g. `s3.amazonaws.com`
+    /// (`etcd-s3-endpoint`).
+    #[schemars(with = "String")]
+    pub endpoint: Spanned<String>,
+    /// The bucket, as S3 names buckets (3 to 63 lowercase letters, digits,
+    /// hyphens and dots) (`etcd-s3-bucket`).
+    #[schemars(with = "String")]
+    pub bucket: Spanned<String>,
+    /// A folder inside the bucket (`etcd-s3-folder`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub folder: Option<Spanned<String>>,
+    /// The bucket's region (`etcd-s3-region`; k3s's default `us-east-1`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub region: Option<Spanned<String>>,
+    /// Plain HTTP instead of HTTPS (`etcd-s3-insecure`).
+    #[serde(default)]
+    pub insecure: bool,
+    /// HTTPS without checking the endpoint's certificate
+    /// (`etcd-s3-skip-ssl-verify`).
+    #[serde(default, rename = "skipSSLVerify")]
+    pub skip_ssl_verify: bool,
+    /// The access key: a secret reference, never the key itself
+    /// (`etcd-s3-access-key`).
+    #[schemars(with = "SecretRefSchema")]
+    pub access_key: Spanned<SecretRef>,
+    /// The secret key: a secret reference, never the key itself
+    /// (`etcd-s3-secret-key`).
+    #[schemars(with = "SecretRefSchema")]
+    pub secret_key: Spanned<SecretRef>,
 }
 
 /// Values used by every node group that does not override them.

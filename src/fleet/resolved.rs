@@ -13,6 +13,7 @@ use super::model::{
     DEFAULT_CPU, DEFAULT_DISK, DEFAULT_IMAGE, DEFAULT_MEMORY, Defaults, FleetFile, K3s, K3sArg,
     Labels, SecretRef, Share, Sizing, Spanned,
 };
+use super::snapshots::{EtcdSnapshots, SnapshotS3};
 use crate::release::Release;
 use crate::sizes::ByteSize;
 
@@ -151,6 +152,10 @@ pub struct K3sSpec {
     pub token: Option<Located<SecretRef>>,
     /// `k3s.agentToken`, likewise.
     pub agent_token: Option<Located<SecretRef>>,
+    /// `etcd.snapshots`: k3s's snapshot settings, servers only (they live
+    /// here, beside the other k3s settings, because they change in place
+    /// the same way).
+    pub snapshots: Option<EtcdSnapshots>,
     /// The `k3s:` section, where errors about the tokens it omits point.
     pub at: Location,
 }
@@ -317,7 +322,12 @@ pub fn resolve(f: &FleetFile, file: &str) -> Result<Fleet, FleetErrors> {
             "this is a bug in exedev-k8s's validation: please report it",
         ));
     };
-    let k3s = resolve_k3s(&f.k3s, &mut bad);
+    let mut k3s = resolve_k3s(&f.k3s, &mut bad);
+    k3s.snapshots = f
+        .etcd
+        .as_ref()
+        .and_then(|e| e.snapshots.as_ref())
+        .map(resolve_snapshots);
     let cp = &f.control_plane;
     let control_plane = resolve_group(
         &f.defaults,
@@ -417,7 +427,27 @@ fn resolve_k3s(spanned: &Spanned<K3s>, bad: &mut dyn FnMut(Location, String)) ->
         disable: k3s.disable.iter().map(|d| d.value.clone()).collect(),
         token: k3s.token.as_ref().map(Located::of),
         agent_token: k3s.agent_token.as_ref().map(Located::of),
+        snapshots: None,
         at: Location::of(spanned),
+    }
+}
+
+/// `etcd.snapshots` as the servers get it (validated before: nothing here
+/// can fail).
+fn resolve_snapshots(s: &super::model::Snapshots) -> EtcdSnapshots {
+    EtcdSnapshots {
+        schedule: s.schedule.value.trim().to_string(),
+        retention: s.retention.value,
+        s3: s.s3.as_ref().map(|b| SnapshotS3 {
+            endpoint: b.endpoint.value.clone(),
+            bucket: b.bucket.value.clone(),
+            folder: b.folder.as_ref().map(|f| f.value.clone()),
+            region: b.region.as_ref().map(|r| r.value.clone()),
+            insecure: b.insecure,
+            skip_ssl_verify: b.skip_ssl_verify,
+            access_key: Located::of(&b.access_key),
+            secret_key: Located::of(&b.secret_key),
+        }),
     }
 }
 

@@ -3,18 +3,21 @@
 //! The structure and descriptions come from the model (schemars, doc
 //! comments); the rules come from the constants the validator checks with:
 //! ranges (`CPU_RANGE`, `SHARE_PORTS`, `MAX_POOL_COUNT`, `MIN_MAX_UNAVAILABLE`), enums
-//! (`SERVER_COUNTS`, `DISABLABLE`, `TAINT_EFFECTS`), name rules
+//! (`SERVER_COUNTS`, `DISABLABLE`, `TAINT_EFFECTS`), snapshot rules
+//! (`snapshots::MIN_RETENTION`, the S3 bucket patterns), name rules
 //! (`names::*_PATTERN`, tag length, reserved prefixes), sizes
 //! (`sizes::UNITS`) and `validate::patterns`, each proven equal to the
 //! validator's function by this module's tests. So an editor refuses what
 //! `validate` refuses, as far as a schema can say it. What it cannot say is
 //! left to `validate`: per-role minimum sizes, computed VM name lengths,
-//! duplicate pool names and the 253-character limit of DNS names.
+//! duplicate pool names, the 253-character limit of DNS names, a snapshot
+//! schedule's cron grammar and `serverArgs` repeating `etcd.snapshots`.
 
 use serde_json::{Map, Value, json};
 
 use super::desired::{CONTROL_PLANE_POOL, SERVER_COUNTS, ownership_tag, pool_tag};
 use super::model::{API_VERSION, FleetFile};
+use super::snapshots::{BUCKET_PATTERN, BUCKET_REFUSED_PATTERN, MIN_RETENTION};
 use super::validate::{
     CPU_RANGE, DISABLABLE, MAX_POOL_COUNT, MIN_MAX_UNAVAILABLE, SHARE_PORTS, patterns,
 };
@@ -116,6 +119,11 @@ pub fn json_schema() -> Value {
     prop(&mut schema, "Pool", "count").insert("maximum".into(), MAX_POOL_COUNT.into());
     prop(&mut schema, "Pool", "maxUnavailable")
         .insert("minimum".into(), MIN_MAX_UNAVAILABLE.into());
+
+    prop(&mut schema, "Snapshots", "retention").insert("minimum".into(), MIN_RETENTION.into());
+    let bucket = prop(&mut schema, "SnapshotS3", "bucket");
+    bucket.insert("pattern".into(), BUCKET_PATTERN.into());
+    bucket.insert("not".into(), json!({"pattern": BUCKET_REFUSED_PATTERN}));
 
     let port = prop(&mut schema, "Share", "port");
     port.insert("minimum".into(), (*SHARE_PORTS.start()).into());

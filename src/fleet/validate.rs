@@ -14,6 +14,7 @@ use super::desired::{
 use super::error::FleetError;
 use super::model::{API_VERSION, FleetFile, K3sArg, KIND, Labels, SecretRef, Share, Sizing};
 use super::secret_flags;
+use super::snapshots;
 use crate::k3s_flags::{self, Role};
 use crate::names::{check_node_name, fleet_vm_name, is_name_segment, is_pool_segment};
 use crate::sizes::{ByteSize, SizeError};
@@ -80,6 +81,7 @@ pub fn validate(fleet: &FleetFile, file: &str) -> Vec<FleetError> {
     check_header(&mut cx, fleet);
     let cluster_ok = check_cluster_name(&mut cx, &fleet.metadata.name);
     check_k3s(&mut cx, fleet);
+    check_etcd(&mut cx, fleet);
     check_network(&mut cx, fleet);
     check_manifests(&mut cx, &fleet.manifests);
 
@@ -572,6 +574,123 @@ fn check_secret_flag(cx: &mut Ctx, flag: &Spanned<String>) -> bool {
         false
     } else {
         true
+    }
+}
+
+/// `etcd.snapshots` (rules in `super::snapshots`), and no `serverArgs`
+/// entry setting what the section sets: both are named.
+fn check_etcd(cx: &mut Ctx, fleet: &FleetFile) {
+    let Some(s) = fleet.etcd.as_ref().and_then(|e| e.snapshots.as_ref()) else {
+        return;
+    };
+    if let Err(why) = snapshots::check_schedule(&s.schedule.value) {
+        cx.at(
+            &s.schedule,
+            format!(
+                "snapshot schedule {:?} is not a cron expression k3s reads: {why}",
+                s.schedule.value
+            ),
+            "write five fields, minute hour day-of-month month day-of-week, e.g. \"0 */6 * * *\" (every 6 hours)",
+        );
+    }
+    if s.retention.value < snapshots::MIN_RETENTION {
+        cx.at(
+            &s.retention,
+            format!(
+                "snapshot retention {} would delete every snapshot as soon as it is taken",
+                s.retention.value
+            ),
+            "write retention: 1 or more (k3s's default is 5)",
+        );
+    }
+    if let Some(b) = &s.s3 {
+        if let Err(why) = snapshots::check_bucket(&b.bucket.value) {
+            cx.at(
+                &b.bucket,
+                format!("S3 bucket name {:?} {why}", b.bucket.value),
+                "write the name of the bucket as S3 shows it, e.g. prod-k3s-snapshots",
+            );
+        }
+        if let Err(why) = snapshots::check_endpoint(&b.endpoint.value) {
+            cx.at(
+                &b.endpoint,
+                format!("S3 endpoint {:?} {why}", b.endpoint.value),
+                "write a host such as s3.amazonaws.com or minio.example.com:9000",
+            );
+        }
+        for (what, value) in [("folder", &b.folder), ("region", &b.region)] {
+            if let Some(v) = value
+                && (v.value.is_empty() || v.value.chars().any(char::is_control))
+            {
+                cx.at(
+                    v,
+                    format!(
+                        "S3 {what} {:?} is empty or has a control character",
+                        v.value
+                    ),
+                    format!("write the {what} as plain text, or leave it out"),
+                );
+            }
+        }
+        check_secret(cx, &b.access_key, "S3_ACCESS_KEY");
+        check_secret(cx, &b.secret_key, "S3_SECRET_KEY");
+    }
+    for arg in &fleet.k3s.value.server_args {
+        let name = match &arg.value {
+            K3sArg::Plain(v) => v
+                .strip_prefix("--")
+                .map(|b| b.split('=').next().unwrap_or(b)),
+            K3sArg::Secret { flag, .. } => flag.value.strip_prefix("--"),
+        };
+        if let Some(name) = name.filter(|n| snapshots::SNAPSHOT_FLAGS.contains(n)) {
+            let field = snapshots::field_of(name);
+            let (msg, hint) = match snapshot_field_at(s, name) {
+                Some((line, column)) => (
+                    format!(
+                        "serverArgs sets --{name}, which {field} (line {line}, column {column}) sets too"
+                    ),
+                    format!("remove --{name} from serverArgs and keep {field}"),
+                ),
+                None if name == "etcd-disable-snapshots" => (
+                    "serverArgs sets --etcd-disable-snapshots, which contradicts etcd.snapshots"
+                        .to_string(),
+                    "remove --etcd-disable-snapshots, or remove etcd.snapshots to take none"
+                        .to_string(),
+                ),
+                None => (
+                    format!(
+                        "serverArgs sets --{name}, a snapshot setting the fleet writes as {field}"
+                    ),
+                    format!("remove --{name} from serverArgs and write it as {field}"),
+                ),
+            };
+            cx.at(arg, msg, hint);
+        }
+    }
+}
+
+/// Where `etcd.snapshots` writes the k3s setting `flag`, if it does.
+fn snapshot_field_at(s: &super::model::Snapshots, flag: &str) -> Option<(u64, u64)> {
+    fn at<T>(n: &Spanned<T>) -> Option<(u64, u64)> {
+        Some((n.referenced.line(), n.referenced.column()))
+    }
+    let b = s.s3.as_ref();
+    match flag {
+        "etcd-snapshot-schedule-cron" => at(&s.schedule),
+        "etcd-snapshot-retention" => at(&s.retention),
+        "etcd-s3-retention" => b.and_then(|_| at(&s.retention)),
+        "etcd-s3" | "etcd-s3-endpoint" => b.and_then(|b| at(&b.endpoint)),
+        "etcd-s3-bucket" => b.and_then(|b| at(&b.bucket)),
+        "etcd-s3-folder" => b.and_then(|b| b.folder.as_ref()).and_then(at),
+        "etcd-s3-region" => b.and_then(|b| b.region.as_ref()).and_then(at),
+        // Booleans are written only when true; their keys carry no span.
+        "etcd-s3-insecure" => b.filter(|b| b.insecure).and_then(|b| at(&b.endpoint)),
+        "etcd-s3-skip-ssl-verify" => b
+            .filter(|b| b.skip_ssl_verify)
+            .and_then(|b| at(&b.endpoint)),
+        "etcd-s3-access-key" => b.and_then(|b| at(&b.access_key)),
+        "etcd-s3-secret-key" => b.and_then(|b| at(&b.secret_key)),
+        _ => None,
     }
 }
 

@@ -244,8 +244,9 @@ pub fn check_flag(
     Ok(())
 }
 
-/// Levenshtein distance over bytes (flag names are ASCII).
-fn distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance over bytes (flag and snapshot names are ASCII),
+/// for "did you mean" hints.
+pub fn distance(a: &str, b: &str) -> usize {
     let b = b.as_bytes();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.bytes().enumerate() {

@@ -73,6 +73,29 @@ fn split_args(args: &[K3sFlag], secrets: &ClusterSecrets) -> SplitArgs {
 
 type SplitArgs = (Vec<String>, Vec<(String, Secret)>);
 
+/// The fleet's etcd snapshot settings as `(--key, value)` for the servers'
+/// drop-in: plain values as written, the S3 keys resolved like every
+/// secret flag. Empty without `etcd.snapshots`.
+fn snapshot_settings(fleet: &Fleet, secrets: &ClusterSecrets) -> Vec<(String, Secret)> {
+    let settings = fleet.k3s.snapshots.iter().flat_map(|s| s.settings());
+    settings
+        .filter_map(|f| match f {
+            K3sFlag::Plain(s) => {
+                let (k, v) = s.split_once('=')?;
+                Some((k.to_string(), Secret::new(v.to_string())))
+            }
+            K3sFlag::Secret { flag, secret } => Some((flag, secrets.arg(&secret.value))),
+        })
+        .collect()
+}
+
+/// Whether a new `role` VM's setup script leaves settings to a k3s change
+/// over SSH once it is Ready: the etcd snapshot settings, which the setup
+/// script has no room for (10 KiB, `bootstrap::render`).
+pub fn settles_after_boot(fleet: &Fleet, role: Role) -> bool {
+    role == Role::Server && fleet.k3s.snapshots.is_some()
+}
+
 /// Prefix of the comment that fingerprints a VM's immutable spec (one of
 /// the marks of ownership, so it lives with the others in `fleet`).
 pub const COMMENT_PREFIX: &str = crate::fleet::SPEC_COMMENT_PREFIX;
@@ -111,6 +134,10 @@ pub fn bootstrap_input(
     let k3s = &fleet.k3s;
     let (server_args, server_secret_args) = split_args(&k3s.server_args, secrets);
     let (agent_args, agent_secret_args) = split_args(&k3s.agent_args, secrets);
+    let etcd_snapshots = match vm.role {
+        Role::Server => snapshot_settings(fleet, secrets),
+        Role::Agent => Vec::new(),
+    };
     BootstrapInput {
         kind,
         cluster,
@@ -132,6 +159,7 @@ pub fn bootstrap_input(
         agent_args,
         server_secret_args,
         agent_secret_args,
+        etcd_snapshots,
         disable: k3s.disable.clone(),
         // The first server carries the manifests, also when it is a
         // replacement that joins the surviving servers.
@@ -266,7 +294,15 @@ pub fn k3s_settings(fleet: &Fleet, role: Role) -> (Vec<String>, Vec<String>) {
         Role::Server => &k3s.server_args,
         Role::Agent => &k3s.agent_args,
     };
-    let shown = args.iter().map(|a| a.shown()).collect();
+    let mut shown: Vec<String> = args.iter().map(|a| a.shown()).collect();
+    // The etcd snapshot settings are server settings like `serverArgs`
+    // (keys shown as where they come from): changing them is a k3s change
+    // in place. Without them the list, and so every VM's recorded `cfg=`,
+    // is what it was before they existed.
+    if role == Role::Server {
+        let settings = k3s.snapshots.iter().flat_map(|s| s.settings());
+        shown.extend(settings.map(|f| f.shown()));
+    }
     let disable = match role {
         Role::Server => k3s.disable.clone(),
         Role::Agent => Vec::new(),
@@ -345,9 +381,21 @@ pub fn new_vm(
         env: Vec::new(),
         setup_script: Some(Secret::new(script)),
         command: None,
-        comment: Some(comment_for(fleet, vm, Some(version))),
+        comment: Some(comment_for(&booted_as(fleet, vm), vm, Some(version))),
         no_email: true,
     })
+}
+
+/// The fleet as a new `vm`'s setup script configures it: without the
+/// settings it leaves to a change after boot ([`settles_after_boot`]), so
+/// its comment records what it really runs with until that change (a
+/// failed one shows in the next plan as a k3s change).
+fn booted_as(fleet: &Fleet, vm: &DesiredVm) -> Fleet {
+    let mut f = fleet.clone();
+    if settles_after_boot(fleet, vm.role) {
+        f.k3s.snapshots = None;
+    }
+    f
 }
 
 /// The script that changes `vm` in place to `version` and the fleet's k3s

@@ -1383,3 +1383,90 @@ fn vms_that_record_no_labels_are_named_when_the_api_is_not_reachable() {
         w[0]
     );
 }
+
+/// `etcd.snapshots` added to a running fleet: a k3s change in place on the
+/// servers only (one at a time, as every server change), shown as k3s
+/// settings with the S3 keys as where they come from; agents untouched. A
+/// new server's comment records what its setup script gave it (no snapshot
+/// settings: they come by SSH once it is Ready).
+#[test]
+fn snapshot_settings_change_servers_in_place_and_show_no_key() {
+    let f = fleet("");
+    let o = in_sync(&f);
+    let g = fixtures::parsed(
+        &(fleet_text("")
+            + "etcd:
+  snapshots:
+    schedule: \"0 */6 * * *\"
+    retention: 5
+    s3:
+      endpoint: s3.emulator.internal
+      bucket: prod-k3s-snapshots
+      accessKey: {env: S3_ACCESS_KEY}
+      secretKey: {file: secrets/s3-secret-key}
+"),
+    );
+    let p = diff(
+        &g,
+        "fp",
+        &o,
+        &PlanOptions {
+            members_removed: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(p.refusals.is_empty(), "{:?}", p.refusals);
+    assert_eq!(
+        actions(&p),
+        [
+            (Action::Update, "demo-cp3"),
+            (Action::Update, "demo-cp2"),
+            (Action::Update, "demo-cp1"),
+        ]
+    );
+    for c in &p.changes {
+        let names: Vec<&AttrName> = c.attributes.iter().map(|a| &a.name).collect();
+        assert_eq!(names, [&AttrName::ServerArgs], "{}", c.vm);
+        assert_eq!(c.restart, Some(Restart::K3s));
+    }
+    for text in [
+        render::human(&p, false),
+        render::markdown(&p),
+        render::json(&p),
+    ] {
+        assert!(
+            text.contains("etcd-snapshot-schedule-cron=0 */6 * * *"),
+            "{text}"
+        );
+        assert!(text.contains("etcd-s3-bucket=prod-k3s-snapshots"), "{text}");
+        assert!(
+            text.contains("etcd-s3-secret-key=(secret from file secrets/s3-secret-key)"),
+            "{text}"
+        );
+    }
+    // In sync once applied (the comment records the settings).
+    assert!(!plan(&g, &in_sync(&g)).has_changes());
+
+    let secrets = spec::ClusterSecrets::placeholders();
+    let desired = fleet::desired_vms(&g);
+    let server = desired
+        .iter()
+        .find(|d| d.role == fleet::Role::Server)
+        .unwrap();
+    let agent = desired
+        .iter()
+        .find(|d| d.role == fleet::Role::Agent)
+        .unwrap();
+    let new = spec::new_vm(&g, server, &secrets, None, VERSION).unwrap();
+    assert_eq!(new.comment, Some(comment_for(&f, server, Some(VERSION))));
+    assert!(spec::settles_after_boot(&g, fleet::Role::Server));
+    assert!(!spec::settles_after_boot(&g, fleet::Role::Agent));
+    assert!(!spec::settles_after_boot(&f, fleet::Role::Server));
+    let new = spec::new_vm(&g, agent, &secrets, None, VERSION).unwrap();
+    assert_eq!(new.comment, Some(comment_for(&g, agent, Some(VERSION))));
+    assert_eq!(
+        spec::config_fingerprint(&f, fleet::Role::Agent),
+        spec::config_fingerprint(&g, fleet::Role::Agent)
+    );
+}

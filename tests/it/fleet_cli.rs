@@ -1518,3 +1518,48 @@ fn agents_are_not_created_when_the_first_server_fails() {
         .count();
     assert_eq!(skipped_agents, 6);
 }
+
+/// `etcd.snapshots` with S3 keys: plan in every format, the saved plan
+/// file, `validate` and `show` never show the keys'
+/// values (which reach only a server's 0600 drop-in, through the change
+/// script over SSH: `bootstrap::tests` and the HA demo).
+#[test]
+fn snapshot_keys_never_reach_plans_or_output() {
+    let env = crate::common::harness(|_| {}).secrets(&[
+        ("TS_AUTHKEY", TS_KEY),
+        ("K3S_TOKEN", K3S_TOKEN),
+        ("S3_ACCESS_KEY", "SECRETVALUE-s3-access"),
+    ]);
+    std::fs::create_dir_all(env.path("secrets")).unwrap();
+    env.write("secrets/s3-secret-key", "SECRETVALUE-s3-secret\n");
+    let base = std::fs::read_to_string(env.path("base.yaml")).unwrap();
+    env.write(
+        "snap.yaml",
+        &format!(
+            "{base}etcd:
+  snapshots:
+    schedule: \"0 */6 * * *\"
+    retention: 3
+    s3:
+      endpoint: s3.emulator.internal
+      bucket: acme-snapshots
+      accessKey: {{env: S3_ACCESS_KEY}}
+      secretKey: {{file: secrets/s3-secret-key}}
+"
+        ),
+    );
+    let mut all = String::new();
+    for args in [
+        &["validate", "-f", "snap.yaml"][..],
+        &["plan", "-f", "snap.yaml", "--out", "p.json"][..],
+        &["plan", "-f", "snap.yaml", "--json"][..],
+        &["plan", "-f", "snap.yaml", "--format", "markdown"][..],
+        &["show", "p.json"][..],
+    ] {
+        all.push_str(&env.ok(args));
+        all.push_str(&utf8(&env.run(args).stderr));
+    }
+    all.push_str(&std::fs::read_to_string(env.path("p.json")).unwrap());
+    assert_no_secret("output", &all);
+    assert!(all.contains("snap.yaml"), "{all}");
+}

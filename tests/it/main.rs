@@ -31,6 +31,8 @@ mod token;
 mod world;
 mod world_check;
 mod world_cli;
+mod world_dr;
+mod world_restore;
 mod world_rollout;
 mod world_traffic;
 mod world_unattended;

@@ -1,0 +1,616 @@
+//! `restore`: prepare (read exe.dev, each running server's snapshot list and
+//! settings, the Nodes, the stored token; take the fleet's lease; make the
+//! [`crate::restore`] plan or refuse) and execute (its steps over SSH, one
+//! at a time, each server Ready before the next; then every node Ready).
+//!
+//! Nothing is deleted before the new control plane is proven: the only
+//! destructive step on the other servers (removing `server/db`) comes after
+//! the reset server answers `/readyz` and its Node is Ready, and the reset
+//! server's own etcd is moved aside by k3s, not deleted ("Pre-restore etcd
+//! database moved to …", `pkg/etcd/etcd.go:1597-1632` @1feb5ae).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{EngineError, Notes, Session, kube, lease_error};
+use crate::fleet::Role;
+use crate::kubeaccess::LazyClient;
+use crate::observe::observe;
+use crate::restore::{self, RestorePlan, ServerFacts, Step};
+
+/// What `restore` is asked.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// The snapshot's name, as `snapshot list` shows it.
+    pub snapshot: String,
+    /// Restore even though every server is Ready.
+    pub force: bool,
+    /// Take the fleet's lease first ([`crate::lease`]).
+    pub lock: Option<crate::lease::LockRequest>,
+    /// The most the restore may take, every wait included.
+    pub timeout: Duration,
+}
+
+/// A restore plan ready to be carried out, and the lease it holds.
+pub struct PreparedRestore {
+    pub plan: RestorePlan,
+    lease: Option<(crate::lease::LeaseGuard, Arc<LazyClient>)>,
+}
+
+impl PreparedRestore {
+    /// Gives the fleet's lease back (after the restore, or when the user
+    /// says no). The Lease object itself is rolled back with the datastore:
+    /// releasing one the snapshot does not hold is harmless.
+    pub async fn release(&mut self) {
+        if let Some((lease, _client)) = self.lease.take() {
+            lease.release().await;
+        }
+    }
+}
+
+fn ssh(s: &Session) -> crate::ssh::SshOptions {
+    crate::ssh::SshOptions::new(s.kube.ssh_key.clone())
+}
+
+/// Reads what the restore plan needs and makes it; every refusal comes
+/// here, before any change ([`restore::plan`]'s order).
+pub async fn prepare_restore(
+    s: &Session,
+    req: &RestoreRequest,
+    notes: &Notes,
+) -> Result<PreparedRestore, EngineError> {
+    if !restore::is_snapshot_name(&req.snapshot) {
+        return Err(EngineError::refused(
+            format!(
+                "{:?} is not a snapshot name k3s makes (letters, digits, '.', '_', '-'). Nothing was changed",
+                crate::text::one_line(&req.snapshot)
+            ),
+            "list the snapshots with `exedev-k8s snapshot list -f FLEET`",
+        ));
+    }
+    let observed = observe(&s.client, &s.fleet, false).await?;
+    let server_tag = crate::fleet::role_tag(Role::Server);
+    let mut running: Vec<String> = observed
+        .vms
+        .iter()
+        .filter(|v| {
+            crate::plan::owned(&s.fleet.name, v) && v.tags.contains(&server_tag) && v.is_running()
+        })
+        .map(|v| v.vm_name.clone())
+        .collect();
+    running.sort();
+    // The token the snapshot must have been taken with: not found is a
+    // refusal of its own (the plan's), not an error here.
+    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir);
+    let token_source = match &s.fleet.k3s.token {
+        Some(r) => format!("k3s.token: {}", r.value.describe()),
+        None => crate::cluster_secrets::token_path(&s.dir, &s.fleet.name)
+            .display()
+            .to_string(),
+    };
+    // The API through a running server, for the Nodes and the lease.
+    let lazy = Arc::new(kube::lazy(s, running.first().map(String::as_str)));
+    let client = if running.is_empty() {
+        Err(kube::Unreachable::Teardown)
+    } else {
+        kube::now(s, &lazy, true).await
+    };
+    let lease = match (&req.lock, &client) {
+        (Some(lock), Ok(c)) => {
+            let (guard, _waited) =
+                crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), lock)
+                    .await
+                    .map_err(lease_error)?;
+            Some((guard, lazy.clone()))
+        }
+        (Some(_), Err(why)) if !running.is_empty() => {
+            notes(&format!(
+                "note: no lease taken ({why}): another apply of this fleet is not kept out while this restore runs"
+            ));
+            None
+        }
+        _ => None,
+    };
+    let ready: Vec<String> = match &client {
+        Ok(c) => crate::cluster::list_nodes(c)
+            .await
+            .map(|nodes| {
+                nodes
+                    .into_iter()
+                    .filter(|n| n.ready)
+                    .map(|n| n.name)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let result = read_and_plan(s, req, &observed, &running, &ready, token, token_source).await;
+    match result {
+        Ok(plan) => Ok(PreparedRestore { plan, lease }),
+        Err(e) => {
+            if let Some((l, _)) = lease {
+                l.release().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Each running server's snapshot list and settings, then the plan.
+async fn read_and_plan(
+    s: &Session,
+    req: &RestoreRequest,
+    observed: &crate::plan::Observed,
+    running: &[String],
+    ready: &[String],
+    token: Result<crate::secret::Secret, crate::cluster_secrets::SecretsError>,
+    token_source: String,
+) -> Result<RestorePlan, EngineError> {
+    let opts = crate::remote::quick(ssh(s));
+    let reads = crate::remote::bounded(running.to_vec(), 8, Duration::from_secs(180), move |vm| {
+        let opts = opts.clone();
+        async move {
+            crate::remote::read_restore_facts(&vm, &opts)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    let mut listing: Vec<restore::Snapshot> = Vec::new();
+    let mut servers = Vec::new();
+    for (vm, read) in running.iter().zip(reads) {
+        let (json, joined) = read.map_err(|why| {
+            EngineError::refused(
+                format!(
+                    "cannot read the etcd snapshots on {vm}: {}. Nothing was changed",
+                    crate::text::one_line(&why)
+                ),
+                "k3s lists snapshots through the running server, and S3 with the fleet's etcd.snapshots.s3 settings: check that k3s runs on it, that the S3 endpoint answers from the VMs and that the keys are right (`exedev-k8s snapshot list -f FLEET` shows the same error)",
+            )
+        })?;
+        let found = restore::parse_listing(&json).map_err(|e| {
+            EngineError::refused(
+                format!("{vm}: {e}. Nothing was changed"),
+                format!("look at what `sudo k3s etcd-snapshot ls -o json` prints on {vm}"),
+            )
+        })?;
+        // S3 snapshots appear in every server's list: kept once.
+        for snap in found {
+            if !listing
+                .iter()
+                .any(|l| l.name == snap.name && l.node == snap.node)
+            {
+                listing.push(snap);
+            }
+        }
+        servers.push(ServerFacts {
+            vm: vm.clone(),
+            joined,
+            ready: ready.contains(vm),
+        });
+    }
+    let hash = token.ok().map(|t| restore::token_hash(t.expose()));
+    restore::plan(&restore::Inputs {
+        fleet: &s.fleet,
+        vms: &observed.vms,
+        snapshot: &req.snapshot,
+        listing: &listing,
+        servers: &servers,
+        token_hash: hash,
+        token_source,
+        force: req.force,
+    })
+    .map_err(|r| {
+        let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+        EngineError::refused(format!("{r}. Nothing was changed"), hint)
+    })
+}
+
+/// What [`execute_restore`] did, step by step.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreReport {
+    /// `(step, outcome, seconds)` in order.
+    pub done: Vec<(String, String, f64)>,
+    /// Nodes Ready at the end.
+    pub ready_nodes: usize,
+}
+
+/// Carries the plan out: each step over SSH in order, each server step
+/// followed by its Node Ready (through the API via the reset server),
+/// then every running VM's Node Ready. Stops at the first failure, naming
+/// the step; what was done before stays done (re-running `restore` with
+/// `--force` starts over from the stop).
+pub async fn execute_restore(
+    s: &Session,
+    prepared: &PreparedRestore,
+    timeout: Duration,
+    notes: &Notes,
+) -> Result<RestoreReport, EngineError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let plan = &prepared.plan;
+    let mut opts = ssh(s);
+    let mut report = RestoreReport::default();
+    // After the reset the API is the reset server's: reach it through it.
+    let api = kube::lazy(s, Some(&plan.reset));
+    let total = plan.steps.len();
+    for (n, step) in plan.steps.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(incomplete(step, "the restore's --timeout ran out", &report));
+        }
+        opts.deadline = left;
+        let started = tokio::time::Instant::now();
+        notes(&format!("[{}/{total}] {}", n + 1, step.describe()));
+        let script = restore::step_script(step);
+        let outcome = run_step(step.vm(), &script, &opts)
+            .await
+            .map_err(|e| incomplete(step, &e.to_string(), &report))?;
+        let outcome = match step {
+            Step::Reset { vm, .. } | Step::Rejoin { vm } => {
+                wait_nodes(s, &api, &[vm.clone()], deadline)
+                    .await
+                    .map_err(|e| incomplete(step, &e, &report))?;
+                format!("{outcome}; node Ready")
+            }
+            _ => outcome,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        notes(&format!(
+            "      {} ({secs:.0}s)",
+            crate::text::one_line(&outcome)
+        ));
+        report.done.push((step.describe(), outcome, secs));
+    }
+    // Every VM that runs: servers rejoined, agents reconnected.
+    let mut all: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|st| !matches!(st, Step::Stop { .. }))
+        .map(|st| st.vm().to_string())
+        .collect();
+    all.dedup();
+    report.ready_nodes = wait_nodes(s, &api, &all, deadline)
+        .await
+        .map_err(|e| EngineError::RestoreStopped {
+            message: format!("the restore ran every step, but not every node is Ready: {e}"),
+            hint: "look at the nodes with `exedev-k8s status -f FLEET`; an agent that cannot reconnect is replaced by `exedev-k8s apply` once its VM is removed".to_string(),
+        })?;
+    Ok(report)
+}
+
+/// Runs one step's script on `vm` as the in-place change script runs
+/// ([`crate::upgrade::RUNNER`]: read whole from stdin, then run with stdin
+/// from /dev/null, so `sudo` cannot eat the rest of it): the last line it
+/// printed, or why it failed.
+async fn run_step(
+    vm: &str,
+    script: &str,
+    opts: &crate::ssh::SshOptions,
+) -> Result<String, crate::ssh::SshError> {
+    let script = crate::secret::Secret::new(script);
+    let out = crate::ssh::run_with_input(
+        vm,
+        &["bash", "-c", crate::upgrade::RUNNER],
+        Some(&script),
+        opts,
+    )
+    .await?;
+    Ok(out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("done")
+        .to_string())
+}
+
+/// Waits until each of `vms` is a Ready Node, through `api`.
+async fn wait_nodes(
+    s: &Session,
+    api: &LazyClient,
+    vms: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<usize, String> {
+    // The server was just (re)started: its API may refuse connections for
+    // a moment after /readyz said ok through the VM's own loopback.
+    let client = loop {
+        match api.get().await {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() + Duration::from_secs(2) < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let expected: Vec<crate::fleet::DesiredVm> = vms
+        .iter()
+        .filter_map(|vm| crate::plan::placement::desired_named(&s.fleet, vm))
+        .collect();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    crate::cluster::wait_ready(&client, &expected, left, Duration::from_secs(3), |_| {})
+        .await
+        .map(|r| r.ready_count())
+        .map_err(|e| e.to_string())
+}
+
+fn incomplete(step: &Step, why: &str, report: &RestoreReport) -> EngineError {
+    let done = report.done.len();
+    EngineError::RestoreStopped {
+        message: format!(
+            "restore stopped at `{}`: {}. The {done} step(s) before it were done",
+            step.describe(),
+            crate::text::one_line(why)
+        ),
+        hint: "fix what the message names and run the same restore again with --force: it stops every server and starts over from the reset".to_string(),
+    }
+}
+
+/// What `restore --drill` found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DrillReport {
+    /// The throw-away fleet.
+    pub fleet: String,
+    pub snapshot: String,
+    /// Node objects of the restored datastore (the live fleet's, from the
+    /// snapshot, beside the drill's own server).
+    pub nodes: Vec<String>,
+    /// Namespaces of the restored datastore.
+    pub namespaces: Vec<String>,
+    /// Seconds from the first change to the restored server's `/readyz`.
+    pub restore_seconds: f64,
+    /// Whether the throw-away fleet was destroyed (its VMs removed).
+    pub destroyed: bool,
+}
+
+/// `restore --drill`: the snapshot restored into the throw-away fleet
+/// `<name>-drill` ([`restore::drill_fleet`]: its own VM, its own ownership
+/// tag), checked (its datastore holds the live fleet's Nodes: the
+/// snapshot's objects), reported, destroyed. The live fleet is not read
+/// or changed: no VM of it, no SSH to it, not its API or lease. The
+/// snapshot must be in S3 (a local one is on a live server's disk only);
+/// the drill's server gets the fleet's S3 settings and its token.
+pub async fn drill(
+    s: &Session,
+    snapshot: &str,
+    timeout: Duration,
+    notes: &Notes,
+) -> Result<DrillReport, EngineError> {
+    if !restore::is_snapshot_name(snapshot) {
+        return Err(EngineError::refused(
+            format!(
+                "{:?} is not a snapshot name k3s makes (letters, digits, '.', '_', '-'). Nothing was changed",
+                crate::text::one_line(snapshot)
+            ),
+            "list the snapshots with `exedev-k8s snapshot list -f FLEET`",
+        ));
+    }
+    if s.fleet
+        .k3s
+        .snapshots
+        .as_ref()
+        .and_then(|sn| sn.s3.as_ref())
+        .is_none()
+    {
+        return Err(EngineError::refused(
+            format!(
+                "fleet {:?} keeps its snapshots on its servers' disks only (no etcd.snapshots.s3): a drill restores onto a throw-away VM, which can fetch a snapshot from S3 only. Nothing was changed",
+                s.fleet.name
+            ),
+            "add etcd.snapshots.s3 to the fleet and apply it, take a snapshot (`exedev-k8s snapshot save`), then drill that one",
+        ));
+    }
+    let Some(fleet) = restore::drill_fleet(&s.fleet) else {
+        return Err(EngineError::refused(
+            format!(
+                "{:?}-drill is too long for exe.dev's VM names. Nothing was changed",
+                s.fleet.name
+            ),
+            "drill a fleet with a shorter metadata.name",
+        ));
+    };
+    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir).map_err(|e| {
+        EngineError::refused(
+            format!(
+                "no server token for fleet {:?} ({e}): a snapshot is encrypted to the server token it was taken with. Nothing was changed",
+                s.fleet.name
+            ),
+            "put the server token back where the fleet's k3s.token names it, or into .exedev-k8s/<fleet>/k3s-token beside the fleet file",
+        )
+    })?;
+    let d = Session {
+        fleet,
+        fingerprint: s.fingerprint.clone(),
+        path: s.path.clone(),
+        dir: s.dir.clone(),
+        client: s.client.clone(),
+        // Never the live fleet's kubeconfig: the drill has its own.
+        kube: super::KubeSettings {
+            kubeconfig: None,
+            ..s.kube.clone()
+        },
+        channel_server: s.channel_server.clone(),
+    };
+    // The drill is a new fleet: its own stored token would be generated;
+    // the snapshot needs the live one.
+    if d.fleet.k3s.token.is_none() {
+        let path = crate::cluster_secrets::token_path(&d.dir, &d.fleet.name);
+        crate::cluster_secrets::write_private(&path, token.expose())?;
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let result = drill_in(&d, snapshot, &token, deadline, notes).await;
+    // Whatever happened, the throw-away fleet goes.
+    notes(&format!("destroying the drill fleet {}", d.fleet.name));
+    let destroyed = destroy_drill(&d).await;
+    let _ = crate::cluster_secrets::purge(&d.dir, &d.fleet.name);
+    match (result, destroyed) {
+        (Ok(mut report), Ok(())) => {
+            report.destroyed = true;
+            Ok(report)
+        }
+        (Err(e), Ok(())) => Err(e),
+        (Ok(_), Err(e)) | (Err(_), Err(e)) => Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill fleet {} could not be destroyed: {e}",
+                d.fleet.name
+            ),
+            hint: format!(
+                "remove its VMs by hand (`ssh exe.dev ls`, names {}-*), or run the drill again: it starts by creating them anew",
+                d.fleet.name
+            ),
+        }),
+    }
+}
+
+/// The drill's fleet created, restored from the snapshot and read.
+async fn drill_in(
+    d: &Session,
+    snapshot: &str,
+    token: &crate::secret::Secret,
+    deadline: tokio::time::Instant,
+    notes: &Notes,
+) -> Result<DrillReport, EngineError> {
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let settings = super::ApplySettings {
+        timeout: left(),
+        deadline: Some(deadline),
+        ..Default::default()
+    };
+    notes(&format!("creating the drill fleet {}", d.fleet.name));
+    let started = tokio::time::Instant::now();
+    let prepared = super::prepare_apply(d, None, Vec::new(), &settings).await?;
+    let done = super::execute(d, &prepared, &settings, quiet_hooks()).await?;
+    if let Some(f) = done.report.failed.first() {
+        return Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill's server {} did not come up: {}",
+                f.vm,
+                crate::text::one_line(&f.error)
+            ),
+            hint: "look at its bootstrap log before it is destroyed, or run the drill again"
+                .to_string(),
+        });
+    }
+    let vm = crate::names::fleet_vm_name(&d.fleet.name, crate::fleet::CONTROL_PLANE_POOL, 1);
+    let mut opts = crate::remote::quick(ssh(d));
+    let (json, _) = crate::remote::read_restore_facts(&vm, &opts)
+        .await
+        .map_err(|e| EngineError::refused(
+            format!("cannot read the etcd snapshots on the drill's server {vm}: {e}"),
+            "check the fleet's etcd.snapshots.s3 settings (endpoint, bucket, keys): `exedev-k8s snapshot list -f FLEET` shows the same error",
+        ))?;
+    let listing = restore::parse_listing(&json).map_err(|e| {
+        EngineError::refused(
+            format!("{vm}: {e}"),
+            format!("look at what `sudo k3s etcd-snapshot ls -o json` prints on {vm}"),
+        )
+    })?;
+    let s3: Vec<restore::Snapshot> = listing.into_iter().filter(|l| l.in_s3()).collect();
+    let Some(snap) = s3.iter().find(|l| l.name == snapshot) else {
+        let nearest = restore::Refusal::NotFound {
+            name: snapshot.to_string(),
+            count: s3.len(),
+            nearest: s3.iter().map(|l| l.name.clone()).rev().take(3).collect(),
+        };
+        return Err(EngineError::refused(
+            format!("{nearest} in S3"),
+            "list the snapshots with `exedev-k8s snapshot list -f FLEET` and drill one whose place is s3",
+        ));
+    };
+    if let Some(h) = snap
+        .token_hash
+        .as_ref()
+        .filter(|h| **h != restore::token_hash(token.expose()))
+    {
+        return Err(EngineError::refused(
+            format!(
+                "snapshot {snapshot:?} was taken with another server token (its token hash {h})"
+            ),
+            "drill a snapshot taken since the token last changed",
+        ));
+    }
+    let steps = [
+        Step::Stop { vm: vm.clone() },
+        Step::Reset {
+            vm: vm.clone(),
+            restore_path: snap.restore_path(),
+            from_s3: true,
+        },
+    ];
+    for step in &steps {
+        notes(&step.describe());
+        opts.deadline = left();
+        run_step(&vm, &restore::step_script(step), &opts)
+            .await
+            .map_err(|e| EngineError::RestoreStopped {
+                message: format!("the drill stopped at `{}`: {e}", step.describe()),
+                hint: "the snapshot could not be restored onto a fresh server: do not count on it; try another".to_string(),
+            })?;
+    }
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let read = |what: &'static str| {
+        let (vm, opts) = (vm.clone(), opts.clone());
+        async move {
+            crate::ssh::run(
+                &vm,
+                &["sudo", "-n", "k3s", "kubectl", "get", what, "-o", "name"],
+                &opts,
+            )
+            .await
+            .map(|out| {
+                out.lines()
+                    .filter_map(|l| {
+                        l.split_once('/')
+                            .map(|(_, n)| crate::text::one_line(n).into_owned())
+                    })
+                    .collect::<Vec<String>>()
+            })
+            .map_err(|e| EngineError::RestoreStopped {
+                message: format!("the drill cannot read the restored {what} on {vm}: {e}"),
+                hint: "run the drill again".to_string(),
+            })
+        }
+    };
+    let nodes = read("nodes").await?;
+    let namespaces = read("namespaces").await?;
+    // The snapshot's objects: the nodes of the fleet it was taken from.
+    let live_nodes: Vec<&String> = nodes.iter().filter(|n| **n != vm).collect();
+    if live_nodes.is_empty() {
+        return Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill's server {vm} came up, but its datastore holds no Node but its own: snapshot {snapshot:?} was not restored"
+            ),
+            hint: "do not count on this snapshot; try another".to_string(),
+        });
+    }
+    Ok(DrillReport {
+        fleet: d.fleet.name.clone(),
+        snapshot: snapshot.to_string(),
+        nodes,
+        namespaces,
+        restore_seconds,
+        destroyed: false,
+    })
+}
+
+/// Hooks for an apply or destroy the drill runs: no progress shown.
+fn quiet_hooks() -> super::Hooks {
+    super::Hooks {
+        reporter: Arc::new(|_| {}),
+        cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    }
+}
+
+/// Every VM of the drill's fleet removed.
+async fn destroy_drill(d: &Session) -> Result<(), EngineError> {
+    let prepared = super::prepare_destroy(d, None, None).await?;
+    let settings = super::ApplySettings::default();
+    let done = super::execute(d, &prepared, &settings, quiet_hooks()).await?;
+    match done.report.failed.first() {
+        None => Ok(()),
+        Some(f) => Err(EngineError::RestoreStopped {
+            message: format!("{}: {}", f.vm, crate::text::one_line(&f.error)),
+            hint: String::new(),
+        }),
+    }
+}
