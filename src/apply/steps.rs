@@ -197,6 +197,27 @@ pub(super) async fn remove_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Removes a lost server's dead etcd member: its Node deleted (no drain)
+/// and waited on until gone. Required: without the API nothing else
+/// removes the member, and a new VM beside it would make one member more
+/// than the fleet declares.
+pub(super) async fn forget_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
+    let Some(forget) = ctx.opts.ops.forget(vm) else {
+        return Err(StepError::LostNeedsApi { vm: vm.to_string() });
+    };
+    step(
+        ctx,
+        vm,
+        "delete node (removes its etcd member), wait until gone",
+    );
+    let outcome = forget.await.map_err(|source| StepError::MemberNotRemoved {
+        vm: vm.to_string(),
+        source,
+    })?;
+    step(ctx, vm, outcome);
+    Ok(())
+}
+
 /// Waits for the node to be Ready (at `version` when given), when this run
 /// can; the wait's own progress lines are steps of the VM.
 pub(super) async fn node_ready(

@@ -31,6 +31,12 @@ pub enum NodeError {
     /// The apply's `--timeout` ran out while waiting on the node.
     #[error("the apply's --timeout ran out while waiting for it to be a ready node")]
     OutOfTime,
+    /// A lost server's Node, deleted, was still there when the wait ended:
+    /// k3s had not removed its etcd member (it holds the Node until then).
+    #[error(
+        "its node was deleted but was still there after {secs}s: k3s removes a deleted server's etcd member before the node goes, and had not yet"
+    )]
+    MemberKept { secs: u64 },
 }
 
 impl crate::hint::Hint for NodeError {
@@ -41,6 +47,9 @@ impl crate::hint::Hint for NodeError {
             }
             NodeError::OutOfTime => {
                 "`exedev-k8s status` shows what it is doing; re-run apply (with a longer --timeout) to converge".into()
+            }
+            NodeError::MemberKept { .. } => {
+                "look for \"Removing etcd member\" in `journalctl -u k3s` on a healthy server (k3s's etcd member controller runs on the leader); etcd refuses a removal without quorum".into()
             }
         })
     }
@@ -53,6 +62,8 @@ pub struct Does {
     pub wait_ready: bool,
     /// Drain and delete a node before its VM goes.
     pub remove: bool,
+    /// Delete a lost server's Node (no drain) and wait until it is gone.
+    pub forget: bool,
     /// Cordon and drain a node before it restarts in place.
     pub drain: bool,
     /// Uncordon a node Ready again.
@@ -129,6 +140,28 @@ impl NodeOps for EngineOps {
                     }
                     Err(e) => Err(HookError::new(e)),
                 }
+            }) as Pending
+        })
+    }
+
+    /// Deletes a lost server's Node and waits, by the apply's deadline,
+    /// until k3s has removed its etcd member and let the Node go.
+    fn forget<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.forget.then(|| {
+            Box::pin(async move {
+                let client = self.kube.get().await.map_err(HookError::new)?;
+                let left = self
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                let gone = crate::cluster::forget_node(&client, vm, left)
+                    .await
+                    .map_err(HookError::new)?;
+                if !gone {
+                    return Err(HookError::hinted(NodeError::MemberKept {
+                        secs: left.as_secs(),
+                    }));
+                }
+                Ok("node deleted and gone: its etcd member is removed".to_string())
             }) as Pending
         })
     }

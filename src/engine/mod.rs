@@ -679,6 +679,9 @@ pub async fn execute(
         // API is reachable) before the next one of its kind.
         wait_ready: applying,
         remove: drains,
+        // Not a drain: a lost server's member is removed whenever the API
+        // answers, --skip-drain or not.
+        forget: applying && api,
         drain: applying && api && !settings.skip_drain,
         uncordon: applying && api,
         label: applying && api,
@@ -748,6 +751,17 @@ pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), En
                 drain_warning(why)
             ),
             "pass --skip-drain to go ahead anyway, or make the Kubernetes API reachable (--kubeconfig, --via-ssh-tunnel)",
+        ));
+    }
+    // Servers joining a cluster whose missing servers may be lost members
+    // (the API did not say): a join cannot repair a cluster without quorum.
+    if p.mode == Mode::Apply
+        && let Err(why) = &prepared.reachable
+        && let Some(what) = plan::unchecked_server_joins(p, &prepared.observed)
+    {
+        return Err(EngineError::refused(
+            format!("refusing to apply: {what} (the API: {why}). Nothing was changed"),
+            "exedev-k8s restore -f FLEET --snapshot NAME restores a cluster that lost quorum; if the servers are only unreachable from here, use --via-ssh-tunnel or --kubeconfig",
         ));
     }
     // Labels and taints are set through the API only; carried out without

@@ -64,6 +64,7 @@ fn in_sync(f: &Fleet) -> Observed {
                             version: Some(VERSION.to_string()),
                             labels: d.labels.clone(),
                             taints: d.taints.iter().map(ToString::to_string).collect(),
+                            not_ready_secs: None,
                         },
                     )
                 })
