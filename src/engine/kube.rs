@@ -223,3 +223,19 @@ pub async fn converge(
         corrected,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::not_ready_secs;
+
+    /// How long a Node has not been Ready, from its condition's last
+    /// transition; a Ready node, or one with no time, has no such span.
+    #[test]
+    fn not_ready_spans_come_from_the_last_transition() {
+        assert_eq!(not_ready_secs(false, Some(1_000), 1_400), Some(400));
+        assert_eq!(not_ready_secs(true, Some(1_000), 1_400), None);
+        assert_eq!(not_ready_secs(false, None, 1_400), None);
+        // This machine's clock behind the API server's: not negative.
+        assert_eq!(not_ready_secs(false, Some(2_000), 1_400), Some(0));
+    }
+}

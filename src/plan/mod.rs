@@ -30,7 +30,8 @@ pub use diff::{
 /// `release` and `refusals`.
 /// 4: `fleet_file` is relative to the repository root when the fleet is in
 /// a git repository (`fleet_file_base`), and `nodes_observed` says whether
-/// the plan saw the cluster's Nodes.
+/// the plan saw the cluster's Nodes. (Added within 4, optional: a lost
+/// server's replacement carries `lost`; a plan without it reads as none.)
 pub const FORMAT_VERSION: u32 = 4;
 
 /// What a saved plan's `fleet_file` is relative to.

@@ -379,12 +379,14 @@ pub(super) fn converge(
     let mut taken = taken_indices(cluster, scope, desired);
     let mut changes = Vec::new();
     for d in desired {
-        let node = node_of(observed, &d.name);
+        // Only a server's etcd Node stands for an etcd member, which stays
+        // until the Node is deleted.
+        let member = node_of(observed, &d.name).filter(|n| d.role == Role::Server && n.is_etcd());
         let Some(o) = by_name.get(d.name.as_str()) else {
             // A server whose VM is gone but whose Node remains still has
             // its etcd member: a plain create would join a fourth member
             // beside the dead one.
-            changes.push(match node.filter(|_| d.role == Role::Server) {
+            changes.push(match member {
                 Some(_) => lost_change(fleet, d, target, Lost::VmGone),
                 None => create_change(fleet, d, target),
             });
@@ -406,9 +408,7 @@ pub(super) fn converge(
                 .warnings
                 .push(format!("{} is {:?}, not running", o.vm_name, o.status));
         }
-        if d.role == Role::Server
-            && let Some(secs) = node.and_then(|n| n.not_ready_secs)
-        {
+        if let Some(secs) = member.and_then(|n| n.not_ready_secs) {
             if secs >= LOST_AFTER_SECS {
                 changes.push(lost_change(fleet, d, target, Lost::NotReady { secs }));
                 continue;
