@@ -30,5 +30,6 @@ mod proxy;
 mod token;
 mod world;
 mod world_cli;
+mod world_lost_server;
 mod world_rollout;
 mod world_unattended;
