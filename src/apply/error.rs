@@ -164,7 +164,7 @@ mod tests {
                 vm: "a-cp1".into(),
                 after: Duration::from_secs(60),
             },
-            StepError::LostNeedsApi { vm: "a-cp2".into() },
+            StepError::LostNeedsApi { vm: "a-cp1".into() },
         ];
         for e in cases {
             assert!(e.to_string().contains("a-cp1"), "{e}");
