@@ -64,6 +64,8 @@ pub enum StepError {
     LostNeedsApi { vm: String },
     #[error("{vm}: its dead etcd member was not removed, so no new VM was created: {source}")]
     MemberNotRemoved { vm: String, source: HookError },
+    #[error("{vm} is lost, and nothing was changed for it: {source}")]
+    NameHeld { vm: String, source: HookError },
 }
 
 impl crate::hint::Hint for StepError {
@@ -78,6 +80,7 @@ impl crate::hint::Hint for StepError {
             StepError::Script(_) => None,
             StepError::NodeRemoval { source, .. }
             | StepError::NotReady { source, .. }
+            | StepError::NameHeld { source, .. }
             | StepError::Change { source, .. } => source.hint(),
             StepError::NotInFleet(e) => e.hint(),
             StepError::UnknownOutcome { .. } => Some("re-run apply to converge".into()),

@@ -20,7 +20,9 @@ use super::ApplyOptions;
 use super::error::StepError;
 use super::events::{ApplyReport, Done, Event, Failed, Reporter, Skipped};
 use super::in_place::in_place;
-use super::steps::{Ctx, create, delete, forget_node, node_ready, remove_node, wait_running};
+use super::steps::{
+    Ctx, create, delete, forget_node, name_free, node_ready, remove_node, wait_running,
+};
 
 /// Runs `plan`. Never touches a VM the plan does not name (nor the new
 /// VM of a replacement it names).
@@ -278,6 +280,11 @@ async fn run_one(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(), StepError
         }
         Job::ReplaceLost(lost) => {
             async {
+                // A gone VM's device cannot be logged out (a VM that still
+                // exists is logged out before its `rm`, as any other).
+                if lost == Lost::VmGone {
+                    name_free(ctx, &c.vm).await?;
+                }
                 forget_node(ctx, &c.vm).await?;
                 if let Lost::NotReady { .. } = lost {
                     delete(ctx, &c.vm).await?;

@@ -218,6 +218,21 @@ pub(super) async fn forget_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Checks that no tailnet device holds a gone lost server's name, when this
+/// run can; a device that does stops the replacement before any change.
+pub(super) async fn name_free(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
+    let Some(check) = ctx.opts.ops.name_free(vm) else {
+        return Ok(());
+    };
+    step(ctx, vm, "is its name free on the tailnet?");
+    let outcome = check.await.map_err(|source| StepError::NameHeld {
+        vm: vm.to_string(),
+        source,
+    })?;
+    step(ctx, vm, outcome);
+    Ok(())
+}
+
 /// Waits for the node to be Ready (at `version` when given), when this run
 /// can; the wait's own progress lines are steps of the VM.
 pub(super) async fn node_ready(

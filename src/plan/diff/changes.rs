@@ -320,10 +320,10 @@ fn lost_change(fleet: &Fleet, d: &DesiredVm, target: &Target, lost: Lost) -> Cha
     }];
     if lost == Lost::VmGone {
         // Nothing can log the gone VM's device out: a device holding the
-        // name makes the new one `<name>-1` (facts "Tailscale"), and the
-        // setup script stops there.
+        // name makes the new one `<name>-1` (facts "Tailscale"), where the
+        // setup script stops; apply checks first (`NodeOps::name_free`).
         reasons.push(format!(
-            "its Tailscale device cannot be logged out (the VM is gone): unless the fleet's auth key is ephemeral, remove device {} in the Tailscale admin console before apply, or the new VM's bootstrap stops at a name ending in -1",
+            "its Tailscale device cannot be logged out (the VM is gone): unless the fleet's auth key is ephemeral, remove device {} in the Tailscale admin console before apply (apply checks the tailnet first and stops before any change while a device holds the name)",
             d.name
         ));
     }
