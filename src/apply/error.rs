@@ -58,6 +58,14 @@ pub enum StepError {
     StillCordoned { vm: String, source: HookError },
     #[error("{vm}: labels and taints not set through the API: {source}")]
     NotLabelled { vm: String, source: HookError },
+    #[error(
+        "{vm} is lost, and its etcd member can only be removed through the Kubernetes API, which this run does not use: nothing was changed for it"
+    )]
+    LostNeedsApi { vm: String },
+    #[error("{vm}: its dead etcd member was not removed, so no new VM was created: {source}")]
+    MemberNotRemoved { vm: String, source: HookError },
+    #[error("{vm} is lost, and nothing was changed for it: {source}")]
+    NameHeld { vm: String, source: HookError },
 }
 
 impl crate::hint::Hint for StepError {
@@ -72,6 +80,7 @@ impl crate::hint::Hint for StepError {
             StepError::Script(_) => None,
             StepError::NodeRemoval { source, .. }
             | StepError::NotReady { source, .. }
+            | StepError::NameHeld { source, .. }
             | StepError::Change { source, .. } => source.hint(),
             StepError::NotInFleet(e) => e.hint(),
             StepError::UnknownOutcome { .. } => Some("re-run apply to converge".into()),
@@ -95,6 +104,14 @@ impl crate::hint::Hint for StepError {
                 "re-run apply (or `exedev-k8s status --wait`) once the Kubernetes API is reachable"
                     .into(),
             ),
+            StepError::LostNeedsApi { .. } => Some(
+                "make the Kubernetes API reachable (--via-ssh-tunnel, --kubeconfig) and re-run apply"
+                    .into(),
+            ),
+            StepError::MemberNotRemoved { source, .. } => Some(match source.hint() {
+                Some(h) => format!("{h}; then re-run apply"),
+                None => "re-run apply: it deletes the node again and waits for it to go".into(),
+            }),
         }
     }
 }
@@ -150,6 +167,7 @@ mod tests {
                 vm: "a-cp1".into(),
                 after: Duration::from_secs(60),
             },
+            StepError::LostNeedsApi { vm: "a-cp1".into() },
         ];
         for e in cases {
             assert!(e.to_string().contains("a-cp1"), "{e}");

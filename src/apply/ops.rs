@@ -44,6 +44,26 @@ pub trait NodeOps: Send + Sync {
         None
     }
 
+    /// Removes a lost server's dead etcd member by deleting its Node,
+    /// without a drain (its kubelet is gone: evictions could not finish),
+    /// and waits until the Node is gone: k3s holds a deleted etcd Node
+    /// (its finalizer) until it has removed the member. Without it a lost
+    /// server is not replaced ([`super::StepError::LostNeedsApi`]).
+    fn forget<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        let _ = vm;
+        None
+    }
+
+    /// Checks, before a lost server whose VM is gone is replaced, that no
+    /// device on the tailnet still holds its name: the gone VM's device
+    /// cannot be logged out, and a device holding the name makes the new
+    /// one `<name>-1`, where its setup script stops. `Err` names the device
+    /// and what to do; nothing has been changed then.
+    fn name_free<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        let _ = vm;
+        None
+    }
+
     /// Cordons and drains a node before it restarts in place.
     fn drain<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
         let _ = vm;

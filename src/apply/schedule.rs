@@ -13,14 +13,16 @@ use tokio::sync::Semaphore;
 use crate::client::Client;
 use crate::fleet::Fleet;
 use crate::plan::spec::ClusterSecrets;
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, Lost, Plan};
 use crate::rollout::{Budgets, Rollout};
 
 use super::ApplyOptions;
 use super::error::StepError;
 use super::events::{ApplyReport, Done, Event, Failed, Reporter, Skipped};
 use super::in_place::in_place;
-use super::steps::{Ctx, create, delete, node_ready, remove_node, wait_running};
+use super::steps::{
+    Ctx, create, delete, forget_node, name_free, node_ready, remove_node, wait_running,
+};
 
 /// Runs `plan`. Never touches a VM the plan does not name (nor the new
 /// VM of a replacement it names).
@@ -208,6 +210,11 @@ enum Job<'a> {
     InPlace,
     Delete,
     Replace(Replacement<'a>),
+    /// A lost server: its dead etcd member removed (its Node deleted and
+    /// gone), its VM deleted when it still exists, then a new VM created
+    /// under the same name and joined. etcd never holds more members than
+    /// the fleet declares: the new one is added after the dead one went.
+    ReplaceLost(Lost),
 }
 
 /// The order of a replacement's two halves.
@@ -226,11 +233,12 @@ impl<'a> Job<'a> {
     /// The plan says a create-before-destroy replacement by naming its
     /// successor (`replaced_by`, kept as it is in the plan's JSON).
     fn of(c: &'a Change) -> Job<'a> {
-        match c.action {
-            Action::Create => Job::Create,
-            Action::Update | Action::Upgrade => Job::InPlace,
-            Action::Delete => Job::Delete,
-            Action::Replace => Job::Replace(match &c.replaced_by {
+        match (c.action, c.lost) {
+            (Action::Replace, Some(lost)) => Job::ReplaceLost(lost),
+            (Action::Create, _) => Job::Create,
+            (Action::Update | Action::Upgrade, _) => Job::InPlace,
+            (Action::Delete, _) => Job::Delete,
+            (Action::Replace, None) => Job::Replace(match &c.replaced_by {
                 Some(successor) => Replacement::CreateBeforeDestroy { successor },
                 None => Replacement::DestroyBeforeCreate,
             }),
@@ -239,7 +247,7 @@ impl<'a> Job<'a> {
 
     /// Whether it starts a k3s node that must join a server.
     fn joins(self) -> bool {
-        matches!(self, Job::Create | Job::Replace(_))
+        matches!(self, Job::Create | Job::Replace(_) | Job::ReplaceLost(_))
     }
 }
 
@@ -267,6 +275,22 @@ async fn run_one(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(), StepError
                 node_ready(ctx, successor, Some(&ctx.version)).await?;
                 remove_node(ctx, &c.vm).await?;
                 delete(ctx, &c.vm).await
+            }
+            .await
+        }
+        Job::ReplaceLost(lost) => {
+            async {
+                // A gone VM's device cannot be logged out (a VM that still
+                // exists is logged out before its `rm`, as any other).
+                if lost == Lost::VmGone {
+                    name_free(ctx, &c.vm).await?;
+                }
+                forget_node(ctx, &c.vm).await?;
+                if let Lost::NotReady { .. } = lost {
+                    delete(ctx, &c.vm).await?;
+                }
+                // The old VM is gone: a "name not available" now is not ours.
+                create(ctx, &c.vm, &c.ops, is_server, false).await
             }
             .await
         }
@@ -311,6 +335,7 @@ mod tests {
             ops: vec![],
             restart: None,
             replaced_by: replaced_by.map(str::to_string),
+            lost: None,
         }
     }
 
@@ -342,5 +367,17 @@ mod tests {
         .map(|a| Job::of(&change(a, None)).joins())
         .collect();
         assert_eq!(joins, [true, false, false, false, true]);
+    }
+
+    /// A lost server's replacement is its own job (member first), however
+    /// the rest of the change reads, and it joins a server.
+    #[test]
+    fn a_lost_server_is_its_own_job() {
+        let mut c = change(Action::Replace, None);
+        c.lost = Some(Lost::NotReady { secs: 400 });
+        assert_eq!(Job::of(&c), Job::ReplaceLost(Lost::NotReady { secs: 400 }));
+        assert!(Job::of(&c).joins());
+        c.lost = Some(Lost::VmGone);
+        assert_eq!(Job::of(&c), Job::ReplaceLost(Lost::VmGone));
     }
 }

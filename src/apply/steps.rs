@@ -197,6 +197,42 @@ pub(super) async fn remove_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Removes a lost server's dead etcd member: its Node deleted (no drain)
+/// and waited on until gone. Required: without the API nothing else
+/// removes the member, and a new VM beside it would make one member more
+/// than the fleet declares.
+pub(super) async fn forget_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
+    let Some(forget) = ctx.opts.ops.forget(vm) else {
+        return Err(StepError::LostNeedsApi { vm: vm.to_string() });
+    };
+    step(
+        ctx,
+        vm,
+        "delete node (removes its etcd member), wait until gone",
+    );
+    let outcome = forget.await.map_err(|source| StepError::MemberNotRemoved {
+        vm: vm.to_string(),
+        source,
+    })?;
+    step(ctx, vm, outcome);
+    Ok(())
+}
+
+/// Checks that no tailnet device holds a gone lost server's name, when this
+/// run can; a device that does stops the replacement before any change.
+pub(super) async fn name_free(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
+    let Some(check) = ctx.opts.ops.name_free(vm) else {
+        return Ok(());
+    };
+    step(ctx, vm, "is its name free on the tailnet?");
+    let outcome = check.await.map_err(|source| StepError::NameHeld {
+        vm: vm.to_string(),
+        source,
+    })?;
+    step(ctx, vm, outcome);
+    Ok(())
+}
+
 /// Waits for the node to be Ready (at `version` when given), when this run
 /// can; the wait's own progress lines are steps of the VM.
 pub(super) async fn node_ready(

@@ -296,6 +296,41 @@ pub async fn delete_node(client: &kube::Client, node: &str) -> Result<(), Cluste
     }
 }
 
+/// Deletes a lost server's Node without draining it (its kubelet is gone,
+/// so evictions would never finish; the pods are removed with the Node)
+/// and polls until the Node is gone, at most `timeout`. k3s's etcd member
+/// controller handles a deleted etcd Node (`OnRemove`,
+/// `pkg/etcd/member_controller.go:26,111-134` @1feb5ae): wrangler holds
+/// the Node with its finalizer `wrangler.cattle.io/managed-etcd-controller`
+/// until the handler has removed the etcd member (`RemovePeer`), so the
+/// Node gone is the member gone. Already gone (404) is done. `Ok(false)`:
+/// still there after `timeout` (k3s has not removed the member).
+pub async fn forget_node(
+    client: &kube::Client,
+    node: &str,
+    timeout: Duration,
+) -> Result<bool, ClusterError> {
+    delete_node(client, node).await?;
+    let api: Api<Node> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match api.get_opt(node).await {
+            Ok(None) => return Ok(true),
+            Ok(Some(_)) => {}
+            // Polled again until the deadline: the API server answering
+            // may be between leaders.
+            Err(_) if tokio::time::Instant::now() < deadline => {}
+            Err(e) => return Err(ClusterError::api(format!("reading node {node}"), e)),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// What [`remove_node`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveOutcome {

@@ -17,7 +17,7 @@ mod verdict;
 
 pub use drain::{
     DrainOptions, DrainReport, RemoveOutcome, SkipReason, cordon, cordon_and_drain, delete_node,
-    drain, pods_to_evict, remove_node, skip_reason, uncordon,
+    drain, forget_node, pods_to_evict, remove_node, skip_reason, uncordon,
 };
 pub use error::ClusterError;
 pub use kubeconfig::{

@@ -36,6 +36,10 @@ pub struct NodeView {
     pub kubelet_version: Option<String>,
     /// Cordoned.
     pub unschedulable: bool,
+    /// When the `Ready` condition last changed status (its
+    /// `lastTransitionTime`, Unix seconds): how long a node has not been
+    /// Ready, for a plan judging a server lost ([`crate::plan::LOST_AFTER_SECS`]).
+    pub ready_since: Option<i64>,
 }
 
 impl From<&Node> for NodeView {
@@ -59,6 +63,9 @@ impl From<&Node> for NodeView {
                 .and_then(|s| s.node_info.as_ref())
                 .map(|i| i.kubelet_version.clone()),
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            ready_since: ready
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0.as_second()),
         }
     }
 }

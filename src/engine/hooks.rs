@@ -31,6 +31,17 @@ pub enum NodeError {
     /// The apply's `--timeout` ran out while waiting on the node.
     #[error("the apply's --timeout ran out while waiting for it to be a ready node")]
     OutOfTime,
+    /// A lost server's Node, deleted, was still there when the wait ended:
+    /// k3s had not removed its etcd member (it holds the Node until then).
+    #[error(
+        "its node was deleted but was still there after {secs}s: k3s removes a deleted server's etcd member before the node goes, and had not yet"
+    )]
+    MemberKept { secs: u64 },
+    /// A device on the tailnet still holds a gone lost server's name.
+    #[error(
+        "a Tailscale device named {vm} is still on the tailnet (in {from}'s tailnet map); the gone VM's device cannot be logged out, and a new VM would become {vm}-1"
+    )]
+    NameHeld { vm: String, from: String },
 }
 
 impl crate::hint::Hint for NodeError {
@@ -41,6 +52,12 @@ impl crate::hint::Hint for NodeError {
             }
             NodeError::OutOfTime => {
                 "`exedev-k8s status` shows what it is doing; re-run apply (with a longer --timeout) to converge".into()
+            }
+            NodeError::NameHeld { vm, .. } => format!(
+                "remove device {vm} in the Tailscale admin console (or through the Tailscale API: see README, \"Removing a VM takes its device off the tailnet first\"), then re-run apply"
+            ),
+            NodeError::MemberKept { .. } => {
+                "look for \"Removing etcd member\" in `journalctl -u k3s` on a healthy server (k3s's etcd member controller runs on the leader); etcd refuses a removal without quorum".into()
             }
         })
     }
@@ -53,6 +70,8 @@ pub struct Does {
     pub wait_ready: bool,
     /// Drain and delete a node before its VM goes.
     pub remove: bool,
+    /// Delete a lost server's Node (no drain) and wait until it is gone.
+    pub forget: bool,
     /// Cordon and drain a node before it restarts in place.
     pub drain: bool,
     /// Uncordon a node Ready again.
@@ -128,6 +147,62 @@ impl NodeOps for EngineOps {
                         Ok("no node to remove".into())
                     }
                     Err(e) => Err(HookError::new(e)),
+                }
+            }) as Pending
+        })
+    }
+
+    /// Deletes a lost server's Node and waits, by the apply's deadline,
+    /// until k3s has removed its etcd member and let the Node go.
+    fn forget<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.forget.then(|| {
+            Box::pin(async move {
+                let client = self.kube.get().await.map_err(HookError::new)?;
+                let left = self
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                let gone = crate::cluster::forget_node(&client, vm, left)
+                    .await
+                    .map_err(HookError::new)?;
+                if !gone {
+                    return Err(HookError::hinted(NodeError::MemberKept {
+                        secs: left.as_secs(),
+                    }));
+                }
+                Ok("node deleted and gone: its etcd member is removed".to_string())
+            }) as Pending
+        })
+    }
+
+    /// Reads the tailnet map of the server the API goes through (over SSH,
+    /// `tailscale status --json`, whose `Peer` lists offline devices too):
+    /// a device still named `vm` stops the replacement. A map that cannot
+    /// be read is said and not fatal: the new VM's setup script checks its
+    /// own name and stops with the same advice.
+    fn name_free<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
+        self.does.forget.then(|| {
+            Box::pin(async move {
+                let from = self.kube.via().to_string();
+                let read = crate::remote::read_tailnet_identities(
+                    std::slice::from_ref(&from),
+                    &self.ssh,
+                    1,
+                    Duration::from_secs(30),
+                )
+                .await;
+                match read.into_iter().next().map(|(_, r)| r) {
+                    Some(Ok(id)) if id.peers.contains_key(vm) => {
+                        Err(HookError::hinted(NodeError::NameHeld {
+                            vm: vm.to_string(),
+                            from,
+                        }))
+                    }
+                    Some(Ok(_)) => Ok(format!("no device holds the name (seen from {from})")),
+                    Some(Err(why)) => Ok(format!(
+                        "could not read the tailnet map on {from} ({}): the new VM's setup script checks its own name",
+                        crate::text::one_line(&why)
+                    )),
+                    None => Ok(format!("could not read the tailnet map on {from}")),
                 }
             }) as Pending
         })

@@ -140,6 +140,9 @@ pub async fn observe_nodes(
 ) -> Option<BTreeMap<String, plan::NodeFacts>> {
     let client = kube.as_ref().ok()?;
     let nodes = crate::cluster::list_nodes(client).await.ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Some(
         nodes
             .into_iter()
@@ -147,6 +150,7 @@ pub async fn observe_nodes(
                 (
                     n.name.clone(),
                     plan::NodeFacts {
+                        not_ready_secs: not_ready_secs(n.ready, n.ready_since, now),
                         version: n.kubelet_version,
                         labels: n.labels,
                         taints: n.taints,
@@ -155,6 +159,17 @@ pub async fn observe_nodes(
             })
             .collect(),
     )
+}
+
+/// For how long a Node has not been Ready, by this machine's clock
+/// against its `Ready` condition's `lastTransitionTime` (`None`: Ready,
+/// or no time recorded). A clock behind the API server's reads as 0.
+fn not_ready_secs(ready: bool, since: Option<i64>, now: u64) -> Option<u64> {
+    if ready {
+        return None;
+    }
+    let since = u64::try_from(since?).unwrap_or(0);
+    Some(now.saturating_sub(since))
 }
 
 /// Waits until every VM of `desired` (the fleet placed on what exe.dev
@@ -221,4 +236,20 @@ pub async fn converge(
         corrected,
         applied,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_ready_secs;
+
+    /// How long a Node has not been Ready, from its condition's last
+    /// transition; a Ready node, or one with no time, has no such span.
+    #[test]
+    fn not_ready_spans_come_from_the_last_transition() {
+        assert_eq!(not_ready_secs(false, Some(1_000), 1_400), Some(400));
+        assert_eq!(not_ready_secs(true, Some(1_000), 1_400), None);
+        assert_eq!(not_ready_secs(false, None, 1_400), None);
+        // This machine's clock behind the API server's: not negative.
+        assert_eq!(not_ready_secs(false, Some(2_000), 1_400), Some(0));
+    }
 }

@@ -143,6 +143,19 @@ impl Session {
             .collect()
     }
 
+    /// The server to reach the API through when the first one is not
+    /// running (`None`: the first, [`crate::kubeaccess::first_server`]):
+    /// the lowest-named running server, so a lost first server does not
+    /// hide the cluster, and with it the lost server's Node, from a plan.
+    fn api_via(&self, observed: &Observed) -> Option<String> {
+        let running = self.running_servers(observed);
+        let first = crate::kubeaccess::first_server(&self.fleet);
+        if running.is_empty() || running.contains(&first) {
+            return None;
+        }
+        running.into_iter().min()
+    }
+
     /// Checks every secret the plan's new VMs need; all failures at once.
     fn check_secrets(
         &self,
@@ -184,18 +197,18 @@ pub struct Planned {
 /// computes the plan. Fails where apply would: every secret the plan's new
 /// VMs need must resolve, unless named in `skip_secret_check`.
 pub async fn plan(s: &Session, req: PlanRequest) -> Result<Planned, EngineError> {
-    // Kept alive while the plan is made: it may hold the SSH tunnel.
-    let lazy = (!req.destroy).then(|| kube::lazy(s, None));
-    let kube = match &lazy {
-        Some(l) => kube::now(s, l, false).await,
-        None => Err(kube::Unreachable::Teardown),
-    };
     let release = if req.destroy {
         None
     } else {
         s.release_choice().await
     };
     let mut observed = observe(&s.client, &s.fleet, !req.destroy).await?;
+    // Kept alive while the plan is made: it may hold the SSH tunnel.
+    let lazy = (!req.destroy).then(|| kube::lazy(s, s.api_via(&observed).as_deref()));
+    let kube = match &lazy {
+        Some(l) => kube::now(s, l, false).await,
+        None => Err(kube::Unreachable::Teardown),
+    };
     observed.nodes = kube::observe_nodes(&kube).await;
     let mut p = s.diff(
         &PlanOptions {
@@ -342,7 +355,7 @@ pub async fn prepare_apply(
     let mut observed = observe(&s.client, &s.fleet, true).await?;
     // Only an existing cluster can have a kubeconfig to fetch; a new one
     // has none until its first server is up (apply connects then).
-    let lazy = Arc::new(kube::lazy(s, None));
+    let lazy = Arc::new(kube::lazy(s, s.api_via(&observed).as_deref()));
     let client = kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await;
     // One writer per fleet: the lease is taken before planning, so a plan
     // made after waiting for another run sees what that run changed.
@@ -690,6 +703,9 @@ pub async fn execute(
         // API is reachable) before the next one of its kind.
         wait_ready: applying,
         remove: drains,
+        // Not a drain: a lost server's member is removed whenever the API
+        // answers, --skip-drain or not.
+        forget: applying && api,
         drain: applying && api && !settings.skip_drain,
         uncordon: applying && api,
         label: applying && api,
@@ -759,6 +775,17 @@ pub fn preflight(prepared: &Prepared, settings: &ApplySettings) -> Result<(), En
                 drain_warning(why)
             ),
             "pass --skip-drain to go ahead anyway, or make the Kubernetes API reachable (--kubeconfig, --via-ssh-tunnel)",
+        ));
+    }
+    // Servers joining a cluster whose missing servers may be lost members
+    // (the API did not say): a join cannot repair a cluster without quorum.
+    if p.mode == Mode::Apply
+        && let Err(why) = &prepared.reachable
+        && let Some(what) = plan::unchecked_server_joins(p, &prepared.observed)
+    {
+        return Err(EngineError::refused(
+            format!("refusing to apply: {what} (the API: {why}). Nothing was changed"),
+            "exedev-k8s restore -f FLEET --snapshot NAME restores a cluster that lost quorum; if the servers are only unreachable from here, use --via-ssh-tunnel or --kubeconfig",
         ));
     }
     // Labels and taints are set through the API only; carried out without

@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::fleet::{Fleet, Role};
 
-pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, ReleaseChoice, diff};
+pub use diff::{
+    PROTECTED_WARNING, PlanError, PlanOptions, ReleaseChoice, diff, unchecked_server_joins,
+};
 
 /// Version of the JSON plan schema; bumped on any incompatible change.
 /// 2: a saved plan's `fleet_file` is relative to the plan file's directory.
@@ -28,7 +30,8 @@ pub use diff::{PROTECTED_WARNING, PlanError, PlanOptions, ReleaseChoice, diff};
 /// `release` and `refusals`.
 /// 4: `fleet_file` is relative to the repository root when the fleet is in
 /// a git repository (`fleet_file_base`), and `nodes_observed` says whether
-/// the plan saw the cluster's Nodes.
+/// the plan saw the cluster's Nodes. (Added within 4, optional: a lost
+/// server's replacement carries `lost`; a plan without it reads as none.)
 pub const FORMAT_VERSION: u32 = 4;
 
 /// What a saved plan's `fleet_file` is relative to.
@@ -177,6 +180,35 @@ pub struct Change {
     /// pool's lowest free index), Ready before `vm` is drained and removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<String>,
+    /// A lost server replaced (action `replace`): its Node is deleted
+    /// first, without a drain, and apply waits until it is gone (k3s
+    /// removes the etcd member before the Node goes), then its VM, if any,
+    /// is deleted and a new one created under the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<Lost>,
+}
+
+/// How long a server's Node may go without a `Ready=True` condition
+/// before a plan calls the server lost: 300 s, the time Kubernetes itself
+/// gives a NotReady or unreachable node before evicting its pods (the
+/// `DefaultTolerationSeconds` admission plugin's default
+/// `tolerationSeconds: 300` for `node.kubernetes.io/not-ready` and
+/// `node.kubernetes.io/unreachable`). A restart, an upgrade or a reboot
+/// is over well within it; a fixed default, not a setting, so every plan
+/// of a fleet judges alike.
+pub const LOST_AFTER_SECS: u64 = 300;
+
+/// Why a server counts as lost (its etcd member is dead and stays until
+/// its Node is deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum Lost {
+    /// Its VM is gone from exe.dev while its Node (and so its etcd member,
+    /// which k3s removes only with the Node) remains.
+    VmGone,
+    /// Its VM exists, but its Node has not been Ready for `secs` seconds,
+    /// at least [`LOST_AFTER_SECS`].
+    NotReady { secs: u64 },
 }
 
 impl Change {
@@ -357,6 +389,22 @@ pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     /// Every taint, `key[=value]:Effect`.
     pub taints: Vec<String>,
+    /// For how many seconds its `Ready` condition has not been `True`
+    /// (from the condition's `lastTransitionTime`, read by the engine
+    /// against its clock); `None`: Ready, or not known.
+    pub not_ready_secs: Option<u64>,
+}
+
+impl NodeFacts {
+    /// Whether k3s runs etcd on it: k3s labels every etcd server's Node
+    /// `node-role.kubernetes.io/etcd=true` (k3s `pkg/util/labels.go:5`,
+    /// set by its etcd metadata controller, `pkg/etcd/metadata_controller.go:127-133`
+    /// @1feb5ae).
+    pub fn is_etcd(&self) -> bool {
+        self.labels
+            .get("node-role.kubernetes.io/etcd")
+            .is_some_and(|v| v == "true")
+    }
 }
 
 impl Observed {

@@ -50,6 +50,9 @@ fn disruption(c: &Change) -> String {
     if let Some(new) = &c.replaced_by {
         s.push_str(&format!(" by {} (create before destroy)", one_line(new)));
     }
+    if c.lost.is_some() {
+        s.push_str(" (lost: its etcd member is removed first)");
+    }
     match c.restart {
         Some(Restart::K3s) => s.push_str(" (k3s restarts; drained first)"),
         Some(Restart::Vm) => s.push_str(" (the VM restarts; drained first)"),
@@ -208,10 +211,11 @@ fn change_row(c: &Change) -> String {
         Some(new) => format!("{} → {}", md_code(&c.vm), md_code(new)),
         None => md_code(&c.vm),
     };
-    let restart = match c.restart {
-        Some(Restart::K3s) => " (k3s restarts)",
-        Some(Restart::Vm) => " (VM restarts)",
-        None => "",
+    let restart = match (c.restart, c.lost) {
+        (_, Some(_)) => " (lost server)",
+        (Some(Restart::K3s), None) => " (k3s restarts)",
+        (Some(Restart::Vm), None) => " (VM restarts)",
+        (None, None) => "",
     };
     format!(
         "| {action}{restart} | {vm} | {} | {} | {} |",

@@ -64,6 +64,7 @@ fn in_sync(f: &Fleet) -> Observed {
                             version: Some(VERSION.to_string()),
                             labels: d.labels.clone(),
                             taints: d.taints.iter().map(ToString::to_string).collect(),
+                            not_ready_secs: None,
                         },
                     )
                 })
@@ -1412,6 +1413,59 @@ fn snapshot_settings_change_servers_in_place_and_show_no_key() {
         &o,
         &PlanOptions {
             members_removed: true,
+/// [`in_sync`], each server's Node labelled etcd as k3s labels it.
+fn with_etcd_nodes(f: &Fleet) -> Observed {
+    let mut o = in_sync(f);
+    for (name, n) in o.nodes.iter_mut().flatten() {
+        if name.contains("-cp") {
+            n.labels
+                .insert("node-role.kubernetes.io/etcd".into(), "true".into());
+        }
+    }
+    o
+}
+
+fn without_vms(mut o: Observed, gone: &[&str]) -> Observed {
+    o.vms.retain(|v| !gone.contains(&v.vm_name.as_str()));
+    o
+}
+
+#[test]
+fn a_server_vm_gone_with_its_node_left_is_a_lost_server_replaced_member_first() {
+    let f = fleet("");
+    let o = without_vms(with_etcd_nodes(&f), &["demo-cp2"]);
+    let p = plan(&f, &o);
+    assert_eq!(actions(&p), [(Action::Replace, "demo-cp2")]);
+    let c = &p.changes[0];
+    assert_eq!(c.lost, Some(Lost::VmGone));
+    assert!(
+        c.reasons[0].starts_with(
+            "demo-cp2 is lost: its VM is gone from exe.dev but its node, and so its etcd member, remains; its etcd member will be removed (its node deleted), then a new VM created and joined"
+        ),
+        "{:?}",
+        c.reasons
+    );
+    assert!(
+        c.reasons[1].contains("remove device demo-cp2"),
+        "{:?}",
+        c.reasons
+    );
+    assert!(!p.is_refused(), "{:?}", p.refusals);
+    assert_eq!(p.summary.replace, 1);
+    assert_eq!(
+        p.api_server(&["demo-cp1".into(), "demo-cp3".into()]),
+        Some("demo-cp1".into())
+    );
+    // Apply needs the secrets of a new VM.
+    assert!(p.creates_vms());
+    // Without member removal for other changes (--skip-drain), a lost
+    // server takes nothing down that is not down already.
+    let skip = diff(
+        &f,
+        "fp",
+        &o,
+        &PlanOptions {
+            members_removed: false,
             ..Default::default()
         },
     )
@@ -1469,4 +1523,131 @@ fn snapshot_settings_change_servers_in_place_and_show_no_key() {
         spec::config_fingerprint(&f, fleet::Role::Agent),
         spec::config_fingerprint(&g, fleet::Role::Agent)
     );
+}
+    assert!(!skip.is_refused(), "{:?}", skip.refusals);
+    // No Node left (never joined, or removed already): a plain create.
+    let mut no_node = o.clone();
+    no_node.nodes.as_mut().unwrap().remove("demo-cp2");
+    let p = plan(&f, &no_node);
+    assert_eq!(actions(&p), [(Action::Create, "demo-cp2")]);
+    assert_eq!(p.changes[0].lost, None);
+    // An agent whose VM is gone has no etcd member: a create.
+    let agent = without_vms(with_etcd_nodes(&f), &["demo-web1"]);
+    let p = plan(&f, &agent);
+    assert_eq!(actions(&p), [(Action::Create, "demo-web1")]);
+}
+
+#[test]
+fn a_server_node_not_ready_for_five_minutes_is_lost_and_its_vm_replaced() {
+    let f = fleet("");
+    let not_ready = |vm: &str, secs: u64| {
+        let mut o = with_etcd_nodes(&f);
+        o.nodes
+            .as_mut()
+            .unwrap()
+            .get_mut(vm)
+            .unwrap()
+            .not_ready_secs = Some(secs);
+        o
+    };
+    // Under the threshold: said, not acted on.
+    let p = plan(&f, &not_ready("demo-cp3", LOST_AFTER_SECS - 1));
+    assert!(!p.has_changes());
+    assert!(
+        p.warnings.contains(
+            &"demo-cp3's node has not been Ready for 4m59s: if it stays so for 5m, a plan calls the server lost and replaces it"
+                .to_string()
+        ),
+        "{:?}",
+        p.warnings
+    );
+    let p = plan(&f, &not_ready("demo-cp3", 400));
+    assert_eq!(actions(&p), [(Action::Replace, "demo-cp3")]);
+    assert_eq!(p.changes[0].lost, Some(Lost::NotReady { secs: 400 }));
+    assert!(
+        p.changes[0].reasons[0].starts_with(
+            "demo-cp3 is lost: its node has not been Ready for 6m40s (a server is lost after 5m); its etcd member will be removed (its node deleted), then its VM deleted and a new one created and joined"
+        ),
+        "{:?}",
+        p.changes[0].reasons
+    );
+    assert!(!p.is_refused(), "{:?}", p.refusals);
+    // An agent NotReady that long is no etcd member: nothing here.
+    let p = plan(&f, &not_ready("demo-web2", 4000));
+    assert!(!p.has_changes(), "{:?}", actions(&p));
+}
+
+#[test]
+fn losing_a_quorum_of_servers_is_refused_naming_restore() {
+    let f = fleet("");
+    let o = without_vms(with_etcd_nodes(&f), &["demo-cp2", "demo-cp3"]);
+    let p = plan(&f, &o);
+    assert_eq!(
+        actions(&p),
+        [(Action::Replace, "demo-cp2"), (Action::Replace, "demo-cp3")]
+    );
+    assert_eq!(
+        p.refusals,
+        [
+            "demo-cp2, demo-cp3 are lost and only 1 of the 3 etcd members is healthy (2 needed for quorum): etcd removes a member only with a quorum, so the dead members cannot be removed and no server can join. Restore the cluster from a snapshot instead: exedev-k8s restore -f FLEET --snapshot NAME (exedev-k8s snapshot list shows the snapshots)"
+        ]
+    );
+    // One lost and another NotReady (not yet lost) is below quorum too.
+    let mut o = without_vms(with_etcd_nodes(&f), &["demo-cp2"]);
+    o.nodes
+        .as_mut()
+        .unwrap()
+        .get_mut("demo-cp3")
+        .unwrap()
+        .not_ready_secs = Some(30);
+    let p = plan(&f, &o);
+    assert!(
+        p.refusals[0].starts_with("demo-cp2 is lost and only 1 of the 3"),
+        "{:?}",
+        p.refusals
+    );
+    // Five servers, two lost: three of five is a quorum.
+    let five = fixtures::parsed(&fleet_text("").replace("count: 3", "count: 5"));
+    let o = without_vms(with_etcd_nodes(&five), &["demo-cp4", "demo-cp5"]);
+    let p = plan(&five, &o);
+    assert_eq!(p.summary.replace, 2);
+    assert!(!p.is_refused(), "{:?}", p.refusals);
+}
+
+#[test]
+fn without_the_api_missing_servers_below_quorum_are_said_unchecked() {
+    let f = fleet("");
+    let mut o = without_vms(in_sync(&f), &["demo-cp2", "demo-cp3"]);
+    o.nodes = None;
+    let p = plan(&f, &o);
+    assert_eq!(
+        actions(&p),
+        [(Action::Create, "demo-cp2"), (Action::Create, "demo-cp3")]
+    );
+    let said = unchecked_server_joins(&p, &o).unwrap();
+    assert!(
+        said.starts_with("server VM(s) demo-cp2, demo-cp3 are missing and the Kubernetes API did not answer, so whether they were lost (their etcd members still counted, dead) could not be checked: if they were, only 1 of 3 etcd members remain (2 needed for quorum)"),
+        "{said}"
+    );
+    assert!(said.contains("exedev-k8s restore -f FLEET --snapshot NAME"));
+    assert!(p.warnings.contains(&said), "{:?}", p.warnings);
+    // One of three missing: the two left hold a quorum either way.
+    let mut one = without_vms(in_sync(&f), &["demo-cp3"]);
+    one.nodes = None;
+    assert_eq!(unchecked_server_joins(&plan(&f, &one), &one), None);
+    // A new cluster has no servers to be lost from.
+    assert_eq!(
+        unchecked_server_joins(&plan(&f, &Observed::default()), &Observed::default()),
+        None
+    );
+}
+
+#[test]
+fn a_lost_server_in_every_format() {
+    let f = fleet("");
+    let o = without_vms(with_etcd_nodes(&f), &["demo-cp2"]);
+    let p = plan(&f, &o);
+    insta::assert_snapshot!("plan_human_lost_server", render::human(&p, false));
+    insta::assert_snapshot!("plan_markdown_lost_server", render::markdown(&p));
+    insta::assert_snapshot!("plan_json_lost_server", render::json(&p));
 }

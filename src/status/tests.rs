@@ -38,6 +38,7 @@ pub(super) fn node(d: &DesiredVm, ready: bool) -> NodeView {
         taints: d.taints.iter().map(|t| t.to_string()).collect(),
         kubelet_version: Some("v1.31.4+k3s1".into()),
         unschedulable: false,
+        ready_since: None,
     }
 }
 

@@ -70,6 +70,11 @@ pub fn vm(m: &Model, name: &str) -> Value {
             "node_name": p.node_name,
             "cluster": p.cluster,
             "etcd_member": member.is_some(),
+            // The cluster's members, dead ones included (a VM removed
+            // behind the tool's back keeps its member until its Node is
+            // deleted): what a lost server's replacement must keep at the
+            // fleet's count.
+            "etcd_members": cluster.map_or(0, |c| c.members.len()),
             "etcd_learner": member.is_some_and(|mm| mm.learner_since.is_some()),
             "etcd_peer_ip": p.etcd_peer_ip.map(|i| i.to_string()),
             "node_ip": p.node_ip.map(|i| i.to_string()),

@@ -33,6 +33,7 @@ mod world_check;
 mod world_cli;
 mod world_dr;
 mod world_restore;
+mod world_lost_server;
 mod world_rollout;
 mod world_traffic;
 mod world_unattended;

@@ -337,6 +337,7 @@ mod tests {
             version: Some(version.to_string()),
             labels: d.labels.clone(),
             taints: d.taints.iter().map(ToString::to_string).collect(),
+            not_ready_secs: None,
         }
     }
 

@@ -11,7 +11,9 @@ use crate::api::types::VmInfo;
 use crate::fleet::{self, DesiredVm, Fleet, RESERVED_TAG_PREFIX, Role};
 use crate::plan::attributes::{self, AttrName, Target, attr, gb};
 use crate::plan::spec::{self, SpecComment};
-use crate::plan::{Action, AttrChange, Change, NodeFacts, Observed, Op, placement};
+use crate::plan::{
+    Action, AttrChange, Change, LOST_AFTER_SECS, Lost, NodeFacts, Observed, Op, placement,
+};
 use crate::release::Release;
 use crate::sizes::same_size;
 
@@ -149,6 +151,7 @@ fn create_change(fleet: &Fleet, d: &DesiredVm, target: &Target) -> Change {
         ops: share_ops(d),
         restart: None,
         replaced_by: None,
+        lost: None,
     }
 }
 
@@ -168,6 +171,7 @@ fn delete_change(v: &VmInfo, reason: String) -> Change {
         ops: Vec::new(),
         restart: None,
         replaced_by: None,
+        lost: None,
     }
 }
 
@@ -245,6 +249,7 @@ fn compare(
             ops: share_ops(d),
             restart: None,
             replaced_by: None,
+            lost: None,
         });
     }
     let changes = attributes::compare(fleet, d, seen, target);
@@ -260,6 +265,7 @@ fn compare(
         attributes: changes.attributes,
         ops: changes.ops,
         replaced_by: None,
+        lost: None,
     })
 }
 
@@ -283,6 +289,56 @@ fn taken_indices(
         }
     }
     taken
+}
+
+/// `300` → `5m`, `75` → `1m15s`, `40` → `40s`.
+fn duration(secs: u64) -> String {
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// A lost server's replacement: its dead etcd member goes first (by
+/// deleting its Node: k3s's etcd member controller removes the member of
+/// a deleted etcd Node, `pkg/etcd/member_controller.go:111-134` @1feb5ae),
+/// then its VM if any, then a new VM under the same name joins. The new
+/// VM's attributes are a create's.
+fn lost_change(fleet: &Fleet, d: &DesiredVm, target: &Target, lost: Lost) -> Change {
+    let mut reasons = vec![match lost {
+        Lost::VmGone => format!(
+            "{} is lost: its VM is gone from exe.dev but its node, and so its etcd member, remains; its etcd member will be removed (its node deleted), then a new VM created and joined",
+            d.name
+        ),
+        Lost::NotReady { secs } => format!(
+            "{} is lost: its node has not been Ready for {} (a server is lost after {}); its etcd member will be removed (its node deleted), then its VM deleted and a new one created and joined",
+            d.name,
+            duration(secs),
+            duration(LOST_AFTER_SECS)
+        ),
+    }];
+    if lost == Lost::VmGone {
+        // Nothing can log the gone VM's device out: a device holding the
+        // name makes the new one `<name>-1` (facts "Tailscale"), where the
+        // setup script stops; apply checks first (`NodeOps::name_free`).
+        reasons.push(format!(
+            "its Tailscale device cannot be logged out (the VM is gone): unless the fleet's auth key is ephemeral, remove device {} in the Tailscale admin console before apply (apply checks the tailnet first and stops before any change while a device holds the name)",
+            d.name
+        ));
+    }
+    Change {
+        action: Action::Replace,
+        vm: d.name.clone(),
+        pool: d.pool.clone(),
+        role: d.role,
+        reasons,
+        attributes: create_attrs(fleet, d, &target.release),
+        ops: share_ops(d),
+        restart: None,
+        replaced_by: None,
+        lost: Some(lost),
+    }
 }
 
 /// Agents are replaced create-before-destroy under the pool's lowest free
@@ -323,8 +379,17 @@ pub(super) fn converge(
     let mut taken = taken_indices(cluster, scope, desired);
     let mut changes = Vec::new();
     for d in desired {
+        // Only a server's etcd Node stands for an etcd member, which stays
+        // until the Node is deleted.
+        let member = node_of(observed, &d.name).filter(|n| d.role == Role::Server && n.is_etcd());
         let Some(o) = by_name.get(d.name.as_str()) else {
-            changes.push(create_change(fleet, d, target));
+            // A server whose VM is gone but whose Node remains still has
+            // its etcd member: a plain create would join a fourth member
+            // beside the dead one.
+            changes.push(match member {
+                Some(_) => lost_change(fleet, d, target, Lost::VmGone),
+                None => create_change(fleet, d, target),
+            });
             continue;
         };
         if !crate::plan::owned(cluster, o) {
@@ -342,6 +407,18 @@ pub(super) fn converge(
             notes
                 .warnings
                 .push(format!("{} is {:?}, not running", o.vm_name, o.status));
+        }
+        if let Some(secs) = member.and_then(|n| n.not_ready_secs) {
+            if secs >= LOST_AFTER_SECS {
+                changes.push(lost_change(fleet, d, target, Lost::NotReady { secs }));
+                continue;
+            }
+            notes.warnings.push(format!(
+                "{}'s node has not been Ready for {}: if it stays so for {}, a plan calls the server lost and replaces it",
+                d.name,
+                duration(secs),
+                duration(LOST_AFTER_SECS)
+            ));
         }
         let seen = attributes::Seen {
             vm: o,

@@ -10,7 +10,7 @@ use super::changes::{pool_of, role_of};
 use crate::api::types::VmInfo;
 use crate::fleet::{self, DesiredVm, Role};
 use crate::plan::spec::SpecComment;
-use crate::plan::{Action, Change, Summary};
+use crate::plan::{Action, Change, NodeFacts, Summary};
 
 /// The `--target` pass: only the changes of the VMs or pools named, each
 /// name known to the fleet (a typo is an error, not an empty plan).
@@ -81,9 +81,10 @@ pub(super) fn quorum_refusal(
     members_removed: bool,
 ) -> Option<String> {
     let existing_servers = owned.iter().filter(|v| role_of(v) == Role::Server).count();
+    // A lost server is down already: its replacement takes nothing down.
     let servers_down = changes
         .iter()
-        .filter(|c| c.role == Role::Server && c.disrupts())
+        .filter(|c| c.role == Role::Server && c.disrupts() && c.lost.is_none())
         .count();
     if members_removed || existing_servers <= 1 || servers_down == 0 {
         return None;
@@ -92,6 +93,85 @@ pub(super) fn quorum_refusal(
     let max = existing_servers - quorum;
     (servers_down > max).then(|| format!(
         "this plan takes {servers_down} of the {existing_servers} existing servers down without the Kubernetes API to roll them one at a time, which can lose etcd quorum ({quorum} needed). Make the API reachable (exedev-k8s kubeconfig, or --kubeconfig), or change at most {max} server(s) per apply (--target NAME)"
+    ))
+}
+
+/// The lost servers' pass: a dead etcd member is removed through the
+/// members still alive, and etcd removes a member only with a quorum of
+/// the current members (a membership change is a raft proposal; k3s's
+/// `RemovePeer`, `pkg/etcd/etcd.go:1157-1206` @1feb5ae, calls
+/// `MemberRemove`). So when the Ready etcd servers of this fleet are fewer
+/// than a quorum of its etcd Nodes, nothing can remove a member: refused,
+/// naming the lost servers and `restore`. Members are the fleet's Nodes
+/// k3s labels etcd ([`NodeFacts::is_etcd`]); healthy ones are Ready and
+/// have a VM. Once a removal is possible, each further one is easier (the
+/// dead go, the healthy stay), so one check covers them all.
+pub(super) fn lost_quorum_refusal(
+    cluster: &str,
+    changes: &[Change],
+    owned: &[&VmInfo],
+    nodes: Option<&std::collections::BTreeMap<String, NodeFacts>>,
+) -> Option<String> {
+    let nodes = nodes?;
+    let lost: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.lost.is_some())
+        .map(|c| c.vm.as_str())
+        .collect();
+    if lost.is_empty() {
+        return None;
+    }
+    let members: Vec<(&String, &NodeFacts)> = nodes
+        .iter()
+        .filter(|(name, n)| {
+            n.is_etcd() && crate::names::parse_fleet_vm_name(cluster, name).is_some()
+        })
+        .collect();
+    let healthy = members
+        .iter()
+        .filter(|(name, n)| {
+            n.not_ready_secs.is_none()
+                && !lost.contains(&name.as_str())
+                && owned.iter().any(|v| v.vm_name == **name)
+        })
+        .count();
+    let quorum = members.len() / 2 + 1;
+    (healthy < quorum).then(|| format!(
+        "{} {} lost and only {healthy} of the {} etcd members {} healthy ({quorum} needed for quorum): etcd removes a member only with a quorum, so the dead members cannot be removed and no server can join. Restore the cluster from a snapshot instead: exedev-k8s restore -f FLEET --snapshot NAME (exedev-k8s snapshot list shows the snapshots)",
+        lost.join(", "),
+        if lost.len() == 1 { "is" } else { "are" },
+        members.len(),
+        if healthy == 1 { "is" } else { "are" },
+    ))
+}
+
+/// Servers the plan creates to join an existing cluster whose Nodes it
+/// could not read (the API did not answer): whether they were lost (their
+/// etcd members remain, dead) could not be checked. When the servers
+/// that exist are fewer than a quorum of the declared ones, the missing
+/// ones may be lost members of a cluster without quorum, which no join
+/// can repair: said as what could not be checked (a plan's warning; apply
+/// refuses it, [`crate::plan::unchecked_server_joins`]).
+pub(super) fn unchecked_joins(changes: &[Change], owned: &[&VmInfo]) -> Option<String> {
+    let existing: Vec<&str> = owned
+        .iter()
+        .filter(|v| role_of(v) == Role::Server)
+        .map(|v| v.vm_name.as_str())
+        .collect();
+    let joining: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.role == Role::Server && c.action == Action::Create)
+        .map(|c| c.vm.as_str())
+        .collect();
+    if existing.is_empty() || joining.is_empty() {
+        return None;
+    }
+    let declared = existing.len() + joining.len();
+    let quorum = declared / 2 + 1;
+    (existing.len() < quorum).then(|| format!(
+        "server VM(s) {} are missing and the Kubernetes API did not answer, so whether they were lost (their etcd members still counted, dead) could not be checked: if they were, only {} of {declared} etcd members remain ({quorum} needed for quorum) and no server can join; restore the cluster from a snapshot instead (exedev-k8s restore -f FLEET --snapshot NAME). If the API is only unreachable from here, make it reachable (--via-ssh-tunnel, --kubeconfig) and plan again",
+        joining.join(", "),
+        existing.len(),
     ))
 }
 
@@ -202,6 +282,7 @@ mod tests {
             ops: Vec::new(),
             restart,
             replaced_by: None,
+            lost: None,
         }
     }
 

@@ -15,8 +15,12 @@
 //! placement and scripts ([`changes::place`]), convergence of each
 //! desired VM ([`changes::converge`], collisions refused), removals,
 //! `--target` ([`checks::narrow_to_targets`]), apply's order, version skew
-//! ([`release::skew_refusals`]), quorum, truncation, summary and warnings
-//! ([`checks`]).
+//! ([`release::skew_refusals`]), quorum (and the quorum a lost server's
+//! removal needs), truncation, summary and warnings ([`checks`]).
+//!
+//! A lost server (its VM gone while its Node remains, or its Node not
+//! Ready for [`super::LOST_AFTER_SECS`]) is a replacement that removes its
+//! dead etcd member first ([`super::Lost`]); below quorum, refused.
 
 use super::attributes::observed_release;
 use super::{FORMAT_VERSION, Observed, Plan, PlanRelease};
@@ -87,6 +91,20 @@ pub enum PlanError {
     Release(String),
 }
 
+/// Why apply must not carry `plan` out without the Kubernetes API: it
+/// creates servers to join a cluster whose existing servers are fewer than
+/// a quorum of the declared ones, and without the API nothing tells
+/// whether the missing servers were lost members (`None`: nothing of the
+/// kind). Pure; the engine calls it when the API did not answer.
+pub fn unchecked_server_joins(plan: &Plan, observed: &Observed) -> Option<String> {
+    let owned: Vec<&crate::api::types::VmInfo> = observed
+        .vms
+        .iter()
+        .filter(|v| super::owned(&plan.fleet, v))
+        .collect();
+    checks::unchecked_joins(&plan.changes, &owned)
+}
+
 /// Computes the plan: the passes in order. A teardown (`--destroy`)
 /// deletes every owned VM and skips what only matters for a fleet that
 /// stays (release, placement, skew, quorum, the API's blind spots).
@@ -135,6 +153,15 @@ pub fn diff(
             &scope.owned,
             opts.members_removed,
         ));
+        refusals.extend(checks::lost_quorum_refusal(
+            &fleet.name,
+            &changes,
+            &scope.owned,
+            observed.nodes.as_ref(),
+        ));
+        if observed.nodes.is_none() {
+            warnings.extend(checks::unchecked_joins(&changes, &scope.owned));
+        }
     }
     checks::truncate_refusals(&mut refusals);
     let summary = checks::summarise(&changes);

@@ -160,7 +160,14 @@ impl Model {
 
     /// A Node was deleted through the API: a server's etcd member goes with
     /// it ([docs], facts "Kubeconfig, manifests, removal"), and that
-    /// server's etcd stops.
+    /// server's etcd stops. In k3s the member controller's `OnRemove`
+    /// removes it (`pkg/etcd/member_controller.go:111-134` @1feb5ae) while
+    /// wrangler's finalizer holds the Node until it has; here the Node goes
+    /// and the member with it at once. The same to an observer: the API
+    /// answers only with quorum ([`Self::has_quorum`]), and without it k3s's
+    /// removal would fail and the Node stay (docs/facts/disaster-recovery.md,
+    /// "Lost server"). A member whose VM is gone (removed behind the tool's
+    /// back) is removed the same way.
     pub fn node_deleted(&mut self, cid: &str, node: &str, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
         let Some(c) = self.clusters.get_mut(cid) else {

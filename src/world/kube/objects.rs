@@ -397,7 +397,10 @@ pub fn node_allocatable(node: &Value) -> (u128, u128) {
 
 /// The kubelet stopped posting status (its k3s stopped or the VM is gone).
 /// The node lifecycle controller says so at once here; Kubernetes waits
-/// its grace period (40 s by default) first.
+/// its grace period first (`--node-monitor-grace-period`: 40 s by default,
+/// 50 s in recent releases, kubernetes/kubernetes#127352): compressed, as
+/// the world's other timings. `lastTransitionTime` is when it turned, which
+/// a plan reads to judge a server lost (`plan::LOST_AFTER_SECS`).
 pub fn set_node_unknown(node: &mut Value, now_ms: u64) {
     let t = rfc3339(now_ms);
     if let Some(conds) = node["status"]["conditions"].as_array_mut() {
