@@ -429,6 +429,9 @@ pub async fn drill(
             ..s.kube.clone()
         },
         channel_server: s.channel_server.clone(),
+        // The drill's objects are the snapshot's; the live fleet's
+        // `manifests:` are not applied to it.
+        manifests: Vec::new(),
     };
     // The drill is a new fleet: its own stored token would be generated;
     // the snapshot needs the live one.

@@ -1413,59 +1413,6 @@ fn snapshot_settings_change_servers_in_place_and_show_no_key() {
         &o,
         &PlanOptions {
             members_removed: true,
-/// [`in_sync`], each server's Node labelled etcd as k3s labels it.
-fn with_etcd_nodes(f: &Fleet) -> Observed {
-    let mut o = in_sync(f);
-    for (name, n) in o.nodes.iter_mut().flatten() {
-        if name.contains("-cp") {
-            n.labels
-                .insert("node-role.kubernetes.io/etcd".into(), "true".into());
-        }
-    }
-    o
-}
-
-fn without_vms(mut o: Observed, gone: &[&str]) -> Observed {
-    o.vms.retain(|v| !gone.contains(&v.vm_name.as_str()));
-    o
-}
-
-#[test]
-fn a_server_vm_gone_with_its_node_left_is_a_lost_server_replaced_member_first() {
-    let f = fleet("");
-    let o = without_vms(with_etcd_nodes(&f), &["demo-cp2"]);
-    let p = plan(&f, &o);
-    assert_eq!(actions(&p), [(Action::Replace, "demo-cp2")]);
-    let c = &p.changes[0];
-    assert_eq!(c.lost, Some(Lost::VmGone));
-    assert!(
-        c.reasons[0].starts_with(
-            "demo-cp2 is lost: its VM is gone from exe.dev but its node, and so its etcd member, remains; its etcd member will be removed (its node deleted), then a new VM created and joined"
-        ),
-        "{:?}",
-        c.reasons
-    );
-    assert!(
-        c.reasons[1].contains("remove device demo-cp2"),
-        "{:?}",
-        c.reasons
-    );
-    assert!(!p.is_refused(), "{:?}", p.refusals);
-    assert_eq!(p.summary.replace, 1);
-    assert_eq!(
-        p.api_server(&["demo-cp1".into(), "demo-cp3".into()]),
-        Some("demo-cp1".into())
-    );
-    // Apply needs the secrets of a new VM.
-    assert!(p.creates_vms());
-    // Without member removal for other changes (--skip-drain), a lost
-    // server takes nothing down that is not down already.
-    let skip = diff(
-        &f,
-        "fp",
-        &o,
-        &PlanOptions {
-            members_removed: false,
             ..Default::default()
         },
     )
@@ -1524,6 +1471,64 @@ fn a_server_vm_gone_with_its_node_left_is_a_lost_server_replaced_member_first() 
         spec::config_fingerprint(&g, fleet::Role::Agent)
     );
 }
+
+/// [`in_sync`], each server's Node labelled etcd as k3s labels it.
+fn with_etcd_nodes(f: &Fleet) -> Observed {
+    let mut o = in_sync(f);
+    for (name, n) in o.nodes.iter_mut().flatten() {
+        if name.contains("-cp") {
+            n.labels
+                .insert("node-role.kubernetes.io/etcd".into(), "true".into());
+        }
+    }
+    o
+}
+
+fn without_vms(mut o: Observed, gone: &[&str]) -> Observed {
+    o.vms.retain(|v| !gone.contains(&v.vm_name.as_str()));
+    o
+}
+
+#[test]
+fn a_server_vm_gone_with_its_node_left_is_a_lost_server_replaced_member_first() {
+    let f = fleet("");
+    let o = without_vms(with_etcd_nodes(&f), &["demo-cp2"]);
+    let p = plan(&f, &o);
+    assert_eq!(actions(&p), [(Action::Replace, "demo-cp2")]);
+    let c = &p.changes[0];
+    assert_eq!(c.lost, Some(Lost::VmGone));
+    assert!(
+        c.reasons[0].starts_with(
+            "demo-cp2 is lost: its VM is gone from exe.dev but its node, and so its etcd member, remains; its etcd member will be removed (its node deleted), then a new VM created and joined"
+        ),
+        "{:?}",
+        c.reasons
+    );
+    assert!(
+        c.reasons[1].contains("remove device demo-cp2"),
+        "{:?}",
+        c.reasons
+    );
+    assert!(!p.is_refused(), "{:?}", p.refusals);
+    assert_eq!(p.summary.replace, 1);
+    assert_eq!(
+        p.api_server(&["demo-cp1".into(), "demo-cp3".into()]),
+        Some("demo-cp1".into())
+    );
+    // Apply needs the secrets of a new VM.
+    assert!(p.creates_vms());
+    // Without member removal for other changes (--skip-drain), a lost
+    // server takes nothing down that is not down already.
+    let skip = diff(
+        &f,
+        "fp",
+        &o,
+        &PlanOptions {
+            members_removed: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(!skip.is_refused(), "{:?}", skip.refusals);
     // No Node left (never joined, or removed already): a plain create.
     let mut no_node = o.clone();
