@@ -482,6 +482,21 @@ pub fn created_secs(name: &str) -> Option<i64> {
     base.rsplit_once('-')?.1.parse().ok()
 }
 
+/// The token hash k3s records with a snapshot (`util.GetTokenHash`,
+/// `pkg/util/token.go:58-77`): the first 12 hex digits of the SHA-256 of
+/// the token's secret part. k3s puts it in S3's object metadata at upload
+/// (`pkg/etcd/s3/s3.go:291`) and `ls` shows it as the annotation
+/// `etcd.k3s.cattle.io/snapshot-token-hash` of S3 entries only: local files
+/// are listed from disk, without it (`snapshot.go:401-450`).
+pub fn token_hash(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A snapshot's name (`snapshot.go:260`): `<prefix>-<node>-<unix secs>`.
 pub fn snapshot_name(prefix: &str, node: &str, now_ms: u64) -> String {
     // `time.Now().Round(time.Second)`.
