@@ -163,6 +163,10 @@ fn save(inner: &Arc<Inner>, vm: &str, spec: &SaveSpec) -> Result<Vec<String>, St
             spec.dir
         ));
     }
+    if !dir_ok {
+        // The default directory is created 0700 (`snapshot.go:88-92`).
+        let _ = root.mkdir(&spec.dir);
+    }
     let now = now_ms();
     let mut m = inner.model();
     let taken = m.take_snapshot(vm, now)?;
