@@ -261,6 +261,38 @@ fn snapshots_are_saved_listed_and_deleted_locally_and_in_s3_with_the_keys_checke
         "{left:?}"
     );
 
+    // Prune keeps the newest of a name prefix, here and in S3 (a save
+    // itself never prunes); save takes no names.
+    let (_, err) = ok(&h, "dr-one", "sudo -n k3s etcd-snapshot save --name keep");
+    let older = saved(&err).pop().expect("a snapshot");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, err) = ok(&h, "dr-one", "sudo -n k3s etcd-snapshot save --name keep");
+    let newer = saved(&err).pop().expect("a snapshot");
+    assert_ne!(older, newer);
+    let (_, err) = ok(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot prune --name keep --snapshot-retention 1 --s3-retention 1",
+    );
+    assert_eq!(
+        err.matches(&format!("Snapshot {older} deleted.")).count(),
+        2,
+        "{err}"
+    );
+    assert!(!err.contains(&newer), "{err}");
+    refused(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot save extra",
+        "this command does not take any arguments",
+    );
+    refused(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot ls -o wide",
+        "invalid output format: wide",
+    );
+
     // S3 refuses wrong keys and unknown buckets; a save still keeps its
     // local file and the server logs why the upload did not happen.
     for (flag, why) in [
