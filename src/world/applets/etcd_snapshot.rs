@@ -90,7 +90,7 @@ fn int(cfg: &K3sConfig, key: &str, default: i64) -> Result<i64, String> {
 }
 
 /// The S3 settings of a configuration, when `etcd-s3` is on
-/// (`pkg/cli/server/server.go:214-236`; defaults `server.go:437,483`).
+/// (`pkg/cli/server/server.go:214-236`; defaults `pkg/cli/cmds/server.go:439,494`).
 fn s3_spec(cfg: &K3sConfig) -> Result<Option<S3Spec>, String> {
     if !cfg.bool("etcd-s3") {
         return Ok(None);
@@ -707,7 +707,7 @@ fn delete(
     let mut err = String::new();
     let mut deleted = Vec::new();
     for name in &cmd.args {
-        // k3s joins the name to the directory (`snapshot.go:560`); a name
+        // k3s joins the name to the directory (`snapshot.go:562`); a name
         // with a `/` is not a snapshot of this directory.
         let path = format!("{dir}/{name}");
         if !name.contains('/')
