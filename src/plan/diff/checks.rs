@@ -147,12 +147,13 @@ pub(super) fn lost_quorum_refusal(
 
 /// Servers the plan creates to join an existing cluster whose Nodes it
 /// could not read (the API did not answer): whether they were lost (their
-/// etcd members remain, dead) could not be checked. When the servers
-/// that exist are fewer than a quorum of the declared ones, the missing
-/// ones may be lost members of a cluster without quorum, which no join
-/// can repair: said as what could not be checked (a plan's warning; apply
-/// refuses it, [`crate::plan::unchecked_server_joins`]).
-pub(super) fn unchecked_joins(changes: &[Change], owned: &[&VmInfo]) -> Option<String> {
+/// etcd members remain, dead) could not be checked. Said in every such
+/// plan (`below_quorum: false`); when the servers that exist are fewer
+/// than a quorum of the declared ones, the missing ones may be lost members
+/// of a cluster without quorum, which no join can repair: then the words
+/// say so and name `restore` (`below_quorum: true`), and apply refuses
+/// ([`crate::plan::unchecked_server_joins`]).
+pub(super) fn unchecked_joins(changes: &[Change], owned: &[&VmInfo]) -> Option<(String, bool)> {
     let existing: Vec<&str> = owned
         .iter()
         .filter(|v| role_of(v) == Role::Server)
@@ -168,10 +169,21 @@ pub(super) fn unchecked_joins(changes: &[Change], owned: &[&VmInfo]) -> Option<S
     }
     let declared = existing.len() + joining.len();
     let quorum = declared / 2 + 1;
-    (existing.len() < quorum).then(|| format!(
-        "server VM(s) {} are missing and the Kubernetes API did not answer, so whether they were lost (their etcd members still counted, dead) could not be checked: if they were, only {} of {declared} etcd members remain ({quorum} needed for quorum) and no server can join; restore the cluster from a snapshot instead (exedev-k8s restore -f FLEET --snapshot NAME). If the API is only unreachable from here, make it reachable (--via-ssh-tunnel, --kubeconfig) and plan again",
-        joining.join(", "),
-        existing.len(),
+    let joining = joining.join(", ");
+    if existing.len() >= quorum {
+        return Some((
+            format!(
+                "server VM(s) {joining} are missing and the Kubernetes API did not answer, so whether they were lost (their etcd members still counted, dead) could not be checked; apply plans again with the API where it runs, and replaces a lost server after removing its dead member"
+            ),
+            false,
+        ));
+    }
+    Some((
+        format!(
+            "server VM(s) {joining} are missing and the Kubernetes API did not answer, so whether they were lost (their etcd members still counted, dead) could not be checked: if they were, only {} of {declared} etcd members remain ({quorum} needed for quorum) and no server can join; restore the cluster from a snapshot instead (exedev-k8s restore -f FLEET --snapshot NAME). If the API is only unreachable from here, make it reachable (--via-ssh-tunnel, --kubeconfig) and plan again",
+            existing.len(),
+        ),
+        true,
     ))
 }
 

@@ -103,6 +103,8 @@ pub fn unchecked_server_joins(plan: &Plan, observed: &Observed) -> Option<String
         .filter(|v| super::owned(&plan.fleet, v))
         .collect();
     checks::unchecked_joins(&plan.changes, &owned)
+        .filter(|(_, below_quorum)| *below_quorum)
+        .map(|(why, _)| why)
 }
 
 /// Computes the plan: the passes in order. A teardown (`--destroy`)
@@ -160,7 +162,7 @@ pub fn diff(
             observed.nodes.as_ref(),
         ));
         if observed.nodes.is_none() {
-            warnings.extend(checks::unchecked_joins(&changes, &scope.owned));
+            warnings.extend(checks::unchecked_joins(&changes, &scope.owned).map(|(w, _)| w));
         }
     }
     checks::truncate_refusals(&mut refusals);
