@@ -1475,21 +1475,32 @@ fn snapshot_settings_reach_only_a_servers_drop_in_through_the_change_script() {
         assert!(!config.contains("etcd-"), "config.yaml untouched: {config}");
         if kind == ScriptKind::Agent {
             assert!(
-                !sb.root(DROPIN_PATH).exists() || !dropin_map(&sb).keys().any(|k| k.starts_with("etcd-")),
+                !sb.root(DROPIN_PATH).exists()
+                    || !dropin_map(&sb).keys().any(|k| k.starts_with("etcd-")),
                 "an agent gets no snapshot setting"
             );
             continue;
         }
         let dropin = sb.root(DROPIN_PATH);
         assert_eq!(
-            std::fs::metadata(&dropin).expect("drop-in").permissions().mode() & 0o777,
+            std::fs::metadata(&dropin)
+                .expect("drop-in")
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
         let cfg = dropin_map(&sb);
-        assert_eq!(cfg["etcd-snapshot-schedule-cron"], serde_json::json!(["0 */6 * * *"]));
+        assert_eq!(
+            cfg["etcd-snapshot-schedule-cron"],
+            serde_json::json!(["0 */6 * * *"])
+        );
         assert_eq!(cfg["etcd-snapshot-retention"], serde_json::json!(["5"]));
         assert_eq!(cfg["etcd-s3"], serde_json::json!(["true"]));
-        assert_eq!(cfg["etcd-s3-bucket"], serde_json::json!(["prod-k3s-snapshots"]));
+        assert_eq!(
+            cfg["etcd-s3-bucket"],
+            serde_json::json!(["prod-k3s-snapshots"])
+        );
         assert_eq!(cfg["etcd-s3-secret-key"], serde_json::json!([S3_KEY_VALUE]));
     }
 }

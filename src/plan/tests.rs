@@ -1393,8 +1393,9 @@ fn vms_that_record_no_labels_are_named_when_the_api_is_not_reachable() {
 fn snapshot_settings_change_servers_in_place_and_show_no_key() {
     let f = fleet("");
     let o = in_sync(&f);
-    let g = fixtures::parsed(&(fleet_text("")
-        + "etcd:
+    let g = fixtures::parsed(
+        &(fleet_text("")
+            + "etcd:
   snapshots:
     schedule: \"0 */6 * * *\"
     retention: 5
@@ -1403,7 +1404,8 @@ fn snapshot_settings_change_servers_in_place_and_show_no_key() {
       bucket: prod-k3s-snapshots
       accessKey: {env: S3_ACCESS_KEY}
       secretKey: {file: secrets/s3-secret-key}
-"));
+"),
+    );
     let p = diff(
         &g,
         "fp",
@@ -1433,7 +1435,10 @@ fn snapshot_settings_change_servers_in_place_and_show_no_key() {
         render::markdown(&p),
         render::json(&p),
     ] {
-        assert!(text.contains("etcd-snapshot-schedule-cron=0 */6 * * *"), "{text}");
+        assert!(
+            text.contains("etcd-snapshot-schedule-cron=0 */6 * * *"),
+            "{text}"
+        );
         assert!(text.contains("etcd-s3-bucket=prod-k3s-snapshots"), "{text}");
         assert!(
             text.contains("etcd-s3-secret-key=(secret from file secrets/s3-secret-key)"),
@@ -1445,8 +1450,14 @@ fn snapshot_settings_change_servers_in_place_and_show_no_key() {
 
     let secrets = spec::ClusterSecrets::placeholders();
     let desired = fleet::desired_vms(&g);
-    let server = desired.iter().find(|d| d.role == fleet::Role::Server).unwrap();
-    let agent = desired.iter().find(|d| d.role == fleet::Role::Agent).unwrap();
+    let server = desired
+        .iter()
+        .find(|d| d.role == fleet::Role::Server)
+        .unwrap();
+    let agent = desired
+        .iter()
+        .find(|d| d.role == fleet::Role::Agent)
+        .unwrap();
     let new = spec::new_vm(&g, server, &secrets, None, VERSION).unwrap();
     assert_eq!(new.comment, Some(comment_for(&f, server, Some(VERSION))));
     assert!(spec::settles_after_boot(&g, fleet::Role::Server));
