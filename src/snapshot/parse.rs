@@ -367,20 +367,20 @@ etcd-snapshot-prod-cp1-1765080000   file:///var/lib/rancher/k3s/server/db/snapsh
         insta::assert_snapshot!(render_json(&all[1..]), @r#"
         [
           {
-            "created": "2025-12-07T10:13:20Z",
-            "location": "s3://prod-k3s-snapshots/prod/on-demand-prod-cp1-1765100000",
             "name": "on-demand-prod-cp1-1765100000",
-            "node": null,
+            "created": "2025-12-07T10:13:20Z",
             "size": 2097184,
-            "where": "s3"
+            "where": "s3",
+            "node": null,
+            "location": "s3://prod-k3s-snapshots/prod/on-demand-prod-cp1-1765100000"
           },
           {
-            "created": "2025-12-07T10:13:20Z",
-            "location": "file:///var/lib/rancher/k3s/server/db/snapshots/on-demand-prod-cp1-1765100000",
             "name": "on-demand-prod-cp1-1765100000",
-            "node": "prod-cp1",
+            "created": "2025-12-07T10:13:20Z",
             "size": 2097184,
-            "where": "local"
+            "where": "local",
+            "node": "prod-cp1",
+            "location": "file:///var/lib/rancher/k3s/server/db/snapshots/on-demand-prod-cp1-1765100000"
           }
         ]
         "#);
