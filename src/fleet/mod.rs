@@ -25,8 +25,8 @@ pub use error::{FleetError, FleetErrors};
 pub use model::*;
 pub use parse::parse;
 pub use resolved::{
-    Fleet, K3sFlag, K3sRelease, K3sSpec, Located, Location, NodeGroup, TailscaleSpec, Taint,
-    TaintEffect,
+    EtcdSnapshots, Fleet, K3sFlag, K3sRelease, K3sSpec, Located, Location, NodeGroup, SnapshotS3,
+    TailscaleSpec, Taint, TaintEffect,
 };
 
 #[cfg(test)]
