@@ -424,6 +424,7 @@ async fn inspect(State(shared): State<Arc<Shared>>, method: Method) -> Response 
     let mut state = json!({"vms": vms, "exe1_handles": exe1});
     if let Some(w) = &shared.vm_world {
         state["tailnet"] = w.tailnet_view();
+        state["s3"] = w.s3_view();
     }
     let body = json_line(&state);
     json_response(Reply { status: 200, body })

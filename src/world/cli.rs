@@ -101,6 +101,37 @@ pub struct WorldArgs {
     /// Fault: the first N installer downloads of each VM fail (DNS).
     #[arg(long, default_value_t = 0, requires = "run_setup_scripts")]
     pub fault_download_failures: u32,
+    /// The host the world's S3-compatible store answers at (k3s's
+    /// `etcd-s3-endpoint`); any other endpoint does not resolve in a VM.
+    #[arg(long, value_name = "HOST", default_value = crate::world::s3::DEFAULT_ENDPOINT, requires = "run_setup_scripts")]
+    pub s3_endpoint: String,
+    /// The access key the S3 store accepts (with `--s3-secret-key`);
+    /// without one any key pair is accepted.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "EXEDEV_EMULATOR_S3_ACCESS_KEY",
+        requires = "run_setup_scripts"
+    )]
+    pub s3_access_key: Option<String>,
+    /// The secret key the S3 store accepts (prefer the environment
+    /// variable: a flag shows in `ps`).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "EXEDEV_EMULATOR_S3_SECRET_KEY",
+        hide_env_values = true,
+        requires = "run_setup_scripts"
+    )]
+    pub s3_secret_key: Option<String>,
+    /// A bucket that exists in the S3 store (repeatable); without any,
+    /// every bucket name exists. k3s never creates a bucket.
+    #[arg(
+        long = "s3-bucket",
+        value_name = "NAME",
+        requires = "run_setup_scripts"
+    )]
+    pub s3_buckets: Vec<String>,
     /// Fault: k3s servers on these VMs (globs) never become ready.
     #[arg(long, value_name = "GLOB", requires = "run_setup_scripts")]
     pub fault_server_never_ready: Vec<String>,
@@ -169,6 +200,18 @@ impl WorldArgs {
             download_failures: self.fault_download_failures,
             server_never_ready: self.fault_server_never_ready.clone(),
             reboot_mid_setup: self.fault_reboot_mid_setup.clone(),
+        };
+        if self.s3_endpoint.trim().is_empty() || self.s3_endpoint.contains(['/', ' ']) {
+            return Err(format!(
+                "--s3-endpoint {:?} is not a host (HOST or HOST:PORT, no scheme)",
+                self.s3_endpoint
+            ));
+        }
+        c.s3 = crate::world::s3::S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            access_key: self.s3_access_key.clone(),
+            secret_key: self.s3_secret_key.clone(),
+            buckets: self.s3_buckets.clone(),
         };
         c.script_timeout = Duration::from_millis(self.script_timeout_ms);
         c.tailscaled_at_boot = self.tailscaled_at_boot;

@@ -21,6 +21,7 @@
 
 pub mod applets;
 pub mod cli;
+pub mod cron;
 pub mod http;
 pub mod k3s;
 pub mod k3s_config;
@@ -28,6 +29,7 @@ pub mod kube;
 pub mod model;
 pub mod protocol;
 pub mod runner;
+pub mod s3;
 pub mod sandbox;
 pub mod standin;
 pub mod tailnet;
@@ -118,6 +120,8 @@ pub struct WorldConfig {
     /// so tests with fast world timings do not wait on real seconds. At 1
     /// (the default) scripts use the host's `sleep`.
     pub sleep_scale: f64,
+    /// The S3-compatible store VMs reach (k3s's etcd snapshots).
+    pub s3: s3::S3Config,
 }
 
 /// Milliseconds since the Unix epoch: the world's clock (journal times,
@@ -127,6 +131,20 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The k3s flag table of an installed release; a release the table does
+/// not cover is read with the newest table (the model's own choice:
+/// validation already refused such a fleet's flags, and a script
+/// installing another release is not the world's to refuse).
+pub fn flag_table(version: Option<&str>) -> Result<&'static crate::k3s_flags::Table, String> {
+    let covered = version
+        .and_then(crate::release::Release::parse)
+        .and_then(|r| crate::k3s_flags::for_minor(r.major, r.minor).ok());
+    let all = crate::k3s_flags::all();
+    covered
+        .or(all.last().copied())
+        .ok_or_else(|| "no k3s flag table".to_string())
 }
 
 /// The version the examples pin.
@@ -150,6 +168,7 @@ impl WorldConfig {
                 ("v1.32".to_string(), "v1.32.1+k3s1".to_string()),
             ]),
             sleep_scale: 1.0,
+            s3: s3::S3Config::new(),
         }
     }
 }
@@ -259,12 +278,13 @@ pub fn start(config: WorldConfig, boot_delay: Duration, seed: u64) -> Result<Wor
         )));
     }
     sandbox::write_shims(&dir, config.sleep_scale < 1.0).map_err(WorldError::Setup)?;
-    let model = Model::new(
+    let mut model = Model::new(
         config.timings,
         config.faults.clone(),
         config.tailnet.clone(),
         seed,
     );
+    model.s3 = s3::S3Store::new(config.s3.clone());
     let inner = Arc::new(Inner {
         model: Mutex::new(model),
         dir,
@@ -406,7 +426,9 @@ impl Inner {
                 Effect::ApiDown { vm } => {
                     lock(&self.apis).remove(&vm);
                 }
-                Effect::RestartUnit { .. } | Effect::ApplyManifests { .. } => later.push(e),
+                Effect::RestartUnit { .. }
+                | Effect::ApplyManifests { .. }
+                | Effect::ScheduledSnapshot { .. } => later.push(e),
             }
         }
         drop(m);
@@ -414,6 +436,9 @@ impl Inner {
             match e {
                 Effect::RestartUnit { vm, unit } => self.start_unit(&vm, &unit),
                 Effect::ApplyManifests { vm, cluster } => self.apply_manifests(&vm, &cluster),
+                Effect::ScheduledSnapshot { vm, unit } => {
+                    applets::etcd_snapshot::scheduled(self, &vm, &unit)
+                }
                 _ => {}
             }
         }
@@ -513,16 +538,7 @@ impl Inner {
         let version = root
             .read(&binary)
             .and_then(|t| applets::installer::shim_version(&t));
-        // The flag table of the installed release; a release the table does
-        // not cover is read with the newest table (the model's own choice:
-        // validation already refused such a fleet's flags, and a script
-        // installing another release is not the world's to refuse).
-        let covered = version
-            .as_deref()
-            .and_then(crate::release::Release::parse)
-            .and_then(|r| crate::k3s_flags::for_minor(r.major, r.minor).ok());
-        let all = crate::k3s_flags::all();
-        let table = covered.or(all.last().copied()).ok_or("no k3s flag table")?;
+        let table = flag_table(version.as_deref())?;
         let (role, mut cfg) = k3s_config::resolve(&u, &root, table)?;
         for (file_flag, flag) in [
             ("token-file", "token"),
@@ -732,6 +748,11 @@ impl Inner {
     /// The tailnet for `/_emulator/state`.
     pub fn tailnet_view(&self) -> serde_json::Value {
         view::tailnet(&self.model())
+    }
+
+    /// The S3 store for `/_emulator/state` (its objects, never its keys).
+    pub fn s3_view(&self) -> serde_json::Value {
+        self.model().s3.view()
     }
 
     /// A kubeconfig reaching `vm`'s API straight from the host

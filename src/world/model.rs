@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::k3s::{Cluster, K3sProc};
+use super::k3s::{Cluster, K3sProc, SnapshotData};
+use super::s3::{S3Config, S3Store};
 use super::tailnet::{Proto, Tailnet, TailnetConfig};
 use super::{Faults, Timings};
 
@@ -136,6 +137,9 @@ pub enum Effect {
     RestartUnit { vm: String, unit: String },
     /// Apply the manifests in the server's auto-deploy directory.
     ApplyManifests { vm: String, cluster: String },
+    /// The server under `unit` takes its scheduled etcd snapshot (files
+    /// and S3: the edge's, `applets::etcd_snapshot`).
+    ScheduledSnapshot { vm: String, unit: String },
 }
 
 /// Everything the world holds.
@@ -146,6 +150,10 @@ pub struct Model {
     pub tailnet: Tailnet,
     pub vms: BTreeMap<String, VmState>,
     pub clusters: BTreeMap<String, Cluster>,
+    /// The world's S3-compatible store.
+    pub s3: S3Store,
+    /// What each etcd snapshot file holds, by the id written in the file.
+    pub snapshots: BTreeMap<String, SnapshotData>,
     next_lan: u32,
     next_cluster: u32,
     /// Seed for node keys and generated tokens: unique per model.
@@ -161,6 +169,8 @@ impl Model {
             tailnet: Tailnet::new(tailnet),
             vms: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            s3: S3Store::new(S3Config::new()),
+            snapshots: BTreeMap::new(),
             next_lan: 2,
             next_cluster: 1,
             seed,

@@ -31,5 +31,6 @@ mod snapshot_cli;
 mod token;
 mod world;
 mod world_cli;
+mod world_dr;
 mod world_rollout;
 mod world_unattended;

@@ -1,9 +1,11 @@
 //! The k3s binary in a VM (`k3s`, and `kubectl` through its symlink): its
-//! version, `k3s token rotate`, and the part of kubectl a bootstrap script
-//! or a person on a server uses (`get`, `get --raw`, `label`, `cordon`,
-//! `uncordon`, `delete node`, `version`). k3s itself runs only as its
-//! systemd unit in the world: `k3s server` / `k3s agent` run by hand are
-//! refused with that explanation.
+//! version, `k3s token rotate`, `k3s etcd-snapshot` and `k3s server
+//! --cluster-reset` (both in [`super::etcd_snapshot`]), and the part of
+//! kubectl a bootstrap script or a person on a server uses (`get`, `get
+//! --raw`, `create namespace|configmap`, `label`, `cordon`, `uncordon`,
+//! `delete node`, `version`). k3s itself runs only as its systemd unit in
+//! the world: `k3s server` (but for a reset) and `k3s agent` run by hand
+//! are refused with that explanation.
 
 use std::sync::Arc;
 
@@ -41,14 +43,16 @@ pub fn run(inner: &Arc<Inner>, call: &Call) -> Output {
     }
     match call.args.first().map(String::as_str) {
         None | Some("-h" | "--help" | "help") => {
-            Output::ok("k3s: server, agent, kubectl, token, --version\n")
+            Output::ok("k3s: server, agent, kubectl, token, etcd-snapshot, --version\n")
         }
         Some("--version" | "-v" | "version") => {
             Output::ok(format!("k3s version {v} (exedevw0)\ngo version go1.22.9\n"))
         }
         Some("kubectl") => kubectl(inner, call, &call.args[1..], &v),
         Some("token") => token(inner, call),
-        Some(cmd @ ("server" | "agent")) => Output::fail(
+        Some("etcd-snapshot") => super::etcd_snapshot::etcd_snapshot(inner, call),
+        Some("server") => super::etcd_snapshot::server(inner, call),
+        Some(cmd @ "agent") => Output::fail(
             1,
             format!(
                 "k3s {cmd}: the world runs k3s only as its systemd unit (write the unit with the installer, then `systemctl start`)"
@@ -58,7 +62,7 @@ pub fn run(inner: &Arc<Inner>, call: &Call) -> Output {
         Some(other) => Output::fail(
             1,
             format!(
-                "k3s: {other} is not modelled by the world (it models --version, kubectl, token rotate)"
+                "k3s: {other} is not modelled by the world (it models --version, kubectl, token rotate, etcd-snapshot, server --cluster-reset)"
             ),
         ),
     }
@@ -486,13 +490,43 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
                 Err(e) => fail(e),
             }
         }
+        Some("create") => {
+            // `kubectl create namespace|configmap NAME`: objects a person
+            // makes by hand (what a restore must bring back, or drop).
+            let (Some(kind), Some(name)) = (words.get(1), words.get(2)) else {
+                return Output::fail(1, "error: kubectl create namespace|configmap NAME");
+            };
+            let res = match resource_named(kind) {
+                Some(r) if matches!(&*r.plural, "namespaces" | "configmaps") => r,
+                _ => {
+                    return Output::fail(
+                        1,
+                        format!(
+                            "error: the world's kubectl creates namespaces and configmaps, not {kind}"
+                        ),
+                    );
+                }
+            };
+            let ns = if res.namespaced {
+                ns_or_default.as_str()
+            } else {
+                ""
+            };
+            match c.api.create(&res, ns, json!({"metadata": {"name": name}})) {
+                Ok(_) => Output::ok(format!(
+                    "{}/{name} created\n",
+                    res.kind.to_ascii_lowercase()
+                )),
+                Err(e) => fail(e),
+            }
+        }
         Some("cluster-info") => {
             Output::ok("Kubernetes control plane is running at https://127.0.0.1:6443\n")
         }
         other => Output::fail(
             1,
             format!(
-                "error: the world's kubectl does not model {:?} (it models get, get --raw, label, cordon, uncordon, delete node, version)",
+                "error: the world's kubectl does not model {:?} (it models get, get --raw, create, label, cordon, uncordon, delete node, version)",
                 other.unwrap_or_default()
             ),
         ),

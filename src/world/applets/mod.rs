@@ -3,6 +3,7 @@
 //! in a VM, over the world's model; what `curl` reaches ([`fetch`]); what
 //! the k3s installer is ([`installer`]).
 
+pub mod etcd_snapshot;
 pub mod fetch;
 pub mod installer;
 pub mod journal;

@@ -27,7 +27,7 @@ impl Model {
             .cfg
             .get("agent-token")
             .map(|t| parse_token(t).secret.to_string());
-        let pki = Pki::new(&id)?;
+        let pki = std::sync::Arc::new(Pki::new(&id)?);
         let members = match datastore {
             Datastore::Etcd => vec![Member {
                 vm: vm.to_string(),
@@ -51,6 +51,7 @@ impl Model {
                 members,
                 version: p.version.clone(),
                 api,
+                superseded_by: None,
             },
         );
         p.cluster = Some(id.clone());

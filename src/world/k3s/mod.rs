@@ -45,11 +45,12 @@ use std::net::Ipv4Addr;
 
 mod cluster;
 mod parse;
+pub mod snapshot;
 mod state;
 
 use parse::url_host_port;
 pub use parse::{Token, VpnAuth, minor_version, parse_token, parse_vpn_auth, refused_labels};
-pub use state::{Cluster, Datastore, K3sProc, Member, Phase};
+pub use state::{Cluster, Datastore, K3sProc, Member, Phase, SnapshotData, SnapshotTimer};
 
 use super::k3s_config::{K3sConfig, Role, critical};
 use super::model::{Effect, Model};
@@ -186,6 +187,7 @@ impl Model {
                         etcd_peer_ip: None,
                         cluster: None,
                         logged: None,
+                        snapshot_timer: None,
                     },
                     i.version.is_none().then(|| {
                         "Failed at step EXEC spawning /usr/local/bin/k3s: No such file or directory"
@@ -207,6 +209,7 @@ impl Model {
                     etcd_peer_ip: None,
                     cluster: None,
                     logged: None,
+                    snapshot_timer: None,
                 },
                 Some(e),
             ),
@@ -272,6 +275,8 @@ impl Model {
         for (vm, unit) in units {
             fx.extend(self.advance(&vm, &unit, now));
         }
+        fx.extend(self.snapshot_timers(now));
+        self.reconnect_agents(now);
         for c in self.clusters.values_mut() {
             c.api.tick(now);
         }
@@ -536,6 +541,19 @@ impl Model {
                     {
                         return self.fail(vm, unit, p, now, "starting kubernetes: preparing server: bootstrap data already found and encrypted with different token".into());
                     }
+                    // etcd starts with this start's peer address (a reset
+                    // left loopback, `pkg/etcd/etcd.go:383-399`), and a
+                    // normal start clears the reset flag (`etcd.go:294`).
+                    if let Some(ip) = p.etcd_peer_ip
+                        && let Some(c) = self.clusters.get_mut(&cid)
+                        && let Some(m) = c.members.iter_mut().find(|m| m.vm == vm)
+                    {
+                        m.peer_ip = ip;
+                    }
+                    fx.push(Effect::RemoveFile {
+                        vm: vm.to_string(),
+                        path: snapshot::RESET_FLAG.to_string(),
+                    });
                     p.cluster = Some(cid);
                     return self.wait(vm, unit, p, now, "Waiting for etcd to reach quorum".into());
                 }
@@ -604,12 +622,18 @@ impl Model {
                     ready_at: now + self.timings.server_ready_ms,
                 };
             } else {
+                let note = self
+                    .superseded_note(&cid)
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default();
                 self.wait(
                     vm,
                     unit,
                     p,
                     now,
-                    format!("Waiting for etcd to reach quorum: {alive} of {voters} members up"),
+                    format!(
+                        "Waiting for etcd to reach quorum: {alive} of {voters} members up{note}"
+                    ),
                 );
             }
             return;
@@ -871,6 +895,7 @@ impl Model {
             .clusters
             .get(&cid)
             .is_some_and(|c| c.datastore == Datastore::Etcd);
+        self.start_snapshot_timer(p, etcd, now);
         let Some(c) = self.clusters.get_mut(&cid) else {
             return;
         };

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
+use crate::world::cron::Schedule;
 use crate::world::k3s_config::{K3sConfig, Role};
 use crate::world::kube::{ApiStore, Pki};
 
@@ -46,6 +48,19 @@ pub struct K3sProc {
     pub cluster: Option<String>,
     /// The last waiting reason logged, so a retry loop logs once.
     pub(super) logged: Option<String>,
+    /// Scheduled etcd snapshots, from the Ready server's
+    /// `etcd-snapshot-schedule-cron` (`None`: not a Ready etcd server, or
+    /// snapshots disabled, or an expression cron refused).
+    pub snapshot_timer: Option<SnapshotTimer>,
+}
+
+/// When a server takes its next scheduled snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTimer {
+    pub schedule: Schedule,
+    /// When the scheduler started (what `@every` counts from).
+    pub started_ms: u64,
+    pub next_ms: Option<u64>,
 }
 
 impl K3sProc {
@@ -151,13 +166,37 @@ pub struct Cluster {
     /// The server token's secret part (what `K10...::server:` carries).
     pub token: String,
     pub agent_token: Option<String>,
-    pub pki: Pki,
+    /// Shared with the snapshots taken of it (the CA is bootstrap data, so
+    /// a restored cluster keeps it).
+    pub pki: Arc<Pki>,
     pub critical: BTreeMap<&'static str, String>,
     pub datastore: Datastore,
     pub members: Vec<Member>,
     /// The API server version when no server is up (the first server's).
     pub version: String,
     pub api: ApiStore,
+    /// A cluster reset on one of its servers made this cluster: the
+    /// servers still holding this one's data are peers of a membership that
+    /// no longer exists.
+    pub superseded_by: Option<String>,
+}
+
+/// What an etcd snapshot holds: the datastore at that moment, i.e. the
+/// cluster's Kubernetes objects and its bootstrap data (CA, tokens,
+/// critical settings), which k3s keeps encrypted with the server token
+/// (`pkg/cluster/encrypt.go:19-66`, `docs/facts/disaster-recovery.md` §4):
+/// `token` is the one it can be restored with.
+#[derive(Debug, Clone)]
+pub struct SnapshotData {
+    /// The cluster it was taken from.
+    pub cluster: String,
+    pub token: String,
+    pub agent_token: Option<String>,
+    pub pki: Arc<Pki>,
+    pub critical: BTreeMap<&'static str, String>,
+    pub version: String,
+    pub api: ApiStore,
+    pub taken_ms: u64,
 }
 
 impl Cluster {

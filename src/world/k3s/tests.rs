@@ -722,3 +722,194 @@ fn a_stalled_learner_is_removed_after_five_minutes() {
         c.members
     );
 }
+
+/// Scheduled snapshots follow `etcd-snapshot-schedule-cron` on the
+/// model's clock; an expression cron refuses schedules none and k3s says
+/// nothing (it discards `AddJob`'s error, `pkg/etcd/snapshot.go:890`).
+#[test]
+fn scheduled_snapshots_follow_the_cron_and_a_refused_cron_schedules_none() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[("etcd-snapshot-schedule-cron", "@every 1s")]);
+    let mut due = 0;
+    for _ in 0..250 {
+        s.now += 10;
+        due += s
+            .m
+            .tick_k3s(s.now)
+            .iter()
+            .filter(|e| matches!(e, Effect::ScheduledSnapshot { vm, unit } if vm == "c-cp1" && unit == "k3s"))
+            .count();
+    }
+    assert_eq!(due, 2, "one a second after Ready, for 2.5 s");
+
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[("etcd-snapshot-schedule-cron", "every hour")]);
+    assert!(s.m.proc("c-cp1", "k3s").unwrap().snapshot_timer.is_none());
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    let t =
+        s.m.proc("c-cp1", "k3s")
+            .unwrap()
+            .snapshot_timer
+            .clone()
+            .unwrap();
+    assert_eq!(
+        t.schedule,
+        crate::world::cron::Schedule::parse(snapshot::DEFAULT_SCHEDULE).unwrap()
+    );
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[("etcd-disable-snapshots", "true")]);
+    assert!(s.m.proc("c-cp1", "k3s").unwrap().snapshot_timer.is_none());
+}
+
+/// `k3s server --cluster-reset --cluster-reset-restore-path`: refused
+/// while k3s runs, with another token, or for a file that is no snapshot;
+/// otherwise the node is a one-member cluster holding the snapshot's
+/// objects. A server still on the old data waits on the old membership
+/// until its `server/db` is gone, then joins; an agent reports to the
+/// restored cluster.
+#[test]
+fn a_restore_needs_its_token_and_strands_the_old_membership_until_rejoined() {
+    use crate::world::kube::objects::NAMESPACES;
+    use serde_json::json;
+    use snapshot::{PORTS_HELD, ResetRequest, WRONG_TOKEN};
+
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.join_server("c-cp2", &[]);
+    s.run(300);
+    assert!(s.ready("c-cp2", "k3s"), "{}", s.error("c-cp2", "k3s"));
+    s.vm("c-a1", true);
+    s.start("c-a1", "k3s-agent", agent(&[]));
+    s.run(300);
+    assert!(
+        s.ready("c-a1", "k3s-agent"),
+        "{}",
+        s.error("c-a1", "k3s-agent")
+    );
+    let old = s.m.ready_server("c-cp1").unwrap().1.to_string();
+    let ns = |name: &str| json!({"metadata": {"name": name}});
+    fn api<'a>(s: &'a mut Sim, c: &str) -> &'a mut crate::world::kube::ApiStore {
+        &mut s.m.clusters.get_mut(c).unwrap().api
+    }
+    api(&mut s, &old)
+        .create(&NAMESPACES, "", ns("before"))
+        .unwrap();
+    let taken = s.m.take_snapshot("c-cp1", s.now).unwrap();
+    assert_eq!(
+        (taken.unit.as_str(), taken.node_name.as_str()),
+        ("k3s", "c-cp1")
+    );
+    api(&mut s, &old)
+        .create(&NAMESPACES, "", ns("after"))
+        .unwrap();
+
+    let req = ResetRequest {
+        node_name: "c-cp1".into(),
+        token: Some("secret".into()),
+        snapshot: Some(taken.content.clone()),
+        has_data_dir: true,
+        reset_flag: false,
+    };
+    assert_eq!(
+        s.m.cluster_reset("c-cp1", &req, s.now).unwrap_err(),
+        PORTS_HELD
+    );
+    for vm in ["c-cp1", "c-cp2"] {
+        s.m.stop_k3s(vm, "k3s", s.now);
+    }
+    let wrong = ResetRequest {
+        token: Some("K10abc::server:other".into()),
+        ..req.clone()
+    };
+    assert_eq!(
+        s.m.cluster_reset("c-cp1", &wrong, s.now).unwrap_err(),
+        WRONG_TOKEN
+    );
+    let garbage = ResetRequest {
+        snapshot: Some("etcd\n".into()),
+        ..req.clone()
+    };
+    assert!(
+        s.m.cluster_reset("c-cp1", &garbage, s.now)
+            .unwrap_err()
+            .contains("integrity check failed")
+    );
+    let (log, _) = s.m.cluster_reset("c-cp1", &req, s.now).unwrap();
+    assert!(
+        log.iter().any(|l| l.contains("cluster-reset=true")),
+        "{log:?}"
+    );
+    let new = s.m.vms["c-cp1"].server_data.clone().unwrap();
+    assert_ne!(new, old);
+    {
+        let c = &s.m.clusters[&new];
+        assert_eq!(c.members.len(), 1);
+        assert!(c.api.get(&NAMESPACES, "", "before").is_ok());
+        assert!(c.api.get(&NAMESPACES, "", "after").is_err());
+        assert!(std::sync::Arc::ptr_eq(&c.pki, &s.m.clusters[&old].pki));
+    }
+
+    // The reset server restarts alone on its data, on its tailnet address.
+    let mut i = s.inputs[&("c-cp1".to_string(), "k3s".to_string())].clone();
+    i.has_data_dir = true;
+    s.start("c-cp1", "k3s", i);
+    s.run(300);
+    assert!(s.ready("c-cp1", "k3s"), "{}", s.error("c-cp1", "k3s"));
+    let ip = s.ip("c-cp1");
+    assert_eq!(s.m.clusters[&new].members[0].peer_ip.to_string(), ip);
+    // The agent reports to the restored cluster, without a restart.
+    s.run(50);
+    let a = s.m.proc("c-a1", "k3s-agent").unwrap();
+    assert_eq!(a.cluster.as_deref(), Some(new.as_str()));
+    assert!(
+        s.m.clusters[&new]
+            .api
+            .get(&crate::world::kube::objects::NODES, "", "c-a1")
+            .is_ok_and(|n| crate::world::kube::objects::node_ready(&n))
+    );
+
+    // cp2 on its old data: the old membership has no quorum.
+    let mut i2 = s.inputs[&("c-cp2".to_string(), "k3s".to_string())].clone();
+    i2.has_data_dir = true;
+    s.start("c-cp2", "k3s", i2.clone());
+    s.run(300);
+    let e = s.error("c-cp2", "k3s");
+    assert!(
+        e.contains("cluster ID mismatch") && e.contains("delete /var/lib/rancher/k3s/server/db"),
+        "{e}"
+    );
+    // Its data removed, it joins the restored cluster.
+    s.m.stop_k3s("c-cp2", "k3s", s.now);
+    i2.has_data_dir = false;
+    s.start("c-cp2", "k3s", i2);
+    s.run(400);
+    assert!(s.ready("c-cp2", "k3s"), "{}", s.error("c-cp2", "k3s"));
+    assert_eq!(s.m.vms["c-cp2"].server_data.as_deref(), Some(new.as_str()));
+    assert_eq!(s.m.clusters[&new].members.len(), 2);
+}
+
+#[test]
+fn retention_keeps_the_newest_of_a_prefix() {
+    use snapshot::{created_secs, local_retention, snapshot_name};
+    let names: Vec<String> = [
+        "etcd-snapshot-a-100",
+        "etcd-snapshot-a-300",
+        "etcd-snapshot-a-200",
+        "on-demand-a-50",
+        "etcd-snapshot-a-400.zip",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(
+        local_retention(&names, "etcd-snapshot", 2),
+        ["etcd-snapshot-a-200", "etcd-snapshot-a-100"]
+    );
+    assert!(local_retention(&names, "etcd-snapshot", 0).is_empty());
+    assert_eq!(created_secs("etcd-snapshot-a-400.zip"), Some(400));
+    assert_eq!(created_secs("x"), None);
+    assert_eq!(
+        snapshot_name("on-demand", "srv-1", 1_765_000_000_600),
+        "on-demand-srv-1-1765000001"
+    );
+}

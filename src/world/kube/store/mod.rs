@@ -67,8 +67,8 @@ struct Pending {
     due_ms: u64,
 }
 
-/// One cluster's objects.
-#[derive(Debug, Default)]
+/// One cluster's objects (cloned into an etcd snapshot).
+#[derive(Debug, Default, Clone)]
 pub struct ApiStore {
     objects: BTreeMap<Key, Value>,
     /// Labels owned by each field manager, per object.
@@ -228,6 +228,11 @@ impl ApiStore {
             .filter(|v| fields.is_none_or(|q| field_query_matches(q, v)))
             .cloned()
             .collect()
+    }
+
+    /// Every object, in key order (what an etcd snapshot file shows).
+    pub fn all(&self) -> impl Iterator<Item = &Value> {
+        self.objects.values()
     }
 
     /// The list's resourceVersion.
