@@ -256,7 +256,7 @@ pub async fn execute_restore(
             .map_err(|e| incomplete(step, &e.to_string(), &report))?;
         let outcome = match step {
             Step::Reset { vm, .. } | Step::Rejoin { vm } => {
-                wait_nodes(s, &api, &[vm.clone()], deadline)
+                wait_nodes(s, &api, std::slice::from_ref(vm), deadline)
                     .await
                     .map_err(|e| incomplete(step, &e, &report))?;
                 format!("{outcome}; node Ready")
