@@ -347,6 +347,34 @@ pub fn quick(mut opts: SshOptions) -> SshOptions {
 /// again.
 pub const QUICK_DEADLINE: Duration = Duration::from_secs(30);
 
+/// What `restore` reads from one running server before it changes
+/// anything: k3s's snapshot list (`k3s etcd-snapshot ls -o json`, this
+/// node's local snapshots and, with S3 settings, the bucket's: it fails
+/// when S3 cannot be reached or refuses the keys) and whether its
+/// config.yaml sets `server:` (k3s refuses `--cluster-reset` then).
+pub async fn read_restore_facts(vm: &str, opts: &SshOptions) -> Result<(String, bool), SshError> {
+    let listing = ssh::run(
+        vm,
+        &["sudo", "-n", "k3s", "etcd-snapshot", "ls", "-o", "json"],
+        opts,
+    )
+    .await?;
+    // `grep -c` prints the count and exits 1 on none: the count is the answer.
+    let joined = ssh::run(
+        vm,
+        &[
+            "sudo",
+            "-n",
+            "sh",
+            "-c",
+            "grep -c '^server:' /etc/rancher/k3s/config.yaml || true",
+        ],
+        opts,
+    )
+    .await?;
+    Ok((listing, joined.trim() != "0" && !joined.trim().is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,32 +459,4 @@ mod tests {
             stderr: "bwrap: Can't find source path emu.json.world/vms/v/root/etc: No such file or directory".into(),
         }));
     }
-}
-
-/// What `restore` reads from one running server before it changes
-/// anything: k3s's snapshot list (`k3s etcd-snapshot ls -o json`, this
-/// node's local snapshots and, with S3 settings, the bucket's: it fails
-/// when S3 cannot be reached or refuses the keys) and whether its
-/// config.yaml sets `server:` (k3s refuses `--cluster-reset` then).
-pub async fn read_restore_facts(vm: &str, opts: &SshOptions) -> Result<(String, bool), SshError> {
-    let listing = ssh::run(
-        vm,
-        &["sudo", "-n", "k3s", "etcd-snapshot", "ls", "-o", "json"],
-        opts,
-    )
-    .await?;
-    // `grep -c` prints the count and exits 1 on none: the count is the answer.
-    let joined = ssh::run(
-        vm,
-        &[
-            "sudo",
-            "-n",
-            "sh",
-            "-c",
-            "grep -c '^server:' /etc/rancher/k3s/config.yaml || true",
-        ],
-        opts,
-    )
-    .await?;
-    Ok((listing, joined.trim() != "0" && !joined.trim().is_empty()))
 }

@@ -48,6 +48,9 @@ impl PreparedRestore {
     }
 }
 
+/// Agents restarted at once (SSH sessions in flight).
+const AGENT_FANOUT: usize = 16;
+
 fn ssh(s: &Session) -> crate::ssh::SshOptions {
     crate::ssh::SshOptions::new(s.kube.ssh_key.clone())
 }
@@ -233,7 +236,13 @@ pub async fn execute_restore(
     // After the reset the API is the reset server's: reach it through it.
     let api = kube::lazy(s, Some(&plan.reset));
     let total = plan.steps.len();
-    for (n, step) in plan.steps.iter().enumerate() {
+    // Servers one at a time; the agents' restarts at once (each reconnects
+    // on its own), after every server.
+    let (agents, servers): (Vec<&Step>, Vec<&Step>) = plan
+        .steps
+        .iter()
+        .partition(|st| matches!(st, Step::RestartAgent { .. }));
+    for (n, step) in servers.into_iter().enumerate() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err(incomplete(step, "the restore's --timeout ran out", &report));
@@ -247,7 +256,7 @@ pub async fn execute_restore(
             .map_err(|e| incomplete(step, &e.to_string(), &report))?;
         let outcome = match step {
             Step::Reset { vm, .. } | Step::Rejoin { vm } => {
-                wait_nodes(s, &api, &[vm.clone()], deadline)
+                wait_nodes(s, &api, std::slice::from_ref(vm), deadline)
                     .await
                     .map_err(|e| incomplete(step, &e, &report))?;
                 format!("{outcome}; node Ready")
@@ -260,6 +269,38 @@ pub async fn execute_restore(
             crate::text::one_line(&outcome)
         ));
         report.done.push((step.describe(), outcome, secs));
+    }
+    if !agents.is_empty() {
+        let started = tokio::time::Instant::now();
+        notes(&format!(
+            "[{}/{total}] restart k3s-agent on {} agent(s) at once",
+            report.done.len() + 1,
+            agents.len()
+        ));
+        let left = deadline.saturating_duration_since(started);
+        opts.deadline = left;
+        let work: Vec<(Step, String)> = agents
+            .iter()
+            .map(|st| ((*st).clone(), restore::step_script(st)))
+            .collect();
+        let results = crate::remote::bounded(work.clone(), AGENT_FANOUT, left, {
+            let opts = opts.clone();
+            move |(step, script): (Step, String)| {
+                let opts = opts.clone();
+                async move {
+                    run_step(step.vm(), &script, &opts)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
+        })
+        .await;
+        for ((step, _), r) in work.iter().zip(results) {
+            let outcome = r.map_err(|e| incomplete(step, &e, &report))?;
+            report
+                .done
+                .push((step.describe(), outcome, started.elapsed().as_secs_f64()));
+        }
     }
     // Every VM that runs: servers rejoined, agents reconnected.
     let mut all: Vec<String> = plan
