@@ -19,7 +19,8 @@
 //!   `supportsQueryParamV3`); when it does, validation is the server's
 //!   (`fieldValidation=Strict`). Every group-version here lists, per
 //!   resource, its PATCH operation with its kind and that parameter, and
-//!   the world's API checks fields of the kinds it models (see `fields`).
+//!   the world's API checks fields of the kinds it models (see
+//!   [`super::fields`]).
 //!
 //! No schemas (`definitions`, `components.schemas`) are served: `kubectl
 //! explain` has nothing to show, and kubectl's patch computation uses its
@@ -68,6 +69,8 @@ const VERBS: &[&str] = &[
 
 /// Subresources served: `(resource, subresource, kind, verbs)`.
 const SUBRESOURCES: &[(&str, &str, &str, &[&str])] = &[
+    ("deployments", "scale", "Scale", &["get", "patch", "update"]),
+    ("replicasets", "scale", "Scale", &["get", "patch", "update"]),
     ("pods", "log", "Pod", &["get"]),
     ("pods", "status", "Pod", &["get", "patch", "update"]),
     ("nodes", "status", "Node", &["get", "patch", "update"]),
@@ -101,8 +104,13 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS,
                 "shortNames": short_names(r), "categories": categories(r)})];
             for (res, sub, kind, verbs) in SUBRESOURCES.iter().filter(|s| s.0 == r.plural) {
-                v.push(json!({"name": format!("{res}/{sub}"), "singularName": "", "namespaced": r.namespaced,
-                              "kind": kind, "verbs": verbs}));
+                let mut e = json!({"name": format!("{res}/{sub}"), "singularName": "", "namespaced": r.namespaced,
+                              "kind": kind, "verbs": verbs});
+                if *sub == "scale" {
+                    e["group"] = json!("autoscaling");
+                    e["version"] = json!("v1");
+                }
+                v.push(e);
             }
             if r.plural == "pods" && r.group.is_empty() {
                 v.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true,

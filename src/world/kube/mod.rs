@@ -1,10 +1,11 @@
 //! A Kubernetes API per cluster: the objects and controllers ([`store`],
 //! shapes in [`objects`]), the certificates ([`pki`]), the TLS listeners
 //! that serve them ([`server`]) with what kubectl reads besides objects:
-//! discovery and OpenAPI ([`discovery`]), Tables ([`tables`]), pod logs
-//! ([`logs`]).
+//! discovery and OpenAPI ([`discovery`]), strict field validation
+//! ([`fields`]), Tables ([`tables`]), pod logs ([`logs`]).
 
 mod discovery;
+mod fields;
 mod logs;
 pub mod objects;
 mod pki;

@@ -23,7 +23,7 @@ use super::objects::{self, Resource};
 
 mod watch;
 use super::store::ApiError;
-use super::{discovery, logs, tables};
+use super::{discovery, fields, logs, tables};
 use crate::world::Inner;
 
 /// A running API listener.
@@ -425,6 +425,39 @@ async fn handle(
             wants_table,
         );
     }
+    let strict = q.get("fieldValidation").is_some_and(|v| v == "Strict");
+    let whole_body = method == Method::POST
+        || method == Method::PUT
+        || (method == Method::PATCH && content_type.starts_with("application/apply-patch"));
+    let mut warnings: Vec<String> = Vec::new();
+    let validation = q.get("fieldValidation").map_or("Warn", String::as_str);
+    if whole_body && validation == "Warn" {
+        // The server's default without the parameter (kubectl before
+        // 1.25 sends none): accept, and say so in `Warning` headers, which
+        // kubectl prints (API concepts, "Field validation").
+        warnings = fields::unknown_fields(&input)
+            .into_iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+    }
+    if strict && whole_body {
+        let unknown = fields::unknown_fields(&input);
+        if !unknown.is_empty() {
+            let kind = input["kind"].as_str().unwrap_or_default();
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return error(&ApiError::new(
+                400,
+                "BadRequest",
+                format!(
+                    "{kind} in version \"v1\" cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", ")
+                ),
+            ));
+        }
+    }
     let mut m = ctx.inner.model();
     let cid = ctx.cluster.clone();
     let result: Result<Value, ApiError> = match (&method, target) {
@@ -461,6 +494,14 @@ async fn handle(
                 None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
             }
         }
+        (method, Target::Object { res, ns, name, sub: Some(sub) }) if sub == "scale" => match m.clusters.get_mut(&cid) {
+            Some(c) => match *method {
+                Method::GET => c.api.scale(&res, &ns, &name, None),
+                Method::PUT | Method::PATCH => c.api.scale(&res, &ns, &name, Some(&input)),
+                _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+            },
+            None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
+        },
         (method, Target::Object { res, ns, name, sub }) => {
             if sub.as_deref().is_some_and(|s| s != "status") {
                 return not_found(&path);
@@ -508,7 +549,15 @@ async fn handle(
     match result {
         Ok(v) => {
             let code = if method == Method::POST { 201 } else { 200 };
-            json_response(code, &v)
+            let mut resp = json_response(code, &v);
+            for w in warnings {
+                // RFC 7234 warn-code 299, agent `-`, quoted text.
+                let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+                if let Ok(h) = axum::http::HeaderValue::from_str(&text) {
+                    resp.headers_mut().append(header::WARNING, h);
+                }
+            }
+            resp
         }
         Err(e) => error(&e),
     }

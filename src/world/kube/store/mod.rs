@@ -30,6 +30,7 @@ mod gc;
 mod leases;
 mod network;
 mod replicaset;
+mod scale;
 mod scheduler;
 mod smp;
 
