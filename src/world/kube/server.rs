@@ -301,9 +301,8 @@ fn serving(ctx: &Ctx) -> bool {
         && m.has_quorum(&ctx.cluster)
 }
 
-/// The answers that need no object: version, health, API discovery and
-/// OpenAPI (see [`discovery`]).
-fn discovery_reply(ctx: &Ctx, segs: &[&str], headers: &HeaderMap) -> Option<Response> {
+/// The answers that need no object: version, health and API discovery.
+fn discovery_reply(ctx: &Ctx, segs: &[&str]) -> Option<Response> {
     match segs {
         ["version"] => {
             let v = ctx.inner.model().api_version(&ctx.cluster);
@@ -320,6 +319,13 @@ fn discovery_reply(ctx: &Ctx, segs: &[&str], headers: &HeaderMap) -> Option<Resp
         ["api", "v1"] => Some(json_response(200, &discovery::resource_list("", "v1"))),
         ["apis"] => Some(json_response(200, &discovery::group_list())),
         ["apis", g, v] => Some(json_response(200, &discovery::resource_list(g, v))),
+        _ => None,
+    }
+}
+
+/// OpenAPI v2 (protobuf when asked, else JSON) and v3 (see [`discovery`]).
+fn openapi_reply(ctx: &Ctx, segs: &[&str], headers: &HeaderMap) -> Option<Response> {
+    match segs {
         ["openapi", "v2"] => {
             let v = ctx.inner.model().api_version(&ctx.cluster);
             let wants_pb = headers
@@ -385,7 +391,10 @@ async fn handle(
     }
     let path = uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let Some(resp) = discovery_reply(&ctx, &segs, &headers) {
+    if let Some(resp) = openapi_reply(&ctx, &segs, &headers) {
+        return resp;
+    }
+    if let Some(resp) = discovery_reply(&ctx, &segs) {
         return resp;
     }
     let (group, rest) = match segs.as_slice() {
