@@ -104,38 +104,7 @@ pub struct ApiStore {
     synced_rv: u64,
 }
 
-/// Does `labels` satisfy a `matchLabels`/`matchExpressions` selector?
-pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
-        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    for e in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let k = e["key"].as_str().unwrap_or_default();
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let have = labels.get(k).and_then(Value::as_str);
-        let ok = match e["operator"].as_str().unwrap_or_default() {
-            "In" => have.is_some_and(|h| values.contains(&h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
+pub use super::objects::selector_matches;
 
 /// A `labelSelector` query (`a=b,c!=d,e`) against labels.
 fn label_query_matches(q: &str, labels: &Map<String, Value>) -> bool {
