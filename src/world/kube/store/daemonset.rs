@@ -67,7 +67,8 @@ impl ApiStore {
             let template = daemon_template(&ds);
             let hash = template_hash(&ds["spec"]["template"]);
             let pods = self.owned_pods(&ns, &uid);
-            let desired = nodes.iter().filter(|n| eligible(n, &template)).count() as u64;
+            let eligible_nodes: Vec<bool> = nodes.iter().map(|n| eligible(n, &template)).collect();
+            let desired = eligible_nodes.iter().filter(|e| **e).count() as u64;
             let max_unavailable = int_or_percent(
                 &ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
                 desired,
@@ -77,12 +78,12 @@ impl ApiStore {
             .max(1);
             let mut unavailable = pods.iter().filter(|p| !objects::pod_ready(p)).count() as u64;
             let rolling = ds["spec"]["updateStrategy"]["type"] != "OnDelete";
-            for node in &nodes {
+            for (node, is_eligible) in nodes.iter().zip(eligible_nodes) {
                 let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
                 let on_node: Vec<&Value> = pods.iter().filter(|p| p["spec"]["nodeName"] == node_name
                     || p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
                         ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0] == node_name).collect();
-                if !eligible(node, &template) {
+                if !is_eligible {
                     for p in on_node {
                         let (pns, pname) = objects::ns_name(p);
                         let _ = self.delete(&objects::PODS, &pns, &pname);

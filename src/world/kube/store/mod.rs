@@ -102,6 +102,8 @@ pub struct ApiStore {
     /// The resourceVersion the workload controllers last saw: nothing
     /// changed since, nothing to reconcile.
     synced_rv: u64,
+    /// When node Leases were last looked at (`leases`).
+    leases_checked_ms: Option<u64>,
 }
 
 pub use super::objects::selector_matches;
@@ -719,6 +721,8 @@ impl ApiStore {
             }
         };
         objects::set_node_status(&mut node, true, version, ip, now_ms);
+        // Its kubelet takes its Lease at the next tick.
+        self.leases_checked_ms = None;
         let created = !self.objects.contains_key(&k);
         self.stamp(&mut node, &objects::NODES, "", name, created);
         self.objects.insert(k, node);
