@@ -825,20 +825,25 @@ pub fn schedulable_for(node: &Value, pod: &Value) -> bool {
     if node["spec"]["unschedulable"] == json!(true) && !tolerates(pod, &cordon) {
         return false;
     }
-    if !affinity_matches(node, pod) {
-        return false;
-    }
-    let blocking = node["spec"]["taints"].as_array().is_some_and(|ts| {
+    placement_matches(node, pod) && !has_untolerated(node, pod, &["NoSchedule", "NoExecute"])
+}
+
+/// The pod's `nodeSelector` and required node affinity match the node.
+pub fn placement_matches(node: &Value, pod: &Value) -> bool {
+    affinity_matches(node, pod)
+        && pod["spec"]["nodeSelector"]
+            .as_object()
+            .is_none_or(|sel| sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v))
+}
+
+/// Has the node a taint with one of `effects` that the pod does not
+/// tolerate?
+pub fn has_untolerated(node: &Value, pod: &Value, effects: &[&str]) -> bool {
+    node["spec"]["taints"].as_array().is_some_and(|ts| {
         ts.iter()
-            .filter(|t| t["effect"] != "PreferNoSchedule")
+            .filter(|t| effects.iter().any(|e| t["effect"] == *e))
             .any(|t| !tolerates(pod, t))
-    });
-    if blocking {
-        return false;
-    }
-    pod["spec"]["nodeSelector"]
-        .as_object()
-        .is_none_or(|sel| sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v))
+    })
 }
 
 #[cfg(test)]

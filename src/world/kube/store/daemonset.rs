@@ -6,7 +6,10 @@
 //! unreachable NoExecute; disk-, memory-, pid-pressure and unschedulable
 //! NoSchedule), so a cordoned node keeps and gets its daemon pod. A node is
 //! eligible when the pod's `nodeSelector`, affinity and tolerations allow
-//! it (its Ready state does not matter for eligibility). A changed
+//! it (its Ready state does not matter for eligibility); a daemon pod
+//! already running stays through a new NoSchedule taint (pkg/controller/daemon
+//! `predicates`: only an untolerated NoExecute taint or a selector that no
+//! longer matches ends it; excerpt read, no commit). A changed
 //! template rolls node by node within `maxUnavailable` (default 1): an
 //! old-template pod is deleted and the new one created. Status:
 //! `desiredNumberScheduled`, `currentNumberScheduled`, `numberMisscheduled`,
@@ -83,6 +86,16 @@ impl ApiStore {
                 let on_node: Vec<&Value> = pods.iter().filter(|p| p["spec"]["nodeName"] == node_name
                     || p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
                         ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0] == node_name).collect();
+                // A node the pod should no longer go to keeps a running
+                // daemon pod unless its selector stopped matching or an
+                // untolerated NoExecute taint came (the controller's
+                // `shouldContinueRunning`): a new NoSchedule taint leaves
+                // it there, counted as misscheduled.
+                let keep = objects::placement_matches(node, &template)
+                    && !objects::has_untolerated(node, &template, &["NoExecute"]);
+                if !is_eligible && keep {
+                    continue;
+                }
                 if !is_eligible {
                     for p in on_node {
                         let (pns, pname) = objects::ns_name(p);
@@ -209,16 +222,18 @@ mod tests {
         assert_eq!(ds["status"]["desiredNumberScheduled"], 2);
         assert_eq!(ds["status"]["numberAvailable"], 2);
         assert_eq!(ds["status"]["updatedNumberScheduled"], 2);
-        // A taint it does not tolerate takes its pod away.
-        s.patch_merge(
-            &objects::NODES,
-            "",
-            "n1",
-            &json!({"spec": {"taints": [{"key": "gpu", "effect": "NoSchedule"}]}}),
-        )
-        .unwrap();
-        s.tick(40);
-        s.tick(50);
+        // A NoSchedule taint it does not tolerate leaves the running pod
+        // (misscheduled); a NoExecute one takes it away.
+        for (effect, t, left) in [("NoSchedule", 40, 2), ("NoExecute", 60, 1)] {
+            let taint = json!({"spec": {"taints": [{"key": "gpu", "effect": effect}]}});
+            s.patch_merge(&objects::NODES, "", "n1", &taint).unwrap();
+            s.tick(t);
+            s.tick(t + 10);
+            let pods = s.list(&objects::PODS, Some("default"), Some("app=agent"), None);
+            assert_eq!(pods.len(), left, "{effect}");
+        }
+        let ds = s.get(&objects::DAEMONSETS, "default", "agent").unwrap();
+        assert_eq!(ds["status"]["desiredNumberScheduled"], 1);
         let pods = s.list(&objects::PODS, Some("default"), Some("app=agent"), None);
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0]["spec"]["nodeName"], "n2");

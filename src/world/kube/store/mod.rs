@@ -3,7 +3,8 @@
 //! that honour PodDisruptionBudgets, pods of a deleted node collected, the
 //! `default` ServiceAccount of every namespace, and one controller per
 //! file: Deployments ([`deployment`]), ReplicaSets ([`replicaset`]),
-//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), garbage
+//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), NoExecute
+//! taint eviction ([`taint_eviction`]), garbage
 //! collection by ownerReferences ([`gc`]), node Leases ([`leases`]), pod
 //! addresses ([`network`]). Pure: time comes in as milliseconds.
 //!
@@ -33,6 +34,7 @@ mod replicaset;
 mod scale;
 mod scheduler;
 mod smp;
+mod taint_eviction;
 
 /// An API error: status code, reason, message (a `Status` object).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -800,6 +802,7 @@ impl ApiStore {
             t["metadata"]["name"] = json!(format!("{base}-{:05x}", self.uid + 1));
             let _ = self.create(&objects::PODS, &ns, t);
         }
+        self.evict_for_taints();
         self.sync_deployments();
         self.sync_replicasets();
         self.sync_daemonsets();
