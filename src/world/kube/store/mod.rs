@@ -3,7 +3,8 @@
 //! that honour PodDisruptionBudgets, pods of a deleted node collected, the
 //! `default` ServiceAccount of every namespace, and one controller per
 //! file: Deployments ([`deployment`]), ReplicaSets ([`replicaset`]),
-//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), garbage
+//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), NoExecute
+//! taint eviction ([`taint_eviction`]), garbage
 //! collection by ownerReferences ([`gc`]), node Leases ([`leases`]), pod
 //! addresses ([`network`]). Pure: time comes in as milliseconds.
 //!
@@ -30,7 +31,10 @@ mod gc;
 mod leases;
 mod network;
 mod replicaset;
+mod scale;
 mod scheduler;
+mod smp;
+mod taint_eviction;
 
 /// An API error: status code, reason, message (a `Status` object).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,40 +104,11 @@ pub struct ApiStore {
     /// The resourceVersion the workload controllers last saw: nothing
     /// changed since, nothing to reconcile.
     synced_rv: u64,
+    /// When node Leases were last looked at (`leases`).
+    leases_checked_ms: Option<u64>,
 }
 
-/// Does `labels` satisfy a `matchLabels`/`matchExpressions` selector?
-pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
-        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    for e in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let k = e["key"].as_str().unwrap_or_default();
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let have = labels.get(k).and_then(Value::as_str);
-        let ok = match e["operator"].as_str().unwrap_or_default() {
-            "In" => have.is_some_and(|h| values.contains(&h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
+pub use super::objects::selector_matches;
 
 /// A `labelSelector` query (`a=b,c!=d,e`) against labels.
 fn label_query_matches(q: &str, labels: &Map<String, Value>) -> bool {
@@ -376,8 +351,8 @@ impl ApiStore {
                 format!("{} \"{name}\" already exists", res.describe()),
             ));
         }
-        self.stamp(&mut obj, res, ns, &name, true);
         self.after_write(res, ns, &name, &mut obj);
+        self.stamp(&mut obj, res, ns, &name, true);
         self.objects.insert(k, obj.clone());
         self.on_created(res, ns, &name);
         Ok(obj)
@@ -414,8 +389,8 @@ impl ApiStore {
         if res.plural == "nodes" && obj.get("status").is_none() {
             obj["status"] = old["status"].clone();
         }
-        self.stamp(&mut obj, res, ns, name, false);
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
         self.objects.insert(key(res, ns, name), obj.clone());
         Ok(obj)
     }
@@ -431,8 +406,24 @@ impl ApiStore {
     ) -> Result<Value, ApiError> {
         let mut obj = self.get(res, ns, name)?;
         merge_patch(&mut obj, patch);
-        self.stamp(&mut obj, res, ns, name, false);
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
+        self.objects.insert(key(res, ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    /// A strategic merge patch (see [`smp`]).
+    pub fn patch_strategic(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(res, ns, name)?;
+        smp::strategic_merge(&mut obj, patch);
+        self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
         self.objects.insert(key(res, ns, name), obj.clone());
         Ok(obj)
     }
@@ -509,8 +500,8 @@ impl ApiStore {
             }
         }
         merge_patch(&mut obj, &patch);
-        self.stamp(&mut obj, res, ns, name, existing.is_none());
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, existing.is_none());
         self.objects.insert(k, obj.clone());
         if existing.is_none() {
             self.on_created(res, ns, name);
@@ -600,6 +591,7 @@ impl ApiStore {
     /// Fixes up what the API server or a controller would right after a
     /// write: cordon's taint, a new pod's status.
     fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
+        objects::set_defaults(res, obj);
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
             "services" => self.allocate_cluster_ip(obj),
@@ -656,7 +648,15 @@ impl ApiStore {
         for (k, v) in extra_labels {
             labels.insert((*k).to_string(), json!(v));
         }
-        let n = safe_encode(&format!("{:05}", (self.uid + 1) % 100_000));
+        // Five characters of [`SAFE`], spread over its 27^5 names.
+        let mut x = (self.uid + 1).wrapping_mul(2_654_435_761) % 14_348_907;
+        let n: String = (0..5)
+            .map(|_| {
+                let c = SAFE[(x % 27) as usize] as char;
+                x /= 27;
+                c
+            })
+            .collect();
         let mut meta = json!({"name": format!("{base}-{n}"), "generateName": format!("{base}-"),
                               "labels": labels, "ownerReferences": [owner_ref(owner)]});
         if let Some(a) = template["metadata"]["annotations"].as_object() {
@@ -758,6 +758,8 @@ impl ApiStore {
             }
         };
         objects::set_node_status(&mut node, true, version, ip, now_ms);
+        // Its kubelet takes its Lease at the next tick.
+        self.leases_checked_ms = None;
         let created = !self.objects.contains_key(&k);
         self.stamp(&mut node, &objects::NODES, "", name, created);
         self.objects.insert(k, node);
@@ -835,6 +837,7 @@ impl ApiStore {
             t["metadata"]["name"] = json!(format!("{base}-{:05x}", self.uid + 1));
             let _ = self.create(&objects::PODS, &ns, t);
         }
+        self.evict_for_taints();
         self.sync_deployments();
         self.sync_replicasets();
         self.sync_daemonsets();
