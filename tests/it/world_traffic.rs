@@ -149,7 +149,7 @@ fn pods_answer_across_nodes_until_the_tailnet_drops_8472_and_the_share_reaches_a
         &client,
         "/api/v1/namespaces/traffic/services",
         &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "traffic"},
-                "spec": {"clusterIP": "10.43.0.80", "selector": {"app": "netexec"},
+                "spec": {"selector": {"app": "netexec"},
                          "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
     );
     let pods = running_pods(&h, &client, 2);

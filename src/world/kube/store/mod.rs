@@ -597,6 +597,14 @@ impl ApiStore {
     fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
+            "services" => {
+                let others: Vec<Value> = self
+                    .list(res, None, None, None)
+                    .into_iter()
+                    .filter(|o| o["metadata"]["uid"] != obj["metadata"]["uid"])
+                    .collect();
+                crate::world::dataplane::services::allocate(obj, &others);
+            }
             "pods" if obj["status"]["phase"].is_null() => {
                 obj["status"] = json!({"phase": "Pending"});
                 objects::default_pod_spec(obj);
@@ -716,7 +724,15 @@ impl ApiStore {
         let mut node = match self.objects.get(&k) {
             Some(existing) => existing.clone(),
             None => {
-                let index = self.list(&objects::NODES, None, None, None).len();
+                // The node IPAM gives the next free slice: after a node
+                // is deleted, its slice is free again (facts
+                // `docs/facts/data-plane.md` "Addresses").
+                let taken: BTreeSet<String> = self
+                    .list(&objects::NODES, None, None, None)
+                    .iter()
+                    .filter_map(|n| n["spec"]["podCIDR"].as_str().map(str::to_string))
+                    .collect();
+                let index = crate::world::dataplane::cidr::free_node_slice(&taken);
                 let n = objects::new_node(name, server, etcd, labels, taints, ip, index);
                 self.uid += 1;
                 n
