@@ -30,7 +30,9 @@ mod gc;
 mod leases;
 mod network;
 mod replicaset;
+mod scale;
 mod scheduler;
+mod smp;
 
 /// An API error: status code, reason, message (a `Status` object).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,8 +373,8 @@ impl ApiStore {
                 format!("{} \"{name}\" already exists", res.describe()),
             ));
         }
-        self.stamp(&mut obj, res, ns, &name, true);
         self.after_write(res, ns, &name, &mut obj);
+        self.stamp(&mut obj, res, ns, &name, true);
         self.objects.insert(k, obj.clone());
         self.on_created(res, ns, &name);
         Ok(obj)
@@ -409,8 +411,8 @@ impl ApiStore {
         if res.plural == "nodes" && obj.get("status").is_none() {
             obj["status"] = old["status"].clone();
         }
-        self.stamp(&mut obj, res, ns, name, false);
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
         self.objects.insert(key(res, ns, name), obj.clone());
         Ok(obj)
     }
@@ -426,8 +428,24 @@ impl ApiStore {
     ) -> Result<Value, ApiError> {
         let mut obj = self.get(res, ns, name)?;
         merge_patch(&mut obj, patch);
-        self.stamp(&mut obj, res, ns, name, false);
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
+        self.objects.insert(key(res, ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    /// A strategic merge patch (see [`smp`]).
+    pub fn patch_strategic(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(res, ns, name)?;
+        smp::strategic_merge(&mut obj, patch);
+        self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
         self.objects.insert(key(res, ns, name), obj.clone());
         Ok(obj)
     }
@@ -504,8 +522,8 @@ impl ApiStore {
             }
         }
         merge_patch(&mut obj, &patch);
-        self.stamp(&mut obj, res, ns, name, existing.is_none());
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, existing.is_none());
         self.objects.insert(k, obj.clone());
         if existing.is_none() {
             self.on_created(res, ns, name);
@@ -595,6 +613,7 @@ impl ApiStore {
     /// Fixes up what the API server or a controller would right after a
     /// write: cordon's taint, a new pod's status.
     fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
+        objects::set_defaults(res, obj);
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
             "services" => {
@@ -629,7 +648,15 @@ impl ApiStore {
         for (k, v) in extra_labels {
             labels.insert((*k).to_string(), json!(v));
         }
-        let n = safe_encode(&format!("{:05}", (self.uid + 1) % 100_000));
+        // Five characters of [`SAFE`], spread over its 27^5 names.
+        let mut x = (self.uid + 1).wrapping_mul(2_654_435_761) % 14_348_907;
+        let n: String = (0..5)
+            .map(|_| {
+                let c = SAFE[(x % 27) as usize] as char;
+                x /= 27;
+                c
+            })
+            .collect();
         let mut meta = json!({"name": format!("{base}-{n}"), "generateName": format!("{base}-"),
                               "labels": labels, "ownerReferences": [owner_ref(owner)]});
         if let Some(a) = template["metadata"]["annotations"].as_object() {
