@@ -594,41 +594,19 @@ impl ApiStore {
         objects::set_defaults(res, obj);
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
-            "services" => self.allocate_cluster_ip(obj),
+            "services" => {
+                let others: Vec<Value> = self
+                    .list(res, None, None, None)
+                    .into_iter()
+                    .filter(|o| o["metadata"]["uid"] != obj["metadata"]["uid"])
+                    .collect();
+                crate::world::dataplane::services::allocate(obj, &others);
+            }
             "pods" if obj["status"]["phase"].is_null() => {
                 obj["status"] = json!({"phase": "Pending"});
                 objects::default_pod_spec(obj);
             }
             _ => {}
-        }
-    }
-
-    /// A Service created without `spec.clusterIP` gets one from the service
-    /// CIDR (k3s's default 10.43.0.0/16): "the control plane assigns a
-    /// cluster IP address from the service-cluster-ip-range"
-    /// (kubernetes.io/docs/concepts/services-networking/cluster-ip-allocation/).
-    /// The API server picks at random in its dynamic band; the world takes
-    /// the lowest free address from 10.43.0.11 (past `kubernetes` at .1 and
-    /// k3s's `cluster-dns` at .10), so tests are deterministic. Headless
-    /// (`None`) and ExternalName Services get none.
-    fn allocate_cluster_ip(&self, obj: &mut Value) {
-        let spec = &obj["spec"];
-        let given = spec["clusterIP"].as_str().unwrap_or_default();
-        if !given.is_empty() || spec["type"].as_str() == Some("ExternalName") {
-            return;
-        }
-        let taken: BTreeSet<String> = self
-            .objects
-            .values()
-            .filter(|v| v["kind"].as_str() == Some("Service"))
-            .filter_map(|v| v["spec"]["clusterIP"].as_str().map(str::to_string))
-            .collect();
-        let free = (11u32..0xffff)
-            .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 0)) + i).to_string())
-            .find(|ip| !taken.contains(ip));
-        if let Some(ip) = free {
-            obj["spec"]["clusterIP"] = json!(ip);
-            obj["spec"]["clusterIPs"] = json!([ip]);
         }
     }
 
@@ -751,7 +729,15 @@ impl ApiStore {
         let mut node = match self.objects.get(&k) {
             Some(existing) => existing.clone(),
             None => {
-                let index = self.list(&objects::NODES, None, None, None).len();
+                // The node IPAM gives the next free slice: after a node
+                // is deleted, its slice is free again (facts
+                // `docs/facts/data-plane.md` "Addresses").
+                let taken: BTreeSet<String> = self
+                    .list(&objects::NODES, None, None, None)
+                    .iter()
+                    .filter_map(|n| n["spec"]["podCIDR"].as_str().map(str::to_string))
+                    .collect();
+                let index = crate::world::dataplane::cidr::free_node_slice(&taken);
                 let n = objects::new_node(name, server, etcd, labels, taints, ip, index);
                 self.uid += 1;
                 n
