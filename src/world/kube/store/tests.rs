@@ -266,3 +266,47 @@ fn leases_are_created_once_and_updated_at_the_version_read() {
     let now = s.get(&LEASES, "kube-system", "exedev-k8s-demo").unwrap();
     assert_eq!(now["spec"]["holderIdentity"], "b");
 }
+
+/// A Service without `spec.clusterIP` gets the lowest free address of the
+/// service CIDR past the reserved ones; one that names its own, or is
+/// headless or ExternalName, keeps what it says.
+#[test]
+fn services_get_a_cluster_ip_when_they_name_none() {
+    let mut s = cluster();
+    let services = crate::world::kube::objects::resource_by_path("", "services").unwrap();
+    let svc = |name: &str, spec: Value| json!({"metadata": {"name": name}, "spec": spec});
+    let a = s
+        .create(
+            &services,
+            "default",
+            svc("a", json!({"ports": [{"port": 80}]})),
+        )
+        .unwrap();
+    assert_eq!(a["spec"]["clusterIP"], "10.43.0.11");
+    assert_eq!(a["spec"]["clusterIPs"], json!(["10.43.0.11"]));
+    let own = s
+        .create(
+            &services,
+            "default",
+            svc("own", json!({"clusterIP": "10.43.0.12"})),
+        )
+        .unwrap();
+    assert_eq!(own["spec"]["clusterIP"], "10.43.0.12");
+    let b = s.create(&services, "default", svc("b", json!({}))).unwrap();
+    assert_eq!(b["spec"]["clusterIP"], "10.43.0.13");
+    let headless = s
+        .create(&services, "default", svc("h", json!({"clusterIP": "None"})))
+        .unwrap();
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let ext = s
+        .create(
+            &services,
+            "default",
+            svc(
+                "x",
+                json!({"type": "ExternalName", "externalName": "example.com"}),
+            ),
+        )
+        .unwrap();
+    assert!(ext["spec"]["clusterIP"].is_null());
+}
