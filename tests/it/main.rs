@@ -24,6 +24,7 @@ mod github_workflow_run;
 mod gitops;
 mod invalid_fleets;
 mod kubeconfig;
+mod kubectl;
 mod live;
 mod manifests;
 mod proxy;

@@ -24,7 +24,7 @@ fn fleet(agents: u32) -> String {
     )
 }
 
-fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
     cli_env(h, args, &[])
 }
 
@@ -63,12 +63,12 @@ fn status_json(h: &Harness) -> Value {
     .unwrap()
 }
 
-fn write_fleet(h: &Harness, agents: u32) {
+pub(crate) fn write_fleet(h: &Harness, agents: u32) {
     std::fs::write(h.dir.path().join("fleet.yaml"), fleet(agents)).unwrap();
 }
 
 /// Applies, waits for every setup script, fetches the kubeconfig.
-fn up(h: &Harness, vms: &[&str]) {
+pub(crate) fn up(h: &Harness, vms: &[&str]) {
     ok(cli(h, &["apply", "-f", "fleet.yaml", "--yes"]));
     for vm in vms {
         let w = h.wait_setup(vm, 1);

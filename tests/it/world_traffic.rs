@@ -52,6 +52,33 @@ fn client(h: &Harness) -> kube::Client {
     })
 }
 
+/// `kubectl get --raw PATH` with demo-cp1's admin kubeconfig: kubectl
+/// from `KUBECTL` or `PATH` (the test fails without one, as
+/// `tests/it/kubectl.rs` does).
+fn kubectl_raw(h: &Harness, path: &str) -> std::process::Output {
+    let kubeconfig = h.dir.path().join("traffic.kubeconfig");
+    if !kubeconfig.exists() {
+        let yaml = h.rt.block_on(async {
+            reqwest::get(format!("{}/_emulator/kubeconfig/demo-cp1", h.emu.base_url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        std::fs::write(&kubeconfig, yaml).unwrap();
+    }
+    let bin = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
+    std::process::Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "--raw", path])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {bin:?} ({e}): install kubectl (Debian: kubernetes-client; .ci/run installs it)")
+        })
+}
+
 /// GET `path` on the cluster's API (demo-cp1's): status and body.
 fn api_get(h: &Harness, client: &kube::Client, path: &str) -> (u16, String) {
     h.rt.block_on(async {
@@ -149,7 +176,7 @@ fn pods_answer_across_nodes_until_the_tailnet_drops_8472_and_the_share_reaches_a
         &client,
         "/api/v1/namespaces/traffic/services",
         &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "traffic"},
-                "spec": {"clusterIP": "10.43.0.80", "selector": {"app": "netexec"},
+                "spec": {"selector": {"app": "netexec"},
                          "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
     );
     let pods = running_pods(&h, &client, 2);
@@ -186,6 +213,20 @@ fn pods_answer_across_nodes_until_the_tailnet_drops_8472_and_the_share_reaches_a
     );
     assert_eq!(code, 200, "{body}");
     assert!(body == cp_pod.0 || body == web_pod.0, "{body}");
+    // kubectl reaches netexec the same way, from off the tailnet.
+    let out = kubectl_raw(
+        &h,
+        &format!(
+            "/api/v1/namespaces/traffic/pods/{}:8080/proxy/echo?msg=kubectl",
+            web_pod.0
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kubectl");
     // The share's proxy reaches the hostPort pod on demo-web1.
     assert_eq!(share(&h, "/hostname"), (200, web_pod.0.clone()));
     assert_eq!(share(&h, "/echo?msg=hi"), (200, "hi".to_string()));

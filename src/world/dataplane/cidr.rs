@@ -105,6 +105,23 @@ pub fn node_pod_cidr(cluster: &Cidr, index: usize) -> Result<Cidr, String> {
     })
 }
 
+/// The index of the first slice of k3s's default cluster CIDR that no
+/// node holds (`taken`: the nodes' `spec.podCIDR`s), for the node IPAM's
+/// next allocation. The world gives every cluster the default cluster
+/// CIDR: a fleet's `cluster-cidr` is not applied to its Nodes. With all
+/// 256 slices taken it answers 256, whose `10.42.256.0/24` parses as no
+/// CIDR: the node then has no pod CIDR, as when the IPAM has none left.
+pub fn free_node_slice(taken: &BTreeSet<String>) -> usize {
+    let Ok(cluster) = Cidr::parse(DEFAULT_CLUSTER_CIDR) else {
+        return 0;
+    };
+    (0..)
+        .find(|i| {
+            node_pod_cidr(&cluster, *i).is_ok_and(|c| !taken.contains(&c.to_string())) || *i >= 256
+        })
+        .unwrap_or(0)
+}
+
 /// The address on a node's `cni0` bridge: the first host address of its
 /// pod CIDR (flannel's CNI delegate has `isDefaultGateway`, facts
 /// "Addresses").
@@ -175,6 +192,16 @@ mod tests {
         assert!(node_pod_cidr(&other, 16).is_err());
         // A cluster CIDR smaller than a node's slice gives none.
         assert!(node_pod_cidr(&Cidr::parse("10.42.0.0/25").unwrap(), 0).is_err());
+    }
+
+    #[test]
+    fn a_deleted_nodes_slice_is_given_again() {
+        let taken: BTreeSet<String> = ["10.42.0.0/24", "10.42.2.0/24"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(free_node_slice(&taken), 1);
+        assert_eq!(free_node_slice(&BTreeSet::new()), 0);
     }
 
     #[test]

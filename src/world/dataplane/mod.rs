@@ -19,6 +19,7 @@
 pub mod cidr;
 pub mod http;
 pub mod netexec;
+pub mod services;
 pub mod underlay;
 
 use std::collections::BTreeMap;

@@ -136,6 +136,15 @@ const CLUSTER_SCOPED_KINDS: &[&str] = &[
     "APIService",
 ];
 
+/// `v1` or `group/v1`.
+pub fn group_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
 /// The resource of a manifest's `apiVersion` and `kind`.
 pub fn resource_for(api_version: &str, kind: &str) -> Resource {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
@@ -464,7 +473,7 @@ pub fn running_status(pod: &Value, host_ip: &str, pod_ip: Option<&str>, now_ms: 
         .map(|c| {
             let image = c["image"].as_str().unwrap_or_default();
             json!({"name": c["name"], "image": image, "imageID": "", "ready": true, "started": true,
-                   "restartCount": 0, "containerID": format!("containerd://{:064x}", 0),
+                   "restartCount": 0, "containerID": container_id(pod, c),
                    "state": {"running": {"startedAt": t}}, "lastState": {}})
         })
         .collect();
@@ -477,6 +486,22 @@ pub fn running_status(pod: &Value, host_ip: &str, pod_ip: Option<&str>, now_ms: 
     }
     st["hostIPs"] = json!([{"ip": host_ip}]);
     st
+}
+
+/// A containerd container ID: 64 hex digits, here derived from the pod's
+/// uid and the container's name (stable for one pod).
+fn container_id(pod: &Value, c: &Value) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let seed = format!("{}/{}", pod["metadata"]["uid"], c["name"]);
+    let mut out = String::from("containerd://");
+    for round in 0..4u8 {
+        for b in seed.bytes().chain([round]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+    }
+    out
 }
 
 /// Kubernetes' QoS class: BestEffort without requests or limits,
@@ -513,10 +538,127 @@ fn qos_class(pod: &Value) -> &'static str {
     }
 }
 
-/// What the API server fills into a new pod's spec (the defaults of
-/// pkg/apis/core/v1/defaults.go: `restartPolicy: Always`, `dnsPolicy:
-/// ClusterFirst`, `schedulerName: default-scheduler`,
-/// `terminationGracePeriodSeconds: 30`, the `default` service account) and
+/// The defaults the API server fills in at every write of the kinds the
+/// world's controllers run (k8s.io/kubernetes pkg/apis/apps/v1/defaults.go
+/// and pkg/apis/core/v1/defaults.go): a Deployment's `replicas: 1`,
+/// `RollingUpdate` with 25%/25%, `revisionHistoryLimit: 10`,
+/// `progressDeadlineSeconds: 600`; a ReplicaSet's `replicas: 1`; a
+/// DaemonSet's `RollingUpdate` with `maxUnavailable: 1`, `maxSurge: 0`;
+/// and in every pod spec (templates too) the pod and container defaults
+/// of [`pod_spec_defaults`]. `kubectl rollout status` refuses a DaemonSet
+/// without `updateStrategy.type: RollingUpdate`, so these matter.
+pub fn set_defaults(res: &Resource, obj: &mut Value) {
+    fn default(v: &mut Value, k: &str, d: Value) {
+        if v[k].is_null() {
+            v[k] = d;
+        }
+    }
+    let spec = &mut obj["spec"];
+    match (&*res.group, &*res.plural) {
+        ("apps", "deployments") => {
+            default(spec, "replicas", json!(1));
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "progressDeadlineSeconds", json!(600));
+            default(spec, "strategy", json!({}));
+            default(&mut spec["strategy"], "type", json!("RollingUpdate"));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                default(&mut spec["strategy"], "rollingUpdate", json!({}));
+                default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+                default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
+            }
+            pod_spec_defaults(&mut spec["template"]["spec"]);
+        }
+        ("apps", "replicasets") => {
+            default(spec, "replicas", json!(1));
+            pod_spec_defaults(&mut spec["template"]["spec"]);
+        }
+        ("apps", "daemonsets") => {
+            default(spec, "revisionHistoryLimit", json!(10));
+            default(spec, "updateStrategy", json!({}));
+            default(&mut spec["updateStrategy"], "type", json!("RollingUpdate"));
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                default(&mut spec["updateStrategy"], "rollingUpdate", json!({}));
+                default(
+                    &mut spec["updateStrategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!(1),
+                );
+                default(
+                    &mut spec["updateStrategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!(0),
+                );
+            }
+            pod_spec_defaults(&mut spec["template"]["spec"]);
+        }
+        ("", "pods") => pod_spec_defaults(spec),
+        _ => {}
+    }
+}
+
+/// Pod spec defaults (pkg/apis/core/v1/defaults.go `SetDefaults_PodSpec`,
+/// `SetDefaults_Container`, `SetDefaults_ContainerPort`): `restartPolicy:
+/// Always`, `dnsPolicy: ClusterFirst`, `schedulerName:
+/// default-scheduler`, `terminationGracePeriodSeconds: 30`; per
+/// container `imagePullPolicy` (`Always` for `:latest` or no tag,
+/// `IfNotPresent` otherwise), `terminationMessagePath`/`Policy`; a port's
+/// `protocol: TCP`.
+fn pod_spec_defaults(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
+    for c in spec["containers"].as_array_mut().into_iter().flatten() {
+        let image = c["image"].as_str().unwrap_or_default();
+        let last = image.rsplit('/').next().unwrap_or_default();
+        let tag = last
+            .split_once('@')
+            .map_or(last, |(n, _)| n)
+            .split_once(':')
+            .map(|(_, t)| t);
+        let pull = if image.contains('@') || tag.is_some_and(|t| t != "latest") {
+            "IfNotPresent"
+        } else {
+            "Always"
+        };
+        for (k, v) in [
+            ("imagePullPolicy", json!(pull)),
+            ("terminationMessagePath", json!("/dev/termination-log")),
+            ("terminationMessagePolicy", json!("File")),
+            ("resources", json!({})),
+        ] {
+            if c[k].is_null() {
+                c[k] = v;
+            }
+        }
+        for p in c["ports"].as_array_mut().into_iter().flatten() {
+            if p["protocol"].is_null() {
+                p["protocol"] = json!("TCP");
+            }
+        }
+    }
+}
+
+/// What admission fills into a new pod's spec: the `default` service
+/// account (ServiceAccount admission) and
 /// the DefaultTolerationSeconds admission plugin's NoExecute tolerations
 /// for `not-ready` and `unreachable` (300 s), unless the pod has its own.
 pub fn default_pod_spec(pod: &mut Value) {
@@ -525,10 +667,6 @@ pub fn default_pod_spec(pod: &mut Value) {
         *spec = json!({});
     }
     for (k, v) in [
-        ("restartPolicy", json!("Always")),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("terminationGracePeriodSeconds", json!(30)),
         ("serviceAccountName", json!("default")),
         ("serviceAccount", json!("default")),
     ] {

@@ -20,7 +20,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::objects::{self, Resource};
+
+mod watch;
 use super::store::ApiError;
+use super::{discovery, fields, logs, tables};
 use crate::world::Inner;
 
 /// A running API listener.
@@ -249,100 +252,6 @@ fn version_json(v: &str) -> Value {
            "platform": "linux/amd64"})
 }
 
-fn discovery(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = objects::RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .flat_map(|r| {
-            let mut v = vec![json!({"name": r.plural, "singularName": r.kind.to_ascii_lowercase(),
-                "namespaced": r.namespaced, "kind": r.kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update"]})];
-            if r.plural == "pods" {
-                v.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
-                              "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
-            }
-            v
-        })
-        .collect();
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
-}
-
-fn groups() -> Value {
-    let mut names: Vec<&str> = objects::RESOURCES
-        .iter()
-        .map(|r| &*r.group)
-        .filter(|g| !g.is_empty())
-        .collect();
-    names.sort();
-    names.dedup();
-    let groups: Vec<Value> = names
-        .iter()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv], "preferredVersion": gv})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-/// `kubectl get` asks for server-side tables; Nodes and Pods get the
-/// columns kubectl shows, other lists come back as lists.
-fn table(res: &Resource, items: &[Value], now_ms: u64) -> Option<Value> {
-    let age = |o: &Value| objects::age(o, now_ms);
-    let (columns, rows): (Vec<&str>, Vec<Value>) = match &*res.plural {
-        "nodes" => (
-            vec!["Name", "Status", "Roles", "Age", "Version"],
-            items
-                .iter()
-                .map(|n| {
-                    let mut status = if objects::node_ready(n) { "Ready" } else { "NotReady" }.to_string();
-                    if n["spec"]["unschedulable"] == json!(true) {
-                        status.push_str(",SchedulingDisabled");
-                    }
-                    let mut roles: Vec<String> = n["metadata"]["labels"]
-                        .as_object()
-                        .map(|l| {
-                            l.keys()
-                                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    roles.sort();
-                    let roles = if roles.is_empty() { "<none>".to_string() } else { roles.join(",") };
-                    json!({"cells": [n["metadata"]["name"], status, roles, age(n),
-                                     n["status"]["nodeInfo"]["kubeletVersion"]],
-                           "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": n["metadata"]}})
-                })
-                .collect(),
-        ),
-        "pods" => (
-            vec!["Name", "Ready", "Status", "Restarts", "Age"],
-            items
-                .iter()
-                .map(|p| {
-                    let ready = if objects::pod_ready(p) { "1/1" } else { "0/1" };
-                    json!({"cells": [p["metadata"]["name"], ready, p["status"]["phase"], 0, age(p)],
-                           "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": p["metadata"]}})
-                })
-                .collect(),
-        ),
-        _ => return None,
-    };
-    let defs: Vec<Value> = columns
-        .iter()
-        .map(|c| json!({"name": c, "type": "string", "format": if *c == "Name" {"name"} else {""}, "description": "", "priority": 0}))
-        .collect();
-    Some(
-        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "columnDefinitions": defs, "rows": rows}),
-    )
-}
-
 /// Where a path points.
 enum Target {
     Collection {
@@ -407,9 +316,51 @@ fn discovery_reply(ctx: &Ctx, segs: &[&str]) -> Option<Response> {
             &json!({"kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
         )),
-        ["api", "v1"] => Some(json_response(200, &discovery("", "v1"))),
-        ["apis"] => Some(json_response(200, &groups())),
-        ["apis", g, v] => Some(json_response(200, &discovery(g, v))),
+        ["api", "v1"] => Some(json_response(200, &discovery::resource_list("", "v1"))),
+        ["apis"] => Some(json_response(200, &discovery::group_list())),
+        ["apis", g, v] => Some(json_response(200, &discovery::resource_list(g, v))),
+        _ => None,
+    }
+}
+
+/// OpenAPI v2 (protobuf when asked, else JSON) and v3 (see [`discovery`]).
+fn openapi_reply(ctx: &Ctx, segs: &[&str], headers: &HeaderMap) -> Option<Response> {
+    match segs {
+        ["openapi", "v2"] => {
+            let v = ctx.inner.model().api_version(&ctx.cluster);
+            let wants_pb = headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("protobuf"));
+            Some(if wants_pb {
+                (
+                    StatusCode::OK,
+                    // The `@` form kubectl asks for is no valid media type
+                    // (Go's mime.ParseMediaType refuses it, and client-go
+                    // fails the response): answer with the dotted form.
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    discovery::openapi_v2_protobuf(&v),
+                )
+                    .into_response()
+            } else {
+                json_response(200, &discovery::openapi_v2_json(&v))
+            })
+        }
+        ["openapi", "v3"] => {
+            let v = ctx.inner.model().api_version(&ctx.cluster);
+            Some(json_response(200, &discovery::openapi_v3_index(&v)))
+        }
+        ["openapi", "v3", rest @ ..] => {
+            let v = ctx.inner.model().api_version(&ctx.cluster);
+            let path = rest.join("/");
+            Some(match discovery::openapi_v3_group(&path, &v) {
+                Some(doc) => json_response(200, &doc),
+                None => not_found(&format!("/openapi/v3/{path}")),
+            })
+        }
         _ => None,
     }
 }
@@ -490,6 +441,9 @@ async fn handle(
     }
     let path = uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(resp) = openapi_reply(&ctx, &segs, &headers) {
+        return resp;
+    }
     if let Some(resp) = discovery_reply(&ctx, &segs) {
         return resp;
     }
@@ -518,6 +472,54 @@ async fn handle(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
+    let whole_object = q.get("includeObject").is_some_and(|i| i == "Object");
+    let is_watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if method == Method::GET
+        && is_watch
+        && let Target::Collection { res, ns } = target
+    {
+        return watch::start(
+            ctx.inner.clone(),
+            ctx.cluster.clone(),
+            res,
+            ns,
+            &q,
+            wants_table,
+        );
+    }
+    let strict = q.get("fieldValidation").is_some_and(|v| v == "Strict");
+    let whole_body = method == Method::POST
+        || method == Method::PUT
+        || (method == Method::PATCH && content_type.starts_with("application/apply-patch"));
+    let mut warnings: Vec<String> = Vec::new();
+    let validation = q.get("fieldValidation").map_or("Warn", String::as_str);
+    if whole_body && validation == "Warn" {
+        // The server's default without the parameter (kubectl before
+        // 1.25 sends none): accept, and say so in `Warning` headers, which
+        // kubectl prints (API concepts, "Field validation").
+        warnings = fields::unknown_fields(&input)
+            .into_iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+    }
+    if strict && whole_body {
+        let unknown = fields::unknown_fields(&input);
+        if !unknown.is_empty() {
+            let kind = input["kind"].as_str().unwrap_or_default();
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return error(&ApiError::new(
+                400,
+                "BadRequest",
+                format!(
+                    "{kind} in version \"v1\" cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", ")
+                ),
+            ));
+        }
+    }
     let mut m = ctx.inner.model();
     let cid = ctx.cluster.clone();
     let result: Result<Value, ApiError> = match (&method, target) {
@@ -526,11 +528,21 @@ async fn handle(
                 return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
             };
             let items = c.api.list(&res, ns.as_deref(), q.get("labelSelector").map(String::as_str), q.get("fieldSelector").map(String::as_str));
-            if wants_table && let Some(t) = table(&res, &items, now) {
-                return json_response(200, &t);
+            let list_meta = json!({"resourceVersion": c.api.resource_version()});
+            if wants_table {
+                return json_response(200, &tables::table(&res, &items, now, whole_object, list_meta));
             }
             Ok(json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
-                      "metadata": {"resourceVersion": c.api.resource_version()}, "items": items}))
+                      "metadata": list_meta, "items": items}))
+        }
+        (&Method::GET, Target::Object { res, ns, name, sub: Some(sub) }) if res.plural == "pods" && sub == "log" => {
+            let Some(c) = m.clusters.get(&cid) else {
+                return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
+            };
+            match c.api.get(&res, &ns, &name).and_then(|p| logs::pod_log(&p, q.get("container").map(String::as_str))) {
+                Ok(text) => return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response(),
+                Err(e) => Err(e),
+            }
         }
         (&Method::POST, Target::Collection { res, ns }) => match m.clusters.get_mut(&cid) {
             Some(c) => c.api.create(&res, ns.as_deref().unwrap_or(""), input),
@@ -544,6 +556,14 @@ async fn handle(
                 None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
             }
         }
+        (method, Target::Object { res, ns, name, sub: Some(sub) }) if sub == "scale" => match m.clusters.get_mut(&cid) {
+            Some(c) => match *method {
+                Method::GET => c.api.scale(&res, &ns, &name, None),
+                Method::PUT | Method::PATCH => c.api.scale(&res, &ns, &name, Some(&input)),
+                _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+            },
+            None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
+        },
         (method, Target::Object { res, ns, name, sub }) => {
             if sub.as_deref().is_some_and(|s| s != "status") {
                 return not_found(&path);
@@ -552,6 +572,14 @@ async fn handle(
                 return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
             };
             match *method {
+                Method::GET if wants_table => {
+                    let obj = match c.api.get(&res, &ns, &name) {
+                        Ok(o) => o,
+                        Err(e) => return error(&e),
+                    };
+                    let list_meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                    return json_response(200, &tables::table(&res, &[obj], now, whole_object, list_meta));
+                }
                 Method::GET => c.api.get(&res, &ns, &name),
                 Method::PUT => c.api.replace(&res, &ns, &name, input),
                 Method::PATCH if content_type.starts_with("application/apply-patch") => {
@@ -564,6 +592,7 @@ async fn handle(
                     }
                 }
                 Method::PATCH if content_type.contains("json-patch") => Err(ApiError::new(415, "UnsupportedMediaType", "the world's API takes merge, strategic-merge and apply patches")),
+                Method::PATCH if content_type.starts_with("application/strategic-merge-patch") => c.api.patch_strategic(&res, &ns, &name, &input),
                 Method::PATCH => c.api.patch_merge(&res, &ns, &name, &input),
                 Method::DELETE => {
                     let r = c.api.delete(&res, &ns, &name);
@@ -582,7 +611,15 @@ async fn handle(
     match result {
         Ok(v) => {
             let code = if method == Method::POST { 201 } else { 200 };
-            json_response(code, &v)
+            let mut resp = json_response(code, &v);
+            for w in warnings {
+                // RFC 7234 warn-code 299, agent `-`, quoted text.
+                let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+                if let Ok(h) = axum::http::HeaderValue::from_str(&text) {
+                    resp.headers_mut().append(header::WARNING, h);
+                }
+            }
+            resp
         }
         Err(e) => error(&e),
     }

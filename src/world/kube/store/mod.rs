@@ -30,7 +30,9 @@ mod gc;
 mod leases;
 mod network;
 mod replicaset;
+mod scale;
 mod scheduler;
+mod smp;
 
 /// An API error: status code, reason, message (a `Status` object).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,8 +373,8 @@ impl ApiStore {
                 format!("{} \"{name}\" already exists", res.describe()),
             ));
         }
-        self.stamp(&mut obj, res, ns, &name, true);
         self.after_write(res, ns, &name, &mut obj);
+        self.stamp(&mut obj, res, ns, &name, true);
         self.objects.insert(k, obj.clone());
         self.on_created(res, ns, &name);
         Ok(obj)
@@ -409,8 +411,8 @@ impl ApiStore {
         if res.plural == "nodes" && obj.get("status").is_none() {
             obj["status"] = old["status"].clone();
         }
-        self.stamp(&mut obj, res, ns, name, false);
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
         self.objects.insert(key(res, ns, name), obj.clone());
         Ok(obj)
     }
@@ -426,8 +428,24 @@ impl ApiStore {
     ) -> Result<Value, ApiError> {
         let mut obj = self.get(res, ns, name)?;
         merge_patch(&mut obj, patch);
-        self.stamp(&mut obj, res, ns, name, false);
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
+        self.objects.insert(key(res, ns, name), obj.clone());
+        Ok(obj)
+    }
+
+    /// A strategic merge patch (see [`smp`]).
+    pub fn patch_strategic(
+        &mut self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(res, ns, name)?;
+        smp::strategic_merge(&mut obj, patch);
+        self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, false);
         self.objects.insert(key(res, ns, name), obj.clone());
         Ok(obj)
     }
@@ -504,8 +522,8 @@ impl ApiStore {
             }
         }
         merge_patch(&mut obj, &patch);
-        self.stamp(&mut obj, res, ns, name, existing.is_none());
         self.after_write(res, ns, name, &mut obj);
+        self.stamp(&mut obj, res, ns, name, existing.is_none());
         self.objects.insert(k, obj.clone());
         if existing.is_none() {
             self.on_created(res, ns, name);
@@ -595,43 +613,22 @@ impl ApiStore {
     /// Fixes up what the API server or a controller would right after a
     /// write: cordon's taint, a new pod's status.
     fn after_write(&mut self, res: &Resource, _ns: &str, _name: &str, obj: &mut Value) {
+        objects::set_defaults(res, obj);
         match &*res.plural {
             "nodes" => objects::sync_unschedulable_taint(obj),
-            "services" => self.allocate_cluster_ip(obj),
+            "services" => {
+                let others: Vec<Value> = self
+                    .list(res, None, None, None)
+                    .into_iter()
+                    .filter(|o| o["metadata"]["uid"] != obj["metadata"]["uid"])
+                    .collect();
+                crate::world::dataplane::services::allocate(obj, &others);
+            }
             "pods" if obj["status"]["phase"].is_null() => {
                 obj["status"] = json!({"phase": "Pending"});
                 objects::default_pod_spec(obj);
             }
             _ => {}
-        }
-    }
-
-    /// A Service created without `spec.clusterIP` gets one from the service
-    /// CIDR (k3s's default 10.43.0.0/16): "the control plane assigns a
-    /// cluster IP address from the service-cluster-ip-range"
-    /// (kubernetes.io/docs/concepts/services-networking/cluster-ip-allocation/).
-    /// The API server picks at random in its dynamic band; the world takes
-    /// the lowest free address from 10.43.0.11 (past `kubernetes` at .1 and
-    /// k3s's `cluster-dns` at .10), so tests are deterministic. Headless
-    /// (`None`) and ExternalName Services get none.
-    fn allocate_cluster_ip(&self, obj: &mut Value) {
-        let spec = &obj["spec"];
-        let given = spec["clusterIP"].as_str().unwrap_or_default();
-        if !given.is_empty() || spec["type"].as_str() == Some("ExternalName") {
-            return;
-        }
-        let taken: BTreeSet<String> = self
-            .objects
-            .values()
-            .filter(|v| v["kind"].as_str() == Some("Service"))
-            .filter_map(|v| v["spec"]["clusterIP"].as_str().map(str::to_string))
-            .collect();
-        let free = (11u32..0xffff)
-            .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 43, 0, 0)) + i).to_string())
-            .find(|ip| !taken.contains(ip));
-        if let Some(ip) = free {
-            obj["spec"]["clusterIP"] = json!(ip);
-            obj["spec"]["clusterIPs"] = json!([ip]);
         }
     }
 
@@ -651,7 +648,15 @@ impl ApiStore {
         for (k, v) in extra_labels {
             labels.insert((*k).to_string(), json!(v));
         }
-        let n = safe_encode(&format!("{:05}", (self.uid + 1) % 100_000));
+        // Five characters of [`SAFE`], spread over its 27^5 names.
+        let mut x = (self.uid + 1).wrapping_mul(2_654_435_761) % 14_348_907;
+        let n: String = (0..5)
+            .map(|_| {
+                let c = SAFE[(x % 27) as usize] as char;
+                x /= 27;
+                c
+            })
+            .collect();
         let mut meta = json!({"name": format!("{base}-{n}"), "generateName": format!("{base}-"),
                               "labels": labels, "ownerReferences": [owner_ref(owner)]});
         if let Some(a) = template["metadata"]["annotations"].as_object() {
@@ -746,7 +751,15 @@ impl ApiStore {
         let mut node = match self.objects.get(&k) {
             Some(existing) => existing.clone(),
             None => {
-                let index = self.list(&objects::NODES, None, None, None).len();
+                // The node IPAM gives the next free slice: after a node
+                // is deleted, its slice is free again (facts
+                // `docs/facts/data-plane.md` "Addresses").
+                let taken: BTreeSet<String> = self
+                    .list(&objects::NODES, None, None, None)
+                    .iter()
+                    .filter_map(|n| n["spec"]["podCIDR"].as_str().map(str::to_string))
+                    .collect();
+                let index = crate::world::dataplane::cidr::free_node_slice(&taken);
                 let n = objects::new_node(name, server, etcd, labels, taints, ip, index);
                 self.uid += 1;
                 n
