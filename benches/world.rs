@@ -25,6 +25,11 @@
 //! built), against its critical path: the reset server restarting on the
 //! restored data (`server_ready`), the two others rejoining one at a time
 //! (`join` each), the agents at once (`agent_ready`).
+//!
+//! And `check` on a formed cluster (3 servers + 6 agents, the HA example's
+//! size, and 3 + 57 = 60 nodes; `CHECK_BENCH_AGENTS` picks others): its
+//! wall time against its own slowest path (deploy + wait for the pods +
+//! the slowest single probe + the shares), with the probe counts.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -463,6 +468,84 @@ fn report_against(name: &str, floor: Duration, r: &Run) {
     }
 }
 
+/// `check` on a formed cluster of 3 servers + `agents` (pool `web`): its
+/// wall time (the whole command: connect, deploy, wait for a pod per node,
+/// probe, delete the namespace) and the report's own timings.
+async fn measure_check(agents: u32) -> Result<(Duration, Value), String> {
+    let (emu, tok) = world_emulator(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("fleet.yaml"), fleet(3, agents)).expect("fleet");
+    let formed = tokio::task::block_in_place(|| {
+        cli(
+            dir.path(),
+            &emu,
+            &tok,
+            &[
+                "apply",
+                "-f",
+                "fleet.yaml",
+                "--yes",
+                "--wait",
+                "--via-ssh-tunnel",
+                "--timeout",
+                "300s",
+            ],
+        )
+    });
+    if !formed.status.success() {
+        let why = reasons(&state(&emu).await).join("; ");
+        emu.shutdown().await;
+        return Err(format!("the cluster did not form: {} {why}", tail(&formed)));
+    }
+    let start = Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        cli(
+            dir.path(),
+            &emu,
+            &tok,
+            &["check", "-f", "fleet.yaml", "--via-ssh-tunnel", "--json"],
+        )
+    });
+    let wall = start.elapsed();
+    emu.shutdown().await;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("no JSON report ({e}): {}", tail(&out)))?;
+    if !out.status.success() {
+        return Err(format!("check failed: {}", report["failures"]));
+    }
+    Ok((wall, report))
+}
+
+/// `check`'s wall time against its own critical path: deploying, waiting
+/// for the pods, the slowest single probe and the shares, as if every
+/// probe ran at once (target: within 1.5x).
+fn report_check(agents: u32, r: Result<(Duration, Value), String>) {
+    let name = format!("check, 3 servers + {agents} agents");
+    match r {
+        Ok((wall, report)) => {
+            let t = &report["timings"];
+            let ms = |k: &str| t[k].as_u64().unwrap_or(0);
+            let floor = ms("deploy_ms") + ms("pods_ms") + ms("slowest_probe_ms") + ms("shares_ms");
+            let probed = ["pod_to_pod", "service", "dns", "api", "shares"]
+                .iter()
+                .map(|k| report[*k]["probed"].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            println!(
+                "{name}: {:.2}s, {:.2}x its {:.2}s slowest path (deploy {} ms, pods {} ms, slowest probe {} ms); {} node pairs, {probed} probes in {} ms",
+                wall.as_secs_f64(),
+                wall.as_secs_f64() * 1000.0 / floor.max(1) as f64,
+                floor as f64 / 1000.0,
+                ms("deploy_ms"),
+                ms("pods_ms"),
+                ms("slowest_probe_ms"),
+                report["pod_to_pod"]["probed"],
+                ms("probes_ms"),
+            );
+        }
+        Err(why) => println!("{name}: {why}"),
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -506,6 +589,18 @@ fn main() {
             restore_critical_path(3),
             &rt.block_on(measure_restore(3, 10)),
         );
+    }
+    // CHECK_BENCH_AGENTS="6,57": the agent counts `check` is measured on
+    // (3 servers each): the HA example's 3 + 6, and 60 nodes.
+    let check_agents: Vec<u32> = std::env::var("CHECK_BENCH_AGENTS")
+        .unwrap_or_else(|_| "6,57".into())
+        .split(',')
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    for a in check_agents {
+        if wanted(&format!("check, 3 servers + {a} agents")) {
+            report_check(a, rt.block_on(measure_check(a)));
+        }
     }
     for mu in [1, 10] {
         let name = format!("rolling upgrade in place, 3 servers + 10 agents, maxUnavailable {mu}");

@@ -3,7 +3,8 @@
 # VM world (the setup scripts really run: Tailscale, k3s and the Kubernetes
 # API behind stand-ins): start the emulator, mint a token from a fresh SSH
 # key, plan and apply an example fleet until every node is Ready, show the
-# cluster, plan again (no changes), destroy.
+# cluster, fetch a pod's answer through a shared pool's proxy URL (when the
+# fleet shares one), run `check`, plan again (no changes), destroy.
 #
 #   bash examples/demo.sh [FLEET]        (default: examples/minimal.yaml)
 set -euo pipefail
@@ -52,6 +53,10 @@ trap cleanup EXIT
 # (.exedev-k8s/: generated token, kubeconfig) and the demo's secret file
 # live and die with the demo, and two demos never share them.
 cp "$fleet" "$work/"
+# The manifests a fleet lists are relative to it: they come along.
+if [ -d "$(dirname "$fleet")/manifests" ]; then
+  cp -R "$(dirname "$fleet")/manifests" "$work/"
+fi
 fleet="$work/$(basename "$fleet")"
 
 ssh-keygen -q -t ed25519 -N '' -C demo -f "$work/key"
@@ -103,6 +108,24 @@ echo; echo "== apply, until every node is Ready"
 "$bin" apply "$work/plan.json" --wait --via-ssh-tunnel
 echo; echo "== status (VMs x bootstrap x Nodes)"
 "$bin" status -f "$fleet" --via-ssh-tunnel --no-probe
+# A pool with a share serves what the fleet's manifests run there (the HA
+# example: agnhost netexec on hostPort 8000, applied by apply --wait): ask
+# a pod for its name through the VM's proxy URL (https://<vm>.exe.xyz/,
+# which the emulator serves as /_proxy/<vm>/).
+shared_pool=$(awk '/^  - name: /{pool=$3} /^    share:/{print pool; exit}' "$fleet")
+if [ -n "$shared_pool" ]; then
+  cluster=$(awk '/^metadata:/{m=1; next} m && /^  name: /{print $2; exit}' "$fleet")
+  vm="$cluster-${shared_pool}1"
+  echo; echo "== a pod answers through $vm's proxy URL (https://$vm.exe.xyz/hostname)"
+  command -v curl >/dev/null 2>&1 || {
+    echo "demo: curl is missing (Debian/Ubuntu: apt-get install curl); the demo stops here" >&2
+    exit 1
+  }
+  answer=$(curl -fsS --max-time 10 "${EXE_DEV_ENDPOINT%/exec}/_proxy/$vm/hostname")
+  echo "$vm answers: $answer"
+fi
+echo; echo "== check: pod to pod between nodes, Service, DNS, shared ports (a test DaemonSet, removed after)"
+"$bin" check -f "$fleet" --via-ssh-tunnel
 echo; echo "== kubeconfig (k3s's, fetched over ssh, rewritten for this fleet)"
 "$bin" kubeconfig -f "$fleet" --out "$work/kubeconfig" && grep -E 'server:|name:' "$work/kubeconfig" | sort -u
 echo; echo "== ls";       "$bin" exec -- ls | head -n 40

@@ -418,6 +418,22 @@ pub struct Report {
     /// Whether the namespace was deleted (set by the edge).
     pub cleaned_up: bool,
     pub passed: bool,
+    /// How long each phase took (set by the edge; zero from [`judge`]).
+    pub timings: Timings,
+}
+
+/// Where a check's time goes, in milliseconds: creating the objects,
+/// waiting for the pods, all probes (bounded concurrency), the slowest
+/// single probe (a pair's small and large dial together), the shares.
+/// `deploy + pods + slowest_probe + shares` is the check's critical path
+/// if every probe ran at once (`benches/world.rs` compares against it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Timings {
+    pub deploy_ms: u64,
+    pub pods_ms: u64,
+    pub probes_ms: u64,
+    pub slowest_probe_ms: u64,
+    pub shares_ms: u64,
 }
 
 /// How the pod-to-pod pairs were chosen, for the report and the docs.
@@ -566,6 +582,7 @@ pub fn judge(ns: &str, o: &Observed) -> Report {
         ],
         cleaned_up: false,
         passed,
+        timings: Timings::default(),
     }
 }
 

@@ -92,6 +92,8 @@ impl Checker {
         let ns_obj: Namespace = serde_json::from_value(ns_obj).map_err(|e| bad("namespace", e))?;
         let ds: DaemonSet = serde_json::from_value(ds).map_err(|e| bad("DaemonSet", e))?;
         let svc: Service = serde_json::from_value(svc).map_err(|e| bad("Service", e))?;
+        let started = Instant::now();
+        let mut timings = check::Timings::default();
         notes(&format!("creating namespace {}", self.ns));
         Api::<Namespace>::all(self.client.clone())
             .create(&pp, &ns_obj)
@@ -139,7 +141,10 @@ impl Checker {
                 name: n.name,
             })
             .collect();
+        timings.deploy_ms = ms(started.elapsed());
+        let waited = Instant::now();
         let pods = self.wait_pods(&nodes, req.timeout, notes).await?;
+        timings.pods_ms = ms(waited.elapsed());
         let running: BTreeMap<String, (String, String)> = pods
             .iter()
             .filter_map(|(n, p)| p.as_ref().ok().map(|p| (n.name.clone(), p.clone())))
@@ -178,13 +183,15 @@ impl Checker {
             api: api_ip.clone().map(|ip| (ip, api_port)),
         });
         let limit = Arc::new(tokio::sync::Semaphore::new(req.concurrency.max(1)));
+        let probing = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for job in jobs {
             let (ctx, limit) = (ctx.clone(), limit.clone());
             set.spawn(async move {
                 let _permit = limit.acquire_owned().await;
+                let one = Instant::now();
                 let out = ctx.run(&job).await;
-                (job, out)
+                (job, (out, one.elapsed()))
             });
         }
         let mut o = Observed {
@@ -196,9 +203,10 @@ impl Checker {
             ..Observed::default()
         };
         while let Some(done) = set.join_next().await {
-            let Ok((job, (first, second))) = done else {
+            let Ok((job, ((first, second), took))) = done else {
                 continue;
             };
+            timings.slowest_probe_ms = timings.slowest_probe_ms.max(ms(took));
             match job {
                 Job::Pair(f, t) => o.pairs.push(((f, t), first, second)),
                 Job::Service(f) => o.service.push((f, first)),
@@ -206,14 +214,18 @@ impl Checker {
                 Job::Api(f) => o.api.push((f, first)),
             }
         }
+        timings.probes_ms = ms(probing.elapsed());
         o.pairs.sort_by(|a, b| a.0.cmp(&b.0));
         o.service.sort_by(|a, b| a.0.cmp(&b.0));
         o.dns.sort_by(|a, b| a.0.cmp(&b.0));
         o.api.sort_by(|a, b| a.0.cmp(&b.0));
         if req.shares {
+            let sharing = Instant::now();
             o.shares = self.probe_shares(s, &nodes, &req.endpoint).await?;
+            timings.shares_ms = ms(sharing.elapsed());
         }
         let mut report = check::judge(&self.ns, &o);
+        report.timings = timings;
         if api_ip.is_none() {
             report.skipped.push(
                 "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
@@ -331,6 +343,10 @@ impl Checker {
         ));
         true
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn kube_failed(what: &str, e: kube::Error) -> EngineError {

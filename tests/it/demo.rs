@@ -37,6 +37,11 @@ fn the_main_job_ends_with_a_ready_cluster() {
         "{out}"
     );
     assert!(out.contains("Destroy complete: 1 done, 0 failed"), "{out}");
+    // check ran against the cluster and passed, its namespace removed.
+    assert!(
+        out.contains("All paths passed.") && out.contains("namespace deleted"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -58,6 +63,26 @@ fn the_ha_example_forms_three_servers_and_refuses_teardown() {
         "{out}"
     );
     assert!(out.contains("destroy refused"), "{out}");
+    // The ingress pool serves the example's manifest through its proxy
+    // URL, and check passes on all nine nodes, the share included.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("prod-ingress1 answers: ingress-netexec-")),
+        "{out}"
+    );
+    assert!(
+        out.contains("Applied 1 object(s) of the fleet's manifests"),
+        "{out}"
+    );
+    assert!(
+        out.contains("All paths passed.") && out.contains("namespace deleted"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("shared ports") && l.contains("2/2")),
+        "{out}"
+    );
 }
 
 /// Runs the demo with `PATH` set to `path` (bash itself found on the

@@ -75,6 +75,10 @@ fn check_passes_on_a_healthy_cluster_and_cleans_up() {
     let ns = report["namespace"].as_str().unwrap().to_string();
     assert!(ns.starts_with("exedev-k8s-check-"), "{ns}");
     report["namespace"] = "exedev-k8s-check-<id>".into();
+    assert!(report["timings"]["slowest_probe_ms"].as_u64().unwrap() > 0);
+    for (_, t) in report["timings"].as_object_mut().unwrap() {
+        *t = "<ms>".into();
+    }
     insta::assert_json_snapshot!("check_healthy_json", report);
     assert!(
         check_namespaces(&h).is_empty(),
@@ -151,4 +155,123 @@ fn check_names_the_node_pair_and_8472_when_the_policy_blocks_vxlan() {
         "{report:#}"
     );
     assert_eq!(report["passed"], false);
+}
+
+/// The HA example's shape in small: an ingress pool shared publicly on
+/// port 8000 and the example's own manifest under `manifests:`. `apply
+/// --wait` applies it once the nodes are Ready; the share then answers
+/// with the pod's name, `status` is clean, and `check` probes the share.
+#[test]
+fn a_fleets_manifests_make_its_shared_pool_serve() {
+    let h = harness(|_| {});
+    std::fs::create_dir_all(h.dir.path().join("manifests")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/manifests/ha-ingress.yaml"
+        ),
+        h.dir.path().join("manifests/ha-ingress.yaml"),
+    )
+    .unwrap();
+    let fleet = crate::common::minimal_fleet(
+        &[(
+            "  channel: stable\n",
+            "  version: v1.31.4+k3s1\n  token: {env: K3S_TOKEN}\n",
+        )],
+        "controlPlane:\n  count: 1\npools:\n  - name: ingress\n    count: 1\n    labels: {node.kubernetes.io/role: ingress}\n    share: {port: 8000, public: true}\nmanifests: [manifests/ha-ingress.yaml]\n",
+    );
+    std::fs::write(h.dir.path().join("fleet.yaml"), fleet).unwrap();
+    let out = ok(cli(
+        &h,
+        &[
+            "apply",
+            "-f",
+            "fleet.yaml",
+            "--yes",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--via-ssh-tunnel",
+        ],
+    ));
+    assert!(
+        out.contains("Applied 1 object(s) of the fleet's manifests"),
+        "{out}"
+    );
+    // exe.dev's proxy (the emulator's stand-in) reaches the pod's hostPort.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        let r = h.rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .get(format!("{}/hostname", h.emu.base_url))
+                .header("Host", "demo-ingress1.exe.xyz")
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        });
+        if r.0 == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(answer.0, 200, "{answer:?}");
+    assert!(answer.1.starts_with("ingress-netexec-"), "{answer:?}");
+    let st = cli(&h, &["status", "-f", "fleet.yaml", "--via-ssh-tunnel"]);
+    let t = text(&st);
+    assert_eq!(st.status.code(), Some(0), "{t}");
+    assert!(!t.contains("Warnings"), "{t}");
+    let out = cli(&h, &["check", "-f", "fleet.yaml", "--via-ssh-tunnel"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.trim_start().starts_with("shared ports") && l.contains("1/1")),
+        "{t}"
+    );
+}
+
+/// Without the manifest, the share answers 502: `status` says so as a
+/// named warning and exits 0; `check` fails on that port, saying what to
+/// run there.
+#[test]
+fn a_share_with_nothing_behind_it_warns_in_status_and_fails_check() {
+    let h = harness(|_| {});
+    let fleet = crate::common::minimal_fleet(
+        &[(
+            "  channel: stable\n",
+            "  version: v1.31.4+k3s1\n  token: {env: K3S_TOKEN}\n",
+        )],
+        "controlPlane:\n  count: 1\n  schedulable: true\n  share: {port: 8000, public: true}\n",
+    );
+    std::fs::write(h.dir.path().join("fleet.yaml"), fleet).unwrap();
+    ok(cli(
+        &h,
+        &[
+            "apply",
+            "-f",
+            "fleet.yaml",
+            "--yes",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--via-ssh-tunnel",
+        ],
+    ));
+    let st = cli(&h, &["status", "-f", "fleet.yaml", "--via-ssh-tunnel"]);
+    let t = text(&st);
+    assert_eq!(st.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("~ demo-cp1: nothing answers on shared port 8000 (the proxy says 502)"),
+        "{t}"
+    );
+    let out = cli(&h, &["check", "-f", "fleet.yaml", "--via-ssh-tunnel"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAILED demo-cp1: pool cp's port 8000 through exe.dev's proxy")
+            && t.contains("run a workload with hostPort 8000"),
+        "{t}"
+    );
+    assert!(t.contains("namespace deleted"), "{t}");
 }
