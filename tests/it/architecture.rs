@@ -276,8 +276,8 @@ fn is_ident(c: char) -> bool {
 }
 
 /// The code without `#[cfg(test)]` items (a `mod tests;` declaration, an
-/// inline test module, a test-only function or import), and the names of
-/// the child modules declared under `#[cfg(test)]`.
+/// inline test module, a test-only function or import; their line breaks
+/// kept), and the names of the child modules declared under `#[cfg(test)]`.
 fn without_tests(code: &str) -> (String, Vec<String>) {
     const ATTR: &str = "#[cfg(test)]";
     let mut out = String::new();
@@ -297,6 +297,9 @@ fn without_tests(code: &str) -> (String, Vec<String>) {
         } else {
             brace + 1 + matching_brace(&item[brace + 1..]) + 1
         };
+        // The item's line breaks stay, so line numbers stay true.
+        let removed = &rest[at..at + ATTR.len() + end.min(item.len())];
+        out.extend(removed.chars().filter(|&c| c == '\n'));
         rest = item.get(end..).unwrap_or_default();
     }
     out.push_str(rest);
@@ -933,5 +936,140 @@ fn the_checker_finds_what_it_must() {
     assert_eq!(
         import_circles(&through_parent),
         [["world::k3s", "world::k3s::state", "world::model"]]
+    );
+}
+
+/// The longest a function in src/ may be, in lines from its `fn` to its
+/// closing brace (issue 19): past that, a function holds several jobs.
+const MAX_FN_LINES: usize = 120;
+
+/// The longest a file may be where people live most (issue 19): the
+/// apply, diff and status modules, split by job.
+const MAX_FILE_LINES: usize = 600;
+const FILE_LIMITED: &[&str] = &["src/apply", "src/plan/diff", "src/status"];
+
+/// Every function with a body in `code` (comments, strings and test items
+/// already blanked): its name, the 1-based line of its `fn` and its length
+/// in lines, `fn` line to closing brace. A nested function counts on its
+/// own and inside its parent.
+fn fn_lengths(code: &str) -> Vec<(String, usize, usize)> {
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("fn ") {
+        if at > 0 && is_ident(code[..at].chars().next_back().unwrap_or(' ')) {
+            continue;
+        }
+        let rest = &code[at + 3..];
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|&c| is_ident(c))
+            .collect();
+        if name.is_empty() {
+            continue; // `fn(u8) -> u8`, a function pointer type
+        }
+        // The body opens at the first `{` outside the signature's brackets
+        // (`[u8; 4]`); a `;` there first means no body (a trait's method).
+        let mut depth = 0i32;
+        let mut open = None;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ';' if depth == 0 => break,
+                '{' if depth == 0 => {
+                    open = Some(at + 3 + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else { continue };
+        let close = open + 1 + matching_brace(&code[open + 1..]);
+        out.push((name, line_of(at), line_of(close) - line_of(at) + 1));
+    }
+    out
+}
+
+/// Every function of src/ (tests aside) over `MAX_FN_LINES`, as
+/// `file:line fn name (length)`, longest first.
+fn long_functions(root: &Path) -> Vec<(usize, String)> {
+    let src = root.join("src");
+    let mut files: Vec<(PathBuf, String)> = sources(&src)
+        .into_iter()
+        .map(|s| (s.file, s.code))
+        .collect();
+    for binary_or_root in ["main.rs", "lib.rs"] {
+        let file = src.join(binary_or_root);
+        let text = std::fs::read_to_string(&file).unwrap();
+        files.push((file, without_tests(&blank(&text)).0));
+    }
+    let mut long = Vec::new();
+    for (file, code) in files {
+        let file = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        for (name, line, len) in fn_lengths(&code) {
+            if len > MAX_FN_LINES {
+                long.push((len, format!("{file}:{line} fn {name} ({len} lines)")));
+            }
+        }
+    }
+    long.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    long
+}
+
+#[test]
+fn no_function_over_120_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let long: Vec<String> = long_functions(root).into_iter().map(|(_, s)| s).collect();
+    assert!(
+        long.is_empty(),
+        "\n{}\nsplit each by job: a function of at most {MAX_FN_LINES} lines\n",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn no_file_over_600_lines_in_apply_diff_status() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut long = Vec::new();
+    for dir in FILE_LIMITED {
+        let mut files = Vec::new();
+        collect_rs(&root.join(dir), &mut files);
+        assert!(
+            !files.is_empty(),
+            "{dir} holds no .rs file: update FILE_LIMITED"
+        );
+        for file in files {
+            let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+            if lines > MAX_FILE_LINES {
+                let file = file.strip_prefix(root).unwrap_or(&file).display();
+                long.push(format!("{file}: {lines} lines"));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "\n{}\nsplit each by job: at most {MAX_FILE_LINES} lines\n",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn function_lengths_are_counted_from_fn_to_closing_brace() {
+    let code = blank(
+        "trait T { fn decl(&self); }\nfn f(x: [u8; 4])\n    -> u8\n{\n    let s = \"}\";\n    fn inner() {}\n    x[0]\n}\n",
+    );
+    assert_eq!(
+        fn_lengths(&code),
+        [("f".to_string(), 2, 7), ("inner".to_string(), 6, 1)]
+    );
+    let (without, _) = without_tests("fn a() {}\n#[cfg(test)]\nmod t {\n}\nfn b() {\n}\n");
+    assert_eq!(
+        fn_lengths(&without),
+        [("a".to_string(), 1, 1), ("b".to_string(), 5, 2)]
     );
 }
