@@ -38,7 +38,7 @@ struct Row {
 /// A table whose rows name `root::x` has root `root`; its dependency names
 /// are relative to that root, except those written "crate `x`". Rows under
 /// "Pure core" are pure; in other tables, rows whose job starts with "pure".
-fn code_map(text: &str) -> Vec<Row> {
+fn code_map(text: &str, groups: &BTreeSet<String>) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut pure_core = false;
     let mut table: Vec<Vec<String>> = Vec::new();
@@ -59,7 +59,7 @@ fn code_map(text: &str) -> Vec<Row> {
             continue;
         }
         if in_table {
-            rows.extend(table_rows(&table, table_pure_core));
+            rows.extend(table_rows(&table, table_pure_core, groups));
             in_table = false;
         }
         if line.starts_with("Pure core") {
@@ -71,14 +71,18 @@ fn code_map(text: &str) -> Vec<Row> {
     rows
 }
 
-fn table_rows(table: &[Vec<String>], pure_core: bool) -> Vec<Row> {
+fn table_rows(table: &[Vec<String>], pure_core: bool, groups: &BTreeSet<String>) -> Vec<Row> {
     let names: Vec<String> = table
         .iter()
         .map(|c| c[1].trim_matches('`').to_string())
         .collect();
+    // A table is a module's own (the world's) when it has a row for that
+    // module and every other row is inside it; rows named in a group
+    // (`core::plan`) are top-level ones.
     let root = names
         .iter()
-        .find_map(|n| n.rsplit_once("::").map(|(r, _)| r.to_string()))
+        .find(|r| names.iter().all(|n| within(n, r)) && names.len() > 1)
+        .cloned()
         .unwrap_or_default();
     table
         .iter()
@@ -93,7 +97,7 @@ fn table_rows(table: &[Vec<String>], pure_core: bool) -> Vec<Row> {
                 if name == root {
                     deps.insert(root.clone());
                 } else if before.ends_with("crate ") || root.is_empty() {
-                    deps.insert(first.to_string());
+                    deps.insert(cut(&name, "", groups));
                 } else {
                     deps.insert(format!("{root}::{first}"));
                 }
@@ -594,8 +598,9 @@ fn within(m: &str, outer: &str) -> bool {
 }
 
 /// `m` cut to its first segment below `root` (`m` itself when it is the
-/// root), or below the crate when `m` is outside `root`.
-fn cut(m: &str, root: &str) -> String {
+/// root), or below the crate when `m` is outside `root`: a top-level
+/// module, which in a group is two segments (`core::plan`).
+fn cut(m: &str, root: &str, groups: &BTreeSet<String>) -> String {
     if within(m, root) && !root.is_empty() {
         let below = m[root.len()..].trim_start_matches("::");
         match below.split("::").next() {
@@ -603,13 +608,36 @@ fn cut(m: &str, root: &str) -> String {
             _ => root.to_string(),
         }
     } else {
-        m.split("::").next().unwrap_or_default().to_string()
+        let mut segs = m.split("::");
+        let first = segs.next().unwrap_or_default();
+        match segs.next() {
+            Some(second) if groups.contains(first) => format!("{first}::{second}"),
+            _ => first.to_string(),
+        }
     }
+}
+
+/// The groups of the top level (`src/base/`, `src/core/`, ...): top-level
+/// modules that only declare their children (`pub mod names;`). A group is
+/// a directory, not a layer of its own: its children get the rows.
+fn groups(sources: &[Source]) -> BTreeSet<String> {
+    sources
+        .iter()
+        .filter(|s| !s.module.contains("::"))
+        .filter(|s| {
+            s.code.split(';').all(|item| {
+                let words: Vec<&str> = item.split_whitespace().collect();
+                matches!(words.as_slice(), [] | ["mod", _] | ["pub", "mod", _])
+            })
+        })
+        .map(|s| s.module.clone())
+        .collect()
 }
 
 /// Everything the code map says that the code does not hold.
 fn map_problems(rows: &[Row], sources: &[Source], root_dir: &Path) -> Vec<String> {
     let index = Index::new(sources);
+    let groups = groups(sources);
     let modules = &index.modules;
     let mut problems = Vec::new();
     let roots: BTreeSet<&str> = rows.iter().map(|r| r.root.as_str()).collect();
@@ -617,8 +645,8 @@ fn map_problems(rows: &[Row], sources: &[Source], root_dir: &Path) -> Vec<String
         let table: Vec<&Row> = rows.iter().filter(|r| r.root == *root).collect();
         let children: BTreeSet<String> = modules
             .iter()
-            .filter(|m| within(m, root) && *m != root)
-            .map(|m| cut(m, root))
+            .filter(|m| within(m, root) && *m != root && !groups.contains(*m))
+            .map(|m| cut(m, root, &groups))
             .collect();
         for child in &children {
             if !table.iter().any(|r| r.module == *child) {
@@ -660,7 +688,7 @@ fn map_problems(rows: &[Row], sources: &[Source], root_dir: &Path) -> Vec<String
                 if row.any_inside && within(&used, root) {
                     continue;
                 }
-                let dep = cut(&used, root);
+                let dep = cut(&used, root, &groups);
                 used_by_row.insert(dep.clone());
                 if !row.deps.contains(&dep) {
                     let written = match dep.strip_prefix(&format!("{root}::")) {
@@ -822,8 +850,11 @@ fn import_circles(sources: &[Source]) -> Vec<Vec<String>> {
 #[test]
 fn code_map_matches_the_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rows = code_map(&std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap());
     let sources = sources(&root.join("src"));
+    let rows = code_map(
+        &std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap(),
+        &groups(&sources),
+    );
     let problems = map_problems(&rows, &sources, root);
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
@@ -857,8 +888,10 @@ fn the_checker_finds_what_it_must() {
             "crate::m::*"
         ]
     );
+    let none = BTreeSet::new();
     let map = code_map(
         "Pure core (no I/O):\n\n| module | one job | may depend on |\n|---|---|---|\n| `fleet` | x | `names`, `api::types` |\n\nEdges (I/O):\n\n| module | one job | may depend on |\n|---|---|---|\n| `cli` | y | everything |\n\n## World\n\n| module | one job | may depend on |\n|---|---|---|\n| `world` | e | everything in `world`; crate `names` |\n| `world::model` | pure state | `k3s`, crate `release` |\n",
+        &none,
     );
     let by: BTreeMap<&str, &Row> = map.iter().map(|r| (r.module.as_str(), r)).collect();
     assert!(by["fleet"].pure && !by["cli"].pure && by["cli"].any);
@@ -912,6 +945,7 @@ fn the_checker_finds_what_it_must() {
     );
     let rows = code_map(
         "| module | one job | may depend on |\n|---|---|---|\n| `world` | e | everything in `world` |\n| `world::k3s` | k | `model` |\n| `world::model` | pure m | nothing |\n",
+        &none,
     );
     let sources = vec![
         bare("world::k3s", "use crate::release::R; use super::model::M;"),
@@ -1071,5 +1105,42 @@ fn function_lengths_are_counted_from_fn_to_closing_brace() {
     assert_eq!(
         fn_lengths(&without),
         [("a".to_string(), 1, 1), ("b".to_string(), 5, 2)]
+    );
+}
+
+#[test]
+fn grouped_modules_are_top_level_rows() {
+    let bare = |m: &str, code: &str| Source {
+        module: m.into(),
+        file: PathBuf::from(format!("{m}.rs")),
+        code: code.into(),
+    };
+    let sources = vec![
+        bare("base", "pub mod names;\npub mod text;\n"),
+        bare("base::names", ""),
+        bare("base::text", ""),
+        bare("core", "pub mod plan;"),
+        bare("core::plan", "use crate::base::names::X;"),
+        bare("core::plan::spec", "use crate::base::text::Y;"),
+        bare("cli", "pub mod x; fn f() {}"),
+    ];
+    let groups = groups(&sources);
+    assert_eq!(groups.iter().cloned().collect::<Vec<_>>(), ["base", "core"]);
+    assert_eq!(cut("core::plan::spec", "", &groups), "core::plan");
+    assert_eq!(cut("cli", "", &groups), "cli");
+    let rows = code_map(
+        "Pure core (no I/O):\n\n| module | one job | may depend on |\n|---|---|---|\n| `base::names` | n | nothing |\n| `base::text` | t | nothing |\n| `core::plan` | p | `base::names` |\n",
+        &groups,
+    );
+    assert!(rows.iter().all(|r| r.root.is_empty() && r.pure));
+    let problems = map_problems(&rows, &sources, Path::new(""));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("module `cli` has no row"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].contains("uses base::text") && problems[1].contains("(as `base::text`)"),
+        "{problems:#?}"
     );
 }
