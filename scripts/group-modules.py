@@ -133,7 +133,7 @@ def do_moves(moves):
         os.makedirs(f"src/{g}", exist_ok=True)
         for p in paths:
             git("mv", p, f"src/{g}/" + os.path.basename(p))
-        lib = re.sub(rf"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+{m}\s*;\n", "", lib, flags=re.M)
+        lib = re.sub(rf"^[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?mod[ \t]+{m}[ \t]*;\n", "", lib, flags=re.M)
     for g, members in GROUPS.items():
         present = [m for m in members if os.path.exists(f"src/{g}/{m}.rs") or os.path.exists(f"src/{g}/{m}")]
         if not present:
@@ -245,9 +245,10 @@ def fix_includes(path, text, moved_now):
 
 
 def fix_doc_paths(text):
-    """`src/x/...`, `src/x.rs` → `src/g/x/...`, `src/g/x.rs`."""
+    """`src/x/...`, `src/x.rs`, `src/x` → `src/g/x/...`, `src/g/x.rs`,
+    `src/g/x`."""
     return re.sub(
-        rf"\bsrc/({NAMES})(/|\.rs\b)",
+        rf"\bsrc/({NAMES})(/|\.rs\b|(?![\w.-]))",
         lambda m: f"src/{MOVES[m.group(1)]}/{m.group(1)}{m.group(2)}",
         text,
     )
@@ -346,6 +347,9 @@ def main():
                     write(p, new)
                     changed += 1
     print(f"group-modules: {len(moves)} modules moved, {changed} files rewritten")
+    # Rewritten imports are sorted again (rustfmt's own order).
+    if changed and subprocess.run(["cargo", "fmt"]).returncode != 0:
+        die("cargo fmt failed: run it by hand")
 
 
 if __name__ == "__main__":
