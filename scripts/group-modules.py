@@ -66,6 +66,7 @@ GROUP_DOCS = {
 }
 
 CRATE = "exedev_k8s"
+CHECK = "--check" in sys.argv[1:]
 MOVES = {m: g for g, ms in GROUPS.items() for m in ms}
 
 
@@ -121,10 +122,42 @@ def plan_moves():
         found = place(m)
         tags = {t for t, _ in found}
         if tags == {"old", "new"}:
-            die(f"module {m} is both at src/{m} and at src/{g}/{m}: merge them by hand first")
+            adopt_strays(m, g)
+            continue
         if tags == {"old"}:
             moves.append((m, g, [p for _, p in found]))
     return moves
+
+
+# Files adopt_strays moved: like a moved module's, their include paths
+# climb one level more.
+ADOPTED = set()
+
+
+def adopt_strays(m, g):
+    """A module already moved whose old directory holds files again (a
+    branch merged since added them there): each goes to its place in the
+    new directory, unless a file is there already."""
+    old, new = f"src/{m}", f"src/{g}/{m}"
+    if not (os.path.isdir(old) and os.path.isdir(new)):
+        die(f"module {m} is both at src/{m} and at src/{g}/{m}: merge them by hand first")
+    for d, _, fs in os.walk(old):
+        for f in fs:
+            src = os.path.join(d, f)
+            dst = os.path.join(new, os.path.relpath(src, old))
+            if os.path.exists(dst):
+                die(f"{src} and {dst} both exist: merge them by hand first")
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            print(f"move {src} → {dst}")
+            if CHECK:
+                continue
+            if dst.endswith(".rs"):
+                ADOPTED.add(dst)
+            if subprocess.run(["git", "mv", src, dst], capture_output=True).returncode != 0:
+                os.rename(src, dst)  # not tracked yet
+    if not CHECK:
+        for d, _, _ in sorted(os.walk(old), reverse=True):
+            os.rmdir(d)
 
 
 def do_moves(moves):
@@ -301,9 +334,9 @@ def main():
     moves = plan_moves()
     for m, g, paths in moves:
         print(f"move {', '.join(paths)} → src/{g}/")
-    if "--check" in sys.argv[1:]:
+    if CHECK:
         return
-    moved_now = set()
+    moved_now = set(ADOPTED)
     for m, g, paths in moves:
         for p in paths:
             if p.endswith(".rs"):
