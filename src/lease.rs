@@ -354,7 +354,8 @@ pub async fn acquire(
                 api.create(&PostParams::default(), &lease(&name, &me, None, 0))
                     .await
             }
-            Some(l) => match verdict(l, req, cluster, &name, start.elapsed())? {
+            Some(l) => match verdict(l, req, cluster, &name, start.elapsed()) {
+                Verdict::Refuse(e) => return Err(e),
                 Verdict::Take => take_over(&api, &name, &me, l).await,
                 Verdict::Wait(h) => {
                     if !said {
@@ -402,23 +403,24 @@ enum Verdict {
     Take,
     /// Its holder is still at work: wait for it.
     Wait(Holder),
+    /// The wait ran out, or `--force-unlock` names another holder.
+    Refuse(LeaseError),
 }
 
-/// Whether lease `l` may be taken now, after waiting `elapsed`; refuses
-/// when the wait ran out or `--force-unlock` names another holder.
+/// Whether lease `l` may be taken now, after waiting `elapsed`.
 fn verdict(
     l: &Lease,
     req: &LockRequest,
     cluster: &str,
     name: &str,
     elapsed: std::time::Duration,
-) -> Result<Verdict, LeaseError> {
+) -> Verdict {
     let holder = held_by(l);
     let free = holder.is_none() || expired(l, SystemTime::now());
     let forced = match (&req.force_unlock, &holder) {
         (Some(given), Some(h)) if *given == h.id => true,
         (Some(given), Some(h)) if !free => {
-            return Err(LeaseError::WrongId {
+            return Verdict::Refuse(LeaseError::WrongId {
                 given: given.clone(),
                 name: name.to_string(),
                 held: h.id.clone(),
@@ -433,7 +435,7 @@ fn verdict(
             who: "?".into(),
         });
         if elapsed >= req.wait {
-            return Err(LeaseError::Held {
+            return Verdict::Refuse(LeaseError::Held {
                 fleet: cluster.to_string(),
                 name: name.to_string(),
                 who: h.who,
@@ -442,7 +444,7 @@ fn verdict(
                 waited: elapsed.as_secs(),
             });
         }
-        return Ok(Verdict::Wait(h));
+        return Verdict::Wait(h);
     }
     if let (true, Some(h)) = (forced, &holder) {
         (req.note)(&format!(
@@ -455,7 +457,7 @@ fn verdict(
             h.who, h.id
         ));
     }
-    Ok(Verdict::Take)
+    Verdict::Take
 }
 
 /// Replaces lease `l` with one naming `me`, at the version read (a 409
