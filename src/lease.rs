@@ -354,36 +354,10 @@ pub async fn acquire(
                 api.create(&PostParams::default(), &lease(&name, &me, None, 0))
                     .await
             }
-            Some(l) => {
-                let holder = held_by(l);
-                let free = holder.is_none() || expired(l, SystemTime::now());
-                let forced = match (&req.force_unlock, &holder) {
-                    (Some(given), Some(h)) if *given == h.id => true,
-                    (Some(given), Some(h)) if !free => {
-                        return Err(LeaseError::WrongId {
-                            given: given.clone(),
-                            name,
-                            held: h.id.clone(),
-                            who: h.who.clone(),
-                        });
-                    }
-                    _ => false,
-                };
-                if !(free || forced) {
-                    let h = holder.unwrap_or_else(|| Holder {
-                        id: "?".into(),
-                        who: "?".into(),
-                    });
-                    if start.elapsed() >= req.wait {
-                        return Err(LeaseError::Held {
-                            fleet: cluster.to_string(),
-                            name,
-                            who: h.who,
-                            id: h.id,
-                            since: since(l),
-                            waited: start.elapsed().as_secs(),
-                        });
-                    }
+            Some(l) => match verdict(l, req, cluster, &name, start.elapsed()) {
+                Verdict::Refuse(e) => return Err(e),
+                Verdict::Take => take_over(&api, &name, &me, l).await,
+                Verdict::Wait(h) => {
                     if !said {
                         (req.note)(&format!(
                             "waiting for lease {NAMESPACE}/{name}: fleet {cluster:?} is being changed by {} (ID {}) since {} (up to {}s, --lock-timeout)",
@@ -398,33 +372,7 @@ pub async fn acquire(
                     tokio::time::sleep(POLL.min(req.wait.saturating_sub(start.elapsed()))).await;
                     continue;
                 }
-                if let (true, Some(h)) = (forced, &holder) {
-                    (req.note)(&format!(
-                        "breaking lease {NAMESPACE}/{name} of {} (ID {}) as --force-unlock asked",
-                        h.who, h.id
-                    ));
-                } else if let Some(h) = &holder {
-                    (req.note)(&format!(
-                        "taking over lease {NAMESPACE}/{name}: its holder {} (ID {}) stopped renewing it",
-                        h.who, h.id
-                    ));
-                }
-                let transitions =
-                    serde_json::to_value(l).unwrap_or_default()["spec"]["leaseTransitions"]
-                        .as_i64()
-                        .unwrap_or(0);
-                api.replace(
-                    &name,
-                    &PostParams::default(),
-                    &lease(
-                        &name,
-                        &me,
-                        l.metadata.resource_version.as_deref(),
-                        transitions + 1,
-                    ),
-                )
-                .await
-            }
+            },
         };
         match taken {
             Ok(_) => break,
@@ -446,6 +394,90 @@ pub async fn acquire(
         },
         waited,
     ))
+}
+
+/// What to do about a lease someone holds or held.
+enum Verdict {
+    /// It is free (released or expired) or `--force-unlock` names its
+    /// holder: take it over (said through `req.note`).
+    Take,
+    /// Its holder is still at work: wait for it.
+    Wait(Holder),
+    /// The wait ran out, or `--force-unlock` names another holder.
+    Refuse(LeaseError),
+}
+
+/// Whether lease `l` may be taken now, after waiting `elapsed`.
+fn verdict(
+    l: &Lease,
+    req: &LockRequest,
+    cluster: &str,
+    name: &str,
+    elapsed: std::time::Duration,
+) -> Verdict {
+    let holder = held_by(l);
+    let free = holder.is_none() || expired(l, SystemTime::now());
+    let forced = match (&req.force_unlock, &holder) {
+        (Some(given), Some(h)) if *given == h.id => true,
+        (Some(given), Some(h)) if !free => {
+            return Verdict::Refuse(LeaseError::WrongId {
+                given: given.clone(),
+                name: name.to_string(),
+                held: h.id.clone(),
+                who: h.who.clone(),
+            });
+        }
+        _ => false,
+    };
+    if !(free || forced) {
+        let h = holder.unwrap_or_else(|| Holder {
+            id: "?".into(),
+            who: "?".into(),
+        });
+        if elapsed >= req.wait {
+            return Verdict::Refuse(LeaseError::Held {
+                fleet: cluster.to_string(),
+                name: name.to_string(),
+                who: h.who,
+                id: h.id,
+                since: since(l),
+                waited: elapsed.as_secs(),
+            });
+        }
+        return Verdict::Wait(h);
+    }
+    if let (true, Some(h)) = (forced, &holder) {
+        (req.note)(&format!(
+            "breaking lease {NAMESPACE}/{name} of {} (ID {}) as --force-unlock asked",
+            h.who, h.id
+        ));
+    } else if let Some(h) = &holder {
+        (req.note)(&format!(
+            "taking over lease {NAMESPACE}/{name}: its holder {} (ID {}) stopped renewing it",
+            h.who, h.id
+        ));
+    }
+    Verdict::Take
+}
+
+/// Replaces lease `l` with one naming `me`, at the version read (a 409
+/// when someone else wrote it since), one transition more.
+async fn take_over(
+    api: &Api<Lease>,
+    name: &str,
+    me: &Holder,
+    l: &Lease,
+) -> Result<Lease, kube::Error> {
+    let transitions = serde_json::to_value(l).unwrap_or_default()["spec"]["leaseTransitions"]
+        .as_i64()
+        .unwrap_or(0);
+    let next = lease(
+        name,
+        me,
+        l.metadata.resource_version.as_deref(),
+        transitions + 1,
+    );
+    api.replace(name, &PostParams::default(), &next).await
 }
 
 /// Renews the lease every [`RENEW_EVERY`] at the version read; stops (and

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use crate::client::Client;
 use crate::fleet::Fleet;
 use crate::plan::spec::ClusterSecrets;
-use crate::plan::{Action, Change, Lost, Plan};
+use crate::plan::{Action, Change, Lost, Plan, Replacement};
 use crate::rollout::{Budgets, Rollout};
 
 use super::ApplyOptions;
@@ -203,13 +203,14 @@ fn skip(ctx: &Ctx, c: &Change, reason: &str) -> Outcome {
     Outcome::Skipped(reason.to_string())
 }
 
-/// What carrying a change out means, decoded once from the plan's action.
+/// What carrying a change out means, from the plan's action and, for a
+/// replacement, its order (`plan::Replacement`, in the change itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Job<'a> {
     Create,
     InPlace,
     Delete,
-    Replace(Replacement<'a>),
+    Replace(&'a Replacement),
     /// A lost server: its dead etcd member removed (its Node deleted and
     /// gone), its VM deleted when it still exists, then a new VM created
     /// under the same name and joined. etcd never holds more members than
@@ -217,31 +218,21 @@ enum Job<'a> {
     ReplaceLost(Lost),
 }
 
-/// The order of a replacement's two halves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replacement<'a> {
-    /// An agent: its successor (a new name, the pool's lowest free index)
-    /// is created and Ready before the old node is drained and its VM
-    /// removed.
-    CreateBeforeDestroy { successor: &'a str },
-    /// The VM keeps its name (servers do: `replaced_by` absent): the old
-    /// VM goes first, then the new one is created under the same name.
-    DestroyBeforeCreate,
-}
+/// A replacement whose order nobody set (a change built by hand, not by
+/// the diff or from a plan file) keeps its name: the safe order, which
+/// never leaves two VMs claiming one node.
+const KEEPS_NAME: Replacement = Replacement::DestroyBeforeCreate;
 
 impl<'a> Job<'a> {
-    /// The plan says a create-before-destroy replacement by naming its
-    /// successor (`replaced_by`, kept as it is in the plan's JSON).
     fn of(c: &'a Change) -> Job<'a> {
         match (c.action, c.lost) {
             (Action::Replace, Some(lost)) => Job::ReplaceLost(lost),
             (Action::Create, _) => Job::Create,
             (Action::Update | Action::Upgrade, _) => Job::InPlace,
             (Action::Delete, _) => Job::Delete,
-            (Action::Replace, None) => Job::Replace(match &c.replaced_by {
-                Some(successor) => Replacement::CreateBeforeDestroy { successor },
-                None => Replacement::DestroyBeforeCreate,
-            }),
+            (Action::Replace, None) => {
+                Job::Replace(c.replacement.as_ref().unwrap_or(&KEEPS_NAME))
+            }
         }
     }
 
@@ -324,7 +315,7 @@ mod tests {
     use super::*;
     use crate::fleet::Role;
 
-    fn change(action: Action, replaced_by: Option<&str>) -> Change {
+    fn change(action: Action, replacement: Option<Replacement>) -> Change {
         Change {
             action,
             vm: "acme-web1".into(),
@@ -334,28 +325,28 @@ mod tests {
             attributes: vec![],
             ops: vec![],
             restart: None,
-            replaced_by: replaced_by.map(str::to_string),
+            replacement,
             lost: None,
         }
     }
 
-    /// A replacement naming its successor creates it before destroying
-    /// the old VM; one that keeps its name destroys first. Only creates
-    /// and replacements join a server.
+    /// The job carries the change's own replacement order; a replacement
+    /// whose order nobody set keeps its name. Only creates and
+    /// replacements join a server.
     #[test]
-    fn a_replacements_order_is_decoded_once() {
-        let agent = change(Action::Replace, Some("acme-web4"));
-        assert_eq!(
-            Job::of(&agent),
-            Job::Replace(Replacement::CreateBeforeDestroy {
-                successor: "acme-web4"
-            })
-        );
-        let server = change(Action::Replace, None);
+    fn a_replacements_order_comes_from_the_change() {
+        let first = Replacement::CreateBeforeDestroy {
+            successor: "acme-web4".into(),
+        };
+        let agent = change(Action::Replace, Some(first.clone()));
+        assert_eq!(Job::of(&agent), Job::Replace(&first));
+        let server = change(Action::Replace, Some(Replacement::DestroyBeforeCreate));
         assert_eq!(
             Job::of(&server),
-            Job::Replace(Replacement::DestroyBeforeCreate)
+            Job::Replace(&Replacement::DestroyBeforeCreate)
         );
+        let unset = change(Action::Replace, None);
+        assert_eq!(Job::of(&unset), Job::Replace(&KEEPS_NAME));
         let joins: Vec<bool> = [
             Action::Create,
             Action::Update,

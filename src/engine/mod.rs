@@ -832,9 +832,7 @@ fn check_plan_scripts(
     let second = crate::names::fleet_vm_name(&s.fleet.name, fleet::CONTROL_PLANE_POOL, 2);
     for c in &p.changes {
         let new_vm = match c.action {
-            plan::Action::Create | plan::Action::Replace => {
-                Some(c.replaced_by.as_deref().unwrap_or(&c.vm))
-            }
+            plan::Action::Create | plan::Action::Replace => Some(c.successor().unwrap_or(&c.vm)),
             _ => None,
         };
         if let Some(d) = new_vm.and_then(|n| plan::placement::desired_named(&s.fleet, n)) {

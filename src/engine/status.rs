@@ -56,17 +56,7 @@ pub async fn status(
         .as_ref()
         .map(|n| crate::cluster::readiness(&desired, n));
     let probes = if req.probe {
-        let targets: Vec<crate::probe::ProbeTarget> = desired
-            .iter()
-            .filter_map(|d| d.share.map(|sh| (d, sh)))
-            .filter(|(d, _)| observed.vms.iter().any(|v| v.vm_name == d.name))
-            .map(|(d, sh)| proxy_target(&d.name, sh.public, &req.endpoint))
-            .collect();
-        let key = match &s.kube.ssh_key {
-            Some(k) => Some(crate::credentials::load_private_key(k)?),
-            None => None,
-        };
-        crate::probe::probe_all(&targets, key.as_ref(), 8).await
+        probe_proxies(s, req, &desired, &observed).await?
     } else {
         Vec::new()
     };
@@ -111,52 +101,13 @@ pub async fn status(
                 .find(|d| d.name == vm)
                 .is_some_and(|d| d.role == fleet::Role::Server)
         };
-        // k3s's own word where the bootstrap failed while k3s ran.
-        let refused: Vec<(String, bool)> = bootstrap
-            .iter()
-            .filter_map(|(vm, r)| match &r.as_ref().ok()?.phase {
-                BootstrapPhase::Failed { step } if is_k3s_step(step) => {
-                    Some((vm.clone(), server(vm)))
-                }
-                _ => None,
-            })
-            .collect();
-        if !refused.is_empty() {
-            let reasons =
-                crate::remote::read_k3s_reasons(refused, &ssh, SSH_FANOUT, SSH_PER_VM).await;
-            st.add_k3s_reasons(&reasons);
-        }
-        // Whether the tailnet lets the nodes reach each other, between the
-        // nodes whose identity the tailnet's records confirm.
-        let mut reports = Vec::new();
-        let mut unchecked = Vec::new();
+        add_k3s_reasons(&mut st, &bootstrap, &server, &ssh).await;
         let ours: Vec<String> = running
             .iter()
             .filter(|vm| desired.iter().any(|d| &d.name == *vm))
             .cloned()
             .collect();
-        for (vm, id) in
-            crate::remote::read_tailnet_identities(&ours, &ssh, SSH_FANOUT, SSH_PER_VM).await
-        {
-            match id {
-                Ok(id) => reports.push((vm.clone(), server(&vm), id)),
-                Err(why) => unchecked.push((vm, why)),
-            }
-        }
-        let tailnet_check::Confirmed {
-            nodes,
-            suspect,
-            unchecked: unconfirmed,
-        } = tailnet_check::confirm(reports);
-        unchecked.extend(unconfirmed);
-        if nodes.len() >= 2 || !suspect.is_empty() {
-            let probes = tailnet_check::probes(&nodes);
-            let outputs =
-                crate::remote::run_tailnet_probes(&probes, &ssh, SSH_FANOUT, SSH_PER_VM).await;
-            st.add_tailnet(tailnet_check::evaluate(
-                &nodes, &probes, &outputs, unchecked, suspect,
-            ));
-        }
+        add_tailnet_check(&mut st, &ours, &server, &ssh).await;
     }
     Ok((st, converged))
 }
@@ -169,6 +120,79 @@ pub(super) fn proxy_target(vm: &str, public: bool, endpoint: &str) -> crate::pro
     } else {
         let base = endpoint.trim_end_matches('/').trim_end_matches("/exec");
         crate::probe::ProbeTarget::emulated(vm, public, base)
+    }
+}
+
+/// The fleet's HTTPS proxies probed: the emulator (a non-default endpoint)
+/// serves them too, under its own address.
+async fn probe_proxies(
+    s: &Session,
+    req: &StatusRequest,
+    desired: &[fleet::DesiredVm],
+    observed: &plan::Observed,
+) -> Result<Vec<crate::probe::ProbeResult>, EngineError> {
+    let targets: Vec<crate::probe::ProbeTarget> = desired
+        .iter()
+        .filter_map(|d| d.share.map(|sh| (d, sh)))
+        .filter(|(d, _)| observed.vms.iter().any(|v| v.vm_name == d.name))
+        .map(|(d, sh)| proxy_target(&d.name, sh.public, &req.endpoint))
+        .collect();
+    let key = match &s.kube.ssh_key {
+        Some(k) => Some(crate::credentials::load_private_key(k)?),
+        None => None,
+    };
+    Ok(crate::probe::probe_all(&targets, key.as_ref(), 8).await)
+}
+
+/// k3s's own word where the bootstrap failed while k3s ran.
+async fn add_k3s_reasons(
+    st: &mut crate::status::Status,
+    bootstrap: &BTreeMap<String, Result<crate::bootstrap::BootstrapReport, String>>,
+    server: &dyn Fn(&str) -> bool,
+    ssh: &crate::ssh::SshOptions,
+) {
+    let refused: Vec<(String, bool)> = bootstrap
+        .iter()
+        .filter_map(|(vm, r)| match &r.as_ref().ok()?.phase {
+            BootstrapPhase::Failed { step } if is_k3s_step(step) => Some((vm.clone(), server(vm))),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        let reasons = crate::remote::read_k3s_reasons(refused, ssh, SSH_FANOUT, SSH_PER_VM).await;
+        st.add_k3s_reasons(&reasons);
+    }
+}
+
+/// Whether the tailnet lets the fleet's running VMs (`ours`) reach each
+/// other, between the nodes whose identity the tailnet's records confirm.
+async fn add_tailnet_check(
+    st: &mut crate::status::Status,
+    ours: &[String],
+    server: &dyn Fn(&str) -> bool,
+    ssh: &crate::ssh::SshOptions,
+) {
+    let mut reports = Vec::new();
+    let mut unchecked = Vec::new();
+    for (vm, id) in crate::remote::read_tailnet_identities(ours, ssh, SSH_FANOUT, SSH_PER_VM).await
+    {
+        match id {
+            Ok(id) => reports.push((vm.clone(), server(&vm), id)),
+            Err(why) => unchecked.push((vm, why)),
+        }
+    }
+    let tailnet_check::Confirmed {
+        nodes,
+        suspect,
+        unchecked: unconfirmed,
+    } = tailnet_check::confirm(reports);
+    unchecked.extend(unconfirmed);
+    if nodes.len() >= 2 || !suspect.is_empty() {
+        let probes = tailnet_check::probes(&nodes);
+        let outputs = crate::remote::run_tailnet_probes(&probes, ssh, SSH_FANOUT, SSH_PER_VM).await;
+        st.add_tailnet(tailnet_check::evaluate(
+            &nodes, &probes, &outputs, unchecked, suspect,
+        ));
     }
 }
 

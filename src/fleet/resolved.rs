@@ -22,27 +22,8 @@ pub const CONTROL_PLANE_POOL: &str = "cp";
 /// Taint put on servers when `controlPlane.schedulable` is false.
 pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane=true:NoSchedule";
 
-/// What a VM runs. Serialized as `server` / `agent` (plan JSON).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// `k3s server` (control plane and etcd).
-    Server,
-    /// `k3s agent` (worker).
-    Agent,
-}
-
-impl Role {
-    /// The word used in tags and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Agent => "agent",
-        }
-    }
-}
+/// A pool's k3s role (defined with the flags each role takes).
+pub use crate::k3s_flags::Role;
 
 /// exe.dev HTTPS proxy settings of one VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

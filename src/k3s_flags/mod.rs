@@ -15,14 +15,23 @@
 
 use std::sync::OnceLock;
 
-/// Which k3s command a flag is given to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A k3s node's role: which k3s command runs it, and so which flags it
+/// takes. The one definition: the fleet's pools (`fleet::Role`) and the VM
+/// world's k3s unit (`world::k3s_config::Role`) re-export it, so both sides
+/// of the emulator agree on it without the world depending on the fleet.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// `k3s server` (control plane and etcd).
     Server,
+    /// `k3s agent` (worker).
     Agent,
 }
 
 impl Role {
+    /// The word used in tags, logs, the plan JSON and the world's state.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Server => "server",

@@ -161,8 +161,10 @@ pub struct AttrChange {
     pub after: Option<String>,
 }
 
-/// One VM's change.
+/// One VM's change. Its JSON is [`ChangeJson`]'s: a replacement's order
+/// is read from it once, into [`Replacement`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ChangeJson", into = "ChangeJson")]
 pub struct Change {
     pub action: Action,
     pub vm: String,
@@ -171,21 +173,29 @@ pub struct Change {
     pub reasons: Vec<String>,
     pub attributes: Vec<AttrChange>,
     /// In-place operations (updates, and share settings after a create).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ops: Vec<Op>,
     /// What an in-place change restarts (absent: nothing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
-    /// An agent replaced create-before-destroy: the new VM's name (the
-    /// pool's lowest free index), Ready before `vm` is drained and removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaced_by: Option<String>,
+    /// The order of a replacement's two halves: set for every
+    /// [`Action::Replace`], by the diff or when a plan file is read.
+    pub replacement: Option<Replacement>,
     /// A lost server replaced (action `replace`): its Node is deleted
     /// first, without a drain, and apply waits until it is gone (k3s
     /// removes the etcd member before the Node goes), then its VM, if any,
     /// is deleted and a new one created under the same name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<Lost>,
+}
+
+/// The order of a replacement's two halves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replacement {
+    /// An agent: its successor (a new name, the pool's lowest free index)
+    /// is created and Ready before the old node is drained and its VM
+    /// removed.
+    CreateBeforeDestroy { successor: String },
+    /// The VM keeps its name (servers do): the old VM goes first, then the
+    /// new one is created under the same name.
+    DestroyBeforeCreate,
 }
 
 /// How long a server's Node may go without a `Ready=True` condition
@@ -217,6 +227,75 @@ impl Change {
     /// against the pool's `maxUnavailable`.
     pub fn disrupts(&self) -> bool {
         matches!(self.action, Action::Replace | Action::Delete) || self.restart.is_some()
+    }
+
+    /// The new VM of a create-before-destroy replacement.
+    pub fn successor(&self) -> Option<&str> {
+        match &self.replacement {
+            Some(Replacement::CreateBeforeDestroy { successor }) => Some(successor),
+            _ => None,
+        }
+    }
+}
+
+/// A [`Change`] as the plan JSON writes it (format 3): a create-before-
+/// destroy replacement names its successor in `replaced_by`; a replacement
+/// without one is destroy-before-create.
+#[derive(Serialize, Deserialize)]
+struct ChangeJson {
+    action: Action,
+    vm: String,
+    pool: String,
+    role: Role,
+    reasons: Vec<String>,
+    attributes: Vec<AttrChange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ops: Vec<Op>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart: Option<Restart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaced_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lost: Option<Lost>,
+}
+
+impl From<ChangeJson> for Change {
+    fn from(j: ChangeJson) -> Change {
+        let replacement = match (j.replaced_by, j.action) {
+            (Some(successor), _) => Some(Replacement::CreateBeforeDestroy { successor }),
+            (None, Action::Replace) => Some(Replacement::DestroyBeforeCreate),
+            (None, _) => None,
+        };
+        Change {
+            action: j.action,
+            vm: j.vm,
+            pool: j.pool,
+            role: j.role,
+            reasons: j.reasons,
+            attributes: j.attributes,
+            ops: j.ops,
+            restart: j.restart,
+            replacement,
+            lost: j.lost,
+        }
+    }
+}
+
+impl From<Change> for ChangeJson {
+    fn from(c: Change) -> ChangeJson {
+        let replaced_by = c.successor().map(str::to_string);
+        ChangeJson {
+            action: c.action,
+            vm: c.vm,
+            pool: c.pool,
+            role: c.role,
+            reasons: c.reasons,
+            attributes: c.attributes,
+            ops: c.ops,
+            restart: c.restart,
+            replaced_by,
+            lost: c.lost,
+        }
     }
 }
 

@@ -47,7 +47,7 @@ fn release_line(plan: &Plan) -> Option<String> {
 /// What the change restarts or how it replaces, for its heading.
 fn disruption(c: &Change) -> String {
     let mut s = String::new();
-    if let Some(new) = &c.replaced_by {
+    if let Some(new) = c.successor() {
         s.push_str(&format!(" by {} (create before destroy)", one_line(new)));
     }
     if c.lost.is_some() {
@@ -207,7 +207,7 @@ fn change_row(c: &Change) -> String {
         Action::Replace => "♻️ replace",
         Action::Delete => "🗑️ delete",
     };
-    let vm = match &c.replaced_by {
+    let vm = match c.successor() {
         Some(new) => format!("{} → {}", md_code(&c.vm), md_code(new)),
         None => md_code(&c.vm),
     };

@@ -209,12 +209,24 @@ fn immutable_changes_replace() {
         ]
     );
     assert!(p.changes[0].reasons[0].contains("disk shrinks"));
-    assert_eq!(p.changes[0].replaced_by, None, "servers keep their names");
+    assert_eq!(
+        p.changes[0].replacement,
+        Some(Replacement::DestroyBeforeCreate),
+        "servers keep their names"
+    );
     assert!(p.changes[1].reasons[0].contains("image changed"));
     assert!(p.changes[2].reasons[0].contains("role or tailnet changed"));
-    assert_eq!(p.changes[1].replaced_by.as_deref(), Some("demo-web3"));
-    assert_eq!(p.changes[2].replaced_by.as_deref(), Some("demo-web4"));
+    assert_eq!(p.changes[1].successor(), Some("demo-web3"));
+    assert_eq!(p.changes[2].successor(), Some("demo-web4"));
     assert!(p.changes.iter().all(|c| c.disrupts()));
+    // In the JSON, only a create-before-destroy replacement says so
+    // (`replaced_by`, as in format 3); read back, each order is the same.
+    let json = render::json(&p);
+    assert_eq!(json.matches("\"replaced_by\"").count(), 2, "{json}");
+    assert!(json.contains("\"replaced_by\": \"demo-web3\""), "{json}");
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+    assert_eq!(render::json(&back), json);
 }
 
 /// A new release, new arguments, new labels: in place, attribute by

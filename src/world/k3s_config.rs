@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::k3s_flags::{self, Kind, Table};
+use crate::k3s_flags::{Kind, Table};
 
 /// Default config file; `--config` / `K3S_CONFIG_FILE` move it.
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
@@ -59,22 +59,8 @@ pub trait Files {
     fn list(&self, dir: &str) -> Vec<String>;
 }
 
-/// Which k3s the unit runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Server,
-    Agent,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Agent => "agent",
-        }
-    }
-}
+/// Which k3s the unit runs (the one `Role`, beside the flags each takes).
+pub use crate::k3s_flags::Role;
 
 /// What a unit file says about how to run k3s.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +238,7 @@ fn apply_config_file(
 /// The flags of one role in one table, as the world's k3s reads them.
 struct Flags<'a> {
     table: &'a Table,
-    role: k3s_flags::Role,
+    role: Role,
 }
 
 impl Flags<'_> {
@@ -333,13 +319,7 @@ pub fn resolve(
             None => return Err(format!("failed to load environment file {path}")),
         }
     }
-    let flags = Flags {
-        table,
-        role: match role {
-            Role::Server => k3s_flags::Role::Server,
-            Role::Agent => k3s_flags::Role::Agent,
-        },
-    };
+    let flags = Flags { table, role };
     let cli = parse_args(&flags, &unit.exec[2..])?;
     let config_path = cli
         .iter()
@@ -435,7 +415,7 @@ mod tests {
     struct Mem(BTreeMap<&'static str, &'static str>);
 
     fn table() -> &'static Table {
-        k3s_flags::for_minor(1, 31).unwrap()
+        crate::k3s_flags::for_minor(1, 31).unwrap()
     }
 
     impl Files for Mem {

@@ -38,7 +38,7 @@ struct Row {
 /// A table whose rows name `root::x` has root `root`; its dependency names
 /// are relative to that root, except those written "crate `x`". Rows under
 /// "Pure core" are pure; in other tables, rows whose job starts with "pure".
-fn code_map(text: &str) -> Vec<Row> {
+fn code_map(text: &str, groups: &BTreeSet<String>) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut pure_core = false;
     let mut table: Vec<Vec<String>> = Vec::new();
@@ -59,7 +59,7 @@ fn code_map(text: &str) -> Vec<Row> {
             continue;
         }
         if in_table {
-            rows.extend(table_rows(&table, table_pure_core));
+            rows.extend(table_rows(&table, table_pure_core, groups));
             in_table = false;
         }
         if line.starts_with("Pure core") {
@@ -71,14 +71,18 @@ fn code_map(text: &str) -> Vec<Row> {
     rows
 }
 
-fn table_rows(table: &[Vec<String>], pure_core: bool) -> Vec<Row> {
+fn table_rows(table: &[Vec<String>], pure_core: bool, groups: &BTreeSet<String>) -> Vec<Row> {
     let names: Vec<String> = table
         .iter()
         .map(|c| c[1].trim_matches('`').to_string())
         .collect();
+    // A table is a module's own (the world's) when it has a row for that
+    // module and every other row is inside it; rows named in a group
+    // (`core::plan`) are top-level ones.
     let root = names
         .iter()
-        .find_map(|n| n.rsplit_once("::").map(|(r, _)| r.to_string()))
+        .find(|r| names.iter().all(|n| within(n, r)) && names.len() > 1)
+        .cloned()
         .unwrap_or_default();
     table
         .iter()
@@ -93,7 +97,7 @@ fn table_rows(table: &[Vec<String>], pure_core: bool) -> Vec<Row> {
                 if name == root {
                     deps.insert(root.clone());
                 } else if before.ends_with("crate ") || root.is_empty() {
-                    deps.insert(first.to_string());
+                    deps.insert(cut(&name, "", groups));
                 } else {
                     deps.insert(format!("{root}::{first}"));
                 }
@@ -276,8 +280,8 @@ fn is_ident(c: char) -> bool {
 }
 
 /// The code without `#[cfg(test)]` items (a `mod tests;` declaration, an
-/// inline test module, a test-only function or import), and the names of
-/// the child modules declared under `#[cfg(test)]`.
+/// inline test module, a test-only function or import; their line breaks
+/// kept), and the names of the child modules declared under `#[cfg(test)]`.
 fn without_tests(code: &str) -> (String, Vec<String>) {
     const ATTR: &str = "#[cfg(test)]";
     let mut out = String::new();
@@ -297,6 +301,9 @@ fn without_tests(code: &str) -> (String, Vec<String>) {
         } else {
             brace + 1 + matching_brace(&item[brace + 1..]) + 1
         };
+        // The item's line breaks stay, so line numbers stay true.
+        let removed = &rest[at..at + ATTR.len() + end.min(item.len())];
+        out.extend(removed.chars().filter(|&c| c == '\n'));
         rest = item.get(end..).unwrap_or_default();
     }
     out.push_str(rest);
@@ -591,8 +598,9 @@ fn within(m: &str, outer: &str) -> bool {
 }
 
 /// `m` cut to its first segment below `root` (`m` itself when it is the
-/// root), or below the crate when `m` is outside `root`.
-fn cut(m: &str, root: &str) -> String {
+/// root), or below the crate when `m` is outside `root`: a top-level
+/// module, which in a group is two segments (`core::plan`).
+fn cut(m: &str, root: &str, groups: &BTreeSet<String>) -> String {
     if within(m, root) && !root.is_empty() {
         let below = m[root.len()..].trim_start_matches("::");
         match below.split("::").next() {
@@ -600,13 +608,36 @@ fn cut(m: &str, root: &str) -> String {
             _ => root.to_string(),
         }
     } else {
-        m.split("::").next().unwrap_or_default().to_string()
+        let mut segs = m.split("::");
+        let first = segs.next().unwrap_or_default();
+        match segs.next() {
+            Some(second) if groups.contains(first) => format!("{first}::{second}"),
+            _ => first.to_string(),
+        }
     }
+}
+
+/// The groups of the top level (`src/base/`, `src/core/`, ...): top-level
+/// modules that only declare their children (`pub mod names;`). A group is
+/// a directory, not a layer of its own: its children get the rows.
+fn groups(sources: &[Source]) -> BTreeSet<String> {
+    sources
+        .iter()
+        .filter(|s| !s.module.contains("::"))
+        .filter(|s| {
+            s.code.split(';').all(|item| {
+                let words: Vec<&str> = item.split_whitespace().collect();
+                matches!(words.as_slice(), [] | ["mod", _] | ["pub", "mod", _])
+            })
+        })
+        .map(|s| s.module.clone())
+        .collect()
 }
 
 /// Everything the code map says that the code does not hold.
 fn map_problems(rows: &[Row], sources: &[Source], root_dir: &Path) -> Vec<String> {
     let index = Index::new(sources);
+    let groups = groups(sources);
     let modules = &index.modules;
     let mut problems = Vec::new();
     let roots: BTreeSet<&str> = rows.iter().map(|r| r.root.as_str()).collect();
@@ -614,8 +645,8 @@ fn map_problems(rows: &[Row], sources: &[Source], root_dir: &Path) -> Vec<String
         let table: Vec<&Row> = rows.iter().filter(|r| r.root == *root).collect();
         let children: BTreeSet<String> = modules
             .iter()
-            .filter(|m| within(m, root) && *m != root)
-            .map(|m| cut(m, root))
+            .filter(|m| within(m, root) && *m != root && !groups.contains(*m))
+            .map(|m| cut(m, root, &groups))
             .collect();
         for child in &children {
             if !table.iter().any(|r| r.module == *child) {
@@ -657,7 +688,7 @@ fn map_problems(rows: &[Row], sources: &[Source], root_dir: &Path) -> Vec<String
                 if row.any_inside && within(&used, root) {
                     continue;
                 }
-                let dep = cut(&used, root);
+                let dep = cut(&used, root, &groups);
                 used_by_row.insert(dep.clone());
                 if !row.deps.contains(&dep) {
                     let written = match dep.strip_prefix(&format!("{root}::")) {
@@ -819,8 +850,11 @@ fn import_circles(sources: &[Source]) -> Vec<Vec<String>> {
 #[test]
 fn code_map_matches_the_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rows = code_map(&std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap());
     let sources = sources(&root.join("src"));
+    let rows = code_map(
+        &std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap(),
+        &groups(&sources),
+    );
     let problems = map_problems(&rows, &sources, root);
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
@@ -854,8 +888,10 @@ fn the_checker_finds_what_it_must() {
             "crate::m::*"
         ]
     );
+    let none = BTreeSet::new();
     let map = code_map(
         "Pure core (no I/O):\n\n| module | one job | may depend on |\n|---|---|---|\n| `fleet` | x | `names`, `api::types` |\n\nEdges (I/O):\n\n| module | one job | may depend on |\n|---|---|---|\n| `cli` | y | everything |\n\n## World\n\n| module | one job | may depend on |\n|---|---|---|\n| `world` | e | everything in `world`; crate `names` |\n| `world::model` | pure state | `k3s`, crate `release` |\n",
+        &none,
     );
     let by: BTreeMap<&str, &Row> = map.iter().map(|r| (r.module.as_str(), r)).collect();
     assert!(by["fleet"].pure && !by["cli"].pure && by["cli"].any);
@@ -909,6 +945,7 @@ fn the_checker_finds_what_it_must() {
     );
     let rows = code_map(
         "| module | one job | may depend on |\n|---|---|---|\n| `world` | e | everything in `world` |\n| `world::k3s` | k | `model` |\n| `world::model` | pure m | nothing |\n",
+        &none,
     );
     let sources = vec![
         bare("world::k3s", "use crate::release::R; use super::model::M;"),
@@ -933,5 +970,177 @@ fn the_checker_finds_what_it_must() {
     assert_eq!(
         import_circles(&through_parent),
         [["world::k3s", "world::k3s::state", "world::model"]]
+    );
+}
+
+/// The longest a function in src/ may be, in lines from its `fn` to its
+/// closing brace (issue 19): past that, a function holds several jobs.
+const MAX_FN_LINES: usize = 120;
+
+/// The longest a file may be where people live most (issue 19): the
+/// apply, diff and status modules, split by job.
+const MAX_FILE_LINES: usize = 600;
+const FILE_LIMITED: &[&str] = &["src/apply", "src/plan/diff", "src/status"];
+
+/// Every function with a body in `code` (comments, strings and test items
+/// already blanked): its name, the 1-based line of its `fn` and its length
+/// in lines, `fn` line to closing brace. A nested function counts on its
+/// own and inside its parent.
+fn fn_lengths(code: &str) -> Vec<(String, usize, usize)> {
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("fn ") {
+        if at > 0 && is_ident(code[..at].chars().next_back().unwrap_or(' ')) {
+            continue;
+        }
+        let rest = &code[at + 3..];
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|&c| is_ident(c))
+            .collect();
+        if name.is_empty() {
+            continue; // `fn(u8) -> u8`, a function pointer type
+        }
+        // The body opens at the first `{` outside the signature's brackets
+        // (`[u8; 4]`); a `;` there first means no body (a trait's method).
+        let mut depth = 0i32;
+        let mut open = None;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ';' if depth == 0 => break,
+                '{' if depth == 0 => {
+                    open = Some(at + 3 + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else { continue };
+        let close = open + 1 + matching_brace(&code[open + 1..]);
+        out.push((name, line_of(at), line_of(close) - line_of(at) + 1));
+    }
+    out
+}
+
+/// Every function of src/ (tests aside) over `MAX_FN_LINES`, as
+/// `file:line fn name (length)`, longest first.
+fn long_functions(root: &Path) -> Vec<(usize, String)> {
+    let src = root.join("src");
+    let mut files: Vec<(PathBuf, String)> = sources(&src)
+        .into_iter()
+        .map(|s| (s.file, s.code))
+        .collect();
+    for binary_or_root in ["main.rs", "lib.rs"] {
+        let file = src.join(binary_or_root);
+        let text = std::fs::read_to_string(&file).unwrap();
+        files.push((file, without_tests(&blank(&text)).0));
+    }
+    let mut long = Vec::new();
+    for (file, code) in files {
+        let file = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        for (name, line, len) in fn_lengths(&code) {
+            if len > MAX_FN_LINES {
+                long.push((len, format!("{file}:{line} fn {name} ({len} lines)")));
+            }
+        }
+    }
+    long.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    long
+}
+
+#[test]
+fn no_function_over_120_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let long: Vec<String> = long_functions(root).into_iter().map(|(_, s)| s).collect();
+    assert!(
+        long.is_empty(),
+        "\n{}\nsplit each by job: a function of at most {MAX_FN_LINES} lines\n",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn no_file_over_600_lines_in_apply_diff_status() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut long = Vec::new();
+    for dir in FILE_LIMITED {
+        let mut files = Vec::new();
+        collect_rs(&root.join(dir), &mut files);
+        assert!(
+            !files.is_empty(),
+            "{dir} holds no .rs file: update FILE_LIMITED"
+        );
+        for file in files {
+            let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+            if lines > MAX_FILE_LINES {
+                let file = file.strip_prefix(root).unwrap_or(&file).display();
+                long.push(format!("{file}: {lines} lines"));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "\n{}\nsplit each by job: at most {MAX_FILE_LINES} lines\n",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn function_lengths_are_counted_from_fn_to_closing_brace() {
+    let code = blank(
+        "trait T { fn decl(&self); }\nfn f(x: [u8; 4])\n    -> u8\n{\n    let s = \"}\";\n    fn inner() {}\n    x[0]\n}\n",
+    );
+    assert_eq!(
+        fn_lengths(&code),
+        [("f".to_string(), 2, 7), ("inner".to_string(), 6, 1)]
+    );
+    let (without, _) = without_tests("fn a() {}\n#[cfg(test)]\nmod t {\n}\nfn b() {\n}\n");
+    assert_eq!(
+        fn_lengths(&without),
+        [("a".to_string(), 1, 1), ("b".to_string(), 5, 2)]
+    );
+}
+
+#[test]
+fn grouped_modules_are_top_level_rows() {
+    let bare = |m: &str, code: &str| Source {
+        module: m.into(),
+        file: PathBuf::from(format!("{m}.rs")),
+        code: code.into(),
+    };
+    let sources = vec![
+        bare("base", "pub mod names;\npub mod text;\n"),
+        bare("base::names", ""),
+        bare("base::text", ""),
+        bare("core", "pub mod plan;"),
+        bare("core::plan", "use crate::base::names::X;"),
+        bare("core::plan::spec", "use crate::base::text::Y;"),
+        bare("cli", "pub mod x; fn f() {}"),
+    ];
+    let groups = groups(&sources);
+    assert_eq!(groups.iter().cloned().collect::<Vec<_>>(), ["base", "core"]);
+    assert_eq!(cut("core::plan::spec", "", &groups), "core::plan");
+    assert_eq!(cut("cli", "", &groups), "cli");
+    let rows = code_map(
+        "Pure core (no I/O):\n\n| module | one job | may depend on |\n|---|---|---|\n| `base::names` | n | nothing |\n| `base::text` | t | nothing |\n| `core::plan` | p | `base::names` |\n",
+        &groups,
+    );
+    assert!(rows.iter().all(|r| r.root.is_empty() && r.pure));
+    let problems = map_problems(&rows, &sources, Path::new(""));
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("module `cli` has no row"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].contains("uses base::text") && problems[1].contains("(as `base::text`)"),
+        "{problems:#?}"
     );
 }

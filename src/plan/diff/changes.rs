@@ -12,7 +12,8 @@ use crate::fleet::{self, DesiredVm, Fleet, RESERVED_TAG_PREFIX, Role};
 use crate::plan::attributes::{self, AttrName, Target, attr, gb};
 use crate::plan::spec::{self, SpecComment};
 use crate::plan::{
-    Action, AttrChange, Change, LOST_AFTER_SECS, Lost, NodeFacts, Observed, Op, placement,
+    Action, AttrChange, Change, LOST_AFTER_SECS, Lost, NodeFacts, Observed, Op, Replacement,
+    placement,
 };
 use crate::release::Release;
 use crate::sizes::same_size;
@@ -150,7 +151,7 @@ fn create_change(fleet: &Fleet, d: &DesiredVm, target: &Target) -> Change {
         attributes: create_attrs(fleet, d, &target.release),
         ops: share_ops(d),
         restart: None,
-        replaced_by: None,
+        replacement: None,
         lost: None,
     }
 }
@@ -170,7 +171,7 @@ fn delete_change(v: &VmInfo, reason: String) -> Change {
         ],
         ops: Vec::new(),
         restart: None,
-        replaced_by: None,
+        replacement: None,
         lost: None,
     }
 }
@@ -248,7 +249,9 @@ fn compare(
             attributes: attrs,
             ops: share_ops(d),
             restart: None,
-            replaced_by: None,
+            // Agents are moved to create-before-destroy by the removals
+            // pass, when the pool has room.
+            replacement: Some(Replacement::DestroyBeforeCreate),
             lost: None,
         });
     }
@@ -264,7 +267,7 @@ fn compare(
         reasons: changes.reasons,
         attributes: changes.attributes,
         ops: changes.ops,
-        replaced_by: None,
+        replacement: None,
         lost: None,
     })
 }
@@ -336,7 +339,8 @@ fn lost_change(fleet: &Fleet, d: &DesiredVm, target: &Target, lost: Lost) -> Cha
         attributes: create_attrs(fleet, d, &target.release),
         ops: share_ops(d),
         restart: None,
-        replaced_by: None,
+        // The name is kept: the dead member and its VM go first.
+        replacement: Some(Replacement::DestroyBeforeCreate),
         lost: Some(lost),
     }
 }
@@ -356,7 +360,7 @@ fn create_before_destroy(
         "create before destroy: {new} is created and Ready before {} is drained and removed",
         c.vm
     ));
-    c.replaced_by = Some(new);
+    c.replacement = Some(Replacement::CreateBeforeDestroy { successor: new });
 }
 
 /// The convergence pass: each desired VM against the VM of its name. A VM
@@ -501,11 +505,11 @@ mod tests {
         let agent = desired.iter().find(|d| d.role == Role::Agent).unwrap();
         let mut c = delete_change(&owned(agent), String::new());
         create_before_destroy(&f.name, &mut c, &mut taken);
-        let new = c.replaced_by.clone().unwrap();
+        let new = c.successor().unwrap().to_string();
         assert!(!desired.iter().any(|d| d.name == new), "{new}");
         // The next one does not take the same index.
         create_before_destroy(&f.name, &mut c, &mut taken);
-        assert_ne!(c.replaced_by.unwrap(), new);
+        assert_ne!(c.successor().unwrap(), new);
     }
 
     #[test]

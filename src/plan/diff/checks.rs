@@ -293,7 +293,7 @@ mod tests {
             attributes: Vec::new(),
             ops: Vec::new(),
             restart,
-            replaced_by: None,
+            replacement: None,
             lost: None,
         }
     }

@@ -122,9 +122,9 @@ pub(super) fn skew_refusals(
         changes
             .iter()
             .filter(|c| c.role == Role::Agent)
-            .filter_map(|c| match (&c.action, &c.replaced_by) {
+            .filter_map(|c| match (&c.action, c.successor()) {
                 (Action::Create, _) => Some(c.vm.clone()),
-                (Action::Replace, Some(new)) => Some(new.clone()),
+                (Action::Replace, Some(new)) => Some(new.to_string()),
                 _ => None,
             })
             .map(|n| (n, target.clone())),

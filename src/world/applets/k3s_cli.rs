@@ -321,31 +321,66 @@ fn table(res: &Resource, items: &[Value], wide: bool) -> String {
         .collect()
 }
 
-fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> Output {
-    let mut ns: Option<String> = None;
-    let mut all_ns = false;
-    let mut output: Option<String> = None;
-    let mut raw: Option<String> = None;
-    let mut words = Vec::new();
-    let mut flags = Args::new(args, |a| a.starts_with("--") || a.starts_with("-o"));
-    while let Some(k) = flags.next_flag() {
-        let mut value = || flags.value().unwrap_or_default();
-        match k {
-            "-n" | "--namespace" => ns = Some(value()),
-            "-A" | "--all-namespaces" => all_ns = true,
-            "-o" | "--output" => output = Some(value()),
-            "--raw" => raw = Some(value()),
-            "--kubeconfig" | "--context" | "--request-timeout" => {
-                let _ = value();
+/// What a kubectl command line says: its flags the world reads and the
+/// words left (verb, kind, name, `key=value`s).
+struct KubectlArgs {
+    ns: Option<String>,
+    all_ns: bool,
+    output: Option<String>,
+    raw: Option<String>,
+    words: Vec<String>,
+}
+
+impl KubectlArgs {
+    fn parse(args: &[String]) -> KubectlArgs {
+        let mut k = KubectlArgs {
+            ns: None,
+            all_ns: false,
+            output: None,
+            raw: None,
+            words: Vec::new(),
+        };
+        let mut flags = Args::new(args, |a| a.starts_with("--") || a.starts_with("-o"));
+        while let Some(flag) = flags.next_flag() {
+            let mut value = || flags.value().unwrap_or_default();
+            match flag {
+                "-n" | "--namespace" => k.ns = Some(value()),
+                "-A" | "--all-namespaces" => k.all_ns = true,
+                "-o" | "--output" => k.output = Some(value()),
+                "--raw" => k.raw = Some(value()),
+                "--kubeconfig" | "--context" | "--request-timeout" => {
+                    let _ = value();
+                }
+                "--overwrite" | "--no-headers" | "--ignore-not-found" => {}
+                s if s.starts_with("-o") && s.len() > 2 => {
+                    k.output = Some(s[2..].trim_start_matches('=').to_string())
+                }
+                _ => k.words.push(flags.whole().to_string()),
             }
-            "--overwrite" | "--no-headers" | "--ignore-not-found" => {}
-            s if s.starts_with("-o") && s.len() > 2 => {
-                output = Some(s[2..].trim_start_matches('=').to_string())
-            }
-            _ => words.push(flags.whole().to_string()),
         }
+        k
     }
-    if words.first().map(String::as_str) == Some("version") {
+
+    fn word(&self, i: usize) -> Option<&str> {
+        self.words.get(i).map(String::as_str)
+    }
+
+    fn ns_or_default(&self) -> String {
+        self.ns.clone().unwrap_or_else(|| "default".to_string())
+    }
+}
+
+/// kubectl's way of showing the API's refusal.
+fn api_failure(e: kube::ApiError) -> Output {
+    Output::fail(
+        1,
+        format!("Error from server ({}): {}", e.reason, e.message),
+    )
+}
+
+fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> Output {
+    let k = KubectlArgs::parse(args);
+    if k.word(0) == Some("version") {
         return Output::ok(format!(
             "Client Version: {version}\nKustomize Version: v5.4.2\n"
         ));
@@ -359,126 +394,28 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
     let Some(c) = m.clusters.get_mut(&cid) else {
         return Output::fail(1, "the cluster is gone");
     };
-    let ns_or_default = ns.clone().unwrap_or_else(|| "default".to_string());
-    let fail = |e: kube::ApiError| {
-        Output::fail(
-            1,
-            format!("Error from server ({}): {}", e.reason, e.message),
-        )
-    };
-    match words.first().map(String::as_str) {
-        Some("get") => {
-            if let Some(path) = raw {
-                return match path.as_str() {
-                    "/readyz" | "/livez" | "/healthz" => Output::ok("ok"),
-                    "/version" => Output::ok(json!({"gitVersion": api_version}).to_string()),
-                    other => Output::fail(
-                        1,
-                        format!(
-                            "Error from server (NotFound): the world's kubectl --raw serves /readyz, /livez, /healthz, /version, not {other}"
-                        ),
-                    ),
-                };
-            }
-            let Some(res) = words.get(1).and_then(|w| resource_named(w)) else {
-                return Output::fail(
-                    1,
-                    "error: the world's kubectl gets nodes, pods, namespaces, serviceaccounts, configmaps, pdb",
-                );
-            };
-            let items: Vec<Value> = match words.get(2) {
-                Some(name) => match c.api.get(&res, &ns_or_default, name) {
-                    Ok(o) => vec![o],
-                    Err(e) => return fail(e),
-                },
-                None => {
-                    let scope = if all_ns || !res.namespaced {
-                        None
-                    } else {
-                        Some(ns_or_default.as_str())
-                    };
-                    c.api.list(&res, scope, None, None)
-                }
-            };
-            let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-            let single = words.get(2).is_some();
-            let whole = if single { items[0].clone() } else { list };
-            match output.as_deref() {
-                Some("json") => Output::ok(format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&whole).unwrap_or_default()
-                )),
-                Some("name") => Output::ok(
-                    items
-                        .iter()
-                        .map(|o| {
-                            format!(
-                                "{}/{}\n",
-                                res.kind.to_ascii_lowercase(),
-                                o["metadata"]["name"].as_str().unwrap_or_default()
-                            )
-                        })
-                        .collect::<String>(),
-                ),
-                Some(o) if o.starts_with("jsonpath") => {
-                    let expr = o.split_once('=').map(|(_, e)| e).unwrap_or_default();
-                    Output::ok(jsonpath(&whole, expr))
-                }
-                Some("wide") => Output::ok(table(&res, &items, true)),
-                None => Output::ok(table(&res, &items, false)),
-                Some(other) => Output::fail(
-                    1,
-                    format!("error: the world's kubectl does not print -o {other}"),
-                ),
-            }
-        }
+    match k.word(0) {
+        Some("get") => match &k.raw {
+            Some(path) => get_raw(path, &api_version),
+            None => get(&c.api, &k),
+        },
         Some(verb @ ("cordon" | "uncordon")) => {
-            let Some(name) = words.get(1) else {
+            let Some(name) = k.word(1) else {
                 return Output::fail(1, format!("error: kubectl {verb} NODE"));
             };
             let patch = json!({"spec": {"unschedulable": verb == "cordon"}});
             match c.api.patch_merge(&objects::NODES, "", name, &patch) {
                 Ok(_) => Output::ok(format!("node/{name} {verb}ed\n")),
-                Err(e) => fail(e),
+                Err(e) => api_failure(e),
             }
         }
-        Some("label") => {
-            let (Some(kind), Some(name)) = (words.get(1), words.get(2)) else {
-                return Output::fail(1, "error: kubectl label node NAME key=value...");
-            };
-            let Some(res) = resource_named(kind) else {
-                return Output::fail(
-                    1,
-                    "error: the world's kubectl labels nodes, pods, namespaces",
-                );
-            };
-            let mut labels = serde_json::Map::new();
-            for kv in &words[3..] {
-                match kv.split_once('=') {
-                    Some((k, v)) => labels.insert(k.to_string(), json!(v)),
-                    None => labels.insert(kv.trim_end_matches('-').to_string(), Value::Null),
-                };
-            }
-            match c.api.patch_merge(
-                &res,
-                &ns_or_default,
-                name,
-                &json!({"metadata": {"labels": labels}}),
-            ) {
-                Ok(_) => Output::ok(format!(
-                    "{}/{name} labeled\n",
-                    res.kind.to_ascii_lowercase()
-                )),
-                Err(e) => fail(e),
-            }
-        }
+        Some("label") => label(&mut c.api, &k),
         Some("delete")
-            if words
-                .get(1)
-                .and_then(|w| resource_named(w))
+            if k.word(1)
+                .and_then(resource_named)
                 .is_some_and(|r| r.plural == "nodes") =>
         {
-            let Some(name) = words.get(2) else {
+            let Some(name) = k.word(2) else {
                 return Output::fail(1, "error: kubectl delete node NAME");
             };
             match c.api.delete(&objects::NODES, "", name) {
@@ -487,7 +424,7 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
                     inner.settle(m, fx);
                     Output::ok(format!("node \"{name}\" deleted\n"))
                 }
-                Err(e) => fail(e),
+                Err(e) => api_failure(e),
             }
         }
         Some("create") => {
@@ -530,6 +467,105 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
                 other.unwrap_or_default()
             ),
         ),
+    }
+}
+
+/// `kubectl get --raw PATH`: the health endpoints and `/version`.
+fn get_raw(path: &str, api_version: &str) -> Output {
+    match path {
+        "/readyz" | "/livez" | "/healthz" => Output::ok("ok"),
+        "/version" => Output::ok(json!({"gitVersion": api_version}).to_string()),
+        other => Output::fail(
+            1,
+            format!(
+                "Error from server (NotFound): the world's kubectl --raw serves /readyz, /livez, /healthz, /version, not {other}"
+            ),
+        ),
+    }
+}
+
+/// `kubectl get KIND [NAME]`, printed as `-o` asks.
+fn get(api: &kube::ApiStore, k: &KubectlArgs) -> Output {
+    let Some(res) = k.word(1).and_then(resource_named) else {
+        return Output::fail(
+            1,
+            "error: the world's kubectl gets nodes, pods, namespaces, serviceaccounts, configmaps, pdb",
+        );
+    };
+    let ns = k.ns_or_default();
+    let items: Vec<Value> = match k.word(2) {
+        Some(name) => match api.get(&res, &ns, name) {
+            Ok(o) => vec![o],
+            Err(e) => return api_failure(e),
+        },
+        None => {
+            let scope = if k.all_ns || !res.namespaced {
+                None
+            } else {
+                Some(ns.as_str())
+            };
+            api.list(&res, scope, None, None)
+        }
+    };
+    let whole = match k.word(2) {
+        Some(_) => items[0].clone(),
+        None => json!({"apiVersion": "v1", "kind": "List", "items": items}),
+    };
+    match k.output.as_deref() {
+        Some("json") => Output::ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&whole).unwrap_or_default()
+        )),
+        Some("name") => Output::ok(
+            items
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}/{}\n",
+                        res.kind.to_ascii_lowercase(),
+                        o["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect::<String>(),
+        ),
+        Some(o) if o.starts_with("jsonpath") => {
+            let expr = o.split_once('=').map(|(_, e)| e).unwrap_or_default();
+            Output::ok(jsonpath(&whole, expr))
+        }
+        Some("wide") => Output::ok(table(&res, &items, true)),
+        None => Output::ok(table(&res, &items, false)),
+        Some(other) => Output::fail(
+            1,
+            format!("error: the world's kubectl does not print -o {other}"),
+        ),
+    }
+}
+
+/// `kubectl label KIND NAME key=value... key-...`.
+fn label(api: &mut kube::ApiStore, k: &KubectlArgs) -> Output {
+    let (Some(kind), Some(name)) = (k.word(1), k.word(2)) else {
+        return Output::fail(1, "error: kubectl label node NAME key=value...");
+    };
+    let Some(res) = resource_named(kind) else {
+        return Output::fail(
+            1,
+            "error: the world's kubectl labels nodes, pods, namespaces",
+        );
+    };
+    let mut labels = serde_json::Map::new();
+    for kv in &k.words[3..] {
+        match kv.split_once('=') {
+            Some((key, v)) => labels.insert(key.to_string(), json!(v)),
+            None => labels.insert(kv.trim_end_matches('-').to_string(), Value::Null),
+        };
+    }
+    let patch = json!({"metadata": {"labels": labels}});
+    match api.patch_merge(&res, &k.ns_or_default(), name, &patch) {
+        Ok(_) => Output::ok(format!(
+            "{}/{name} labeled\n",
+            res.kind.to_ascii_lowercase()
+        )),
+        Err(e) => api_failure(e),
     }
 }
 

@@ -39,8 +39,44 @@ fn socket() -> Option<UnixStream> {
         .find_map(|e| UnixStream::connect(e.path()).ok())
 }
 
+/// What a sudo command line asks for.
+struct Request {
+    /// `-E`: keep the caller's environment.
+    preserve: bool,
+    /// `VAR=value` words before the command.
+    assignments: Vec<(String, String)>,
+    argv: Vec<String>,
+}
+
 /// `sudo ARGS...`
 pub fn run(args: Vec<String>) -> i32 {
+    let req = match parse(args) {
+        Ok(req) => req,
+        Err(why) => {
+            eprintln!("{why}");
+            return 1;
+        }
+    };
+    let me = super::client::uid();
+    let env = environment(&req, me);
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/".into());
+    let argv = req.argv;
+    if me == 0 {
+        let err = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .envs(env)
+            .exec();
+        eprintln!("sudo: {}: {err}", argv[0]);
+        return 1;
+    }
+    through_service(SudoRequest { argv, env, cwd })
+}
+
+/// sudo's options, the `VAR=value` words, the command; or what to say.
+fn parse(args: Vec<String>) -> Result<Request, String> {
     let mut preserve = false;
     let mut it = args.into_iter().peekable();
     while let Some(a) = it.peek().cloned() {
@@ -55,8 +91,9 @@ pub fn run(args: Vec<String>) -> i32 {
             "-u" | "--user" => match it.next().as_deref() {
                 Some("root" | "0" | "#0") => {}
                 other => {
-                    eprintln!("sudo: the world's sudo runs commands as root only, not {other:?}");
-                    return 1;
+                    return Err(format!(
+                        "sudo: the world's sudo runs commands as root only, not {other:?}"
+                    ));
                 }
             },
             s if s.starts_with("--preserve-env=") => preserve = true,
@@ -67,23 +104,16 @@ pub fn run(args: Vec<String>) -> i32 {
             {
                 preserve |= s.contains('E');
             }
-            other => {
-                eprintln!("sudo: unsupported option {other:?}\n{USAGE}");
-                return 1;
-            }
+            other => return Err(format!("sudo: unsupported option {other:?}\n{USAGE}")),
         }
     }
     let mut assignments = Vec::new();
     while let Some(a) = it.peek() {
         match a.split_once('=') {
-            Some((k, _))
+            Some((k, v))
                 if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
             {
-                let (k, v) = a
-                    .split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .unwrap_or_default();
-                assignments.push((k, v));
+                assignments.push((k.to_string(), v.to_string()));
                 it.next();
             }
             _ => break,
@@ -91,12 +121,20 @@ pub fn run(args: Vec<String>) -> i32 {
     }
     let argv: Vec<String> = it.collect();
     if argv.is_empty() {
-        eprintln!("{USAGE}");
-        return 1;
+        return Err(USAGE.to_string());
     }
-    let me = super::client::uid();
+    Ok(Request {
+        preserve,
+        assignments,
+        argv,
+    })
+}
+
+/// The command's environment by sudo's policy: `env_reset` (unless `-E`),
+/// root's identity, the `SUDO_*` variables, then the `VAR=value` words.
+fn environment(req: &Request, me: u32) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| preserve || kept(k))
+        .filter(|(k, _)| req.preserve || kept(k))
         .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL"))
         .collect();
     env.extend([
@@ -115,29 +153,23 @@ pub fn run(args: Vec<String>) -> i32 {
         ),
         ("SUDO_UID".into(), me.to_string()),
         ("SUDO_GID".into(), me.to_string()),
-        ("SUDO_COMMAND".into(), argv.join(" ")),
+        ("SUDO_COMMAND".into(), req.argv.join(" ")),
     ]);
     if let Ok(s) = std::env::var(SUDO_SOCKET_ENV) {
         env.push((SUDO_SOCKET_ENV.into(), s));
     }
-    env.extend(assignments);
-    let cwd = std::env::current_dir()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "/".into());
-    if me == 0 {
-        let err = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .env_clear()
-            .envs(env)
-            .exec();
-        eprintln!("sudo: {}: {err}", argv[0]);
-        return 1;
-    }
+    env.extend(req.assignments.iter().cloned());
+    env
+}
+
+/// Runs the command as root through the VM's privilege service (the
+/// sandbox's init): the request, then stdin in and stdout, stderr and the
+/// exit status back, as frames.
+fn through_service(req: SudoRequest) -> i32 {
     let Some(mut conn) = socket() else {
         eprintln!("sudo: a password is required (the VM's privilege service is not running)");
         return 1;
     };
-    let req = SudoRequest { argv, env, cwd };
     let Ok(mut line) = serde_json::to_string(&req) else {
         return 1;
     };
