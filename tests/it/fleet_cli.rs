@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::common::{TS_KEY, assert_no_secret, secret_harness, utf8};
+use crate::common::{K3S_TOKEN, TS_KEY, assert_no_secret, secret_harness, utf8};
 use exedev_k8s::emulator::VmRecord;
 use ssh_key::{Algorithm, PrivateKey};
 
@@ -172,7 +172,7 @@ fn invalid_fleets_fail_with_locations_and_make_no_api_call() {
 /// plan stops before any API call, as for any invalid fleet.
 #[test]
 fn unusable_manifests_are_named_at_their_entry_before_any_call() {
-    let env = Env::new(|_| {});
+    let env = secret_harness(|_| {});
     std::fs::create_dir_all(env.path("m")).unwrap();
     std::fs::write(
         env.path("m/not-an-object.yaml"),

@@ -370,6 +370,35 @@ impl KubectlArgs {
     }
 }
 
+/// `kubectl create namespace|configmap NAME`: objects a person makes by
+/// hand (what a restore must bring back, or drop).
+fn create(api: &mut kube::ApiStore, k: &KubectlArgs) -> Output {
+    let (Some(kind), Some(name)) = (k.word(1), k.word(2)) else {
+        return Output::fail(1, "error: kubectl create namespace|configmap NAME");
+    };
+    let res = match resource_named(kind) {
+        Some(r) if matches!(&*r.plural, "namespaces" | "configmaps") => r,
+        _ => {
+            return Output::fail(
+                1,
+                format!("error: the world's kubectl creates namespaces and configmaps, not {kind}"),
+            );
+        }
+    };
+    let ns = if res.namespaced {
+        k.ns_or_default()
+    } else {
+        String::new()
+    };
+    match api.create(&res, &ns, json!({"metadata": {"name": name}})) {
+        Ok(_) => Output::ok(format!(
+            "{}/{name} created\n",
+            res.kind.to_ascii_lowercase()
+        )),
+        Err(e) => api_failure(e),
+    }
+}
+
 /// kubectl's way of showing the API's refusal.
 fn api_failure(e: kube::ApiError) -> Output {
     Output::fail(
@@ -427,36 +456,7 @@ fn kubectl(inner: &Arc<Inner>, call: &Call, args: &[String], version: &str) -> O
                 Err(e) => api_failure(e),
             }
         }
-        Some("create") => {
-            // `kubectl create namespace|configmap NAME`: objects a person
-            // makes by hand (what a restore must bring back, or drop).
-            let (Some(kind), Some(name)) = (words.get(1), words.get(2)) else {
-                return Output::fail(1, "error: kubectl create namespace|configmap NAME");
-            };
-            let res = match resource_named(kind) {
-                Some(r) if matches!(&*r.plural, "namespaces" | "configmaps") => r,
-                _ => {
-                    return Output::fail(
-                        1,
-                        format!(
-                            "error: the world's kubectl creates namespaces and configmaps, not {kind}"
-                        ),
-                    );
-                }
-            };
-            let ns = if res.namespaced {
-                ns_or_default.as_str()
-            } else {
-                ""
-            };
-            match c.api.create(&res, ns, json!({"metadata": {"name": name}})) {
-                Ok(_) => Output::ok(format!(
-                    "{}/{name} created\n",
-                    res.kind.to_ascii_lowercase()
-                )),
-                Err(e) => fail(e),
-            }
-        }
+        Some("create") => create(&mut c.api, &k),
         Some("cluster-info") => {
             Output::ok("Kubernetes control plane is running at https://127.0.0.1:6443\n")
         }
