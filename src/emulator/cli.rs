@@ -378,4 +378,53 @@ mod tests {
         .unwrap();
         assert!(bad.emulator.config().is_err());
     }
+
+    #[test]
+    fn s3_flags_shape_the_worlds_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(
+            &keys,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINFzNBdLFXP3myWKDgP/k9v8hWEBcc9t9kgAIM28Qux2 api\n",
+        )
+        .unwrap();
+        let k = keys.to_str().unwrap();
+        let world = |extra: &[&str]| {
+            let mut args = vec!["emulator", "--authorized-keys", k, "--run-setup-scripts"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+                .unwrap()
+                .emulator
+                .config()
+                .map(|c| c.world.unwrap().s3)
+        };
+        let open = world(&[]).unwrap();
+        assert_eq!(open.endpoint, "s3.emulator.internal");
+        assert_eq!((open.access_key, open.secret_key), (None, None));
+        assert!(open.buckets.is_empty());
+        let shaped = world(&[
+            "--s3-endpoint",
+            "minio.internal:9000",
+            "--s3-access-key",
+            "AK",
+            "--s3-secret-key",
+            "SK",
+            "--s3-bucket",
+            "a",
+            "--s3-bucket",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(shaped.endpoint, "minio.internal:9000");
+        assert_eq!(shaped.access_key.as_deref(), Some("AK"));
+        assert_eq!(shaped.secret_key.as_deref(), Some("SK"));
+        assert_eq!(shaped.buckets, ["a", "b"]);
+        let bad = world(&["--s3-endpoint", "https://s3.example"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("--s3-endpoint") && bad.contains("no scheme"),
+            "{bad}"
+        );
+    }
 }

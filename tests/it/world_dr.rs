@@ -184,6 +184,29 @@ fn snapshots_are_saved_listed_and_deleted_locally_and_in_s3_with_the_keys_checke
                 .unwrap_or(0)
                 > 0
     }));
+    // S3 entries carry the token hash k3s stores with the upload (sha256 of
+    // the token's secret, 12 hex digits); local files are listed without.
+    let hash: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(TOKEN.as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    for i in &items {
+        let s3 = i["spec"]["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("s3://"));
+        let annotated = &i["metadata"]["annotations"]["etcd.k3s.cattle.io/snapshot-token-hash"];
+        assert_eq!(annotated.as_str(), s3.then_some(hash.as_str()), "{i:#}");
+        let storage = &i["metadata"]["labels"]["etcd.k3s.cattle.io/snapshot-storage-node"];
+        assert_eq!(storage, if s3 { "s3" } else { "dr-one" });
+        assert_eq!(
+            i["spec"]["nodeName"], "dr-one",
+            "S3 entries name the uploading node"
+        );
+    }
     let state = h.state();
     let objects = state["s3"]["objects"]
         .as_array()
@@ -238,6 +261,38 @@ fn snapshots_are_saved_listed_and_deleted_locally_and_in_s3_with_the_keys_checke
         "{left:?}"
     );
 
+    // Prune keeps the newest of a name prefix, here and in S3 (a save
+    // itself never prunes); save takes no names.
+    let (_, err) = ok(&h, "dr-one", "sudo -n k3s etcd-snapshot save --name keep");
+    let older = saved(&err).pop().expect("a snapshot");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, err) = ok(&h, "dr-one", "sudo -n k3s etcd-snapshot save --name keep");
+    let newer = saved(&err).pop().expect("a snapshot");
+    assert_ne!(older, newer);
+    let (_, err) = ok(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot prune --name keep --snapshot-retention 1 --s3-retention 1",
+    );
+    assert_eq!(
+        err.matches(&format!("Snapshot {older} deleted.")).count(),
+        2,
+        "{err}"
+    );
+    assert!(!err.contains(&newer), "{err}");
+    refused(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot save extra",
+        "this command does not take any arguments",
+    );
+    refused(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot ls -o wide",
+        "invalid output format: wide",
+    );
+
     // S3 refuses wrong keys and unknown buckets; a save still keeps its
     // local file and the server logs why the upload did not happen.
     for (flag, why) in [
@@ -274,6 +329,12 @@ fn snapshots_are_saved_listed_and_deleted_locally_and_in_s3_with_the_keys_checke
             "Unable to initialize S3 client: failed to test for existence of bucket dr-snapshots"
         ),
         "{journal}"
+    );
+    refused(
+        &h,
+        "dr-one",
+        "sudo -n k3s etcd-snapshot ls --config /dev/null --s3",
+        "s3 configuration was not set",
     );
     // Without S3 for the command, only this node's files are listed.
     let (_, err) = ok(&h, "dr-one", "sudo -n k3s etcd-snapshot save --s3=false");

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::world::cron::rfc3339;
 use crate::world::k3s::snapshot::{
     DEFAULT_RETENTION, PORTS_HELD, RESET_DONE, RESET_FLAG, ResetRequest, SNAPSHOT_DIR,
-    created_secs, local_retention, snapshot_name,
+    created_secs, local_retention, snapshot_name, token_hash,
 };
 use crate::world::k3s::{DB_DIR, TOKEN_PATH, parse_token};
 use crate::world::k3s_config::{self, K3sConfig, UnitFile};
@@ -56,6 +56,18 @@ fn fatal(msg: &str) -> Output {
 struct S3Spec {
     client: S3Client,
     retention: i64,
+    /// Why k3s cannot build a client from these settings at all.
+    unset: Option<String>,
+}
+
+impl S3Spec {
+    /// What k3s checks before it uses S3 (`GetClient`, `s3.go:125-258`).
+    fn check(&self, store: &crate::world::s3::S3Store) -> Result<(), String> {
+        match &self.unset {
+            Some(why) => Err(why.clone()),
+            None => store.check(&self.client),
+        }
+    }
 }
 
 /// Where and how a snapshot is saved or pruned.
@@ -78,13 +90,26 @@ fn int(cfg: &K3sConfig, key: &str, default: i64) -> Result<i64, String> {
 }
 
 /// The S3 settings of a configuration, when `etcd-s3` is on
-/// (`pkg/cli/server/server.go:214-236`; defaults `server.go:437,483`).
+/// (`pkg/cli/server/server.go:214-236`; defaults `pkg/cli/cmds/server.go:439,494`).
 fn s3_spec(cfg: &K3sConfig) -> Result<Option<S3Spec>, String> {
     if !cfg.bool("etcd-s3") {
         return Ok(None);
     }
     let get = |k: &str| cfg.get(k).unwrap_or_default().to_string();
+    // With every other `etcd-s3-*` at its default, k3s reads them from the
+    // `etcd-s3-config-secret` Secret, or has none (`s3.go:130-150`). The
+    // world models S3 settings from config.yaml and flags only (which a
+    // restore needs anyway: `etcd.go:414-416`).
+    let set_elsewhere = cfg
+        .flags
+        .keys()
+        .any(|k| k.starts_with("etcd-s3-") && k != "etcd-s3-config-secret");
+    let unset = (!set_elsewhere).then(|| match cfg.get("etcd-s3-config-secret") {
+        Some(name) => format!("failed to get config from etcd-s3-config-secret {name:?}: the world reads S3 settings from config.yaml and flags only (k3s cannot restore from the Secret's settings either)"),
+        None => "s3 configuration was not set".to_string(),
+    });
     Ok(Some(S3Spec {
+        unset,
         client: S3Client {
             endpoint: cfg
                 .get("etcd-s3-endpoint")
@@ -138,6 +163,10 @@ fn save(inner: &Arc<Inner>, vm: &str, spec: &SaveSpec) -> Result<Vec<String>, St
             spec.dir
         ));
     }
+    if !dir_ok {
+        // The default directory is created 0700 (`snapshot.go:88-92`).
+        let _ = root.mkdir(&spec.dir);
+    }
     let now = now_ms();
     let mut m = inner.model();
     let taken = m.take_snapshot(vm, now)?;
@@ -167,7 +196,7 @@ fn save(inner: &Arc<Inner>, vm: &str, spec: &SaveSpec) -> Result<Vec<String>, St
         }
     }
     if let Some(s3) = &spec.s3 {
-        match m.s3.check(&s3.client) {
+        match s3.check(&m.s3) {
             Err(e) => lines.push(("warning", format!("Unable to initialize S3 client: {e}"))),
             Ok(()) => {
                 lines.push(("info", format!("Saving etcd snapshot {name} to S3")));
@@ -499,7 +528,9 @@ struct Row {
     size: u64,
     created: i64,
     node: String,
-    s3: bool,
+    /// The S3 settings it was listed with (`None`: a local file).
+    s3: Option<S3Client>,
+    token_hash: Option<String>,
 }
 
 fn list(
@@ -512,7 +543,7 @@ fn list(
     let mut rows = Vec::new();
     if let Some(s3) = s3_spec(&cmd.cfg)? {
         let m = inner.model();
-        m.s3.check(&s3.client)
+        s3.check(&m.s3)
             .map_err(|e| format!("failed to initialize S3 client: {e}"))?;
         for (name, o) in m.s3.list(&s3.client, "") {
             rows.push(Row {
@@ -520,7 +551,8 @@ fn list(
                 size: o.body.len() as u64,
                 created: created_secs(&name).unwrap_or((o.last_modified_ms / 1000) as i64),
                 node: o.node.clone(),
-                s3: true,
+                s3: Some(s3.client.clone()),
+                token_hash: m.snapshot_in(&o.body).ok().map(|d| token_hash(&d.token)),
                 name,
             });
         }
@@ -553,7 +585,8 @@ fn list(
             size: meta.len(),
             created: created_secs(&name).unwrap_or(mtime),
             node: node.to_string(),
-            s3: false,
+            s3: None,
+            token_hash: None,
             name,
         });
     }
@@ -571,19 +604,39 @@ fn render(rows: &[Row], output: Option<&str>) -> String {
                 let key: String = r
                     .name
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || "-._".contains(c) { c } else { '_' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
                     .collect();
-                json!({
+                let storage = if r.s3.is_some() {
+                    "s3"
+                } else {
+                    r.node.as_str()
+                };
+                let mut item = json!({
                     "apiVersion": "k3s.cattle.io/v1",
                     "kind": "ETCDSnapshotFile",
                     "metadata": {
-                        "name": format!("{}-{key}", if r.s3 { "s3" } else { "local" }),
-                        "labels": {"etcd.k3s.cattle.io/snapshot-storage-node": if r.s3 { "s3" } else { r.node.as_str() }},
+                        "name": format!("{}-{key}", if r.s3.is_some() { "s3" } else { "local" }),
+                        "labels": {"etcd.k3s.cattle.io/snapshot-storage-node": storage},
                     },
                     "spec": {"snapshotName": r.name, "nodeName": r.node, "location": r.location},
                     "status": {"creationTime": rfc3339(r.created.max(0) as u64 * 1000),
                                "readyToUse": true, "size": r.size.to_string()},
-                })
+                });
+                if let Some(c) = &r.s3 {
+                    item["spec"]["s3"] =
+                        json!({"endpoint": c.endpoint, "bucket": c.bucket, "prefix": c.folder});
+                }
+                if let Some(h) = &r.token_hash {
+                    item["metadata"]["annotations"] =
+                        json!({"etcd.k3s.cattle.io/snapshot-token-hash": h});
+                }
+                item
             })
             .collect();
         let list = json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}});
@@ -639,7 +692,7 @@ fn delete(
     let s3 = s3_spec(&cmd.cfg)?;
     let mut m = inner.model();
     if let Some(s) = &s3 {
-        m.s3.check(&s.client)
+        s.check(&m.s3)
             .map_err(|e| format!("failed to initialize S3 client: {e}"))?;
     }
     let dir = cmd
@@ -654,7 +707,7 @@ fn delete(
     let mut err = String::new();
     let mut deleted = Vec::new();
     for name in &cmd.args {
-        // k3s joins the name to the directory (`snapshot.go:560`); a name
+        // k3s joins the name to the directory (`snapshot.go:562`); a name
         // with a `/` is not a snapshot of this directory.
         let path = format!("{dir}/{name}");
         if !name.contains('/')
@@ -717,7 +770,7 @@ fn prune(
     if let Some(s3) = s3_spec(&cmd.cfg)? {
         let mut m = inner.model();
         // Prune only warns when S3 cannot be used (`snapshot.go:485-487`).
-        if m.s3.check(&s3.client).is_ok() {
+        if s3.check(&m.s3).is_ok() {
             deleted.extend(m.s3.retention(&s3.client, &prefix, s3.retention));
         }
     }
@@ -828,7 +881,7 @@ pub fn server(inner: &Arc<Inner>, call: &Call) -> Output {
                 now,
             ));
             let m = inner.model();
-            if let Err(e) = m.s3.check(&s3.client) {
+            if let Err(e) = s3.check(&m.s3) {
                 return fatal(&wrap(&format!("failed to initialize S3 client: {e}")));
             }
             let body = match m.s3.get(&s3.client, path) {

@@ -542,7 +542,7 @@ impl Model {
                         return self.fail(vm, unit, p, now, "starting kubernetes: preparing server: bootstrap data already found and encrypted with different token".into());
                     }
                     // etcd starts with this start's peer address (a reset
-                    // left loopback, `pkg/etcd/etcd.go:390-399`), and a
+                    // left loopback, `pkg/etcd/etcd.go:383-399`), and a
                     // normal start clears the reset flag (`etcd.go:294`).
                     if let Some(ip) = p.etcd_peer_ip
                         && let Some(c) = self.clusters.get_mut(&cid)

@@ -2,7 +2,7 @@
 //! from k3s's source (`docs/facts/disaster-recovery.md`, k3s @1feb5ae):
 //!
 //! - a snapshot is taken only by a Ready server running embedded etcd (a
-//!   voting member: `pkg/etcd/snapshot.go:237-240`) and holds the datastore
+//!   voting member: `pkg/etcd/snapshot.go:238-241`) and holds the datastore
 //!   at that moment: the cluster's objects and its bootstrap data, readable
 //!   only with the server token ([`SnapshotData`]);
 //! - scheduled snapshots follow `etcd-snapshot-schedule-cron` (default
@@ -476,10 +476,25 @@ pub fn local_retention(names: &[String], prefix: &str, retention: i64) -> Vec<St
 }
 
 /// The Unix seconds that end a snapshot's name (`-<ts>`, before `.zip`),
-/// as k3s reads them (`snapshot.go:419-423`).
+/// as k3s reads them (`snapshot.go:412-417,913-920`).
 pub fn created_secs(name: &str) -> Option<i64> {
     let base = name.strip_suffix(".zip").unwrap_or(name);
     base.rsplit_once('-')?.1.parse().ok()
+}
+
+/// The token hash k3s records with a snapshot (`util.GetTokenHash`,
+/// `pkg/util/token.go:58-77`): the first 12 hex digits of the SHA-256 of
+/// the token's secret part. k3s puts it in S3's object metadata at upload
+/// (`pkg/etcd/s3/s3.go:291,305-309`) and `ls` shows it as the annotation
+/// `etcd.k3s.cattle.io/snapshot-token-hash` of S3 entries only: local files
+/// are listed from disk, without it (`snapshot.go:401-450`).
+pub fn token_hash(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A snapshot's name (`snapshot.go:260`): `<prefix>-<node>-<unix secs>`.

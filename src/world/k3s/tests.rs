@@ -913,3 +913,73 @@ fn retention_keeps_the_newest_of_a_prefix() {
         "on-demand-srv-1-1765000001"
     );
 }
+
+/// A reset without a snapshot keeps the node's own data as a one-member
+/// cluster and leaves the reset flag: a second reset is refused until the
+/// flag is deleted (`pkg/cluster/managed.go:47-56`); with no data there is
+/// nothing to reset.
+#[test]
+fn a_reset_without_a_snapshot_keeps_the_data_once() {
+    use crate::world::kube::objects::NAMESPACES;
+    use snapshot::{RESET_FLAG, ResetRequest};
+
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.join_server("c-cp2", &[]);
+    s.run(300);
+    let old = s.m.ready_server("c-cp1").unwrap().1.to_string();
+    s.m.clusters
+        .get_mut(&old)
+        .unwrap()
+        .api
+        .create(
+            &NAMESPACES,
+            "",
+            serde_json::json!({"metadata": {"name": "kept"}}),
+        )
+        .unwrap();
+    for vm in ["c-cp1", "c-cp2"] {
+        s.m.stop_k3s(vm, "k3s", s.now);
+    }
+    let req = ResetRequest {
+        node_name: "c-cp1".into(),
+        token: Some("secret".into()),
+        snapshot: None,
+        has_data_dir: true,
+        reset_flag: false,
+    };
+    let (_, fx) = s.m.cluster_reset("c-cp1", &req, s.now).unwrap();
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::WriteFile { path, .. } if path == RESET_FLAG))
+    );
+    let new = s.m.vms["c-cp1"].server_data.clone().unwrap();
+    let c = &s.m.clusters[&new];
+    assert_eq!(
+        c.members.iter().map(|m| m.vm.as_str()).collect::<Vec<_>>(),
+        ["c-cp1"]
+    );
+    assert!(c.api.get(&NAMESPACES, "", "kept").is_ok());
+    assert_eq!(
+        s.m.clusters[&old].superseded_by.as_deref(),
+        Some(new.as_str())
+    );
+    let again = ResetRequest {
+        reset_flag: true,
+        ..req.clone()
+    };
+    let e = s.m.cluster_reset("c-cp1", &again, s.now).unwrap_err();
+    assert!(
+        e.contains("previously reset") && e.contains(RESET_FLAG),
+        "{e}"
+    );
+    let nothing = ResetRequest {
+        has_data_dir: false,
+        ..req
+    };
+    assert!(
+        s.m.cluster_reset("c-cp1", &nothing, s.now)
+            .unwrap_err()
+            .contains("no etcd data")
+    );
+}
