@@ -33,6 +33,7 @@ pub mod rollout;
 pub mod secret;
 pub mod shellwords;
 pub mod sizes;
+pub mod snapshot;
 pub mod ssh;
 pub mod status;
 pub mod tailnet_check;

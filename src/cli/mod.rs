@@ -14,6 +14,7 @@ pub mod exit;
 mod kubeconfig_cmd;
 mod plan;
 mod restore_cmd;
+mod snapshot_cmd;
 mod status;
 mod token_cmd;
 mod validate;
@@ -247,6 +248,9 @@ pub enum Cmd {
     Restore(Box<restore_cmd::RestoreArgs>),
     /// Fetch the cluster's kubeconfig from the first server over SSH.
     Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
+    /// Take, list and delete k3s's etcd snapshots over SSH.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCmd),
     /// Run the exe.dev API emulator (for tests, demos and CI).
     Emulator(Box<crate::emulator::EmulatorArgs>),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -358,6 +362,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Status(a) => status::run(a).await,
         Cmd::Restore(a) => restore_cmd::run(*a).await,
         Cmd::Kubeconfig(a) => kubeconfig_cmd::run(a).await,
+        Cmd::Snapshot(c) => snapshot_cmd::run(c).await,
         Cmd::Completions(a) => docs_cmd::completions(a),
         Cmd::Man(a) => docs_cmd::man(a),
         Cmd::Emulator(a) => {

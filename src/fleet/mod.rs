@@ -25,8 +25,8 @@ pub use error::{FleetError, FleetErrors};
 pub use model::*;
 pub use parse::parse;
 pub use resolved::{
-    Fleet, K3sFlag, K3sRelease, K3sSpec, Located, Location, NodeGroup, TailscaleSpec, Taint,
-    TaintEffect,
+    EtcdSnapshots, Fleet, K3sFlag, K3sRelease, K3sSpec, Located, Location, NodeGroup, SnapshotS3,
+    TailscaleSpec, Taint, TaintEffect,
 };
 
 #[cfg(test)]
@@ -151,6 +151,9 @@ mod tests {
         let dbg = format!("{f:?}");
         assert!(dbg.contains("{env: K3S_TOKEN}"), "{dbg}");
         assert!(dbg.contains("{file: secrets/ts-authkey}"));
+        // The S3 keys of etcd.snapshots, likewise.
+        assert!(dbg.contains("{env: S3_ACCESS_KEY}"), "{dbg}");
+        assert!(dbg.contains("{file: secrets/s3-secret-key}"), "{dbg}");
         // A literal is dropped while reading: it never reaches the model.
         let lit = yaml.replace("{env: K3S_TOKEN}", "hunter2-secret-value");
         let errs = match parse(&lit, "ha.yaml") {

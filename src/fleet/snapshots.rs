@@ -39,9 +39,6 @@
 //!
 //! Pure.
 
-use super::model::SecretRef;
-use super::resolved::{K3sFlag, Located};
-
 /// Smallest `retention`: k3s keeps that many scheduled snapshots; 0 would
 /// delete each one as it is taken.
 pub const MIN_RETENTION: u32 = 1;
@@ -66,10 +63,10 @@ pub const SNAPSHOT_FLAGS: &[&str] = &[
     "etcd-disable-snapshots",
 ];
 
-const SCHEDULE_FLAG: &str = "etcd-snapshot-schedule-cron";
-const RETENTION_FLAG: &str = "etcd-snapshot-retention";
-const ACCESS_KEY_FLAG: &str = "etcd-s3-access-key";
-const SECRET_KEY_FLAG: &str = "etcd-s3-secret-key";
+pub(super) const SCHEDULE_FLAG: &str = "etcd-snapshot-schedule-cron";
+pub(super) const RETENTION_FLAG: &str = "etcd-snapshot-retention";
+pub(super) const ACCESS_KEY_FLAG: &str = "etcd-s3-access-key";
+pub(super) const SECRET_KEY_FLAG: &str = "etcd-s3-secret-key";
 
 /// The fleet field that sets a k3s snapshot setting, for the refusal that
 /// names both.
@@ -88,89 +85,6 @@ pub fn field_of(flag: &str) -> &'static str {
         ACCESS_KEY_FLAG => "etcd.snapshots.s3.accessKey",
         SECRET_KEY_FLAG => "etcd.snapshots.s3.secretKey",
         _ => "etcd.snapshots",
-    }
-}
-
-/// `etcd.snapshots`, resolved: what the servers are given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdSnapshots {
-    /// A cron expression [`check_schedule`] accepted.
-    pub schedule: String,
-    /// At least [`MIN_RETENTION`].
-    pub retention: u32,
-    pub s3: Option<SnapshotS3>,
-}
-
-/// The bucket k3s uploads snapshots to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotS3 {
-    pub endpoint: String,
-    /// A name [`check_bucket`] accepted.
-    pub bucket: String,
-    pub folder: Option<String>,
-    pub region: Option<String>,
-    pub insecure: bool,
-    pub skip_ssl_verify: bool,
-    pub access_key: Located<SecretRef>,
-    pub secret_key: Located<SecretRef>,
-}
-
-impl EtcdSnapshots {
-    /// The k3s server settings, as flags: plain ones `--name=value`, the
-    /// keys as secret flags (their values resolved at apply time like every
-    /// secret flag's, shown in plans as where they come from).
-    pub fn settings(&self) -> Vec<K3sFlag> {
-        let plain = |name: &str, value: &str| K3sFlag::Plain(format!("--{name}={value}"));
-        let mut out = vec![
-            plain(SCHEDULE_FLAG, &self.schedule),
-            plain(RETENTION_FLAG, &self.retention.to_string()),
-        ];
-        if let Some(s3) = &self.s3 {
-            out.push(plain("etcd-s3", "true"));
-            out.push(plain("etcd-s3-endpoint", &s3.endpoint));
-            out.push(plain("etcd-s3-bucket", &s3.bucket));
-            if let Some(f) = &s3.folder {
-                out.push(plain("etcd-s3-folder", f));
-            }
-            if let Some(r) = &s3.region {
-                out.push(plain("etcd-s3-region", r));
-            }
-            if s3.insecure {
-                out.push(plain("etcd-s3-insecure", "true"));
-            }
-            if s3.skip_ssl_verify {
-                out.push(plain("etcd-s3-skip-ssl-verify", "true"));
-            }
-            // k3s keeps S3's retention apart (default 5) and counts every
-            // server's snapshots in the bucket together
-            // (docs/facts/disaster-recovery.md, section 2): one number in
-            // the fleet governs both.
-            out.push(plain("etcd-s3-retention", &self.retention.to_string()));
-            for (name, secret) in [
-                (ACCESS_KEY_FLAG, &s3.access_key),
-                (SECRET_KEY_FLAG, &s3.secret_key),
-            ] {
-                out.push(K3sFlag::Secret {
-                    flag: format!("--{name}"),
-                    secret: secret.clone(),
-                });
-            }
-        }
-        out
-    }
-
-    /// The secret references the section makes, with the field each is
-    /// written in.
-    pub fn secrets(&self) -> Vec<(&'static str, &Located<SecretRef>)> {
-        self.s3
-            .iter()
-            .flat_map(|s3| {
-                [
-                    ("etcd.snapshots.s3.accessKey", &s3.access_key),
-                    ("etcd.snapshots.s3.secretKey", &s3.secret_key),
-                ]
-            })
-            .collect()
     }
 }
 
@@ -421,6 +335,8 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::SecretRef;
+    use crate::fleet::resolved::{EtcdSnapshots, K3sFlag, Located, SnapshotS3};
     use proptest::prelude::*;
 
     #[test]

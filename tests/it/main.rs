@@ -27,6 +27,7 @@ mod kubeconfig;
 mod live;
 mod manifests;
 mod proxy;
+mod snapshot_cli;
 mod token;
 mod world;
 mod world_cli;
