@@ -365,7 +365,7 @@ fn nearest_text(nearest: &[String]) -> String {
 impl crate::hint::Hint for Refusal {
     fn hint(&self) -> Option<String> {
         Some(match self {
-            Refusal::NoServer { .. } => "start a server VM, or recreate the servers with `exedev-k8s apply` and restore into the new cluster from an S3 snapshot (it keeps the fleet's stored server token)".to_string(),
+            Refusal::NoServer { .. } => "start a stopped server VM again (`ssh exe.dev ls` lists them): restore reads the snapshots, and resets etcd, on a running server".to_string(),
             Refusal::NotFound { .. } => "list the snapshots with `exedev-k8s snapshot list -f FLEET` and pass one of their names to --snapshot".to_string(),
             Refusal::Failed { .. } => "pick another snapshot (`exedev-k8s snapshot list -f FLEET`)".to_string(),
             Refusal::LocalOnElsewhere { node, .. } => format!("start {node} again if it is stopped, or restore a snapshot in S3 (fleet etcd.snapshots.s3)"),
