@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::Harness;
-use crate::common::world::harness;
+use crate::common::world::fleet_harness;
 use crate::world_cli::{up, write_fleet};
 
 /// The kubectl to run: `KUBECTL`, else `kubectl` on `PATH`.
@@ -187,7 +187,7 @@ spec:
 
 #[test]
 fn kubectl_applies_rolls_out_reads_and_schedules_as_on_a_real_cluster() {
-    let h = harness(|_| {});
+    let h = fleet_harness(|_| {});
     write_fleet(&h, 2);
     let nodes = ["demo-cp1", "demo-web1", "demo-web2"];
     up(&h, &nodes);
