@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::world::cron::rfc3339;
 use crate::world::k3s::snapshot::{
     DEFAULT_RETENTION, PORTS_HELD, RESET_DONE, RESET_FLAG, ResetRequest, SNAPSHOT_DIR,
-    created_secs, local_retention, snapshot_name, token_hash,
+    created_secs, local_retention, managed_db_error, snapshot_name, token_hash,
 };
 use crate::world::k3s::{DB_DIR, TOKEN_PATH, parse_token};
 use crate::world::k3s_config::{self, K3sConfig, UnitFile};
@@ -788,52 +788,12 @@ fn prune(
 /// `k3s server ...` run by hand: only a cluster reset (with or without a
 /// restore) is modelled; k3s itself runs as its unit.
 pub fn server(inner: &Arc<Inner>, call: &Call) -> Output {
-    let args = &call.args[1..];
-    let unit = UnitFile {
-        exec: ["/usr/local/bin/k3s", "server"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(args.iter().cloned())
-            .collect(),
-        env_files: Vec::new(),
-        notify: false,
-        restart_always: false,
+    let cfg = match reset_config(inner, call) {
+        Ok(c) => c,
+        Err(out) => return out,
     };
-    let table = match flag_table(call.env.get("EXEDEV_WORLD_K3S_VERSION").map(String::as_str)) {
-        Ok(t) => t,
-        Err(e) => return fatal(&e),
-    };
-    let given = |f: &str| {
-        args.iter()
-            .any(|a| a.trim_start_matches('-').split('=').next() == Some(f))
-    };
-    if !given("cluster-reset") && !given("cluster-reset-restore-path") {
-        return Output::fail(
-            1,
-            "k3s server: the world runs k3s only as its systemd unit (write the unit with the installer, then `systemctl start`); by hand it models `k3s server --cluster-reset [--cluster-reset-restore-path=PATH]`",
-        );
-    }
-    if call.uid != 0 {
-        // Facts silent: k3s needs root for its data directory.
-        return fatal(&format!("Error: open {TOKEN_PATH}: permission denied"));
-    }
     let root = inner.root(&call.vm);
-    let cfg = match k3s_config::resolve(&unit, &root, table) {
-        Ok((_, c)) => c,
-        Err(e) => return fatal(&e),
-    };
-    // The checks of `pkg/cli/server/server.go` before anything starts.
     let restore = cfg.get("cluster-reset-restore-path").map(str::to_string);
-    if restore.is_some() && !cfg.bool("cluster-reset") {
-        return fatal(
-            "Error: invalid flag use; --cluster-reset required with --cluster-reset-restore-path",
-        );
-    }
-    if cfg.get("server").is_some() {
-        return fatal(
-            "Error: cannot perform cluster-reset while server URL is set - remove server from configuration before resetting",
-        );
-    }
     let mut token = cfg.get("token").map(str::to_string);
     if let Some(p) = cfg.get("token-file") {
         token = root.read(p).map(|t| t.trim().to_string());
@@ -851,9 +811,6 @@ pub fn server(inner: &Arc<Inner>, call: &Call) -> Output {
         .cloned()
         .unwrap_or_default();
     let mut lines = vec![logline("info", &format!("Starting k3s {version}"), now)];
-    let wrap = |e: &str| {
-        format!("Error: starting kubernetes: failed to start cluster: start managed database: {e}")
-    };
     let node_name = cfg
         .get("node-name")
         .map(str::to_string)
@@ -869,63 +826,132 @@ pub fn server(inner: &Arc<Inner>, call: &Call) -> Output {
         return fatal(PORTS_HELD);
     }
     if let Some(path) = &restore {
-        let text = if let Some(s3) = match s3_spec(&cfg) {
-            Ok(s) => s,
-            Err(e) => return fatal(&format!("Error: {e}")),
-        } {
-            // From S3: the path is the snapshot's name, downloaded into the
-            // snapshot directory first (`etcd.go:409-429`).
-            lines.push(logline(
-                "info",
-                &format!("Retrieving etcd snapshot {path} from S3"),
-                now,
-            ));
-            let m = inner.model();
-            if let Err(e) = s3.check(&m.s3) {
-                return fatal(&wrap(&format!("failed to initialize S3 client: {e}")));
-            }
-            let body = match m.s3.get(&s3.client, path) {
-                Ok(o) => o.body.clone(),
-                Err(e) => {
-                    return fatal(&wrap(&format!("failed to download snapshot from S3: {e}")));
-                }
-            };
-            drop(m);
-            let local = format!("{SNAPSHOT_DIR}/{}", path.rsplit('/').next().unwrap_or(path));
-            if let Err(e) = root.write(&local, 0o600, body.as_bytes()) {
-                return fatal(&wrap(&format!("failed to download snapshot from S3: {e}")));
-            }
-            lines.push(logline(
-                "info",
-                &format!("S3 download complete for {local}"),
-                now,
-            ));
-            body
-        } else {
-            // The world cannot know the caller's working directory: a
-            // relative path is read from `/`.
-            let abs = format!("/{}", path.trim_start_matches('/'));
-            match root.host_path(&abs) {
-                Ok(p) if p.is_dir() => {
-                    return fatal(&wrap(&format!(
-                        "etcd: snapshot path must be a file, not a directory: {path}"
-                    )));
-                }
-                _ => {}
-            }
-            match root.read(&abs) {
-                Some(t) => t,
-                None => {
-                    return fatal(&wrap(&format!(
-                        "etcd: snapshot path does not exist: {path}"
-                    )));
-                }
-            }
-        };
-        req.snapshot = Some(text);
+        match restore_text(inner, &call.vm, &cfg, path, now, &mut lines) {
+            Ok(text) => req.snapshot = Some(text),
+            Err(e) => return fatal(&e),
+        }
     }
+    reset(inner, &call.vm, &req, now, lines)
+}
+
+/// The settings of a `k3s server` run by hand: its command line resolved
+/// with config.yaml and its drop-ins as a unit's would be, after the
+/// world's own limits (a reset only, as root) and before the checks of
+/// `pkg/cli/server/server.go` that come before anything starts. Its own
+/// function because all of these refuse before the reset reads a token,
+/// a snapshot or the model; the error is the whole output.
+fn reset_config(inner: &Inner, call: &Call) -> Result<K3sConfig, Output> {
+    let args = &call.args[1..];
+    let unit = UnitFile {
+        exec: ["/usr/local/bin/k3s", "server"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(args.iter().cloned())
+            .collect(),
+        env_files: Vec::new(),
+        notify: false,
+        restart_always: false,
+    };
+    let table = flag_table(call.env.get("EXEDEV_WORLD_K3S_VERSION").map(String::as_str))
+        .map_err(|e| fatal(&e))?;
+    let given = |f: &str| {
+        args.iter()
+            .any(|a| a.trim_start_matches('-').split('=').next() == Some(f))
+    };
+    if !given("cluster-reset") && !given("cluster-reset-restore-path") {
+        return Err(Output::fail(
+            1,
+            "k3s server: the world runs k3s only as its systemd unit (write the unit with the installer, then `systemctl start`); by hand it models `k3s server --cluster-reset [--cluster-reset-restore-path=PATH]`",
+        ));
+    }
+    if call.uid != 0 {
+        // Facts silent: k3s needs root for its data directory.
+        return Err(fatal(&format!(
+            "Error: open {TOKEN_PATH}: permission denied"
+        )));
+    }
+    let (_, cfg) =
+        k3s_config::resolve(&unit, &inner.root(&call.vm), table).map_err(|e| fatal(&e))?;
+    if cfg.get("cluster-reset-restore-path").is_some() && !cfg.bool("cluster-reset") {
+        return Err(fatal(
+            "Error: invalid flag use; --cluster-reset required with --cluster-reset-restore-path",
+        ));
+    }
+    if cfg.get("server").is_some() {
+        return Err(fatal(
+            "Error: cannot perform cluster-reset while server URL is set - remove server from configuration before resetting",
+        ));
+    }
+    Ok(cfg)
+}
+
+/// The text of the snapshot a restore reads, from S3 when `etcd-s3` is on
+/// (then `path` is the snapshot's name), else from the VM's files. Its own
+/// function because finding the snapshot is one job with its own
+/// failures, all before the model changes; the error is the `msg` of
+/// k3s's fatal line, and `lines` gets the download's log lines.
+fn restore_text(
+    inner: &Inner,
+    vm: &str,
+    cfg: &K3sConfig,
+    path: &str,
+    now: u64,
+    lines: &mut Vec<String>,
+) -> Result<String, String> {
+    let root = inner.root(vm);
+    let Some(s3) = s3_spec(cfg).map_err(|e| format!("Error: {e}"))? else {
+        // The world cannot know the caller's working directory: a
+        // relative path is read from `/`.
+        let abs = format!("/{}", path.trim_start_matches('/'));
+        if root.host_path(&abs).is_ok_and(|p| p.is_dir()) {
+            return Err(managed_db_error(&format!(
+                "etcd: snapshot path must be a file, not a directory: {path}"
+            )));
+        }
+        return root.read(&abs).ok_or_else(|| {
+            managed_db_error(&format!("etcd: snapshot path does not exist: {path}"))
+        });
+    };
+    // From S3: the path is the snapshot's name, downloaded into the
+    // snapshot directory first (`etcd.go:409-429`).
+    lines.push(logline(
+        "info",
+        &format!("Retrieving etcd snapshot {path} from S3"),
+        now,
+    ));
+    let m = inner.model();
+    s3.check(&m.s3)
+        .map_err(|e| managed_db_error(&format!("failed to initialize S3 client: {e}")))?;
+    let body =
+        m.s3.get(&s3.client, path)
+            .map_err(|e| managed_db_error(&format!("failed to download snapshot from S3: {e}")))?
+            .body
+            .clone();
+    drop(m);
+    let local = format!("{SNAPSHOT_DIR}/{}", path.rsplit('/').next().unwrap_or(path));
+    root.write(&local, 0o600, body.as_bytes())
+        .map_err(|e| managed_db_error(&format!("failed to download snapshot from S3: {e}")))?;
+    lines.push(logline(
+        "info",
+        &format!("S3 download complete for {local}"),
+        now,
+    ));
+    Ok(body)
+}
+
+/// The reset itself on the model
+/// ([`crate::world::model::Model::cluster_reset`]) and k3s's output: the
+/// `lines` logged so far, then the reset's log and its exit, or its fatal
+/// line. Its own function because only here the model changes.
+fn reset(
+    inner: &Arc<Inner>,
+    vm: &str,
+    req: &ResetRequest,
+    now: u64,
+    mut lines: Vec<String>,
+) -> Output {
     let mut m = inner.model();
-    match m.cluster_reset(&call.vm, &req, now) {
+    match m.cluster_reset(vm, req, now) {
         Ok((log, fx)) => {
             inner.settle(m, fx);
             for l in log {

@@ -479,6 +479,8 @@ impl Model {
         Ok(())
     }
 
+    /// `Starting`: what every node does before its role matters (labels,
+    /// `vpn-auth`, addresses), then its role's first step.
     fn on_starting(
         &mut self,
         vm: &str,
@@ -487,105 +489,12 @@ impl Model {
         now: u64,
         fx: &mut Vec<Effect>,
     ) {
-        if let Some(e) = refused_labels(&p.cfg.list("node-label")) {
-            return self.fail(vm, unit, p, now, format!("kubelet exited: {e}"));
-        }
-        let vpn = match p.cfg.get("vpn-auth").map(parse_vpn_auth).transpose() {
-            Ok(v) => v,
-            Err(e) => return self.fail(vm, unit, p, now, e),
-        };
-        if let Some(vpn) = &vpn {
-            if let Err(e) = self.vpn_up(vm, vpn, now) {
-                return self.fail(vm, unit, p, now, e);
-            }
-            fx.push(Effect::WriteFile {
-                vm: vm.to_string(),
-                path: super::model::STATE_FILE.to_string(),
-                mode: 0o600,
-                content: self.vms[vm].node_key.clone().unwrap_or_default(),
-            });
-        }
-        let (node_ip, etcd_ip) = match self.addresses(vm, p, vpn.is_some()) {
-            Ok(a) => a,
-            Err(e) => return self.fail(vm, unit, p, now, e),
-        };
-        p.node_ip = Some(node_ip);
-        if p.role == Role::Server {
-            p.etcd_peer_ip = Some(etcd_ip);
-            if vpn.is_some() {
-                self.k3s_log(
-                    vm,
-                    unit,
-                    now,
-                    format!("level=info msg=\"Changed advertise-address to {node_ip} due to VPN\""),
-                );
-                self.k3s_log(vm, unit, now, "level=warning msg=\"Etcd IP (PrivateIP) remains the local IP. Running etcd traffic over VPN is not recommended due to performance issues\"");
-            }
+        if let Err(e) = self.start_network(vm, unit, p, now, fx) {
+            return self.fail(vm, unit, p, now, e);
         }
         let token = p.cfg.get("token").map(str::to_string);
         match p.role {
-            Role::Server => {
-                let existing = self.vms[vm]
-                    .server_data
-                    .clone()
-                    .filter(|c| p.has_data_dir && self.clusters.contains_key(c));
-                if let Some(cid) = existing {
-                    let c = &self.clusters[&cid];
-                    if !c.members.iter().any(|m| m.vm == vm) {
-                        // Facts file silent: etcd's own message for a
-                        // removed member, as k3s would surface it.
-                        return self.fail(vm, unit, p, now, "etcd: this member has been permanently removed from the cluster; delete /var/lib/rancher/k3s/server/db to join it again".into());
-                    }
-                    if let Some(t) = &token
-                        && parse_token(t).secret != c.token
-                    {
-                        return self.fail(vm, unit, p, now, "starting kubernetes: preparing server: bootstrap data already found and encrypted with different token".into());
-                    }
-                    // etcd starts with this start's peer address (a reset
-                    // left loopback, `pkg/etcd/etcd.go:383-399`), and a
-                    // normal start clears the reset flag (`etcd.go:294`).
-                    if let Some(ip) = p.etcd_peer_ip
-                        && let Some(c) = self.clusters.get_mut(&cid)
-                        && let Some(m) = c.members.iter_mut().find(|m| m.vm == vm)
-                    {
-                        m.peer_ip = ip;
-                    }
-                    fx.push(Effect::RemoveFile {
-                        vm: vm.to_string(),
-                        path: snapshot::RESET_FLAG.to_string(),
-                    });
-                    p.cluster = Some(cid);
-                    return self.wait(vm, unit, p, now, "Waiting for etcd to reach quorum".into());
-                }
-                if !p.has_data_dir
-                    && let Some(v) = self.vms.get_mut(vm)
-                {
-                    v.server_data = None;
-                }
-                if p.cfg.get("server").is_some() {
-                    if token.is_none() {
-                        return self.fail(
-                            vm,
-                            unit,
-                            p,
-                            now,
-                            "--token is required to join a cluster (--server given)".into(),
-                        );
-                    }
-                    return self.wait(vm, unit, p, now, "Joining the cluster".into());
-                }
-                let datastore = if p.cfg.bool("cluster-init") {
-                    Datastore::Etcd
-                } else {
-                    Datastore::Sqlite
-                };
-                if let Err(e) = self.create_cluster(vm, p, datastore, token, now, fx) {
-                    return self.fail(vm, unit, p, now, e);
-                }
-                p.phase = Phase::Booting {
-                    ready_at: now + self.timings.server_ready_ms,
-                };
-            }
+            Role::Server => self.start_server(vm, unit, p, token, now, fx),
             Role::Agent => {
                 if p.cfg.get("server").is_none() {
                     return self.fail(vm, unit, p, now, "--server is required".into());
@@ -602,6 +511,141 @@ impl Model {
                 );
             }
         }
+    }
+
+    /// The node's network before k3s's role-specific start: the kubelet's
+    /// label check, `vpn-auth` bringing Tailscale up (and its state file),
+    /// then the node and etcd addresses. Its own function because servers
+    /// and agents share it; the error is the `msg` of k3s's fatal line.
+    fn start_network(
+        &mut self,
+        vm: &str,
+        unit: &str,
+        p: &mut K3sProc,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), String> {
+        if let Some(e) = refused_labels(&p.cfg.list("node-label")) {
+            return Err(format!("kubelet exited: {e}"));
+        }
+        let vpn = p.cfg.get("vpn-auth").map(parse_vpn_auth).transpose()?;
+        if let Some(vpn) = &vpn {
+            self.vpn_up(vm, vpn, now)?;
+            fx.push(Effect::WriteFile {
+                vm: vm.to_string(),
+                path: super::model::STATE_FILE.to_string(),
+                mode: 0o600,
+                content: self.vms[vm].node_key.clone().unwrap_or_default(),
+            });
+        }
+        let (node_ip, etcd_ip) = self.addresses(vm, p, vpn.is_some())?;
+        p.node_ip = Some(node_ip);
+        if p.role == Role::Server {
+            p.etcd_peer_ip = Some(etcd_ip);
+            if vpn.is_some() {
+                self.k3s_log(
+                    vm,
+                    unit,
+                    now,
+                    format!("level=info msg=\"Changed advertise-address to {node_ip} due to VPN\""),
+                );
+                self.k3s_log(vm, unit, now, "level=warning msg=\"Etcd IP (PrivateIP) remains the local IP. Running etcd traffic over VPN is not recommended due to performance issues\"");
+            }
+        }
+        Ok(())
+    }
+
+    /// A server's first step, one of three: restart on its own etcd data,
+    /// join the cluster `server` names (waiting for it), or create a new
+    /// cluster (`cluster-init`: etcd, else SQLite).
+    fn start_server(
+        &mut self,
+        vm: &str,
+        unit: &str,
+        p: &mut K3sProc,
+        token: Option<String>,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let existing = self.vms[vm]
+            .server_data
+            .clone()
+            .filter(|c| p.has_data_dir && self.clusters.contains_key(c));
+        if let Some(cid) = existing {
+            return match self.resume_on_data(vm, p, cid, token.as_deref(), fx) {
+                Ok(()) => self.wait(vm, unit, p, now, "Waiting for etcd to reach quorum".into()),
+                Err(e) => self.fail(vm, unit, p, now, e),
+            };
+        }
+        if !p.has_data_dir
+            && let Some(v) = self.vms.get_mut(vm)
+        {
+            v.server_data = None;
+        }
+        if p.cfg.get("server").is_some() {
+            if token.is_none() {
+                return self.fail(
+                    vm,
+                    unit,
+                    p,
+                    now,
+                    "--token is required to join a cluster (--server given)".into(),
+                );
+            }
+            return self.wait(vm, unit, p, now, "Joining the cluster".into());
+        }
+        let datastore = if p.cfg.bool("cluster-init") {
+            Datastore::Etcd
+        } else {
+            Datastore::Sqlite
+        };
+        if let Err(e) = self.create_cluster(vm, p, datastore, token, now, fx) {
+            return self.fail(vm, unit, p, now, e);
+        }
+        p.phase = Phase::Booting {
+            ready_at: now + self.timings.server_ready_ms,
+        };
+    }
+
+    /// A server restarting on the etcd data of cluster `cid`: its own
+    /// function because it checks the data against the server (still a
+    /// member, same token) and repairs what a reset left behind before
+    /// the caller waits for quorum. The error is the `msg` of k3s's fatal
+    /// line.
+    fn resume_on_data(
+        &mut self,
+        vm: &str,
+        p: &mut K3sProc,
+        cid: String,
+        token: Option<&str>,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), String> {
+        let c = &self.clusters[&cid];
+        if !c.members.iter().any(|m| m.vm == vm) {
+            // Facts file silent: etcd's own message for a removed member,
+            // as k3s would surface it.
+            return Err("etcd: this member has been permanently removed from the cluster; delete /var/lib/rancher/k3s/server/db to join it again".into());
+        }
+        if let Some(t) = token
+            && parse_token(t).secret != c.token
+        {
+            return Err("starting kubernetes: preparing server: bootstrap data already found and encrypted with different token".into());
+        }
+        // etcd starts with this start's peer address (a reset left
+        // loopback, `pkg/etcd/etcd.go:383-399`), and a normal start clears
+        // the reset flag (`etcd.go:294`).
+        if let Some(ip) = p.etcd_peer_ip
+            && let Some(c) = self.clusters.get_mut(&cid)
+            && let Some(m) = c.members.iter_mut().find(|m| m.vm == vm)
+        {
+            m.peer_ip = ip;
+        }
+        fx.push(Effect::RemoveFile {
+            vm: vm.to_string(),
+            path: snapshot::RESET_FLAG.to_string(),
+        });
+        p.cluster = Some(cid);
+        Ok(())
     }
 
     fn on_waiting(

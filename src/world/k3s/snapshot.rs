@@ -92,6 +92,39 @@ pub struct Taken {
     pub content: String,
 }
 
+/// k3s's wrapping of an error starting its embedded etcd
+/// (`pkg/server/server.go:75`, `pkg/daemons/control/server.go:73`,
+/// `pkg/cluster/cluster.go:63`, as in [`PORTS_HELD`]): one place for the
+/// prefix both the model's and the command's reset failures carry.
+pub fn managed_db_error(e: &str) -> String {
+    format!("Error: starting kubernetes: failed to start cluster: start managed database: {e}")
+}
+
+/// The files a reset leaves on `vm`: `server/db`, the [`RESET_FLAG`] the
+/// next normal start clears, and the server token file with the token in
+/// its secure form. Apart from [`Model::cluster_reset`] because files are
+/// the edge's part, carried out as [`Effect`]s.
+fn reset_files(vm: &str, secure_token: &str) -> Vec<Effect> {
+    vec![
+        Effect::MakeDir {
+            vm: vm.to_string(),
+            path: DB_DIR.to_string(),
+        },
+        Effect::WriteFile {
+            vm: vm.to_string(),
+            path: RESET_FLAG.to_string(),
+            mode: 0o600,
+            content: String::new(),
+        },
+        Effect::WriteFile {
+            vm: vm.to_string(),
+            path: TOKEN_PATH.to_string(),
+            mode: 0o600,
+            content: format!("{secure_token}\n"),
+        },
+    ]
+}
+
 impl Model {
     /// A server's process is alive on `vm` (not exited): it holds etcd's
     /// ports, so a second k3s cannot reset or restore there.
@@ -228,61 +261,13 @@ impl Model {
         if self.k3s_server_running(vm) {
             return Err(PORTS_HELD.into());
         }
-        let wrap = |e: &str| {
-            format!(
-                "Error: starting kubernetes: failed to start cluster: start managed database: {e}"
-            )
-        };
-        let mut log = Vec::new();
         let old = self
             .vms
             .get(vm)
             .and_then(|v| v.server_data.clone())
             .filter(|c| req.has_data_dir && self.clusters.contains_key(c));
-        let source = match &req.snapshot {
-            Some(text) => {
-                let data = self.snapshot_in(text).map_err(|e| wrap(&e))?.clone();
-                let given = req
-                    .token
-                    .as_deref()
-                    .map(|t| parse_token(t).secret.to_string());
-                if given.as_deref() != Some(data.token.as_str()) {
-                    // Fatal in the reset's rebootstrap (`etcd.go:368-372`).
-                    return Err(WRONG_TOKEN.into());
-                }
-                data
-            }
-            None => {
-                if req.reset_flag {
-                    return Err(wrap(&format!(
-                        "Managed etcd cluster membership was previously reset, please remove the cluster-reset flag and start k3s normally. If you need to perform another cluster reset, you must first manually delete the file at {RESET_FLAG}"
-                    )));
-                }
-                let Some(cid) = &old else {
-                    // Facts silent: k3s would start a new cluster; the world
-                    // refuses a reset with nothing to reset.
-                    return Err(wrap(
-                        "no etcd data in /var/lib/rancher/k3s/server/db to reset",
-                    ));
-                };
-                let c = &self.clusters[cid];
-                if let Some(t) = &req.token
-                    && parse_token(t).secret != c.token
-                {
-                    return Err(WRONG_TOKEN.into());
-                }
-                SnapshotData {
-                    cluster: cid.clone(),
-                    token: c.token.clone(),
-                    agent_token: c.agent_token.clone(),
-                    pki: c.pki.clone(),
-                    critical: c.critical.clone(),
-                    version: c.version.clone(),
-                    api: c.api.clone(),
-                    taken_ms: now,
-                }
-            }
-        };
+        let source = self.reset_source(req, old.as_deref(), now)?;
+        let mut log = Vec::new();
         if req.snapshot.is_some() && req.has_data_dir {
             log.push(format!(
                 "Pre-restore etcd database moved to {DB_DIR}/etcd-old-{}",
@@ -290,6 +275,80 @@ impl Model {
             ));
         }
         log.push("Starting etcd for new cluster, cluster-reset=true".to_string());
+        let token = source.token.clone();
+        let id = self.reset_cluster(vm, req, source, old.as_deref(), now);
+        let secure = self.clusters[&id].secure_token("server", &token);
+        Ok((log, reset_files(vm, &secure)))
+    }
+
+    /// The datastore a reset starts the new cluster from: the snapshot
+    /// being restored, or this node's own cluster `old` (its data in
+    /// `server/db`). Its own function because each source has its own
+    /// refusals, all before the model changes; the error is the `msg` of
+    /// k3s's fatal line.
+    fn reset_source(
+        &self,
+        req: &ResetRequest,
+        old: Option<&str>,
+        now: u64,
+    ) -> Result<SnapshotData, String> {
+        if let Some(text) = &req.snapshot {
+            let data = self
+                .snapshot_in(text)
+                .map_err(|e| managed_db_error(&e))?
+                .clone();
+            let given = req
+                .token
+                .as_deref()
+                .map(|t| parse_token(t).secret.to_string());
+            if given.as_deref() != Some(data.token.as_str()) {
+                // Fatal in the reset's rebootstrap (`etcd.go:368-372`).
+                return Err(WRONG_TOKEN.into());
+            }
+            return Ok(data);
+        }
+        if req.reset_flag {
+            return Err(managed_db_error(&format!(
+                "Managed etcd cluster membership was previously reset, please remove the cluster-reset flag and start k3s normally. If you need to perform another cluster reset, you must first manually delete the file at {RESET_FLAG}"
+            )));
+        }
+        let Some(cid) = old else {
+            // Facts silent: k3s would start a new cluster; the world
+            // refuses a reset with nothing to reset.
+            return Err(managed_db_error(
+                "no etcd data in /var/lib/rancher/k3s/server/db to reset",
+            ));
+        };
+        let c = &self.clusters[cid];
+        if let Some(t) = &req.token
+            && parse_token(t).secret != c.token
+        {
+            return Err(WRONG_TOKEN.into());
+        }
+        Ok(SnapshotData {
+            cluster: cid.to_string(),
+            token: c.token.clone(),
+            agent_token: c.agent_token.clone(),
+            pki: c.pki.clone(),
+            critical: c.critical.clone(),
+            version: c.version.clone(),
+            api: c.api.clone(),
+            taken_ms: now,
+        })
+    }
+
+    /// Makes `source` a new one-member etcd cluster of `vm` and returns its
+    /// id: the model's change once every refusal has passed, kept apart
+    /// from them. The cluster `old` this node's data held is superseded
+    /// (its other servers learn why they wait, [`Model::superseded_note`]).
+    fn reset_cluster(
+        &mut self,
+        vm: &str,
+        req: &ResetRequest,
+        source: SnapshotData,
+        old: Option<&str>,
+        now: u64,
+    ) -> String {
         let id = self.new_cluster_id();
         let mut api = source.api;
         // The restored Nodes carry the status of snapshot time; no kubelet
@@ -301,7 +360,6 @@ impl Model {
                 .to_string();
             api.node_not_ready(&name, now);
         }
-        let token = source.token.clone();
         self.clusters.insert(
             id.clone(),
             Cluster {
@@ -324,7 +382,7 @@ impl Model {
                 superseded_by: None,
             },
         );
-        if let Some(o) = &old
+        if let Some(o) = old
             && let Some(c) = self.clusters.get_mut(o)
         {
             c.superseded_by = Some(id.clone());
@@ -332,26 +390,7 @@ impl Model {
         if let Some(v) = self.vms.get_mut(vm) {
             v.server_data = Some(id.clone());
         }
-        let secure = self.clusters[&id].secure_token("server", &token);
-        let fx = vec![
-            Effect::MakeDir {
-                vm: vm.to_string(),
-                path: DB_DIR.to_string(),
-            },
-            Effect::WriteFile {
-                vm: vm.to_string(),
-                path: RESET_FLAG.to_string(),
-                mode: 0o600,
-                content: String::new(),
-            },
-            Effect::WriteFile {
-                vm: vm.to_string(),
-                path: TOKEN_PATH.to_string(),
-                mode: 0o600,
-                content: format!("{secure}\n"),
-            },
-        ];
-        Ok((log, fx))
+        id
     }
 
     /// A server starting on its data after a reset elsewhere: why it waits
