@@ -293,12 +293,9 @@ fn kubectl_applies_rolls_out_reads_and_schedules_as_on_a_real_cluster() {
     assert!(k.pod_nodes("app=agent").contains(&"demo-web1".to_string()));
     k.ok(&["uncordon", "demo-web1"]);
 
-    // A taint the DaemonSet does not tolerate takes its pod off the node;
-    // new pods of the Deployment avoid it too.
+    // A NoSchedule taint: new pods avoid the node, running ones stay
+    // (the daemon pod too, now misscheduled).
     k.ok(&["taint", "node", "demo-web2", "dedicated=db:NoSchedule"]);
-    k.wait_for("the daemon pod to leave demo-web2", |k| {
-        k.pod_nodes("app=agent") == ["demo-cp1", "demo-web1"]
-    });
     let on_web2 = k
         .pod_nodes("app=web")
         .iter()
@@ -313,6 +310,17 @@ fn kubectl_applies_rolls_out_reads_and_schedules_as_on_a_real_cluster() {
         on_web2,
         "{after:?}"
     );
+    assert_eq!(k.pod_nodes("app=agent"), nodes);
+    // A NoExecute taint evicts what does not tolerate it; the ReplicaSet
+    // makes the pods again elsewhere.
+    k.ok(&["taint", "node", "demo-web2", "dedicated=db:NoExecute"]);
+    k.wait_for("pods to leave demo-web2", |k| {
+        let web = k.pod_nodes("app=web");
+        k.pod_nodes("app=agent") == ["demo-cp1", "demo-web1"]
+            && web.len() == 9
+            && !web.contains(&"demo-web2".to_string())
+    });
+    k.ok(&["rollout", "status", "deploy/web", "--timeout=30s"]);
 
     // A new template rolls out as a new ReplicaSet.
     k.ok(&[

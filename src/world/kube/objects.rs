@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// A resource the API serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -736,6 +736,39 @@ pub fn node_ready(n: &Value) -> bool {
     })
 }
 
+/// Does `labels` satisfy a `matchLabels`/`matchExpressions` selector?
+pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
+    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
+        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return false;
+    }
+    for e in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let k = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let have = labels.get(k).and_then(Value::as_str);
+        let ok = match e["operator"].as_str().unwrap_or_default() {
+            "In" => have.is_some_and(|h| values.contains(&h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 /// Required node affinity: one of `nodeSelectorTerms` must match; a term
 /// matches when all its `matchExpressions` (labels) and `matchFields`
 /// (only `metadata.name`, the one field Kubernetes allows) do.
@@ -754,8 +787,8 @@ fn affinity_matches(node: &Value, pod: &Value) -> bool {
     terms.iter().any(|t| {
         let exprs =
             |k: &str| json!({"matchExpressions": t[k].as_array().cloned().unwrap_or_default()});
-        super::store::selector_matches(&exprs("matchExpressions"), &labels)
-            && super::store::selector_matches(&exprs("matchFields"), &fields)
+        selector_matches(&exprs("matchExpressions"), &labels)
+            && selector_matches(&exprs("matchFields"), &fields)
     })
 }
 
@@ -792,20 +825,25 @@ pub fn schedulable_for(node: &Value, pod: &Value) -> bool {
     if node["spec"]["unschedulable"] == json!(true) && !tolerates(pod, &cordon) {
         return false;
     }
-    if !affinity_matches(node, pod) {
-        return false;
-    }
-    let blocking = node["spec"]["taints"].as_array().is_some_and(|ts| {
+    placement_matches(node, pod) && !has_untolerated(node, pod, &["NoSchedule", "NoExecute"])
+}
+
+/// The pod's `nodeSelector` and required node affinity match the node.
+pub fn placement_matches(node: &Value, pod: &Value) -> bool {
+    affinity_matches(node, pod)
+        && pod["spec"]["nodeSelector"]
+            .as_object()
+            .is_none_or(|sel| sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v))
+}
+
+/// Has the node a taint with one of `effects` that the pod does not
+/// tolerate?
+pub fn has_untolerated(node: &Value, pod: &Value, effects: &[&str]) -> bool {
+    node["spec"]["taints"].as_array().is_some_and(|ts| {
         ts.iter()
-            .filter(|t| t["effect"] != "PreferNoSchedule")
+            .filter(|t| effects.iter().any(|e| t["effect"] == *e))
             .any(|t| !tolerates(pod, t))
-    });
-    if blocking {
-        return false;
-    }
-    pod["spec"]["nodeSelector"]
-        .as_object()
-        .is_none_or(|sel| sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v))
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! unreachable NoExecute; disk-, memory-, pid-pressure and unschedulable
 //! NoSchedule), so a cordoned node keeps and gets its daemon pod. A node is
 //! eligible when the pod's `nodeSelector`, affinity and tolerations allow
-//! it (its Ready state does not matter for eligibility). A changed
+//! it (its Ready state does not matter for eligibility); a daemon pod
+//! already running stays through a new NoSchedule taint (pkg/controller/daemon
+//! `predicates`: only an untolerated NoExecute taint or a selector that no
+//! longer matches ends it; excerpt read, no commit). A changed
 //! template rolls node by node within `maxUnavailable` (default 1): an
 //! old-template pod is deleted and the new one created. Status:
 //! `desiredNumberScheduled`, `currentNumberScheduled`, `numberMisscheduled`,
@@ -67,7 +70,8 @@ impl ApiStore {
             let template = daemon_template(&ds);
             let hash = template_hash(&ds["spec"]["template"]);
             let pods = self.owned_pods(&ns, &uid);
-            let desired = nodes.iter().filter(|n| eligible(n, &template)).count() as u64;
+            let eligible_nodes: Vec<bool> = nodes.iter().map(|n| eligible(n, &template)).collect();
+            let desired = eligible_nodes.iter().filter(|e| **e).count() as u64;
             let max_unavailable = int_or_percent(
                 &ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
                 desired,
@@ -77,12 +81,22 @@ impl ApiStore {
             .max(1);
             let mut unavailable = pods.iter().filter(|p| !objects::pod_ready(p)).count() as u64;
             let rolling = ds["spec"]["updateStrategy"]["type"] != "OnDelete";
-            for node in &nodes {
+            for (node, is_eligible) in nodes.iter().zip(eligible_nodes) {
                 let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
                 let on_node: Vec<&Value> = pods.iter().filter(|p| p["spec"]["nodeName"] == node_name
                     || p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
                         ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0] == node_name).collect();
-                if !eligible(node, &template) {
+                // A node the pod should no longer go to keeps a running
+                // daemon pod unless its selector stopped matching or an
+                // untolerated NoExecute taint came (the controller's
+                // `shouldContinueRunning`): a new NoSchedule taint leaves
+                // it there, counted as misscheduled.
+                let keep = objects::placement_matches(node, &template)
+                    && !objects::has_untolerated(node, &template, &["NoExecute"]);
+                if !is_eligible && keep {
+                    continue;
+                }
+                if !is_eligible {
                     for p in on_node {
                         let (pns, pname) = objects::ns_name(p);
                         let _ = self.delete(&objects::PODS, &pns, &pname);
@@ -208,16 +222,18 @@ mod tests {
         assert_eq!(ds["status"]["desiredNumberScheduled"], 2);
         assert_eq!(ds["status"]["numberAvailable"], 2);
         assert_eq!(ds["status"]["updatedNumberScheduled"], 2);
-        // A taint it does not tolerate takes its pod away.
-        s.patch_merge(
-            &objects::NODES,
-            "",
-            "n1",
-            &json!({"spec": {"taints": [{"key": "gpu", "effect": "NoSchedule"}]}}),
-        )
-        .unwrap();
-        s.tick(40);
-        s.tick(50);
+        // A NoSchedule taint it does not tolerate leaves the running pod
+        // (misscheduled); a NoExecute one takes it away.
+        for (effect, t, left) in [("NoSchedule", 40, 2), ("NoExecute", 60, 1)] {
+            let taint = json!({"spec": {"taints": [{"key": "gpu", "effect": effect}]}});
+            s.patch_merge(&objects::NODES, "", "n1", &taint).unwrap();
+            s.tick(t);
+            s.tick(t + 10);
+            let pods = s.list(&objects::PODS, Some("default"), Some("app=agent"), None);
+            assert_eq!(pods.len(), left, "{effect}");
+        }
+        let ds = s.get(&objects::DAEMONSETS, "default", "agent").unwrap();
+        assert_eq!(ds["status"]["desiredNumberScheduled"], 1);
         let pods = s.list(&objects::PODS, Some("default"), Some("app=agent"), None);
         assert_eq!(pods.len(), 1);
         assert_eq!(pods[0]["spec"]["nodeName"], "n2");

@@ -38,6 +38,12 @@ impl ApiStore {
     /// Creates or renews the Lease of every Ready node whose last renewal is
     /// at least [`RENEW_MS`] old.
     pub(super) fn renew_leases(&mut self, now_ms: u64) {
+        // Looked at once a second: renewals land within a second of due,
+        // and the world's 10 ms ticks do not scan every node each time.
+        if self.leases_checked_ms.is_some_and(|at| now_ms < at + 1000) {
+            return;
+        }
+        self.leases_checked_ms = Some(now_ms);
         let due: Vec<_> = self
             .objects
             .iter()

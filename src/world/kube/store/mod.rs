@@ -3,7 +3,8 @@
 //! that honour PodDisruptionBudgets, pods of a deleted node collected, the
 //! `default` ServiceAccount of every namespace, and one controller per
 //! file: Deployments ([`deployment`]), ReplicaSets ([`replicaset`]),
-//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), garbage
+//! DaemonSets ([`daemonset`]), the scheduler ([`scheduler`]), NoExecute
+//! taint eviction ([`taint_eviction`]), garbage
 //! collection by ownerReferences ([`gc`]), node Leases ([`leases`]), pod
 //! addresses ([`network`]). Pure: time comes in as milliseconds.
 //!
@@ -33,6 +34,7 @@ mod replicaset;
 mod scale;
 mod scheduler;
 mod smp;
+mod taint_eviction;
 
 /// An API error: status code, reason, message (a `Status` object).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,40 +104,11 @@ pub struct ApiStore {
     /// The resourceVersion the workload controllers last saw: nothing
     /// changed since, nothing to reconcile.
     synced_rv: u64,
+    /// When node Leases were last looked at (`leases`).
+    leases_checked_ms: Option<u64>,
 }
 
-/// Does `labels` satisfy a `matchLabels`/`matchExpressions` selector?
-pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object)
-        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    for e in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let k = e["key"].as_str().unwrap_or_default();
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let have = labels.get(k).and_then(Value::as_str);
-        let ok = match e["operator"].as_str().unwrap_or_default() {
-            "In" => have.is_some_and(|h| values.contains(&h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
+pub use super::objects::selector_matches;
 
 /// A `labelSelector` query (`a=b,c!=d,e`) against labels.
 fn label_query_matches(q: &str, labels: &Map<String, Value>) -> bool {
@@ -766,6 +739,8 @@ impl ApiStore {
             }
         };
         objects::set_node_status(&mut node, true, version, ip, now_ms);
+        // Its kubelet takes its Lease at the next tick.
+        self.leases_checked_ms = None;
         let created = !self.objects.contains_key(&k);
         self.stamp(&mut node, &objects::NODES, "", name, created);
         self.objects.insert(k, node);
@@ -843,6 +818,7 @@ impl ApiStore {
             t["metadata"]["name"] = json!(format!("{base}-{:05x}", self.uid + 1));
             let _ = self.create(&objects::PODS, &ns, t);
         }
+        self.evict_for_taints();
         self.sync_deployments();
         self.sync_replicasets();
         self.sync_daemonsets();

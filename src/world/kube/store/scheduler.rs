@@ -9,73 +9,96 @@
 
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
 use super::{ApiStore, key};
 use crate::world::kube::objects;
 
-impl ApiStore {
+/// What is bound to a node: CPU (millicores), memory (milli-bytes), pods.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    cpu: u128,
+    mem: u128,
+    pods: usize,
+}
+
+impl Usage {
+    fn add(&mut self, pod: &Value) {
+        let (c, m) = objects::pod_requests(pod);
+        self.cpu += c;
+        self.mem += m;
+        self.pods += 1;
+    }
+
     /// Does the node still have room for the pod's requests (CPU, memory,
-    /// pods) next to the pods bound to it?
-    pub(super) fn fits(&self, node: &Value, pod: &Value) -> bool {
-        let name = node["metadata"]["name"].as_str().unwrap_or_default();
+    /// pods) next to what is bound to it?
+    fn fits(self, node: &Value, pod: &Value) -> bool {
         let (cpu_cap, mem_cap) = objects::node_allocatable(node);
         let pod_cap = node["status"]["allocatable"]["pods"]
             .as_str()
             .and_then(|p| p.parse::<usize>().ok())
             .unwrap_or(objects::MAX_PODS as usize);
-        let mut count = 0;
-        let (mut cpu, mut mem) = objects::pod_requests(pod);
-        for p in self.objects.iter().filter_map(|((_, r, _, _), v)| {
-            (r == "pods"
-                && v["spec"]["nodeName"] == name
-                && v["metadata"]["uid"] != pod["metadata"]["uid"])
-                .then_some(v)
-        }) {
-            let (c, m) = objects::pod_requests(p);
-            cpu += c;
-            mem += m;
-            count += 1;
-        }
-        count < pod_cap && cpu <= cpu_cap && mem <= mem_cap
+        let (c, m) = objects::pod_requests(pod);
+        self.pods < pod_cap && self.cpu + c <= cpu_cap && self.mem + m <= mem_cap
     }
+}
 
-    fn pods_on(&self, node: &str) -> usize {
-        self.objects
-            .iter()
-            .filter(|((_, p, _, _), v)| p == "pods" && v["spec"]["nodeName"] == node)
-            .count()
+impl ApiStore {
+    /// CPU, memory and pod count bound to each node now.
+    fn usage(&self) -> BTreeMap<String, Usage> {
+        let mut u: BTreeMap<String, Usage> = BTreeMap::new();
+        for ((_, r, _, _), p) in &self.objects {
+            if r != "pods" {
+                continue;
+            }
+            if let Some(n) = p["spec"]["nodeName"].as_str() {
+                u.entry(n.to_string()).or_default().add(p);
+            }
+        }
+        u
     }
 
     /// Binds pending pods and runs pods whose node is Ready.
     pub(super) fn schedule(&mut self, now_ms: u64) {
         let nodes = self.list(&objects::NODES, None, None, None);
+        let ready: std::collections::BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| objects::node_ready(n))
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
         let waiting: Vec<(String, String)> = self
             .objects
             .iter()
             .filter(|((_, r, _, _), p)| r == "pods" && p["metadata"]["deletionTimestamp"].is_null())
             .map(|(_, p)| p)
             .filter(|p| {
-                let node_ready = p["spec"]["nodeName"].as_str().is_some_and(|n| {
-                    nodes
-                        .iter()
-                        .any(|x| x["metadata"]["name"] == n && objects::node_ready(x))
-                });
+                let node_ready = p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| ready.contains(n));
                 p["status"]["phase"] == "Pending" || objects::pod_ready(p) != node_ready
             })
             .map(objects::ns_name)
             .collect();
+        let mut usage = self.usage();
         for (ns, name) in waiting {
             let k = key(&objects::PODS, &ns, &name);
             let Some(mut pod) = self.objects.get(&k).cloned() else {
                 continue;
             };
-            let node = match pod["spec"]["nodeName"].as_str() {
-                Some(n) => nodes.iter().find(|x| x["metadata"]["name"] == n).cloned(),
+            let used = |n: &Value| {
+                let name = n["metadata"]["name"].as_str().unwrap_or_default();
+                usage.get(name).copied().unwrap_or_default()
+            };
+            let bound = pod["spec"]["nodeName"].as_str().map(str::to_string);
+            let node = match &bound {
+                Some(n) => nodes
+                    .iter()
+                    .find(|x| x["metadata"]["name"] == n.as_str())
+                    .cloned(),
                 None => nodes
                     .iter()
-                    .filter(|n| objects::schedulable_for(n, &pod) && self.fits(n, &pod))
-                    .min_by_key(|n| {
-                        self.pods_on(n["metadata"]["name"].as_str().unwrap_or_default())
-                    })
+                    .filter(|n| objects::schedulable_for(n, &pod) && used(n).fits(n, &pod))
+                    .min_by_key(|n| used(n).pods)
                     .cloned(),
             };
             let Some(node) = node else {
@@ -87,6 +110,10 @@ impl ApiStore {
                     self.put(&objects::PODS, pod);
                 }
                 continue;
+            }
+            if bound.is_none() {
+                let name = node["metadata"]["name"].as_str().unwrap_or_default();
+                usage.entry(name.to_string()).or_default().add(&pod);
             }
             pod["spec"]["nodeName"] = node["metadata"]["name"].clone();
             let host_ip = objects::node_internal_ip(&node);
