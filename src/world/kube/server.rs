@@ -424,6 +424,33 @@ fn not_found(path: &str) -> Response {
     ))
 }
 
+/// One request's parts that the verb handlers read, parsed once by `handle`
+/// so each handler takes them whole instead of a dozen arguments.
+struct Req {
+    method: Method,
+    path: String,
+    q: BTreeMap<String, String>,
+    input: Value,
+    content_type: String,
+    wants_table: bool,
+    whole_object: bool,
+    now: u64,
+}
+
+/// What a verb handler produces: `Ok` is an object that `handle` sends as
+/// JSON (201 for POST) with the field-validation warnings; `Err` is a
+/// finished response (an error, a table, a log) sent as it is.
+type Outcome = Result<Value, Box<Response>>;
+
+/// An `ApiError` as a finished `Outcome` error, boxed because a `Response`
+/// is too large to return by value in a `Result` (clippy's `result_large_err`).
+fn fail(e: &ApiError) -> Box<Response> {
+    Box::new(error(e))
+}
+
+/// The API server's one entry point: readiness, the special paths
+/// (OpenAPI, discovery, proxy), routing, watches and field validation;
+/// the verbs themselves are in `serve` and the handlers it calls.
 async fn handle(
     State(ctx): State<Ctx>,
     method: Method,
@@ -487,140 +514,281 @@ async fn handle(
             wants_table,
         );
     }
+    let warnings = match field_warnings(&method, &content_type, &q, &input) {
+        Ok(w) => w,
+        Err(resp) => return *resp,
+    };
+    let req = Req {
+        method,
+        path,
+        q,
+        input,
+        content_type,
+        wants_table,
+        whole_object,
+        now,
+    };
+    match serve(&ctx, &req, target) {
+        Ok(v) => with_warnings(&req.method, &v, warnings),
+        Err(resp) => *resp,
+    }
+}
+
+/// Field validation (API concepts, "Field validation") of a body that
+/// carries a whole object: `Strict` refuses unknown fields with 400; the
+/// default `Warn` returns them, for `Warning` headers on the reply.
+fn field_warnings(
+    method: &Method,
+    content_type: &str,
+    q: &BTreeMap<String, String>,
+    input: &Value,
+) -> Result<Vec<String>, Box<Response>> {
     let strict = q.get("fieldValidation").is_some_and(|v| v == "Strict");
-    let whole_body = method == Method::POST
-        || method == Method::PUT
-        || (method == Method::PATCH && content_type.starts_with("application/apply-patch"));
+    let whole_body = *method == Method::POST
+        || *method == Method::PUT
+        || (*method == Method::PATCH && content_type.starts_with("application/apply-patch"));
     let mut warnings: Vec<String> = Vec::new();
     let validation = q.get("fieldValidation").map_or("Warn", String::as_str);
     if whole_body && validation == "Warn" {
         // The server's default without the parameter (kubectl before
         // 1.25 sends none): accept, and say so in `Warning` headers, which
         // kubectl prints (API concepts, "Field validation").
-        warnings = fields::unknown_fields(&input)
+        warnings = fields::unknown_fields(input)
             .into_iter()
             .map(|f| format!("unknown field \"{f}\""))
             .collect();
     }
     if strict && whole_body {
-        let unknown = fields::unknown_fields(&input);
+        let unknown = fields::unknown_fields(input);
         if !unknown.is_empty() {
             let kind = input["kind"].as_str().unwrap_or_default();
             let list: Vec<String> = unknown
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
-            return error(&ApiError::new(
+            return Err(fail(&ApiError::new(
                 400,
                 "BadRequest",
                 format!(
                     "{kind} in version \"v1\" cannot be handled as a {kind}: strict decoding error: {}",
                     list.join(", ")
                 ),
-            ));
+            )));
         }
     }
-    let mut m = ctx.inner.model();
-    let cid = ctx.cluster.clone();
-    let result: Result<Value, ApiError> = match (&method, target) {
-        (&Method::GET, Target::Collection { res, ns }) => {
-            let Some(c) = m.clusters.get(&cid) else {
-                return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
-            };
-            let items = c.api.list(&res, ns.as_deref(), q.get("labelSelector").map(String::as_str), q.get("fieldSelector").map(String::as_str));
-            let list_meta = json!({"resourceVersion": c.api.resource_version()});
-            if wants_table {
-                return json_response(200, &tables::table(&res, &items, now, whole_object, list_meta));
-            }
-            Ok(json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
-                      "metadata": list_meta, "items": items}))
-        }
-        (&Method::GET, Target::Object { res, ns, name, sub: Some(sub) }) if res.plural == "pods" && sub == "log" => {
-            let Some(c) = m.clusters.get(&cid) else {
-                return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
-            };
-            match c.api.get(&res, &ns, &name).and_then(|p| logs::pod_log(&p, q.get("container").map(String::as_str))) {
-                Ok(text) => return (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response(),
-                Err(e) => Err(e),
-            }
-        }
-        (&Method::POST, Target::Collection { res, ns }) => match m.clusters.get_mut(&cid) {
-            Some(c) => c.api.create(&res, ns.as_deref().unwrap_or(""), input),
-            None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
-        },
-        (&Method::POST, Target::Object { res, ns, name, sub: Some(sub) }) if res.plural == "pods" && sub == "eviction" => {
-            match m.clusters.get_mut(&cid) {
-                Some(c) => c.api.evict(&ns, &name).map(|()| {
-                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
-                }),
-                None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
-            }
-        }
-        (method, Target::Object { res, ns, name, sub: Some(sub) }) if sub == "scale" => match m.clusters.get_mut(&cid) {
-            Some(c) => match *method {
-                Method::GET => c.api.scale(&res, &ns, &name, None),
-                Method::PUT | Method::PATCH => c.api.scale(&res, &ns, &name, Some(&input)),
-                _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
+    Ok(warnings)
+}
+
+/// The reply for the API's 503 when the cluster this server belongs to is
+/// no longer in the model; one place for the words.
+fn cluster_gone() -> ApiError {
+    ApiError::new(503, "ServiceUnavailable", "cluster is gone")
+}
+
+/// Routes a (verb, target) pair to its handler: so that each handler is
+/// one job and `handle` stays about parsing the request.
+fn serve(ctx: &Ctx, req: &Req, target: Target) -> Outcome {
+    match (&req.method, target) {
+        (&Method::GET, Target::Collection { res, ns }) => list(ctx, req, &res, ns.as_deref()),
+        (
+            &Method::GET,
+            Target::Object {
+                res,
+                ns,
+                name,
+                sub: Some(sub),
             },
-            None => Err(ApiError::new(503, "ServiceUnavailable", "cluster is gone")),
-        },
-        (method, Target::Object { res, ns, name, sub }) => {
+        ) if res.plural == "pods" && sub == "log" => pod_log(ctx, req, &res, &ns, &name),
+        (&Method::POST, Target::Collection { res, ns }) => {
+            let mut m = ctx.inner.model();
+            let c = m
+                .clusters
+                .get_mut(&ctx.cluster)
+                .ok_or_else(|| fail(&cluster_gone()))?;
+            c.api
+                .create(&res, ns.as_deref().unwrap_or(""), req.input.clone())
+                .map_err(|e| fail(&e))
+        }
+        (
+            &Method::POST,
+            Target::Object {
+                res,
+                ns,
+                name,
+                sub: Some(sub),
+            },
+        ) if res.plural == "pods" && sub == "eviction" => {
+            let mut m = ctx.inner.model();
+            let c = m
+                .clusters
+                .get_mut(&ctx.cluster)
+                .ok_or_else(|| fail(&cluster_gone()))?;
+            c.api
+                .evict(&ns, &name)
+                .map(|()| {
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+                })
+                .map_err(|e| fail(&e))
+        }
+        (
+            _,
+            Target::Object {
+                res,
+                ns,
+                name,
+                sub: Some(sub),
+            },
+        ) if sub == "scale" => scale(ctx, req, &res, &ns, &name),
+        (_, Target::Object { res, ns, name, sub }) => {
             if sub.as_deref().is_some_and(|s| s != "status") {
-                return not_found(&path);
+                return Err(Box::new(not_found(&req.path)));
             }
-            let Some(c) = m.clusters.get_mut(&cid) else {
-                return error(&ApiError::new(503, "ServiceUnavailable", "cluster is gone"));
-            };
-            match *method {
-                Method::GET if wants_table => {
-                    let obj = match c.api.get(&res, &ns, &name) {
-                        Ok(o) => o,
-                        Err(e) => return error(&e),
-                    };
-                    let list_meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                    return json_response(200, &tables::table(&res, &[obj], now, whole_object, list_meta));
-                }
-                Method::GET => c.api.get(&res, &ns, &name),
-                Method::PUT => c.api.replace(&res, &ns, &name, input),
-                Method::PATCH if content_type.starts_with("application/apply-patch") => {
-                    let manager = q.get("fieldManager").cloned().unwrap_or_default();
-                    if manager.is_empty() {
-                        Err(ApiError::new(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"))
-                    } else {
-                        let force = q.get("force").is_some_and(|f| f == "true");
-                        c.api.apply(&res, &ns, &name, &manager, force, &input)
-                    }
-                }
-                Method::PATCH if content_type.contains("json-patch") => Err(ApiError::new(415, "UnsupportedMediaType", "the world's API takes merge, strategic-merge and apply patches")),
-                Method::PATCH if content_type.starts_with("application/strategic-merge-patch") => c.api.patch_strategic(&res, &ns, &name, &input),
-                Method::PATCH => c.api.patch_merge(&res, &ns, &name, &input),
-                Method::DELETE => {
-                    let r = c.api.delete(&res, &ns, &name);
-                    if r.is_ok() && res.plural == "nodes" {
-                        let fx = m.node_deleted(&cid, &name, now);
-                        ctx.inner.settle(m, fx);
-                        return json_response(200, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": "nodes"}}));
-                    }
-                    r.map(|_| json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": res.plural}}))
-                }
-                _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not supported here"))),
-            }
+            object_verb(ctx, req, &res, &ns, &name)
         }
-        (method, Target::Collection { .. }) => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} on a collection is not supported here"))),
-    };
-    match result {
-        Ok(v) => {
-            let code = if method == Method::POST { 201 } else { 200 };
-            let mut resp = json_response(code, &v);
-            for w in warnings {
-                // RFC 7234 warn-code 299, agent `-`, quoted text.
-                let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
-                if let Ok(h) = axum::http::HeaderValue::from_str(&text) {
-                    resp.headers_mut().append(header::WARNING, h);
-                }
-            }
-            resp
-        }
-        Err(e) => error(&e),
+        (method, Target::Collection { .. }) => Err(fail(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} on a collection is not supported here"),
+        ))),
     }
+}
+
+/// GET on a collection: the list, or kubectl's table of it when asked
+/// for with `Accept: ...;as=Table`.
+fn list(ctx: &Ctx, req: &Req, res: &Resource, ns: Option<&str>) -> Outcome {
+    let m = ctx.inner.model();
+    let c = m
+        .clusters
+        .get(&ctx.cluster)
+        .ok_or_else(|| fail(&cluster_gone()))?;
+    let items = c.api.list(
+        res,
+        ns,
+        req.q.get("labelSelector").map(String::as_str),
+        req.q.get("fieldSelector").map(String::as_str),
+    );
+    let list_meta = json!({"resourceVersion": c.api.resource_version()});
+    if req.wants_table {
+        let t = tables::table(res, &items, req.now, req.whole_object, list_meta);
+        return Err(Box::new(json_response(200, &t)));
+    }
+    Ok(
+        json!({"apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
+              "metadata": list_meta, "items": items}),
+    )
+}
+
+/// GET on a pod's `log` subresource: plain text, not JSON, so it answers
+/// with a finished response.
+fn pod_log(ctx: &Ctx, req: &Req, res: &Resource, ns: &str, name: &str) -> Outcome {
+    let m = ctx.inner.model();
+    let c = m
+        .clusters
+        .get(&ctx.cluster)
+        .ok_or_else(|| fail(&cluster_gone()))?;
+    match c
+        .api
+        .get(res, ns, name)
+        .and_then(|p| logs::pod_log(&p, req.q.get("container").map(String::as_str)))
+    {
+        Ok(text) => Err(Box::new(
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response(),
+        )),
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// The `scale` subresource: GET reads it, PUT and PATCH set the replicas.
+fn scale(ctx: &Ctx, req: &Req, res: &Resource, ns: &str, name: &str) -> Outcome {
+    let mut m = ctx.inner.model();
+    let c = m
+        .clusters
+        .get_mut(&ctx.cluster)
+        .ok_or_else(|| fail(&cluster_gone()))?;
+    let r = match req.method {
+        Method::GET => c.api.scale(res, ns, name, None),
+        Method::PUT | Method::PATCH => c.api.scale(res, ns, name, Some(&req.input)),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{} is not supported here", req.method),
+        )),
+    };
+    r.map_err(|e| fail(&e))
+}
+
+/// The verbs on one object (or its `status`): GET (also as a table), PUT,
+/// the three patch kinds the world takes, and DELETE, which for a node
+/// also tells the world's model the node is gone.
+fn object_verb(ctx: &Ctx, req: &Req, res: &Resource, ns: &str, name: &str) -> Outcome {
+    let mut m = ctx.inner.model();
+    let Some(c) = m.clusters.get_mut(&ctx.cluster) else {
+        return Err(fail(&cluster_gone()));
+    };
+    let content_type = req.content_type.as_str();
+    let r = match req.method {
+        Method::GET if req.wants_table => {
+            let obj = c.api.get(res, ns, name).map_err(|e| fail(&e))?;
+            let list_meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+            let t = tables::table(res, &[obj], req.now, req.whole_object, list_meta);
+            return Err(Box::new(json_response(200, &t)));
+        }
+        Method::GET => c.api.get(res, ns, name),
+        Method::PUT => c.api.replace(res, ns, name, req.input.clone()),
+        Method::PATCH if content_type.starts_with("application/apply-patch") => {
+            let manager = req.q.get("fieldManager").cloned().unwrap_or_default();
+            if manager.is_empty() {
+                Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                ))
+            } else {
+                let force = req.q.get("force").is_some_and(|f| f == "true");
+                c.api.apply(res, ns, name, &manager, force, &req.input)
+            }
+        }
+        Method::PATCH if content_type.contains("json-patch") => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the world's API takes merge, strategic-merge and apply patches",
+        )),
+        Method::PATCH if content_type.starts_with("application/strategic-merge-patch") => {
+            c.api.patch_strategic(res, ns, name, &req.input)
+        }
+        Method::PATCH => c.api.patch_merge(res, ns, name, &req.input),
+        Method::DELETE => {
+            let r = c.api.delete(res, ns, name);
+            if r.is_ok() && res.plural == "nodes" {
+                let fx = m.node_deleted(&ctx.cluster, name, req.now);
+                ctx.inner.settle(m, fx);
+                return Err(Box::new(json_response(
+                    200,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": "nodes"}}),
+                )));
+            }
+            r.map(|_| json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": res.plural}}))
+        }
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{} is not supported here", req.method),
+        )),
+    };
+    r.map_err(|e| fail(&e))
+}
+
+/// A handler's object as the reply: 201 for POST, 200 otherwise, with each
+/// field-validation warning as a `Warning` header, which kubectl prints.
+fn with_warnings(method: &Method, v: &Value, warnings: Vec<String>) -> Response {
+    let code = if *method == Method::POST { 201 } else { 200 };
+    let mut resp = json_response(code, v);
+    for w in warnings {
+        // RFC 7234 warn-code 299, agent `-`, quoted text.
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = axum::http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, h);
+        }
+    }
+    resp
 }

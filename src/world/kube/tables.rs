@@ -160,194 +160,18 @@ fn node_status(node: &Value) -> String {
     s
 }
 
+/// One row's cells for `res`'s columns (see `columns`): a dispatch on the
+/// kind, each kind's printer in its own function.
 fn cells(res: &Resource, o: &Value, now_ms: u64) -> Vec<Value> {
     let age = objects::age(o, now_ms);
     let name = o["metadata"]["name"].clone();
     match (&*res.group, &*res.plural) {
-        ("", "pods") => {
-            let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
-            let ready = o["status"]["containerStatuses"]
-                .as_array()
-                .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
-            let restarts: u64 = o["status"]["containerStatuses"]
-                .as_array()
-                .map_or(0, |cs| cs.iter().map(|c| n(&c["restartCount"])).sum());
-            let status = if o["metadata"]["deletionTimestamp"].is_null() {
-                o["status"]["phase"]
-                    .as_str()
-                    .unwrap_or("Pending")
-                    .to_string()
-            } else {
-                "Terminating".to_string()
-            };
-            let ip = none_if_empty(
-                o["status"]["podIP"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-            let node = none_if_empty(
-                o["spec"]["nodeName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-            let nominated = none_if_empty(
-                o["status"]["nominatedNodeName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-            vec![
-                name,
-                json!(format!("{ready}/{total}")),
-                json!(status),
-                json!(restarts.to_string()),
-                json!(age),
-                json!(ip),
-                json!(node),
-                json!(nominated),
-                json!("<none>"),
-            ]
-        }
-        ("", "nodes") => {
-            let mut roles: Vec<&str> = o["metadata"]["labels"]
-                .as_object()
-                .map(|l| {
-                    l.keys()
-                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            roles.sort_unstable();
-            let info = &o["status"]["nodeInfo"];
-            let external = o["status"]["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["type"] == "ExternalIP")
-                .and_then(|a| a["address"].as_str())
-                .unwrap_or("<none>");
-            vec![
-                name,
-                json!(node_status(o)),
-                json!(none_if_empty(roles.join(","))),
-                json!(age),
-                info["kubeletVersion"].clone(),
-                json!(none_if_empty(objects::node_internal_ip(o))),
-                json!(external),
-                info["osImage"].clone(),
-                info["kernelVersion"].clone(),
-                info["containerRuntimeVersion"].clone(),
-            ]
-        }
-        ("apps", "deployments") => {
-            let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
-            let st = &o["status"];
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    n(&st["readyReplicas"]),
-                    o["spec"]["replicas"].as_u64().unwrap_or(1)
-                )),
-                json!(n(&st["updatedReplicas"])),
-                json!(n(&st["availableReplicas"])),
-                json!(age),
-                json!(c),
-                json!(i),
-                json!(selector_string(&o["spec"]["selector"])),
-            ]
-        }
-        ("apps", "replicasets") => {
-            let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
-            let st = &o["status"];
-            vec![
-                name,
-                json!(o["spec"]["replicas"].as_u64().unwrap_or(1)),
-                json!(n(&st["replicas"])),
-                json!(n(&st["readyReplicas"])),
-                json!(age),
-                json!(c),
-                json!(i),
-                json!(selector_string(&o["spec"]["selector"])),
-            ]
-        }
-        ("apps", "daemonsets") => {
-            let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
-            let st = &o["status"];
-            let node_sel: Vec<String> = o["spec"]["template"]["spec"]["nodeSelector"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            vec![
-                name,
-                json!(n(&st["desiredNumberScheduled"])),
-                json!(n(&st["currentNumberScheduled"])),
-                json!(n(&st["numberReady"])),
-                json!(n(&st["updatedNumberScheduled"])),
-                json!(n(&st["numberAvailable"])),
-                json!(none_if_empty(node_sel.join(","))),
-                json!(age),
-                json!(c),
-                json!(i),
-                json!(selector_string(&o["spec"]["selector"])),
-            ]
-        }
-        ("", "services") => {
-            let spec = &o["spec"];
-            let ports: Vec<String> = spec["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    let proto = p["protocol"].as_str().unwrap_or("TCP");
-                    match p["nodePort"].as_u64() {
-                        Some(np) => format!("{}:{np}/{proto}", p["port"]),
-                        None => format!("{}/{proto}", p["port"]),
-                    }
-                })
-                .collect();
-            let sel = spec["selector"]
-                .as_object()
-                .map(|m| {
-                    let mut v: Vec<String> = m
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                        .collect();
-                    v.sort();
-                    v.join(",")
-                })
-                .unwrap_or_default();
-            let external = spec["externalIPs"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-            let external = if external.is_empty() && ty == "LoadBalancer" {
-                "<pending>".to_string()
-            } else {
-                none_if_empty(external)
-            };
-            vec![
-                name,
-                json!(ty),
-                json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
-                json!(external),
-                json!(none_if_empty(ports.join(","))),
-                json!(age),
-                json!(none_if_empty(sel)),
-            ]
-        }
+        ("", "pods") => pod_cells(o, name, age),
+        ("", "nodes") => node_cells(o, name, age),
+        ("apps", "deployments") => deployment_cells(o, name, age),
+        ("apps", "replicasets") => replicaset_cells(o, name, age),
+        ("apps", "daemonsets") => daemonset_cells(o, name, age),
+        ("", "services") => service_cells(o, name, age),
         ("", "namespaces") => {
             vec![
                 name,
@@ -364,6 +188,208 @@ fn cells(res: &Resource, o: &Value, now_ms: u64) -> Vec<Value> {
         }
         _ => vec![name, o["metadata"]["creationTimestamp"].clone()],
     }
+}
+
+/// The cells of a pod's row, in `POD`'s column order; its own function
+/// so that `cells` stays a short dispatch on the resource kind.
+fn pod_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+    let ready = o["status"]["containerStatuses"]
+        .as_array()
+        .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
+    let restarts: u64 = o["status"]["containerStatuses"]
+        .as_array()
+        .map_or(0, |cs| cs.iter().map(|c| n(&c["restartCount"])).sum());
+    let status = if o["metadata"]["deletionTimestamp"].is_null() {
+        o["status"]["phase"]
+            .as_str()
+            .unwrap_or("Pending")
+            .to_string()
+    } else {
+        "Terminating".to_string()
+    };
+    let ip = none_if_empty(
+        o["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let node = none_if_empty(
+        o["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let nominated = none_if_empty(
+        o["status"]["nominatedNodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    vec![
+        name,
+        json!(format!("{ready}/{total}")),
+        json!(status),
+        json!(restarts.to_string()),
+        json!(age),
+        json!(ip),
+        json!(node),
+        json!(nominated),
+        json!("<none>"),
+    ]
+}
+
+/// The cells of a node's row, in `NODE`'s column order; its own function
+/// so that `cells` stays a short dispatch on the resource kind.
+fn node_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let mut roles: Vec<&str> = o["metadata"]["labels"]
+        .as_object()
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort_unstable();
+    let info = &o["status"]["nodeInfo"];
+    let external = o["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "ExternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("<none>");
+    vec![
+        name,
+        json!(node_status(o)),
+        json!(none_if_empty(roles.join(","))),
+        json!(age),
+        info["kubeletVersion"].clone(),
+        json!(none_if_empty(objects::node_internal_ip(o))),
+        json!(external),
+        info["osImage"].clone(),
+        info["kernelVersion"].clone(),
+        info["containerRuntimeVersion"].clone(),
+    ]
+}
+
+/// The cells of a Deployment's row, in `DEPLOYMENT`'s column order; its own function
+/// so that `cells` stays a short dispatch on the resource kind.
+fn deployment_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
+    let st = &o["status"];
+    vec![
+        name,
+        json!(format!(
+            "{}/{}",
+            n(&st["readyReplicas"]),
+            o["spec"]["replicas"].as_u64().unwrap_or(1)
+        )),
+        json!(n(&st["updatedReplicas"])),
+        json!(n(&st["availableReplicas"])),
+        json!(age),
+        json!(c),
+        json!(i),
+        json!(selector_string(&o["spec"]["selector"])),
+    ]
+}
+
+/// The cells of a ReplicaSet's row, in `REPLICASET`'s column order; its own function
+/// so that `cells` stays a short dispatch on the resource kind.
+fn replicaset_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
+    let st = &o["status"];
+    vec![
+        name,
+        json!(o["spec"]["replicas"].as_u64().unwrap_or(1)),
+        json!(n(&st["replicas"])),
+        json!(n(&st["readyReplicas"])),
+        json!(age),
+        json!(c),
+        json!(i),
+        json!(selector_string(&o["spec"]["selector"])),
+    ]
+}
+
+/// The cells of a DaemonSet's row, in `DAEMONSET`'s column order; its own function
+/// so that `cells` stays a short dispatch on the resource kind.
+fn daemonset_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
+    let st = &o["status"];
+    let node_sel: Vec<String> = o["spec"]["template"]["spec"]["nodeSelector"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    vec![
+        name,
+        json!(n(&st["desiredNumberScheduled"])),
+        json!(n(&st["currentNumberScheduled"])),
+        json!(n(&st["numberReady"])),
+        json!(n(&st["updatedNumberScheduled"])),
+        json!(n(&st["numberAvailable"])),
+        json!(none_if_empty(node_sel.join(","))),
+        json!(age),
+        json!(c),
+        json!(i),
+        json!(selector_string(&o["spec"]["selector"])),
+    ]
+}
+
+/// The cells of a Service's row, in `SERVICE`'s column order; its own function
+/// so that `cells` stays a short dispatch on the resource kind.
+fn service_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
+    let spec = &o["spec"];
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_u64() {
+                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    let sel = spec["selector"]
+        .as_object()
+        .map(|m| {
+            let mut v: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            v.sort();
+            v.join(",")
+        })
+        .unwrap_or_default();
+    let external = spec["externalIPs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+    let external = if external.is_empty() && ty == "LoadBalancer" {
+        "<pending>".to_string()
+    } else {
+        none_if_empty(external)
+    };
+    vec![
+        name,
+        json!(ty),
+        json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
+        json!(external),
+        json!(none_if_empty(ports.join(","))),
+        json!(age),
+        json!(none_if_empty(sel)),
+    ]
 }
 
 fn columns(res: &Resource) -> &'static [Col] {
