@@ -13,6 +13,7 @@ use crate::tailnet_check::TailnetCheck;
 
 mod join;
 mod problem;
+mod proxy;
 mod render;
 #[cfg(test)]
 mod tests;
