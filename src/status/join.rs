@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::problem::{NodeCell, Problem, Warning};
+use super::problem::{NodeCell, Problem};
 use super::proxy::{probe_column, proxy_problems, visibility};
-use super::{Row, Status, aspect};
+use super::{Judged, Row, Status, aspect};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::bootstrap::{BootstrapPhase, BootstrapReport};
 use crate::cluster::{NodeReadiness, NodeState, NodeView, Readiness, pending_labels};
@@ -29,16 +29,6 @@ pub struct Sides<'a> {
     pub probes: &'a [ProbeResult],
     /// What SSH said per VM (absent: not read).
     pub bootstrap: &'a BTreeMap<String, Result<BootstrapReport, String>>,
-}
-
-/// One row's judgement as it is built: what is wrong, what was checked,
-/// what could not be read.
-#[derive(Default)]
-pub(super) struct Judged {
-    pub(super) problems: Vec<Problem>,
-    pub(super) warnings: Vec<Warning>,
-    pub(super) checked: Vec<String>,
-    pub(super) unknown: Vec<String>,
 }
 
 /// Joins the sides into the status, healthy or not.
@@ -330,7 +320,7 @@ mod tests {
     use crate::api::types::Visibility;
     use crate::fleet::fixtures;
     use crate::status::tests::{fleet, node, vm};
-    use crate::status::{ReleaseSource, render};
+    use crate::status::{ReleaseSource, Warning, render};
 
     /// A proxy still public on a VM whose pool shares nothing is a problem
     /// status names (apply makes it private).

@@ -22,6 +22,17 @@ pub use join::{Sides, join};
 pub use problem::{NodeCell, Problem, ReleaseSource, Warning};
 pub use render::render;
 
+/// One row's judgement as it is built: what is wrong, what was checked,
+/// what could not be read. Here, where the
+/// join and its column files (`proxy`) both see it.
+#[derive(Default)]
+struct Judged {
+    problems: Vec<Problem>,
+    warnings: Vec<Warning>,
+    checked: Vec<String>,
+    unknown: Vec<String>,
+}
+
 /// One row of the status table.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {

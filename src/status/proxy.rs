@@ -4,9 +4,8 @@
 //! one job (issue 19: at most 600 lines per file under `src/status`);
 //! pure, like the join.
 
-use super::aspect;
-use super::join::Judged;
 use super::problem::{Problem, Warning};
+use super::{Judged, aspect};
 use crate::api::types::ShareInfo;
 use crate::fleet::DesiredVm;
 use crate::probe::ProbeResult;
