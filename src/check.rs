@@ -446,120 +446,12 @@ pub fn pairs_rule() -> String {
 /// Joins what was observed into the report, classifying each failure.
 pub fn judge(ns: &str, o: &Observed) -> Report {
     let mut failures = Vec::new();
-    let mut tally_pods = Tally::default();
-    for (node, pod) in &o.pods {
-        tally_pods.probed += 1;
-        match pod {
-            Ok(_) => tally_pods.passed += 1,
-            Err(why) => failures.push(failure(
-                Path::Pod {
-                    node: node.name.clone(),
-                },
-                why.clone(),
-                Cause::NoPod,
-            )),
-        }
-    }
-    // A source whose pod the proxy could not reach says nothing about its
-    // partners: the failure is the API server's node to it.
-    let mut pair_tally = Tally::default();
-    for ((from, to), small, large) in &o.pairs {
-        pair_tally.probed += 1;
-        let path = Path::PodToPod {
-            from: from.clone(),
-            to: to.clone(),
-        };
-        match (small, large) {
-            (Dial::Answered { .. }, Some(Dial::Answered { .. }) | None) => pair_tally.passed += 1,
-            (Dial::Answered { .. }, Some(l)) => {
-                failures.push(failure(path, l.detail(), Cause::Mtu));
-            }
-            (Dial::NoProxy { .. }, _) => failures.push(no_proxy(&o.via, from, small)),
-            (d, _) => failures.push(failure(
-                path,
-                d.detail(),
-                Cause::Vxlan {
-                    from: from.clone(),
-                    to: to.clone(),
-                },
-            )),
-        }
-    }
-    let mut service = Tally::default();
-    let svc_ok: BTreeSet<&str> = o
-        .service
-        .iter()
-        .filter(|(_, d)| d.passed())
-        .map(|(f, _)| f.as_str())
-        .collect();
-    for (from, d) in &o.service {
-        service.probed += 1;
-        match d {
-            Dial::Answered { .. } => service.passed += 1,
-            Dial::NoProxy { .. } => failures.push(no_proxy(&o.via, from, d)),
-            _ => failures.push(failure(
-                Path::Service { from: from.clone() },
-                d.detail(),
-                Cause::ServiceProxy,
-            )),
-        }
-    }
-    let mut dns = Tally::default();
-    for (from, d) in &o.dns {
-        dns.probed += 1;
-        match d {
-            Dial::Answered { .. } => dns.passed += 1,
-            Dial::NoProxy { .. } => {}
-            // A name that resolves to an address that does not answer is
-            // the Service's problem (said above), not DNS's.
-            Dial::Failed { .. } if !svc_ok.contains(from.as_str()) => {}
-            _ => failures.push(failure(
-                Path::Dns { from: from.clone() },
-                d.detail(),
-                Cause::CoreDns,
-            )),
-        }
-    }
-    let mut api = Tally::default();
-    for (from, d) in &o.api {
-        api.probed += 1;
-        match d {
-            Dial::Answered { .. } => api.passed += 1,
-            Dial::NoProxy { .. } => {}
-            _ => failures.push(failure(
-                Path::Api { from: from.clone() },
-                d.detail(),
-                Cause::ApiFromPod,
-            )),
-        }
-    }
-    let mut shares = Tally::default();
-    let mut skipped = Vec::new();
-    for (pool, port, p) in &o.shares {
-        let path = Path::Share {
-            vm: p.vm.clone(),
-            pool: pool.clone(),
-            port: *port,
-        };
-        if p.private_unprobed {
-            skipped.push(format!(
-                "{path}: private, not probed (pass --ssh-key to probe behind the login page)"
-            ));
-            continue;
-        }
-        shares.probed += 1;
-        let seen = p
-            .error
-            .clone()
-            .unwrap_or_else(|| format!("HTTP {}", p.status.unwrap_or(0)));
-        match p.status {
-            Some(s) if p.error.is_none() && (200..400).contains(&s) => shares.passed += 1,
-            Some(502..=504) | None => {
-                failures.push(failure(path, seen, Cause::NothingOnPort { port: *port }))
-            }
-            _ => failures.push(failure(path, seen, Cause::Proxy)),
-        }
-    }
+    let tally_pods = judge_pods(o, &mut failures);
+    let pair_tally = judge_pairs(o, &mut failures);
+    let (service, svc_ok) = judge_service(o, &mut failures);
+    let dns = judge_dns(o, &svc_ok, &mut failures);
+    let api = judge_api(o, &mut failures);
+    let (shares, skipped) = judge_shares(o, &mut failures);
     // One NoProxy failure per unreachable pod, not one per path from it.
     let mut seen_paths = BTreeSet::new();
     failures.retain(|f| seen_paths.insert((f.path.clone(), f.cause.clone())));
@@ -584,6 +476,160 @@ pub fn judge(ns: &str, o: &Observed) -> Report {
         passed,
         timings: Timings::default(),
     }
+}
+
+/// The check pods: a node without a Running one is a failure of its own
+/// ([`Cause::NoPod`]), since no path from or to it could be probed.
+fn judge_pods(o: &Observed, failures: &mut Vec<Failure>) -> Tally {
+    let mut tally = Tally::default();
+    for (node, pod) in &o.pods {
+        tally.probed += 1;
+        match pod {
+            Ok(_) => tally.passed += 1,
+            Err(why) => failures.push(failure(
+                Path::Pod {
+                    node: node.name.clone(),
+                },
+                why.clone(),
+                Cause::NoPod,
+            )),
+        }
+    }
+    tally
+}
+
+/// Pod to pod: a failed small dial is the overlay between the two nodes
+/// (VXLAN), a small dial that passed with a large one that failed is the
+/// MTU, and a source the proxy could not reach is that pod, not the pair.
+fn judge_pairs(o: &Observed, failures: &mut Vec<Failure>) -> Tally {
+    // A source whose pod the proxy could not reach says nothing about its
+    // partners: the failure is the API server's node to it.
+    let mut tally = Tally::default();
+    for ((from, to), small, large) in &o.pairs {
+        tally.probed += 1;
+        let path = Path::PodToPod {
+            from: from.clone(),
+            to: to.clone(),
+        };
+        match (small, large) {
+            (Dial::Answered { .. }, Some(Dial::Answered { .. }) | None) => tally.passed += 1,
+            (Dial::Answered { .. }, Some(l)) => {
+                failures.push(failure(path, l.detail(), Cause::Mtu));
+            }
+            (Dial::NoProxy { .. }, _) => failures.push(no_proxy(&o.via, from, small)),
+            (d, _) => failures.push(failure(
+                path,
+                d.detail(),
+                Cause::Vxlan {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
+            )),
+        }
+    }
+    tally
+}
+
+/// Pod to the check's Service (kube-proxy's rules), and the nodes whose
+/// pods reached it: [`judge_dns`] needs them to tell a DNS failure from a
+/// Service one.
+fn judge_service<'o>(o: &'o Observed, failures: &mut Vec<Failure>) -> (Tally, BTreeSet<&'o str>) {
+    let mut tally = Tally::default();
+    let svc_ok: BTreeSet<&str> = o
+        .service
+        .iter()
+        .filter(|(_, d)| d.passed())
+        .map(|(f, _)| f.as_str())
+        .collect();
+    for (from, d) in &o.service {
+        tally.probed += 1;
+        match d {
+            Dial::Answered { .. } => tally.passed += 1,
+            Dial::NoProxy { .. } => failures.push(no_proxy(&o.via, from, d)),
+            _ => failures.push(failure(
+                Path::Service { from: from.clone() },
+                d.detail(),
+                Cause::ServiceProxy,
+            )),
+        }
+    }
+    (tally, svc_ok)
+}
+
+/// Pod to the Service by name (CoreDNS); an unreachable pod is already
+/// said by [`judge_service`], and so is a name that resolved to a Service
+/// that did not answer.
+fn judge_dns(o: &Observed, svc_ok: &BTreeSet<&str>, failures: &mut Vec<Failure>) -> Tally {
+    let mut tally = Tally::default();
+    for (from, d) in &o.dns {
+        tally.probed += 1;
+        match d {
+            Dial::Answered { .. } => tally.passed += 1,
+            Dial::NoProxy { .. } => {}
+            // A name that resolves to an address that does not answer is
+            // the Service's problem (said above), not DNS's.
+            Dial::Failed { .. } if !svc_ok.contains(from.as_str()) => {}
+            _ => failures.push(failure(
+                Path::Dns { from: from.clone() },
+                d.detail(),
+                Cause::CoreDns,
+            )),
+        }
+    }
+    tally
+}
+
+/// Pod to the API server's Service; an unreachable pod is already said by
+/// [`judge_service`].
+fn judge_api(o: &Observed, failures: &mut Vec<Failure>) -> Tally {
+    let mut tally = Tally::default();
+    for (from, d) in &o.api {
+        tally.probed += 1;
+        match d {
+            Dial::Answered { .. } => tally.passed += 1,
+            Dial::NoProxy { .. } => {}
+            _ => failures.push(failure(
+                Path::Api { from: from.clone() },
+                d.detail(),
+                Cause::ApiFromPod,
+            )),
+        }
+    }
+    tally
+}
+
+/// The shares through exe.dev's proxy: a gateway error or no answer means
+/// nothing listens on the port, another status is the proxy's; a private
+/// share probed without a key is skipped, and said so.
+fn judge_shares(o: &Observed, failures: &mut Vec<Failure>) -> (Tally, Vec<String>) {
+    let mut tally = Tally::default();
+    let mut skipped = Vec::new();
+    for (pool, port, p) in &o.shares {
+        let path = Path::Share {
+            vm: p.vm.clone(),
+            pool: pool.clone(),
+            port: *port,
+        };
+        if p.private_unprobed {
+            skipped.push(format!(
+                "{path}: private, not probed (pass --ssh-key to probe behind the login page)"
+            ));
+            continue;
+        }
+        tally.probed += 1;
+        let seen = p
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("HTTP {}", p.status.unwrap_or(0)));
+        match p.status {
+            Some(s) if p.error.is_none() && (200..400).contains(&s) => tally.passed += 1,
+            Some(502..=504) | None => {
+                failures.push(failure(path, seen, Cause::NothingOnPort { port: *port }))
+            }
+            _ => failures.push(failure(path, seen, Cause::Proxy)),
+        }
+    }
+    (tally, skipped)
 }
 
 fn failure(path: Path, seen: String, cause: Cause) -> Failure {

@@ -81,6 +81,71 @@ impl Checker {
         req: &CheckRequest,
         notes: &Notes,
     ) -> Result<Report, EngineError> {
+        let started = Instant::now();
+        let mut timings = check::Timings::default();
+        let (svc_ip, api) = self.deploy(notes).await?;
+        let nodes = self.ready_nodes(s).await?;
+        timings.deploy_ms = ms(started.elapsed());
+        let waited = Instant::now();
+        let pods = self.wait_pods(&nodes, req.timeout, notes).await?;
+        timings.pods_ms = ms(waited.elapsed());
+        let running: BTreeMap<String, (String, String)> = pods
+            .iter()
+            .filter_map(|(n, p)| p.as_ref().ok().map(|p| (n.name.clone(), p.clone())))
+            .collect();
+        let running_nodes: Vec<CheckNode> = nodes
+            .iter()
+            .filter(|n| running.contains_key(&n.name))
+            .cloned()
+            .collect();
+        let api_known = api.is_some();
+        let ctx = Ctx {
+            client: self.client.clone(),
+            ns: self.ns.clone(),
+            running,
+            svc_ip,
+            svc_dns: check::service_dns(&self.ns),
+            api,
+        };
+        let mut o = Observed {
+            pods: pods
+                .into_iter()
+                .map(|(n, p)| (n, p.map(|(name, _)| name)))
+                .collect(),
+            via: self.lazy.via().to_string(),
+            ..Observed::default()
+        };
+        probe_paths(
+            ctx,
+            &running_nodes,
+            req.concurrency,
+            notes,
+            &mut o,
+            &mut timings,
+        )
+        .await;
+        if req.shares {
+            let sharing = Instant::now();
+            o.shares = self.probe_shares(s, &nodes, &req.endpoint).await?;
+            timings.shares_ms = ms(sharing.elapsed());
+        }
+        let mut report = check::judge(&self.ns, &o);
+        report.timings = timings;
+        if !api_known {
+            report.skipped.push(
+                "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
+            );
+        }
+        Ok(report)
+    }
+
+    /// Creates the check's namespace, DaemonSet and Service (marking the
+    /// namespace as this check's to delete as soon as it exists) and reads
+    /// the API server's Service: the check Service's ClusterIP, and the
+    /// API's address and port when the cluster has one, are what the probes
+    /// dial. Kept apart from [`Checker::run`] so that the writes to the
+    /// cluster sit in one place.
+    async fn deploy(&self, notes: &Notes) -> Result<(String, Option<(String, u16)>), EngineError> {
         let (ns_obj, ds, svc) = check::manifests(&self.ns);
         let pp = PostParams::default();
         let bad = |what: &str, e: serde_json::Error| {
@@ -92,8 +157,6 @@ impl Checker {
         let ns_obj: Namespace = serde_json::from_value(ns_obj).map_err(|e| bad("namespace", e))?;
         let ds: DaemonSet = serde_json::from_value(ds).map_err(|e| bad("DaemonSet", e))?;
         let svc: Service = serde_json::from_value(svc).map_err(|e| bad("Service", e))?;
-        let started = Instant::now();
-        let mut timings = check::Timings::default();
         notes(&format!("creating namespace {}", self.ns));
         Api::<Namespace>::all(self.client.clone())
             .create(&pp, &ns_obj)
@@ -130,8 +193,13 @@ impl Checker {
             .and_then(|p| p.first())
             .and_then(|p| u16::try_from(p.port).ok())
             .unwrap_or(443);
+        Ok((svc_ip, api_ip.map(|ip| (ip, api_port))))
+    }
 
-        let nodes: Vec<CheckNode> = crate::cluster::list_nodes(&self.client)
+    /// The Ready nodes, each with its pool read from its name: a check pod
+    /// is expected on each, and a node of an unknown name counts under `?`.
+    async fn ready_nodes(&self, s: &Session) -> Result<Vec<CheckNode>, EngineError> {
+        Ok(crate::cluster::list_nodes(&self.client)
             .await?
             .into_iter()
             .filter(|n| n.ready)
@@ -140,98 +208,7 @@ impl Checker {
                     .map_or_else(|| "?".to_string(), |(p, _)| p.to_string()),
                 name: n.name,
             })
-            .collect();
-        timings.deploy_ms = ms(started.elapsed());
-        let waited = Instant::now();
-        let pods = self.wait_pods(&nodes, req.timeout, notes).await?;
-        timings.pods_ms = ms(waited.elapsed());
-        let running: BTreeMap<String, (String, String)> = pods
-            .iter()
-            .filter_map(|(n, p)| p.as_ref().ok().map(|p| (n.name.clone(), p.clone())))
-            .collect();
-        let running_nodes: Vec<CheckNode> = nodes
-            .iter()
-            .filter(|n| running.contains_key(&n.name))
-            .cloned()
-            .collect();
-
-        // Every probe, in one bounded fan-out.
-        let pairs = check::pairs(&running_nodes);
-        let mut jobs: Vec<Job> = pairs
-            .iter()
-            .map(|(f, t)| Job::Pair(f.clone(), t.clone()))
-            .collect();
-        for n in &running_nodes {
-            jobs.push(Job::Service(n.name.clone()));
-            jobs.push(Job::Dns(n.name.clone()));
-            if api_ip.is_some() {
-                jobs.push(Job::Api(n.name.clone()));
-            }
-        }
-        notes(&format!(
-            "probing {} paths from {} pods ({} node pairs)",
-            jobs.len(),
-            running.len(),
-            pairs.len()
-        ));
-        let ctx = Arc::new(Ctx {
-            client: self.client.clone(),
-            ns: self.ns.clone(),
-            running,
-            svc_ip,
-            svc_dns: check::service_dns(&self.ns),
-            api: api_ip.clone().map(|ip| (ip, api_port)),
-        });
-        let limit = Arc::new(tokio::sync::Semaphore::new(req.concurrency.max(1)));
-        let probing = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
-        for job in jobs {
-            let (ctx, limit) = (ctx.clone(), limit.clone());
-            set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let one = Instant::now();
-                let out = ctx.run(&job).await;
-                (job, (out, one.elapsed()))
-            });
-        }
-        let mut o = Observed {
-            pods: pods
-                .into_iter()
-                .map(|(n, p)| (n, p.map(|(name, _)| name)))
-                .collect(),
-            via: self.lazy.via().to_string(),
-            ..Observed::default()
-        };
-        while let Some(done) = set.join_next().await {
-            let Ok((job, ((first, second), took))) = done else {
-                continue;
-            };
-            timings.slowest_probe_ms = timings.slowest_probe_ms.max(ms(took));
-            match job {
-                Job::Pair(f, t) => o.pairs.push(((f, t), first, second)),
-                Job::Service(f) => o.service.push((f, first)),
-                Job::Dns(f) => o.dns.push((f, first)),
-                Job::Api(f) => o.api.push((f, first)),
-            }
-        }
-        timings.probes_ms = ms(probing.elapsed());
-        o.pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        o.service.sort_by(|a, b| a.0.cmp(&b.0));
-        o.dns.sort_by(|a, b| a.0.cmp(&b.0));
-        o.api.sort_by(|a, b| a.0.cmp(&b.0));
-        if req.shares {
-            let sharing = Instant::now();
-            o.shares = self.probe_shares(s, &nodes, &req.endpoint).await?;
-            timings.shares_ms = ms(sharing.elapsed());
-        }
-        let mut report = check::judge(&self.ns, &o);
-        report.timings = timings;
-        if api_ip.is_none() {
-            report.skipped.push(
-                "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
-            );
-        }
-        Ok(report)
+            .collect())
     }
 
     /// Waits until every node has a Running check pod with an address, or
@@ -343,6 +320,69 @@ impl Checker {
         ));
         true
     }
+}
+
+/// Every probe between the running check pods (pairs, Service, DNS, and
+/// the API when `ctx` has its address), in one fan-out of at most
+/// `concurrency` at once, recorded sorted into `o` with the probing time
+/// and the slowest probe's in `timings`. One place for the fan-out so that
+/// [`Checker::run`] reads as its steps.
+async fn probe_paths(
+    ctx: Ctx,
+    running_nodes: &[CheckNode],
+    concurrency: usize,
+    notes: &Notes,
+    o: &mut Observed,
+    timings: &mut check::Timings,
+) {
+    let pairs = check::pairs(running_nodes);
+    let mut jobs: Vec<Job> = pairs
+        .iter()
+        .map(|(f, t)| Job::Pair(f.clone(), t.clone()))
+        .collect();
+    for n in running_nodes {
+        jobs.push(Job::Service(n.name.clone()));
+        jobs.push(Job::Dns(n.name.clone()));
+        if ctx.api.is_some() {
+            jobs.push(Job::Api(n.name.clone()));
+        }
+    }
+    notes(&format!(
+        "probing {} paths from {} pods ({} node pairs)",
+        jobs.len(),
+        ctx.running.len(),
+        pairs.len()
+    ));
+    let ctx = Arc::new(ctx);
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let probing = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for job in jobs {
+        let (ctx, limit) = (ctx.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let one = Instant::now();
+            let out = ctx.run(&job).await;
+            (job, (out, one.elapsed()))
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        let Ok((job, ((first, second), took))) = done else {
+            continue;
+        };
+        timings.slowest_probe_ms = timings.slowest_probe_ms.max(ms(took));
+        match job {
+            Job::Pair(f, t) => o.pairs.push(((f, t), first, second)),
+            Job::Service(f) => o.service.push((f, first)),
+            Job::Dns(f) => o.dns.push((f, first)),
+            Job::Api(f) => o.api.push((f, first)),
+        }
+    }
+    timings.probes_ms = ms(probing.elapsed());
+    o.pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    o.service.sort_by(|a, b| a.0.cmp(&b.0));
+    o.dns.sort_by(|a, b| a.0.cmp(&b.0));
+    o.api.sort_by(|a, b| a.0.cmp(&b.0));
 }
 
 fn ms(d: Duration) -> u64 {

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::problem::{NodeCell, Problem, Warning};
-use super::{Row, Status, aspect};
+use super::problem::{NodeCell, Problem};
+use super::proxy::{probe_column, proxy_problems, visibility};
+use super::{Judged, Row, Status, aspect};
 use crate::api::types::{ShareInfo, VmInfo};
 use crate::bootstrap::{BootstrapPhase, BootstrapReport};
 use crate::cluster::{NodeReadiness, NodeState, NodeView, Readiness, pending_labels};
@@ -28,16 +29,6 @@ pub struct Sides<'a> {
     pub probes: &'a [ProbeResult],
     /// What SSH said per VM (absent: not read).
     pub bootstrap: &'a BTreeMap<String, Result<BootstrapReport, String>>,
-}
-
-/// One row's judgement as it is built: what is wrong, what was checked,
-/// what could not be read.
-#[derive(Default)]
-struct Judged {
-    problems: Vec<Problem>,
-    warnings: Vec<Warning>,
-    checked: Vec<String>,
-    unknown: Vec<String>,
 }
 
 /// Joins the sides into the status, healthy or not.
@@ -153,10 +144,6 @@ fn row(s: &Sides<'_>, owned: &[&VmInfo], name: String) -> Row {
         unknown: j.unknown,
         name,
     }
-}
-
-fn visibility(public: bool) -> &'static str {
-    if public { "public" } else { "private" }
 }
 
 /// Whether the VM is the fleet's and should be: partly owned (left
@@ -322,53 +309,6 @@ fn bootstrap_column(
     (report.phase.summary(), log)
 }
 
-/// The proxy against the fleet's share: another port or visibility, or
-/// public where the fleet shares nothing.
-fn proxy_problems(d: Option<&DesiredVm>, share: Option<&ShareInfo>, j: &mut Judged) {
-    if let (Some(want), Some(have)) = (d.and_then(|d| d.share), share)
-        && (want.port != have.port || want.public != have.status.is_public())
-    {
-        j.problems.push(Problem::ProxyDiffers {
-            port: have.port,
-            public: have.status.is_public(),
-            want_port: want.port,
-            want_public: want.public,
-        });
-    }
-    if d.is_some_and(|d| d.share.is_none()) && share.is_some_and(|s| s.status.is_public()) {
-        j.problems.push(Problem::ProxyPublicUnshared);
-    }
-}
-
-/// The probe column; a failed probe (no answer, an error, a 5xx) of a
-/// proxy that could be probed is a problem, except the proxy's 502 for a
-/// running VM whose fleet share is `port`: nothing listens there yet, a
-/// warning ([`Warning::NothingOnSharedPort`]).
-fn probe_column(
-    probes: &[ProbeResult],
-    name: &str,
-    port: Option<u16>,
-    j: &mut Judged,
-) -> Option<String> {
-    let p = probes.iter().find(|p| p.vm == name)?;
-    let shown = match (p.status, &p.error) {
-        _ if p.private_unprobed => "private: login page (--ssh-key to probe behind it)".to_string(),
-        (Some(s), None) => format!("{s} in {} ms", p.latency.as_millis()),
-        (Some(s), Some(e)) => format!("{s} ({e})"),
-        (None, Some(e)) => format!("failed: {e}"),
-        (None, None) => "no answer".into(),
-    };
-    j.checked.push(aspect::PROXY.to_string());
-    if let (Some(port), Some(502), false) = (port, p.status, p.private_unprobed) {
-        j.warnings.push(Warning::NothingOnSharedPort { port });
-    } else if !p.private_unprobed && (p.error.is_some() || p.status.is_none_or(|s| s >= 500)) {
-        j.problems.push(Problem::ProbeFailed {
-            probe: shown.clone(),
-        });
-    }
-    Some(shown)
-}
-
 #[cfg(test)]
 mod tests {
     //! The join's judgements, asserted as [`Problem`]s (the wording is
@@ -380,7 +320,7 @@ mod tests {
     use crate::api::types::Visibility;
     use crate::fleet::fixtures;
     use crate::status::tests::{fleet, node, vm};
-    use crate::status::{ReleaseSource, render};
+    use crate::status::{ReleaseSource, Warning, render};
 
     /// A proxy still public on a VM whose pool shares nothing is a problem
     /// status names (apply makes it private).

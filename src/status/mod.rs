@@ -13,6 +13,7 @@ use crate::tailnet_check::TailnetCheck;
 
 mod join;
 mod problem;
+mod proxy;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,17 @@ mod tests;
 pub use join::{Sides, join};
 pub use problem::{NodeCell, Problem, ReleaseSource, Warning};
 pub use render::render;
+
+/// One row's judgement as it is built: what is wrong, what was checked,
+/// what could not be read. Here, where the
+/// join and its column files (`proxy`) both see it.
+#[derive(Default)]
+struct Judged {
+    problems: Vec<Problem>,
+    warnings: Vec<Warning>,
+    checked: Vec<String>,
+    unknown: Vec<String>,
+}
 
 /// One row of the status table.
 #[derive(Debug, Clone, Serialize, PartialEq)]
