@@ -537,7 +537,57 @@ async fn drill_in(
     }
     let vm = crate::names::fleet_vm_name(&d.fleet.name, crate::fleet::CONTROL_PLANE_POOL, 1);
     let mut opts = crate::remote::quick(ssh(d));
-    let (json, _) = crate::remote::read_restore_facts(&vm, &opts)
+    let snap = drill_snapshot(&vm, snapshot, token, &opts).await?;
+    let steps = [
+        Step::Stop { vm: vm.clone() },
+        Step::Reset {
+            vm: vm.clone(),
+            restore_path: snap.restore_path(),
+            from_s3: true,
+        },
+    ];
+    for step in &steps {
+        notes(&step.describe());
+        opts.deadline = left();
+        run_step(&vm, &restore::step_script(step), &opts)
+            .await
+            .map_err(|e| EngineError::RestoreStopped {
+                message: format!("the drill stopped at `{}`: {e}", step.describe()),
+                hint: "the snapshot could not be restored onto a fresh server: do not count on it; try another".to_string(),
+            })?;
+    }
+    let restore_seconds = started.elapsed().as_secs_f64();
+    let nodes = drill_names(&vm, "nodes", &opts).await?;
+    let namespaces = drill_names(&vm, "namespaces", &opts).await?;
+    // The snapshot's objects: the nodes of the fleet it was taken from.
+    let live_nodes: Vec<&String> = nodes.iter().filter(|n| **n != vm).collect();
+    if live_nodes.is_empty() {
+        return Err(EngineError::RestoreStopped {
+            message: format!(
+                "the drill's server {vm} came up, but its datastore holds no Node but its own: snapshot {snapshot:?} was not restored"
+            ),
+            hint: "do not count on this snapshot; try another".to_string(),
+        });
+    }
+    Ok(DrillReport {
+        fleet: d.fleet.name.clone(),
+        snapshot: snapshot.to_string(),
+        nodes,
+        namespaces,
+        restore_seconds,
+        destroyed: false,
+    })
+}
+
+/// The S3 snapshot to drill as the drill's own server lists it (k3s lists
+/// the bucket), checked against the live fleet's token before any reset.
+async fn drill_snapshot(
+    vm: &str,
+    snapshot: &str,
+    token: &crate::secret::Secret,
+    opts: &crate::ssh::SshOptions,
+) -> Result<restore::Snapshot, EngineError> {
+    let (json, _) = crate::remote::read_restore_facts(vm, opts)
         .await
         .map_err(|e| EngineError::refused(
             format!("cannot read the etcd snapshots on the drill's server {vm}: {e}"),
@@ -573,67 +623,34 @@ async fn drill_in(
             "drill a snapshot taken since the token last changed",
         ));
     }
-    let steps = [
-        Step::Stop { vm: vm.clone() },
-        Step::Reset {
-            vm: vm.clone(),
-            restore_path: snap.restore_path(),
-            from_s3: true,
-        },
-    ];
-    for step in &steps {
-        notes(&step.describe());
-        opts.deadline = left();
-        run_step(&vm, &restore::step_script(step), &opts)
-            .await
-            .map_err(|e| EngineError::RestoreStopped {
-                message: format!("the drill stopped at `{}`: {e}", step.describe()),
-                hint: "the snapshot could not be restored onto a fresh server: do not count on it; try another".to_string(),
-            })?;
-    }
-    let restore_seconds = started.elapsed().as_secs_f64();
-    let read = |what: &'static str| {
-        let (vm, opts) = (vm.clone(), opts.clone());
-        async move {
-            crate::ssh::run(
-                &vm,
-                &["sudo", "-n", "k3s", "kubectl", "get", what, "-o", "name"],
-                &opts,
-            )
-            .await
-            .map(|out| {
-                out.lines()
-                    .filter_map(|l| {
-                        l.split_once('/')
-                            .map(|(_, n)| crate::text::one_line(n).into_owned())
-                    })
-                    .collect::<Vec<String>>()
+    Ok(snap.clone())
+}
+
+/// The names of one kind of object in the drill server's restored
+/// datastore, read with k3s's own kubectl (escaped: they came from the
+/// snapshot).
+async fn drill_names(
+    vm: &str,
+    what: &'static str,
+    opts: &crate::ssh::SshOptions,
+) -> Result<Vec<String>, EngineError> {
+    crate::ssh::run(
+        vm,
+        &["sudo", "-n", "k3s", "kubectl", "get", what, "-o", "name"],
+        opts,
+    )
+    .await
+    .map(|out| {
+        out.lines()
+            .filter_map(|l| {
+                l.split_once('/')
+                    .map(|(_, n)| crate::text::one_line(n).into_owned())
             })
-            .map_err(|e| EngineError::RestoreStopped {
-                message: format!("the drill cannot read the restored {what} on {vm}: {e}"),
-                hint: "run the drill again".to_string(),
-            })
-        }
-    };
-    let nodes = read("nodes").await?;
-    let namespaces = read("namespaces").await?;
-    // The snapshot's objects: the nodes of the fleet it was taken from.
-    let live_nodes: Vec<&String> = nodes.iter().filter(|n| **n != vm).collect();
-    if live_nodes.is_empty() {
-        return Err(EngineError::RestoreStopped {
-            message: format!(
-                "the drill's server {vm} came up, but its datastore holds no Node but its own: snapshot {snapshot:?} was not restored"
-            ),
-            hint: "do not count on this snapshot; try another".to_string(),
-        });
-    }
-    Ok(DrillReport {
-        fleet: d.fleet.name.clone(),
-        snapshot: snapshot.to_string(),
-        nodes,
-        namespaces,
-        restore_seconds,
-        destroyed: false,
+            .collect()
+    })
+    .map_err(|e| EngineError::RestoreStopped {
+        message: format!("the drill cannot read the restored {what} on {vm}: {e}"),
+        hint: "run the drill again".to_string(),
     })
 }
 
