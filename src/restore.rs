@@ -577,6 +577,18 @@ pub struct FreshInputs<'a> {
 /// (the engine checks there, before the reset).
 pub fn plan_fresh(i: &FreshInputs) -> Result<RestorePlan, Refusal> {
     let fleet = &i.fleet.name;
+    // A server VM that exists but does not run (stopped) holds the
+    // cluster's data: it is started again, never replaced (and the new
+    // first server, removed again on a refusal, must be one restore made).
+    let tag = crate::fleet::role_tag(Role::Server);
+    if i.vms
+        .iter()
+        .any(|v| crate::plan::owned(fleet, v) && v.tags.contains(&tag))
+    {
+        return Err(Refusal::NoServer {
+            fleet: fleet.clone(),
+        });
+    }
     let Some(s3) = i.fleet.k3s.snapshots.as_ref().and_then(|s| s.s3.as_ref()) else {
         return Err(Refusal::NoS3 {
             fleet: fleet.clone(),
@@ -1210,6 +1222,10 @@ pools:
             Step::RestartAgent {
                 vm: "demo-web1".into(),
             },
+            Step::RepointAgent {
+                vm: "demo-web1".into(),
+                join: "demo-cp1".into(),
+            },
         ];
         for step in &steps {
             let script = step_script(step);
@@ -1245,6 +1261,100 @@ pools:
         assert!(local.contains("--etcd-s3=false"));
         assert!(!step_script(&steps[1]).contains("--etcd-s3=false"));
         assert!(step_script(&steps[3]).contains("sudo -n mv -- \"$R\"/var/lib/rancher/k3s/server/db \"$R\"/var/lib/rancher/k3s/server/db-before-restore-"));
+    }
+
+    /// [`fleet`] with its snapshots in S3.
+    fn s3_fleet() -> Fleet {
+        fixtures::fleet_with(
+            "controlPlane:
+  count: 3
+pools:
+  - name: web
+    count: 2
+etcd:
+  snapshots:
+    schedule: \"0 */6 * * *\"
+    retention: 5
+    s3:
+      endpoint: s3.emulator.internal
+      bucket: prod-k3s-snapshots
+      folder: demo
+      accessKey: {env: S3_ACCESS_KEY}
+      secretKey: {env: S3_SECRET_KEY}
+",
+        )
+    }
+
+    fn fresh<'a>(f: &'a Fleet, vms: &'a [VmInfo], has_token: bool) -> FreshInputs<'a> {
+        FreshInputs {
+            fleet: f,
+            vms,
+            snapshot: "etcd-snapshot-demo-cp1-1765108800",
+            has_token,
+            token_source: ".exedev-k8s/demo/k3s-token".into(),
+        }
+    }
+
+    /// Every server VM gone: all three created, the first before its
+    /// reset from S3, the agents that run pointed at it.
+    #[test]
+    fn every_server_gone_creates_them_and_resets_the_first_from_s3() {
+        let f = s3_fleet();
+        let v = vms(&f, &["demo-cp1", "demo-cp2", "demo-cp3", "demo-web2"]);
+        let p = plan_fresh(&fresh(&f, &v, true)).unwrap();
+        assert_eq!(p.create, ["demo-cp1", "demo-cp2", "demo-cp3"]);
+        assert_eq!(p.reset, "demo-cp1");
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::Stop {
+                    vm: "demo-cp1".into()
+                },
+                Step::Reset {
+                    vm: "demo-cp1".into(),
+                    restore_path: "etcd-snapshot-demo-cp1-1765108800".into(),
+                    from_s3: true
+                },
+                Step::RepointAgent {
+                    vm: "demo-web1".into(),
+                    join: "demo-cp1".into()
+                },
+            ]
+        );
+        assert_eq!(
+            p.snapshot.location,
+            "s3://prod-k3s-snapshots/demo/etcd-snapshot-demo-cp1-1765108800"
+        );
+        insta::assert_snapshot!(render(&p));
+        let j: serde_json::Value = serde_json::from_str(&to_json(&p)).unwrap();
+        assert_eq!(j["create"][2], "demo-cp3");
+        assert_eq!(j["steps"][2]["step"], "repoint_agent");
+    }
+
+    /// Refused before anything is created: a local snapshot went with its
+    /// VM; a stopped server VM is started again, not replaced; without the
+    /// token the snapshot cannot be read.
+    #[test]
+    fn every_server_gone_needs_s3_and_the_token() {
+        let local = fleet();
+        let v = vms(&local, &["demo-cp1", "demo-cp2", "demo-cp3"]);
+        let e = plan_fresh(&fresh(&local, &v, true)).unwrap_err();
+        assert!(matches!(e, Refusal::NoS3 { .. }), "{e}");
+        assert!(e.to_string().contains("went with it"), "{e}");
+        let f = s3_fleet();
+        let mut stopped = vms(&f, &["demo-cp2", "demo-cp3"]);
+        stopped[0].status = "stopped".into();
+        let e = plan_fresh(&fresh(&f, &stopped, true)).unwrap_err();
+        assert!(
+            matches!(e, Refusal::NoServer { .. }),
+            "a stopped server is started, not replaced: {e}"
+        );
+        let e = plan_fresh(&fresh(&f, &v, false)).unwrap_err();
+        assert!(matches!(e, Refusal::TokenMissing { .. }), "{e}");
+        assert!(
+            e.to_string().contains("encrypted to the server token"),
+            "{e}"
+        );
     }
 
     /// The drill's fleet is its own: another name, one server, no agents.

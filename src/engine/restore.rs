@@ -250,26 +250,31 @@ pub async fn execute_restore(
     let plan = &prepared.plan;
     let mut opts = ssh(s);
     let mut report = RestoreReport::default();
+    // The servers' creations (first; the others) count as one step each.
+    let total = plan.steps.len() + plan.create.len().min(2);
     if !plan.create.is_empty() {
-        create_first(s, plan, deadline, notes, &mut report).await?;
+        create_first(s, plan, deadline, total, notes, &mut report).await?;
     }
     // After the reset the API is the reset server's: reach it through it.
     let api = kube::lazy(s, Some(&plan.reset));
-    let total = plan.steps.len();
     // Servers one at a time; the agents' restarts at once (each reconnects
     // on its own), after every server.
     let (agents, servers): (Vec<&Step>, Vec<&Step>) = plan
         .steps
         .iter()
         .partition(|st| matches!(st, Step::RestartAgent { .. } | Step::RepointAgent { .. }));
-    for (n, step) in servers.into_iter().enumerate() {
+    for step in servers {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err(incomplete(step, "the restore's --timeout ran out", &report));
         }
         opts.deadline = left;
         let started = tokio::time::Instant::now();
-        notes(&format!("[{}/{total}] {}", n + 1, step.describe()));
+        notes(&format!(
+            "[{}/{total}] {}",
+            report.done.len() + 1,
+            step.describe()
+        ));
         let script = restore::step_script(step);
         let outcome = run_step(step.vm(), &script, &opts)
             .await
@@ -291,12 +296,20 @@ pub async fn execute_restore(
         report.done.push((step.describe(), outcome, secs));
     }
     if plan.create.len() > 1 {
-        create_others(s, plan, &api, deadline, notes, &mut report).await?;
+        create_others(s, plan, &api, deadline, total, notes, &mut report).await?;
     }
     if !agents.is_empty() {
         let started = tokio::time::Instant::now();
+        let what = if plan.create.is_empty() {
+            "restart k3s-agent".to_string()
+        } else {
+            format!(
+                "point k3s-agent at {}'s new Tailscale address and restart it",
+                plan.reset
+            )
+        };
         notes(&format!(
-            "[{}/{total}] restart k3s-agent on {} agent(s) at once",
+            "[{}/{total}] {what} on {} agent(s) at once",
             report.done.len() + 1,
             agents.len()
         ));
@@ -359,13 +372,15 @@ async fn create_first(
     s: &Session,
     plan: &RestorePlan,
     deadline: tokio::time::Instant,
+    total: usize,
     notes: &Notes,
     report: &mut RestoreReport,
 ) -> Result<(), EngineError> {
     let first = &plan.reset;
     let started = tokio::time::Instant::now();
     notes(&format!(
-        "creating server VM {first}, then looking for snapshot {} on it",
+        "[{}/{total}] create server VM {first}, then look for snapshot {} on it",
+        report.done.len() + 1,
         plan.snapshot.name
     ));
     let mut checked = apply_only(s, std::slice::from_ref(first), deadline).await;
@@ -376,7 +391,8 @@ async fn create_first(
         notes(&format!("removing {first} again"));
         let removed = remove_only(s, first).await;
         return Err(match removed {
-            Ok(()) => EngineError::refused(
+            Ok(false) => EngineError::refused(format!("{why}. Nothing was changed"), hint),
+            Ok(true) => EngineError::refused(
                 format!(
                     "{why}. The server VM {first} made for the restore was removed again; nothing else was changed"
                 ),
@@ -489,9 +505,16 @@ async fn check_snapshot(s: &Session, vm: &str, name: &str) -> Result<(), Why> {
 }
 
 /// The one VM `vm` removed by destroy's own path, narrowed to it (the
-/// fleet's other VMs, the agents, stay).
-async fn remove_only(s: &Session, vm: &str) -> Result<(), EngineError> {
+/// fleet's other VMs, the agents, stay): whether there was one to remove.
+async fn remove_only(s: &Session, vm: &str) -> Result<bool, EngineError> {
     let observed = observe(&s.client, &s.fleet, false).await?;
+    if !observed
+        .vms
+        .iter()
+        .any(|v| v.vm_name == vm && crate::plan::owned(&s.fleet.name, v))
+    {
+        return Ok(false);
+    }
     let opts = crate::plan::PlanOptions {
         targets: vec![vm.to_string()],
         destroy: true,
@@ -515,7 +538,7 @@ async fn remove_only(s: &Session, vm: &str) -> Result<(), EngineError> {
     )
     .await?;
     match done.report.failed.first() {
-        None => Ok(()),
+        None => Ok(true),
         Some(f) => Err(EngineError::RestoreStopped {
             message: format!("{}: {}", f.vm, crate::text::one_line(&f.error)),
             hint: String::new(),
@@ -534,6 +557,7 @@ async fn create_others(
     plan: &RestorePlan,
     api: &LazyClient,
     deadline: tokio::time::Instant,
+    total: usize,
     notes: &Notes,
     report: &mut RestoreReport,
 ) -> Result<(), EngineError> {
@@ -550,7 +574,8 @@ async fn create_others(
     }
     };
     notes(&format!(
-        "deleting the restored Nodes of {}, then creating them anew",
+        "[{}/{total}] delete the restored Nodes of {}, then create them anew",
+        report.done.len() + 1,
         others.join(", ")
     ));
     let client = api.get().await.map_err(|e| stopped(e.to_string()))?;
