@@ -276,9 +276,17 @@ pub async fn execute_restore(
             step.describe()
         ));
         let script = restore::step_script(step);
-        let outcome = run_step(step.vm(), &script, &opts)
-            .await
-            .map_err(|e| incomplete(step, &e.to_string(), &report))?;
+        let outcome = match run_step(step.vm(), &script, &opts).await {
+            Ok(outcome) => outcome,
+            // k3s refused the reset onto the new first server (a snapshot
+            // that records no token hash, taken with another token: k3s's
+            // "bootstrap data already found and encrypted with different
+            // token"): it holds nothing yet, so it goes again.
+            Err(e) if !plan.create.is_empty() => {
+                return Err(undo_first(s, plan, step, &e.to_string(), notes).await);
+            }
+            Err(e) => return Err(incomplete(step, &e.to_string(), &report)),
+        };
         let outcome = match step {
             Step::Reset { vm, .. } | Step::Rejoin { vm } => {
                 wait_nodes(s, &api, std::slice::from_ref(vm), deadline)
@@ -416,6 +424,40 @@ async fn create_first(
         .done
         .push((format!("create server VM {first}"), outcome, secs));
     Ok(())
+}
+
+/// A stop or reset on the new first server failed: before the reset
+/// succeeded it holds no data but a fresh cluster's, so it is removed
+/// again, as when the snapshot did not fit.
+async fn undo_first(
+    s: &Session,
+    plan: &RestorePlan,
+    step: &Step,
+    why: &str,
+    notes: &Notes,
+) -> EngineError {
+    let first = &plan.reset;
+    let why = format!(
+        "restore stopped at `{}`: {}",
+        step.describe(),
+        crate::text::one_line(why)
+    );
+    let hint = "k3s's own error is above: a snapshot taken with another server token cannot be restored with the fleet's; pick another (`exedev-k8s snapshot list -f FLEET` once a server runs)".to_string();
+    notes(&format!("removing {first} again"));
+    match remove_only(s, first).await {
+        Ok(_) => EngineError::refused(
+            format!(
+                "{why}. The server VM {first} made for the restore was removed again; nothing else was changed"
+            ),
+            hint,
+        ),
+        Err(e) => EngineError::RestoreStopped {
+            message: format!(
+                "{why}; and the server VM {first} made for the restore could not be removed again: {e}"
+            ),
+            hint: format!("remove {first} yourself (`ssh exe.dev rm {first}`), then: {hint}"),
+        },
+    }
 }
 
 /// The fleet's apply narrowed to `vms` (`--target`), every change carried
