@@ -307,44 +307,8 @@ pub async fn execute_restore(
         create_others(s, plan, &api, deadline, total, notes, &mut report).await?;
     }
     if !agents.is_empty() {
-        let started = tokio::time::Instant::now();
-        let what = if plan.create.is_empty() {
-            "restart k3s-agent".to_string()
-        } else {
-            format!(
-                "point k3s-agent at {}'s new Tailscale address and restart it",
-                plan.reset
-            )
-        };
-        notes(&format!(
-            "[{}/{total}] {what} on {} agent(s) at once",
-            report.done.len() + 1,
-            agents.len()
-        ));
-        let left = deadline.saturating_duration_since(started);
-        opts.deadline = left;
-        let work: Vec<(Step, String)> = agents
-            .iter()
-            .map(|st| ((*st).clone(), restore::step_script(st)))
-            .collect();
-        let results = crate::remote::bounded(work.clone(), AGENT_FANOUT, left, {
-            let opts = opts.clone();
-            move |(step, script): (Step, String)| {
-                let opts = opts.clone();
-                async move {
-                    run_step(step.vm(), &script, &opts)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            }
-        })
-        .await;
-        for ((step, _), r) in work.iter().zip(results) {
-            let outcome = r.map_err(|e| incomplete(step, &e, &report))?;
-            report
-                .done
-                .push((step.describe(), outcome, started.elapsed().as_secs_f64()));
-        }
+        opts.deadline = deadline.saturating_duration_since(tokio::time::Instant::now());
+        agents_at_once(plan, &agents, &opts, total, notes, &mut report).await?;
     }
     // Every VM that runs: servers rejoined or created, agents reconnected.
     let mut all: Vec<String> = plan
@@ -363,6 +327,55 @@ pub async fn execute_restore(
             hint: "look at the nodes with `exedev-k8s status -f FLEET`; an agent that cannot reconnect is replaced by `exedev-k8s apply` once its VM is removed".to_string(),
         })?;
     Ok(report)
+}
+
+/// The agents' steps (restart, or point anew and restart) on every agent
+/// at once: each reconnects on its own.
+async fn agents_at_once(
+    plan: &RestorePlan,
+    agents: &[&Step],
+    opts: &crate::ssh::SshOptions,
+    total: usize,
+    notes: &Notes,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
+    let started = tokio::time::Instant::now();
+    let what = if plan.create.is_empty() {
+        "restart k3s-agent".to_string()
+    } else {
+        format!(
+            "point k3s-agent at {}'s new Tailscale address and restart it",
+            plan.reset
+        )
+    };
+    notes(&format!(
+        "[{}/{total}] {what} on {} agent(s) at once",
+        report.done.len() + 1,
+        agents.len()
+    ));
+    let work: Vec<(Step, String)> = agents
+        .iter()
+        .map(|st| ((*st).clone(), restore::step_script(st)))
+        .collect();
+    let results = crate::remote::bounded(work.clone(), AGENT_FANOUT, opts.deadline, {
+        let opts = opts.clone();
+        move |(step, script): (Step, String)| {
+            let opts = opts.clone();
+            async move {
+                run_step(step.vm(), &script, &opts)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    })
+    .await;
+    for ((step, _), r) in work.iter().zip(results) {
+        let outcome = r.map_err(|e| incomplete(step, &e, report))?;
+        report
+            .done
+            .push((step.describe(), outcome, started.elapsed().as_secs_f64()));
+    }
+    Ok(())
 }
 
 /// What stops a restore before its reset, and what to do: the new first
