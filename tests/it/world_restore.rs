@@ -443,6 +443,7 @@ fn every_server_gone_restore_creates_them_from_the_s3_snapshot() {
         let (status, body) = h.exec(&["rm", vm]);
         assert_eq!(status, 200, "{body}");
     }
+    let (new_before, rm_before) = (h.emu.count("new"), h.emu.count("rm"));
     let out = gone_cli(
         &h,
         &[
@@ -466,6 +467,12 @@ fn every_server_gone_restore_creates_them_from_the_s3_snapshot() {
         "{t}"
     );
     assert!(t.contains("Restored fleet demo"), "{t}");
+    assert_eq!(
+        h.emu.count("new") - new_before,
+        3,
+        "the three servers, no agent"
+    );
+    assert_eq!(h.emu.count("rm"), rm_before, "nothing removed");
     for vm in ["demo-cp1", "demo-cp2", "demo-cp3", "demo-web1"] {
         let w = h.wait_for(vm, Duration::from_secs(30), |w| w["k3s"]["ready"] == true);
         assert_eq!(w["k3s"]["ready"], true, "{vm}");
