@@ -230,7 +230,9 @@ impl<'a> Job<'a> {
             (Action::Create, _) => Job::Create,
             (Action::Update | Action::Upgrade, _) => Job::InPlace,
             (Action::Delete, _) => Job::Delete,
-            (Action::Replace, None) => Job::Replace(c.replacement.as_ref().unwrap_or(&KEEPS_NAME)),
+            (Action::Replace, None) => {
+                Job::Replace(c.replacement.as_ref().unwrap_or(&KEEPS_NAME))
+            }
         }
     }
 

@@ -21,8 +21,8 @@
 
 pub mod applets;
 pub mod cli;
-pub mod cron;
 pub mod dataplane;
+pub mod cron;
 pub mod http;
 pub mod k3s;
 pub mod k3s_config;
