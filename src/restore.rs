@@ -25,10 +25,13 @@
 //!   encrypted with different token", `pkg/cluster/storage.go:336`). So the
 //!   token is compared here, before anything stops.
 //!
-//! Restoring when every server VM is gone is not planned here: the snapshot
-//! list and its token hashes are read from a running server (`k3s
-//! etcd-snapshot ls` asks the running k3s), so with none the refusal says
-//! so and what to do.
+//! When every server VM is gone ([`plan_fresh`]) the servers are created
+//! anew under their own names: the first by apply's create path, restored
+//! from the S3 snapshot (a local one went with its VM), the others joined
+//! by apply, the agents pointed at the new first server. The snapshot list
+//! and its token hash can only be read once that first server runs (`k3s
+//! etcd-snapshot ls` asks a running k3s): the engine checks them there
+//! and removes that VM again when they do not fit.
 
 use serde::Serialize;
 
@@ -247,6 +250,11 @@ pub enum Step {
     Rejoin { vm: String },
     /// `systemctl restart k3s-agent`: the agent reconnects.
     RestartAgent { vm: String },
+    /// The agent's `server:` (the join server's Tailscale IPv4, written
+    /// once by its setup script) rewritten to `join`'s address now, then
+    /// `systemctl restart k3s-agent`: a new server VM is a new tailnet
+    /// device with another address, so the old one reaches nobody.
+    RepointAgent { vm: String, join: String },
 }
 
 impl Step {
@@ -255,7 +263,8 @@ impl Step {
             Step::Stop { vm }
             | Step::Reset { vm, .. }
             | Step::Rejoin { vm }
-            | Step::RestartAgent { vm } => vm,
+            | Step::RestartAgent { vm }
+            | Step::RepointAgent { vm, .. } => vm,
         }
     }
 
@@ -279,6 +288,9 @@ impl Step {
                 "move {SERVER_DB_DIR} aside on {vm} (kept as db-before-restore-<time>), start k3s, wait until it has rejoined (Ready)"
             ),
             Step::RestartAgent { vm } => format!("restart k3s-agent on {vm}"),
+            Step::RepointAgent { vm, join } => format!(
+                "point k3s-agent on {vm} at {join}'s new Tailscale address (its config.yaml `server:`), restart it"
+            ),
         }
     }
 }
@@ -295,6 +307,12 @@ pub struct RestorePlan {
     /// recreates them once the restore is done (they join the restored
     /// cluster).
     pub missing: Vec<String>,
+    /// Every server VM was gone: the servers created, in index order. The
+    /// first ([`RestorePlan::reset`]) before the reset, which restores the
+    /// snapshot on it; the others after it (apply's create path: they
+    /// join). Empty when servers run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub create: Vec<String>,
 }
 
 /// Why restore will not start; each says what to do ([`crate::hint::Hint`]).
@@ -312,6 +330,10 @@ pub enum Refusal {
     },
     #[error("snapshot {name:?} is one k3s recorded as failed: it cannot be restored")]
     Failed { name: String },
+    #[error(
+        "fleet {fleet:?} has no running server VM and keeps its snapshots on its servers' disks only (no etcd.snapshots.s3): snapshot {name:?} was on a server VM's disk and went with it"
+    )]
+    NoS3 { fleet: String, name: String },
     #[error(
         "snapshot {name:?} is local to {node}, which is not a running server of fleet {fleet:?}: its file is on that VM's disk only"
     )]
@@ -368,6 +390,7 @@ impl crate::hint::Hint for Refusal {
             Refusal::NoServer { .. } => "start a stopped server VM again (`ssh exe.dev ls` lists them): restore reads the snapshots, and resets etcd, on a running server".to_string(),
             Refusal::NotFound { .. } => "list the snapshots with `exedev-k8s snapshot list -f FLEET` and pass one of their names to --snapshot".to_string(),
             Refusal::Failed { .. } => "pick another snapshot (`exedev-k8s snapshot list -f FLEET`)".to_string(),
+            Refusal::NoS3 { .. } => "start a stopped server VM again if one is only stopped (`ssh exe.dev ls`); otherwise nothing holds a snapshot: `exedev-k8s apply` makes a new, empty cluster, and etcd.snapshots.s3 in the fleet keeps the next snapshots off the VMs".to_string(),
             Refusal::LocalOnElsewhere { node, .. } => format!("start {node} again if it is stopped, or restore a snapshot in S3 (fleet etcd.snapshots.s3)"),
             Refusal::TokenMissing { .. } => "put the server token back where the fleet's k3s.token names it, or into .exedev-k8s/<fleet>/k3s-token beside the fleet file (the token the cluster was created with)".to_string(),
             Refusal::TokenMismatch { .. } => "restore with the token the snapshot was taken with (k3s.token in the fleet), or pick a snapshot taken since the token last changed".to_string(),
@@ -395,7 +418,7 @@ fn running(fleet: &Fleet, vms: &[VmInfo], role: Role) -> Vec<String> {
 
 /// The snapshots nearest to `name` (edit distance within a third of its
 /// length, at most 3), else the 3 newest: what the refusal offers.
-fn nearest(name: &str, listing: &[Snapshot]) -> Vec<String> {
+pub fn nearest(name: &str, listing: &[Snapshot]) -> Vec<String> {
     let limit = (name.len() / 3).max(2);
     let mut close: Vec<(usize, &str)> = listing
         .iter()
@@ -524,6 +547,108 @@ pub fn plan(i: &Inputs) -> Result<RestorePlan, Refusal> {
             .map(|d| d.name)
             .collect(),
         steps,
+        create: Vec::new(),
+    })
+}
+
+/// What a restore onto new server VMs is planned from: every server VM is
+/// gone, so nothing can be read from k3s before the first one exists.
+pub struct FreshInputs<'a> {
+    pub fleet: &'a Fleet,
+    /// What exe.dev lists (only the fleet's own VMs are looked at).
+    pub vms: &'a [VmInfo],
+    /// The snapshot asked for (a name [`is_snapshot_name`] accepts).
+    pub snapshot: &'a str,
+    /// Whether the fleet's server token was found.
+    pub has_token: bool,
+    /// Where the token is looked for, for the refusal.
+    pub token_source: String,
+}
+
+/// The plan when every server VM is gone, or why not, before anything is
+/// created: the snapshot must be in S3 (a local one was on a gone VM's
+/// disk) and the server token must be at hand (the snapshot's bootstrap
+/// data is encrypted to it, `pkg/cluster/encrypt.go`, and a fresh server
+/// has no `server/token` to fall back on, `pkg/cli/server/server.go:514-524`).
+/// The first server is created, stopped and reset from S3; the other
+/// servers are created after it (they join); running agents are pointed at
+/// the new first server ([`Step::RepointAgent`]). Whether the snapshot
+/// exists and was taken with this token is known only on the new server
+/// (the engine checks there, before the reset).
+pub fn plan_fresh(i: &FreshInputs) -> Result<RestorePlan, Refusal> {
+    let fleet = &i.fleet.name;
+    // A server VM that exists but does not run (stopped) holds the
+    // cluster's data: it is started again, never replaced (and the new
+    // first server, removed again on a refusal, must be one restore made).
+    let tag = crate::fleet::role_tag(Role::Server);
+    if i.vms
+        .iter()
+        .any(|v| crate::plan::owned(fleet, v) && v.tags.contains(&tag))
+    {
+        return Err(Refusal::NoServer {
+            fleet: fleet.clone(),
+        });
+    }
+    let Some(s3) = i.fleet.k3s.snapshots.as_ref().and_then(|s| s.s3.as_ref()) else {
+        return Err(Refusal::NoS3 {
+            fleet: fleet.clone(),
+            name: i.snapshot.to_string(),
+        });
+    };
+    if !i.has_token {
+        return Err(Refusal::TokenMissing {
+            fleet: fleet.clone(),
+            name: i.snapshot.to_string(),
+            source_: i.token_source.clone(),
+        });
+    }
+    let create: Vec<String> = crate::fleet::desired_vms(i.fleet)
+        .into_iter()
+        .filter(|d| d.role == Role::Server)
+        .map(|d| d.name)
+        .collect();
+    let Some(first) = create.first().cloned() else {
+        return Err(Refusal::NoServer {
+            fleet: fleet.clone(),
+        });
+    };
+    let folder = s3
+        .folder
+        .as_ref()
+        .map(|f| format!("{f}/"))
+        .unwrap_or_default();
+    let snapshot = Snapshot {
+        name: i.snapshot.to_string(),
+        node: "s3".to_string(),
+        location: format!("s3://{}/{folder}{}", s3.bucket, i.snapshot),
+        size: 0,
+        created: String::new(),
+        token_hash: None,
+        ready: true,
+    };
+    let mut steps = vec![
+        Step::Stop { vm: first.clone() },
+        Step::Reset {
+            vm: first.clone(),
+            restore_path: snapshot.restore_path(),
+            from_s3: true,
+        },
+    ];
+    steps.extend(
+        running(i.fleet, i.vms, Role::Agent)
+            .into_iter()
+            .map(|vm| Step::RepointAgent {
+                vm,
+                join: first.clone(),
+            }),
+    );
+    Ok(RestorePlan {
+        fleet: fleet.clone(),
+        snapshot,
+        reset: first,
+        steps,
+        missing: Vec::new(),
+        create,
     })
 }
 
@@ -534,7 +659,7 @@ pub const RESET_DONE: &str = "Managed etcd cluster membership has been reset";
 /// The unit each role runs (install.sh: `k3s`, `k3s-agent`).
 fn unit(step: &Step) -> &'static str {
     match step {
-        Step::RestartAgent { .. } => "k3s-agent",
+        Step::RestartAgent { .. } | Step::RepointAgent { .. } => "k3s-agent",
         _ => "k3s",
     }
 }
@@ -622,6 +747,23 @@ wait_for 120 5 systemctl is-active --quiet "$UNIT" ||
 echo "k3s-agent restarted"
 "#
         .to_string(),
+        // As the setup script finds its join server (`join_ip`,
+        // templates/common.sh.tera): by its tailnet name, IPv4 only.
+        Step::RepointAgent { join, .. } => format!(
+            r#"JOIN={join}
+CFG="${{EXEDEV_K8S_ROOT:-}}/etc/rancher/k3s/config.yaml"
+JIP=''
+join_ip() {{ JIP="$(sudo -n tailscale ip -4 "$JOIN" 2>/dev/null | head -n 1)" && [[ $JIP =~ ^[0-9.]+$ ]]; }}
+wait_for 60 5 join_ip || fail "tailscale ip -4 $JOIN: no such peer"
+sudo -n grep -q '^server:' "$CFG" || fail "$CFG has no server: line"
+sudo -n sed -i -E "s|^server:.*$|server: \"https://$JIP:6443\"|" "$CFG"
+sudo -n systemctl restart --no-block "$UNIT"
+wait_for 120 5 systemctl is-active --quiet "$UNIT" ||
+  fail "$UNIT is not active after 10 minutes; see: journalctl -u $UNIT"
+echo "k3s-agent pointed at $JOIN ($JIP) and restarted"
+"#,
+            join = q(join),
+        ),
     };
     out.push_str(&body);
     out
@@ -650,6 +792,9 @@ pub fn drill_fleet(live: &Fleet) -> Option<Fleet> {
 /// what stays for `apply`. Outside text (names from k3s and exe.dev) is
 /// escaped.
 pub fn render(p: &RestorePlan) -> String {
+    if !p.create.is_empty() {
+        return render_fresh(p);
+    }
     let s = &p.snapshot;
     let mut out = format!(
         "Restore of fleet {} from snapshot {} ({}, {} bytes, taken {}):\n",
@@ -677,6 +822,57 @@ pub fn render(p: &RestorePlan) -> String {
     }
     out.push_str(
         "Everything written to the cluster after the snapshot was taken is lost. No etcd data is deleted: k3s moves the reset server's aside, the others' are moved aside only after it is Ready.\n",
+    );
+    out
+}
+
+/// The plan when every server VM is gone: what is created, when the
+/// snapshot is checked, what is reset, which agents are pointed anew.
+fn render_fresh(p: &RestorePlan) -> String {
+    let name = crate::text::one_line(&p.snapshot.name);
+    let first = &p.reset;
+    let others = p.create.get(1..).unwrap_or_default();
+    let mut lines = vec![
+        format!("create server VM {first} (apply's create path), wait until it runs k3s"),
+        format!(
+            "on {first}, find S3 snapshot {name} and its token hash (`k3s etcd-snapshot ls`); not there, or taken with another token: {first} is removed again and nothing else was changed"
+        ),
+    ];
+    lines.extend(
+        p.steps
+            .iter()
+            .filter(|st| !matches!(st, Step::RepointAgent { .. }))
+            .map(Step::describe),
+    );
+    if !others.is_empty() {
+        lines.push(format!(
+            "delete the Nodes of {} that the snapshot brings back (their VMs are gone; after the reset etcd has {first} as its only member)",
+            others.join(", ")
+        ));
+        lines.push(format!(
+            "create server VM(s) {} (apply's create path): they join {first}",
+            others.join(", ")
+        ));
+    }
+    lines.extend(
+        p.steps
+            .iter()
+            .filter(|st| matches!(st, Step::RepointAgent { .. }))
+            .map(Step::describe),
+    );
+    let mut out = format!(
+        "Restore of fleet {} from S3 snapshot {name} onto new server VMs (no server VM of the fleet exists):\n",
+        crate::text::one_line(&p.fleet),
+    );
+    for (n, line) in lines.iter().enumerate() {
+        out.push_str(&format!(
+            "  {:>2}. {}\n",
+            n + 1,
+            crate::text::one_line(line)
+        ));
+    }
+    out.push_str(
+        "The snapshot is encrypted to the server token it was taken with: the fleet's stored token is used. The gone servers' Tailscale devices must have left the tailnet (an ephemeral auth key, or removed in the admin console), or a new VM gets another name and its setup stops. Everything written to the cluster after the snapshot was taken is lost.\n",
     );
     out
 }
@@ -1026,6 +1222,10 @@ pools:
             Step::RestartAgent {
                 vm: "demo-web1".into(),
             },
+            Step::RepointAgent {
+                vm: "demo-web1".into(),
+                join: "demo-cp1".into(),
+            },
         ];
         for step in &steps {
             let script = step_script(step);
@@ -1061,6 +1261,100 @@ pools:
         assert!(local.contains("--etcd-s3=false"));
         assert!(!step_script(&steps[1]).contains("--etcd-s3=false"));
         assert!(step_script(&steps[3]).contains("sudo -n mv -- \"$R\"/var/lib/rancher/k3s/server/db \"$R\"/var/lib/rancher/k3s/server/db-before-restore-"));
+    }
+
+    /// [`fleet`] with its snapshots in S3.
+    fn s3_fleet() -> Fleet {
+        fixtures::fleet_with(
+            "controlPlane:
+  count: 3
+pools:
+  - name: web
+    count: 2
+etcd:
+  snapshots:
+    schedule: \"0 */6 * * *\"
+    retention: 5
+    s3:
+      endpoint: s3.emulator.internal
+      bucket: prod-k3s-snapshots
+      folder: demo
+      accessKey: {env: S3_ACCESS_KEY}
+      secretKey: {env: S3_SECRET_KEY}
+",
+        )
+    }
+
+    fn fresh<'a>(f: &'a Fleet, vms: &'a [VmInfo], has_token: bool) -> FreshInputs<'a> {
+        FreshInputs {
+            fleet: f,
+            vms,
+            snapshot: "etcd-snapshot-demo-cp1-1765108800",
+            has_token,
+            token_source: ".exedev-k8s/demo/k3s-token".into(),
+        }
+    }
+
+    /// Every server VM gone: all three created, the first before its
+    /// reset from S3, the agents that run pointed at it.
+    #[test]
+    fn every_server_gone_creates_them_and_resets_the_first_from_s3() {
+        let f = s3_fleet();
+        let v = vms(&f, &["demo-cp1", "demo-cp2", "demo-cp3", "demo-web2"]);
+        let p = plan_fresh(&fresh(&f, &v, true)).unwrap();
+        assert_eq!(p.create, ["demo-cp1", "demo-cp2", "demo-cp3"]);
+        assert_eq!(p.reset, "demo-cp1");
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::Stop {
+                    vm: "demo-cp1".into()
+                },
+                Step::Reset {
+                    vm: "demo-cp1".into(),
+                    restore_path: "etcd-snapshot-demo-cp1-1765108800".into(),
+                    from_s3: true
+                },
+                Step::RepointAgent {
+                    vm: "demo-web1".into(),
+                    join: "demo-cp1".into()
+                },
+            ]
+        );
+        assert_eq!(
+            p.snapshot.location,
+            "s3://prod-k3s-snapshots/demo/etcd-snapshot-demo-cp1-1765108800"
+        );
+        insta::assert_snapshot!(render(&p));
+        let j: serde_json::Value = serde_json::from_str(&to_json(&p)).unwrap();
+        assert_eq!(j["create"][2], "demo-cp3");
+        assert_eq!(j["steps"][2]["step"], "repoint_agent");
+    }
+
+    /// Refused before anything is created: a local snapshot went with its
+    /// VM; a stopped server VM is started again, not replaced; without the
+    /// token the snapshot cannot be read.
+    #[test]
+    fn every_server_gone_needs_s3_and_the_token() {
+        let local = fleet();
+        let v = vms(&local, &["demo-cp1", "demo-cp2", "demo-cp3"]);
+        let e = plan_fresh(&fresh(&local, &v, true)).unwrap_err();
+        assert!(matches!(e, Refusal::NoS3 { .. }), "{e}");
+        assert!(e.to_string().contains("went with it"), "{e}");
+        let f = s3_fleet();
+        let mut stopped = vms(&f, &["demo-cp2", "demo-cp3"]);
+        stopped[0].status = "stopped".into();
+        let e = plan_fresh(&fresh(&f, &stopped, true)).unwrap_err();
+        assert!(
+            matches!(e, Refusal::NoServer { .. }),
+            "a stopped server is started, not replaced: {e}"
+        );
+        let e = plan_fresh(&fresh(&f, &v, false)).unwrap_err();
+        assert!(matches!(e, Refusal::TokenMissing { .. }), "{e}");
+        assert!(
+            e.to_string().contains("encrypted to the server token"),
+            "{e}"
+        );
     }
 
     /// The drill's fleet is its own: another name, one server, no agents.

@@ -54,16 +54,11 @@ pub struct RestoreArgs {
 
 pub async fn run(a: RestoreArgs) -> CliResult {
     let loaded = engine::Session::load(&a.fleet.file)?;
-    // Restore reads exe.dev (`ls`) and works on the VMs over SSH: the
-    // plan's grants are all it needs from the API. A drill creates and
-    // removes its own VMs: apply's grants.
-    let op = if a.drill {
-        FleetOp::Apply
-    } else {
-        FleetOp::Plan
-    };
+    // Restore creates server VMs when every one is gone (and removes the
+    // first again when the snapshot does not fit), a drill creates and
+    // removes its own: apply's grants.
     let client = a.api.client_with_ttl(
-        &engine::cmds(op),
+        &engine::cmds(FleetOp::Apply),
         a.api.options(None),
         crate::credentials::LONG_OPERATION_TTL,
     )?;

@@ -91,6 +91,23 @@ pub async fn prepare_restore(
             .display()
             .to_string(),
     };
+    if running.is_empty() {
+        // Every server VM gone: nothing answers (no API, no lease to take,
+        // no k3s to list snapshots); the plan's checks come before any VM
+        // is created, the snapshot's own on the first new server.
+        return restore::plan_fresh(&restore::FreshInputs {
+            fleet: &s.fleet,
+            vms: &observed.vms,
+            snapshot: &req.snapshot,
+            has_token: token.is_ok(),
+            token_source,
+        })
+        .map(|plan| PreparedRestore { plan, lease: None })
+        .map_err(|r| {
+            let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+            EngineError::refused(format!("{r}. Nothing was changed"), hint)
+        });
+    }
     // The API through a running server, for the Nodes and the lease.
     let lazy = Arc::new(kube::lazy(s, running.first().map(String::as_str)));
     let client = if running.is_empty() {
@@ -233,27 +250,43 @@ pub async fn execute_restore(
     let plan = &prepared.plan;
     let mut opts = ssh(s);
     let mut report = RestoreReport::default();
+    // The servers' creations (first; the others) count as one step each.
+    let total = plan.steps.len() + plan.create.len().min(2);
+    if !plan.create.is_empty() {
+        create_first(s, plan, deadline, total, notes, &mut report).await?;
+    }
     // After the reset the API is the reset server's: reach it through it.
     let api = kube::lazy(s, Some(&plan.reset));
-    let total = plan.steps.len();
     // Servers one at a time; the agents' restarts at once (each reconnects
     // on its own), after every server.
     let (agents, servers): (Vec<&Step>, Vec<&Step>) = plan
         .steps
         .iter()
-        .partition(|st| matches!(st, Step::RestartAgent { .. }));
-    for (n, step) in servers.into_iter().enumerate() {
+        .partition(|st| matches!(st, Step::RestartAgent { .. } | Step::RepointAgent { .. }));
+    for step in servers {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err(incomplete(step, "the restore's --timeout ran out", &report));
         }
         opts.deadline = left;
         let started = tokio::time::Instant::now();
-        notes(&format!("[{}/{total}] {}", n + 1, step.describe()));
+        notes(&format!(
+            "[{}/{total}] {}",
+            report.done.len() + 1,
+            step.describe()
+        ));
         let script = restore::step_script(step);
-        let outcome = run_step(step.vm(), &script, &opts)
-            .await
-            .map_err(|e| incomplete(step, &e.to_string(), &report))?;
+        let outcome = match run_step(step.vm(), &script, &opts).await {
+            Ok(outcome) => outcome,
+            // k3s refused the reset onto the new first server (a snapshot
+            // that records no token hash, taken with another token: k3s's
+            // "bootstrap data already found and encrypted with different
+            // token"): it holds nothing yet, so it goes again.
+            Err(e) if !plan.create.is_empty() => {
+                return Err(undo_first(s, plan, step, &e.to_string(), notes).await);
+            }
+            Err(e) => return Err(incomplete(step, &e.to_string(), &report)),
+        };
         let outcome = match step {
             Step::Reset { vm, .. } | Step::Rejoin { vm } => {
                 wait_nodes(s, &api, std::slice::from_ref(vm), deadline)
@@ -270,45 +303,22 @@ pub async fn execute_restore(
         ));
         report.done.push((step.describe(), outcome, secs));
     }
-    if !agents.is_empty() {
-        let started = tokio::time::Instant::now();
-        notes(&format!(
-            "[{}/{total}] restart k3s-agent on {} agent(s) at once",
-            report.done.len() + 1,
-            agents.len()
-        ));
-        let left = deadline.saturating_duration_since(started);
-        opts.deadline = left;
-        let work: Vec<(Step, String)> = agents
-            .iter()
-            .map(|st| ((*st).clone(), restore::step_script(st)))
-            .collect();
-        let results = crate::remote::bounded(work.clone(), AGENT_FANOUT, left, {
-            let opts = opts.clone();
-            move |(step, script): (Step, String)| {
-                let opts = opts.clone();
-                async move {
-                    run_step(step.vm(), &script, &opts)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            }
-        })
-        .await;
-        for ((step, _), r) in work.iter().zip(results) {
-            let outcome = r.map_err(|e| incomplete(step, &e, &report))?;
-            report
-                .done
-                .push((step.describe(), outcome, started.elapsed().as_secs_f64()));
-        }
+    if plan.create.len() > 1 {
+        create_others(s, plan, &api, deadline, total, notes, &mut report).await?;
     }
-    // Every VM that runs: servers rejoined, agents reconnected.
+    if !agents.is_empty() {
+        opts.deadline = deadline.saturating_duration_since(tokio::time::Instant::now());
+        agents_at_once(plan, &agents, &opts, total, notes, &mut report).await?;
+    }
+    // Every VM that runs: servers rejoined or created, agents reconnected.
     let mut all: Vec<String> = plan
         .steps
         .iter()
         .filter(|st| !matches!(st, Step::Stop { .. }))
         .map(|st| st.vm().to_string())
+        .chain(plan.create.iter().cloned())
         .collect();
+    all.sort();
     all.dedup();
     report.ready_nodes = wait_nodes(s, &api, &all, deadline)
         .await
@@ -317,6 +327,334 @@ pub async fn execute_restore(
             hint: "look at the nodes with `exedev-k8s status -f FLEET`; an agent that cannot reconnect is replaced by `exedev-k8s apply` once its VM is removed".to_string(),
         })?;
     Ok(report)
+}
+
+/// The agents' steps (restart, or point anew and restart) on every agent
+/// at once: each reconnects on its own.
+async fn agents_at_once(
+    plan: &RestorePlan,
+    agents: &[&Step],
+    opts: &crate::ssh::SshOptions,
+    total: usize,
+    notes: &Notes,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
+    let started = tokio::time::Instant::now();
+    let what = if plan.create.is_empty() {
+        "restart k3s-agent".to_string()
+    } else {
+        format!(
+            "point k3s-agent at {}'s new Tailscale address and restart it",
+            plan.reset
+        )
+    };
+    notes(&format!(
+        "[{}/{total}] {what} on {} agent(s) at once",
+        report.done.len() + 1,
+        agents.len()
+    ));
+    let work: Vec<(Step, String)> = agents
+        .iter()
+        .map(|st| ((*st).clone(), restore::step_script(st)))
+        .collect();
+    let results = crate::remote::bounded(work.clone(), AGENT_FANOUT, opts.deadline, {
+        let opts = opts.clone();
+        move |(step, script): (Step, String)| {
+            let opts = opts.clone();
+            async move {
+                run_step(step.vm(), &script, &opts)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    })
+    .await;
+    for ((step, _), r) in work.iter().zip(results) {
+        let outcome = r.map_err(|e| incomplete(step, &e, report))?;
+        report
+            .done
+            .push((step.describe(), outcome, started.elapsed().as_secs_f64()));
+    }
+    Ok(())
+}
+
+/// What stops a restore before its reset, and what to do: the new first
+/// server is removed again before it is said.
+type Why = (String, String);
+
+/// Every server VM was gone: the first server created by apply's own path
+/// (the fleet's tags, comment, setup script and stored token; targeted at
+/// it alone, so nothing else is touched), then the snapshot checked on it:
+/// in S3 under that name, not failed, taken with the fleet's server token
+/// (k3s's token hash, [`restore::token_hash`]). When it is not, or the VM
+/// did not come up, that VM alone is removed again and nothing else was
+/// changed.
+async fn create_first(
+    s: &Session,
+    plan: &RestorePlan,
+    deadline: tokio::time::Instant,
+    total: usize,
+    notes: &Notes,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
+    let first = &plan.reset;
+    let started = tokio::time::Instant::now();
+    notes(&format!(
+        "[{}/{total}] create server VM {first}, then look for snapshot {} on it",
+        report.done.len() + 1,
+        plan.snapshot.name
+    ));
+    let mut checked = apply_only(s, std::slice::from_ref(first), deadline).await;
+    if checked.is_ok() {
+        checked = check_snapshot(s, first, &plan.snapshot.name).await;
+    }
+    if let Err((why, hint)) = checked {
+        notes(&format!("removing {first} again"));
+        let removed = remove_only(s, first).await;
+        return Err(match removed {
+            Ok(false) => EngineError::refused(format!("{why}. Nothing was changed"), hint),
+            Ok(true) => EngineError::refused(
+                format!(
+                    "{why}. The server VM {first} made for the restore was removed again; nothing else was changed"
+                ),
+                hint,
+            ),
+            Err(e) => EngineError::RestoreStopped {
+                message: format!(
+                    "{why}; and the server VM {first} made for the restore could not be removed again: {e}"
+                ),
+                hint: format!("remove {first} yourself (`ssh exe.dev rm {first}`), then: {hint}"),
+            },
+        });
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let outcome = format!(
+        "{first} created; snapshot {} found in S3",
+        plan.snapshot.name
+    );
+    notes(&format!("      {outcome} ({secs:.0}s)"));
+    report
+        .done
+        .push((format!("create server VM {first}"), outcome, secs));
+    Ok(())
+}
+
+/// A stop or reset on the new first server failed: before the reset
+/// succeeded it holds no data but a fresh cluster's, so it is removed
+/// again, as when the snapshot did not fit.
+async fn undo_first(
+    s: &Session,
+    plan: &RestorePlan,
+    step: &Step,
+    why: &str,
+    notes: &Notes,
+) -> EngineError {
+    let first = &plan.reset;
+    let why = format!(
+        "restore stopped at `{}`: {}",
+        step.describe(),
+        crate::text::one_line(why)
+    );
+    let hint = "k3s's own error is above: a snapshot taken with another server token cannot be restored with the fleet's; pick another (`exedev-k8s snapshot list -f FLEET` once a server runs)".to_string();
+    notes(&format!("removing {first} again"));
+    match remove_only(s, first).await {
+        Ok(_) => EngineError::refused(
+            format!(
+                "{why}. The server VM {first} made for the restore was removed again; nothing else was changed"
+            ),
+            hint,
+        ),
+        Err(e) => EngineError::RestoreStopped {
+            message: format!(
+                "{why}; and the server VM {first} made for the restore could not be removed again: {e}"
+            ),
+            hint: format!("remove {first} yourself (`ssh exe.dev rm {first}`), then: {hint}"),
+        },
+    }
+}
+
+/// The fleet's apply narrowed to `vms` (`--target`), every change carried
+/// out and waited for as apply does.
+async fn apply_only(
+    s: &Session,
+    vms: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<(), Why> {
+    let settings = super::ApplySettings {
+        timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
+        deadline: Some(deadline),
+        ..Default::default()
+    };
+    let hint = |e: &EngineError| {
+        crate::hint::Hint::hint(e)
+            .unwrap_or_else(|| "see the message; then run the same restore again".to_string())
+    };
+    let prepared = super::prepare_apply(s, None, vms.to_vec(), &settings)
+        .await
+        .map_err(|e| (e.to_string(), hint(&e)))?;
+    let done = super::execute(s, &prepared, &settings, quiet_hooks())
+        .await
+        .map_err(|e| (e.to_string(), hint(&e)))?;
+    match done.report.failed.first() {
+        None => Ok(()),
+        Some(f) => Err((
+            format!(
+                "{} did not come up: {}",
+                f.vm,
+                crate::text::one_line(&f.error)
+            ),
+            format!(
+                "look at {}'s bootstrap log (`exedev-k8s status -f FLEET`), then run the same restore again",
+                f.vm
+            ),
+        )),
+    }
+}
+
+/// The snapshot as k3s on the new first server lists it from S3.
+async fn check_snapshot(s: &Session, vm: &str, name: &str) -> Result<(), Why> {
+    let opts = crate::remote::quick(ssh(s));
+    let (json, _) = crate::remote::read_restore_facts(vm, &opts)
+        .await
+        .map_err(|e| (
+            format!("cannot read the etcd snapshots on {vm}: {}", crate::text::one_line(&e.to_string())),
+            "check the fleet's etcd.snapshots.s3 settings (endpoint, bucket, keys): `exedev-k8s snapshot list -f FLEET` shows the same error once a server runs".to_string(),
+        ))?;
+    let listing: Vec<restore::Snapshot> = restore::parse_listing(&json)
+        .map_err(|e| {
+            (
+                format!("{vm}: {e}"),
+                format!("look at what `sudo k3s etcd-snapshot ls -o json` prints on {vm}"),
+            )
+        })?
+        .into_iter()
+        .filter(restore::Snapshot::in_s3)
+        .collect();
+    let refusal = |r: restore::Refusal| {
+        let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+        (r.to_string(), hint)
+    };
+    let Some(snap) = listing.iter().find(|l| l.name == name) else {
+        return Err(refusal(restore::Refusal::NotFound {
+            name: name.to_string(),
+            count: listing.len(),
+            nearest: restore::nearest(name, &listing),
+        }));
+    };
+    if !snap.ready {
+        return Err(refusal(restore::Refusal::Failed {
+            name: name.to_string(),
+        }));
+    }
+    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir)
+        .map_err(|e| (format!("no server token for fleet {:?}: {e}", s.fleet.name), "put the server token back where the fleet's k3s.token names it, or into .exedev-k8s/<fleet>/k3s-token beside the fleet file".to_string()))?;
+    let ours = restore::token_hash(token.expose());
+    if let Some(h) = snap.token_hash.as_ref().filter(|h| **h != ours) {
+        return Err(refusal(restore::Refusal::TokenMismatch {
+            name: name.to_string(),
+            snapshot_hash: h.clone(),
+            fleet_hash: ours,
+        }));
+    }
+    Ok(())
+}
+
+/// The one VM `vm` removed by destroy's own path, narrowed to it (the
+/// fleet's other VMs, the agents, stay): whether there was one to remove.
+async fn remove_only(s: &Session, vm: &str) -> Result<bool, EngineError> {
+    let observed = observe(&s.client, &s.fleet, false).await?;
+    if !observed
+        .vms
+        .iter()
+        .any(|v| v.vm_name == vm && crate::plan::owned(&s.fleet.name, v))
+    {
+        return Ok(false);
+    }
+    let opts = crate::plan::PlanOptions {
+        targets: vec![vm.to_string()],
+        destroy: true,
+        members_removed: false,
+        release: None,
+    };
+    let plan = s.diff(&opts, &observed)?;
+    let prepared = super::Prepared {
+        plan,
+        observed,
+        kube: Arc::new(kube::lazy(s, None)),
+        reachable: Err(kube::Unreachable::Teardown),
+        reviewed: false,
+        lease: None,
+    };
+    let done = super::execute(
+        s,
+        &prepared,
+        &super::ApplySettings::default(),
+        quiet_hooks(),
+    )
+    .await?;
+    match done.report.failed.first() {
+        None => Ok(true),
+        Some(f) => Err(EngineError::RestoreStopped {
+            message: format!("{}: {}", f.vm, crate::text::one_line(&f.error)),
+            hint: String::new(),
+        }),
+    }
+}
+
+/// After the reset: the Nodes the snapshot brought back for the other,
+/// gone servers deleted (after the reset etcd has the first server as its
+/// only member, so no member is behind them: k3s's `RemovePeer` counts a
+/// member not found as done, `pkg/etcd/etcd.go:1157-1206`; left, apply
+/// would plan them as lost servers below quorum and refuse), then those
+/// servers created by apply's own path: they join the restored cluster.
+async fn create_others(
+    s: &Session,
+    plan: &RestorePlan,
+    api: &LazyClient,
+    deadline: tokio::time::Instant,
+    total: usize,
+    notes: &Notes,
+    report: &mut RestoreReport,
+) -> Result<(), EngineError> {
+    let others = plan.create.get(1..).unwrap_or_default();
+    let started = tokio::time::Instant::now();
+    let stopped = |why: String| {
+        EngineError::RestoreStopped {
+        message: format!(
+            "restore stopped after {} was restored, creating {}: {why}",
+            plan.reset,
+            others.join(", ")
+        ),
+        hint: "the restored cluster runs on its first server: `exedev-k8s apply -f FLEET` creates the missing servers, which join it".to_string(),
+    }
+    };
+    notes(&format!(
+        "[{}/{total}] delete the restored Nodes of {}, then create them anew",
+        report.done.len() + 1,
+        others.join(", ")
+    ));
+    let client = api.get().await.map_err(|e| stopped(e.to_string()))?;
+    for vm in others {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let gone = crate::cluster::forget_node(&client, vm, left)
+            .await
+            .map_err(|e| stopped(e.to_string()))?;
+        if !gone {
+            return Err(stopped(format!("its Node {vm} is still there")));
+        }
+    }
+    apply_only(s, others, deadline)
+        .await
+        .map_err(|(why, _)| stopped(why))?;
+    let secs = started.elapsed().as_secs_f64();
+    let outcome = format!("{} created, joined", others.join(", "));
+    notes(&format!("      {outcome} ({secs:.0}s)"));
+    report.done.push((
+        format!("create server VM(s) {}", others.join(", ")),
+        outcome,
+        secs,
+    ));
+    Ok(())
 }
 
 /// Runs one step's script on `vm` as the in-place change script runs
