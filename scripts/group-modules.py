@@ -43,14 +43,14 @@ GROUPS = {
     ],
     "core": [
         # The pure core: the fleet, the plan, the scripts, the status join.
-        "api", "bootstrap", "fleet", "plan", "rollout", "status",
-        "tailnet_check", "token",
+        "api", "bootstrap", "check", "fleet", "plan", "restore", "rollout",
+        "status", "tailnet_check", "token",
     ],
     "edges": [
         # I/O: exe.dev, SSH, the Kubernetes API, the filesystem.
         "channel", "client", "cluster", "cluster_secrets", "credentials",
-        "kubeaccess", "lease", "observe", "probe", "remote", "ssh",
-        "upgrade", "workspace",
+        "kubeaccess", "lease", "observe", "probe", "remote", "snapshot",
+        "ssh", "upgrade", "workspace",
     ],
 }
 # Modules that stay at the top level: the layers that use the groups.
@@ -315,6 +315,14 @@ def fix_code_map(text):
 
 def move_snapshots_and_regressions(moves):
     for m, g, _ in moves:
+        # A one-file module's snapshots live in src/snapshots/: they move
+        # to the group's own snapshots/ directory, beside the file.
+        if os.path.isdir("src/snapshots"):
+            for f in sorted(os.listdir("src/snapshots")):
+                if f.startswith(f"{CRATE}__{m}__"):
+                    os.makedirs(f"src/{g}/snapshots", exist_ok=True)
+                    new = f"{CRATE}__{g}__{m}__" + f[len(f"{CRATE}__{m}__"):]
+                    git("mv", f"src/snapshots/{f}", f"src/{g}/snapshots/{new}")
         for d, _, fs in os.walk(f"src/{g}/{m}"):
             if os.path.basename(d) != "snapshots":
                 continue
