@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use exedev_k8s::client::{Client, ClientOptions};
+use exedev_k8s::core::fleet;
+use exedev_k8s::core::plan::{self, PlanOptions, render, spec};
+use exedev_k8s::core::token::{self, API_NAMESPACE, Permissions};
+use exedev_k8s::edges::client::{Client, ClientOptions};
 use exedev_k8s::emulator::{self, EmulatorConfig, RateLimit, VmRecord};
 use exedev_k8s::engine::{self, ApplySettings, Hooks, PlanRequest, Session};
-use exedev_k8s::fleet;
-use exedev_k8s::plan::{self, PlanOptions, render, spec};
-use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
 use ssh_key::{Algorithm, PrivateKey};
 
 fn fleet_yaml(cluster: &str, agents: u32, share_pools: u32) -> String {
@@ -107,7 +107,7 @@ fn workdir(name: &str, yaml: &str) -> (tempfile::TempDir, PathBuf) {
 fn session(
     fleet: &Path,
     emu: &emulator::RunningEmulator,
-    tok: exedev_k8s::secret::Secret,
+    tok: exedev_k8s::base::secret::Secret,
 ) -> Session {
     let loaded = Session::load(fleet).expect("fleet");
     let client = Client::new(&emu.url, tok, ClientOptions::default()).expect("client");
@@ -116,7 +116,7 @@ fn session(
 
 async fn setup(
     cfg: impl FnOnce(&mut EmulatorConfig),
-) -> (emulator::RunningEmulator, exedev_k8s::secret::Secret) {
+) -> (emulator::RunningEmulator, exedev_k8s::base::secret::Secret) {
     let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).expect("key");
     let mut c = EmulatorConfig {
         authorized_keys: vec![key.public_key().clone()],
@@ -135,7 +135,7 @@ impl AllCmds for Permissions {
     fn default_all() -> Permissions {
         Permissions {
             cmds: Some(
-                exedev_k8s::api::command::CATALOGUE
+                exedev_k8s::core::api::command::CATALOGUE
                     .iter()
                     .map(|c| c.name.to_string())
                     .collect(),
@@ -181,7 +181,7 @@ async fn apply_100(parallelism: usize) -> (f64, usize) {
 }
 
 /// An emulator holding `yaml`'s VMs as a finished apply leaves them.
-async fn in_sync(yaml: &str) -> (emulator::RunningEmulator, exedev_k8s::secret::Secret) {
+async fn in_sync(yaml: &str) -> (emulator::RunningEmulator, exedev_k8s::base::secret::Secret) {
     let (emu, tok) = setup(|c| c.boot = Duration::ZERO).await;
     let f = fleet::parse(yaml, "big.yaml").expect("fleet");
     for d in fleet::desired_vms(&f) {
@@ -339,7 +339,7 @@ fn main() {
     let stub_dir = tempfile::tempdir().expect("tempdir");
     let stub = ssh_stub(stub_dir.path());
     // SAFETY: no other thread runs yet (the runtime is built below).
-    unsafe { std::env::set_var(exedev_k8s::ssh::SSH_PROGRAM_ENV, &stub) };
+    unsafe { std::env::set_var(exedev_k8s::edges::ssh::SSH_PROGRAM_ENV, &stub) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,8 +34,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use exedev_k8s::core::token::{self, API_NAMESPACE, Permissions};
 use exedev_k8s::emulator::{self, EmulatorConfig};
-use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
 use exedev_k8s::world::{Timings, WorldConfig};
 use serde_json::Value;
 use ssh_key::{Algorithm, PrivateKey};
@@ -183,7 +183,7 @@ async fn world_emulator(tailscaled_at_boot: bool) -> (emulator::RunningEmulator,
     let emu = emulator::start(cfg).await.expect("emulator");
     let perms = Permissions {
         cmds: Some(
-            exedev_k8s::api::command::CATALOGUE
+            exedev_k8s::core::api::command::CATALOGUE
                 .iter()
                 .map(|c| c.name.to_string())
                 .collect(),

@@ -75,7 +75,7 @@ pub fn json_event(event: &impl serde::Serialize) -> String {
             out.insert("error".into(), e.to_string().into());
         }
     }
-    crate::text::json_safe(&serde_json::Value::Object(out).to_string()).into_owned()
+    crate::base::text::json_safe(&serde_json::Value::Object(out).to_string()).into_owned()
 }
 
 /// Says something to the user while progress is showing.
@@ -120,7 +120,7 @@ impl Progress {
                             eprintln!(
                                 "{} [{t:6.1}s] {}",
                                 timestamp(),
-                                crate::text::one_line(&line)
+                                crate::base::text::one_line(&line)
                             );
                         }
                     }),
@@ -170,7 +170,7 @@ fn finished_message(e: &Event) -> Option<String> {
         Event::Failed { action, error, .. } => Some(format!(
             "✗ {}: {}",
             action.as_str(),
-            crate::text::one_line(error.lines().next().unwrap_or(""))
+            crate::base::text::one_line(error.lines().next().unwrap_or(""))
         )),
         _ => None,
     }
@@ -209,7 +209,7 @@ fn bars(total: usize) -> Progress {
             | Event::Step { vm, .. }
             | Event::Done { vm, .. }
             | Event::Failed { vm, .. }
-            | Event::Skipped { vm, .. } => crate::text::one_line(vm).into_owned(),
+            | Event::Skipped { vm, .. } => crate::base::text::one_line(vm).into_owned(),
         };
         let bar = bars
             .entry(vm.clone())
@@ -229,7 +229,9 @@ fn bars(total: usize) -> Progress {
         }
         match e {
             Event::Start { action, .. } => bar.set_message(action.as_str()),
-            Event::Step { step, .. } => bar.set_message(crate::text::one_line(&step).into_owned()),
+            Event::Step { step, .. } => {
+                bar.set_message(crate::base::text::one_line(&step).into_owned())
+            }
             _ => {}
         }
     });
@@ -262,17 +264,17 @@ pub fn summary(verb: &str, report: &ApplyReport) -> String {
     for f in &report.failed {
         out.push_str(&format!(
             "  ✗ {} ({}): {}\n",
-            crate::text::one_line(&f.vm),
+            crate::base::text::one_line(&f.vm),
             f.action.as_str(),
-            crate::text::lines(&f.error)
+            crate::base::text::lines(&f.error)
         ));
     }
     let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &report.skipped {
         skipped
-            .entry(crate::text::one_line(&s.reason).into_owned())
+            .entry(crate::base::text::one_line(&s.reason).into_owned())
             .or_default()
-            .push(crate::text::one_line(&s.vm).into_owned());
+            .push(crate::base::text::one_line(&s.vm).into_owned());
     }
     const SHOWN: usize = 10;
     for (reason, vms) in skipped {
@@ -290,7 +292,7 @@ pub fn summary(verb: &str, report: &ApplyReport) -> String {
 mod tests {
     use super::*;
     use crate::apply::{Done, Failed, Skipped};
-    use crate::plan::Action;
+    use crate::core::plan::Action;
 
     #[test]
     fn a_finished_bar_shows_its_duration_once() {

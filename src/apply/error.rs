@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::ApiError;
+use crate::core::api::ApiError;
 
 use super::ops::HookError;
 
@@ -16,20 +16,20 @@ pub struct NotInFleet {
     pub vm: String,
 }
 
-impl crate::hint::Hint for NotInFleet {
+impl crate::base::hint::Hint for NotInFleet {
     fn hint(&self) -> Option<String> {
         Some("re-run plan".into())
     }
 }
 
 /// Why one VM's change failed. Reported with its hint
-/// ([`crate::hint::describe`]).
+/// ([`crate::base::hint::describe`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
-    Script(#[from] crate::bootstrap::BootstrapError),
+    Script(#[from] crate::core::bootstrap::BootstrapError),
     #[error("{vm}: could not take the node out of the cluster, so its VM was left alone: {source}")]
     NodeRemoval { vm: String, source: HookError },
     #[error("{vm} did not become a Ready node: {source}")]
@@ -68,7 +68,7 @@ pub enum StepError {
     NameHeld { vm: String, source: HookError },
 }
 
-impl crate::hint::Hint for StepError {
+impl crate::base::hint::Hint for StepError {
     fn hint(&self) -> Option<String> {
         let resume = |vm: &str| {
             format!(
@@ -119,7 +119,7 @@ impl crate::hint::Hint for StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hint::{Hint, describe};
+    use crate::base::hint::{Hint, describe};
 
     #[derive(Debug, thiserror::Error)]
     #[error("the API refused")]

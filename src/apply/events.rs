@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::plan::Action;
+use crate::core::plan::Action;
 
 /// What happened to one VM, as it happens.
 #[derive(Debug, Clone, Serialize)]

@@ -3,8 +3,8 @@
 //! over SSH and/or the resize, Ready again (at the plan's release after a
 //! k3s change), uncordon; labels through the API; the comment last.
 
-use crate::plan::Change;
-use crate::plan::spec;
+use crate::core::plan::Change;
+use crate::core::plan::spec;
 
 use super::error::StepError;
 use super::steps::{Ctx, Phase, call, node_op, node_ready, phase, step, wait_running};
@@ -92,7 +92,7 @@ pub(super) async fn in_place(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(
 async fn restart(
     ctx: &Ctx,
     vm: &str,
-    d: &crate::fleet::DesiredVm,
+    d: &crate::core::fleet::DesiredVm,
     phases: &[Phase<'_>],
 ) -> Result<(), StepError> {
     let k3s = phases.contains(&Phase::K3s);

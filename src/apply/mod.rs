@@ -1,12 +1,12 @@
 //! Carries a plan out against exe.dev and the cluster: servers one at a
 //! time (each a ready member before the next: etcd joins one learner at a
 //! time), then agents, each pool's disruptive changes (drains, restarts,
-//! replacements, removals) within its `maxUnavailable` ([`crate::rollout`])
+//! replacements, removals) within its `maxUnavailable` ([`crate::core::rollout`])
 //! and the rest in parallel (bounded); every `new` whose outcome is unknown
 //! settled by re-reading `ls` instead of re-sending blindly.
 //!
 //! An in-place change rolls node by node: cordon and drain (PDBs
-//! respected), change (k3s over SSH: [`crate::upgrade`]; a resize), Ready
+//! respected), change (k3s over SSH: [`crate::edges::upgrade`]; a resize), Ready
 //! again at the plan's release, uncordon, comment updated. An agent
 //! replacement creates its successor (a new index) and waits for it to be
 //! Ready before draining and removing the old VM. A failed disruptive change

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::secret::Secret;
+use crate::base::secret::Secret;
 
 /// A node operation under way; `Ok` says what was done (shown as a step).
 pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<String, HookError>> + Send + 'a>>;
@@ -82,8 +82,8 @@ pub trait NodeOps: Send + Sync {
         None
     }
 
-    /// Runs an in-place change script ([`crate::plan::spec::change_script`])
-    /// on a node over SSH, bounded ([`crate::upgrade::change_node`]). Without
+    /// Runs an in-place change script ([`crate::core::plan::spec::change_script`])
+    /// on a node over SSH, bounded ([`crate::edges::upgrade::change_node`]). Without
     /// it an in-place k3s change fails ([`super::StepError::NeedsSsh`]).
     fn change<'a>(&'a self, vm: &'a str, script: Secret) -> Option<Pending<'a>> {
         let _ = (vm, script);
@@ -126,7 +126,7 @@ impl HookError {
 
     /// Wraps an error that says what to do.
     pub fn hinted(
-        e: impl std::error::Error + crate::hint::Hint + Send + Sync + 'static,
+        e: impl std::error::Error + crate::base::hint::Hint + Send + Sync + 'static,
     ) -> HookError {
         let hint = e.hint();
         HookError {
@@ -148,7 +148,7 @@ impl std::error::Error for HookError {
     }
 }
 
-impl crate::hint::Hint for HookError {
+impl crate::base::hint::Hint for HookError {
     fn hint(&self) -> Option<String> {
         self.hint.clone()
     }

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use crate::client::Client;
-use crate::fleet::Fleet;
-use crate::plan::spec::ClusterSecrets;
-use crate::plan::{Action, Change, Lost, Plan, Replacement};
-use crate::rollout::{Budgets, Rollout};
+use crate::core::fleet::Fleet;
+use crate::core::plan::spec::ClusterSecrets;
+use crate::core::plan::{Action, Change, Lost, Plan, Replacement};
+use crate::core::rollout::{Budgets, Rollout};
+use crate::edges::client::Client;
 
 use super::ApplyOptions;
 use super::error::StepError;
@@ -112,7 +112,7 @@ async fn roll_servers(
                 Ok(()) => Outcome::Done,
                 Err(e) => {
                     ctx.halted.store(true, Ordering::Relaxed);
-                    Outcome::Failed(crate::hint::describe(&e))
+                    Outcome::Failed(crate::base::hint::describe(&e))
                 }
             }
         };
@@ -188,7 +188,7 @@ async fn agent(ctx: &Ctx, c: &Change) -> Outcome {
             if c.disrupts() {
                 ctx.halted.store(true, Ordering::Relaxed);
             }
-            Outcome::Failed(crate::hint::describe(&e))
+            Outcome::Failed(crate::base::hint::describe(&e))
         }
     }
 }
@@ -302,7 +302,7 @@ async fn run_one(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(), StepError
         Err(e) => (ctx.report)(Event::Failed {
             vm: c.vm.clone(),
             action: c.action,
-            error: crate::hint::describe(e),
+            error: crate::base::hint::describe(e),
         }),
     }
     result
@@ -311,7 +311,7 @@ async fn run_one(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(), StepError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::Role;
+    use crate::core::fleet::Role;
 
     fn change(action: Action, replacement: Option<Replacement>) -> Change {
         Change {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::api::retry::outcome_unknown;
-use crate::client::{Client, RmOutcome};
-use crate::fleet::{DesiredVm, Fleet};
-use crate::plan::spec::{self, ClusterSecrets};
-use crate::plan::{Op, placement};
+use crate::core::api::retry::outcome_unknown;
+use crate::core::fleet::{DesiredVm, Fleet};
+use crate::core::plan::spec::{self, ClusterSecrets};
+use crate::core::plan::{Op, placement};
+use crate::edges::client::{Client, RmOutcome};
 
 use super::ApplyOptions;
 use super::error::{NotInFleet, StepError};
@@ -357,7 +357,7 @@ async fn settle_after_boot(ctx: &Ctx, d: &DesiredVm) -> Result<(), StepError> {
 }
 
 /// After a `new` with unknown outcome: look before re-sending.
-async fn settle_new(ctx: &Ctx, vm: &str, spec: crate::api::NewVm) -> Result<(), StepError> {
+async fn settle_new(ctx: &Ctx, vm: &str, spec: crate::core::api::NewVm) -> Result<(), StepError> {
     for _ in 0..ctx.opts.settle_reads.max(1) {
         if owned_exists(ctx, vm).await? {
             step(ctx, vm, "settled: the VM exists");
@@ -390,7 +390,7 @@ async fn owned_exists(ctx: &Ctx, vm: &str) -> Result<bool, StepError> {
     let cluster = &ctx.fleet.name;
     match vms.iter().find(|v| v.vm_name == vm) {
         None => Ok(false),
-        Some(v) if crate::plan::owned(cluster, v) => Ok(true),
+        Some(v) if crate::core::plan::owned(cluster, v) => Ok(true),
         Some(_) => Err(StepError::NotOwned {
             vm: vm.to_string(),
             cluster: cluster.clone(),

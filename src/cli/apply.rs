@@ -10,9 +10,9 @@ use clap::Args;
 
 use super::args::{KubeArgs, ReleaseArgs};
 use super::{ApiArgs, CliResult, fail, write_stdout};
-use crate::api::command::FleetOp;
+use crate::core::api::command::FleetOp;
+use crate::core::plan::render;
 use crate::engine::{self, ApplySettings, EngineError, Hooks, Prepared, Session};
-use crate::plan::render;
 use crate::ui;
 
 #[derive(Args, Debug)]
@@ -128,7 +128,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
     }
     let saved = load_saved("apply", a.planfile.as_deref())?;
     if let Some(p) = &saved {
-        engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Apply)?;
+        engine::check_saved_mode(p, a.planfile.as_deref(), crate::core::plan::Mode::Apply)?;
     }
     let fleet_path = fleet_path(
         "apply",
@@ -140,7 +140,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Apply),
         a.api.options(a.max_rate),
-        crate::credentials::LONG_OPERATION_TTL,
+        crate::edges::credentials::LONG_OPERATION_TTL,
     )?;
     let kube = a.kube.settings(a.api.ssh_key());
     let s = super::session(loaded, &fleet_path, client, kube)
@@ -153,7 +153,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
         timeout: a.timeout,
         deadline: Some(deadline),
         fetch_kubeconfig: a.wait,
-        lock: Some(crate::lease::LockRequest {
+        lock: Some(crate::edges::lease::LockRequest {
             wait: a.lock_timeout,
             force_unlock: a.force_unlock.clone(),
             note: super::notes(a.json),
@@ -210,7 +210,7 @@ async fn confirm_and_execute(
 fn fleet_path(
     verb: &str,
     file: Option<&PathBuf>,
-    saved: Option<&crate::plan::Plan>,
+    saved: Option<&crate::core::plan::Plan>,
     planfile: Option<&std::path::Path>,
 ) -> Result<PathBuf, super::CliError> {
     match (file, saved, planfile) {
@@ -221,10 +221,10 @@ fn fleet_path(
                 return Ok(path);
             }
             let from = match p.fleet_file_base {
-                crate::plan::FleetFileBase::Repository => {
+                crate::core::plan::FleetFileBase::Repository => {
                     "its path is kept relative to the root of the git repository it was made in; run from a checkout of that repository"
                 }
-                crate::plan::FleetFileBase::PlanFile => {
+                crate::core::plan::FleetFileBase::PlanFile => {
                     "its path is kept relative to the plan file's directory; keep the plan where it was saved"
                 }
             };
@@ -254,7 +254,7 @@ fn fleet_path(
 fn load_saved(
     verb: &str,
     planfile: Option<&std::path::Path>,
-) -> Result<Option<crate::plan::Plan>, super::CliError> {
+) -> Result<Option<crate::core::plan::Plan>, super::CliError> {
     let Some(path) = planfile else {
         return Ok(None);
     };
@@ -274,13 +274,13 @@ fn load_saved(
             code: super::exit::FAILURE,
         });
     }
-    Ok(Some(crate::workspace::load_plan(path)?))
+    Ok(Some(crate::edges::workspace::load_plan(path)?))
 }
 
 pub async fn destroy(a: DestroyArgs) -> CliResult {
     let saved = load_saved("destroy", a.planfile.as_deref())?;
     if let Some(p) = &saved {
-        engine::check_saved_mode(p, a.planfile.as_deref(), crate::plan::Mode::Destroy)?;
+        engine::check_saved_mode(p, a.planfile.as_deref(), crate::core::plan::Mode::Destroy)?;
     }
     let fleet_path = fleet_path(
         "destroy",
@@ -294,7 +294,7 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Destroy),
         a.api.options(None),
-        crate::credentials::LONG_OPERATION_TTL,
+        crate::edges::credentials::LONG_OPERATION_TTL,
     )?;
     let s = Session::new(
         loaded,
@@ -305,7 +305,7 @@ pub async fn destroy(a: DestroyArgs) -> CliResult {
             ..Default::default()
         },
     );
-    let lock = crate::lease::LockRequest {
+    let lock = crate::edges::lease::LockRequest {
         wait: a.lock_timeout,
         force_unlock: a.force_unlock.clone(),
         note: super::notes(a.json),
@@ -336,12 +336,12 @@ async fn confirm_and_destroy(s: &Session, prepared: &Prepared, a: &DestroyArgs) 
     };
     let code = execute(s, prepared, &settings, "destroy", a.json).await?;
     if a.purge_secrets
-        && let Some((dir, held)) = crate::cluster_secrets::purge(&s.dir, &s.fleet.name)?
+        && let Some((dir, held)) = crate::edges::cluster_secrets::purge(&s.dir, &s.fleet.name)?
         && !a.json
     {
         println!(
             "{}",
-            crate::cluster_secrets::purged_note(&s.fleet.name, &dir, &held)
+            crate::edges::cluster_secrets::purged_note(&s.fleet.name, &dir, &held)
         );
     }
     Ok(code)
@@ -375,7 +375,9 @@ async fn execute(
         ),
     };
     let done = engine::execute(s, prepared, settings, hooks).await?;
-    if let Some(note) = crate::cluster_secrets::generated_note(&s.fleet.name, &done.generated) {
+    if let Some(note) =
+        crate::edges::cluster_secrets::generated_note(&s.fleet.name, &done.generated)
+    {
         eprintln!("{note}");
     }
     let report = done.report;
@@ -450,8 +452,8 @@ impl InFlight {
                     .map(|(vm, (action, step))| {
                         format!(
                             "{} ({action}): stopped after {:?}",
-                            crate::text::one_line(vm),
-                            crate::text::one_line(step)
+                            crate::base::text::one_line(vm),
+                            crate::base::text::one_line(step)
                         )
                     })
                     .collect()
@@ -495,7 +497,7 @@ fn interrupt_flag(
 ) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
-    let fleet = crate::text::one_line(&fleet.display().to_string()).into_owned();
+    let fleet = crate::base::text::one_line(&fleet.display().to_string()).into_owned();
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -521,7 +523,7 @@ fn interrupt_flag(
         let unlock = match &lease {
             Some(id) => format!(
                 " --force-unlock {id}` (or without it once this run's lease expires, within {}s)",
-                crate::lease::DURATION.as_secs()
+                crate::edges::lease::DURATION.as_secs()
             ),
             None => "`".to_string(),
         };
@@ -531,7 +533,7 @@ fn interrupt_flag(
         notify(&msg);
         // Out of the terminal's process group, the ssh sessions and the
         // tunnel would outlive this process.
-        crate::ssh::kill_all();
+        crate::edges::ssh::kill_all();
         std::process::exit(super::exit::INTERRUPTED);
     });
     flag

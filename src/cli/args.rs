@@ -64,7 +64,7 @@ impl KubeArgs {
         if let Some(k) = &self.kubeconfig {
             let shown = k.display().to_string();
             out.push_str(" --kubeconfig ");
-            out.push_str(&crate::shellwords::quote(&shown).unwrap_or(shown));
+            out.push_str(&crate::base::shellwords::quote(&shown).unwrap_or(shown));
         }
         out
     }
@@ -87,10 +87,10 @@ pub struct ReleaseArgs {
     /// when planning (as install.sh's INSTALL_K3S_CHANNEL_URL).
     #[arg(
         long,
-        env = crate::channel::ENV,
+        env = crate::edges::channel::ENV,
         hide_env_values = true,
         value_name = "URL",
-        default_value = crate::release::DEFAULT_CHANNEL_SERVER
+        default_value = crate::base::release::DEFAULT_CHANNEL_SERVER
     )]
     pub channel_server: String,
 }

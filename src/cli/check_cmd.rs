@@ -1,4 +1,4 @@
-//! `check`: the cluster's connectivity test (see `crate::check` for what
+//! `check`: the cluster's connectivity test (see `crate::core::check` for what
 //! it proves and how probes are bounded); exit 0 only when every path
 //! passed. The namespace it creates is deleted on every way out: success,
 //! failure, Ctrl-C or SIGTERM.
@@ -64,17 +64,18 @@ pub async fn run(a: CheckArgs) -> CliResult {
     };
     let cleaned = checker.cleanup(&notes).await;
     let Some(result) = outcome else {
-        crate::ssh::kill_all();
+        crate::edges::ssh::kill_all();
         std::process::exit(super::exit::INTERRUPTED);
     };
     let mut report = result?;
     report.cleaned_up = cleaned;
     if json {
         write_stdout(
-            crate::text::json_safe(&serde_json::to_string_pretty(&report)?).into_owned() + "\n",
+            crate::base::text::json_safe(&serde_json::to_string_pretty(&report)?).into_owned()
+                + "\n",
         )?;
     } else {
-        write_stdout(crate::check::render(&report))?;
+        write_stdout(crate::core::check::render(&report))?;
     }
     Ok(if report.passed {
         ExitCode::SUCCESS

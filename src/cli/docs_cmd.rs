@@ -118,12 +118,12 @@ fn render_page(cmd: &clap::Command, main: bool, w: &mut dyn std::io::Write) -> s
 /// commands read them; empty = every command that reaches exe.dev or VMs).
 const OTHER_ENV: &[(&str, &str, &[&str])] = &[
     (
-        crate::token::keys::PASSPHRASE_ENV,
+        crate::core::token::keys::PASSPHRASE_ENV,
         "The passphrase of an encrypted --ssh-key (otherwise asked on a terminal).",
         &[],
     ),
     (
-        crate::ssh::SSH_PROGRAM_ENV,
+        crate::edges::ssh::SSH_PROGRAM_ENV,
         "The program run as ssh to reach VMs (the emulator's VM world prints its stand-in).",
         &["apply", "destroy", "status", "kubeconfig", "plan"],
     ),

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{ApiArgs, CliResult, fail};
-use crate::api::Command;
-use crate::api::command::lookup;
-use crate::client::ClientOptions;
+use crate::core::api::Command;
+use crate::core::api::command::lookup;
+use crate::edges::client::ClientOptions;
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
@@ -24,13 +24,13 @@ pub async fn run(args: ExecArgs) -> CliResult {
         // included.
         return Err(fail(format!(
             "unknown lobby command `{}`; see `exedev-k8s exec -- help`",
-            crate::api::command::redact_words(&args.words).join(" ")
+            crate::core::api::command::redact_words(&args.words).join(" ")
         )));
     };
     let client = args.api.client(&[spec.name], ClientOptions::default())?;
     let reply = client.exec(&Command::Raw(args.words)).await?;
     super::write_stdout(
-        crate::text::json_safe(&serde_json::to_string_pretty(&reply)?).into_owned() + "\n",
+        crate::base::text::json_safe(&serde_json::to_string_pretty(&reply)?).into_owned() + "\n",
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{CliResult, fail};
-use crate::cluster::merge_kubeconfig;
-use crate::cluster_secrets::write_private;
-use crate::kubeaccess::{fetch_kubeconfig, kubeconfig_path, server_url_of};
-use crate::ssh::SshOptions;
+use crate::edges::cluster::merge_kubeconfig;
+use crate::edges::cluster_secrets::write_private;
+use crate::edges::kubeaccess::{fetch_kubeconfig, kubeconfig_path, server_url_of};
+use crate::edges::ssh::SshOptions;
 
 #[derive(Args, Debug)]
 pub struct KubeconfigArgs {
@@ -91,12 +91,14 @@ fn write_user_file(path: &Path, content: &str) -> CliResult<()> {
 /// no SSH session).
 fn existing_contexts(path: &Path) -> CliResult<Option<(Vec<String>, Option<String>)>> {
     match std::fs::read_to_string(path) {
-        Ok(raw) => Ok(Some(crate::cluster::contexts_of(&raw).map_err(|e| {
-            fail(format!(
-                "{} exists and cannot be read as a kubeconfig: {e}",
-                path.display()
-            ))
-        })?)),
+        Ok(raw) => Ok(Some(crate::edges::cluster::contexts_of(&raw).map_err(
+            |e| {
+                fail(format!(
+                    "{} exists and cannot be read as a kubeconfig: {e}",
+                    path.display()
+                ))
+            },
+        )?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(fail(format!("cannot read {}: {e}", path.display()))),
     }
@@ -114,10 +116,10 @@ fn check_overwrite(path: &Path, cluster: &str, contexts: &[String]) -> CliResult
     if others.is_empty() {
         return Ok(());
     }
-    let path = crate::text::one_line(&path.display().to_string()).into_owned();
+    let path = crate::base::text::one_line(&path.display().to_string()).into_owned();
     let names = others
         .iter()
-        .map(|c| format!("{:?}", crate::text::one_line(c)))
+        .map(|c| format!("{:?}", crate::base::text::one_line(c)))
         .collect::<Vec<_>>()
         .join(", ");
     Err(super::CliError {
@@ -138,8 +140,8 @@ fn current_context_note(before: Option<&str>, cluster: &str) -> Option<String> {
         Some(b) if b == cluster => None,
         Some(b) => Some(format!(
             "current-context changed from {:?} to {cluster:?}: kubectl now talks to this cluster (switch back: kubectl config use-context {})",
-            crate::text::one_line(b),
-            crate::shellwords::quote(&crate::text::one_line(b)).unwrap_or_default()
+            crate::base::text::one_line(b),
+            crate::base::shellwords::quote(&crate::base::text::one_line(b)).unwrap_or_default()
         )),
         None => Some(format!("current-context set to {cluster:?}")),
     }
@@ -166,7 +168,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
     let target = a
         .out
         .clone()
-        .unwrap_or_else(|| kubeconfig_path(&crate::workspace::fleet_dir(&a.file), &cluster));
+        .unwrap_or_else(|| kubeconfig_path(&crate::edges::workspace::fleet_dir(&a.file), &cluster));
     let content = if a.merge {
         let existing = match std::fs::read_to_string(&target) {
             Ok(s) => s,

@@ -25,15 +25,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientOptions, DEFAULT_ENDPOINT};
-use crate::credentials::Credentials;
+use crate::edges::client::{Client, ClientOptions, DEFAULT_ENDPOINT};
+use crate::edges::credentials::Credentials;
 
 /// A user-facing failure: what went wrong (with the errors that caused it)
 /// and, once, what to do.
 #[derive(Debug)]
 pub struct CliError {
     pub message: String,
-    /// What to do, printed once after the message (see `crate::hint`).
+    /// What to do, printed once after the message (see `crate::base::hint`).
     pub hint: Option<String>,
     /// Exit code: 1 for errors.
     pub code: u8,
@@ -43,7 +43,7 @@ pub struct CliError {
 /// quote, and its hint when it is one of the tool's errors that carry one.
 impl<E: std::error::Error + 'static> From<E> for CliError {
     fn from(e: E) -> Self {
-        use crate::hint::Hint;
+        use crate::base::hint::Hint;
         let mut message = e.to_string();
         let mut cause = e.source();
         while let Some(c) = cause {
@@ -56,7 +56,7 @@ impl<E: std::error::Error + 'static> From<E> for CliError {
         let any: &dyn std::any::Any = &e;
         let hint = if let Some(e) = any.downcast_ref::<crate::engine::EngineError>() {
             e.hint()
-        } else if let Some(e) = any.downcast_ref::<crate::api::ApiError>() {
+        } else if let Some(e) = any.downcast_ref::<crate::core::api::ApiError>() {
             e.hint()
         } else {
             None
@@ -84,16 +84,16 @@ pub fn fail(message: impl Into<String>) -> CliError {
 /// the user brings carries credential plugins, since they will run on this
 /// machine, as kubectl would run them.
 fn session(
-    loaded: crate::workspace::LoadedFleet,
+    loaded: crate::edges::workspace::LoadedFleet,
     path: &std::path::Path,
-    client: crate::client::Client,
+    client: crate::edges::client::Client,
     kube: crate::engine::KubeSettings,
 ) -> crate::engine::Session {
     let plugins = crate::engine::user_kubeconfig_plugins(&kube);
     if let (Some(path), false) = (&kube.kubeconfig, plugins.is_empty()) {
         eprintln!(
             "warning: --kubeconfig {}: its credential plugins will run on this machine, as kubectl would run them ({}); exedev-k8s never runs plugins from kubeconfigs it fetches or stores itself",
-            crate::text::one_line(&path.display().to_string()),
+            crate::base::text::one_line(&path.display().to_string()),
             plugins.join(", ")
         );
     }
@@ -109,7 +109,7 @@ fn read_only_session(
 ) -> CliResult<crate::engine::Session> {
     let loaded = crate::engine::Session::load(&fleet.file)?;
     let client = api.client(
-        &crate::engine::cmds(crate::api::command::FleetOp::Plan),
+        &crate::engine::cmds(crate::core::api::command::FleetOp::Plan),
         api.options(None),
     )?;
     Ok(session(
@@ -128,7 +128,7 @@ fn notes(json: bool) -> crate::engine::Notes {
     } else {
         // Notes quote VMs and Kubernetes (errors, names): escaped like
         // every other line of outside text.
-        std::sync::Arc::new(|n: &str| eprintln!("{}", crate::text::lines(n)))
+        std::sync::Arc::new(|n: &str| eprintln!("{}", crate::base::text::lines(n)))
     }
 }
 
@@ -162,7 +162,7 @@ pub struct ApiArgs {
     /// The /exec endpoint (the built-in emulator prints its own); a bare
     /// origin means its /exec.
     #[arg(long, env = "EXE_DEV_ENDPOINT", hide_env_values = true, default_value = DEFAULT_ENDPOINT, global = true,
-          value_parser = crate::client::parse_endpoint)]
+          value_parser = crate::edges::client::parse_endpoint)]
     pub endpoint: String,
     /// An exe0/exe1 API token [env: EXE_DEV_API_KEY; the flag wins].
     // The environment is read by `credentials::Given`, not by clap, so that
@@ -177,8 +177,8 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn given(&self) -> crate::credentials::Given {
-        crate::credentials::Given::with_env(self.token.clone(), self.ssh_key.clone())
+    fn given(&self) -> crate::edges::credentials::Given {
+        crate::edges::credentials::Given::with_env(self.token.clone(), self.ssh_key.clone())
     }
 
     /// The SSH key for VMs: `--ssh-key`, else `EXE_DEV_SSH_KEY`.
@@ -186,11 +186,11 @@ impl ApiArgs {
         self.given().key()
     }
 
-    /// The credentials to use ([`crate::credentials::choose`]); a note
+    /// The credentials to use ([`crate::edges::credentials::choose`]); a note
     /// about what was passed over goes to stderr, once per run.
     pub fn credentials(&self) -> CliResult<Credentials> {
         let (credentials, note) =
-            crate::credentials::choose(&self.given(), crate::credentials::now_unix())
+            crate::edges::credentials::choose(&self.given(), crate::edges::credentials::now_unix())
                 .map_err(fail)?;
         static NOTED: std::sync::Once = std::sync::Once::new();
         if let Some(note) = note {
@@ -209,7 +209,7 @@ impl ApiArgs {
 
     /// A client whose token grants `cmds`.
     pub fn client(&self, cmds: &[&str], options: ClientOptions) -> CliResult<Client> {
-        self.client_with_ttl(cmds, options, crate::credentials::ON_THE_FLY_TTL)
+        self.client_with_ttl(cmds, options, crate::edges::credentials::ON_THE_FLY_TTL)
     }
 
     /// A client whose (minted) token lives `ttl`.
@@ -285,7 +285,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let code = exit::usage_error(&e);
             if let Some(hint) = positional_fleet_hint(&e, &args) {
-                eprintln!("hint: {}", crate::text::one_line(&hint));
+                eprintln!("hint: {}", crate::base::text::one_line(&hint));
             }
             return code;
         }
@@ -310,9 +310,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Errors quote exe.dev, VMs and Kubernetes: keep the lines,
             // escape every other control character.
-            eprintln!("error: {}", crate::text::lines(&e.message));
+            eprintln!("error: {}", crate::base::text::lines(&e.message));
             if let Some(h) = &e.hint {
-                eprintln!("hint: {}", crate::text::lines(h));
+                eprintln!("hint: {}", crate::base::text::lines(h));
             }
             ExitCode::from(e.code)
         }

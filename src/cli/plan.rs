@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::args::{FleetArg, Format, KubeArgs, ReleaseArgs};
 use super::{ApiArgs, CliResult, write_stdout};
+use crate::core::plan::render;
 use crate::engine::{self, PlanRequest};
-use crate::plan::render;
 use crate::ui;
 
 #[derive(Args, Debug)]
@@ -119,7 +119,7 @@ pub async fn run(a: PlanArgs) -> CliResult {
     }
     if let Some(out) = &a.out {
         engine::check_savable(&s, &p, out)?;
-        crate::workspace::save_plan(&p, out)?;
+        crate::edges::workspace::save_plan(&p, out)?;
         if format == Format::Human {
             println!(
                 "\nSaved the plan to {}: run `exedev-k8s apply {}{}` to carry it out.",

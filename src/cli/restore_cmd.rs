@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::args::{FleetArg, KubeArgs};
 use super::{ApiArgs, CliResult, fail, write_stdout};
-use crate::api::command::FleetOp;
+use crate::core::api::command::FleetOp;
 use crate::engine::{self, RestoreRequest};
 use crate::ui;
 
@@ -60,7 +60,7 @@ pub async fn run(a: RestoreArgs) -> CliResult {
     let client = a.api.client_with_ttl(
         &engine::cmds(FleetOp::Apply),
         a.api.options(None),
-        crate::credentials::LONG_OPERATION_TTL,
+        crate::edges::credentials::LONG_OPERATION_TTL,
     )?;
     let s = super::session(
         loaded,
@@ -75,7 +75,7 @@ pub async fn run(a: RestoreArgs) -> CliResult {
     let req = RestoreRequest {
         snapshot: a.snapshot.clone(),
         force: a.force,
-        lock: Some(crate::lease::LockRequest {
+        lock: Some(crate::edges::lease::LockRequest {
             wait: a.lock_timeout,
             force_unlock: a.force_unlock.clone(),
             note: notes.clone(),
@@ -95,14 +95,14 @@ async fn confirm_and_restore(
     notes: &engine::Notes,
 ) -> CliResult {
     if !a.json {
-        print!("{}", crate::restore::render(&prepared.plan));
+        print!("{}", crate::core::restore::render(&prepared.plan));
     }
     if !a.yes
         && !ui::confirm(
             &format!(
                 "Restore fleet {} from {}?",
                 s.fleet.name,
-                crate::text::one_line(&prepared.plan.snapshot.name)
+                crate::base::text::one_line(&prepared.plan.snapshot.name)
             ),
             "--yes",
         )
@@ -114,12 +114,12 @@ async fn confirm_and_restore(
     if a.json {
         let doc = serde_json::json!({"plan": &prepared.plan, "report": report});
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        write_stdout(format!("{}\n", crate::text::json_safe(&text)))?;
+        write_stdout(format!("{}\n", crate::base::text::json_safe(&text)))?;
     } else {
         let mut out = format!(
             "Restored fleet {} from snapshot {}: {} node(s) Ready.\n",
             s.fleet.name,
-            crate::text::one_line(&prepared.plan.snapshot.name),
+            crate::base::text::one_line(&prepared.plan.snapshot.name),
             report.ready_nodes
         );
         if !prepared.plan.missing.is_empty() {
@@ -140,7 +140,7 @@ async fn drill(s: &engine::Session, a: &RestoreArgs, notes: &engine::Notes) -> C
     if !a.json {
         print!(
             "Drill of snapshot {} for fleet {}:\n  1. create fleet {name}: one server ({name}-cp1), its own VM and ownership tag, the fleet's k3s settings and server token\n  2. on it: stop k3s, reset etcd from the S3 snapshot, start k3s, wait until ready\n  3. read its Nodes and namespaces (the snapshot's objects)\n  4. destroy fleet {name}\nThe live fleet is not read or changed.\n",
-            crate::text::one_line(&a.snapshot),
+            crate::base::text::one_line(&a.snapshot),
             s.fleet.name
         );
     }
@@ -150,11 +150,11 @@ async fn drill(s: &engine::Session, a: &RestoreArgs, notes: &engine::Notes) -> C
     let report = engine::drill(s, &a.snapshot, a.timeout, notes).await?;
     if a.json {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        write_stdout(format!("{}\n", crate::text::json_safe(&text)))?;
+        write_stdout(format!("{}\n", crate::base::text::json_safe(&text)))?;
     } else {
         write_stdout(format!(
             "Drill passed: snapshot {} restored onto {}-cp1 in {:.0}s; its datastore holds {} node(s) ({}) and {} namespace(s) ({}); fleet {} destroyed.\n",
-            crate::text::one_line(&report.snapshot),
+            crate::base::text::one_line(&report.snapshot),
             report.fleet,
             report.restore_seconds,
             report.nodes.len(),

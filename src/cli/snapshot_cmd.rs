@@ -1,5 +1,5 @@
 //! `snapshot save|list|delete`: k3s's etcd snapshots of the fleet's
-//! servers, over SSH (`crate::snapshot` does the work; this prints it).
+//! servers, over SSH (`crate::edges::snapshot` does the work; this prints it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 
 use super::args::FleetArg;
 use super::{CliError, CliResult, write_stdout};
-use crate::hint::Hint;
-use crate::snapshot::{self, SnapshotError};
-use crate::ssh::SshOptions;
+use crate::base::hint::Hint;
+use crate::edges::snapshot::{self, SnapshotError};
+use crate::edges::ssh::SshOptions;
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCmd {
@@ -71,7 +71,7 @@ pub struct DeleteArgs {
     pub names: Vec<String>,
 }
 
-fn setup(r: &Reach) -> CliResult<(crate::fleet::Fleet, SshOptions)> {
+fn setup(r: &Reach) -> CliResult<(crate::core::fleet::Fleet, SshOptions)> {
     let fleet = crate::engine::Session::load(&r.fleet.file)?.fleet;
     Ok((fleet, SshOptions::new(r.ssh_key.clone())))
 }
@@ -113,7 +113,7 @@ pub async fn run(cmd: SnapshotCmd) -> CliResult {
             for (vm, why) in &listing.unreached {
                 eprintln!(
                     "note: {vm} not listed (its local snapshots are missing here): {}",
-                    crate::text::one_line(why)
+                    crate::base::text::one_line(why)
                 );
             }
             if a.json {

@@ -60,13 +60,13 @@ pub async fn run(a: StatusArgs) -> CliResult {
     .await?;
     if json {
         write_stdout(
-            crate::text::json_safe(&serde_json::to_string_pretty(&st)?).into_owned() + "\n",
+            crate::base::text::json_safe(&serde_json::to_string_pretty(&st)?).into_owned() + "\n",
         )?;
     } else {
         if let Some(c) = converged {
             write_stdout(format!("{c}\n"))?;
         }
-        write_stdout(crate::status::render(&st))?;
+        write_stdout(crate::core::status::render(&st))?;
     }
     Ok(if st.healthy {
         ExitCode::SUCCESS

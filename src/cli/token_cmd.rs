@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{CliResult, fail};
-use crate::credentials::now_unix;
-use crate::token::{self, Exe0Token, Permissions};
+use crate::core::token::{self, Exe0Token, Permissions};
+use crate::edges::credentials::now_unix;
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
@@ -130,9 +130,9 @@ fn mint(a: MintArgs) -> CliResult {
         (Some(path), _) => {
             crate::engine::Session::load(path)?;
             let op = if a.read_only {
-                crate::api::command::FleetOp::Plan
+                crate::core::api::command::FleetOp::Plan
             } else {
-                crate::api::command::FleetOp::Apply
+                crate::core::api::command::FleetOp::Apply
             };
             Some(
                 crate::engine::cmds(op)
@@ -156,10 +156,10 @@ fn mint(a: MintArgs) -> CliResult {
     };
     // Validate exactly as exe.dev will before signing anything.
     Permissions::parse(perms.to_compact_json().as_bytes())?;
-    let key = crate::credentials::load_private_key(&a.ssh_key)?;
+    let key = crate::edges::credentials::load_private_key(&a.ssh_key)?;
     let namespace = match &a.vm {
         Some(vm) => {
-            crate::names::check_vm_name(vm)?;
+            crate::base::names::check_vm_name(vm)?;
             token::vm_namespace(vm)
         }
         None => token::API_NAMESPACE.to_string(),
@@ -214,13 +214,13 @@ fn inspect(a: InspectArgs) -> CliResult {
         });
         println!(
             "{}",
-            crate::text::json_safe(&serde_json::to_string_pretty(&out)?)
+            crate::base::text::json_safe(&serde_json::to_string_pretty(&out)?)
         );
         return Ok(ExitCode::SUCCESS);
     }
     // A token to inspect may come from anywhere: nothing in it reaches the
     // terminal raw.
-    let show = |s: &str| crate::text::one_line(s).into_owned();
+    let show = |s: &str| crate::base::text::one_line(s).into_owned();
     let payload = show(&payload);
     println!("payload:     {payload}");
     println!("namespace:   {namespace}");

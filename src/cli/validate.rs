@@ -8,9 +8,9 @@ use clap::Args;
 
 use super::args::{FleetArg, Format};
 use super::{CliResult, write_stdout};
+use crate::core::fleet::{self, Role};
+use crate::core::plan::render;
 use crate::engine::Session;
-use crate::fleet::{self, Role};
-use crate::plan::render;
 use crate::ui;
 
 #[derive(Args, Debug)]
@@ -37,8 +37,8 @@ pub struct ShowArgs {
 pub fn validate(a: FleetArg) -> CliResult {
     let fleet = Session::load(&a.file)?.fleet;
     let vms = fleet::desired_vms(&fleet);
-    let version = crate::plan::spec::sizing_release(&fleet);
-    crate::plan::spec::check_scripts(&fleet, &vms, &version)?;
+    let version = crate::core::plan::spec::sizing_release(&fleet);
+    crate::core::plan::spec::check_scripts(&fleet, &vms, &version)?;
     let servers = vms.iter().filter(|v| v.role == Role::Server).count();
     println!(
         "{} is valid: fleet {:?}, {} VMs ({} servers, {} agents)",
@@ -59,7 +59,7 @@ pub fn schema(_: SchemaArgs) -> CliResult {
 /// Prints a saved plan in full, e.g. one downloaded from a CI run whose
 /// pull-request comment was summarised. Reads the file only.
 pub fn show(a: ShowArgs) -> CliResult {
-    let p = crate::workspace::load_plan(&a.planfile)?;
+    let p = crate::edges::workspace::load_plan(&a.planfile)?;
     write_stdout(match if a.json { Format::Json } else { a.format } {
         Format::Human => render::human(&p, ui::colour_enabled()),
         Format::Json => render::json(&p) + "\n",

@@ -1,6 +1,6 @@
 //! Authentication and per-key rate limiting for `/exec`.
 //!
-//! Token checks are the crate's own ([`crate::token`]); this module only
+//! Token checks are the crate's own ([`crate::core::token`]); this module only
 //! reads the header, resolves exe1 handles, and keeps the per-key buckets.
 //! Every failure has one of two deliberately generic messages, as exe.dev's.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use ssh_key::PublicKey;
 
-use crate::token::{API_NAMESPACE, Exe0Token, Permissions, TokenError};
+use crate::core::token::{API_NAMESPACE, Exe0Token, Permissions, TokenError};
 
 use super::state::Exe1Handle;
 

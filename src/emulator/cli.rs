@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{EmulatorConfig, EmulatorError, RateLimit, StrictOptions};
-use crate::credentials::load_public_keys;
+use crate::edges::credentials::load_public_keys;
 
 /// Flags of `exedev-k8s emulator`.
 #[derive(Debug, Clone, clap::Args)]
@@ -160,13 +160,13 @@ pub async fn run_cli(opts: EmulatorArgs) -> Result<(), EmulatorError> {
             writeln!(
                 out,
                 "{}={}",
-                crate::ssh::SSH_PROGRAM_ENV,
+                crate::edges::ssh::SSH_PROGRAM_ENV,
                 w.ssh_program().display()
             )?;
             writeln!(
                 out,
                 "{}=http://{addr}{}",
-                crate::channel::ENV,
+                crate::edges::channel::ENV,
                 crate::world::http::CHANNELS_PATH
             )?;
         }

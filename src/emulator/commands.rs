@@ -13,15 +13,15 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use ssh_key::HashAlg;
 
-use crate::api::command::{CATALOGUE, CommandSpec, Invocation};
-use crate::api::types::{
+use crate::base::names::{check_portable_vm_name, check_vm_name, glob_match};
+use crate::base::sizes::ByteSize;
+use crate::core::api::command::{CATALOGUE, CommandSpec, Invocation};
+use crate::core::api::types::{
     Exe1Reply, LsReply, NewReply, RmReply, ShareUpdate, SshKeyInfo, SshKeyList, Visibility,
     WhoamiReply,
 };
-use crate::api::{MAX_COMMENT_BYTES, MAX_SETUP_SCRIPT_BYTES, SHARE_PORT_RANGE};
-use crate::names::{check_portable_vm_name, check_vm_name, glob_match};
-use crate::sizes::ByteSize;
-use crate::token::{API_NAMESPACE, vm_namespace};
+use crate::core::api::{MAX_COMMENT_BYTES, MAX_SETUP_SCRIPT_BYTES, SHARE_PORT_RANGE};
+use crate::core::token::{API_NAMESPACE, vm_namespace};
 
 use super::EmulatorConfig;
 use super::auth::validate_exe0;
@@ -98,7 +98,7 @@ pub struct Ctx<'a> {
 /// Whether a command changes the state (and so must be saved): the
 /// catalogue's `mutates`.
 pub fn mutates(name: &str) -> bool {
-    crate::api::command::spec(name).is_some_and(|s| s.mutates)
+    crate::core::api::command::spec(name).is_some_and(|s| s.mutates)
 }
 
 /// Runs a parsed, permitted invocation.
@@ -161,7 +161,7 @@ fn ls(inv: &Invocation, store: &Store, ctx: &Ctx<'_>) -> Reply {
 }
 
 fn check_tag(tag: &str) -> Result<(), Reply> {
-    if crate::names::is_tag(tag) {
+    if crate::base::names::is_tag(tag) {
         Ok(())
     } else {
         Err(fail(format!(
@@ -172,7 +172,7 @@ fn check_tag(tag: &str) -> Result<(), Reply> {
 
 fn parse_cpu(v: &str) -> Result<u32, Reply> {
     match v.parse::<u32>() {
-        Ok(n) if crate::limits::CPU_RANGE.contains(&n) => Ok(n),
+        Ok(n) if crate::base::limits::CPU_RANGE.contains(&n) => Ok(n),
         _ => Err(fail(format!(
             "invalid --cpu {v:?}: must be a whole number from 1 to 64"
         ))),

@@ -3,7 +3,7 @@
 //! commands a tool sent and what came back, without the log itself leaking
 //! setup scripts or tokens.
 
-pub use crate::api::command::redact_words;
+pub use crate::core::api::command::redact_words;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -3,8 +3,8 @@
 //! without exe.dev and without the network.
 //!
 //! It reuses the crate's pure core for every rule it enforces: the lexer
-//! ([`crate::shellwords`]), the command catalogue and parser
-//! ([`crate::api::command`]), the reply types, the token checks, the naming
+//! ([`crate::base::shellwords`]), the command catalogue and parser
+//! ([`crate::core::api::command`]), the reply types, the token checks, the naming
 //! and size rules. The emulator and the client therefore cannot disagree
 //! about the contract by construction; where the facts are uncertain
 //! ([`StrictOptions`]) either behaviour can be chosen.
@@ -39,7 +39,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ssh_key::PublicKey;
 
-pub use crate::names::glob_match;
+pub use crate::base::names::glob_match;
 pub use auth::{AuthFailure, RateLimit};
 pub use cli::{EmulatorArgs, run_cli};
 pub use commands::user_id;
@@ -68,7 +68,7 @@ pub struct StrictOptions {
     /// Accept VM names ending in `-<digits>`, as exe.dev's historical code
     /// does. Off by default: a 2026-04 guide and another tool's fixture
     /// report such names refused, so the emulator applies the stricter
-    /// reading (`crate::names::check_portable_vm_name`) unless told not to.
+    /// reading (`crate::base::names::check_portable_vm_name`) unless told not to.
     pub allow_digit_suffix: bool,
     /// Hide a VM from `ls` for this long after `new` (a just-created VM has
     /// been seen missing from `ls` briefly).
@@ -115,7 +115,7 @@ impl Default for EmulatorConfig {
             authorized_keys: Vec::new(),
             state_file: None,
             rate_limit: None,
-            deadline: crate::api::COMMAND_DEADLINE,
+            deadline: crate::core::api::COMMAND_DEADLINE,
             boot: Duration::from_millis(300),
             fault_rate: 0.0,
             latency: Duration::ZERO,

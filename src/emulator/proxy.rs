@@ -40,7 +40,7 @@ use super::Shared;
 use super::commands::user_id;
 use super::log::{RequestRecord, STATUS_DROPPED};
 use super::state::now_ms;
-use crate::token::{Exe0Token, raw_field, vm_namespace};
+use crate::core::token::{Exe0Token, raw_field, vm_namespace};
 
 /// The domain VM names live under.
 pub const VM_DOMAIN: &str = "exe.xyz";

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Value, json};
 
-use crate::api::MAX_BODY_BYTES;
-use crate::api::command::{ParseError, lookup, parse};
-use crate::shellwords::{self, WordsError};
+use crate::base::shellwords::{self, WordsError};
+use crate::core::api::MAX_BODY_BYTES;
+use crate::core::api::command::{ParseError, lookup, parse};
 
 use super::auth::{self, AuthFailure};
 use super::commands::{self, Ctx, Reply, json_line};
@@ -336,7 +336,7 @@ fn inspection_refused(peer: std::net::IpAddr, headers: &HeaderMap) -> Option<Res
         return None;
     }
     let named = match &host {
-        Some(h) => format!("named Host {:?}", crate::text::one_line(h)),
+        Some(h) => format!("named Host {:?}", crate::base::text::one_line(h)),
         None => "named no Host".to_string(),
     };
     Some(json_response(Reply::error(

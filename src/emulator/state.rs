@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::types::{ShareInfo, Visibility, VmInfo};
+use crate::core::api::types::{ShareInfo, Visibility, VmInfo};
 
 use super::EmulatorError;
 

@@ -1,4 +1,4 @@
-//! `check`: deploys the connectivity test (`crate::check`'s objects) in a
+//! `check`: deploys the connectivity test (`crate::core::check`'s objects) in a
 //! namespace of its own, waits for a check pod per Ready node, sends each
 //! planned probe through the API server's pod proxy, probes each shared
 //! pool through exe.dev's proxy, and always deletes the namespace again
@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use super::{EngineError, Notes, Session, kube as ekube};
-use crate::check::{self, CheckNode, Dial, Observed, Report};
-use crate::kubeaccess::LazyClient;
+use crate::core::check::{self, CheckNode, Dial, Observed, Report};
+use crate::edges::kubeaccess::LazyClient;
 
 /// What `check` is asked.
 #[derive(Debug, Clone)]
@@ -199,12 +199,12 @@ impl Checker {
     /// The Ready nodes, each with its pool read from its name: a check pod
     /// is expected on each, and a node of an unknown name counts under `?`.
     async fn ready_nodes(&self, s: &Session) -> Result<Vec<CheckNode>, EngineError> {
-        Ok(crate::cluster::list_nodes(&self.client)
+        Ok(crate::edges::cluster::list_nodes(&self.client)
             .await?
             .into_iter()
             .filter(|n| n.ready)
             .map(|n| CheckNode {
-                pool: crate::names::parse_fleet_vm_name(&s.fleet.name, &n.name)
+                pool: crate::base::names::parse_fleet_vm_name(&s.fleet.name, &n.name)
                     .map_or_else(|| "?".to_string(), |(p, _)| p.to_string()),
                 name: n.name,
             })
@@ -257,12 +257,13 @@ impl Checker {
         s: &Session,
         nodes: &[CheckNode],
         endpoint: &str,
-    ) -> Result<Vec<(String, u16, crate::probe::ProbeResult)>, EngineError> {
-        let shares: BTreeMap<String, crate::fleet::ShareSpec> = crate::fleet::desired_vms(&s.fleet)
-            .into_iter()
-            .filter_map(|d| Some((d.pool, d.share?)))
-            .collect();
-        let targets: Vec<(String, u16, crate::probe::ProbeTarget)> = nodes
+    ) -> Result<Vec<(String, u16, crate::edges::probe::ProbeResult)>, EngineError> {
+        let shares: BTreeMap<String, crate::core::fleet::ShareSpec> =
+            crate::core::fleet::desired_vms(&s.fleet)
+                .into_iter()
+                .filter_map(|d| Some((d.pool, d.share?)))
+                .collect();
+        let targets: Vec<(String, u16, crate::edges::probe::ProbeTarget)> = nodes
             .iter()
             .filter_map(|n| {
                 let sh = shares.get(&n.pool)?;
@@ -274,11 +275,11 @@ impl Checker {
             })
             .collect();
         let key = match &s.kube.ssh_key {
-            Some(k) => Some(crate::credentials::load_private_key(k)?),
+            Some(k) => Some(crate::edges::credentials::load_private_key(k)?),
             None => None,
         };
         let only: Vec<_> = targets.iter().map(|(_, _, t)| t.clone()).collect();
-        let results = crate::probe::probe_all(&only, key.as_ref(), 8).await;
+        let results = crate::edges::probe::probe_all(&only, key.as_ref(), 8).await;
         Ok(targets
             .into_iter()
             .zip(results)
@@ -301,7 +302,7 @@ impl Checker {
                 notes(&format!(
                     "cannot delete namespace {}: {}",
                     self.ns,
-                    crate::text::one_line(&e.to_string())
+                    crate::base::text::one_line(&e.to_string())
                 ));
                 return false;
             }
@@ -391,7 +392,10 @@ fn ms(d: Duration) -> u64 {
 
 fn kube_failed(what: &str, e: kube::Error) -> EngineError {
     EngineError::refused(
-        format!("cannot {what}: {}", crate::text::one_line(&e.to_string())),
+        format!(
+            "cannot {what}: {}",
+            crate::base::text::one_line(&e.to_string())
+        ),
         "the check needs rights to create namespaces, DaemonSets and Services and to use the pods' proxy (the fleet's admin kubeconfig has them)",
     )
 }

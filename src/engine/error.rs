@@ -4,15 +4,15 @@
 
 use std::path::PathBuf;
 
-use crate::api::ApiError;
-use crate::cluster::ClusterError;
-use crate::cluster_secrets::SecretsError;
-use crate::fleet::FleetErrors;
-use crate::hint::Hint;
-use crate::kubeaccess::KubeAccessError;
-use crate::plan::PlanError;
-use crate::plan::file::PlanFileError;
-use crate::token::TokenError;
+use crate::base::hint::Hint;
+use crate::core::api::ApiError;
+use crate::core::fleet::FleetErrors;
+use crate::core::plan::PlanError;
+use crate::core::plan::file::PlanFileError;
+use crate::core::token::TokenError;
+use crate::edges::cluster::ClusterError;
+use crate::edges::cluster_secrets::SecretsError;
+use crate::edges::kubeaccess::KubeAccessError;
 
 /// Why an operation stopped. Nothing was changed unless the variant says so
 /// ([`EngineError::Incomplete`]).
@@ -52,7 +52,7 @@ pub enum EngineError {
     MissingSecrets { errors: FleetErrors },
     /// A setup script cannot be rendered (e.g. over exe.dev's 10 KiB).
     #[error(transparent)]
-    Script(#[from] crate::bootstrap::BootstrapError),
+    Script(#[from] crate::core::bootstrap::BootstrapError),
     /// The Kubernetes API refused or failed a call.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -67,7 +67,7 @@ pub enum EngineError {
     /// or changed. Each refusal says what to do instead.
     #[error(
         "the plan is refused, nothing was done:\n  ✗ {}",
-        refusals.iter().map(|r| crate::text::one_line(r).into_owned()).collect::<Vec<_>>().join("\n  ✗ ")
+        refusals.iter().map(|r| crate::base::text::one_line(r).into_owned()).collect::<Vec<_>>().join("\n  ✗ ")
     )]
     PlanRefused { refusals: Vec<String> },
     /// A precondition of the operation does not hold; nothing was changed.

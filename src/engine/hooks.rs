@@ -1,7 +1,7 @@
 //! The node operations [`crate::apply`] does while it carries a plan out
 //! ([`EngineOps`], its [`NodeOps`]),
-//! built on the Kubernetes API ([`LazyClient`], [`crate::cluster`]) and
-//! SSH ([`crate::remote`], [`crate::upgrade`]): wait until a node is Ready
+//! built on the Kubernetes API ([`LazyClient`], [`crate::edges::cluster`]) and
+//! SSH ([`crate::edges::remote`], [`crate::edges::upgrade`]): wait until a node is Ready
 //! (bootstrap done for this boot, Node Ready, at an expected k3s release,
 //! with the fleet's labels), cordon and drain before a restart, uncordon
 //! after, set labels and taints, change k3s in place, drain and remove a
@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::{HookError, NodeOps, NotInFleet, Pending, StepSink};
-use crate::cluster::DrainOptions;
-use crate::fleet::Fleet;
-use crate::kubeaccess::LazyClient;
-use crate::secret::Secret;
+use crate::base::secret::Secret;
+use crate::core::fleet::Fleet;
+use crate::edges::cluster::DrainOptions;
+use crate::edges::kubeaccess::LazyClient;
 
 /// What a hook itself finds wrong (the edges' own errors pass through
 /// [`HookError`] as they are).
@@ -44,7 +44,7 @@ pub enum NodeError {
     NameHeld { vm: String, from: String },
 }
 
-impl crate::hint::Hint for NodeError {
+impl crate::base::hint::Hint for NodeError {
     fn hint(&self) -> Option<String> {
         Some(match self {
             NodeError::NotAtRelease { .. } => {
@@ -90,7 +90,7 @@ pub struct Does {
 pub struct EngineOps {
     kube: Arc<LazyClient>,
     fleet: Fleet,
-    ssh: crate::ssh::SshOptions,
+    ssh: crate::edges::ssh::SshOptions,
     drain: DrainOptions,
     deadline: tokio::time::Instant,
     /// At most this long for one change over SSH.
@@ -137,13 +137,13 @@ impl NodeOps for EngineOps {
         self.does.remove.then(|| {
             Box::pin(async move {
                 let client = self.kube.get().await.map_err(HookError::new)?;
-                match crate::cluster::remove_node(&client, vm, self.drain).await {
-                    Ok(crate::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
+                match crate::edges::cluster::remove_node(&client, vm, self.drain).await {
+                    Ok(crate::edges::cluster::RemoveOutcome::Removed(r)) => Ok(format!(
                         "node removed ({} pods evicted, {} deleted)",
                         r.evicted.len(),
                         r.deleted.len()
                     )),
-                    Ok(crate::cluster::RemoveOutcome::AlreadyGone) => {
+                    Ok(crate::edges::cluster::RemoveOutcome::AlreadyGone) => {
                         Ok("no node to remove".into())
                     }
                     Err(e) => Err(HookError::new(e)),
@@ -161,7 +161,7 @@ impl NodeOps for EngineOps {
                 let left = self
                     .deadline
                     .saturating_duration_since(tokio::time::Instant::now());
-                let gone = crate::cluster::forget_node(&client, vm, left)
+                let gone = crate::edges::cluster::forget_node(&client, vm, left)
                     .await
                     .map_err(HookError::new)?;
                 if !gone {
@@ -183,7 +183,7 @@ impl NodeOps for EngineOps {
         self.does.forget.then(|| {
             Box::pin(async move {
                 let from = self.kube.via().to_string();
-                let read = crate::remote::read_tailnet_identities(
+                let read = crate::edges::remote::read_tailnet_identities(
                     std::slice::from_ref(&from),
                     &self.ssh,
                     1,
@@ -200,7 +200,7 @@ impl NodeOps for EngineOps {
                     Some(Ok(_)) => Ok(format!("no device holds the name (seen from {from})")),
                     Some(Err(why)) => Ok(format!(
                         "could not read the tailnet map on {from} ({}): the new VM's setup script checks its own name",
-                        crate::text::one_line(&why)
+                        crate::base::text::one_line(&why)
                     )),
                     None => Ok(format!("could not read the tailnet map on {from}")),
                 }
@@ -215,7 +215,7 @@ impl NodeOps for EngineOps {
         self.does.drain.then(|| {
             Box::pin(async move {
                 let client = self.kube.get().await.map_err(HookError::new)?;
-                let Some(r) = crate::cluster::cordon_and_drain(&client, vm, self.drain)
+                let Some(r) = crate::edges::cluster::cordon_and_drain(&client, vm, self.drain)
                     .await
                     .map_err(HookError::new)?
                 else {
@@ -235,7 +235,7 @@ impl NodeOps for EngineOps {
         self.does.uncordon.then(|| {
             Box::pin(async move {
                 let client = self.kube.get().await.map_err(HookError::new)?;
-                crate::cluster::uncordon(&client, vm)
+                crate::edges::cluster::uncordon(&client, vm)
                     .await
                     .map_err(HookError::new)?;
                 Ok("uncordoned".to_string())
@@ -247,10 +247,10 @@ impl NodeOps for EngineOps {
     fn label<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
         self.does.label.then(|| {
             Box::pin(async move {
-                let d = crate::plan::placement::desired_named(&self.fleet, vm)
+                let d = crate::core::plan::placement::desired_named(&self.fleet, vm)
                     .ok_or_else(|| HookError::hinted(NotInFleet { vm: vm.to_string() }))?;
                 let client = self.kube.get().await.map_err(HookError::new)?;
-                let removed = crate::cluster::apply_labels_taints(&client, &d)
+                let removed = crate::edges::cluster::apply_labels_taints(&client, &d)
                     .await
                     .map_err(HookError::new)?;
                 Ok(if removed.is_empty() {
@@ -258,7 +258,7 @@ impl NodeOps for EngineOps {
                 } else {
                     format!(
                         "labels and taints set (removed taints: {})",
-                        crate::text::one_line(&removed.join(", "))
+                        crate::base::text::one_line(&removed.join(", "))
                     )
                 })
             }) as Pending
@@ -275,7 +275,7 @@ impl NodeOps for EngineOps {
                 .saturating_duration_since(tokio::time::Instant::now());
             let timeout = self.change_timeout.min(left);
             Box::pin(async move {
-                crate::upgrade::change_node(vm, &script, &self.ssh, timeout)
+                crate::edges::upgrade::change_node(vm, &script, &self.ssh, timeout)
                     .await
                     .map_err(HookError::hinted)
             }) as Pending
@@ -287,7 +287,7 @@ impl NodeOps for EngineOps {
     fn logout<'a>(&'a self, vm: &'a str) -> Option<Pending<'a>> {
         self.does.logout.then(|| {
             Box::pin(async move {
-                crate::remote::tailscale_logout(vm, &self.ssh, Duration::from_secs(30))
+                crate::edges::remote::tailscale_logout(vm, &self.ssh, Duration::from_secs(30))
                     .await
                     .map_err(HookError::new)
             }) as Pending
@@ -310,10 +310,10 @@ const POLL: Duration = Duration::from_secs(3);
 /// waited on many at once and off that path, keep [`POLL`].
 const SERVER_POLL: Duration = Duration::from_secs(1);
 
-fn poll_for(expected: &[crate::fleet::DesiredVm]) -> Duration {
+fn poll_for(expected: &[crate::core::fleet::DesiredVm]) -> Duration {
     if expected
         .iter()
-        .any(|d| d.role == crate::fleet::Role::Server)
+        .any(|d| d.role == crate::core::fleet::Role::Server)
     {
         SERVER_POLL
     } else {
@@ -321,8 +321,10 @@ fn poll_for(expected: &[crate::fleet::DesiredVm]) -> Duration {
     }
 }
 
-fn ssh(ssh_key: Option<&Path>) -> crate::ssh::SshOptions {
-    crate::remote::quick(crate::ssh::SshOptions::new(ssh_key.map(Path::to_path_buf)))
+fn ssh(ssh_key: Option<&Path>) -> crate::edges::ssh::SshOptions {
+    crate::edges::remote::quick(crate::edges::ssh::SshOptions::new(
+        ssh_key.map(Path::to_path_buf),
+    ))
 }
 
 impl EngineOps {
@@ -339,7 +341,7 @@ impl EngineOps {
         version: Option<&str>,
         steps: StepSink,
     ) -> Result<String, HookError> {
-        let expected: Vec<_> = crate::plan::placement::desired_named(&self.fleet, vm)
+        let expected: Vec<_> = crate::core::plan::placement::desired_named(&self.fleet, vm)
             .into_iter()
             .collect();
         let poll = poll_for(&expected);
@@ -348,9 +350,11 @@ impl EngineOps {
         // Every step below is bounded by what is left; this outer bound
         // also covers the API calls between them.
         let wait = async {
-            crate::remote::wait_bootstrapped(vm, &self.ssh, left(), poll, |s| steps(s.to_string()))
-                .await
-                .map_err(HookError::new)?;
+            crate::edges::remote::wait_bootstrapped(vm, &self.ssh, left(), poll, |s| {
+                steps(s.to_string())
+            })
+            .await
+            .map_err(HookError::new)?;
             steps("bootstrap done (k3s active)".to_string());
             let client = match self.kube.get().await {
                 Ok(c) => c,
@@ -360,7 +364,7 @@ impl EngineOps {
                     ));
                 }
             };
-            let r = crate::cluster::wait_ready(&client, &expected, left(), poll, |_| {})
+            let r = crate::edges::cluster::wait_ready(&client, &expected, left(), poll, |_| {})
                 .await
                 .map_err(HookError::new)?;
             let mut outcome = "node Ready".to_string();
@@ -372,7 +376,7 @@ impl EngineOps {
             }
             for n in r.drifted() {
                 if let Some(d) = expected.iter().find(|d| d.name == n.name) {
-                    crate::cluster::apply_labels_taints(&client, d)
+                    crate::edges::cluster::apply_labels_taints(&client, d)
                         .await
                         .map_err(HookError::new)?;
                     outcome.push_str("; labels and taints applied through the API");
@@ -400,7 +404,7 @@ async fn wait_version(
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        let seen = match crate::cluster::list_nodes(client).await {
+        let seen = match crate::edges::cluster::list_nodes(client).await {
             Ok(nodes) => match nodes.iter().find(|n| n.name == vm) {
                 Some(n) if n.ready && n.kubelet_version.as_deref() == Some(version) => {
                     return Ok(());

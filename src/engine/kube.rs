@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::fleet::{DesiredVm, Fleet};
-use crate::kubeaccess::{KubeAccessError, LazyClient};
-use crate::plan;
+use crate::core::fleet::{DesiredVm, Fleet};
+use crate::core::plan;
+use crate::edges::kubeaccess::{KubeAccessError, LazyClient};
 
 use super::{EngineError, Notes, Session};
 
@@ -29,23 +29,23 @@ pub struct KubeSettings {
 }
 
 impl KubeSettings {
-    fn ssh(&self) -> crate::ssh::SshOptions {
-        crate::ssh::SshOptions::new(self.ssh_key.clone())
+    fn ssh(&self) -> crate::edges::ssh::SshOptions {
+        crate::edges::ssh::SshOptions::new(self.ssh_key.clone())
     }
 }
 
 /// The API through server `via` (default: the first server), connecting on
 /// first use. Nothing is contacted yet.
 pub fn lazy(s: &Session, via: Option<&str>) -> LazyClient {
-    let first = crate::kubeaccess::first_server(&s.fleet);
+    let first = crate::edges::kubeaccess::first_server(&s.fleet);
     LazyClient::new(
         &s.fleet,
         &s.dir,
         s.kube.kubeconfig.as_deref(),
         match (s.kube.via_ssh_tunnel, s.kube.no_ssh_tunnel) {
-            (true, _) => crate::kubeaccess::Route::Tunnel,
-            (false, true) => crate::kubeaccess::Route::Direct,
-            (false, false) => crate::kubeaccess::Route::Auto,
+            (true, _) => crate::edges::kubeaccess::Route::Tunnel,
+            (false, true) => crate::edges::kubeaccess::Route::Direct,
+            (false, false) => crate::edges::kubeaccess::Route::Auto,
         },
         via.unwrap_or(&first),
         &s.kube.ssh(),
@@ -60,7 +60,7 @@ pub fn user_kubeconfig_plugins(settings: &KubeSettings) -> Vec<String> {
         .as_deref()
         .map(|path| {
             let raw = std::fs::read_to_string(path).unwrap_or_default();
-            crate::cluster::credential_plugins(&raw)
+            crate::edges::cluster::credential_plugins(&raw)
         })
         .unwrap_or_default()
 }
@@ -83,7 +83,7 @@ pub enum Unreachable {
 /// (Err says why not, for a plan's warning); with it, a missing one is
 /// fetched over SSH.
 pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Client, Unreachable> {
-    let stored = crate::kubeaccess::kubeconfig_path(&s.dir, &s.fleet.name);
+    let stored = crate::edges::kubeaccess::kubeconfig_path(&s.dir, &s.fleet.name);
     if !fetch && s.kube.kubeconfig.is_none() && !stored.exists() {
         return Err(Unreachable::NoKubeconfig {
             stored,
@@ -111,7 +111,7 @@ impl std::fmt::Display for Converged {
                 write!(
                     f,
                     " (removed taints: {})",
-                    crate::text::one_line(&removed.join(", "))
+                    crate::base::text::one_line(&removed.join(", "))
                 )?;
             }
             writeln!(f)?;
@@ -139,7 +139,7 @@ pub async fn observe_nodes(
     kube: &Result<kube::Client, Unreachable>,
 ) -> Option<BTreeMap<String, plan::NodeFacts>> {
     let client = kube.as_ref().ok()?;
-    let nodes = crate::cluster::list_nodes(client).await.ok()?;
+    let nodes = crate::edges::cluster::list_nodes(client).await.ok()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -187,7 +187,7 @@ pub async fn converge(
 ) -> Result<Converged, EngineError> {
     // Said when the count changes, not at every look.
     let last = std::cell::Cell::new(usize::MAX);
-    let progress = |r: &crate::cluster::Readiness| {
+    let progress = |r: &crate::edges::cluster::Readiness| {
         if last.replace(r.ready_count()) != r.ready_count() {
             notes(&format!(
                 "  {}/{} nodes Ready",
@@ -198,25 +198,30 @@ pub async fn converge(
     };
     // One LIST of Nodes a second: the end of `apply --wait` is the end of
     // the critical path, and a slower poll is time the user waits for.
-    let readiness =
-        crate::cluster::wait_ready(client, desired, timeout, Duration::from_secs(1), progress)
-            .await?;
+    let readiness = crate::edges::cluster::wait_ready(
+        client,
+        desired,
+        timeout,
+        Duration::from_secs(1),
+        progress,
+    )
+    .await?;
     let mut corrected = Vec::new();
     for n in readiness.drifted() {
         if let Some(vm) = desired.iter().find(|d| d.name == n.name) {
-            let removed = crate::cluster::apply_labels_taints(client, vm).await?;
+            let removed = crate::edges::cluster::apply_labels_taints(client, vm).await?;
             corrected.push((n.name.clone(), removed));
         }
     }
     // The manifests the first server auto-applies (manifests/) must show up.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let missing = crate::kubeaccess::verify_manifests(client).await?;
+        let missing = crate::edges::kubeaccess::verify_manifests(client).await?;
         if missing.is_empty() {
             break;
         }
         if std::time::Instant::now() > deadline {
-            let first = crate::kubeaccess::first_server(fleet);
+            let first = crate::edges::kubeaccess::first_server(fleet);
             return Err(EngineError::refused(
                 format!(
                     "the cluster lacks {} although every node is Ready",
@@ -230,7 +235,7 @@ pub async fn converge(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     // What the cluster serves, once there are nodes to run it.
-    let applied = crate::cluster::apply_objects(client, manifests).await?;
+    let applied = crate::edges::cluster::apply_objects(client, manifests).await?;
     Ok(Converged {
         nodes: desired.len(),
         corrected,

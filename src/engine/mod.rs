@@ -31,14 +31,14 @@ pub use restore::{
 };
 pub use status::{StatusRequest, status};
 
-use crate::api::command::FleetOp;
 use crate::apply::{self, ApplyOptions, ApplyReport};
-use crate::client::Client;
-use crate::cluster_secrets::{self, SecretCheck};
-use crate::fleet::{self, Fleet, Role};
-use crate::kubeaccess::LazyClient;
-use crate::observe::observe;
-use crate::plan::{self, Mode, Observed, Plan, PlanOptions, ReleaseChoice};
+use crate::core::api::command::FleetOp;
+use crate::core::fleet::{self, Fleet, Role};
+use crate::core::plan::{self, Mode, Observed, Plan, PlanOptions, ReleaseChoice};
+use crate::edges::client::Client;
+use crate::edges::cluster_secrets::{self, SecretCheck};
+use crate::edges::kubeaccess::LazyClient;
+use crate::edges::observe::observe;
 
 /// Human notes an operation makes along the way (progress of a wait, a
 /// correction made); the caller decides where they go.
@@ -46,7 +46,7 @@ pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Commands a fleet operation's token must grant, from the catalogue.
 pub fn cmds(op: FleetOp) -> Vec<&'static str> {
-    crate::api::command::commands_for(op)
+    crate::core::api::command::commands_for(op)
 }
 
 /// A fleet, loaded, with how to reach exe.dev and its cluster.
@@ -70,14 +70,14 @@ pub struct Session {
 
 impl Session {
     /// Reads and validates the fleet file; no call is made.
-    pub fn load(path: &Path) -> Result<crate::workspace::LoadedFleet, EngineError> {
+    pub fn load(path: &Path) -> Result<crate::edges::workspace::LoadedFleet, EngineError> {
         // A missing file is a wrong path, not an invalid fleet: said plainly.
         if std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
             return Err(EngineError::FleetMissing {
                 path: path.to_path_buf(),
             });
         }
-        crate::workspace::load_fleet(path).map_err(|errors| EngineError::Fleet {
+        crate::edges::workspace::load_fleet(path).map_err(|errors| EngineError::Fleet {
             path: path.to_path_buf(),
             errors,
         })
@@ -85,7 +85,7 @@ impl Session {
 
     /// A session on a loaded fleet.
     pub fn new(
-        loaded: crate::workspace::LoadedFleet,
+        loaded: crate::edges::workspace::LoadedFleet,
         path: &Path,
         client: Client,
         kube: KubeSettings,
@@ -94,10 +94,10 @@ impl Session {
             fleet: loaded.fleet,
             fingerprint: loaded.fingerprint,
             path: path.to_path_buf(),
-            dir: crate::workspace::fleet_dir(path),
+            dir: crate::edges::workspace::fleet_dir(path),
             client,
             kube,
-            channel_server: crate::release::DEFAULT_CHANNEL_SERVER.to_string(),
+            channel_server: crate::base::release::DEFAULT_CHANNEL_SERVER.to_string(),
             manifests: loaded.manifests,
         }
     }
@@ -114,7 +114,7 @@ impl Session {
     /// that fails is the plan's to judge ([`ReleaseChoice::Channel`]).
     async fn release_choice(&self) -> Option<ReleaseChoice> {
         let name = self.fleet.k3s.release.channel()?.to_string();
-        let resolved = crate::channel::resolve(&self.channel_server, &name).await;
+        let resolved = crate::edges::channel::resolve(&self.channel_server, &name).await;
         Some(ReleaseChoice::Channel { name, resolved })
     }
 
@@ -144,12 +144,12 @@ impl Session {
     }
 
     /// The server to reach the API through when the first one is not
-    /// running (`None`: the first, [`crate::kubeaccess::first_server`]):
+    /// running (`None`: the first, [`crate::edges::kubeaccess::first_server`]):
     /// the lowest-named running server, so a lost first server does not
     /// hide the cluster, and with it the lost server's Node, from a plan.
     fn api_via(&self, observed: &Observed) -> Option<String> {
         let running = self.running_servers(observed);
-        let first = crate::kubeaccess::first_server(&self.fleet);
+        let first = crate::edges::kubeaccess::first_server(&self.fleet);
         if running.is_empty() || running.contains(&first) {
             return None;
         }
@@ -284,9 +284,9 @@ pub struct ApplySettings {
     pub deadline: Option<tokio::time::Instant>,
     /// Fetch the kubeconfig over SSH when none is at hand (`--wait`).
     pub fetch_kubeconfig: bool,
-    /// Take the fleet's lease before planning ([`crate::lease`]); `None`:
+    /// Take the fleet's lease before planning ([`crate::edges::lease`]); `None`:
     /// none (benches, tests that drive one apply).
-    pub lock: Option<crate::lease::LockRequest>,
+    pub lock: Option<crate::edges::lease::LockRequest>,
 }
 
 impl Default for ApplySettings {
@@ -316,7 +316,7 @@ pub struct Prepared {
     pub reviewed: bool,
     /// The fleet's lease, held from before planning until [`release`],
     /// with the client it is renewed through (kept: its tunnel must live).
-    lease: Option<(crate::lease::LeaseGuard, Arc<LazyClient>)>,
+    lease: Option<(crate::edges::lease::LeaseGuard, Arc<LazyClient>)>,
 }
 
 /// Gives up the fleet's lease, if this apply holds it: the next apply of
@@ -361,10 +361,14 @@ pub async fn prepare_apply(
     // made after waiting for another run sees what that run changed.
     let lease = match (&settings.lock, &client) {
         (Some(req), Ok(c)) => {
-            let (guard, waited) =
-                crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), req)
-                    .await
-                    .map_err(lease_error)?;
+            let (guard, waited) = crate::edges::lease::acquire(
+                c,
+                &s.fleet.name,
+                crate::edges::lease::Holder::me(),
+                req,
+            )
+            .await
+            .map_err(lease_error)?;
             if waited {
                 observed = observe(&s.client, &s.fleet, true).await?;
             }
@@ -396,8 +400,8 @@ pub async fn prepare_apply(
 }
 
 /// A lease not taken: refused, with its advice.
-fn lease_error(e: crate::lease::LeaseError) -> EngineError {
-    let hint = crate::hint::Hint::hint(&e).unwrap_or_default();
+fn lease_error(e: crate::edges::lease::LeaseError) -> EngineError {
+    let hint = crate::base::hint::Hint::hint(&e).unwrap_or_default();
     EngineError::refused(e.to_string(), hint)
 }
 
@@ -463,19 +467,20 @@ fn saved_before_calls(
     if saved.fleet != s.fleet.name {
         return Err(EngineError::Stale {
             source: plan::file::PlanFileError::WrongFleet {
-                planned: crate::text::one_line(&saved.fleet).into_owned(),
+                planned: crate::base::text::one_line(&saved.fleet).into_owned(),
                 now: s.fleet.name.clone(),
             },
             fleet: s.path.clone(),
             planfile: planfile.map(Path::to_path_buf),
         });
     }
-    if let (Some(planned), Some(now)) = (&saved.repository, crate::workspace::ci_repository())
+    if let (Some(planned), Some(now)) =
+        (&saved.repository, crate::edges::workspace::ci_repository())
         && *planned != now
     {
         return Err(EngineError::Stale {
             source: plan::file::PlanFileError::WrongRepository {
-                planned: crate::text::one_line(planned).into_owned(),
+                planned: crate::base::text::one_line(planned).into_owned(),
                 now,
             },
             fleet: s.path.clone(),
@@ -507,7 +512,7 @@ pub fn check_saved_mode(
             format!(
                 "{file} is a teardown plan (plan --destroy): it deletes {} VM(s) of fleet {:?}, and apply never carries out a teardown. Nothing was changed",
                 saved.changes.len(),
-                crate::text::one_line(&saved.fleet)
+                crate::base::text::one_line(&saved.fleet)
             ),
             format!(
                 "to tear the fleet down, review the plan (exedev-k8s show {file}) and run `exedev-k8s destroy {file}`; to converge on the fleet, make a plan without --destroy"
@@ -581,7 +586,7 @@ fn check_saved(
 pub async fn prepare_destroy(
     s: &Session,
     saved: Option<(Plan, Option<PathBuf>)>,
-    lock: Option<&crate::lease::LockRequest>,
+    lock: Option<&crate::edges::lease::LockRequest>,
 ) -> Result<Prepared, EngineError> {
     check_destroyable(&s.fleet)?;
     if let Some((p, planfile)) = &saved {
@@ -592,10 +597,14 @@ pub async fn prepare_destroy(
     if let Some(req) = lock.filter(|_| s.owns_any(&observed)) {
         let lazy = Arc::new(kube::lazy(s, None));
         if let Ok(c) = kube::now(s, &lazy, false).await {
-            let (guard, waited) =
-                crate::lease::acquire(&c, &s.fleet.name, crate::lease::Holder::me(), req)
-                    .await
-                    .map_err(lease_error)?;
+            let (guard, waited) = crate::edges::lease::acquire(
+                &c,
+                &s.fleet.name,
+                crate::edges::lease::Holder::me(),
+                req,
+            )
+            .await
+            .map_err(lease_error)?;
             if waited {
                 observed = observe(&s.client, &s.fleet, false).await?;
             }
@@ -644,7 +653,7 @@ pub struct Executed {
 /// before the first change, then rolls: servers one at a time (each Ready
 /// before the next, at the plan's release after an in-place k3s change),
 /// then agents, each pool's disruptive changes within its `maxUnavailable`
-/// ([`crate::rollout`]); a failed disruptive change stops the roll.
+/// ([`crate::core::rollout`]); a failed disruptive change stops the roll.
 /// Destroy plans run the same way, without drains. Incomplete runs are
 /// [`EngineError::Incomplete`], with the report in `Executed` lost: callers
 /// that show progress have seen it.
@@ -692,7 +701,7 @@ pub async fn execute(
         })
     };
     let ssh_key = s.kube.ssh_key.as_deref();
-    let drain_opts = crate::cluster::DrainOptions {
+    let drain_opts = crate::edges::cluster::DrainOptions {
         timeout: settings.drain_timeout,
         force: settings.force_drain,
         ..Default::default()
@@ -829,7 +838,7 @@ fn check_plan_scripts(
         .as_ref()
         .map(|r| r.version.clone())
         .unwrap_or_default();
-    let second = crate::names::fleet_vm_name(&s.fleet.name, fleet::CONTROL_PLANE_POOL, 2);
+    let second = crate::base::names::fleet_vm_name(&s.fleet.name, fleet::CONTROL_PLANE_POOL, 2);
     for c in &p.changes {
         let new_vm = match c.action {
             plan::Action::Create | plan::Action::Replace => Some(c.successor().unwrap_or(&c.vm)),
@@ -858,7 +867,7 @@ fn check_plan_scripts(
 /// The fleet's desired VMs placed on what exe.dev holds
 /// ([`plan::placement`]): a replaced agent's new index, not `1..=count`.
 fn placed(fleet: &Fleet, observed: &Observed) -> Vec<fleet::DesiredVm> {
-    let owned: Vec<&crate::api::types::VmInfo> = observed
+    let owned: Vec<&crate::core::api::types::VmInfo> = observed
         .vms
         .iter()
         .filter(|v| plan::owned(&fleet.name, v))

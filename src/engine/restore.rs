@@ -1,6 +1,6 @@
 //! `restore`: prepare (read exe.dev, each running server's snapshot list and
 //! settings, the Nodes, the stored token; take the fleet's lease; make the
-//! [`crate::restore`] plan or refuse) and execute (its steps over SSH, one
+//! [`crate::core::restore`] plan or refuse) and execute (its steps over SSH, one
 //! at a time, each server Ready before the next; then every node Ready).
 //!
 //! Nothing is deleted before the new control plane is proven: the only
@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{EngineError, Notes, Session, kube, lease_error};
-use crate::fleet::Role;
-use crate::kubeaccess::LazyClient;
-use crate::observe::observe;
-use crate::restore::{self, RestorePlan, ServerFacts, Step};
+use crate::core::fleet::Role;
+use crate::core::restore::{self, RestorePlan, ServerFacts, Step};
+use crate::edges::kubeaccess::LazyClient;
+use crate::edges::observe::observe;
 
 /// What `restore` is asked.
 #[derive(Debug, Clone)]
@@ -25,8 +25,8 @@ pub struct RestoreRequest {
     pub snapshot: String,
     /// Restore even though every server is Ready.
     pub force: bool,
-    /// Take the fleet's lease first ([`crate::lease`]).
-    pub lock: Option<crate::lease::LockRequest>,
+    /// Take the fleet's lease first ([`crate::edges::lease`]).
+    pub lock: Option<crate::edges::lease::LockRequest>,
     /// The most the restore may take, every wait included.
     pub timeout: Duration,
 }
@@ -34,7 +34,7 @@ pub struct RestoreRequest {
 /// A restore plan ready to be carried out, and the lease it holds.
 pub struct PreparedRestore {
     pub plan: RestorePlan,
-    lease: Option<(crate::lease::LeaseGuard, Arc<LazyClient>)>,
+    lease: Option<(crate::edges::lease::LeaseGuard, Arc<LazyClient>)>,
 }
 
 impl PreparedRestore {
@@ -51,8 +51,8 @@ impl PreparedRestore {
 /// Agents restarted at once (SSH sessions in flight).
 const AGENT_FANOUT: usize = 16;
 
-fn ssh(s: &Session) -> crate::ssh::SshOptions {
-    crate::ssh::SshOptions::new(s.kube.ssh_key.clone())
+fn ssh(s: &Session) -> crate::edges::ssh::SshOptions {
+    crate::edges::ssh::SshOptions::new(s.kube.ssh_key.clone())
 }
 
 /// Reads what the restore plan needs and makes it; every refusal comes
@@ -66,28 +66,30 @@ pub async fn prepare_restore(
         return Err(EngineError::refused(
             format!(
                 "{:?} is not a snapshot name k3s makes (letters, digits, '.', '_', '-'). Nothing was changed",
-                crate::text::one_line(&req.snapshot)
+                crate::base::text::one_line(&req.snapshot)
             ),
             "list the snapshots with `exedev-k8s snapshot list -f FLEET`",
         ));
     }
     let observed = observe(&s.client, &s.fleet, false).await?;
-    let server_tag = crate::fleet::role_tag(Role::Server);
+    let server_tag = crate::core::fleet::role_tag(Role::Server);
     let mut running: Vec<String> = observed
         .vms
         .iter()
         .filter(|v| {
-            crate::plan::owned(&s.fleet.name, v) && v.tags.contains(&server_tag) && v.is_running()
+            crate::core::plan::owned(&s.fleet.name, v)
+                && v.tags.contains(&server_tag)
+                && v.is_running()
         })
         .map(|v| v.vm_name.clone())
         .collect();
     running.sort();
     // The token the snapshot must have been taken with: not found is a
     // refusal of its own (the plan's), not an error here.
-    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir);
+    let token = crate::edges::cluster_secrets::server_token(&s.fleet, &s.dir);
     let token_source = match &s.fleet.k3s.token {
         Some(r) => format!("k3s.token: {}", r.value.describe()),
-        None => crate::cluster_secrets::token_path(&s.dir, &s.fleet.name)
+        None => crate::edges::cluster_secrets::token_path(&s.dir, &s.fleet.name)
             .display()
             .to_string(),
     };
@@ -104,7 +106,7 @@ pub async fn prepare_restore(
         })
         .map(|plan| PreparedRestore { plan, lease: None })
         .map_err(|r| {
-            let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+            let hint = crate::base::hint::Hint::hint(&r).unwrap_or_default();
             EngineError::refused(format!("{r}. Nothing was changed"), hint)
         });
     }
@@ -117,10 +119,14 @@ pub async fn prepare_restore(
     };
     let lease = match (&req.lock, &client) {
         (Some(lock), Ok(c)) => {
-            let (guard, _waited) =
-                crate::lease::acquire(c, &s.fleet.name, crate::lease::Holder::me(), lock)
-                    .await
-                    .map_err(lease_error)?;
+            let (guard, _waited) = crate::edges::lease::acquire(
+                c,
+                &s.fleet.name,
+                crate::edges::lease::Holder::me(),
+                lock,
+            )
+            .await
+            .map_err(lease_error)?;
             Some((guard, lazy.clone()))
         }
         (Some(_), Err(why)) if !running.is_empty() => {
@@ -132,7 +138,7 @@ pub async fn prepare_restore(
         _ => None,
     };
     let ready: Vec<String> = match &client {
-        Ok(c) => crate::cluster::list_nodes(c)
+        Ok(c) => crate::edges::cluster::list_nodes(c)
             .await
             .map(|nodes| {
                 nodes
@@ -160,22 +166,23 @@ pub async fn prepare_restore(
 async fn read_and_plan(
     s: &Session,
     req: &RestoreRequest,
-    observed: &crate::plan::Observed,
+    observed: &crate::core::plan::Observed,
     running: &[String],
     ready: &[String],
-    token: Result<crate::secret::Secret, crate::cluster_secrets::SecretsError>,
+    token: Result<crate::base::secret::Secret, crate::edges::cluster_secrets::SecretsError>,
     token_source: String,
 ) -> Result<RestorePlan, EngineError> {
-    let opts = crate::remote::quick(ssh(s));
-    let reads = crate::remote::bounded(running.to_vec(), 8, Duration::from_secs(180), move |vm| {
-        let opts = opts.clone();
-        async move {
-            crate::remote::read_restore_facts(&vm, &opts)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
+    let opts = crate::edges::remote::quick(ssh(s));
+    let reads =
+        crate::edges::remote::bounded(running.to_vec(), 8, Duration::from_secs(180), move |vm| {
+            let opts = opts.clone();
+            async move {
+                crate::edges::remote::read_restore_facts(&vm, &opts)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
     let mut listing: Vec<restore::Snapshot> = Vec::new();
     let mut servers = Vec::new();
     for (vm, read) in running.iter().zip(reads) {
@@ -183,7 +190,7 @@ async fn read_and_plan(
             EngineError::refused(
                 format!(
                     "cannot read the etcd snapshots on {vm}: {}. Nothing was changed",
-                    crate::text::one_line(&why)
+                    crate::base::text::one_line(&why)
                 ),
                 "k3s lists snapshots through the running server, and S3 with the fleet's etcd.snapshots.s3 settings: check that k3s runs on it, that the S3 endpoint answers from the VMs and that the keys are right (`exedev-k8s snapshot list -f FLEET` shows the same error)",
             )
@@ -221,7 +228,7 @@ async fn read_and_plan(
         force: req.force,
     })
     .map_err(|r| {
-        let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+        let hint = crate::base::hint::Hint::hint(&r).unwrap_or_default();
         EngineError::refused(format!("{r}. Nothing was changed"), hint)
     })
 }
@@ -299,7 +306,7 @@ pub async fn execute_restore(
         let secs = started.elapsed().as_secs_f64();
         notes(&format!(
             "      {} ({secs:.0}s)",
-            crate::text::one_line(&outcome)
+            crate::base::text::one_line(&outcome)
         ));
         report.done.push((step.describe(), outcome, secs));
     }
@@ -334,7 +341,7 @@ pub async fn execute_restore(
 async fn agents_at_once(
     plan: &RestorePlan,
     agents: &[&Step],
-    opts: &crate::ssh::SshOptions,
+    opts: &crate::edges::ssh::SshOptions,
     total: usize,
     notes: &Notes,
     report: &mut RestoreReport,
@@ -357,7 +364,7 @@ async fn agents_at_once(
         .iter()
         .map(|st| ((*st).clone(), restore::step_script(st)))
         .collect();
-    let results = crate::remote::bounded(work.clone(), AGENT_FANOUT, opts.deadline, {
+    let results = crate::edges::remote::bounded(work.clone(), AGENT_FANOUT, opts.deadline, {
         let opts = opts.clone();
         move |(step, script): (Step, String)| {
             let opts = opts.clone();
@@ -453,7 +460,7 @@ async fn undo_first(
     let why = format!(
         "restore stopped at `{}`: {}",
         step.describe(),
-        crate::text::one_line(why)
+        crate::base::text::one_line(why)
     );
     let hint = "k3s's own error is above: a snapshot taken with another server token cannot be restored with the fleet's; pick another (`exedev-k8s snapshot list -f FLEET` once a server runs)".to_string();
     notes(&format!("removing {first} again"));
@@ -486,7 +493,7 @@ async fn apply_only(
         ..Default::default()
     };
     let hint = |e: &EngineError| {
-        crate::hint::Hint::hint(e)
+        crate::base::hint::Hint::hint(e)
             .unwrap_or_else(|| "see the message; then run the same restore again".to_string())
     };
     let prepared = super::prepare_apply(s, None, vms.to_vec(), &settings)
@@ -501,7 +508,7 @@ async fn apply_only(
             format!(
                 "{} did not come up: {}",
                 f.vm,
-                crate::text::one_line(&f.error)
+                crate::base::text::one_line(&f.error)
             ),
             format!(
                 "look at {}'s bootstrap log (`exedev-k8s status -f FLEET`), then run the same restore again",
@@ -513,11 +520,11 @@ async fn apply_only(
 
 /// The snapshot as k3s on the new first server lists it from S3.
 async fn check_snapshot(s: &Session, vm: &str, name: &str) -> Result<(), Why> {
-    let opts = crate::remote::quick(ssh(s));
-    let (json, _) = crate::remote::read_restore_facts(vm, &opts)
+    let opts = crate::edges::remote::quick(ssh(s));
+    let (json, _) = crate::edges::remote::read_restore_facts(vm, &opts)
         .await
         .map_err(|e| (
-            format!("cannot read the etcd snapshots on {vm}: {}", crate::text::one_line(&e.to_string())),
+            format!("cannot read the etcd snapshots on {vm}: {}", crate::base::text::one_line(&e.to_string())),
             "check the fleet's etcd.snapshots.s3 settings (endpoint, bucket, keys): `exedev-k8s snapshot list -f FLEET` shows the same error once a server runs".to_string(),
         ))?;
     let listing: Vec<restore::Snapshot> = restore::parse_listing(&json)
@@ -531,7 +538,7 @@ async fn check_snapshot(s: &Session, vm: &str, name: &str) -> Result<(), Why> {
         .filter(restore::Snapshot::in_s3)
         .collect();
     let refusal = |r: restore::Refusal| {
-        let hint = crate::hint::Hint::hint(&r).unwrap_or_default();
+        let hint = crate::base::hint::Hint::hint(&r).unwrap_or_default();
         (r.to_string(), hint)
     };
     let Some(snap) = listing.iter().find(|l| l.name == name) else {
@@ -546,7 +553,7 @@ async fn check_snapshot(s: &Session, vm: &str, name: &str) -> Result<(), Why> {
             name: name.to_string(),
         }));
     }
-    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir)
+    let token = crate::edges::cluster_secrets::server_token(&s.fleet, &s.dir)
         .map_err(|e| (format!("no server token for fleet {:?}: {e}", s.fleet.name), "put the server token back where the fleet's k3s.token names it, or into .exedev-k8s/<fleet>/k3s-token beside the fleet file".to_string()))?;
     let ours = restore::token_hash(token.expose());
     if let Some(h) = snap.token_hash.as_ref().filter(|h| **h != ours) {
@@ -566,11 +573,11 @@ async fn remove_only(s: &Session, vm: &str) -> Result<bool, EngineError> {
     if !observed
         .vms
         .iter()
-        .any(|v| v.vm_name == vm && crate::plan::owned(&s.fleet.name, v))
+        .any(|v| v.vm_name == vm && crate::core::plan::owned(&s.fleet.name, v))
     {
         return Ok(false);
     }
-    let opts = crate::plan::PlanOptions {
+    let opts = crate::core::plan::PlanOptions {
         targets: vec![vm.to_string()],
         destroy: true,
         members_removed: false,
@@ -595,7 +602,7 @@ async fn remove_only(s: &Session, vm: &str) -> Result<bool, EngineError> {
     match done.report.failed.first() {
         None => Ok(true),
         Some(f) => Err(EngineError::RestoreStopped {
-            message: format!("{}: {}", f.vm, crate::text::one_line(&f.error)),
+            message: format!("{}: {}", f.vm, crate::base::text::one_line(&f.error)),
             hint: String::new(),
         }),
     }
@@ -636,7 +643,7 @@ async fn create_others(
     let client = api.get().await.map_err(|e| stopped(e.to_string()))?;
     for vm in others {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let gone = crate::cluster::forget_node(&client, vm, left)
+        let gone = crate::edges::cluster::forget_node(&client, vm, left)
             .await
             .map_err(|e| stopped(e.to_string()))?;
         if !gone {
@@ -658,18 +665,18 @@ async fn create_others(
 }
 
 /// Runs one step's script on `vm` as the in-place change script runs
-/// ([`crate::upgrade::RUNNER`]: read whole from stdin, then run with stdin
+/// ([`crate::edges::upgrade::RUNNER`]: read whole from stdin, then run with stdin
 /// from /dev/null, so `sudo` cannot eat the rest of it): the last line it
 /// printed, or why it failed.
 async fn run_step(
     vm: &str,
     script: &str,
-    opts: &crate::ssh::SshOptions,
-) -> Result<String, crate::ssh::SshError> {
-    let script = crate::secret::Secret::new(script);
-    let out = crate::ssh::run_with_input(
+    opts: &crate::edges::ssh::SshOptions,
+) -> Result<String, crate::edges::ssh::SshError> {
+    let script = crate::base::secret::Secret::new(script);
+    let out = crate::edges::ssh::run_with_input(
         vm,
-        &["bash", "-c", crate::upgrade::RUNNER],
+        &["bash", "-c", crate::edges::upgrade::RUNNER],
         Some(&script),
         opts,
     )
@@ -701,12 +708,12 @@ async fn wait_nodes(
             Err(e) => return Err(e.to_string()),
         }
     };
-    let expected: Vec<crate::fleet::DesiredVm> = vms
+    let expected: Vec<crate::core::fleet::DesiredVm> = vms
         .iter()
-        .filter_map(|vm| crate::plan::placement::desired_named(&s.fleet, vm))
+        .filter_map(|vm| crate::core::plan::placement::desired_named(&s.fleet, vm))
         .collect();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    crate::cluster::wait_ready(&client, &expected, left, Duration::from_secs(3), |_| {})
+    crate::edges::cluster::wait_ready(&client, &expected, left, Duration::from_secs(3), |_| {})
         .await
         .map(|r| r.ready_count())
         .map_err(|e| e.to_string())
@@ -718,7 +725,7 @@ fn incomplete(step: &Step, why: &str, report: &RestoreReport) -> EngineError {
         message: format!(
             "restore stopped at `{}`: {}. The {done} step(s) before it were done",
             step.describe(),
-            crate::text::one_line(why)
+            crate::base::text::one_line(why)
         ),
         hint: "fix what the message names and run the same restore again with --force: it stops every server and starts over from the reset".to_string(),
     }
@@ -758,7 +765,7 @@ pub async fn drill(
         return Err(EngineError::refused(
             format!(
                 "{:?} is not a snapshot name k3s makes (letters, digits, '.', '_', '-'). Nothing was changed",
-                crate::text::one_line(snapshot)
+                crate::base::text::one_line(snapshot)
             ),
             "list the snapshots with `exedev-k8s snapshot list -f FLEET`",
         ));
@@ -787,7 +794,7 @@ pub async fn drill(
             "drill a fleet with a shorter metadata.name",
         ));
     };
-    let token = crate::cluster_secrets::server_token(&s.fleet, &s.dir).map_err(|e| {
+    let token = crate::edges::cluster_secrets::server_token(&s.fleet, &s.dir).map_err(|e| {
         EngineError::refused(
             format!(
                 "no server token for fleet {:?} ({e}): a snapshot is encrypted to the server token it was taken with. Nothing was changed",
@@ -815,8 +822,8 @@ pub async fn drill(
     // The drill is a new fleet: its own stored token would be generated;
     // the snapshot needs the live one.
     if d.fleet.k3s.token.is_none() {
-        let path = crate::cluster_secrets::token_path(&d.dir, &d.fleet.name);
-        crate::cluster_secrets::write_private(&path, token.expose())?;
+        let path = crate::edges::cluster_secrets::token_path(&d.dir, &d.fleet.name);
+        crate::edges::cluster_secrets::write_private(&path, token.expose())?;
     }
     let started = tokio::time::Instant::now();
     let deadline = started + timeout;
@@ -824,7 +831,7 @@ pub async fn drill(
     // Whatever happened, the throw-away fleet goes.
     notes(&format!("destroying the drill fleet {}", d.fleet.name));
     let destroyed = destroy_drill(&d).await;
-    let _ = crate::cluster_secrets::purge(&d.dir, &d.fleet.name);
+    let _ = crate::edges::cluster_secrets::purge(&d.dir, &d.fleet.name);
     match (result, destroyed) {
         (Ok(mut report), Ok(())) => {
             report.destroyed = true;
@@ -848,7 +855,7 @@ pub async fn drill(
 async fn drill_in(
     d: &Session,
     snapshot: &str,
-    token: &crate::secret::Secret,
+    token: &crate::base::secret::Secret,
     deadline: tokio::time::Instant,
     notes: &Notes,
 ) -> Result<DrillReport, EngineError> {
@@ -867,14 +874,15 @@ async fn drill_in(
             message: format!(
                 "the drill's server {} did not come up: {}",
                 f.vm,
-                crate::text::one_line(&f.error)
+                crate::base::text::one_line(&f.error)
             ),
             hint: "look at its bootstrap log before it is destroyed, or run the drill again"
                 .to_string(),
         });
     }
-    let vm = crate::names::fleet_vm_name(&d.fleet.name, crate::fleet::CONTROL_PLANE_POOL, 1);
-    let mut opts = crate::remote::quick(ssh(d));
+    let vm =
+        crate::base::names::fleet_vm_name(&d.fleet.name, crate::core::fleet::CONTROL_PLANE_POOL, 1);
+    let mut opts = crate::edges::remote::quick(ssh(d));
     let snap = drill_snapshot(&vm, snapshot, token, &opts).await?;
     let steps = [
         Step::Stop { vm: vm.clone() },
@@ -922,10 +930,10 @@ async fn drill_in(
 async fn drill_snapshot(
     vm: &str,
     snapshot: &str,
-    token: &crate::secret::Secret,
-    opts: &crate::ssh::SshOptions,
+    token: &crate::base::secret::Secret,
+    opts: &crate::edges::ssh::SshOptions,
 ) -> Result<restore::Snapshot, EngineError> {
-    let (json, _) = crate::remote::read_restore_facts(vm, opts)
+    let (json, _) = crate::edges::remote::read_restore_facts(vm, opts)
         .await
         .map_err(|e| EngineError::refused(
             format!("cannot read the etcd snapshots on the drill's server {vm}: {e}"),
@@ -970,9 +978,9 @@ async fn drill_snapshot(
 async fn drill_names(
     vm: &str,
     what: &'static str,
-    opts: &crate::ssh::SshOptions,
+    opts: &crate::edges::ssh::SshOptions,
 ) -> Result<Vec<String>, EngineError> {
-    crate::ssh::run(
+    crate::edges::ssh::run(
         vm,
         &["sudo", "-n", "k3s", "kubectl", "get", what, "-o", "name"],
         opts,
@@ -982,7 +990,7 @@ async fn drill_names(
         out.lines()
             .filter_map(|l| {
                 l.split_once('/')
-                    .map(|(_, n)| crate::text::one_line(n).into_owned())
+                    .map(|(_, n)| crate::base::text::one_line(n).into_owned())
             })
             .collect()
     })
@@ -1008,7 +1016,7 @@ async fn destroy_drill(d: &Session) -> Result<(), EngineError> {
     match done.report.failed.first() {
         None => Ok(()),
         Some(f) => Err(EngineError::RestoreStopped {
-            message: format!("{}: {}", f.vm, crate::text::one_line(&f.error)),
+            message: format!("{}: {}", f.vm, crate::base::text::one_line(&f.error)),
             hint: String::new(),
         }),
     }

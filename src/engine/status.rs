@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{EngineError, Notes, Session, kube};
-use crate::bootstrap::{BootstrapPhase, is_k3s_step};
-use crate::fleet;
-use crate::observe::observe;
-use crate::plan;
-use crate::tailnet_check;
+use crate::core::bootstrap::{BootstrapPhase, is_k3s_step};
+use crate::core::fleet;
+use crate::core::plan;
+use crate::core::tailnet_check;
+use crate::edges::observe::observe;
 
 /// What `status` looks at.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub async fn status(
     s: &Session,
     req: &StatusRequest,
     notes: &Notes,
-) -> Result<(crate::status::Status, Option<kube::Converged>), EngineError> {
+) -> Result<(crate::core::status::Status, Option<kube::Converged>), EngineError> {
     let observed = observe(&s.client, &s.fleet, true).await?;
     let desired = super::placed(&s.fleet, &observed);
     let lazy = kube::lazy(s, None);
@@ -49,12 +49,12 @@ pub async fn status(
             Some(kube::converge(c, &s.fleet, &desired, &s.manifests, timeout, notes).await?);
     }
     let nodes = match &client {
-        Ok(k) => Some(crate::cluster::list_nodes(k).await?),
+        Ok(k) => Some(crate::edges::cluster::list_nodes(k).await?),
         Err(_) => None,
     };
     let readiness = nodes
         .as_ref()
-        .map(|n| crate::cluster::readiness(&desired, n));
+        .map(|n| crate::edges::cluster::readiness(&desired, n));
     let probes = if req.probe {
         probe_proxies(s, req, &desired, &observed).await?
     } else {
@@ -68,16 +68,17 @@ pub async fn status(
         .filter(|v| plan::owned(&s.fleet.name, v) && v.is_running())
         .map(|v| v.vm_name.clone())
         .collect();
-    let ssh = crate::remote::quick(crate::ssh::SshOptions::new(s.kube.ssh_key.clone()));
+    let ssh =
+        crate::edges::remote::quick(crate::edges::ssh::SshOptions::new(s.kube.ssh_key.clone()));
     let bootstrap: BTreeMap<_, _> = if req.ssh {
-        crate::remote::read_reports(&running, &ssh, SSH_FANOUT, SSH_PER_VM)
+        crate::edges::remote::read_reports(&running, &ssh, SSH_FANOUT, SSH_PER_VM)
             .await
             .into_iter()
             .collect()
     } else {
         BTreeMap::new()
     };
-    let mut st = crate::status::join(&crate::status::Sides {
+    let mut st = crate::core::status::join(&crate::core::status::Sides {
         cluster: &s.fleet.name,
         desired: &desired,
         vms: &observed.vms,
@@ -114,12 +115,16 @@ pub async fn status(
 
 /// Where `vm`'s HTTPS proxy is: exe.dev's own, or, with a non-default
 /// `/exec` endpoint (the emulator), that endpoint's stand-in for it.
-pub(super) fn proxy_target(vm: &str, public: bool, endpoint: &str) -> crate::probe::ProbeTarget {
-    if endpoint == crate::client::DEFAULT_ENDPOINT {
-        crate::probe::ProbeTarget::new(vm, public)
+pub(super) fn proxy_target(
+    vm: &str,
+    public: bool,
+    endpoint: &str,
+) -> crate::edges::probe::ProbeTarget {
+    if endpoint == crate::edges::client::DEFAULT_ENDPOINT {
+        crate::edges::probe::ProbeTarget::new(vm, public)
     } else {
         let base = endpoint.trim_end_matches('/').trim_end_matches("/exec");
-        crate::probe::ProbeTarget::emulated(vm, public, base)
+        crate::edges::probe::ProbeTarget::emulated(vm, public, base)
     }
 }
 
@@ -130,26 +135,26 @@ async fn probe_proxies(
     req: &StatusRequest,
     desired: &[fleet::DesiredVm],
     observed: &plan::Observed,
-) -> Result<Vec<crate::probe::ProbeResult>, EngineError> {
-    let targets: Vec<crate::probe::ProbeTarget> = desired
+) -> Result<Vec<crate::edges::probe::ProbeResult>, EngineError> {
+    let targets: Vec<crate::edges::probe::ProbeTarget> = desired
         .iter()
         .filter_map(|d| d.share.map(|sh| (d, sh)))
         .filter(|(d, _)| observed.vms.iter().any(|v| v.vm_name == d.name))
         .map(|(d, sh)| proxy_target(&d.name, sh.public, &req.endpoint))
         .collect();
     let key = match &s.kube.ssh_key {
-        Some(k) => Some(crate::credentials::load_private_key(k)?),
+        Some(k) => Some(crate::edges::credentials::load_private_key(k)?),
         None => None,
     };
-    Ok(crate::probe::probe_all(&targets, key.as_ref(), 8).await)
+    Ok(crate::edges::probe::probe_all(&targets, key.as_ref(), 8).await)
 }
 
 /// k3s's own word where the bootstrap failed while k3s ran.
 async fn add_k3s_reasons(
-    st: &mut crate::status::Status,
-    bootstrap: &BTreeMap<String, Result<crate::bootstrap::BootstrapReport, String>>,
+    st: &mut crate::core::status::Status,
+    bootstrap: &BTreeMap<String, Result<crate::core::bootstrap::BootstrapReport, String>>,
     server: &dyn Fn(&str) -> bool,
-    ssh: &crate::ssh::SshOptions,
+    ssh: &crate::edges::ssh::SshOptions,
 ) {
     let refused: Vec<(String, bool)> = bootstrap
         .iter()
@@ -159,7 +164,8 @@ async fn add_k3s_reasons(
         })
         .collect();
     if !refused.is_empty() {
-        let reasons = crate::remote::read_k3s_reasons(refused, ssh, SSH_FANOUT, SSH_PER_VM).await;
+        let reasons =
+            crate::edges::remote::read_k3s_reasons(refused, ssh, SSH_FANOUT, SSH_PER_VM).await;
         st.add_k3s_reasons(&reasons);
     }
 }
@@ -167,14 +173,15 @@ async fn add_k3s_reasons(
 /// Whether the tailnet lets the fleet's running VMs (`ours`) reach each
 /// other, between the nodes whose identity the tailnet's records confirm.
 async fn add_tailnet_check(
-    st: &mut crate::status::Status,
+    st: &mut crate::core::status::Status,
     ours: &[String],
     server: &dyn Fn(&str) -> bool,
-    ssh: &crate::ssh::SshOptions,
+    ssh: &crate::edges::ssh::SshOptions,
 ) {
     let mut reports = Vec::new();
     let mut unchecked = Vec::new();
-    for (vm, id) in crate::remote::read_tailnet_identities(ours, ssh, SSH_FANOUT, SSH_PER_VM).await
+    for (vm, id) in
+        crate::edges::remote::read_tailnet_identities(ours, ssh, SSH_FANOUT, SSH_PER_VM).await
     {
         match id {
             Ok(id) => reports.push((vm.clone(), server(&vm), id)),
@@ -189,7 +196,8 @@ async fn add_tailnet_check(
     unchecked.extend(unconfirmed);
     if nodes.len() >= 2 || !suspect.is_empty() {
         let probes = tailnet_check::probes(&nodes);
-        let outputs = crate::remote::run_tailnet_probes(&probes, ssh, SSH_FANOUT, SSH_PER_VM).await;
+        let outputs =
+            crate::edges::remote::run_tailnet_probes(&probes, ssh, SSH_FANOUT, SSH_PER_VM).await;
         st.add_tailnet(tailnet_check::evaluate(
             &nodes, &probes, &outputs, unchecked, suspect,
         ));

@@ -220,7 +220,7 @@ impl WorldArgs {
             let (name, v) = ch
                 .split_once('=')
                 .ok_or_else(|| format!("--k3s-channel {ch:?} is not NAME=VERSION"))?;
-            if !crate::release::is_release(v) {
+            if !crate::base::release::is_release(v) {
                 return Err(format!(
                     "--k3s-channel {ch:?}: {v:?} is not a k3s release like v1.31.4+k3s1"
                 ));

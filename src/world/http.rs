@@ -152,7 +152,7 @@ async fn channel_put(
     body: String,
 ) -> Response {
     let version = body.trim();
-    if !crate::release::is_channel(&channel) || !crate::release::is_release(version) {
+    if !crate::base::release::is_channel(&channel) || !crate::base::release::is_release(version) {
         return (
             StatusCode::BAD_REQUEST,
             "PUT /_emulator/k3s-channels/<channel> with a release (v1.31.4+k3s1) as the body\n",

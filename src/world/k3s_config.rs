@@ -10,7 +10,7 @@
 //! read in name order after config.yaml, a later key replaces an earlier
 //! one and `key+:` appends; `K3S_*` variables fill only flags set nowhere
 //! else. Which flags exist, which take no value and which accumulate is
-//! `crate::k3s_flags`, the table validation uses: a flag k3s does not define
+//! `crate::base::k3s_flags`, the table validation uses: a flag k3s does not define
 //! on the command line makes k3s exit ("flag provided but not defined", facts
 //! "Read from source"), an unknown config-file key is warned about and
 //! skipped (`pkg/configfilearg/parser.go:96`, same section).
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::k3s_flags::{Kind, Table};
+use crate::base::k3s_flags::{Kind, Table};
 
 /// Default config file; `--config` / `K3S_CONFIG_FILE` move it.
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
@@ -60,7 +60,7 @@ pub trait Files {
 }
 
 /// Which k3s the unit runs (the one `Role`, beside the flags each takes).
-pub use crate::k3s_flags::Role;
+pub use crate::base::k3s_flags::Role;
 
 /// What a unit file says about how to run k3s.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +107,7 @@ pub fn parse_unit(text: &str) -> Result<UnitFile, String> {
         let v = v.trim();
         match k.trim() {
             "ExecStart" => {
-                unit.exec = crate::shellwords::split(v)
+                unit.exec = crate::base::shellwords::split(v)
                     .map_err(|e| format!("ExecStart is not valid: {e}"))?;
             }
             "EnvironmentFile" => unit.env_files.push(v.to_string()),
@@ -415,7 +415,7 @@ mod tests {
     struct Mem(BTreeMap<&'static str, &'static str>);
 
     fn table() -> &'static Table {
-        crate::k3s_flags::for_minor(1, 31).unwrap()
+        crate::base::k3s_flags::for_minor(1, 31).unwrap()
     }
 
     impl Files for Mem {

@@ -139,11 +139,11 @@ pub fn now_ms() -> u64 {
 /// not cover is read with the newest table (the model's own choice:
 /// validation already refused such a fleet's flags, and a script
 /// installing another release is not the world's to refuse).
-pub fn flag_table(version: Option<&str>) -> Result<&'static crate::k3s_flags::Table, String> {
+pub fn flag_table(version: Option<&str>) -> Result<&'static crate::base::k3s_flags::Table, String> {
     let covered = version
-        .and_then(crate::release::Release::parse)
-        .and_then(|r| crate::k3s_flags::for_minor(r.major, r.minor).ok());
-    let all = crate::k3s_flags::all();
+        .and_then(crate::base::release::Release::parse)
+        .and_then(|r| crate::base::k3s_flags::for_minor(r.major, r.minor).ok());
+    let all = crate::base::k3s_flags::all();
     covered
         .or(all.last().copied())
         .ok_or_else(|| "no k3s flag table".to_string())

@@ -109,7 +109,7 @@ pub fn write_shims(world_dir: &Path, scaled_sleep: bool) -> Result<(), String> {
 
 /// Writes the host-side `ssh` stand-in: point `EXEDEV_K8S_SSH` at it.
 pub fn write_ssh_shim(path: &Path, binary: &Path, url: &str) -> Result<(), String> {
-    let q = |s: &str| crate::shellwords::single_quote(s);
+    let q = |s: &str| crate::base::shellwords::single_quote(s);
     write_exec(
         path,
         &format!(

@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use exedev_k8s::api::error::ErrorKind;
-use exedev_k8s::api::retry::{RetryPolicy, outcome_unknown};
-use exedev_k8s::api::{Command, NewVm};
-use exedev_k8s::client::{Client, ClientOptions, RmOutcome};
-use exedev_k8s::secret::Secret;
+use exedev_k8s::base::secret::Secret;
+use exedev_k8s::core::api::error::ErrorKind;
+use exedev_k8s::core::api::retry::{RetryPolicy, outcome_unknown};
+use exedev_k8s::core::api::{Command, NewVm};
+use exedev_k8s::edges::client::{Client, ClientOptions, RmOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -205,7 +205,7 @@ async fn every_status_maps_to_its_kind_and_advice() {
         let e = c.ls(None).await.unwrap_err();
         assert!(is_kind(&e.kind), "{status}: {:?}", e.kind);
         assert_eq!(e.status(), Some(status));
-        let shown = exedev_k8s::hint::describe(&e);
+        let shown = exedev_k8s::base::hint::describe(&e);
         assert!(
             (shown.contains("the message") || status == 307)
                 && shown.contains(&format!("HTTP {status}"))
@@ -445,7 +445,7 @@ async fn an_endless_reply_is_cut_at_the_limit() {
         "{shown}"
     );
     assert_eq!(
-        exedev_k8s::client::MAX_REPLY_BYTES,
+        exedev_k8s::edges::client::MAX_REPLY_BYTES,
         32 << 20,
         "the message states the limit"
     );
@@ -470,7 +470,7 @@ async fn redirects_are_not_followed_to_another_origin() {
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::OtherStatus(status));
-        let shown = exedev_k8s::hint::describe(&e);
+        let shown = exedev_k8s::base::hint::describe(&e);
         assert!(shown.contains(&elsewhere.url), "names the target: {shown}");
         assert!(shown.contains("never followed"), "{shown}");
         assert!(!shown.contains("SEKRIT"), "{shown}");
@@ -489,7 +489,7 @@ fn a_plain_http_endpoint_off_loopback_is_refused() {
     )
     .unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadEndpoint);
-    let shown = exedev_k8s::hint::describe(&e);
+    let shown = exedev_k8s::base::hint::describe(&e);
     assert!(shown.contains("http://exe.example.com/exec"), "{shown}");
     assert!(shown.contains("--endpoint"), "says what to do: {shown}");
     assert!(!shown.contains("SEKRIT"), "{shown}");

@@ -14,7 +14,7 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{any, get, post};
-use exedev_k8s::fleet;
+use exedev_k8s::core::fleet;
 use serde_json::{Value, json};
 
 fn now_ms() -> u64 {
@@ -43,7 +43,7 @@ fn node(d: &fleet::DesiredVm, ready: bool) -> Value {
     let labels: BTreeMap<&String, &String> = d
         .labels
         .iter()
-        .filter(|(k, _)| exedev_k8s::node_labels::kubelet_may_set(k))
+        .filter(|(k, _)| exedev_k8s::base::node_labels::kubelet_may_set(k))
         .collect();
     let taints: Vec<Value> = d
         .taints
@@ -273,7 +273,7 @@ impl Env {
         let fleets: Vec<_> = ["base.yaml", "changed.yaml"]
             .iter()
             .map(|f| {
-                exedev_k8s::workspace::load_fleet(&dir.path().join(f))
+                exedev_k8s::edges::workspace::load_fleet(&dir.path().join(f))
                     .unwrap()
                     .fleet
             })
@@ -304,7 +304,7 @@ impl Env {
                     let name = vm["name"].as_str().unwrap_or_default();
                     let d = fleets
                         .iter()
-                        .find_map(|f| exedev_k8s::plan::placement::desired_named(f, name));
+                        .find_map(|f| exedev_k8s::core::plan::placement::desired_named(f, name));
                     if let Some(d) = d {
                         k.nodes
                             .entry(name.to_string())
@@ -341,7 +341,7 @@ impl Env {
 
     /// Registers a Ready node for every VM of `fleet_file`, as k3s would.
     fn register(&self, fleet_file: &str) {
-        let f = exedev_k8s::workspace::load_fleet(&self.dir.path().join(fleet_file))
+        let f = exedev_k8s::edges::workspace::load_fleet(&self.dir.path().join(fleet_file))
             .unwrap()
             .fleet;
         let mut k = self.kube.lock().unwrap();
@@ -408,7 +408,7 @@ fn apply_wait_waits_for_ready_and_corrects_drift() {
     // k3s registers the nodes a moment after the VMs exist, one of them
     // with a label missing.
     let kube = env.kube.clone();
-    let f = exedev_k8s::workspace::load_fleet(&env.dir.path().join("base.yaml"))
+    let f = exedev_k8s::edges::workspace::load_fleet(&env.dir.path().join("base.yaml"))
         .unwrap()
         .fleet;
     let desired = fleet::desired_vms(&f);

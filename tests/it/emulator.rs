@@ -7,16 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use exedev_k8s::api::command::CATALOGUE;
-use exedev_k8s::api::error::ErrorKind;
-use exedev_k8s::api::retry::RetryPolicy;
-use exedev_k8s::api::{Command, NewVm};
-use exedev_k8s::client::{Client, ClientOptions, RmOutcome};
+use exedev_k8s::base::secret::Secret;
+use exedev_k8s::core::api::command::CATALOGUE;
+use exedev_k8s::core::api::error::ErrorKind;
+use exedev_k8s::core::api::retry::RetryPolicy;
+use exedev_k8s::core::api::{Command, NewVm};
+use exedev_k8s::core::token::{self, API_NAMESPACE, Permissions, vm_namespace};
+use exedev_k8s::edges::client::{Client, ClientOptions, RmOutcome};
 use exedev_k8s::emulator::{
     self, EmulatorConfig, RateLimit, RunningEmulator, STATUS_DROPPED, StrictOptions, VmRecord,
 };
-use exedev_k8s::secret::Secret;
-use exedev_k8s::token::{self, API_NAMESPACE, Permissions, vm_namespace};
 use serde_json::{Value, json};
 use ssh_key::{Algorithm, HashAlg, PrivateKey};
 
@@ -340,7 +340,7 @@ printf '%s' "exe0.$PAYLOAD.$SIGBLOB"
     assert!(out.status.success());
     let tok = Secret::new(String::from_utf8(out.stdout).unwrap());
     let pub_path = dir.path().join("exe_dev_api.pub");
-    let keys = exedev_k8s::credentials::load_public_keys(&pub_path).unwrap();
+    let keys = exedev_k8s::edges::credentials::load_public_keys(&pub_path).unwrap();
     let emu = emulator::start(EmulatorConfig {
         authorized_keys: keys,
         user_email: "ops@example.org".into(),
@@ -399,7 +399,7 @@ async fn commands_and_reply_shapes() {
     // Random name
     let random = c.new_vm(NewVm::default()).await.unwrap().vm_name;
     assert!(
-        exedev_k8s::names::check_vm_name(&random).is_ok(),
+        exedev_k8s::base::names::check_vm_name(&random).is_ok(),
         "{random}"
     );
     assert!(random.contains('-'));
@@ -448,13 +448,13 @@ async fn commands_and_reply_shapes() {
         ),
         (
             "new --name=Bad_Name",
-            exedev_k8s::names::check_vm_name("Bad_Name")
+            exedev_k8s::base::names::check_vm_name("Bad_Name")
                 .unwrap_err()
                 .to_string(),
         ),
         (
             "new --name=docker",
-            exedev_k8s::names::check_vm_name("docker")
+            exedev_k8s::base::names::check_vm_name("docker")
                 .unwrap_err()
                 .to_string(),
         ),
@@ -856,7 +856,7 @@ async fn injected_faults_are_seeded_and_504_and_drops_take_effect() {
         };
         assert!(expected, "request {i}: {status} vs {:?}", e.kind);
         assert_eq!(
-            exedev_k8s::api::retry::outcome_unknown(&e),
+            exedev_k8s::core::api::retry::outcome_unknown(&e),
             matches!(*status, 504 | 500 | STATUS_DROPPED)
         );
     }

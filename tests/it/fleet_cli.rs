@@ -495,7 +495,7 @@ fn what_exe_dev_reports_is_escaped_in_every_plan_format() {
     }
     let raw_controls = |s: &str| {
         s.chars()
-            .any(|c| exedev_k8s::text::is_control(c) && c != '\n')
+            .any(|c| exedev_k8s::base::text::is_control(c) && c != '\n')
     };
     let human = env.ok(&["plan", "-f", "base.yaml"]);
     assert!(!raw_controls(&human), "{human:?}");
@@ -578,9 +578,9 @@ fn unowned_vms_survive_apply_and_destroy_and_collisions_are_refused() {
 
     // Remove the collision; the others are left alone through apply and destroy.
     let removed = env.rt.block_on(async {
-        let c = exedev_k8s::client::Client::new(
+        let c = exedev_k8s::edges::client::Client::new(
             &env.emu().url,
-            exedev_k8s::secret::Secret::new(env.token.clone()),
+            exedev_k8s::base::secret::Secret::new(env.token.clone()),
             Default::default(),
         )
         .unwrap();
@@ -823,7 +823,7 @@ fn forbidden_commands_name_the_missing_grant() {
     let kp = crate::common::keygen(dir.path(), "k", "ed25519", &[], "");
     let env2 = secret_harness(|c| {
         c.authorized_keys =
-            exedev_k8s::credentials::load_public_keys(&kp.with_extension("pub")).unwrap()
+            exedev_k8s::edges::credentials::load_public_keys(&kp.with_extension("pub")).unwrap()
     });
     drop(env);
     let tok = String::from_utf8(
@@ -884,14 +884,14 @@ fn forbidden_commands_name_the_missing_grant() {
     // An explicit --ssh-key beats an expired token in the environment (the
     // expired token's own advice says "or pass --ssh-key"): ignored, with a
     // note, and the key mints.
-    let now = exedev_k8s::credentials::now_unix();
-    let expired = exedev_k8s::token::mint(
-        &exedev_k8s::credentials::load_private_key(&kp).unwrap(),
-        &exedev_k8s::token::Permissions {
+    let now = exedev_k8s::edges::credentials::now_unix();
+    let expired = exedev_k8s::core::token::mint(
+        &exedev_k8s::edges::credentials::load_private_key(&kp).unwrap(),
+        &exedev_k8s::core::token::Permissions {
             exp: Some(now - 3600),
             ..Default::default()
         },
-        exedev_k8s::token::API_NAMESPACE,
+        exedev_k8s::core::token::API_NAMESPACE,
     )
     .unwrap();
     let out = env2
@@ -1248,14 +1248,14 @@ fn mistakes_are_named_before_anything_is_sent() {
 
     // Expired and garbled tokens get different messages, both local.
     let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
-    let now = exedev_k8s::credentials::now_unix();
-    let expired = exedev_k8s::token::mint(
+    let now = exedev_k8s::edges::credentials::now_unix();
+    let expired = exedev_k8s::core::token::mint(
         &key,
-        &exedev_k8s::token::Permissions {
+        &exedev_k8s::core::token::Permissions {
             exp: Some(now - 7200),
             ..Default::default()
         },
-        exedev_k8s::token::API_NAMESPACE,
+        exedev_k8s::core::token::API_NAMESPACE,
     )
     .unwrap();
     let e1 = nothing_sent(
@@ -1402,21 +1402,21 @@ fn json_events_are_timestamped_and_summaries_name_their_operation() {
 #[test]
 fn agents_are_not_created_when_the_first_server_fails() {
     use exedev_k8s::apply::{self, ApplyOptions};
-    use exedev_k8s::plan::{PlanOptions, diff, spec::ClusterSecrets};
+    use exedev_k8s::core::plan::{PlanOptions, diff, spec::ClusterSecrets};
     use std::sync::{Arc, Mutex};
     let env = secret_harness(|_| {});
-    let fleet = exedev_k8s::workspace::load_fleet(&env.path("base.yaml"))
+    let fleet = exedev_k8s::edges::workspace::load_fleet(&env.path("base.yaml"))
         .unwrap()
         .fleet;
-    let client = exedev_k8s::client::Client::new(
+    let client = exedev_k8s::edges::client::Client::new(
         &env.emu().url,
-        exedev_k8s::secret::Secret::new(env.token.clone()),
+        exedev_k8s::base::secret::Secret::new(env.token.clone()),
         Default::default(),
     )
     .unwrap();
     let observed = env
         .rt
-        .block_on(exedev_k8s::observe::observe(&client, &fleet, true))
+        .block_on(exedev_k8s::edges::observe::observe(&client, &fleet, true))
         .unwrap();
     let plan = diff(&fleet, "fp", &observed, &PlanOptions::default()).unwrap();
     /// No node ever becomes Ready.

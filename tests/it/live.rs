@@ -104,10 +104,10 @@ fn live_env() -> (String, String) {
 /// tool uses.
 fn on_vm(vm: &str, command: &str) -> String {
     let key = std::env::var_os("EXE_DEV_SSH_KEY").map(std::path::PathBuf::from);
-    let opts = exedev_k8s::ssh::SshOptions::new(key);
+    let opts = exedev_k8s::edges::ssh::SshOptions::new(key);
     std::fs::create_dir_all(&opts.control_dir).expect("ssh control dir");
     let out = Command::new("ssh")
-        .args(exedev_k8s::ssh::ssh_args(vm, &opts))
+        .args(exedev_k8s::edges::ssh::ssh_args(vm, &opts))
         .arg("--")
         .arg(command)
         .output()
@@ -238,10 +238,14 @@ fn ha_cluster_forms_over_the_tailnet() {
         run(d, &apply);
         let servers: Vec<String> = (1..=3)
             .map(|i| {
-                exedev_k8s::names::fleet_vm_name(&cluster, exedev_k8s::fleet::CONTROL_PLANE_POOL, i)
+                exedev_k8s::base::names::fleet_vm_name(
+                    &cluster,
+                    exedev_k8s::core::fleet::CONTROL_PLANE_POOL,
+                    i,
+                )
             })
             .collect();
-        let agent = exedev_k8s::names::fleet_vm_name(&cluster, "work", 1);
+        let agent = exedev_k8s::base::names::fleet_vm_name(&cluster, "work", 1);
 
         // Three etcd members, each peering over its tailnet address. (etcd's
         // JSON gateway with the client certificate k3s keeps under
@@ -315,7 +319,7 @@ fn ha_cluster_forms_over_the_tailnet() {
             &servers[0],
             &format!(
                 "printf '%s' {} | sudo k3s kubectl apply -f - && sudo k3s kubectl rollout status deployment/echo --timeout=300s",
-                exedev_k8s::shellwords::single_quote(&manifest)
+                exedev_k8s::base::shellwords::single_quote(&manifest)
             ),
         );
         let overrides = format!(r#"{{"spec":{{"nodeName":"{agent}"}}}}"#);
@@ -323,7 +327,7 @@ fn ha_cluster_forms_over_the_tailnet() {
             &servers[0],
             &format!(
                 "sudo k3s kubectl run probe --rm -i --restart=Never --image=busybox:1.36 --overrides={} --command -- sh -c 'for i in 1 2 3 4 5 6; do wget -qO- http://echo.default.svc.cluster.local && exit 0; sleep 10; done; exit 1'",
-                exedev_k8s::shellwords::single_quote(&overrides)
+                exedev_k8s::base::shellwords::single_quote(&overrides)
             ),
         );
         assert!(got.contains("Welcome to nginx"), "{got}");

@@ -2,9 +2,9 @@
 //! script, which exe.dev caps at 10 KiB: they must fit with room to spare,
 //! and only the first server carries them.
 
-use exedev_k8s::bootstrap::{self, MAX_SETUP_SCRIPT_BYTES};
-use exedev_k8s::fleet;
-use exedev_k8s::plan::spec::{ClusterSecrets, MANIFESTS, bootstrap_input};
+use exedev_k8s::core::bootstrap::{self, MAX_SETUP_SCRIPT_BYTES};
+use exedev_k8s::core::fleet;
+use exedev_k8s::core::plan::spec::{ClusterSecrets, MANIFESTS, bootstrap_input};
 
 const FLEET: &str = "apiVersion: exedev-k8s/v1
 kind: Fleet

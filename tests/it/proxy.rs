@@ -10,10 +10,10 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use exedev_k8s::base::secret::Secret;
+use exedev_k8s::core::token::{self, API_NAMESPACE, Permissions, vm_namespace};
+use exedev_k8s::edges::probe::{self, ProbeTarget, mint_vm_token, probe_client};
 use exedev_k8s::emulator::{self, EmulatorConfig, RunningEmulator, VmRecord, user_id};
-use exedev_k8s::probe::{self, ProbeTarget, mint_vm_token, probe_client};
-use exedev_k8s::secret::Secret;
-use exedev_k8s::token::{self, API_NAMESPACE, Permissions, vm_namespace};
 use serde_json::{Value, json};
 use ssh_key::{Algorithm, PrivateKey};
 

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use assert_cmd::Command;
-use exedev_k8s::token::{self, Exe0Token, keys};
+use exedev_k8s::core::token::{self, Exe0Token, keys};
 
 fn mint(key: &std::path::Path, extra: &[&str]) -> std::process::Output {
     Command::cargo_bin("exedev-k8s")
@@ -86,11 +86,11 @@ fn ecdsa_p521_tokens_pass_ssh_keygen_check() {
 /// ECDSA keys whose private scalar starts with a zero byte: OpenSSH writes
 /// the scalar short and ssh-key 0.6.7 alone refuses it ("length invalid"),
 /// one P-256 key in 256 and about one P-521 key in four. Each fixture
-/// (`src/token/testdata`) mints a token `ssh-keygen -Y verify` accepts, the
+/// (`src/core/token/testdata`) mints a token `ssh-keygen -Y verify` accepts, the
 /// encrypted one with its passphrase from the environment.
 #[test]
 fn ecdsa_keys_with_a_short_scalar_mint_tokens_ssh_keygen_accepts() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/token/testdata");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core/token/testdata");
     for (name, passphrase) in [
         ("ecdsa-p256-short-scalar", None),
         ("ecdsa-p384-short-scalar", None),
@@ -182,7 +182,7 @@ fn ssh_keygen_signed_tokens_verify_in_rust() {
         let tok = token::from_armored(payload, &armored).unwrap();
         let parsed = Exe0Token::parse(tok.expose()).unwrap();
         let pubkeys =
-            exedev_k8s::credentials::load_public_keys(&key.with_extension("pub")).unwrap();
+            exedev_k8s::edges::credentials::load_public_keys(&key.with_extension("pub")).unwrap();
         let (fp, perms) = parsed
             .validate("v0@exe.dev", &pubkeys, 2_000_000_000)
             .unwrap();
@@ -191,7 +191,7 @@ fn ssh_keygen_signed_tokens_verify_in_rust() {
         assert!(parsed.verify("v0@x.exe.xyz", &pubkeys).is_err());
         let other = keygen(dir.path(), &format!("{kind}-other"), "ed25519", &[], "");
         let others =
-            exedev_k8s::credentials::load_public_keys(&other.with_extension("pub")).unwrap();
+            exedev_k8s::edges::credentials::load_public_keys(&other.with_extension("pub")).unwrap();
         assert!(matches!(
             parsed.verify("v0@exe.dev", &others),
             Err(token::TokenError::UnknownKey(_))
@@ -286,7 +286,7 @@ fn inspect_shows_permissions_expiry_and_signer() {
     );
 
     // `token mint` refuses a past --exp: sign an expired token directly.
-    let pk = exedev_k8s::credentials::load_private_key(&key).unwrap();
+    let pk = exedev_k8s::edges::credentials::load_private_key(&key).unwrap();
     let perms = token::Permissions {
         exp: Some(946684800),
         ..Default::default()
@@ -313,13 +313,13 @@ fn inspect_shows_permissions_expiry_and_signer() {
 
 #[test]
 fn secrets_never_in_debug_or_errors() {
-    use exedev_k8s::client::{Client, ClientOptions};
-    use exedev_k8s::credentials::Credentials;
-    use exedev_k8s::secret::Secret;
+    use exedev_k8s::base::secret::Secret;
+    use exedev_k8s::edges::client::{Client, ClientOptions};
+    use exedev_k8s::edges::credentials::Credentials;
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "k", "ed25519", &[], "");
     let tok = Credentials::SshKey(key.clone())
-        .token_for(&["ls"], exedev_k8s::credentials::ON_THE_FLY_TTL)
+        .token_for(&["ls"], exedev_k8s::edges::credentials::ON_THE_FLY_TTL)
         .unwrap();
     let creds = Credentials::Token(tok.clone());
     assert!(!format!("{creds:?}").contains(tok.expose()));
@@ -333,7 +333,7 @@ fn secrets_never_in_debug_or_errors() {
     let parsed = Exe0Token::parse(tok.expose()).unwrap();
     assert!(!format!("{parsed:?}").contains(&tok.expose()[5..40]));
     let key_text = std::fs::read_to_string(&key).unwrap();
-    let pk = exedev_k8s::credentials::load_private_key(&key).unwrap();
+    let pk = exedev_k8s::edges::credentials::load_private_key(&key).unwrap();
     assert!(!format!("{pk:?}").contains(&key_text[40..80]));
     let s = Secret::new("hunter2");
     assert!(!format!("{s:?}{s}").contains("hunter2"));

@@ -912,7 +912,7 @@ print(s.recv(4096).decode().split("\r\n")[0])
             "demo-web1",
             &format!(
                 "python3 -c {}",
-                exedev_k8s::shellwords::single_quote(forged)
+                exedev_k8s::base::shellwords::single_quote(forged)
             ),
         );
         let line = String::from_utf8_lossy(&out.stdout);

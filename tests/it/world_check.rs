@@ -57,7 +57,7 @@ fn check_namespaces(h: &Harness) -> Vec<String> {
         .items
         .into_iter()
         .filter_map(|n| n.metadata.name)
-        .filter(|n| n.starts_with(exedev_k8s::check::NAMESPACE_PREFIX))
+        .filter(|n| n.starts_with(exedev_k8s::core::check::NAMESPACE_PREFIX))
         .collect()
 }
 
@@ -307,10 +307,9 @@ fn an_interrupted_check_still_deletes_its_namespace() {
                     .items
                     .iter()
                     .any(|n| {
-                        n.metadata
-                            .name
-                            .as_deref()
-                            .is_some_and(|n| n.starts_with(exedev_k8s::check::NAMESPACE_PREFIX))
+                        n.metadata.name.as_deref().is_some_and(|n| {
+                            n.starts_with(exedev_k8s::core::check::NAMESPACE_PREFIX)
+                        })
                     });
             if exists {
                 let pid = libc::pid_t::try_from(child.id()).unwrap();

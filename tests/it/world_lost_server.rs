@@ -187,7 +187,7 @@ fn two_of_three_servers_lost_is_refused_naming_restore() {
     // cp1's API does not answer without quorum (the world's API answers
     // only with it, as k3s's etcd-backed one): apply waits its 60 s for
     // the API, then refuses. (`plan` says the same as a warning: unit
-    // tests in src/plan/tests.rs; not run here, another minute.)
+    // tests in src/core/plan/tests.rs; not run here, another minute.)
     let out = cli(
         &h,
         &[

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use exedev_k8s::ssh::{self, SshError, SshOptions};
+use exedev_k8s::edges::ssh::{self, SshError, SshOptions};
 
 /// Issue 22, finding 7 (SSH). Repro: an `ssh` wrapper answering for one VM
 /// with a 1 GB "bootstrap state" made `ssh::run` read it whole (2.9 GB of

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use exedev_k8s::ssh::{self, SshOptions};
+use exedev_k8s::edges::ssh::{self, SshOptions};
 
 fn stub(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;

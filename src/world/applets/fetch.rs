@@ -101,7 +101,7 @@ pub async fn fetch(inner: &Arc<Inner>, req: &Fetch) -> FetchReply {
 
 async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
     if let Some(v) = path.strip_prefix("/k3s-io/k3s/releases/tag/") {
-        return if crate::release::is_release(v) {
+        return if crate::base::release::is_release(v) {
             ok(200, b"")
         } else {
             ok(404, b"Not Found\n")
@@ -112,7 +112,7 @@ async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
     };
     let (version, file) = rest.split_once('/').unwrap_or((rest, ""));
     let version = version.replace("%2B", "+").replace("%2b", "+");
-    if !crate::release::is_release(&version) {
+    if !crate::base::release::is_release(&version) {
         return ok(404, b"Not Found\n");
     }
     match file {
@@ -124,7 +124,9 @@ async fn github(inner: &Arc<Inner>, req: &Fetch, path: &str) -> FetchReply {
                 match m.vms.get_mut(&req.vm) {
                     Some(v)
                         if !v.rebooted_by_fault
-                            && globs.iter().any(|g| crate::names::glob_match(g, &req.vm)) =>
+                            && globs
+                                .iter()
+                                .any(|g| crate::base::names::glob_match(g, &req.vm)) =>
                     {
                         v.rebooted_by_fault = true;
                         true

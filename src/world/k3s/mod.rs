@@ -26,7 +26,7 @@
 //!   `CriticalControlArgs`, "Read from source");
 //! - a server whose config still carries a token rotated away: "bootstrap
 //!   data already found and encrypted with different token";
-//! - a command-line flag k3s does not define (`crate::k3s_flags`), a
+//! - a command-line flag k3s does not define (`crate::base::k3s_flags`), a
 //!   `flannel-iface` that names no interface (no `tailscale0` without a TUN
 //!   device), a server name not in the certificate ("Read from source").
 //!
@@ -305,7 +305,7 @@ impl Model {
                             .faults
                             .server_never_ready
                             .iter()
-                            .any(|g| crate::names::glob_match(g, vm));
+                            .any(|g| crate::base::names::glob_match(g, vm));
                     if never {
                         self.wait(
                             vm,

@@ -84,12 +84,12 @@ pub fn parse_vpn_auth(s: &str) -> Result<VpnAuth, String> {
 }
 
 /// The kubelet's refusal of `node-label`s it may not set on itself
-/// ([`crate::node_labels`]), as it words it, if any.
+/// ([`crate::base::node_labels`]), as it words it, if any.
 pub fn refused_labels(labels: &[String]) -> Option<String> {
     let bad: Vec<&str> = labels
         .iter()
         .map(|l| l.split_once('=').map_or(l.as_str(), |(k, _)| k))
-        .filter(|k| !crate::node_labels::kubelet_may_set(k))
+        .filter(|k| !crate::base::node_labels::kubelet_may_set(k))
         .collect();
     (!bad.is_empty()).then(|| {
         format!(

@@ -886,7 +886,7 @@ mod tests {
             0,
         );
         let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(n.clone()).unwrap();
-        let view = crate::cluster::NodeView::from(&node);
+        let view = crate::edges::cluster::NodeView::from(&node);
         assert!(view.ready);
         assert_eq!(view.labels["tier"], "web");
         assert_eq!(view.labels["node-role.kubernetes.io/etcd"], "true");

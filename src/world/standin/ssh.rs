@@ -1,5 +1,5 @@
 //! The host-side `ssh` stand-in (`EXEDEV_K8S_SSH`): takes the arguments
-//! `exedev-k8s` passes to the system ssh (see `src/ssh.rs`), reaches
+//! `exedev-k8s` passes to the system ssh (see `src/edges/ssh.rs`), reaches
 //! `<vm>.exe.xyz` in the emulator's world and runs the remote command there
 //! as `exedev`, in the VM's sandbox; `-N -L [addr:]port:host:hostport`
 //! forwards local connections to `host:hostport` as seen from the VM (its

@@ -235,7 +235,7 @@ pub fn secret_harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConf
 pub fn trusting(key: &Path) -> impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig) + '_ {
     move |c| {
         c.authorized_keys =
-            exedev_k8s::credentials::load_public_keys(&key.with_extension("pub")).unwrap();
+            exedev_k8s::edges::credentials::load_public_keys(&key.with_extension("pub")).unwrap();
     }
 }
 
@@ -266,7 +266,7 @@ impl Harness {
 }
 
 pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) -> Harness {
-    use exedev_k8s::token::{self, API_NAMESPACE, Permissions};
+    use exedev_k8s::core::token::{self, API_NAMESPACE, Permissions};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -284,7 +284,7 @@ pub fn harness(tweak: impl FnOnce(&mut exedev_k8s::emulator::EmulatorConfig)) ->
     let emu = rt.block_on(exedev_k8s::emulator::start(cfg)).unwrap();
     let perms = Permissions {
         cmds: Some(
-            exedev_k8s::api::command::CATALOGUE
+            exedev_k8s::core::api::command::CATALOGUE
                 .iter()
                 .map(|c| c.name.to_string())
                 .collect(),

@@ -71,7 +71,7 @@ impl Harness {
 
     /// Sends one lobby command; returns (status, body).
     pub fn exec(&self, words: &[&str]) -> (u16, String) {
-        let body = exedev_k8s::shellwords::join(words).unwrap();
+        let body = exedev_k8s::base::shellwords::join(words).unwrap();
         self.rt.block_on(async {
             let r = reqwest::Client::new()
                 .post(&self.emu.url)
