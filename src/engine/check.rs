@@ -178,9 +178,9 @@ impl Checker {
                 "check the cluster's service CIDR (`kubectl get svc -A`)",
             )
         })?;
-        // The API server keeps `default/kubernetes` on every real cluster;
-        // without it (the VM world does not model it) the API-from-a-pod
-        // path is said to be unchecked rather than failed.
+        // The API server keeps `default/kubernetes` on every cluster (the
+        // VM world too); without it the API-from-a-pod path is said to be
+        // unchecked rather than failed.
         let api_svc = Api::<Service>::namespaced(self.client.clone(), "default")
             .get_opt("kubernetes")
             .await

@@ -79,6 +79,12 @@ fn check_passes_on_a_healthy_cluster_and_cleans_up() {
     for (_, t) in report["timings"].as_object_mut().unwrap() {
         *t = "<ms>".into();
     }
+    // The world keeps `default/kubernetes` as the API server does: every
+    // node's check pod reaches a server's API through it (passed, not
+    // skipped).
+    assert_eq!(report["api"]["probed"], 3, "{report}");
+    assert_eq!(report["api"]["passed"], 3, "{report}");
+    assert_eq!(report["skipped"], serde_json::json!([]), "{report}");
     insta::assert_json_snapshot!("check_healthy_json", report);
     assert!(
         check_namespaces(&h).is_empty(),

@@ -50,8 +50,10 @@ impl Session<'_> {
         let r = self
             .net
             .connect(from, ip, port, Proto::Tcp, size, self.underlay)?;
-        let App::Netexec(n) = r.pod.app else {
-            return Err(Failure::Refused(SocketAddrV4::new(ip, port)));
+        let n = match r.pod.app {
+            App::Netexec(n) => n,
+            App::ApiServer => return Ok(api_server_reply()),
+            _ => return Err(Failure::Refused(SocketAddrV4::new(ip, port))),
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let client = format!("{}:{CLIENT_PORT}", r.client_ip);
@@ -76,6 +78,17 @@ impl Session<'_> {
                 .connect(from, ip, port, Proto::Tcp, back, self.underlay)?;
         }
         Ok(reply)
+    }
+}
+
+/// What the API server's TLS listener answers a plain-HTTP request: Go's
+/// `net/http` server (`(*conn).serve`) writes `HTTP/1.0 400 Bad Request`
+/// and this body (facts "`exedev-k8s check`": recalled, quoted by
+/// third-party code, not read in Go's source here).
+pub fn api_server_reply() -> Reply {
+    Reply {
+        status: 400,
+        body: "Client sent an HTTP request to an HTTPS server.\n".into(),
     }
 }
 

@@ -9,7 +9,8 @@
 //! far as the tailnet policy lets it: the [`Underlay`]), on the flannel
 //! interface only when that is the tailnet, and within the path MTU;
 //! Services (ClusterIP, NodePort) to Ready endpoints; hostPort (CNI
-//! portmap); CoreDNS names. What it does not: NetworkPolicy, session
+//! portmap); CoreDNS names; the API server on each Ready server's 6443
+//! behind `default/kubernetes`. What it does not: NetworkPolicy, session
 //! affinity, `externalTrafficPolicy: Local`, IPv6, random endpoint choice
 //! (the first reachable Ready endpoint in name order answers).
 //!
@@ -43,6 +44,11 @@ pub const TAILSCALE_MTU: u32 = 1280;
 pub const TAILNET_IFACE: &str = "tailscale0";
 /// CoreDNS's port.
 pub const DNS_PORT: u16 = 53;
+/// The API server's port on each server node (k3s-facts "Ports": 6443).
+pub const API_PORT: u16 = 6443;
+/// The `kubernetes` Service's address: the first of the service CIDR
+/// (facts "`exedev-k8s check`": cluster-ip-allocation docs).
+pub const API_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
 
 /// The network beneath the cluster: which flows pass between two nodes'
 /// tailnet addresses (the world answers from its tailnet policy) and the
@@ -83,6 +89,10 @@ pub enum App {
     Netexec(Netexec),
     /// CoreDNS: answers DNS on UDP 53.
     Dns,
+    /// A server's k3s API server on its node's 6443 (TLS). k3s runs it in
+    /// its own process, not a pod: [`Net::from_objects`] stands in a
+    /// host-network listener for it on each server whose API answers.
+    ApiServer,
     /// Runs and serves nothing (every other image).
     Silent,
 }
@@ -120,6 +130,7 @@ impl PodNet {
                 Proto::Udp => n.udp_port == Some(port),
             },
             App::Dns => proto == Proto::Udp && port == DNS_PORT,
+            App::ApiServer => proto == Proto::Tcp && port == API_PORT,
             App::Silent => false,
         }
     }
@@ -622,9 +633,13 @@ impl Net {
         let mut eps: Vec<&PodNet> = self
             .pods
             .iter()
-            .filter(|p| p.ns == svc.ns && p.ready && p.running && p.ip.is_some())
+            .filter(|p| (p.ns == svc.ns || p.app == App::ApiServer) && p.ready && p.running)
+            .filter(|p| p.ip.is_some())
             .filter(|p| match &svc.selector {
                 Some(sel) => !sel.is_empty() && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)),
+                // The API server keeps `default/kubernetes`'s endpoints
+                // itself: the servers' addresses on 6443.
+                None if svc.ns == "default" && svc.name == "kubernetes" => p.app == App::ApiServer,
                 None => svc.cluster_ip == Some(self.cluster_dns) && p.app == App::Dns,
             })
             .collect();
@@ -720,15 +735,18 @@ impl Net {
     /// Builds the snapshot from API objects (Nodes, Pods, Services) and
     /// each node's flannel settings (`flannel-iface` and its MTU, from the
     /// node's k3s config; absent: the node's k3s is not running here).
+    /// Each Ready server node (control-plane label, k3s running) gets a
+    /// host-network [`App::ApiServer`] listener named `k3s-api-<node>` in
+    /// `kube-system`: its API answers on the node's address, 6443.
     pub fn from_objects(
-        nodes: &[Value],
+        nodes_json: &[Value],
         pods: &[Value],
         services: &[Value],
         flannel: &BTreeMap<String, (Option<String>, u32)>,
         cluster_dns: Ipv4Addr,
         domain: &str,
     ) -> Net {
-        let nodes = nodes
+        let nodes: Vec<NodeNet> = nodes_json
             .iter()
             .map(|n| {
                 let name = str_of(&n["metadata"]["name"]);
@@ -755,7 +773,8 @@ impl Net {
                 }
             })
             .collect();
-        let pods = pods.iter().map(pod_net).collect();
+        let mut pods: Vec<PodNet> = pods.iter().map(pod_net).collect();
+        pods.extend(api_servers(nodes_json, &nodes));
         let mut services: Vec<ServiceNet> = services.iter().map(service_net).collect();
         // k3s deploys the `kube-dns` Service at `cluster-dns` with CoreDNS
         // (facts "DNS"); the world's API may not hold it as an object.
@@ -782,6 +801,39 @@ impl Net {
             domain: domain.to_string(),
         }
     }
+}
+
+/// The API servers that answer: one host-network listener on each Ready
+/// server node with an address (a server's k3s serves 6443 while it runs;
+/// `ready` already requires its k3s to run here).
+fn api_servers(json: &[Value], nodes: &[NodeNet]) -> Vec<PodNet> {
+    nodes
+        .iter()
+        .filter(|n| n.ready && n.ip.is_some())
+        .filter(|n| {
+            json.iter().any(|j| {
+                j["metadata"]["name"] == n.name.as_str()
+                    && j["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] == "true"
+            })
+        })
+        .map(|n| PodNet {
+            ns: "kube-system".into(),
+            name: format!("k3s-api-{}", n.name),
+            node: Some(n.name.clone()),
+            ip: n.ip,
+            running: true,
+            ready: true,
+            host_network: true,
+            labels: serde_json::Map::new(),
+            app: App::ApiServer,
+            ports: vec![ContainerPort {
+                name: Some("https".into()),
+                port: API_PORT,
+                proto: Proto::Tcp,
+                host_port: Some(API_PORT),
+            }],
+        })
+        .collect()
 }
 
 fn str_of(v: &Value) -> String {

@@ -548,3 +548,94 @@ fn sources_must_run() {
         .unwrap_err();
     assert!(matches!(e, Failure::NoSource(_)));
 }
+
+/// Node a a server (control-plane label), b an agent; the API server's
+/// `default/kubernetes` Service as the world's API holds it.
+fn api_net(b_ready: bool) -> Net {
+    let mut a = node("a", 0);
+    a["metadata"]["labels"] = json!({"node-role.kubernetes.io/control-plane": "true"});
+    let pods = [pod("pb", "b", "10.42.1.2", &["netexec"], json!({}))];
+    let svc = json!({"metadata": {"name": "kubernetes", "namespace": "default"},
+                     "spec": {"clusterIP": "10.43.0.1",
+                              "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}});
+    let nodes = if b_ready {
+        vec![a, node("b", 1)]
+    } else {
+        vec![node("b", 1)]
+    };
+    Net::from_objects(
+        &nodes,
+        &pods,
+        &[svc],
+        &flannel(&["a", "b"]),
+        cidr::DEFAULT_CLUSTER_DNS,
+        "cluster.local",
+    )
+}
+
+#[test]
+fn the_kubernetes_service_reaches_the_servers_api_on_6443_and_only_servers() {
+    let n = api_net(true);
+    let pb = From::Pod("t", "pb");
+    let r = n
+        .connect(pb, API_SERVICE_IP, 443, Proto::Tcp, 100, &open())
+        .unwrap();
+    assert_eq!(r.pod.app, App::ApiServer);
+    assert_eq!((r.pod.node.as_deref(), r.port), (Some("a"), API_PORT));
+    assert_eq!(
+        r.via,
+        Via::Service {
+            ns: "default".into(),
+            name: "kubernetes".into()
+        }
+    );
+    // The server node's own address answers on 6443; the agent's does not.
+    assert!(
+        n.connect(pb, ip("100.64.0.1"), API_PORT, Proto::Tcp, 100, &open())
+            .is_ok()
+    );
+    assert_eq!(
+        n.connect(pb, ip("100.64.0.2"), API_PORT, Proto::Tcp, 100, &open())
+            .unwrap_err(),
+        Failure::Refused(SocketAddrV4::new(ip("100.64.0.2"), API_PORT))
+    );
+    // The tailnet policy dropping tcp/6443 to the server cuts the path.
+    let u = Policy::open().drop("b", "a", Proto::Tcp, API_PORT);
+    assert!(matches!(
+        n.connect(pb, API_SERVICE_IP, 443, Proto::Tcp, 100, &u),
+        Err(Failure::NodePortBlocked { port: API_PORT, .. })
+    ));
+    // No server whose API answers: no endpoints.
+    assert_eq!(
+        api_net(false)
+            .connect(pb, API_SERVICE_IP, 443, Proto::Tcp, 100, &open())
+            .unwrap_err(),
+        Failure::NoEndpoints {
+            ns: "default".into(),
+            name: "kubernetes".into()
+        }
+    );
+}
+
+#[test]
+fn netexec_dialing_the_api_gets_gos_plain_http_refusal() {
+    let n = api_net(true);
+    let s = http::Session {
+        net: &n,
+        underlay: &open(),
+        now: "T".into(),
+    };
+    let r = s
+        .get(
+            From::Node("a"),
+            ip("10.42.1.2"),
+            8080,
+            "/dial?host=10.43.0.1&port=443&request=healthz&protocol=http&tries=1",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        r#"{"responses":["Client sent an HTTP request to an HTTPS server.\n"]}"#
+    );
+}

@@ -76,6 +76,7 @@ pub const DAEMONSETS: Resource = Resource::new("apps", "v1", "daemonsets", "Daem
 /// Core `v1` Events: served (empty unless written) because `kubectl
 /// describe` lists a pod's or node's events.
 pub const EVENTS: Resource = Resource::new("", "v1", "events", "Event", true);
+pub const SERVICES: Resource = Resource::new("", "v1", "services", "Service", true);
 
 /// Every resource with a fixed entry; others found in manifests are served
 /// under `<lowercase kind>s`.
@@ -92,7 +93,7 @@ pub const RESOURCES: &[Resource] = &[
     EVENTS,
     Resource::new("", "v1", "configmaps", "ConfigMap", true),
     Resource::new("", "v1", "secrets", "Secret", true),
-    Resource::new("", "v1", "services", "Service", true),
+    SERVICES,
     Resource::new("", "v1", "endpoints", "Endpoints", true),
     Resource::new("apps", "v1", "statefulsets", "StatefulSet", true),
     Resource::new(

@@ -778,6 +778,26 @@ impl ApiStore {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let _ = self.create(&objects::NAMESPACES, "", json!({"metadata": {"name": ns}}));
         }
+        // The API server keeps `default/kubernetes` (facts "`exedev-k8s
+        // check`"): the first address of the service CIDR (the world's
+        // allocator uses k3s's default CIDR, so 10.43.0.1), `https` 443 to
+        // the servers' 6443; no selector, its endpoints are the data
+        // plane's API servers.
+        let api = crate::world::dataplane::API_SERVICE_IP.to_string();
+        let _ = self.create(
+            &objects::SERVICES,
+            "default",
+            json!({
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": api,
+                    "clusterIPs": [api],
+                    "ports": [{"name": "https", "protocol": "TCP", "port": 443,
+                               "targetPort": crate::world::dataplane::API_PORT}],
+                },
+            }),
+        );
         for (component, pod) in [
             ("coredns", "coredns"),
             ("local-storage", "local-path-provisioner"),
