@@ -200,9 +200,7 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         println!("{note}");
     }
     if a.via_ssh_tunnel {
-        println!(
-            "without Tailscale on this machine, reach the API with: ssh -N -L 6443:127.0.0.1:6443 -o HostKeyAlias=exe.dev {from}.exe.xyz, then kubectl --server https://127.0.0.1:6443"
-        );
+        println!("{}", tunnel_hint(&from, &target, &cluster, &ssh));
     } else {
         println!(
             "kubectl needs this machine on tailnet {} (or use --via-ssh-tunnel); exedev-k8s itself goes through an SSH tunnel when it is not",
@@ -210,6 +208,21 @@ pub async fn run(a: KubeconfigArgs) -> CliResult {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How kubectl reaches the API from a machine off the tailnet: an SSH
+/// forward to the server's loopback API (k3s's serving certificate names
+/// 127.0.0.1), then kubectl with this file, this fleet's context and the
+/// forwarded address. Both lines paste as they are.
+fn tunnel_hint(from: &str, target: &Path, cluster: &str, opts: &SshOptions) -> String {
+    use crate::base::shellwords::{quote, single_quote};
+    let q = |w: &str| quote(w).unwrap_or_else(|_| single_quote(w));
+    format!(
+        "without Tailscale on this machine, reach the API with:\n  {}\nthen, in another terminal:\n  kubectl --kubeconfig {} --context {} --server https://127.0.0.1:6443 get nodes",
+        crate::edges::ssh::forward_command_line(from, 6443, "127.0.0.1:6443", opts),
+        q(&target.display().to_string()),
+        q(cluster),
+    )
 }
 
 #[cfg(test)]

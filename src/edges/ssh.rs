@@ -284,6 +284,32 @@ pub fn tunnel_args(vm: &str, local_port: u16, remote: &str, opts: &SshOptions) -
     args
 }
 
+/// The command line a user runs to forward `local_port` on their machine
+/// to `remote` on `vm`, as this tool would reach it: the same ssh program
+/// (`EXEDEV_K8S_SSH`, e.g. the emulator's stand-in), host-key alias and
+/// key, so the printed line works when pasted. Words are shell-quoted.
+pub fn forward_command_line(vm: &str, local_port: u16, remote: &str, opts: &SshOptions) -> String {
+    let mut words = vec![
+        program(),
+        "-N".to_string(),
+        "-L".to_string(),
+        format!("{local_port}:{remote}"),
+        "-o".to_string(),
+        format!("HostKeyAlias={HOST_KEY_ALIAS}"),
+    ];
+    words.extend(key_args(opts));
+    words.push(host(vm));
+    words
+        .iter()
+        // Bare where plain, quoted otherwise; paths and env values hold no NUL.
+        .map(|w| {
+            crate::base::shellwords::quote(w)
+                .unwrap_or_else(|_| crate::base::shellwords::single_quote(w))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn last_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     text.lines()
@@ -794,6 +820,36 @@ mod tests {
         assert!(a.contains("ExitOnForwardFailure=yes"), "{a}");
         assert!(a.contains("-o ServerAliveInterval=5"), "{a}");
         assert!(a.ends_with(" demo-cp1.exe.xyz"), "{a}");
+    }
+
+    #[test]
+    fn the_printed_forward_pastes_as_one_command_per_word() {
+        let line = forward_command_line(
+            "demo-cp1",
+            6443,
+            "127.0.0.1:6443",
+            &opts(Some("/home/me/my key's")),
+        );
+        let words = crate::base::shellwords::split(&line).expect("a shell line");
+        let n = words.len();
+        assert_eq!(
+            &words[1..],
+            [
+                "-N",
+                "-L",
+                "6443:127.0.0.1:6443",
+                "-o",
+                "HostKeyAlias=exe.dev",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+                "/home/me/my key's",
+                "demo-cp1.exe.xyz"
+            ],
+            "{line}"
+        );
+        assert_eq!(n, 11, "{line}");
+        assert!(line.contains("-i '/home/me/my key'\\''s' "), "{line}");
     }
 
     #[test]

@@ -185,12 +185,79 @@ spec:
         image: registry.k8s.io/pause:3.10
 "#;
 
+/// `kubeconfig --via-ssh-tunnel` prints two lines for a machine off the
+/// tailnet: the ssh forward (this tool's ssh program, here the world's
+/// stand-in) and the kubectl command. Both run as printed, but for the
+/// local port (tests run side by side: a free one instead of 6443) and
+/// kubectl's path; kubectl then lists every node.
+fn the_tunnel_hint_works_as_printed(h: &Harness, nodes: &[&str]) {
+    let out = crate::common::ok(h.run(&[
+        "kubeconfig",
+        "-f",
+        "fleet.yaml",
+        "--out",
+        "my kube.config",
+        "--via-ssh-tunnel",
+    ]));
+    let line = |start: &str| {
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start) || l.contains(&format!("/{start}")))
+            .unwrap_or_else(|| panic!("no `{start}` line in:\n{out}"))
+            .to_string()
+    };
+    let (forward, kubectl) = (line("ssh"), line("kubectl "));
+    assert!(forward.contains(" -N -L 6443:127.0.0.1:6443 "), "{forward}");
+    assert!(
+        kubectl.contains("--kubeconfig 'my kube.config' --context demo"),
+        "{kubectl}"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let forward = forward.replace(" 6443:", &format!(" {port}:"));
+    let kubectl = kubectl
+        .replacen("kubectl", &kubectl_binary().display().to_string(), 1)
+        .replace("127.0.0.1:6443", &format!("127.0.0.1:{port}"));
+    let mut tunnel = Command::new("sh")
+        .args(["-c", &format!("exec {forward}")])
+        .current_dir(h.dir.path())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let got = Command::new("sh")
+            .args(["-c", &kubectl])
+            .current_dir(h.dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&got.stdout).to_string();
+        if got.status.success() || Instant::now() > deadline {
+            break format!("{text}{}", String::from_utf8_lossy(&got.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    for node in nodes {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains(" Ready ")),
+            "{node} not listed Ready by `{kubectl}`:\n{listed}"
+        );
+    }
+}
+
 #[test]
 fn kubectl_applies_rolls_out_reads_and_schedules_as_on_a_real_cluster() {
     let h = fleet_harness(|_| {});
     write_fleet(&h, 2);
     let nodes = ["demo-cp1", "demo-web1", "demo-web2"];
     up(&h, &nodes);
+    the_tunnel_hint_works_as_printed(&h, &nodes);
     let k = Kubectl::new(&h);
     let dir = h.dir.path();
     let workloads = write(dir, "workloads.yaml", WORKLOADS);
