@@ -77,6 +77,11 @@ pub enum Unreachable {
     /// A teardown removes every VM: nothing to drain.
     #[error("destroy does not drain")]
     Teardown,
+    /// No server VM of the fleet runs: nothing serves the API, and trying
+    /// (a tunnel through a VM that is gone, an address nobody holds) only
+    /// costs the connection's timeouts.
+    #[error("no server VM of the fleet is running")]
+    NoServer,
 }
 
 /// The API client now. Without `fetch`, only a kubeconfig at hand is used
