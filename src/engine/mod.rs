@@ -361,15 +361,13 @@ pub async fn prepare_apply(
     // Only an existing cluster can have a kubeconfig to fetch; a new one
     // has none until its first server is up (apply connects then).
     let lazy = Arc::new(kube::lazy(s, s.api_via(&observed).as_deref()));
-    // Every server VM gone (a restore creating its first one): the stored
-    // kubeconfig names a server nobody answers for; trying it cost ~14 s
-    // of timeouts on restore's critical path. A user's own kubeconfig is
-    // still tried.
-    let client = if s.running_servers(&observed).is_empty() && s.kube.kubeconfig.is_none() {
-        Err(kube::Unreachable::NoServer)
-    } else {
-        kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await
-    };
+    let client = kube::now_served(
+        s,
+        &lazy,
+        settings.fetch_kubeconfig && s.owns_any(&observed),
+        !s.running_servers(&observed).is_empty(),
+    )
+    .await;
     // One writer per fleet: the lease is taken before planning, so a plan
     // made after waiting for another run sees what that run changed.
     let lease = match (&settings.lock, &client) {
