@@ -334,7 +334,11 @@ pub(super) async fn create(
 /// snapshot settings: no room under 10 KiB) given now, as any k3s change
 /// in place: the change script over SSH, Ready again, then the comment
 /// that records them (until then it records what the VM booted with, so
-/// a failure here shows in the next plan as a k3s change).
+/// a failure here shows in the next plan as a k3s change). Without
+/// [`ApplyOptions::settle_restart`](super::ApplyOptions::settle_restart)
+/// the settings are only written, for the restart the caller makes right
+/// after (restore's reset); the comment then records them already, and
+/// the drop-in holding them is on disk for any later start.
 async fn settle_after_boot(ctx: &Ctx, d: &DesiredVm) -> Result<(), StepError> {
     let vm = d.name.as_str();
     let restart = ctx.opts.settle_restart;
