@@ -60,6 +60,11 @@ pub struct ApplyOptions {
     pub settle_delay: Duration,
     /// Set to stop starting new work (Ctrl-C).
     pub cancel: Arc<AtomicBool>,
+    /// Whether a new server's settings given after its boot (etcd
+    /// snapshots) restart k3s: `false` only for a caller that restarts it
+    /// itself right after (restore's new first server: its reset reads
+    /// them), which saves a `server_ready` on its critical path.
+    pub settle_restart: bool,
 }
 
 impl Default for ApplyOptions {
@@ -71,6 +76,7 @@ impl Default for ApplyOptions {
             settle_reads: 3,
             settle_delay: Duration::from_millis(700),
             cancel: Arc::new(AtomicBool::new(false)),
+            settle_restart: true,
         }
     }
 }

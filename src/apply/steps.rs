@@ -334,22 +334,41 @@ pub(super) async fn create(
 /// snapshot settings: no room under 10 KiB) given now, as any k3s change
 /// in place: the change script over SSH, Ready again, then the comment
 /// that records them (until then it records what the VM booted with, so
-/// a failure here shows in the next plan as a k3s change).
+/// a failure here shows in the next plan as a k3s change). Without
+/// [`ApplyOptions::settle_restart`](super::ApplyOptions::settle_restart)
+/// the settings are only written, for the restart the caller makes right
+/// after (restore's reset); the comment then records them already, and
+/// the drop-in holding them is on disk for any later start.
 async fn settle_after_boot(ctx: &Ctx, d: &DesiredVm) -> Result<(), StepError> {
     let vm = d.name.as_str();
-    let script = spec::change_script(&ctx.fleet, d, &ctx.secrets, &ctx.version)?;
+    let restart = ctx.opts.settle_restart;
+    let script = if restart {
+        spec::change_script(&ctx.fleet, d, &ctx.secrets, &ctx.version)?
+    } else {
+        spec::settings_script(&ctx.fleet, d, &ctx.secrets, &ctx.version)?
+    };
     let change = ctx
         .opts
         .ops
         .change(vm, script)
         .ok_or_else(|| StepError::NeedsSsh { vm: vm.to_string() })?;
-    step(ctx, vm, "etcd snapshot settings over SSH (restarts k3s)");
+    step(
+        ctx,
+        vm,
+        if restart {
+            "etcd snapshot settings over SSH (restarts k3s)"
+        } else {
+            "etcd snapshot settings over SSH (for k3s's next start: the caller restarts it)"
+        },
+    );
     let outcome = change.await.map_err(|source| StepError::Change {
         vm: vm.to_string(),
         source,
     })?;
     step(ctx, vm, outcome);
-    node_ready(ctx, vm, Some(&ctx.version)).await?;
+    if restart {
+        node_ready(ctx, vm, Some(&ctx.version)).await?;
+    }
     step(ctx, vm, "comment");
     let comment = spec::comment_for(&ctx.fleet, d, Some(&ctx.version));
     ctx.client.comment(vm, &comment).await?;

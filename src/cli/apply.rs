@@ -158,6 +158,7 @@ pub async fn apply(a: ApplyArgs) -> CliResult {
             force_unlock: a.force_unlock.clone(),
             note: super::notes(a.json),
         }),
+        settle_without_restart: false,
     };
     let mut prepared = engine::prepare_apply(
         &s,

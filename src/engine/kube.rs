@@ -77,6 +77,11 @@ pub enum Unreachable {
     /// A teardown removes every VM: nothing to drain.
     #[error("destroy does not drain")]
     Teardown,
+    /// No server VM of the fleet runs: nothing serves the API, and trying
+    /// (a tunnel through a VM that is gone, an address nobody holds) only
+    /// costs the connection's timeouts.
+    #[error("no server VM of the fleet is running")]
+    NoServer,
 }
 
 /// The API client now. Without `fetch`, only a kubeconfig at hand is used
@@ -91,6 +96,27 @@ pub async fn now(s: &Session, lazy: &LazyClient, fetch: bool) -> Result<kube::Cl
         });
     }
     Ok(lazy.get().await?)
+}
+
+/// [`now`], except that when no server VM of the fleet runs (`serving`
+/// false) and the user gave no kubeconfig of their own, it does not try:
+/// the stored kubeconfig (or a fetch) goes through a server that is gone,
+/// and trying cost a restore with every server gone ~14 s of timeouts
+/// before it could create the first one (`cargo bench --bench world --
+/// "every server VM gone"`). Without a kubeconfig at all it says so, as
+/// [`now`] does.
+pub async fn now_served(
+    s: &Session,
+    lazy: &LazyClient,
+    fetch: bool,
+    serving: bool,
+) -> Result<kube::Client, Unreachable> {
+    let stored = crate::edges::kubeaccess::kubeconfig_path(&s.dir, &s.fleet.name);
+    let tries = fetch || stored.exists();
+    if !serving && s.kube.kubeconfig.is_none() && tries {
+        return Err(Unreachable::NoServer);
+    }
+    now(s, lazy, fetch).await
 }
 
 /// What [`converge`] found and did: the nodes it waited for and the label

@@ -287,6 +287,10 @@ pub struct ApplySettings {
     /// Take the fleet's lease before planning ([`crate::edges::lease`]); `None`:
     /// none (benches, tests that drive one apply).
     pub lock: Option<crate::edges::lease::LockRequest>,
+    /// A new server's after-boot settings (etcd snapshots) written without
+    /// restarting k3s ([`ApplyOptions::settle_restart`]): restore's first
+    /// server only.
+    pub settle_without_restart: bool,
 }
 
 impl Default for ApplySettings {
@@ -300,6 +304,7 @@ impl Default for ApplySettings {
             deadline: None,
             fetch_kubeconfig: false,
             lock: None,
+            settle_without_restart: false,
         }
     }
 }
@@ -356,7 +361,13 @@ pub async fn prepare_apply(
     // Only an existing cluster can have a kubeconfig to fetch; a new one
     // has none until its first server is up (apply connects then).
     let lazy = Arc::new(kube::lazy(s, s.api_via(&observed).as_deref()));
-    let client = kube::now(s, &lazy, settings.fetch_kubeconfig && s.owns_any(&observed)).await;
+    let client = kube::now_served(
+        s,
+        &lazy,
+        settings.fetch_kubeconfig && s.owns_any(&observed),
+        !s.running_servers(&observed).is_empty(),
+    )
+    .await;
     // One writer per fleet: the lease is taken before planning, so a plan
     // made after waiting for another run sees what that run changed.
     let lease = match (&settings.lock, &client) {
@@ -733,6 +744,7 @@ pub async fn execute(
             settings.timeout,
             does,
         )),
+        settle_restart: !settings.settle_without_restart,
         ..ApplyOptions::default()
     };
     let report = apply::apply(

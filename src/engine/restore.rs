@@ -48,6 +48,14 @@ impl PreparedRestore {
     }
 }
 
+/// How often a restore looks again at what it waits for (the API after a
+/// restart, the Nodes' Ready): every wait is on its critical path (one
+/// server at a time, then the agents), so each poll interval it overshoots
+/// is the whole restore's; with 3 s that was up to 3 s per step (`cargo
+/// bench --bench world -- "every server VM gone"`). As apply's own server
+/// poll (`engine::hooks`), one look a second costs a node list.
+const POLL: Duration = Duration::from_secs(1);
+
 /// Agents restarted at once (SSH sessions in flight).
 const AGENT_FANOUT: usize = 16;
 
@@ -411,7 +419,16 @@ async fn create_first(
         report.done.len() + 1,
         plan.snapshot.name
     ));
-    let mut checked = apply_only(s, std::slice::from_ref(first), deadline).await;
+    // Its snapshot settings (the drop-in) are written without a restart of
+    // their own: the listing below reads them as the command's own config
+    // (`k3s etcd-snapshot ls` reads config.yaml and its drop-ins and sends
+    // its S3 settings with the request, which the server uses:
+    // `pkg/etcd/snapshot_handler.go` `withRequest`, "overridden with etcd
+    // snapshot config from the snapshot request"; facts section 3), and
+    // the reset right after is a new k3s start that reads them, as is the
+    // start after it (facts section 4). A restart here would only add a
+    // `server_ready` to the restore's critical path.
+    let mut checked = apply_only(s, std::slice::from_ref(first), false, deadline).await;
     if checked.is_ok() {
         checked = check_snapshot(s, first, &plan.snapshot.name).await;
     }
@@ -481,15 +498,19 @@ async fn undo_first(
 }
 
 /// The fleet's apply narrowed to `vms` (`--target`), every change carried
-/// out and waited for as apply does.
+/// out and waited for as apply does; a new server's after-boot settings
+/// (etcd snapshots) restart k3s only with `settle_restart` (without, the
+/// caller restarts it: [`create_first`]).
 async fn apply_only(
     s: &Session,
     vms: &[String],
+    settle_restart: bool,
     deadline: tokio::time::Instant,
 ) -> Result<(), Why> {
     let settings = super::ApplySettings {
         timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
         deadline: Some(deadline),
+        settle_without_restart: !settle_restart,
         ..Default::default()
     };
     let hint = |e: &EngineError| {
@@ -650,7 +671,7 @@ async fn create_others(
             return Err(stopped(format!("its Node {vm} is still there")));
         }
     }
-    apply_only(s, others, deadline)
+    apply_only(s, others, true, deadline)
         .await
         .map_err(|(why, _)| stopped(why))?;
     let secs = started.elapsed().as_secs_f64();
@@ -701,9 +722,9 @@ async fn wait_nodes(
     let client = loop {
         match api.get().await {
             Ok(c) => break c,
-            Err(e) if tokio::time::Instant::now() + Duration::from_secs(2) < deadline => {
+            Err(e) if tokio::time::Instant::now() + POLL < deadline => {
                 let _ = e;
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(POLL).await;
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -713,7 +734,7 @@ async fn wait_nodes(
         .filter_map(|vm| crate::core::plan::placement::desired_named(&s.fleet, vm))
         .collect();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    crate::edges::cluster::wait_ready(&client, &expected, left, Duration::from_secs(3), |_| {})
+    crate::edges::cluster::wait_ready(&client, &expected, left, POLL, |_| {})
         .await
         .map(|r| r.ready_count())
         .map_err(|e| e.to_string())

@@ -478,6 +478,26 @@ fn every_server_gone_restore_creates_them_from_the_s3_snapshot() {
         assert_eq!(w["k3s"]["ready"], true, "{vm}");
     }
     assert_eq!(h.world_of("demo-cp2")["k3s"]["etcd_members"], 3);
+    // The first server's snapshot settings were written before its reset,
+    // without a restart of their own: k3s started at its first boot and
+    // after the reset, nothing more (the reset itself is its own process,
+    // not the unit). The others got theirs by the change script's restart.
+    assert_eq!(
+        h.world_of("demo-cp1")["k3s"]["starts"],
+        2,
+        "{}",
+        h.world_of("demo-cp1")
+    );
+    // The fleet's S3 settings are on every new server, in the 0600 drop-in.
+    for vm in ["demo-cp1", "demo-cp2", "demo-cp3"] {
+        let dropin = h.ssh(
+            vm,
+            "sudo -n cat /etc/rancher/k3s/config.yaml.d/exedev-k8s.yaml",
+        );
+        let dropin = text(&dropin);
+        assert!(dropin.contains("etcd-s3-bucket"), "{vm}: {dropin}");
+        assert!(dropin.contains("dr-all-gone"), "{vm}: {dropin}");
+    }
     assert!(has_configmap(&h, "made-before"), "made before the snapshot");
     assert!(!has_configmap(&h, "made-after"), "made after the snapshot");
     let plan = gone_cli(

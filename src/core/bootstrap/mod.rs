@@ -596,6 +596,21 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
 /// upgraded by other means) and never touches config.yaml (the token).
 /// Idempotent: re-running it converges on the same node.
 pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    render_change_script(input, true)
+}
+
+/// [`render_change`] without its installer run and restart: the k3s
+/// settings (the drop-in) written for k3s's next start, which the caller
+/// makes itself. For `restore`'s new first server: its reset (`k3s server
+/// --cluster-reset`) and the start after it read the drop-in like any k3s
+/// start, and `k3s etcd-snapshot ls` before them reads it too
+/// (docs/facts/disaster-recovery.md sections 3 and 4), so a restart of
+/// its own would only cost a `server_ready`.
+pub fn render_settings_only(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    render_change_script(input, false)
+}
+
+fn render_change_script(input: &BootstrapInput, restart: bool) -> Result<String, BootstrapError> {
     validate(input)?;
     let tera = tera()?;
     let files = render_configs(input, true)?;
@@ -609,6 +624,7 @@ pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
     ctx.insert("dropin_path", DROPIN_PATH);
     ctx.insert("log_path", CHANGE_LOG_PATH);
     ctx.insert("is_server", &input.kind.is_server());
+    ctx.insert("restart", &restart);
     let mut script = tera
         .render("node-change.sh.tera", &ctx)
         .map_err(template_error)?;

@@ -362,6 +362,7 @@ fn bash_n_passes_for_every_kind() {
         for script in [
             render(&input(kind)).expect("renders"),
             render_change(&input(kind)).expect("renders"),
+            render_settings_only(&input(kind)).expect("renders"),
         ] {
             let out = bash_n(&script);
             assert!(
@@ -408,6 +409,10 @@ fn shellcheck_passes_for_every_kind() {
         shellcheck(
             &render_change(&i).expect("renders"),
             &format!("{kind:?} in-place change"),
+        );
+        shellcheck(
+            &render_settings_only(&i).expect("renders"),
+            &format!("{kind:?} settings only"),
         );
     }
 }
@@ -1395,6 +1400,51 @@ fn an_in_place_change_upgrades_rewrites_the_drop_in_and_leaks_nothing() {
         }
         // Safe to run again (a resumed roll): the same release, converged.
         assert_ok(&sb.run(&script, &[]));
+    }
+}
+
+/// The settings-only variant (restore's new first server, whose reset
+/// restarts k3s anyway): the drop-in written 0600 with the secret flags,
+/// and nothing else: no installer run, no stop or start of the unit, no
+/// secret in the output, an argv or the change log.
+#[test]
+fn settings_only_writes_the_drop_in_and_leaves_k3s_running() {
+    let kind = ScriptKind::ServerInit;
+    let sb = Sandbox::new();
+    assert_ok(&sb.run(&render(&input(kind)).expect("renders"), &[]));
+    let script = render_settings_only(&with_secret_flags(kind)).expect("renders");
+    let before = sb.log();
+    let out = sb.run(&script, &[]);
+    assert_ok(&out);
+    let calls = sb.calls_since(&before);
+    assert!(!calls.contains("INSTALL_K3S_VERSION"), "{calls}");
+    assert!(!calls.contains("systemctl stop"), "{calls}");
+    assert!(!calls.contains("systemctl start"), "{calls}");
+    let dropin = sb.root(DROPIN_PATH);
+    assert_eq!(
+        std::fs::metadata(&dropin)
+            .expect("drop-in")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        dropin_map(&sb)["etcd-s3-secret-key"],
+        serde_json::json!([S3_SECRET])
+    );
+    let change_log = std::fs::read_to_string(sb.root(CHANGE_LOG_PATH)).expect("change log");
+    assert!(
+        change_log.contains("reads them at its next start"),
+        "{change_log}"
+    );
+    for text in [
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        calls,
+        change_log,
+    ] {
+        assert!(!text.contains(S3_SECRET), "{text}");
     }
 }
 

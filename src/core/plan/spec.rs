@@ -417,6 +417,18 @@ pub fn change_script(
     bootstrap::render_change(&bootstrap_input(fleet, vm, secrets, None, version)).map(Secret::new)
 }
 
+/// [`change_script`] that only writes the settings, for k3s's next start
+/// ([`bootstrap::render_settings_only`]).
+pub fn settings_script(
+    fleet: &Fleet,
+    vm: &DesiredVm,
+    secrets: &ClusterSecrets,
+    version: &str,
+) -> Result<Secret, BootstrapError> {
+    bootstrap::render_settings_only(&bootstrap_input(fleet, vm, secrets, None, version))
+        .map(Secret::new)
+}
+
 /// The release a fleet's scripts are sized at before a plan decides one
 /// (`validate`, which makes no call): `k3s.version`, or, for a fleet that
 /// follows a channel (looked up only when planning),
