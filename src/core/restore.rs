@@ -152,10 +152,19 @@ pub struct RestorePlan {
     /// The server reset from the snapshot.
     pub reset: String,
     pub steps: Vec<Step>,
-    /// Servers the fleet declares that exe.dev does not run: `apply`
-    /// recreates them once the restore is done (they join the restored
-    /// cluster).
+    /// Servers the fleet declares whose VM exists but does not run: the
+    /// restore leaves them as they are.
     pub missing: Vec<String>,
+    /// Servers the fleet declares whose VM is gone from exe.dev while
+    /// others run (a server lost, or a restore of every-server-gone
+    /// stopped after its reset and run again): created after the reset,
+    /// as [`RestorePlan::create`]'s others are. Their Nodes, restored from
+    /// the snapshot, are deleted first: after a reset etcd has the reset
+    /// server as its only member (`pkg/etcd/etcd.go:1597-1632`), so no
+    /// member is behind them, and left there they would count as etcd
+    /// members for apply's quorum check. Empty when every VM exists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recreate: Vec<String>,
     /// Every server VM was gone: the servers created, in index order. The
     /// first ([`RestorePlan::reset`]) before the reset, which restores the
     /// snapshot on it; the others after it (apply's create path: they
@@ -388,23 +397,46 @@ pub fn plan(i: &Inputs) -> Result<RestorePlan, Refusal> {
             .filter(|vm| **vm != reset)
             .map(|vm| Step::Rejoin { vm: vm.clone() }),
     );
-    steps.extend(
-        running(i.fleet, i.vms, Role::Agent)
-            .into_iter()
-            .map(|vm| Step::RestartAgent { vm }),
-    );
+    let (missing, recreate) = not_running_servers(i, &servers);
+    // With a server VM gone an agent may name a server address that reaches
+    // nobody (its `server:` is its join server's Tailscale IPv4, resolved
+    // once at setup; a VM made anew under that name is a new device with
+    // another address): pointed at the reset server, which runs. Where the
+    // address is still right the rewrite changes nothing and the restart
+    // is RestartAgent's.
+    steps.extend(running(i.fleet, i.vms, Role::Agent).into_iter().map(
+        |vm| match recreate.is_empty() {
+            true => Step::RestartAgent { vm },
+            false => Step::RepointAgent {
+                vm,
+                join: reset.clone(),
+            },
+        },
+    ));
     Ok(RestorePlan {
         fleet: fleet.clone(),
         snapshot: snap.clone(),
         reset,
-        missing: crate::core::fleet::desired_vms(i.fleet)
-            .into_iter()
-            .filter(|d| d.role == Role::Server && !servers.contains(&d.name))
-            .map(|d| d.name)
-            .collect(),
+        missing,
+        recreate,
         steps,
         create: Vec::new(),
     })
+}
+
+/// The declared servers that do not run, apart: those whose VM exists
+/// (stopped: left as they are) and those whose VM is gone
+/// from exe.dev (created by the restore after its reset).
+fn not_running_servers(i: &Inputs, running: &[String]) -> (Vec<String>, Vec<String>) {
+    crate::core::fleet::desired_vms(i.fleet)
+        .into_iter()
+        .filter(|d| d.role == Role::Server && !running.contains(&d.name))
+        .map(|d| d.name)
+        .partition(|name| {
+            i.vms
+                .iter()
+                .any(|v| &v.vm_name == name && crate::core::plan::owned(&i.fleet.name, v))
+        })
 }
 
 /// What a restore onto new server VMs is planned from: every server VM is
@@ -504,6 +536,7 @@ pub fn plan_fresh(i: &FreshInputs) -> Result<RestorePlan, Refusal> {
         reset: first,
         steps,
         missing: Vec::new(),
+        recreate: Vec::new(),
         create,
     })
 }
@@ -677,9 +710,16 @@ pub fn render(p: &RestorePlan) -> String {
             crate::base::text::one_line(&step.describe())
         ));
     }
+    if !p.recreate.is_empty() {
+        out.push_str(&format!(
+            "Gone from exe.dev, created after the reset (their restored Nodes deleted first: after the reset etcd has {} as its only member; they join): {}\n",
+            p.reset,
+            p.recreate.join(", ")
+        ));
+    }
     if !p.missing.is_empty() {
         out.push_str(&format!(
-            "Not running, recreated by `exedev-k8s apply` afterwards (they join the restored cluster): {}\n",
+            "Not running, their VMs stopped (this restore leaves them as they are; `exedev-k8s plan` says what apply would do): {}\n",
             p.missing.join(", ")
         ));
     }
@@ -982,7 +1022,7 @@ pools:
     }
 
     #[test]
-    fn a_gone_server_is_left_to_apply_and_a_joined_first_server_is_not_reset() {
+    fn a_gone_server_is_recreated_after_the_reset_and_a_joined_first_server_is_not_reset() {
         let f = fleet();
         let v = vms(&f, &["demo-cp1"]);
         let listing = [snap("s", "s3")];
@@ -993,12 +1033,72 @@ pools:
         ];
         let p = plan(&inputs(&f, &v, "s", &listing, &servers)).unwrap();
         assert_eq!(p.reset, "demo-cp2");
-        assert_eq!(p.missing, vec!["demo-cp1".to_string()]);
+        assert_eq!(p.recreate, vec!["demo-cp1".to_string()]);
+        assert!(p.missing.is_empty());
+        // Its agent may name the gone server's address: pointed anew.
+        assert!(p.steps.contains(&Step::RepointAgent {
+            vm: "demo-web1".into(),
+            join: "demo-cp2".into()
+        }));
         let only_joined = vec![facts("demo-cp2", true, true), facts("demo-cp3", true, true)];
         assert!(matches!(
             plan(&inputs(&f, &v, "s", &listing, &only_joined)),
             Err(Refusal::NoResettable { .. })
         ));
+    }
+
+    /// A restore of every-server-gone stopped right after its reset, run
+    /// again: the new first server runs, the others' VMs are gone. The
+    /// plan resets it again, creates the others after (their restored
+    /// Nodes deleted first) and points the agents at it; a stopped server
+    /// VM is neither recreated nor counted as gone.
+    #[test]
+    fn a_rerun_after_the_reset_recreates_the_gone_servers_and_repoints_agents() {
+        let f = fleet();
+        let v = vms(&f, &["demo-cp2", "demo-cp3"]);
+        let listing = [snap("s", "s3")];
+        let servers = vec![facts("demo-cp1", false, true)];
+        let p = plan(&inputs(&f, &v, "s", &listing, &servers)).unwrap();
+        assert_eq!(p.reset, "demo-cp1");
+        assert_eq!(p.recreate, ["demo-cp2", "demo-cp3"]);
+        assert!(p.create.is_empty() && p.missing.is_empty());
+        assert_eq!(
+            p.steps.iter().map(Step::describe).collect::<Vec<_>>()[..2],
+            ["stop k3s on demo-cp1".to_string(), p.steps[1].describe()]
+        );
+        assert!(
+            matches!(p.steps[1], Step::Reset { ref vm, from_s3: true, .. } if vm == "demo-cp1")
+        );
+        assert_eq!(
+            p.steps[2],
+            Step::RepointAgent {
+                vm: "demo-web1".into(),
+                join: "demo-cp1".into()
+            }
+        );
+        assert!(render(&p).contains("Gone from exe.dev, created after the reset"));
+        let j: serde_json::Value = serde_json::from_str(&to_json(&p)).unwrap();
+        assert_eq!(j["recreate"], serde_json::json!(["demo-cp2", "demo-cp3"]));
+
+        let mut stopped = vms(&f, &["demo-cp2"]);
+        for vm in stopped.iter_mut().filter(|v| v.vm_name == "demo-cp3") {
+            vm.status = "stopped".into();
+        }
+        let p = plan(&inputs(&f, &stopped, "s", &listing, &servers)).unwrap();
+        assert_eq!(
+            (p.recreate.clone(), p.missing.clone()),
+            (vec!["demo-cp2".to_string()], vec!["demo-cp3".to_string()])
+        );
+        // Every VM there: agents restart as before, nothing recreated.
+        let all = vms(&f, &[]);
+        let p = plan(&inputs(&f, &all, "s", &listing, &usual())).unwrap();
+        assert!(p.recreate.is_empty());
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::RestartAgent { .. }))
+        );
+        assert!(to_json(&p).find("recreate").is_none());
     }
 
     #[test]
