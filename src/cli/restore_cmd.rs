@@ -124,7 +124,7 @@ async fn confirm_and_restore(
         );
         if !prepared.plan.missing.is_empty() {
             out.push_str(&format!(
-                "Next: `exedev-k8s apply -f {}` recreates {} (they join the restored cluster).\n",
+                "Not running, left as they were (their VMs are stopped; `exedev-k8s plan -f {}` says what apply would do): {}.\n",
                 a.fleet.file.display(),
                 prepared.plan.missing.join(", ")
             ));

@@ -101,7 +101,7 @@ pub async fn run(cmd: SnapshotCmd) -> CliResult {
                 out.push_str(&format!(
                     "  {}  {}  {} bytes\n",
                     s.name,
-                    s.place.shown(),
+                    s.place().shown(),
                     s.size
                 ));
             }
@@ -117,11 +117,11 @@ pub async fn run(cmd: SnapshotCmd) -> CliResult {
                 );
             }
             if a.json {
-                write_stdout(snapshot::parse::render_json(&listing.snapshots))?;
+                write_stdout(crate::core::snapshot::render_json(&listing.snapshots))?;
             } else if listing.snapshots.is_empty() {
                 write_stdout(format!("no snapshots of fleet {:?}\n", fleet.name))?;
             } else {
-                write_stdout(snapshot::parse::render_table(&listing.snapshots))?;
+                write_stdout(crate::core::snapshot::render_table(&listing.snapshots))?;
             }
         }
         SnapshotCmd::Delete(a) => {

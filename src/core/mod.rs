@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod plan;
 pub mod restore;
 pub mod rollout;
+pub mod snapshot;
 pub mod status;
 pub mod tailnet_check;
 pub mod token;

@@ -37,167 +37,16 @@ use serde::Serialize;
 
 use crate::core::api::types::VmInfo;
 use crate::core::fleet::{Fleet, Role};
-
-/// Where k3s keeps local snapshots under its data directory
-/// (`${data-dir}/server/db/snapshots`, the default `etcd-snapshot-dir`,
-/// `pkg/etcd/snapshot.go` `snapshotDir`).
-pub const LOCAL_SNAPSHOT_DIR: &str = "/var/lib/rancher/k3s/server/db/snapshots";
+// k3s's snapshot list is read in one place (`core::snapshot`); restore and
+// its engine use it through these names.
+pub use crate::core::snapshot::{
+    LOCAL_SNAPSHOT_DIR, Snapshot, is_snapshot_name, parse_listing, token_hash,
+};
 
 /// A server's etcd data, moved aside on the servers that rejoin after a
 /// reset (the reset's own message: "Backup and delete ${datadir}/server/db
 /// on each peer"): kept, not deleted, with the local snapshots under it.
 pub const SERVER_DB_DIR: &str = "/var/lib/rancher/k3s/server/db";
-
-/// One snapshot as `k3s etcd-snapshot ls -o json` lists it (an
-/// `ETCDSnapshotFile`, `pkg/etcd/snapshot/types.go:183-250`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Snapshot {
-    pub name: String,
-    /// `s3` for a snapshot in S3, else the node whose disk holds it.
-    pub node: String,
-    /// `file:///…` for a local snapshot, `s3://bucket/…` for S3.
-    pub location: String,
-    pub size: u64,
-    /// RFC 3339, as k3s prints it.
-    pub created: String,
-    /// The first 12 hex digits of SHA-256 of the token it was taken with.
-    #[serde(skip)]
-    pub token_hash: Option<String>,
-    /// False for a snapshot k3s recorded as failed.
-    pub ready: bool,
-}
-
-impl Snapshot {
-    pub fn in_s3(&self) -> bool {
-        self.node == "s3"
-    }
-
-    /// What `--cluster-reset-restore-path` takes: the name alone for S3
-    /// (downloaded into the snapshot directory first), the file's path for
-    /// a local snapshot (`etcd.go:409-437`).
-    pub fn restore_path(&self) -> String {
-        match self.location.strip_prefix("file://") {
-            Some(path) if !self.in_s3() => path.to_string(),
-            _ if self.in_s3() => self.name.clone(),
-            _ => format!("{LOCAL_SNAPSHOT_DIR}/{}", self.name),
-        }
-    }
-
-    /// Where it is, for people: `s3` or `local on NODE`.
-    pub fn place(&self) -> String {
-        if self.in_s3() {
-            "s3".to_string()
-        } else {
-            format!("local on {}", self.node)
-        }
-    }
-}
-
-/// Why `k3s etcd-snapshot ls -o json`'s output could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot read k3s's snapshot list: {0}")]
-pub struct ListingError(String);
-
-/// Reads `k3s etcd-snapshot ls -o json` (an `ETCDSnapshotFileList`,
-/// `pkg/cli/etcdsnapshot/etcd_snapshot.go:243-249`). Names are kept only
-/// when they are names k3s generates or a user could give (letters,
-/// digits, `.`, `_`, `-`): a name goes into a remote command.
-pub fn parse_listing(json: &str) -> Result<Vec<Snapshot>, ListingError> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| ListingError(format!("not JSON ({e})")))?;
-    let items = v
-        .get("items")
-        .and_then(|i| i.as_array())
-        .ok_or_else(|| ListingError("no `items` list".to_string()))?;
-    let mut out = Vec::new();
-    for item in items {
-        let spec = item.get("spec").unwrap_or(&serde_json::Value::Null);
-        let status = item.get("status").unwrap_or(&serde_json::Value::Null);
-        let text = |v: &serde_json::Value, k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let name = text(spec, "snapshotName");
-        if !is_snapshot_name(&name) {
-            return Err(ListingError(format!(
-                "a snapshot name {:?} is not one k3s makes",
-                crate::base::text::one_line(&name)
-            )));
-        }
-        // k3s marks an S3 copy three ways (`spec.s3`, node name `s3`,
-        // an `s3://` location: `snapshot/types.go:160-176,200-250`).
-        let location = text(spec, "location");
-        let in_s3 = spec.get("s3").is_some_and(|s| !s.is_null())
-            || text(spec, "nodeName") == "s3"
-            || location.starts_with("s3://");
-        let node = if in_s3 {
-            "s3".to_string()
-        } else {
-            text(spec, "nodeName")
-        };
-        // A Quantity: a number or a string of digits (DecimalSI).
-        let size = match status.get("size") {
-            Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
-            Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
-            _ => 0,
-        };
-        let token_hash = item
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(TOKEN_HASH_ANNOTATION))
-            .and_then(|h| h.as_str())
-            .filter(|h| !h.is_empty())
-            .map(str::to_string);
-        out.push(Snapshot {
-            name,
-            node,
-            location,
-            size,
-            created: text(status, "creationTime"),
-            token_hash,
-            // Absent on releases without the field: not known to have failed.
-            ready: status
-                .get("readyToUse")
-                .and_then(|r| r.as_bool())
-                .unwrap_or(true),
-        });
-    }
-    Ok(out)
-}
-
-/// `snapshot.AnnotationTokenHash` (`pkg/etcd/snapshot/types.go:40`).
-pub const TOKEN_HASH_ANNOTATION: &str = "etcd.k3s.cattle.io/snapshot-token-hash";
-
-/// A snapshot name safe to put in a remote command: what k3s generates
-/// (`<name>-<node>-<unix time>`, `pkg/etcd/snapshot.go:260`) and what a user
-/// gives `--name`, within the characters node names and file names share.
-pub fn is_snapshot_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && !s.starts_with(['-', '.'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// k3s's token hash (`util.GetTokenHash`: SHA-256 of the normalised token,
-/// its first 12 hex digits, `pkg/util/token.go:58-77`). A full token
-/// `K10<ca-hash>::<user>:<password>` normalises to its password
-/// (`token.go:40-55`); a plain one is itself.
-pub fn token_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let normalised = match token.split_once("::") {
-        Some((prefix, creds)) if prefix.starts_with("K10") => creds
-            .split_once(':')
-            .map_or(creds, |(_, password)| password),
-        _ => token,
-    };
-    Sha256::digest(normalised.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// What the engine read about one server before planning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,10 +152,19 @@ pub struct RestorePlan {
     /// The server reset from the snapshot.
     pub reset: String,
     pub steps: Vec<Step>,
-    /// Servers the fleet declares that exe.dev does not run: `apply`
-    /// recreates them once the restore is done (they join the restored
-    /// cluster).
+    /// Servers the fleet declares whose VM exists but does not run: the
+    /// restore leaves them as they are.
     pub missing: Vec<String>,
+    /// Servers the fleet declares whose VM is gone from exe.dev while
+    /// others run (a server lost, or a restore of every-server-gone
+    /// stopped after its reset and run again): created after the reset,
+    /// as [`RestorePlan::create`]'s others are. Their Nodes, restored from
+    /// the snapshot, are deleted first: after a reset etcd has the reset
+    /// server as its only member (`pkg/etcd/etcd.go:1597-1632`), so no
+    /// member is behind them, and left there they would count as etcd
+    /// members for apply's quorum check. Empty when every VM exists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recreate: Vec<String>,
     /// Every server VM was gone: the servers created, in index order. The
     /// first ([`RestorePlan::reset`]) before the reset, which restores the
     /// snapshot on it; the others after it (apply's create path: they
@@ -539,23 +397,46 @@ pub fn plan(i: &Inputs) -> Result<RestorePlan, Refusal> {
             .filter(|vm| **vm != reset)
             .map(|vm| Step::Rejoin { vm: vm.clone() }),
     );
-    steps.extend(
-        running(i.fleet, i.vms, Role::Agent)
-            .into_iter()
-            .map(|vm| Step::RestartAgent { vm }),
-    );
+    let (missing, recreate) = not_running_servers(i, &servers);
+    // With a server VM gone an agent may name a server address that reaches
+    // nobody (its `server:` is its join server's Tailscale IPv4, resolved
+    // once at setup; a VM made anew under that name is a new device with
+    // another address): pointed at the reset server, which runs. Where the
+    // address is still right the rewrite changes nothing and the restart
+    // is RestartAgent's.
+    steps.extend(running(i.fleet, i.vms, Role::Agent).into_iter().map(
+        |vm| match recreate.is_empty() {
+            true => Step::RestartAgent { vm },
+            false => Step::RepointAgent {
+                vm,
+                join: reset.clone(),
+            },
+        },
+    ));
     Ok(RestorePlan {
         fleet: fleet.clone(),
         snapshot: snap.clone(),
         reset,
-        missing: crate::core::fleet::desired_vms(i.fleet)
-            .into_iter()
-            .filter(|d| d.role == Role::Server && !servers.contains(&d.name))
-            .map(|d| d.name)
-            .collect(),
+        missing,
+        recreate,
         steps,
         create: Vec::new(),
     })
+}
+
+/// The declared servers that do not run, apart: those whose VM exists
+/// (stopped: left as they are) and those whose VM is gone
+/// from exe.dev (created by the restore after its reset).
+fn not_running_servers(i: &Inputs, running: &[String]) -> (Vec<String>, Vec<String>) {
+    crate::core::fleet::desired_vms(i.fleet)
+        .into_iter()
+        .filter(|d| d.role == Role::Server && !running.contains(&d.name))
+        .map(|d| d.name)
+        .partition(|name| {
+            i.vms
+                .iter()
+                .any(|v| &v.vm_name == name && crate::core::plan::owned(&i.fleet.name, v))
+        })
 }
 
 /// What a restore onto new server VMs is planned from: every server VM is
@@ -655,6 +536,7 @@ pub fn plan_fresh(i: &FreshInputs) -> Result<RestorePlan, Refusal> {
         reset: first,
         steps,
         missing: Vec::new(),
+        recreate: Vec::new(),
         create,
     })
 }
@@ -797,6 +679,14 @@ pub fn drill_fleet(live: &Fleet) -> Option<Fleet> {
     Some(f)
 }
 
+/// Where the snapshot is, for people: `s3` or `local on NODE`.
+fn place_said(s: &Snapshot) -> String {
+    match s.place() {
+        crate::core::snapshot::Place::S3 => "s3".to_string(),
+        crate::core::snapshot::Place::Local(node) => format!("local on {node}"),
+    }
+}
+
 /// The plan for a terminal: what is reset, what rejoins, what restarts,
 /// what stays for `apply`. Outside text (names from k3s and exe.dev) is
 /// escaped.
@@ -809,7 +699,7 @@ pub fn render(p: &RestorePlan) -> String {
         "Restore of fleet {} from snapshot {} ({}, {} bytes, taken {}):\n",
         crate::base::text::one_line(&p.fleet),
         crate::base::text::one_line(&s.name),
-        crate::base::text::one_line(&s.place()),
+        crate::base::text::one_line(&place_said(s)),
         s.size,
         crate::base::text::one_line(&s.created),
     );
@@ -820,9 +710,16 @@ pub fn render(p: &RestorePlan) -> String {
             crate::base::text::one_line(&step.describe())
         ));
     }
+    if !p.recreate.is_empty() {
+        out.push_str(&format!(
+            "Gone from exe.dev, created after the reset (their restored Nodes deleted first: after the reset etcd has {} as its only member; they join): {}\n",
+            p.reset,
+            p.recreate.join(", ")
+        ));
+    }
     if !p.missing.is_empty() {
         out.push_str(&format!(
-            "Not running, recreated by `exedev-k8s apply` afterwards (they join the restored cluster): {}\n",
+            "Not running, their VMs stopped (this restore leaves them as they are; `exedev-k8s plan` says what apply would do): {}\n",
             p.missing.join(", ")
         ));
     }
@@ -1125,7 +1022,7 @@ pools:
     }
 
     #[test]
-    fn a_gone_server_is_left_to_apply_and_a_joined_first_server_is_not_reset() {
+    fn a_gone_server_is_recreated_after_the_reset_and_a_joined_first_server_is_not_reset() {
         let f = fleet();
         let v = vms(&f, &["demo-cp1"]);
         let listing = [snap("s", "s3")];
@@ -1136,12 +1033,72 @@ pools:
         ];
         let p = plan(&inputs(&f, &v, "s", &listing, &servers)).unwrap();
         assert_eq!(p.reset, "demo-cp2");
-        assert_eq!(p.missing, vec!["demo-cp1".to_string()]);
+        assert_eq!(p.recreate, vec!["demo-cp1".to_string()]);
+        assert!(p.missing.is_empty());
+        // Its agent may name the gone server's address: pointed anew.
+        assert!(p.steps.contains(&Step::RepointAgent {
+            vm: "demo-web1".into(),
+            join: "demo-cp2".into()
+        }));
         let only_joined = vec![facts("demo-cp2", true, true), facts("demo-cp3", true, true)];
         assert!(matches!(
             plan(&inputs(&f, &v, "s", &listing, &only_joined)),
             Err(Refusal::NoResettable { .. })
         ));
+    }
+
+    /// A restore of every-server-gone stopped right after its reset, run
+    /// again: the new first server runs, the others' VMs are gone. The
+    /// plan resets it again, creates the others after (their restored
+    /// Nodes deleted first) and points the agents at it; a stopped server
+    /// VM is neither recreated nor counted as gone.
+    #[test]
+    fn a_rerun_after_the_reset_recreates_the_gone_servers_and_repoints_agents() {
+        let f = fleet();
+        let v = vms(&f, &["demo-cp2", "demo-cp3"]);
+        let listing = [snap("s", "s3")];
+        let servers = vec![facts("demo-cp1", false, true)];
+        let p = plan(&inputs(&f, &v, "s", &listing, &servers)).unwrap();
+        assert_eq!(p.reset, "demo-cp1");
+        assert_eq!(p.recreate, ["demo-cp2", "demo-cp3"]);
+        assert!(p.create.is_empty() && p.missing.is_empty());
+        assert_eq!(
+            p.steps.iter().map(Step::describe).collect::<Vec<_>>()[..2],
+            ["stop k3s on demo-cp1".to_string(), p.steps[1].describe()]
+        );
+        assert!(
+            matches!(p.steps[1], Step::Reset { ref vm, from_s3: true, .. } if vm == "demo-cp1")
+        );
+        assert_eq!(
+            p.steps[2],
+            Step::RepointAgent {
+                vm: "demo-web1".into(),
+                join: "demo-cp1".into()
+            }
+        );
+        assert!(render(&p).contains("Gone from exe.dev, created after the reset"));
+        let j: serde_json::Value = serde_json::from_str(&to_json(&p)).unwrap();
+        assert_eq!(j["recreate"], serde_json::json!(["demo-cp2", "demo-cp3"]));
+
+        let mut stopped = vms(&f, &["demo-cp2"]);
+        for vm in stopped.iter_mut().filter(|v| v.vm_name == "demo-cp3") {
+            vm.status = "stopped".into();
+        }
+        let p = plan(&inputs(&f, &stopped, "s", &listing, &servers)).unwrap();
+        assert_eq!(
+            (p.recreate.clone(), p.missing.clone()),
+            (vec!["demo-cp2".to_string()], vec!["demo-cp3".to_string()])
+        );
+        // Every VM there: agents restart as before, nothing recreated.
+        let all = vms(&f, &[]);
+        let p = plan(&inputs(&f, &all, "s", &listing, &usual())).unwrap();
+        assert!(p.recreate.is_empty());
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::RestartAgent { .. }))
+        );
+        assert!(to_json(&p).find("recreate").is_none());
     }
 
     #[test]
@@ -1160,39 +1117,6 @@ pools:
             plan(&inputs(&f, &v, "s", &[failed], &usual())),
             Err(Refusal::Failed { .. })
         ));
-    }
-
-    /// k3s's own form of the list (`k3s etcd-snapshot ls -o json`), names
-    /// that would not be safe in a command refused.
-    #[test]
-    fn the_listing_is_read_as_k3s_prints_it() {
-        let json = r#"{"apiVersion":"v1","items":[
-          {"metadata":{"name":"s3-etcd-snapshot-x","annotations":{"etcd.k3s.cattle.io/snapshot-token-hash":"abc123def456"}},
-           "spec":{"snapshotName":"etcd-snapshot-demo-cp1-1765108800","nodeName":"s3","location":"s3://b/f/etcd-snapshot-demo-cp1-1765108800","s3":{"endpoint":"s3.emulator.internal","bucket":"b"}},
-           "status":{"creationTime":"2026-12-07T12:00:00Z","readyToUse":true,"size":"4096"}},
-          {"metadata":{"name":"local-x"},
-           "spec":{"snapshotName":"nightly","nodeName":"demo-cp1","location":"file:///var/lib/rancher/k3s/server/db/snapshots/nightly"},
-           "status":{"creationTime":"2026-12-07T11:00:00Z","readyToUse":false,"size":2048}}],"kind":"List"}"#;
-        let l = parse_listing(json).unwrap();
-        assert_eq!(l.len(), 2);
-        assert!(l[0].in_s3());
-        assert_eq!(l[0].token_hash.as_deref(), Some("abc123def456"));
-        assert_eq!(l[0].size, 4096);
-        assert_eq!(l[0].restore_path(), "etcd-snapshot-demo-cp1-1765108800");
-        assert_eq!(l[1].place(), "local on demo-cp1");
-        assert_eq!(l[1].restore_path(), format!("{LOCAL_SNAPSHOT_DIR}/nightly"));
-        assert!(!l[1].ready);
-        let evil = json.replace("\"nightly\"", "\"x; rm -rf /\"");
-        assert!(parse_listing(&evil).is_err());
-        assert!(parse_listing("Name Location Size Created").is_err());
-    }
-
-    /// `util.ShortHash(NormalizeToken(t), 12)`: a full `K10…::server:pw`
-    /// token hashes as its password.
-    #[test]
-    fn token_hash_is_k3s_short_hash_of_the_normalised_token() {
-        assert_eq!(token_hash("abc"), "ba7816bf8f01");
-        assert_eq!(token_hash("K10deadbeef::server:abc"), "ba7816bf8f01");
     }
 
     #[test]

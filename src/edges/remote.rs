@@ -353,12 +353,9 @@ pub const QUICK_DEADLINE: Duration = Duration::from_secs(30);
 /// when S3 cannot be reached or refuses the keys) and whether its
 /// config.yaml sets `server:` (k3s refuses `--cluster-reset` then).
 pub async fn read_restore_facts(vm: &str, opts: &SshOptions) -> Result<(String, bool), SshError> {
-    let listing = ssh::run(
-        vm,
-        &["sudo", "-n", "k3s", "etcd-snapshot", "ls", "-o", "json"],
-        opts,
-    )
-    .await?;
+    let ls = crate::core::snapshot::ls_command();
+    let ls: Vec<&str> = ls.iter().map(String::as_str).collect();
+    let listing = ssh::run(vm, &ls, opts).await?;
     // `grep -c` prints the count and exits 1 on none: the count is the answer.
     let joined = ssh::run(
         vm,

@@ -266,7 +266,8 @@ pub async fn execute_restore(
     let mut opts = ssh(s);
     let mut report = RestoreReport::default();
     // The servers' creations (first; the others) count as one step each.
-    let total = plan.steps.len() + plan.create.len().min(2);
+    let total =
+        plan.steps.len() + plan.create.len().min(2) + usize::from(!plan.recreate.is_empty());
     if !plan.create.is_empty() {
         create_first(s, plan, deadline, total, notes, &mut report).await?;
     }
@@ -318,7 +319,7 @@ pub async fn execute_restore(
         ));
         report.done.push((step.describe(), outcome, secs));
     }
-    if plan.create.len() > 1 {
+    if plan.create.len() > 1 || !plan.recreate.is_empty() {
         create_others(s, plan, &api, deadline, total, notes, &mut report).await?;
     }
     if !agents.is_empty() {
@@ -332,6 +333,7 @@ pub async fn execute_restore(
         .filter(|st| !matches!(st, Step::Stop { .. }))
         .map(|st| st.vm().to_string())
         .chain(plan.create.iter().cloned())
+        .chain(plan.recreate.iter().cloned())
         .collect();
     all.sort();
     all.dedup();
@@ -630,7 +632,8 @@ async fn remove_only(s: &Session, vm: &str) -> Result<bool, EngineError> {
 }
 
 /// After the reset: the Nodes the snapshot brought back for the other,
-/// gone servers deleted (after the reset etcd has the first server as its
+/// gone servers (every one but the first, or the running plan's
+/// `recreate`) deleted (after the reset etcd has the first server as its
 /// only member, so no member is behind them: k3s's `RemovePeer` counts a
 /// member not found as done, `pkg/etcd/etcd.go:1157-1206`; left, apply
 /// would plan them as lost servers below quorum and refuse), then those
@@ -644,7 +647,12 @@ async fn create_others(
     notes: &Notes,
     report: &mut RestoreReport,
 ) -> Result<(), EngineError> {
-    let others = plan.create.get(1..).unwrap_or_default();
+    // Every server gone: the created ones after the first; else the gone
+    // ones the servers-running plan recreates (`RestorePlan::recreate`).
+    let others = match plan.create.get(1..) {
+        Some(o) if !o.is_empty() => o,
+        _ => &plan.recreate[..],
+    };
     let started = tokio::time::Instant::now();
     let stopped = |why: String| {
         EngineError::RestoreStopped {
@@ -653,7 +661,7 @@ async fn create_others(
             plan.reset,
             others.join(", ")
         ),
-        hint: "the restored cluster runs on its first server: `exedev-k8s apply -f FLEET` creates the missing servers, which join it".to_string(),
+        hint: "the restored cluster runs on its first server: run the same `exedev-k8s restore` again; it resets that server again, deletes the gone servers' restored Nodes and creates them".to_string(),
     }
     };
     notes(&format!(

@@ -1,7 +1,8 @@
 //! `snapshot save|list|delete` as a user runs them, against servers whose
 //! SSH answers like k3s's `etcd-snapshot` (a stand-in: the VM world's own
 //! `k3s etcd-snapshot` belongs to issue 23's world work). The stand-in
-//! prints k3s's `ls` table (docs/facts/disaster-recovery.md section 3):
+//! prints k3s's `ls -o json` list (docs/facts/disaster-recovery.md
+//! section 3; log lines on stderr, as logrus writes them):
 //! each server's own local snapshots and the shared bucket's, names
 //! `<name>-<server>-<unix seconds>`.
 
@@ -28,10 +29,17 @@ fi
 touch "$dir/local-$host" "$dir/s3"
 case "$5" in
   ls)
-    echo 'time="2026-12-07T10:00:00Z" level=info msg="Managed etcd cluster bootstrap already complete"'
-    printf 'Name Location Size Created\n'
-    while read -r n s c; do printf '%s file:///var/lib/rancher/k3s/server/db/snapshots/%s %s %s\n' "$n" "$n" "$s" "$c"; done < "$dir/local-$host"
-    while read -r n s c; do printf '%s s3://acme-snapshots/acme/%s %s %s\n' "$n" "$n" "$s" "$c"; done < "$dir/s3" ;;
+    [ "$6 $7" = "-o json" ] || { echo "unexpected: $cmd" >&2; exit 1; }
+    echo 'time="2026-12-07T10:00:00Z" level=info msg="Managed etcd cluster bootstrap already complete"' >&2
+    sep=''
+    printf '{"apiVersion":"v1","kind":"List","items":['
+    while read -r n s c; do
+      printf '%s{"spec":{"snapshotName":"%s","nodeName":"%s","location":"file:///var/lib/rancher/k3s/server/db/snapshots/%s"},"status":{"creationTime":"%s","readyToUse":true,"size":"%s"}}' "$sep" "$n" "$host" "$n" "$c" "$s"; sep=','
+    done < "$dir/local-$host"
+    while read -r n s c; do
+      printf '%s{"spec":{"snapshotName":"%s","nodeName":"s3","location":"s3://acme-snapshots/acme/%s","s3":{"bucket":"acme-snapshots","prefix":"acme"}},"status":{"creationTime":"%s","readyToUse":true,"size":"%s"}}' "$sep" "$n" "$n" "$c" "$s"; sep=','
+    done < "$dir/s3"
+    printf ']}\n' ;;
   save)
     prefix=on-demand
     [ "$6" = "--name" ] && prefix=$7
@@ -175,7 +183,7 @@ fn refusals_name_the_server_the_command_and_what_to_do() {
     let err = utf8(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("`sudo -n k3s etcd-snapshot ls` on acme-cp1")
+        err.contains("`sudo -n k3s etcd-snapshot ls -o json` on acme-cp1")
             && err.contains("InvalidAccessKeyId")
             && err.contains("hint: S3 refused: check etcd.snapshots.s3"),
         "{err}"

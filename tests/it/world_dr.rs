@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::common::Harness;
 use crate::common::world::{harness, log};
-use exedev_k8s::world::s3::S3Config;
 use serde_json::Value;
 
 const TOKEN: &str = "secret-token";
@@ -17,12 +16,7 @@ const AGENT_TOKEN: &str = "agent-token";
 
 /// The world's S3: keys checked, one bucket.
 fn s3_world(w: &mut exedev_k8s::world::WorldConfig) {
-    w.s3 = S3Config {
-        endpoint: "s3.emulator.internal".into(),
-        access_key: Some("AKTEST".into()),
-        secret_key: Some("SKTEST".into()),
-        buckets: vec!["dr-snapshots".into()],
-    };
+    crate::common::world::s3(w, "AKTEST", "SKTEST", "dr-snapshots");
 }
 
 /// config.yaml keys for the world's S3 (what a fleet's `etcd.snapshots.s3`
@@ -490,8 +484,7 @@ fn a_restore_onto_a_fresh_vm_from_s3_needs_the_token_the_snapshot_was_taken_with
     ok(&h, "dr-old", "sudo -n k3s kubectl create namespace kept");
     let (_, err) = ok(&h, "dr-old", "sudo -n k3s etcd-snapshot save");
     let name = saved(&err).pop().expect("a snapshot");
-    let (status, body) = h.exec(&["rm", "dr-old"]);
-    assert_eq!(status, 200, "{body}");
+    h.rm_behind_the_tools_back(&["dr-old"]);
 
     // A fresh server VM with k3s installed, not started, and a wrong token.
     h.new_vm(

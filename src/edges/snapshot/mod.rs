@@ -13,9 +13,8 @@
 //!   (k3s deletes the S3 copy too when S3 is configured) or, held only in
 //!   S3, on the first server reached.
 //!
-//! The commands and the reading of k3s's output are in [`parse`] (pure).
-
-pub mod parse;
+//! The commands and the reading of k3s's output (`ls -o json`, the one
+//! reader `restore` uses too) are in [`crate::core::snapshot`] (pure).
 
 use std::time::Duration;
 
@@ -23,7 +22,13 @@ use crate::base::hint::Hint;
 use crate::core::fleet::Fleet;
 use crate::edges::ssh::{self, SshError, SshOptions};
 
-pub use parse::{Place, Snapshot};
+use crate::core::snapshot as parse;
+pub use crate::core::snapshot::{Place, Snapshot};
+
+/// `vm`'s `ls -o json` read, or why not, naming `vm`.
+fn read_list(text: &str, vm: &str) -> Result<Vec<Snapshot>, SnapshotError> {
+    parse::parse_listing(text).map_err(|e| SnapshotError::Unreadable(format!("{vm}: {e}")))
+}
 
 /// What went wrong, with the server and the command where one ran.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +67,7 @@ impl Hint for SnapshotError {
             SnapshotError::NoServer { .. } => "check that your SSH key is registered with exe.dev (`ssh exe.dev whoami`; --ssh-key PATH for another) and that the servers run (`exedev-k8s status -f FLEET`)".into(),
             SnapshotError::Command { s3: true, .. } => "S3 refused: check etcd.snapshots.s3 (endpoint, bucket: k3s never creates it, region) and the access and secret keys it references, then `exedev-k8s apply` to give the servers the corrected settings".into(),
             SnapshotError::Command { .. } => "check that k3s runs on that server (`exedev-k8s status -f FLEET`) and that its bootstrap finished; snapshots need the embedded etcd every fleet's servers run".into(),
-            SnapshotError::Unreadable(_) => "the server's k3s printed something this tool cannot read: run `sudo k3s etcd-snapshot ls` on it to see".into(),
+            SnapshotError::Unreadable(_) => "the server's k3s printed something this tool cannot read: run `sudo k3s etcd-snapshot ls -o json` on it to see".into(),
             SnapshotError::BadName { .. } => "snapshot names are letters, digits, '.', '_' and '-' (as `exedev-k8s snapshot list` shows them)".into(),
             SnapshotError::NotFound(_) => "`exedev-k8s snapshot list -f FLEET` shows the names there are".into(),
         })
@@ -128,7 +133,7 @@ async fn first_list(
         };
         match ssh::run(vm, &refs, &opts).await {
             Ok(text) => {
-                let list = parse::parse_ls(&text, vm).map_err(SnapshotError::Unreadable)?;
+                let list = read_list(&text, vm)?;
                 return Ok((vm.clone(), list));
             }
             Err(e @ (SshError::Connect { .. } | SshError::Deadline { .. })) => {
@@ -173,7 +178,7 @@ pub async fn save(
     let (server, before) = first_list(fleet, ssh).await?;
     run(&server, &parse::save_command(name), ssh).await?;
     let after = run(&server, &parse::ls_command(), ssh).await?;
-    let after = parse::parse_ls(&after, &server).map_err(SnapshotError::Unreadable)?;
+    let after = read_list(&after, &server)?;
     Ok(Saved {
         made: parse::new_since(&before, &after),
         server,
@@ -213,9 +218,7 @@ pub async fn list(fleet: &Fleet, ssh: &SshOptions) -> Result<Listing, SnapshotEr
     let mut unreached = Vec::new();
     for (vm, r) in all.iter().zip(results) {
         match r {
-            Ok(Ok(text)) => {
-                lists.push(parse::parse_ls(&text, vm).map_err(SnapshotError::Unreadable)?)
-            }
+            Ok(Ok(text)) => lists.push(read_list(&text, vm)?),
             Ok(Err(e)) => return Err(e),
             Err(why) => unreached.push((vm.clone(), why)),
         }
@@ -263,10 +266,10 @@ pub fn deletions(
         }),
     };
     for name in names {
-        let places: Vec<&Place> = listed
+        let places: Vec<Place> = listed
             .iter()
             .filter(|s| &s.name == name)
-            .map(|s| &s.place)
+            .map(Snapshot::place)
             .collect();
         if places.is_empty() {
             missing.push(name.clone());
@@ -326,8 +329,13 @@ mod tests {
             name: name.into(),
             created: "2025-12-07T10:13:20Z".into(),
             size: 1,
-            place,
+            node: match place {
+                Place::S3 => crate::core::snapshot::S3_NODE.into(),
+                Place::Local(node) => node,
+            },
             location: String::new(),
+            token_hash: None,
+            ready: true,
         }
     }
 

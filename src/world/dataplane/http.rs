@@ -50,7 +50,7 @@ impl Session<'_> {
         let r = self
             .net
             .connect(from, ip, port, Proto::Tcp, size, self.underlay)?;
-        let n = match r.pod.app {
+        let n = match &r.pod.app {
             App::Netexec(n) => n,
             App::ApiServer => return Ok(api_server_reply()),
             _ => return Err(Failure::Refused(SocketAddrV4::new(ip, port))),

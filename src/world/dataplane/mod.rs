@@ -84,7 +84,7 @@ impl NodeNet {
 }
 
 /// What a pod runs, as far as the network sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum App {
     Netexec(Netexec),
     /// CoreDNS: answers DNS on UDP 53.
@@ -124,7 +124,7 @@ pub struct PodNet {
 impl PodNet {
     /// Does its process listen on `port`/`proto`?
     fn listens(&self, port: u16, proto: Proto) -> bool {
-        match self.app {
+        match &self.app {
             App::Netexec(n) => match proto {
                 Proto::Tcp => n.http_port == port,
                 Proto::Udp => n.udp_port == Some(port),
@@ -854,16 +854,6 @@ fn port_of(v: &Value) -> Option<u16> {
         .filter(|p| *p > 0)
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Whether a pod is CoreDNS: kube-system, labelled `k8s-app` `kube-dns`
 /// (k3s's manifest, facts "DNS") or `coredns` (the world's seeded pod).
 fn is_coredns(p: &Value) -> bool {
@@ -884,13 +874,7 @@ fn pod_net(p: &Value) -> PodNet {
     } else {
         containers
             .iter()
-            .find_map(|c| {
-                netexec::from_container(
-                    c["image"].as_str().unwrap_or_default(),
-                    &strings(&c["command"]),
-                    &strings(&c["args"]),
-                )
-            })
+            .find_map(netexec::in_container)
             .map_or(App::Silent, App::Netexec)
     };
     let ports = containers

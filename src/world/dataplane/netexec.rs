@@ -10,11 +10,32 @@ use std::net::SocketAddrV4;
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_UDP_PORT: u16 = 8081;
 
-/// A netexec process: its ports (`udp_port` `None` for `--udp-port=-1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A netexec process: its ports (`udp_port` `None` for `--udp-port=-1`)
+/// and the addresses its UDP server binds (`--udp-listen-addresses`,
+/// comma-separated; empty: the one unnamed address, all interfaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netexec {
     pub http_port: u16,
     pub udp_port: Option<u16>,
+    pub udp_listen: Vec<String>,
+}
+
+/// [`from_container`] of a pod spec's container (`image`, `command`,
+/// `args`): the one reading of "this container runs netexec", for the
+/// data plane (what answers) and the API's pod logs (what it printed).
+pub fn in_container(c: &serde_json::Value) -> Option<Netexec> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    from_container(
+        c["image"].as_str().unwrap_or_default(),
+        &strings(&c["command"]),
+        &strings(&c["args"]),
+    )
 }
 
 /// The container runs netexec: an `agnhost` image whose arguments (its
@@ -39,6 +60,7 @@ pub fn from_container(image: &str, command: &[String], args: &[String]) -> Optio
     let mut n = Netexec {
         http_port: DEFAULT_HTTP_PORT,
         udp_port: Some(DEFAULT_UDP_PORT),
+        udp_listen: Vec::new(),
     };
     let mut i = 1;
     while i < words.len() {
@@ -48,7 +70,7 @@ pub fn from_container(image: &str, command: &[String], args: &[String]) -> Optio
             None => (w, None),
         };
         let value = match (flag, value) {
-            ("http-port" | "udp-port", None) => {
+            ("http-port" | "udp-port" | "udp-listen-addresses", None) => {
                 i += 1;
                 words.get(i).copied()
             }
@@ -56,6 +78,13 @@ pub fn from_container(image: &str, command: &[String], args: &[String]) -> Optio
         };
         match flag {
             "http-port" => n.http_port = value?.parse().ok().filter(|p| *p > 0)?,
+            "udp-listen-addresses" => {
+                n.udp_listen = value?
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
             "udp-port" => {
                 let v: i32 = value?.parse().ok()?;
                 n.udp_port = match v {
@@ -114,9 +143,14 @@ impl Netexec {
     pub fn start_log(&self) -> Vec<String> {
         let mut lines = vec![format!("Started HTTP server on port {}", self.http_port)];
         if let Some(p) = self.udp_port {
-            // `"Started UDP server on port %s %d"` with the empty bind
-            // address: two spaces.
-            lines.push(format!("Started UDP server on port  {p}"));
+            // `"Started UDP server on port %s %d"`, once per listen
+            // address; with none, the empty one: two spaces.
+            if self.udp_listen.is_empty() {
+                lines.push(format!("Started UDP server on port  {p}"));
+            }
+            for a in &self.udp_listen {
+                lines.push(format!("Started UDP server on port {a} {p}"));
+            }
         }
         lines
     }
@@ -363,6 +397,28 @@ mod tests {
                 "Started UDP server on port  8081"
             ]
         );
+        let n = from_container(
+            IMAGE,
+            &[],
+            &s(&["netexec", "--udp-listen-addresses", "10.0.0.1,::1"]),
+        )
+        .unwrap();
+        assert_eq!(
+            n.start_log(),
+            [
+                "Started HTTP server on port 8080",
+                "Started UDP server on port 10.0.0.1 8081",
+                "Started UDP server on port ::1 8081"
+            ]
+        );
+        // The pod spec's form, `command` and `args` as JSON.
+        let c = serde_json::json!({"image": IMAGE, "command": ["/agnhost"],
+            "args": ["netexec", "--http-port=9000", "--udp-port=-1"]});
+        assert_eq!(
+            in_container(&c).unwrap().start_log(),
+            ["Started HTTP server on port 9000"]
+        );
+        assert_eq!(in_container(&serde_json::json!({"image": "nginx"})), None);
     }
 
     struct Fake {
@@ -399,6 +455,7 @@ mod tests {
         let n = Netexec {
             http_port: 8080,
             udp_port: Some(8081),
+            udp_listen: vec![],
         };
         let mut f = Fake {
             refuse,
@@ -424,6 +481,7 @@ mod tests {
         let no_udp = Netexec {
             http_port: 8080,
             udp_port: None,
+            udp_listen: vec![],
         };
         let mut f = Fake {
             refuse: false,

@@ -6,39 +6,13 @@
 //! `Started UDP server on port %s %d` with an empty address unless
 //! `--udp-listen-addresses`, none when `--udp-port=-1`; Go's `log`
 //! prefixes `2006/01/02 15:04:05 `); any other image printed nothing, and
-//! its log is empty, as a real container's that writes nothing is.
+//! its log is empty, as a real container's that writes nothing is. Which
+//! container runs netexec, and its lines, are `dataplane::netexec`'s.
 
 use serde_json::Value;
 
 use super::objects;
 use super::store::ApiError;
-
-/// The value of `--flag=v` or `--flag v` among `args`.
-fn flag<'a>(args: &'a [&'a str], name: &str) -> Option<&'a str> {
-    let long = format!("--{name}");
-    args.iter().enumerate().find_map(|(i, a)| {
-        if let Some(v) = a.strip_prefix(&format!("{long}=")) {
-            Some(v)
-        } else if *a == long {
-            args.get(i + 1).copied()
-        } else {
-            None
-        }
-    })
-}
-
-/// Is this container agnhost running `netexec`?
-pub fn is_netexec(container: &Value) -> bool {
-    let image = container["image"].as_str().unwrap_or_default();
-    let words: Vec<&str> = container["command"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(container["args"].as_array().into_iter().flatten())
-        .filter_map(Value::as_str)
-        .collect();
-    image.contains("e2e-test-images/agnhost") && words.contains(&"netexec")
-}
 
 /// The log of `container` (the pod's first when `None`) of `pod`.
 pub fn pod_log(pod: &Value, container: Option<&str>) -> Result<String, ApiError> {
@@ -92,29 +66,20 @@ pub fn pod_log(pod: &Value, container: Option<&str>) -> Result<String, ApiError>
             ),
         ));
     };
-    if !is_netexec(c) {
+    // What it printed is what netexec prints, recognised and worded in
+    // one place (`dataplane::netexec`); anything else printed nothing.
+    let Some(n) = crate::world::dataplane::netexec::in_container(c) else {
         return Ok(String::new());
-    }
+    };
     // Go's log prefix: `2006/01/02 15:04:05 `.
     let stamp = started
         .get(..19)
         .unwrap_or(started)
         .replace('-', "/")
         .replace('T', " ");
-    let words: Vec<&str> = c["args"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let http = flag(&words, "http-port").unwrap_or("8080");
-    let udp = flag(&words, "udp-port").unwrap_or("8081");
-    let mut out = format!("{stamp} Started HTTP server on port {http}\n");
-    if udp != "-1" {
-        let addrs = flag(&words, "udp-listen-addresses").unwrap_or_default();
-        for a in addrs.split(',') {
-            out.push_str(&format!("{stamp} Started UDP server on port {a} {udp}\n"));
-        }
+    let mut out = String::new();
+    for line in n.start_log() {
+        out.push_str(&format!("{stamp} {line}\n"));
     }
     Ok(out)
 }

@@ -4,90 +4,296 @@
 //! columns always, priority 1 ones only with `-o wide`. A resource without
 //! its own printer gets the default (`Name`, `Created At`), as
 //! apiserver's `DefaultTableConvertor` gives.
+//!
+//! Each kind's printer is data: one list of columns, each with its name,
+//! type, priority and the cell it shows, so a column and its cell cannot
+//! drift apart.
 
 use serde_json::{Map, Value, json};
 
 use super::objects::{self, Resource};
 
-/// A column: name, type, priority.
-type Col = (&'static str, &'static str, u8);
+/// What a cell is read from: the object and its age as kubectl shows it.
+struct Row<'a> {
+    o: &'a Value,
+    age: &'a str,
+}
+
+/// A column: name, type, priority, and its cell of a row.
+struct Col {
+    name: &'static str,
+    ty: &'static str,
+    priority: u8,
+    cell: fn(&Row) -> Value,
+}
+
+/// `col!("Name", "string", 0, |r| ...)`.
+macro_rules! col {
+    ($name:literal, $ty:literal, $priority:literal, $cell:expr) => {
+        Col {
+            name: $name,
+            ty: $ty,
+            priority: $priority,
+            cell: $cell,
+        }
+    };
+}
+
+fn name(r: &Row) -> Value {
+    r.o["metadata"]["name"].clone()
+}
+fn age(r: &Row) -> Value {
+    json!(r.age)
+}
+/// A string field, `<none>` when absent or empty.
+fn text_or_none(v: &Value) -> Value {
+    json!(none_if_empty(v.as_str().unwrap_or_default().to_string()))
+}
+fn containers(r: &Row) -> Value {
+    json!(containers_images(&r.o["spec"]["template"]["spec"]).0)
+}
+fn images(r: &Row) -> Value {
+    json!(containers_images(&r.o["spec"]["template"]["spec"]).1)
+}
+fn selector(r: &Row) -> Value {
+    json!(selector_string(&r.o["spec"]["selector"]))
+}
 
 const POD: &[Col] = &[
-    ("Name", "string", 0),
-    ("Ready", "string", 0),
-    ("Status", "string", 0),
-    ("Restarts", "string", 0),
-    ("Age", "string", 0),
-    ("IP", "string", 1),
-    ("Node", "string", 1),
-    ("Nominated Node", "string", 1),
-    ("Readiness Gates", "string", 1),
+    col!("Name", "string", 0, name),
+    col!("Ready", "string", 0, |r| {
+        let total = r.o["spec"]["containers"].as_array().map_or(0, Vec::len);
+        let ready = r.o["status"]["containerStatuses"]
+            .as_array()
+            .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
+        json!(format!("{ready}/{total}"))
+    }),
+    col!("Status", "string", 0, |r| {
+        if r.o["metadata"]["deletionTimestamp"].is_null() {
+            json!(r.o["status"]["phase"].as_str().unwrap_or("Pending"))
+        } else {
+            json!("Terminating")
+        }
+    }),
+    col!("Restarts", "string", 0, |r| {
+        let restarts: u64 = r.o["status"]["containerStatuses"]
+            .as_array()
+            .map_or(0, |cs| cs.iter().map(|c| n(&c["restartCount"])).sum());
+        json!(restarts.to_string())
+    }),
+    col!("Age", "string", 0, age),
+    col!("IP", "string", 1, |r| text_or_none(&r.o["status"]["podIP"])),
+    col!("Node", "string", 1, |r| text_or_none(
+        &r.o["spec"]["nodeName"]
+    )),
+    col!("Nominated Node", "string", 1, |r| {
+        text_or_none(&r.o["status"]["nominatedNodeName"])
+    }),
+    col!("Readiness Gates", "string", 1, |_| json!("<none>")),
 ];
 const NODE: &[Col] = &[
-    ("Name", "string", 0),
-    ("Status", "string", 0),
-    ("Roles", "string", 0),
-    ("Age", "string", 0),
-    ("Version", "string", 0),
-    ("Internal-IP", "string", 1),
-    ("External-IP", "string", 1),
-    ("OS-Image", "string", 1),
-    ("Kernel-Version", "string", 1),
-    ("Container-Runtime", "string", 1),
+    col!("Name", "string", 0, name),
+    col!("Status", "string", 0, |r| json!(node_status(r.o))),
+    col!("Roles", "string", 0, |r| {
+        let mut roles: Vec<&str> = r.o["metadata"]["labels"]
+            .as_object()
+            .map(|l| {
+                l.keys()
+                    .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        roles.sort_unstable();
+        json!(none_if_empty(roles.join(",")))
+    }),
+    col!("Age", "string", 0, age),
+    col!("Version", "string", 0, |r| {
+        r.o["status"]["nodeInfo"]["kubeletVersion"].clone()
+    }),
+    col!("Internal-IP", "string", 1, |r| {
+        json!(none_if_empty(objects::node_internal_ip(r.o)))
+    }),
+    col!("External-IP", "string", 1, |r| {
+        json!(
+            r.o["status"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["type"] == "ExternalIP")
+                .and_then(|a| a["address"].as_str())
+                .unwrap_or("<none>")
+        )
+    }),
+    col!("OS-Image", "string", 1, |r| {
+        r.o["status"]["nodeInfo"]["osImage"].clone()
+    }),
+    col!("Kernel-Version", "string", 1, |r| {
+        r.o["status"]["nodeInfo"]["kernelVersion"].clone()
+    }),
+    col!("Container-Runtime", "string", 1, |r| {
+        r.o["status"]["nodeInfo"]["containerRuntimeVersion"].clone()
+    }),
 ];
 const DEPLOYMENT: &[Col] = &[
-    ("Name", "string", 0),
-    ("Ready", "string", 0),
-    ("Up-to-date", "string", 0),
-    ("Available", "string", 0),
-    ("Age", "string", 0),
-    ("Containers", "string", 1),
-    ("Images", "string", 1),
-    ("Selector", "string", 1),
+    col!("Name", "string", 0, name),
+    col!("Ready", "string", 0, |r| {
+        json!(format!(
+            "{}/{}",
+            n(&r.o["status"]["readyReplicas"]),
+            r.o["spec"]["replicas"].as_u64().unwrap_or(1)
+        ))
+    }),
+    col!("Up-to-date", "string", 0, |r| json!(n(
+        &r.o["status"]["updatedReplicas"]
+    ))),
+    col!("Available", "string", 0, |r| json!(n(
+        &r.o["status"]["availableReplicas"]
+    ))),
+    col!("Age", "string", 0, age),
+    col!("Containers", "string", 1, containers),
+    col!("Images", "string", 1, images),
+    col!("Selector", "string", 1, selector),
 ];
 const REPLICASET: &[Col] = &[
-    ("Name", "string", 0),
-    ("Desired", "integer", 0),
-    ("Current", "integer", 0),
-    ("Ready", "integer", 0),
-    ("Age", "string", 0),
-    ("Containers", "string", 1),
-    ("Images", "string", 1),
-    ("Selector", "string", 1),
+    col!("Name", "string", 0, name),
+    col!("Desired", "integer", 0, |r| json!(
+        r.o["spec"]["replicas"].as_u64().unwrap_or(1)
+    )),
+    col!("Current", "integer", 0, |r| json!(n(
+        &r.o["status"]["replicas"]
+    ))),
+    col!("Ready", "integer", 0, |r| json!(n(
+        &r.o["status"]["readyReplicas"]
+    ))),
+    col!("Age", "string", 0, age),
+    col!("Containers", "string", 1, containers),
+    col!("Images", "string", 1, images),
+    col!("Selector", "string", 1, selector),
 ];
 const DAEMONSET: &[Col] = &[
-    ("Name", "string", 0),
-    ("Desired", "integer", 0),
-    ("Current", "integer", 0),
-    ("Ready", "integer", 0),
-    ("Up-to-date", "integer", 0),
-    ("Available", "integer", 0),
-    ("Node Selector", "string", 0),
-    ("Age", "string", 0),
-    ("Containers", "string", 1),
-    ("Images", "string", 1),
-    ("Selector", "string", 1),
+    col!("Name", "string", 0, name),
+    col!("Desired", "integer", 0, |r| json!(n(
+        &r.o["status"]["desiredNumberScheduled"]
+    ))),
+    col!("Current", "integer", 0, |r| json!(n(
+        &r.o["status"]["currentNumberScheduled"]
+    ))),
+    col!("Ready", "integer", 0, |r| json!(n(
+        &r.o["status"]["numberReady"]
+    ))),
+    col!("Up-to-date", "integer", 0, |r| json!(n(
+        &r.o["status"]["updatedNumberScheduled"]
+    ))),
+    col!("Available", "integer", 0, |r| json!(n(
+        &r.o["status"]["numberAvailable"]
+    ))),
+    col!("Node Selector", "string", 0, |r| {
+        let sel: Vec<String> = r.o["spec"]["template"]["spec"]["nodeSelector"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!(none_if_empty(sel.join(",")))
+    }),
+    col!("Age", "string", 0, age),
+    col!("Containers", "string", 1, containers),
+    col!("Images", "string", 1, images),
+    col!("Selector", "string", 1, selector),
 ];
 const SERVICE: &[Col] = &[
-    ("Name", "string", 0),
-    ("Type", "string", 0),
-    ("Cluster-IP", "string", 0),
-    ("External-IP", "string", 0),
-    ("Port(s)", "string", 0),
-    ("Age", "string", 0),
-    ("Selector", "string", 1),
+    col!("Name", "string", 0, name),
+    col!("Type", "string", 0, |r| json!(service_type(r.o))),
+    col!("Cluster-IP", "string", 0, |r| {
+        json!(r.o["spec"]["clusterIP"].as_str().unwrap_or("<none>"))
+    }),
+    col!("External-IP", "string", 0, service_external),
+    col!("Port(s)", "string", 0, |r| {
+        let ports: Vec<String> = r.o["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let proto = p["protocol"].as_str().unwrap_or("TCP");
+                match p["nodePort"].as_u64() {
+                    Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                    None => format!("{}/{proto}", p["port"]),
+                }
+            })
+            .collect();
+        json!(none_if_empty(ports.join(",")))
+    }),
+    col!("Age", "string", 0, age),
+    col!("Selector", "string", 1, |r| {
+        let mut sel: Vec<String> = r.o["spec"]["selector"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        sel.sort();
+        json!(none_if_empty(sel.join(",")))
+    }),
 ];
 const NAMESPACE: &[Col] = &[
-    ("Name", "string", 0),
-    ("Status", "string", 0),
-    ("Age", "string", 0),
+    col!("Name", "string", 0, name),
+    col!("Status", "string", 0, |r| {
+        json!(r.o["status"]["phase"].as_str().unwrap_or("Active"))
+    }),
+    col!("Age", "string", 0, age),
 ];
 const LEASE: &[Col] = &[
-    ("Name", "string", 0),
-    ("Holder", "string", 0),
-    ("Age", "string", 0),
+    col!("Name", "string", 0, name),
+    col!("Holder", "string", 0, |r| {
+        json!(r.o["spec"]["holderIdentity"].as_str().unwrap_or("<none>"))
+    }),
+    col!("Age", "string", 0, age),
 ];
-const DEFAULT: &[Col] = &[("Name", "string", 0), ("Created At", "date", 0)];
+const DEFAULT: &[Col] = &[
+    col!("Name", "string", 0, name),
+    col!("Created At", "date", 0, |r| {
+        r.o["metadata"]["creationTimestamp"].clone()
+    }),
+];
+
+/// Each kind with a printer of its own, by (group, plural); any other
+/// gets [`DEFAULT`].
+const PRINTERS: &[(&str, &str, &[Col])] = &[
+    ("", "pods", POD),
+    ("", "nodes", NODE),
+    ("apps", "deployments", DEPLOYMENT),
+    ("apps", "replicasets", REPLICASET),
+    ("apps", "daemonsets", DAEMONSET),
+    ("", "services", SERVICE),
+    ("", "namespaces", NAMESPACE),
+    ("coordination.k8s.io", "leases", LEASE),
+];
+
+fn service_type(o: &Value) -> &str {
+    o["spec"]["type"].as_str().unwrap_or("ClusterIP")
+}
+
+/// `externalIPs` joined; a LoadBalancer without any is `<pending>`.
+fn service_external(r: &Row) -> Value {
+    let external = r.o["spec"]["externalIPs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    if external.is_empty() && service_type(r.o) == "LoadBalancer" {
+        json!("<pending>")
+    } else {
+        json!(none_if_empty(external))
+    }
+}
 
 fn none_if_empty(s: String) -> String {
     if s.is_empty() {
@@ -160,250 +366,11 @@ fn node_status(node: &Value) -> String {
     s
 }
 
-/// One row's cells for `res`'s columns (see `columns`): a dispatch on the
-/// kind, each kind's printer in its own function.
-fn cells(res: &Resource, o: &Value, now_ms: u64) -> Vec<Value> {
-    let age = objects::age(o, now_ms);
-    let name = o["metadata"]["name"].clone();
-    match (&*res.group, &*res.plural) {
-        ("", "pods") => pod_cells(o, name, age),
-        ("", "nodes") => node_cells(o, name, age),
-        ("apps", "deployments") => deployment_cells(o, name, age),
-        ("apps", "replicasets") => replicaset_cells(o, name, age),
-        ("apps", "daemonsets") => daemonset_cells(o, name, age),
-        ("", "services") => service_cells(o, name, age),
-        ("", "namespaces") => {
-            vec![
-                name,
-                json!(o["status"]["phase"].as_str().unwrap_or("Active")),
-                json!(age),
-            ]
-        }
-        ("coordination.k8s.io", "leases") => {
-            vec![
-                name,
-                json!(o["spec"]["holderIdentity"].as_str().unwrap_or("<none>")),
-                json!(age),
-            ]
-        }
-        _ => vec![name, o["metadata"]["creationTimestamp"].clone()],
-    }
-}
-
-/// The cells of a pod's row, in `POD`'s column order; its own function
-/// so that `cells` stays a short dispatch on the resource kind.
-fn pod_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
-    let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
-    let ready = o["status"]["containerStatuses"]
-        .as_array()
-        .map_or(0, |cs| cs.iter().filter(|c| c["ready"] == true).count());
-    let restarts: u64 = o["status"]["containerStatuses"]
-        .as_array()
-        .map_or(0, |cs| cs.iter().map(|c| n(&c["restartCount"])).sum());
-    let status = if o["metadata"]["deletionTimestamp"].is_null() {
-        o["status"]["phase"]
-            .as_str()
-            .unwrap_or("Pending")
-            .to_string()
-    } else {
-        "Terminating".to_string()
-    };
-    let ip = none_if_empty(
-        o["status"]["podIP"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    );
-    let node = none_if_empty(
-        o["spec"]["nodeName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    );
-    let nominated = none_if_empty(
-        o["status"]["nominatedNodeName"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    );
-    vec![
-        name,
-        json!(format!("{ready}/{total}")),
-        json!(status),
-        json!(restarts.to_string()),
-        json!(age),
-        json!(ip),
-        json!(node),
-        json!(nominated),
-        json!("<none>"),
-    ]
-}
-
-/// The cells of a node's row, in `NODE`'s column order; its own function
-/// so that `cells` stays a short dispatch on the resource kind.
-fn node_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
-    let mut roles: Vec<&str> = o["metadata"]["labels"]
-        .as_object()
-        .map(|l| {
-            l.keys()
-                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                .collect()
-        })
-        .unwrap_or_default();
-    roles.sort_unstable();
-    let info = &o["status"]["nodeInfo"];
-    let external = o["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "ExternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap_or("<none>");
-    vec![
-        name,
-        json!(node_status(o)),
-        json!(none_if_empty(roles.join(","))),
-        json!(age),
-        info["kubeletVersion"].clone(),
-        json!(none_if_empty(objects::node_internal_ip(o))),
-        json!(external),
-        info["osImage"].clone(),
-        info["kernelVersion"].clone(),
-        info["containerRuntimeVersion"].clone(),
-    ]
-}
-
-/// The cells of a Deployment's row, in `DEPLOYMENT`'s column order; its own function
-/// so that `cells` stays a short dispatch on the resource kind.
-fn deployment_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
-    let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
-    let st = &o["status"];
-    vec![
-        name,
-        json!(format!(
-            "{}/{}",
-            n(&st["readyReplicas"]),
-            o["spec"]["replicas"].as_u64().unwrap_or(1)
-        )),
-        json!(n(&st["updatedReplicas"])),
-        json!(n(&st["availableReplicas"])),
-        json!(age),
-        json!(c),
-        json!(i),
-        json!(selector_string(&o["spec"]["selector"])),
-    ]
-}
-
-/// The cells of a ReplicaSet's row, in `REPLICASET`'s column order; its own function
-/// so that `cells` stays a short dispatch on the resource kind.
-fn replicaset_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
-    let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
-    let st = &o["status"];
-    vec![
-        name,
-        json!(o["spec"]["replicas"].as_u64().unwrap_or(1)),
-        json!(n(&st["replicas"])),
-        json!(n(&st["readyReplicas"])),
-        json!(age),
-        json!(c),
-        json!(i),
-        json!(selector_string(&o["spec"]["selector"])),
-    ]
-}
-
-/// The cells of a DaemonSet's row, in `DAEMONSET`'s column order; its own function
-/// so that `cells` stays a short dispatch on the resource kind.
-fn daemonset_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
-    let (c, i) = containers_images(&o["spec"]["template"]["spec"]);
-    let st = &o["status"];
-    let node_sel: Vec<String> = o["spec"]["template"]["spec"]["nodeSelector"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
-    vec![
-        name,
-        json!(n(&st["desiredNumberScheduled"])),
-        json!(n(&st["currentNumberScheduled"])),
-        json!(n(&st["numberReady"])),
-        json!(n(&st["updatedNumberScheduled"])),
-        json!(n(&st["numberAvailable"])),
-        json!(none_if_empty(node_sel.join(","))),
-        json!(age),
-        json!(c),
-        json!(i),
-        json!(selector_string(&o["spec"]["selector"])),
-    ]
-}
-
-/// The cells of a Service's row, in `SERVICE`'s column order; its own function
-/// so that `cells` stays a short dispatch on the resource kind.
-fn service_cells(o: &Value, name: Value, age: String) -> Vec<Value> {
-    let spec = &o["spec"];
-    let ports: Vec<String> = spec["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let proto = p["protocol"].as_str().unwrap_or("TCP");
-            match p["nodePort"].as_u64() {
-                Some(np) => format!("{}:{np}/{proto}", p["port"]),
-                None => format!("{}/{proto}", p["port"]),
-            }
-        })
-        .collect();
-    let sel = spec["selector"]
-        .as_object()
-        .map(|m| {
-            let mut v: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect();
-            v.sort();
-            v.join(",")
-        })
-        .unwrap_or_default();
-    let external = spec["externalIPs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-    let external = if external.is_empty() && ty == "LoadBalancer" {
-        "<pending>".to_string()
-    } else {
-        none_if_empty(external)
-    };
-    vec![
-        name,
-        json!(ty),
-        json!(spec["clusterIP"].as_str().unwrap_or("<none>")),
-        json!(external),
-        json!(none_if_empty(ports.join(","))),
-        json!(age),
-        json!(none_if_empty(sel)),
-    ]
-}
-
 fn columns(res: &Resource) -> &'static [Col] {
-    match (&*res.group, &*res.plural) {
-        ("", "pods") => POD,
-        ("", "nodes") => NODE,
-        ("apps", "deployments") => DEPLOYMENT,
-        ("apps", "replicasets") => REPLICASET,
-        ("apps", "daemonsets") => DAEMONSET,
-        ("", "services") => SERVICE,
-        ("", "namespaces") => NAMESPACE,
-        ("coordination.k8s.io", "leases") => LEASE,
-        _ => DEFAULT,
-    }
+    PRINTERS
+        .iter()
+        .find(|(group, plural, _)| *group == &*res.group && *plural == &*res.plural)
+        .map_or(DEFAULT, |(_, _, cols)| cols)
 }
 
 /// The Table of `items`; each row carries the object's metadata as a
@@ -416,11 +383,12 @@ pub fn table(
     whole_object: bool,
     list_meta: Value,
 ) -> Value {
-    let defs: Vec<Value> = columns(res)
+    let cols = columns(res);
+    let defs: Vec<Value> = cols
         .iter()
-        .map(|(name, ty, priority)| {
-            json!({"name": name, "type": ty, "format": if *name == "Name" {"name"} else {""},
-                   "description": "", "priority": priority})
+        .map(|c| {
+            json!({"name": c.name, "type": c.ty, "format": if c.name == "Name" {"name"} else {""},
+                   "description": "", "priority": c.priority})
         })
         .collect();
     let rows: Vec<Value> = items
@@ -431,7 +399,10 @@ pub fn table(
             } else {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
             };
-            json!({"cells": cells(res, o, now_ms), "object": object})
+            let age = objects::age(o, now_ms);
+            let row = Row { o, age: &age };
+            let cells: Vec<Value> = cols.iter().map(|c| (c.cell)(&row)).collect();
+            json!({"cells": cells, "object": object})
         })
         .collect();
     let mut t = Map::new();
@@ -484,5 +455,24 @@ mod tests {
             t["rows"][0]["cells"],
             json!(["web", "1/2", 2, 1, "<unknown>", "a,b", "i:1,j:2", "app=web"])
         );
+        let svc = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.9",
+            "selector": {"b": "2", "a": "1"}, "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}});
+        let t = table(&objects::SERVICES, &[svc], 0, false, json!({}));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "lb",
+                "LoadBalancer",
+                "10.43.0.9",
+                "<pending>",
+                "80:30080/TCP,53/UDP",
+                "<unknown>",
+                "a=1,b=2"
+            ])
+        );
+        let other = json!({"metadata": {"name": "x", "creationTimestamp": "2026-12-07T00:00:00Z"}});
+        let t = table(&objects::SERVICEACCOUNTS, &[other], 0, false, json!({}));
+        assert_eq!(t["rows"][0]["cells"], json!(["x", "2026-12-07T00:00:00Z"]));
+        assert_eq!(t["columnDefinitions"][1]["type"], "date");
     }
 }

@@ -44,7 +44,64 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
     })
 }
 
+/// The world's S3 (`s3.emulator.internal`) with its keys checked and
+/// `bucket` the one bucket that exists (k3s never creates one, facts
+/// "Disaster recovery" section 2).
+pub fn s3(w: &mut WorldConfig, access_key: &str, secret_key: &str, bucket: &str) {
+    w.s3 = exedev_k8s::world::s3::S3Config {
+        endpoint: "s3.emulator.internal".into(),
+        access_key: Some(access_key.into()),
+        secret_key: Some(secret_key.into()),
+        buckets: vec![bucket.into()],
+    };
+}
+
+/// The tailnet's one auth key `key` (reusable, preauthorized), its
+/// devices gone 300 ms after they go offline when `ephemeral`. A VM
+/// removed behind the tool's back cannot log its device out: only an
+/// ephemeral device frees its name for the VM that replaces it (facts
+/// "Tailscale", KB 1098/1111).
+pub fn tailnet_key(w: &mut WorldConfig, key: &str, ephemeral: bool) {
+    let kinds = if ephemeral {
+        "reusable,ephemeral,preauthorized"
+    } else {
+        "reusable,preauthorized"
+    };
+    w.tailnet.keys = vec![
+        exedev_k8s::world::tailnet::DeclaredKey::parse(&format!("{key}:{kinds}"))
+            .expect("a declared key"),
+    ];
+    w.tailnet.ephemeral_offline_ms = 300;
+}
+
+/// `fleet` with `etcd.snapshots` going to the world's S3 (`bucket`,
+/// folder `demo`, keys from `S3_ACCESS_KEY`/`S3_SECRET_KEY`), inserted
+/// before its `network:` section.
+pub fn with_s3_snapshots(fleet: &str, bucket: &str) -> String {
+    assert!(
+        fleet.contains("\nnetwork:"),
+        "a fleet with a network section"
+    );
+    fleet.replacen(
+        "\nnetwork:",
+        &format!(
+            "\netcd:\n  snapshots:\n    schedule: \"0 */6 * * *\"\n    retention: 5\n    s3:\n      endpoint: s3.emulator.internal\n      bucket: {bucket}\n      folder: demo\n      accessKey: {{env: S3_ACCESS_KEY}}\n      secretKey: {{env: S3_SECRET_KEY}}\nnetwork:"
+        ),
+        1,
+    )
+}
+
 impl Harness {
+    /// Removes VMs through exe.dev's API, as someone (or a host failure)
+    /// would, behind the tool's back: their k3s, etcd members and tailnet
+    /// devices are left as they were.
+    pub fn rm_behind_the_tools_back(&self, vms: &[&str]) {
+        for vm in vms {
+            let (status, body) = self.exec(&["rm", vm]);
+            assert_eq!(status, 200, "rm {vm}: {body}");
+        }
+    }
+
     /// A Kubernetes client for the world's cluster, through demo-cp1's API
     /// (the emulator serves its admin kubeconfig).
     #[allow(dead_code)]
