@@ -44,6 +44,7 @@
 use std::net::Ipv4Addr;
 
 mod cluster;
+pub mod node_password;
 mod parse;
 pub mod snapshot;
 mod state;
@@ -87,6 +88,12 @@ pub struct StartInputs {
     pub restart_always: bool,
     /// `/var/lib/rancher/k3s/server/db` exists.
     pub has_data_dir: bool,
+    /// The node's password file's text, trimmed (`None`: no file yet;
+    /// [`node_password`]).
+    pub node_password: Option<String>,
+    /// `server/db/reset-flag` exists: the first start after a cluster
+    /// reset.
+    pub reset_flag: bool,
 }
 
 impl Model {
@@ -181,6 +188,9 @@ impl Model {
                         notify: i.notify,
                         restart_always: i.restart_always,
                         has_data_dir: i.has_data_dir,
+                        node_password: i.node_password.clone(),
+                        after_reset: i.reset_flag,
+                        password_retry_at: None,
                         node_name,
                         phase: Phase::Starting,
                         node_ip: None,
@@ -203,6 +213,9 @@ impl Model {
                     notify: true,
                     restart_always: true,
                     has_data_dir: false,
+                    node_password: None,
+                    after_reset: false,
+                    password_retry_at: None,
                     node_name: vm.to_string(),
                     phase: Phase::Starting,
                     node_ip: None,
@@ -682,6 +695,11 @@ impl Model {
             }
             return;
         }
+        // An agent refused its password retries its configuration later
+        // (`node_password`).
+        if p.password_retry_at.is_some_and(|t| now < t) {
+            return;
+        }
         let url = p.cfg.get("server").unwrap_or_default().to_string();
         let Some((host, port)) = url_host_port(&url) else {
             return self.fail(
@@ -756,6 +774,11 @@ impl Model {
                 // kubelet checks it: it starts. The tool keeps to the policy
                 // at plan time (`release::kubelet_may_run`); the world does
                 // not refuse what k3s does not.
+                if let Err(why) = self.agent_password(vm, p, &cid, &target, now, fx) {
+                    p.password_retry_at = Some(now + self.timings.restart_ms);
+                    return self.wait(vm, unit, p, now, why);
+                }
+                p.password_retry_at = None;
                 p.cluster = Some(cid);
                 p.phase = Phase::Booting {
                     ready_at: now + self.timings.agent_ready_ms,
@@ -953,6 +976,7 @@ impl Model {
             ip,
             now,
         );
+        node_password::own(&mut c.api, &p.node_name);
         if p.role == Role::Server {
             let mode = p
                 .cfg
@@ -991,8 +1015,9 @@ impl Model {
             });
             fx.push(Effect::ApplyManifests {
                 vm: vm.to_string(),
-                cluster: cid,
+                cluster: cid.clone(),
             });
+            self.server_password(vm, unit, p, &cid, now, fx);
         }
     }
 }
