@@ -265,6 +265,15 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// The Secret in `kube-system` where k3s keeps a node's password hash:
+/// `<node>.node-password.k3s`, lower-cased (k3s `pkg/nodepassword/nodepassword.go:46-48`
+/// @1feb5ae; `docs/facts/node-password.md`). Named by the plan (why a
+/// remaining Node must go before a new VM takes its name) and kept by the
+/// VM world.
+pub fn node_password_secret(node: &str) -> String {
+    format!("{node}.node-password.k3s").to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +449,17 @@ mod tests {
                 && !s.contains("--");
             prop_assert_eq!(matches_pattern(&s), expected);
         }
+    }
+
+    #[test]
+    fn node_password_secrets_are_named_as_k3s_names_them() {
+        assert_eq!(
+            node_password_secret("demo-web1"),
+            "demo-web1.node-password.k3s"
+        );
+        assert_eq!(
+            node_password_secret("Demo-Web1"),
+            "demo-web1.node-password.k3s"
+        );
     }
 }

@@ -49,10 +49,10 @@ pub const REJECTED: &str = "Node password rejected, duplicate hostname or conten
 /// prefixes its error with the file's path).
 const SERVING_CERT: &str = "/var/lib/rancher/k3s/agent/serving-kubelet.crt";
 
-/// The Secret's name: `<node>.node-password.k3s`, lower-cased
-/// (`nodepassword.go:46-48`).
+/// The Secret's name (`nodepassword.go:46-48`), in one place:
+/// [`crate::base::names::node_password_secret`].
 pub fn secret_name(node: &str) -> String {
-    format!("{node}.node-password.k3s").to_lowercase()
+    crate::base::names::node_password_secret(node)
 }
 
 /// The stored hash of a password. The world's own (see the module doc).
