@@ -274,6 +274,13 @@ pub fn node_password_secret(node: &str) -> String {
     format!("{node}.node-password.k3s").to_lowercase()
 }
 
+/// What a k3s agent says when the server refuses its node password (a 403:
+/// another machine's password is kept for its name), k3s
+/// `pkg/agent/config/config.go:181` @1feb5ae, the password file's path
+/// filled in. It retries, logging this at info level: `status` finds it in
+/// the journal, and the VM world says it.
+pub const NODE_PASSWORD_REJECTED: &str = "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,7 @@ pub const PASSWORD_PATH: &str = "/etc/rancher/node/password";
 /// The Secrets' type (`nodepassword.go:24`, `version.Program` = `k3s`).
 pub const SECRET_TYPE: &str = "k3s.cattle.io/node-password";
 /// What the agent says on a 403 (`config.go:181`, with its file's path).
-pub const REJECTED: &str = "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag";
+pub const REJECTED: &str = crate::base::names::NODE_PASSWORD_REJECTED;
 /// The first certificate the agent asks for (`config.go:480,525-527`
 /// prefixes its error with the file's path).
 const SERVING_CERT: &str = "/var/lib/rancher/k3s/agent/serving-kubelet.crt";
