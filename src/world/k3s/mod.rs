@@ -773,16 +773,9 @@ impl Model {
                 // skew policy (facts "Versions"), but neither k3s nor the
                 // kubelet checks it: it starts. The tool keeps to the policy
                 // at plan time (`release::kubelet_may_run`); the world does
-                // not refuse what k3s does not.
-                if let Err(why) = self.agent_password(vm, p, &cid, &target, now, fx) {
-                    p.password_retry_at = Some(now + self.timings.restart_ms);
-                    return self.wait(vm, unit, p, now, why);
-                }
-                p.password_retry_at = None;
-                p.cluster = Some(cid);
-                p.phase = Phase::Booting {
-                    ready_at: now + self.timings.agent_ready_ms,
-                };
+                // not refuse what k3s does not. Its node password is checked
+                // (`node_password`).
+                self.agent_join(vm, unit, p, cid, &target, now, fx);
             }
         }
     }

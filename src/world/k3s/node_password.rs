@@ -142,10 +142,35 @@ impl Model {
         pw
     }
 
+    /// An agent whose server (on `target`, of cluster `cid`) answered:
+    /// admitted (it boots) or refused its password (it asks again after
+    /// the retry interval).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn agent_join(
+        &mut self,
+        vm: &str,
+        unit: &str,
+        p: &mut K3sProc,
+        cid: String,
+        target: &str,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        if let Err(why) = self.agent_password(vm, p, &cid, target, now, fx) {
+            p.password_retry_at = Some(now + self.timings.restart_ms);
+            return self.wait(vm, unit, p, now, why);
+        }
+        p.password_retry_at = None;
+        p.cluster = Some(cid);
+        p.phase = super::Phase::Booting {
+            ready_at: now + self.timings.agent_ready_ms,
+        };
+    }
+
     /// An agent asking the Ready server on `target` for its kubelet
     /// certificates: `Err` is the agent's retry message after a 403, which
     /// the server logs too (`pkg/util/apierrors.go:32-45`).
-    pub(super) fn agent_password(
+    fn agent_password(
         &mut self,
         vm: &str,
         p: &mut K3sProc,
