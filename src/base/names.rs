@@ -274,6 +274,10 @@ pub fn node_password_secret(node: &str) -> String {
     format!("{node}.node-password.k3s").to_lowercase()
 }
 
+/// Where a k3s node keeps its password (k3s `pkg/agent/config/config.go:483-494`
+/// @1feb5ae, not rootless): made at its first join, never rewritten.
+pub const NODE_PASSWORD_FILE: &str = "/etc/rancher/node/password";
+
 /// What a k3s agent says when the server refuses its node password (a 403:
 /// another machine's password is kept for its name), k3s
 /// `pkg/agent/config/config.go:181` @1feb5ae, the password file's path

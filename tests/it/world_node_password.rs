@@ -110,3 +110,57 @@ fn an_agent_removed_behind_the_tools_back_is_recreated_after_its_stale_node_goes
     );
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
+
+/// An agent recreated under its name after a snapshot: the restored
+/// datastore holds the earlier VM's Node and password, which k3s holds
+/// against the agent. Restore sees that the agent made its password after
+/// the snapshot (the file's time), deletes the restored Node first, and the
+/// agent reconnects.
+#[test]
+fn restore_lets_an_agent_recreated_after_the_snapshot_back_in() {
+    let h = formed();
+    let out = h.ssh("demo-cp1", "sudo -n k3s etcd-snapshot save --name np");
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let snap = all
+        .split("Snapshot ")
+        .filter_map(|rest| rest.split(" saved.").next())
+        .find(|n| n.starts_with("np-") && !n.contains(' '))
+        .unwrap_or_else(|| panic!("no snapshot name in: {all}"))
+        .to_string();
+    // The file's time is in whole seconds: the new VM's is later.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (status, body) = h.exec(&["rm", AGENT]);
+    assert_eq!(status, 200, "{body}");
+    ok(apply(&h));
+    let out = cli(
+        &h,
+        &[
+            "restore",
+            "-f",
+            "fleet.yaml",
+            "--via-ssh-tunnel",
+            "--timeout",
+            "60s",
+            "--snapshot",
+            &snap,
+            "--yes",
+            "--force",
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{AGENT} made its node password after the snapshot: a restored node of its name (an earlier VM's) is deleted first"
+        )),
+        "{t}"
+    );
+    let w = h.wait_for(AGENT, std::time::Duration::from_secs(30), |w| {
+        w["k3s"]["ready"] == true
+    });
+    assert_eq!(w["k3s"]["ready"], true, "{w:#}");
+    // The server (same VM, its password older than the snapshot) was not
+    // touched that way.
+    assert!(!t.contains("demo-cp1 made its node password"), "{t}");
+}

@@ -40,7 +40,7 @@ use crate::world::kube::{ApiStore, objects};
 use crate::world::model::{Effect, Model};
 
 /// Where a node keeps its password (`config.go:487,493`, not rootless).
-pub const PASSWORD_PATH: &str = "/etc/rancher/node/password";
+pub const PASSWORD_PATH: &str = crate::base::names::NODE_PASSWORD_FILE;
 /// The Secrets' type (`nodepassword.go:24`, `version.Program` = `k3s`).
 pub const SECRET_TYPE: &str = "k3s.cattle.io/node-password";
 /// What the agent says on a 403 (`config.go:181`, with its file's path).
