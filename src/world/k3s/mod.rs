@@ -13,6 +13,10 @@
 //! Refusals modelled, each with its source in the facts file:
 //! - a wrong token, an agent token where a server token is needed
 //!   ("Tokens, again");
+//! - an agent whose node password is not the one k3s keeps for its name
+//!   (a new VM under a remaining Node's name): retried, as k3s does
+//!   ([`node_password`], `docs/facts/node-password.md`; a server's own node
+//!   is only warned about);
 //! - a join URL that does not resolve on the tailnet or whose server is not
 //!   up: the node waits (k3s retries until the server answers);
 //! - a second server joining while another is still a learner: "too many

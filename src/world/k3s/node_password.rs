@@ -24,7 +24,9 @@
 //! - The first start after a cluster reset deletes the node's own Secret
 //!   (`pkg/cluster/managed.go:58-62,133-143`).
 //!
-//! The world's own choices, each marked where made: the hash (k3s uses
+//! The world's own choices, each marked where made: a server's file is
+//! made when it becomes Ready (k3s: at its agent's first request, earlier
+//! in the same start); the hash (k3s uses
 //! scrypt with a random salt, `nodepassword.go:21`; here a salted SHA-256,
 //! the Secret holding no password either way); a retry every
 //! `Timings::restart_ms` (k3s: 5-10 s, the same 5 s base as the unit's
