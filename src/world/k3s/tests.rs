@@ -1198,3 +1198,31 @@ fn a_server_with_a_new_password_is_not_refused_only_warned() {
     );
     assert_eq!(password_secret(&s, "c-cp1"), Some(before), "not replaced");
 }
+
+/// The first start after a cluster reset deletes the node's own Secret
+/// before its check (k3s `pkg/cluster/managed.go:58-62,133-143`): a server
+/// whose password differs from the restored one gets a Secret of its own,
+/// without the warning.
+#[test]
+fn after_a_reset_a_server_replaces_its_own_password_secret() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    let before = password_secret(&s, "c-cp1").unwrap();
+    let fx = s.m.stop_k3s("c-cp1", "k3s", s.now);
+    s.effects(fx);
+    let mut i = s.inputs[&("c-cp1".to_string(), "k3s".to_string())].clone();
+    i.has_data_dir = true;
+    i.node_password = Some("another-password".into());
+    i.reset_flag = true;
+    s.start("c-cp1", "k3s", i);
+    s.run(300);
+    assert!(s.ready("c-cp1", "k3s"), "{}", s.error("c-cp1", "k3s"));
+    let after = password_secret(&s, "c-cp1").unwrap();
+    assert_ne!(after["data"], before["data"], "a new hash");
+    assert!(after["metadata"]["ownerReferences"][0]["kind"] == "Node");
+    let warned = s.m.vms["c-cp1"]
+        .journal
+        .iter()
+        .any(|j| j.message.contains("NodePasswordValidationFailed"));
+    assert!(!warned);
+}
