@@ -1712,3 +1712,13 @@ fn a_lost_server_in_every_format() {
     insta::assert_snapshot!("plan_markdown_lost_server", render::markdown(&p));
     insta::assert_snapshot!("plan_json_lost_server", render::json(&p));
 }
+
+#[test]
+fn a_lost_agent_in_every_format() {
+    let f = fleet("");
+    let o = without_vms(with_etcd_nodes(&f), &["demo-web1"]);
+    let p = plan(&f, &o);
+    insta::assert_snapshot!("plan_human_lost_agent", render::human(&p, false));
+    insta::assert_snapshot!("plan_markdown_lost_agent", render::markdown(&p));
+    insta::assert_snapshot!("plan_json_lost_agent", render::json(&p));
+}
