@@ -59,10 +59,12 @@ pub enum StepError {
     #[error("{vm}: labels and taints not set through the API: {source}")]
     NotLabelled { vm: String, source: HookError },
     #[error(
-        "{vm} is lost, and its etcd member can only be removed through the Kubernetes API, which this run does not use: nothing was changed for it"
+        "{vm} is lost, and its node (a server's: its etcd member) can only be removed through the Kubernetes API, which this run does not use: nothing was changed for it"
     )]
     LostNeedsApi { vm: String },
-    #[error("{vm}: its dead etcd member was not removed, so no new VM was created: {source}")]
+    #[error(
+        "{vm}: its node (a server's: its dead etcd member) was not removed, so no new VM was created: {source}"
+    )]
     MemberNotRemoved { vm: String, source: HookError },
     #[error("{vm} is lost, and nothing was changed for it: {source}")]
     NameHeld { vm: String, source: HookError },

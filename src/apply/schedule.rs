@@ -274,7 +274,7 @@ async fn run_one(ctx: &Ctx, c: &Change, is_server: bool) -> Result<(), StepError
                 if lost == Lost::VmGone {
                     name_free(ctx, &c.vm).await?;
                 }
-                forget_node(ctx, &c.vm).await?;
+                forget_node(ctx, &c.vm, is_server).await?;
                 if let Lost::NotReady { .. } = lost {
                     delete(ctx, &c.vm).await?;
                 }

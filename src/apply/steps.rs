@@ -197,24 +197,39 @@ pub(super) async fn remove_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Removes a lost server's dead etcd member: its Node deleted (no drain)
-/// and waited on until gone. Required: without the API nothing else
-/// removes the member, and a new VM beside it would make one member more
-/// than the fleet declares.
-pub(super) async fn forget_node(ctx: &Ctx, vm: &str) -> Result<(), StepError> {
+/// Removes a lost server's dead etcd member, or a lost agent's stale Node
+/// (whose node-password Secret would make k3s refuse the new VM,
+/// `docs/facts/node-password.md`): its Node deleted (no drain) and waited
+/// on until gone. Required: without the API nothing else removes either,
+/// and a new VM beside a dead member would make one member more than the
+/// fleet declares.
+pub(super) async fn forget_node(ctx: &Ctx, vm: &str, is_server: bool) -> Result<(), StepError> {
     let Some(forget) = ctx.opts.ops.forget(vm) else {
         return Err(StepError::LostNeedsApi { vm: vm.to_string() });
     };
     step(
         ctx,
         vm,
-        "delete node (removes its etcd member), wait until gone",
+        if is_server {
+            "delete node (removes its etcd member), wait until gone"
+        } else {
+            "delete its stale node (its node password goes with it), wait until gone"
+        },
     );
     let outcome = forget.await.map_err(|source| StepError::MemberNotRemoved {
         vm: vm.to_string(),
         source,
     })?;
-    step(ctx, vm, outcome);
+    // The hook's own words are a server's (its etcd member).
+    step(
+        ctx,
+        vm,
+        if is_server {
+            outcome
+        } else {
+            "node deleted and gone".into()
+        },
+    );
     Ok(())
 }
 

@@ -265,6 +265,26 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// The Secret in `kube-system` where k3s keeps a node's password hash:
+/// `<node>.node-password.k3s`, lower-cased (k3s `pkg/nodepassword/nodepassword.go:46-48`
+/// @1feb5ae; `docs/facts/node-password.md`). Named by the plan (why a
+/// remaining Node must go before a new VM takes its name) and kept by the
+/// VM world.
+pub fn node_password_secret(node: &str) -> String {
+    format!("{node}.node-password.k3s").to_lowercase()
+}
+
+/// Where a k3s node keeps its password (k3s `pkg/agent/config/config.go:483-494`
+/// @1feb5ae, not rootless): made at its first join, never rewritten.
+pub const NODE_PASSWORD_FILE: &str = "/etc/rancher/node/password";
+
+/// What a k3s agent says when the server refuses its node password (a 403:
+/// another machine's password is kept for its name), k3s
+/// `pkg/agent/config/config.go:181` @1feb5ae, the password file's path
+/// filled in. It retries, logging this at info level: `status` finds it in
+/// the journal, and the VM world says it.
+pub const NODE_PASSWORD_REJECTED: &str = "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +460,17 @@ mod tests {
                 && !s.contains("--");
             prop_assert_eq!(matches_pattern(&s), expected);
         }
+    }
+
+    #[test]
+    fn node_password_secrets_are_named_as_k3s_names_them() {
+        assert_eq!(
+            node_password_secret("demo-web1"),
+            "demo-web1.node-password.k3s"
+        );
+        assert_eq!(
+            node_password_secret("Demo-Web1"),
+            "demo-web1.node-password.k3s"
+        );
     }
 }

@@ -324,6 +324,7 @@ pub async fn execute_restore(
     }
     if !agents.is_empty() {
         opts.deadline = deadline.saturating_duration_since(tokio::time::Instant::now());
+        forget_newer_agents(plan, &agents, &api, &opts, deadline, notes).await?;
         agents_at_once(plan, &agents, &opts, total, notes, &mut report).await?;
     }
     // Every VM that runs: servers rejoined or created, agents reconnected.
@@ -690,6 +691,74 @@ async fn create_others(
         outcome,
         secs,
     ));
+    Ok(())
+}
+
+/// Agents whose VM made its node password after the snapshot was taken (a
+/// VM recreated under the name since): the restored datastore can hold
+/// only an earlier VM's password for that name, in its Node's
+/// node-password Secret, and k3s would refuse the agent until that Node
+/// goes (`docs/facts/node-password.md`). Their restored Node, if any, is
+/// deleted first (the Secret is collected with it). The password file's
+/// time (`stat`, no secret read) against the snapshot's: an agent whose
+/// file cannot be read or whose times do not parse is left as it is.
+async fn forget_newer_agents(
+    plan: &RestorePlan,
+    agents: &[&Step],
+    api: &LazyClient,
+    opts: &crate::edges::ssh::SshOptions,
+    deadline: tokio::time::Instant,
+    notes: &Notes,
+) -> Result<(), EngineError> {
+    let Some(taken) = humantime::parse_rfc3339_weak(&plan.snapshot.created)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    else {
+        return Ok(());
+    };
+    let vms: Vec<String> = agents.iter().map(|st| st.vm().to_string()).collect();
+    let made = crate::edges::remote::bounded(vms.clone(), AGENT_FANOUT, opts.deadline, {
+        let opts = opts.clone();
+        move |vm: String| {
+            let opts = opts.clone();
+            async move {
+                let cmd = ["stat", "-c", "%Y", crate::base::names::NODE_PASSWORD_FILE];
+                let out = crate::edges::ssh::run(&vm, &cmd, &opts).await;
+                out.map_err(|e| e.to_string())
+            }
+        }
+    })
+    .await;
+    let newer: Vec<&String> = vms
+        .iter()
+        .zip(made)
+        .filter_map(|(vm, r)| {
+            let secs: u64 = r.ok()?.trim().parse().ok()?;
+            (secs > taken.as_secs()).then_some(vm)
+        })
+        .collect();
+    if newer.is_empty() {
+        return Ok(());
+    }
+    let stopped = |why: String| {
+        EngineError::RestoreStopped {
+        message: format!("restore stopped before the agents reconnected: {why}"),
+        hint: "delete the named agents' Nodes (`kubectl delete node NAME`), then restart k3s-agent on them".to_string(),
+    }
+    };
+    let client = api.get().await.map_err(|e| stopped(e.to_string()))?;
+    for vm in newer {
+        notes(&format!(
+            "      {vm} made its node password after the snapshot: a restored node of its name (an earlier VM's) is deleted first"
+        ));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let gone = crate::edges::cluster::forget_node(&client, vm, left)
+            .await
+            .map_err(|e| stopped(e.to_string()))?;
+        if !gone {
+            return Err(stopped(format!("the restored Node {vm} is still there")));
+        }
+    }
     Ok(())
 }
 

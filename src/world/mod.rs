@@ -562,6 +562,10 @@ impl Inner {
             notify: u.notify,
             restart_always: u.restart_always,
             has_data_dir: root.exists(k3s::DB_DIR),
+            node_password: root
+                .read(k3s::node_password::PASSWORD_PATH)
+                .map(|t| t.trim().to_string()),
+            reset_flag: root.exists(k3s::snapshot::RESET_FLAG),
         })
     }
 

@@ -35,6 +35,7 @@ mod world_check;
 mod world_cli;
 mod world_dr;
 mod world_lost_server;
+mod world_node_password;
 mod world_restore;
 mod world_rollout;
 mod world_traffic;

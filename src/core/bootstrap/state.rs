@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::{LOG_PATH, STATE_PATH};
+use crate::base::names::NODE_PASSWORD_REJECTED;
 
 /// Separates the state file from the log tail in [`report_command`]'s
 /// output.
@@ -175,17 +176,26 @@ pub fn k3s_journal_command(server: bool, lines: usize) -> Vec<String> {
 const MAX_REASON_CHARS: usize = 400;
 
 /// k3s's own reason for failing, from its journal: the message of the last
-/// `level=fatal` line, else of the last `level=error` line (k3s logs with
-/// logrus: `time="..." level=fatal msg="..."`). Text from a VM: cut to a
-/// bounded length here, escaped where it is shown.
+/// `level=fatal` line, else of the last `level=error` line or of an agent's
+/// node password refused, whichever came last (k3s logs with logrus:
+/// `time="..." level=fatal msg="..."`; the refusal is retried at info
+/// level, so it is looked for by its words, [`NODE_PASSWORD_REJECTED`]).
+/// Text from a VM: cut to a bounded length here, escaped where it is shown.
 pub fn k3s_reason(journal: &str) -> Option<String> {
     let lines: Vec<&str> = journal.lines().collect();
     let pick = |level: &str| {
-        lines.iter().rev().find(|l| {
+        lines.iter().rposition(|l| {
             l.contains(&format!("level={level} ")) || l.ends_with(&format!("level={level}"))
         })
     };
-    let line = pick("fatal").or_else(|| pick("error"))?;
+    let rejected = lines
+        .iter()
+        .rposition(|l| l.contains(NODE_PASSWORD_REJECTED));
+    let at = pick("fatal").or_else(|| pick("error").max(rejected))?;
+    if Some(at) == rejected {
+        return Some(password_reason());
+    }
+    let line = lines[at];
     let msg = match line.split_once("msg=\"") {
         Some((_, rest)) => {
             let mut out = String::new();
@@ -203,6 +213,15 @@ pub fn k3s_reason(journal: &str) -> Option<String> {
     };
     let msg = msg.trim();
     (!msg.is_empty()).then(|| msg.chars().take(MAX_REASON_CHARS).collect())
+}
+
+/// k3s's words for a refused node password, and what to do in this fleet:
+/// the name is held by a Node that remains from an earlier VM
+/// (`docs/facts/node-password.md`); the tool never sets `--with-node-id`.
+fn password_reason() -> String {
+    format!(
+        "{NODE_PASSWORD_REJECTED} (a node of this name remains from an earlier VM and k3s keeps its password: re-run apply, which deletes a lost agent's stale node first, or delete the node with kubectl)"
+    )
 }
 
 #[cfg(test)]
@@ -284,6 +303,19 @@ mod tests {
             k3s_reason("level=info msg=\"fine\"\n-- No entries --"),
             None
         );
+        // An agent refused its node password retries at info level.
+        let refused = format!(
+            "time=\"t\" level=error msg=\"Failed to validate connection\"\n\
+             time=\"t\" level=info msg=\"Waiting to retrieve agent configuration; server is not ready: /var/lib/rancher/k3s/agent/serving-kubelet.crt: {NODE_PASSWORD_REJECTED}\"\n"
+        );
+        let r = k3s_reason(&refused).unwrap();
+        assert!(
+            r.starts_with("Node password rejected") && r.contains("re-run apply"),
+            "{r}"
+        );
+        assert!(r.chars().count() <= MAX_REASON_CHARS, "{r}");
+        let fixed_later = format!("{refused}level=error msg=\"later\"\n");
+        assert_eq!(k3s_reason(&fixed_later).as_deref(), Some("later"));
         let long = format!("level=fatal msg=\"{}\"", "x".repeat(5000));
         assert_eq!(k3s_reason(&long).unwrap().len(), MAX_REASON_CHARS);
         assert!(is_k3s_step("wait for k3s-agent to be active"));

@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use super::{Action, Change, Plan, Restart};
 use crate::base::text::{md_code, md_fence, md_text, one_line};
+use crate::core::fleet::Role;
 
 const RESET: &str = "\x1b[0m";
 
@@ -50,8 +51,10 @@ fn disruption(c: &Change) -> String {
     if let Some(new) = c.successor() {
         s.push_str(&format!(" by {} (create before destroy)", one_line(new)));
     }
-    if c.lost.is_some() {
-        s.push_str(" (lost: its etcd member is removed first)");
+    match (c.lost, c.role) {
+        (Some(_), Role::Server) => s.push_str(" (lost: its etcd member is removed first)"),
+        (Some(_), Role::Agent) => s.push_str(" (lost: its stale node is deleted first)"),
+        (None, _) => {}
     }
     match c.restart {
         Some(Restart::K3s) => s.push_str(" (k3s restarts; drained first)"),
@@ -212,6 +215,7 @@ fn change_row(c: &Change) -> String {
         None => md_code(&c.vm),
     };
     let restart = match (c.restart, c.lost) {
+        (_, Some(_)) if c.role == Role::Agent => " (lost agent)",
         (_, Some(_)) => " (lost server)",
         (Some(Restart::K3s), None) => " (k3s restarts)",
         (Some(Restart::Vm), None) => " (VM restarts)",

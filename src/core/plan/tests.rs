@@ -506,9 +506,11 @@ fn pools_keep_the_indices_they_hold() {
         p.changes[0].reasons,
         ["pool \"batch\" is no longer in the fleet"]
     );
-    // web1 went (replaced by web3): web2 and web3 are the pool now.
+    // web1 went (replaced by web3, its Node removed with it): web2 and
+    // web3 are the pool now.
     o.vms
         .retain(|v| v.vm_name != "demo-web1" && v.vm_name != "demo-batch1");
+    o.nodes.as_mut().unwrap().remove("demo-web1");
     assert!(!plan(&f, &o).has_changes(), "{:?}", actions(&plan(&f, &o)));
     // Growing to 3 fills the lowest free index.
     let mut grown = f.clone();
@@ -1553,10 +1555,40 @@ fn a_server_vm_gone_with_its_node_left_is_a_lost_server_replaced_member_first() 
     let p = plan(&f, &no_node);
     assert_eq!(actions(&p), [(Action::Create, "demo-cp2")]);
     assert_eq!(p.changes[0].lost, None);
-    // An agent whose VM is gone has no etcd member: a create.
+    // An agent whose VM is gone has no etcd member, but its Node keeps
+    // its node password, which k3s holds against a new VM of that name
+    // (docs/facts/node-password.md): lost too, its Node deleted first.
     let agent = without_vms(with_etcd_nodes(&f), &["demo-web1"]);
     let p = plan(&f, &agent);
-    assert_eq!(actions(&p), [(Action::Create, "demo-web1")]);
+    assert_eq!(actions(&p), [(Action::Replace, "demo-web1")]);
+    let c = &p.changes[0];
+    assert_eq!(c.lost, Some(Lost::VmGone));
+    assert_eq!(c.replacement, Some(Replacement::DestroyBeforeCreate));
+    assert!(
+        c.reasons[0]
+            .starts_with("demo-web1 is lost: its VM is gone from exe.dev but its node remains")
+            && c.reasons[0].contains("kube-system/demo-web1.node-password.k3s")
+            && !c.reasons[0].contains("etcd"),
+        "{:?}",
+        c.reasons
+    );
+    assert!(
+        !p.is_refused(),
+        "a lost agent is no etcd member: {:?}",
+        p.refusals
+    );
+    // Its Node gone too: a plain create.
+    let mut clean = agent.clone();
+    clean.nodes.as_mut().unwrap().remove("demo-web1");
+    assert_eq!(actions(&plan(&f, &clean)), [(Action::Create, "demo-web1")]);
+    // Below quorum, a lost agent is not named among the lost servers.
+    let dark = without_vms(with_etcd_nodes(&f), &["demo-web1", "demo-cp2", "demo-cp3"]);
+    let p = plan(&f, &dark);
+    let refusal = p.refusals.join("\n");
+    assert!(
+        refusal.contains("demo-cp2, demo-cp3 are lost") && !refusal.contains("demo-web1"),
+        "{refusal}"
+    );
 }
 
 #[test]
@@ -1679,4 +1711,14 @@ fn a_lost_server_in_every_format() {
     insta::assert_snapshot!("plan_human_lost_server", render::human(&p, false));
     insta::assert_snapshot!("plan_markdown_lost_server", render::markdown(&p));
     insta::assert_snapshot!("plan_json_lost_server", render::json(&p));
+}
+
+#[test]
+fn a_lost_agent_in_every_format() {
+    let f = fleet("");
+    let o = without_vms(with_etcd_nodes(&f), &["demo-web1"]);
+    let p = plan(&f, &o);
+    insta::assert_snapshot!("plan_human_lost_agent", render::human(&p, false));
+    insta::assert_snapshot!("plan_markdown_lost_agent", render::markdown(&p));
+    insta::assert_snapshot!("plan_json_lost_agent", render::json(&p));
 }

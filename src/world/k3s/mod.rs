@@ -13,6 +13,10 @@
 //! Refusals modelled, each with its source in the facts file:
 //! - a wrong token, an agent token where a server token is needed
 //!   ("Tokens, again");
+//! - an agent whose node password is not the one k3s keeps for its name
+//!   (a new VM under a remaining Node's name): retried, as k3s does
+//!   ([`node_password`], `docs/facts/node-password.md`; a server's own node
+//!   is only warned about);
 //! - a join URL that does not resolve on the tailnet or whose server is not
 //!   up: the node waits (k3s retries until the server answers);
 //! - a second server joining while another is still a learner: "too many
@@ -44,6 +48,7 @@
 use std::net::Ipv4Addr;
 
 mod cluster;
+pub mod node_password;
 mod parse;
 pub mod snapshot;
 mod state;
@@ -87,6 +92,12 @@ pub struct StartInputs {
     pub restart_always: bool,
     /// `/var/lib/rancher/k3s/server/db` exists.
     pub has_data_dir: bool,
+    /// The node's password file's text, trimmed (`None`: no file yet;
+    /// [`node_password`]).
+    pub node_password: Option<String>,
+    /// `server/db/reset-flag` exists: the first start after a cluster
+    /// reset.
+    pub reset_flag: bool,
 }
 
 impl Model {
@@ -181,6 +192,9 @@ impl Model {
                         notify: i.notify,
                         restart_always: i.restart_always,
                         has_data_dir: i.has_data_dir,
+                        node_password: i.node_password.clone(),
+                        after_reset: i.reset_flag,
+                        password_retry_at: None,
                         node_name,
                         phase: Phase::Starting,
                         node_ip: None,
@@ -203,6 +217,9 @@ impl Model {
                     notify: true,
                     restart_always: true,
                     has_data_dir: false,
+                    node_password: None,
+                    after_reset: false,
+                    password_retry_at: None,
                     node_name: vm.to_string(),
                     phase: Phase::Starting,
                     node_ip: None,
@@ -682,6 +699,11 @@ impl Model {
             }
             return;
         }
+        // An agent refused its password retries its configuration later
+        // (`node_password`).
+        if p.password_retry_at.is_some_and(|t| now < t) {
+            return;
+        }
         let url = p.cfg.get("server").unwrap_or_default().to_string();
         let Some((host, port)) = url_host_port(&url) else {
             return self.fail(
@@ -755,11 +777,9 @@ impl Model {
                 // skew policy (facts "Versions"), but neither k3s nor the
                 // kubelet checks it: it starts. The tool keeps to the policy
                 // at plan time (`release::kubelet_may_run`); the world does
-                // not refuse what k3s does not.
-                p.cluster = Some(cid);
-                p.phase = Phase::Booting {
-                    ready_at: now + self.timings.agent_ready_ms,
-                };
+                // not refuse what k3s does not. Its node password is checked
+                // (`node_password`).
+                self.agent_join(vm, unit, p, cid, &target, now, fx);
             }
         }
     }
@@ -953,6 +973,7 @@ impl Model {
             ip,
             now,
         );
+        node_password::own(&mut c.api, &p.node_name);
         if p.role == Role::Server {
             let mode = p
                 .cfg
@@ -991,8 +1012,9 @@ impl Model {
             });
             fx.push(Effect::ApplyManifests {
                 vm: vm.to_string(),
-                cluster: cid,
+                cluster: cid.clone(),
             });
+            self.server_password(vm, unit, p, &cid, now, fx);
         }
     }
 }

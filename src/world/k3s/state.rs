@@ -41,6 +41,14 @@ pub struct K3sProc {
     pub notify: bool,
     pub restart_always: bool,
     pub has_data_dir: bool,
+    /// The node's password (`/etc/rancher/node/password`; `None` until
+    /// made, `k3s::node_password`).
+    pub node_password: Option<String>,
+    /// Started on a cluster reset's flag (the node's own password Secret
+    /// is deleted once its API is up).
+    pub after_reset: bool,
+    /// An agent whose password was refused asks again at this time.
+    pub(super) password_retry_at: Option<u64>,
     pub node_name: String,
     pub phase: Phase,
     pub node_ip: Option<Ipv4Addr>,

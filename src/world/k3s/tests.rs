@@ -35,6 +35,8 @@ fn inputs(role: Role, c: K3sConfig) -> StartInputs {
         notify: true,
         restart_always: true,
         has_data_dir: false,
+        node_password: None,
+        reset_flag: false,
     }
 }
 
@@ -79,6 +81,18 @@ impl Sim {
 
     fn effects(&mut self, fx: Vec<Effect>) {
         for e in fx {
+            // The VM's password file, read again at each start.
+            if let Effect::WriteFile {
+                vm, path, content, ..
+            } = &e
+                && path == node_password::PASSWORD_PATH
+            {
+                for ((v, _), i) in self.inputs.iter_mut() {
+                    if v == vm {
+                        i.node_password = Some(content.trim().to_string());
+                    }
+                }
+            }
             if let Effect::RestartUnit { vm, unit } = e {
                 let mut i = self.inputs[&(vm.clone(), unit.clone())].clone();
                 i.has_data_dir = self.m.vms[&vm].server_data.is_some();
@@ -982,4 +996,233 @@ fn a_reset_without_a_snapshot_keeps_the_data_once() {
             .unwrap_err()
             .contains("no etcd data")
     );
+}
+
+/// The node-password Secret of `node` in the one cluster, if any.
+fn password_secret(s: &Sim, node: &str) -> Option<serde_json::Value> {
+    let c = s.m.clusters.values().last()?;
+    c.api
+        .get(
+            &crate::world::kube::objects::SECRETS,
+            "kube-system",
+            &node_password::secret_name(node),
+        )
+        .ok()
+}
+
+/// An agent's password is made once (k3s `pkg/agent/config/config.go:206-227`)
+/// and kept: a restart of its k3s proves the same name again, and its
+/// Secret is owned by its Node (`pkg/nodepassword/controller.go:67-97`).
+#[test]
+fn an_agent_keeps_its_password_across_restarts_and_its_secret_is_owned_by_its_node() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.vm("c-web1", true);
+    s.start("c-web1", "k3s-agent", agent(&[]));
+    s.run(150);
+    assert!(
+        s.ready("c-web1", "k3s-agent"),
+        "{}",
+        s.error("c-web1", "k3s-agent")
+    );
+    let pass = s.inputs[&("c-web1".to_string(), "k3s-agent".to_string())]
+        .node_password
+        .clone()
+        .expect("the password file was written");
+    assert_eq!(pass.len(), 32, "16 bytes as hex, as k3s makes it");
+    let secret = password_secret(&s, "c-web1").expect("its Secret");
+    assert_eq!(secret["type"], node_password::SECRET_TYPE);
+    assert!(
+        !secret.to_string().contains(&pass),
+        "the Secret holds a hash, never the password"
+    );
+    let node =
+        s.m.clusters
+            .values()
+            .last()
+            .unwrap()
+            .api
+            .get(&crate::world::kube::objects::NODES, "", "c-web1")
+            .unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        node["metadata"]["uid"]
+    );
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Node");
+    // The server's own node has one too.
+    assert!(password_secret(&s, "c-cp1").is_some());
+    // Restarted (the same VM, the same file): admitted again.
+    let fx = s.m.stop_k3s("c-web1", "k3s-agent", s.now);
+    s.effects(fx);
+    let i = s.inputs[&("c-web1".to_string(), "k3s-agent".to_string())].clone();
+    s.start("c-web1", "k3s-agent", i);
+    s.run(150);
+    assert!(
+        s.ready("c-web1", "k3s-agent"),
+        "{}",
+        s.error("c-web1", "k3s-agent")
+    );
+    assert_eq!(
+        s.inputs[&("c-web1".to_string(), "k3s-agent".to_string())].node_password,
+        Some(pass)
+    );
+}
+
+/// A new VM under the name of a Node that remains brings a new password:
+/// refused with k3s's 403 and its agent's message, retried (k3s
+/// `config.go:57-76`); once the Node is deleted the garbage collector takes
+/// its Secret and the next try is admitted.
+#[test]
+fn a_new_agent_vm_under_a_remaining_nodes_name_is_refused_until_the_node_goes() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.vm("c-web1", true);
+    s.start("c-web1", "k3s-agent", agent(&[]));
+    s.run(150);
+    assert!(s.ready("c-web1", "k3s-agent"));
+    let before = password_secret(&s, "c-web1").unwrap();
+    // Removed behind everyone's back, and created again: a new root.
+    let fx = s.m.remove_vm("c-web1", s.now);
+    s.effects(fx);
+    s.vm("c-web1", true);
+    s.start("c-web1", "k3s-agent", agent(&[]));
+    s.run(2_000);
+    let err = s.error("c-web1", "k3s-agent");
+    assert!(
+        err.contains(node_password::REJECTED)
+            && err.contains("serving-kubelet.crt")
+            && err.starts_with("Waiting to retrieve agent configuration"),
+        "{err}"
+    );
+    assert!(matches!(s.phase("c-web1", "k3s-agent"), Phase::Waiting(_)));
+    let server_log: Vec<&str> = s.m.vms["c-cp1"]
+        .journal
+        .iter()
+        .map(|j| j.message.as_str())
+        .collect();
+    assert!(
+        server_log.iter().any(|l| l.contains("403 response")
+            && l.contains("unable to verify password for node c-web1: hash does not match")),
+        "{server_log:#?}"
+    );
+    assert_eq!(
+        password_secret(&s, "c-web1"),
+        Some(before),
+        "the Secret is kept"
+    );
+    // The stale Node deleted: its Secret goes with it, the retry joins.
+    let cid = s.m.clusters.keys().last().unwrap().clone();
+    s.m.clusters
+        .get_mut(&cid)
+        .unwrap()
+        .api
+        .delete(&crate::world::kube::objects::NODES, "", "c-web1")
+        .unwrap();
+    assert!(
+        password_secret(&s, "c-web1").is_none(),
+        "collected with its Node"
+    );
+    s.run(1_000);
+    assert!(
+        s.ready("c-web1", "k3s-agent"),
+        "{}",
+        s.error("c-web1", "k3s-agent")
+    );
+}
+
+/// The retry is k3s's: not before the interval (the world's
+/// `restart_ms`, k3s's 5 s base) is over.
+#[test]
+fn a_refused_agent_asks_again_only_after_the_retry_interval() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    s.vm("c-web1", true);
+    s.start("c-web1", "k3s-agent", agent(&[]));
+    s.run(150);
+    let fx = s.m.remove_vm("c-web1", s.now);
+    s.effects(fx);
+    s.vm("c-web1", true);
+    s.start("c-web1", "k3s-agent", agent(&[]));
+    s.run(20);
+    assert!(
+        s.error("c-web1", "k3s-agent")
+            .contains(node_password::REJECTED)
+    );
+    let cid = s.m.clusters.keys().last().unwrap().clone();
+    s.m.clusters
+        .get_mut(&cid)
+        .unwrap()
+        .api
+        .delete(&crate::world::kube::objects::NODES, "", "c-web1")
+        .unwrap();
+    s.run(100);
+    assert!(
+        !s.ready("c-web1", "k3s-agent"),
+        "asked again too soon: {}",
+        s.error("c-web1", "k3s-agent")
+    );
+    s.run(Timings::default().restart_ms + 200);
+    assert!(
+        s.ready("c-web1", "k3s-agent"),
+        "{}",
+        s.error("c-web1", "k3s-agent")
+    );
+}
+
+/// A server's own node is verified against its own file before its API
+/// runs (k3s `pkg/nodepassword/validate.go:62-65,127-168`): a server whose
+/// password changed under a remaining Node is not refused; the deferred
+/// check only warns (`validate.go:185-208`).
+#[test]
+fn a_server_with_a_new_password_is_not_refused_only_warned() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    let before = password_secret(&s, "c-cp1").unwrap();
+    let fx = s.m.stop_k3s("c-cp1", "k3s", s.now);
+    s.effects(fx);
+    let mut i = s.inputs[&("c-cp1".to_string(), "k3s".to_string())].clone();
+    i.has_data_dir = true;
+    i.node_password = Some("another-password".into());
+    s.start("c-cp1", "k3s", i);
+    s.run(300);
+    assert!(s.ready("c-cp1", "k3s"), "{}", s.error("c-cp1", "k3s"));
+    let log: Vec<&str> = s.m.vms["c-cp1"]
+        .journal
+        .iter()
+        .map(|j| j.message.as_str())
+        .collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("NodePasswordValidationFailed")),
+        "{log:#?}"
+    );
+    assert_eq!(password_secret(&s, "c-cp1"), Some(before), "not replaced");
+}
+
+/// The first start after a cluster reset deletes the node's own Secret
+/// before its check (k3s `pkg/cluster/managed.go:58-62,133-143`): a server
+/// whose password differs from the restored one gets a Secret of its own,
+/// without the warning.
+#[test]
+fn after_a_reset_a_server_replaces_its_own_password_secret() {
+    let mut s = Sim::new(Faults::default());
+    s.first_server("c-cp1", &[]);
+    let before = password_secret(&s, "c-cp1").unwrap();
+    let fx = s.m.stop_k3s("c-cp1", "k3s", s.now);
+    s.effects(fx);
+    let mut i = s.inputs[&("c-cp1".to_string(), "k3s".to_string())].clone();
+    i.has_data_dir = true;
+    i.node_password = Some("another-password".into());
+    i.reset_flag = true;
+    s.start("c-cp1", "k3s", i);
+    s.run(300);
+    assert!(s.ready("c-cp1", "k3s"), "{}", s.error("c-cp1", "k3s"));
+    let after = password_secret(&s, "c-cp1").unwrap();
+    assert_ne!(after["data"], before["data"], "a new hash");
+    assert!(after["metadata"]["ownerReferences"][0]["kind"] == "Node");
+    let warned = s.m.vms["c-cp1"]
+        .journal
+        .iter()
+        .any(|j| j.message.contains("NodePasswordValidationFailed"));
+    assert!(!warned);
 }

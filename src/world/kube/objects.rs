@@ -77,6 +77,9 @@ pub const DAEMONSETS: Resource = Resource::new("apps", "v1", "daemonsets", "Daem
 /// describe` lists a pod's or node's events.
 pub const EVENTS: Resource = Resource::new("", "v1", "events", "Event", true);
 pub const SERVICES: Resource = Resource::new("", "v1", "services", "Service", true);
+/// Core `v1` Secrets: k3s keeps each node's password hash in one
+/// (`world::k3s::node_password`).
+pub const SECRETS: Resource = Resource::new("", "v1", "secrets", "Secret", true);
 
 /// Every resource with a fixed entry; others found in manifests are served
 /// under `<lowercase kind>s`.
@@ -92,7 +95,7 @@ pub const RESOURCES: &[Resource] = &[
     DAEMONSETS,
     EVENTS,
     Resource::new("", "v1", "configmaps", "ConfigMap", true),
-    Resource::new("", "v1", "secrets", "Secret", true),
+    SECRETS,
     SERVICES,
     Resource::new("", "v1", "endpoints", "Endpoints", true),
     Resource::new("apps", "v1", "statefulsets", "StatefulSet", true),

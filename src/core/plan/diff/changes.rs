@@ -310,6 +310,11 @@ fn duration(secs: u64) -> String {
 /// VM's attributes are a create's.
 fn lost_change(fleet: &Fleet, d: &DesiredVm, target: &Target, lost: Lost) -> Change {
     let mut reasons = vec![match lost {
+        Lost::VmGone if d.role == Role::Agent => format!(
+            "{} is lost: its VM is gone from exe.dev but its node remains; k3s refuses a new VM under the name of a remaining node (its node-password Secret, kube-system/{}, holds the old VM's password), so its node will be deleted first (the Secret goes with it), then a new VM created and joined",
+            d.name,
+            crate::base::names::node_password_secret(&d.name)
+        ),
         Lost::VmGone => format!(
             "{} is lost: its VM is gone from exe.dev but its node, and so its etcd member, remains; its etcd member will be removed (its node deleted), then a new VM created and joined",
             d.name
@@ -386,11 +391,14 @@ pub(super) fn converge(
         // Only a server's etcd Node stands for an etcd member, which stays
         // until the Node is deleted.
         let member = node_of(observed, &d.name).filter(|n| d.role == Role::Server && n.is_etcd());
+        // An agent's Node keeps its node password: k3s refuses a new VM
+        // under its name while it remains (`docs/facts/node-password.md`).
+        let stale = node_of(observed, &d.name).filter(|_| d.role == Role::Agent);
         let Some(o) = by_name.get(d.name.as_str()) else {
             // A server whose VM is gone but whose Node remains still has
             // its etcd member: a plain create would join a fourth member
             // beside the dead one.
-            changes.push(match member {
+            changes.push(match member.or(stale) {
                 Some(_) => lost_change(fleet, d, target, Lost::VmGone),
                 None => create_change(fleet, d, target),
             });

@@ -115,7 +115,7 @@ pub(super) fn lost_quorum_refusal(
     let nodes = nodes?;
     let lost: Vec<&str> = changes
         .iter()
-        .filter(|c| c.lost.is_some())
+        .filter(|c| c.lost.is_some() && c.role == Role::Server)
         .map(|c| c.vm.as_str())
         .collect();
     if lost.is_empty() {
