@@ -82,15 +82,19 @@ impl Underlay for World<'_> {
     }
 }
 
-/// The cluster's data plane from its API objects and its VMs' k3s
-/// configs: cluster DNS and domain from the first node's config (they are
-/// critical settings, equal on every server), k3s's defaults otherwise.
-pub fn snapshot(
-    w: &World<'_>,
-    nodes: &[serde_json::Value],
-    pods: &[serde_json::Value],
-    services: &[serde_json::Value],
-) -> Net {
+/// What a cluster's snapshot is built from besides its API objects: each
+/// running node's flannel interface and MTU, and the cluster DNS address
+/// and domain from the first node's config (they are critical settings,
+/// equal on every server), k3s's defaults otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    flannel: BTreeMap<String, (Option<String>, u32)>,
+    dns: Ipv4Addr,
+    domain: String,
+}
+
+/// The [`Settings`] of the cluster `w` runs, read from the model now.
+pub fn settings(w: &World<'_>) -> Settings {
     let cfg = w
         .vm_of
         .values()
@@ -101,6 +105,80 @@ pub fn snapshot(
         .unwrap_or(DEFAULT_CLUSTER_DNS);
     let domain = cfg
         .and_then(|c| c.get("cluster-domain"))
-        .unwrap_or("cluster.local");
-    Net::from_objects(nodes, pods, services, &w.flannel(), dns, domain)
+        .unwrap_or("cluster.local")
+        .to_string();
+    Settings {
+        flannel: w.flannel(),
+        dns,
+        domain,
+    }
+}
+
+/// The cluster's data plane from its API objects (Nodes, Pods, Services)
+/// and its [`Settings`].
+pub fn snapshot(
+    s: &Settings,
+    nodes: &[serde_json::Value],
+    pods: &[serde_json::Value],
+    services: &[serde_json::Value],
+) -> Net {
+    Net::from_objects(nodes, pods, services, &s.flannel, s.dns, &s.domain)
+}
+
+/// A cluster's last snapshot, kept with the API objects it was built from
+/// (in `world::kube`'s store, so an etcd snapshot's copy of the store
+/// carries the snapshot of its own objects): the API server's proxy and
+/// exe.dev's proxy answer many requests between two changes (`check`
+/// sends hundreds of `/dial`s), and rebuilding it from every object for
+/// each was most of their cost. Valid while the store's resourceVersion
+/// (bumped by every change of an object) and the [`Settings`] are the
+/// same; the tailnet's policy is not in it (the [`World`] underlay is
+/// asked at each connection).
+#[derive(Default)]
+pub struct NetCache(std::sync::Mutex<Option<(u64, Settings, std::sync::Arc<Net>)>>);
+
+impl NetCache {
+    /// The snapshot for resourceVersion `rv` and `settings`: the kept one
+    /// when both are the same, else `build`'s, kept.
+    pub fn get_or_build(
+        &self,
+        rv: u64,
+        settings: Settings,
+        build: impl FnOnce(&Settings) -> Net,
+    ) -> std::sync::Arc<Net> {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((r, s, net)) = kept.as_ref()
+            && *r == rv
+            && *s == settings
+        {
+            return net.clone();
+        }
+        let net = std::sync::Arc::new(build(&settings));
+        *kept = Some((rv, settings, net.clone()));
+        net
+    }
+
+    fn kept(&self) -> Option<(u64, Settings, std::sync::Arc<Net>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Clone for NetCache {
+    fn clone(&self) -> NetCache {
+        NetCache(std::sync::Mutex::new(self.kept()))
+    }
+}
+
+impl std::fmt::Debug for NetCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetCache")
+            .field("rv", &self.kept().map(|(rv, _, _)| rv))
+            .finish()
+    }
 }
