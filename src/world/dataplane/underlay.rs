@@ -182,3 +182,55 @@ impl std::fmt::Debug for NetCache {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(iface: &str) -> Settings {
+        Settings {
+            flannel: [("a".to_string(), (Some(iface.to_string()), 1230))].into(),
+            dns: DEFAULT_CLUSTER_DNS,
+            domain: "cluster.local".into(),
+        }
+    }
+
+    /// A snapshot whose one node name says which build made it.
+    fn built(n: &std::cell::Cell<u32>) -> Net {
+        n.set(n.get() + 1);
+        let node = serde_json::json!({"metadata": {"name": format!("build-{}", n.get())}});
+        Net::from_objects(
+            &[node],
+            &[],
+            &[],
+            &BTreeMap::new(),
+            DEFAULT_CLUSTER_DNS,
+            "cluster.local",
+        )
+    }
+
+    #[test]
+    fn a_snapshot_is_kept_until_the_objects_or_the_settings_change() {
+        let cache = NetCache::default();
+        let builds = std::cell::Cell::new(0);
+        let first = cache.get_or_build(7, settings(TAILNET_IFACE), |_| built(&builds));
+        let again = cache.get_or_build(7, settings(TAILNET_IFACE), |_| built(&builds));
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        assert_eq!(builds.get(), 1);
+        // An object changed: the store's resourceVersion moved on.
+        let newer = cache.get_or_build(8, settings(TAILNET_IFACE), |_| built(&builds));
+        assert_eq!(newer.nodes[0].name, "build-2");
+        // A node's flannel interface changed (its k3s config), same objects.
+        let moved = cache.get_or_build(8, settings("eth0"), |_| built(&builds));
+        assert_eq!(moved.nodes[0].name, "build-3");
+        // A copy (an etcd snapshot's store) keeps the snapshot of its own
+        // objects, and the two go their own ways afterwards.
+        let copy = cache.clone();
+        let kept = copy.get_or_build(8, settings("eth0"), |_| built(&builds));
+        assert!(std::sync::Arc::ptr_eq(&moved, &kept));
+        copy.get_or_build(9, settings("eth0"), |_| built(&builds));
+        let original = cache.get_or_build(8, settings("eth0"), |_| built(&builds));
+        assert!(std::sync::Arc::ptr_eq(&moved, &original));
+        assert_eq!(builds.get(), 4);
+    }
+}
