@@ -77,13 +77,49 @@ impl Checker {
     }
 
     /// Deploys, waits, probes, judges. The namespace stays until
-    /// [`Checker::cleanup`].
+    /// [`Checker::cleanup`]. The shared pools are probed through exe.dev's
+    /// proxy meanwhile: they do not depend on the check's pods.
     pub async fn run(
         &self,
         s: &Session,
         req: &CheckRequest,
         notes: &Notes,
     ) -> Result<Report, EngineError> {
+        let shares = async {
+            let any = crate::core::fleet::desired_vms(&s.fleet)
+                .iter()
+                .any(|d| d.share.is_some());
+            if !req.shares || !any {
+                return Ok((Vec::new(), 0));
+            }
+            let sharing = Instant::now();
+            let nodes = self.ready_nodes(s).await?;
+            let probed = self.probe_shares(s, &nodes, &req.endpoint).await?;
+            Ok::<_, EngineError>((probed, ms(sharing.elapsed())))
+        };
+        let (paths, shares) = tokio::join!(self.run_paths(s, req, notes), shares);
+        let (mut o, mut timings, api_known) = paths?;
+        (o.shares, timings.shares_ms) = shares?;
+        timings.slowest_path_ms = timings.slowest_path();
+        let mut report = check::judge(&self.ns, &o);
+        report.timings = timings;
+        if !api_known {
+            report.skipped.push(
+                "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
+            );
+        }
+        Ok(report)
+    }
+
+    /// Deploys, waits for the pods and probes every path between them:
+    /// what was observed, the timings, and whether the API's Service was
+    /// found.
+    async fn run_paths(
+        &self,
+        s: &Session,
+        req: &CheckRequest,
+        notes: &Notes,
+    ) -> Result<(Observed, check::Timings, bool), EngineError> {
         let started = Instant::now();
         let mut timings = check::Timings::default();
         let (svc_ip, api) = self.deploy(notes).await?;
@@ -127,19 +163,7 @@ impl Checker {
             &mut timings,
         )
         .await;
-        if req.shares {
-            let sharing = Instant::now();
-            o.shares = self.probe_shares(s, &nodes, &req.endpoint).await?;
-            timings.shares_ms = ms(sharing.elapsed());
-        }
-        let mut report = check::judge(&self.ns, &o);
-        report.timings = timings;
-        if !api_known {
-            report.skipped.push(
-                "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
-            );
-        }
-        Ok(report)
+        Ok((o, timings, api_known))
     }
 
     /// Creates the check's namespace, DaemonSet and Service (marking the
