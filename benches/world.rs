@@ -730,14 +730,14 @@ async fn measure_check(agents: u32) -> Result<Vec<(Duration, Value)>, String> {
 /// its timings (each measured by the tool around that step alone, so it
 /// holds the step's own round trips to the API):
 ///
-///   deploy         creating the namespace, DaemonSet and Service, reading
-///                  `default/kubernetes` and the Ready Nodes
-///   + pods         until a check pod Runs on every Ready node (the
-///                  world's DaemonSet controller, scheduler and kubelet)
-///   + slowest probe  the slowest single probe (a pair's small and large
-///                  dial), as if every probe ran at once
-///   or the shares  the shared pools through exe.dev's proxy, probed
-///                  alongside, when they take longer
+/// - deploy: creating the namespace, DaemonSet and Service, reading
+///   `default/kubernetes` and the Ready Nodes;
+/// - then pods: until a check pod Runs on every Ready node (the world's
+///   DaemonSet controller, scheduler and kubelet);
+/// - then the slowest single probe (a pair's small and large dial), as
+///   if every probe ran at once;
+/// - or the shares, the shared pools through exe.dev's proxy, probed
+///   alongside, when they take longer.
 ///
 /// The wall time adds what is the tool's own: starting the process,
 /// opening the SSH tunnel and the TLS connection, the probes beyond the
