@@ -9,8 +9,9 @@
 use serde_json::json;
 
 use super::Inner;
+use super::dataplane::cache::snapshot;
 use super::dataplane::http::Session;
-use super::dataplane::underlay::{World, settings, snapshot};
+use super::dataplane::underlay::{World, settings};
 use super::dataplane::{Failure, From, Net, Target};
 use super::kube::objects::{self, Resource};
 

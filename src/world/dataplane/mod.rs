@@ -17,8 +17,9 @@
 //! [`Net`] is a snapshot built from the API objects ([`Net::from_objects`]);
 //! the world keeps a cluster's last one with its API store and builds a
 //! new one, under its lock, only when an object or a node's flannel/DNS
-//! settings changed (`underlay::NetCache`).
+//! settings changed (`cache::NetCache`).
 
+pub mod cache;
 pub mod cidr;
 pub mod http;
 pub mod netexec;

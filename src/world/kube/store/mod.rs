@@ -107,7 +107,7 @@ pub struct ApiStore {
     /// When node Leases were last looked at (`leases`).
     leases_checked_ms: Option<u64>,
     /// The data plane's last snapshot of these objects (`world::traffic`).
-    net: crate::world::dataplane::underlay::NetCache,
+    net: crate::world::dataplane::cache::NetCache,
 }
 
 pub use super::objects::selector_matches;
@@ -336,8 +336,8 @@ impl ApiStore {
     /// `build` from the objects when the kept one is not for both.
     pub fn data_plane(
         &self,
-        settings: crate::world::dataplane::underlay::Settings,
-        build: impl FnOnce(&crate::world::dataplane::underlay::Settings) -> crate::world::dataplane::Net,
+        settings: crate::world::dataplane::cache::Settings,
+        build: impl FnOnce(&crate::world::dataplane::cache::Settings) -> crate::world::dataplane::Net,
     ) -> std::sync::Arc<crate::world::dataplane::Net> {
         self.net.get_or_build(self.rv, settings, build)
     }
