@@ -427,9 +427,9 @@ pub struct Report {
 
 /// Where a check's time goes, in milliseconds: creating the objects,
 /// waiting for the pods, all probes (bounded concurrency), the slowest
-/// single probe (a pair's small and large dial together), the shares.
-/// `deploy + pods + slowest_probe + shares` is the check's critical path
-/// if every probe ran at once (`benches/world.rs` compares against it).
+/// single probe (a pair's small and large dial together), the shares
+/// (probed through exe.dev's proxy while the rest runs), and the check's
+/// slowest path ([`Timings::slowest_path`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Timings {
     pub deploy_ms: u64,
@@ -437,6 +437,19 @@ pub struct Timings {
     pub probes_ms: u64,
     pub slowest_probe_ms: u64,
     pub shares_ms: u64,
+    pub slowest_path_ms: u64,
+}
+
+impl Timings {
+    /// The time a correct check cannot avoid, if every probe ran at once:
+    /// deploying, a pod Running on every node, then the slowest single
+    /// probe; the shares alongside (they need none of the check's
+    /// objects). Not in it: connecting to the API, the probes waiting
+    /// for their turn (`--concurrency`), deleting the namespace
+    /// (`benches/world.rs` compares the wall time against it).
+    pub fn slowest_path(&self) -> u64 {
+        (self.deploy_ms + self.pods_ms + self.slowest_probe_ms).max(self.shares_ms)
+    }
 }
 
 /// How the pod-to-pod pairs were chosen, for the report and the docs.

@@ -268,6 +268,10 @@ pub async fn kube_client(
             )
         }
     };
+    // The TLS library seeds its random generator on first use (aws-lc's
+    // jitter entropy: tens of ms of CPU), before the first ClientHello:
+    // done now on a thread of its own, it overlaps the tunnel's start.
+    let seeded = tokio::task::spawn_blocking(seed_tls_random);
     let tunnel = if via_tunnel {
         Some(ssh::tunnel(via, LOCAL_API, ssh).await?)
     } else {
@@ -280,6 +284,7 @@ pub async fn kube_client(
         (None, None) if via != first_server(fleet) => Some(server_url_of(fleet, via)),
         (None, _) => None,
     };
+    let _ = seeded.await;
     let client = client_from_kubeconfig(kc, cluster, override_url.as_deref(), &source_name).await?;
     let url = override_url.unwrap_or_else(|| "the kubeconfig's server".to_string());
     if let Err(e) = client.apiserver_version().await {
@@ -319,6 +324,15 @@ pub async fn kube_client(
         });
     }
     Ok((client, tunnel))
+}
+
+/// Draws one random byte from the TLS provider the kube client uses, so
+/// that its generator is seeded. A failure here is the TLS handshake's to
+/// report, so it is ignored.
+fn seed_tls_random() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut [0u8; 1]);
 }
 
 /// A client for the fleet's API that connects on first use and keeps the

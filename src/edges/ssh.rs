@@ -723,6 +723,9 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
             })?;
         let live = Live::new(&child);
         let deadline = tokio::time::Instant::now() + opts.connect_timeout + Duration::from_secs(5);
+        // Asking the local port is cheap, and every command that tunnels
+        // waits on it: look soon, then every 20 ms.
+        let mut poll = Duration::from_millis(5);
         let exited = loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -745,7 +748,8 @@ pub async fn tunnel(vm: &str, remote: &str, opts: &SshOptions) -> Result<Tunnel,
                     (opts.connect_timeout + Duration::from_secs(5)).as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(20));
         };
         let mut stderr = Vec::new();
         if let Some(mut pipe) = child.stderr.take() {

@@ -36,7 +36,10 @@ pub struct CheckRequest {
 /// How long one probe through the pod proxy may take: netexec's own
 /// client gives up after 5 s (`createHTTPClient`), the proxy adds a hop.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often the pods are listed while waiting for them.
+/// How often the pods are listed while waiting for them: soon after the
+/// DaemonSet is created (on a warm node its pods start within a fraction
+/// of a second), then less often, up to every [`POLL`].
+const FIRST_POLL: Duration = Duration::from_millis(20);
 const POLL: Duration = Duration::from_secs(1);
 
 /// A check in progress: the client (and its tunnel) and the namespace it
@@ -74,13 +77,49 @@ impl Checker {
     }
 
     /// Deploys, waits, probes, judges. The namespace stays until
-    /// [`Checker::cleanup`].
+    /// [`Checker::cleanup`]. The shared pools are probed through exe.dev's
+    /// proxy meanwhile: they do not depend on the check's pods.
     pub async fn run(
         &self,
         s: &Session,
         req: &CheckRequest,
         notes: &Notes,
     ) -> Result<Report, EngineError> {
+        let shares = async {
+            let any = crate::core::fleet::desired_vms(&s.fleet)
+                .iter()
+                .any(|d| d.share.is_some());
+            if !req.shares || !any {
+                return Ok((Vec::new(), 0));
+            }
+            let sharing = Instant::now();
+            let nodes = self.ready_nodes(s).await?;
+            let probed = self.probe_shares(s, &nodes, &req.endpoint).await?;
+            Ok::<_, EngineError>((probed, ms(sharing.elapsed())))
+        };
+        let (paths, shares) = tokio::join!(self.run_paths(s, req, notes), shares);
+        let (mut o, mut timings, api_known) = paths?;
+        (o.shares, timings.shares_ms) = shares?;
+        timings.slowest_path_ms = timings.slowest_path();
+        let mut report = check::judge(&self.ns, &o);
+        report.timings = timings;
+        if !api_known {
+            report.skipped.push(
+                "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
+            );
+        }
+        Ok(report)
+    }
+
+    /// Deploys, waits for the pods and probes every path between them:
+    /// what was observed, the timings, and whether the API's Service was
+    /// found.
+    async fn run_paths(
+        &self,
+        s: &Session,
+        req: &CheckRequest,
+        notes: &Notes,
+    ) -> Result<(Observed, check::Timings, bool), EngineError> {
         let started = Instant::now();
         let mut timings = check::Timings::default();
         let (svc_ip, api) = self.deploy(notes).await?;
@@ -124,19 +163,7 @@ impl Checker {
             &mut timings,
         )
         .await;
-        if req.shares {
-            let sharing = Instant::now();
-            o.shares = self.probe_shares(s, &nodes, &req.endpoint).await?;
-            timings.shares_ms = ms(sharing.elapsed());
-        }
-        let mut report = check::judge(&self.ns, &o);
-        report.timings = timings;
-        if !api_known {
-            report.skipped.push(
-                "API from pods: the cluster has no `default/kubernetes` Service with a ClusterIP to dial".to_string(),
-            );
-        }
-        Ok(report)
+        Ok((o, timings, api_known))
     }
 
     /// Creates the check's namespace, DaemonSet and Service (marking the
@@ -225,6 +252,7 @@ impl Checker {
         let lp = ListParams::default().labels(&format!("app={}", check::NAME));
         let deadline = Instant::now() + timeout;
         let mut last = usize::MAX;
+        let mut poll = FIRST_POLL;
         loop {
             let pods = api
                 .list(&lp)
@@ -247,7 +275,8 @@ impl Checker {
             if ready == nodes.len() || Instant::now() >= deadline {
                 return Ok(state);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL);
         }
     }
 
@@ -288,8 +317,13 @@ impl Checker {
     }
 
     /// Deletes the namespace (and so everything in it) when this check
-    /// created it, and waits up to 30 s for it to go; true when it is gone
-    /// or going (a namespace is deleted in the background: `Terminating`).
+    /// created it; true when it is gone or going. A namespace is deleted
+    /// in the background (`Terminating` while the namespace controller
+    /// removes its objects, the pods after their grace period): the check
+    /// looks once and does not wait for it, since nothing waits on it. A
+    /// check run again at once uses a namespace of its own (a new random
+    /// id) and no host port, so a terminating one from the last run does
+    /// not stand in its way.
     pub async fn cleanup(&self, notes: &Notes) -> bool {
         if !self.created.load(std::sync::atomic::Ordering::SeqCst) {
             return true;
@@ -307,18 +341,12 @@ impl Checker {
                 return false;
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match api.get_opt(&self.ns).await {
-                Ok(None) => return true,
-                Ok(Some(_)) => tokio::time::sleep(POLL).await,
-                Err(_) => break,
-            }
+        if !matches!(api.get_opt(&self.ns).await, Ok(None)) {
+            notes(&format!(
+                "namespace {} is terminating; Kubernetes finishes deleting it in the background",
+                self.ns
+            ));
         }
-        notes(&format!(
-            "namespace {} is still terminating; Kubernetes finishes deleting it in the background",
-            self.ns
-        ));
         true
     }
 }

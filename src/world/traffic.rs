@@ -9,8 +9,9 @@
 use serde_json::json;
 
 use super::Inner;
+use super::dataplane::cache::snapshot;
 use super::dataplane::http::Session;
-use super::dataplane::underlay::{World, snapshot};
+use super::dataplane::underlay::{World, settings};
 use super::dataplane::{Failure, From, Net, Target};
 use super::kube::objects::{self, Resource};
 
@@ -45,6 +46,17 @@ pub enum ProxyKind {
 fn services() -> Resource {
     objects::resource_by_path("", "services")
         .unwrap_or_else(|| objects::resource_for("v1", "Service"))
+}
+
+/// The cluster's data plane now: the store's kept snapshot while neither
+/// its objects nor the nodes' settings changed, else one built from them.
+fn data_plane(api: &super::kube::ApiStore, w: &World<'_>) -> std::sync::Arc<Net> {
+    api.data_plane(settings(w), |s| {
+        let nodes = api.list(&objects::NODES, None, None, None);
+        let pods = api.list(&objects::PODS, None, None, None);
+        let svcs = api.list(&services(), None, None, None);
+        snapshot(s, &nodes, &pods, &svcs)
+    })
 }
 
 /// `[scheme:]name[:port]` of a proxy path (Kubernetes'
@@ -115,10 +127,7 @@ impl Inner {
             }
         };
         let w = World::new(&m, cluster);
-        let nodes = c.api.list(&objects::NODES, None, None, None);
-        let pods = c.api.list(&objects::PODS, None, None, None);
-        let svcs = c.api.list(&services(), None, None, None);
-        let net = snapshot(&w, &nodes, &pods, &svcs);
+        let net = data_plane(&c.api, &w);
         let backend = match kind {
             ProxyKind::Pod => pod_backend(&net, ns, name, port),
             ProxyKind::Service => service_backend(&net, ns, name, port),
@@ -160,10 +169,7 @@ impl Inner {
         let node = p.node_name.clone();
         let c = m.clusters.get(&cluster)?;
         let w = World::new(&m, &cluster);
-        let nodes = c.api.list(&objects::NODES, None, None, None);
-        let pods = c.api.list(&objects::PODS, None, None, None);
-        let svcs = c.api.list(&services(), None, None, None);
-        let net = snapshot(&w, &nodes, &pods, &svcs);
+        let net = data_plane(&c.api, &w);
         let ip = net.nodes.iter().find(|n| n.name == node)?.ip?;
         let session = Session {
             net: &net,

@@ -76,6 +76,14 @@ fn check_passes_on_a_healthy_cluster_and_cleans_up() {
     assert!(ns.starts_with("exedev-k8s-check-"), "{ns}");
     report["namespace"] = "exedev-k8s-check-<id>".into();
     assert!(report["timings"]["slowest_probe_ms"].as_u64().unwrap() > 0);
+    // The slowest path the report gives is deploy + pods + the slowest
+    // probe (no shares in this fleet).
+    let t = |k: &str| report["timings"][k].as_u64().unwrap();
+    assert_eq!(
+        t("slowest_path_ms"),
+        t("deploy_ms") + t("pods_ms") + t("slowest_probe_ms"),
+        "{report}"
+    );
     for (_, t) in report["timings"].as_object_mut().unwrap() {
         *t = "<ms>".into();
     }

@@ -398,3 +398,20 @@ fn pair_counts_of_the_documented_fleets() {
     let big = nodes(&[("cp", 3), ("general", 55), ("ingress", 2)]);
     assert_eq!(pairs(&big).len(), 121);
 }
+
+/// The slowest path: deploy, pods and the slowest probe one after the
+/// other; the shares alongside, counting only when they take longer.
+#[test]
+fn the_slowest_path_runs_the_shares_alongside() {
+    let mut t = Timings {
+        deploy_ms: 4,
+        pods_ms: 46,
+        probes_ms: 76,
+        slowest_probe_ms: 31,
+        shares_ms: 20,
+        slowest_path_ms: 0,
+    };
+    assert_eq!(t.slowest_path(), 81);
+    t.shares_ms = 500;
+    assert_eq!(t.slowest_path(), 500);
+}

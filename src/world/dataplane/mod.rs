@@ -15,8 +15,11 @@
 //! (the first reachable Ready endpoint in name order answers).
 //!
 //! [`Net`] is a snapshot built from the API objects ([`Net::from_objects`]);
-//! the world builds one per request under its lock.
+//! the world keeps a cluster's last one with its API store and builds a
+//! new one, under its lock, only when an object or a node's flannel/DNS
+//! settings changed (`cache::NetCache`).
 
+pub mod cache;
 pub mod cidr;
 pub mod http;
 pub mod netexec;

@@ -1,13 +1,15 @@
 //! The world's side of the data plane: which flows pass between two
 //! nodes' VMs (the tailnet and its policy, `Model::route_port`), each
-//! node's flannel settings from its k3s config, and a cluster's snapshot
-//! ([`snapshot`]). Pure: reads the model, changes nothing.
+//! node's flannel settings from its k3s config, and what else a cluster's
+//! snapshot is built from ([`settings`]; the snapshot and its cache are
+//! `cache`'s). Pure: reads the model, changes nothing.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use super::cache::Settings;
 use super::cidr::DEFAULT_CLUSTER_DNS;
-use super::{Net, Proto, TAILNET_IFACE, TAILSCALE_MTU, Underlay, VXLAN_OVERHEAD};
+use super::{Proto, TAILNET_IFACE, TAILSCALE_MTU, Underlay, VXLAN_OVERHEAD};
 use crate::world::k3s::Phase;
 use crate::world::model::Model;
 
@@ -82,15 +84,8 @@ impl Underlay for World<'_> {
     }
 }
 
-/// The cluster's data plane from its API objects and its VMs' k3s
-/// configs: cluster DNS and domain from the first node's config (they are
-/// critical settings, equal on every server), k3s's defaults otherwise.
-pub fn snapshot(
-    w: &World<'_>,
-    nodes: &[serde_json::Value],
-    pods: &[serde_json::Value],
-    services: &[serde_json::Value],
-) -> Net {
+/// The [`Settings`] of the cluster `w` runs, read from the model now.
+pub fn settings(w: &World<'_>) -> Settings {
     let cfg = w
         .vm_of
         .values()
@@ -101,6 +96,11 @@ pub fn snapshot(
         .unwrap_or(DEFAULT_CLUSTER_DNS);
     let domain = cfg
         .and_then(|c| c.get("cluster-domain"))
-        .unwrap_or("cluster.local");
-    Net::from_objects(nodes, pods, services, &w.flannel(), dns, domain)
+        .unwrap_or("cluster.local")
+        .to_string();
+    Settings {
+        flannel: w.flannel(),
+        dns,
+        domain,
+    }
 }

@@ -117,35 +117,46 @@ fn forward(world: &str, vm: &str, spec: &str) -> Result<(), String> {
         .map_err(|e| format!("bind [{bind}]:{lport}: {e}\nCould not request local forwarding."))?;
     let (world, vm, host) = (world.to_string(), vm.to_string(), host.to_string());
     std::thread::spawn(move || {
+        // Each connection opens its channel on a thread of its own, as ssh
+        // opens channels on its one connection without waiting for the
+        // previous: a client opening several connections at once (a kube
+        // client's pool) is not served one after the other.
         for (n, conn) in listener.incoming().flatten().enumerate() {
             let req = Connect {
                 vm: vm.clone(),
                 host: host.clone(),
                 port: hport,
             };
-            let reply: Result<ConnectReply, String> = client::post(&world, CONNECT, &req);
-            let upstream = match reply {
-                Ok(ConnectReply::Port { port }) => {
-                    TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())
-                }
-                Ok(ConnectReply::Refused { message }) => Err(message),
-                Err(e) => Err(e),
-            };
-            match upstream {
-                Ok(up) => {
-                    let (Ok(c2), Ok(u2)) = (conn.try_clone(), up.try_clone()) else {
-                        continue;
-                    };
-                    std::thread::spawn(move || pump(conn, up));
-                    std::thread::spawn(move || pump(u2, c2));
-                }
-                Err(e) => {
-                    eprintln!("channel {n}: open failed: connect failed: {e}");
-                }
-            }
+            let world = world.clone();
+            std::thread::spawn(move || open_channel(&world, n, conn, &req));
         }
     });
     Ok(())
+}
+
+/// Opens forwarded channel `n` for local connection `conn` and pumps it
+/// both ways until either side closes.
+fn open_channel(world: &str, n: usize, conn: TcpStream, req: &Connect) {
+    let reply: Result<ConnectReply, String> = client::post(world, CONNECT, req);
+    let upstream = match reply {
+        Ok(ConnectReply::Port { port }) => {
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())
+        }
+        Ok(ConnectReply::Refused { message }) => Err(message),
+        Err(e) => Err(e),
+    };
+    match upstream {
+        Ok(up) => {
+            let (Ok(c2), Ok(u2)) = (conn.try_clone(), up.try_clone()) else {
+                return;
+            };
+            std::thread::spawn(move || pump(u2, c2));
+            pump(conn, up);
+        }
+        Err(e) => {
+            eprintln!("channel {n}: open failed: connect failed: {e}");
+        }
+    }
 }
 
 /// `ssh ARGS...` (after `--world URL`).

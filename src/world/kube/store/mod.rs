@@ -106,6 +106,8 @@ pub struct ApiStore {
     synced_rv: u64,
     /// When node Leases were last looked at (`leases`).
     leases_checked_ms: Option<u64>,
+    /// The data plane's last snapshot of these objects (`world::traffic`).
+    net: crate::world::dataplane::cache::NetCache,
 }
 
 pub use super::objects::selector_matches;
@@ -327,6 +329,17 @@ impl ApiStore {
     /// The list's resourceVersion.
     pub fn resource_version(&self) -> String {
         self.rv.to_string()
+    }
+
+    /// The data plane's snapshot of these objects at this resourceVersion
+    /// (every change of an object bumps it) and `settings`, built by
+    /// `build` from the objects when the kept one is not for both.
+    pub fn data_plane(
+        &self,
+        settings: crate::world::dataplane::cache::Settings,
+        build: impl FnOnce(&crate::world::dataplane::cache::Settings) -> crate::world::dataplane::Net,
+    ) -> std::sync::Arc<crate::world::dataplane::Net> {
+        self.net.get_or_build(self.rv, settings, build)
     }
 
     /// Creates an object (409 if it exists).
