@@ -68,6 +68,7 @@ fn an_agent_removed_behind_the_tools_back_is_recreated_after_its_stale_node_goes
     let h = formed();
     let (status, body) = h.exec(&["rm", AGENT]);
     assert_eq!(status, 200, "{body}");
+    h.wait_device_gone(AGENT, std::time::Duration::from_secs(20));
 
     let t = ok(cli(&h, &["plan", "-f", "fleet.yaml", "--via-ssh-tunnel"]));
     assert!(
@@ -132,6 +133,7 @@ fn restore_lets_an_agent_recreated_after_the_snapshot_back_in() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, body) = h.exec(&["rm", AGENT]);
     assert_eq!(status, 200, "{body}");
+    h.wait_device_gone(AGENT, std::time::Duration::from_secs(20));
     ok(apply(&h));
     let out = cli(
         &h,

@@ -102,6 +102,30 @@ impl Harness {
         }
     }
 
+    /// Waits until no tailnet device is named `name` (an ephemeral device
+    /// leaves its offline time after its VM went): what a test removing a VM
+    /// behind the tool's back waits for before the tool may reuse the name.
+    pub fn wait_device_gone(&self, name: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let s = self.state();
+            let held = s["tailnet"]["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["name"] == name);
+            if !held {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tailnet device {name} still there after {timeout:?}: {:#}",
+                s["tailnet"]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A Kubernetes client for the world's cluster, through demo-cp1's API
     /// (the emulator serves its admin kubeconfig).
     #[allow(dead_code)]
