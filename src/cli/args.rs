@@ -47,6 +47,11 @@ pub struct KubeArgs {
     /// Never reach the API through an SSH tunnel: only over the tailnet.
     #[arg(long)]
     pub no_ssh_tunnel: bool,
+    /// How long to wait for the Kubernetes API's first answer (a server
+    /// that answers 503 is asked again until then) before going on without
+    /// it (plan, status) or refusing what needs it (apply).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub api_timeout: std::time::Duration,
 }
 
 impl KubeArgs {
@@ -76,6 +81,7 @@ impl KubeArgs {
             via_ssh_tunnel: self.via_ssh_tunnel,
             no_ssh_tunnel: self.no_ssh_tunnel,
             ssh_key,
+            api_timeout: Some(self.api_timeout),
         }
     }
 }
@@ -99,6 +105,34 @@ pub struct ReleaseArgs {
 mod tests {
     use super::*;
 
+    /// `KubeArgs` as a command line parses them.
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        kube: KubeArgs,
+    }
+
+    /// Without --api-timeout the engine waits the library's own default
+    /// (one fact: the flag's default is that constant); with it, as long
+    /// as asked.
+    #[test]
+    fn api_timeout_defaults_to_the_connect_timeout_and_reaches_the_engine() {
+        use clap::Parser;
+        let none = Cmd::try_parse_from(["x"]).unwrap().kube;
+        assert_eq!(
+            none.settings(None).api_timeout,
+            Some(crate::edges::kubeaccess::CONNECT_TIMEOUT)
+        );
+        let five = Cmd::try_parse_from(["x", "--api-timeout", "5s"])
+            .unwrap()
+            .kube;
+        assert_eq!(
+            five.settings(None).api_timeout,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert!(Cmd::try_parse_from(["x", "--api-timeout", "soon"]).is_err());
+    }
+
     /// A printed next step reaches the API the way this run did.
     #[test]
     fn next_step_flags_repeat_how_the_api_was_reached() {
@@ -106,6 +140,7 @@ mod tests {
             kubeconfig: kc.map(PathBuf::from),
             via_ssh_tunnel: via,
             no_ssh_tunnel: no,
+            api_timeout: crate::edges::kubeaccess::CONNECT_TIMEOUT,
         };
         assert_eq!(args(false, false, None).as_flags(), "");
         assert_eq!(args(true, false, None).as_flags(), " --via-ssh-tunnel");

@@ -51,7 +51,7 @@ pub enum KubeAccessError {
     },
     /// Connecting (fetching, tunnelling, first answer) took too long.
     #[error(
-        "the Kubernetes API did not answer within {secs} s (is this machine on the tailnet? try --via-ssh-tunnel)"
+        "the Kubernetes API did not answer within {secs} s (is this machine on the tailnet? try --via-ssh-tunnel; --api-timeout sets how long to wait)"
     )]
     Timeout { secs: u64 },
     /// The API server did not answer.
@@ -335,6 +335,12 @@ fn seed_tls_random() {
         .fill(&mut [0u8; 1]);
 }
 
+/// How long [`LazyClient`] waits for a first answer by default (`--api-timeout`).
+/// An API server that answers 503 (kube's client asks again, backing off,
+/// for minutes) or not at all is given up on after it: the operation goes
+/// on without the API (plan, status) or refuses what needs it (apply).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A client for the fleet's API that connects on first use and keeps the
 /// connection (and its tunnel): `apply` on a new cluster has no API until
 /// the first server's bootstrap is done, so it asks only then, and again
@@ -367,8 +373,18 @@ impl LazyClient {
             route,
             via: via.to_string(),
             ssh: ssh.clone(),
-            connect_timeout: Duration::from_secs(60),
+            connect_timeout: CONNECT_TIMEOUT,
             cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits at most `timeout` (instead of [`CONNECT_TIMEOUT`]) for the
+    /// first answer: a user who knows the API is down need not wait a
+    /// minute to hear it, one on a slow link may wait longer.
+    pub fn connect_timeout(self, timeout: Duration) -> LazyClient {
+        LazyClient {
+            connect_timeout: timeout,
+            ..self
         }
     }
 

@@ -26,6 +26,9 @@ pub struct KubeSettings {
     pub no_ssh_tunnel: bool,
     /// The SSH key for VMs (and for the tunnel).
     pub ssh_key: Option<PathBuf>,
+    /// How long to wait for the API's first answer (`--api-timeout`;
+    /// `None`: [`crate::edges::kubeaccess::CONNECT_TIMEOUT`]).
+    pub api_timeout: Option<Duration>,
 }
 
 impl KubeSettings {
@@ -38,7 +41,7 @@ impl KubeSettings {
 /// first use. Nothing is contacted yet.
 pub fn lazy(s: &Session, via: Option<&str>) -> LazyClient {
     let first = crate::edges::kubeaccess::first_server(&s.fleet);
-    LazyClient::new(
+    let client = LazyClient::new(
         &s.fleet,
         &s.dir,
         s.kube.kubeconfig.as_deref(),
@@ -49,7 +52,11 @@ pub fn lazy(s: &Session, via: Option<&str>) -> LazyClient {
         },
         via.unwrap_or(&first),
         &s.kube.ssh(),
-    )
+    );
+    match s.kube.api_timeout {
+        Some(t) => client.connect_timeout(t),
+        None => client,
+    }
 }
 
 /// The credential plugins of a kubeconfig the user brings, which will run

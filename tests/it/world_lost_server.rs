@@ -166,9 +166,10 @@ fn two_of_three_servers_lost_is_refused_naming_restore() {
     let h = formed(true);
     h.rm_behind_the_tools_back(&["demo-cp2", "demo-cp3"]);
     // cp1's API does not answer without quorum (the world's API answers
-    // only with it, as k3s's etcd-backed one): apply waits its 60 s for
-    // the API, then refuses. (`plan` says the same as a warning: unit
-    // tests in src/core/plan/tests.rs; not run here, another minute.)
+    // only with it, as k3s's etcd-backed one): apply waits --api-timeout
+    // (5 s here instead of the default minute: the same path, the API
+    // given up on) for the API, then refuses. (`plan` says the same as a
+    // warning: unit tests in src/core/plan/tests.rs.)
     let out = cli(
         &h,
         &[
@@ -177,6 +178,8 @@ fn two_of_three_servers_lost_is_refused_naming_restore() {
             "fleet.yaml",
             "--yes",
             "--via-ssh-tunnel",
+            "--api-timeout",
+            "5s",
             "--timeout",
             "60s",
         ],
@@ -188,6 +191,7 @@ fn two_of_three_servers_lost_is_refused_naming_restore() {
         "{t}"
     );
     assert!(t.contains("exedev-k8s restore"), "{t}");
+    assert!(t.contains("did not answer within 5 s"), "{t}");
     let names = h.vm_names();
     assert!(
         !names.iter().any(|n| n == "demo-cp2" || n == "demo-cp3"),
