@@ -605,14 +605,17 @@ async fn remove_servers(
 /// The snapshot look-up, the stop and the Node deletions take no world
 /// time and count as nothing.
 ///
-/// Not counted, and so part of the measured excess: each joining server's
-/// restart for the fleet's snapshot settings (`server_ready` each, one at
-/// a time): the setup script cannot carry the S3 keys (exe.dev stores it),
-/// so apply's create path writes them over SSH once the server is Ready
-/// and restarts k3s (`apply::steps::settle_after_boot`). Delivering them
-/// before k3s's first start would remove those restarts; it is not done.
-/// The first server's settings need no restart: its reset reads them
-/// ([`exedev_k8s::core::bootstrap::render_settings_only`]).
+/// No server restarts for the fleet's snapshot settings: the setup script
+/// cannot carry the S3 keys (exe.dev stores it), so it waits for them
+/// before k3s's first start while apply's create path writes them over
+/// SSH as soon as the VM runs (`apply::steps::push_before_start`); k3s
+/// starts once with them. Traced at load ~9-13 (53.3 s = 1.18x): first
+/// server created to its comment 13.5 s (path 12), snapshot listed and
+/// k3s stopped 0.3 s, reset to Ready 10.0 s (10), cp2 created to joined
+/// 12.5 s (path 10), cp3 11.5 s (path 8), agents 5.0 s (5); the settings
+/// wait in each server's setup script took about 0.1 s (the push had
+/// landed during the k3s install). Before (each joining server restarted
+/// once Ready for them): 79.4 s = 1.76x at load ~12.
 fn restore_all_gone_critical_path(servers: u32) -> Duration {
     let t = TIMINGS;
     let first = BOOT_MS + t.install_ms + t.server_ready_ms;

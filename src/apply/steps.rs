@@ -327,8 +327,14 @@ pub(super) async fn create(
     }
     if is_server {
         wait_running(ctx, name).await?;
+        let settles = spec::settles_after_boot(&ctx.fleet, d.role);
+        let early = settles && push_before_start(ctx, &d).await?;
         node_ready(ctx, name, Some(&ctx.version)).await?;
-        if spec::settles_after_boot(&ctx.fleet, d.role) {
+        if early {
+            step(ctx, name, "comment");
+            let comment = spec::comment_for(&ctx.fleet, &d, Some(&ctx.version));
+            ctx.client.comment(name, &comment).await?;
+        } else if settles {
             settle_after_boot(ctx, &d).await?;
         }
         ctx.alive_servers
@@ -345,8 +351,56 @@ pub(super) async fn create(
     Ok(())
 }
 
+/// How long apply tries to write a new server's settings before k3s first
+/// starts (SSH's own connection retries included): well under the setup
+/// script's 3-minute wait for them (`templates/common.sh.tera`), so a
+/// write that lands is one the script still waits for.
+const BEFORE_START_BOUND: Duration = Duration::from_secs(60);
+
+/// Writes a new server's etcd snapshot settings over SSH while its setup
+/// script waits for them before k3s first starts, so k3s starts once with
+/// them (no restart after Ready). `false` (said as a step) when that could
+/// not be done: no SSH on this run, SSH not answering within
+/// [`BEFORE_START_BOUND`], or the script already past its wait; the
+/// caller then gives them with a restart ([`settle_after_boot`]). If
+/// apply dies here, the setup script's own bound lets k3s start without
+/// them and the next plan shows them.
+async fn push_before_start(ctx: &Ctx, d: &DesiredVm) -> Result<bool, StepError> {
+    let vm = d.name.as_str();
+    let script = spec::before_start_script(&ctx.fleet, d, &ctx.secrets, &ctx.version)?;
+    let Some(change) = ctx.opts.ops.change(vm, script) else {
+        return Ok(false);
+    };
+    step(
+        ctx,
+        vm,
+        "etcd snapshot settings over SSH before k3s first starts",
+    );
+    let why = match tokio::time::timeout(BEFORE_START_BOUND, change).await {
+        Ok(Ok(_)) => {
+            step(
+                ctx,
+                vm,
+                "etcd snapshot settings in place: k3s starts once, with them",
+            );
+            return Ok(true);
+        }
+        Ok(Err(e)) => crate::base::text::one_line(&e.to_string()).into_owned(),
+        Err(_) => format!("no answer within {} s", BEFORE_START_BOUND.as_secs()),
+    };
+    step(
+        ctx,
+        vm,
+        format!(
+            "settings not written before k3s started ({why}): given after Ready with a restart"
+        ),
+    );
+    Ok(false)
+}
+
 /// The settings a new server's setup script leaves out (the etcd
-/// snapshot settings: no room under 10 KiB) given now, as any k3s change
+/// snapshot settings: no room under 10 KiB), when they could not be
+/// written before k3s first started ([`push_before_start`]), given now, as any k3s change
 /// in place: the change script over SSH, Ready again, then the comment
 /// that records them (until then it records what the VM booted with, so
 /// a failure here shows in the next plan as a k3s change). Without

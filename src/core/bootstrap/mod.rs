@@ -186,11 +186,11 @@ pub struct BootstrapInput {
     /// Secret `k3s agent` flags, as [`Self::server_secret_args`].
     pub agent_secret_args: Vec<(String, Secret)>,
     /// k3s's etcd snapshot settings, `(--key, value)`, servers only: written
-    /// into the drop-in (0600) by the in-place change script only
-    /// ([`render_change`]); the setup script leaves them out, having no
-    /// room for them under exe.dev's 10 KiB, and apply runs the change
-    /// script on a new server once it is Ready. Values are [`Secret`]s
-    /// because the S3 keys are among them.
+    /// into the drop-in (0600) by a change script over SSH only; the setup
+    /// script leaves them out, having no room for them under exe.dev's
+    /// 10 KiB, and waits a bounded time before k3s first starts for apply
+    /// to write them ([`render_before_start`], [`awaits_settings`]).
+    /// Values are [`Secret`]s because the S3 keys are among them.
     pub etcd_snapshots: Vec<(String, Secret)>,
     /// Components to disable; must be identical on every server.
     pub disable: Vec<String>,
@@ -575,12 +575,21 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
     ctx.insert("log_path", LOG_PATH);
     ctx.insert("state_path", STATE_PATH);
     ctx.insert("is_server", &kind.is_server());
+    ctx.insert("await_settings", &awaits_settings(input));
     ctx.insert("manifests", &manifests);
     let mut script = tera.render(kind.template(), &ctx).map_err(template_error)?;
     if !script.ends_with('\n') {
         script.push('\n');
     }
     Ok(script)
+}
+
+/// Whether `input`'s setup script waits, before k3s's first start, for the
+/// drop-in apply pushes over SSH ([`render_before_start`]): servers of a
+/// fleet with etcd snapshots, whose settings (S3 keys) the setup script
+/// cannot carry, so k3s starts once with them instead of twice.
+pub fn awaits_settings(input: &BootstrapInput) -> bool {
+    input.kind.is_server() && !input.etcd_snapshots.is_empty()
 }
 
 /// The script that changes a running node in place, run over SSH (as the
@@ -596,7 +605,7 @@ fn render_unchecked(input: &BootstrapInput) -> Result<String, BootstrapError> {
 /// upgraded by other means) and never touches config.yaml (the token).
 /// Idempotent: re-running it converges on the same node.
 pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
-    render_change_script(input, true)
+    render_change_script(input, Mode::Restart)
 }
 
 /// [`render_change`] without its installer run and restart: the k3s
@@ -607,10 +616,32 @@ pub fn render_change(input: &BootstrapInput) -> Result<String, BootstrapError> {
 /// (docs/facts/disaster-recovery.md sections 3 and 4), so a restart of
 /// its own would only cost a `server_ready`.
 pub fn render_settings_only(input: &BootstrapInput) -> Result<String, BootstrapError> {
-    render_change_script(input, false)
+    render_change_script(input, Mode::SettingsOnly)
 }
 
-fn render_change_script(input: &BootstrapInput, restart: bool) -> Result<String, BootstrapError> {
+/// The drop-in written on a new server before k3s first starts, while its
+/// setup script waits for it ([`awaits_settings`]): no installed k3s
+/// needed, no restart, and linked into place so it never replaces the
+/// drop-in the setup script writes once it stops waiting. It fails when
+/// the drop-in or k3s's etcd data is already there (k3s started, or is
+/// about to, without these settings): the caller then gives them with
+/// [`render_change`].
+pub fn render_before_start(input: &BootstrapInput) -> Result<String, BootstrapError> {
+    render_change_script(input, Mode::BeforeStart)
+}
+
+/// What the change script does besides writing the drop-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Installs the fleet's k3s and restarts the unit.
+    Restart,
+    /// Nothing: the caller restarts k3s.
+    SettingsOnly,
+    /// Nothing, and only before k3s's first start.
+    BeforeStart,
+}
+
+fn render_change_script(input: &BootstrapInput, mode: Mode) -> Result<String, BootstrapError> {
     validate(input)?;
     let tera = tera()?;
     let files = render_configs(input, true)?;
@@ -624,7 +655,8 @@ fn render_change_script(input: &BootstrapInput, restart: bool) -> Result<String,
     ctx.insert("dropin_path", DROPIN_PATH);
     ctx.insert("log_path", CHANGE_LOG_PATH);
     ctx.insert("is_server", &input.kind.is_server());
-    ctx.insert("restart", &restart);
+    ctx.insert("restart", &(mode == Mode::Restart));
+    ctx.insert("before_start", &(mode == Mode::BeforeStart));
     let mut script = tera
         .render("node-change.sh.tera", &ctx)
         .map_err(template_error)?;

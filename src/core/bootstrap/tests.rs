@@ -145,6 +145,9 @@ fn the_largest_realistic_script_leaves_headroom() {
     i.server_token = secrets.k3s_token;
     i.agent_token = secrets.agent_token;
     i.tailscale_auth_key = secrets.tailscale_auth_key;
+    // With etcd snapshots: the server's script then also waits for them.
+    i.etcd_snapshots = with_snapshots(ScriptKind::ServerJoin).etcd_snapshots;
+    assert!(awaits_settings(&i));
     let size = render(&i).expect("renders").len();
     eprintln!("largest realistic setup script: {size} bytes");
     assert!(size < MAX_SETUP_SCRIPT_BYTES - 1024, "{size} bytes");
@@ -1510,7 +1513,9 @@ fn snapshot_settings_reach_only_a_servers_drop_in_through_the_change_script() {
         let setup = render(&i).expect("renders");
         assert!(!setup.contains("etcd-snapshot"), "{kind:?}");
         assert!(!setup.contains(S3_KEY_VALUE), "{kind:?}");
-        assert_eq!(setup, render(&input(kind)).expect("renders"), "{kind:?}");
+        if kind == ScriptKind::Agent {
+            assert_eq!(setup, render(&input(kind)).expect("renders"), "{kind:?}");
+        }
         let sb = Sandbox::new();
         assert_ok(&sb.run(&setup, &[]));
         let change = render_change(&i).expect("renders");
@@ -1566,4 +1571,147 @@ fn snapshot_settings_cannot_break_out_of_the_drop_in() {
     assert!(!e.contains("SECRETVALUE"), "{e}");
     i.etcd_snapshots = vec![("--Bad: key".to_string(), Secret::new("x"))];
     assert!(render_change(&i).is_err());
+}
+
+// ------------------------------------ snapshot settings before k3s starts
+
+const WAIT_STEP: &str = "step: wait for the etcd snapshot settings";
+
+/// Only a server of a fleet with snapshots waits for its settings (agents
+/// get none; without snapshots nothing is pushed): the step is rendered
+/// for those alone, and the script stays valid bash, shellcheck-clean.
+#[test]
+fn only_servers_of_snapshot_fleets_wait_for_their_settings() {
+    for kind in KINDS {
+        let plain = render(&input(kind)).expect("renders");
+        assert!(!plain.contains("wait for the etcd snapshot settings"));
+        let snap = with_snapshots(kind);
+        assert_eq!(awaits_settings(&snap), kind != ScriptKind::Agent);
+        let setup = render(&snap).expect("renders");
+        assert_eq!(
+            setup.contains("wait for the etcd snapshot settings"),
+            kind != ScriptKind::Agent,
+            "{kind:?}"
+        );
+        assert_ok(&bash_n(&setup));
+        shellcheck(&setup, &format!("{kind:?} waiting for snapshot settings"));
+        shellcheck(
+            &render_before_start(&snap).expect("renders"),
+            "settings before the first start",
+        );
+    }
+}
+
+/// The wait in the setup script of a snapshot fleet's server, with the
+/// drop-in apply pushes and without it. Returns the sandbox after the run.
+fn run_waiting(pushed: bool, ran_before: bool) -> (Sandbox, String) {
+    let mut i = with_snapshots(ScriptKind::ServerJoin);
+    i.disable = vec!["traefik".into()];
+    let sb = Sandbox::new();
+    if pushed {
+        assert_ok(&sb.run(&render_before_start(&i).expect("renders"), &[]));
+    }
+    if ran_before {
+        std::fs::create_dir_all(sb.root("/var/lib/rancher/k3s/server/db")).expect("db");
+    }
+    let before = sb.log();
+    assert_ok(&sb.run(&render(&i).expect("renders"), &[]));
+    let calls = sb.calls_since(&before);
+    (sb, calls)
+}
+
+/// The settings pushed before the wait: k3s starts at once, with them (the
+/// setup script keeps the pushed drop-in rather than writing its own).
+#[test]
+fn pushed_settings_end_the_wait_and_k3s_starts_with_them() {
+    let (sb, calls) = run_waiting(true, false);
+    let log = sb.vm_log();
+    assert!(log.contains(WAIT_STEP), "{log}");
+    assert!(!log.contains("starts without them"), "{log}");
+    assert!(!calls.contains("sleep 2"), "no wait: {calls}");
+    assert!(calls.contains(&format!(
+        "systemctl start --no-block {}",
+        unit(ScriptKind::ServerJoin)
+    )));
+    let cfg = dropin_map(&sb);
+    assert_eq!(cfg["etcd-s3-secret-key"], serde_json::json!([S3_KEY_VALUE]));
+    assert!(!log.contains(S3_KEY_VALUE));
+}
+
+/// Nobody pushing (apply gone): the script waits its bound, 90 x 2 s,
+/// says so, writes its own drop-in (without the S3 keys it never holds)
+/// and starts k3s anyway.
+#[test]
+fn without_apply_the_wait_ends_at_its_bound_and_k3s_starts() {
+    let (sb, calls) = run_waiting(false, false);
+    let log = sb.vm_log();
+    assert!(log.contains(WAIT_STEP), "{log}");
+    assert!(log.contains("k3s starts without them"), "{log}");
+    assert_eq!(
+        calls.lines().filter(|l| *l == "sleep 2").count(),
+        90,
+        "{calls}"
+    );
+    let cfg = dropin_map(&sb);
+    assert_eq!(cfg["disable"], serde_json::json!(["traefik"]));
+    assert!(!cfg.contains_key("etcd-s3-secret-key"), "{cfg:?}");
+    assert!(calls.contains(&format!(
+        "systemctl start --no-block {}",
+        unit(ScriptKind::ServerJoin)
+    )));
+    assert_eq!(sb.vm_state().phase, BootstrapPhase::Done);
+}
+
+/// Once k3s has run (its etcd data there: a reboot, a re-run) the script
+/// never waits, pushed settings or not.
+#[test]
+fn a_node_where_k3s_has_run_never_waits() {
+    let (sb, calls) = run_waiting(false, true);
+    assert!(!sb.vm_log().contains(WAIT_STEP));
+    assert!(!calls.contains("sleep 2"), "{calls}");
+}
+
+/// apply's push before the first start: the drop-in 0600 with the
+/// settings, no installed k3s needed, no installer, no unit touched, no
+/// secret shown; refused (nothing replaced) once the drop-in is there (the
+/// setup script stopped waiting and wrote its own) or k3s has etcd data.
+#[test]
+fn the_push_before_start_writes_once_and_never_after_k3s_started() {
+    let i = with_snapshots(ScriptKind::ServerInit);
+    let script = render_before_start(&i).expect("renders");
+    let sb = Sandbox::new();
+    let before = sb.log();
+    let out = sb.run(&script, &[]);
+    assert_ok(&out);
+    let calls = sb.calls_since(&before);
+    assert!(
+        !calls.contains("curl") && !calls.contains("systemctl"),
+        "{calls}"
+    );
+    assert!(!calls.contains(S3_KEY_VALUE), "{calls}");
+    let dropin = sb.root(DROPIN_PATH);
+    let mode = std::fs::metadata(&dropin)
+        .expect("drop-in")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        dropin_map(&sb)["etcd-s3-secret-key"],
+        serde_json::json!([S3_KEY_VALUE])
+    );
+    assert!(!sb.root(&format!("{DROPIN_PATH}.new")).exists());
+    // Again: the drop-in is there, so this is not before the first start.
+    std::fs::write(&dropin, "disable: [\"traefik\"]\n").expect("setup's own");
+    let out = sb.run(&script, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has started or stopped waiting"), "{err}");
+    assert!(!err.contains(S3_KEY_VALUE));
+    let kept = std::fs::read_to_string(&dropin).expect("drop-in");
+    assert_eq!(kept, "disable: [\"traefik\"]\n", "never replaced");
+    // k3s's etcd data there, no drop-in: refused too.
+    std::fs::remove_file(&dropin).expect("rm");
+    std::fs::create_dir_all(sb.root("/var/lib/rancher/k3s/server/db")).expect("db");
+    assert!(!sb.run(&script, &[]).status.success());
+    assert!(!dropin.exists());
 }

@@ -89,9 +89,11 @@ fn snapshot_settings(fleet: &Fleet, secrets: &ClusterSecrets) -> Vec<(String, Se
         .collect()
 }
 
-/// Whether a new `role` VM's setup script leaves settings to a k3s change
-/// over SSH once it is Ready: the etcd snapshot settings, which the setup
-/// script has no room for (10 KiB, `bootstrap::render`).
+/// Whether a new `role` VM's setup script leaves settings to a change over
+/// SSH: the etcd snapshot settings, which the setup script has no room for
+/// (10 KiB, `bootstrap::render`) and must not carry (S3 keys). Its setup
+/// script waits a bounded time for them before k3s first starts
+/// ([`before_start_script`]); when they come later, a restart gives them.
 pub fn settles_after_boot(fleet: &Fleet, role: Role) -> bool {
     role == Role::Server && fleet.k3s.snapshots.is_some()
 }
@@ -426,6 +428,19 @@ pub fn settings_script(
     version: &str,
 ) -> Result<Secret, BootstrapError> {
     bootstrap::render_settings_only(&bootstrap_input(fleet, vm, secrets, None, version))
+        .map(Secret::new)
+}
+
+/// The settings a new server's setup script waits for, written before k3s
+/// first starts ([`bootstrap::render_before_start`]): what
+/// [`settings_script`] writes, refused once k3s has started.
+pub fn before_start_script(
+    fleet: &Fleet,
+    vm: &DesiredVm,
+    secrets: &ClusterSecrets,
+    version: &str,
+) -> Result<Secret, BootstrapError> {
+    bootstrap::render_before_start(&bootstrap_input(fleet, vm, secrets, None, version))
         .map(Secret::new)
 }
 
