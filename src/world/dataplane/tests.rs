@@ -650,7 +650,7 @@ fn a_starting_pod_refuses_and_is_no_endpoint() {
     p["status"] = json!({"phase": "Pending", "podIP": "10.42.0.2",
         "conditions": [{"type": "Ready", "status": "False"}],
         "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]});
-    let mut other = pod("pb", "a", "10.42.0.3", &["netexec"], json!({"app": "x"}));
+    let other = pod("pb", "a", "10.42.0.3", &["netexec"], json!({"app": "x"}));
     let n = Net::from_objects(
         &nodes,
         &[p, other],
