@@ -88,6 +88,10 @@ pub struct WorldArgs {
     /// milliseconds (meanwhile `BackendState: Starting`, no address).
     #[arg(long, default_value_t = Timings::default().tailscale_up_ms, requires = "run_setup_scripts")]
     pub tailscale_up_ms: u64,
+    /// Time a bound pod spends `ContainerCreating` before it runs and
+    /// turns Ready, in milliseconds (one figure for every pod).
+    #[arg(long, default_value_t = Timings::default().pod_start_ms, requires = "run_setup_scripts")]
+    pub pod_start_ms: u64,
     /// systemd's restart delay for a failed k3s, in milliseconds.
     #[arg(long, default_value_t = Timings::default().restart_ms, requires = "run_setup_scripts")]
     pub restart_ms: u64,
@@ -195,6 +199,7 @@ impl WorldArgs {
             agent_ready_ms: self.agent_ready_ms,
             restart_ms: self.restart_ms,
             tailscale_up_ms: self.tailscale_up_ms,
+            pod_start_ms: self.pod_start_ms,
         };
         c.faults = Faults {
             download_failures: self.fault_download_failures,

@@ -117,6 +117,9 @@ pub struct PodNet {
     pub node: Option<String>,
     pub ip: Option<Ipv4Addr>,
     pub running: bool,
+    /// Its sandbox is up (the CNI gave it its address) and its containers
+    /// are being created: nothing listens on its address yet.
+    pub creating: bool,
     pub ready: bool,
     pub host_network: bool,
     pub labels: serde_json::Map<String, Value>,
@@ -496,7 +499,7 @@ impl Net {
             return Err(Failure::NoRoute(p.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)));
         };
         let dst = self.node(node).ok_or(Failure::NoRoute(ip))?;
-        if !p.running {
+        if !p.running && !p.creating {
             return Err(Failure::NoRoute(ip));
         }
         if p.host_network {
@@ -504,7 +507,13 @@ impl Net {
         } else {
             self.overlay(src, dst, size, u)?;
         }
-        if !p.listens(port, proto) {
+        // A starting pod's address exists (its sandbox's network namespace,
+        // set up by the CNI before the kubelet posts `podIP`) but no
+        // process listens: the kernel answers a TCP SYN with a reset (RFC
+        // 9293 3.10.7.1, a segment to a CLOSED port) and a UDP datagram
+        // with ICMP port unreachable (RFC 1122 4.1.3.1): refused, not
+        // unroutable.
+        if p.creating || !p.listens(port, proto) {
             return Err(Failure::Refused(SocketAddrV4::new(ip, port)));
         }
         Ok(Reached {
@@ -825,6 +834,7 @@ fn api_servers(json: &[Value], nodes: &[NodeNet]) -> Vec<PodNet> {
             node: Some(n.name.clone()),
             ip: n.ip,
             running: true,
+            creating: false,
             ready: true,
             host_network: true,
             labels: serde_json::Map::new(),
@@ -902,6 +912,14 @@ fn pod_net(p: &Value) -> PodNet {
         node: p["spec"]["nodeName"].as_str().map(str::to_string),
         ip: p["status"]["podIP"].as_str().and_then(|s| s.parse().ok()),
         running: p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null(),
+        // Bound, `Pending`, a container `waiting` (the kubelet's
+        // `ContainerCreating`; the shape `kube::objects::creating_status`
+        // writes).
+        creating: p["status"]["phase"] == "Pending"
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| !c["state"]["waiting"].is_null())),
         ready,
         host_network: p["spec"]["hostNetwork"] == Value::Bool(true),
         labels: p["metadata"]["labels"]

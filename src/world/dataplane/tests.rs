@@ -639,3 +639,44 @@ fn netexec_dialing_the_api_gets_gos_plain_http_refusal() {
         r#"{"responses":["Client sent an HTTP request to an HTTPS server.\n"]}"#
     );
 }
+
+/// A pod whose containers are being created has its address (its
+/// sandbox is up) but nothing listens: a connection to it is refused, it
+/// is no Service endpoint, and it sends nothing.
+#[test]
+fn a_starting_pod_refuses_and_is_no_endpoint() {
+    let nodes = [node("a", 0)];
+    let mut p = pod("pa", "a", "10.42.0.2", &["netexec"], json!({"app": "web"}));
+    p["status"] = json!({"phase": "Pending", "podIP": "10.42.0.2",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]});
+    let other = pod("pb", "a", "10.42.0.3", &["netexec"], json!({"app": "x"}));
+    let n = Net::from_objects(
+        &nodes,
+        &[p, other],
+        &[service(
+            "web",
+            "10.43.0.50",
+            json!({"app": "web"}),
+            json!(8080),
+            None,
+        )],
+        &flannel(&["a"]),
+        cidr::DEFAULT_CLUSTER_DNS,
+        "cluster.local",
+    );
+    let u = Policy::open();
+    let pb = From::Pod("t", "pb");
+    let e = n
+        .connect(pb, ip("10.42.0.2"), 8080, Proto::Tcp, 10, &u)
+        .unwrap_err();
+    assert!(matches!(e, Failure::Refused(_)), "{e}");
+    assert!(matches!(
+        n.connect(pb, ip("10.43.0.50"), 80, Proto::Tcp, 10, &u),
+        Err(Failure::NoEndpoints { .. })
+    ));
+    assert!(matches!(
+        n.connect(PA, ip("10.42.0.3"), 8080, Proto::Tcp, 10, &u),
+        Err(Failure::NoSource(_))
+    ));
+}

@@ -38,6 +38,7 @@ impl Model {
             Datastore::Sqlite => Vec::new(),
         };
         let mut api = ApiStore::new(now);
+        api.set_pod_start_ms(self.timings.pod_start_ms);
         api.seed_system(&p.cfg.list("disable"), now);
         self.clusters.insert(
             id.clone(),

@@ -495,6 +495,60 @@ pub fn running_status(pod: &Value, host_ip: &str, pod_ip: Option<&str>, now_ms: 
     st
 }
 
+/// `Pending` as the kubelet posts it while the pod's sandbox exists but
+/// its containers are still being created (image pull, container start):
+/// `PodScheduled` and `Initialized` True (no init containers are
+/// modelled), `ContainersReady` and `Ready` False with reason
+/// `ContainersNotReady` and the message the kubelet words
+/// (pkg/kubelet/status/generate.go, `GenerateContainersReadyCondition`),
+/// each container `waiting` with reason `ContainerCreating`, not ready and
+/// not started; `hostIP`, `startTime` and the sandbox's `podIP` are set.
+/// The `PodReadyToStartContainers` condition of recent releases is not
+/// modelled.
+pub fn creating_status(pod: &Value, host_ip: &str, pod_ip: Option<&str>, now_ms: u64) -> Value {
+    let t = rfc3339(now_ms);
+    let names: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let message = format!("containers with unready status: [{}]", names.join(" "));
+    let cond = |ty: &str| json!({"type": ty, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
+    let unready = |ty: &str| {
+        json!({"type": ty, "status": "False", "reason": "ContainersNotReady", "message": message,
+               "lastProbeTime": null, "lastTransitionTime": t})
+    };
+    let statuses: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let image = c["image"].as_str().unwrap_or_default();
+            json!({"name": c["name"], "image": image, "imageID": "", "ready": false, "started": false,
+                   "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}})
+        })
+        .collect();
+    let mut st = json!({"phase": "Pending", "startTime": t, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+           "qosClass": qos_class(pod),
+           "conditions": [cond("Initialized"), unready("Ready"), unready("ContainersReady"), cond("PodScheduled")],
+           "containerStatuses": statuses});
+    if let Some(ip) = pod_ip {
+        st["podIP"] = json!(ip);
+        st["podIPs"] = json!([{"ip": ip}]);
+    }
+    st
+}
+
+/// Is the pod's start under way: bound, its containers being created
+/// ([`creating_status`])?
+pub fn pod_creating(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Pending"
+        && pod["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| !c["state"]["waiting"].is_null()))
+}
+
 /// A containerd container ID: 64 hex digits, here derived from the pod's
 /// uid and the container's name (stable for one pod).
 fn container_id(pod: &Value, c: &Value) -> String {

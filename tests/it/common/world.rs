@@ -34,6 +34,7 @@ pub fn harness(tweak: impl FnOnce(&mut WorldConfig)) -> Harness {
         agent_ready_ms: 60,
         restart_ms: 200,
         tailscale_up_ms: 100,
+        pod_start_ms: 50,
     };
     w.script_timeout = Duration::from_secs(30);
     w.sleep_scale = 0.02;

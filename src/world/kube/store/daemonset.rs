@@ -250,4 +250,27 @@ mod tests {
         assert_eq!(ds["status"]["observedGeneration"], 2);
         assert_eq!(ds["status"]["updatedNumberScheduled"], 1);
     }
+
+    /// Its status counts a pod only once started: scheduled on both nodes
+    /// while their containers are created, ready on neither until
+    /// `pod_start_ms` has passed (what `kubectl rollout status` waits on).
+    #[test]
+    fn a_daemonset_counts_its_pods_ready_only_once_started() {
+        let mut s = super::super::tests::cluster();
+        s.set_pod_start_ms(200);
+        let ds = json!({"metadata": {"name": "agent"}, "spec": {"selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        s.create(&objects::DAEMONSETS, "default", ds).unwrap();
+        s.tick(20);
+        s.tick(30);
+        let st = |s: &ApiStore| {
+            s.get(&objects::DAEMONSETS, "default", "agent").unwrap()["status"].clone()
+        };
+        assert_eq!(st(&s)["currentNumberScheduled"], 2);
+        assert_eq!(st(&s)["numberReady"], 0);
+        assert_eq!(st(&s)["numberAvailable"], 0);
+        s.tick(240);
+        assert_eq!(st(&s)["numberReady"], 2);
+        assert_eq!(st(&s)["numberAvailable"], 2);
+    }
 }

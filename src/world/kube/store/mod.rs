@@ -96,6 +96,12 @@ pub struct ApiStore {
     uid: u64,
     now_ms: u64,
     recreate: Vec<Pending>,
+    /// Pods whose containers are being created, and when each starts
+    /// (`Timings::pod_start_ms` after the kubelet took it up).
+    starting: BTreeMap<Key, u64>,
+    /// How long a bound pod stays `ContainerCreating` (`Timings::pod_start_ms`;
+    /// 0: Running at once).
+    pod_start_ms: u64,
     /// Components k3s was told not to deploy (`disable`).
     disabled: Vec<String>,
     /// UIDs of deleted objects: their dependents are collected, not
@@ -832,7 +838,8 @@ impl ApiStore {
     /// ReplicaSets and DaemonSets create or delete pods, the scheduler
     /// binds pending pods and the kubelet runs them, then each controller
     /// posts its status; node Leases are renewed. A pass runs only when
-    /// something changed since the last one (or a replacement is due).
+    /// something changed since the last one (or a replacement or a pod's
+    /// start is due).
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         self.renew_leases(now_ms);
@@ -842,7 +849,8 @@ impl ApiStore {
             self.recreate = later;
             due
         };
-        if due.is_empty() && self.rv == self.synced_rv {
+        let start_due = self.starting.values().any(|&at| at <= now_ms);
+        if due.is_empty() && !start_due && self.rv == self.synced_rv {
             return;
         }
         let before = self.rv;
@@ -869,6 +877,11 @@ impl ApiStore {
         if self.rv == before {
             self.synced_rv = self.rv;
         }
+    }
+
+    /// Pods bound from now on take `ms` to start (`Timings::pod_start_ms`).
+    pub fn set_pod_start_ms(&mut self, ms: u64) {
+        self.pod_start_ms = ms;
     }
 
     /// Stores a controller's write when it changes the object: a new

@@ -4,7 +4,11 @@
 //! and pod count still hold its requests, the least loaded first (the
 //! default scheduler's `NodeResourcesFit` filter and a spreading score;
 //! its other plugins are not modelled). A pod already bound (`nodeName`,
-//! as DaemonSet pods of old and static pods) runs when its node is Ready.
+//! as DaemonSet pods of old and static pods) starts when its node is
+//! Ready: its containers are created for `pod_start_ms`
+//! ([`objects::creating_status`]), then it runs
+//! ([`objects::running_status`]). A pod that ran before and whose node
+//! came back runs again at once (its containers were not recreated).
 //! Pods on a node that is not Ready lose their Ready condition.
 
 use serde_json::Value;
@@ -118,9 +122,42 @@ impl ApiStore {
             pod["spec"]["nodeName"] = node["metadata"]["name"].clone();
             let host_ip = objects::node_internal_ip(&node);
             let pod_ip = self.pod_ip(&pod, &node);
+            let start_at = if pod["status"]["phase"] == "Pending" {
+                *self
+                    .starting
+                    .entry(k.clone())
+                    .or_insert(now_ms + self.pod_start_ms)
+            } else {
+                now_ms
+            };
+            if start_at > now_ms {
+                if !objects::pod_creating(&pod) {
+                    pod["status"] =
+                        objects::creating_status(&pod, &host_ip, pod_ip.as_deref(), now_ms);
+                    self.put(&objects::PODS, pod);
+                }
+                continue;
+            }
+            self.starting.remove(&k);
+            let since = pod["status"]["startTime"].clone();
             pod["status"] = objects::running_status(&pod, &host_ip, pod_ip.as_deref(), now_ms);
+            if since.is_string() {
+                // The kubelet took the pod up when its start began.
+                pod["status"]["startTime"] = since;
+            }
             self.put(&objects::PODS, pod);
         }
+        self.forget_gone_starts();
+    }
+
+    /// Drops starts of pods that were deleted meanwhile.
+    fn forget_gone_starts(&mut self) {
+        let objects = &self.objects;
+        self.starting.retain(|k, _| {
+            objects
+                .get(k)
+                .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null())
+        });
     }
 }
 

@@ -266,3 +266,77 @@ fn leases_are_created_once_and_updated_at_the_version_read() {
     let now = s.get(&LEASES, "kube-system", "exedev-k8s-demo").unwrap();
     assert_eq!(now["spec"]["holderIdentity"], "b");
 }
+
+/// The kubelet's start of a pod takes `pod_start_ms`: until then it is
+/// `Pending` with its container `ContainerCreating`, scheduled, with an
+/// address, not Ready and no Service endpoint; the tick when the start
+/// falls due (nothing else changed) runs it, and only then is it the
+/// Service's endpoint.
+#[test]
+fn a_bound_pod_creates_its_containers_for_pod_start_ms_then_runs() {
+    let mut s = cluster();
+    s.set_pod_start_ms(500);
+    s.create(&PODS, "default", pod("web-1", "n2", "web", None))
+        .unwrap();
+    s.create(
+        &objects::SERVICES,
+        "default",
+        json!({"metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    )
+    .unwrap();
+    let endpoints = |s: &ApiStore| {
+        let net = crate::world::dataplane::Net::from_objects(
+            &s.list(&NODES, None, None, None),
+            &s.list(&PODS, None, None, None),
+            &s.list(&objects::SERVICES, None, None, None),
+            &BTreeMap::new(),
+            Ipv4Addr::new(10, 43, 0, 10),
+            "cluster.local",
+        );
+        let svc = net
+            .services
+            .iter()
+            .find(|x| x.name == "web")
+            .expect("the Service");
+        net.endpoints(svc)
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+    };
+    s.tick(100);
+    let p = s.get(&PODS, "default", "web-1").unwrap();
+    assert_eq!(p["status"]["phase"], "Pending");
+    let c = &p["status"]["containerStatuses"][0];
+    assert_eq!(c["state"]["waiting"]["reason"], "ContainerCreating");
+    assert_eq!(
+        (c["ready"].clone(), c["started"].clone()),
+        (json!(false), json!(false))
+    );
+    let cond = |p: &Value, ty: &str| {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
+            .map(|c| c["status"].clone())
+    };
+    assert_eq!(cond(&p, "PodScheduled"), Some(json!("True")));
+    assert_eq!(cond(&p, "Ready"), Some(json!("False")));
+    assert_eq!(cond(&p, "ContainersReady"), Some(json!("False")));
+    assert!(
+        p["status"]["podIP"].is_string(),
+        "the sandbox has its address"
+    );
+    assert!(!objects::pod_ready(&p));
+    assert!(endpoints(&s).is_empty(), "a starting pod is no endpoint");
+    let rv = p["metadata"]["resourceVersion"].clone();
+    s.tick(599);
+    let p = s.get(&PODS, "default", "web-1").unwrap();
+    assert_eq!(p["status"]["phase"], "Pending", "1 ms before its start");
+    assert_eq!(p["metadata"]["resourceVersion"], rv, "no write meanwhile");
+    s.tick(600);
+    let p = s.get(&PODS, "default", "web-1").unwrap();
+    assert_eq!(p["status"]["phase"], "Running");
+    assert!(objects::pod_ready(&p));
+    assert!(p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
+    assert_eq!(endpoints(&s), ["web-1"]);
+}
