@@ -120,15 +120,7 @@ fn an_agent_removed_behind_the_tools_back_is_recreated_after_its_stale_node_goes
 #[test]
 fn restore_lets_an_agent_recreated_after_the_snapshot_back_in() {
     let h = formed();
-    let out = h.ssh("demo-cp1", "sudo -n k3s etcd-snapshot save --name np");
-    let all = text(&out);
-    assert!(out.status.success(), "{all}");
-    let snap = all
-        .split("Snapshot ")
-        .filter_map(|rest| rest.split(" saved.").next())
-        .find(|n| n.starts_with("np-") && !n.contains(' '))
-        .unwrap_or_else(|| panic!("no snapshot name in: {all}"))
-        .to_string();
+    let snap = h.save_snapshot("demo-cp1", "np");
     // The file's time is in whole seconds: the new VM's is later.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (status, body) = h.exec(&["rm", AGENT]);

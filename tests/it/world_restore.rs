@@ -67,19 +67,6 @@ fn has_configmap(h: &Harness, name: &str) -> bool {
     })
 }
 
-/// `k3s etcd-snapshot save --name N` on `vm`: the snapshot's full name,
-/// from k3s's "Snapshot NAME saved." line.
-fn save_snapshot(h: &Harness, vm: &str, name: &str) -> String {
-    let out = h.ssh(vm, &format!("sudo -n k3s etcd-snapshot save --name {name}"));
-    let all = text(&out);
-    assert!(out.status.success(), "{all}");
-    all.split("Snapshot ")
-        .filter_map(|rest| rest.split(" saved.").next())
-        .find(|n| n.starts_with(name) && !n.contains(' '))
-        .unwrap_or_else(|| panic!("no snapshot name in: {all}"))
-        .to_string()
-}
-
 /// Every server up, a snapshot taken between two objects: the restore
 /// brings the cluster back to it, and nothing in exe.dev changes.
 #[test]
@@ -100,7 +87,7 @@ fn servers_running_restore_rolls_the_cluster_back_to_the_snapshot() {
         ],
     ));
     make_configmap(&h, "made-before");
-    let snap = save_snapshot(&h, "demo-cp1", "before");
+    let snap = h.save_snapshot("demo-cp1", "before");
     make_configmap(&h, "made-after");
     let new_before = h.emu.count("new");
 
@@ -247,7 +234,7 @@ fn a_drill_restores_into_a_fleet_of_its_own_and_leaves_the_live_one_alone() {
         "90s",
     ]));
     make_configmap(&h, "made-before");
-    let snap = save_snapshot(&h, "demo-cp1", "drill");
+    let snap = h.save_snapshot("demo-cp1", "drill");
     make_configmap(&h, "made-after");
     let before = listing(&h);
     let rm_before = h.emu.count("rm");
@@ -438,7 +425,7 @@ fn every_server_gone_restore_creates_them_from_the_s3_snapshot() {
     );
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
     make_configmap(&h, "made-before");
-    let snap = save_snapshot(&h, "demo-cp1", "all-gone");
+    let snap = h.save_snapshot("demo-cp1", "all-gone");
     make_configmap(&h, "made-after");
     h.rm_behind_the_tools_back(&["demo-cp1", "demo-cp2", "demo-cp3"]);
     let (new_before, rm_before) = (h.emu.count("new"), h.emu.count("rm"));
@@ -589,7 +576,7 @@ fn every_server_gone_wrong_token_removes_the_new_server_again() {
             "90s",
         ],
     ));
-    let snap = save_snapshot(&h, "demo-cp1", "token");
+    let snap = h.save_snapshot("demo-cp1", "token");
     let (status, body) = h.exec(&["rm", "demo-cp1"]);
     assert_eq!(status, 200, "{body}");
     let rm_before = h.emu.count("rm");
@@ -649,7 +636,7 @@ fn a_restore_killed_after_the_reset_and_run_again_finishes_the_fleet() {
         ],
     ));
     make_configmap(&h, "made-before");
-    let snap = save_snapshot(&h, "demo-cp1", "rerun");
+    let snap = h.save_snapshot("demo-cp1", "rerun");
     make_configmap(&h, "made-after");
     h.rm_behind_the_tools_back(&["demo-cp1", "demo-cp2", "demo-cp3"]);
     let args = [

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use exedev_k8s::world::{Timings, WorldConfig};
 use serde_json::Value;
 
-use super::Harness;
+use super::{Harness, text};
 
 /// The Tailscale auth key the world tests' fleets reference
 /// (`authKey: {env: TS_AUTHKEY}`); a test may look for it where it must
@@ -101,6 +101,19 @@ impl Harness {
             let (status, body) = self.exec(&["rm", vm]);
             assert_eq!(status, 200, "rm {vm}: {body}");
         }
+    }
+
+    /// `k3s etcd-snapshot save --name N` on `vm`: the snapshot's full name,
+    /// from k3s's "Snapshot NAME saved." line.
+    pub fn save_snapshot(&self, vm: &str, name: &str) -> String {
+        let out = self.ssh(vm, &format!("sudo -n k3s etcd-snapshot save --name {name}"));
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        all.split("Snapshot ")
+            .filter_map(|rest| rest.split(" saved.").next())
+            .find(|n| n.starts_with(name) && !n.contains(' '))
+            .unwrap_or_else(|| panic!("no snapshot name in: {all}"))
+            .to_string()
     }
 
     /// Waits until no tailnet device is named `name` (an ephemeral device
