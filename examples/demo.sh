@@ -121,7 +121,11 @@ if [ -n "$shared_pool" ]; then
     echo "demo: curl is missing (Debian/Ubuntu: apt-get install curl); the demo stops here" >&2
     exit 1
   }
-  answer=$(curl -fsS --max-time 10 "${EXE_DEV_ENDPOINT%/exec}/_proxy/$vm/hostname")
+  # apply --wait waits for the nodes and the manifests' objects, not their
+  # pods: a pod still starting answers 503 (the world's take pod_start_ms,
+  # real ones seconds), which curl retries as transient.
+  answer=$(curl -fsS --max-time 10 --retry 15 --retry-delay 1 --retry-max-time 30 \
+    "${EXE_DEV_ENDPOINT%/exec}/_proxy/$vm/hostname")
   echo "$vm answers: $answer"
 fi
 echo; echo "== check: pod to pod between nodes, Service, DNS, shared ports (a test DaemonSet, removed after)"
