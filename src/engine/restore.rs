@@ -436,23 +436,7 @@ async fn create_first(
         checked = check_snapshot(s, first, &plan.snapshot.name).await;
     }
     if let Err((why, hint)) = checked {
-        notes(&format!("removing {first} again"));
-        let removed = remove_only(s, first).await;
-        return Err(match removed {
-            Ok(false) => EngineError::refused(format!("{why}. Nothing was changed"), hint),
-            Ok(true) => EngineError::refused(
-                format!(
-                    "{why}. The server VM {first} made for the restore was removed again; nothing else was changed"
-                ),
-                hint,
-            ),
-            Err(e) => EngineError::RestoreStopped {
-                message: format!(
-                    "{why}; and the server VM {first} made for the restore could not be removed again: {e}"
-                ),
-                hint: format!("remove {first} yourself (`ssh exe.dev rm {first}`), then: {hint}"),
-            },
-        });
+        return Err(remove_first_again(s, first, &why, hint, notes).await);
     }
     let secs = started.elapsed().as_secs_f64();
     let outcome = format!(
@@ -483,9 +467,22 @@ async fn undo_first(
         crate::base::text::one_line(why)
     );
     let hint = "k3s's own error is above: a snapshot taken with another server token cannot be restored with the fleet's; pick another (`exedev-k8s snapshot list -f FLEET` once a server runs)".to_string();
+    remove_first_again(s, first, &why, hint, notes).await
+}
+
+/// The new first server removed again (it holds nothing yet), and the
+/// error that says why the restore stopped and what became of that VM.
+async fn remove_first_again(
+    s: &Session,
+    first: &str,
+    why: &str,
+    hint: String,
+    notes: &Notes,
+) -> EngineError {
     notes(&format!("removing {first} again"));
     match remove_only(s, first).await {
-        Ok(_) => EngineError::refused(
+        Ok(false) => EngineError::refused(format!("{why}. Nothing was changed"), hint),
+        Ok(true) => EngineError::refused(
             format!(
                 "{why}. The server VM {first} made for the restore was removed again; nothing else was changed"
             ),
