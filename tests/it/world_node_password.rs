@@ -99,17 +99,7 @@ fn an_agent_removed_behind_the_tools_back_is_recreated_after_its_stale_node_goes
     assert!(t.contains("delete its stale node"), "{t}");
     let w = h.world_of(AGENT);
     assert_eq!(w["k3s"]["ready"], true, "{w:#}");
-    let again = cli(
-        &h,
-        &[
-            "plan",
-            "-f",
-            "fleet.yaml",
-            "--via-ssh-tunnel",
-            "--detailed-exitcode",
-        ],
-    );
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    crate::common::assert_in_sync(|a| cli(&h, a));
 }
 
 /// An agent recreated under its name after a snapshot: the restored

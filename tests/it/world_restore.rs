@@ -126,17 +126,7 @@ fn servers_running_restore_rolls_the_cluster_back_to_the_snapshot() {
     }
     assert_eq!(h.emu.count("new"), new_before, "no VM created");
     assert_eq!(h.emu.count("rm"), 0, "no VM removed");
-    let plan = cli(
-        &h,
-        &[
-            "plan",
-            "-f",
-            "fleet.yaml",
-            "--via-ssh-tunnel",
-            "--detailed-exitcode",
-        ],
-    );
-    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    crate::common::assert_in_sync(|a| cli(&h, a));
 }
 
 /// Refused before any call that changes anything: a name k3s would not
@@ -413,17 +403,7 @@ fn every_server_gone_restore_creates_them_from_the_s3_snapshot() {
             h.world_of(vm)
         );
     }
-    let plan = gone_cli(
-        &h,
-        &[
-            "plan",
-            "-f",
-            "fleet.yaml",
-            "--via-ssh-tunnel",
-            "--detailed-exitcode",
-        ],
-    );
-    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    crate::common::assert_in_sync(|a| gone_cli(&h, a));
     make_configmap(&h, "made-before");
     let snap = h.save_snapshot("demo-cp1", "all-gone");
     make_configmap(&h, "made-after");
@@ -487,17 +467,7 @@ fn every_server_gone_restore_creates_them_from_the_s3_snapshot() {
     }
     assert!(has_configmap(&h, "made-before"), "made before the snapshot");
     assert!(!has_configmap(&h, "made-after"), "made after the snapshot");
-    let plan = gone_cli(
-        &h,
-        &[
-            "plan",
-            "-f",
-            "fleet.yaml",
-            "--via-ssh-tunnel",
-            "--detailed-exitcode",
-        ],
-    );
-    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    crate::common::assert_in_sync(|a| gone_cli(&h, a));
 }
 
 /// Every server VM gone (here: none ever made): refused before anything
@@ -705,17 +675,7 @@ fn a_restore_killed_after_the_reset_and_run_again_finishes_the_fleet() {
     assert_eq!(h.world_of("demo-cp2")["k3s"]["etcd_members"], 3);
     assert!(has_configmap(&h, "made-before"), "made before the snapshot");
     assert!(!has_configmap(&h, "made-after"), "made after the snapshot");
-    let plan = gone_cli(
-        &h,
-        &[
-            "plan",
-            "-f",
-            "fleet.yaml",
-            "--via-ssh-tunnel",
-            "--detailed-exitcode",
-        ],
-    );
-    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    crate::common::assert_in_sync(|a| gone_cli(&h, a));
 }
 
 /// A snapshot fleet's server whose setup script nobody serves (apply gone
@@ -829,15 +789,5 @@ fn a_refused_early_write_falls_back_to_the_restart_after_ready() {
         "sudo -n cat /etc/rancher/k3s/config.yaml.d/exedev-k8s.yaml",
     );
     assert!(text(&dropin).contains("dr-all-gone"), "{}", text(&dropin));
-    let plan = gone_cli(
-        &h,
-        &[
-            "plan",
-            "-f",
-            "fleet.yaml",
-            "--via-ssh-tunnel",
-            "--detailed-exitcode",
-        ],
-    );
-    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    crate::common::assert_in_sync(|a| gone_cli(&h, a));
 }

@@ -38,6 +38,20 @@ pub fn ok(out: impl Borrow<Output>) -> String {
     t
 }
 
+/// `plan -f fleet.yaml --via-ssh-tunnel --detailed-exitcode` through `run`
+/// (the test's own command with its secrets), which must exit 0: nothing
+/// left to change.
+pub fn assert_in_sync(run: impl FnOnce(&[&str]) -> Output) {
+    let plan = run(&[
+        "plan",
+        "-f",
+        "fleet.yaml",
+        "--via-ssh-tunnel",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+}
+
 /// The smallest valid fleet, written once for every test: cluster `demo`,
 /// k3s channel `stable`, one server, the Tailscale key from `TS_AUTHKEY`.
 pub const MINIMAL_FLEET: &str = include_str!("../../fleets/minimal.yaml");
